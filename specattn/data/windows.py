@@ -1,0 +1,70 @@
+"""Cut documents into samples of exactly ``context_len`` tokens."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..errors import SpecAttnError
+from .sources import Document
+
+CHARS_PER_TOKEN_GUESS = 6
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One evaluation sample: ``input_ids`` is ``(context_len,)`` long."""
+
+    sample_id: str
+    input_ids: torch.Tensor
+
+
+def _tokens(tokenizer, text: str, needed: int) -> tuple[list[int], bool]:
+    """At least ``needed`` leading tokens of ``text`` (or all of them), tokenising only a prefix.
+
+    Returns ``(ids, complete)``; ``complete`` is True when the whole text was tokenised.
+    """
+    chars = needed * CHARS_PER_TOKEN_GUESS
+    while True:
+        ids = tokenizer(text[:chars], add_special_tokens=True)["input_ids"]
+        if chars >= len(text):
+            return ids, True
+        # drop the last few tokens of a cut prefix: the cut can split a word differently
+        if len(ids) - 8 >= needed:
+            return ids[: len(ids) - 8], False
+        chars *= 2
+
+
+def token_windows(documents: list[Document], tokenizer, context_len: int, num_samples: int,
+                  source_name: str = "dataset") -> list[Sample]:
+    """``num_samples`` non-overlapping windows, round-robin over documents.
+
+    Sample ``k`` is window ``k // D`` of document ``k % D`` among the ``D`` documents still long
+    enough: the first samples are the opening ``context_len`` tokens of each document in order
+    (the PG-19 protocol of the paper and Quest), later rounds take each document's next window.
+    """
+    samples: list[Sample] = []
+    cache: dict[str, tuple[list[int], bool]] = {}
+    round_index = 0
+    while len(samples) < num_samples:
+        needed = (round_index + 1) * context_len
+        took_any = False
+        for doc in documents:
+            if len(samples) == num_samples:
+                break
+            ids, complete = cache.get(doc.name, ([], False))
+            if len(ids) < needed and not complete:
+                ids, complete = cache[doc.name] = _tokens(tokenizer, doc.text, needed)
+            if len(ids) < needed:
+                continue
+            window = torch.tensor(ids[needed - context_len : needed], dtype=torch.long)
+            samples.append(Sample(f"{doc.name}#{round_index}", window))
+            took_any = True
+        if not took_any:
+            raise SpecAttnError(
+                f"dataset {source_name} holds only {len(samples)} windows of context_len={context_len} tokens, "
+                f"fewer than num_samples={num_samples}: lower dataset.num_samples or dataset.context_len"
+            )
+        round_index += 1
+    return samples

@@ -1,0 +1,111 @@
+"""The interface every KV-selection method implements.
+
+At each verification step, for each *sparse* verifier layer (the first ``dense_layers`` stay
+dense and never reach a method), a method returns which chunks of the step's prefix the layer
+reads. The evaluation loop (:mod:`specattn.perplexity`) owns everything else: the step
+geometry, the tail (always read, causally), the attention masks and the KV accounting, so a new
+method is one small class plus one ``conf/method/<name>.yaml``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+
+from ..layout import StepLayout
+
+
+@dataclass
+class SampleContext:
+    """What a method may know about the sample and the model pair before it starts."""
+
+    layout: StepLayout
+    layer_map: list[int]  # verifier layer -> draft layer
+    sparse_layers: list[int]  # verifier layers that get a sparse selection
+    n_kv_heads: int  # verifier KV heads
+    generator: torch.Generator  # seeded per sample, for randomised methods
+    device: torch.device
+
+
+@dataclass
+class LayerView:
+    """One verifier layer inside one forward pass (all steps at once, or a single step).
+
+    Attributes:
+        layer: verifier layer index.
+        rows: ``(R,)`` absolute positions of the forward's query rows.
+        steps: ``(S,)`` the verification steps among ``rows`` (consecutive, ascending).
+        queries: ``(Hq, R, D)`` the layer's post-RoPE queries.
+        keys: ``(Hkv, K, D)`` the layer's post-RoPE keys for positions ``[0, K)``.
+        scaling: softmax scale.
+    """
+
+    layer: int
+    rows: torch.Tensor
+    steps: torch.Tensor
+    queries: torch.Tensor
+    keys: torch.Tensor
+    scaling: float
+
+
+class SelectionMethod(ABC):
+    """Chooses the prefix KV chunks each sparse verifier layer reads at each step."""
+
+    name: ClassVar[str]
+    uses_draft: ClassVar[bool] = False
+
+    def begin_sample(self, context: SampleContext) -> None:
+        """Called once per sample before any forward pass."""
+        self.context = context
+
+    def draft_layers_needed(self) -> set[int]:
+        """Draft layers whose attention :meth:`observe_draft` must see."""
+        if not self.uses_draft:
+            return set()
+        return {self.context.layer_map[j] for j in self.context.sparse_layers}
+
+    def observe_draft(self, draft_layer: int, attention: torch.Tensor, rows: torch.Tensor) -> None:
+        """Receive draft attention rows (only draft rows of steps, in ascending order).
+
+        Args:
+            attention: ``(H, R, K)`` head-aggregated probabilities over keys ``[0, K)``.
+            rows: ``(R,)`` their absolute positions.
+        """
+
+    @abstractmethod
+    def select(self, view: LayerView) -> torch.Tensor | None:
+        """``(S, H, n_chunks)`` bool chunks read per step of ``view.steps`` (``H`` = 1 or the
+        verifier's KV heads); chunks outside a step's prefix are ignored. ``None``: read all."""
+
+    def params(self) -> dict[str, Any]:
+        """Parameters that identify this setting in results tables (e.g. ``{"p": 0.95}``)."""
+        return {}
+
+    @property
+    def label(self) -> str:
+        """Short display name, e.g. ``specattn p=0.95``."""
+        parts = [f"{k}={v}" for k, v in self.params().items() if v is not None]
+        return " ".join([self.name, *parts])
+
+
+def empty_selection(steps: int, heads: int, n_chunks: int, device: torch.device) -> torch.Tensor:
+    """An all-False ``(steps, heads, n_chunks)`` selection."""
+    return torch.zeros(steps, heads, n_chunks, dtype=torch.bool, device=device)
+
+
+def rows_to_steps(row_masks: torch.Tensor, steps: torch.Tensor, n_steps: int) -> torch.Tensor:
+    """OR per-row masks into per-step masks.
+
+    Args:
+        row_masks: ``(R, ...)`` bool, one mask per row.
+        steps: ``(R,)`` the step of each row (``-1`` rows are dropped).
+    Returns:
+        ``(n_steps, ...)`` bool; steps with no row are all False.
+    """
+    keep = steps >= 0
+    counts = torch.zeros((n_steps, *row_masks.shape[1:]), dtype=torch.int32, device=row_masks.device)
+    counts.index_add_(0, steps[keep].to(row_masks.device), row_masks[keep].to(torch.int32))
+    return counts > 0

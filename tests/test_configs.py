@@ -1,0 +1,76 @@
+"""Every config composes, and each bad input is one clear line (exit code 2) before any work."""
+
+import time
+from pathlib import Path
+
+import pytest
+
+from specattn.config import signature, validate
+from specattn.errors import SpecAttnError
+
+from .conftest import CONF, compose_config, run_cli
+
+GROUPS = ("model", "dataset", "method", "experiment", "logger")
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
+@pytest.mark.parametrize("group,option", [(g, o) for g in GROUPS for o in options(g)])
+def test_every_option_composes_and_validates(group, option):
+    cfg = compose_config(f"{group}={option}")
+    assert cfg[group] is not None
+    validate(cfg)
+    assert cfg.hydra.run.dir.endswith(f"-{signature(cfg)}")
+
+
+def test_signature_ignores_logger_and_paths_but_not_results_keys():
+    base = signature(compose_config())
+    assert signature(compose_config("logger=none", "paths.outputs=/elsewhere", "rerun=true")) == base
+    assert signature(compose_config("p=0.9")) != base
+    assert signature(compose_config("method=dense")) != base
+
+
+def test_method_p_follows_the_top_level_key():
+    cfg = compose_config("p=0.97")
+    assert cfg.method.selector.p == 0.97 and cfg.method.label == "specattn-p0.97"
+
+
+@pytest.mark.parametrize("override,fragment", [
+    ("p=1.5", "p=1.5 is outside (0, 1]"),
+    ("p=0", "p=0 is outside (0, 1]"),
+    ("chunk_size=0", "chunk_size=0 must be a positive integer"),
+    ("gamma=0", "gamma=0 must be a positive integer"),
+    ("dense_layers=-1", "dense_layers=-1 must be an integer >= 0"),
+    ("head_agg=median", "head_agg='median' is unknown"),
+    ("dataset.context_len=9000", "dataset.context_len=9000 exceeds what model=smollm2 supports (8192 tokens)"),
+    ("dataset.prefill_frac=1.5", "dataset.prefill_frac=1.5 must lie in (0, 1)"),
+    ("device=tpu", "device='tpu' is unknown"),
+])
+def test_bad_values_are_refused_in_validation(override, fragment):
+    with pytest.raises(SpecAttnError) as error:
+        validate(compose_config(override))
+    assert fragment in str(error.value)
+
+
+@pytest.mark.parametrize("args,fragment", [
+    (["model=gpt5"], "model=gpt5 is unknown: allowed are llama, llama3, qwen25, smollm2, tiny_random"),
+    (["-m", "method=specattn,nope"], "method=nope is unknown"),
+    (["p=1.5"], "p=1.5 is outside (0, 1]"),
+    (["chunk_size=0"], "chunk_size=0"),
+    (["device=cuda"], "device=cuda but no CUDA GPU is visible"),
+    (["model=llama", "dataset=gutenberg", "dataset.context_len=4096"], "exceeds what model=llama supports (2048"),
+])
+def test_cli_prints_one_line_and_exits_2(tmp_path, args, fragment):
+    import torch
+
+    if "device=cuda" in args and torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    start = time.perf_counter()
+    result = run_cli(*args, "logger=none", env={"SPECATTN_OUTPUTS": str(tmp_path)})
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and fragment in lines[0], result.stderr
+    assert time.perf_counter() - start < 60  # refused before any model or data loads
+    assert not any(Path(tmp_path).rglob("results.parquet"))

@@ -1,0 +1,50 @@
+"""Shipped books, the fixed split, and the cutting of documents into samples."""
+
+import pytest
+
+from specattn.data.gutenberg import CALIBRATION_BOOKS, EVALUATION_BOOKS, GutenbergBooks, read_book
+from specattn.data.sources import Document, TextFiles
+from specattn.data.windows import token_windows
+from specattn.errors import SpecAttnError
+from specattn.models.byte_tokenizer import byte_tokenizer
+
+
+def test_shipped_books_are_complete_and_split_disjointly():
+    assert len(EVALUATION_BOOKS) == 15 and len(CALIBRATION_BOOKS) == 3
+    assert not set(EVALUATION_BOOKS) & set(CALIBRATION_BOOKS)
+    moby = read_book("melville-moby_dick")
+    assert moby.startswith("[Moby Dick by Herman Melville 1851]") and "\r" not in moby
+    assert "Call me Ishmael" in moby and len(moby) > 1_200_000
+    assert "è" in read_book("chesterton-ball")  # decoded from Latin-1
+    names = [d.name for d in GutenbergBooks("calibration").documents()]
+    assert names == list(CALIBRATION_BOOKS)
+    with pytest.raises(SpecAttnError, match="split='test'"):
+        GutenbergBooks("test")
+
+
+def test_windows_go_round_robin_over_documents():
+    tokenizer = byte_tokenizer()
+    docs = [Document("a", "a" * 25), Document("b", "b" * 12), Document("c", "c" * 30)]
+    samples = token_windows(docs, tokenizer, context_len=10, num_samples=6)
+    assert [s.sample_id for s in samples] == ["a#0", "b#0", "c#0", "a#1", "c#1", "c#2"]
+    assert all(s.input_ids.numel() == 10 for s in samples)
+    assert tokenizer.decode(samples[3].input_ids) == "a" * 10
+    with pytest.raises(SpecAttnError, match="only 6 windows"):
+        token_windows(docs, tokenizer, context_len=10, num_samples=7)
+
+
+def test_windows_from_a_long_book_are_exact_slices():
+    tokenizer = byte_tokenizer()
+    text = read_book("carroll-alice")
+    samples = token_windows([Document("alice", text)], tokenizer, context_len=500, num_samples=3)
+    ids = tokenizer(text[:2000])["input_ids"]
+    assert samples[2].input_ids.tolist() == ids[1000:1500]
+
+
+def test_text_files_glob(tmp_path):
+    (tmp_path / "one.txt").write_text("first\r\nbook")
+    (tmp_path / "two.txt").write_text("second")
+    docs = TextFiles([str(tmp_path / "*.txt")]).documents()
+    assert [(d.name, d.text) for d in docs] == [("one", "first\nbook"), ("two", "second")]
+    with pytest.raises(SpecAttnError, match="matches no file"):
+        TextFiles([str(tmp_path / "*.md")]).documents()
