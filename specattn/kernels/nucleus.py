@@ -387,7 +387,7 @@ def _thresholds(w: torch.Tensor, p: float, chunk: int | None = None):
     pow2_chunk = chunk is not None and chunk & (chunk - 1) == 0
     dummy = tkey  # placeholder pointer when no chunk max is written
     if length <= ONCHIP_MAX:
-        block = max(triton.next_power_of_2(length), 16)
+        block = max(triton.next_power_of_2(length), 256)  # few compiled variants
         fused = chunk is not None and pow2_chunk and chunk <= block
         warps, precomp = _onchip_config(block)
         _onchip_kernel[(rows,)](

@@ -1,6 +1,6 @@
 """Compile the Triton kernels for sm_90 on a machine without a GPU and report registers/spills.
 
-Usage: python tools/aot_check.py  (needs `pip install triton`; no GPU, no driver)
+Usage: python -m specattn.kernels.aot_check  (needs `pip install triton`; no GPU, no driver)
 Catches compile errors (types of loop-carried values, unsupported ops) before spending device time.
 """
 from __future__ import annotations
@@ -42,7 +42,6 @@ def compile_one(name, fn, signature, constexprs, num_warps=4):
 
 
 def main():
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     from specattn.kernels import nucleus as N
 
     ok = True
