@@ -154,6 +154,57 @@ def bench_selection(cfg: BenchConfig, bandwidth: float, log=print) -> pd.DataFra
     return pd.DataFrame(recs)
 
 
+def profile_selection(rows: int, length: int, p: float = 0.95, dtype: torch.dtype = torch.float32,
+                      log=print) -> pd.DataFrame:
+    """Time each launch of our selection separately, eager (do_bench) and replayed in a CUDA graph
+    (do_bench_cudagraph: no CPU launch overhead), next to the sort baseline."""
+    from triton.testing import do_bench, do_bench_cudagraph
+
+    from ..kernels import nucleus as K
+
+    w = _softmax_rows(rows, length, dtype)
+    recs = []
+
+    def both(stage, fn):
+        fn()
+        torch.cuda.synchronize()
+        eager = do_bench(fn, warmup=25, rep=100, return_mode="median")
+        try:
+            graph = do_bench_cudagraph(fn, rep=100, return_mode="median")
+        except Exception as e:  # noqa: BLE001
+            log(f"  graph timing of {stage} failed: {type(e).__name__}: {e}")
+            graph = float("nan")
+        recs.append({"rows": rows, "L": length, "stage": stage, "eager_ms": eager, "graph_ms": graph})
+        log(f"profile {rows}x{length} {stage}: eager {eager:.4f} ms, graph {graph:.4f} ms")
+
+    both("ours: threshold, all launches", lambda: K.nucleus_threshold(w, p))
+    both("ours: fused chunk mask (gamma 4)", lambda: K.nucleus_chunk_mask(w.view(-1, 4, length), p, 16, 4))
+    both("sort baseline threshold", lambda: sort_threshold(w, p))
+    theta = torch.empty(rows, dtype=torch.float64, device="cuda")
+    tkey = torch.empty(rows, dtype=torch.int32, device="cuda")
+    if length > K.ONCHIP_MAX:
+        launches = K._long_path(w, K._p_bits(p), False, theta, tkey, None, 0)
+        for _, launch in launches:  # fill the intermediate buffers in order once
+            launch()
+        for name, launch in launches:
+            both(f"  long path: {name}", launch)
+    else:
+        block = max(triton_next_pow2(length), 256)
+        warps, precomp = K._onchip_config(block)
+        both("  on-chip kernel", lambda: K._onchip_kernel[(rows,)](
+            w, w.stride(0), length, K._p_bits(p), theta, tkey, tkey, 0, BLOCK=block, CHUNK=1, WRITE_CMAX=False,
+            P_ONE=False, PRECOMP=precomp, MAXIT=K.MAX_IT, num_warps=warps))
+    tiny_mask = torch.zeros(1, 16, dtype=torch.int32, device="cuda")
+    tiny_out = torch.empty(1, 16, dtype=torch.uint8, device="cuda")
+    both("launch overhead (tiny triton kernel)", lambda: K._chunk_union_kernel[(1, 1)](
+        tiny_mask, tkey, tiny_out, 1, 1, 16, 1, BLOCK_C=16, num_warps=1))
+    return pd.DataFrame(recs)
+
+
+def triton_next_pow2(n: int) -> int:
+    return 1 << max(0, (n - 1).bit_length())
+
+
 # ------------------------------------------------------------------------------------- attention
 def _pick_chunks(n_chunks: int, density: float, gen: torch.Generator) -> torch.Tensor:
     keep = max(1, round(density * n_chunks))
@@ -324,6 +375,8 @@ def main(argv=None) -> None:
     ap.add_argument("--p", type=float)
     ap.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help="selection input dtype")
     ap.add_argument("--smoke", action="store_true", help="tiny sizes")
+    ap.add_argument("--profile", type=int, nargs=2, action="append", metavar=("ROWS", "L"),
+                    help="per-launch timings of the selection at ROWS x L (repeatable); no tables")
     ap.add_argument("--out", help="folder for selection.csv, attention.csv, breakeven.csv, summary.md")
     a = ap.parse_args(argv)
     cfg = SMOKE if a.smoke else BenchConfig()
@@ -335,6 +388,11 @@ def main(argv=None) -> None:
         cfg.p = a.p
     if a.dtype:
         cfg.sel_dtype = a.dtype
+    if a.profile:
+        _require_gpu()
+        frames = [profile_selection(r, n, cfg.p, getattr(torch, cfg.sel_dtype)) for r, n in a.profile]
+        print(_fmt(pd.concat(frames, ignore_index=True), ["rows", "L", "stage", "eager_ms", "graph_ms"]))
+        return
     parts = ("selection", "attention") if a.part == "all" else (a.part,)
     res = run_all(cfg, parts)
     text = render(res)

@@ -11,7 +11,9 @@ import triton
 import triton.language as tl
 
 
-@triton.jit
+# MB and NB are never specialised: Triton 3.6 crashes (TritonGPUCoalesce) compiling this kernel with
+# MB == 1 turned into a constant, which is the common case (one block row per verification step).
+@triton.jit(do_not_specialize=["MB", "NB"])
 def _bsr_kernel(mask_ptr, indptr_ptr, indices_ptr, MB, NB, BLOCK: tl.constexpr):
     """One program per (matrix b, block row r). Row r's entries start after the nnz of rows < r.
 

@@ -372,6 +372,41 @@ def _rows(weights: torch.Tensor) -> torch.Tensor:
     return w
 
 
+def _long_path(w, pb, p_one, theta, tkey, cmax, n_chunks, chunk=1):
+    """The four launches of the long-row path as (name, thunk) pairs (buffers allocated here)."""
+    rows, length = w.shape
+    dev = w.device
+    nseg = triton.cdiv(length, SEG)
+    f64 = dict(dtype=torch.float64, device=dev)
+    i32 = dict(dtype=torch.int32, device=dev)
+    ssum = torch.empty((rows, nseg), **f64)
+    smax = torch.empty((rows, nseg), **i32)
+    smin = torch.empty((rows, nseg), **i32)
+    hist = torch.empty((rows, nseg, NBINS), **i32)
+    dec_i = torch.empty((rows, 4), **i32)
+    dec_f = torch.empty(rows, **f64)
+    cnt = torch.empty(rows, **i32)
+    above = torch.empty((rows, nseg), **f64)
+    cand = torch.empty((rows, CAND_CAP), **i32)
+    sb = max(triton.next_power_of_2(nseg), 2)
+    fused = cmax is not None
+    stride = w.stride(0)
+    return [
+        ("stats+histogram", lambda: _seg_stats_kernel[(rows, nseg)](
+            w, stride, length, nseg, ssum, smax, smin, hist, cmax if fused else tkey, n_chunks,
+            SEGB=SEG, CHUNK=chunk if fused else 1, WRITE_CMAX=fused, NB=NBINS, SHIFT=BIN_SHIFT,
+            num_warps=16)),
+        ("decide", lambda: _decide_kernel[(rows,)](
+            length, nseg, pb, ssum, smax, smin, hist, dec_i, dec_f, cnt, theta, tkey,
+            SB=sb, NB=NBINS, SHIFT=BIN_SHIFT, CAP=CAND_CAP, P_ONE=p_one, num_warps=4)),
+        ("compact", lambda: _compact_kernel[(rows, nseg)](
+            w, stride, length, nseg, dec_i, above, cnt, cand, SEGB=SEG, CAP=CAND_CAP, num_warps=16)),
+        ("finish", lambda: _finish_kernel[(rows,)](
+            w, stride, length, nseg, dec_i, dec_f, above, cnt, cand, theta, tkey,
+            SB=sb, CAP=CAND_CAP, TILE=4096, MAXIT=MAX_IT, num_warps=16)),
+    ]
+
+
 def _thresholds(w: torch.Tensor, p: float, chunk: int | None = None):
     """Thresholds of the rows of ``w`` (rows, L): (theta float64, theta key int32, chunk max keys or None)."""
     rows, length = w.shape
@@ -397,35 +432,8 @@ def _thresholds(w: torch.Tensor, p: float, chunk: int | None = None):
         )
     else:
         fused = chunk is not None and pow2_chunk and chunk <= SEG
-        nseg = triton.cdiv(length, SEG)
-        f64 = dict(dtype=torch.float64, device=dev)
-        i32 = dict(dtype=torch.int32, device=dev)
-        ssum = torch.empty((rows, nseg), **f64)
-        smax = torch.empty((rows, nseg), **i32)
-        smin = torch.empty((rows, nseg), **i32)
-        hist = torch.empty((rows, nseg, NBINS), **i32)
-        _seg_stats_kernel[(rows, nseg)](
-            w, w.stride(0), length, nseg, ssum, smax, smin, hist, cmax if fused else dummy, n_chunks,
-            SEGB=SEG, CHUNK=chunk if fused else 1, WRITE_CMAX=fused, NB=NBINS, SHIFT=BIN_SHIFT,
-            num_warps=16,
-        )
-        dec_i = torch.empty((rows, 4), **i32)
-        dec_f = torch.empty(rows, **f64)
-        cnt = torch.empty(rows, **i32)
-        sb = max(triton.next_power_of_2(nseg), 2)
-        _decide_kernel[(rows,)](
-            length, nseg, pb, ssum, smax, smin, hist, dec_i, dec_f, cnt, theta, tkey,
-            SB=sb, NB=NBINS, SHIFT=BIN_SHIFT, CAP=CAND_CAP, P_ONE=p_one, num_warps=4,
-        )
-        above = torch.empty((rows, nseg), **f64)
-        cand = torch.empty((rows, CAND_CAP), **i32)
-        _compact_kernel[(rows, nseg)](
-            w, w.stride(0), length, nseg, dec_i, above, cnt, cand, SEGB=SEG, CAP=CAND_CAP, num_warps=16,
-        )
-        _finish_kernel[(rows,)](
-            w, w.stride(0), length, nseg, dec_i, dec_f, above, cnt, cand, theta, tkey,
-            SB=sb, CAP=CAND_CAP, TILE=4096, MAXIT=MAX_IT, num_warps=16,
-        )
+        for _, launch in _long_path(w, pb, p_one, theta, tkey, cmax if fused else None, n_chunks, chunk):
+            launch()
     if chunk is not None and not fused:
         cb = 64
         cp = max(triton.next_power_of_2(chunk), 2)

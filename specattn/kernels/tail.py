@@ -22,7 +22,7 @@ import triton.language as tl
 LN2 = 0.6931471805599453
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["T", "N", "P", "P0", "sel_idx"])  # no recompiles as the cache grows
 def _tail_merge_kernel(
     q_ptr, k_ptr, v_ptr, os_ptr, lse_ptr, sel_ptr, out_ptr,
     T, N, P, P0, sel_idx, sm_scale, lse_scale,
