@@ -85,9 +85,12 @@ def test_cpu_tensors_use_the_reference():
 def test_kernel_interpreter(monkeypatch, long_path, kind):
     from specattn.kernels import nucleus as K
 
+    monkeypatch.setattr(K, "CT_ONCHIP", 16)  # force both phases of the two-phase bisection
+    monkeypatch.setattr(K, "CT_FINISH", 16)
     if long_path:  # shrink the tiles so the multi-program path runs on small rows
         monkeypatch.setattr(K, "ONCHIP_MAX", 64)
         monkeypatch.setattr(K, "SEG", 64)
+        monkeypatch.setattr(K, "SEG_COMPACT", 32)
         monkeypatch.setattr(K, "CAND_CAP", 64)
     gen = torch.Generator().manual_seed(3)
     for length in [1, 5, 130, 300]:

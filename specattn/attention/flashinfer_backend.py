@@ -7,7 +7,9 @@ Per step:
    the kernel. FlashInfer's plan copies ``indptr`` to the host and checks ``indices.max()`` there, so
    **plan synchronises with the host** (once per step and layer pattern); everything else does not.
 2. ``run``: block-sparse attention of the T query rows over the kept full chunks (one block row of
-   R = T rows, C = chunk_size columns, non-causal: every prefix key precedes every query), returning
+   R = T rows, C = chunk_size columns, non-causal: every prefix key precedes every query; when
+   T * Hq/Hkv < 4 FlashInfer uses its decode kernel, which needs R = 1, so each query row gets its
+   own block row with the same chunks), returning
    ``(o, lse)``; then :func:`specattn.kernels.tail.tail_merge` attends the partial last chunk (if
    kept) and the causal tail in float32 and merges both parts exactly through their log-sum-exps.
 
@@ -93,8 +95,16 @@ class FlashInferVerify:
         nnz = int(indptr[1].item())  # the step's host sync (FlashInfer's plan needs indptr on the host anyway)
         self.last_nnz = nnz
         if nnz:
+            indices = bsr.indices.reshape(-1)[:nnz]
+            rows_per_block = n_queries
+            if n_queries * (shape.num_qo_heads // shape.num_kv_heads) < 4 and n_queries > 1:
+                # FlashInfer runs its decode kernel here, one query row per block row: give every query
+                # row its own block row with the same chunks (a block row of R > 1 rows is wrong there).
+                rows_per_block = 1
+                indptr = torch.arange(n_queries + 1, dtype=torch.int32, device=indices.device) * nnz
+                indices = indices.repeat(n_queries)
             self._wrapper.plan(
-                indptr, bsr.indices.reshape(-1)[:nnz], n_queries, n_full * c, n_queries, c,
+                indptr, indices, n_queries, n_full * c, rows_per_block, c,
                 shape.num_qo_heads, shape.num_kv_heads, shape.head_dim, causal=False, sm_scale=shape.scale,
                 q_data_type=shape.dtype, kv_data_type=shape.dtype, o_data_type=shape.dtype,
             )

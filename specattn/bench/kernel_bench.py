@@ -191,9 +191,11 @@ def profile_selection(rows: int, length: int, p: float = 0.95, dtype: torch.dtyp
     else:
         block = max(triton_next_pow2(length), 256)
         warps, precomp = K._onchip_config(block)
+        ct = K.CT_ONCHIP if block > 2 * K.CT_ONCHIP else block
+        scratch = torch.empty((rows, ct), dtype=torch.int32, device="cuda")
         both("  on-chip kernel", lambda: K._onchip_kernel[(rows,)](
-            w, w.stride(0), length, K._p_bits(p), theta, tkey, tkey, 0, BLOCK=block, CHUNK=1, WRITE_CMAX=False,
-            P_ONE=False, PRECOMP=precomp, MAXIT=K.MAX_IT, num_warps=warps))
+            w, w.stride(0), length, K._p_bits(p), theta, tkey, tkey, 0, scratch, BLOCK=block, CHUNK=1,
+            WRITE_CMAX=False, P_ONE=False, PRECOMP=precomp, MAXIT=K.MAX_IT, CT=ct, num_warps=warps))
     tiny_mask = torch.zeros(1, 16, dtype=torch.int32, device="cuda")
     tiny_out = torch.empty(1, 16, dtype=torch.uint8, device="cuda")
     both("launch overhead (tiny triton kernel)", lambda: K._chunk_union_kernel[(1, 1)](
@@ -272,7 +274,7 @@ def bench_attention(cfg: BenchConfig, bandwidth: float, log=print) -> pd.DataFra
                 rec["sparse_run_ms"] = _bench(lambda: attn.run(q, k, v), cfg)
                 plans = []
                 bsr = chunk_mask_to_bsr(mask[:n_full])
-                for _ in range(30):
+                for _ in range(20):
                     torch.cuda.synchronize()
                     t0 = time.perf_counter()
                     attn.plan(mask, n, t, bsr=bsr)

@@ -50,8 +50,9 @@ def main():
             warps, pre = N._onchip_config(block)
             ok &= compile_one(f"onchip {dt} B={block}", N._onchip_kernel,
                 {"w_ptr": f"*{dt}", "stride": "i32", "L": "i32", "p_bits": "i64", "theta_ptr": "*fp64",
-                 "tkey_ptr": "*i32", "cmax_ptr": "*i32", "n_chunks": "i32"},
-                {"BLOCK": block, "CHUNK": chunk, "WRITE_CMAX": True, "P_ONE": False, "PRECOMP": pre, "MAXIT": 40},
+                 "tkey_ptr": "*i32", "cmax_ptr": "*i32", "n_chunks": "i32", "scratch_ptr": "*i32"},
+                {"BLOCK": block, "CHUNK": chunk, "WRITE_CMAX": True, "P_ONE": False, "PRECOMP": pre, "MAXIT": 40,
+                 "CT": N.CT_ONCHIP if block > 2 * N.CT_ONCHIP else block},
                 warps)
         ok &= compile_one(f"seg_stats {dt}", N._seg_stats_kernel,
             {"w_ptr": f"*{dt}", "stride": "i32", "L": "i32", "S": "i32", "ssum_ptr": "*fp64", "smax_ptr": "*i32",
@@ -59,11 +60,12 @@ def main():
             {"SEGB": N.SEG, "CHUNK": 16, "WRITE_CMAX": True, "NB": N.NBINS, "SHIFT": N.BIN_SHIFT}, 16)
         ok &= compile_one(f"compact {dt}", N._compact_kernel,
             {"w_ptr": f"*{dt}", "stride": "i32", "L": "i32", "S": "i32", "dec_i_ptr": "*i32", "above_ptr": "*fp64",
-             "cnt_ptr": "*i32", "cand_ptr": "*i32"}, {"SEGB": N.SEG, "CAP": N.CAND_CAP}, 16)
+             "cnt_ptr": "*i32", "cand_ptr": "*i32"}, {"SEGB": N.SEG_COMPACT, "CAP": N.CAND_CAP}, 8)
         ok &= compile_one(f"finish {dt}", N._finish_kernel,
             {"w_ptr": f"*{dt}", "stride": "i32", "L": "i32", "S": "i32", "dec_i_ptr": "*i32", "dec_f_ptr": "*fp64",
-             "above_ptr": "*fp64", "cnt_ptr": "*i32", "cand_ptr": "*i32", "theta_ptr": "*fp64", "tkey_ptr": "*i32"},
-            {"SB": 16, "CAP": N.CAND_CAP, "TILE": 4096, "MAXIT": 40}, 16)
+             "above_ptr": "*fp64", "cnt_ptr": "*i32", "cand_ptr": "*i32", "theta_ptr": "*fp64", "tkey_ptr": "*i32",
+             "scratch_ptr": "*i32"},
+            {"SB": 16, "CAP": N.CAND_CAP, "TILE": 4096, "MAXIT": 40, "CT": N.CT_FINISH}, 16)
         ok &= compile_one(f"chunk_max {dt}", N._chunk_max_kernel,
             {"w_ptr": f"*{dt}", "stride": "i32", "L": "i32", "cmax_ptr": "*i32", "n_chunks": "i32", "C": "i32"},
             {"CB": 64, "CP": 32}, 4)
