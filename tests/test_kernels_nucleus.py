@@ -85,6 +85,7 @@ def test_cpu_tensors_use_the_reference():
 def test_kernel_interpreter(monkeypatch, long_path, kind):
     from specattn.kernels import nucleus as K
 
+    monkeypatch.setattr(K, "ONCHIP_TWO_PHASE", True)
     monkeypatch.setattr(K, "CT_ONCHIP", 16)  # force both phases of the two-phase bisection
     monkeypatch.setattr(K, "CT_FINISH", 16)
     if long_path:  # shrink the tiles so the multi-program path runs on small rows

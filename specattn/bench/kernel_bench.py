@@ -191,7 +191,7 @@ def profile_selection(rows: int, length: int, p: float = 0.95, dtype: torch.dtyp
     else:
         block = max(triton_next_pow2(length), 256)
         warps, precomp = K._onchip_config(block)
-        ct = K.CT_ONCHIP if block > 2 * K.CT_ONCHIP else block
+        ct = K.CT_ONCHIP if K.ONCHIP_TWO_PHASE and block > 2 * K.CT_ONCHIP else block
         scratch = torch.empty((rows, ct), dtype=torch.int32, device="cuda")
         both("  on-chip kernel", lambda: K._onchip_kernel[(rows,)](
             w, w.stride(0), length, K._p_bits(p), theta, tkey, tkey, 0, scratch, BLOCK=block, CHUNK=1,

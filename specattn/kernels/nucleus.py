@@ -13,10 +13,9 @@ the threshold is found by searching the integer key space, never by sorting:
   exact bisection over keys, ``lo``/``hi`` snapped to keys present in the row after every step
   (``lo`` = smallest key >= mid when the mass at mid reaches the target, else ``hi`` = largest key
   < mid). It stops exactly when no key lies strictly between ``lo`` and ``hi`` (then ``lo == hi``),
-  at most 32 steps for 32-bit keys. Masses are summed in float64. Rows longer than 1024 keys bisect
-  the full tile only until at most 512 keys remain in ``[lo, hi]``, then compact those keys into a
-  small tile (through a per-row scratch in global memory) and finish there, adding the exact mass
-  above ``hi``: about 5 full-tile steps + 10 cheap ones instead of ~20 full-tile steps.
+  at most 32 steps for 32-bit keys. Masses are summed in float64. (A two-phase variant, bisecting
+  the full tile until <= 512 keys remain in ``[lo, hi]`` and finishing on a compacted tile, exists
+  behind ``ONCHIP_TWO_PHASE``; it was slower on the H200 for short rows, so it is off there.)
 * Long rows (few rows x long L, e.g. 32 x 128K): a row is split over ``cdiv(L, SEG)`` programs.
   (A) each program loads a segment into registers once and writes its float64 mass, min/max key, the
   per-chunk max keys (for the chunk mask) and a 1024-bin count histogram of ``key >> 18`` relative to
@@ -26,7 +25,8 @@ the threshold is found by searching the integer key space, never by sorting:
   value window ``[v0, v1)`` that holds typically 1-3% of the keys; (C) each segment program sums the
   mass >= v1 exactly (float64) and compacts the keys inside the window into a per-row buffer
   (atomic slot reservation); (D) one program per row runs the exact bisection above on the
-  candidates, starting from the exact mass above the window. If the window holds more than
+  candidates (two-phase: full candidate tile until <= 1024 remain, then a compacted tile),
+  starting from the exact mass above the window. If the window holds more than
   ``CAND_CAP`` keys (nearly uniform rows), (D) bisects over the full row instead, streaming it
   (exact, slower). So a long row is read from memory twice. Every decision is taken on the device:
   no host synchronisation, CUDA-graph capturable.
@@ -49,7 +49,8 @@ from ..errors import SpecAttnError
 ONCHIP_MAX = 16384  # longest row handled by one program holding it in registers
 SEG = 16384  # segment of a long row handled by one program (stats + histogram)
 SEG_COMPACT = 4096  # segment of the compaction pass (small tiles: more programs in flight)
-CT_ONCHIP = 512  # keys left when the two-phase bisection compacts (short rows)
+CT_ONCHIP = 512  # keys left when the two-phase bisection compacts (short rows) ...
+ONCHIP_TWO_PHASE = False  # ... but off: measured slower on the H200 for short rows (65 vs 19 us at 32x8192)
 CT_FINISH = 1024  # same, long-row candidates
 NBINS = 1024  # histogram bins of the long-row path
 BIN_SHIFT = 18  # bin = key >> 18: 5 mantissa bits, 32 bins per binade
@@ -471,7 +472,7 @@ def _thresholds(w: torch.Tensor, p: float, chunk: int | None = None):
         block = max(triton.next_power_of_2(length), 256)  # few compiled variants
         fused = chunk is not None and pow2_chunk and chunk <= block
         warps, precomp = _onchip_config(block)
-        ct = CT_ONCHIP if block > 2 * CT_ONCHIP else block
+        ct = CT_ONCHIP if ONCHIP_TWO_PHASE and block > 2 * CT_ONCHIP else block
         scratch = torch.empty((rows, ct), dtype=torch.int32, device=dev) if ct < block else dummy
         _onchip_kernel[(rows,)](
             w, w.stride(0), length, pb, theta, tkey, cmax if fused else dummy, n_chunks, scratch,
