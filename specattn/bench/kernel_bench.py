@@ -319,7 +319,11 @@ def breakeven(attn: pd.DataFrame) -> pd.DataFrame:
                     "first_L_pipeline_beats_dense": int(wins["L"].iloc[0]) if len(wins) else None,
                     "first_L_sparse_run_beats_dense": int(g[g["sparse_speedup"] > 1]["L"].min())
                     if (g["sparse_speedup"] > 1).any() else None})
-    return pd.DataFrame(out)
+    frame = pd.DataFrame(out)
+    for col in ("first_L_pipeline_beats_dense", "first_L_sparse_run_beats_dense"):
+        if col in frame:
+            frame[col] = frame[col].astype("Int64")
+    return frame
 
 
 def targets(sel: pd.DataFrame) -> list[str]:
