@@ -166,3 +166,22 @@ def test_a_draft_equal_to_the_verifier_aligns_on_the_diagonal(tiny_pair):
         similarity = totals.mean(metric).numpy()
         assert monotonic_alignment(similarity) == everything, metric
         assert np.diag(similarity) == pytest.approx(1.0 if metric == "cosine" else 0.0, abs=1e-4)
+
+
+def test_align_study_end_to_end(tiny_model_dir, tmp_path):
+    import pandas as pd
+
+    result = run_cli("experiment=align_study", "model=tiny_random", f"model.verifier.path={tiny_model_dir}",
+                     "align.num_tokens=400", "align.context_len=200", "dataset.num_samples=1",
+                     "dataset.context_len=150", "experiment.p_values=[0.8,0.95]", "logger=none", "progress=false",
+                     env={"SPECATTN_OUTPUTS": str(tmp_path)})
+    assert result.returncode == 0, result.stderr
+    run_dir = next((tmp_path / "align_study").iterdir())
+    summary = pd.read_parquet(run_dir / "summary.parquet")
+    expected = {(m, p) for m in ["kl", "js", "topp_recall", "cosine", "proportional", "identity"] for p in (0.8, 0.95)}
+    assert set(zip(summary.layer_map, summary.p)) == expected
+    assert (summary.dense_ppl == summary.dense_ppl.iloc[0]).all()
+    stability = pd.read_parquet(run_dir / "stability.parquet")
+    assert sorted(stability.calibration_tokens.unique()) == [200, 400]
+    assert (stability[stability.calibration_tokens == 400].layers_changed_vs_final == 0).all()
+    assert (run_dir / "tradeoff.png").is_file() and (run_dir / "heatmap_cosine.png").is_file()

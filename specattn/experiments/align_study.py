@@ -85,13 +85,18 @@ def run(ctx: RunContext) -> ExperimentResult:
     p_values = [float(p) for p in cfg.experiment.p_values]
     frames = []
     for index, sample in enumerate(tqdm(samples, desc="align_study", unit="sample", disable=not cfg.progress)):
+        dense = None  # the dense reference does not depend on the mapping: computed once per sample
         for name, mapping in maps.items():
             settings = EvalSettings(cfg.dataset.prefill_frac, cfg.gamma, cfg.chunk_size, cfg.dense_layers,
                                     cfg.head_agg, tuple(mapping), "parallel", cfg.experiment.query_block)
-            methods = [Dense(), *[SpecAttn(p) for p in p_values]]
+            methods = [SpecAttn(p) for p in p_values]
             begin = time.perf_counter()
-            scores = evaluate_sample(pair, sample.input_ids, methods, settings, seed=cfg.seed + index)
-            rows = sample_rows(cfg, index, sample, methods, scores, time.perf_counter() - begin)
+            scores = evaluate_sample(pair, sample.input_ids, ([Dense()] if dense is None else []) + methods,
+                                     settings, seed=cfg.seed + index)
+            if dense is None:
+                dense, scores = scores[0], scores[1:]
+            rows = sample_rows(cfg, index, sample, [Dense(), *methods], [dense, *scores],
+                               time.perf_counter() - begin)
             rows = rows[rows.method != "dense"].assign(layer_map=name, mapping=str(mapping))
             rows["setting"] = rows.setting + " map=" + name
             frames.append(rows)
