@@ -14,8 +14,15 @@ from __future__ import annotations
 import torch
 
 from ..draft_capture import causal_keys
-from ..select import check_p, nucleus_mask, pool_chunks
+from ..select import check_p, nucleus_threshold
 from .base import LayerView, SelectionMethod, empty_selection, rows_to_steps
+
+
+def chunk_max(weights: torch.Tensor, chunk_size: int) -> torch.Tensor:
+    """``(..., L)`` -> ``(..., ceil(L / chunk_size))``: the largest weight of each chunk."""
+    pad = -weights.shape[-1] % chunk_size
+    padded = torch.nn.functional.pad(weights, (0, pad), value=-torch.inf)
+    return padded.reshape(*weights.shape[:-1], -1, chunk_size).amax(dim=-1)
 
 
 class OracleTopP(SelectionMethod):
@@ -40,7 +47,10 @@ class OracleTopP(SelectionMethod):
             n_causal = int(rows.max()) + 1  # keys any row of the block can see
             scores = view.queries[:, block.to(view.queries.device)].float() @ keys[:, :n_causal].transpose(1, 2)
             scores = (scores * view.scaling).masked_fill_(~causal_keys(rows, n_causal), -torch.inf)
-            chunks = pool_chunks(nucleus_mask(torch.softmax(scores, dim=-1), self.p), layout.chunk_size)
+            probs = torch.softmax(scores, dim=-1)
+            # a chunk holds a nucleus key iff its largest weight reaches the row's nucleus threshold
+            theta = nucleus_threshold(probs, self.p)  # (Hq, r)
+            chunks = chunk_max(probs, layout.chunk_size).to(torch.float64) >= theta[..., None]
             chunks = torch.nn.functional.pad(chunks, (0, layout.n_chunks - chunks.shape[-1]))  # (Hq, r, C)
             per_kv = chunks.reshape(hkv, group, *chunks.shape[1:]).any(dim=1)  # (Hkv, r, C)
             local = step_of_row[block] - int(view.steps[0])
