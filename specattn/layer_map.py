@@ -5,6 +5,8 @@
 * ``proportional``: verifier layer ``j`` -> draft layer ``round(j * (n_draft - 1) / (n_verifier - 1))``;
 * ``identity``: for self-speculative pairs, the draft layer that *is* verifier layer ``j``, or the
   nearest one by verifier depth (ties go to the shallower layer);
+* ``auto``: computed by :mod:`specattn.align` on the dataset's calibration text with ``align.*``
+  settings, cached by model pair, metric and calibration data (see ``auto_layer_map``);
 * a path to a ``layer_map.yaml`` (a list with one draft layer per verifier layer, as written by
   ``experiment=align``).
 """

@@ -48,3 +48,21 @@ def test_text_files_glob(tmp_path):
     assert [(d.name, d.text) for d in docs] == [("one", "first\nbook"), ("two", "second")]
     with pytest.raises(SpecAttnError, match="matches no file"):
         TextFiles([str(tmp_path / "*.md")]).documents()
+
+
+def test_hub_text_reads_a_datasets_folder(tmp_path):
+    """The pg19/wikitext code path (``datasets.load_dataset``) on a local dataset folder."""
+    import json
+
+    from specattn.data.sources import HubText
+
+    folder = tmp_path / "books"
+    folder.mkdir()
+    rows = [{"title": "first", "text": "one two"}, {"title": "second", "text": " three"}]
+    (folder / "test.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    books = HubText(str(folder), split="test", name_field="title").documents()
+    assert [(d.name, d.text) for d in books] == [("first", "one two"), ("second", " three")]
+    joined = HubText(str(folder), split="test", join_rows=True, name="local").documents()
+    assert [(d.name, d.text) for d in joined] == [("local/test", "one two three")]
+    with pytest.raises(SpecAttnError, match="could not load"):
+        HubText(str(tmp_path / "missing"), split="test").documents()

@@ -52,7 +52,12 @@ def settings_for(cfg, pair: ModelPair) -> EvalSettings:
     impl = cfg.experiment.impl
     if impl not in IMPLEMENTATIONS:
         raise SpecAttnError(f"experiment.impl={impl!r} is unknown: allowed are {', '.join(IMPLEMENTATIONS)}")
-    mapping = layer_maps.resolve(str(cfg.layer_map), pair.n_draft_layers, pair.n_verifier_layers, pair.draft_layers)
+    spec = str(cfg.layer_map)
+    if spec == "auto":
+        from ..align.calibrate import auto_layer_map
+
+        spec = str(auto_layer_map(cfg, pair, progress=cfg.progress)[1])
+    mapping = layer_maps.resolve(spec, pair.n_draft_layers, pair.n_verifier_layers, pair.draft_layers)
     return EvalSettings(cfg.dataset.prefill_frac, cfg.gamma, cfg.chunk_size, cfg.dense_layers, cfg.head_agg,
                         tuple(mapping), impl, cfg.experiment.query_block)
 

@@ -1,0 +1,152 @@
+"""Layer alignment: the DP against brute force, metrics on known distributions, maps and caching."""
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from specattn import layer_map
+from specattn.align import METRICS, monotonic_alignment, row_similarity
+from specattn.align.calibrate import auto_layer_map
+from specattn.align.similarity import AlignSettings, accumulate
+from specattn.errors import SpecAttnError
+
+from .conftest import compose_config, run_cli
+
+
+def brute_force(similarity: np.ndarray) -> tuple[float, list[int]]:
+    """Best total over all non-decreasing maps, and the lexicographically smallest map attaining it."""
+    n_draft, n_verifier = similarity.shape
+    best, best_map = -math.inf, None
+    for combo in itertools.combinations_with_replacement(range(n_draft), n_verifier):  # lexicographic order
+        total = sum(similarity[i, j] for j, i in enumerate(combo))
+        if total > best:
+            best, best_map = total, list(combo)
+    return best, best_map
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (1, 5), (3, 1), (2, 4), (4, 3), (5, 2), (3, 6), (4, 5)])
+def test_dp_matches_brute_force_with_ties(shape):
+    rng = np.random.default_rng(sum(shape))
+    for _ in range(25):
+        ties = rng.integers(0, 3, size=shape).astype(float)  # small integers: many exact ties
+        assert monotonic_alignment(ties) == brute_force(ties)[1]
+        floats = rng.normal(size=shape)
+        mapping = monotonic_alignment(floats)
+        assert all(a <= b for a, b in zip(mapping, mapping[1:]))
+        assert sum(floats[i, j] for j, i in enumerate(mapping)) == pytest.approx(brute_force(floats)[0], abs=1e-12)
+
+
+def test_dp_follows_a_clear_band_and_refuses_bad_input():
+    band = -np.abs(np.arange(4)[:, None] - np.arange(8)[None, :] / 2)
+    assert monotonic_alignment(band) == [0, 0, 1, 1, 2, 2, 3, 3]
+    with pytest.raises(SpecAttnError, match="NaN"):
+        monotonic_alignment(np.array([[np.nan]]))
+    with pytest.raises(SpecAttnError, match="non-empty"):
+        monotonic_alignment(np.zeros((0, 3)))
+
+
+def test_metrics_on_hand_made_distributions():
+    v = torch.tensor([[[0.5, 0.5, 0.0]]])  # (H=1, R=1, K=3)
+    d = torch.tensor([[[[0.5, 0.25, 0.25]]], [[[0.5, 0.5, 0.0]]]])  # two draft layers; the second equals v
+    kl = row_similarity("kl", v, d)
+    assert kl[0].item() == pytest.approx(-0.5 * math.log(2), abs=1e-5) and kl[1].item() == pytest.approx(0, abs=1e-5)
+    js = 0.5 * (0.5 * math.log(0.5 / 0.375)) + 0.5 * (0.25 * math.log(0.25 / 0.375) + 0.25 * math.log(2))
+    assert row_similarity("js", v, d)[0].item() == pytest.approx(-js, abs=1e-6)
+    assert row_similarity("js", v, d)[1].item() == pytest.approx(0, abs=1e-7)
+    # p=0.5: v's nucleus is both tied keys (mass 1); d's nucleus is key 0 -> covers half of it
+    assert row_similarity("topp_recall", v, d, p=0.5).tolist() == pytest.approx([0.5, 1.0])
+    assert row_similarity("cosine", v, d)[0].item() == pytest.approx(0.375 / (math.sqrt(0.5) * math.sqrt(0.375)))
+    assert row_similarity("cosine", v, d)[1].item() == pytest.approx(1.0)
+
+
+def test_kl_smoothing_keeps_zero_draft_weights_finite():
+    v = torch.tensor([[[0.0, 1.0]]])
+    d = torch.tensor([[[[1.0, 0.0]]]])
+    value = row_similarity("kl", v, d, eps=1e-6).item()
+    assert math.isfinite(value) and value == pytest.approx(math.log(1e-6 / (1 + 2e-6)), rel=1e-4)
+    with pytest.raises(SpecAttnError, match="align.metric='l2'"):
+        row_similarity("l2", v, d)
+
+
+def test_metrics_rank_the_identical_layer_first():
+    generator = torch.Generator().manual_seed(0)
+    rows = torch.softmax(3 * torch.randn(3, 1, 6, 20, generator=generator), -1)  # 3 draft layers
+    for metric in METRICS:
+        scores = row_similarity(metric, rows[1], rows, p=0.9)
+        assert int(scores.argmax()) == 1, metric
+
+
+def test_streamed_similarity_is_blocking_invariant(tiny_pair):
+    ids = torch.randint(3, 259, (150,), generator=torch.Generator().manual_seed(4))
+    small = accumulate(tiny_pair, ids, AlignSettings(query_block=7, min_position=10))
+    large = accumulate(tiny_pair, ids, AlignSettings(query_block=200, min_position=10))
+    assert small.rows == large.rows == 140
+    for metric in METRICS:
+        assert torch.allclose(small.mean(metric), large.mean(metric), atol=1e-5)
+    # self-speculative draft: draft layer 0 runs verifier layer 0 on the same input -> KL exactly 0
+    assert small.mean("kl")[0, 0].item() == pytest.approx(0.0, abs=1e-5)
+
+
+@pytest.mark.parametrize("content,fragment", [
+    ([0, 0, 1], "has 3 entries but the verifier has 6"),
+    ([0, 0, 1, 1, 2, 9], "entry for verifier layer 5 is 9"),
+    ([0, 1, 2, 1, 2, 3], "entry for verifier layer 3 (1) is below the previous one (2)"),
+])
+def test_bad_layer_map_files_name_the_entry(tmp_path, content, fragment):
+    path = tmp_path / "layer_map.yaml"
+    path.write_text(yaml.safe_dump({"verifier_to_draft": content}))
+    with pytest.raises(SpecAttnError) as error:
+        layer_map.resolve(str(path), 4, 6, None)
+    assert fragment in str(error.value)
+
+
+def test_identity_map_for_self_speculative_pairs():
+    assert layer_map.identity([0, 3, 6, 9], 10) == [0, 0, 1, 1, 1, 2, 2, 2, 3, 3]  # nearest draft layer
+    assert layer_map.identity([0, 4], 5) == [0, 0, 0, 1, 1]  # verifier layer 2 ties: the shallower one
+    with pytest.raises(SpecAttnError, match="self-speculative"):
+        layer_map.identity(None, 10)
+
+
+def test_align_experiment_end_to_end(tiny_model_dir, tmp_path):
+    result = run_cli("experiment=align", "model=tiny_random", f"model.verifier.path={tiny_model_dir}",
+                     "align.num_tokens=600", "align.context_len=300", "align.metric=js", "logger=none",
+                     "progress=false", env={"SPECATTN_OUTPUTS": str(tmp_path)})
+    assert result.returncode == 0, result.stderr
+    assert "layer map (js)" in result.stdout and "heatmap: " in result.stdout
+    run_dir = next((tmp_path / "align").iterdir())
+    mapping = yaml.safe_load((run_dir / "layer_map.yaml").read_text())["verifier_to_draft"]
+    similarity = np.load(run_dir / "similarity.npy")
+    assert similarity.shape == (4, 6) and mapping == monotonic_alignment(similarity)
+    assert (run_dir / "heatmap.png").stat().st_size > 5000
+    # the written map plugs into the ppl experiment
+    ppl = run_cli("model=tiny_random", f"model.verifier.path={tiny_model_dir}", f"layer_map={run_dir / 'layer_map.yaml'}",
+                  "dataset.context_len=120", "dataset.num_samples=1", "logger=none", "progress=false",
+                  env={"SPECATTN_OUTPUTS": str(tmp_path)})
+    assert ppl.returncode == 0, ppl.stderr
+
+
+def test_auto_layer_map_is_cached(tiny_pair, tiny_model_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("SPECATTN_CACHE", str(tmp_path))
+    cfg = compose_config("model=tiny_random", f"model.verifier.path={tiny_model_dir}", "align.num_tokens=300",
+                         "align.context_len=300")
+    mapping, path = auto_layer_map(cfg, tiny_pair)
+    stamp = path.stat().st_mtime_ns
+    again, same_path = auto_layer_map(cfg, tiny_pair)
+    assert again == mapping and same_path == path and path.stat().st_mtime_ns == stamp
+    other, other_path = auto_layer_map(compose_config("model=tiny_random", f"model.verifier.path={tiny_model_dir}",
+                                                      "align.num_tokens=300", "align.context_len=300",
+                                                      "align.metric=cosine"), tiny_pair)
+    assert other_path != path
+
+
+def test_too_little_calibration_text_says_so(tiny_pair, tiny_model_dir):
+    from specattn.align.calibrate import calibration_samples
+
+    cfg = compose_config("model=tiny_random", f"model.verifier.path={tiny_model_dir}", "dataset=text_files",
+                         "dataset.source.paths=[README.md]", "align.num_tokens=10000000", "align.context_len=1000")
+    with pytest.raises(SpecAttnError, match="fewer than align.num_tokens=10000000"):
+        calibration_samples(cfg, tiny_pair)
