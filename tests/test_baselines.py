@@ -2,7 +2,6 @@
 inputs where the right selection is known, and on the tiny pair through the evaluation loop."""
 
 import math
-from types import SimpleNamespace
 
 import pandas as pd
 import pytest

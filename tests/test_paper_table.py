@@ -3,25 +3,11 @@
 import pandas as pd
 import pytest
 
-from .conftest import run_cli
+from .conftest import paper_table_args as tiny, run_cli
 from .test_run_end_to_end import REQUIRED_COLUMNS, results_path
 
 SETTINGS = ["dense", "streaming match=specattn p=0.95", "quest match=specattn p=0.95", "specattn p=0.95",
             "specattn p=0.97", "specattn p=0.99", "oracle_topp p=0.95", "oracle_topp p=0.97", "oracle_topp p=0.99"]
-
-
-def tiny(model_dir, *extra):
-    return ["model=tiny_random", f"model.verifier.path={model_dir}", "dataset.context_len=300", "chunk_size=8",
-            "logger=none", "progress=false", *extra]
-
-
-@pytest.fixture(scope="module")
-def paper_run(tiny_model_dir, tmp_path_factory):
-    outputs = tmp_path_factory.mktemp("paper")
-    result = run_cli("experiment=paper_table", *tiny(tiny_model_dir, "dataset.num_samples=2"),
-                     env={"SPECATTN_OUTPUTS": str(outputs)})
-    assert result.returncode == 0, result.stderr
-    return outputs, results_path(result.stdout), result.stdout
 
 
 def test_paper_table_rows_columns_and_matched_reduction(paper_run):

@@ -2,29 +2,16 @@
 recomputing finished runs, the joblib launcher (W&B id = signature, group = the sweep), the Slurm
 launcher config (composes; the same submitit path runs locally), and collecting every run."""
 
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pandas as pd
-import pytest
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.utils import instantiate
 
 from specattn.config import check_group_choices, signature, validate
 from specattn.results import collect, main as results_main
 
-from .conftest import CONF, ROOT, compose_config, run_cli
-
-GRID = ["p=0.6,0.7,0.8,0.9", "chunk_size=4,8,16"]  # 12 runs
-
-
-def tiny(model_dir, *extra):
-    return ["model=tiny_random", f"model.verifier.path={model_dir}", "dataset.context_len=100",
-            "dataset.num_samples=1", "progress=false", *extra]
+from .conftest import CONF, compose_config, finished_runs, run_cli, tiny_sweep_args as tiny
 
 
 def expand(overrides: list[str]) -> list[list[str]]:
@@ -47,30 +34,6 @@ def test_the_readme_grid_composes_into_18_distinct_runs():
         signatures.add(signature(cfg))
         assert cfg.hydra.sweep.subdir.endswith(signature(cfg))
     assert len(signatures) == 18
-
-
-def finished_runs(outputs: Path) -> dict[str, int]:
-    return {path.parent.name: path.stat().st_mtime_ns for path in outputs.glob("ppl/*/results.parquet")}
-
-
-@pytest.fixture(scope="session")
-def killed_sweep(tiny_model_dir, tmp_path_factory):
-    """A 12-run sweep killed (SIGKILL) once half its runs finished, then run again to the end."""
-    outputs = tmp_path_factory.mktemp("sweep")
-    env = {**os.environ, "SPECATTN_OUTPUTS": str(outputs), "WANDB_SILENT": "true"}
-    command = [sys.executable, str(ROOT / "run.py"), "-m", *tiny(tiny_model_dir, "logger=none"), *GRID]
-    first = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                             start_new_session=True)
-    deadline = time.monotonic() + 300
-    while len(finished_runs(outputs)) < 6 and first.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    os.killpg(first.pid, signal.SIGKILL)
-    first.wait()
-    before = finished_runs(outputs)
-    started = {path.name for path in (outputs / "ppl").iterdir() if path.is_dir()}
-    again = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-    assert again.returncode == 0, again.stderr
-    return outputs, before, started, again.stdout
 
 
 def test_killed_sweep_restarts_without_recomputing_finished_runs(killed_sweep):
