@@ -1,0 +1,1 @@
+"""Benchmark library code (GPU). ``python -m specattn.bench.kernel_bench`` prints the kernel tables."""

@@ -1,0 +1,86 @@
+"""Compile the Triton kernels for sm_90 on a machine without a GPU and report registers/spills.
+
+Usage: python -m specattn.kernels.aot_check  (needs `pip install triton`; no GPU, no driver)
+Catches compile errors (types of loop-carried values, unsupported ops) before spending device time.
+"""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import tempfile
+
+os.environ.pop("TRITON_INTERPRET", None)
+import triton  # noqa: E402
+from triton.backends.compiler import GPUTarget  # noqa: E402
+from triton.compiler import ASTSource  # noqa: E402
+
+TARGET = GPUTarget("cuda", 90, 32)
+PTXAS = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "ptxas")
+
+
+def compile_one(name, fn, signature, constexprs, num_warps=4):
+    sig = dict(signature)
+    for k in constexprs:
+        sig[k] = "constexpr"
+    src = ASTSource(fn=fn, signature=sig, constexprs=constexprs)
+    try:
+        k = triton.compile(src, target=TARGET, options={"num_warps": num_warps})
+    except Exception as e:  # noqa: BLE001
+        print(f"FAIL {name}: {type(e).__name__}: {str(e)[:2000]}")
+        return False
+    ptx = k.asm["ptx"]
+    with tempfile.TemporaryDirectory() as d:
+        p = os.path.join(d, "k.ptx")
+        open(p, "w").write(ptx)
+        out = subprocess.run([PTXAS, "-arch=sm_90a", "-v", p, "-o", os.path.join(d, "k.o")],
+                             capture_output=True, text=True)
+    info = " ".join(re.findall(r"Used \d+ registers|\d+ bytes spill stores|\d+ bytes stack frame|\d+ bytes smem", out.stderr))
+    print(f"ok   {name}: warps={num_warps} shared={k.metadata.shared} {info}")
+    return True
+
+
+def main():
+    from specattn.kernels import nucleus as N
+
+    ok = True
+    for dt in ["fp32", "bf16"]:
+        for block, chunk in [(1024, 16), (8192, 16), (16384, 16)]:
+            warps, pre = N._onchip_config(block)
+            ok &= compile_one(f"onchip {dt} B={block}", N._onchip_kernel,
+                {"w_ptr": f"*{dt}", "stride": "i32", "L": "i32", "p_bits": "i64", "theta_ptr": "*fp64",
+                 "tkey_ptr": "*i32", "cmax_ptr": "*i32", "n_chunks": "i32", "scratch_ptr": "*i32"},
+                {"BLOCK": block, "CHUNK": chunk, "WRITE_CMAX": True, "P_ONE": False, "PRECOMP": pre, "MAXIT": 40,
+                 "CT": N.CT_ONCHIP if block > 2 * N.CT_ONCHIP else block},
+                warps)
+        ok &= compile_one(f"seg_stats {dt}", N._seg_stats_kernel,
+            {"w_ptr": f"*{dt}", "stride": "i32", "L": "i32", "S": "i32", "ssum_ptr": "*fp64", "smax_ptr": "*i32",
+             "smin_ptr": "*i32", "hist_ptr": "*i32", "cmax_ptr": "*i32", "n_chunks": "i32"},
+            {"SEGB": N.SEG, "CHUNK": 16, "WRITE_CMAX": True, "NB": N.NBINS, "SHIFT": N.BIN_SHIFT}, 16)
+        ok &= compile_one(f"compact {dt}", N._compact_kernel,
+            {"w_ptr": f"*{dt}", "stride": "i32", "L": "i32", "S": "i32", "dec_i_ptr": "*i32", "above_ptr": "*fp64",
+             "cnt_ptr": "*i32", "cand_ptr": "*i32"}, {"SEGB": N.SEG_COMPACT, "CAP": N.CAND_CAP}, 8)
+        ok &= compile_one(f"finish {dt}", N._finish_kernel,
+            {"w_ptr": f"*{dt}", "stride": "i32", "L": "i32", "S": "i32", "dec_i_ptr": "*i32", "dec_f_ptr": "*fp64",
+             "above_ptr": "*fp64", "cnt_ptr": "*i32", "cand_ptr": "*i32", "theta_ptr": "*fp64", "tkey_ptr": "*i32",
+             "scratch_ptr": "*i32"},
+            {"SB": 16, "CAP": N.CAND_CAP, "TILE": 4096, "MAXIT": 40, "CT": N.CT_FINISH}, 16)
+        ok &= compile_one(f"chunk_max {dt}", N._chunk_max_kernel,
+            {"w_ptr": f"*{dt}", "stride": "i32", "L": "i32", "cmax_ptr": "*i32", "n_chunks": "i32", "C": "i32"},
+            {"CB": 64, "CP": 32}, 4)
+    ok &= compile_one("decide", N._decide_kernel,
+        {"L": "i32", "S": "i32", "p_bits": "i64", "ssum_ptr": "*fp64", "smax_ptr": "*i32", "smin_ptr": "*i32",
+         "hist_ptr": "*i32", "dec_i_ptr": "*i32", "dec_f_ptr": "*fp64", "cnt_ptr": "*i32", "theta_ptr": "*fp64",
+         "tkey_ptr": "*i32"}, {"SB": 16, "NB": N.NBINS, "SHIFT": N.BIN_SHIFT, "CAP": N.CAND_CAP, "P_ONE": False}, 4)
+    ok &= compile_one("union", N._chunk_union_kernel,
+        {"cmax_ptr": "*i32", "tkey_ptr": "*i32", "out_ptr": "*u8", "R": "i32", "n_groups": "i32",
+         "n_chunks": "i32", "GROUP": "i32"}, {"BLOCK_C": 256}, 4)
+    import importlib
+    for extra in ["specattn.kernels.csr", "specattn.kernels.tail"]:
+        ok &= importlib.import_module(extra)._aot_check(compile_one)
+    sys.exit(0 if ok else 1)
+
+
+if __name__ == "__main__":
+    main()
