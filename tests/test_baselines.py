@@ -14,6 +14,7 @@ from specattn.methods import (Budget, Dense, DraftTopK, LayerView, OracleTopP, Q
                               SpecAttn, StreamingLLM)
 from specattn.methods.budget import top_chunks
 from specattn.methods.quest import row_page_bounds
+from specattn.methods.random_chunks import hashed_uniform
 from specattn.outputs import write_table
 from specattn.perplexity import EvalSettings, evaluate_sample, prepare
 from specattn.select import nucleus_mask
@@ -195,6 +196,10 @@ def test_random_chunks_are_seeded_per_sample_and_fill_the_budget():
     assert (counts == 3).all()  # 12 keys = 3 whole chunks at every step
     assert not (picks[0] & ~layout.prefix_chunks[:, None, :]).any()
     assert len({tuple(chosen(picks[0], s)) for s in range(layout.n_steps)}) > 1  # not the same set everywhere
+    scores = hashed_uniform(7, 2, torch.arange(400), 250)  # the random scores are uniform on [0, 1)
+    assert 0 <= scores.min() and scores.max() < 1
+    assert scores.mean() == pytest.approx(0.5, abs=0.01) and scores.std() == pytest.approx(12 ** -0.5, abs=0.01)
+    assert not torch.equal(scores, hashed_uniform(7, 3, torch.arange(400), 250))  # layers draw apart
 
 
 # -------------------------------------------------------------------------------------- oracle_topp

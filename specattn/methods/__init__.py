@@ -25,5 +25,5 @@ from .random_chunks import RandomChunks
 from .specattn import SpecAttn
 from .streaming import StreamingLLM
 
-__all__ = ["LayerView", "SampleContext", "SelectionMethod", "instantiate_method", "Budget", "Dense", "DraftTopK", "OracleTopP", "Quest",
-           "RandomChunks", "SpecAttn", "StreamingLLM"]
+__all__ = ["LayerView", "SampleContext", "SelectionMethod", "instantiate_method", "Budget", "Dense", "DraftTopK",
+           "OracleTopP", "Quest", "RandomChunks", "SpecAttn", "StreamingLLM"]

@@ -48,7 +48,7 @@ def matched_reduction(match: str, setting: str | None = None) -> tuple[float, st
 
 
 class Budget:
-    """Prefix chunks read per step; see the module docstring for the three ways to set it."""
+    """Prefix keys each step may read; see the module docstring for the three ways to set it."""
 
     def __init__(self, token_budget: int | None = None, kv_budget_frac: float | None = None,
                  match: str | None = None, match_setting: str | None = None, matched_label: str | None = None):

@@ -2,9 +2,9 @@
 
 Everything but the per-row rule is SpecAttn's (layer map, head aggregation, OR over the step's
 draft rows, pooling to chunks), so comparing the two isolates top-p against top-k. Each draft row
-keeps its ``top_k`` highest-weight keys; after pooling to chunks and OR-ing over a step's rows the
-step reads at least ``top_k`` and at most ``gamma * top_k`` rounded up to chunks (reported by the
-KV accounting).
+keeps its ``top_k`` highest-weight keys (the step's own tokens among them, as for the nucleus);
+pooled to chunks and OR-ed over the step's rows, a step reads the chunks of at most
+``gamma * top_k`` prefix keys (the KV accounting reports what it read).
 """
 
 from __future__ import annotations

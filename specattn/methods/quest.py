@@ -5,9 +5,9 @@ that exist in the step's prefix: the last prefix page may be partial) bound any 
 
     u(q, page) = sum_d max(q_d * min_d, q_d * max_d)
 
-bounds ``q . k`` over the page. Quest reads the pages with the largest bounds within a token budget,
-at least 3 (``max(3, token_budget // chunk_size)`` pages, as in Quest's code); prefill and the first
-``dense_layers`` layers are dense (the evaluation loop's rule for every method).
+bounds ``q . k`` over the page. Quest reads the pages with the largest bounds that fill the budget
+(:mod:`specattn.methods.budget`), at least 3, as Quest's ``max(3, token_budget // chunk_size)``;
+prefill and the first ``dense_layers`` layers are dense (the evaluation loop's rule for every method).
 
 Verification steps and GQA: Quest scores one query head of one decoded token. Here a step has
 ``gamma + 1`` query rows and each KV head serves ``Hq / Hkv`` query heads, and a page is loaded once

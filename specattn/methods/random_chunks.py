@@ -1,8 +1,9 @@
 """Random chunks at a budget: the floor every selection method should beat (a sanity check).
 
-Each (sparse layer, step) reads a uniformly random set of its prefix chunks, of the budget's size,
-shared by all KV heads. The draws come from the sample's seeded generator, once per sample, so a
-sample's selections do not depend on how the evaluation walks through it.
+Each (sparse layer, step) reads a uniformly random set of its prefix chunks filling the budget,
+shared by all KV heads. The random scores are a hash of (sample seed, layer, step, chunk), the
+sample seed drawn from the sample's seeded generator: no table to hold, and a sample's selections
+do not depend on how the evaluation walks through it (parallel or step by step).
 """
 
 from __future__ import annotations
@@ -11,6 +12,17 @@ import torch
 
 from .base import LayerView, SelectionMethod
 from .budget import Budget, top_chunks
+
+_MASK = 0xFFFFFFFF
+
+
+def hashed_uniform(seed: int, layer: int, steps: torch.Tensor, n_chunks: int) -> torch.Tensor:
+    """``(S, n_chunks)`` float64 in [0, 1): a fixed pseudo-random number per (seed, layer, step, chunk)."""
+    cells = steps[:, None].long() * n_chunks + torch.arange(n_chunks)[None, :]
+    x = (cells * 0x2545F491 + (seed ^ (layer * 0x9E3779B))) & _MASK
+    for _ in range(2):  # 32-bit integer mixing (xor-shift-multiply); products stay below 2**63
+        x = ((x ^ (x >> 16)) * 0x45D9F3B) & _MASK
+    return (x ^ (x >> 16)).double() / 2**32
 
 
 class RandomChunks(SelectionMethod):
@@ -24,12 +36,11 @@ class RandomChunks(SelectionMethod):
 
     def begin_sample(self, context) -> None:
         super().begin_sample(context)
-        layout = context.layout
-        self.budget_keys = self.budget.prefix_keys(layout)
-        draws = torch.rand(len(context.sparse_layers), layout.n_steps, 1, layout.n_chunks, generator=context.generator)
-        self.scores = dict(zip(context.sparse_layers, draws))  # layer -> (n_steps, 1, n_chunks)
+        self.budget_keys = self.budget.prefix_keys(context.layout)
+        self.seed = int(torch.randint(2**31, (1,), generator=context.generator))
 
     def select(self, view: LayerView) -> torch.Tensor:
         layout, steps = self.context.layout, view.steps.cpu()
-        chosen = top_chunks(self.scores[view.layer][steps], layout.prefix_keys_per_chunk[steps], self.budget_keys[steps])
+        scores = hashed_uniform(self.seed, view.layer, steps, layout.n_chunks)[:, None, :]
+        chosen = top_chunks(scores, layout.prefix_keys_per_chunk[steps], self.budget_keys[steps])
         return chosen.to(view.queries.device)
