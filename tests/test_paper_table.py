@@ -3,7 +3,10 @@
 import pandas as pd
 import pytest
 
-from .conftest import paper_table_args as tiny, run_cli
+from specattn.errors import SpecAttnError
+from specattn.experiments.paper_table import first_pass_methods
+
+from .conftest import compose_config, paper_table_args as tiny, run_cli
 from .test_run_end_to_end import REQUIRED_COLUMNS, results_path
 
 SETTINGS = ["dense", "streaming match=specattn p=0.95", "quest match=specattn p=0.95", "specattn p=0.95",
@@ -45,8 +48,8 @@ def test_match_points_a_method_at_a_finished_run(paper_run, tiny_model_dir, tmp_
     assert 1 - reads == pytest.approx(target["specattn p=0.97"], abs=0.01)
 
 
-def test_match_p_must_be_one_of_the_p_values(tiny_model_dir, tmp_path):
-    result = run_cli("experiment=paper_table", *tiny(tiny_model_dir, "experiment.match_p=0.9"),
-                     env={"SPECATTN_OUTPUTS": str(tmp_path)})
-    assert result.returncode == 2
-    assert result.stderr.strip() == "error: experiment.match_p=0.9 is not one of experiment.p_values=[0.95, 0.97, 0.99]"
+def test_match_p_must_be_one_of_the_p_values():
+    cfg = compose_config("experiment=paper_table", "experiment.match_p=0.9")
+    with pytest.raises(SpecAttnError) as error:
+        first_pass_methods(cfg)
+    assert str(error.value) == "experiment.match_p=0.9 is not one of experiment.p_values=[0.95, 0.97, 0.99]"
