@@ -27,6 +27,7 @@ import torch
 from ..errors import SpecAttnError
 from ..layout import StepLayout
 from ..outputs import RESULTS, summarise_ppl
+from .base import SelectionMethod
 
 
 def matched_reduction(match: str, setting: str | None = None) -> tuple[float, str]:
@@ -103,3 +104,23 @@ def top_chunks(scores: torch.Tensor, prefix_keys: torch.Tensor, budget: torch.Te
     rank = torch.arange(scores.shape[-1], device=scores.device)
     keep = ((before + taken / 2 <= budget[:, None, None]) | (rank < min_chunks)) & (taken > 0)
     return torch.zeros_like(keep).scatter_(-1, order, keep)
+
+
+class BudgetedMethod(SelectionMethod):
+    """A method that ranks prefix chunks and reads the best ones that fill a :class:`Budget`."""
+
+    def __init__(self, budget: Budget):
+        self.budget = budget
+
+    def params(self) -> dict:
+        return self.budget.params()
+
+    def begin_sample(self, context) -> None:
+        super().begin_sample(context)
+        self.budget_keys = self.budget.prefix_keys(context.layout)
+
+    def take(self, scores: torch.Tensor, steps: torch.Tensor, min_chunks: int = 0) -> torch.Tensor:
+        """:func:`top_chunks` of ``scores`` ``(S, H, n_chunks)`` for ``steps`` ``(S,)``, on ``scores``' device."""
+        steps = steps.cpu()
+        prefix_keys = self.context.layout.prefix_keys_per_chunk[steps].to(scores.device)
+        return top_chunks(scores, prefix_keys, self.budget_keys[steps].to(scores.device), min_chunks)

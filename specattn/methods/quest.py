@@ -23,8 +23,8 @@ from __future__ import annotations
 import torch
 
 from ..layout import StepLayout
-from .base import LayerView, SelectionMethod
-from .budget import Budget, top_chunks
+from .base import LayerView
+from .budget import BudgetedMethod
 
 QUEST_MIN_PAGES = 3
 
@@ -65,18 +65,8 @@ def row_page_bounds(queries: torch.Tensor, keys: torch.Tensor, layout: StepLayou
     return scores.masked_fill(outside[None], -torch.inf)
 
 
-class Quest(SelectionMethod):
+class Quest(BudgetedMethod):
     name = "quest"
-
-    def __init__(self, budget: Budget):
-        self.budget = budget
-
-    def params(self) -> dict:
-        return self.budget.params()
-
-    def begin_sample(self, context) -> None:
-        super().begin_sample(context)
-        self.budget_keys = self.budget.prefix_keys(context.layout)
 
     def select(self, view: LayerView) -> torch.Tensor:
         layout = self.context.layout
@@ -90,7 +80,4 @@ class Quest(SelectionMethod):
         local = (step_of_row[decoding] - view.steps[0].cpu()).to(estimate.device)
         scores = torch.zeros(hkv, len(view.steps), layout.n_chunks, device=estimate.device)
         scores.scatter_reduce_(1, local[None, :, None].expand_as(estimate), estimate, "amax")
-        steps = view.steps.cpu()
-        prefix_keys = layout.prefix_keys_per_chunk[steps].to(scores.device)
-        return top_chunks(scores.transpose(0, 1), prefix_keys, self.budget_keys[steps].to(scores.device),
-                          QUEST_MIN_PAGES)
+        return self.take(scores.transpose(0, 1), view.steps, QUEST_MIN_PAGES)

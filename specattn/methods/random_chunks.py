@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import torch
 
-from .base import LayerView, SelectionMethod
-from .budget import Budget, top_chunks
+from .base import LayerView
+from .budget import BudgetedMethod
 
 _MASK = 0xFFFFFFFF
 
@@ -25,22 +25,14 @@ def hashed_uniform(seed: int, layer: int, steps: torch.Tensor, n_chunks: int) ->
     return (x ^ (x >> 16)).double() / 2**32
 
 
-class RandomChunks(SelectionMethod):
+class RandomChunks(BudgetedMethod):
     name = "random"
-
-    def __init__(self, budget: Budget):
-        self.budget = budget
-
-    def params(self) -> dict:
-        return self.budget.params()
 
     def begin_sample(self, context) -> None:
         super().begin_sample(context)
-        self.budget_keys = self.budget.prefix_keys(context.layout)
         self.seed = int(torch.randint(2**31, (1,), generator=context.generator))
 
     def select(self, view: LayerView) -> torch.Tensor:
-        layout, steps = self.context.layout, view.steps.cpu()
-        scores = hashed_uniform(self.seed, view.layer, steps, layout.n_chunks)[:, None, :]
-        chosen = top_chunks(scores, layout.prefix_keys_per_chunk[steps], self.budget_keys[steps])
-        return chosen.to(view.queries.device)
+        steps = view.steps.cpu()
+        scores = hashed_uniform(self.seed, view.layer, steps, self.context.layout.n_chunks)[:, None, :]
+        return self.take(scores, steps).to(view.queries.device)

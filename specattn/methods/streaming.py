@@ -12,32 +12,27 @@ import math
 import torch
 
 from ..errors import SpecAttnError
-from .base import LayerView, SelectionMethod
-from .budget import Budget, top_chunks
+from .base import LayerView
+from .budget import Budget, BudgetedMethod
 
 
-class StreamingLLM(SelectionMethod):
+class StreamingLLM(BudgetedMethod):
     name = "streaming"
 
     def __init__(self, budget: Budget, n_sinks: int = 4):
         if isinstance(n_sinks, bool) or not isinstance(n_sinks, int) or n_sinks < 0:
             raise SpecAttnError(f"n_sinks={n_sinks!r} must be an integer >= 0 (e.g. n_sinks=4)")
-        self.budget, self.n_sinks = budget, n_sinks
-
-    def params(self) -> dict:
-        return self.budget.params()
+        super().__init__(budget)
+        self.n_sinks = n_sinks
 
     def begin_sample(self, context) -> None:
         super().begin_sample(context)
         layout = context.layout
         self.sink_chunks = math.ceil(self.n_sinks / layout.chunk_size)
-        self.budget_keys = self.budget.prefix_keys(layout)
         # sinks first, then recency: chunk c scores c, sink chunks score above every chunk
         self.scores = torch.arange(layout.n_chunks, dtype=torch.float32)
         self.scores[: self.sink_chunks] += layout.n_chunks
 
     def select(self, view: LayerView) -> torch.Tensor:
-        layout, steps = self.context.layout, view.steps.cpu()
-        scores = self.scores.expand(len(steps), 1, -1)
-        chosen = top_chunks(scores, layout.prefix_keys_per_chunk[steps], self.budget_keys[steps], self.sink_chunks)
-        return chosen.to(view.queries.device)
+        scores = self.scores.expand(len(view.steps), 1, -1)
+        return self.take(scores, view.steps, self.sink_chunks).to(view.queries.device)
