@@ -150,3 +150,19 @@ def test_too_little_calibration_text_says_so(tiny_pair, tiny_model_dir):
                          "dataset.source.paths=[README.md]", "align.num_tokens=10000000", "align.context_len=1000")
     with pytest.raises(SpecAttnError, match="fewer than align.num_tokens=10000000"):
         calibration_samples(cfg, tiny_pair)
+
+
+def test_a_draft_equal_to_the_verifier_aligns_on_the_diagonal(tiny_pair):
+    """Sanity of the whole pipeline: with every verifier layer in the draft, each layer's best
+    match is itself (KL and JS are 0 there, cosine 1), so the mapping is the identity."""
+    from specattn.models.pair import ModelPair, layer_subset
+
+    verifier = tiny_pair.verifier
+    everything = list(range(verifier.config.num_hidden_layers))
+    pair = ModelPair("same", layer_subset(verifier, everything), verifier, tiny_pair.tokenizer, everything)
+    ids = torch.randint(3, 259, (160,), generator=torch.Generator().manual_seed(5))
+    totals = accumulate(pair, ids, AlignSettings(metrics=("kl", "js", "cosine"), min_position=16))
+    for metric in ("kl", "js", "cosine"):
+        similarity = totals.mean(metric).numpy()
+        assert monotonic_alignment(similarity) == everything, metric
+        assert np.diag(similarity) == pytest.approx(1.0 if metric == "cosine" else 0.0, abs=1e-4)
