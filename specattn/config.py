@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from .errors import SpecAttnError
 from .heads import HEAD_AGGREGATIONS
+from .methods import instantiate_method
 from .select import check_p
 
 #: top-level keys that never change results; left out of the run signature
@@ -98,6 +99,18 @@ def validate(cfg: DictConfig) -> None:
         raise SpecAttnError(
             f"dense_layers={dense_layers} exceeds the verifier's {cfg.model.num_layers} layers of model={cfg.model.name}"
         )
+    _check_method(cfg)
+
+
+def _check_method(cfg: DictConfig) -> None:
+    """The method's own constructor checks (budgets, ``match=``), and a token budget of at least a chunk."""
+    method = cfg.method
+    instantiate_method(method.selector)
+    budget = method.get("token_budget")
+    if budget is not None and method.get("match") is None and method.get("kv_budget_frac") is None \
+            and budget < cfg.chunk_size:
+        raise SpecAttnError(f"method.token_budget={budget} is below chunk_size={cfg.chunk_size}: "
+                            "the budget must hold at least one chunk")
 
 
 def check_group_choices(overrides: list[str], conf_dir: Path) -> None:

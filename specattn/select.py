@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
 from .errors import SpecAttnError
@@ -46,15 +47,22 @@ def nucleus_threshold_reference(weights: torch.Tensor, p: float) -> torch.Tensor
     p = check_p(p)
     if weights.shape[-1] == 0:
         raise SpecAttnError("nucleus_threshold got rows of length 0: every row needs at least one key")
-    w = weights.detach().to(torch.float64)
+    w = weights.detach()
     if p == 1.0:
-        return w.amin(dim=-1)
-    ordered = w.sort(dim=-1, descending=True).values
+        return w.amin(dim=-1).to(torch.float64)
+    ordered = _sorted_descending(w).to(torch.float64)  # casting after sorting: same values, same order
     mass = ordered.cumsum(dim=-1)
     target = p * mass[..., -1:]
     # index of the first key at which the running mass reaches the target
     first = (mass < target).sum(dim=-1, keepdim=True).clamp_(max=w.shape[-1] - 1)
     return ordered.gather(-1, first).squeeze(-1)
+
+
+def _sorted_descending(weights: torch.Tensor) -> torch.Tensor:
+    """Rows sorted largest first; numpy's sort for CPU float tensors (several times faster than torch's)."""
+    if weights.device.type == "cpu" and weights.dtype in (torch.float32, torch.float64):
+        return torch.from_numpy(np.sort(weights.numpy(), axis=-1)).flip(-1)
+    return weights.sort(dim=-1, descending=True).values
 
 
 def nucleus_threshold(weights: torch.Tensor, p: float) -> torch.Tensor:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -51,3 +53,54 @@ def tiny_pair(tiny_model_dir):
     cfg = OmegaConf.load(CONF / "model" / "tiny_random.yaml")
     cfg.verifier.path = str(tiny_model_dir)
     return load_pair(cfg, torch.device("cpu"), torch.float32)
+
+
+def tiny_sweep_args(model_dir, *extra) -> list[str]:
+    """``run.py`` arguments for one quick run of the tiny pair (one 100-token sample)."""
+    return ["model=tiny_random", f"model.verifier.path={model_dir}", "dataset.context_len=100",
+            "dataset.num_samples=1", "progress=false", *extra]
+
+
+def finished_runs(outputs: Path) -> dict[str, int]:
+    """Finished ``experiment=ppl`` run folders under ``outputs`` -> their results' mtime (ns)."""
+    return {path.parent.name: path.stat().st_mtime_ns for path in outputs.glob("ppl/*/results.parquet")}
+
+
+SWEEP_GRID = ["p=0.6,0.7,0.8,0.9", "chunk_size=4,8,16"]  # 12 runs
+
+
+@pytest.fixture(scope="session")
+def killed_sweep(tiny_model_dir, tmp_path_factory):
+    """A 12-run sweep of the tiny pair killed (SIGKILL) once half its runs finished, then run again
+    to the end: ``(outputs, finished before the kill, run folders started before it, stdout of the rerun)``."""
+    outputs = tmp_path_factory.mktemp("sweep")
+    env = {**os.environ, "SPECATTN_OUTPUTS": str(outputs), "WANDB_SILENT": "true"}
+    command = [sys.executable, str(ROOT / "run.py"), "-m", *tiny_sweep_args(tiny_model_dir, "logger=none"), *SWEEP_GRID]
+    first = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                             start_new_session=True)
+    deadline = time.monotonic() + 300
+    while len(finished_runs(outputs)) < 6 and first.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.killpg(first.pid, signal.SIGKILL)
+    first.wait()
+    before = finished_runs(outputs)
+    started = {path.name for path in (outputs / "ppl").iterdir() if path.is_dir()}
+    again = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr
+    return outputs, before, started, again.stdout
+
+
+def paper_table_args(model_dir, *extra) -> list[str]:
+    return ["model=tiny_random", f"model.verifier.path={model_dir}", "dataset.context_len=300", "chunk_size=8",
+            "logger=none", "progress=false", *extra]
+
+
+@pytest.fixture(scope="session")
+def paper_run(tiny_model_dir, tmp_path_factory):
+    """``experiment=paper_table`` on two samples of the tiny pair: ``(outputs, results path, stdout)``."""
+    outputs = tmp_path_factory.mktemp("paper")
+    result = run_cli("experiment=paper_table", *paper_table_args(tiny_model_dir, "dataset.num_samples=2"),
+                     env={"SPECATTN_OUTPUTS": str(outputs)})
+    assert result.returncode == 0, result.stderr
+    last = result.stdout.strip().splitlines()[-1]
+    return outputs, Path(last.removeprefix("results: ")), result.stdout

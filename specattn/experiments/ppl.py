@@ -18,10 +18,10 @@ from tqdm.auto import tqdm
 
 from .. import layer_map as layer_maps
 from ..config import resolve_device
-from ..data.windows import token_windows
+from ..data.windows import Sample, token_windows
 from ..errors import SpecAttnError
 from ..heads import check_head_layout
-from ..methods import Dense, SelectionMethod
+from ..methods import Dense, SelectionMethod, instantiate_method
 from ..models.pair import ModelPair, load_pair, torch_dtype
 from ..outputs import SampleParts, summarise_ppl
 from ..perplexity import IMPLEMENTATIONS, EvalSettings, evaluate_sample, prepare
@@ -30,7 +30,7 @@ from .base import ExperimentResult, RunContext
 
 def build_methods(cfg) -> list[SelectionMethod]:
     """The dense reference plus the configured method(s) (``method.selector`` is instantiated)."""
-    method = instantiate(cfg.method.selector)
+    method = instantiate_method(cfg.method.selector)
     return [Dense()] if isinstance(method, Dense) else [Dense(), method]
 
 
@@ -86,10 +86,9 @@ def sample_rows(cfg, index, sample, methods, scores, seconds) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def run(ctx: RunContext) -> ExperimentResult:
-    cfg = ctx.cfg
+def load_run(cfg) -> tuple[ModelPair, EvalSettings, list[Sample]]:
+    """The pair (ready for evaluation), the evaluation settings and the samples of a run."""
     device = resolve_device(cfg.device)
-    methods = build_methods(cfg)
     source = instantiate(cfg.dataset.source)
     documents = source.documents()  # fails fast (e.g. hub dataset offline) before loading weights
     torch.manual_seed(cfg.seed)
@@ -99,15 +98,24 @@ def run(ctx: RunContext) -> ExperimentResult:
     prepare(pair)
     samples = token_windows(documents, pair.tokenizer, cfg.dataset.context_len, cfg.dataset.num_samples,
                             cfg.dataset.name)
+    return pair, settings, samples
+
+
+def evaluate_samples(ctx: RunContext, samples: list[Sample], evaluate, desc: str) -> pd.DataFrame:
+    """Rows of every sample, resuming from ``parts/``.
+
+    ``evaluate(index, sample) -> (methods, scores)`` scores one sample (the dense reference first);
+    its rows are written to ``parts/`` as soon as it finishes.
+    """
+    cfg = ctx.cfg
     parts = SampleParts(ctx.run_dir, fresh=bool(cfg.rerun))
     frames = []
-    bar = tqdm(samples, desc=f"{cfg.experiment.name} {methods[-1].label}", unit="sample", disable=not cfg.progress)
+    bar = tqdm(samples, desc=f"{cfg.experiment.name} {desc}", unit="sample", disable=not cfg.progress)
     for index, sample in enumerate(bar):
         frame = parts.load(index)
         if frame is None:
             start = time.perf_counter()
-            scores = evaluate_sample(pair, sample.input_ids, methods, settings, seed=cfg.seed + index,
-                                     progress=cfg.progress)
+            methods, scores = evaluate(index, sample)
             frame = sample_rows(cfg, index, sample, methods, scores, time.perf_counter() - start)
             parts.save(index, frame)
         frames.append(frame)
@@ -115,10 +123,26 @@ def run(ctx: RunContext) -> ExperimentResult:
         bar.set_postfix(ppl=f"{last.ppl:.3f}", dense=f"{last.dense_ppl:.3f}", kv_red=f"{last.kv_reduction:.1%}")
         ctx.logger.log_metrics({"sample": index, "ppl": last.ppl, "dense_ppl": last.dense_ppl,
                                 "kv_reduction": last.kv_reduction})
-    results = pd.concat(frames, ignore_index=True)
+    return pd.concat(frames, ignore_index=True)
+
+
+def ppl_result(results: pd.DataFrame, settings: EvalSettings) -> ExperimentResult:
+    """The results, their summary table and the summary metrics."""
     summary = summarise_ppl(results)
     metrics = {f"summary/{row.setting}/{key}": getattr(row, key) for row in summary.itertuples()
                for key in ("ppl", "ppl_rel_increase", "kv_reduction", "kv_reduction_sparse_layers")}
     metrics["layer_map"] = OmegaConf.to_yaml(list(settings.layer_map)).strip()
     return ExperimentResult(results, summary[["method", "setting", "samples", "tokens", "ppl", "ppl_rel_increase",
                                               "kv_reduction", "kv_reduction_sparse_layers"]], metrics=metrics)
+
+
+def run(ctx: RunContext) -> ExperimentResult:
+    cfg = ctx.cfg
+    methods = build_methods(cfg)
+    pair, settings, samples = load_run(cfg)
+
+    def evaluate(index, sample):
+        return methods, evaluate_sample(pair, sample.input_ids, methods, settings, seed=cfg.seed + index,
+                                        progress=cfg.progress)
+
+    return ppl_result(evaluate_samples(ctx, samples, evaluate, methods[-1].label), settings)

@@ -14,7 +14,10 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
 
+from ..errors import SpecAttnError
 from ..layout import StepLayout
 
 
@@ -109,3 +112,14 @@ def rows_to_steps(row_masks: torch.Tensor, steps: torch.Tensor, n_steps: int) ->
     counts = torch.zeros((n_steps, *row_masks.shape[1:]), dtype=torch.int32, device=row_masks.device)
     counts.index_add_(0, steps[keep].to(row_masks.device), row_masks[keep].to(torch.int32))
     return counts > 0
+
+
+def instantiate_method(spec, **kwargs) -> SelectionMethod:
+    """``hydra.utils.instantiate`` a ``selector`` config; a :class:`SpecAttnError` raised by a
+    constructor (a bad budget, ``match=`` pointing at nothing) surfaces as itself, one line."""
+    try:
+        return instantiate(spec, **kwargs)
+    except InstantiationException as error:
+        if isinstance(error.__cause__, SpecAttnError):
+            raise error.__cause__ from None
+        raise

@@ -27,9 +27,13 @@ class SpecAttn(SelectionMethod):
         super().begin_sample(context)
         self.selections: dict[int, torch.Tensor] = {}
 
+    def key_mask(self, attention: torch.Tensor) -> torch.Tensor:
+        """``(H, R, K)`` bool: the keys each draft row selects (its top-p nucleus)."""
+        return nucleus_mask(attention, self.p)
+
     def observe_draft(self, draft_layer: int, attention: torch.Tensor, rows: torch.Tensor) -> None:
         layout = self.context.layout
-        chunks = pool_chunks(nucleus_mask(attention, self.p), layout.chunk_size)  # (H, R, c)
+        chunks = pool_chunks(self.key_mask(attention), layout.chunk_size)  # (H, R, c)
         if chunks.shape[-1] < layout.n_chunks:
             chunks = torch.nn.functional.pad(chunks, (0, layout.n_chunks - chunks.shape[-1]))
         store = self.selections.get(draft_layer)

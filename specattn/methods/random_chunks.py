@@ -1,0 +1,38 @@
+"""Random chunks at a budget: the floor every selection method should beat (a sanity check).
+
+Each (sparse layer, step) reads a uniformly random set of its prefix chunks filling the budget,
+shared by all KV heads. The random scores are a hash of (sample seed, layer, step, chunk), the
+sample seed drawn from the sample's seeded generator: no table to hold, and a sample's selections
+do not depend on how the evaluation walks through it (parallel or step by step).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .base import LayerView
+from .budget import BudgetedMethod
+
+_MASK = 0xFFFFFFFF
+
+
+def hashed_uniform(seed: int, layer: int, steps: torch.Tensor, n_chunks: int) -> torch.Tensor:
+    """``(S, n_chunks)`` float64 in [0, 1): a fixed pseudo-random number per (seed, layer, step, chunk)."""
+    cells = steps[:, None].long() * n_chunks + torch.arange(n_chunks)[None, :]
+    x = (cells * 0x2545F491 + (seed ^ (layer * 0x9E3779B))) & _MASK
+    for _ in range(2):  # 32-bit integer mixing (xor-shift-multiply); products stay below 2**63
+        x = ((x ^ (x >> 16)) * 0x45D9F3B) & _MASK
+    return (x ^ (x >> 16)).double() / 2**32
+
+
+class RandomChunks(BudgetedMethod):
+    name = "random"
+
+    def begin_sample(self, context) -> None:
+        super().begin_sample(context)
+        self.seed = int(torch.randint(2**31, (1,), generator=context.generator))
+
+    def select(self, view: LayerView) -> torch.Tensor:
+        steps = view.steps.cpu()
+        scores = hashed_uniform(self.seed, view.layer, steps, self.context.layout.n_chunks)[:, None, :]
+        return self.take(scores, steps).to(view.queries.device)

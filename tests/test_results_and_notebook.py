@@ -1,0 +1,95 @@
+"""Tables and plots of collected runs (specattn.plots), and notebooks/analysis.ipynb executed headless."""
+
+import shutil
+import subprocess
+import sys
+
+import nbformat
+import pandas as pd
+import pytest
+import yaml
+from nbclient import NotebookClient
+
+from specattn import plots
+from specattn.outputs import write_table
+from specattn.results import collect
+
+from .conftest import ROOT, run_cli
+from .test_paper_table import SETTINGS
+
+
+def kernel_bench_run(folder):
+    """A run folder as ``experiment=kernel_bench`` writes it (GPU only), with made-up timings."""
+    folder.mkdir(parents=True)
+    (folder / "config.yaml").write_text(yaml.safe_dump({"experiment": {"name": "kernel_bench"}, "p": 0.95}))
+    rows = [{"part": "selection", "rows": r, "L": n, "ours_threshold_ms": 0.01 * n / 2048 * r / 32,
+             "sort_threshold_ms": 0.05 * n / 2048 * r / 32} for r in (32, 256) for n in (2048, 8192, 32768)]
+    rows += [{"part": "attention", "model": "llama-3.1-8b", "L": n, "density": d, "pipeline_speedup": n / 8192 / d / 4}
+             for n in (2048, 8192, 32768) for d in (0.25, 0.1)]
+    write_table(pd.DataFrame(rows), folder / "results.parquet")
+
+
+@pytest.fixture(scope="module")
+def analysis_outputs(killed_sweep, paper_run, tiny_model_dir, tmp_path_factory):
+    """An outputs folder with a 12-run sweep, a paper_table run, an align run and a kernel_bench run."""
+    outputs = tmp_path_factory.mktemp("analysis")
+    shutil.copytree(killed_sweep[0] / "ppl", outputs / "ppl")
+    shutil.copytree(paper_run[0] / "paper_table", outputs / "paper_table")
+    align = run_cli("experiment=align", "model=tiny_random", f"model.verifier.path={tiny_model_dir}",
+                    "align.num_tokens=600", "align.context_len=300", "logger=none", "progress=false",
+                    env={"SPECATTN_OUTPUTS": str(outputs)})
+    assert align.returncode == 0, align.stderr
+    kernel_bench_run(outputs / "kernel_bench" / "default-0123456789")
+    return outputs
+
+
+def test_ppl_settings_are_the_run_summaries(analysis_outputs):
+    settings = plots.ppl_settings(collect(analysis_outputs))
+    assert set(settings.experiment) == {"ppl", "paper_table"} and settings.run.nunique() == 13
+    paper = settings[settings.experiment == "paper_table"].set_index("setting")
+    summary = pd.read_parquet(next(analysis_outputs.glob("paper_table/*/summary.parquet"))).set_index("setting")
+    for column in ("ppl", "ppl_rel_increase", "kv_reduction", "kv_reduction_sparse_layers"):
+        pd.testing.assert_series_equal(paper[column], summary[column], check_names=False)
+    assert paper.loc["specattn p=0.97", "p"] == 0.97 and paper.context_len.iloc[0] == 300
+
+
+def test_paper_table_puts_rows_in_the_papers_order(analysis_outputs):
+    settings = plots.ppl_settings(collect(analysis_outputs))
+    paper = settings[settings.experiment == "paper_table"].sample(frac=1, random_state=0)  # shuffled
+    table = plots.paper_table(paper)
+    assert table.method.tolist() == SETTINGS
+    lines = plots.markdown_table(table).splitlines()
+    assert lines[0] == "| method | ppl | rel. increase | KV reduction | KV reduction (sparse layers) |"
+    assert lines[2].startswith("| dense | ") and lines[2].endswith(" | - | - | - |")
+    quest = table.set_index("method").loc["quest match=specattn p=0.95"]
+    assert f"| {100 * quest['rel. increase']:+.2f}% | {100 * quest['KV reduction']:.2f}% |" in lines[4]
+
+
+def test_write_plots_and_the_cli(analysis_outputs, tmp_path):
+    collected = collect(analysis_outputs)
+    written = plots.write_plots(collected, tmp_path / "figures")
+    align_run = next((analysis_outputs / "align").iterdir()).name
+    assert set(written) == {"pareto-tiny_random-gutenberg-100", "pareto-tiny_random-gutenberg-300",
+                            f"alignment-{align_run}", "kernel_scaling"}
+    assert all(path.stat().st_size > 10_000 for path in written.values())
+    table = tmp_path / "collected.parquet"
+    write_table(collected, table)
+    result = subprocess.run([sys.executable, "-m", "specattn.results", "plots", str(table)], cwd=ROOT,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert sorted(result.stdout.split()) == sorted(str(tmp_path / "figures" / path.name) for path in written.values())
+
+
+def test_the_analysis_notebook_runs_top_to_bottom(analysis_outputs, tmp_path, monkeypatch):
+    monkeypatch.setenv("SPECATTN_OUTPUTS", str(analysis_outputs))
+    monkeypatch.setenv("SPECATTN_FIGURES", str(tmp_path / "figures"))
+    notebook = nbformat.read(ROOT / "notebooks" / "analysis.ipynb", as_version=4)
+    NotebookClient(notebook, timeout=600, kernel_name="python3",
+                   resources={"metadata": {"path": str(ROOT / "notebooks")}}).execute()
+    outputs = [output for cell in notebook.cells if cell.cell_type == "code" for output in cell.outputs]
+    assert not [output for output in outputs if output.output_type == "error"]
+    images = [output for output in outputs if "image/png" in output.get("data", {})]
+    assert len(images) == 4  # two Pareto plots, the alignment heatmap, the kernel scaling plot
+    texts = " ".join(output.get("data", {}).get("text/markdown", "") for output in outputs)
+    assert "| quest match=specattn p=0.95 |" in texts
+    assert len(list((tmp_path / "figures").glob("*.png"))) == 4
