@@ -13,26 +13,7 @@ from specattn.attention import AttentionShape, make_backend, n_prefix_chunks
 from specattn.attention.torch_backend import gathered_attention
 from specattn.errors import SpecAttnError
 
-HAS_CUDA = torch.cuda.is_available()
-try:
-    import triton  # noqa: F401
-
-    HAS_TRITON = True
-except ImportError:
-    HAS_TRITON = False
-try:
-    import flashinfer  # noqa: F401
-
-    HAS_FI = True
-except ImportError:
-    HAS_FI = False
-INTERPRET = HAS_TRITON and os.environ.get("TRITON_INTERPRET") == "1"
-
-
-def needs_fi(test):
-    """GPU test that also needs flashinfer: marked ``gpu`` and skipped without them."""
-    test = pytest.mark.skipif(not (HAS_CUDA and HAS_FI), reason="needs a CUDA GPU and flashinfer")(test)
-    return pytest.mark.gpu(test)
+from .availability import needs_flashinfer, needs_interpreter
 
 
 def rel_err(out, ref):
@@ -62,7 +43,7 @@ TAIL_CASES = [  # (T, Hq, Hkv, D, N, C, density)
 ]
 
 
-@pytest.mark.skipif(not INTERPRET, reason="needs triton with TRITON_INTERPRET=1")
+@needs_interpreter
 @pytest.mark.parametrize("t,hq,hkv,d,n,c,density", TAIL_CASES)
 @pytest.mark.parametrize("partial_kept", [True, False])
 def test_tail_merge_interpreter(t, hq, hkv, d, n, c, density, partial_kept):
@@ -102,7 +83,7 @@ FI_ALL = [(*case, torch.bfloat16) for case in FI_CASES] + (FI_EXTRA if FULL else
 
 @pytest.mark.parametrize("t,hq,hkv,d,n,c,dtype", FI_ALL)
 @pytest.mark.parametrize("density", [0.0, 0.05, 0.3, 1.0])
-@needs_fi
+@needs_flashinfer
 def test_flashinfer_matches_reference(t, hq, hkv, d, n, c, density, dtype):
     g = torch.Generator(device="cuda").manual_seed(n * 13 + t + int(density * 100))
     q, k, v = (torch.randn(s, generator=g, device="cuda").to(dtype) for s in [(t, hq, d), (n, hkv, d), (n, hkv, d)])
@@ -117,7 +98,7 @@ def test_flashinfer_matches_reference(t, hq, hkv, d, n, c, density, dtype):
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16])
-@needs_fi
+@needs_flashinfer
 def test_flashinfer_lse_is_base2(dtype):
     import flashinfer
 
@@ -136,7 +117,7 @@ def test_flashinfer_lse_is_base2(dtype):
     assert (lse.double() - nat).abs().max() > 0.1  # and not natural-log based
 
 
-@needs_fi
+@needs_flashinfer
 def test_flashinfer_many_steps_reuse_backend():
     t, hq, hkv, d, c = 5, 32, 8, 128, 16
     attn = make_backend("flashinfer", AttentionShape(hq, hkv, d, c, torch.bfloat16))
@@ -149,7 +130,7 @@ def test_flashinfer_many_steps_reuse_backend():
         assert rel_err(out, ref) < 1e-2
 
 
-@needs_fi
+@needs_flashinfer
 def test_flashinfer_refuses_unsupported_before_launch():
     with pytest.raises(SpecAttnError, match="head_dim=96"):
         make_backend("flashinfer", AttentionShape(8, 8, 96, 16, torch.bfloat16))
@@ -159,7 +140,7 @@ def test_flashinfer_refuses_unsupported_before_launch():
         make_backend("flashinfer", AttentionShape(8, 8, 128, 16, torch.bfloat16), device="cpu")
 
 
-@needs_fi
+@needs_flashinfer
 def test_pipeline_selection_csr_attention():
     """Draft weights -> fused nucleus chunk mask -> BSR -> flashinfer == torch reference on the same mask."""
     from specattn.attention.csr import chunk_mask_to_bsr

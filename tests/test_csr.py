@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 
 import pytest
 import torch
@@ -10,14 +9,7 @@ import torch
 from specattn.attention.csr import BSR, bsr_reference, chunk_mask_to_bsr
 from specattn.errors import SpecAttnError
 
-HAS_CUDA = torch.cuda.is_available()
-try:
-    import triton  # noqa: F401
-
-    HAS_TRITON = True
-except ImportError:
-    HAS_TRITON = False
-INTERPRET = HAS_TRITON and os.environ.get("TRITON_INTERPRET") == "1"
+from .availability import needs_gpu, needs_interpreter
 
 
 def _check(mask: torch.Tensor, impl: str) -> None:
@@ -74,7 +66,7 @@ def test_bsr_rejects_bad_input():
                           out=BSR(torch.zeros(3, dtype=torch.int32), torch.zeros(4, dtype=torch.int32), 4))
 
 
-@pytest.mark.skipif(not INTERPRET, reason="needs triton with TRITON_INTERPRET=1")
+@needs_interpreter
 @pytest.mark.parametrize("b,mb,nb", [(1, 1, 7), (2, 3, 33), (1, 1, 0)])
 def test_bsr_triton_interpreter(b, mb, nb):
     mask = torch.rand(b, mb, nb, generator=torch.Generator().manual_seed(nb)) < 0.4
@@ -82,7 +74,7 @@ def test_bsr_triton_interpreter(b, mb, nb):
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not (HAS_CUDA and HAS_TRITON), reason="needs a CUDA GPU and triton")
+@needs_gpu
 @pytest.mark.parametrize("b,mb,nb", CASES + [(8, 1, 16384), (1, 4, 9000)])
 @pytest.mark.parametrize("density", [0.0, 0.1, 0.7, 1.0])
 def test_bsr_triton_gpu_matches_reference(b, mb, nb, density):
@@ -93,7 +85,7 @@ def test_bsr_triton_gpu_matches_reference(b, mb, nb, density):
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not (HAS_CUDA and HAS_TRITON), reason="needs a CUDA GPU and triton")
+@needs_gpu
 def test_bsr_triton_is_graph_capturable():
     mask = (torch.rand(4, 1, 512) < 0.3).cuda()
     out = chunk_mask_to_bsr(mask, impl="triton")  # warm-up compiles outside the capture

@@ -6,7 +6,6 @@ compiled kernel on fresh random inputs of many shapes, dtypes and distributions 
 
 from __future__ import annotations
 
-import os
 
 import pytest
 import torch
@@ -14,19 +13,7 @@ import torch
 from specattn import select
 from specattn.errors import SpecAttnError
 
-HAS_CUDA = torch.cuda.is_available()
-try:
-    import triton  # noqa: F401
-
-    HAS_TRITON = True
-except ImportError:
-    HAS_TRITON = False
-INTERPRET = HAS_TRITON and os.environ.get("TRITON_INTERPRET") == "1"
-
-
-def gpu(test):
-    test = pytest.mark.skipif(not (HAS_CUDA and HAS_TRITON), reason="needs a CUDA GPU and triton")(test)
-    return pytest.mark.gpu(test)
+from .availability import HAS_TRITON, needs_gpu, needs_interpreter
 
 
 # ------------------------------------------------------------------------------------------- inputs
@@ -79,7 +66,7 @@ def test_cpu_tensors_use_the_reference():
 
 
 # ------------------------------------------------------------------------------------ interpreter
-@pytest.mark.skipif(not INTERPRET, reason="needs triton with TRITON_INTERPRET=1")
+@needs_interpreter
 @pytest.mark.parametrize("long_path", [False, True])
 @pytest.mark.parametrize("kind", ["softmax3", "softmax0.001", "onehot", "uniform", "zeros", "ties", "masked"])
 def test_kernel_interpreter(monkeypatch, long_path, kind):
@@ -109,7 +96,7 @@ LENGTHS = [1, 2, 3, 17, 1000, 4095, 8192, 16384, 16385, 50_001, 131_072, 262_144
 KINDS = ["softmax3", "softmax1", "softmax8", "softmax0.001", "onehot", "uniform", "zeros", "ties", "masked", "range"]
 
 
-@gpu
+@needs_gpu
 @pytest.mark.parametrize("length", LENGTHS)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
 def test_kernel_exact_random(length, dtype):
@@ -121,7 +108,7 @@ def test_kernel_exact_random(length, dtype):
             assert_exact(w, p)
 
 
-@gpu
+@needs_gpu
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("length", [1, 257, 8191, 20_000, 131_073])
 def test_kernel_exact_special_rows(kind, length):
@@ -132,7 +119,7 @@ def test_kernel_exact_special_rows(kind, length):
             assert_exact(w, p)
 
 
-@gpu
+@needs_gpu
 def test_kernel_many_rows_and_leading_dims():
     gen = torch.Generator().manual_seed(11)
     w = make_rows("softmax3", 1024, 8192, gen).reshape(4, 8, 32, 8192).cuda()
@@ -141,14 +128,14 @@ def test_kernel_many_rows_and_leading_dims():
     assert_exact(w, 0.9)
 
 
-@gpu
+@needs_gpu
 def test_kernel_non_contiguous_rows():
     gen = torch.Generator().manual_seed(5)
     w = make_rows("softmax3", 16, 3000, gen).cuda().t().contiguous().t()  # column-major view
     assert_exact(w, 0.95)
 
 
-@gpu
+@needs_gpu
 @pytest.mark.parametrize("length,chunk,group", [(1000, 16, 4), (8191, 16, 4), (8192, 64, 5), (40_000, 16, 4),
                                                 (131_072, 16, 128), (3001, 7, 3), (20_001, 24, 2), (5, 16, 1)])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
@@ -161,7 +148,7 @@ def test_chunk_mask_matches_reference(length, chunk, group, dtype):
     assert torch.equal(got.cpu(), ref)
 
 
-@gpu
+@needs_gpu
 @pytest.mark.parametrize("length", [8192, 100_000])
 def test_chunk_mask_is_graph_capturable(length):
     """No host synchronisation: the whole selection replays in a CUDA graph on new data."""
@@ -179,7 +166,7 @@ def test_chunk_mask_is_graph_capturable(length):
     assert torch.equal(out.cpu(), select.nucleus_chunk_mask(fresh, 0.95, 16, 32))
 
 
-@gpu
+@needs_gpu
 def test_kernel_bad_p():
     w = torch.rand(2, 10, device="cuda")
     for p in [0.0, 1.5, -1]:

@@ -25,7 +25,6 @@ keeps the wanted chunks; the table reports the density the kernel actually selec
 from __future__ import annotations
 
 import argparse
-import math
 import time
 from dataclasses import dataclass
 

@@ -531,7 +531,7 @@ def nucleus_chunk_mask(weights: torch.Tensor, p: float, chunk_size: int, group: 
     if weights.dtype == torch.float64:
         return reference(weights.cpu(), p, chunk_size, group).to(weights.device)
     lead = weights.shape[:-2]
-    r, length = weights.shape[-2], weights.shape[-1]
+    r = weights.shape[-2]
     w = _rows(weights)
     _, tkey, cmax = _thresholds(w, p, chunk=chunk_size)
     n_chunks = cmax.shape[1]
