@@ -14,11 +14,12 @@ from typing import Callable
 
 import torch
 from transformers import AttentionInterface
-from transformers.integrations.sdpa_attention import repeat_kv, sdpa_attention_forward
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
 from .heads import aggregate_heads
 from .layout import StepLayout
+from .probs import causal_probs, weighted_values
 
 DRAFT_ATTENTION = "specattn_draft"
 
@@ -37,11 +38,6 @@ class DraftObserver:
     query_block: int = 256
 
 
-def causal_keys(rows: torch.Tensor, n_keys: int) -> torch.Tensor:
-    """``(R, n_keys)`` bool: key ``k`` is visible to the row at position ``r`` iff ``k <= r``."""
-    return torch.arange(n_keys, device=rows.device)[None, :] <= rows[:, None]
-
-
 def draft_attention(module, query, key, value, attention_mask, scaling, dropout=0.0,
                     specattn_draft: DraftObserver | None = None, **kwargs):
     """Attention-interface function; shapes as transformers': query ``(1, Hq, R, D)``, key/value
@@ -53,15 +49,11 @@ def draft_attention(module, query, key, value, attention_mask, scaling, dropout=
                                       dropout=dropout, **kwargs)
     n_rows, n_keys = query.shape[2], key.shape[2]
     rows = torch.arange(n_keys - n_rows, n_keys, device=query.device)  # batch of one, no padding
-    keys = repeat_kv(key, module.num_key_value_groups)[0].float()
-    values = repeat_kv(value, module.num_key_value_groups)[0]
     outputs = []
     for lo in range(0, n_rows, observer.query_block):
         block_rows = rows[lo : lo + observer.query_block]
-        scores = torch.matmul(query[0, :, lo : lo + observer.query_block].float(), keys.transpose(1, 2)) * scaling
-        scores.masked_fill_(~causal_keys(block_rows, n_keys), float("-inf"))
-        probs = torch.softmax(scores, dim=-1)  # (Hq, r, K) float32
-        outputs.append(torch.matmul(probs.to(values.dtype), values))
+        probs = causal_probs(query[0, :, lo : lo + observer.query_block], key[0], scaling, block_rows)  # (Hq, r, n)
+        outputs.append(weighted_values(probs, value[0]))
         is_draft = observer.layout.is_draft_row(block_rows.cpu()).to(block_rows.device)
         if is_draft.any():
             aggregated = aggregate_heads(probs[:, is_draft], observer.head_agg,

@@ -18,9 +18,9 @@ from transformers.integrations.sdpa_attention import repeat_kv, sdpa_attention_f
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
 from .accounting import KVReads
-from .draft_capture import causal_keys
 from .layout import StepLayout
 from .methods.base import LayerView, SelectionMethod
+from .probs import causal_keys
 
 VERIFIER_ATTENTION = "specattn_verifier"
 

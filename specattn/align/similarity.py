@@ -16,9 +16,9 @@ from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
-from ..draft_capture import causal_keys
 from ..heads import aggregate_heads
 from ..models.pair import ModelPair
+from ..probs import causal_keys, causal_probs
 from .metrics import METRICS, prepare_draft, score_verifier
 
 RECORD_ATTENTION = "specattn_record"
@@ -62,16 +62,6 @@ def record_queries_keys(model, ids: torch.Tensor) -> list[tuple[torch.Tensor, to
     return [store[i] for i in range(model.config.num_hidden_layers)]
 
 
-def _probs(query: torch.Tensor, key: torch.Tensor, scaling: float, rows: torch.Tensor) -> torch.Tensor:
-    """``(Hq, b, K)`` float32 causal attention of the block ``rows`` over keys ``[0, rows[-1] + 1)``."""
-    n_keys, (n_heads, _, dim), n_kv = int(rows[-1]) + 1, query.shape, key.shape[0]
-    grouped = query[:, rows].float().reshape(n_kv, -1, dim)  # (Hkv, group * b, D): no key copies for GQA
-    scores = torch.bmm(grouped, key[:, :n_keys].float().transpose(1, 2)).reshape(n_heads, len(rows), n_keys)
-    scores *= scaling
-    scores.masked_fill_(~causal_keys(rows, n_keys), float("-inf"))
-    return torch.softmax(scores, dim=-1)
-
-
 @dataclass
 class SimilarityTotals:
     """Running sums of row similarities per metric, and the number of rows summed."""
@@ -98,11 +88,13 @@ def accumulate(pair: ModelPair, ids: torch.Tensor, settings: AlignSettings, tota
     with torch.inference_mode():
         for rows in tqdm(blocks, desc="align", leave=False, disable=not progress):
             valid = causal_keys(rows, int(rows[-1]) + 1)
-            draft = torch.stack([aggregate_heads(_probs(q, k, s, rows), settings.head_agg, draft_kv, verifier_kv)
-                                 for q, k, s in draft_qk])  # (n_draft, H, b, K)
+            draft = torch.stack([
+                aggregate_heads(causal_probs(q[:, rows], k, s, rows), settings.head_agg, draft_kv, verifier_kv)
+                for q, k, s in draft_qk])  # (n_draft, H, b, K)
             prepared = {m: prepare_draft(m, draft, valid, eps=settings.eps, p=settings.p) for m in settings.metrics}
             for j, (q, k, s) in enumerate(verifier_qk):
-                v = aggregate_heads(_probs(q, k, s, rows), settings.head_agg, verifier_kv, verifier_kv)
+                probs = causal_probs(q[:, rows], k, s, rows)
+                v = aggregate_heads(probs, settings.head_agg, verifier_kv, verifier_kv)
                 for metric in settings.metrics:
                     totals.sums[metric][:, j] += score_verifier(metric, v, prepared[metric], p=settings.p).cpu()
             totals.rows += draft.shape[1] * len(rows)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from ..draft_capture import causal_keys
+from ..probs import causal_probs
 from ..select import check_p, nucleus_threshold
 from .base import LayerView, SelectionMethod, empty_selection, rows_to_steps
 
@@ -38,16 +38,12 @@ class OracleTopP(SelectionMethod):
         layout = self.context.layout
         hkv = view.keys.shape[0]
         group = view.queries.shape[0] // hkv
-        keys = view.keys.float().repeat_interleave(group, dim=0)  # (Hq, K, D)
         step_of_row = layout.step_of(view.rows.cpu())
         chosen = empty_selection(len(view.steps), hkv, layout.n_chunks, view.queries.device)
         decoding = (step_of_row >= 0).nonzero().squeeze(1)
         for block in decoding.split(self.query_block):
             rows = view.rows[block.to(view.rows.device)]
-            n_causal = int(rows.max()) + 1  # keys any row of the block can see
-            scores = view.queries[:, block.to(view.queries.device)].float() @ keys[:, :n_causal].transpose(1, 2)
-            scores = (scores * view.scaling).masked_fill_(~causal_keys(rows, n_causal), -torch.inf)
-            probs = torch.softmax(scores, dim=-1)
+            probs = causal_probs(view.queries[:, block.to(view.queries.device)], view.keys, view.scaling, rows)
             # a chunk holds a nucleus key iff its largest weight reaches the row's nucleus threshold
             theta = nucleus_threshold(probs, self.p)  # (Hq, r)
             chunks = chunk_max(probs, layout.chunk_size).to(torch.float64) >= theta[..., None]
