@@ -13,7 +13,6 @@ import time
 import pandas as pd
 import torch
 from hydra.utils import instantiate
-from omegaconf import OmegaConf
 from tqdm.auto import tqdm
 
 from .. import layer_map as layer_maps
@@ -131,7 +130,7 @@ def ppl_result(results: pd.DataFrame, settings: EvalSettings) -> ExperimentResul
     summary = summarise_ppl(results)
     metrics = {f"summary/{row.setting}/{key}": getattr(row, key) for row in summary.itertuples()
                for key in ("ppl", "ppl_rel_increase", "kv_reduction", "kv_reduction_sparse_layers")}
-    metrics["layer_map"] = OmegaConf.to_yaml(list(settings.layer_map)).strip()
+    metrics["layer_map"] = str(list(settings.layer_map))
     return ExperimentResult(results, summary[["method", "setting", "samples", "tokens", "ppl", "ppl_rel_increase",
                                               "kv_reduction", "kv_reduction_sparse_layers"]], metrics=metrics)
 
