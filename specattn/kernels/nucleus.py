@@ -38,6 +38,7 @@ Inputs: float32, float16 or bfloat16 (float64 goes to the sort-based reference),
 from __future__ import annotations
 
 import math
+import os
 import struct
 
 import torch
@@ -59,6 +60,9 @@ KMAX = tl.constexpr(2147483647)  # key above every finite non-negative float
 MAX_IT = 40  # iteration cap of every bisection (32 suffice for 32-bit keys); guarantees termination
 
 _SUPPORTED = (torch.float32, torch.float16, torch.bfloat16)
+BACKENDS = ("auto", "cuda", "triton")
+# auto: the CUDA radix kernel (radix.py) where nvcc exists, else these Triton kernels
+BACKEND = os.environ.get("SPECATTN_NUCLEUS", "auto")
 
 
 # --------------------------------------------------------------------------------------------- jit
@@ -454,6 +458,21 @@ def _long_path(w, pb, p_one, theta, tkey, cmax, n_chunks, chunk=1):
     ]
 
 
+def _use_radix(w: torch.Tensor) -> bool:
+    """Whether the CUDA radix kernel computes the thresholds of ``w`` (see ``BACKEND``)."""
+    from . import interpreting, radix
+
+    if BACKEND not in BACKENDS:
+        raise SpecAttnError(f"SPECATTN_NUCLEUS={BACKEND!r} is not one of {', '.join(BACKENDS)}")
+    if BACKEND == "triton" or interpreting() or w.shape[1] > radix.MAX_LENGTH:
+        return False
+    ok = radix.available(w.device.index or 0)
+    if BACKEND == "cuda" and not ok:
+        raise SpecAttnError("SPECATTN_NUCLEUS=cuda needs a CUDA GPU and nvcc (set CUDA_HOME); "
+                            "use SPECATTN_NUCLEUS=triton or auto")
+    return ok
+
+
 def _thresholds(w: torch.Tensor, p: float, chunk: int | None = None):
     """Thresholds of the rows of ``w`` (rows, L): (theta float64, theta key int32, chunk max keys or None)."""
     rows, length = w.shape
@@ -468,7 +487,12 @@ def _thresholds(w: torch.Tensor, p: float, chunk: int | None = None):
     pb = _p_bits(p)
     pow2_chunk = chunk is not None and chunk & (chunk - 1) == 0
     dummy = tkey  # placeholder pointer when no chunk max is written
-    if length <= ONCHIP_MAX:
+    if _use_radix(w):
+        from . import radix
+
+        fused = False
+        radix.thresholds(w, p, theta, tkey)
+    elif length <= ONCHIP_MAX:
         block = max(triton.next_power_of_2(length), 256)  # few compiled variants
         fused = chunk is not None and pow2_chunk and chunk <= block
         warps, precomp = _onchip_config(block)
