@@ -37,6 +37,10 @@ def make_rows(kind: str, rows: int, length: int, gen: torch.Generator) -> torch.
         return w * (torch.rand(rows, length, generator=gen) < 0.5)
     if kind == "range":  # 60 binades of dynamic range
         return torch.exp2(-60 * torch.rand(rows, length, generator=gen))
+    if kind == "cliff":  # one heavy key over many tiny ones: p near 1 puts theta among the tiny keys
+        w = torch.exp2(-40 + 10 * torch.rand(rows, length, generator=gen))
+        w[:, 0] = 1.0
+        return w
     raise ValueError(kind)
 
 
@@ -63,6 +67,23 @@ def test_cpu_tensors_use_the_reference():
     w = torch.softmax(torch.randn(4, 100), -1)
     assert select._kernel_for(w) is None
     assert torch.equal(select.nucleus_threshold(w, 0.9), select.nucleus_threshold_reference(w, 0.9))
+
+
+def test_radix_backend_finds_nvcc_and_says_when_missing(tmp_path, monkeypatch):
+    from specattn.kernels import radix
+
+    fake = tmp_path / "cuda" / "bin" / "nvcc"
+    fake.parent.mkdir(parents=True)
+    fake.write_text("#!/bin/sh\n")
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    monkeypatch.setenv("CUDA_HOME", str(tmp_path / "cuda"))
+    assert radix.nvcc_path() == str(fake)
+    monkeypatch.setattr(radix, "nvcc_path", lambda: None)
+    radix._library.cache_clear()
+    with pytest.raises(SpecAttnError, match="nvcc"):
+        radix._library("sm_90")
+    if not torch.cuda.is_available():
+        assert not radix.available()
 
 
 # ------------------------------------------------------------------------------------ interpreter
@@ -92,14 +113,27 @@ def test_kernel_interpreter(monkeypatch, long_path, kind):
 
 
 # -------------------------------------------------------------------------------------------- GPU
+@pytest.fixture(params=["triton", "cuda"])
+def backend(request, monkeypatch):
+    """Each GPU test runs on both selection backends (the CUDA one where nvcc exists)."""
+    from specattn.kernels import nucleus as K
+    from specattn.kernels import radix
+
+    if request.param == "cuda" and not radix.available():
+        pytest.skip("CUDA radix kernel unavailable (no nvcc)")
+    monkeypatch.setattr(K, "BACKEND", request.param)
+    return request.param
+
+
 LENGTHS = [1, 2, 3, 17, 1000, 4095, 8192, 16384, 16385, 50_001, 131_072, 262_144]
-KINDS = ["softmax3", "softmax1", "softmax8", "softmax0.001", "onehot", "uniform", "zeros", "ties", "masked", "range"]
+KINDS = ["softmax3", "softmax1", "softmax8", "softmax0.001", "onehot", "uniform", "zeros", "ties", "masked", "range",
+         "cliff"]
 
 
 @needs_gpu
 @pytest.mark.parametrize("length", LENGTHS)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
-def test_kernel_exact_random(length, dtype):
+def test_kernel_exact_random(length, dtype, backend):
     gen = torch.Generator().manual_seed(length)
     rows = 3 if length > 100_000 else 7
     for kind in ["softmax3", "softmax8", "masked"]:
@@ -111,7 +145,7 @@ def test_kernel_exact_random(length, dtype):
 @needs_gpu
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("length", [1, 257, 8191, 20_000, 131_073])
-def test_kernel_exact_special_rows(kind, length):
+def test_kernel_exact_special_rows(kind, length, backend):
     gen = torch.Generator().manual_seed(7)
     for dtype in [torch.float32, torch.bfloat16]:
         w = make_rows(kind, 4, length, gen).to(dtype).cuda()
@@ -120,7 +154,21 @@ def test_kernel_exact_special_rows(kind, length):
 
 
 @needs_gpu
-def test_kernel_many_rows_and_leading_dims():
+@pytest.mark.parametrize("length", [100, 8192, 8193, 60_000])
+def test_kernel_exact_near_a_heavy_key(length, backend):
+    """theta among keys 2^-40..2^-30 under a key of 1.0: float32 bin sums of the heavy part are far
+    coarser than the light keys' masses, so approximate first guesses must be corrected exactly."""
+    gen = torch.Generator().manual_seed(length)
+    w = make_rows("cliff", 6, length, gen)
+    light = float(w[:, 1:].double().sum(-1).min())
+    for frac in [0.1, 0.5, 0.9]:
+        p = (1.0 + frac * light) / (1.0 + light)
+        for dtype in [torch.float32, torch.bfloat16]:
+            assert_exact(w.to(dtype).cuda(), p)
+
+
+@needs_gpu
+def test_kernel_many_rows_and_leading_dims(backend):
     gen = torch.Generator().manual_seed(11)
     w = make_rows("softmax3", 1024, 8192, gen).reshape(4, 8, 32, 8192).cuda()
     assert_exact(w, 0.95)
@@ -129,7 +177,7 @@ def test_kernel_many_rows_and_leading_dims():
 
 
 @needs_gpu
-def test_kernel_non_contiguous_rows():
+def test_kernel_non_contiguous_rows(backend):
     gen = torch.Generator().manual_seed(5)
     w = make_rows("softmax3", 16, 3000, gen).cuda().t().contiguous().t()  # column-major view
     assert_exact(w, 0.95)
@@ -139,7 +187,7 @@ def test_kernel_non_contiguous_rows():
 @pytest.mark.parametrize("length,chunk,group", [(1000, 16, 4), (8191, 16, 4), (8192, 64, 5), (40_000, 16, 4),
                                                 (131_072, 16, 128), (3001, 7, 3), (20_001, 24, 2), (5, 16, 1)])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_chunk_mask_matches_reference(length, chunk, group, dtype):
+def test_chunk_mask_matches_reference(length, chunk, group, dtype, backend):
     gen = torch.Generator().manual_seed(length + chunk)
     w = make_rows("softmax3", 2 * 8, length, gen).reshape(2, 8, length).to(dtype)
     got = select.nucleus_chunk_mask(w.cuda(), 0.95, chunk, group)
@@ -150,7 +198,7 @@ def test_chunk_mask_matches_reference(length, chunk, group, dtype):
 
 @needs_gpu
 @pytest.mark.parametrize("length", [8192, 100_000])
-def test_chunk_mask_is_graph_capturable(length):
+def test_chunk_mask_is_graph_capturable(length, backend):
     """No host synchronisation: the whole selection replays in a CUDA graph on new data."""
     gen = torch.Generator().manual_seed(1)
     static = make_rows("softmax3", 32, length, gen).cuda()

@@ -92,6 +92,19 @@ def hardware() -> dict:
 
 
 # ------------------------------------------------------------------------------------- selection
+def _bench_backend(K, backend: str, fn, cfg: BenchConfig) -> float:
+    """Time ``fn`` with the nucleus kernels forced to ``backend``; NaN where it cannot run."""
+    from ..kernels import radix
+
+    if backend == "cuda" and not radix.available():
+        return float("nan")
+    saved, K.BACKEND = K.BACKEND, backend
+    try:
+        return _bench(fn, cfg)
+    finally:
+        K.BACKEND = saved
+
+
 def sort_threshold(w: torch.Tensor, p: float) -> torch.Tensor:
     """The usual torch top-p: sort descending, cumulative sum, first index reaching p * mass."""
     s = w.sort(dim=-1, descending=True).values
@@ -133,6 +146,8 @@ def bench_selection(cfg: BenchConfig, bandwidth: float, log=print) -> pd.DataFra
             rec["nucleus_frac"] = (kept.mean() / length).item()
             k_top = max(1, int(kept.mean().item()))
             rec["ours_threshold_ms"] = _bench(lambda: K.nucleus_threshold(w, cfg.p), cfg)
+            for backend in ("triton", "cuda"):  # the two backends behind the default ("auto")
+                rec[f"{backend}_threshold_ms"] = _bench_backend(K, backend, lambda: K.nucleus_threshold(w, cfg.p), cfg)
             rec["ours_mask_ms"] = _bench(lambda: K.nucleus_mask(w, cfg.p), cfg)
             rec["ours_chunkmask_ms"] = _bench(
                 lambda: K.nucleus_chunk_mask(w.view(-1, min(cfg.gamma, rows), length), cfg.p, cfg.chunk_size, cfg.gamma), cfg)
@@ -425,7 +440,8 @@ def render(res: dict) -> str:
     parts = [f"hardware: {res['hardware']}", f"D2D copy bandwidth: {res['bandwidth_TBps']:.3f} TB/s (read+write)"]
     if "selection" in res:
         parts.append("\n## Selection (p=0.95, softmax(3*randn) rows)\n")
-        parts.append(_fmt(res["selection"], ["rows", "L", "dtype", "nucleus_frac", "ours_threshold_ms", "ours_mask_ms",
+        parts.append(_fmt(res["selection"], ["rows", "L", "dtype", "nucleus_frac", "ours_threshold_ms",
+                                             "triton_threshold_ms", "cuda_threshold_ms", "ours_mask_ms",
                                              "ours_chunkmask_ms", "sort_threshold_ms", "sort_mask_ms", "topk_ms",
                                              "floor_ms", "speedup_vs_sort", "speedup_vs_topk", "x_floor",
                                              "chunkmask_x_floor", "skipped"]))

@@ -31,6 +31,12 @@ the threshold is found by searching the integer key space, never by sorting:
   (exact, slower). So a long row is read from memory twice. Every decision is taken on the device:
   no host synchronisation, CUDA-graph capturable.
 
+Backends. The thresholds can also come from the CUDA radix kernel (:mod:`.radix`,
+``nucleus_radix.cu``: one block per row, approximate float32 bin masses as a guess, then exact
+integer-significand histograms; 3-4x faster than the Triton long path where there are enough rows).
+``SPECATTN_NUCLEUS`` (or ``BACKEND``) picks: ``auto`` (default: per shape, see :func:`_prefer_radix`),
+``cuda`` or ``triton``. Both return the same thresholds; the chunk pooling and union stay in Triton.
+
 Inputs: float32, float16 or bfloat16 (float64 goes to the sort-based reference), finite, non-negative
 (the precondition of attention weights; negative or NaN weights give unspecified results).
 """
@@ -61,7 +67,9 @@ MAX_IT = 40  # iteration cap of every bisection (32 suffice for 32-bit keys); gu
 
 _SUPPORTED = (torch.float32, torch.float16, torch.bfloat16)
 BACKENDS = ("auto", "cuda", "triton")
-# auto: the CUDA radix kernel (radix.py) where nvcc exists, else these Triton kernels
+# cuda: the CUDA radix kernel (radix.py) for every row length it takes; triton: the kernels of this
+# module; auto: whichever measured faster for the shape (_prefer_radix), the radix kernel only where
+# nvcc exists
 BACKEND = os.environ.get("SPECATTN_NUCLEUS", "auto")
 
 
@@ -458,13 +466,28 @@ def _long_path(w, pb, p_one, theta, tkey, cmax, n_chunks, chunk=1):
     ]
 
 
+def _prefer_radix(rows: int, length: int) -> bool:
+    """The faster backend for a shape, from the H200 measurements in docs/benchmarks.md: short rows
+    (<= 4096 keys) suit the on-chip Triton bisection; the radix kernel runs one block per row, so it
+    wins once there are enough rows to fill the GPU, or for few rows of moderate length; few very long
+    rows suit the Triton long path, which spreads a row over many programs."""
+    if length <= 4096:
+        return False
+    if rows >= 128:
+        return True
+    return ONCHIP_MAX < length <= 65536
+
+
 def _use_radix(w: torch.Tensor) -> bool:
     """Whether the CUDA radix kernel computes the thresholds of ``w`` (see ``BACKEND``)."""
     from . import interpreting, radix
 
     if BACKEND not in BACKENDS:
         raise SpecAttnError(f"SPECATTN_NUCLEUS={BACKEND!r} is not one of {', '.join(BACKENDS)}")
-    if BACKEND == "triton" or interpreting() or w.shape[1] > radix.MAX_LENGTH:
+    rows, length = w.shape
+    if BACKEND == "triton" or interpreting() or length > radix.MAX_LENGTH:
+        return False
+    if BACKEND == "auto" and not _prefer_radix(rows, length):
         return False
     ok = radix.available(w.device.index or 0)
     if BACKEND == "cuda" and not ok:

@@ -84,7 +84,7 @@ def available(device_index: int = 0) -> bool:
         return False
     try:
         _library(_arch(torch.device("cuda", device_index)))
-    except SpecAttnError:
+    except (SpecAttnError, OSError):  # failed build, unreadable source or library
         return False
     return True
 
