@@ -56,7 +56,8 @@ def _variant(name: str, text: str):
     subprocess.run(cmd, check=True, capture_output=True)
     fn = ctypes.CDLL(str(d / f"{name}.so")).specattn_nucleus_radix
     fn.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64, ctypes.c_double,
-                   ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p]
+                   ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int,
+                   ctypes.POINTER(ctypes.c_int), ctypes.c_void_p]
     return fn
 
 
@@ -79,6 +80,7 @@ def profile(rows: int, length: int, variants: dict) -> None:
     theta = torch.empty(rows, dtype=torch.float64, device="cuda")
     tkey = torch.empty(rows, dtype=torch.int32, device="cuda")
     stream = torch.cuda.current_stream().cuda_stream
+    fused = ctypes.c_int(0)
     cases = {
         "triton: read + float64 sum": lambda: _read_pass[(rows, ns)](w, out, length, SEG=seg, num_warps=8),
         "triton: read + histogram 128 bins": lambda: _hist_pass[(rows, ns)](w, out, length, SEG=seg, NB=128, SHIFT=21,
@@ -88,7 +90,7 @@ def profile(rows: int, length: int, variants: dict) -> None:
     }
     for name, fn in variants.items():
         cases[name] = (lambda f: lambda: f(w.data_ptr(), 0, rows, length, length, 0.95, 0, theta.data_ptr(),
-                                           tkey.data_ptr(), stream))(fn)
+                                           tkey.data_ptr(), None, 0, 0, ctypes.byref(fused), stream))(fn)
     floor_us = rows * length * 4 / 4.27e12 * 1e6  # bytes once / the H200's measured copy bandwidth
     print(f"\n{rows} x {length} float32 (floor {floor_us:.1f} us)\n\n| pass | us | x floor |\n|---|---:|---:|")
     for name, fn in cases.items():

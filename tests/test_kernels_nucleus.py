@@ -197,6 +197,21 @@ def test_chunk_mask_matches_reference(length, chunk, group, dtype, backend):
 
 
 @needs_gpu
+@pytest.mark.parametrize("length,chunk", [(8195, 16), (8195, 4), (70_001, 32), (70_001, 128), (13, 8)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_chunk_mask_on_padded_rows(length, chunk, dtype, backend):
+    """Rows of a wider, 16-byte aligned buffer whose length is not a multiple of the load vector:
+    the radix kernel fuses the chunk maxima and finishes the last chunks from the scalar tail."""
+    gen = torch.Generator().manual_seed(length + chunk)
+    width = length + 8 - length % 8  # rows start 16-byte aligned for float32 and bfloat16
+    wide = make_rows("softmax3", 8, width, gen).to(dtype)
+    w = wide.cuda()[:, :length]
+    got = select.nucleus_chunk_mask(w.reshape(2, 4, length), 0.9, chunk, 2)
+    ref = select.nucleus_chunk_mask(wide[:, :length].reshape(2, 4, length), 0.9, chunk, 2)
+    assert torch.equal(got.cpu(), ref)
+
+
+@needs_gpu
 @pytest.mark.parametrize("length", [8192, 100_000])
 def test_chunk_mask_is_graph_capturable(length, backend):
     """No host synchronisation: the whole selection replays in a CUDA graph on new data."""

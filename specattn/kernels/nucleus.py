@@ -35,7 +35,8 @@ Backends. The thresholds can also come from the CUDA radix kernel (:mod:`.radix`
 ``nucleus_radix.cu``: one block per row, approximate float32 bin masses as a guess, then exact
 integer-significand histograms; 3-4x faster than the Triton long path where there are enough rows).
 ``SPECATTN_NUCLEUS`` (or ``BACKEND``) picks: ``auto`` (default: per shape, see :func:`_prefer_radix`),
-``cuda`` or ``triton``. Both return the same thresholds; the chunk pooling and union stay in Triton.
+``cuda`` or ``triton``. Both return the same thresholds; both fuse the chunk maxima into their first
+pass where they can; the union over rows stays in Triton.
 
 Inputs: float32, float16 or bfloat16 (float64 goes to the sort-based reference), finite, non-negative
 (the precondition of attention weights; negative or NaN weights give unspecified results).
@@ -513,8 +514,7 @@ def _thresholds(w: torch.Tensor, p: float, chunk: int | None = None):
     if _use_radix(w):
         from . import radix
 
-        fused = False
-        radix.thresholds(w, p, theta, tkey)
+        fused = radix.thresholds(w, p, theta, tkey, cmax, chunk or 0)
     elif length <= ONCHIP_MAX:
         block = max(triton.next_power_of_2(length), 256)  # few compiled variants
         fused = chunk is not None and pow2_chunk and chunk <= block

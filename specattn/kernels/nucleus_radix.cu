@@ -111,10 +111,15 @@ template <> struct Vec<__nv_bfloat16> {
 // Visit every key of the row once: f(valid, k, x). Uniform trip count across the block (f may use
 // warp votes). Keys come from shared memory when staged (n_staged >= 0), else from global memory:
 // 16-byte vector loads when the row is 16-byte aligned, the next vectors loaded while the current
-// ones are processed.
-template <typename T, typename F>
+// ones are processed; on_vector(valid, vector index, max key) runs after each vector (aligned path
+// only; the last n % Vec<T>::kN keys go through the scalar tail).
+struct NoVectorHook {
+  __device__ void operator()(bool, int64_t, uint32_t) const {}
+};
+
+template <typename T, typename F, typename H = NoVectorHook>
 __device__ __forceinline__ void for_each_key(const T* __restrict__ row, int64_t n, const uint32_t* staged,
-                                             int n_staged, bool aligned, F&& f) {
+                                             int n_staged, bool aligned, F&& f, H on_vector = H()) {
   if (n_staged >= 0) {
     for (int base = 0; base < n_staged; base += kThreads) {
       const int i = base + threadIdx.x;
@@ -149,9 +154,16 @@ __device__ __forceinline__ void for_each_key(const T* __restrict__ row, int64_t 
       }
 #pragma unroll
       for (int u = 0; u < kUnroll; ++u) {
-        const bool valid = base + (int64_t)u * kThreads + threadIdx.x < nv;
+        const int64_t vi = base + (int64_t)u * kThreads + threadIdx.x;
+        const bool valid = vi < nv;
+        uint32_t vmax = 0;
 #pragma unroll
-        for (int j = 0; j < kV; ++j) visit(valid, Vec<T>::get(cur[u], j));
+        for (int j = 0; j < kV; ++j) {
+          const float v = Vec<T>::get(cur[u], j);
+          visit(valid, v);
+          vmax = max(vmax, __float_as_uint(v) & 0x7fffffffu);
+        }
+        on_vector(valid, vi, vmax);  // uniform across the warp: the hook may shuffle
       }
 #pragma unroll
       for (int u = 0; u < kUnroll; ++u) cur[u] = nxt[u];
@@ -301,7 +313,8 @@ __device__ void pick(const Bins& bins, int nbins, double base, double scale, uns
 
 template <typename T>
 __global__ void __launch_bounds__(kThreads) nucleus_radix_kernel(const T* __restrict__ w, int64_t n, int64_t stride,
-                                                                 double p, int p_one, double* theta, int32_t* tkey) {
+                                                                 double p, int p_one, double* theta, int32_t* tkey,
+                                                                 int32_t* cmax, int64_t n_chunks, int chunk) {
   extern __shared__ __align__(16) unsigned char smem_raw[];
   Shared& sh = *reinterpret_cast<Shared*>(smem_raw);
   const T* row = w + (int64_t)blockIdx.x * stride;
@@ -314,13 +327,39 @@ __global__ void __launch_bounds__(kThreads) nucleus_radix_kernel(const T* __rest
   __syncthreads();
   double tot = 0.0;
   int zero = 0;
+  // fused chunk maxima (cmax != nullptr only when the row is aligned and a chunk is 2^j vectors, j <= 5)
+  const int group = chunk / Vec<T>::kN;  // vectors per chunk = lanes that share one chunk
+  int32_t* cmax_row = cmax ? cmax + (int64_t)blockIdx.x * n_chunks : nullptr;
+  auto chunk_max = [&](bool valid, int64_t vi, uint32_t vmax) {
+    if (cmax_row == nullptr) return;
+    for (int off = 1; off < group; off <<= 1) vmax = max(vmax, __shfl_xor_sync(kFull, vmax, off));
+    if (valid && (threadIdx.x % group) == 0) cmax_row[vi / group] = (int32_t)vmax;
+  };
   for_each_key(row, n, nullptr, -1, aligned, [&](bool valid, uint32_t k, float x) {
     warp_add(sh.approx, valid ? (k >> 20) : kNoBin, valid ? x : 0.0f);
     if (valid) {
       tot += (double)x;
       zero |= k == 0u;
     }
-  });
+  }, chunk_max);
+  if (cmax_row != nullptr) {  // the scalar tail (< one vector of keys): at most two chunks, one thread
+    __syncthreads();
+    if (threadIdx.x == 0) {
+      const int64_t vec_end = n / Vec<T>::kN * Vec<T>::kN;
+      int64_t c_open = -1;
+      uint32_t m = 0;
+      for (int64_t i = vec_end; i < n; ++i) {
+        const int64_t c = i / chunk;
+        if (c != c_open) {
+          if (c_open >= 0) cmax_row[c_open] = (int32_t)m;
+          c_open = c;
+          m = c * chunk < vec_end ? (uint32_t)cmax_row[c] : 0u;  // a chunk begun by vectors
+        }
+        m = max(m, __float_as_uint(to_float(row[i])) & 0x7fffffffu);
+      }
+      if (c_open >= 0) cmax_row[c_open] = (int32_t)m;
+    }
+  }
   if (short_row)  // a short row is read again from L1/L2 into shared memory
     for (int i = threadIdx.x; i < n; i += kThreads) sh.stage[i] = __float_as_uint(to_float(row[i])) & 0x7fffffffu;
   const int any_zero = __syncthreads_or(zero);
@@ -410,9 +449,16 @@ __global__ void __launch_bounds__(kThreads) nucleus_radix_kernel(const T* __rest
   }
 }
 
+// Chunk maxima are fused into the first pass when every row is 16-byte aligned and a chunk is 1, 2,
+// 4, ..., 32 vectors; *fused says whether they were (else the caller computes them).
 template <typename T>
 int launch(const void* w, int64_t rows, int64_t n, int64_t stride, double p, int p_one, double* theta, int32_t* tkey,
-           cudaStream_t stream) {
+           int32_t* cmax, int64_t n_chunks, int chunk, int* fused, cudaStream_t stream) {
+  constexpr int kV = Vec<T>::kN;
+  const bool aligned = ((reinterpret_cast<uintptr_t>(w) | (uintptr_t)(stride * (int64_t)sizeof(T))) & 15) == 0;
+  const int group = chunk > 0 && chunk % kV == 0 ? chunk / kV : 0;
+  const bool fuse = cmax != nullptr && aligned && group > 0 && group <= 32 && (group & (group - 1)) == 0;
+  *fused = fuse ? 1 : 0;
   if (rows <= 0) return 0;
   static bool configured = false;  // one attribute call per instantiation (host side, not per launch)
   if (!configured) {
@@ -421,21 +467,23 @@ int launch(const void* w, int64_t rows, int64_t n, int64_t stride, double p, int
     if (e != cudaSuccess) return (int)e;
     configured = true;
   }
-  nucleus_radix_kernel<T><<<(unsigned)rows, kThreads, sizeof(Shared), stream>>>(static_cast<const T*>(w), n, stride,
-                                                                                 p, p_one, theta, tkey);
+  nucleus_radix_kernel<T><<<(unsigned)rows, kThreads, sizeof(Shared), stream>>>(
+      static_cast<const T*>(w), n, stride, p, p_one, theta, tkey, fuse ? cmax : nullptr, n_chunks, fuse ? chunk : 0);
   return (int)cudaGetLastError();
 }
 
 }  // namespace
 
-// dtype: 0 float32, 1 float16, 2 bfloat16. Returns a cudaError_t (0 = success).
+// dtype: 0 float32, 1 float16, 2 bfloat16. cmax (rows, n_chunks) int32 chunk max keys, or null.
+// Returns a cudaError_t (0 = success); *fused = 1 when cmax was filled.
 extern "C" int specattn_nucleus_radix(const void* w, int dtype, int64_t rows, int64_t n, int64_t stride, double p,
-                                      int p_one, double* theta, int32_t* tkey, void* stream) {
+                                      int p_one, double* theta, int32_t* tkey, int32_t* cmax, int64_t n_chunks,
+                                      int chunk, int* fused, void* stream) {
   cudaStream_t s = static_cast<cudaStream_t>(stream);
   switch (dtype) {
-    case 0: return launch<float>(w, rows, n, stride, p, p_one, theta, tkey, s);
-    case 1: return launch<__half>(w, rows, n, stride, p, p_one, theta, tkey, s);
-    case 2: return launch<__nv_bfloat16>(w, rows, n, stride, p, p_one, theta, tkey, s);
+    case 0: return launch<float>(w, rows, n, stride, p, p_one, theta, tkey, cmax, n_chunks, chunk, fused, s);
+    case 1: return launch<__half>(w, rows, n, stride, p, p_one, theta, tkey, cmax, n_chunks, chunk, fused, s);
+    case 2: return launch<__nv_bfloat16>(w, rows, n, stride, p, p_one, theta, tkey, cmax, n_chunks, chunk, fused, s);
     default: return -1;
   }
 }

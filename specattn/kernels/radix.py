@@ -65,7 +65,8 @@ def _library(arch: str) -> ctypes.CDLL:
     dll.specattn_nucleus_radix.restype = ctypes.c_int
     dll.specattn_nucleus_radix.argtypes = [
         ctypes.c_void_p, ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64, ctypes.c_double,
-        ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
+        ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int,
+        ctypes.POINTER(ctypes.c_int), ctypes.c_void_p,
     ]
     dll.specattn_cuda_error_string.restype = ctypes.c_char_p
     dll.specattn_cuda_error_string.argtypes = [ctypes.c_int]
@@ -89,17 +90,26 @@ def available(device_index: int = 0) -> bool:
     return True
 
 
-def thresholds(w: torch.Tensor, p: float, theta: torch.Tensor, tkey: torch.Tensor) -> None:
+def thresholds(w: torch.Tensor, p: float, theta: torch.Tensor, tkey: torch.Tensor,
+               cmax: torch.Tensor | None = None, chunk: int = 0) -> bool:
     """Fill ``theta`` (rows,) float64 and ``tkey`` (rows,) int32 with the nucleus thresholds of the rows
-    of ``w`` (rows, L), unit stride along L, float32/float16/bfloat16, L <= MAX_LENGTH."""
+    of ``w`` (rows, L), unit stride along L, float32/float16/bfloat16, L <= MAX_LENGTH.
+
+    With ``cmax`` (rows, ceil(L / chunk)) int32, also writes each chunk's largest key when that can be
+    fused into the kernel's first pass (16-byte aligned rows, a chunk of 1, 2, 4, ..., 32 16-byte
+    vectors); returns whether it did (decided on the host, no synchronisation).
+    """
     rows, length = w.shape
     if length > MAX_LENGTH:
         raise SpecAttnError(f"radix nucleus kernel: rows of {length} keys exceed {MAX_LENGTH}")
     dll = _library(_arch(w.device))
     stream = torch.cuda.current_stream(w.device).cuda_stream
+    fused = ctypes.c_int(0)
     err = dll.specattn_nucleus_radix(
         w.data_ptr(), _DTYPES[w.dtype], rows, length, w.stride(0), float(p), int(float(p) == 1.0),
-        theta.data_ptr(), tkey.data_ptr(), stream,
+        theta.data_ptr(), tkey.data_ptr(), None if cmax is None else cmax.data_ptr(),
+        0 if cmax is None else cmax.shape[1], int(chunk), ctypes.byref(fused), stream,
     )
     if err != 0:
         raise SpecAttnError(f"radix nucleus kernel launch failed: {dll.specattn_cuda_error_string(err).decode()}")
+    return bool(fused.value)
