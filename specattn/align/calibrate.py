@@ -11,10 +11,10 @@ import yaml
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from ..cache import cache_root
 from ..data.windows import token_windows
 from ..errors import SpecAttnError
 from ..models.pair import ModelPair
-from ..models.sources import cache_root
 from ..outputs import atomic_write
 from .dp import monotonic_alignment
 from .similarity import AlignSettings, accumulate

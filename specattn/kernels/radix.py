@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from ..cache import cache_root
 from ..errors import SpecAttnError
 
 SOURCE = Path(__file__).with_name("nucleus_radix.cu")
@@ -39,11 +40,6 @@ def nvcc_path() -> str | None:
     return None
 
 
-def _cache_dir() -> Path:
-    root = os.environ.get("SPECATTN_CACHE")
-    return (Path(root) if root else Path.home() / ".cache" / "specattn") / "cuda"
-
-
 @functools.cache
 def _library(arch: str) -> ctypes.CDLL:
     """Compile (once, cached by source hash and arch) and load the kernel library."""
@@ -52,7 +48,7 @@ def _library(arch: str) -> ctypes.CDLL:
         raise SpecAttnError("the CUDA radix nucleus kernel needs nvcc (set CUDA_HOME); "
                             "set SPECATTN_NUCLEUS=triton to use the Triton kernels instead")
     digest = hashlib.sha256(SOURCE.read_bytes() + arch.encode()).hexdigest()[:16]
-    lib = _cache_dir() / f"nucleus_radix_{arch}_{digest}.so"
+    lib = cache_root() / "cuda" / f"nucleus_radix_{arch}_{digest}.so"
     if not lib.exists():
         lib.parent.mkdir(parents=True, exist_ok=True)
         tmp = lib.with_suffix(f".{os.getpid()}.tmp")

@@ -19,12 +19,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from ..cache import cache_root
 from ..errors import SpecAttnError
-
-
-def cache_root() -> Path:
-    """Folder for converted models: ``$SPECATTN_CACHE`` or ``~/.cache/specattn``."""
-    return Path(os.environ.get("SPECATTN_CACHE", Path.home() / ".cache" / "specattn"))
 
 
 def package_file(spec: str) -> Path:
