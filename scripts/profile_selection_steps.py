@@ -1,13 +1,14 @@
 """Where the time of exact nucleus selection goes on the GPU (numbers quoted in docs/benchmarks.md).
 
-    python scripts/profile_selection_steps.py [ROWS L ...]      # default: 256 131072  32 131072  4096 8192
+    python scripts/profile_selection_steps.py [ROWS L ...]      # default: 256 131072  32 131072  32 8192  4096 8192
 
-Prints one table per shape (do_bench medians, L2 flushed, microseconds):
-- Triton single passes over the rows: a plain read + float64 sum (the bandwidth floor in practice), and
-  a read + ``tl.histogram`` with 128 / 1024 bins (the bracket the Triton long path needs);
-- the CUDA radix kernel (specattn/kernels/nucleus_radix.cu) rebuilt in profiling variants: step 1
-  alone, step 1 without its shared-memory atomics, and the whole kernel.
-The variants are text edits of the real source, compiled next to it with nvcc; they exist only here.
+Prints one table per shape, in microseconds:
+- Triton single passes over the rows (do_bench medians, L2 flushed): a plain read + float64 sum (the
+  bandwidth floor in practice), and a read + ``tl.histogram`` with 128 / 1024 bins;
+- the CUDA radix kernel (specattn/kernels/nucleus_radix.cu), whole (do_bench median), and the time of
+  each of its phases: the kernel rebuilt with ``-DSPECATTN_RADIX_PROFILE`` stamps the SM clock at every
+  phase boundary of each block; the table gives the median over blocks, converted at the SM clock
+  measured in the same run.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import torch
 import triton
 import triton.language as tl
@@ -25,6 +27,12 @@ from triton.testing import do_bench
 
 from specattn.bench.kernel_bench import _softmax_rows
 from specattn.kernels import radix
+
+PHASES = ["zero the histogram", "step 1: read, guess histogram, total", "step 1: block sum",
+          "step 1: pick the d1 guess", "step 2: pass over the row (d2 histogram of b1)",
+          "step 2: block sums + verification", "step 2: pick d2", "step 3: pass over the keys of b1",
+          "step 3: pick d3"]
+PROF_BLOCKS, PROF_POINTS = 1024, 10  # kProfBlocks, kProfPoints in nucleus_radix.cu
 
 
 @triton.jit
@@ -46,33 +54,35 @@ def _hist_pass(w, out, L, SEG: tl.constexpr, NB: tl.constexpr, SHIFT: tl.constex
     tl.store(out + (r * tl.num_programs(1) + s) * NB + tl.arange(0, NB), tl.histogram(b, NB))
 
 
-def _variant(name: str, text: str):
-    """Compile an edited copy of the radix source; returns its launch function."""
+def _build(defines: list[str]) -> ctypes.CDLL:
+    """Compile the radix source with extra -D flags into a temporary library."""
     d = Path(tempfile.mkdtemp())
-    (d / f"{name}.cu").write_text(text)
     arch = "sm_{}{}".format(*torch.cuda.get_device_capability())
-    cmd = [radix.nvcc_path(), "-O3", "-shared", "-Xcompiler", "-fPIC", f"-arch={arch}", "-o", str(d / f"{name}.so"),
-           str(d / f"{name}.cu")]
+    cmd = [radix.nvcc_path(), "-O3", "-shared", "-Xcompiler", "-fPIC", f"-arch={arch}", *defines,
+           "-o", str(d / "radix.so"), str(radix.SOURCE)]
     subprocess.run(cmd, check=True, capture_output=True)
-    fn = ctypes.CDLL(str(d / f"{name}.so")).specattn_nucleus_radix
-    fn.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64, ctypes.c_double,
-                   ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int,
-                   ctypes.POINTER(ctypes.c_int), ctypes.c_void_p]
-    return fn
+    lib = ctypes.CDLL(str(d / "radix.so"))
+    lib.specattn_nucleus_radix.argtypes = [
+        ctypes.c_void_p, ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64, ctypes.c_double, ctypes.c_int,
+        ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int, ctypes.POINTER(ctypes.c_int),
+        ctypes.c_void_p]
+    return lib
 
 
-def radix_variants() -> dict:
-    src = radix.SOURCE.read_text()
-    atomic = "    warp_add(sh.approx, valid ? (k >> 20) : kNoBin, valid ? x : 0.0f);\n"
-    after_step1 = "  uint32_t b1 = sh.bin;\n"
-    assert atomic in src and after_step1 in src, "nucleus_radix.cu changed: update the profiling edits"
-    step1 = src.replace(after_step1, after_step1 + "  if (threadIdx.x == 0) tkey[blockIdx.x] = (int32_t)b1;\n  return;\n")
-    return {"radix: step 1 only": _variant("step1", step1),
-            "radix: step 1, no atomics": _variant("step1_noatomic", step1.replace(atomic, "")),
-            "radix: whole kernel": _variant("full", src)}
+def sm_clock_ghz() -> float:
+    """SM clock under load: cycles of a busy kernel over its wall time (torch.cuda._sleep spins on clock64)."""
+    torch.cuda._sleep(10_000_000)
+    torch.cuda.synchronize()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    cycles = 200_000_000
+    start.record()
+    torch.cuda._sleep(cycles)
+    end.record()
+    torch.cuda.synchronize()
+    return cycles / (start.elapsed_time(end) * 1e6)
 
 
-def profile(rows: int, length: int, variants: dict) -> None:
+def profile(rows: int, length: int, lib: ctypes.CDLL, prof: ctypes.CDLL, ghz: float) -> None:
     w = _softmax_rows(rows, length, torch.float32)
     seg = 16384 if length >= 16384 else triton.next_power_of_2(length)
     ns = triton.cdiv(length, seg)
@@ -81,28 +91,45 @@ def profile(rows: int, length: int, variants: dict) -> None:
     tkey = torch.empty(rows, dtype=torch.int32, device="cuda")
     stream = torch.cuda.current_stream().cuda_stream
     fused = ctypes.c_int(0)
+
+    def radix_call(f):
+        return lambda: f(w.data_ptr(), 0, rows, length, length, 0.95, 0, theta.data_ptr(), tkey.data_ptr(), None, 0,
+                         0, ctypes.byref(fused), stream)
+
     cases = {
         "triton: read + float64 sum": lambda: _read_pass[(rows, ns)](w, out, length, SEG=seg, num_warps=8),
         "triton: read + histogram 128 bins": lambda: _hist_pass[(rows, ns)](w, out, length, SEG=seg, NB=128, SHIFT=21,
                                                                             num_warps=8),
         "triton: read + histogram 1024 bins": lambda: _hist_pass[(rows, ns)](w, out, length, SEG=seg, NB=1024,
                                                                              SHIFT=18, num_warps=8),
+        "radix: whole kernel": radix_call(lib.specattn_nucleus_radix),
     }
-    for name, fn in variants.items():
-        cases[name] = (lambda f: lambda: f(w.data_ptr(), 0, rows, length, length, 0.95, 0, theta.data_ptr(),
-                                           tkey.data_ptr(), None, 0, 0, ctypes.byref(fused), stream))(fn)
     floor_us = rows * length * 4 / 4.27e12 * 1e6  # bytes once / the H200's measured copy bandwidth
-    print(f"\n{rows} x {length} float32 (floor {floor_us:.1f} us)\n\n| pass | us | x floor |\n|---|---:|---:|")
+    print(f"\n{rows} x {length} float32 (floor {floor_us:.1f} us; SM clock {ghz:.2f} GHz)\n\n| pass | us | x floor |"
+          "\n|---|---:|---:|")
     for name, fn in cases.items():
         us = do_bench(fn, warmup=25, rep=100, return_mode="median") * 1e3
         print(f"| {name} | {us:.1f} | {us / floor_us:.2f} |")
+    run = radix_call(prof.specattn_nucleus_radix)
+    for _ in range(3):
+        run()
+    torch.cuda.synchronize()
+    stamps = np.zeros((PROF_BLOCKS, PROF_POINTS), dtype=np.int64)
+    assert prof.specattn_radix_profile(ctypes.c_void_p(stamps.ctypes.data)) == 0
+    per_block = np.diff(stamps[: min(rows, PROF_BLOCKS)], axis=1)
+    total = np.median(per_block.sum(axis=1)) / ghz / 1e3
+    print(f"| radix phases (one block's lifetime, median over blocks): {total:.1f} us | | |")
+    for name, cyc in zip(PHASES, np.median(per_block, axis=0)):
+        print(f"| &nbsp; {name} | {cyc / ghz / 1e3:.2f} | |")
 
 
 def main(argv: list[str]) -> None:
-    nums = [int(a) for a in argv] or [256, 131072, 32, 131072, 4096, 8192]
-    variants = radix_variants()
+    nums = [int(a) for a in argv] or [256, 131072, 32, 131072, 32, 8192, 4096, 8192]
+    lib = _build([])
+    prof = _build(["-DSPECATTN_RADIX_PROFILE"])
+    ghz = sm_clock_ghz()
     for rows, length in zip(nums[::2], nums[1::2]):
-        profile(rows, length, variants)
+        profile(rows, length, lib, prof, ghz)
 
 
 if __name__ == "__main__":

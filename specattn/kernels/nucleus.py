@@ -468,15 +468,10 @@ def _long_path(w, pb, p_one, theta, tkey, cmax, n_chunks, chunk=1):
 
 
 def _prefer_radix(rows: int, length: int) -> bool:
-    """The faster backend for a shape, from the H200 measurements in docs/benchmarks.md: short rows
-    (<= 4096 keys) suit the on-chip Triton bisection; the radix kernel runs one block per row, so it
-    wins once there are enough rows to fill the GPU, or for few rows of moderate length; few very long
-    rows suit the Triton long path, which spreads a row over many programs."""
-    if length <= 4096:
-        return False
-    if rows >= 128:
-        return True
-    return ONCHIP_MAX < length <= 65536
+    """The faster backend for a shape, from the H200 measurements in docs/benchmarks.md: the radix
+    kernel (one block per row, ~10 us of dependent steps per block) everywhere except many short rows
+    (>= 1024 rows of <= 4096 keys), where the on-chip Triton bisection keeps more rows in flight."""
+    return not (length <= 4096 and rows >= 1024)
 
 
 def _use_radix(w: torch.Tensor) -> bool:

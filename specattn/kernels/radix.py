@@ -69,8 +69,9 @@ def _library(arch: str) -> ctypes.CDLL:
     return dll
 
 
-def _arch(device: torch.device) -> str:
-    major, minor = torch.cuda.get_device_capability(device)
+@functools.cache
+def _arch(device_index: int) -> str:
+    major, minor = torch.cuda.get_device_capability(device_index)
     return f"sm_{major}{minor}"
 
 
@@ -80,7 +81,7 @@ def available(device_index: int = 0) -> bool:
     if not torch.cuda.is_available() or nvcc_path() is None:
         return False
     try:
-        _library(_arch(torch.device("cuda", device_index)))
+        _library(_arch(device_index))
     except (SpecAttnError, OSError):  # failed build, unreadable source or library
         return False
     return True
@@ -98,7 +99,7 @@ def thresholds(w: torch.Tensor, p: float, theta: torch.Tensor, tkey: torch.Tenso
     rows, length = w.shape
     if length > MAX_LENGTH:
         raise SpecAttnError(f"radix nucleus kernel: rows of {length} keys exceed {MAX_LENGTH}")
-    dll = _library(_arch(w.device))
+    dll = _library(_arch(w.device.index or 0))  # both cached: a few us of host time saved per call
     stream = torch.cuda.current_stream(w.device).cuda_stream
     fused = ctypes.c_int(0)
     err = dll.specattn_nucleus_radix(
