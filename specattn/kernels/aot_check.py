@@ -1,10 +1,14 @@
-"""Compile the Triton kernels for sm_90 on a machine without a GPU and report registers/spills.
+"""Compile the GPU kernels for sm_90 on a machine without a GPU and report registers/spills.
 
 Usage: python -m specattn.kernels.aot_check  (needs `pip install triton`; no GPU, no driver)
 Catches compile errors (types of loop-carried values, unsupported ops) before spending device time.
+The CUDA radix kernel (nucleus_radix.cu, its normal and profiling builds) is compiled too when NVRTC and
+the CUDA headers are installed: `pip install nvidia-cuda-nvrtc-cu12 nvidia-cuda-runtime-cu12` (dev only).
 """
 from __future__ import annotations
 
+import ctypes
+import glob
 import os
 import re
 import subprocess
@@ -39,6 +43,49 @@ def compile_one(name, fn, signature, constexprs, num_warps=4):
     info = " ".join(re.findall(r"Used \d+ registers|\d+ bytes spill stores|\d+ bytes stack frame|\d+ bytes smem", out.stderr))
     print(f"ok   {name}: warps={num_warps} shared={k.metadata.shared} {info}")
     return True
+
+
+def _nvrtc():
+    """(libnvrtc, CUDA include folder) from the pip packages nvidia-cuda-nvrtc-cu12 / -runtime-cu12, or None."""
+    try:
+        import nvidia.cuda_nvrtc
+        import nvidia.cuda_runtime
+    except ImportError:
+        return None
+    libs = sorted(glob.glob(os.path.join(list(nvidia.cuda_nvrtc.__path__)[0], "lib", "libnvrtc.so.*")))
+    include = os.path.join(list(nvidia.cuda_runtime.__path__)[0], "include")
+    libs = [lib for lib in libs if "builtins" not in lib and ".alt." not in lib]
+    return (ctypes.CDLL(libs[0]), include) if libs else None
+
+
+def radix_check(defines: tuple[str, ...] = ()) -> bool:
+    """Compile nucleus_radix.cu's device code (all three input types) for sm_90 with NVRTC (its own ptxas)."""
+    from specattn.kernels import radix
+
+    name = "nucleus_radix" + "".join(f" {d}" for d in defines)
+    found = _nvrtc()
+    if found is None:
+        print(f"skip {name}: NVRTC not installed (pip install nvidia-cuda-nvrtc-cu12 nvidia-cuda-runtime-cu12)")
+        return True
+    lib, include = found
+    prog = ctypes.c_void_p()
+    lib.nvrtcCreateProgram(ctypes.byref(prog), radix.SOURCE.read_bytes(), b"nucleus_radix.cu", 0, None, None)
+    for t in ("float", "__half", "__nv_bfloat16"):  # instantiate the kernel template for each input type
+        lib.nvrtcAddNameExpression(prog, f"&nucleus_radix_kernel<{t}>".encode())
+    opts = [b"-arch=sm_90", b"-std=c++17", b"--ptxas-options=-v", f"-I{include}".encode(), *(d.encode() for d in defines)]
+    rc = lib.nvrtcCompileProgram(prog, len(opts), (ctypes.c_char_p * len(opts))(*opts))
+    size = ctypes.c_size_t()
+    lib.nvrtcGetProgramLogSize(prog, ctypes.byref(size))
+    log = ctypes.create_string_buffer(size.value)
+    lib.nvrtcGetProgramLog(prog, log)
+    text = log.value.decode()
+    if rc != 0:
+        print(f"FAIL {name}: {text[-3000:]}")
+        return False
+    info = re.findall(r"Used \d+ registers|\d+ bytes spill stores", text)
+    ok = len(info) == 6  # registers and spills of three kernels
+    print(f"{'ok  ' if ok else 'FAIL'} {name}: " + (" ".join(info) if ok else text[-3000:]))
+    return ok
 
 
 def main():
@@ -79,6 +126,8 @@ def main():
     import importlib
     for extra in ["specattn.kernels.csr", "specattn.kernels.tail"]:
         ok &= importlib.import_module(extra)._aot_check(compile_one)
+    ok &= radix_check()
+    ok &= radix_check(("-DSPECATTN_RADIX_PROFILE",))
     sys.exit(0 if ok else 1)
 
 

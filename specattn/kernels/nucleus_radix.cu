@@ -21,10 +21,20 @@
 // on the device (no host synchronisation; CUDA-graph capturable).
 //
 // Limits: rows shorter than 2^20 keys (the packed count), non-negative finite inputs.
+//
+// The host code (launch and the extern "C" entry points) is left out when NVRTC compiles the file
+// (__CUDACC_RTC__): `python -m specattn.kernels.aot_check` compiles the device code that way, no GPU needed.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
+#ifndef __CUDACC_RTC__
 #include <cuda_runtime.h>
 #include <stdint.h>
+#else
+typedef int int32_t;
+typedef unsigned int uint32_t;
+typedef long long int64_t;
+typedef unsigned long long uintptr_t;
+#endif
 
 namespace {
 
@@ -488,6 +498,7 @@ __global__ void __launch_bounds__(kThreads) nucleus_radix_kernel(const T* __rest
   PROF(9);
 }
 
+#ifndef __CUDACC_RTC__
 // Chunk maxima are fused into the first pass when every row is 16-byte aligned and a chunk is 1, 2,
 // 4, ..., 32 vectors; *fused says whether they were (else the caller computes them).
 template <typename T>
@@ -511,7 +522,10 @@ int launch(const void* w, int64_t rows, int64_t n, int64_t stride, double p, int
   return (int)cudaGetLastError();
 }
 
+#endif  // __CUDACC_RTC__
 }  // namespace
+
+#ifndef __CUDACC_RTC__
 
 // dtype: 0 float32, 1 float16, 2 bfloat16. cmax (rows, n_chunks) int32 chunk max keys, or null.
 // Returns a cudaError_t (0 = success); *fused = 1 when cmax was filled.
@@ -535,3 +549,4 @@ extern "C" int specattn_radix_profile(void* dst) {
   return (int)cudaMemcpyFromSymbol(dst, g_prof, sizeof(g_prof));
 }
 #endif
+#endif  // __CUDACC_RTC__
