@@ -14,10 +14,7 @@ Prints one table per shape, in microseconds:
 from __future__ import annotations
 
 import ctypes
-import subprocess
 import sys
-import tempfile
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -52,21 +49,6 @@ def _hist_pass(w, out, L, SEG: tl.constexpr, NB: tl.constexpr, SHIFT: tl.constex
     k = tl.load(w + r * L + o, mask=o < L, other=0.0).to(tl.int32, bitcast=True)
     b = tl.minimum((tl.max(k) >> SHIFT) - (k >> SHIFT), NB - 1)
     tl.store(out + (r * tl.num_programs(1) + s) * NB + tl.arange(0, NB), tl.histogram(b, NB))
-
-
-def _build(defines: list[str]) -> ctypes.CDLL:
-    """Compile the radix source with extra -D flags into a temporary library."""
-    d = Path(tempfile.mkdtemp())
-    arch = "sm_{}{}".format(*torch.cuda.get_device_capability())
-    cmd = [radix.nvcc_path(), "-O3", "-shared", "-Xcompiler", "-fPIC", f"-arch={arch}", *defines,
-           "-o", str(d / "radix.so"), str(radix.SOURCE)]
-    subprocess.run(cmd, check=True, capture_output=True)
-    lib = ctypes.CDLL(str(d / "radix.so"))
-    lib.specattn_nucleus_radix.argtypes = [
-        ctypes.c_void_p, ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64, ctypes.c_double, ctypes.c_int,
-        ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int, ctypes.POINTER(ctypes.c_int),
-        ctypes.c_void_p]
-    return lib
 
 
 def sm_clock_ghz() -> float:
@@ -125,8 +107,9 @@ def profile(rows: int, length: int, lib: ctypes.CDLL, prof: ctypes.CDLL, ghz: fl
 
 def main(argv: list[str]) -> None:
     nums = [int(a) for a in argv] or [256, 131072, 32, 131072, 32, 8192, 4096, 8192]
-    lib = _build([])
-    prof = _build(["-DSPECATTN_RADIX_PROFILE"])
+    arch = radix._arch(torch.cuda.current_device())
+    lib = radix._library(arch)
+    prof = radix._library(arch, ("-DSPECATTN_RADIX_PROFILE",))  # also exports specattn_radix_profile
     ghz = sm_clock_ghz()
     for rows, length in zip(nums[::2], nums[1::2]):
         profile(rows, length, lib, prof, ghz)

@@ -52,9 +52,9 @@ def _nvrtc():
         import nvidia.cuda_runtime
     except ImportError:
         return None
-    libs = sorted(glob.glob(os.path.join(list(nvidia.cuda_nvrtc.__path__)[0], "lib", "libnvrtc.so.*")))
+    libs = [lib for lib in sorted(glob.glob(os.path.join(list(nvidia.cuda_nvrtc.__path__)[0], "lib", "libnvrtc.so.*")))
+            if "builtins" not in lib and ".alt." not in lib]
     include = os.path.join(list(nvidia.cuda_runtime.__path__)[0], "include")
-    libs = [lib for lib in libs if "builtins" not in lib and ".alt." not in lib]
     return (ctypes.CDLL(libs[0]), include) if libs else None
 
 
@@ -78,6 +78,7 @@ def radix_check(defines: tuple[str, ...] = ()) -> bool:
     lib.nvrtcGetProgramLogSize(prog, ctypes.byref(size))
     log = ctypes.create_string_buffer(size.value)
     lib.nvrtcGetProgramLog(prog, log)
+    lib.nvrtcDestroyProgram(ctypes.byref(prog))
     text = log.value.decode()
     if rc != 0:
         print(f"FAIL {name}: {text[-3000:]}")

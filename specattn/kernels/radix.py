@@ -41,18 +41,19 @@ def nvcc_path() -> str | None:
 
 
 @functools.cache
-def _library(arch: str) -> ctypes.CDLL:
-    """Compile (once, cached by source hash and arch) and load the kernel library."""
+def _library(arch: str, defines: tuple[str, ...] = ()) -> ctypes.CDLL:
+    """Compile (once, cached by source hash, arch and extra nvcc ``defines``, e.g. the profiling build's
+    ``("-DSPECATTN_RADIX_PROFILE",)``) and load the kernel library."""
     nvcc = nvcc_path()
     if nvcc is None:
         raise SpecAttnError("the CUDA radix nucleus kernel needs nvcc (set CUDA_HOME); "
                             "set SPECATTN_NUCLEUS=triton to use the Triton kernels instead")
-    digest = hashlib.sha256(SOURCE.read_bytes() + arch.encode()).hexdigest()[:16]
+    digest = hashlib.sha256(SOURCE.read_bytes() + arch.encode() + "".join(defines).encode()).hexdigest()[:16]
     lib = cache_root() / "cuda" / f"nucleus_radix_{arch}_{digest}.so"
     if not lib.exists():
         lib.parent.mkdir(parents=True, exist_ok=True)
         tmp = lib.with_suffix(f".{os.getpid()}.tmp")
-        cmd = [nvcc, "-O3", "-shared", "-Xcompiler", "-fPIC", f"-arch={arch}", "-o", str(tmp), str(SOURCE)]
+        cmd = [nvcc, "-O3", "-shared", "-Xcompiler", "-fPIC", f"-arch={arch}", *defines, "-o", str(tmp), str(SOURCE)]
         res = subprocess.run(cmd, check=False, capture_output=True, text=True)
         if res.returncode != 0:
             raise SpecAttnError(f"nvcc failed to build {SOURCE.name} for {arch}: {res.stderr.strip()[-2000:]}")
