@@ -156,8 +156,8 @@ def test_kernel_exact_special_rows(kind, length, backend):
 @needs_gpu
 @pytest.mark.parametrize("length", [100, 8192, 8193, 60_000])
 def test_kernel_exact_near_a_heavy_key(length, backend):
-    """theta among keys 2^-40..2^-30 under a key of 1.0: float32 bin sums of the heavy part are far
-    coarser than the light keys' masses, so approximate first guesses must be corrected exactly."""
+    """theta among keys 2^-40..2^-30 under a key of 1.0: the radix kernel's float32 scan of approximate
+    bin masses is far coarser than the light keys' masses, so its first guess must be corrected exactly."""
     gen = torch.Generator().manual_seed(length)
     w = make_rows("cliff", 6, length, gen)
     light = float(w[:, 1:].double().sum(-1).min())
