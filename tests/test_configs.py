@@ -55,7 +55,7 @@ def test_bad_values_are_refused_in_validation(override, fragment):
 
 
 @pytest.mark.parametrize("args,fragment", [
-    (["model=gpt5"], "model=gpt5 is unknown: allowed are llama, llama3, qwen25, smollm2, tiny_random"),
+    (["model=gpt5"], "model=gpt5 is unknown: allowed are llama, llama3, qwen25, qwen_coder, smollm2, tiny_random"),
     (["-m", "method=specattn,nope"], "method=nope is unknown"),
     (["p=1.5"], "p=1.5 is outside (0, 1]"),
     (["chunk_size=0"], "chunk_size=0"),

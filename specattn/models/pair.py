@@ -73,7 +73,7 @@ def _load_one(spec: DictConfig, role: str, dtype: torch.dtype, seed: int):
     """(model, tokenizer) for one side of the pair."""
     if spec.get("path") is None and spec.get("init") == "random":
         return _random_model(spec, dtype, seed), byte_tokenizer()
-    path = resolve_path(str(spec.path), f"{role}.path")
+    path = resolve_path(str(spec.path), f"{role}.path", spec.get("parts"))
     model = _from_pretrained(AutoModelForCausalLM, path, f"{role}.path", dtype=dtype)
     tokenizer = _from_pretrained(AutoTokenizer, path, f"{role}.path")
     return model, tokenizer

