@@ -20,7 +20,7 @@ from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 from .accounting import KVReads
 from .layout import StepLayout
 from .methods.base import LayerView, SelectionMethod
-from .probs import causal_keys
+from .visibility import visible_keys
 
 VERIFIER_ATTENTION = "specattn_verifier"
 
@@ -38,21 +38,12 @@ class VerifierPlan:
 
 def selection_mask(layout: StepLayout, rows: torch.Tensor, steps: torch.Tensor, selection: torch.Tensor,
                    n_keys: int) -> torch.Tensor:
-    """``(H, R, K)`` bool keys visible to each row under a chunk ``selection`` ``(S, H, n_chunks)``.
-
-    Prefill rows see their causal past; a step row sees the selected chunks of its step's prefix
-    and the step's tail up to itself.
-    """
-    keys = torch.arange(n_keys, device=rows.device)
+    """``(H, R, K)`` bool keys visible to each row under a chunk ``selection`` ``(S, H, n_chunks)`` of
+    ``steps`` (:func:`specattn.visibility.visible_keys`: prefill rows see their causal past)."""
     step_of_row = layout.step_of(rows.cpu()).to(rows.device)
-    decoding = step_of_row >= 0
     local = (step_of_row - steps[0].to(rows.device)).clamp(min=0)
-    start = layout.step_starts.to(rows.device)[step_of_row.clamp(min=0)]
-    chunk_of_key = torch.div(keys, layout.chunk_size, rounding_mode="floor")
-    selected = selection[local][:, :, chunk_of_key]  # (R, H, K)
-    free = ~decoding[:, None] | (keys[None, :] >= start[:, None])  # prefill rows, or tail keys
-    allowed = causal_keys(rows, n_keys)[:, None, :] & (free[:, None, :] | selected)
-    return allowed.transpose(0, 1)
+    starts = torch.where(step_of_row >= 0, layout.step_starts.to(rows.device)[step_of_row.clamp(min=0)], 0)
+    return visible_keys(rows, starts, selection[local].transpose(0, 1), layout.chunk_size, n_keys)
 
 
 def verifier_attention(module, query, key, value, attention_mask, scaling, dropout=0.0,

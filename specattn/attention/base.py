@@ -27,6 +27,7 @@ from typing import Protocol
 import torch
 
 from ..errors import SpecAttnError
+from ..visibility import visible_keys
 
 
 @dataclass(frozen=True)
@@ -111,11 +112,9 @@ def check_chunk_mask(chunk_mask: torch.Tensor, n_keys: int, n_queries: int, chun
 
 
 def allowed_keys(chunk_mask: torch.Tensor, n_keys: int, n_queries: int, chunk_size: int) -> torch.Tensor:
-    """``(T, N)`` bool: which keys each query row attends (the definition in the module docstring)."""
-    p = n_keys - n_queries
-    dev = chunk_mask.device
-    prefix = chunk_mask.repeat_interleave(chunk_size)[:p]
-    j = torch.arange(n_keys, device=dev)
-    i = torch.arange(n_queries, device=dev)
-    tail = (j[None, :] >= p) & (j[None, :] <= p + i[:, None])
-    return torch.cat([prefix, torch.zeros(n_queries, dtype=torch.bool, device=dev)])[None, :] | tail
+    """``(T, N)`` bool: which keys each query row attends (:func:`specattn.visibility.visible_keys`
+    for one step with prefix ``[0, N - T)``)."""
+    prefix = n_keys - n_queries
+    positions = torch.arange(prefix, n_keys, device=chunk_mask.device)
+    return visible_keys(positions, torch.full_like(positions, prefix), chunk_mask.expand(n_queries, -1),
+                        chunk_size, n_keys)
