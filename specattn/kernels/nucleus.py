@@ -418,7 +418,7 @@ def _rows(weights: torch.Tensor) -> torch.Tensor:
     if weights.dtype not in _SUPPORTED:
         raise SpecAttnError(
             f"nucleus kernel got dtype {weights.dtype}: use float32, float16 or bfloat16 weights "
-            "(float64 goes to specattn.select.nucleus_threshold_reference)"
+            "(float64 goes to specattn.nucleus_reference.nucleus_threshold_reference)"
         )
     length = weights.shape[-1]
     if length == 0:
@@ -536,7 +536,7 @@ def _thresholds(w: torch.Tensor, p: float, chunk: int | None = None):
 
 def nucleus_threshold(weights: torch.Tensor, p: float) -> torch.Tensor:
     """``(..., L)`` weights -> ``(...)`` float64 thresholds; same contract as :func:`specattn.select.nucleus_threshold`."""
-    from ..select import check_p, nucleus_threshold_reference
+    from ..nucleus_reference import check_p, nucleus_threshold_reference
 
     p = check_p(p)
     if weights.dtype == torch.float64:
@@ -561,7 +561,7 @@ def nucleus_chunk_mask(weights: torch.Tensor, p: float, chunk_size: int, group: 
     :func:`specattn.select.nucleus_chunk_mask`. A chunk is kept when its largest weight reaches the
     row's threshold, which is exactly "some key of the chunk is in the nucleus".
     """
-    from ..select import check_p, nucleus_chunk_mask as reference
+    from ..nucleus_reference import check_p, nucleus_chunk_mask_reference as reference
 
     p = check_p(p)
     if not isinstance(chunk_size, int) or chunk_size < 1:

@@ -1,0 +1,49 @@
+"""The setting validators every config key and constructor uses: one line naming the key, the bad
+value, what is allowed and an example (``run.py`` prints it and exits with code 2)."""
+
+from __future__ import annotations
+
+from .errors import SpecAttnError
+
+
+class SettingError(SpecAttnError):
+    """A bad setting: ``<key>=<value> <requirement> (e.g. <key>=<example>)``. ``key`` is relative to
+    where the setting was checked; :meth:`under` re-raises it with the full config key."""
+
+    def __init__(self, key: str, value, requirement: str, example: str):
+        self.key, self.value, self.requirement, self.example = key, value, requirement, example
+        super().__init__(f"{key}={value!r} {requirement} (e.g. {key}={example})")
+
+    def under(self, prefix: str) -> "SettingError":
+        """The same error for the key ``prefix + key`` (e.g. ``method.`` + ``token_budget``)."""
+        return SettingError(prefix + self.key, self.value, self.requirement, self.example)
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def positive_int(value, key: str, example: str) -> int:
+    """``value`` if it is an integer >= 1."""
+    if not _is_int(value) or value < 1:
+        raise SettingError(key, value, "must be a positive integer", example)
+    return value
+
+
+def nonnegative_int(value, key: str, example: str) -> int:
+    """``value`` if it is an integer >= 0."""
+    if not _is_int(value) or value < 0:
+        raise SettingError(key, value, "must be an integer >= 0", example)
+    return value
+
+
+def fraction(value, key: str, example: str, requirement: str = "must lie in (0, 1]") -> float:
+    """``value`` as a float if it is a number in (0, 1]."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < float(value) <= 1.0:
+        raise SettingError(key, value, requirement, example)
+    return float(value)
+
+
+def check_p(p) -> float:
+    """The nucleus mass ``p`` in (0, 1]."""
+    return fraction(p, "p", "0.95", "is outside (0, 1]: the nucleus mass must be a number with 0 < p <= 1")
