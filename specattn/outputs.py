@@ -69,29 +69,6 @@ class SampleParts:
         atomic_write(self.path(index), lambda tmp: frame.to_parquet(tmp, index=False))
 
 
-def summarise_ppl(results: pd.DataFrame) -> pd.DataFrame:
-    """Token-weighted perplexity and summed KV reads per method setting, in first-seen order."""
-    rows = []
-    for setting, group in results.groupby("setting", sort=False):
-        tokens = group["tokens"].sum()
-        ppl = math.exp(group["nll"].sum() / tokens)
-        dense_ppl = math.exp(group["dense_nll"].sum() / tokens)
-        sparse_dense = group["kv_dense_reads_sparse_layers"].sum()
-        rows.append({
-            "method": group["method"].iloc[0],
-            "setting": setting,
-            "samples": len(group),
-            "tokens": int(tokens),
-            "ppl": ppl,
-            "dense_ppl": dense_ppl,
-            "ppl_rel_increase": ppl / dense_ppl - 1.0,
-            "kv_reduction": 1.0 - group["kv_reads"].sum() / group["kv_dense_reads"].sum(),
-            "kv_reduction_sparse_layers": (1.0 - group["kv_reads_sparse_layers"].sum() / sparse_dense)
-            if sparse_dense else 0.0,
-        })
-    return pd.DataFrame(rows)
-
-
 def print_table(frame: pd.DataFrame, title: str) -> None:
     """Print a summary table with rich (percentages for relative columns)."""
     from rich.console import Console

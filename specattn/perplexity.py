@@ -102,9 +102,10 @@ def evaluate_sample(pair: ModelPair, input_ids: torch.Tensor, methods: list[Sele
     layout = StepLayout.for_sample(input_ids.numel(), settings.prefill_frac, settings.gamma, settings.chunk_size)
     sparse_layers = list(range(settings.dense_layers, pair.n_verifier_layers))
     for method in methods:
-        method.begin_sample(SampleContext(
-            layout, list(settings.layer_map), sparse_layers, pair.verifier.config.num_key_value_heads,
-            torch.Generator().manual_seed(seed), device))
+        method.begin_sample(SampleContext(list(settings.layer_map), sparse_layers,
+                                          pair.verifier.config.num_key_value_heads,
+                                          torch.Generator().manual_seed(seed), device))
+        method.begin_steps(layout)
     plans = [VerifierPlan(m, layout, frozenset(sparse_layers), KVReads(), settings.query_block) for m in methods]
     observer = _observer(layout, settings, pair, methods)
     ids = input_ids.to(device)

@@ -22,7 +22,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from .align.plots import plot_alignment  # noqa: E402
-from .outputs import summarise_ppl  # noqa: E402
+from .metrics import summarise  # noqa: E402
 
 #: the paper's row order (methods not listed follow, in first-seen order)
 METHOD_ORDER = ("dense", "streaming", "quest", "random", "draft_topk", "specattn", "oracle_topp")
@@ -33,14 +33,14 @@ def _experiment_rows(collected: pd.DataFrame, name: str) -> pd.DataFrame:
 
 
 def ppl_settings(collected: pd.DataFrame) -> pd.DataFrame:
-    """Per run and method setting: ``summarise_ppl`` columns plus ``run``, ``experiment``, ``model``,
+    """Per run and method setting: ``summarise`` columns plus ``run``, ``experiment``, ``model``,
     ``dataset``, ``context_len``, ``chunk_size``, ``gamma`` and the setting's ``p``."""
     if "nll" not in collected:
         return pd.DataFrame()
     rows = collected[collected["nll"].notna()]
     frames = []
     for run, group in rows.groupby("run", sort=False):
-        summary = summarise_ppl(group)
+        summary = summarise(group)
         first = group.iloc[0]
         summary.insert(0, "run", run)
         for column, key in (("experiment", "config.experiment.name"), ("model", "model"), ("dataset", "dataset")):

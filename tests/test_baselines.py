@@ -10,8 +10,9 @@ import torch
 from specattn import layer_map
 from specattn.errors import SpecAttnError
 from specattn.layout import StepLayout
+from specattn.matching import matched_frac, matched_label
 from specattn.methods import (Budget, Dense, DraftTopK, LayerView, OracleTopP, Quest, RandomChunks, SampleContext,
-                              SpecAttn, StreamingLLM)
+                              StreamingLLM, instantiate_method)
 from specattn.methods.budget import top_chunks
 from specattn.methods.quest import row_page_bounds
 from specattn.methods.random_chunks import hashed_uniform
@@ -19,10 +20,14 @@ from specattn.outputs import write_table
 from specattn.perplexity import EvalSettings, evaluate_sample, prepare
 from specattn.select import nucleus_mask
 
+from .conftest import compose_config
 
-def context(layout, n_kv_heads=1, seed=0, sparse_layers=(0,)):
-    return SampleContext(layout, [0] * (max(sparse_layers) + 1), list(sparse_layers), n_kv_heads,
-                         torch.Generator().manual_seed(seed), torch.device("cpu"))
+
+def start(method, layout, n_kv_heads=1, seed=0, sparse_layers=(0,)):
+    """Begin a sample of one forward over all of ``layout``'s steps, as the parallel evaluator does."""
+    method.begin_sample(SampleContext([0] * (max(sparse_layers) + 1), list(sparse_layers), n_kv_heads,
+                                      torch.Generator().manual_seed(seed), torch.device("cpu")))
+    method.begin_steps(layout)
 
 
 def all_steps_view(layout, queries, keys, layer=0):
@@ -67,17 +72,27 @@ def fake_run(folder, reductions: dict[str, float]):
 
 def test_budget_matches_a_finished_run(tmp_path):
     single = fake_run(tmp_path / "a", {"specattn p=0.95": 0.75})
-    budget = Budget(match=str(single))
-    assert budget.kv_budget_frac == pytest.approx(0.25) and budget.params() == {"match": "specattn p=0.95"}
-    assert Budget(match=str(single / "results.parquet")).kv_budget_frac == pytest.approx(0.25)
+    assert matched_frac(str(single), None, None) == pytest.approx(0.25)
+    assert matched_label(str(single), None) == "specattn p=0.95"
+    assert matched_frac(str(single / "results.parquet"), None, 0.9) == pytest.approx(0.25)  # match wins
+    assert matched_frac(None, None, 0.9) == 0.9 and matched_label(None, None) is None
     several = fake_run(tmp_path / "b", {"specattn p=0.95": 0.75, "specattn p=0.99": 0.5})
-    assert Budget(match=str(several), match_setting="specattn p=0.99").kv_budget_frac == pytest.approx(0.5)
-    with pytest.raises(SpecAttnError, match="has 2 sparse settings .*pick one with match_setting"):
-        Budget(match=str(several))
+    assert matched_frac(str(several), "specattn p=0.99", None) == pytest.approx(0.5)
+    with pytest.raises(SpecAttnError, match="has 2 sparse settings .*pick one with method.match_setting"):
+        matched_frac(str(several), None, None)
     with pytest.raises(SpecAttnError, match="match_setting='quest' is not a setting"):
-        Budget(match=str(several), match_setting="quest")
+        matched_label(str(several), "quest")
     with pytest.raises(SpecAttnError, match="no results.parquet there"):
-        Budget(match=str(tmp_path / "nothing"))
+        matched_frac(str(tmp_path / "nothing"), None, None)
+    budget = Budget(kv_budget_frac=matched_frac(str(single), None, None), matched_label="specattn p=0.95")
+    assert budget.params() == {"match": "specattn p=0.95"}
+
+
+def test_matched_budget_resolves_in_the_config_before_any_method(tmp_path):
+    run = fake_run(tmp_path / "a", {"specattn p=0.95": 0.75})
+    cfg = compose_config("method=quest", f"method.match={run}")
+    assert cfg.method.selector.budget.kv_budget_frac == pytest.approx(0.25)
+    assert instantiate_method(cfg.method.selector).label == "quest match=specattn p=0.95"
 
 
 @pytest.mark.parametrize("kwargs,fragment", [
@@ -136,11 +151,11 @@ def test_quest_keeps_the_top_pages_with_at_least_three():
     layout = StepLayout(seq_len=25, prefill_len=20, gamma=3, chunk_size=4)  # one step, prefix = pages 0..4
     keys = page_keys([-5.0, 1.0, 3.0, 2.0, -1.0, 0.0])
     method = Quest(Budget(token_budget=8))  # 2 pages, but Quest keeps at least 3
-    method.begin_sample(context(layout))
+    start(method, layout)
     selection = method.select(all_steps_view(layout, torch.ones(1, 24, 1), keys))
     assert selection.shape == (1, 1, 6) and chosen(selection, 0) == {1, 2, 3}
     method = Quest(Budget(token_budget=16))
-    method.begin_sample(context(layout))
+    start(method, layout)
     assert chosen(method.select(all_steps_view(layout, torch.ones(1, 24, 1), keys)), 0) == {1, 2, 3, 4}
     # a negative query reverses the ranking: q * min is the bound
     assert chosen(method.select(all_steps_view(layout, -torch.ones(1, 24, 1), keys)), 0) == {0, 1, 3, 4}
@@ -151,10 +166,10 @@ def test_quest_gqa_keeps_each_query_heads_page_and_scores_kv_heads_apart():
     keys = page_keys([-5.0, 5.0, 0.0, 0.0, 0.0, 0.0])
     queries = torch.cat([torch.ones(1, 24, 1), -torch.ones(1, 24, 1)])  # head 0 wants page 1, head 1 page 0
     method = Quest(Budget(token_budget=12))
-    method.begin_sample(context(layout, n_kv_heads=1))
+    start(method, layout, n_kv_heads=1)
     assert {0, 1} <= chosen(method.select(all_steps_view(layout, queries, keys)), 0)
     two_kv = torch.cat([keys, -keys])  # KV head 1 holds the negated keys: both query heads want page 1 of theirs
-    method.begin_sample(context(layout, n_kv_heads=2))
+    start(method, layout, n_kv_heads=2)
     selection = method.select(all_steps_view(layout, queries, two_kv))
     assert selection.shape == (1, 2, 6) and 1 in chosen(selection, 0, 0) and 1 in chosen(selection, 0, 1)
     assert 0 not in chosen(selection, 0, 0) and 0 not in chosen(selection, 0, 1)
@@ -164,7 +179,7 @@ def test_quest_gqa_keeps_each_query_heads_page_and_scores_kv_heads_apart():
 def test_streaming_reads_sink_chunk_and_most_recent_chunks():
     layout = StepLayout(seq_len=41, prefill_len=8, gamma=3, chunk_size=4)  # steps start at 8, 12, ..., 36
     method = StreamingLLM(Budget(token_budget=12))
-    method.begin_sample(context(layout))
+    start(method, layout)
     selection = method.select(all_steps_view(layout, torch.zeros(1, 40, 2), torch.zeros(1, 40, 2)))
     assert chosen(selection, 0) == {0, 1}  # the whole 2-chunk prefix
     for step in range(1, layout.n_steps):
@@ -175,7 +190,7 @@ def test_streaming_reads_sink_chunk_and_most_recent_chunks():
 def test_streaming_sinks_span_chunks_and_the_partial_chunk_is_most_recent():
     layout = StepLayout(seq_len=30, prefill_len=19, gamma=1, chunk_size=2)  # step 0 prefix: 19 keys, chunk 9 partial
     method = StreamingLLM(Budget(token_budget=6), n_sinks=3)  # sinks: chunks 0 and 1
-    method.begin_sample(context(layout))
+    start(method, layout)
     selection = method.select(all_steps_view(layout, torch.zeros(1, 29, 2), torch.zeros(1, 29, 2)))
     assert chosen(selection, 0) == {0, 1, 9, 8}  # 4 sink keys, then 1 + 2 recent keys (the middle rule)
     with pytest.raises(SpecAttnError, match="n_sinks=-1 must be an integer >= 0"):
@@ -189,7 +204,7 @@ def test_random_chunks_are_seeded_per_sample_and_fill_the_budget():
     picks = []
     for seed in (0, 0, 1):
         method = RandomChunks(Budget(token_budget=12))
-        method.begin_sample(context(layout, seed=seed, sparse_layers=(2, 3)))
+        start(method, layout, seed=seed, sparse_layers=(2, 3))
         picks.append(method.select(view))
     assert torch.equal(picks[0], picks[1]) and not torch.equal(picks[0], picks[2])
     counts = picks[0].sum(dim=(1, 2))
@@ -210,7 +225,7 @@ def test_oracle_takes_the_verifiers_own_nucleus():
     keys[1, 2] = 10.0  # KV head 1: key 2 (chunk 0)
     queries = torch.full((2, 24, 1), 10.0)
     method = OracleTopP(0.9)
-    method.begin_sample(context(layout, n_kv_heads=2))
+    start(method, layout, n_kv_heads=2)
     selection = method.select(all_steps_view(layout, queries, keys))
     for step in range(layout.n_steps):
         assert chosen(selection, step, 0) == {1} and chosen(selection, step, 1) == {0}
@@ -221,7 +236,7 @@ def test_oracle_matches_per_row_reference_and_ors_query_heads_of_a_group():
     layout = StepLayout(seq_len=50, prefill_len=9, gamma=2, chunk_size=4)
     queries, keys = 2 * torch.randn(4, 49, 8, generator=generator), torch.randn(2, 49, 8, generator=generator)
     method = OracleTopP(0.8, query_block=7)
-    method.begin_sample(context(layout, n_kv_heads=2))
+    start(method, layout, n_kv_heads=2)
     selection = method.select(LayerView(0, torch.arange(49), torch.arange(layout.n_steps), queries, keys, 0.5))
     expected = torch.zeros_like(selection)
     for row in range(9, 49):
@@ -237,7 +252,7 @@ def test_oracle_matches_per_row_reference_and_ors_query_heads_of_a_group():
 def test_draft_topk_keeps_k_keys_per_draft_row_and_ors_the_step():
     layout = StepLayout(seq_len=21, prefill_len=12, gamma=2, chunk_size=4)  # steps [12,15) [15,18) [18,20)
     method = DraftTopK(top_k=2)
-    method.begin_sample(context(layout))
+    start(method, layout)
     attention = torch.full((1, 2, 20), 0.01)
     attention[0, 0, [1, 9]] = 0.5  # row 12: keys 1 and 9 -> chunks 0, 2
     attention[0, 1, [5, 6]] = 0.5  # row 13: keys 5 and 6 -> chunk 1
@@ -260,24 +275,6 @@ def ppl(score):
     return math.exp(score.nll_sum / score.tokens)
 
 
-def baselines():
-    return [Dense(), Quest(Budget(token_budget=32)), StreamingLLM(Budget(kv_budget_frac=0.4)),
-            RandomChunks(Budget(token_budget=32)), OracleTopP(0.9), DraftTopK(top_k=8)]
-
-
-def test_baselines_parallel_and_sequential_agree(tiny_pair):
-    prepare(tiny_pair)
-    ids = torch.randint(3, 259, (161,), generator=torch.Generator().manual_seed(5))
-    parallel = evaluate_sample(tiny_pair, ids, baselines(), settings(tiny_pair, "parallel"), seed=7)
-    sequential = evaluate_sample(tiny_pair, ids, baselines(), settings(tiny_pair, "sequential"), seed=7)
-    for method, a, b in zip(baselines(), parallel, sequential):
-        assert abs(ppl(a) / ppl(b) - 1) < 1e-4, method.label
-        assert a.reads == b.reads, method.label
-    for score in parallel[1:]:
-        assert 0.05 < score.reads.sparse_layer_reduction < 1  # each method really skips reads
-    assert parallel[2].reads.sparse_layer_reduction == pytest.approx(0.6, abs=0.01)  # the budget it was given
-
-
 def test_budgets_read_exactly_their_keys(tiny_pair):
     """Chunk-aligned steps: each budgeted method reads min(3 chunks, prefix) + the tail per step."""
     prepare(tiny_pair)
@@ -294,22 +291,14 @@ def test_budgets_read_exactly_their_keys(tiny_pair):
         assert score.reads.sparse_layer_reads == per_layer * kv_heads * sparse_layers, method.label
 
 
-def test_oracle_and_draft_topk_at_full_budget_equal_dense(tiny_pair):
-    prepare(tiny_pair)
-    ids = torch.randint(3, 259, (161,), generator=torch.Generator().manual_seed(8))
-    dense, oracle, topk, specattn = evaluate_sample(
-        tiny_pair, ids, [Dense(), OracleTopP(1.0), DraftTopK(top_k=1000), SpecAttn(1.0)], settings(tiny_pair))
-    for score in (oracle, topk):
-        assert abs(ppl(score) / ppl(dense) - 1) < 1e-6 and score.reads.reduction == 0.0
-    assert topk.reads == specattn.reads
-
-
 # ------------------------------------------------------------------------------------------ configs
 @pytest.mark.parametrize("overrides,fragment", [
     (["method=quest", "method.token_budget=8"], "method.token_budget=8 is below chunk_size=16"),
-    (["method=streaming", "method.kv_budget_frac=2"], "kv_budget_frac=2 must lie in (0, 1]"),
+    (["method=streaming", "method.kv_budget_frac=2"], "method.kv_budget_frac=2 must lie in (0, 1]"),
+    (["method=quest", "method.token_budget=0"], "method.token_budget=0 must be a positive integer"),
+    (["method=streaming", "method.n_sinks=-1"], "method.n_sinks=-1 must be an integer >= 0"),
     (["method=random", "method.match=/no/such/run"], "match=/no/such/run: no results.parquet there"),
-    (["method=draft_topk", "method.selector.top_k=0"], "top_k=0 must be a positive integer"),
+    (["method=draft_topk", "method.top_k=0"], "method.top_k=0 must be a positive integer"),
 ])
 def test_bad_method_settings_are_refused_in_validation(overrides, fragment):
     from specattn.config import validate

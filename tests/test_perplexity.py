@@ -24,7 +24,7 @@ class RandomChunks(SelectionMethod):
         self.keep, self.heads = keep, heads
 
     def select(self, view):
-        layout = self.context.layout
+        layout = self.layout
         shape = (len(view.steps), self.heads, layout.n_chunks)
         self.last = torch.rand(shape, generator=self.context.generator) < self.keep
         return self.last
@@ -61,7 +61,8 @@ def test_masked_attention_matches_reference(heads, with_cache):
     layout = StepLayout(seq_len=42, prefill_len=5, gamma=3, chunk_size=4)  # 41 positions, partial chunk
     hq, hkv, dim = 4, 2, 8
     method = RandomChunks(0.4, heads)
-    method.begin_sample(SimpleNamespace(layout=layout, generator=generator))
+    method.begin_sample(SimpleNamespace(generator=generator))
+    method.begin_steps(layout)
     plan = VerifierPlan(method, layout, frozenset({0}), KVReads(), query_block=7)
     module = SimpleNamespace(layer_idx=0, num_key_value_groups=hq // hkv, is_causal=True)
     n_keys = layout.n_positions

@@ -4,33 +4,32 @@ One calibration pass computes the similarity matrix of every metric (plus how th
 as calibration tokens grow); each metric's monotone mapping, ``proportional`` and (for
 self-speculative pairs) ``identity`` are then evaluated with SpecAttn at each ``p`` of
 ``experiment.p_values`` on the evaluation samples, against dense attention. Outputs: the table
-(one row per mapping, p and sample), ``tradeoff.png`` (ppl increase vs KV reduction per mapping),
-one heatmap per metric and ``stability.csv``.
+(one row per mapping, p and sample; column ``layer_map`` names the mapping), ``tradeoff.png``
+(ppl increase vs KV reduction per mapping), one heatmap and ``similarity_<metric>.npy`` per
+metric, and ``stability.csv``. A killed run resumes: the similarities are read back from the run
+folder and finished samples from ``parts/``.
 """
 
 from __future__ import annotations
 
-import time
-
+import numpy as np
 import pandas as pd
-from hydra.utils import instantiate
-from tqdm.auto import tqdm
 
 from .. import layer_map as layer_maps
-from ..align.calibrate import similarity_matrices, write_layer_map
+from ..align.calibrate import save_npy, similarity_matrices, write_layer_map
 from ..align.dp import monotonic_alignment
 from ..align.metrics import METRICS
 from ..align.plots import plot_alignment, plot_tradeoff
-from ..data.windows import token_windows
 from ..methods import Dense, SpecAttn
-from ..outputs import summarise_ppl, write_table
-from ..perplexity import EvalSettings, evaluate_sample, prepare
+from ..metrics import sample_rows, summarise
+from ..outputs import write_table
+from ..perplexity import evaluate_sample, prepare
 from .align import draft_labels, load_for_alignment
 from .base import ExperimentResult, RunContext
-from .ppl import check_pair, sample_rows
+from .evaluation import check_pair, eval_settings, evaluate_samples, load_samples
 
 
-def mappings_to_compare(cfg, pair, similarities) -> dict[str, list[int]]:
+def mappings_to_compare(pair, similarities) -> dict[str, list[int]]:
     """Each metric's monotone mapping, plus the proportional and identity baselines."""
     maps = {metric: monotonic_alignment(matrix) for metric, matrix in similarities.items()}
     maps["proportional"] = layer_maps.proportional(pair.n_draft_layers, pair.n_verifier_layers)
@@ -39,79 +38,70 @@ def mappings_to_compare(cfg, pair, similarities) -> dict[str, list[int]]:
     return maps
 
 
-def stability_rows(final: dict[str, list[int]]):
-    """Collector of per-window mappings; rows say how many verifier layers differ from the final map."""
-    rows = []
+def stability_table(windows: list[tuple[int, dict]], final: dict[str, list[int]]) -> pd.DataFrame:
+    """One row per calibration window and metric: the mapping so far and how many verifier layers
+    it differs in from the final one."""
+    rows = [{"metric": metric, "calibration_tokens": tokens, "mapping": monotonic_alignment(matrix)}
+            for tokens, matrices in windows for metric, matrix in matrices.items()]
+    frame = pd.DataFrame(rows)
+    frame["layers_changed_vs_final"] = [sum(a != b for a, b in zip(m, final[metric]))
+                                        for metric, m in zip(frame.metric, frame.mapping)]
+    frame["mapping"] = frame.mapping.map(str)
+    return frame
 
-    def on_window(tokens, matrices):
-        for metric, matrix in matrices.items():
-            rows.append({"metric": metric, "calibration_tokens": tokens, "mapping": monotonic_alignment(matrix)})
 
-    def table() -> pd.DataFrame:
-        frame = pd.DataFrame(rows)
-        frame["layers_changed_vs_final"] = [sum(a != b for a, b in zip(m, final[metric]))
-                                            for metric, m in zip(frame.metric, frame.mapping)]
-        frame["mapping"] = frame.mapping.map(str)
-        return frame
-
-    return on_window, table
+def calibrate(cfg, pair, run_dir) -> dict[str, np.ndarray]:
+    """Every metric's similarity matrix, computed once per run folder (``similarity_<metric>.npy``)
+    with ``stability.parquet`` beside them."""
+    paths = {metric: run_dir / f"similarity_{metric}.npy" for metric in METRICS}
+    if all(path.is_file() for path in paths.values()) and (run_dir / "stability.parquet").is_file():
+        return {metric: np.load(path) for metric, path in paths.items()}
+    windows = []
+    similarities = similarity_matrices(cfg, pair, metrics=METRICS, progress=cfg.progress,
+                                       on_window=lambda tokens, m: windows.append((tokens, m)))
+    for metric, matrix in similarities.items():
+        save_npy(paths[metric], matrix)
+    write_table(stability_table(windows, mappings_to_compare(pair, similarities)), run_dir / "stability.parquet")
+    return similarities
 
 
 def run(ctx: RunContext) -> ExperimentResult:
     cfg, run_dir = ctx.cfg, ctx.run_dir
     pair = load_for_alignment(cfg)
     check_pair(cfg, pair)
-    windows = []
-    start = time.perf_counter()
-    similarities = similarity_matrices(cfg, pair, metrics=METRICS, progress=cfg.progress,
-                                       on_window=lambda tokens, m: windows.append((tokens, m)))
-    calibration_seconds = time.perf_counter() - start
-    maps = mappings_to_compare(cfg, pair, similarities)
-    collect, stability = stability_rows(maps)
-    for tokens, matrices in windows:
-        collect(tokens, matrices)
+    similarities = calibrate(cfg, pair, run_dir)
+    maps = mappings_to_compare(pair, similarities)
     artifacts = {}
     labels = draft_labels(pair)
     for metric, matrix in similarities.items():
         artifacts[f"heatmap_{metric}"] = plot_alignment(
             matrix, maps[metric], run_dir / f"heatmap_{metric}.png", f"{cfg.model.name}: {metric}", labels)
         write_layer_map(run_dir / f"layer_map_{metric}.yaml", maps[metric], {"metric": metric})
-    write_table(stability(), run_dir / "stability.parquet")
 
     prepare(pair)
-    documents = instantiate(cfg.dataset.source).documents()
-    samples = token_windows(documents, pair.tokenizer, cfg.dataset.context_len, cfg.dataset.num_samples,
-                            cfg.dataset.name)
-    p_values = [float(p) for p in cfg.experiment.p_values]
-    frames = []
-    for index, sample in enumerate(tqdm(samples, desc="align_study", unit="sample", disable=not cfg.progress)):
-        dense = None  # the dense reference does not depend on the mapping: computed once per sample
+    methods = [SpecAttn(float(p)) for p in cfg.experiment.p_values]
+
+    def evaluate(index, sample):
+        frames, dense = [], None  # the dense reference does not depend on the mapping: computed once
         for name, mapping in maps.items():
-            settings = EvalSettings(cfg.dataset.prefill_frac, cfg.gamma, cfg.chunk_size, cfg.dense_layers,
-                                    cfg.head_agg, tuple(mapping), "parallel", cfg.experiment.query_block)
-            methods = [SpecAttn(p) for p in p_values]
-            begin = time.perf_counter()
             scores = evaluate_sample(pair, sample.input_ids, ([Dense()] if dense is None else []) + methods,
-                                     settings, seed=cfg.seed + index)
+                                     eval_settings(cfg, mapping), seed=cfg.seed + index)
             if dense is None:
                 dense, scores = scores[0], scores[1:]
             rows = sample_rows(cfg, index, sample, [Dense(), *methods], [dense, *scores],
-                               time.perf_counter() - begin)
-            rows = rows[rows.method != "dense"].assign(layer_map=name, mapping=str(mapping))
-            rows["setting"] = rows.setting + " map=" + name
-            frames.append(rows)
-    results = pd.concat(frames, ignore_index=True)
-    summary = summarise_ppl(results)
-    summary.insert(1, "layer_map", [s.split("map=")[1] for s in summary.setting])
-    summary.insert(2, "p", [float(s.split("p=")[1].split()[0]) for s in summary.setting])
-    summary = summary.drop(columns=["method", "setting"])
+                               layer_map=name, mapping=str(mapping))
+            frames.append(rows[rows.method != "dense"])
+        return pd.concat(frames, ignore_index=True)
+
+    results = evaluate_samples(ctx, load_samples(cfg, pair), evaluate, "mappings")
+    summary = summarise(results, by=("layer_map", "p")).drop(columns="method")
     artifacts["tradeoff"] = plot_tradeoff(summary, run_dir / "tradeoff.png")
     maps_table = pd.DataFrame([{"layer_map": k, "verifier_to_draft": str(v)} for k, v in maps.items()])
+    stability = pd.read_parquet(run_dir / "stability.parquet")
     print(maps_table.to_string(index=False))
-    print(f"calibration: {calibration_seconds:.0f} s for {windows[-1][0]} tokens; tradeoff plot: {artifacts['tradeoff']}")
+    print(f"calibration: {int(stability.calibration_tokens.max())} tokens; tradeoff plot: {artifacts['tradeoff']}")
     ctx.logger.log_table("mappings", maps_table)
-    ctx.logger.log_table("stability", stability())
+    ctx.logger.log_table("stability", stability)
     best = summary.loc[summary.groupby("p").ppl_rel_increase.idxmin()]
     metrics = {f"best_map/p={r.p}": r.layer_map for r in best.itertuples()}
-    return ExperimentResult(results, summary, artifacts=artifacts,
-                            metrics=metrics | {"calibration_seconds": calibration_seconds})
+    return ExperimentResult(results, summary, artifacts=artifacts, metrics=metrics)

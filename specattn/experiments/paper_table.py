@@ -14,12 +14,13 @@ written to ``parts/`` as they finish, so a killed run resumes.
 
 from __future__ import annotations
 
+from ..checks import check_p
 from ..errors import SpecAttnError
 from ..methods import Budget, Dense, OracleTopP, SpecAttn, instantiate_method
+from ..metrics import sample_rows
 from ..perplexity import evaluate_sample
-from ..select import check_p
 from .base import ExperimentResult, RunContext
-from .ppl import evaluate_samples, load_run, ppl_result
+from .evaluation import evaluate_samples, load_run, ppl_result
 
 
 def first_pass_methods(cfg) -> tuple[list, SpecAttn]:
@@ -50,6 +51,7 @@ def run(ctx: RunContext) -> ExperimentResult:
         matched = [instantiate_method(spec, budget=budget) for spec in specs]
         matched_scores = evaluate_sample(pair, sample.input_ids, matched, settings, seed=seed, progress=cfg.progress)
         # the paper's row order: dense, the matched baselines, SpecAttn, the oracle
-        return ([first[0], *matched, *first[1:]], [scores[0], *matched_scores, *scores[1:]])
+        return sample_rows(cfg, index, sample, [first[0], *matched, *first[1:]],
+                           [scores[0], *matched_scores, *scores[1:]])
 
     return ppl_result(evaluate_samples(ctx, samples, evaluate, "paper table"), settings)

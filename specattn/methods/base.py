@@ -2,9 +2,17 @@
 
 At each verification step, for each *sparse* verifier layer (the first ``dense_layers`` stay
 dense and never reach a method), a method returns which chunks of the step's prefix the layer
-reads. The evaluation loop (:mod:`specattn.perplexity`) owns everything else: the step
-geometry, the tail (always read, causally), the attention masks and the KV accounting, so a new
-method is one small class plus one ``conf/method/<name>.yaml``.
+reads. The loops that drive methods (the perplexity evaluator, :mod:`specattn.perplexity`, and
+the decoder, :mod:`specattn.decode`) own everything else: the step geometry, the tail (always
+read, causally), the attention masks and the KV accounting, so a new method is one small class
+plus one ``conf/method/<name>.yaml``.
+
+Call order: :meth:`SelectionMethod.begin_sample` once per sequence; then, for each group of
+verification steps that one forward covers (all steps of a sample in the parallel evaluator,
+one step in the sequential evaluator's walk and in the decoder), :meth:`~SelectionMethod.begin_steps`
+with their :class:`~specattn.layout.StepLayout`, :meth:`~SelectionMethod.observe_draft` with the
+draft rows of those steps (draft-based methods), and :meth:`~SelectionMethod.select` from inside
+each sparse verifier layer.
 """
 
 from __future__ import annotations
@@ -14,18 +22,17 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
-from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 
-from ..errors import SpecAttnError
+from ..checks import SettingError
+from ..errors import specattn_cause
 from ..layout import StepLayout
 
 
 @dataclass
 class SampleContext:
-    """What a method may know about the sample and the model pair before it starts."""
+    """What a method may know about the sequence and the model pair before it starts."""
 
-    layout: StepLayout
     layer_map: list[int]  # verifier layer -> draft layer
     sparse_layers: list[int]  # verifier layers that get a sparse selection
     n_kv_heads: int  # verifier KV heads
@@ -40,7 +47,8 @@ class LayerView:
     Attributes:
         layer: verifier layer index.
         rows: ``(R,)`` absolute positions of the forward's query rows.
-        steps: ``(S,)`` the verification steps among ``rows`` (consecutive, ascending).
+        steps: ``(S,)`` indices (into the current layout) of the verification steps among ``rows``
+            (consecutive, ascending).
         queries: ``(Hq, R, D)`` the layer's post-RoPE queries.
         keys: ``(Hkv, K, D)`` the layer's post-RoPE keys for positions ``[0, K)``.
         scaling: softmax scale.
@@ -61,8 +69,13 @@ class SelectionMethod(ABC):
     uses_draft: ClassVar[bool] = False
 
     def begin_sample(self, context: SampleContext) -> None:
-        """Called once per sample before any forward pass."""
+        """Called once per sequence (a sample, a prompt) before any forward pass."""
         self.context = context
+
+    def begin_steps(self, layout: StepLayout) -> None:
+        """Called before the forwards that cover the verification steps of ``layout``; selections
+        and draft observations until the next call refer to its steps."""
+        self.layout = layout
 
     def draft_layers_needed(self) -> set[int]:
         """Draft layers whose attention :meth:`observe_draft` must see."""
@@ -71,7 +84,7 @@ class SelectionMethod(ABC):
         return {self.context.layer_map[j] for j in self.context.sparse_layers}
 
     def observe_draft(self, draft_layer: int, attention: torch.Tensor, rows: torch.Tensor) -> None:
-        """Receive draft attention rows (only draft rows of steps, in ascending order).
+        """Receive draft attention rows (only draft rows of the current layout's steps, ascending).
 
         Args:
             attention: ``(H, R, K)`` head-aggregated probabilities over keys ``[0, K)``.
@@ -114,12 +127,16 @@ def rows_to_steps(row_masks: torch.Tensor, steps: torch.Tensor, n_steps: int) ->
     return counts > 0
 
 
-def instantiate_method(spec, **kwargs) -> SelectionMethod:
+def instantiate_method(spec, key_prefix: str = "", **kwargs) -> SelectionMethod:
     """``hydra.utils.instantiate`` a ``selector`` config; a :class:`SpecAttnError` raised by a
-    constructor (a bad budget, ``match=`` pointing at nothing) surfaces as itself, one line."""
+    constructor (a bad budget, a bad ``top_k``) surfaces as itself, one line, with a bad setting
+    named by its full config key (``key_prefix`` + the constructor's name for it)."""
     try:
         return instantiate(spec, **kwargs)
-    except InstantiationException as error:
-        if isinstance(error.__cause__, SpecAttnError):
-            raise error.__cause__ from None
+    except Exception as error:
+        cause = specattn_cause(error)
+        if isinstance(cause, SettingError):
+            raise cause.under(key_prefix) from None
+        if cause is not None and cause is not error:
+            raise cause from None
         raise

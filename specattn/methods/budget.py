@@ -4,9 +4,10 @@ layer may read at each verification step, and the best-scored chunks that fill i
 Budgets count keys, the unit of the KV accounting (:mod:`specattn.accounting`), so a partial last
 prefix chunk counts for the keys it holds. A budget is one of, in this order of precedence:
 
-* ``match``: a finished run (its folder or its ``results.parquet``); the budget reads the fraction
-  ``1 - kv_reduction_sparse_layers`` that run measured (for its one sparse setting, or
-  ``match_setting``), as ``kv_budget_frac`` below;
+* ``match`` (config only): a finished run (its folder or its ``results.parquet``) whose measured
+  ``1 - kv_reduction_sparse_layers`` becomes ``kv_budget_frac`` below; it is read when the config is
+  resolved (:func:`specattn.matching.matched_budget`), before any method is built, so the run's
+  signature holds the fraction, not the path;
 * ``kv_budget_frac`` in (0, 1]: step ``s`` may read ``frac * end_s - tail_s`` prefix keys, so that
   prefix + tail reads are ``frac`` of the dense reads ``end_s``;
 * ``token_budget`` (Quest-style): ``token_budget`` prefix keys per step.
@@ -19,53 +20,26 @@ least 3 pages, StreamingLLM its sink chunks) and never get more than the step's 
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
-import pandas as pd
 import torch
 
+from ..checks import fraction, positive_int
 from ..errors import SpecAttnError
 from ..layout import StepLayout
-from ..outputs import RESULTS, summarise_ppl
 from .base import SelectionMethod
-
-
-def matched_reduction(match: str, setting: str | None = None) -> tuple[float, str]:
-    """``(kv_reduction_sparse_layers, setting)`` measured by a finished run (folder or results file)."""
-    path = Path(match).expanduser()
-    results = path / RESULTS if path.is_dir() else path
-    if not results.is_file():
-        raise SpecAttnError(f"match={match}: no {RESULTS} there (give a finished run folder or its {RESULTS})")
-    summary = summarise_ppl(pd.read_parquet(results))
-    sparse = summary[summary.method != "dense"]
-    listed = ", ".join(sparse.setting) or "none"
-    chosen = sparse if setting is None else sparse[sparse.setting == setting]
-    if setting is not None and chosen.empty:
-        raise SpecAttnError(f"match_setting={setting!r} is not a setting of {results} (it has: {listed})")
-    if len(chosen) != 1:
-        raise SpecAttnError(f"match={match} has {len(chosen)} sparse settings ({listed}): pick one with match_setting=...")
-    row = chosen.iloc[0]
-    return float(row.kv_reduction_sparse_layers), str(row.setting)
 
 
 class Budget:
     """Prefix keys each step may read; see the module docstring for the three ways to set it."""
 
     def __init__(self, token_budget: int | None = None, kv_budget_frac: float | None = None,
-                 match: str | None = None, match_setting: str | None = None, matched_label: str | None = None):
+                 matched_label: str | None = None):
+        """``matched_label``: the setting whose measured reduction ``kv_budget_frac`` matches (for labels)."""
         self.token_budget, self.kv_budget_frac, self.matched_label = None, None, matched_label
-        if match is not None:
-            reduction, self.matched_label = matched_reduction(str(match), match_setting)
-            self.kv_budget_frac = 1.0 - reduction
-        elif kv_budget_frac is not None:
-            if isinstance(kv_budget_frac, bool) or not isinstance(kv_budget_frac, (int, float)) \
-                    or not 0.0 < kv_budget_frac <= 1.0:
-                raise SpecAttnError(f"kv_budget_frac={kv_budget_frac!r} must lie in (0, 1] (e.g. kv_budget_frac=0.25)")
-            self.kv_budget_frac = float(kv_budget_frac)
+        if kv_budget_frac is not None:
+            self.kv_budget_frac = fraction(kv_budget_frac, "kv_budget_frac", "0.25")
         elif token_budget is not None:
-            if isinstance(token_budget, bool) or not isinstance(token_budget, int) or token_budget < 1:
-                raise SpecAttnError(f"token_budget={token_budget!r} must be a positive integer (e.g. token_budget=256)")
-            self.token_budget = token_budget
+            self.token_budget = positive_int(token_budget, "token_budget", "256")
         else:
             raise SpecAttnError("a budgeted method needs one of token_budget, kv_budget_frac or match")
 
@@ -115,12 +89,12 @@ class BudgetedMethod(SelectionMethod):
     def params(self) -> dict:
         return self.budget.params()
 
-    def begin_sample(self, context) -> None:
-        super().begin_sample(context)
-        self.budget_keys = self.budget.prefix_keys(context.layout)
+    def begin_steps(self, layout) -> None:
+        super().begin_steps(layout)
+        self.budget_keys = self.budget.prefix_keys(layout)
 
     def take(self, scores: torch.Tensor, steps: torch.Tensor, min_chunks: int = 0) -> torch.Tensor:
         """:func:`top_chunks` of ``scores`` ``(S, H, n_chunks)`` for ``steps`` ``(S,)``, on ``scores``' device."""
         steps = steps.cpu()
-        prefix_keys = self.context.layout.prefix_keys_per_chunk[steps].to(scores.device)
+        prefix_keys = self.layout.prefix_keys_per_chunk[steps].to(scores.device)
         return top_chunks(scores, prefix_keys, self.budget_keys[steps].to(scores.device), min_chunks)

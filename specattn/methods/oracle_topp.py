@@ -13,42 +13,32 @@ from __future__ import annotations
 
 import torch
 
+from ..checks import check_p
 from ..probs import causal_probs
-from ..select import check_p, nucleus_threshold
-from .base import LayerView, SelectionMethod, empty_selection, rows_to_steps
-
-
-def chunk_max(weights: torch.Tensor, chunk_size: int) -> torch.Tensor:
-    """``(..., L)`` -> ``(..., ceil(L / chunk_size))``: the largest weight of each chunk."""
-    pad = -weights.shape[-1] % chunk_size
-    padded = torch.nn.functional.pad(weights, (0, pad), value=-torch.inf)
-    return padded.reshape(*weights.shape[:-1], -1, chunk_size).amax(dim=-1)
+from .base import LayerView, SelectionMethod, empty_selection
+from .rows import Nucleus, step_chunks
 
 
 class OracleTopP(SelectionMethod):
     name = "oracle_topp"
 
     def __init__(self, p: float = 0.95, query_block: int = 64):
-        self.p, self.query_block = check_p(p), query_block
+        self.rule, self.query_block = Nucleus(check_p(p)), query_block
+        self.p = self.rule.p
 
     def params(self) -> dict:
         return {"p": self.p}
 
     def select(self, view: LayerView) -> torch.Tensor:
-        layout = self.context.layout
+        layout = self.layout
         hkv = view.keys.shape[0]
         group = view.queries.shape[0] // hkv
-        step_of_row = layout.step_of(view.rows.cpu())
-        chosen = empty_selection(len(view.steps), hkv, layout.n_chunks, view.queries.device)
-        decoding = (step_of_row >= 0).nonzero().squeeze(1)
+        chosen = empty_selection(layout.n_steps, hkv, layout.n_chunks, view.queries.device)
+        decoding = (layout.step_of(view.rows.cpu()) >= 0).nonzero().squeeze(1)
         for block in decoding.split(self.query_block):
             rows = view.rows[block.to(view.rows.device)]
             probs = causal_probs(view.queries[:, block.to(view.queries.device)], view.keys, view.scaling, rows)
-            # a chunk holds a nucleus key iff its largest weight reaches the row's nucleus threshold
-            theta = nucleus_threshold(probs, self.p)  # (Hq, r)
-            chunks = chunk_max(probs, layout.chunk_size).to(torch.float64) >= theta[..., None]
-            chunks = torch.nn.functional.pad(chunks, (0, layout.n_chunks - chunks.shape[-1]))  # (Hq, r, C)
+            chunks = self.rule.row_chunks(probs, layout.chunk_size)  # (Hq, r, C)
             per_kv = chunks.reshape(hkv, group, *chunks.shape[1:]).any(dim=1)  # (Hkv, r, C)
-            local = step_of_row[block] - int(view.steps[0])
-            chosen |= rows_to_steps(per_kv.transpose(0, 1), local.to(chosen.device), len(view.steps))
-        return chosen
+            chosen |= step_chunks(per_kv, rows, layout)
+        return chosen[view.steps.to(chosen.device)]

@@ -29,7 +29,35 @@ from .budget import BudgetedMethod
 QUEST_MIN_PAGES = 3
 
 
-def row_page_bounds(queries: torch.Tensor, keys: torch.Tensor, layout: StepLayout, rows: torch.Tensor) -> torch.Tensor:
+class PageBounds:
+    """Per-channel min/max of the keys of each *full* page of one layer, kept as the prefix grows.
+
+    A full page of a sequence's prefix never changes (keys are only appended, and a decoder only
+    rolls back keys past the prefix), so each page's bounds are computed once, when it first lies
+    whole in a step's prefix.
+    """
+
+    def __init__(self) -> None:
+        self.lo: torch.Tensor | None = None  # (Hkv, pages, D)
+        self.hi: torch.Tensor | None = None
+
+    def full_pages(self, keys: torch.Tensor, n_pages: int, page_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(lo, hi)`` ``(Hkv, n_pages, D)`` of pages ``[0, n_pages)``, extending the cache from ``keys``."""
+        have = 0 if self.lo is None else self.lo.shape[1]
+        if have < n_pages:
+            hkv, _, dim = keys.shape
+            new = keys[:, have * page_size : n_pages * page_size].reshape(hkv, n_pages - have, page_size, dim)
+            lo, hi = new.amin(dim=2), new.amax(dim=2)
+            self.lo = lo if self.lo is None else torch.cat([self.lo, lo], dim=1)
+            self.hi = hi if self.hi is None else torch.cat([self.hi, hi], dim=1)
+        if n_pages == 0:
+            empty = keys.new_zeros(keys.shape[0], 0, keys.shape[2])
+            return empty, empty
+        return self.lo[:, :n_pages], self.hi[:, :n_pages]
+
+
+def row_page_bounds(queries: torch.Tensor, keys: torch.Tensor, layout: StepLayout, rows: torch.Tensor,
+                    pages: PageBounds | None = None) -> torch.Tensor:
     """Quest's bound ``sum_d max(q_d * min_d, q_d * max_d)`` of each row's query on each page.
 
     ``min``/``max`` are per channel over the page's keys in the row's step prefix (the last prefix
@@ -39,42 +67,54 @@ def row_page_bounds(queries: torch.Tensor, keys: torch.Tensor, layout: StepLayou
         queries: ``(Hq, R, D)`` the rows' queries; ``Hq`` a multiple of ``Hkv``.
         keys: ``(Hkv, K, D)`` keys of positions ``[0, K)``, covering every row's step prefix.
         rows: ``(R,)`` positions of decoding rows (not prefill rows).
+        pages: the full pages' bounds kept across calls (a fresh cache when None).
     Returns:
         ``(Hq, R, n_chunks)`` float; ``-inf`` for pages outside the row's step prefix.
     """
-    hkv, n_keys, dim = keys.shape
+    hkv, _, dim = keys.shape
     size, n_chunks = layout.chunk_size, layout.n_chunks
-    pages = torch.nn.functional.pad(keys, (0, 0, 0, n_chunks * size - n_keys)).reshape(hkv, n_chunks, size, dim)
-    run_lo, run_hi = pages.cummin(dim=2).values, pages.cummax(dim=2).values  # bounds of each page's first keys
     group = queries.shape[0] // hkv
+    step_of_row = layout.step_of(rows.cpu())
+    steps, local = step_of_row.unique(return_inverse=True)
+    starts = layout.step_starts[steps].to(keys.device)  # (S,) each step's prefix length
+    local = local.to(keys.device)
+    page, filled = torch.div(starts, size, rounding_mode="floor"), starts % size  # (S,)
+    lo, hi = (pages or PageBounds()).full_pages(keys, int(page.max()), size)  # (Hkv, P, D)
     pos, neg = queries.clamp(min=0), queries.clamp(max=0)  # max(q*lo, q*hi) = relu(q)*hi + min(q,0)*lo
-    full_lo = run_lo[:, :, -1].repeat_interleave(group, dim=0)  # (Hq, C, D), right for whole prefix pages
-    full_hi = run_hi[:, :, -1].repeat_interleave(group, dim=0)
-    scores = pos @ full_hi.transpose(1, 2) + neg @ full_lo.transpose(1, 2)  # (Hq, R, C)
-    start = layout.step_starts[layout.step_of(rows.cpu())].to(keys.device)  # (R,) each row's prefix end
-    page, filled = torch.div(start, size, rounding_mode="floor"), start % size
-    partial = filled > 0  # the row's last prefix page holds `filled` keys only
-    if partial.any():
-        at = page[partial]
-        lo = run_lo[:, at, filled[partial] - 1].repeat_interleave(group, dim=0)  # (Hq, r, D)
-        hi = run_hi[:, at, filled[partial] - 1].repeat_interleave(group, dim=0)
+    scores = torch.full((queries.shape[0], len(rows), n_chunks), -torch.inf, dtype=queries.dtype, device=keys.device)
+    n_full = lo.shape[1]
+    if n_full:
+        full = pos @ hi.repeat_interleave(group, dim=0).transpose(1, 2) + neg @ lo.repeat_interleave(group, dim=0).transpose(1, 2)
+        scores[:, :, :n_full] = full.masked_fill(torch.arange(n_full, device=keys.device)[None, :] >= page[local][:, None], -torch.inf)
+    if bool((filled > 0).any()):  # each step's partial last page: bounds over its `filled` prefix keys
+        offsets = torch.arange(size, device=keys.device)
+        index = (page[:, None] * size + offsets[None, :]).clamp(max=keys.shape[1] - 1)  # (S, size)
+        inside = (offsets[None, :] < filled[:, None])[None, :, :, None]  # (1, S, size, 1)
+        gathered = keys[:, index]  # (Hkv, S, size, D)
+        part_lo = gathered.masked_fill(~inside, torch.inf).amin(dim=2).repeat_interleave(group, dim=0)  # (Hq, S, D)
+        part_hi = gathered.masked_fill(~inside, -torch.inf).amax(dim=2).repeat_interleave(group, dim=0)
+        bound = (pos * part_hi[:, local] + neg * part_lo[:, local]).sum(dim=-1)  # (Hq, R)
+        partial = filled[local] > 0
         rows_partial = partial.nonzero().squeeze(1)
-        scores[:, rows_partial, at] = (pos[:, partial] * hi + neg[:, partial] * lo).sum(dim=-1)
-    n_prefix = page + partial.long()
-    outside = torch.arange(n_chunks, device=keys.device)[None, :] >= n_prefix[:, None]
-    return scores.masked_fill(outside[None], -torch.inf)
+        scores[:, rows_partial, page[local][partial]] = bound[:, partial]
+    return scores
 
 
 class Quest(BudgetedMethod):
     name = "quest"
 
+    def begin_sample(self, context) -> None:
+        super().begin_sample(context)
+        self.pages: dict[int, PageBounds] = {}  # verifier layer -> its full pages' bounds
+
     def select(self, view: LayerView) -> torch.Tensor:
-        layout = self.context.layout
+        layout = self.layout
         step_of_row = layout.step_of(view.rows.cpu())
         decoding = step_of_row >= 0
         rows = view.rows[decoding.to(view.rows.device)]
         queries = view.queries[:, decoding.to(view.queries.device)].float()
-        bounds = row_page_bounds(queries, view.keys.float(), layout, rows) * view.scaling  # (Hq, R, C)
+        pages = self.pages.setdefault(view.layer, PageBounds())
+        bounds = row_page_bounds(queries, view.keys.float(), layout, rows, pages) * view.scaling  # (Hq, R, C)
         hkv = view.keys.shape[0]
         estimate = torch.softmax(bounds, dim=-1).reshape(hkv, -1, *bounds.shape[1:]).amax(dim=1)  # (Hkv, R, C)
         local = (step_of_row[decoding] - view.steps[0].cpu()).to(estimate.device)

@@ -1,9 +1,10 @@
 """Random chunks at a budget: the floor every selection method should beat (a sanity check).
 
 Each (sparse layer, step) reads a uniformly random set of its prefix chunks filling the budget,
-shared by all KV heads. The random scores are a hash of (sample seed, layer, step, chunk), the
-sample seed drawn from the sample's seeded generator: no table to hold, and a sample's selections
-do not depend on how the evaluation walks through it (parallel or step by step).
+shared by all KV heads. The random scores are a hash of (sequence seed, layer, the step's first
+row, chunk), the sequence seed drawn from the sequence's seeded generator: no table to hold, and a
+step's selection depends only on where the step starts, not on how the evaluation or the decoder
+walks through the sequence.
 """
 
 from __future__ import annotations
@@ -16,9 +17,12 @@ from .budget import BudgetedMethod
 _MASK = 0xFFFFFFFF
 
 
-def hashed_uniform(seed: int, layer: int, steps: torch.Tensor, n_chunks: int) -> torch.Tensor:
-    """``(S, n_chunks)`` float64 in [0, 1): a fixed pseudo-random number per (seed, layer, step, chunk)."""
-    cells = steps[:, None].long() * n_chunks + torch.arange(n_chunks)[None, :]
+def hashed_uniform(seed: int, layer: int, starts: torch.Tensor, n_chunks: int) -> torch.Tensor:
+    """``(S, n_chunks)`` float64 in [0, 1): a fixed pseudo-random number per (seed, layer, step start, chunk).
+
+    ``starts``: ``(S,)`` the steps' first rows (< 2**31).
+    """
+    cells = ((starts[:, None].long() * 0x9E3779B1) & _MASK) ^ torch.arange(n_chunks)[None, :]
     x = (cells * 0x2545F491 + (seed ^ (layer * 0x9E3779B))) & _MASK
     for _ in range(2):  # 32-bit integer mixing (xor-shift-multiply); products stay below 2**63
         x = ((x ^ (x >> 16)) * 0x45D9F3B) & _MASK
@@ -34,5 +38,5 @@ class RandomChunks(BudgetedMethod):
 
     def select(self, view: LayerView) -> torch.Tensor:
         steps = view.steps.cpu()
-        scores = hashed_uniform(self.seed, view.layer, steps, self.context.layout.n_chunks)[:, None, :]
+        scores = hashed_uniform(self.seed, view.layer, self.layout.step_starts[steps], self.layout.n_chunks)[:, None, :]
         return self.take(scores, steps).to(view.queries.device)

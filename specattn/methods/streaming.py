@@ -11,7 +11,7 @@ import math
 
 import torch
 
-from ..errors import SpecAttnError
+from ..checks import nonnegative_int
 from .base import LayerView
 from .budget import Budget, BudgetedMethod
 
@@ -20,14 +20,11 @@ class StreamingLLM(BudgetedMethod):
     name = "streaming"
 
     def __init__(self, budget: Budget, n_sinks: int = 4):
-        if isinstance(n_sinks, bool) or not isinstance(n_sinks, int) or n_sinks < 0:
-            raise SpecAttnError(f"n_sinks={n_sinks!r} must be an integer >= 0 (e.g. n_sinks=4)")
         super().__init__(budget)
-        self.n_sinks = n_sinks
+        self.n_sinks = nonnegative_int(n_sinks, "n_sinks", "4")
 
-    def begin_sample(self, context) -> None:
-        super().begin_sample(context)
-        layout = context.layout
+    def begin_steps(self, layout) -> None:
+        super().begin_steps(layout)
         self.sink_chunks = math.ceil(self.n_sinks / layout.chunk_size)
         # sinks first, then recency: chunk c scores c, sink chunks score above every chunk
         self.scores = torch.arange(layout.n_chunks, dtype=torch.float32)

@@ -1,0 +1,118 @@
+"""What the perplexity runners (``ppl``, ``paper_table``, ``align_study``) share: loading a run's
+pair, settings and samples, evaluating samples resumably (each sample's rows go to ``parts/`` as
+soon as it finishes) and the result they return."""
+
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+import pandas as pd
+import torch
+from hydra.utils import instantiate
+from tqdm.auto import tqdm
+
+from .. import layer_map as layer_maps
+from ..config import resolve_device
+from ..data.windows import Sample, token_windows
+from ..errors import SpecAttnError
+from ..heads import check_head_layout
+from ..methods import Dense, SelectionMethod, instantiate_method
+from ..metrics import SUMMARY_COLUMNS, summarise, summary_metrics
+from ..models.pair import ModelPair, load_pair, torch_dtype
+from ..outputs import SampleParts
+from ..perplexity import EvalSettings, prepare
+from .base import ExperimentResult, RunContext
+
+
+def build_methods(cfg) -> list[SelectionMethod]:
+    """The dense reference plus the configured method (``method.selector`` is instantiated)."""
+    method = instantiate_method(cfg.method.selector)
+    return [Dense()] if isinstance(method, Dense) else [Dense(), method]
+
+
+def check_pair(cfg, pair: ModelPair) -> None:
+    """Checks that need the loaded pair, before any evaluation."""
+    n_layers = pair.n_verifier_layers
+    if cfg.dense_layers > n_layers:
+        raise SpecAttnError(f"dense_layers={cfg.dense_layers} exceeds the verifier's {n_layers} layers")
+    supported = min(pair.verifier.config.max_position_embeddings, pair.draft.config.max_position_embeddings)
+    if cfg.dataset.context_len > supported:
+        raise SpecAttnError(
+            f"dataset.context_len={cfg.dataset.context_len} exceeds what the pair supports ({supported} positions): "
+            f"use dataset.context_len<={supported}"
+        )
+    check_head_layout(cfg.head_agg, pair.draft.config.num_key_value_heads, pair.verifier.config.num_key_value_heads)
+
+
+def layer_mapping(cfg, pair: ModelPair) -> list[int]:
+    """The verifier -> draft layer map of ``cfg.layer_map`` for this pair (``auto``: calibrated once, cached)."""
+    spec = str(cfg.layer_map)
+    if spec == "auto":
+        from ..align.calibrate import auto_layer_map
+
+        spec = str(auto_layer_map(cfg, pair, progress=cfg.progress)[1])
+    return layer_maps.resolve(spec, pair.n_draft_layers, pair.n_verifier_layers, pair.draft_layers)
+
+
+def eval_settings(cfg, mapping: list[int]) -> EvalSettings:
+    """How every sample of the run is evaluated."""
+    return EvalSettings(cfg.dataset.prefill_frac, cfg.gamma, cfg.chunk_size, cfg.dense_layers, cfg.head_agg,
+                        tuple(mapping), cfg.experiment.get("impl", "parallel"), cfg.experiment.get("query_block", 512))
+
+
+def load_pair_for(cfg) -> ModelPair:
+    """The run's pair on its device, checked against the config and switched to specattn's attention."""
+    device = resolve_device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    pair = load_pair(cfg.model, device, torch_dtype(cfg.dtype, device), cfg.seed)
+    check_pair(cfg, pair)
+    prepare(pair)
+    return pair
+
+
+def load_samples(cfg, pair: ModelPair, documents=None) -> list[Sample]:
+    """The run's evaluation samples (``documents``: the dataset's, if already read)."""
+    documents = documents if documents is not None else instantiate(cfg.dataset.source).documents()
+    return token_windows(documents, pair.tokenizer, cfg.dataset.context_len, cfg.dataset.num_samples,
+                         cfg.dataset.name)
+
+
+def load_run(cfg) -> tuple[ModelPair, EvalSettings, list[Sample]]:
+    """The pair (ready for evaluation), the evaluation settings and the samples of a run."""
+    documents = instantiate(cfg.dataset.source).documents()  # fails fast (e.g. hub dataset offline) before weights
+    pair = load_pair_for(cfg)
+    return pair, eval_settings(cfg, layer_mapping(cfg, pair)), load_samples(cfg, pair, documents)
+
+
+def evaluate_samples(ctx: RunContext, samples: list[Sample], evaluate: Callable[[int, Sample], pd.DataFrame],
+                     desc: str) -> pd.DataFrame:
+    """Rows of every sample, resuming from ``parts/``.
+
+    ``evaluate(index, sample)`` returns the sample's rows (:func:`specattn.metrics.sample_rows`); they
+    get ``sample_seconds`` and are written to ``parts/`` as soon as the sample finishes.
+    """
+    cfg = ctx.cfg
+    parts = SampleParts(ctx.run_dir, fresh=bool(cfg.rerun))
+    frames = []
+    bar = tqdm(samples, desc=f"{cfg.experiment.name} {desc}", unit="sample", disable=not cfg.progress)
+    for index, sample in enumerate(bar):
+        frame = parts.load(index)
+        if frame is None:
+            start = time.perf_counter()
+            frame = evaluate(index, sample)
+            frame["sample_seconds"] = time.perf_counter() - start
+            parts.save(index, frame)
+        frames.append(frame)
+        last = frame.iloc[-1]
+        bar.set_postfix(ppl=f"{last.ppl:.3f}", dense=f"{last.dense_ppl:.3f}", kv_red=f"{last.kv_reduction:.1%}")
+        ctx.logger.log_metrics({"sample": index, "ppl": last.ppl, "dense_ppl": last.dense_ppl,
+                                "kv_reduction": last.kv_reduction})
+    return pd.concat(frames, ignore_index=True)
+
+
+def ppl_result(results: pd.DataFrame, settings: EvalSettings) -> ExperimentResult:
+    """The results, their summary table and the summary metrics."""
+    summary = summarise(results)
+    metrics = summary_metrics(summary) | {"layer_map": str(list(settings.layer_map))}
+    return ExperimentResult(results, summary[list(SUMMARY_COLUMNS)], metrics=metrics)
