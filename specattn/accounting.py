@@ -5,7 +5,8 @@ kernel loads that key's K and V entries once for all of the step's query rows. D
 at step ``s`` reads every key in ``[0, end_s)``; a sparse layer reads the keys of the prefix
 chunks it selected plus the step's own tail. Prefill is not counted (it is dense for every
 method). ``kv_reduction = 1 - reads / dense_reads`` over all verifier layers (dense layers count
-as full reads) and over the sparse layers alone.
+as full reads) and over the sparse layers alone. The step's own tokens count on both sides: a
+verification kernel loads them whatever it selects, so the reduction is what a kernel saves.
 """
 
 from __future__ import annotations

@@ -10,9 +10,10 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import get_method, instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from .config import signature, validate
+from .config import validate
 from .errors import SpecAttnError
 from .experiments.base import ExperimentResult, RunContext
+from .identity import signature
 from .outputs import RESULTS, SUMMARY, print_table, read_results, write_config, write_table
 
 

@@ -1,4 +1,4 @@
-"""Config checks that run before any model or data loads, and the run-signature resolver.
+"""Config checks that run before any model or data loads, and the config resolvers.
 
 Every check raises :class:`SpecAttnError` with one line naming the key, the bad value and what
 is allowed; ``run.py`` prints it and exits with code 2.
@@ -6,34 +6,19 @@ is allowed; ``run.py`` prints it and exits with code 2.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from .checks import check_p, nonnegative_int, positive_int
 from .errors import SpecAttnError
 from .heads import HEAD_AGGREGATIONS
+from .identity import signature
 from .methods import instantiate_method
-from .select import check_p
 
-#: top-level keys that never change results; left out of the run signature
-NON_RESULT_KEYS = ("hydra", "logger", "paths", "rerun", "progress")
 DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
-
-
-def signature(cfg: DictConfig, length: int = 10) -> str:
-    """Short hash of the resolved config minus :data:`NON_RESULT_KEYS`: the run's identity."""
-    kept = {}
-    for key in cfg:
-        if key in NON_RESULT_KEYS:
-            continue
-        value = cfg[key]  # child nodes keep their parent, so ${p} inside them resolves
-        kept[key] = OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
-    text = json.dumps(kept, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:length]
 
 
 def _signature_resolver(*, _root_: DictConfig) -> str:
@@ -41,16 +26,13 @@ def _signature_resolver(*, _root_: DictConfig) -> str:
 
 
 def register_resolvers() -> None:
-    """Register ``${signature:}`` (idempotent)."""
-    if not OmegaConf.has_resolver("signature"):
-        OmegaConf.register_new_resolver("signature", _signature_resolver)
+    """Register ``${signature:}``, ``${matched_frac:...}`` and ``${matched_label:...}`` (idempotent)."""
+    from .matching import matched_frac, matched_label
 
-
-def _positive_int(cfg: DictConfig, key: str, example: str) -> int:
-    value = OmegaConf.select(cfg, key)
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise SpecAttnError(f"{key}={value!r} must be a positive integer (e.g. {key}={example})")
-    return value
+    for name, resolver in (("signature", _signature_resolver), ("matched_frac", matched_frac),
+                           ("matched_label", matched_label)):
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, resolver)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -69,19 +51,17 @@ def resolve_device(name: str) -> torch.device:
 def validate(cfg: DictConfig) -> None:
     """Check the user-facing keys of a composed config; cheap, no model or data access."""
     check_p(cfg.p)
-    _positive_int(cfg, "chunk_size", "16")
-    _positive_int(cfg, "gamma", "4")
-    dense_layers = cfg.dense_layers
-    if not isinstance(dense_layers, int) or isinstance(dense_layers, bool) or dense_layers < 0:
-        raise SpecAttnError(f"dense_layers={dense_layers!r} must be an integer >= 0 (e.g. dense_layers=2)")
+    positive_int(cfg.chunk_size, "chunk_size", "16")
+    positive_int(cfg.gamma, "gamma", "4")
+    dense_layers = nonnegative_int(cfg.dense_layers, "dense_layers", "2")
     if cfg.head_agg not in HEAD_AGGREGATIONS:
         raise SpecAttnError(f"head_agg={cfg.head_agg!r} is unknown: allowed are {', '.join(HEAD_AGGREGATIONS)}")
     if cfg.dtype not in DTYPES:
         raise SpecAttnError(f"dtype={cfg.dtype!r} is unknown: allowed are {', '.join(DTYPES)}")
     resolve_device(cfg.device)
     dataset = cfg.dataset
-    _positive_int(cfg, "dataset.num_samples", "8")
-    context_len = _positive_int(cfg, "dataset.context_len", "2048")
+    positive_int(dataset.num_samples, "dataset.num_samples", "8")
+    context_len = positive_int(dataset.context_len, "dataset.context_len", "2048")
     frac = dataset.prefill_frac
     if not isinstance(frac, (int, float)) or not 0.0 < frac < 1.0:
         raise SpecAttnError(f"dataset.prefill_frac={frac!r} must lie in (0, 1) (e.g. dataset.prefill_frac=0.1)")
@@ -105,7 +85,7 @@ def validate(cfg: DictConfig) -> None:
 def _check_method(cfg: DictConfig) -> None:
     """The method's own constructor checks (budgets, ``match=``), and a token budget of at least a chunk."""
     method = cfg.method
-    instantiate_method(method.selector)
+    instantiate_method(method.selector, key_prefix="method.")
     budget = method.get("token_budget")
     if budget is not None and method.get("match") is None and method.get("kv_budget_frac") is None \
             and budget < cfg.chunk_size:

@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from specattn.config import signature, validate
+from specattn.config import validate
+from specattn.identity import signature
 from specattn.errors import SpecAttnError
 
 from .conftest import CONF, compose_config, run_cli
