@@ -61,7 +61,7 @@ def prepare(pair: ModelPair) -> None:
     pair.verifier.set_attn_implementation(VERIFIER_ATTENTION)
 
 
-def _cache_kwargs(model, cache) -> dict:
+def cache_kwargs(model, cache) -> dict:
     """``{cache_kwarg: cache}`` for this transformers version (``cache`` from 5.2x, else ``past_key_values``)."""
     name = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
     return {name: cache, "use_cache": True}
@@ -131,19 +131,19 @@ def _sequential(pair, ids, layout, plans, observer, progress) -> list[MethodScor
     draft_cache = _new_cache(pair.draft)
     # the observer is passed for prefill too, so the draft computes every row the same way as in
     # the parallel forward (prefill rows are not draft rows: nothing is observed)
-    pair.draft.base_model(prefill, specattn_draft=observer, **_cache_kwargs(pair.draft, draft_cache))
+    pair.draft.base_model(prefill, specattn_draft=observer, **cache_kwargs(pair.draft, draft_cache))
     verifier_cache = _new_cache(pair.verifier)
-    pair.verifier.base_model(prefill, **_cache_kwargs(pair.verifier, verifier_cache))
+    pair.verifier.base_model(prefill, **cache_kwargs(pair.verifier, verifier_cache))
     caches = [copy.deepcopy(verifier_cache) for _ in plans]
     scores = [MethodScore(reads=plan.reads) for plan in plans]
     for step in tqdm(range(layout.n_steps), desc="steps", leave=False, disable=not progress):
         start, end = layout.step_rows(step)
         tokens = ids[None, start:end]
         if observer is not None:
-            pair.draft.base_model(tokens, specattn_draft=observer, **_cache_kwargs(pair.draft, draft_cache))
+            pair.draft.base_model(tokens, specattn_draft=observer, **cache_kwargs(pair.draft, draft_cache))
         for plan, cache, score in zip(plans, caches, scores):
             hidden = pair.verifier.base_model(tokens, specattn_verifier=plan,
-                                              **_cache_kwargs(pair.verifier, cache)).last_hidden_state[0]
+                                              **cache_kwargs(pair.verifier, cache)).last_hidden_state[0]
             score.nll_sum += _nll(pair, hidden, ids[start + 1 : end + 1])
             score.tokens += end - start
     return scores

@@ -1,0 +1,227 @@
+"""Speculative decoding with sparse verification: the loop, for a batch of sequences of ragged lengths.
+
+Each step, for every sequence of the batch (position ``P_b`` holds its last accepted token):
+
+1. the draft proposes ``gamma`` tokens over its own cache: its first forward feeds the last two
+   accepted tokens (positions ``P_b - 1, P_b``; the first was processed before, unless every drafted
+   token of the last step was kept, and is rewritten in place), then one token per forward; the
+   rows at ``P_b .. P_b + gamma - 1`` are the step's draft rows, and the layers the methods need
+   hand their head-aggregated attention rows to the methods as they are computed;
+2. the verifier scores ``x_{P_b}, d_1 .. d_gamma`` (``gamma + 1`` rows) in one forward in which each
+   sparse layer reads only the chunks the sequence's method selected plus the step's own tokens;
+3. acceptance (:mod:`specattn.decode.acceptance`) keeps ``k_b`` drafted tokens and adds one;
+4. both caches keep exactly the accepted tokens (:class:`~specattn.decode.kv_cache.SequenceKVCache`):
+   the verifier ``[0, P_b + 1 + k_b)``, the draft what it had processed of them.
+
+Every sequence has its own method instance, step layout (:class:`~specattn.layout.StepLayout`, one
+step whose prefix is ``[0, P_b)``), KV accounting and random generator, so a sequence's output does
+not depend on the rest of its batch. Steps have a fixed ``gamma``; a sequence that has its
+``max_new_tokens`` (or an end-of-sequence token, with ``stop_at_eos``) stops counting and its later
+results are dropped.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from ..accounting import KVReads
+from ..draft_capture import DECODE_DRAFT_ATTENTION, DraftObserver
+from ..layout import StepLayout
+from ..methods.base import SampleContext, SelectionMethod
+from ..models.pair import ModelPair
+from ..perplexity import cache_kwargs
+from ..verifier_attention import DECODE_VERIFIER_ATTENTION, VerifierPlan
+from .acceptance import greedy_accept, speculative_accept, warp
+from .kv_cache import SequenceKVCache
+
+
+@dataclass(frozen=True)
+class DecodeSettings:
+    """How every sequence is decoded (shared by all methods of a run)."""
+
+    gamma: int
+    chunk_size: int
+    dense_layers: int
+    head_agg: str
+    layer_map: tuple[int, ...]
+    max_new_tokens: int
+    temperature: float = 0.0  # 0: greedy
+    top_k: int = 0  # sampling only; 0: off
+    top_p: float = 1.0  # sampling only; 1: off
+    stop_at_eos: bool = False
+    query_block: int = 512
+
+
+@dataclass
+class SequenceTrace:
+    """What decoding one sequence produced and measured."""
+
+    tokens: list[int] = field(default_factory=list)  # generated tokens (prompt excluded)
+    steps: int = 0  # verification steps
+    drafted: int = 0  # drafted tokens scored
+    kept: int = 0  # drafted tokens accepted
+    reads: KVReads = field(default_factory=KVReads)
+    done: bool = False
+
+
+@dataclass
+class BatchTiming:
+    """Wall time of a batch's decoding (seconds), split by phase."""
+
+    draft: float = 0.0
+    verify: float = 0.0
+    accept: float = 0.0
+
+    @property
+    def total(self) -> float:
+        return self.draft + self.verify + self.accept
+
+
+@dataclass
+class Prefill:
+    """Both models' caches after the prompts ``(B, L)``; one prefill serves every method."""
+
+    prompts: torch.Tensor
+    verifier: SequenceKVCache
+    draft: SequenceKVCache
+    seconds: float
+
+
+def prepare_for_decoding(pair: ModelPair) -> None:
+    """Switch the pair to specattn's attention functions without transformers-built masks."""
+    pair.draft.set_attn_implementation(DECODE_DRAFT_ATTENTION)
+    pair.verifier.set_attn_implementation(DECODE_VERIFIER_ATTENTION)
+
+
+class SpeculativeDecoder:
+    """Speculative decoding of ``pair`` with sparse verification (see the module docstring)."""
+
+    def __init__(self, pair: ModelPair, settings: DecodeSettings, eos_ids: tuple[int, ...] = ()):
+        self.pair, self.settings, self.eos_ids = pair, settings, frozenset(eos_ids)
+        self.sparse_layers = frozenset(range(settings.dense_layers, pair.n_verifier_layers))
+        self.verifier_kv_heads = pair.verifier.config.num_key_value_heads
+        self.device = pair.verifier.device
+
+    def _forward(self, model, tokens, positions, cache, **kwargs) -> torch.Tensor:
+        """Final hidden states ``(B, T, d)`` of ``tokens (B, T)`` at ``positions (B, T)``, written into ``cache``."""
+        return model.base_model(input_ids=tokens, position_ids=positions, **cache_kwargs(model, cache),
+                                **kwargs).last_hidden_state
+
+    def _logits(self, model, hidden: torch.Tensor) -> torch.Tensor:
+        return model.get_output_embeddings()(hidden).float()
+
+    @torch.inference_mode()
+    def prefill(self, prompts: torch.Tensor) -> Prefill:
+        """Prefill both models with ``prompts (B, L)``, ``L >= 2``: the verifier processes ``[0, L-1)``
+        (the last prompt token is the first step's last accepted token), the draft ``[0, L-2)``."""
+        start = time.perf_counter()
+        prompts = prompts.to(self.device)
+        batch, length = prompts.shape
+        capacity = length + self.settings.max_new_tokens + 2 * (self.settings.gamma + 1)  # a done sequence keeps stepping
+        verifier = SequenceKVCache.for_model(self.pair.verifier, batch, capacity)
+        draft = SequenceKVCache.for_model(self.pair.draft, batch, capacity)
+        positions = torch.arange(length, device=self.device).expand(batch, -1)
+        for model, cache, n in ((self.pair.verifier, verifier, length - 1), (self.pair.draft, draft, length - 2)):
+            if n > 0:
+                self._forward(model, prompts[:, :n], positions[:, :n], cache)
+            cache.set_lengths(torch.full((batch,), n, device=self.device))
+        return Prefill(prompts, verifier, draft, time.perf_counter() - start)
+
+    @torch.inference_mode()
+    def generate(self, prefill: Prefill, methods: list[SelectionMethod], seed: int = 0
+                 ) -> tuple[list[SequenceTrace], BatchTiming]:
+        """Decode every sequence of ``prefill`` (its caches are copied, not changed) with its own
+        ``methods[b]`` (fresh instances); ``seed`` seeds sequence ``b``'s sampling and method with ``seed + b``."""
+        s = self.settings
+        batch = prefill.prompts.shape[0]
+        verifier_cache, draft_cache = prefill.verifier.clone(), prefill.draft.clone()
+        sequences = prefill.prompts.clone()  # grows by the accepted tokens of each step (ragged: padded)
+        last = torch.full((batch,), prefill.prompts.shape[1] - 1, device=self.device)  # P_b
+        generators = [torch.Generator().manual_seed(seed + b) for b in range(batch)]
+        for b, method in enumerate(methods):
+            method.begin_sample(SampleContext(list(s.layer_map), sorted(self.sparse_layers), self.verifier_kv_heads,
+                                              torch.Generator().manual_seed(seed + b), self.device))
+        traces = [SequenceTrace() for _ in range(batch)]
+        timing = BatchTiming()
+        while not all(trace.done for trace in traces):
+            sequences = torch.cat([sequences, sequences.new_zeros(batch, s.gamma + 1)], dim=1)
+            layouts = [StepLayout(int(p) + s.gamma + 2, int(p), s.gamma, s.chunk_size) for p in last.tolist()]
+            for method, layout in zip(methods, layouts):
+                method.begin_steps(layout)
+            tick = time.perf_counter()
+            drafted, draft_probs = self._draft(methods, layouts, sequences, last, draft_cache, generators)
+            timing.draft += time.perf_counter() - tick
+            tick = time.perf_counter()
+            rows = torch.cat([sequences.gather(1, last[:, None]), drafted], dim=1)  # (B, gamma + 1)
+            plans = [VerifierPlan(method, layout, self.sparse_layers, KVReads() if trace.done else trace.reads,
+                                  s.query_block, int(p))
+                     for method, layout, trace, p in zip(methods, layouts, traces, last.tolist())]
+            positions = last[:, None] + torch.arange(s.gamma + 1, device=self.device)
+            hidden = self._forward(self.pair.verifier, rows, positions, verifier_cache, specattn_verifier=plans)
+            logits = self._logits(self.pair.verifier, hidden)  # (B, gamma + 1, V)
+            timing.verify += time.perf_counter() - tick
+            tick = time.perf_counter()
+            if s.temperature == 0:
+                kept, added = greedy_accept(drafted, logits)
+            else:
+                target = warp(logits, s.temperature, s.top_k, s.top_p)
+                kept, added = speculative_accept(drafted, draft_probs, target, generators)
+            last = self._commit(traces, sequences, last, drafted, kept, added)
+            verifier_cache.set_lengths(last)
+            timing.accept += time.perf_counter() - tick
+        for trace in traces:
+            del trace.tokens[s.max_new_tokens:]
+        return traces, timing
+
+    def _draft(self, methods, layouts, sequences, last, cache, generators):
+        """The draft's ``gamma`` proposals ``(B, gamma)`` and the distributions they came from
+        (``(B, gamma, V)`` float64 when sampling, else None), feeding the methods' draft layers."""
+        s = self.settings
+        batch = len(methods)
+        sinks = [{}] * batch
+        for b, method in enumerate(methods):
+            sinks[b] = {layer: [method.observe_draft] for layer in method.draft_layers_needed()}
+        cache.set_lengths(last - 1)
+        tokens = torch.stack([sequences.gather(1, (last - 1)[:, None]), sequences.gather(1, last[:, None])], 1)[..., 0]
+        positions = (last - 1)[:, None] + torch.arange(2, device=self.device)
+        proposals, dists = [], []
+        for _ in range(s.gamma):
+            observers = [DraftObserver(layout, s.head_agg, self.verifier_kv_heads, sink, row_start=int(start))
+                         for layout, sink, start in zip(layouts, sinks, cache.lengths.tolist())]
+            hidden = self._forward(self.pair.draft, tokens, positions, cache, specattn_draft=observers)
+            cache.set_lengths(cache.lengths + tokens.shape[1])
+            logits = self._logits(self.pair.draft, hidden[:, -1])  # (B, V)
+            if s.temperature == 0:
+                token = logits.argmax(dim=-1)
+            else:
+                probs = warp(logits, s.temperature, s.top_k, s.top_p)
+                dists.append(probs)
+                token = torch.stack([torch.multinomial(probs[b].cpu(), 1, generator=generators[b])[0]
+                                     for b in range(batch)]).to(self.device)
+            proposals.append(token)
+            tokens, positions = token[:, None], positions[:, -1:] + 1
+        return torch.stack(proposals, dim=1), (torch.stack(dists, dim=1) if dists else None)
+
+    def _commit(self, traces, sequences, last, drafted, kept, added) -> torch.Tensor:
+        """Write the accepted tokens of each sequence after its last accepted one; return the new ``P``."""
+        s = self.settings
+        new_last = last.clone()
+        for b, trace in enumerate(traces):
+            if trace.done:
+                continue
+            n = int(kept[b])
+            accepted = drafted[b, :n].tolist() + [int(added[b])]
+            sequences[b, int(last[b]) + 1 : int(last[b]) + 2 + n] = torch.tensor(accepted, device=self.device)
+            new_last[b] = last[b] + n + 1
+            trace.steps += 1
+            trace.drafted += s.gamma
+            trace.kept += n
+            for token in accepted:
+                trace.tokens.append(token)
+                if len(trace.tokens) >= s.max_new_tokens or (s.stop_at_eos and token in self.eos_ids):
+                    trace.done = True
+                    break
+        return new_last
