@@ -22,8 +22,8 @@ import triton
 import triton.language as tl
 from triton.testing import do_bench
 
-from specattn.bench.kernel_bench import _softmax_rows
-from specattn.kernels import radix
+from specattn.gpu.bench.kernel_bench import _softmax_rows
+from specattn.gpu.kernels import radix
 
 PHASES = ["zero the histogram", "step 1: read, guess histogram, total", "step 1: block sum",
           "step 1: pick the d1 guess", "step 2: pass over the row (d2 histogram of b1)",

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from ..bench.kernel_bench import BenchConfig, render, run_all
+from ..gpu.bench.kernel_bench import BenchConfig, render, run_all
 from .base import ExperimentResult, RunContext
 
 

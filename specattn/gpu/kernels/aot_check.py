@@ -1,6 +1,6 @@
 """Compile the GPU kernels for sm_90 on a machine without a GPU and report registers/spills.
 
-Usage: python -m specattn.kernels.aot_check  (needs `pip install triton`; no GPU, no driver)
+Usage: python -m specattn.gpu.kernels.aot_check  (needs `pip install triton`; no GPU, no driver)
 Catches compile errors (types of loop-carried values, unsupported ops) before spending device time.
 The CUDA radix kernel (nucleus_radix.cu, its normal and profiling builds) is compiled too when NVRTC and
 the CUDA headers are installed: `pip install nvidia-cuda-nvrtc-cu12 nvidia-cuda-runtime-cu12` (dev only).
@@ -60,7 +60,7 @@ def _nvrtc():
 
 def radix_check(defines: tuple[str, ...] = ()) -> bool:
     """Compile nucleus_radix.cu's device code (all three input types) for sm_90 with NVRTC (its own ptxas)."""
-    from specattn.kernels import radix
+    from specattn.gpu.kernels import radix
 
     name = "nucleus_radix" + "".join(f" {d}" for d in defines)
     found = _nvrtc()
@@ -90,7 +90,7 @@ def radix_check(defines: tuple[str, ...] = ()) -> bool:
 
 
 def main():
-    from specattn.kernels import nucleus as N
+    from specattn.gpu.kernels import nucleus as N
 
     ok = True
     for dt in ["fp32", "bf16"]:
@@ -125,7 +125,7 @@ def main():
         {"cmax_ptr": "*i32", "tkey_ptr": "*i32", "out_ptr": "*u8", "R": "i32", "n_groups": "i32",
          "n_chunks": "i32", "GROUP": "i32"}, {"BLOCK_C": 256}, 4)
     import importlib
-    for extra in ["specattn.kernels.csr", "specattn.kernels.tail"]:
+    for extra in ["specattn.gpu.kernels.bsr", "specattn.gpu.kernels.tail"]:
         ok &= importlib.import_module(extra)._aot_check(compile_one)
     ok &= radix_check()
     ok &= radix_check(("-DSPECATTN_RADIX_PROFILE",))

@@ -1,22 +1,22 @@
 """Sparse verification attention: one interface, several backends.
 
->>> from specattn.attention import AttentionShape, make_backend
+>>> from specattn.gpu.attention import AttentionShape, make_backend
 >>> attn = make_backend("torch", AttentionShape(num_qo_heads=32, num_kv_heads=8, head_dim=128, chunk_size=16))
 >>> attn.plan(chunk_mask, n_keys=k.shape[0], n_queries=q.shape[0])   # doctest: +SKIP
 >>> out = attn.run(q, k, v)                                            # doctest: +SKIP
 
 Backends: ``torch`` (reference; CPU or GPU; gathers the selected keys) and ``flashinfer`` (GPU;
 FlashInfer ``BlockSparseAttentionWrapper`` + a Triton kernel for the partial chunk and causal tail).
-The semantics (which keys each query row attends) are defined in :mod:`specattn.attention.base`.
+The semantics (which keys each query row attends) are defined in :mod:`specattn.gpu.attention.base`.
 """
 
 from __future__ import annotations
 
 import torch
 
-from ..errors import SpecAttnError
+from ...errors import SpecAttnError
 from .base import AttentionShape, VerifyBackend, allowed_keys, check_step, n_prefix_chunks
-from .csr import BSR, chunk_mask_to_bsr
+from .bsr import BSR, chunk_mask_to_bsr
 
 BACKENDS = ("torch", "flashinfer")
 

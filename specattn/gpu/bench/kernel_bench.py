@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import pandas as pd
 import torch
 
-from ..errors import SpecAttnError
+from ...errors import SpecAttnError
 
 MODELS = {  # verifier attention shapes: (query heads, kv heads, head dim)
     "llama-3.1-8b": (32, 8, 128),
