@@ -1,1 +1,1 @@
-"""Benchmark library code (GPU). ``python -m specattn.bench.kernel_bench`` prints the kernel tables."""
+"""GPU benchmarks behind ``python run.py experiment=kernel_bench`` (:mod:`.kernel_bench`)."""

@@ -24,11 +24,15 @@ TARGET = GPUTarget("cuda", 90, 32)
 PTXAS = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "ptxas")
 
 
-def compile_one(name, fn, signature, constexprs, num_warps=4):
+def compile_one(name, fn, signature, constexprs, num_warps=4, div16=()):
+    """Compile ``fn`` for sm_90; ``div16`` names the arguments to specialise as multiples of 16 (as the
+    launcher does at run time for such pointers and integers: wider loads, cp.async pipelining)."""
     sig = dict(signature)
     for k in constexprs:
         sig[k] = "constexpr"
-    src = ASTSource(fn=fn, signature=sig, constexprs=constexprs)
+    names = list(sig)
+    attrs = {(names.index(a),): [["tt.divisibility", 16]] for a in div16}
+    src = ASTSource(fn=fn, signature=sig, constexprs=constexprs, attrs=attrs)
     try:
         k = triton.compile(src, target=TARGET, options={"num_warps": num_warps})
     except Exception as e:  # noqa: BLE001
@@ -125,7 +129,8 @@ def main():
         {"cmax_ptr": "*i32", "tkey_ptr": "*i32", "out_ptr": "*u8", "R": "i32", "n_groups": "i32",
          "n_chunks": "i32", "GROUP": "i32"}, {"BLOCK_C": 256}, 4)
     import importlib
-    for extra in ["specattn.gpu.kernels.bsr", "specattn.gpu.kernels.tail"]:
+    for extra in ["specattn.gpu.kernels.bsr", "specattn.gpu.kernels.tail", "specattn.gpu.kernels.chunk_list",
+                  "specattn.gpu.kernels.sparse_attn"]:
         ok &= importlib.import_module(extra)._aot_check(compile_one)
     ok &= radix_check()
     ok &= radix_check(("-DSPECATTN_RADIX_PROFILE",))

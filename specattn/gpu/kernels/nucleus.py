@@ -586,3 +586,11 @@ def nucleus_chunk_mask(weights: torch.Tensor, p: float, chunk_size: int, group: 
             cmax, tkey, out, r, n_groups, n_chunks, group, BLOCK_C=bc, num_warps=4,
         )
     return out.view(torch.bool).reshape(*lead, n_groups, n_chunks)
+
+
+def chunk_thresholds(weights: torch.Tensor, p: float, chunk_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per row of ``weights (rows, L)``: the nucleus threshold's key ``(rows,)`` int32 and each chunk's
+    largest key ``(rows, ceil(L / chunk_size))`` int32 (keys: the float bit patterns). A chunk holds a
+    nucleus key iff its largest key >= the threshold key. No host synchronisation."""
+    _, tkey, cmax = _thresholds(_rows(weights), p, chunk=chunk_size)
+    return tkey, cmax
