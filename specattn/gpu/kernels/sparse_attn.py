@@ -103,7 +103,7 @@ def _split_kernel(
     s = tl.program_id(0)
     bh = tl.program_id(1)
     b = (bh // HKV).to(tl.int64)
-    h = bh % HKV
+    h = (bh % HKV).to(tl.int64)
     prefix, n, per, n_act = _plan(len_ptr, n_ptr + b * snb + h * snh, b, T, C, cap, S, per_min, CPB, DENSE)
     active = s < n_act
     mi = tl.arange(0, M)
@@ -151,7 +151,7 @@ def _merge_kernel(
     bq = pid // T
     hq = bq % HQ
     b = (bq // HQ).to(tl.int64)
-    h = hq // G
+    h = (hq // G).to(tl.int64)
     hkv = HQ // G
     prefix, n, per, n_act = _plan(len_ptr, n_ptr + b * snb + h * snh, b, T, C, cap, S, per_min, CPB, DENSE)
     d = tl.arange(0, D)
