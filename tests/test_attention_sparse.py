@@ -154,9 +154,10 @@ def test_kernel_interpreter(b, hq, hkv, t, d, kcap, c, lengths, h_sel, density):
 
     case = make_case(b, hq, hkv, t, d, kcap, c, lengths, density, h_sel, torch.float16, "cpu", kcap + t,
                      junk_ids=True)
-    tiny = SplitConfig(block_n=16, min_chunks=1)  # many splits over few chunks
+    tiny = SplitConfig(block_n=16, min_chunks=1)  # programs whose units span several lists
     check_kernel_case(case, c, 1e-2, config=tiny)
     check_kernel_case(case, c, 1e-2, config=SplitConfig())
+    check_kernel_case(case, c, 1e-2, config=SplitConfig(block_n=16, ctas_per_sm=16, min_chunks=1))  # idle programs
     if density == 1.0:
         check_kernel_case(case, c, 1e-2, dense=True, config=tiny)
 

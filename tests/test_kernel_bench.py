@@ -55,7 +55,7 @@ def test_synthetic_draft_rows_select_the_wanted_chunks(density):
 def test_tune_configs_are_distinct_and_include_the_base():
     base = SplitConfig()
     configs = A.tune_configs(base)
-    assert base in configs and len(configs) == len(set(configs)) == 14
+    assert base in configs and len(configs) == len(set(configs)) == 17
 
 
 def test_breakeven_and_render():
@@ -88,5 +88,5 @@ def test_tiny_bench_runs_gpu():
     if HAS_FLASHINFER:
         for variant in ("decode_tc", "decode", "prefill"):
             assert attn[f"fi_{variant}_err"].iloc[0] < 2e-2, variant
-    assert len(res["tune"]) == 14 * 2 and isinstance(res["split"], SplitConfig)
+    assert len(res["tune"]) == 17 * 2 and isinstance(res["split"], SplitConfig)
     assert "## One verification step" in render(res)

@@ -16,7 +16,7 @@ import torch
 from specattn import select
 from specattn.errors import SpecAttnError
 from specattn.gpu.attention import AttentionShape
-from specattn.gpu.attention.sparse import chunk_lists, sparse_verify_torch
+from specattn.gpu.attention.sparse import chunk_lists, dense_verify, sparse_verify_torch
 from specattn.gpu.step import CapturedStep, SpecAttnStep
 
 from .availability import needs_gpu, needs_interpreter
@@ -68,6 +68,11 @@ def test_step_on_cpu_uses_the_references():
     args = inputs(2, 4, 2, 3, 16, 50, [50, 20], 1, 3, 47, torch.float32, "cpu", 0)
     step = SpecAttnStep(shape, batch=2, max_keys=50, n_queries=3, p=0.9, device="cpu")
     check_step(step, args, 0.9, 4, 1e-6)
+
+
+def test_step_device_names_the_current_cuda_device():
+    if torch.cuda.is_available():
+        assert SpecAttnStep(AttentionShape(4, 2, 16, 4, torch.bfloat16), 1, 50, 3, 0.9).device.index is not None
 
 
 def test_step_refuses_bad_input():
@@ -152,7 +157,7 @@ def test_step_does_not_synchronise_gpu():
     torch.cuda.set_sync_debug_mode("error")
     try:
         out = step(*args)
-        dense = step.attend(*args[:4])
+        dense = dense_verify(*args[:4], workspace=step.workspace)
     finally:
         torch.cuda.set_sync_debug_mode("default")
     assert torch.isfinite(out).all() and torch.isfinite(dense).all()

@@ -95,6 +95,8 @@ class SpecAttnStep:
         self.shape, self.batch, self.n_queries, self.p = shape, batch, n_queries, check_p(p)
         self.max_keys, self.sel_heads, self.config = max_keys, sel_heads, config
         self.device = torch.device(device)
+        if self.device.type == "cuda" and self.device.index is None:  # "cuda" means the current device
+            self.device = torch.device("cuda", torch.cuda.current_device())
         self.capacity = n_chunks_capacity(max_keys, n_queries, shape.chunk_size)
         self.lists = ChunkLists.empty(batch, sel_heads, self.capacity, self.device)
         self.chunk_mask = torch.zeros((batch, sel_heads, self.capacity), dtype=torch.bool, device=self.device)
@@ -104,10 +106,8 @@ class SpecAttnStep:
         if available(self.device) and shape.dtype in KERNEL_DTYPES:
             from .kernels import sparse_attn as K
 
-            cfg = config or K.SplitConfig()
-            splits = K.num_splits(batch, shape.num_kv_heads, self.capacity, cfg, self.device)
             self.workspace = K.make_workspace(batch, shape.num_kv_heads, shape.num_qo_heads // shape.num_kv_heads,
-                                              n_queries, shape.head_dim, splits, self.device)
+                                              n_queries, shape.head_dim, config or K.SplitConfig(), self.device)
 
     def select(self, draft: torch.Tensor) -> ChunkLists:
         """Fill ``lists`` and ``chunk_mask`` from ``draft (B, H_sel, R, L)`` (L <= capacity * C)."""

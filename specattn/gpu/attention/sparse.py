@@ -163,8 +163,7 @@ def _run_kernel(q, k, v, lengths, lists, chunk_size, sm_scale, out, workspace, c
     elif out.shape != (b, t, hq, d) or out.dtype != q.dtype or out.stride(3) != 1:
         raise SpecAttnError(f"out must be ({b}, {t}, {hq}, {d}) {q.dtype} with unit stride along D")
     if workspace is None:
-        s = K.num_splits(b, hkv, capacity, config, q.device)
-        workspace = K.make_workspace(b, hkv, hq // hkv, t, d, s, q.device)
+        workspace = K.make_workspace(b, hkv, hq // hkv, t, d, config, q.device)
     if q.stride(3) != 1:
         q = q.contiguous()
     ids, n = (lists.ids, lists.n) if lists is not None else (None, None)

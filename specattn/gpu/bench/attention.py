@@ -28,7 +28,7 @@ import pandas as pd
 import torch
 
 from ..attention import AttentionShape
-from ..attention.sparse import dense_verify, n_chunks_capacity
+from ..attention.sparse import ChunkLists, dense_verify, n_chunks_capacity, sparse_verify
 from ..kernels import sparse_attn as K
 from ..step import SpecAttnStep
 from .timing import graph_ms, median_ms, reps_for
@@ -108,7 +108,7 @@ def bench_case(cfg, model: str, batch: int, n_keys: int, bandwidth: float, split
     sets_n = n_sets(kv_bytes, cfg.rotate_bytes)
     gen = torch.Generator(device="cuda").manual_seed(n_keys + batch)
     sets = [Inputs(hq, hkv, d, batch, n_keys, t, gen) for _ in range(sets_n)]
-    ws = K.make_workspace(batch, hkv, hq // hkv, t, d, K.num_splits(batch, hkv, nc, split, "cuda"), "cuda")
+    ws = K.make_workspace(batch, hkv, hq // hkv, t, d, split, "cuda")
     dense_calls = [lambda s=s: dense_verify(s.q, s.k, s.v, s.lengths, c, out=s.out, workspace=ws, config=split)
                    for s in sets]
     base = {"model": model, "batch": batch, "L": n_keys, "sets": sets_n,
@@ -144,6 +144,10 @@ def bench_case(cfg, model: str, batch: int, n_keys: int, bandwidth: float, split
         f"({base['dense_ours_floor_frac']:.0%} of floor), flashinfer " +
         ", ".join(f"{v} {x:.4f}" for v, x in zip(VARIANTS, fi)) + " ms")
     shape = AttentionShape(hq, hkv, d, c, DTYPE)
+    empty = ChunkLists.empty(batch, sel_heads, nc, "cuda")  # no chunk: the fixed cost of the two launches
+    base["sparse_empty_ms"] = timed([lambda s=s: sparse_verify(s.q, s.k, s.v, s.lengths, empty.ids, empty.n, c,
+                                                               out=s.out, workspace=ws, config=split)
+                                     for s in sets], cfg, graph=True)
     width = nc * c
     draft_dtype = getattr(torch, cfg.draft_dtype)
     cgen = torch.Generator().manual_seed(n_keys * 7 + batch)
@@ -165,7 +169,6 @@ def bench_case(cfg, model: str, batch: int, n_keys: int, bandwidth: float, split
         rec["selection_ms"] = timed(sel_calls, cfg, graph=True)
         rec["selection_batched_ms"] = batched_selection_ms(cfg, drafts, sel_heads, nc) / cfg.layers
         rec["sparse_ms"] = timed(attn_calls, cfg, graph=True)
-        rec["sparse_eager_ms"] = timed(attn_calls, cfg, graph=False)
         rec["step_eager_ms"] = timed(step_calls, cfg, graph=False)
         rec["step_graph_ms"] = timed(step_calls, cfg, graph=True)
         sparse_bytes = kept * prefix / n_keys * kv_bytes + 2 * batch * t * hkv * d * 2 + io_bytes
@@ -193,7 +196,6 @@ def batched_selection_ms(cfg, drafts: list[torch.Tensor], sel_heads: int, nc: in
     """Graph-replayed time of selecting for ``cfg.layers`` layers at once (their draft rows stacked:
     the same rows here, the kernels' time does not depend on the values), as a decoder can do at the
     start of a verification step."""
-    from ..attention.sparse import ChunkLists
     from ..step import select_chunks
 
     stacked = [d.expand(cfg.layers, *d.shape).contiguous() for d in drafts]
@@ -254,7 +256,7 @@ def tune_configs(base: K.SplitConfig) -> list[K.SplitConfig]:
     """Tile variants at the base split (each one compiled kernel more), then split variants at the base tile."""
     tiles = [replace(base, block_n=bn, warps=w) for bn, w in itertools.product((64, 128), (4, 8))]
     tiles += [replace(base, stages=st) for st in (2, 4)]
-    splits = [replace(base, ctas_per_sm=cta, min_chunks=mc) for cta, mc in itertools.product((1, 2, 4), (8, 16, 32))]
+    splits = [replace(base, ctas_per_sm=cta, min_chunks=mc) for cta, mc in itertools.product((1, 2, 3, 4), (8, 16, 32))]
     seen, out = set(), []
     for config in tiles + splits:
         if config not in seen:
@@ -266,8 +268,6 @@ def tune_configs(base: K.SplitConfig) -> list[K.SplitConfig]:
 def bench_tune(cfg, base: K.SplitConfig, log=print) -> tuple[pd.DataFrame, K.SplitConfig]:
     """Graph-replayed time of dense and sparse attention for each config at ``cfg.tune_cases``; returns
     the table and the config with the best geometric mean of (time / best time of its case)."""
-    from ..attention.sparse import sparse_verify
-
     recs = []
     configs = tune_configs(base)
     for model, batch, n_keys in cfg.tune_cases:
@@ -279,7 +279,7 @@ def bench_tune(cfg, base: K.SplitConfig, log=print) -> tuple[pd.DataFrame, K.Spl
         gen = torch.Generator().manual_seed(1)
         lists = {dens: [_lists(random_masks(batch, 1, nc, dens, gen)) for _ in sets] for dens in cfg.tune_densities}
         for config in configs:
-            ws = K.make_workspace(batch, hkv, hq // hkv, t, d, K.num_splits(batch, hkv, nc, config, "cuda"), "cuda")
+            ws = K.make_workspace(batch, hkv, hq // hkv, t, d, config, "cuda")
             modes = [("dense", [lambda s=s: dense_verify(s.q, s.k, s.v, s.lengths, c, out=s.out, workspace=ws,
                                                          config=config) for s in sets])]
             for dens, per_set in lists.items():
@@ -301,7 +301,7 @@ def bench_tune(cfg, base: K.SplitConfig, log=print) -> tuple[pd.DataFrame, K.Spl
     return table, best
 
 
-def _lists(mask: torch.Tensor):
+def _lists(mask: torch.Tensor) -> ChunkLists:
     from ..attention.sparse import chunk_lists
 
     return chunk_lists(mask.cuda())

@@ -141,7 +141,7 @@ def render(res: dict) -> str:
         dense = res["attention"].drop_duplicates(["model", "batch", "L"])
         parts.append("\n## Dense variants (ms, graph-replayed; fi_*_err: relative error against ours)\n")
         parts.append(_fmt(dense, ["model", "batch", "L", "dense_floor_ms", "dense_ours_ms", "dense_ours_eager_ms",
-                                  *fi, "dense_by", "dense_ours_floor_frac", "dense_fi_floor_frac"]))
+                                  *fi, "dense_by", "dense_ours_floor_frac", "dense_fi_floor_frac", "sparse_empty_ms"]))
         parts.append("\n## Break-even (smallest L where the step / sparse attention beats dense)\n")
         parts.append(_fmt(res["breakeven"], list(res["breakeven"].columns)))
     return "\n".join(parts)

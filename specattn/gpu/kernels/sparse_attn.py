@@ -8,18 +8,23 @@ covers keys ``[c*C, min((c+1)*C, P_b))``. Output ``(B, T, Hq, D)``. Semantics:
 :func:`specattn.visibility.visible_keys` (query row t of sequence b sees the listed prefix chunks and
 the step's keys ``P_b .. P_b + t``); ids outside ``[0, ceil(P_b / C))`` select nothing.
 
-Nothing about the selection reaches the host: the grid is fixed by the shapes and the capacity, and
-each program reads its share of the list on the device, so the launch can be captured in a CUDA graph.
+Nothing about the selection reaches the host: the grid is fixed by the shapes, and each program
+finds its share of the work on the device, so the launch can be captured in a CUDA graph.
 
-1. ``_split_kernel``, grid ``(S, B * Hkv)``: program (s, b, h) attends the G = Hq/Hkv query heads x T
-   rows of KV head h (one ``(G*T, D)`` tile, so each selected chunk is read once for all its query
-   heads) over entries ``[s*per, min(n, (s+1)*per))`` of its list, ``per = max(per_min,
-   ceil(n / S))`` rounded up to whole blocks of ``CPB`` chunks, ``n`` read on the device; it writes
-   its normalised output and base-2 log-sum-exp (float32) to a workspace. Splits past
-   ``ceil(n / per)`` do nothing. ``DENSE`` lists every prefix chunk implicitly (the dense baseline:
-   the same kernel, no list read).
+Work is balanced over the whole batch: the (b, KV head) lists are cut into units of ``CPB`` chunks,
+``u_j = ceil(n_j / CPB)`` for list ``j = b * Hkv + h`` (``n_j`` read on the device), laid end to end
+(``U = sum u_j``), and program p of the fixed grid of ``P`` programs takes units ``[p*W, (p+1)*W)``,
+``W = max(min_units, ceil(U / P))``, whichever lists they belong to (ragged batches and uneven lists
+cost no imbalance).
+
+1. ``_split_kernel``, grid ``(P,)``: for each list segment of its range, program p attends the
+   G = Hq/Hkv query heads x T rows of that KV head (one ``(G*T, D)`` tile, so each selected chunk is
+   read once for all its query heads) and writes the normalised output and base-2 log-sum-exp
+   (float32) to workspace slot ``p + j`` (unique: a program's lists are consecutive). ``DENSE`` lists
+   every prefix chunk implicitly (the dense baseline: the same kernel, no list read).
 2. ``_merge_kernel``, grid ``(B * Hq * T,)``: one query row attends the step's own keys causally
-   (float32) and merges that with the row's active split partials through their log-sum-exps.
+   (float32) and merges that with the partials of the programs that covered its list (slots
+   ``p + j`` for ``p`` in ``[start_j // W, (end_j - 1) // W]``) through their log-sum-exps.
 
 Softmax in float32 (base 2, ``sm_scale * log2 e`` folded into the scores); P @ V on the tensor cores
 with P rounded to the input dtype (as FlashAttention does).
@@ -39,30 +44,41 @@ NEG_INIT = tl.constexpr(-1.0e30)  # running max before any key: finite, so fully
 
 @dataclass(frozen=True)
 class SplitConfig:
-    """Tile and split parameters of the split kernel (defaults measured on the H200, docs/benchmarks.md).
+    """Tile and work-split parameters (defaults measured on the H200, docs/benchmarks.md).
 
     block_n: keys per inner iteration (a whole number of chunks, power of two); warps, stages: Triton's
-    ``num_warps`` / ``num_stages``; ctas_per_sm: the grid aims at this many split programs per SM
-    (``S = ceil(ctas_per_sm * SMs / (B * Hkv))``); min_chunks: fewest chunks a split program takes.
+    ``num_warps`` / ``num_stages``; ctas_per_sm: programs per SM of the fixed grid (``P = ctas_per_sm *
+    SMs``); min_chunks: fewest chunks a program takes when there is little work.
     """
 
     block_n: int = 64
     warps: int = 4
     stages: int = 3
     ctas_per_sm: int = 2
-    min_chunks: int = 16
+    min_chunks: int = 8
 
 
 @triton.jit
-def _plan(len_ptr, n_ptr, b, T, C, cap, S, per_min, CPB: tl.constexpr, DENSE: tl.constexpr):
-    """(prefix length, listed chunks n, entries per split, active splits) of one (b, list)."""
-    prefix = tl.load(len_ptr + b) - T
+def _lists(len_ptr, n_ptr, T, C, cap, BH, HKV, snb, snh, BHP: tl.constexpr, CPB: tl.constexpr,
+           DENSE: tl.constexpr):
+    """Per list j < BH (padded to BHP): prefix length, chunks n_j, and the end of its units in the
+    global unit order (inclusive prefix sum of ceil(n_j / CPB))."""
+    j = tl.arange(0, BHP)
+    ok = j < BH
+    b = j // HKV
+    prefix = tl.load(len_ptr + b, mask=ok, other=0) - T
     if DENSE:
         n = (tl.maximum(prefix, 0) + C - 1) // C
     else:
-        n = tl.minimum(tl.maximum(tl.load(n_ptr), 0), cap)
-    per = tl.maximum(per_min, ((n + S - 1) // S + CPB - 1) // CPB * CPB)
-    return prefix, n, per, (n + per - 1) // per
+        n = tl.minimum(tl.maximum(tl.load(n_ptr + b * snb + (j - b * HKV) * snh, mask=ok, other=0), 0), cap)
+    n = tl.where(ok, n, 0)
+    return prefix, n, tl.cumsum((n + CPB - 1) // CPB, 0)
+
+
+@triton.jit
+def _pick(vec, j):
+    """Element ``j`` of a 1-D tensor, as a scalar."""
+    return tl.sum(tl.where(tl.arange(0, vec.shape[0]) == j, vec, 0), 0)
 
 
 @triton.jit
@@ -92,94 +108,110 @@ def _chunk_block(q, kb, vb, skn, svn, ids, e0, end, prefix, C, m_i, l_i, acc, qk
     return m_new, l_i, acc
 
 
-@triton.jit(do_not_specialize=["T", "cap", "S", "per_min"])
+@triton.jit(do_not_specialize=["T", "cap", "P", "min_units", "BH"])
 def _split_kernel(
     q_ptr, k_ptr, v_ptr, len_ptr, ids_ptr, n_ptr, po_ptr, pl_ptr,
-    qk_scale, T, C, cap, S, per_min, HKV, G,
+    qk_scale, T, C, cap, P, min_units, BH, HKV, G,
     sqb, sqh, sqt, skb, skh, skn, svb, svh, svn, sib, sih, snb, snh,
-    D: tl.constexpr, M: tl.constexpr, CP: tl.constexpr, CPB: tl.constexpr,
+    D: tl.constexpr, M: tl.constexpr, CP: tl.constexpr, CPB: tl.constexpr, BHP: tl.constexpr,
     DENSE: tl.constexpr, LOOP_FOR: tl.constexpr, STAGES: tl.constexpr,
 ):
-    s = tl.program_id(0)
-    bh = tl.program_id(1)
-    b = (bh // HKV).to(tl.int64)
-    h = (bh % HKV).to(tl.int64)
-    prefix, n, per, n_act = _plan(len_ptr, n_ptr + b * snb + h * snh, b, T, C, cap, S, per_min, CPB, DENSE)
-    active = s < n_act
+    p = tl.program_id(0)
+    prefixes, ns, ends = _lists(len_ptr, n_ptr, T, C, cap, BH, HKV, snb, snh, BHP, CPB, DENSE)
+    total = tl.max(ends, 0)
+    width = tl.maximum(min_units, (total + P - 1) // P)
+    u = p * width
+    u1 = tl.minimum(total, u + width)
+    j = tl.sum((ends <= u).to(tl.int32), 0)  # the first list whose units reach past u
     mi = tl.arange(0, M)
     g = mi // T
     t = mi - g * T
-    row_ok = (mi < G * T) & active
+    row_ok = mi < G * T
     d = tl.arange(0, D)
-    q = tl.load(q_ptr + b * sqb + (h * G + g)[:, None] * sqh + t[:, None] * sqt + d[None, :],
-                mask=row_ok[:, None], other=0.0)
-    kb = k_ptr + b * skb + h * skh
-    vb = v_ptr + b * svb + h * svh
-    ids = ids_ptr + b * sib + h * sih
-    m_i = tl.full((M,), NEG_INIT, tl.float32)
-    l_i = tl.zeros((M,), tl.float32)
-    acc = tl.zeros((M, D), tl.float32)
-    start = s * per
-    end = tl.minimum(n, start + per)
-    if LOOP_FOR:  # compiled: a pipelined loop
-        for e0 in tl.range(start, end, CPB, num_stages=STAGES):
-            m_i, l_i, acc = _chunk_block(q, kb, vb, skn, svn, ids, e0, end, prefix, C, m_i, l_i, acc, qk_scale,
-                                         D, CP, CPB, DENSE)
-    else:  # the CPU interpreter cannot range over run-time scalars
-        e0 = start
-        while e0 < end:
-            m_i, l_i, acc = _chunk_block(q, kb, vb, skn, svn, ids, e0, end, prefix, C, m_i, l_i, acc, qk_scale,
-                                         D, CP, CPB, DENSE)
-            e0 += CPB
-    lse = tl.where(l_i > 0, m_i + tl.log2(tl.maximum(l_i, 1e-30)), float("-inf"))
-    o = acc / tl.maximum(l_i, 1e-30)[:, None]
-    slot = bh.to(tl.int64) * S + s
-    tl.store(po_ptr + (slot * M + mi)[:, None] * D + d[None, :], o, mask=row_ok[:, None])
-    tl.store(pl_ptr + slot * M + mi, lse, mask=row_ok)
+    while u < u1:
+        end_j = _pick(ends, j)
+        n_j = _pick(ns, j)
+        start_j = end_j - (n_j + CPB - 1) // CPB
+        prefix = _pick(prefixes, j)
+        seg_end = tl.minimum(u1, end_j)
+        e_start = (u - start_j) * CPB
+        e_end = tl.minimum(n_j, (seg_end - start_j) * CPB)
+        b = (j // HKV).to(tl.int64)
+        h = (j % HKV).to(tl.int64)
+        q = tl.load(q_ptr + b * sqb + (h * G + g)[:, None] * sqh + t[:, None] * sqt + d[None, :],
+                    mask=row_ok[:, None], other=0.0)
+        kb = k_ptr + b * skb + h * skh
+        vb = v_ptr + b * svb + h * svh
+        ids = ids_ptr + b * sib + h * sih
+        m_i = tl.full((M,), NEG_INIT, tl.float32)
+        l_i = tl.zeros((M,), tl.float32)
+        acc = tl.zeros((M, D), tl.float32)
+        if LOOP_FOR:  # compiled: a pipelined loop
+            for e0 in tl.range(e_start, e_end, CPB, num_stages=STAGES):
+                m_i, l_i, acc = _chunk_block(q, kb, vb, skn, svn, ids, e0, e_end, prefix, C, m_i, l_i, acc,
+                                             qk_scale, D, CP, CPB, DENSE)
+        else:  # the CPU interpreter cannot range over run-time scalars
+            e0 = e_start
+            while e0 < e_end:
+                m_i, l_i, acc = _chunk_block(q, kb, vb, skn, svn, ids, e0, e_end, prefix, C, m_i, l_i, acc,
+                                             qk_scale, D, CP, CPB, DENSE)
+                e0 += CPB
+        lse = tl.where(l_i > 0, m_i + tl.log2(tl.maximum(l_i, 1e-30)), float("-inf"))
+        o = acc / tl.maximum(l_i, 1e-30)[:, None]
+        slot = (p + j).to(tl.int64)
+        tl.store(po_ptr + (slot * M + mi)[:, None] * D + d[None, :], o, mask=row_ok[:, None])
+        tl.store(pl_ptr + slot * M + mi, lse, mask=row_ok)
+        u = seg_end
+        j += 1
 
 
-@triton.jit(do_not_specialize=["T", "cap", "S", "per_min"])
+@triton.jit(do_not_specialize=["T", "cap", "P", "min_units", "BH"])
 def _merge_kernel(
     q_ptr, k_ptr, v_ptr, len_ptr, n_ptr, po_ptr, pl_ptr, out_ptr,
-    qk_scale, T, C, cap, S, per_min, HQ, G,
+    qk_scale, T, C, cap, P, min_units, BH, HKV, G,
     sqb, sqh, sqt, skb, skh, skn, svb, svh, svn, snb, snh, sob, sot, soh,
     D: tl.constexpr, M: tl.constexpr, TP: tl.constexpr, SB: tl.constexpr, CPB: tl.constexpr,
-    DENSE: tl.constexpr,
+    BHP: tl.constexpr, DENSE: tl.constexpr,
 ):
     pid = tl.program_id(0)
     t = pid % T
     bq = pid // T
-    hq = bq % HQ
-    b = (bq // HQ).to(tl.int64)
+    hq = bq % (HKV * G)
+    b = (bq // (HKV * G)).to(tl.int64)
     h = (hq // G).to(tl.int64)
-    hkv = HQ // G
-    prefix, n, per, n_act = _plan(len_ptr, n_ptr + b * snb + h * snh, b, T, C, cap, S, per_min, CPB, DENSE)
+    j = b * HKV + h
+    prefixes, ns, ends = _lists(len_ptr, n_ptr, T, C, cap, BH, HKV, snb, snh, BHP, CPB, DENSE)
+    total = tl.max(ends, 0)
+    width = tl.maximum(min_units, (total + P - 1) // P)
+    end_j = _pick(ends, j)
+    start_j = end_j - (_pick(ns, j) + CPB - 1) // CPB
+    prefix = _pick(prefixes, j)
     d = tl.arange(0, D)
     # the step's own keys P .. P + t, exactly in float32
     qv = tl.load(q_ptr + b * sqb + hq * sqh + t * sqt + d).to(tl.float32)
-    j = tl.arange(0, TP)
-    key = prefix + j
-    ok = (j <= t) & (key >= 0)
+    jj = tl.arange(0, TP)
+    key = prefix + jj
+    ok = (jj <= t) & (key >= 0)
     k = tl.load(k_ptr + b * skb + h * skh + key[:, None] * skn + d[None, :], mask=ok[:, None], other=0.0)
     sc = tl.sum(k.to(tl.float32) * qv[None, :], 1) * qk_scale
     sc = tl.where(ok, sc, float("-inf"))
     m = tl.max(sc, 0)
-    p = tl.exp2(sc - m)
-    l = tl.sum(p, 0)
+    pr = tl.exp2(sc - m)
+    l = tl.sum(pr, 0)
     v = tl.load(v_ptr + b * svb + h * svh + key[:, None] * svn + d[None, :], mask=ok[:, None], other=0.0)
-    acc = tl.sum(p[:, None] * v.to(tl.float32), 0)  # unnormalised, scale 2^m
-    # merge the split partials (normalised outputs with base-2 lse) of row (g, t) of KV head h
+    acc = tl.sum(pr[:, None] * v.to(tl.float32), 0)  # unnormalised, scale 2^m
+    # merge the partials (normalised outputs, base-2 lse) of row (g, t) from the programs over list j
     row = (hq - h * G) * T + t
-    base = (b * hkv + h) * S
     sb = tl.arange(0, SB)
-    s0 = tl.full((), 0, tl.int32)
-    while s0 < n_act:
+    s0 = start_j // width + j
+    s1 = tl.where(end_j > start_j, (end_j - 1) // width + j + 1, s0)
+    while s0 < s1:
         si = s0 + sb
-        s_ok = si < n_act
-        lse = tl.load(pl_ptr + (base + si) * M + row, mask=s_ok, other=float("-inf"))
+        s_ok = si < s1
+        lse = tl.load(pl_ptr + si.to(tl.int64) * M + row, mask=s_ok, other=float("-inf"))
         m_new = tl.maximum(m, tl.max(lse, 0))
         w = tl.exp2(lse - m_new)
-        po = tl.load(po_ptr + ((base + si) * M + row)[:, None] * D + d[None, :], mask=s_ok[:, None], other=0.0)
+        po = tl.load(po_ptr + (si.to(tl.int64) * M + row)[:, None] * D + d[None, :], mask=s_ok[:, None], other=0.0)
         alpha = tl.exp2(m - m_new)
         l = l * alpha + tl.sum(w, 0)
         acc = acc * alpha + tl.sum(w[:, None] * po, 0)
@@ -195,11 +227,12 @@ def pow2(x: int, least: int = 1) -> int:
 
 @dataclass
 class Workspace:
-    """Split partials of one launch shape: outputs ``(B*Hkv*S, M, D)`` and lse ``(B*Hkv*S, M)`` float32."""
+    """Partials of one launch shape: outputs ``(P + B*Hkv, M, D)`` and lse ``(P + B*Hkv, M)`` float32, for a
+    grid of ``programs`` (P) split programs."""
 
     o: torch.Tensor
     lse: torch.Tensor
-    splits: int
+    programs: int
 
 
 def rows_tile(group: int, n_queries: int) -> int:
@@ -207,22 +240,21 @@ def rows_tile(group: int, n_queries: int) -> int:
     return pow2(group * n_queries, 16)
 
 
-def make_workspace(batch: int, num_kv_heads: int, group: int, n_queries: int, head_dim: int, splits: int,
-                   device) -> Workspace:
-    m = rows_tile(group, n_queries)
-    slots = batch * num_kv_heads * splits
-    return Workspace(torch.empty((slots, m, head_dim), dtype=torch.float32, device=device),
-                     torch.empty((slots, m), dtype=torch.float32, device=device), splits)
-
-
-def num_splits(batch: int, num_kv_heads: int, capacity: int, config: SplitConfig, device) -> int:
-    """Split programs per (sequence, KV head): enough for ``ctas_per_sm`` programs per SM, no more than
-    the capacity can feed (decided on the host from shapes only)."""
+def num_programs(config: SplitConfig, device) -> int:
+    """The split kernel's grid: ``ctas_per_sm`` programs per SM (4 SMs on the CPU interpreter)."""
     from . import interpreting
 
     sms = 4 if interpreting() else torch.cuda.get_device_properties(device).multi_processor_count
-    want = -(-config.ctas_per_sm * sms // (batch * num_kv_heads))
-    return max(1, min(want, -(-capacity // max(config.min_chunks, 1))))
+    return max(1, config.ctas_per_sm * sms)
+
+
+def make_workspace(batch: int, num_kv_heads: int, group: int, n_queries: int, head_dim: int, config: SplitConfig,
+                   device) -> Workspace:
+    m = rows_tile(group, n_queries)
+    programs = num_programs(config, device)
+    slots = programs + batch * num_kv_heads
+    return Workspace(torch.empty((slots, m, head_dim), dtype=torch.float32, device=device),
+                     torch.empty((slots, m), dtype=torch.float32, device=device), programs)
 
 
 def launch(q, k, v, lengths, chunk_ids, n_chunks, chunk_size: int, sm_scale: float, out: torch.Tensor,
@@ -236,28 +268,28 @@ def launch(q, k, v, lengths, chunk_ids, n_chunks, chunk_size: int, sm_scale: flo
     m = rows_tile(g, t)
     cp = pow2(chunk_size)
     cpb = max(1, config.block_n // cp)
-    s = workspace.splits
-    per_min = max(1, config.min_chunks)
+    programs = workspace.programs
+    min_units = max(1, -(-config.min_chunks // cpb))
+    bh = b * hkv
     ids = chunk_ids if not dense else lengths  # unused when dense
     sib, sih = (chunk_ids.stride(0), chunk_ids.stride(1) if chunk_ids.shape[1] > 1 else 0) if not dense else (0, 0)
     nn = n_chunks if not dense else lengths
     snb, snh = (n_chunks.stride(0), n_chunks.stride(1) if n_chunks.shape[1] > 1 else 0) if not dense else (0, 0)
     qk_scale = float(sm_scale) * LOG2E
-    interp = interpreting()
-    _split_kernel[(s, b * hkv)](
+    common = dict(BHP=pow2(bh, 2), CPB=cpb, DENSE=dense, D=d, M=m)
+    _split_kernel[(programs,)](
         q, k, v, lengths, ids, nn, workspace.o, workspace.lse,
-        qk_scale, t, chunk_size, capacity, s, per_min, hkv, g,
+        qk_scale, t, chunk_size, capacity, programs, min_units, bh, hkv, g,
         q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
         v.stride(0), v.stride(1), v.stride(2), sib, sih, snb, snh,
-        D=d, M=m, CP=cp, CPB=cpb, DENSE=dense, LOOP_FOR=not interp, STAGES=config.stages,
-        num_warps=config.warps,
+        CP=cp, LOOP_FOR=not interpreting(), STAGES=config.stages, num_warps=config.warps, **common,
     )
     _merge_kernel[(b * hq * t,)](
         q, k, v, lengths, nn, workspace.o, workspace.lse, out,
-        qk_scale, t, chunk_size, capacity, s, per_min, hq, g,
+        qk_scale, t, chunk_size, capacity, programs, min_units, bh, hkv, g,
         q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
         v.stride(0), v.stride(1), v.stride(2), snb, snh, out.stride(0), out.stride(1), out.stride(2),
-        D=d, M=m, TP=pow2(t, 2), SB=16, CPB=cpb, DENSE=dense, num_warps=2 if d <= 128 else 4,
+        TP=pow2(t, 2), SB=32, num_warps=4, **common,
     )
     return out
 
@@ -274,17 +306,17 @@ def _aot_check(compile_one) -> bool:
                               ("bf16", 4, 128, True)]:
         sig = {"q_ptr": f"*{dt}", "k_ptr": f"*{dt}", "v_ptr": f"*{dt}", "len_ptr": "*i32", "ids_ptr": "*i32",
                "n_ptr": "*i32", "po_ptr": "*fp32", "pl_ptr": "*fp32", "qk_scale": "fp32", "T": "i32", "C": "i32",
-               "cap": "i32", "S": "i32", "per_min": "i32", "HKV": "i32", "G": "i32"}
+               "cap": "i32", "P": "i32", "min_units": "i32", "BH": "i32", "HKV": "i32", "G": "i32"}
         sig.update({name: "i32" for name in ["sqb", "sqh", "sqt", "skb", "skh", "skn", "svb", "svh", "svn",
                                              "sib", "sih", "snb", "snh"]})
         ok &= compile_one(f"sparse_attn split {dt} G={g} D={dim}{' dense' if dense else ''}", _split_kernel, sig,
-                          {"D": dim, "M": rows_tile(g, 5), "CP": 16, "CPB": cfg.block_n // 16, "DENSE": dense,
-                           "LOOP_FOR": True, "STAGES": cfg.stages}, cfg.warps, div16=ALIGNED)
+                          {"D": dim, "M": rows_tile(g, 5), "CP": 16, "CPB": cfg.block_n // 16, "BHP": 32,
+                           "DENSE": dense, "LOOP_FOR": True, "STAGES": cfg.stages}, cfg.warps, div16=ALIGNED)
     sig = {"q_ptr": "*bf16", "k_ptr": "*bf16", "v_ptr": "*bf16", "len_ptr": "*i32", "n_ptr": "*i32",
            "po_ptr": "*fp32", "pl_ptr": "*fp32", "out_ptr": "*bf16", "qk_scale": "fp32", "T": "i32", "C": "i32",
-           "cap": "i32", "S": "i32", "per_min": "i32", "HQ": "i32", "G": "i32"}
+           "cap": "i32", "P": "i32", "min_units": "i32", "BH": "i32", "HKV": "i32", "G": "i32"}
     sig.update({name: "i32" for name in ["sqb", "sqh", "sqt", "skb", "skh", "skn", "svb", "svh", "svn", "snb",
                                          "snh", "sob", "sot", "soh"]})
     ok &= compile_one("sparse_attn merge bf16", _merge_kernel, sig,
-                      {"D": 128, "M": 32, "TP": 8, "SB": 16, "CPB": 4, "DENSE": False}, 2)
+                      {"D": 128, "M": 32, "TP": 8, "SB": 32, "CPB": 4, "BHP": 32, "DENSE": False}, 4)
     return ok
