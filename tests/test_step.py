@@ -16,8 +16,8 @@ import torch
 from specattn import select
 from specattn.errors import SpecAttnError
 from specattn.gpu.attention import AttentionShape
-from specattn.gpu.attention.sparse import chunk_lists, dense_verify, sparse_verify_torch
-from specattn.gpu.step import CapturedStep, SpecAttnStep
+from specattn.gpu.attention.sparse import ChunkLists, chunk_lists, dense_verify, sparse_verify_torch
+from specattn.gpu.step import CapturedStep, SpecAttnStep, select_chunks
 
 from .availability import needs_gpu, needs_interpreter
 
@@ -68,6 +68,21 @@ def test_step_on_cpu_uses_the_references():
     args = inputs(2, 4, 2, 3, 16, 50, [50, 20], 1, 3, 47, torch.float32, "cpu", 0)
     step = SpecAttnStep(shape, batch=2, max_keys=50, n_queries=3, p=0.9, device="cpu")
     check_step(step, args, 0.9, 4, 1e-6)
+
+
+def test_selecting_all_layers_at_once_matches_per_layer_steps():
+    """select_chunks over (layers, B, H_sel) rows, then attend with one layer's lists == that layer's step."""
+    shape = AttentionShape(4, 2, 16, 4, torch.float32)
+    q, k, v, lengths, draft = inputs(2, 4, 2, 3, 16, 50, [50, 20], 1, 3, 47, torch.float32, "cpu", 0)
+    layers = torch.stack([draft, draft.flip(-2).roll(5, -1)])  # two layers' rows
+    step = SpecAttnStep(shape, batch=2, max_keys=50, n_queries=3, p=0.9, device="cpu")
+    every = ChunkLists.empty(2 * 2, 1, step.capacity, "cpu")
+    every = ChunkLists(every.ids.view(2, 2, 1, -1), every.n.view(2, 2, 1))
+    select_chunks(layers, 0.9, 4, every)
+    for layer in range(2):
+        own = step(q, k, v, lengths, layers[layer])
+        shared = step.attend(q, k, v, lengths, lists=ChunkLists(every.ids[layer], every.n[layer]))
+        assert torch.equal(own, shared) and torch.equal(step.lists.n, every.n[layer])
 
 
 def test_step_device_names_the_current_cuda_device():

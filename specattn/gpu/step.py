@@ -115,9 +115,12 @@ class SpecAttnStep:
         select_chunks(draft, self.p, self.shape.chunk_size, self.lists, self.chunk_mask)
         return self.lists
 
-    def attend(self, q, k, v, lengths, out: torch.Tensor | None = None) -> torch.Tensor:
-        """Sparse verification attention over the lists of the last :meth:`select`; ``(B, T, Hq, D)``."""
-        return sparse_verify(q, k, v, lengths, self.lists.ids, self.lists.n, self.shape.chunk_size, self.shape.scale,
+    def attend(self, q, k, v, lengths, out: torch.Tensor | None = None,
+               lists: ChunkLists | None = None) -> torch.Tensor:
+        """Sparse verification attention over ``lists`` (default: those of the last :meth:`select`, e.g.
+        one layer's slice of a :func:`select_chunks` over all layers); ``(B, T, Hq, D)``."""
+        lists = lists if lists is not None else self.lists
+        return sparse_verify(q, k, v, lengths, lists.ids, lists.n, self.shape.chunk_size, self.shape.scale,
                              out=out, workspace=self.workspace, config=self.config)
 
     def __call__(self, q, k, v, lengths, draft, out: torch.Tensor | None = None) -> torch.Tensor:
