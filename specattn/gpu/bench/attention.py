@@ -1,4 +1,4 @@
-"""One verification step per verifier layer (docs/benchmarks.md, tables 2-4) and the split-config sweep.
+"""One verification step per verifier layer (docs/benchmarks.md, tables 2-6) and the split-config sweep.
 
 A case is a model's layer shape, a batch B of sequences whose caches hold L keys each (the last T =
 gamma + 1 the step's own), bf16, chunk 16. Per case:
