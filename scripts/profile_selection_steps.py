@@ -5,7 +5,7 @@
 Prints one table per shape, in microseconds:
 - Triton single passes over the rows (do_bench medians, L2 flushed): a plain read + float64 sum (the
   bandwidth floor in practice), and a read + ``tl.histogram`` with 128 / 1024 bins;
-- the CUDA radix kernel (specattn/kernels/nucleus_radix.cu), whole (do_bench median), and the time of
+- the CUDA radix kernel (specattn/gpu/kernels/nucleus_radix.cu), whole (do_bench median), and the time of
   each of its phases: the kernel rebuilt with ``-DSPECATTN_RADIX_PROFILE`` stamps the SM clock at every
   phase boundary of each block; the table gives the median over blocks, converted at the SM clock
   measured in the same run.
@@ -22,8 +22,8 @@ import triton
 import triton.language as tl
 from triton.testing import do_bench
 
-from specattn.bench.kernel_bench import _softmax_rows
-from specattn.kernels import radix
+from specattn.gpu.bench.selection import _softmax_rows
+from specattn.gpu.kernels import radix
 
 PHASES = ["zero the histogram", "step 1: read, guess histogram, total", "step 1: block sum",
           "step 1: pick the d1 guess", "step 2: pass over the row (d2 histogram of b1)",

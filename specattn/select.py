@@ -31,7 +31,7 @@ def _kernel_for(weights: torch.Tensor):
     if not weights.is_cuda:
         return None
     try:
-        from .kernels import nucleus as kernel
+        from .gpu.kernels import nucleus as kernel
     except ImportError:
         return None
     return kernel

@@ -9,8 +9,8 @@ import os
 import pytest
 import torch
 
-from specattn.attention import AttentionShape, make_backend, n_prefix_chunks
-from specattn.attention.torch_backend import gathered_attention
+from specattn.gpu.attention import AttentionShape, make_backend, n_prefix_chunks
+from specattn.gpu.attention.torch_backend import gathered_attention
 from specattn.errors import SpecAttnError
 
 from .availability import needs_flashinfer, needs_interpreter
@@ -47,7 +47,7 @@ TAIL_CASES = [  # (T, Hq, Hkv, D, N, C, density)
 @pytest.mark.parametrize("t,hq,hkv,d,n,c,density", TAIL_CASES)
 @pytest.mark.parametrize("partial_kept", [True, False])
 def test_tail_merge_interpreter(t, hq, hkv, d, n, c, density, partial_kept):
-    from specattn.kernels.tail import tail_merge
+    from specattn.gpu.kernels.tail import tail_merge
 
     g = torch.Generator().manual_seed(n + t)
     q, k, v = (torch.randn(s, generator=g).half() for s in [(t, hq, d), (n, hkv, d), (n, hkv, d)])
@@ -143,7 +143,7 @@ def test_flashinfer_refuses_unsupported_before_launch():
 @needs_flashinfer
 def test_pipeline_selection_csr_attention():
     """Draft weights -> fused nucleus chunk mask -> BSR -> flashinfer == torch reference on the same mask."""
-    from specattn.attention.csr import chunk_mask_to_bsr
+    from specattn.gpu.attention.bsr import chunk_mask_to_bsr
     from specattn.select import nucleus_chunk_mask
 
     t, hq, hkv, d, c, n = 5, 32, 8, 128, 16, 20000 + 5 + 7

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from specattn.attention import AttentionShape, allowed_keys, make_backend, n_prefix_chunks, verify_attention
+from specattn.gpu.attention import AttentionShape, allowed_keys, make_backend, n_prefix_chunks, verify_attention
 from specattn.errors import SpecAttnError
 
 

@@ -56,7 +56,7 @@ def assert_exact(w: torch.Tensor, p: float) -> None:
 
 # -------------------------------------------------------------------------------------------- CPU
 def test_kernels_package_imports_without_triton():
-    import specattn.kernels as k
+    import specattn.gpu.kernels as k
 
     assert isinstance(k.triton_available(), bool)
     if not HAS_TRITON:
@@ -70,7 +70,7 @@ def test_cpu_tensors_use_the_reference():
 
 
 def test_radix_backend_finds_nvcc_and_says_when_missing(tmp_path, monkeypatch):
-    from specattn.kernels import radix
+    from specattn.gpu.kernels import radix
 
     fake = tmp_path / "cuda" / "bin" / "nvcc"
     fake.parent.mkdir(parents=True)
@@ -91,7 +91,7 @@ def test_radix_backend_finds_nvcc_and_says_when_missing(tmp_path, monkeypatch):
 @pytest.mark.parametrize("long_path", [False, True])
 @pytest.mark.parametrize("kind", ["softmax3", "softmax0.001", "onehot", "uniform", "zeros", "ties", "masked"])
 def test_kernel_interpreter(monkeypatch, long_path, kind):
-    from specattn.kernels import nucleus as K
+    from specattn.gpu.kernels import nucleus as K
 
     monkeypatch.setattr(K, "ONCHIP_TWO_PHASE", True)
     monkeypatch.setattr(K, "CT_ONCHIP", 16)  # force both phases of the two-phase bisection
@@ -116,8 +116,8 @@ def test_kernel_interpreter(monkeypatch, long_path, kind):
 @pytest.fixture(params=["triton", "cuda"])
 def backend(request, monkeypatch):
     """Each GPU test runs on both selection backends (the CUDA one where nvcc exists)."""
-    from specattn.kernels import nucleus as K
-    from specattn.kernels import radix
+    from specattn.gpu.kernels import nucleus as K
+    from specattn.gpu.kernels import radix
 
     if request.param == "cuda" and not radix.available():
         pytest.skip("CUDA radix kernel unavailable (no nvcc)")

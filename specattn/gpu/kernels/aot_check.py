@@ -1,6 +1,6 @@
 """Compile the GPU kernels for sm_90 on a machine without a GPU and report registers/spills.
 
-Usage: python -m specattn.kernels.aot_check  (needs `pip install triton`; no GPU, no driver)
+Usage: python -m specattn.gpu.kernels.aot_check  (needs `pip install triton`; no GPU, no driver)
 Catches compile errors (types of loop-carried values, unsupported ops) before spending device time.
 The CUDA radix kernel (nucleus_radix.cu, its normal and profiling builds) is compiled too when NVRTC and
 the CUDA headers are installed: `pip install nvidia-cuda-nvrtc-cu12 nvidia-cuda-runtime-cu12` (dev only).
@@ -24,11 +24,15 @@ TARGET = GPUTarget("cuda", 90, 32)
 PTXAS = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "ptxas")
 
 
-def compile_one(name, fn, signature, constexprs, num_warps=4):
+def compile_one(name, fn, signature, constexprs, num_warps=4, div16=()):
+    """Compile ``fn`` for sm_90; ``div16`` names the arguments to specialise as multiples of 16 (as the
+    launcher does at run time for such pointers and integers: wider loads, cp.async pipelining)."""
     sig = dict(signature)
     for k in constexprs:
         sig[k] = "constexpr"
-    src = ASTSource(fn=fn, signature=sig, constexprs=constexprs)
+    names = list(sig)
+    attrs = {(names.index(a),): [["tt.divisibility", 16]] for a in div16}
+    src = ASTSource(fn=fn, signature=sig, constexprs=constexprs, attrs=attrs)
     try:
         k = triton.compile(src, target=TARGET, options={"num_warps": num_warps})
     except Exception as e:  # noqa: BLE001
@@ -60,7 +64,7 @@ def _nvrtc():
 
 def radix_check(defines: tuple[str, ...] = ()) -> bool:
     """Compile nucleus_radix.cu's device code (all three input types) for sm_90 with NVRTC (its own ptxas)."""
-    from specattn.kernels import radix
+    from specattn.gpu.kernels import radix
 
     name = "nucleus_radix" + "".join(f" {d}" for d in defines)
     found = _nvrtc()
@@ -90,7 +94,7 @@ def radix_check(defines: tuple[str, ...] = ()) -> bool:
 
 
 def main():
-    from specattn.kernels import nucleus as N
+    from specattn.gpu.kernels import nucleus as N
 
     ok = True
     for dt in ["fp32", "bf16"]:
@@ -125,7 +129,8 @@ def main():
         {"cmax_ptr": "*i32", "tkey_ptr": "*i32", "out_ptr": "*u8", "R": "i32", "n_groups": "i32",
          "n_chunks": "i32", "GROUP": "i32"}, {"BLOCK_C": 256}, 4)
     import importlib
-    for extra in ["specattn.kernels.csr", "specattn.kernels.tail"]:
+    for extra in ["specattn.gpu.kernels.bsr", "specattn.gpu.kernels.tail", "specattn.gpu.kernels.chunk_list",
+                  "specattn.gpu.kernels.sparse_attn"]:
         ok &= importlib.import_module(extra)._aot_check(compile_one)
     ok &= radix_check()
     ok &= radix_check(("-DSPECATTN_RADIX_PROFILE",))

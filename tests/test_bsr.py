@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from specattn.attention.csr import BSR, bsr_reference, chunk_mask_to_bsr
+from specattn.gpu.attention.bsr import BSR, bsr_reference, chunk_mask_to_bsr
 from specattn.errors import SpecAttnError
 
 from .availability import needs_gpu, needs_interpreter

@@ -23,7 +23,7 @@
 // Limits: rows shorter than 2^20 keys (the packed count), non-negative finite inputs.
 //
 // The host code (launch and the extern "C" entry points) is left out when NVRTC compiles the file
-// (__CUDACC_RTC__): `python -m specattn.kernels.aot_check` compiles the device code that way, no GPU needed.
+// (__CUDACC_RTC__): `python -m specattn.gpu.kernels.aot_check` compiles the device code that way, no GPU needed.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #ifndef __CUDACC_RTC__

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..errors import SpecAttnError
+from ...errors import SpecAttnError
 
 
 @dataclass
@@ -87,9 +87,9 @@ def chunk_mask_to_bsr(mask: torch.Tensor, out: BSR | None = None, impl: str = "a
 
         impl = "triton" if mask.is_cuda and available(mask.device) else "torch"
     if impl == "triton":
-        from ..kernels import csr as kcsr
+        from ..kernels import bsr as kbsr
 
-        kcsr.bsr_from_mask(flat, indptr, indices)
+        kbsr.bsr_from_mask(flat, indptr, indices)
     else:
         _bsr_torch(flat, indptr, indices)
     return out

@@ -3,14 +3,14 @@
 Per step:
 
 1. ``plan``: the chunk mask of the *full* prefix chunks becomes BSR arrays on the device
-   (:func:`specattn.attention.csr.chunk_mask_to_bsr`, no sync), then FlashInfer's ``plan`` schedules
+   (:func:`specattn.gpu.attention.bsr.chunk_mask_to_bsr`, no sync), then FlashInfer's ``plan`` schedules
    the kernel. FlashInfer's plan copies ``indptr`` to the host and checks ``indices.max()`` there, so
    **plan synchronises with the host** (once per step and layer pattern); everything else does not.
 2. ``run``: block-sparse attention of the T query rows over the kept full chunks (one block row of
    R = T rows, C = chunk_size columns, non-causal: every prefix key precedes every query; when
    T * Hq/Hkv < 4 FlashInfer uses its decode kernel, which needs R = 1, so each query row gets its
    own block row with the same chunks), returning
-   ``(o, lse)``; then :func:`specattn.kernels.tail.tail_merge` attends the partial last chunk (if
+   ``(o, lse)``; then :func:`specattn.gpu.kernels.tail.tail_merge` attends the partial last chunk (if
    kept) and the causal tail in float32 and merges both parts exactly through their log-sum-exps.
 
 Supported: CUDA, float16/bfloat16, head_dim 64/128/256, MHA and GQA, T <= 16 query rows.
@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import torch
 
-from ..errors import SpecAttnError
+from ...errors import SpecAttnError
 from .base import AttentionShape, check_chunk_mask, check_step
-from .csr import BSR, chunk_mask_to_bsr
+from .bsr import BSR, chunk_mask_to_bsr
 
 HEAD_DIMS = (64, 128, 256)
 DTYPES = (torch.float16, torch.bfloat16)

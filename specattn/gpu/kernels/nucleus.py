@@ -52,7 +52,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ..errors import SpecAttnError
+from ...errors import SpecAttnError
 
 ONCHIP_MAX = 16384  # longest row handled by one program holding it in registers
 SEG = 16384  # segment of a long row handled by one program (stats + histogram)
@@ -536,7 +536,7 @@ def _thresholds(w: torch.Tensor, p: float, chunk: int | None = None):
 
 def nucleus_threshold(weights: torch.Tensor, p: float) -> torch.Tensor:
     """``(..., L)`` weights -> ``(...)`` float64 thresholds; same contract as :func:`specattn.select.nucleus_threshold`."""
-    from ..nucleus_reference import check_p, nucleus_threshold_reference
+    from ...nucleus_reference import check_p, nucleus_threshold_reference
 
     p = check_p(p)
     if weights.dtype == torch.float64:
@@ -561,7 +561,7 @@ def nucleus_chunk_mask(weights: torch.Tensor, p: float, chunk_size: int, group: 
     :func:`specattn.select.nucleus_chunk_mask`. A chunk is kept when its largest weight reaches the
     row's threshold, which is exactly "some key of the chunk is in the nucleus".
     """
-    from ..nucleus_reference import check_p, nucleus_chunk_mask_reference as reference
+    from ...nucleus_reference import check_p, nucleus_chunk_mask_reference as reference
 
     p = check_p(p)
     if not isinstance(chunk_size, int) or chunk_size < 1:
@@ -586,3 +586,11 @@ def nucleus_chunk_mask(weights: torch.Tensor, p: float, chunk_size: int, group: 
             cmax, tkey, out, r, n_groups, n_chunks, group, BLOCK_C=bc, num_warps=4,
         )
     return out.view(torch.bool).reshape(*lead, n_groups, n_chunks)
+
+
+def chunk_thresholds(weights: torch.Tensor, p: float, chunk_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per row of ``weights (rows, L)``: the nucleus threshold's key ``(rows,)`` int32 and each chunk's
+    largest key ``(rows, ceil(L / chunk_size))`` int32 (keys: the float bit patterns). A chunk holds a
+    nucleus key iff its largest key >= the threshold key. No host synchronisation."""
+    _, tkey, cmax = _thresholds(_rows(weights), p, chunk=chunk_size)
+    return tkey, cmax

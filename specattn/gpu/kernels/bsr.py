@@ -1,6 +1,6 @@
 """Chunk mask -> BSR (indptr, indices) in one Triton launch, with no host synchronisation.
 
-Use it through :func:`specattn.attention.csr.chunk_mask_to_bsr`, which picks this kernel for CUDA
+Use it through :func:`specattn.gpu.attention.bsr.chunk_mask_to_bsr`, which picks this kernel for CUDA
 tensors and an equivalent torch implementation elsewhere.
 """
 

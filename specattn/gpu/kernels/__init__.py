@@ -1,12 +1,12 @@
 """GPU kernels, in Triton (and one in CUDA, built on first use with nvcc).
 
 Importing this package needs neither Triton nor a GPU: the kernels live in submodules that are
-imported on demand (``from specattn.kernels import nucleus``), and :func:`available` says whether
+imported on demand (``from specattn.gpu.kernels import nucleus``), and :func:`available` says whether
 they can run here. :mod:`specattn.select` dispatches to :mod:`.nucleus` for CUDA tensors.
 
 - :mod:`.nucleus`: exact sorting-free top-p (nucleus) selection, fused union-over-rows + chunk pooling.
 - :mod:`.radix`: the same thresholds from a CUDA radix kernel (``nucleus_radix.cu``), loaded with ctypes.
-- :mod:`.csr`: device-side chunk mask -> BSR (indptr, indices) with no host synchronisation.
+- :mod:`.bsr`: device-side chunk mask -> BSR (indptr, indices) with no host synchronisation.
 - :mod:`.tail`: the dense causal tail of a verification step merged with a sparse prefix result.
 """
 

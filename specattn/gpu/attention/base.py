@@ -26,8 +26,8 @@ from typing import Protocol
 
 import torch
 
-from ..errors import SpecAttnError
-from ..visibility import visible_keys
+from ...errors import SpecAttnError
+from ...visibility import visible_keys
 
 
 @dataclass(frozen=True)

@@ -1,1 +1,0 @@
-"""Benchmark library code (GPU). ``python -m specattn.bench.kernel_bench`` prints the kernel tables."""

@@ -1,0 +1,1 @@
+"""GPU benchmarks behind ``python run.py experiment=kernel_bench`` (:mod:`.kernel_bench`)."""

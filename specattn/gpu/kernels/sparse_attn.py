@@ -1,0 +1,322 @@
+"""Split-KV sparse verification attention over device-side chunk lists (Triton, two launches).
+
+Layout (HF's): ``q (B, Hq, T, D)``; ``k, v (B, Hkv, K_cap, D)`` (views with any strides, unit stride
+along D); ``lengths (B,)`` int32, keys ``[0, lengths[b])`` valid, the step's own T keys the last T of
+them, so sequence b's prefix is ``[0, P_b)``, ``P_b = lengths[b] - T``; ``chunk_ids (B, H_sel, cap)``
+and ``n_chunks (B, H_sel)`` int32, H_sel = 1 (one list for all heads) or Hkv (one per KV head); chunk c
+covers keys ``[c*C, min((c+1)*C, P_b))``. Output ``(B, T, Hq, D)``. Semantics:
+:func:`specattn.visibility.visible_keys` (query row t of sequence b sees the listed prefix chunks and
+the step's keys ``P_b .. P_b + t``); ids outside ``[0, ceil(P_b / C))`` select nothing.
+
+Nothing about the selection reaches the host: the grid is fixed by the shapes, and each program
+finds its share of the work on the device, so the launch can be captured in a CUDA graph.
+
+Work is balanced over the whole batch: the (b, KV head) lists are cut into units of ``CPB`` chunks,
+``u_j = ceil(n_j / CPB)`` for list ``j = b * Hkv + h`` (``n_j`` read on the device), laid end to end
+(``U = sum u_j``), and program p of the fixed grid of ``P`` programs takes units ``[p*W, (p+1)*W)``,
+``W = max(min_units, ceil(U / P))``, whichever lists they belong to (ragged batches and uneven lists
+cost no imbalance).
+
+1. ``_split_kernel``, grid ``(P,)``: for each list segment of its range, program p attends the
+   G = Hq/Hkv query heads x T rows of that KV head (one ``(G*T, D)`` tile, so each selected chunk is
+   read once for all its query heads) and writes the normalised output and base-2 log-sum-exp
+   (float32) to workspace slot ``p + j`` (unique: a program's lists are consecutive). ``DENSE`` lists
+   every prefix chunk implicitly (the dense baseline: the same kernel, no list read).
+2. ``_merge_kernel``, grid ``(B * Hq * T,)``: one query row attends the step's own keys causally
+   (float32) and merges that with the partials of the programs that covered its list (slots
+   ``p + j`` for ``p`` in ``[start_j // W, (end_j - 1) // W]``) through their log-sum-exps.
+
+Softmax in float32 (base 2, ``sm_scale * log2 e`` folded into the scores); P @ V on the tensor cores
+with P rounded to the input dtype (as FlashAttention does).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import triton
+import triton.language as tl
+
+LOG2E = 1.4426950408889634
+NEG_INIT = tl.constexpr(-1.0e30)  # running max before any key: finite, so fully masked blocks give exp2(-inf) = 0, not NaN
+
+
+@dataclass(frozen=True)
+class SplitConfig:
+    """Tile and work-split parameters (defaults measured on the H200, docs/benchmarks.md).
+
+    block_n: keys per inner iteration (a whole number of chunks, power of two); warps, stages: Triton's
+    ``num_warps`` / ``num_stages``; ctas_per_sm: programs per SM of the fixed grid (``P = ctas_per_sm *
+    SMs``); min_chunks: fewest chunks a program takes when there is little work.
+    """
+
+    block_n: int = 64
+    warps: int = 4
+    stages: int = 3
+    ctas_per_sm: int = 2
+    min_chunks: int = 8
+
+
+@triton.jit
+def _lists(len_ptr, n_ptr, T, C, cap, BH, HKV, snb, snh, BHP: tl.constexpr, CPB: tl.constexpr,
+           DENSE: tl.constexpr):
+    """Per list j < BH (padded to BHP): prefix length, chunks n_j, and the end of its units in the
+    global unit order (inclusive prefix sum of ceil(n_j / CPB))."""
+    j = tl.arange(0, BHP)
+    ok = j < BH
+    b = j // HKV
+    prefix = tl.load(len_ptr + b, mask=ok, other=0) - T
+    if DENSE:
+        n = (tl.maximum(prefix, 0) + C - 1) // C
+    else:
+        n = tl.minimum(tl.maximum(tl.load(n_ptr + b * snb + (j - b * HKV) * snh, mask=ok, other=0), 0), cap)
+    n = tl.where(ok, n, 0)
+    return prefix, n, tl.cumsum((n + CPB - 1) // CPB, 0)
+
+
+@triton.jit
+def _pick(vec, j):
+    """Element ``j`` of a 1-D tensor, as a scalar."""
+    return tl.sum(tl.where(tl.arange(0, vec.shape[0]) == j, vec, 0), 0)
+
+
+@triton.jit
+def _chunk_block(q, kb, vb, skn, svn, ids, e0, end, prefix, C, m_i, l_i, acc, qk_scale,
+                 D: tl.constexpr, CP: tl.constexpr, CPB: tl.constexpr, DENSE: tl.constexpr):
+    """Online-softmax update with the keys of list entries ``[e0, min(e0 + CPB, end))``."""
+    lanes = tl.arange(0, CPB * CP)
+    e = e0 + lanes // CP
+    w = lanes % CP
+    e_ok = e < end
+    if DENSE:
+        cid = e
+    else:
+        cid = tl.load(ids + e, mask=e_ok, other=-1)
+    key = cid * C + w
+    ok = e_ok & (w < C) & (key >= 0) & (key < prefix)
+    d = tl.arange(0, D)
+    k = tl.load(kb + key[:, None] * skn + d[None, :], mask=ok[:, None], other=0.0)
+    s = tl.dot(q, tl.trans(k)) * qk_scale
+    s = tl.where(ok[None, :], s, float("-inf"))
+    m_new = tl.maximum(m_i, tl.max(s, 1))
+    alpha = tl.exp2(m_i - m_new)
+    p = tl.exp2(s - m_new[:, None])
+    l_i = l_i * alpha + tl.sum(p, 1)
+    v = tl.load(vb + key[:, None] * svn + d[None, :], mask=ok[:, None], other=0.0)
+    acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+    return m_new, l_i, acc
+
+
+@triton.jit(do_not_specialize=["T", "cap", "P", "min_units", "BH"])
+def _split_kernel(
+    q_ptr, k_ptr, v_ptr, len_ptr, ids_ptr, n_ptr, po_ptr, pl_ptr,
+    qk_scale, T, C, cap, P, min_units, BH, HKV, G,
+    sqb, sqh, sqt, skb, skh, skn, svb, svh, svn, sib, sih, snb, snh,
+    D: tl.constexpr, M: tl.constexpr, CP: tl.constexpr, CPB: tl.constexpr, BHP: tl.constexpr,
+    DENSE: tl.constexpr, LOOP_FOR: tl.constexpr, STAGES: tl.constexpr,
+):
+    p = tl.program_id(0)
+    prefixes, ns, ends = _lists(len_ptr, n_ptr, T, C, cap, BH, HKV, snb, snh, BHP, CPB, DENSE)
+    total = tl.max(ends, 0)
+    width = tl.maximum(min_units, (total + P - 1) // P)
+    u = p * width
+    u1 = tl.minimum(total, u + width)
+    j = tl.sum((ends <= u).to(tl.int32), 0)  # the first list whose units reach past u
+    mi = tl.arange(0, M)
+    g = mi // T
+    t = mi - g * T
+    row_ok = mi < G * T
+    d = tl.arange(0, D)
+    while u < u1:
+        end_j = _pick(ends, j)
+        n_j = _pick(ns, j)
+        start_j = end_j - (n_j + CPB - 1) // CPB
+        prefix = _pick(prefixes, j)
+        seg_end = tl.minimum(u1, end_j)
+        e_start = (u - start_j) * CPB
+        e_end = tl.minimum(n_j, (seg_end - start_j) * CPB)
+        b = (j // HKV).to(tl.int64)
+        h = (j % HKV).to(tl.int64)
+        q = tl.load(q_ptr + b * sqb + (h * G + g)[:, None] * sqh + t[:, None] * sqt + d[None, :],
+                    mask=row_ok[:, None], other=0.0)
+        kb = k_ptr + b * skb + h * skh
+        vb = v_ptr + b * svb + h * svh
+        ids = ids_ptr + b * sib + h * sih
+        m_i = tl.full((M,), NEG_INIT, tl.float32)
+        l_i = tl.zeros((M,), tl.float32)
+        acc = tl.zeros((M, D), tl.float32)
+        if LOOP_FOR:  # compiled: a pipelined loop
+            for e0 in tl.range(e_start, e_end, CPB, num_stages=STAGES):
+                m_i, l_i, acc = _chunk_block(q, kb, vb, skn, svn, ids, e0, e_end, prefix, C, m_i, l_i, acc,
+                                             qk_scale, D, CP, CPB, DENSE)
+        else:  # the CPU interpreter cannot range over run-time scalars
+            e0 = e_start
+            while e0 < e_end:
+                m_i, l_i, acc = _chunk_block(q, kb, vb, skn, svn, ids, e0, e_end, prefix, C, m_i, l_i, acc,
+                                             qk_scale, D, CP, CPB, DENSE)
+                e0 += CPB
+        lse = tl.where(l_i > 0, m_i + tl.log2(tl.maximum(l_i, 1e-30)), float("-inf"))
+        o = acc / tl.maximum(l_i, 1e-30)[:, None]
+        slot = (p + j).to(tl.int64)
+        tl.store(po_ptr + (slot * M + mi)[:, None] * D + d[None, :], o, mask=row_ok[:, None])
+        tl.store(pl_ptr + slot * M + mi, lse, mask=row_ok)
+        u = seg_end
+        j += 1
+
+
+@triton.jit(do_not_specialize=["T", "cap", "P", "min_units", "BH"])
+def _merge_kernel(
+    q_ptr, k_ptr, v_ptr, len_ptr, n_ptr, po_ptr, pl_ptr, out_ptr,
+    qk_scale, T, C, cap, P, min_units, BH, HKV, G,
+    sqb, sqh, sqt, skb, skh, skn, svb, svh, svn, snb, snh, sob, sot, soh,
+    D: tl.constexpr, M: tl.constexpr, TP: tl.constexpr, SB: tl.constexpr, CPB: tl.constexpr,
+    BHP: tl.constexpr, DENSE: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    t = pid % T
+    bq = pid // T
+    hq = bq % (HKV * G)
+    b = (bq // (HKV * G)).to(tl.int64)
+    h = (hq // G).to(tl.int64)
+    j = b * HKV + h
+    prefixes, ns, ends = _lists(len_ptr, n_ptr, T, C, cap, BH, HKV, snb, snh, BHP, CPB, DENSE)
+    total = tl.max(ends, 0)
+    width = tl.maximum(min_units, (total + P - 1) // P)
+    end_j = _pick(ends, j)
+    start_j = end_j - (_pick(ns, j) + CPB - 1) // CPB
+    prefix = _pick(prefixes, j)
+    d = tl.arange(0, D)
+    # the step's own keys P .. P + t, exactly in float32
+    qv = tl.load(q_ptr + b * sqb + hq * sqh + t * sqt + d).to(tl.float32)
+    jj = tl.arange(0, TP)
+    key = prefix + jj
+    ok = (jj <= t) & (key >= 0)
+    k = tl.load(k_ptr + b * skb + h * skh + key[:, None] * skn + d[None, :], mask=ok[:, None], other=0.0)
+    sc = tl.sum(k.to(tl.float32) * qv[None, :], 1) * qk_scale
+    sc = tl.where(ok, sc, float("-inf"))
+    m = tl.max(sc, 0)
+    pr = tl.exp2(sc - m)
+    l = tl.sum(pr, 0)
+    v = tl.load(v_ptr + b * svb + h * svh + key[:, None] * svn + d[None, :], mask=ok[:, None], other=0.0)
+    acc = tl.sum(pr[:, None] * v.to(tl.float32), 0)  # unnormalised, scale 2^m
+    # merge the partials (normalised outputs, base-2 lse) of row (g, t) from the programs over list j
+    row = (hq - h * G) * T + t
+    sb = tl.arange(0, SB)
+    s0 = start_j // width + j
+    s1 = tl.where(end_j > start_j, (end_j - 1) // width + j + 1, s0)
+    while s0 < s1:
+        si = s0 + sb
+        s_ok = si < s1
+        lse = tl.load(pl_ptr + si.to(tl.int64) * M + row, mask=s_ok, other=float("-inf"))
+        m_new = tl.maximum(m, tl.max(lse, 0))
+        w = tl.exp2(lse - m_new)
+        po = tl.load(po_ptr + (si.to(tl.int64) * M + row)[:, None] * D + d[None, :], mask=s_ok[:, None], other=0.0)
+        alpha = tl.exp2(m - m_new)
+        l = l * alpha + tl.sum(w, 0)
+        acc = acc * alpha + tl.sum(w[:, None] * po, 0)
+        m = m_new
+        s0 += SB
+    tl.store(out_ptr + b * sob + t * sot + hq * soh + d, (acc / l).to(out_ptr.dtype.element_ty))
+
+
+def pow2(x: int, least: int = 1) -> int:
+    """Smallest power of two >= max(x, least)."""
+    return max(triton.next_power_of_2(max(int(x), 1)), least)
+
+
+@dataclass
+class Workspace:
+    """Partials of one launch shape: outputs ``(P + B*Hkv, M, D)`` and lse ``(P + B*Hkv, M)`` float32, for a
+    grid of ``programs`` (P) split programs."""
+
+    o: torch.Tensor
+    lse: torch.Tensor
+    programs: int
+
+
+def rows_tile(group: int, n_queries: int) -> int:
+    """Rows of a split program's query tile: G*T padded to a power of two, at least 16 (tl.dot)."""
+    return pow2(group * n_queries, 16)
+
+
+def num_programs(config: SplitConfig, device) -> int:
+    """The split kernel's grid: ``ctas_per_sm`` programs per SM (4 SMs on the CPU interpreter)."""
+    from . import interpreting
+
+    sms = 4 if interpreting() else torch.cuda.get_device_properties(device).multi_processor_count
+    return max(1, config.ctas_per_sm * sms)
+
+
+def make_workspace(batch: int, num_kv_heads: int, group: int, n_queries: int, head_dim: int, config: SplitConfig,
+                   device) -> Workspace:
+    m = rows_tile(group, n_queries)
+    programs = num_programs(config, device)
+    slots = programs + batch * num_kv_heads
+    return Workspace(torch.empty((slots, m, head_dim), dtype=torch.float32, device=device),
+                     torch.empty((slots, m), dtype=torch.float32, device=device), programs)
+
+
+def launch(q, k, v, lengths, chunk_ids, n_chunks, chunk_size: int, sm_scale: float, out: torch.Tensor,
+           workspace: Workspace, capacity: int, config: SplitConfig, dense: bool) -> torch.Tensor:
+    """Both launches on validated tensors (see :func:`specattn.gpu.attention.sparse.sparse_verify`)."""
+    from . import interpreting
+
+    b, hq, t, d = q.shape
+    hkv = k.shape[1]
+    g = hq // hkv
+    m = rows_tile(g, t)
+    cp = pow2(chunk_size)
+    cpb = max(1, config.block_n // cp)
+    programs = workspace.programs
+    min_units = max(1, -(-config.min_chunks // cpb))
+    bh = b * hkv
+    ids = chunk_ids if not dense else lengths  # unused when dense
+    sib, sih = (chunk_ids.stride(0), chunk_ids.stride(1) if chunk_ids.shape[1] > 1 else 0) if not dense else (0, 0)
+    nn = n_chunks if not dense else lengths
+    snb, snh = (n_chunks.stride(0), n_chunks.stride(1) if n_chunks.shape[1] > 1 else 0) if not dense else (0, 0)
+    qk_scale = float(sm_scale) * LOG2E
+    common = dict(BHP=pow2(bh, 2), CPB=cpb, DENSE=dense, D=d, M=m)
+    _split_kernel[(programs,)](
+        q, k, v, lengths, ids, nn, workspace.o, workspace.lse,
+        qk_scale, t, chunk_size, capacity, programs, min_units, bh, hkv, g,
+        q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
+        v.stride(0), v.stride(1), v.stride(2), sib, sih, snb, snh,
+        CP=cp, LOOP_FOR=not interpreting(), STAGES=config.stages, num_warps=config.warps, **common,
+    )
+    _merge_kernel[(b * hq * t,)](
+        q, k, v, lengths, nn, workspace.o, workspace.lse, out,
+        qk_scale, t, chunk_size, capacity, programs, min_units, bh, hkv, g,
+        q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
+        v.stride(0), v.stride(1), v.stride(2), snb, snh, out.stride(0), out.stride(1), out.stride(2),
+        TP=pow2(t, 2), SB=32, num_warps=4, **common,
+    )
+    return out
+
+
+# arguments that are multiples of 16 for contiguous HF caches (the launcher specialises on that)
+ALIGNED = ("q_ptr", "k_ptr", "v_ptr", "len_ptr", "ids_ptr", "n_ptr", "po_ptr", "pl_ptr", "C", "sqb", "sqh", "skb",
+           "skh", "skn", "svb", "svh", "svn", "sib")
+
+
+def _aot_check(compile_one) -> bool:
+    ok = True
+    cfg = SplitConfig()
+    for dt, g, dim, dense in [("bf16", 4, 128, False), ("bf16", 1, 128, False), ("fp16", 4, 64, False),
+                              ("bf16", 4, 128, True)]:
+        sig = {"q_ptr": f"*{dt}", "k_ptr": f"*{dt}", "v_ptr": f"*{dt}", "len_ptr": "*i32", "ids_ptr": "*i32",
+               "n_ptr": "*i32", "po_ptr": "*fp32", "pl_ptr": "*fp32", "qk_scale": "fp32", "T": "i32", "C": "i32",
+               "cap": "i32", "P": "i32", "min_units": "i32", "BH": "i32", "HKV": "i32", "G": "i32"}
+        sig.update({name: "i32" for name in ["sqb", "sqh", "sqt", "skb", "skh", "skn", "svb", "svh", "svn",
+                                             "sib", "sih", "snb", "snh"]})
+        ok &= compile_one(f"sparse_attn split {dt} G={g} D={dim}{' dense' if dense else ''}", _split_kernel, sig,
+                          {"D": dim, "M": rows_tile(g, 5), "CP": 16, "CPB": cfg.block_n // 16, "BHP": 32,
+                           "DENSE": dense, "LOOP_FOR": True, "STAGES": cfg.stages}, cfg.warps, div16=ALIGNED)
+    sig = {"q_ptr": "*bf16", "k_ptr": "*bf16", "v_ptr": "*bf16", "len_ptr": "*i32", "n_ptr": "*i32",
+           "po_ptr": "*fp32", "pl_ptr": "*fp32", "out_ptr": "*bf16", "qk_scale": "fp32", "T": "i32", "C": "i32",
+           "cap": "i32", "P": "i32", "min_units": "i32", "BH": "i32", "HKV": "i32", "G": "i32"}
+    sig.update({name: "i32" for name in ["sqb", "sqh", "sqt", "skb", "skh", "skn", "svb", "svh", "svn", "snb",
+                                         "snh", "sob", "sot", "soh"]})
+    ok &= compile_one("sparse_attn merge bf16", _merge_kernel, sig,
+                      {"D": 128, "M": 32, "TP": 8, "SB": 32, "CPB": 4, "BHP": 32, "DENSE": False}, 4)
+    return ok

@@ -1,0 +1,249 @@
+"""Sparse verification attention over device-side chunk lists (specattn.gpu.attention.sparse, the Triton
+split-KV kernel, the ``triton`` backend) against float64 references built on specattn.visibility.
+
+CPU: the torch path and the list builder (always). Interpreter: the Triton kernels on small shapes
+(TRITON_INTERPRET=1). GPU: the compiled kernels on adversarial and model-sized shapes (marked ``gpu``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from specattn.errors import SpecAttnError
+from specattn.gpu.attention import AttentionShape, make_backend, n_prefix_chunks
+from specattn.gpu.attention.sparse import (ChunkLists, chunk_lists, dense_verify, n_chunks_capacity, sparse_verify,
+                                           sparse_verify_torch)
+from specattn.gpu.attention.torch_backend import gathered_attention
+
+from .availability import HAS_CUDA, needs_gpu, needs_interpreter
+
+
+def rel_err(out, ref):
+    return ((out.double() - ref.double()).norm() / ref.double().norm()).item()
+
+
+def lists_reference(mask: torch.Tensor) -> tuple[list, list]:
+    """Plain-Python lists of ``mask (B, H, NC)``: per (b, h) the kept ids and their count."""
+    ids = [[[c for c, keep in enumerate(row) if keep] for row in per_b] for per_b in mask.tolist()]
+    return ids, [[len(x) for x in per_b] for per_b in ids]
+
+
+def make_case(b, hq, hkv, t, d, kcap, c, lengths, density, h_sel, dtype, device, seed, junk_ids=False):
+    """Random q (a strided view of (B, T, Hq, D)), a strided KV cache view, lengths, lists of a random mask
+    (optionally with out-of-prefix and negative ids appended to every list)."""
+    g = torch.Generator().manual_seed(seed)
+    q = torch.randn(b, t, hq, d, generator=g).to(dtype).transpose(1, 2)
+    k = torch.randn(b, hkv, kcap + 7, d, generator=g).to(dtype)[:, :, :kcap]  # capacity view of a larger cache
+    v = torch.randn(b, hkv, kcap + 7, d, generator=g).to(dtype)[:, :, :kcap]
+    cap = n_chunks_capacity(kcap, t, c)
+    mask = torch.rand(b, h_sel, cap, generator=g) < density
+    lists = chunk_lists(mask, capacity=cap + (2 if junk_ids else 0), impl="torch")
+    if junk_ids:
+        for i, n_keys in enumerate(lengths):
+            for h in range(h_sel):
+                n = int(lists.n[i, h])
+                lists.ids[i, h, n: n + 2] = torch.tensor([-3, math.ceil((n_keys - t) / c) + 1])
+                lists.n[i, h] = n + 2
+    to = dict(device=device)
+    return (q.to(**to), k.to(**to), v.to(**to), torch.tensor(lengths, dtype=torch.int32, device=device),
+            ChunkLists(lists.ids.to(**to), lists.n.to(**to)))
+
+
+def check_kernel_case(case, c, tol, dense=False, config=None):
+    q, k, v, lengths, lists = case
+    b, hq, t, d = q.shape
+    out = torch.full((b, t, hq, d), float("nan"), dtype=q.dtype, device=q.device)  # poisoned
+    if dense:
+        got = dense_verify(q, k, v, lengths, c, out=out, config=config, impl="triton")
+        nc = n_chunks_capacity(k.shape[2], t, c)
+        lists = ChunkLists(torch.arange(nc, dtype=torch.int32, device=q.device).expand(b, 1, nc),
+                           torch.full((b, 1), nc, dtype=torch.int32, device=q.device))
+    else:
+        got = sparse_verify(q, k, v, lengths, lists.ids, lists.n, c, out=out, config=config, impl="triton")
+    ref = sparse_verify_torch(q.double(), k.double(), v.double(), lengths, lists.ids, lists.n, c, 1 / math.sqrt(d))
+    assert got is out and got.shape == (b, t, hq, d) and got.dtype == q.dtype
+    assert torch.isfinite(got).all(), "unwritten or non-finite outputs"
+    assert rel_err(got, ref) < tol
+
+
+# -------------------------------------------------------------------------------------------- CPU
+def test_lists_torch_match_reference():
+    g = torch.Generator().manual_seed(0)
+    for b, h, nc, density in [(1, 1, 1, 1.0), (2, 3, 17, 0.3), (3, 1, 40, 0.0), (1, 2, 100, 1.0), (2, 2, 0, 0.5)]:
+        mask = torch.rand(b, h, nc, generator=g) < density
+        lists = chunk_lists(mask, capacity=nc + 3, impl="torch")
+        ids, counts = lists_reference(mask)
+        assert lists.n.tolist() == counts and lists.ids.shape == (b, h, nc + 3)
+        for i in range(b):
+            for j in range(h):
+                assert lists.ids[i, j, : counts[i][j]].tolist() == ids[i][j]
+
+
+def test_lists_refuse_bad_input():
+    with pytest.raises(SpecAttnError, match="bool"):
+        chunk_lists(torch.ones(1, 1, 4))
+    with pytest.raises(SpecAttnError, match="capacity=3"):
+        chunk_lists(torch.ones(1, 1, 4, dtype=torch.bool), capacity=3)
+    with pytest.raises(SpecAttnError, match="preallocated"):
+        chunk_lists(torch.ones(1, 1, 4, dtype=torch.bool), out=ChunkLists.empty(1, 2, 4, "cpu"))
+
+
+@pytest.mark.parametrize("t,hq,hkv,d,n,c", [(5, 4, 1, 16, 70, 16), (3, 6, 2, 8, 10, 4), (4, 2, 1, 8, 4, 16),
+                                            (1, 2, 2, 8, 33, 16), (5, 8, 8, 16, 300, 16)])
+@pytest.mark.parametrize("density", [0.0, 0.4, 1.0])
+def test_torch_path_matches_gathered_reference(t, hq, hkv, d, n, c, density):
+    """The batched torch path (visible_keys) against the one-sequence gathered reference."""
+    g = torch.Generator().manual_seed(n + t)
+    q = torch.randn(t, hq, d, generator=g, dtype=torch.float64)
+    k, v = (torch.randn(n, hkv, d, generator=g, dtype=torch.float64) for _ in range(2))
+    mask = torch.rand(n_prefix_chunks(n, t, c), generator=g) < density
+    lists = chunk_lists(mask.view(1, 1, -1), impl="torch")
+    out = sparse_verify(q.permute(1, 0, 2)[None], k.permute(1, 0, 2)[None], v.permute(1, 0, 2)[None],
+                        torch.tensor([n], dtype=torch.int32), lists.ids, lists.n, c)
+    ref = gathered_attention(q, k, v, mask, c, 1 / math.sqrt(d), torch.float64)
+    assert rel_err(out[0], ref) < 1e-12
+
+
+def test_per_head_lists_select_per_kv_head():
+    """H_sel = Hkv: query head h reads list h // g; a head whose list is empty sees only the tail."""
+    b, hq, hkv, t, d, kcap, c = 1, 4, 2, 2, 8, 34, 4
+    q, k, v, lengths, _ = make_case(b, hq, hkv, t, d, kcap, c, [34], 0.0, hkv, torch.float64, "cpu", 1)
+    mask = torch.zeros(1, 2, 8, dtype=torch.bool)
+    mask[0, 0] = True  # KV head 0: every chunk; KV head 1: none
+    lists = chunk_lists(mask)
+    out = sparse_verify(q, k, v, lengths, lists.ids, lists.n, c)
+    full = dense_verify(q, k, v, lengths, c)
+    tail_only = sparse_verify(q, k, v, lengths, lists.ids, torch.zeros_like(lists.n), c)
+    assert torch.allclose(out[:, :, :2], full[:, :, :2]) and torch.allclose(out[:, :, 2:], tail_only[:, :, 2:])
+    assert not torch.allclose(out[:, :, 2:], full[:, :, 2:])
+
+
+def test_sparse_verify_refuses_bad_input():
+    q, k, v, lengths, lists = make_case(2, 4, 2, 3, 8, 20, 4, [20, 9], 0.5, 1, torch.float32, "cpu", 2)
+    with pytest.raises(SpecAttnError, match="multiple"):
+        sparse_verify(q[:, :3], k, v, lengths, lists.ids, lists.n)
+    with pytest.raises(SpecAttnError, match="lengths"):
+        sparse_verify(q, k, v, lengths.long(), lists.ids, lists.n)
+    with pytest.raises(SpecAttnError, match="H_sel"):
+        sparse_verify(q, k, v, lengths, lists.ids.expand(2, 3, -1), lists.n.expand(2, 3))
+    with pytest.raises(SpecAttnError, match="impl"):
+        sparse_verify(q, k, v, lengths, lists.ids, lists.n, impl="cuda")
+    if not HAS_CUDA:
+        with pytest.raises(SpecAttnError, match="backend='torch'"):
+            make_backend("triton", AttentionShape(4, 2, 8, 4, torch.bfloat16), device="cpu")
+
+
+# ------------------------------------------------------------------------------------ interpreter
+INTERP_CASES = [  # (B, Hq, Hkv, T, D, K_cap, C, lengths, H_sel)
+    (1, 4, 2, 3, 16, 40, 4, [40], 1),                 # partial last chunk (P = 37)
+    (3, 4, 1, 5, 16, 45, 8, [45, 13, 5], 1),          # ragged B = 3; P = 40, 8 (one chunk), 0 (tail only)
+    (2, 2, 2, 2, 32, 33, 4, [6, 33], 2),              # MHA, per-KV-head lists, P = 4 (L = 1 chunk), 31
+    (1, 2, 1, 1, 16, 18, 16, [18], 1),                # T = 1, P = 17: one full chunk + 1 key
+]
+
+
+@needs_interpreter
+@pytest.mark.parametrize("b,hq,hkv,t,d,kcap,c,lengths,h_sel", INTERP_CASES)
+@pytest.mark.parametrize("density", [0.0, 0.5, 1.0])
+def test_kernel_interpreter(b, hq, hkv, t, d, kcap, c, lengths, h_sel, density):
+    """float16 only: Triton 3.6's interpreter computes bfloat16 tl.dot wrongly (bfloat16 runs on the GPU)."""
+    from specattn.gpu.kernels.sparse_attn import SplitConfig
+
+    case = make_case(b, hq, hkv, t, d, kcap, c, lengths, density, h_sel, torch.float16, "cpu", kcap + t,
+                     junk_ids=True)
+    tiny = SplitConfig(block_n=16, min_chunks=1)  # programs whose units span several lists
+    check_kernel_case(case, c, 1e-2, config=tiny)
+    check_kernel_case(case, c, 1e-2, config=SplitConfig())
+    check_kernel_case(case, c, 1e-2, config=SplitConfig(block_n=16, ctas_per_sm=16, min_chunks=1))  # idle programs
+    if density == 1.0:
+        check_kernel_case(case, c, 1e-2, dense=True, config=tiny)
+
+
+@needs_interpreter
+def test_list_kernels_interpreter():
+    from specattn.gpu.kernels.chunk_list import lists_from_thresholds
+
+    g = torch.Generator().manual_seed(5)
+    for b, h, nc, density in [(1, 1, 1, 1.0), (2, 3, 300, 0.3), (1, 1, 50, 0.0)]:
+        mask = torch.rand(b, h, nc, generator=g) < density
+        lists = chunk_lists(mask, capacity=nc + 1, impl="triton")
+        ids, counts = lists_reference(mask)
+        assert lists.n.tolist() == counts
+        assert all(lists.ids[i, j, : counts[i][j]].tolist() == ids[i][j] for i in range(b) for j in range(h))
+    # thresholds -> OR over R rows -> mask + list
+    r, nc = 3, 200
+    cmax = torch.randint(0, 100, (2 * r, nc), generator=g, dtype=torch.int32)
+    tkey = torch.randint(80, 101, (2 * r,), generator=g, dtype=torch.int32)
+    want = (cmax >= tkey[:, None]).view(2, r, nc).any(1)
+    ids, n = torch.zeros(2, nc, dtype=torch.int32), torch.zeros(2, dtype=torch.int32)
+    mask = torch.zeros(2, nc + 5, dtype=torch.bool)
+    lists_from_thresholds(cmax, tkey, r, ids, n, mask)
+    assert torch.equal(mask[:, :nc], want) and not mask[:, nc:].any()
+    assert n.tolist() == want.sum(1).tolist()
+    assert all(ids[i, : n[i]].tolist() == want[i].nonzero().flatten().tolist() for i in range(2))
+
+
+# -------------------------------------------------------------------------------------------- GPU
+GPU_CASES = [  # (B, Hq, Hkv, T, D, K_cap, C, lengths, H_sel)
+    (1, 32, 8, 5, 128, 4101, 16, [4101], 1),                      # Llama-3.1-8B, P divisible by C
+    (1, 32, 8, 5, 128, 4104, 16, [4104], 8),                      # partial last chunk, per-KV-head lists
+    (3, 32, 32, 5, 128, 3001, 16, [3001, 1234, 6], 1),            # Llama-2-7B (MHA), ragged, P = 1 key
+    (4, 32, 8, 5, 128, 9000, 16, [9000, 17, 5, 4444], 8),         # ragged incl. empty prefix
+    (2, 8, 1, 5, 64, 2000, 32, [2000, 1999], 1),                  # GQA 8:1, head_dim 64, chunk 32
+    (2, 16, 16, 3, 64, 777, 16, [777, 500], 16),                  # MHA, head_dim 64, T = 3
+    (1, 32, 8, 1, 128, 2049, 16, [2049], 1),                      # T = 1
+    (1, 32, 8, 5, 128, 40005, 64, [40005], 1),                    # long, chunk 64
+]
+
+
+@needs_gpu
+@pytest.mark.parametrize("b,hq,hkv,t,d,kcap,c,lengths,h_sel", GPU_CASES)
+@pytest.mark.parametrize("density", [0.0, 0.05, 0.3, 1.0])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_kernel_matches_reference_gpu(b, hq, hkv, t, d, kcap, c, lengths, h_sel, density, dtype):
+    case = make_case(b, hq, hkv, t, d, kcap, c, lengths, density, h_sel, dtype, "cuda",
+                     kcap + int(density * 100), junk_ids=density == 0.3)
+    check_kernel_case(case, c, 1e-2)
+    if density == 1.0:
+        check_kernel_case(case, c, 1e-2, dense=True)
+
+
+@needs_gpu
+@pytest.mark.parametrize("block_n,warps,stages,ctas,min_chunks", [(128, 8, 2, 4, 4), (32, 4, 1, 1, 64)])
+def test_kernel_configs_gpu(block_n, warps, stages, ctas, min_chunks):
+    from specattn.gpu.kernels.sparse_attn import SplitConfig
+
+    cfg = SplitConfig(block_n, warps, stages, ctas, min_chunks)
+    case = make_case(2, 32, 8, 5, 128, 20000, 16, [20000, 7777], 0.2, 8, torch.bfloat16, "cuda", 9)
+    check_kernel_case(case, 16, 1e-2, config=cfg)
+    check_kernel_case(case, 16, 1e-2, dense=True, config=cfg)
+
+
+@needs_gpu
+@pytest.mark.parametrize("t,hq,hkv,d,n,c", [(5, 32, 8, 128, 4099, 16), (3, 32, 32, 128, 777, 16),
+                                            (5, 32, 8, 128, 17, 16), (1, 8, 2, 64, 1000, 32)])
+@pytest.mark.parametrize("density", [0.0, 0.3, 1.0])
+def test_triton_backend_matches_reference_gpu(t, hq, hkv, d, n, c, density):
+    g = torch.Generator(device="cuda").manual_seed(n + t)
+    q, k, v = (torch.randn(s, generator=g, device="cuda").bfloat16() for s in [(t, hq, d), (n, hkv, d), (n, hkv, d)])
+    mask = torch.rand(n_prefix_chunks(n, t, c), generator=g, device="cuda") < density
+    attn = make_backend("triton", AttentionShape(hq, hkv, d, c, torch.bfloat16))
+    attn.plan(mask, n, t)
+    out = attn.run(q, k, v)
+    ref = gathered_attention(q.double(), k.double(), v.double(), mask, c, 1 / math.sqrt(d), torch.float64)
+    assert out.shape == (t, hq, d) and rel_err(out, ref) < 1e-2
+
+
+@needs_gpu
+def test_lists_gpu_match_reference():
+    g = torch.Generator(device="cuda").manual_seed(3)
+    for b, h, nc, density in [(1, 1, 1, 1.0), (4, 8, 8192, 0.1), (2, 1, 20000, 0.5), (3, 2, 7, 0.0)]:
+        mask = torch.rand(b, h, nc, generator=g, device="cuda") < density
+        lists = chunk_lists(mask, capacity=nc + 16)
+        ids, counts = lists_reference(mask.cpu())
+        assert lists.n.cpu().tolist() == counts
+        got = lists.ids.cpu()
+        assert all(got[i, j, : counts[i][j]].tolist() == ids[i][j] for i in range(b) for j in range(h))
