@@ -108,24 +108,27 @@ def paper_run(tiny_model_dir, tmp_path_factory):
     return outputs, Path(last.removeprefix("results: ")), result.stdout
 
 
-def load_local_slurm():
-    """``scripts/local_slurm.py`` as a module (``scripts/`` is not a package)."""
+def require_local_slurm():
+    """``scripts/local_slurm.py`` as a module (``scripts/`` is not a package), once it is known to be
+    able to run here; else the test skips, or fails under ``SPECATTN_REQUIRE_SLURM=1``."""
     spec = importlib.util.spec_from_file_location("local_slurm", ROOT / "scripts" / "local_slurm.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    local_slurm = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(local_slurm)
+    reason = local_slurm.missing()
+    if reason and os.environ.get("SPECATTN_REQUIRE_SLURM") == "1":
+        pytest.fail(f"no local Slurm cluster, and SPECATTN_REQUIRE_SLURM=1: {reason}")
+    if reason:
+        pytest.skip(f"no local Slurm cluster: {reason}")
+    return local_slurm
 
 
 @pytest.fixture(scope="session")
 def slurm_cluster():
     """A single-node Slurm with job accounting (``scripts/local_slurm.py``) for the session: started on
     first use, stopped (jobs cancelled, daemons ended by their PIDs, folder removed) at the end of the
-    session whatever the tests did. Skips the test where root or Debian's Slurm packages are missing."""
-    local_slurm = load_local_slurm()
-    reason = local_slurm.missing()
-    if reason:
-        pytest.skip(f"no local Slurm cluster: {reason}")
-    cluster = local_slurm.LocalSlurm.start()
+    session whatever the tests did. Skips the test where root or Debian's Slurm packages are missing,
+    fails it instead under ``SPECATTN_REQUIRE_SLURM=1`` (set by ``.ci/run`` once it installed them)."""
+    cluster = require_local_slurm().LocalSlurm.start()
     yield cluster
     cluster.stop()
     shutil.rmtree(cluster.folder)

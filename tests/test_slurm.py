@@ -21,7 +21,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from .conftest import ROOT, load_local_slurm, run_cli, tiny_sweep_args as tiny
+from .conftest import ROOT, require_local_slurm, run_cli, tiny_sweep_args as tiny
 
 pytestmark = pytest.mark.slurm
 
@@ -168,10 +168,7 @@ def test_a_job_requeued_while_running_resumes_from_its_finished_samples(slurm_cl
 def test_the_cluster_script_stops_everything_it_started_even_with_a_job_running():
     """``scripts/local_slurm.py start`` and ``stop`` as a user runs them, with a job still running at
     ``stop``: afterwards none of the daemons, the job's slurmstepd or the job's process is alive."""
-    local_slurm = load_local_slurm()
-    reason = local_slurm.missing()
-    if reason:
-        pytest.skip(f"no local Slurm cluster: {reason}")
+    local_slurm = require_local_slurm()
     script = ROOT / "scripts" / "local_slurm.py"
     folder = Path(tempfile.mkdtemp(prefix="slurm-stop-test-"))  # not under tmp_path: munged must reach it
     started = subprocess.run([sys.executable, str(script), "start", str(folder)], capture_output=True, text=True,
