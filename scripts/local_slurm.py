@@ -147,7 +147,7 @@ PidFile={folder}/slurmdbd.pid
 """
 
 
-#: MariaDB settings: slurmdbd logs an error below these
+#: MariaDB settings: slurmdbd logs an error with a smaller buffer pool or lock wait; a small redo log
 MARIADB_OPTIONS = ("--no-defaults", "--innodb-buffer-pool-size=256M", "--innodb-log-file-size=16M",
                    "--innodb-lock-wait-timeout=900")
 
@@ -187,6 +187,8 @@ class LocalSlurm:
         if reason:
             raise RuntimeError(f"cannot start a local Slurm: {reason}")
         cluster = cls(Path(folder or tempfile.mkdtemp(prefix="slurm-")))
+        if cluster.daemons():
+            raise RuntimeError(f"{cluster.folder} already holds a cluster: stop it first")
         try:
             cluster._start(timeout)
         except BaseException:
@@ -201,9 +203,7 @@ class LocalSlurm:
         self._spawn("munged", ["munged", "--foreground", munge, *(
             f"--{kind}-file={self.folder}/munge/munged.{kind}" for kind in ("key", "pid", "log", "seed"))],
             user="munge", group="munge")
-        self._wait("munged", timeout, lambda: subprocess.run(
-            ["unmunge", munge], input=subprocess.run(["munge", "-n", munge], capture_output=True).stdout,
-            capture_output=True).returncode == 0)
+        self._wait("munged", timeout, lambda: _munge_round_trip(munge))
         db = self.folder / "db"
         self._setup("mariadb-install-db", ["mariadb-install-db", *MARIADB_OPTIONS, f"--datadir={db}", "--user=root",
                                            "--auth-root-authentication-method=normal", "--skip-test-db"])
@@ -314,6 +314,13 @@ class LocalSlurm:
                 except OSError:
                     continue
         return found
+
+
+def _munge_round_trip(socket_option: str) -> bool:
+    """Whether munged encodes a credential and decodes it back."""
+    credential = subprocess.run(["munge", "-n", socket_option], capture_output=True)
+    return credential.returncode == 0 and subprocess.run(
+        ["unmunge", socket_option], input=credential.stdout, capture_output=True).returncode == 0
 
 
 def _accepts(port: int) -> bool:
