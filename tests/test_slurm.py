@@ -99,9 +99,8 @@ def test_a_slurm_sweep_gives_the_basic_launchers_tables(slurm_sweep, slurm_clust
     assert_same_tables(slurm, basic)
     assert {path.name for path in (slurm / "ppl" / ".submitit").iterdir()} >= submitted
     assert "sacct" not in result.stdout + result.stderr  # accounting on: submitit's polling works quietly
-    accounted = wait_for(lambda: {job: state for job, state in slurm_cluster.accounted_jobs()
-                                  if job in submitted and state == "COMPLETED"}, 60, "sacct never showed the 4 jobs")
-    assert accounted.keys() == submitted
+    wait_for(lambda: {job for job, state in slurm_cluster.accounted_jobs() if state == "COMPLETED"} >= submitted,
+             60, f"sacct never showed all of {sorted(submitted)} COMPLETED")  # records reach slurmdbd with a lag
 
 
 def test_a_finished_sweep_submitted_again_submits_no_job(slurm_sweep, slurm_cluster, tiny_model_dir):
