@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -104,3 +106,29 @@ def paper_run(tiny_model_dir, tmp_path_factory):
     assert result.returncode == 0, result.stderr
     last = result.stdout.strip().splitlines()[-1]
     return outputs, Path(last.removeprefix("results: ")), result.stdout
+
+
+def require_local_slurm():
+    """``scripts/local_slurm.py`` as a module (``scripts/`` is not a package), once it is known to be
+    able to run here; else the test skips, or fails under ``SPECATTN_REQUIRE_SLURM=1``."""
+    spec = importlib.util.spec_from_file_location("local_slurm", ROOT / "scripts" / "local_slurm.py")
+    local_slurm = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(local_slurm)
+    reason = local_slurm.missing()
+    if reason and os.environ.get("SPECATTN_REQUIRE_SLURM") == "1":
+        pytest.fail(f"no local Slurm cluster, and SPECATTN_REQUIRE_SLURM=1: {reason}")
+    if reason:
+        pytest.skip(f"no local Slurm cluster: {reason}")
+    return local_slurm
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster():
+    """A single-node Slurm with job accounting (``scripts/local_slurm.py``) for the session: started on
+    first use, stopped (jobs cancelled, daemons ended by their PIDs, folder removed) at the end of the
+    session whatever the tests did. Skips the test where root or Debian's Slurm packages are missing,
+    fails it instead under ``SPECATTN_REQUIRE_SLURM=1`` (set by ``.ci/run`` once it installed them)."""
+    cluster = require_local_slurm().LocalSlurm.start()
+    yield cluster
+    cluster.stop()
+    shutil.rmtree(cluster.folder)

@@ -1,6 +1,8 @@
-"""Sweeps at scale: grids as users write them, a killed 12-run sweep that restarts without
-recomputing finished runs, the joblib launcher (W&B id = signature, group = the sweep), the Slurm
-launcher config (composes; the same submitit path runs locally), and collecting every run."""
+"""Sweeps at scale: grids as users write them, the checked sweeper (a bad value anywhere in a grid
+refuses it before anything runs; finished runs are not launched again), a killed 12-run sweep that
+restarts without recomputing finished runs, the joblib launcher (W&B id = signature, group = the
+sweep), the Slurm launcher config (composes; the same submitit path runs locally; the real Slurm
+tests are in test_slurm.py), and collecting every run."""
 
 from pathlib import Path
 
@@ -12,7 +14,7 @@ from specattn.config import check_group_choices, validate
 from specattn.identity import signature
 from specattn.results import collect, main as results_main
 
-from .conftest import CONF, compose_config, finished_runs, run_cli, tiny_sweep_args as tiny
+from .conftest import CONF, SWEEP_GRID, compose_config, finished_runs, run_cli, tiny_sweep_args as tiny
 
 
 def expand(overrides: list[str]) -> list[list[str]]:
@@ -43,10 +45,50 @@ def test_killed_sweep_restarts_without_recomputing_finished_runs(killed_sweep):
     after = finished_runs(outputs)
     assert len(after) == 12
     assert {name: after[name] for name in before} == before  # finished runs were not rewritten
-    assert stdout.count("results exist, skipping") == len(before)
+    assert stdout.count("results exist, skipping") == len(before)  # the sweeper's line per finished run
+    assert f"Launching {12 - len(before)} jobs locally" in stdout  # finished runs were not even launched
     for name in set(after) - set(before):  # the rest ran now, the one killed midway included
         assert after[name] > max(before.values())
     assert started - set(before) <= set(after)  # a run killed midway left no results and was recomputed
+
+
+def run_files(outputs: Path) -> dict[str, int]:
+    """Every file in every run folder of ``outputs`` -> its mtime (ns)."""
+    return {str(path): path.stat().st_mtime_ns for path in outputs.glob("ppl/*/**/*") if path.is_file()}
+
+
+def test_a_bad_value_in_the_middle_of_a_grid_refuses_the_sweep_before_any_run(tiny_model_dir, tmp_path):
+    result = run_cli("-m", *tiny(tiny_model_dir, "logger=none", "p=0.9,1.5,0.95", "chunk_size=8"),
+                     env={"SPECATTN_OUTPUTS": str(tmp_path / "out")})
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().splitlines() == [
+        "error: job #1 (p=1.5) of the sweep: p=1.5 is outside (0, 1]: the nucleus mass must be a number "
+        "with 0 < p <= 1 (e.g. p=0.95)"]
+    assert "Launching" not in result.stdout
+    assert not (tmp_path / "out").exists()  # not even the sweep folder: p=0.9, before 1.5, did not run
+
+
+def test_a_finished_sweep_run_again_launches_nothing(killed_sweep, tiny_model_dir):
+    outputs = killed_sweep[0]
+    files = run_files(outputs)
+    again = run_cli("-m", *tiny(tiny_model_dir, "logger=none"), *SWEEP_GRID,
+                    env={"SPECATTN_OUTPUTS": str(outputs)})
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.count("results exist, skipping (rerun=true recomputes): ") == 12
+    assert "nothing to launch: all 12 runs of the sweep have results" in again.stdout
+    assert "Launching" not in again.stdout
+    assert run_files(outputs) == files  # no file of any run folder was written
+
+
+def test_rerun_true_launches_finished_runs_again(tiny_model_dir, tmp_path):
+    args = ["-m", *tiny(tiny_model_dir, "logger=none", "p=0.6")]
+    assert run_cli(*args, env={"SPECATTN_OUTPUTS": str(tmp_path)}).returncode == 0
+    before = finished_runs(tmp_path)
+    again = run_cli(*args, "rerun=true", env={"SPECATTN_OUTPUTS": str(tmp_path)})
+    assert again.returncode == 0, again.stderr
+    assert "skipping" not in again.stdout and "Launching 1 jobs locally" in again.stdout
+    after = finished_runs(tmp_path)
+    assert after.keys() == before.keys() and all(after[name] > before[name] for name in before)
 
 
 def test_collect_gathers_every_run_with_config_columns(killed_sweep, tmp_path, capsys):
