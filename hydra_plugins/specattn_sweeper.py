@@ -5,7 +5,9 @@ anything, composes every job of the grid and
 - refuses the whole grid if one job's config fails ``specattn.config.validate``: the usual one-line
   ``error: ...`` naming the job, on stderr, exit code 2;
 - drops the jobs whose run folder already holds finished results (``specattn.outputs.read_results``),
-  printing one line per skipped run, unless the job says ``rerun=true``.
+  printing one line per skipped run, unless the job says ``rerun=true``;
+- launches one job per run folder: jobs that differ only in keys their results do not depend on
+  (e.g. ``p`` for ``method=quest``) share a folder, named by the same signature, and run once.
 
 Every launcher (basic, joblib, submitit_local, slurm) gets only the jobs left; with none left it
 launches nothing. A job's run folder is the one Hydra's ``run_job`` gives it (``hydra.sweep.dir`` /
@@ -52,7 +54,14 @@ class CheckedSweeper(BasicSweeper):
                 print(f"error: job #{index} ({label}) of the sweep: {error}", file=sys.stderr)
                 sys.exit(2)
             configs.append(cfg)
-        todo = [job for job, cfg in zip(jobs, configs) if cfg.rerun or not self._finished(cfg)]
+        todo, folders = [], {}
+        for index, (job, cfg) in enumerate(zip(jobs, configs)):
+            run_dir = _run_dir(cfg)
+            if run_dir in folders:
+                print(f"job #{index} is the same run as job #{folders[run_dir]} (same signature): {run_dir}")
+            elif cfg.rerun or not self._finished(cfg):
+                todo.append(job)
+            folders.setdefault(run_dir, index)
         if not todo:
             print(f"nothing to launch: all {len(jobs)} runs of the sweep have results")
             return []

@@ -88,3 +88,4 @@ def test_a_sweep_over_a_key_a_method_ignores_computes_it_once(tiny_model_dir, tm
     assert result.returncode == 0, result.stderr
     folders = sorted(path.parent.name for path in tmp_path.glob("ppl/*/results.parquet"))
     assert len(folders) == 3 and sum(name.startswith("quest-") for name in folders) == 1, folders
+    assert "job #1 is the same run as job #0 (same signature)" in result.stdout  # launched once
