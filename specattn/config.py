@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from hydra.utils import get_method
 from omegaconf import DictConfig, OmegaConf
 
 from .checks import check_p, nonnegative_int, positive_int
@@ -80,6 +81,9 @@ def validate(cfg: DictConfig) -> None:
             f"dense_layers={dense_layers} exceeds the verifier's {cfg.model.num_layers} layers of model={cfg.model.name}"
         )
     _check_method(cfg)
+    checks = cfg.experiment.get("checks")
+    if checks:  # the experiment's own keys (e.g. decode.*)
+        get_method(checks)(cfg)
 
 
 def _check_method(cfg: DictConfig) -> None:

@@ -96,10 +96,15 @@ def _observer(layout: StepLayout, settings: EvalSettings, pair: ModelPair,
 
 
 def evaluate_sample(pair: ModelPair, input_ids: torch.Tensor, methods: list[SelectionMethod],
-                    settings: EvalSettings, seed: int = 0, progress: bool = False) -> list[MethodScore]:
-    """Score one sample ``input_ids`` ``(seq_len,)`` under each method; returns one score per method."""
+                    settings: EvalSettings, seed: int = 0, progress: bool = False,
+                    layout: StepLayout | None = None) -> list[MethodScore]:
+    """Score one sample ``input_ids`` ``(seq_len,)`` under each method; returns one score per method.
+
+    ``layout``: the sample's steps (default: ``settings.prefill_frac`` of it prefilled, then regular steps).
+    """
     device = pair.verifier.device
-    layout = StepLayout.for_sample(input_ids.numel(), settings.prefill_frac, settings.gamma, settings.chunk_size)
+    if layout is None:
+        layout = StepLayout.for_sample(input_ids.numel(), settings.prefill_frac, settings.gamma, settings.chunk_size)
     sparse_layers = list(range(settings.dense_layers, pair.n_verifier_layers))
     for method in methods:
         method.begin_sample(SampleContext(list(settings.layer_map), sparse_layers,

@@ -81,6 +81,17 @@ class BatchTiming:
 
 
 @dataclass
+class Decoded:
+    """One method's decoding of a batch: per-sequence traces, the batch's timing, and both caches
+    as decoding left them (each holding exactly its sequence's accepted tokens)."""
+
+    traces: list[SequenceTrace]
+    timing: BatchTiming
+    verifier_cache: SequenceKVCache
+    draft_cache: SequenceKVCache
+
+
+@dataclass
 class Prefill:
     """Both models' caches after the prompts ``(B, L)``; one prefill serves every method."""
 
@@ -131,8 +142,7 @@ class SpeculativeDecoder:
         return Prefill(prompts, verifier, draft, time.perf_counter() - start)
 
     @torch.inference_mode()
-    def generate(self, prefill: Prefill, methods: list[SelectionMethod], seed: int = 0
-                 ) -> tuple[list[SequenceTrace], BatchTiming]:
+    def generate(self, prefill: Prefill, methods: list[SelectionMethod], seed: int = 0) -> Decoded:
         """Decode every sequence of ``prefill`` (its caches are copied, not changed) with its own
         ``methods[b]`` (fresh instances); ``seed`` seeds sequence ``b``'s sampling and method with ``seed + b``."""
         s = self.settings
@@ -170,11 +180,35 @@ class SpeculativeDecoder:
                 target = warp(logits, s.temperature, s.top_k, s.top_p)
                 kept, added = speculative_accept(drafted, draft_probs, target, generators)
             last = self._commit(traces, sequences, last, drafted, kept, added)
-            verifier_cache.set_lengths(last)
+            verifier_cache.set_lengths(last)  # the accepted tokens but the last one (the next step's first row)
+            draft_cache.set_lengths(torch.minimum(draft_cache.lengths, last))
             timing.accept += time.perf_counter() - tick
         for trace in traces:
             del trace.tokens[s.max_new_tokens:]
-        return traces, timing
+        return Decoded(traces, timing, verifier_cache, draft_cache)
+
+    @torch.inference_mode()
+    def continuation_nll(self, prefill: Prefill, continuations: list[list[int]]) -> list[float]:
+        """The dense verifier's summed NLL (nats) of each sequence's generated ``continuations[b]`` given
+        its prompt, from the prefilled cache (one forward over the continuations)."""
+        from ..methods import Dense
+
+        batch, length = prefill.prompts.shape
+        longest = max(len(tokens) for tokens in continuations)
+        if longest == 0:
+            return [0.0] * batch
+        cache = prefill.verifier.clone()
+        targets = torch.zeros(batch, longest, dtype=torch.long, device=self.device)
+        for b, tokens in enumerate(continuations):
+            targets[b, : len(tokens)] = torch.tensor(tokens, dtype=torch.long)
+        rows = torch.cat([prefill.prompts[:, -1:], targets[:, :-1]], dim=1)
+        positions = (length - 1) + torch.arange(longest, device=self.device).expand(batch, -1)
+        plans = [VerifierPlan(Dense(), None, frozenset(), KVReads(), self.settings.query_block, length - 1)
+                 for _ in range(batch)]
+        hidden = self._forward(self.pair.verifier, rows, positions, cache, specattn_verifier=plans)
+        nll = torch.nn.functional.cross_entropy(self._logits(self.pair.verifier, hidden).transpose(1, 2), targets,
+                                                reduction="none")  # (B, longest)
+        return [float(nll[b, : len(tokens)].sum()) for b, tokens in enumerate(continuations)]
 
     def _draft(self, methods, layouts, sequences, last, cache, generators):
         """The draft's ``gamma`` proposals ``(B, gamma)`` and the distributions they came from
