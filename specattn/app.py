@@ -33,9 +33,20 @@ def _group() -> str | None:
     return Path(HydraConfig.get().sweep.dir).name if _multirun() else None
 
 
+def _progress_bars(enabled: bool) -> None:
+    """``progress=false`` silences the progress bars of transformers and the hub too."""
+    if not enabled:
+        from huggingface_hub.utils import disable_progress_bars
+        from transformers.utils import logging
+
+        disable_progress_bars()
+        logging.disable_progress_bar()
+
+
 def execute(cfg: DictConfig) -> Path:
     """Run the configured experiment and return the path of its ``results.parquet``."""
     validate(cfg)
+    _progress_bars(cfg.progress)
     run_dir = _run_dir(cfg)
     results_path = run_dir / RESULTS
     title = f"{cfg.experiment.name}: {cfg.model.name} on {cfg.dataset.name}"

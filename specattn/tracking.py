@@ -66,12 +66,15 @@ class WandbLogger(Logger):
                               name=name, group=group, config=config, tags=self.tags, resume="allow",
                               reinit="finish_previous", settings=wandb.Settings(init_timeout=self.init_timeout))
 
+        online_runs = set((run_dir / "wandb").glob(f"run-*-{run_id}"))
         try:
             self.run = init(self.mode)
         except Exception as error:  # W&B raises CommError, UsageError, ... when it cannot reach or log in
             if self.mode != "online":
                 raise
             wandb.teardown()
+            for failed in set((run_dir / "wandb").glob(f"run-*-{run_id}")) - online_runs:
+                shutil.rmtree(failed)  # the attempt that never reached W&B: nothing there to upload
             reason = str(error).splitlines()[0][:160] if str(error) else type(error).__name__
             print(f"warning: W&B could not start online (logger.init_timeout={self.init_timeout:g}s: {reason}); "
                   f"logging offline instead: upload later with `wandb sync {run_dir}/wandb/offline-run-*`",

@@ -42,7 +42,7 @@ def check_draft_layers(layers, n_verifier: int | None) -> list[int]:
     integers = all(isinstance(i, int) and not isinstance(i, bool) for i in values)
     in_range = integers and all(i >= 0 and (n_verifier is None or i < n_verifier) for i in values)
     if not values or not in_range or sorted(set(values)) != values:
-        bound = f"[0, {n_verifier})" if n_verifier is not None else "counted from 0"
+        bound = f"in [0, {n_verifier})" if n_verifier is not None else "counted from 0"
         raise SpecAttnError(f"model.draft.layers={values} must be a non-empty increasing list of verifier layers {bound} "
                             "(integers, e.g. model.draft.layers=[0,2,4])")
     return values
