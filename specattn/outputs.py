@@ -21,7 +21,7 @@ DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPER
 
 def disk_error(path: Path, error: OSError) -> SpecAttnError:
     """The one-line error for a file that cannot be written (full, read-only, not permitted)."""
-    reason = error.strerror or str(error)
+    reason = os.strerror(error.errno) if error.errno else str(error)
     return SpecAttnError(f"cannot write {path}: {reason}: free space or make it writable (or set paths.outputs=...), "
                          "then run the same command again (finished samples are kept)")
 

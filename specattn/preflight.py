@@ -22,7 +22,6 @@ from hydra import compose, initialize_config_dir
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra._internal.utils import get_args_parser
 from hydra.core.hydra_config import HydraConfig
-from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
@@ -31,7 +30,7 @@ from .app import INTERRUPTED
 from .config import check_group_choices, validate
 from .errors import SpecAttnError, specattn_cause
 from .identity import signature
-from .keys import check_keys
+from .keys import check_keys, parse
 from .run_folder import check_owner, check_unlocked, check_writable
 
 
@@ -40,7 +39,7 @@ def jobs(overrides: list[str], multirun: bool) -> list[tuple[list[str], str]]:
     (labelled by its swept values, e.g. ``p=1.5``)."""
     if not multirun:
         return [(overrides, "")]
-    parsed = OverridesParser.create().parse_overrides(overrides)
+    parsed = parse(overrides)
     swept = {o.key_or_group for o in parsed if o.is_sweep_override()}
     grid = [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
     return [(job, " ".join(o for o in job if o.lstrip("+~").split("=", 1)[0] in swept)) for job in grid]
