@@ -54,8 +54,8 @@ def read_table(path: Path, fix: str) -> pd.DataFrame:
     try:
         return pd.read_parquet(path)
     except (OSError, ValueError) as error:  # pyarrow's ArrowInvalid is a ValueError
-        detail = str(error).splitlines()[0][:160] if str(error) else type(error).__name__
-        raise SpecAttnError(f"{path} is unreadable ({detail}): {fix}") from None
+        detail = (str(error).splitlines() or [""])[0].replace(f"'{path}'", "it").replace(str(path), "it")[:200]
+        raise SpecAttnError(f"{path} is unreadable ({type(error).__name__}: {detail}): {fix}") from None
 
 
 def write_table(frame: pd.DataFrame, path: Path) -> Path:

@@ -1,0 +1,161 @@
+"""A run folder never mixes results of two configs or of two versions of the input data, and a run
+that stops (kill -9, Ctrl-C, a full disk, a damaged file) says so in one line and resumes or
+recovers with the same command. Real runs of the tiny pair; assertions on the result tables."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from .conftest import ROOT, fill, run_cli, tiny_sweep_args as tiny
+
+LONG = ["dataset.context_len=400", "dataset.num_samples=60"]  # a run still going when the test acts on it
+
+
+def start(args: list[str], env: dict) -> subprocess.Popen:
+    """``python run.py *args`` in the background, in its own process group."""
+    return subprocess.Popen([sys.executable, str(ROOT / "run.py"), *args], cwd=ROOT, text=True,
+                            env={**os.environ, "WANDB_SILENT": "true", **env}, start_new_session=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def finish(running: subprocess.Popen) -> subprocess.CompletedProcess:
+    out, err = running.communicate(timeout=300)
+    return subprocess.CompletedProcess(running.args, running.returncode, out, err)
+
+
+def wait_for(pattern: str, root: Path, running: subprocess.Popen, timeout: float = 300) -> Path:
+    """The first file under ``root`` matching ``pattern``, once it exists (the run is then midway)."""
+    deadline = time.monotonic() + timeout
+    while not (found := sorted(root.glob(pattern))):
+        assert running.poll() is None, running.communicate()
+        assert time.monotonic() < deadline, f"{root}/{pattern} never appeared"
+        time.sleep(0.05)
+    return found[0]
+
+
+def one_line(result) -> str:
+    """The single stderr line of a refused or stopped run."""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+def table(folder: Path) -> pd.DataFrame:
+    """A run's results without the timing column (the rest is deterministic)."""
+    return pd.read_parquet(folder / "results.parquet").drop(columns="sample_seconds")
+
+
+def test_two_configs_in_one_folder_never_mix(tiny_model_dir, tmp_path):
+    """Two configs pointed at one ``hydra.run.dir``: while one runs, after it is killed, and once the
+    other finished, neither reads or skips on the other's results; rerun=true replaces them."""
+    folder, env = tmp_path / "shared", {"SPECATTN_OUTPUTS": str(tmp_path / "out")}
+    a = tiny(tiny_model_dir, "logger=none", f"hydra.run.dir={folder}", "p=0.5", *LONG)
+    b = tiny(tiny_model_dir, "logger=none", f"hydra.run.dir={folder}", "p=0.9", "dataset.num_samples=2")
+    running = start(a, env)
+    wait_for("parts/sample-00000.parquet", folder, running)
+    other, same = finish(start(b, env)), finish(start(a, env))  # both while the first one writes
+    assert other.returncode == 2 and "holds the run of another config" in one_line(other)
+    assert same.returncode == 2 and f"run folder {folder} is in use by another run (pid {running.pid})" in one_line(same)
+    os.killpg(running.pid, signal.SIGKILL)
+    running.wait()
+    after_kill = run_cli(*b, env=env)
+    assert after_kill.returncode == 2 and "holds the run of another config" in one_line(after_kill)
+    assert not (folder / "results.parquet").exists()
+    replaced = run_cli(*b, "rerun=true", env=env)
+    assert replaced.returncode == 0, replaced.stderr
+    results = table(folder)
+    assert len(results) == 2 * 2 and sorted(results["sample"].unique()) == [0, 1]
+    assert set(results.setting) == {"dense", "specattn p=0.9"} and set(results.p.dropna()) == {0.9}
+    assert set(results.context_len) == {100}
+    finished_other = run_cli(*a, env=env)
+    assert finished_other.returncode == 2 and "holds the run of another config" in one_line(finished_other)
+    assert "results exist" not in finished_other.stdout
+    pd.testing.assert_frame_equal(table(folder), results)
+
+
+def test_a_changed_input_file_is_recomputed(tiny_model_dir, tmp_path):
+    text = tmp_path / "book.txt"
+    readme = (ROOT / "README.md").read_text()
+    args = tiny(tiny_model_dir, "logger=none", "dataset=text_files", f"dataset.source.paths=[{text}]")
+    text.write_text(readme[:2000])
+    first = run_cli(*args, env={"SPECATTN_OUTPUTS": str(tmp_path / "out")})
+    folder = Path(first.stdout.strip().splitlines()[-1].removeprefix("results: ")).parent
+    before = table(folder)
+    text.write_text(readme[2000:4000])  # same length, other words
+    second = run_cli(*args, env={"SPECATTN_OUTPUTS": str(tmp_path / "out")})
+    assert second.returncode == 0, second.stderr
+    assert f"recomputing {folder}: its results are stale: dataset.source changed since they were computed" \
+           in second.stdout and "results exist" not in second.stdout
+    after = table(folder)
+    assert not after.ppl.equals(before.ppl)
+    fresh = run_cli(*args, env={"SPECATTN_OUTPUTS": str(tmp_path / "fresh")})
+    pd.testing.assert_frame_equal(table(tmp_path / "fresh" / folder.relative_to(tmp_path / "out")), after)
+
+
+def test_damaged_results_and_parts_are_one_line_and_rerun_recovers(tiny_model_dir, tmp_path):
+    folder, env = tmp_path / "run", {"SPECATTN_OUTPUTS": str(tmp_path / "out")}
+    args = tiny(tiny_model_dir, "logger=none", f"hydra.run.dir={folder}", "dataset.num_samples=2")
+    assert run_cli(*args, env=env).returncode == 0
+    good = table(folder)
+    (folder / "results.parquet").write_bytes(b"PAR1 not a table")
+    damaged = run_cli(*args, env=env)
+    assert damaged.returncode == 2
+    assert one_line(damaged) == f"error: {folder}/results.parquet is unreadable (ArrowInvalid: Could not open " \
+        "Parquet input source it: Parquet magic bytes not found in footer. Either the file is corrupted or this is " \
+        "not a parquet file.): rerun=true recomputes the run"
+    assert run_cli(*args, "rerun=true", env=env).returncode == 0
+    pd.testing.assert_frame_equal(table(folder), good)
+    (folder / "results.parquet").unlink()  # as if killed after its samples
+    (folder / "parts" / "sample-00001.parquet").write_bytes(b"")
+    damaged = run_cli(*args, env=env)
+    assert damaged.returncode == 2 and f"{folder}/parts/sample-00001.parquet is unreadable" in one_line(damaged)
+    assert one_line(damaged).endswith("delete it to recompute that sample, or rerun=true to recompute the run")
+    assert run_cli(*args, "rerun=true", env=env).returncode == 0
+    pd.testing.assert_frame_equal(table(folder), good)
+
+
+def test_a_full_disk_midway_leaves_no_partial_file_and_the_run_resumes(tiny_model_dir, tmp_path, small_disk):
+    args = tiny(tiny_model_dir, "logger=none", "dataset.context_len=400", "dataset.num_samples=6",
+                f"paths.outputs={small_disk / 'out'}")
+    running = start(args, {})
+    folder = wait_for("out/ppl/*/parts/sample-00000.parquet", small_disk, running).parents[1]
+    filler = fill(small_disk)
+    stopped = finish(running)
+    assert stopped.returncode == 2, stopped.stderr
+    line = one_line(stopped)
+    assert line.startswith(f"error: cannot write {folder}/parts/sample-0000") and "No space left on device" in line
+    assert line.endswith("then run the same command again (finished samples are kept)")
+    written = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file() and ".hydra" not in p.parts}
+    assert not (folder / "results.parquet").exists()
+    assert all(not name.rsplit("/", 1)[-1].startswith(".") or name == ".lock" for name in written), written
+    first_part = (folder / "parts" / "sample-00000.parquet").stat().st_mtime_ns
+    filler.unlink()
+    resumed = run_cli(*args)
+    assert resumed.returncode == 0, resumed.stderr
+    assert (folder / "parts" / "sample-00000.parquet").stat().st_mtime_ns == first_part  # not recomputed
+    reference = run_cli(*args[:-1], f"paths.outputs={tmp_path / 'reference'}")
+    assert reference.returncode == 0, reference.stderr
+    pd.testing.assert_frame_equal(table(folder), table(tmp_path / "reference" / "ppl" / folder.name))
+
+
+def test_ctrl_c_is_one_line_and_the_same_command_resumes_with_one_wandb_run(tiny_model_dir, tmp_path):
+    folder, env = tmp_path / "run", {"SPECATTN_OUTPUTS": str(tmp_path / "out")}
+    args = tiny(tiny_model_dir, "logger=wandb", f"hydra.run.dir={folder}", *LONG[:1], "dataset.num_samples=4")
+    running = start(args, env)
+    wait_for("parts/sample-00000.parquet", folder, running)
+    os.killpg(running.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole process group
+    stopped = finish(running)
+    assert stopped.returncode == 130
+    assert one_line(stopped) == "interrupted: run the same command again to resume (finished samples are kept)"
+    assert not (folder / "results.parquet").exists()
+    first_part = (folder / "parts" / "sample-00000.parquet").stat().st_mtime_ns
+    resumed = run_cli(*args, env=env)
+    assert resumed.returncode == 0, resumed.stderr
+    assert (folder / "parts" / "sample-00000.parquet").stat().st_mtime_ns == first_part
+    assert sorted(table(folder)["sample"].unique()) == [0, 1, 2, 3]
+    assert len(list((folder / "wandb").glob("offline-run-*"))) == 1  # `wandb sync` uploads one run
