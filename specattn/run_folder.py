@@ -34,7 +34,7 @@ from omegaconf import DictConfig, OmegaConf
 from .errors import SpecAttnError
 from .fingerprint import data_fingerprint
 from .identity import signature
-from .outputs import RESULTS, atomic_write, disk_error
+from .outputs import DISK_ERRORS, RESULTS, atomic_write, disk_error
 
 IDENTITY = "run.json"
 LOCK = ".lock"
@@ -122,7 +122,11 @@ def _stale_reason(old: Identity | None, new: Identity) -> str | None:
 @contextmanager
 def _locked(run_dir: Path, wait: bool) -> Iterator[None]:
     """Hold the folder's lock; refuse at once, or (``wait``) wait for the holder to finish."""
-    with open(run_dir / LOCK, "a+") as handle:
+    try:
+        handle = open(run_dir / LOCK, "a+")
+    except OSError as error:
+        raise disk_error(run_dir / LOCK, error) if error.errno in DISK_ERRORS else error
+    with handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -166,7 +170,7 @@ def claimed(run_dir: Path, identity: Identity, rerun: bool, wait: bool) -> Itera
             clear(run_dir)
         text = json.dumps({"signature": identity.signature, "data": identity.data}, indent=1, sort_keys=True)
         atomic_write(run_dir / IDENTITY, lambda tmp: tmp.write_text(text + "\n"))
-        yield (run_dir / RESULTS).is_file()
+        yield finished(run_dir, identity)
 
 
 def finished(run_dir: Path, identity: Identity) -> bool:

@@ -75,6 +75,7 @@ CASES = [  # (arguments, what the line must say)
     (["dataset=text_files", "dataset.source.paths=[{f}/empty.txt]", "dataset.source.encoding=klingon"],
      "dataset.source.encoding='klingon' is not a text encoding Python knows"),
     (["method=quest", "method.token_budget=4"], "method.token_budget=4 is below chunk_size=16"),
+    (["method=quest", "method.match={f}"], "method.match={f}: no results.parquet there"),
     (["-m", "p=0.9,1.5,0.95"], "job #1 (p=1.5) of the sweep: p=1.5 is outside (0, 1]"),
     (["-m", "p=0.9,0.95", "layer_map={f}/map_short.yaml"], "job #0 (p=0.9) of the sweep: layer_map="),
     (["p=[0.9"], "p=[0.9"),

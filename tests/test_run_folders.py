@@ -10,8 +10,19 @@ import time
 from pathlib import Path
 
 import pandas as pd
+import pytest
+import torch
 
-from .conftest import ROOT, fill, run_cli, tiny_sweep_args as tiny
+from specattn.data.gutenberg import GutenbergBooks
+from specattn.data.sources import Document, TextFiles
+from specattn.data.windows import token_windows
+from specattn.errors import SpecAttnError
+from specattn.fingerprint import data_fingerprint
+from specattn.identity import signature
+from specattn.outputs import write_config, write_table
+from specattn.run_folder import Identity, claimed, finished
+
+from .conftest import ROOT, compose_config, fill, run_cli, tiny_sweep_args as tiny
 
 LONG = ["dataset.context_len=400", "dataset.num_samples=60"]  # a run still going when the test acts on it
 
@@ -159,3 +170,57 @@ def test_ctrl_c_is_one_line_and_the_same_command_resumes_with_one_wandb_run(tiny
     assert (folder / "parts" / "sample-00000.parquet").stat().st_mtime_ns == first_part
     assert sorted(table(folder)["sample"].unique()) == [0, 1, 2, 3]
     assert len(list((folder / "wandb").glob("offline-run-*"))) == 1  # `wandb sync` uploads one run
+
+
+def test_a_folder_that_holds_no_run_is_never_cleared(tmp_path, capsys):
+    """``hydra.run.dir`` pointed at a folder of one's own files: refused, even with rerun=true."""
+    (tmp_path / "notes.txt").write_text("mine")
+    for rerun in (False, True):
+        with pytest.raises(SpecAttnError, match=f"run folder {tmp_path} holds files that are not a specattn run "
+                                                "\\(e.g. notes.txt\\): give the run an empty or new folder"):
+            with claimed(tmp_path, Identity("abc", {}), rerun=rerun, wait=False):
+                pass
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_results_without_a_data_record_are_recomputed(tmp_path, capsys):
+    """A folder an older specattn wrote (config.yaml and results, no run.json) is this config's run
+    with unknown input data: stale, cleared with one line; one of another config is refused."""
+    cfg = compose_config("p=0.9")
+    write_config(cfg, tmp_path)
+    write_table(pd.DataFrame({"ppl": [1.0]}), tmp_path / "results.parquet")
+    ours = Identity(signature(cfg), {"dataset.source": "x"})
+    with pytest.raises(SpecAttnError, match=f"holds the run of another config \\(signature {ours.signature}"):
+        with claimed(tmp_path, Identity("other", {}), rerun=False, wait=False):
+            pass
+    assert not finished(tmp_path, ours)
+    with claimed(tmp_path, ours, rerun=False, wait=False) as done:
+        assert not done and not (tmp_path / "results.parquet").exists()
+    assert capsys.readouterr().out == (f"recomputing {tmp_path}: its results are stale: they carry no record of their "
+                                       "input data (an older specattn wrote them)\n")
+    write_table(pd.DataFrame({"ppl": [1.0]}), tmp_path / "results.parquet")
+    assert finished(tmp_path, ours) and not finished(tmp_path, Identity(ours.signature, {"dataset.source": "y"}))
+
+
+def test_documents_sharing_a_name_keep_their_own_text(tiny_pair):
+    """Two files with one stem (a/x.txt, b/x.txt) used to share one tokenisation cache entry."""
+    first, second = Document("x", "a" * 300, "a/x.txt"), Document("x", "b" * 300, "b/x.txt")
+    samples = token_windows([first, second], tiny_pair.tokenizer, context_len=100, num_samples=2)
+    assert not torch.equal(samples[0].input_ids, samples[1].input_ids)
+
+
+def test_fingerprints_follow_the_files(tmp_path):
+    text = tmp_path / "a.txt"
+    text.write_text("one")
+    source = TextFiles([str(tmp_path / "*.txt")])
+    before = source.fingerprint()
+    text.write_text("two")  # same size, same second
+    changed = source.fingerprint()
+    (tmp_path / "b.txt").write_text("three")
+    assert len({before, changed, source.fingerprint()}) == 3
+    assert GutenbergBooks().fingerprint() == GutenbergBooks().fingerprint() != GutenbergBooks("calibration").fingerprint()
+    cfg = compose_config("dataset=text_files", f"dataset.source.paths=[{text}]", f"layer_map={tmp_path / 'map.yaml'}")
+    (tmp_path / "map.yaml").write_text("[0, 1]")
+    stamps = data_fingerprint(cfg)
+    assert set(stamps) == {"dataset.source", "layer_map", "model.verifier.path"}  # the verifier: a package's GGUF
+    assert data_fingerprint(compose_config("experiment=align")).keys() == {"dataset.calibration", "model.verifier.path"}
