@@ -129,20 +129,24 @@ def test_text_files_that_are_not_text_are_refused_naming_the_file(tmp_path):
     assert TextFiles([str(latin)], encoding="latin-1").documents()[0].text.startswith("café au lait")
 
 
-@pytest.mark.parametrize("make,fragment", [
-    (lambda p: p.write_bytes(b"\x00\x01binary" * 100), "is not a text file (it holds NUL bytes)"),
-    (lambda p: p.write_text("only a few words"), "holds only 0 windows of context_len=100 tokens, fewer than "
-                                                  "num_samples=1 (shorter than one window: {file}: 16 tokens)"),
-], ids=["binary", "too short"])
-def test_text_files_errors_end_to_end(tiny_model_dir, tmp_path, make, fragment):
-    """Errors found when the text is read (after the cheap checks) are one line naming the file too."""
-    text = tmp_path / "input.txt"
-    make(text)
-    result = run_cli(*tiny(tiny_model_dir, "logger=none", "dataset=text_files", f"dataset.source.paths=[{text}]"),
-                     env={"SPECATTN_OUTPUTS": str(tmp_path / "out")})
+@pytest.mark.parametrize("name,content,args,fragment", [
+    ("input.txt", b"\x00\x01binary" * 100, ["dataset=text_files", "dataset.source.paths=[{file}]"],
+     "error: dataset.source.paths: {file} is not a text file (it holds NUL bytes)"),
+    ("input.txt", b"only a few words", ["dataset=text_files", "dataset.source.paths=[{file}]"],
+     "error: dataset text_files holds only 0 windows of context_len=100 tokens, fewer than num_samples=1 "
+     "(shorter than one window: {file}: 16 tokens)"),
+    ("cut.gguf", b"GGUF\x03\x00\x00\x00\x01", ["model.verifier.path={file}"],
+     "error: {file} is not a GGUF checkpoint transformers can read"),
+], ids=["binary text", "too short text", "truncated gguf"])
+def test_errors_found_past_the_cheap_checks_are_one_line(tiny_model_dir, tmp_path, name, content, args, fragment):
+    """Errors found when the text is read or the weights converted are one line naming the file too."""
+    path = tmp_path / name
+    path.write_bytes(content)
+    result = run_cli(*tiny(tiny_model_dir, "logger=none", *(arg.format(file=path) for arg in args)),
+                     env={"SPECATTN_OUTPUTS": str(tmp_path / "out"), "SPECATTN_CACHE": str(tmp_path / "cache")})
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 2 and len(lines) == 1, result.stderr
-    assert lines[0].startswith("error: dataset") and fragment.format(file=text) in lines[0]
+    assert lines[0].startswith(fragment.format(file=path)), lines[0]
     assert not list(tmp_path.rglob("results.parquet"))
 
 
