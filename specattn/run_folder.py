@@ -56,19 +56,17 @@ def run_identity(cfg: DictConfig) -> Identity:
 
 
 def recorded(run_dir: Path) -> Identity | None:
-    """The identity a folder's run recorded (``run.json``; an older run's from its ``config.yaml``)."""
+    """The identity a folder's run recorded (``run.json``; an older run's from its ``config.yaml``):
+    None if the folder holds no run, signature ``unknown`` if its record cannot be read."""
     path = run_dir / IDENTITY
-    if path.is_file():
-        try:
+    try:
+        if path.is_file():
             record = json.loads(path.read_text())
             return Identity(str(record["signature"]), dict(record["data"]))
-        except (ValueError, KeyError, TypeError) as error:
-            raise SpecAttnError(f"{path} is unreadable ({type(error).__name__}): rerun=true replaces the run") from None
-    if (run_dir / CONFIG).is_file():
-        try:
+        if (run_dir / CONFIG).is_file():
             return Identity(signature(OmegaConf.load(run_dir / CONFIG)), None)
-        except Exception:  # an unreadable or foreign config.yaml: no known owner
-            return Identity("unknown", None)
+    except Exception:  # a damaged run.json, a config.yaml of another program or version: no known owner
+        return Identity("unknown", None)
     return None
 
 
