@@ -20,7 +20,7 @@ from specattn.errors import SpecAttnError
 from specattn.fingerprint import data_fingerprint
 from specattn.identity import signature
 from specattn.outputs import write_config, write_table
-from specattn.run_folder import Identity, claimed, finished
+from specattn.run_folder import Identity, claimed, finished, recorded
 
 from .conftest import ROOT, compose_config, fill, run_cli, tiny_sweep_args as tiny
 
@@ -222,3 +222,26 @@ def test_fingerprints_follow_the_files(tmp_path):
     stamps = data_fingerprint(cfg)
     assert set(stamps) == {"dataset.source", "layer_map", "model.verifier.path"}  # the verifier: a package's GGUF
     assert data_fingerprint(compose_config("experiment=align")).keys() == {"dataset.calibration", "model.verifier.path"}
+
+
+def test_parallel_jobs_sharing_a_folder_compute_it_once(tiny_model_dir, tmp_path):
+    """Quest reads no p: ``-m method=quest p=0.6,0.8`` is one run, and two parallel jobs of it take
+    turns on its folder (the second waits, then finds the results) instead of writing it together."""
+    result = run_cli("-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
+                     *tiny(tiny_model_dir, "logger=none", "method=quest", "method.token_budget=32", "p=0.6,0.8"),
+                     env={"SPECATTN_OUTPUTS": str(tmp_path)})
+    assert result.returncode == 0, result.stderr
+    (folder,) = tmp_path.glob("ppl/quest-*")
+    assert result.stdout.count(f"results exist, skipping (rerun=true recomputes): {folder}") == 1
+    assert list(table(folder).setting) == ["dense", "quest token_budget=32"]
+
+
+def test_an_unreadable_run_record_is_refused_until_rerun(tmp_path):
+    (tmp_path / "run.json").write_text("{not json")
+    (tmp_path / "parts").mkdir()
+    with pytest.raises(SpecAttnError, match="holds the run of another config \\(signature unknown"):
+        with claimed(tmp_path, Identity("abc", {}), rerun=False, wait=False):
+            pass
+    with claimed(tmp_path, Identity("abc", {}), rerun=True, wait=False) as done:
+        assert not done and not (tmp_path / "parts").exists()
+    assert finished(tmp_path, Identity("abc", {})) is False and recorded(tmp_path) == Identity("abc", {})
