@@ -11,7 +11,7 @@ from hydra.utils import get_method, instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from .config import validate
-from .errors import SpecAttnError, specattn_cause
+from .errors import specattn_cause
 from .experiments.base import ExperimentResult, RunContext
 from .identity import signature
 from .outputs import RESULTS, SUMMARY, print_table, read_results, write_config, write_table

@@ -111,8 +111,6 @@ def test_read_only_and_full_output_folders_are_refused(capsys, tiny_model_dir, s
     assert f"cannot write the run folder {small_disk}/out/ppl/" in refusal(capsys, *args)
     assert "(No space left on device): free space there or set paths.outputs=" in refusal(capsys, *args)
     (small_disk / "filler").unlink()
-    import subprocess
-
     subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
     assert "(Read-only file system)" in refusal(capsys, *args)
 

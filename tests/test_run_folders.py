@@ -105,6 +105,7 @@ def test_a_changed_input_file_is_recomputed(tiny_model_dir, tmp_path):
     after = table(folder)
     assert not after.ppl.equals(before.ppl)
     fresh = run_cli(*args, env={"SPECATTN_OUTPUTS": str(tmp_path / "fresh")})
+    assert fresh.returncode == 0, fresh.stderr
     pd.testing.assert_frame_equal(table(tmp_path / "fresh" / folder.relative_to(tmp_path / "out")), after)
 
 
