@@ -11,8 +11,8 @@ import hydra
 from omegaconf import DictConfig
 
 from specattn.app import main
-from specattn.config import check_group_choices, register_resolvers
-from specattn.errors import SpecAttnError
+from specattn.config import register_resolvers
+from specattn.preflight import check_command_line
 
 CONF = Path(__file__).resolve().parent / "conf"
 register_resolvers()
@@ -24,9 +24,5 @@ def run(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    try:
-        check_group_choices([a for a in sys.argv[1:] if not a.startswith("-")], CONF)
-    except SpecAttnError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
+    check_command_line(sys.argv[1:], CONF)  # bad input: one line, exit code 2, before Hydra writes anything
     run()

@@ -4,7 +4,8 @@ anything, composes every job of the grid and
 
 - refuses the whole grid if one job's config fails ``specattn.config.validate``: the usual one-line
   ``error: ...`` naming the job, on stderr, exit code 2;
-- drops the jobs whose run folder already holds finished results (``specattn.outputs.read_results``),
+- drops the jobs whose run folder already holds finished results of the same config and input data
+  (``specattn.run_folder.finished``),
   printing one line per skipped run, unless the job says ``rerun=true``;
 - launches one job per run folder: jobs that differ only in keys their results do not depend on
   (e.g. ``p`` for ``method=quest``) share a folder, named by the same signature, and run once.
@@ -69,11 +70,12 @@ class CheckedSweeper(BasicSweeper):
 
     @staticmethod
     def _finished(cfg: DictConfig) -> bool:
-        """Whether the job's run folder holds finished results (printing the skip line if so)."""
-        from specattn.outputs import read_results
+        """Whether the job's run folder holds this config's finished, up-to-date results (same
+        signature, same input data), printing the skip line if so."""
+        from specattn.run_folder import finished, run_identity
 
         run_dir = _run_dir(cfg)
-        if read_results(run_dir) is None:
+        if not finished(run_dir, run_identity(cfg)):
             return False
         print(f"results exist, skipping (rerun=true recomputes): {run_dir}")
         return True

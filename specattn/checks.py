@@ -3,7 +3,11 @@ value, what is allowed and an example (``run.py`` prints it and exits with code 
 
 from __future__ import annotations
 
-from .errors import SpecAttnError
+from collections.abc import Sequence
+
+from hydra.utils import instantiate
+
+from .errors import SpecAttnError, specattn_cause
 
 
 class SettingError(SpecAttnError):
@@ -44,6 +48,35 @@ def fraction(value, key: str, example: str, requirement: str = "must lie in (0, 
     return float(value)
 
 
+def fractions(values, key: str, example: str) -> list[float]:
+    """``values`` as floats if it is a non-empty list of numbers in (0, 1]."""
+    listed = list(values) if isinstance(values, Sequence) and not isinstance(values, str) else []
+    if not listed or any(isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 < v <= 1.0 for v in listed):
+        raise SettingError(key, values if not listed else listed, "must be a list of numbers in (0, 1]", example)
+    return [float(v) for v in listed]
+
+
 def check_p(p) -> float:
     """The nucleus mass ``p`` in (0, 1]."""
     return fraction(p, "p", "0.95", "is outside (0, 1]: the nucleus mass must be a number with 0 < p <= 1")
+
+
+def flag(value, key: str) -> bool:
+    """``value`` if it is true or false."""
+    if not isinstance(value, bool):
+        raise SettingError(key, value, "must be true or false", "true")
+    return value
+
+
+def built(spec, key: str, **kwargs):
+    """``hydra.utils.instantiate(spec)`` for the config node at ``key``; a :class:`SpecAttnError` a
+    constructor raises surfaces as itself, one line (a :class:`SettingError` named by its full key)."""
+    try:
+        return instantiate(spec, **kwargs)
+    except Exception as error:
+        cause = specattn_cause(error)
+        if isinstance(cause, SettingError):
+            raise cause.under(f"{key}.") from None
+        if cause is not None and cause is not error:
+            raise cause from None
+        raise

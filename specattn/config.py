@@ -1,22 +1,29 @@
 """Config checks that run before any model or data loads, and the config resolvers.
 
 Every check raises :class:`SpecAttnError` with one line naming the key, the bad value and what
-is allowed; ``run.py`` prints it and exits with code 2.
+is allowed; ``run.py`` prints it and exits with code 2. :func:`validate` holds every check that
+needs no weights and no dataset text, so ``run.py`` refuses a bad run, and every bad job of a
+multirun grid, before anything is computed.
 """
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 
 import torch
-from hydra.utils import get_method
 from omegaconf import DictConfig, OmegaConf
 
-from .checks import check_p, nonnegative_int, positive_int
+from . import layer_map as layer_maps
+from .align.metrics import METRICS
+from .checks import built, check_p, flag, nonnegative_int, positive_int
 from .errors import SpecAttnError
+from .fingerprint import data_fingerprint
 from .heads import HEAD_AGGREGATIONS
 from .identity import signature
 from .methods import instantiate_method
+from .models.layers import check_draft_layers, layer_counts
+from .models.sources import check_path
 
 DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
@@ -50,11 +57,16 @@ def resolve_device(name: str) -> torch.device:
 
 
 def validate(cfg: DictConfig) -> None:
-    """Check the user-facing keys of a composed config; cheap, no model or data access."""
+    """Check a composed config: settings, model paths and layers, ``layer_map``, the method,
+    ``align.*``, the logger, the input files and the experiment's own keys. Cheap: no weights, no
+    dataset text (it stats input files and reads small ones such as a ``layer_map.yaml``)."""
     check_p(cfg.p)
     positive_int(cfg.chunk_size, "chunk_size", "16")
     positive_int(cfg.gamma, "gamma", "4")
     dense_layers = nonnegative_int(cfg.dense_layers, "dense_layers", "2")
+    nonnegative_int(cfg.seed, "seed", "0")
+    flag(cfg.rerun, "rerun")
+    flag(cfg.progress, "progress")
     if cfg.head_agg not in HEAD_AGGREGATIONS:
         raise SpecAttnError(f"head_agg={cfg.head_agg!r} is unknown: allowed are {', '.join(HEAD_AGGREGATIONS)}")
     if cfg.dtype not in DTYPES:
@@ -70,20 +82,70 @@ def validate(cfg: DictConfig) -> None:
         raise SpecAttnError(
             f"dataset.context_len={context_len} with prefill_frac={frac} leaves no token to score: raise context_len"
         )
-    max_positions = cfg.model.get("max_positions")
-    if max_positions is not None and context_len > max_positions:
+    _check_positions(cfg, "dataset.context_len", context_len)
+    n_verifier = _check_model(cfg)
+    if dense_layers and n_verifier is not None and dense_layers > n_verifier:
         raise SpecAttnError(
-            f"dataset.context_len={context_len} exceeds what model={cfg.model.name} supports ({max_positions} tokens): "
-            f"use dataset.context_len<={max_positions}"
-        )
-    if dense_layers and cfg.model.get("num_layers") is not None and dense_layers > cfg.model.num_layers:
-        raise SpecAttnError(
-            f"dense_layers={dense_layers} exceeds the verifier's {cfg.model.num_layers} layers of model={cfg.model.name}"
+            f"dense_layers={dense_layers} exceeds the verifier's {n_verifier} layers of model={cfg.model.name}"
         )
     _check_method(cfg)
-    checks = cfg.experiment.get("checks")
-    if checks:  # the experiment's own keys (e.g. decode.*)
-        get_method(checks)(cfg)
+    _check_align(cfg)
+    built(cfg.logger, "logger")
+    data_fingerprint(cfg)  # the input files exist, are files and are not empty
+    _check_experiment(cfg)
+
+
+def _check_positions(cfg: DictConfig, key: str, length: int) -> None:
+    max_positions = cfg.model.get("max_positions")
+    if max_positions is not None and length > max_positions:
+        raise SpecAttnError(
+            f"{key}={length} exceeds what model={cfg.model.name} supports ({max_positions} tokens): "
+            f"use {key}<={max_positions}"
+        )
+
+
+def _check_model(cfg: DictConfig) -> int | None:
+    """Model paths, a self-speculative draft's layers and ``layer_map`` against the layer counts the
+    config tells; returns the verifier's layer count (None: known once loaded)."""
+    model = cfg.model
+    for role in ("verifier", "draft"):
+        spec = model[role]
+        if role == "draft" and spec.get("layers") is not None:
+            continue  # self-speculative: the verifier's own layers
+        path = spec.get("path")
+        if path is not None or spec.get("init") != "random":
+            check_path(None if path is None else str(path), f"model.{role}.path", spec.get("parts"))
+    n_draft, n_verifier = layer_counts(model)
+    draft_layers = model.draft.get("layers")
+    if draft_layers is not None:
+        draft_layers = check_draft_layers(draft_layers, n_verifier)
+    layer_maps.check(str(cfg.layer_map), n_draft, n_verifier, draft_layers)
+    return n_verifier
+
+
+def _check_align(cfg: DictConfig) -> None:
+    """``align.*``: read by ``experiment=align``, ``align_study`` and ``layer_map=auto``."""
+    align = cfg.align
+    if align.metric not in METRICS:
+        raise SpecAttnError(f"align.metric={align.metric!r} is unknown: allowed are {', '.join(METRICS)}")
+    positive_int(align.num_tokens, "align.num_tokens", "16384")
+    _check_positions(cfg, "align.context_len", positive_int(align.context_len, "align.context_len", "2048"))
+    nonnegative_int(align.min_position, "align.min_position", "64")
+    positive_int(align.query_block, "align.query_block", "128")
+
+
+def _check_experiment(cfg: DictConfig) -> None:
+    """The runner exists; its module's ``check(cfg)``, if it has one, checks the experiment's own keys."""
+    runner = str(cfg.experiment.runner)
+    module_name, _, function = runner.rpartition(".")
+    try:
+        module = importlib.import_module(module_name)
+        getattr(module, function)
+    except (ImportError, AttributeError, ValueError):
+        raise SpecAttnError(f"experiment.runner={runner} cannot be imported: name a function module.function") from None
+    check = getattr(module, "check", None)
+    if check is not None:
+        check(cfg)
 
 
 def _check_method(cfg: DictConfig) -> None:

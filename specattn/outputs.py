@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import math
 import os
 import tempfile
@@ -10,14 +11,29 @@ from pathlib import Path
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
+from .errors import SpecAttnError
+
 RESULTS = "results.parquet"
 SUMMARY = "summary.parquet"
+#: write errors that are about the disk, not the program: reported as one line naming the file
+DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
+
+
+def disk_error(path: Path, error: OSError) -> SpecAttnError:
+    """The one-line error for a file that cannot be written (full, read-only, not permitted)."""
+    reason = os.strerror(error.errno) if error.errno else str(error)
+    return SpecAttnError(f"cannot write {path}: {reason}: free space or make it writable (or set paths.outputs=...), "
+                         "then run the same command again (finished samples are kept)")
 
 
 def atomic_write(path: Path, write) -> Path:
-    """Call ``write(tmp_path)`` then rename onto ``path``: readers never see a partial file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    """Call ``write(tmp_path)`` then rename onto ``path``: readers never see a partial file. A full
+    or read-only disk raises :func:`disk_error` and leaves no file behind."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    except OSError as error:
+        raise disk_error(path, error) if error.errno in DISK_ERRORS else error
     os.close(handle)
     try:
         write(Path(tmp))
@@ -25,10 +41,21 @@ def atomic_write(path: Path, write) -> Path:
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file the usual mode
         os.replace(tmp, path)
+    except OSError as error:
+        raise disk_error(path, error) if error.errno in DISK_ERRORS else error
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
     return path
+
+
+def read_table(path: Path, fix: str) -> pd.DataFrame:
+    """Read a parquet file the run wrote; a damaged one is a one-line error saying ``fix``."""
+    try:
+        return pd.read_parquet(path)
+    except (OSError, ValueError) as error:  # pyarrow's ArrowInvalid is a ValueError
+        detail = (str(error).splitlines() or [""])[0].replace(f"'{path}'", "it").replace(str(path), "it")[:200]
+        raise SpecAttnError(f"{path} is unreadable ({type(error).__name__}: {detail}): {fix}") from None
 
 
 def write_table(frame: pd.DataFrame, path: Path) -> Path:
@@ -43,27 +70,27 @@ def write_config(cfg: DictConfig, run_dir: Path) -> Path:
     return atomic_write(run_dir / "config.yaml", lambda tmp: tmp.write_text(text))
 
 
-def read_results(run_dir: Path) -> pd.DataFrame | None:
-    """The finished results of a run folder, or None if the run has not finished."""
-    path = run_dir / RESULTS
-    return pd.read_parquet(path) if path.is_file() else None
+def read_results(run_dir: Path, name: str = RESULTS) -> pd.DataFrame | None:
+    """A finished run's ``results.parquet`` (or ``name``), or None if it has none."""
+    path = run_dir / name
+    return read_table(path, "rerun=true recomputes the run") if path.is_file() else None
 
 
 class SampleParts:
-    """Per-sample partial results under ``<run>/parts/``, so a killed run resumes where it stopped."""
+    """Per-sample partial results under ``<run>/parts/``, so a killed run resumes where it stopped.
+    The run folder is this run's (:mod:`specattn.run_folder`): parts of another config or of other
+    input data were cleared before the run started."""
 
-    def __init__(self, run_dir: Path, fresh: bool):
+    def __init__(self, run_dir: Path):
         self.folder = run_dir / "parts"
-        if fresh and self.folder.is_dir():
-            for part in self.folder.glob("*.parquet"):
-                part.unlink()
 
     def path(self, index: int) -> Path:
         return self.folder / f"sample-{index:05d}.parquet"
 
     def load(self, index: int) -> pd.DataFrame | None:
         path = self.path(index)
-        return pd.read_parquet(path) if path.is_file() else None
+        fix = "delete it to recompute that sample, or rerun=true to recompute the run"
+        return read_table(path, fix) if path.is_file() else None
 
     def save(self, index: int, frame: pd.DataFrame) -> None:
         atomic_write(self.path(index), lambda tmp: frame.to_parquet(tmp, index=False))

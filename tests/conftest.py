@@ -132,3 +132,27 @@ def slurm_cluster():
     yield cluster
     cluster.stop()
     shutil.rmtree(cluster.folder)
+
+
+@pytest.fixture
+def small_disk(tmp_path) -> Path:
+    """A real 16 MiB disk: a tmpfs mounted on a fresh folder (skipped where mounting is not permitted)."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mount)], capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=True)
+
+
+def fill(disk: Path) -> Path:
+    """Fill ``disk`` to the last byte (the file is deleted to free it again)."""
+    filler = disk / "filler"
+    with filler.open("wb", buffering=0) as handle:
+        try:
+            while handle.write(b"\0" * 4096):
+                pass
+        except OSError:  # ENOSPC: full
+            pass
+    return filler

@@ -18,9 +18,13 @@ def options(group: str) -> list[str]:
     return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
 
 
+#: what an option needs besides itself to be a complete run
+NEEDS = {("dataset", "text_files"): [f"dataset.source.paths=[{CONF.parent / 'README.md'}]"]}
+
+
 @pytest.mark.parametrize("group,option", [(g, o) for g in GROUPS for o in options(g)])
 def test_every_option_composes_and_validates(group, option):
-    cfg = compose_config(f"{group}={option}")
+    cfg = compose_config(f"{group}={option}", *NEEDS.get((group, option), []))
     assert cfg[group] is not None
     validate(cfg)
     assert cfg.hydra.run.dir.endswith(f"-{signature(cfg)}")

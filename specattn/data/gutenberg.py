@@ -6,10 +6,12 @@ are for evaluation, ordered so that the first samples mix authors and genres.
 
 from __future__ import annotations
 
+import hashlib
 import lzma
 from importlib import resources
 
 from ..errors import SpecAttnError
+from ..stamps import digest
 from .sources import Document
 
 CALIBRATION_BOOKS = ("austen-persuasion", "chesterton-thursday", "whitman-leaves")
@@ -21,13 +23,18 @@ EVALUATION_BOOKS = (
 SPLITS = {"eval": EVALUATION_BOOKS, "calibration": CALIBRATION_BOOKS}
 
 
-def read_book(name: str) -> str:
-    """The full text of one shipped book (UTF-8, ``\\n`` line endings)."""
+def book_file(name: str):
+    """The compressed file of one shipped book."""
     path = resources.files(__package__) / "books" / f"{name}.txt.xz"
     if not path.is_file():
         known = ", ".join(sorted(EVALUATION_BOOKS + CALIBRATION_BOOKS))
         raise SpecAttnError(f"no shipped book named {name!r}; known books: {known}")
-    return lzma.decompress(path.read_bytes()).decode("utf-8")
+    return path
+
+
+def read_book(name: str) -> str:
+    """The full text of one shipped book (UTF-8, ``\\n`` line endings)."""
+    return lzma.decompress(book_file(name).read_bytes()).decode("utf-8")
 
 
 class GutenbergBooks:
@@ -42,3 +49,7 @@ class GutenbergBooks:
 
     def documents(self) -> list[Document]:
         return [Document(book, read_book(book)) for book in self.books]
+
+    def fingerprint(self) -> str:
+        """The books' names and compressed contents (a few MB, hashed in milliseconds)."""
+        return digest(f"{book}:{hashlib.sha256(book_file(book).read_bytes()).hexdigest()}" for book in self.books)

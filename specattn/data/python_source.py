@@ -14,11 +14,13 @@ other files, hence other samples.
 from __future__ import annotations
 
 import hashlib
+import os
 import sys
 import sysconfig
 from pathlib import Path
 
 from ..errors import SpecAttnError
+from ..stamps import digest
 from .sources import Document
 
 EXCLUDED_DIRS = frozenset({"test", "tests", "idle_test", "site-packages", "encodings", "__pycache__"})
@@ -45,14 +47,22 @@ class PythonSource:
         if not self.root.is_dir():
             raise SpecAttnError(f"dataset=python_source: no standard library folder at {self.root}")
         chosen = []
-        for path in self.root.rglob("*.py"):
-            relative = path.relative_to(self.root)
-            if EXCLUDED_DIRS.intersection(relative.parts[:-1]) or not path.is_file():
-                continue
-            in_calibration = _key(relative.as_posix())[0] < CALIBRATION_BELOW
-            if in_calibration == (self.split == "calibration") and path.stat().st_size >= self.min_chars:
-                chosen.append(path)
+        for folder, subfolders, names in os.walk(self.root):
+            subfolders[:] = [name for name in subfolders if name not in EXCLUDED_DIRS]  # not descended into
+            for name in names:
+                path = Path(folder) / name
+                if not name.endswith(".py") or not path.is_file():
+                    continue
+                in_calibration = _key(path.relative_to(self.root).as_posix())[0] < CALIBRATION_BELOW
+                if in_calibration == (self.split == "calibration") and path.stat().st_size >= self.min_chars:
+                    chosen.append(path)
         return sorted(chosen, key=lambda p: _key(p.relative_to(self.root).as_posix()))
+
+    def fingerprint(self) -> str:
+        """The split's files and their sizes (the standard library changes with the interpreter, not in place)."""
+        version = f"{sys.version_info.major}.{sys.version_info.minor}"
+        return digest([version, *(f"{path.relative_to(self.root).as_posix()}:{path.stat().st_size}"
+                                  for path in self.files())])
 
     def documents(self) -> list[Document]:
         version = f"{sys.version_info.major}.{sys.version_info.minor}"

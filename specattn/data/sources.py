@@ -1,46 +1,93 @@
-"""Text sources: each yields named documents (a book, a split, a file)."""
+"""Text sources: each yields named documents (a book, a split, a file) and a cheap fingerprint of
+what it would read, which decides whether a run's results are still current (:mod:`specattn.run_folder`)."""
 
 from __future__ import annotations
 
+import codecs
 import glob
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from ..checks import SettingError
 from ..errors import SpecAttnError
+from ..stamps import digest, file_stamp
 
 
 @dataclass(frozen=True)
 class Document:
     name: str
     text: str
+    origin: str | None = None  # the file it was read from, for messages
 
 
 class TextSource(Protocol):
-    """Anything with a ``name`` and ``documents()`` returning the documents in a fixed order."""
+    """Anything with a ``name``, ``documents()`` returning the documents in a fixed order, and
+    ``fingerprint()``: a short string that changes when the documents would, computed without
+    reading them where a look at the files suffices (no model, no network)."""
 
     name: str
 
     def documents(self) -> list[Document]: ...
 
+    def fingerprint(self) -> str: ...
+
+
+def read_text_file(path: Path, encoding: str) -> str:
+    """The text of ``path`` with ``\\n`` line endings; a binary file or one not in ``encoding`` is a
+    one-line error naming it."""
+    data = path.read_bytes()
+    binary = SpecAttnError(f"dataset.source.paths: {path} is not a text file (it holds NUL bytes): give text files only")
+    try:
+        text = data.decode(encoding)
+    except UnicodeDecodeError as error:
+        if b"\0" in data:
+            raise binary from None
+        raise SpecAttnError(
+            f"dataset.source.paths: {path} is not {encoding} text (byte 0x{data[error.start]:02x} at offset "
+            f"{error.start}): convert it, or set dataset.source.encoding=<its encoding> (e.g. latin-1)") from None
+    if "\0" in text:
+        raise binary
+    return text.replace("\r\n", "\n")
+
 
 class TextFiles:
-    """Local UTF-8 text files given as paths or glob patterns (``dataset=text_files``)."""
+    """Local text files given as paths or glob patterns (``dataset=text_files``), in ``encoding``."""
 
-    def __init__(self, paths: list[str], name: str = "text_files"):
-        self.name = name
+    def __init__(self, paths: list[str], encoding: str = "utf-8", name: str = "text_files"):
+        try:
+            codecs.lookup(encoding)
+        except LookupError:
+            raise SettingError("encoding", encoding, "is not a text encoding Python knows", "latin-1") from None
+        self.name, self.encoding = name, encoding
         self.paths = list(paths)
 
-    def documents(self) -> list[Document]:
+    def files(self) -> list[Path]:
+        """The matched files in order; an empty file, a folder or a pattern matching nothing is an error."""
         if not self.paths:
             raise SpecAttnError("dataset=text_files needs dataset.source.paths=[file1.txt,'dir/*.txt']")
         files: list[Path] = []
         for pattern in self.paths:
-            matched = sorted(glob.glob(str(Path(pattern).expanduser()), recursive=True))
+            matched = [Path(m) for m in sorted(glob.glob(str(Path(pattern).expanduser()), recursive=True))]
             if not matched:
                 raise SpecAttnError(f"dataset.source.paths: {pattern!r} matches no file")
-            files.extend(Path(m) for m in matched if Path(m).is_file())
-        return [Document(f.stem, f.read_text(encoding="utf-8", errors="replace").replace("\r\n", "\n")) for f in files]
+            found = [path for path in matched if not path.is_dir()]
+            if not found:
+                raise SpecAttnError(f"dataset.source.paths: {pattern!r} matches only folders ({matched[0]}): "
+                                    f"give the files, e.g. '{matched[0]}/*.txt'")
+            for path in found:
+                if not path.is_file():
+                    raise SpecAttnError(f"dataset.source.paths: {path} is not a regular file")
+                if path.stat().st_size == 0:
+                    raise SpecAttnError(f"dataset.source.paths: {path} is empty")
+            files.extend(found)
+        return files
+
+    def documents(self) -> list[Document]:
+        return [Document(f.stem, read_text_file(f, self.encoding), str(f)) for f in self.files()]
+
+    def fingerprint(self) -> str:
+        return digest([self.encoding, *(file_stamp(f) for f in self.files())])
 
 
 class HubText:
@@ -57,6 +104,11 @@ class HubText:
         self.text_field, self.name_field = text_field, name_field
         self.join_rows, self.max_documents = join_rows, max_documents
         self.name = name or path
+
+    def fingerprint(self) -> str:
+        """The split's identity (hub datasets are fixed per path, config and split)."""
+        return digest(map(str, (self.path, self.config_name, self.split, self.max_documents, self.text_field,
+                                self.name_field, self.join_rows)))
 
     def documents(self) -> list[Document]:
         import datasets

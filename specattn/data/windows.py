@@ -45,17 +45,17 @@ def token_windows(documents: list[Document], tokenizer, context_len: int, num_sa
     (the PG-19 protocol of the paper and Quest), later rounds take each document's next window.
     """
     samples: list[Sample] = []
-    cache: dict[str, tuple[list[int], bool]] = {}
+    cache: dict[int, tuple[list[int], bool]] = {}  # by position: two documents may share a name
     round_index = 0
     while len(samples) < num_samples:
         needed = (round_index + 1) * context_len
         took_any = False
-        for doc in documents:
+        for position, doc in enumerate(documents):
             if len(samples) == num_samples:
                 break
-            ids, complete = cache.get(doc.name, ([], False))
+            ids, complete = cache.get(position, ([], False))
             if len(ids) < needed and not complete:
-                ids, complete = cache[doc.name] = _tokens(tokenizer, doc.text, needed)
+                ids, complete = cache[position] = _tokens(tokenizer, doc.text, needed)
             if len(ids) < needed:
                 continue
             window = torch.tensor(ids[needed - context_len : needed], dtype=torch.long)
@@ -64,7 +64,19 @@ def token_windows(documents: list[Document], tokenizer, context_len: int, num_sa
         if not took_any:
             raise SpecAttnError(
                 f"dataset {source_name} holds only {len(samples)} windows of context_len={context_len} tokens, "
-                f"fewer than num_samples={num_samples}: lower dataset.num_samples or dataset.context_len"
+                f"fewer than num_samples={num_samples}{_too_short(documents, cache, context_len)}: "
+                "lower dataset.num_samples or dataset.context_len"
             )
         round_index += 1
     return samples
+
+
+def _too_short(documents: list[Document], cache: dict[int, tuple[list[int], bool]], context_len: int) -> str:
+    """``" (shorter than one window: a.txt: 12 tokens, ...)"`` for the documents without a single window."""
+    lengths = {position: len(ids) for position, (ids, complete) in cache.items() if complete}
+    short = [f"{doc.origin or doc.name}: {lengths[position]} tokens" for position, doc in enumerate(documents)
+             if lengths.get(position, context_len) < context_len]
+    if not short:
+        return ""
+    more = f" and {len(short) - 3} more" if len(short) > 3 else ""
+    return f" (shorter than one window: {', '.join(short[:3])}{more})"

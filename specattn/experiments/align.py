@@ -14,9 +14,7 @@ import torch
 from ..align.calibrate import save_npy, similarity_matrices, write_layer_map
 from ..align.dp import monotonic_alignment
 from ..align.plots import plot_alignment
-from ..align.metrics import METRICS
 from ..config import resolve_device
-from ..errors import SpecAttnError
 from ..heads import check_head_layout
 from ..models.pair import ModelPair, load_pair, torch_dtype
 from .base import ExperimentResult, RunContext
@@ -30,8 +28,7 @@ def draft_labels(pair: ModelPair) -> list[str]:
 
 
 def load_for_alignment(cfg) -> ModelPair:
-    if cfg.align.metric not in METRICS:
-        raise SpecAttnError(f"align.metric={cfg.align.metric!r} is unknown: allowed are {', '.join(METRICS)}")
+    """The pair for calibration (``align.*`` was checked by ``specattn.config.validate``)."""
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
     pair = load_pair(cfg.model, device, torch_dtype(cfg.dtype, device), cfg.seed)

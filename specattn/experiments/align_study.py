@@ -20,13 +20,14 @@ from ..align.calibrate import save_npy, similarity_matrices, write_layer_map
 from ..align.dp import monotonic_alignment
 from ..align.metrics import METRICS
 from ..align.plots import plot_alignment, plot_tradeoff
+from ..checks import fractions
 from ..methods import Dense, SpecAttn
 from ..metrics import sample_rows, summarise
 from ..outputs import write_table
 from ..perplexity import evaluate_sample, prepare
 from .align import draft_labels, load_for_alignment
 from .base import ExperimentResult, RunContext
-from .evaluation import check_pair, eval_settings, evaluate_samples, load_samples
+from .evaluation import check_impl, check_pair, eval_settings, evaluate_samples, load_samples
 
 
 def mappings_to_compare(pair, similarities) -> dict[str, list[int]]:
@@ -63,6 +64,12 @@ def calibrate(cfg, pair, run_dir) -> dict[str, np.ndarray]:
         save_npy(paths[metric], matrix)
     write_table(stability_table(windows, mappings_to_compare(pair, similarities)), run_dir / "stability.parquet")
     return similarities
+
+
+def check(cfg) -> None:
+    """Pre-load checks of this experiment's keys (``specattn.config.validate`` runs them)."""
+    check_impl(cfg)
+    fractions(cfg.experiment.p_values, "experiment.p_values", "[0.9,0.95]")
 
 
 def run(ctx: RunContext) -> ExperimentResult:

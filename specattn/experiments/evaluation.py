@@ -24,6 +24,15 @@ from ..outputs import SampleParts
 from ..perplexity import EvalSettings, prepare
 from .base import ExperimentResult, RunContext
 
+IMPLS = ("parallel", "sequential")
+
+
+def check_impl(cfg) -> None:
+    """``experiment.impl``: how every sample is evaluated (a pre-load check of the ppl runners)."""
+    impl = cfg.experiment.get("impl", "parallel")
+    if impl not in IMPLS:
+        raise SpecAttnError(f"experiment.impl={impl!r} is unknown: allowed are {', '.join(IMPLS)}")
+
 
 def build_methods(cfg) -> list[SelectionMethod]:
     """The dense reference plus the configured method (``method.selector`` is instantiated)."""
@@ -93,7 +102,7 @@ def evaluate_samples(ctx: RunContext, samples: list[Sample], evaluate: Callable[
     get ``sample_seconds`` and are written to ``parts/`` as soon as the sample finishes.
     """
     cfg = ctx.cfg
-    parts = SampleParts(ctx.run_dir, fresh=bool(cfg.rerun))
+    parts = SampleParts(ctx.run_dir)
     frames = []
     bar = tqdm(samples, desc=f"{cfg.experiment.name} {desc}", unit="sample", disable=not cfg.progress)
     for index, sample in enumerate(bar):

@@ -14,20 +14,20 @@ written to ``parts/`` as they finish, so a killed run resumes.
 
 from __future__ import annotations
 
-from ..checks import check_p
+from ..checks import fraction, fractions
 from ..errors import SpecAttnError
 from ..methods import Budget, Dense, OracleTopP, SpecAttn, instantiate_method
 from ..metrics import sample_rows
 from ..perplexity import evaluate_sample
 from .base import ExperimentResult, RunContext
-from .evaluation import evaluate_samples, load_run, ppl_result
+from .evaluation import check_impl, evaluate_samples, load_run, ppl_result
 
 
 def first_pass_methods(cfg) -> tuple[list, SpecAttn]:
     """Dense, SpecAttn at each p, the oracle at each p; and the SpecAttn setting to match."""
     exp = cfg.experiment
-    p_values = [check_p(p) for p in exp.p_values]
-    match_p = check_p(exp.match_p)
+    p_values = fractions(exp.p_values, "experiment.p_values", "[0.95,0.97,0.99]")
+    match_p = fraction(exp.match_p, "experiment.match_p", "0.95")
     if match_p not in p_values:
         raise SpecAttnError(f"experiment.match_p={match_p} is not one of experiment.p_values={p_values}")
     specattn = [SpecAttn(p) for p in p_values]
@@ -35,12 +35,18 @@ def first_pass_methods(cfg) -> tuple[list, SpecAttn]:
     return [Dense(), *specattn, *oracle], specattn[p_values.index(match_p)]
 
 
+def check(cfg) -> None:
+    """Pre-load checks of this experiment's keys (``specattn.config.validate`` runs them)."""
+    check_impl(cfg)
+    first_pass_methods(cfg)
+    for index, spec in enumerate(cfg.experiment.matched):
+        instantiate_method(spec, key_prefix=f"experiment.matched.{index}.", budget=Budget(kv_budget_frac=1.0))
+
+
 def run(ctx: RunContext) -> ExperimentResult:
     cfg = ctx.cfg
     first, target = first_pass_methods(cfg)
     specs = list(cfg.experiment.matched)
-    for spec in specs:  # constructor errors before any model loads
-        instantiate_method(spec, budget=Budget(kv_budget_frac=1.0))
     pair, settings, samples = load_run(cfg)
 
     def evaluate(index, sample):

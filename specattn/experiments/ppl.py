@@ -10,7 +10,12 @@ from __future__ import annotations
 from ..metrics import sample_rows
 from ..perplexity import evaluate_sample
 from .base import ExperimentResult, RunContext
-from .evaluation import build_methods, evaluate_samples, load_run, ppl_result
+from .evaluation import build_methods, check_impl, evaluate_samples, load_run, ppl_result
+
+
+def check(cfg) -> None:
+    """Pre-load checks of this experiment's keys (``specattn.config.validate`` runs them)."""
+    check_impl(cfg)
 
 
 def run(ctx: RunContext) -> ExperimentResult:

@@ -19,6 +19,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTra
 from ..errors import SpecAttnError
 from ..hub import hub_reachable
 from .byte_tokenizer import byte_tokenizer
+from .layers import check_draft_layers
 from .sources import hub_hint, resolve_path
 
 SUPPORTED_MODEL_TYPES = {"llama", "mistral", "qwen2", "qwen3"}
@@ -103,12 +104,7 @@ def layer_subset(verifier: PreTrainedModel, layers: list[int]) -> PreTrainedMode
     Built on the meta device and filled with the verifier's own tensors (no copy); non-persistent
     buffers (rotary frequencies) are taken from the verifier too.
     """
-    n = verifier.config.num_hidden_layers
-    bad = [i for i in layers if not 0 <= i < n]
-    if not layers or bad or sorted(set(layers)) != list(layers):
-        raise SpecAttnError(
-            f"model.draft.layers={list(layers)} must be a non-empty increasing list of verifier layers in [0, {n})"
-        )
+    layers = check_draft_layers(layers, verifier.config.num_hidden_layers)
     config = copy.deepcopy(verifier.config)
     config.num_hidden_layers = len(layers)
     if getattr(config, "layer_types", None):
@@ -148,7 +144,7 @@ def load_pair(model_cfg: DictConfig, device: torch.device, dtype: torch.dtype, s
     draft_spec = model_cfg.draft
     draft_layers = None
     if draft_spec.get("layers") is not None:
-        draft_layers = [int(i) for i in draft_spec.layers]
+        draft_layers = list(draft_spec.layers)
         draft = layer_subset(verifier, draft_layers)
     else:
         draft, draft_tokenizer = _load_one(draft_spec, "model.draft", dtype, seed + 1)

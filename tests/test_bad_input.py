@@ -1,0 +1,160 @@
+"""Every bad input is one line (``error: ...``, exit code 2) before anything is written or loaded:
+``run.py``'s check of the command line (:func:`specattn.preflight.check_command_line`, in process:
+the real Hydra composition on the same overrides), and end to end where the error comes later."""
+
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from specattn.data.sources import TextFiles
+from specattn.errors import SpecAttnError
+from specattn.preflight import check_command_line
+
+from .conftest import CONF, fill, run_cli, tiny_sweep_args as tiny
+
+
+def refusal(capsys, *args) -> str:
+    """The one line ``run.py *args`` is refused with (exit code 2, nothing on stdout)."""
+    with pytest.raises(SystemExit) as exited:
+        check_command_line(list(args), CONF)
+    out, err = capsys.readouterr()
+    lines = err.strip().splitlines()
+    assert exited.value.code == 2 and len(lines) == 1 and lines[0].startswith("error: ") and not out, err
+    return lines[0]
+
+
+@pytest.fixture
+def files(tmp_path) -> Path:
+    """Bad inputs on disk: layer maps, text files, a .gguf that is not one."""
+    folder = tmp_path / "inputs"
+    (folder / "a_folder").mkdir(parents=True)
+    for name, text in {"map_short.yaml": "[0, 1, 2, 3, 3]", "map_decreasing.yaml": "[0, 1, 2, 3, 3, 2]",
+                       "map_range.yaml": "verifier_to_draft: [0, 1, 2, 3, 3, 4]", "map_float.yaml": "[0, 1, 2, 3, 3, 1.5]",
+                       "map_text.yaml": "[0, 1, 2, 3, 3, '3']", "map_broken.yaml": "[0, 1,", "empty.txt": "",
+                       "model.gguf": "not a model"}.items():
+        (folder / name).write_text(text)
+    return folder
+
+
+CASES = [  # (arguments, what the line must say)
+    (["chunksize=8"], "chunksize=8: the config has no key chunksize: did you mean chunk_size=8?"),
+    (["+chunksize=8"], "+chunksize=8: the config has no key chunksize: did you mean chunk_size=8?"),
+    (["context_len=64"], "did you mean dataset.context_len=64 or align.context_len=64?"),
+    (["+method.selector.top_p=0.9"], "+method.selector.top_p=0.9: the config has no key method.selector.top_p"),
+    (["layer_map={f}/missing.yaml"], "layer_map={f}/missing.yaml: no such file"),
+    (["layer_map={f}/map_short.yaml"], "layer_map={f}/map_short.yaml has 5 entries but the verifier has 6 layers"),
+    (["layer_map={f}/map_decreasing.yaml"], "(2) is below the previous one (3); mappings must be non-decreasing"),
+    (["layer_map={f}/map_range.yaml"], "entry for verifier layer 5 is 4, not a draft layer in [0, 4)"),
+    (["layer_map={f}/map_float.yaml"], "entry for verifier layer 5 is 1.5, not a draft layer"),
+    (["layer_map={f}/map_text.yaml"], "entry for verifier layer 5 is '3', not a draft layer"),
+    (["layer_map={f}/map_broken.yaml"], "is not readable YAML"),
+    (["layer_map=identity", "model.draft.layers=null", "+model.draft.path={model}"], "layer_map=identity needs"),
+    (["model.draft.layers=[0,2,6]"], "model.draft.layers=[0, 2, 6] must be a non-empty increasing list of verifier layers in [0, 6)"),
+    (["model.draft.layers=[2,1]"], "model.draft.layers=[2, 1] must be"),
+    (["model.draft.layers=[0,1.5]"], "model.draft.layers=[0, 1.5] must be"),
+    (["dense_layers=7"], "dense_layers=7 exceeds the verifier's 6 layers"),
+    (["experiment.impl=fast"], "experiment.impl='fast' is unknown: allowed are parallel, sequential"),
+    (["align.metric=l2"], "align.metric='l2' is unknown: allowed are kl, js, topp_recall, cosine"),
+    (["align.num_tokens=0"], "align.num_tokens=0 must be a positive integer"),
+    (["seed=abc"], "seed='abc' must be an integer >= 0"),
+    (["rerun=maybe"], "rerun='maybe' must be true or false"),
+    (["logger=wandb", "logger.mode=bogus"], "logger.mode='bogus' is unknown: allowed are offline, online, disabled"),
+    (["logger=wandb", "logger.init_timeout=0"], "logger.init_timeout=0 must be a positive number of seconds"),
+    (["experiment=paper_table", "experiment.p_values=[0.9,1.2]"], "experiment.p_values=[0.9, 1.2] must be a list of numbers in (0, 1]"),
+    (["experiment=paper_table", "experiment.match_p=0.5"], "experiment.match_p=0.5 is not one of experiment.p_values"),
+    (["experiment=align_study", "experiment.p_values=[]"], "experiment.p_values=[] must be a list"),
+    (["experiment.runner=specattn.experiments.nope.run"], "experiment.runner=specattn.experiments.nope.run cannot be imported"),
+    (["model.verifier.path={f}/model.gguf"], "model.verifier.path={f}/model.gguf is not a GGUF file (it starts with b'not '"),
+    (["model.verifier.path={f}/missing.gguf"], "no such GGUF file"),
+    (["dataset=text_files"], "dataset=text_files needs dataset.source.paths="),
+    (["dataset=text_files", "dataset.source.paths=[{f}/empty.txt]"], "dataset.source.paths: {f}/empty.txt is empty"),
+    (["dataset=text_files", "dataset.source.paths=[{f}/a_folder]"], "'{f}/a_folder' matches only folders"),
+    (["dataset=text_files", "dataset.source.paths=[{f}/*.none]"], "'{f}/*.none' matches no file"),
+    (["dataset=text_files", "dataset.source.paths=[{f}/empty.txt]", "dataset.source.encoding=klingon"],
+     "dataset.source.encoding='klingon' is not a text encoding Python knows"),
+    (["method=quest", "method.token_budget=4"], "method.token_budget=4 is below chunk_size=16"),
+    (["method=quest", "method.match={f}"], "method.match={f}: no results.parquet there"),
+    (["-m", "p=0.9,1.5,0.95"], "job #1 (p=1.5) of the sweep: p=1.5 is outside (0, 1]"),
+    (["-m", "p=0.9,0.95", "layer_map={f}/map_short.yaml"], "job #0 (p=0.9) of the sweep: layer_map="),
+    (["p=[0.9"], "p=[0.9"),
+]
+
+
+@pytest.mark.parametrize("args,fragment", CASES, ids=[" ".join(a) for a, _ in CASES])
+def test_bad_input_is_one_line_before_anything_runs(capsys, tiny_model_dir, files, tmp_path, args, fragment):
+    fill_in = {"f": files, "model": tiny_model_dir}
+    flags = [arg for arg in args if arg.startswith("-")]  # Hydra's flags come before the overrides
+    line = refusal(capsys, *flags, *tiny(tiny_model_dir, "logger=none", f"paths.outputs={tmp_path / 'out'}"),
+                   *(arg.format(**fill_in) for arg in args if arg not in flags))
+    assert fragment.format(**fill_in) in line
+    assert not (tmp_path / "out").exists()
+
+
+def test_keys_a_constructor_takes_may_be_added(capsys, tmp_path):
+    """``+key`` is how Hydra passes a constructor argument the yaml does not set: accepted when the
+    node's ``_target_`` takes it."""
+    check_command_line(["dataset=pg19", "+dataset.source.max_documents=5", "logger=none",
+                        f"paths.outputs={tmp_path}"], CONF)
+    check_command_line(["model=tiny_random", "+model.verifier.config.rope_theta=500.0", "logger=none",
+                        f"paths.outputs={tmp_path}"], CONF)
+    check_command_line(["model=llama", "model.draft.path=null", "+model.draft.layers=[0,8,16,24]", "logger=none",
+                        f"paths.outputs={tmp_path}"], CONF)
+    assert "+dataset.source.max_docs=5: the config has no key dataset.source.max_docs: did you mean " \
+           "dataset.source.max_documents=5?" in refusal(capsys, "dataset=pg19", "+dataset.source.max_docs=5")
+
+
+def test_read_only_and_full_output_folders_are_refused(capsys, tiny_model_dir, small_disk):
+    args = tiny(tiny_model_dir, "logger=none", f"paths.outputs={small_disk / 'out'}")
+    fill(small_disk)
+    assert f"cannot write the run folder {small_disk}/out/ppl/" in refusal(capsys, *args)
+    assert "(No space left on device): free space there or set paths.outputs=" in refusal(capsys, *args)
+    (small_disk / "filler").unlink()
+    subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
+    assert "(Read-only file system)" in refusal(capsys, *args)
+
+
+def test_text_files_that_are_not_text_are_refused_naming_the_file(tmp_path):
+    binary, latin = tmp_path / "binary.txt", tmp_path / "latin.txt"
+    binary.write_bytes(bytes(range(256)) * 8)
+    latin.write_bytes("café au lait ".encode("latin-1") * 100)
+    with pytest.raises(SpecAttnError, match=f"{binary} is not a text file \\(it holds NUL bytes\\)"):
+        TextFiles([str(binary)]).documents()
+    with pytest.raises(SpecAttnError, match=f"{latin} is not utf-8 text \\(byte 0xe9 at offset 3\\): convert it, or "
+                                            "set dataset.source.encoding="):
+        TextFiles([str(latin)]).documents()
+    assert TextFiles([str(latin)], encoding="latin-1").documents()[0].text.startswith("café au lait")
+
+
+@pytest.mark.parametrize("name,content,args,fragment", [
+    ("input.txt", b"\x00\x01binary" * 100, ["dataset=text_files", "dataset.source.paths=[{file}]"],
+     "error: dataset.source.paths: {file} is not a text file (it holds NUL bytes)"),
+    ("input.txt", b"only a few words", ["dataset=text_files", "dataset.source.paths=[{file}]"],
+     "error: dataset text_files holds only 0 windows of context_len=100 tokens, fewer than num_samples=1 "
+     "(shorter than one window: {file}: 16 tokens)"),
+    ("cut.gguf", b"GGUF\x03\x00\x00\x00\x01", ["model.verifier.path={file}"],
+     "error: {file} is not a GGUF checkpoint transformers can read"),
+], ids=["binary text", "too short text", "truncated gguf"])
+def test_errors_found_past_the_cheap_checks_are_one_line(tiny_model_dir, tmp_path, name, content, args, fragment):
+    """Errors found when the text is read or the weights converted are one line naming the file too."""
+    path = tmp_path / name
+    path.write_bytes(content)
+    result = run_cli(*tiny(tiny_model_dir, "logger=none", *(arg.format(file=path) for arg in args)),
+                     env={"SPECATTN_OUTPUTS": str(tmp_path / "out"), "SPECATTN_CACHE": str(tmp_path / "cache")})
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1, result.stderr
+    assert lines[0].startswith(fragment.format(file=path)), lines[0]
+    assert not list(tmp_path.rglob("results.parquet"))
+
+
+def test_a_bad_grid_and_a_bad_layer_map_leave_nothing_behind(tiny_model_dir, files, tmp_path):
+    """The whole grid is checked before its first job runs; a refused run writes no folder (no W&B run)."""
+    for args in (["-m", "p=0.9,1.5,0.95"], ["logger=wandb", f"layer_map={files}/map_decreasing.yaml"]):
+        start = time.perf_counter()
+        flags = [arg for arg in args if arg.startswith("-")]
+        result = run_cli(*flags, *tiny(tiny_model_dir, *(arg for arg in args if arg not in flags)),
+                         env={"SPECATTN_OUTPUTS": str(tmp_path / "out")})
+        assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+        assert time.perf_counter() - start < 60
+        assert not (tmp_path / "out").exists()

@@ -1,0 +1,248 @@
+"""A run folder never mixes results of two configs or of two versions of the input data, and a run
+that stops (kill -9, Ctrl-C, a full disk, a damaged file) says so in one line and resumes or
+recovers with the same command. Real runs of the tiny pair; assertions on the result tables."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from specattn.data.gutenberg import GutenbergBooks
+from specattn.data.sources import Document, TextFiles
+from specattn.data.windows import token_windows
+from specattn.errors import SpecAttnError
+from specattn.fingerprint import data_fingerprint
+from specattn.identity import signature
+from specattn.outputs import write_config, write_table
+from specattn.run_folder import Identity, claimed, finished, recorded
+
+from .conftest import ROOT, compose_config, fill, run_cli, tiny_sweep_args as tiny
+
+LONG = ["dataset.context_len=400", "dataset.num_samples=60"]  # a run still going when the test acts on it
+
+
+def start(args: list[str], env: dict) -> subprocess.Popen:
+    """``python run.py *args`` in the background, in its own process group."""
+    return subprocess.Popen([sys.executable, str(ROOT / "run.py"), *args], cwd=ROOT, text=True,
+                            env={**os.environ, "WANDB_SILENT": "true", **env}, start_new_session=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def finish(running: subprocess.Popen) -> subprocess.CompletedProcess:
+    out, err = running.communicate(timeout=300)
+    return subprocess.CompletedProcess(running.args, running.returncode, out, err)
+
+
+def wait_for(pattern: str, root: Path, running: subprocess.Popen, timeout: float = 300) -> Path:
+    """The first file under ``root`` matching ``pattern``, once it exists (the run is then midway)."""
+    deadline = time.monotonic() + timeout
+    while not (found := sorted(root.glob(pattern))):
+        assert running.poll() is None, running.communicate()
+        assert time.monotonic() < deadline, f"{root}/{pattern} never appeared"
+        time.sleep(0.05)
+    return found[0]
+
+
+def one_line(result) -> str:
+    """The single stderr line of a refused or stopped run."""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+def table(folder: Path) -> pd.DataFrame:
+    """A run's results without the timing column (the rest is deterministic)."""
+    return pd.read_parquet(folder / "results.parquet").drop(columns="sample_seconds")
+
+
+def test_two_configs_in_one_folder_never_mix(tiny_model_dir, tmp_path):
+    """Two configs pointed at one ``hydra.run.dir``: while one runs, after it is killed, and once the
+    other finished, neither reads or skips on the other's results; rerun=true replaces them."""
+    folder, env = tmp_path / "shared", {"SPECATTN_OUTPUTS": str(tmp_path / "out")}
+    a = tiny(tiny_model_dir, "logger=none", f"hydra.run.dir={folder}", "p=0.5", *LONG)
+    b = tiny(tiny_model_dir, "logger=none", f"hydra.run.dir={folder}", "p=0.9", "dataset.num_samples=2")
+    running = start(a, env)
+    wait_for("parts/sample-00000.parquet", folder, running)
+    other, same = finish(start(b, env)), finish(start(a, env))  # both while the first one writes
+    assert other.returncode == 2 and "holds the run of another config" in one_line(other)
+    assert same.returncode == 2 and f"run folder {folder} is in use by another run (pid {running.pid})" in one_line(same)
+    os.killpg(running.pid, signal.SIGKILL)
+    running.wait()
+    after_kill = run_cli(*b, env=env)
+    assert after_kill.returncode == 2 and "holds the run of another config" in one_line(after_kill)
+    assert not (folder / "results.parquet").exists()
+    replaced = run_cli(*b, "rerun=true", env=env)
+    assert replaced.returncode == 0, replaced.stderr
+    results = table(folder)
+    assert len(results) == 2 * 2 and sorted(results["sample"].unique()) == [0, 1]
+    assert set(results.setting) == {"dense", "specattn p=0.9"} and set(results.p.dropna()) == {0.9}
+    assert set(results.context_len) == {100}
+    finished_other = run_cli(*a, env=env)
+    assert finished_other.returncode == 2 and "holds the run of another config" in one_line(finished_other)
+    assert "results exist" not in finished_other.stdout
+    pd.testing.assert_frame_equal(table(folder), results)
+
+
+def test_a_changed_input_file_is_recomputed(tiny_model_dir, tmp_path):
+    text = tmp_path / "book.txt"
+    readme = (ROOT / "README.md").read_text()
+    args = tiny(tiny_model_dir, "logger=none", "dataset=text_files", f"dataset.source.paths=[{text}]")
+    text.write_text(readme[:2000])
+    first = run_cli(*args, env={"SPECATTN_OUTPUTS": str(tmp_path / "out")})
+    folder = Path(first.stdout.strip().splitlines()[-1].removeprefix("results: ")).parent
+    before = table(folder)
+    text.write_text(readme[2000:4000])  # same length, other words
+    second = run_cli(*args, env={"SPECATTN_OUTPUTS": str(tmp_path / "out")})
+    assert second.returncode == 0, second.stderr
+    assert f"recomputing {folder}: its results are stale: dataset.source changed since they were computed" \
+           in second.stdout and "results exist" not in second.stdout
+    after = table(folder)
+    assert not after.ppl.equals(before.ppl)
+    fresh = run_cli(*args, env={"SPECATTN_OUTPUTS": str(tmp_path / "fresh")})
+    assert fresh.returncode == 0, fresh.stderr
+    pd.testing.assert_frame_equal(table(tmp_path / "fresh" / folder.relative_to(tmp_path / "out")), after)
+
+
+def test_damaged_results_and_parts_are_one_line_and_rerun_recovers(tiny_model_dir, tmp_path):
+    folder, env = tmp_path / "run", {"SPECATTN_OUTPUTS": str(tmp_path / "out")}
+    args = tiny(tiny_model_dir, "logger=none", f"hydra.run.dir={folder}", "dataset.num_samples=2")
+    assert run_cli(*args, env=env).returncode == 0
+    good = table(folder)
+    (folder / "results.parquet").unlink()  # as if killed after its samples
+    (folder / "parts" / "sample-00001.parquet").write_bytes(b"")
+    damaged = run_cli(*args, env=env)
+    assert damaged.returncode == 2 and one_line(damaged) == f"error: {folder}/parts/sample-00001.parquet is " \
+        "unreadable (ArrowInvalid: Could not open Parquet input source it: Parquet file size is 0 bytes): delete it " \
+        "to recompute that sample, or rerun=true to recompute the run"
+    (folder / "results.parquet").write_bytes(b"PAR1 not a table")
+    damaged = run_cli(*args, env=env)
+    assert damaged.returncode == 2 and one_line(damaged) == f"error: {folder}/results.parquet is unreadable " \
+        "(ArrowInvalid: Could not open Parquet input source it: Parquet magic bytes not found in footer. Either the " \
+        "file is corrupted or this is not a parquet file.): rerun=true recomputes the run"
+    assert run_cli(*args, "rerun=true", env=env).returncode == 0
+    pd.testing.assert_frame_equal(table(folder), good)
+
+
+def test_a_full_disk_midway_leaves_no_partial_file_and_the_run_resumes(tiny_model_dir, tmp_path, small_disk):
+    args = tiny(tiny_model_dir, "logger=none", "dataset.context_len=300", "dataset.num_samples=4",
+                f"paths.outputs={small_disk / 'out'}")
+    running = start(args, {})
+    folder = wait_for("out/ppl/*/parts/sample-00000.parquet", small_disk, running).parents[1]
+    filler = fill(small_disk)
+    stopped = finish(running)
+    assert stopped.returncode == 2, stopped.stderr
+    line = one_line(stopped)
+    assert line.startswith(f"error: cannot write {folder}/parts/sample-0000") and "No space left on device" in line
+    assert line.endswith("then run the same command again (finished samples are kept)")
+    written = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file() and ".hydra" not in p.parts}
+    assert not (folder / "results.parquet").exists()
+    assert all(not name.rsplit("/", 1)[-1].startswith(".") or name == ".lock" for name in written), written
+    first_part = (folder / "parts" / "sample-00000.parquet").stat().st_mtime_ns
+    filler.unlink()
+    resumed = run_cli(*args)
+    assert resumed.returncode == 0, resumed.stderr
+    assert (folder / "parts" / "sample-00000.parquet").stat().st_mtime_ns == first_part  # not recomputed
+    reference = run_cli(*args[:-1], f"paths.outputs={tmp_path / 'reference'}")
+    assert reference.returncode == 0, reference.stderr
+    pd.testing.assert_frame_equal(table(folder), table(tmp_path / "reference" / "ppl" / folder.name))
+
+
+def test_ctrl_c_is_one_line_and_the_same_command_resumes_with_one_wandb_run(tiny_model_dir, tmp_path):
+    folder, env = tmp_path / "run", {"SPECATTN_OUTPUTS": str(tmp_path / "out")}
+    args = tiny(tiny_model_dir, "logger=wandb", f"hydra.run.dir={folder}", *LONG[:1], "dataset.num_samples=4")
+    running = start(args, env)
+    wait_for("parts/sample-00000.parquet", folder, running)
+    os.killpg(running.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole process group
+    stopped = finish(running)
+    assert stopped.returncode == 130
+    assert one_line(stopped) == "interrupted: run the same command again to resume (finished samples are kept)"
+    assert not (folder / "results.parquet").exists()
+    first_part = (folder / "parts" / "sample-00000.parquet").stat().st_mtime_ns
+    resumed = run_cli(*args, env=env)
+    assert resumed.returncode == 0, resumed.stderr
+    assert (folder / "parts" / "sample-00000.parquet").stat().st_mtime_ns == first_part
+    assert sorted(table(folder)["sample"].unique()) == [0, 1, 2, 3]
+    assert len(list((folder / "wandb").glob("offline-run-*"))) == 1  # `wandb sync` uploads one run
+
+
+def test_a_folder_that_holds_no_run_is_never_cleared(tmp_path, capsys):
+    """``hydra.run.dir`` pointed at a folder of one's own files: refused, even with rerun=true."""
+    (tmp_path / "notes.txt").write_text("mine")
+    for rerun in (False, True):
+        with pytest.raises(SpecAttnError, match=f"run folder {tmp_path} holds files that are not a specattn run "
+                                                "\\(e.g. notes.txt\\): give the run an empty or new folder"):
+            with claimed(tmp_path, Identity("abc", {}), rerun=rerun, wait=False):
+                pass
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_results_without_a_data_record_are_recomputed(tmp_path, capsys):
+    """A folder an older specattn wrote (config.yaml and results, no run.json) is this config's run
+    with unknown input data: stale, cleared with one line; one of another config is refused."""
+    cfg = compose_config("p=0.9")
+    write_config(cfg, tmp_path)
+    write_table(pd.DataFrame({"ppl": [1.0]}), tmp_path / "results.parquet")
+    ours = Identity(signature(cfg), {"dataset.source": "x"})
+    with pytest.raises(SpecAttnError, match=f"holds the run of another config \\(signature {ours.signature}"):
+        with claimed(tmp_path, Identity("other", {}), rerun=False, wait=False):
+            pass
+    assert not finished(tmp_path, ours)
+    with claimed(tmp_path, ours, rerun=False, wait=False) as done:
+        assert not done and not (tmp_path / "results.parquet").exists()
+    assert capsys.readouterr().out == (f"recomputing {tmp_path}: its results are stale: they carry no record of their "
+                                       "input data (an older specattn wrote them)\n")
+    write_table(pd.DataFrame({"ppl": [1.0]}), tmp_path / "results.parquet")
+    assert finished(tmp_path, ours) and not finished(tmp_path, Identity(ours.signature, {"dataset.source": "y"}))
+
+
+def test_documents_sharing_a_name_keep_their_own_text(tiny_pair):
+    """Two files with one stem (a/x.txt, b/x.txt) used to share one tokenisation cache entry."""
+    first, second = Document("x", "a" * 300, "a/x.txt"), Document("x", "b" * 300, "b/x.txt")
+    samples = token_windows([first, second], tiny_pair.tokenizer, context_len=100, num_samples=2)
+    assert not torch.equal(samples[0].input_ids, samples[1].input_ids)
+
+
+def test_fingerprints_follow_the_files(tmp_path):
+    text = tmp_path / "a.txt"
+    text.write_text("one")
+    source = TextFiles([str(tmp_path / "*.txt")])
+    before = source.fingerprint()
+    text.write_text("two")  # same size, same second
+    changed = source.fingerprint()
+    (tmp_path / "b.txt").write_text("three")
+    assert len({before, changed, source.fingerprint()}) == 3
+    assert GutenbergBooks().fingerprint() == GutenbergBooks().fingerprint() != GutenbergBooks("calibration").fingerprint()
+    cfg = compose_config("dataset=text_files", f"dataset.source.paths=[{text}]", f"layer_map={tmp_path / 'map.yaml'}")
+    (tmp_path / "map.yaml").write_text("[0, 1]")
+    stamps = data_fingerprint(cfg)
+    assert set(stamps) == {"dataset.source", "layer_map", "model.verifier.path"}  # the verifier: a package's GGUF
+    assert data_fingerprint(compose_config("experiment=align")).keys() == {"dataset.calibration", "model.verifier.path"}
+
+
+def test_parallel_jobs_sharing_a_folder_compute_it_once(tiny_model_dir, tmp_path):
+    """Quest reads no p: ``-m method=quest p=0.6,0.8`` is one run, and two parallel jobs of it take
+    turns on its folder (the second waits, then finds the results) instead of writing it together."""
+    result = run_cli("-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
+                     *tiny(tiny_model_dir, "logger=none", "method=quest", "method.token_budget=32", "p=0.6,0.8"),
+                     env={"SPECATTN_OUTPUTS": str(tmp_path)})
+    assert result.returncode == 0, result.stderr
+    (folder,) = tmp_path.glob("ppl/quest-*")
+    assert result.stdout.count(f"results exist, skipping (rerun=true recomputes): {folder}") == 1
+    assert list(table(folder).setting) == ["dense", "quest token_budget=32"]
+
+
+def test_an_unreadable_run_record_is_refused_until_rerun(tmp_path):
+    (tmp_path / "run.json").write_text("{not json")
+    (tmp_path / "parts").mkdir()
+    with pytest.raises(SpecAttnError, match="holds the run of another config \\(signature unknown"):
+        with claimed(tmp_path, Identity("abc", {}), rerun=False, wait=False):
+            pass
+    with claimed(tmp_path, Identity("abc", {}), rerun=True, wait=False) as done:
+        assert not done and not (tmp_path / "parts").exists()
+    assert finished(tmp_path, Identity("abc", {})) is False and recorded(tmp_path) == Identity("abc", {})
