@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 from transformers import DynamicCache
 
 from .accounting import KVReads
+from .coverage import LayerCoverage
 from .draft_capture import DRAFT_ATTENTION, DraftObserver
 from .layout import StepLayout
 from .methods.base import SampleContext, SelectionMethod
@@ -53,6 +54,7 @@ class MethodScore:
     nll_sum: float = 0.0
     tokens: int = 0
     reads: KVReads = field(default_factory=KVReads)
+    coverage: LayerCoverage | None = None  # per sparse layer, when asked for
 
 
 def prepare(pair: ModelPair) -> None:
@@ -97,10 +99,12 @@ def _observer(layout: StepLayout, settings: EvalSettings, pair: ModelPair,
 
 def evaluate_sample(pair: ModelPair, input_ids: torch.Tensor, methods: list[SelectionMethod],
                     settings: EvalSettings, seed: int = 0, progress: bool = False,
-                    layout: StepLayout | None = None) -> list[MethodScore]:
+                    layout: StepLayout | None = None, coverage: bool = False) -> list[MethodScore]:
     """Score one sample ``input_ids`` ``(seq_len,)`` under each method; returns one score per method.
 
     ``layout``: the sample's steps (default: ``settings.prefill_frac`` of it prefilled, then regular steps).
+    ``coverage``: also measure each sparse layer's coverage (:mod:`specattn.coverage`; costs a dense
+    softmax per sparse layer).
     """
     device = pair.verifier.device
     if layout is None:
@@ -111,7 +115,8 @@ def evaluate_sample(pair: ModelPair, input_ids: torch.Tensor, methods: list[Sele
                                           pair.verifier.config.num_key_value_heads,
                                           torch.Generator().manual_seed(seed), device))
         method.begin_steps(layout)
-    plans = [VerifierPlan(m, layout, frozenset(sparse_layers), KVReads(), settings.query_block) for m in methods]
+    plans = [VerifierPlan(m, layout, frozenset(sparse_layers), KVReads(), settings.query_block,
+                          coverage=LayerCoverage() if coverage else None) for m in methods]
     observer = _observer(layout, settings, pair, methods)
     ids = input_ids.to(device)
     run = _parallel if settings.impl == "parallel" else _sequential
@@ -127,7 +132,7 @@ def _parallel(pair, ids, layout, plans, observer, progress) -> list[MethodScore]
     for plan in plans:
         hidden = pair.verifier.base_model(inputs, specattn_verifier=plan).last_hidden_state[0]
         nll = _nll(pair, hidden[layout.prefill_len :], targets)
-        scores.append(MethodScore(nll, targets.numel(), plan.reads))
+        scores.append(MethodScore(nll, targets.numel(), plan.reads, plan.coverage))
     return scores
 
 
@@ -140,7 +145,7 @@ def _sequential(pair, ids, layout, plans, observer, progress) -> list[MethodScor
     verifier_cache = _new_cache(pair.verifier)
     pair.verifier.base_model(prefill, **cache_kwargs(pair.verifier, verifier_cache))
     caches = [copy.deepcopy(verifier_cache) for _ in plans]
-    scores = [MethodScore(reads=plan.reads) for plan in plans]
+    scores = [MethodScore(reads=plan.reads, coverage=plan.coverage) for plan in plans]
     for step in tqdm(range(layout.n_steps), desc="steps", leave=False, disable=not progress):
         start, end = layout.step_rows(step)
         tokens = ids[None, start:end]

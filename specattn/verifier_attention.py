@@ -20,6 +20,7 @@ from transformers.integrations.sdpa_attention import repeat_kv, sdpa_attention_f
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
 from .accounting import KVReads
+from .coverage import LayerCoverage
 from .layout import StepLayout
 from .methods.base import LayerView, SelectionMethod
 from .probs import causal_keys
@@ -47,6 +48,7 @@ class VerifierPlan:
     reads: KVReads
     query_block: int = 512
     row_start: int | None = None
+    coverage: LayerCoverage | None = None  # per-layer diagnostics (experiment=layer_coverage)
 
 
 def selection_mask(layout: StepLayout, rows: torch.Tensor, steps: torch.Tensor, selection: torch.Tensor,
@@ -86,6 +88,16 @@ def _sparse_attention(module, query, key, value, rows, steps, selection, plan, s
     return torch.cat(outputs, dim=2)[0].transpose(0, 1)
 
 
+def _count_coverage(plan: VerifierPlan, layer: int, query, key, rows, steps, selection, scaling) -> None:
+    """Per-layer coverage and reads of the decoding rows (``plan.coverage``), in blocks of rows."""
+    plan.coverage.add_reads(layer, plan.layout, steps, selection.cpu(), key.shape[0])
+    decoding = (plan.layout.step_of(rows.cpu()) >= 0).nonzero().squeeze(1)
+    for block in decoding.split(plan.query_block):
+        block_rows = rows[block.to(rows.device)]
+        visible = selection_mask(plan.layout, block_rows, steps, selection.to(query.device), key.shape[1])
+        plan.coverage.add_mass(layer, query[:, block.to(query.device)], key, scaling, block_rows, visible)
+
+
 def _sequence(module, query, key, value, plan: VerifierPlan, scaling) -> torch.Tensor | None:
     """One sequence's attention ``(R, Hq, D)``, or None where the evaluator's plain SDPA serves."""
     layout = plan.layout
@@ -105,6 +117,8 @@ def _sequence(module, query, key, value, plan: VerifierPlan, scaling) -> torch.T
         plan.reads.add_layer(layout, steps, None if selection is None else selection.cpu(), key.shape[0])
     skips = selection is not None and not bool(
         (selection | ~layout.prefix_chunks[steps].to(selection.device)[:, None]).all())
+    if plan.coverage is not None and selection is not None:
+        _count_coverage(plan, module.layer_idx, query, key, rows, steps, selection, scaling)
     if skips:
         return _sparse_attention(module, query, key, value, rows, steps, selection, plan, scaling)
     if plan.row_start is None:

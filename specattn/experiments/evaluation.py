@@ -94,12 +94,18 @@ def load_run(cfg) -> tuple[ModelPair, EvalSettings, list[Sample]]:
     return pair, eval_settings(cfg, layer_mapping(cfg, pair)), load_samples(cfg, pair, documents)
 
 
+def ppl_progress(last: pd.Series) -> dict[str, float]:
+    """What the progress bar shows and W&B logs after each sample of a perplexity run."""
+    return {"ppl": last.ppl, "dense_ppl": last.dense_ppl, "kv_reduction": last.kv_reduction}
+
+
 def evaluate_samples(ctx: RunContext, samples: list[Sample], evaluate: Callable[[int, Sample], pd.DataFrame],
-                     desc: str) -> pd.DataFrame:
+                     desc: str, progress: Callable[[pd.Series], dict[str, float]] = ppl_progress) -> pd.DataFrame:
     """Rows of every sample, resuming from ``parts/``.
 
-    ``evaluate(index, sample)`` returns the sample's rows (:func:`specattn.metrics.sample_rows`); they
-    get ``sample_seconds`` and are written to ``parts/`` as soon as the sample finishes.
+    ``evaluate(index, sample)`` returns the sample's rows (e.g. :func:`specattn.metrics.sample_rows`);
+    they get ``sample_seconds`` and are written to ``parts/`` as soon as the sample finishes.
+    ``progress(last row)`` gives the numbers shown on the progress bar and logged per sample.
     """
     cfg = ctx.cfg
     parts = SampleParts(ctx.run_dir)
@@ -113,10 +119,9 @@ def evaluate_samples(ctx: RunContext, samples: list[Sample], evaluate: Callable[
             frame["sample_seconds"] = time.perf_counter() - start
             parts.save(index, frame)
         frames.append(frame)
-        last = frame.iloc[-1]
-        bar.set_postfix(ppl=f"{last.ppl:.3f}", dense=f"{last.dense_ppl:.3f}", kv_red=f"{last.kv_reduction:.1%}")
-        ctx.logger.log_metrics({"sample": index, "ppl": last.ppl, "dense_ppl": last.dense_ppl,
-                                "kv_reduction": last.kv_reduction})
+        shown = progress(frame.iloc[-1])
+        bar.set_postfix({key: f"{value:.4g}" for key, value in shown.items()})
+        ctx.logger.log_metrics({"sample": index, **shown})
     return pd.concat(frames, ignore_index=True)
 
 
