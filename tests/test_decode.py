@@ -217,3 +217,21 @@ def test_run_decode_end_to_end(tiny_model_dir, tmp_path):
                     "p=0.7", "logger=none", "progress=false", "decode.temperature=-1",
                     env={"SPECATTN_OUTPUTS": str(tmp_path)})
     assert again.returncode == 2 and "decode.temperature=-1 must be a number >= 0" in again.stderr
+
+
+def test_run_decode_table_matches_the_baselines_budget_per_prompt(tiny_model_dir, tmp_path):
+    import pandas as pd
+
+    result = run_cli("experiment=decode_table", "model=tiny_random", f"model.verifier.path={tiny_model_dir}",
+                     "dataset.num_samples=2", "decode.prompt_len=120", "decode.max_new_tokens=10", "chunk_size=4",
+                     "experiment.p_values=[0.5,0.8]", "experiment.match_p=0.5", "logger=none", "progress=false",
+                     env={"SPECATTN_OUTPUTS": str(tmp_path)})
+    assert result.returncode == 0, result.stderr
+    results = pd.read_parquet(next((tmp_path / "decode_table").iterdir()) / "results.parquet")
+    assert list(results.setting.unique()) == ["dense", "specattn p=0.5", "specattn p=0.8",
+                                              "streaming match=specattn p=0.5", "quest match=specattn p=0.5"]
+    for _, prompt in results.groupby("sample"):
+        target = prompt[prompt.setting == "specattn p=0.5"].kv_reduction_sparse_layers.iloc[0]
+        for setting in ("streaming match=specattn p=0.5", "quest match=specattn p=0.5"):
+            matched = prompt[prompt.setting == setting].kv_reduction_sparse_layers.iloc[0]
+            assert target > 0.1 and abs(matched - target) < 0.1, (setting, matched, target)  # within chunk rounding

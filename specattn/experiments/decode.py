@@ -96,7 +96,7 @@ def decode_prompts(ctx: RunContext, decoder: SpeculativeDecoder, samples, settin
     """
     cfg = ctx.cfg
     tokenizer = decoder.pair.tokenizer
-    parts = SampleParts(ctx.run_dir, fresh=bool(cfg.rerun))
+    parts = SampleParts(ctx.run_dir)
     batch_size = int(cfg.decode.batch_size)
     frames: dict[int, pd.DataFrame] = {}
     bar = tqdm(total=len(samples), desc=f"{cfg.experiment.name}", unit="prompt", disable=not cfg.progress)
