@@ -75,3 +75,20 @@ def test_a_setting_that_keeps_everything_equals_dense(tiny_pair, name):
     dense, full = evaluate_sample(tiny_pair, ids, [Dense(), build(name, *overrides(name, 1))], settings(tiny_pair, "parallel"))
     assert abs(ppl(full) / ppl(dense) - 1) < 1e-6
     assert full.reads.reduction == 0.0
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_decodes_online_and_a_setting_that_keeps_everything_decodes_like_dense(tiny_pair, name):
+    from specattn.decode.engine import DecodeSettings, SpeculativeDecoder, prepare_for_decoding
+
+    mapping = layer_map.resolve("proportional", tiny_pair.n_draft_layers, tiny_pair.n_verifier_layers,
+                                tiny_pair.draft_layers)
+    prepare_for_decoding(tiny_pair)
+    decoder = SpeculativeDecoder(tiny_pair, DecodeSettings(3, 8, 2, "mean", tuple(mapping), 12))
+    prefill = decoder.prefill(torch.randint(3, 259, (1, 90), generator=torch.Generator().manual_seed(2)))
+    dense = decoder.generate(prefill, [Dense()]).traces[0]
+    sparse = decoder.generate(prefill, [build(name, *overrides(name, 0))]).traces[0]
+    full = decoder.generate(prefill, [build(name, *overrides(name, 1))]).traces[0]
+    assert len(sparse.tokens) == 12 and full.tokens == dense.tokens and full.reads.reduction == 0.0
+    if name != "dense":
+        assert sparse.reads.sparse_layer_reduction > 0.05
