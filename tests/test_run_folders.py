@@ -225,15 +225,16 @@ def test_fingerprints_follow_the_files(tmp_path):
     assert data_fingerprint(compose_config("experiment=align")).keys() == {"dataset.calibration", "model.verifier.path"}
 
 
-def test_parallel_jobs_sharing_a_folder_compute_it_once(tiny_model_dir, tmp_path):
-    """Quest reads no p: ``-m method=quest p=0.6,0.8`` is one run, and two parallel jobs of it take
-    turns on its folder (the second waits, then finds the results) instead of writing it together."""
+def test_parallel_jobs_of_one_run_compute_it_once(tiny_model_dir, tmp_path):
+    """Quest reads no p: ``-m method=quest p=0.6,0.8`` is one run: the sweeper launches it once, even
+    with a parallel launcher (two jobs that did reach one folder would take turns on its lock)."""
     result = run_cli("-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
                      *tiny(tiny_model_dir, "logger=none", "method=quest", "method.token_budget=32", "p=0.6,0.8"),
                      env={"SPECATTN_OUTPUTS": str(tmp_path)})
     assert result.returncode == 0, result.stderr
     (folder,) = tmp_path.glob("ppl/quest-*")
-    assert result.stdout.count(f"results exist, skipping (rerun=true recomputes): {folder}") == 1
+    assert result.stdout.count(f"job #1 is the same run as job #0 (same signature): {folder}") == 1
+    assert result.stdout.count("results: ") == 1  # one job ran
     assert list(table(folder).setting) == ["dense", "quest token_budget=32"]
 
 
