@@ -59,10 +59,9 @@ def test_greedy_dense_speculative_decoding_on_the_real_smollm2_pair():
 
     pair = load_pair(OmegaConf.load(CONF / "model" / "smollm2.yaml"), torch.device("cpu"), torch.float32)
     prompt = torch.tensor(pair.tokenizer(read_book("carroll-alice")[:2000])["input_ids"][:200])
-    expected = greedy_reference(pair, prompt, 24)
-    for gamma in (1, 4):
-        dec = decoder(pair, gamma=gamma, new=24, chunk=16)
-        assert dec.generate(dec.prefill(prompt[None]), [Dense()]).traces[0].tokens == expected, gamma
+    expected = greedy_reference(pair, prompt, 16)
+    dec = decoder(pair, gamma=4, new=16, chunk=16)
+    assert dec.generate(dec.prefill(prompt[None]), [Dense()]).traces[0].tokens == expected
 
 
 def test_methods_that_keep_everything_decode_exactly_like_dense(tiny_pair):
