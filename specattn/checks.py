@@ -69,14 +69,15 @@ def flag(value, key: str) -> bool:
 
 
 def built(spec, key: str, **kwargs):
-    """``hydra.utils.instantiate(spec)`` for the config node at ``key``; a :class:`SpecAttnError` a
-    constructor raises surfaces as itself, one line (a :class:`SettingError` named by its full key)."""
+    """``hydra.utils.instantiate(spec)`` for the config node at ``key`` (``""``: keys as the constructor
+    names them); a :class:`SpecAttnError` a constructor raises surfaces as itself, one line (a
+    :class:`SettingError` named by its full key)."""
     try:
         return instantiate(spec, **kwargs)
     except Exception as error:
         cause = specattn_cause(error)
         if isinstance(cause, SettingError):
-            raise cause.under(f"{key}.") from None
+            raise cause.under(f"{key}." if key else "") from None
         if cause is not None and cause is not error:
             raise cause from None
         raise

@@ -22,10 +22,8 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
-from hydra.utils import instantiate
 
-from ..checks import SettingError
-from ..errors import specattn_cause
+from ..checks import built
 from ..layout import StepLayout
 
 
@@ -128,15 +126,6 @@ def rows_to_steps(row_masks: torch.Tensor, steps: torch.Tensor, n_steps: int) ->
 
 
 def instantiate_method(spec, key_prefix: str = "", **kwargs) -> SelectionMethod:
-    """``hydra.utils.instantiate`` a ``selector`` config; a :class:`SpecAttnError` raised by a
-    constructor (a bad budget, a bad ``top_k``) surfaces as itself, one line, with a bad setting
-    named by its full config key (``key_prefix`` + the constructor's name for it)."""
-    try:
-        return instantiate(spec, **kwargs)
-    except Exception as error:
-        cause = specattn_cause(error)
-        if isinstance(cause, SettingError):
-            raise cause.under(key_prefix) from None
-        if cause is not None and cause is not error:
-            raise cause from None
-        raise
+    """Build a method from its ``selector`` config (:func:`specattn.checks.built`): a bad setting is one
+    line naming its full config key, ``key_prefix`` + the constructor's name for it."""
+    return built(spec, key_prefix.rstrip("."), **kwargs)
