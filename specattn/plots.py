@@ -7,7 +7,8 @@ them all; no analysis lives only in the notebook.
 * :func:`plot_pareto`: perplexity increase vs KV reduction, one curve per method;
 * :func:`paper_table` / :func:`markdown_table`: the paper's table from an ``experiment=paper_table`` run;
 * :func:`plot_alignments`: the layer-alignment heatmaps of ``experiment=align`` runs;
-* :func:`plot_kernel_scaling`: the kernel benchmarks of ``experiment=kernel_bench`` runs against length.
+* :func:`plot_kernel_scaling`: the kernel benchmarks of ``experiment=kernel_bench`` runs against length;
+* :func:`plot_layer_coverage`: per-layer coverage and KV reduction of an ``experiment=layer_coverage`` run.
 """
 
 from __future__ import annotations
@@ -160,6 +161,23 @@ def write_plots(collected: pd.DataFrame, out_dir: Path) -> dict[str, Path]:
     if not bench.empty:
         written["kernel_scaling"] = plot_kernel_scaling(bench, out_dir / "kernel_scaling.png")
     return written
+
+
+def plot_layer_coverage(summary: pd.DataFrame, path: Path, title: str) -> Path:
+    """An ``experiment=layer_coverage`` summary: the verifier mass kept (top) and the KV reduction
+    (bottom) against the verifier layer, one line per p."""
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 6), sharex=True)
+    for p, group in summary.groupby("p"):
+        top.plot(group.layer, 100 * group.coverage, marker="o", markersize=3, label=f"p={p}")
+        bottom.plot(group.layer, 100 * group.layer_kv_reduction, marker="o", markersize=3, label=f"p={p}")
+    top.set_ylabel("verifier mass kept (%)")
+    bottom.set_ylabel("KV reduction (%)")
+    bottom.set_xlabel("verifier layer")
+    top.set_title(title, fontsize=9)
+    for ax in (top, bottom):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    return _save(fig, path)
 
 
 def _save(fig, path: Path) -> Path:

@@ -8,16 +8,13 @@ one per sample, setting and sparse verifier layer (raw sums, so the summary aggr
 
 from __future__ import annotations
 
-import matplotlib
+import pandas as pd
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from ..methods import Dense, SpecAttn  # noqa: E402
-from ..perplexity import evaluate_sample  # noqa: E402
-from .base import ExperimentResult, RunContext  # noqa: E402
-from .evaluation import evaluate_samples, load_run  # noqa: E402
+from ..methods import Dense, SpecAttn
+from ..perplexity import evaluate_sample
+from ..plots import plot_layer_coverage
+from .base import ExperimentResult, RunContext
+from .evaluation import evaluate_samples, load_run
 
 
 def summarise(results: pd.DataFrame) -> pd.DataFrame:
@@ -27,24 +24,6 @@ def summarise(results: pd.DataFrame) -> pd.DataFrame:
     sums["coverage"] = sums.coverage_mass / sums.coverage_pairs
     sums["layer_kv_reduction"] = 1.0 - sums.kv_reads / sums.kv_dense_reads
     return sums[["setting", "p", "layer", "draft_layer", "coverage", "layer_kv_reduction"]]
-
-
-def plot(summary: pd.DataFrame, path, title: str):
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 6), sharex=True)
-    for p, group in summary.groupby("p"):
-        top.plot(group.layer, 100 * group.coverage, marker="o", markersize=3, label=f"p={p}")
-        bottom.plot(group.layer, 100 * group.layer_kv_reduction, marker="o", markersize=3, label=f"p={p}")
-    top.set_ylabel("verifier mass kept (%)")
-    bottom.set_ylabel("KV reduction (%)")
-    bottom.set_xlabel("verifier layer")
-    top.set_title(title, fontsize=9)
-    for ax in (top, bottom):
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
 
 
 def run(ctx: RunContext) -> ExperimentResult:
@@ -67,8 +46,9 @@ def run(ctx: RunContext) -> ExperimentResult:
     results = evaluate_samples(ctx, samples, evaluate, "coverage",
                                lambda last: {"last_layer_coverage": last.coverage})
     summary = summarise(results)
-    path = plot(summary, ctx.run_dir / "coverage.png",
-                f"{cfg.model.name} on {cfg.dataset.name}: SpecAttn's coverage of the verifier's attention per layer")
+    path = plot_layer_coverage(summary, ctx.run_dir / "coverage.png",
+                               f"{cfg.model.name} on {cfg.dataset.name}: SpecAttn's coverage of the verifier's "
+                               "attention per layer")
     means = summary.groupby("setting", sort=False)[["coverage", "layer_kv_reduction"]].mean()
     metrics = {f"mean/{setting}/{key}": float(value) for setting, row in means.iterrows() for key, value in row.items()}
     return ExperimentResult(results, summary, artifacts={"coverage": path}, metrics=metrics)
