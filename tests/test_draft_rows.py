@@ -166,3 +166,53 @@ def test_kernel_is_used_only_where_it_runs():
     lse = torch.zeros(q.shape[:4])
     assert draft_rows(q, lse, keys, layers, first, out, 1.0) is out  # the torch path, no error
     assert torch.equal(out, draft_rows_torch(q, lse, keys, layers, first, out.clone(), 1.0))
+
+
+# ------------------------------------------------------------------------------------- fused RMSNorm
+def rmsnorm_case(dtype, device, rows=7, h=96):
+    from transformers.models.llama.modeling_llama import LlamaRMSNorm
+
+    g = torch.Generator().manual_seed(4)
+    norm = LlamaRMSNorm(h, eps=1e-5)
+    norm.weight.data = 1 + torch.randn(h, generator=g)
+    norm = norm.to(device=device, dtype=dtype)
+    x = (3 * torch.randn(2, rows, h, generator=g)).to(device=device, dtype=dtype)
+    return norm, x
+
+
+def test_fused_rmsnorm_replaces_hf_modules_and_matches_them_on_the_cpu():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from specattn.gpu.rmsnorm import FusedRMSNorm, fuse_rmsnorms
+
+    config = LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                         num_key_value_heads=1, vocab_size=50)
+    model = LlamaForCausalLM(config).eval()
+    ids = torch.randint(0, 50, (1, 9))
+    with torch.no_grad():
+        want = model(ids).logits
+        assert fuse_rmsnorms(model) == 2 * 2 + 1
+        assert isinstance(model.model.norm, FusedRMSNorm) and model.model.norm.weight is model.model.norm.weight
+        torch.testing.assert_close(model(ids).logits, want, rtol=0, atol=0)
+
+
+@needs_interpreter
+def test_fused_rmsnorm_kernel_interpreter():
+    from specattn.gpu.kernels.rmsnorm import rmsnorm
+
+    norm, x = rmsnorm_case(torch.float16, "cpu")
+    got = rmsnorm(x, norm.weight, norm.variance_epsilon)
+    assert (got.float() - norm(x).float()).abs().max().item() <= 2e-2 * norm(x).float().abs().max().item()
+
+
+@needs_gpu
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("h", [64, 2048, 4096, 4000])
+def test_fused_rmsnorm_kernel_gpu(dtype, h):
+    from specattn.gpu.rmsnorm import FusedRMSNorm
+
+    norm, x = rmsnorm_case(dtype, "cuda", rows=5, h=h)
+    want = norm(x)
+    got = FusedRMSNorm(norm.weight, norm.variance_epsilon)(x)
+    mismatch = (got != want).float().mean().item()  # same arithmetic; only the sum's order differs
+    assert mismatch < 0.01 and (got.float() - want.float()).abs().max().item() <= 0.02 * want.float().abs().max().item()

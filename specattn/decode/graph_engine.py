@@ -129,7 +129,8 @@ class GraphDecoder:
         self.schedule = (torch.tensor(s.forced_kept, dtype=torch.long, device=dev) if s.forced_kept else None)
         if self.schedule is not None and not all(0 <= k <= s.gamma for k in s.forced_kept):
             raise SpecAttnError(f"forced accepted counts {s.forced_kept} must lie in [0, gamma={s.gamma}]")
-        self.host_last = [0] * batch
+        self.host_last = [0] * batch  # the host's copy of last, behind by `pending` steps
+        self.pending = 0
         self.graphs: tuple | None = None
         self._build_plans()
 
@@ -206,7 +207,7 @@ class GraphDecoder:
                 self._forward(model, prompts[:, :n], positions[:, :n], cache, ForwardPlan("prefill"))
             cache.set_lengths(torch.full((batch,), n, device=self.device))
         self.last.fill_(length - 1)
-        self.host_last = [length - 1] * batch
+        self.host_last, self.pending = [length - 1] * batch, 0
         self.step_index.zero_()
 
     def reset_to(self, context: int, seed: int = 0) -> None:
@@ -222,7 +223,7 @@ class GraphDecoder:
         self.v_cache.lengths.fill_(context)
         if self.d_cache is not None:
             self.d_cache.lengths.fill_(context)
-        self.host_last = [context] * self.batch
+        self.host_last, self.pending = [context] * self.batch, 0
         self.step_index.zero_()
         if self.settings.forced_density is not None and self.slots:
             self._force_lists(context, self.settings.forced_density, gen)
@@ -273,7 +274,7 @@ class GraphDecoder:
         hidden = self._forward(self.verifier, tokens, positions, self.v_cache, self.v_plan)
         target = self.verifier.get_output_embeddings()(hidden).argmax(dim=-1)  # (B, T)
         if self.schedule is not None:
-            kept = self.schedule[self.step_index % self.schedule.numel()].expand(self.batch)
+            kept = self.schedule.index_select(0, (self.step_index % self.schedule.numel()).view(1)).expand(self.batch)
             self.step_index.add_(1)
         else:
             kept = (self.drafted == target[:, :-1]).long().cumprod(dim=1).sum(dim=1)
@@ -326,9 +327,12 @@ class GraphDecoder:
     @torch.inference_mode()
     def step(self) -> None:
         """Launch one verification step (graph replays if captured); ``kept`` holds its accepted counts.
-        The host's capacity check uses its own copy of the lengths (updated by :meth:`record`)."""
-        if max(self.host_last) + self.settings.gamma + 2 > self.capacity:
+        The capacity check uses the host's copy of the lengths (:meth:`record`), allowing ``gamma + 1``
+        tokens for each step launched but not yet recorded."""
+        t = self.settings.gamma + 1
+        if max(self.host_last) + (self.pending + 1) * t + 1 > self.capacity:
             raise SpecAttnError(f"KV cache of {self.capacity} tokens is full: raise its capacity")
+        self.pending += 1
         if self.graphs is None:
             self._phases()
         else:
@@ -336,8 +340,10 @@ class GraphDecoder:
                 graph.replay()
 
     def record(self, kept: list[int]) -> None:
-        """Advance the host's copy of the lengths by a step's accepted counts (read from ``kept``)."""
+        """Advance the host's copy of the lengths by the oldest unrecorded step's accepted counts (read
+        from ``kept``; a caller may launch the next step before reading them)."""
         self.host_last = [p + k + 1 for p, k in zip(self.host_last, kept)]
+        self.pending -= 1
 
     @torch.inference_mode()
     def generate(self, prompts: torch.Tensor, max_new_tokens: int) -> GraphDecoded:
