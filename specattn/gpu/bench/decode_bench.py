@@ -3,7 +3,8 @@ speculative decoding and SpecAttn at several kept fractions, on the graph decode
 (:mod:`specattn.decode.graph_engine`), against the roofline (:mod:`specattn.decode.roofline`).
 
 No paper-scale weights reach the GPU machine, so each pair is built from its real shapes with random
-weights (bf16, on the device; rotary embeddings at their default base, which moves no byte). Random
+weights (bf16, on the device; rotary embeddings at their default base, which moves no byte); with
+``fused_layers`` the layers are fused for fewer launches (:func:`specattn.gpu.fused_llama.fuse_llama`). Random
 weights make acceptance and attention meaningless, hence two labelled controls in every row: forced
 acceptance (the accepted counts cycle through :func:`~specattn.decode.graph_engine.forced_schedule` of
 mean ``tau - 1``) and, for SpecAttn, forced density (the selection runs on the draft's real rows, and
@@ -76,7 +77,7 @@ class DecodeBenchConfig:
     steps: int
     profile_reps: int
     max_mem_gib: float
-    fused_norms: bool  # RMSNorm modules replaced by one-launch kernels (specattn.gpu.rmsnorm)
+    fused_layers: bool  # fewer launches per layer (specattn.gpu.fused_llama: norms, q/k/v, rotary + cache, MLP)
     device: str  # cuda | cpu (the CPU runs eagerly, for tests)
     dtype: str  # bfloat16 | float32
     seed: int
@@ -275,10 +276,10 @@ def run_all(cfg: DecodeBenchConfig, log=print, out_csv: Path | None = None) -> d
         draft_name, verifier_name = PAIRS[pair]
         tick = time.perf_counter()
         draft, verifier = build_model(draft_name, device, dtype), build_model(verifier_name, device, dtype)
-        if cfg.fused_norms:
-            from ..rmsnorm import fuse_rmsnorms
+        if cfg.fused_layers:
+            from ..fused_llama import fuse_llama
 
-            fuse_rmsnorms(draft), fuse_rmsnorms(verifier)
+            fuse_llama(draft), fuse_llama(verifier)
         log(f"{pair}: random {draft_name} + {verifier_name} built in {time.perf_counter() - tick:.1f} s")
         shapes = [roofline.ModelShape.from_config(m.config, m.dtype.itemsize) for m in (draft, verifier)]
         weights = sum(s.weight_bytes + s.vocab * s.hidden * s.dtype_bytes for s in shapes)
