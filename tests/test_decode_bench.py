@@ -80,7 +80,9 @@ def test_crossover_is_the_first_context_from_which_specattn_stays_ahead():
             ("b", 1, 0.1, [1024, 2048], [0.5, 0.9])]
     table = pd.DataFrame([{"pair": p, "batch": b, "kept": k, "context": c, "speedup": s}
                           for p, b, k, cs, ss in rows for c, s in zip(cs, ss)])
-    assert crossover(table).crossover.tolist() == ["8K", "<= 1K", "not within 2K"]
+    cross = crossover(table, margin=0.35)
+    assert cross.crossover.tolist() == ["8K", "<= 1K", "not within 2K"]
+    assert cross.crossover_margin.tolist() == ["not within 8K", "2K", "not within 2K"]
 
 
 def test_a_tiny_run_on_the_cpu_gives_every_table(tmp_path):

@@ -50,11 +50,11 @@ class ForwardPlan:
     workspace: object = None  # the split kernel's workspace (shared by the layers: they run in order)
 
 
-def use_kernels(q: torch.Tensor) -> bool:
+def use_kernels(device, dtype: torch.dtype, head_dim: int) -> bool:
     """True where the Triton attention kernels run (CUDA or the interpreter, fp16/bf16, a supported D)."""
     from ..gpu.kernels import available
 
-    return available(q.device) and q.dtype in KERNEL_DTYPES and q.shape[-1] in KERNEL_HEAD_DIMS
+    return available(device) and dtype in KERNEL_DTYPES and head_dim in KERNEL_HEAD_DIMS
 
 
 def masked_verify_torch(q, k, v, lengths, chunk_size: int, sm_scale: float, lists: ChunkLists | None = None,
@@ -107,7 +107,7 @@ def graph_attention(module, query, key, value, attention_mask, scaling, dropout=
     layer = module.layer_idx
     lists, tap = plan.lists.get(layer), plan.taps.get(layer)
     lse = tap.lse if tap is not None else None
-    if use_kernels(query):
+    if use_kernels(query.device, query.dtype, query.shape[-1]):
         if lists is None:
             out = dense_verify(query, key, value, plan.lengths, plan.chunk_size, scaling, workspace=plan.workspace,
                                lse_out=lse)

@@ -138,8 +138,7 @@ class GraphDecoder:
     def _workspace(self, model, n_queries):
         config = model.config
         head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-        probe = torch.empty((1, 1, 1, head_dim), dtype=model.dtype, device=self.device)
-        if not use_kernels(probe):
+        if not use_kernels(self.device, model.dtype, head_dim):
             return None
         from ..gpu.kernels import sparse_attn as K
 

@@ -60,7 +60,7 @@ class FusedAttention(nn.Module):
         b, t, _ = hidden_states.shape
         qkv = nn.functional.linear(hidden_states, self.qkv)  # (B, T, (Hq + 2 Hkv) * D)
         cos, sin = position_embeddings
-        if _use_kernels(qkv) and qkv.shape[-1] // (self.heads + 2 * self.kv_heads) == self.head_dim:
+        if _use_kernels(qkv):
             from .kernels.fused_llama import rope_into_cache
 
             keys, values = cache.keys[self.layer_idx], cache.values[self.layer_idx]
@@ -104,7 +104,7 @@ def fuse_llama(model: nn.Module) -> int:
         attention, mlp = layer.self_attn, layer.mlp
         if any(getattr(attention, p).bias is not None for p in ("q_proj", "k_proj", "v_proj")):
             raise ValueError("fuse_llama: attention projections with biases are not supported")
-        if getattr(mlp.config if hasattr(mlp, "config") else attention.config, "hidden_act", "silu") != "silu":
+        if attention.config.hidden_act != "silu":
             raise ValueError("fuse_llama: only SiLU MLPs are supported")
         layer.self_attn = FusedAttention(attention)
         layer.mlp = FusedMLP(mlp)

@@ -51,23 +51,24 @@ def speedups(results: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def crossover(table: pd.DataFrame) -> pd.DataFrame:
+def crossover(table: pd.DataFrame, margin: float = 0.02) -> pd.DataFrame:
     """Per (pair, batch, kept): the smallest measured context from which on SpecAttn beats dense
-    speculative decoding (speedup > 1 there and at every longer measured context)."""
+    speculative decoding: ``crossover`` (speedup > 1 there and at every longer measured context) and
+    ``crossover_margin`` (speedup > 1 + ``margin``, beyond run-to-run noise)."""
     rows = []
     for (pair, batch, kept), group in table.groupby(["pair", "batch", "kept"], sort=False):
         group = group.sort_values("context")
-        wins = (group["speedup"] > 1).tolist()
         contexts = group["context"].tolist()
-        first = next((c for i, c in enumerate(contexts) if all(wins[i:])), None)
-        if first is None:
-            text = f"not within {_k(contexts[-1])}"
-        elif first == contexts[0]:
-            text = f"<= {_k(first)}"
-        else:
-            text = _k(first)
-        rows.append({"pair": pair, "batch": batch, "kept": kept, "crossover": text,
-                     "measured": ", ".join(_k(c) for c in contexts)})
+        row = {"pair": pair, "batch": batch, "kept": kept}
+        for name, bar in (("crossover", 1.0), ("crossover_margin", 1.0 + margin)):
+            wins = (group["speedup"] > bar).tolist()
+            first = next((c for i, c in enumerate(contexts) if all(wins[i:])), None)
+            if first is None:
+                row[name] = f"not within {_k(contexts[-1])}"
+            else:
+                row[name] = f"<= {_k(first)}" if first == contexts[0] else _k(first)
+        row["measured"] = ", ".join(_k(c) for c in contexts)
+        rows.append(row)
     return pd.DataFrame(rows)
 
 
