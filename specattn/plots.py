@@ -144,6 +144,29 @@ def plot_kernel_scaling(bench: pd.DataFrame, path: Path) -> Path:
     return _save(fig, path)
 
 
+def plot_decode_throughput(results: pd.DataFrame, path: Path) -> Path:
+    """``experiment=decode_bench``: tokens/s against context, one panel per (pair, batch) (a row per pair),
+    one line per mode (autoregressive, dense speculative decoding, SpecAttn per kept fraction); dotted: each
+    mode's roofline."""
+    ok = results[results["error"].isna()] if "error" in results else results
+    pairs, batches = list(dict.fromkeys(ok["pair"])), sorted(set(ok["batch"]))
+    fig, axes = plt.subplots(max(1, len(pairs)), max(1, len(batches)), figsize=(4.5 * max(1, len(batches)),
+                             3.8 * max(1, len(pairs))), squeeze=False)
+    for row, pair in enumerate(pairs):
+        for col, batch in enumerate(batches):
+            ax, group = axes[row][col], ok[(ok["pair"] == pair) & (ok["batch"] == batch)]
+            for (mode, kept), line in group.groupby(["mode", "kept"], sort=False, dropna=False):
+                line = line.sort_values("context")
+                label = {"ar": "autoregressive", "dense": "dense spec. decoding"}.get(mode, f"SpecAttn {kept:.0%} kept")
+                drawn, = ax.plot(line.context, line.tokens_per_s, marker="o", markersize=3, label=label)
+                ax.plot(line.context, line.roof_tokens_per_s, linestyle=":", color=drawn.get_color())
+            ax.set(xscale="log", yscale="log", xlabel="context (tokens)", ylabel="tokens/s", title=f"{pair}, batch {batch}")
+            ax.grid(alpha=0.3, which="both")
+            if not group.empty:
+                ax.legend(fontsize=6)
+    return _save(fig, path)
+
+
 def write_plots(collected: pd.DataFrame, out_dir: Path) -> dict[str, Path]:
     """Every plot the collected runs allow: a Pareto plot per (model, dataset, context length),
     the alignment heatmaps, the kernel scaling plot."""

@@ -46,7 +46,10 @@ class SequenceKVCache:
         """Write ``(B, Hkv, T, D)`` new keys/values at each sequence's length; return the layer's
         whole buffers ``(B, Hkv, capacity, D)`` (valid up to ``lengths + T``)."""
         n_new = key_states.shape[2]
-        if int(self.lengths.max()) + n_new > self.capacity:
+        # the check reads the lengths on the host: skipped while a CUDA graph is being captured (the
+        # graph decoder checks the capacity on the host before each step instead)
+        capturing = self.lengths.is_cuda and torch.cuda.is_current_stream_capturing()
+        if not capturing and int(self.lengths.max()) + n_new > self.capacity:
             raise SpecAttnError(f"KV cache of {self.capacity} tokens is full: raise its capacity")
         slots = self.lengths[:, None] + torch.arange(n_new, device=self.lengths.device)  # (B, T)
         index = slots[:, None, :, None].expand_as(key_states)

@@ -14,8 +14,10 @@ What the decoder calls per verifier layer and step (shapes as HF attention funct
 :func:`sparse_verify` returns ``(B, T, Hq, D)`` (HF's attention output before its reshape): row t of
 sequence b attends the listed prefix chunks and the step's keys ``P_b .. P_b + t``, exactly
 :func:`specattn.visibility.visible_keys`. :func:`dense_verify` is the same kernel with every prefix chunk
-listed implicitly (our dense baseline). :func:`chunk_lists` turns a ``(B, H_sel, NC)`` bool chunk mask
-into such lists. On CUDA (fp16/bf16) these run the Triton kernels of :mod:`specattn.gpu.kernels` with no
+listed implicitly (our dense baseline). Both can also write ``lse_out (B, Hq)`` float32: the last row's
+(t = T - 1) base-2 log-sum-exp ``log2 sum_k 2^(q.k * sm_scale * log2 e)`` over the keys it attends (what
+the decoder needs to recompute a draft row's probabilities). :func:`chunk_lists` turns a
+``(B, H_sel, NC)`` bool chunk mask into such lists. On CUDA (fp16/bf16) these run the Triton kernels of :mod:`specattn.gpu.kernels` with no
 host synchronisation (CUDA-graph capturable); elsewhere (CPU, float32/float64) the torch reference.
 """
 
@@ -151,7 +153,7 @@ def _kernel_ok(q, k, v, impl: str) -> bool:
     return use
 
 
-def _run_kernel(q, k, v, lengths, lists, chunk_size, sm_scale, out, workspace, config, dense):
+def _run_kernel(q, k, v, lengths, lists, chunk_size, sm_scale, out, workspace, config, dense, lse_out=None):
     from ..kernels import sparse_attn as K
 
     b, hq, t, d = q.shape
@@ -167,7 +169,7 @@ def _run_kernel(q, k, v, lengths, lists, chunk_size, sm_scale, out, workspace, c
     if q.stride(3) != 1:
         q = q.contiguous()
     ids, n = (lists.ids, lists.n) if lists is not None else (None, None)
-    return K.launch(q, k, v, lengths, ids, n, chunk_size, sm_scale, out, workspace, capacity, config, dense)
+    return K.launch(q, k, v, lengths, ids, n, chunk_size, sm_scale, out, workspace, capacity, config, dense, lse_out)
 
 
 def n_chunks_capacity(k_cap: int, n_queries: int, chunk_size: int) -> int:
@@ -176,36 +178,49 @@ def n_chunks_capacity(k_cap: int, n_queries: int, chunk_size: int) -> int:
 
 
 def sparse_verify(q, k, v, lengths, chunk_ids, n_chunks, chunk_size: int = 16, sm_scale: float | None = None,
-                  out: torch.Tensor | None = None, workspace=None, config=None, impl: str = "auto") -> torch.Tensor:
+                  out: torch.Tensor | None = None, workspace=None, config=None, impl: str = "auto",
+                  lse_out: torch.Tensor | None = None) -> torch.Tensor:
     """Verification attention over the listed prefix chunks + the causal tail; ``(B, T, Hq, D)``.
 
     Args (see the module docstring for shapes): ``out`` a preallocated output; ``workspace`` a
     :class:`specattn.gpu.kernels.sparse_attn.Workspace` (split partials; allocated per call when None);
     ``config`` a :class:`~specattn.gpu.kernels.sparse_attn.SplitConfig`; ``impl`` ``"auto"`` (Triton on
-    CUDA for fp16/bf16, else torch), ``"triton"`` or ``"torch"``.
+    CUDA for fp16/bf16, else torch), ``"triton"`` or ``"torch"``; ``lse_out`` ``(B, Hq)`` float32 (any
+    strides), written with the last row's base-2 log-sum-exp (module docstring).
     """
     lists = ChunkLists(chunk_ids, n_chunks)
     check_verify(q, k, v, lengths, lists)
     _check_chunk_size(chunk_size)
+    _check_lse_out(lse_out, q)
     scale = sm_scale if sm_scale is not None else 1.0 / math.sqrt(q.shape[3])
     if _kernel_ok(q, k, v, impl):
-        return _run_kernel(q, k, v, lengths, lists, chunk_size, scale, out, workspace, config, dense=False)
-    return _into(out, sparse_verify_torch(q, k, v, lengths, chunk_ids, n_chunks, chunk_size, scale))
+        return _run_kernel(q, k, v, lengths, lists, chunk_size, scale, out, workspace, config, False, lse_out)
+    return _into(out, sparse_verify_torch(q, k, v, lengths, chunk_ids, n_chunks, chunk_size, scale, lse_out=lse_out))
 
 
 def dense_verify(q, k, v, lengths, chunk_size: int = 16, sm_scale: float | None = None,
-                 out: torch.Tensor | None = None, workspace=None, config=None, impl: str = "auto") -> torch.Tensor:
-    """Dense verification attention (every prefix key + the causal tail) with the same kernel; ``(B, T, Hq, D)``."""
+                 out: torch.Tensor | None = None, workspace=None, config=None, impl: str = "auto",
+                 lse_out: torch.Tensor | None = None) -> torch.Tensor:
+    """Dense verification attention (every prefix key + the causal tail) with the same kernel; ``(B, T, Hq, D)``
+    (``lse_out`` as in :func:`sparse_verify`)."""
     check_verify(q, k, v, lengths)
     _check_chunk_size(chunk_size)
+    _check_lse_out(lse_out, q)
     scale = sm_scale if sm_scale is not None else 1.0 / math.sqrt(q.shape[3])
     if _kernel_ok(q, k, v, impl):
-        return _run_kernel(q, k, v, lengths, None, chunk_size, scale, out, workspace, config, dense=True)
+        return _run_kernel(q, k, v, lengths, None, chunk_size, scale, out, workspace, config, True, lse_out)
     b, hq, t, _ = q.shape
     nc = n_chunks_capacity(k.shape[2], t, chunk_size)
     every = ChunkLists(torch.arange(nc, dtype=torch.int32, device=q.device).expand(b, 1, nc),
                        torch.full((b, 1), nc, dtype=torch.int32, device=q.device))
-    return _into(out, sparse_verify_torch(q, k, v, lengths, every.ids, every.n, chunk_size, scale))
+    return _into(out, sparse_verify_torch(q, k, v, lengths, every.ids, every.n, chunk_size, scale, lse_out=lse_out))
+
+
+def _check_lse_out(lse_out, q) -> None:
+    if lse_out is not None and (lse_out.shape != (q.shape[0], q.shape[1]) or lse_out.dtype != torch.float32
+                                or lse_out.device != q.device):
+        raise SpecAttnError(f"lse_out must be (B, Hq) = {(q.shape[0], q.shape[1])} float32 on {q.device}, got "
+                            f"{tuple(lse_out.shape)} {lse_out.dtype} on {lse_out.device}")
 
 
 def _check_chunk_size(chunk_size) -> None:
@@ -221,8 +236,9 @@ def _into(out, result):
 
 
 def sparse_verify_torch(q, k, v, lengths, chunk_ids, n_chunks, chunk_size: int, sm_scale: float,
-                        compute_dtype: torch.dtype | None = None) -> torch.Tensor:
-    """Reference: exact masked softmax over :func:`visible_keys` (float32, float64 for float64 inputs).
+                        compute_dtype: torch.dtype | None = None, lse_out: torch.Tensor | None = None) -> torch.Tensor:
+    """Reference: exact masked softmax over :func:`visible_keys` (float32, float64 for float64 inputs);
+    ``lse_out (B, Hq)``, if given, gets the last row's base-2 log-sum-exp of the scaled scores.
     Reads ``lengths`` and ``n_chunks`` on the host (synchronises): not for the fast path."""
     b, hq, t, d = q.shape
     hkv = k.shape[1]
@@ -245,6 +261,8 @@ def sparse_verify_torch(q, k, v, lengths, chunk_ids, n_chunks, chunk_size: int, 
         kk = k[i, :, :n_keys].to(cdt).repeat_interleave(hq // hkv, dim=0)  # (Hq, N, D)
         vv = v[i, :, :n_keys].to(cdt).repeat_interleave(hq // hkv, dim=0)
         s = torch.einsum("htd,hnd->htn", q[i].to(cdt), kk) * sm_scale
-        w = torch.softmax(s.masked_fill(~vis, float("-inf")), dim=-1)
-        out[i] = torch.einsum("htn,hnd->thd", w, vv).to(q.dtype)
+        s = s.masked_fill(~vis, float("-inf"))
+        if lse_out is not None:
+            lse_out[i] = (torch.logsumexp(s[:, -1], dim=-1) / math.log(2)).float()
+        out[i] = torch.einsum("htn,hnd->thd", torch.softmax(s, dim=-1), vv).to(q.dtype)
     return out

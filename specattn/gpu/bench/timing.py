@@ -18,13 +18,13 @@ import torch
 from ...errors import SpecAttnError
 
 
-def require_gpu() -> None:
+def require_gpu(what: str = "kernel_bench") -> None:
     if not torch.cuda.is_available():
-        raise SpecAttnError("kernel_bench needs a CUDA GPU and none is available: run it on the GPU machine")
+        raise SpecAttnError(f"{what} needs a CUDA GPU and none is available: run it on the GPU machine")
     try:
         import triton  # noqa: F401
     except ImportError:
-        raise SpecAttnError("kernel_bench needs triton (it ships with CUDA builds of torch)") from None
+        raise SpecAttnError(f"{what} needs triton (it ships with CUDA builds of torch)") from None
 
 
 def median_ms(calls: list[Callable[[], object]], reps: int, warmup: int = 2) -> float:

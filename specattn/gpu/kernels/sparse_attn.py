@@ -25,6 +25,9 @@ cost no imbalance).
 2. ``_merge_kernel``, grid ``(B * Hq * T,)``: one query row attends the step's own keys causally
    (float32) and merges that with the partials of the programs that covered its list (slots
    ``p + j`` for ``p`` in ``[start_j // W, (end_j - 1) // W]``) through their log-sum-exps.
+   Optionally it also writes the last row's (t = T - 1) base-2 log-sum-exp of the scaled scores,
+   ``log2 sum_k 2^(q.k * sm_scale * log2 e)`` over the keys the row attends, per (b, query head): the
+   normaliser a caller needs to recompute that row's attention probabilities (the decoder's draft rows).
 
 Softmax in float32 (base 2, ``sm_scale * log2 e`` folded into the scores); P @ V on the tensor cores
 with P rounded to the input dtype (as FlashAttention does).
@@ -167,11 +170,11 @@ def _split_kernel(
 
 @triton.jit(do_not_specialize=["T", "cap", "P", "min_units", "BH"])
 def _merge_kernel(
-    q_ptr, k_ptr, v_ptr, len_ptr, n_ptr, po_ptr, pl_ptr, out_ptr,
+    q_ptr, k_ptr, v_ptr, len_ptr, n_ptr, po_ptr, pl_ptr, out_ptr, lse_ptr,
     qk_scale, T, C, cap, P, min_units, BH, HKV, G,
-    sqb, sqh, sqt, skb, skh, skn, svb, svh, svn, snb, snh, sob, sot, soh,
+    sqb, sqh, sqt, skb, skh, skn, svb, svh, svn, snb, snh, sob, sot, soh, slb, slh,
     D: tl.constexpr, M: tl.constexpr, TP: tl.constexpr, SB: tl.constexpr, CPB: tl.constexpr,
-    BHP: tl.constexpr, DENSE: tl.constexpr,
+    BHP: tl.constexpr, DENSE: tl.constexpr, WRITE_LSE: tl.constexpr,
 ):
     pid = tl.program_id(0)
     t = pid % T
@@ -218,6 +221,8 @@ def _merge_kernel(
         m = m_new
         s0 += SB
     tl.store(out_ptr + b * sob + t * sot + hq * soh + d, (acc / l).to(out_ptr.dtype.element_ty))
+    if WRITE_LSE:
+        tl.store(lse_ptr + b * slb + hq * slh, m + tl.log2(l), mask=t == T - 1)
 
 
 def pow2(x: int, least: int = 1) -> int:
@@ -258,8 +263,10 @@ def make_workspace(batch: int, num_kv_heads: int, group: int, n_queries: int, he
 
 
 def launch(q, k, v, lengths, chunk_ids, n_chunks, chunk_size: int, sm_scale: float, out: torch.Tensor,
-           workspace: Workspace, capacity: int, config: SplitConfig, dense: bool) -> torch.Tensor:
-    """Both launches on validated tensors (see :func:`specattn.gpu.attention.sparse.sparse_verify`)."""
+           workspace: Workspace, capacity: int, config: SplitConfig, dense: bool,
+           lse_out: torch.Tensor | None = None) -> torch.Tensor:
+    """Both launches on validated tensors (see :func:`specattn.gpu.attention.sparse.sparse_verify`);
+    ``lse_out (B, Hq)`` float32 (any strides), if given, receives the last row's base-2 log-sum-exp."""
     from . import interpreting
 
     b, hq, t, d = q.shape
@@ -285,11 +292,12 @@ def launch(q, k, v, lengths, chunk_ids, n_chunks, chunk_size: int, sm_scale: flo
         CP=cp, LOOP_FOR=not interpreting(), STAGES=config.stages, num_warps=config.warps, **common,
     )
     _merge_kernel[(b * hq * t,)](
-        q, k, v, lengths, nn, workspace.o, workspace.lse, out,
+        q, k, v, lengths, nn, workspace.o, workspace.lse, out, lse_out if lse_out is not None else workspace.lse,
         qk_scale, t, chunk_size, capacity, programs, min_units, bh, hkv, g,
         q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
         v.stride(0), v.stride(1), v.stride(2), snb, snh, out.stride(0), out.stride(1), out.stride(2),
-        TP=pow2(t, 2), SB=32, num_warps=4, **common,
+        *(lse_out.stride() if lse_out is not None else (0, 0)),
+        TP=pow2(t, 2), SB=32, WRITE_LSE=lse_out is not None, num_warps=4, **common,
     )
     return out
 
@@ -313,10 +321,13 @@ def _aot_check(compile_one) -> bool:
                           {"D": dim, "M": rows_tile(g, 5), "CP": 16, "CPB": cfg.block_n // 16, "BHP": 32,
                            "DENSE": dense, "LOOP_FOR": True, "STAGES": cfg.stages}, cfg.warps, div16=ALIGNED)
     sig = {"q_ptr": "*bf16", "k_ptr": "*bf16", "v_ptr": "*bf16", "len_ptr": "*i32", "n_ptr": "*i32",
-           "po_ptr": "*fp32", "pl_ptr": "*fp32", "out_ptr": "*bf16", "qk_scale": "fp32", "T": "i32", "C": "i32",
+           "po_ptr": "*fp32", "pl_ptr": "*fp32", "out_ptr": "*bf16", "lse_ptr": "*fp32", "qk_scale": "fp32",
+           "T": "i32", "C": "i32",
            "cap": "i32", "P": "i32", "min_units": "i32", "BH": "i32", "HKV": "i32", "G": "i32"}
     sig.update({name: "i32" for name in ["sqb", "sqh", "sqt", "skb", "skh", "skn", "svb", "svh", "svn", "snb",
-                                         "snh", "sob", "sot", "soh"]})
-    ok &= compile_one("sparse_attn merge bf16", _merge_kernel, sig,
-                      {"D": 128, "M": 32, "TP": 8, "SB": 32, "CPB": 4, "BHP": 32, "DENSE": False}, 4)
+                                         "snh", "sob", "sot", "soh", "slb", "slh"]})
+    for write_lse in (False, True):
+        ok &= compile_one(f"sparse_attn merge bf16{' lse' if write_lse else ''}", _merge_kernel, sig,
+                          {"D": 128, "M": 32, "TP": 8, "SB": 32, "CPB": 4, "BHP": 32, "DENSE": False,
+                           "WRITE_LSE": write_lse}, 4)
     return ok

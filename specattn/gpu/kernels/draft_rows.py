@@ -1,0 +1,90 @@
+"""The draft's head-aggregated attention rows, recomputed from saved queries and log-sum-exps (Triton).
+
+SpecAttn selects from the draft's attention probabilities, averaged (or maxed) over the draft's query
+heads. Writing every head's probabilities would cost ``Hq`` rows of memory traffic per draft row, so the
+decoder keeps only what it needs to recompute them: each draft row's rotated query and, from the draft's
+own attention kernel, its base-2 log-sum-exp (:func:`specattn.gpu.attention.sparse.dense_verify`'s
+``lse_out``). After the draft's ``gamma`` forwards, one launch computes every draft row of every needed
+draft layer from the keys in the draft's cache, reading each key once for all rows and heads:
+
+    out[s, b, r, k] = agg_h 2^(q[s, b, h, r] . key[layers[s], b, h // G, k] * sm_scale * log2 e - lse[s, b, h, r])
+
+for ``k < first[b] + r`` (row r attends keys ``[0, first[b] + r)``), else 0; ``agg`` the mean (or max) over
+the ``Hq = G * Hkv`` query heads. Only the aggregated rows are written.
+
+Grid ``(S * B, cdiv(W, BLOCK_N))``: a program loads one block of keys per KV head and scores it against
+the G x R query rows of that head group in one ``tl.dot``; exponentials in float32.
+Use it through :func:`specattn.gpu.draft_rows.draft_rows` (shape checks, torch fallback).
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from .sparse_attn import LOG2E, pow2
+
+BLOCK_N = 64
+
+
+@triton.jit
+def _rows_kernel(
+    q_ptr, lse_ptr, k_ptr, layer_ptr, first_ptr, out_ptr, qk_scale, inv_heads, W, B,
+    sqs, sqb, sqh, sqr, sls, slb, slh, skl, skb, skh, skn, sos, sob, sor,
+    HKV: tl.constexpr, G: tl.constexpr, R: tl.constexpr, GP: tl.constexpr, RP: tl.constexpr, D: tl.constexpr,
+    BLOCK: tl.constexpr, MAX: tl.constexpr,
+):
+    sb = tl.program_id(0)
+    s = sb // B
+    b = (sb - s * B).to(tl.int64)
+    keys = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+    layer = tl.load(layer_ptr + s).to(tl.int64)
+    first = tl.load(first_ptr + b)
+    mi = tl.arange(0, GP * RP)  # tile row = g * RP + r
+    g = mi // RP
+    r = mi - g * RP
+    row_ok = (g < G) & (r < R)
+    d = tl.arange(0, D)
+    vis = (keys[None, :] < (first + r)[:, None]) & row_ok[:, None]
+    k_ok = keys < first + R - 1
+    kb = k_ptr + layer * skl + b * skb
+    qb = q_ptr + s * sqs + b * sqb
+    lb = lse_ptr + s * sls + b * slb
+    acc = tl.zeros((RP, BLOCK), tl.float32)
+    for h in tl.static_range(HKV):
+        k = tl.load(kb + h * skh + keys[:, None] * skn + d[None, :], mask=k_ok[:, None], other=0.0)
+        hq = h * G + g
+        q = tl.load(qb + hq[:, None] * sqh + r[:, None] * sqr + d[None, :], mask=row_ok[:, None], other=0.0)
+        lse = tl.load(lb + hq * slh + r, mask=row_ok, other=0.0)
+        p = tl.where(vis, tl.exp2(tl.dot(q, tl.trans(k)) * qk_scale - lse[:, None]), 0.0)
+        p3 = tl.reshape(p, (GP, RP, BLOCK))
+        if MAX:
+            acc = tl.maximum(acc, tl.max(p3, 0))
+        else:
+            acc += tl.sum(p3, 0)
+    if not MAX:
+        acc = acc * inv_heads
+    rr = tl.arange(0, RP)
+    tl.store(out_ptr + s * sos + b * sob + rr[:, None] * sor + keys[None, :], acc,
+             mask=(rr[:, None] < R) & (keys[None, :] < W))
+
+
+def launch(q: torch.Tensor, lse: torch.Tensor, keys: torch.Tensor, layers: torch.Tensor, first: torch.Tensor,
+           out: torch.Tensor, sm_scale: float, agg: str) -> torch.Tensor:
+    """One launch on validated tensors: ``q (S, B, Hq, R, D)`` fp16/bf16 (unit stride along D), ``lse (S, B,
+    Hq, R)`` float32 (unit stride along R), ``keys (NL, B, Hkv, cap, D)`` (unit stride along D), ``layers
+    (S,)`` and ``first (B,)`` int32, ``out (S, B, R, W)`` float32 (unit stride along W)."""
+    s, b, hq, r, d = q.shape
+    hkv = keys.shape[2]
+    g = hq // hkv
+    rp = pow2(r)
+    gp = max(pow2(g), 16 // rp if rp < 16 else 1)
+    w = out.shape[3]
+    _rows_kernel[(s * b, triton.cdiv(w, BLOCK_N))](
+        q, lse, keys, layers, first, out, float(sm_scale) * LOG2E, 1.0 / hq, w, b,
+        q.stride(0), q.stride(1), q.stride(2), q.stride(3), lse.stride(0), lse.stride(1), lse.stride(2),
+        keys.stride(0), keys.stride(1), keys.stride(2), keys.stride(3), out.stride(0), out.stride(1), out.stride(2),
+        HKV=hkv, G=g, R=r, GP=gp, RP=rp, D=d, BLOCK=BLOCK_N, MAX=agg == "max", num_warps=4,
+    )
+    return out

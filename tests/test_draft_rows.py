@@ -1,0 +1,218 @@
+"""The decoder's draft rows (specattn.gpu.draft_rows) and the attention kernel's log-sum-exp output.
+
+Both are checked against float64 references built from scratch (softmax over the keys a row attends,
+then the head mean / max of specattn.heads.aggregate_heads), on the CPU, on the Triton interpreter and
+on the GPU, on adversarial shapes: rows that attend one key, partial key blocks, ragged batches,
+one draft row per step, MHA and GQA drafts.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from specattn.errors import SpecAttnError
+from specattn.gpu.attention.sparse import chunk_lists, dense_verify, sparse_verify, sparse_verify_torch
+from specattn.gpu.draft_rows import draft_rows, draft_rows_torch
+from specattn.heads import aggregate_heads
+
+from .availability import HAS_CUDA, HAS_TRITON, needs_gpu, needs_interpreter
+
+CASES = [  # (S, NL, B, Hq, Hkv, R, D, cap, W, first)
+    (1, 1, 1, 4, 2, 1, 16, 8, 8, [1]),                  # one row attending one key
+    (2, 3, 3, 4, 1, 3, 16, 150, 147, [100, 1, 70]),     # ragged, GQA 4:1, W not a multiple of the block
+    (3, 4, 2, 2, 2, 4, 32, 90, 90, [86, 5]),            # MHA draft, rows up to the cache's end
+    (1, 2, 2, 8, 2, 2, 64, 300, 296, [200, 295]),       # TinyLlama-like group of 4 x 2 rows, D = 64
+]
+
+
+def make_case(s, nl, b, hq, hkv, r, d, cap, w, first, dtype, device, seed):
+    g = torch.Generator().manual_seed(seed)
+    q = torch.randn(s, b, hq, r, d, generator=g).to(dtype)
+    keys = torch.randn(nl, b, hkv, cap, d, generator=g).to(dtype)
+    layers = torch.randperm(nl, generator=g)[:s].to(torch.int32)
+    first = torch.tensor(first, dtype=torch.int32)
+    return [x.to(device) for x in (q, keys, layers, first)], w
+
+
+def reference(q, keys, layers, first, w, scale, agg):
+    """float64: per row the softmax over keys [0, first + r), aggregated over heads -> (S, B, R, W) and lse."""
+    s, b, hq, r, d = q.shape
+    out = torch.zeros(s, b, r, w, dtype=torch.float64)
+    lse = torch.zeros(s, b, hq, r, dtype=torch.float32)
+    q, keys = q.double().cpu(), keys.double().cpu()
+    for i in range(s):
+        k = keys[int(layers[i])].repeat_interleave(hq // keys.shape[2], dim=1)  # (B, Hq, cap, D)
+        for j in range(b):
+            for row in range(r):
+                n = int(first[j]) + row
+                scores = torch.einsum("hd,hnd->hn", q[i, j, :, row], k[j, :, :n]) * scale
+                lse[i, j, :, row] = (torch.logsumexp(scores, -1) / math.log(2)).float()
+                probs = torch.softmax(scores, -1)[:, None]  # (Hq, 1, n)
+                out[i, j, row, :n] = aggregate_heads(probs, agg, 1, 1)[0, 0]
+    return out, lse
+
+
+def check(case, dtype, device, agg, impl, tol, seed=0):
+    (q, keys, layers, first), w = make_case(*case, dtype, device, seed)
+    scale = 1 / math.sqrt(q.shape[-1])
+    want, lse = reference(q, keys, layers, first, w, scale, agg)
+    out = torch.full((q.shape[0], q.shape[1], q.shape[3], w), float("nan"), device=device)  # poisoned
+    draft_rows(q, lse.to(device), keys, layers, first, out, scale, agg, impl=impl)
+    assert not out.isnan().any(), "an element of the rows was not written"
+    err = (out.double().cpu() - want).abs().max().item()
+    assert err < tol * want.abs().max().item(), err
+    past = torch.arange(w) >= (first.cpu()[:, None] + torch.arange(q.shape[3]))[..., None]  # (B, R, W)
+    assert out.cpu()[:, past].eq(0).all(), "weights past a row's keys must be exactly 0"
+
+
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("agg", ["mean", "max"])
+def test_torch_rows_match_reference(case, agg):
+    check(case, torch.float64, "cpu", agg, "torch", 1e-6)  # the lse is float32
+    check(case, torch.float32, "cpu", agg, "torch", 1e-5, seed=1)
+
+
+def test_rows_refuse_bad_input():
+    (q, keys, layers, first), w = make_case(*CASES[1], torch.float32, "cpu", 0)
+    lse = torch.zeros(q.shape[:4])
+    out = torch.zeros(q.shape[0], q.shape[1], q.shape[3], w)
+    with pytest.raises(SpecAttnError, match="head_agg='kv_group'"):
+        draft_rows(q, lse, keys, layers, first, out, 1.0, "kv_group")
+    with pytest.raises(SpecAttnError, match="lse must be"):
+        draft_rows(q, lse[..., :1], keys, layers, first, out, 1.0)
+    with pytest.raises(SpecAttnError, match="out must be"):
+        draft_rows(q, lse, keys, layers, first, torch.zeros(*out.shape[:3], keys.shape[3] + 1), 1.0)
+    with pytest.raises(SpecAttnError, match="int32"):
+        draft_rows(q, lse, keys, layers.long(), first, out, 1.0)
+
+
+def lse_case(b, hq, hkv, t, d, kcap, lengths, dtype, device, seed):
+    g = torch.Generator().manual_seed(seed)
+    q = torch.randn(b, hq, t, d, generator=g).to(dtype)
+    k, v = (torch.randn(b, hkv, kcap, d, generator=g).to(dtype) for _ in range(2))
+    mask = torch.rand(b, 1, -(-kcap // 16), generator=g) < 0.4
+    return [x.to(device) for x in (q, k, v, torch.tensor(lengths, dtype=torch.int32), mask)]
+
+
+def check_lse(b, hq, hkv, t, d, kcap, lengths, dtype, device, tol):
+    q, k, v, lengths_t, mask = lse_case(b, hq, hkv, t, d, kcap, lengths, dtype, device, 3)
+    lists = chunk_lists(mask, impl="torch")
+    scale = 1 / math.sqrt(d)
+    for sparse in (False, True):
+        want = torch.zeros(b, hq)
+        ids = lists.ids if sparse else torch.arange(mask.shape[-1], dtype=torch.int32).expand(b, 1, -1).contiguous()
+        n = lists.n if sparse else torch.full((b, 1), mask.shape[-1], dtype=torch.int32)
+        ref = sparse_verify_torch(q.double().cpu(), k.double().cpu(), v.double().cpu(), lengths_t.cpu(), ids.cpu(),
+                                  n.cpu(), 16, scale, lse_out=want)
+        got = torch.full((b, hq, 2), float("nan"), device=device)[..., 0]  # a strided view, poisoned
+        if sparse:
+            out = sparse_verify(q, k, v, lengths_t, lists.ids.to(device), lists.n.to(device), 16, scale, lse_out=got)
+        else:
+            out = dense_verify(q, k, v, lengths_t, 16, scale, lse_out=got)
+        assert (got.cpu() - want).abs().max().item() < tol, sparse
+        assert ((out.double().cpu() - ref).norm() / ref.norm()).item() < 10 * tol
+
+
+@pytest.mark.parametrize("t", [1, 2, 5])
+def test_lse_output_of_the_torch_path(t):
+    check_lse(2, 4, 2, t, 16, 70, [70, t + 1], torch.float32, "cpu", 1e-5)
+
+
+@needs_interpreter
+@pytest.mark.parametrize("case", CASES)
+def test_rows_kernel_interpreter(case):
+    """float16 only: Triton 3.6's interpreter computes bfloat16 tl.dot wrongly."""
+    for agg in ("mean", "max"):
+        check(case, torch.float16, "cpu", agg, "triton", 2e-2)
+
+
+@needs_interpreter
+@pytest.mark.parametrize("t,lengths", [(1, [40, 1]), (2, [40, 19])])
+def test_lse_output_of_the_kernel_interpreter(t, lengths):
+    check_lse(2, 4, 2, t, 16, 40, lengths, torch.float16, "cpu", 2e-2)
+
+
+GPU_CASES = CASES + [
+    (21, 22, 4, 32, 4, 4, 64, 4200, 4160, [4097, 1, 2000, 4150]),    # TinyLlama: 21 needed layers, batch 4
+    (15, 16, 1, 32, 8, 4, 64, 33000, 32800, [32769]),                 # Llama-3.2-1B at 32K
+    (2, 2, 3, 32, 8, 1, 64, 1000, 999, [999, 3, 500]),               # gamma = 1
+]
+
+
+@needs_gpu
+@pytest.mark.parametrize("case", GPU_CASES)
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_rows_kernel_gpu(case, dtype):
+    check(case, dtype, "cuda", "mean", "triton", 2e-2)
+    if case[2] * case[0] < 40:
+        check(case, dtype, "cuda", "max", "triton", 2e-2, seed=1)
+
+
+@needs_gpu
+@pytest.mark.parametrize("t,lengths", [(1, [4000, 1, 77]), (2, [4000, 2, 2500]), (5, [3000, 5, 4100])])
+def test_lse_output_of_the_kernel_gpu(t, lengths):
+    check_lse(3, 32, 8, t, 64, 4100, lengths, torch.bfloat16, "cuda", 2e-2)
+    check_lse(3, 32, 32, t, 128, 4100, lengths, torch.bfloat16, "cuda", 2e-2)
+
+
+def test_kernel_is_used_only_where_it_runs():
+    if HAS_TRITON and HAS_CUDA:
+        pytest.skip("covered by the GPU tests")
+    (q, keys, layers, first), w = make_case(*CASES[0], torch.float32, "cpu", 0)
+    out = torch.zeros(q.shape[0], q.shape[1], q.shape[3], w)
+    lse = torch.zeros(q.shape[:4])
+    assert draft_rows(q, lse, keys, layers, first, out, 1.0) is out  # the torch path, no error
+    assert torch.equal(out, draft_rows_torch(q, lse, keys, layers, first, out.clone(), 1.0))
+
+
+# ------------------------------------------------------------------------------------- fused RMSNorm
+def rmsnorm_case(dtype, device, rows=7, h=96):
+    from transformers.models.llama.modeling_llama import LlamaRMSNorm
+
+    g = torch.Generator().manual_seed(4)
+    norm = LlamaRMSNorm(h, eps=1e-5)
+    norm.weight.data = 1 + torch.randn(h, generator=g)
+    norm = norm.to(device=device, dtype=dtype)
+    x = (3 * torch.randn(2, rows, h, generator=g)).to(device=device, dtype=dtype)
+    return norm, x
+
+
+def test_fused_rmsnorm_replaces_hf_modules_and_matches_them_on_the_cpu():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from specattn.gpu.rmsnorm import FusedRMSNorm, fuse_rmsnorms
+
+    config = LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                         num_key_value_heads=1, vocab_size=50)
+    model = LlamaForCausalLM(config).eval()
+    ids = torch.randint(0, 50, (1, 9))
+    with torch.no_grad():
+        want = model(ids).logits
+        assert fuse_rmsnorms(model) == 2 * 2 + 1
+        assert isinstance(model.model.norm, FusedRMSNorm) and model.model.norm.weight is model.model.norm.weight
+        torch.testing.assert_close(model(ids).logits, want, rtol=0, atol=0)
+
+
+@needs_interpreter
+def test_fused_rmsnorm_kernel_interpreter():
+    from specattn.gpu.kernels.rmsnorm import rmsnorm
+
+    norm, x = rmsnorm_case(torch.float16, "cpu")
+    got = rmsnorm(x, norm.weight, norm.variance_epsilon)
+    assert (got.float() - norm(x).float()).abs().max().item() <= 2e-2 * norm(x).float().abs().max().item()
+
+
+@needs_gpu
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("h", [64, 2048, 4096, 4000])
+def test_fused_rmsnorm_kernel_gpu(dtype, h):
+    from specattn.gpu.rmsnorm import FusedRMSNorm
+
+    norm, x = rmsnorm_case(dtype, "cuda", rows=5, h=h)
+    want = norm(x)
+    got = FusedRMSNorm(norm.weight, norm.variance_epsilon)(x)
+    mismatch = (got != want).float().mean().item()  # same arithmetic; only the sum's order differs
+    assert mismatch < 0.01 and (got.float() - want.float()).abs().max().item() <= 0.02 * want.float().abs().max().item()

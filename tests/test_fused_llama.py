@@ -1,0 +1,110 @@
+"""specattn.gpu.fused_llama: fused projections, rotary + cache write and SiLU-mul give the unfused
+model's results (CPU: exactly HF's functions; interpreter and GPU: the Triton kernels against torch),
+and the graph decoder decodes the same tokens with a fused pair."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
+
+from specattn import layer_map
+from specattn.decode.graph_engine import GraphDecoder, GraphSettings
+from specattn.decode.kv_cache import SequenceKVCache
+from specattn.gpu.fused_llama import FusedAttention, FusedMLP, fuse_llama
+from specattn.models.pair import load_pair
+
+from .availability import needs_gpu, needs_interpreter
+from .conftest import CONF
+
+
+def tiny(model_dir, device="cpu", dtype=torch.float32):
+    cfg = OmegaConf.load(CONF / "model" / "tiny_random.yaml")
+    cfg.verifier.path = str(model_dir)
+    return load_pair(cfg, torch.device(device), dtype)
+
+
+def decode(pair, p, batch, new=20, graphs=False):
+    mapping = tuple(layer_map.resolve("proportional", pair.n_draft_layers, pair.n_verifier_layers, pair.draft_layers))
+    dec = GraphDecoder(pair.draft, pair.verifier, GraphSettings(4, 8, 2, "mean", mapping, p), batch.shape[0], 100)
+    if graphs:
+        dec.prefill(batch)
+        dec.capture()
+    out = dec.generate(batch, new)
+    return out.tokens, out.steps, out.kept
+
+
+@pytest.mark.parametrize("p", [None, 0.7])
+def test_fused_pair_decodes_like_the_unfused_one_on_the_cpu(tiny_model_dir, p):
+    plain, fused = tiny(tiny_model_dir), tiny(tiny_model_dir)
+    assert fuse_llama(fused.verifier) == 6 and fuse_llama(fused.draft) == 4
+    assert isinstance(fused.verifier.model.layers[3].self_attn, FusedAttention)
+    assert isinstance(fused.draft.model.layers[0].mlp, FusedMLP)
+    batch = torch.randint(3, 259, (2, 45), generator=torch.Generator().manual_seed(5))
+    assert decode(fused, p, batch) == decode(plain, p, batch)
+
+
+def rope_case(dtype, device, b=3, t=4, hq=4, hkv=2, d=16, cap=40):
+    g = torch.Generator().manual_seed(2)
+    qkv = torch.randn(b, t, (hq + 2 * hkv) * d, generator=g).to(dtype)
+    angles = torch.rand(b, t, d // 2, generator=g) * 6
+    emb = torch.cat([angles, angles], -1)
+    cos, sin = emb.cos().to(dtype), emb.sin().to(dtype)
+    lengths = torch.tensor([0, 7, cap - t][:b])
+    return [x.to(device) for x in (qkv, cos, sin, lengths)]
+
+
+def check_rope(dtype, device, tol):
+    from specattn.gpu.kernels.fused_llama import rope_into_cache
+
+    qkv, cos, sin, lengths = rope_case(dtype, device)
+    b, t, _ = qkv.shape
+    hq, hkv, d = 4, 2, 16
+    want_cache = SequenceKVCache(1, b, hkv, d, 40, dtype, device)
+    want_cache.set_lengths(lengths)
+    q, k, v = qkv.float().view(b, t, -1, d).transpose(1, 2).split([hq, hkv, hkv], dim=1)
+    q_want, k_want = apply_rotary_pos_emb(q, k, cos.float(), sin.float())
+    want_cache.update(k_want.to(dtype), v.to(dtype), 0)
+    keys = torch.full((b, hkv, 40, d), float("nan"), dtype=dtype, device=device)
+    values = keys.clone()
+    got = rope_into_cache(qkv, cos, sin, lengths, hq, hkv, keys, values)
+    assert (got.float() - q_want).abs().max().item() < tol
+    for b_ in range(b):
+        n = int(lengths[b_])
+        rows = slice(n, n + t)
+        assert (keys[b_, :, rows].float() - want_cache.keys[0, b_, :, rows].float()).abs().max().item() < tol
+        assert torch.equal(values[b_, :, rows], want_cache.values[0, b_, :, rows])
+        assert keys[b_, :, :n].isnan().all() and keys[b_, :, n + t:].isnan().all()  # nothing else written
+
+
+def check_silu_mul(dtype, device):
+    from specattn.gpu.kernels.fused_llama import silu_mul
+
+    x = torch.randn(3, 2, 2 * 1500, generator=torch.Generator().manual_seed(1)).to(dtype).to(device)
+    gate, up = x.chunk(2, dim=-1)
+    assert torch.equal(silu_mul(x), torch.nn.functional.silu(gate) * up)
+
+
+@needs_interpreter
+def test_fused_kernels_interpreter():
+    check_rope(torch.float16, "cpu", 1e-2)
+    check_silu_mul(torch.float16, "cpu")
+
+
+@needs_gpu
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_fused_kernels_gpu(dtype):
+    check_rope(dtype, "cuda", 3e-2)
+    check_silu_mul(dtype, "cuda")
+
+
+@needs_gpu
+@pytest.mark.parametrize("p", [None, 0.7])
+def test_fused_pair_graph_replay_equals_eager_gpu(tiny_model_dir, p):
+    pair = tiny(tiny_model_dir, "cuda", torch.bfloat16)
+    fuse_llama(pair.verifier), fuse_llama(pair.draft)
+    batch = torch.randint(3, 259, (3, 50), generator=torch.Generator().manual_seed(8))
+    assert decode(pair, p, batch, graphs=True) == decode(pair, p, batch)
