@@ -8,7 +8,6 @@ from dataclasses import replace
 
 import pandas as pd
 import pytest
-import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from specattn.decode import roofline

@@ -4,7 +4,6 @@ and the graph decoder decodes the same tokens with a fused pair."""
 
 from __future__ import annotations
 
-import copy
 
 import pytest
 import torch

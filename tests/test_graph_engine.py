@@ -17,7 +17,7 @@ from specattn.decode.engine import DecodeSettings, SpeculativeDecoder, prepare_f
 from specattn.decode.graph_attention import masked_verify_torch
 from specattn.decode.graph_engine import GraphDecoder, GraphSettings, forced_schedule
 from specattn.errors import SpecAttnError
-from specattn.gpu.attention.sparse import ChunkLists, chunk_lists, sparse_verify_torch
+from specattn.gpu.attention.sparse import chunk_lists, sparse_verify_torch
 from specattn.methods import Dense, SpecAttn
 from specattn.models.pair import load_pair
 
