@@ -8,7 +8,8 @@ them all; no analysis lives only in the notebook.
 * :func:`paper_table` / :func:`markdown_table`: the paper's table from an ``experiment=paper_table`` run;
 * :func:`plot_alignments`: the layer-alignment heatmaps of ``experiment=align`` runs;
 * :func:`plot_kernel_scaling`: the kernel benchmarks of ``experiment=kernel_bench`` runs against length;
-* :func:`plot_layer_coverage`: per-layer coverage and KV reduction of an ``experiment=layer_coverage`` run.
+* :func:`plot_layer_coverage`: per-layer coverage and KV reduction of an ``experiment=layer_coverage`` run;
+* :func:`plot_context_length`: KV reduction and perplexity increase against the context length.
 """
 
 from __future__ import annotations
@@ -168,8 +169,9 @@ def plot_decode_throughput(results: pd.DataFrame, path: Path) -> Path:
 
 
 def write_plots(collected: pd.DataFrame, out_dir: Path) -> dict[str, Path]:
-    """Every plot the collected runs allow: a Pareto plot per (model, dataset, context length),
-    the alignment heatmaps, the kernel scaling plot."""
+    """Every plot the collected runs allow: a Pareto plot per (model, dataset, context length), a
+    context-length plot per (model, dataset) measured at several lengths, the alignment heatmaps, the
+    kernel scaling plot."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = {}
@@ -178,12 +180,40 @@ def write_plots(collected: pd.DataFrame, out_dir: Path) -> dict[str, Path]:
         for (model, dataset, context), group in settings.groupby(["model", "dataset", "context_len"]):
             key = f"pareto-{model}-{dataset}-{context}"
             written[key] = plot_pareto(group, out_dir / f"{key}.png", f"{model} on {dataset}, {context} tokens")
+        for (model, dataset), group in settings.groupby(["model", "dataset"]):
+            if group.context_len.nunique() > 1:
+                key = f"context_length-{model}-{dataset}"
+                written[key] = plot_context_length(group, out_dir / f"{key}.png", f"{model} on {dataset}")
     for path in plot_alignments(collected, out_dir):
         written[path.stem] = path
     bench = _experiment_rows(collected, "kernel_bench")
     if not bench.empty:
         written["kernel_scaling"] = plot_kernel_scaling(bench, out_dir / "kernel_scaling.png")
     return written
+
+
+def plot_context_length(settings: pd.DataFrame, path: Path, title: str,
+                        methods: tuple[str, ...] = ("specattn", "oracle_topp")) -> Path:
+    """KV reduction (sparse layers) and perplexity increase against the context length, one line per
+    method and p (``ppl_settings`` rows of one model and dataset; per context length and setting the
+    run with the most samples)."""
+    rows = settings[settings.method.isin(methods)].sort_values("samples", ascending=False)
+    rows = rows.drop_duplicates(["context_len", "setting"]).sort_values("context_len")
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for (method, p), group in rows.groupby(["method", "p"], sort=False):
+        style = "-" if method == "specattn" else "--"
+        label = f"{method} p={p:g}"
+        left.plot(group.context_len, 100 * group.kv_reduction_sparse_layers, style, marker="o", label=label)
+        right.plot(group.context_len, 100 * group.ppl_rel_increase, style, marker="o", label=label)
+    for ax, ylabel in ((left, "KV reduction, sparse layers (%)"), (right, "perplexity increase (%)")):
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("context length (tokens)")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3, which="both")
+    right.set_yscale("symlog", linthresh=0.1)
+    left.legend(fontsize=7)
+    fig.suptitle(title, fontsize=9)
+    return _save(fig, path)
 
 
 def plot_layer_coverage(summary: pd.DataFrame, path: Path, title: str) -> Path:
