@@ -192,13 +192,18 @@ def write_plots(collected: pd.DataFrame, out_dir: Path) -> dict[str, Path]:
     return written
 
 
+def one_run_per_length(settings: pd.DataFrame) -> pd.DataFrame:
+    """Per context length and setting, the row of the run with the most samples, by length."""
+    rows = settings.sort_values("samples", ascending=False, kind="stable")
+    return rows.drop_duplicates(["context_len", "setting"]).sort_values("context_len", kind="stable")
+
+
 def plot_context_length(settings: pd.DataFrame, path: Path, title: str,
                         methods: tuple[str, ...] = ("specattn", "oracle_topp")) -> Path:
     """KV reduction (sparse layers) and perplexity increase against the context length, one line per
     method and p (``ppl_settings`` rows of one model and dataset; per context length and setting the
     run with the most samples)."""
-    rows = settings[settings.method.isin(methods)].sort_values("samples", ascending=False)
-    rows = rows.drop_duplicates(["context_len", "setting"]).sort_values("context_len")
+    rows = one_run_per_length(settings[settings.method.isin(methods)])
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
     for (method, p), group in rows.groupby(["method", "p"], sort=False):
         style = "-" if method == "specattn" else "--"

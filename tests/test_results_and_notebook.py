@@ -98,11 +98,14 @@ def test_the_analysis_notebook_runs_top_to_bottom(analysis_outputs, tmp_path, mo
 def test_context_length_plot_takes_the_largest_run_per_length(tmp_path):
     import pandas as pd
 
-    from specattn.plots import plot_context_length
+    from specattn.plots import one_run_per_length, plot_context_length
 
     rows = [{"method": method, "setting": f"{method} p={p}", "p": p, "context_len": length, "samples": samples,
              "kv_reduction_sparse_layers": 0.1 * length / 1024, "ppl_rel_increase": 0.01 * samples}
             for method in ("specattn", "oracle_topp") for p in (0.9, 0.95)
             for length, samples in ((1024, 2), (2048, 4), (2048, 1), (4096, 1))]
+    chosen = one_run_per_length(pd.DataFrame(rows))
+    assert len(chosen) == 12 and list(chosen[chosen.context_len == 2048].samples.unique()) == [4]
+    assert chosen.context_len.is_monotonic_increasing
     path = plot_context_length(pd.DataFrame(rows), tmp_path / "context.png", "test")
     assert path.is_file() and path.stat().st_size > 10_000
