@@ -150,7 +150,7 @@ INTERP_CASES = [  # (B, Hq, Hkv, T, D, K_cap, C, lengths, H_sel)
 @pytest.mark.parametrize("density", [0.0, 0.5, 1.0])
 def test_kernel_interpreter(b, hq, hkv, t, d, kcap, c, lengths, h_sel, density):
     """float16 only: Triton 3.6's interpreter computes bfloat16 tl.dot wrongly (bfloat16 runs on the GPU)."""
-    from specattn.gpu.kernels.sparse_attn import SplitConfig
+    from specattn.gpu.kernels.split_config import SplitConfig
 
     case = make_case(b, hq, hkv, t, d, kcap, c, lengths, density, h_sel, torch.float16, "cpu", kcap + t,
                      junk_ids=True)
@@ -214,7 +214,7 @@ def test_kernel_matches_reference_gpu(b, hq, hkv, t, d, kcap, c, lengths, h_sel,
 @needs_gpu
 @pytest.mark.parametrize("block_n,warps,stages,ctas,min_chunks", [(128, 8, 2, 4, 4), (32, 4, 1, 1, 64)])
 def test_kernel_configs_gpu(block_n, warps, stages, ctas, min_chunks):
-    from specattn.gpu.kernels.sparse_attn import SplitConfig
+    from specattn.gpu.kernels.split_config import SplitConfig
 
     cfg = SplitConfig(block_n, warps, stages, ctas, min_chunks)
     case = make_case(2, 32, 8, 5, 128, 20000, 16, [20000, 7777], 0.2, 8, torch.bfloat16, "cuda", 9)

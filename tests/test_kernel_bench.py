@@ -13,7 +13,7 @@ from specattn.errors import SpecAttnError
 from specattn.experiments.kernel_bench import config_from
 from specattn.gpu.bench import attention as A
 from specattn.gpu.bench.kernel_bench import render, run_all
-from specattn.gpu.kernels.sparse_attn import SplitConfig
+from specattn.gpu.kernels.split_config import SplitConfig
 
 from .availability import HAS_CUDA, HAS_FLASHINFER, needs_gpu
 from .conftest import compose_config

@@ -29,7 +29,7 @@ import torch
 
 from ..attention import AttentionShape
 from ..attention.sparse import ChunkLists, dense_verify, n_chunks_capacity, sparse_verify
-from ..kernels import sparse_attn as K
+from ..kernels.split_config import SplitConfig
 from ..step import SpecAttnStep
 from .timing import graph_ms, median_ms, reps_for
 
@@ -94,7 +94,7 @@ def timed(calls, cfg, graph: bool) -> float:
     return graph_ms(calls, reps) if graph else median_ms(calls, reps)
 
 
-def bench_case(cfg, model: str, batch: int, n_keys: int, bandwidth: float, split: K.SplitConfig, log) -> list[dict]:
+def bench_case(cfg, model: str, batch: int, n_keys: int, bandwidth: float, split: SplitConfig, log) -> list[dict]:
     """All rows (one per kept fraction) of one (model, batch, L) case."""
     from .flashinfer_dense import VARIANTS, FlashInferDense, paged_cache
 
@@ -108,7 +108,9 @@ def bench_case(cfg, model: str, batch: int, n_keys: int, bandwidth: float, split
     sets_n = n_sets(kv_bytes, cfg.rotate_bytes)
     gen = torch.Generator(device="cuda").manual_seed(n_keys + batch)
     sets = [Inputs(hq, hkv, d, batch, n_keys, t, gen) for _ in range(sets_n)]
-    ws = K.make_workspace(batch, hkv, hq // hkv, t, d, split, "cuda")
+    from ..kernels.sparse_attn import make_workspace  # Triton: imported where it launches
+
+    ws = make_workspace(batch, hkv, hq // hkv, t, d, split, "cuda")
     dense_calls = [lambda s=s: dense_verify(s.q, s.k, s.v, s.lengths, c, out=s.out, workspace=ws, config=split)
                    for s in sets]
     base = {"model": model, "batch": batch, "L": n_keys, "sets": sets_n,
@@ -216,7 +218,7 @@ def fits(cfg, model: str, batch: int, n_keys: int) -> bool:
     return 2 * batch * n_keys * hkv * d * 2 * (2 if cfg.flashinfer else 1) <= cfg.max_kv_gib * 2**30
 
 
-def bench_attention(cfg, bandwidth: float, split: K.SplitConfig, log=print) -> pd.DataFrame:
+def bench_attention(cfg, bandwidth: float, split: SplitConfig, log=print) -> pd.DataFrame:
     recs = []
     for model, batch, n_keys in itertools.product(cfg.models, cfg.batches, cfg.attn_lengths):
         if not fits(cfg, model, batch, n_keys):
@@ -252,7 +254,7 @@ def breakeven(attn: pd.DataFrame) -> pd.DataFrame:
 
 
 # --------------------------------------------------------------------------------------- tuning
-def tune_configs(base: K.SplitConfig) -> list[K.SplitConfig]:
+def tune_configs(base: SplitConfig) -> list[SplitConfig]:
     """Tile variants at the base split (each one compiled kernel more), then split variants at the base tile."""
     tiles = [replace(base, block_n=bn, warps=w) for bn, w in itertools.product((64, 128), (4, 8))]
     tiles += [replace(base, stages=st) for st in (2, 4)]
@@ -265,9 +267,11 @@ def tune_configs(base: K.SplitConfig) -> list[K.SplitConfig]:
     return out
 
 
-def bench_tune(cfg, base: K.SplitConfig, log=print) -> tuple[pd.DataFrame, K.SplitConfig]:
+def bench_tune(cfg, base: SplitConfig, log=print) -> tuple[pd.DataFrame, SplitConfig]:
     """Graph-replayed time of dense and sparse attention for each config at ``cfg.tune_cases``; returns
     the table and the config with the best geometric mean of (time / best time of its case)."""
+    from ..kernels.sparse_attn import make_workspace
+
     recs = []
     configs = tune_configs(base)
     for model, batch, n_keys in cfg.tune_cases:
@@ -279,7 +283,7 @@ def bench_tune(cfg, base: K.SplitConfig, log=print) -> tuple[pd.DataFrame, K.Spl
         gen = torch.Generator().manual_seed(1)
         lists = {dens: [_lists(random_masks(batch, 1, nc, dens, gen)) for _ in sets] for dens in cfg.tune_densities}
         for config in configs:
-            ws = K.make_workspace(batch, hkv, hq // hkv, t, d, config, "cuda")
+            ws = make_workspace(batch, hkv, hq // hkv, t, d, config, "cuda")
             modes = [("dense", [lambda s=s: dense_verify(s.q, s.k, s.v, s.lengths, c, out=s.out, workspace=ws,
                                                          config=config) for s in sets])]
             for dens, per_set in lists.items():
@@ -296,7 +300,7 @@ def bench_tune(cfg, base: K.SplitConfig, log=print) -> tuple[pd.DataFrame, K.Spl
     keys = ["block_n", "warps", "stages", "ctas_per_sm", "min_chunks"]
     table["rel"] = table["ms"] / table.groupby(["model", "batch", "L", "mode"])["ms"].transform("min")
     score = table.groupby(keys)["rel"].apply(lambda r: float(r.map(math.log).mean()))
-    best = K.SplitConfig(**dict(zip(keys, (int(x) for x in score.idxmin()))))
+    best = SplitConfig(**dict(zip(keys, (int(x) for x in score.idxmin()))))
     log(f"tune: best split config {best} (geometric mean {math.exp(score.min()):.3f}x the per-case best)")
     return table, best
 

@@ -62,7 +62,7 @@ class BenchConfig:
 
 def run_all(cfg: BenchConfig, log=print) -> dict:
     """Run the configured parts; returns {'hardware', 'bandwidth_TBps', and one table per part run}."""
-    from ..kernels.sparse_attn import SplitConfig
+    from ..kernels.split_config import SplitConfig
 
     unknown = set(cfg.parts) - set(PARTS)
     if unknown:

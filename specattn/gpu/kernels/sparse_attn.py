@@ -41,24 +41,10 @@ import torch
 import triton
 import triton.language as tl
 
+from .split_config import SplitConfig
+
 LOG2E = 1.4426950408889634
 NEG_INIT = tl.constexpr(-1.0e30)  # running max before any key: finite, so fully masked blocks give exp2(-inf) = 0, not NaN
-
-
-@dataclass(frozen=True)
-class SplitConfig:
-    """Tile and work-split parameters (defaults measured on the H200, docs/benchmarks.md).
-
-    block_n: keys per inner iteration (a whole number of chunks, power of two); warps, stages: Triton's
-    ``num_warps`` / ``num_stages``; ctas_per_sm: programs per SM of the fixed grid (``P = ctas_per_sm *
-    SMs``); min_chunks: fewest chunks a program takes when there is little work.
-    """
-
-    block_n: int = 64
-    warps: int = 4
-    stages: int = 3
-    ctas_per_sm: int = 2
-    min_chunks: int = 8
 
 
 @triton.jit
