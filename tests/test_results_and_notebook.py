@@ -70,7 +70,7 @@ def test_write_plots_and_the_cli(analysis_outputs, tmp_path):
     written = plots.write_plots(collected, tmp_path / "figures")
     align_run = next((analysis_outputs / "align").iterdir()).name
     assert set(written) == {"pareto-tiny_random-gutenberg-100", "pareto-tiny_random-gutenberg-300",
-                            f"alignment-{align_run}", "kernel_scaling"}
+                            "context_length-tiny_random-gutenberg", f"alignment-{align_run}", "kernel_scaling"}
     assert all(path.stat().st_size > 10_000 for path in written.values())
     table = tmp_path / "collected.parquet"
     write_table(collected, table)
@@ -89,10 +89,10 @@ def test_the_analysis_notebook_runs_top_to_bottom(analysis_outputs, tmp_path, mo
     outputs = [output for cell in notebook.cells if cell.cell_type == "code" for output in cell.outputs]
     assert not [output for output in outputs if output.output_type == "error"]
     images = [output for output in outputs if "image/png" in output.get("data", {})]
-    assert len(images) == 4  # two Pareto plots, the alignment heatmap, the kernel scaling plot
+    assert len(images) == 5  # two Pareto plots, the context-length plot, the alignment heatmap, the kernel plot
     texts = " ".join(output.get("data", {}).get("text/markdown", "") for output in outputs)
     assert "| quest match=specattn p=0.95 |" in texts
-    assert len(list((tmp_path / "figures").glob("*.png"))) == 4
+    assert len(list((tmp_path / "figures").glob("*.png"))) == 5
 
 
 def test_context_length_plot_takes_the_largest_run_per_length(tmp_path):
