@@ -59,7 +59,7 @@ def tiny_pair(tiny_model_dir):
 
 def tiny_sweep_args(model_dir, *extra) -> list[str]:
     """``run.py`` arguments for one quick run of the tiny pair (one 100-token sample)."""
-    return ["model=tiny_random", f"model.verifier.path={model_dir}", "dataset.context_len=100",
+    return ["model=tiny_random", f"model.verifier.path={model_dir}", "dataset=gutenberg", "dataset.context_len=100",
             "dataset.num_samples=1", "progress=false", *extra]
 
 
@@ -93,7 +93,8 @@ def killed_sweep(tiny_model_dir, tmp_path_factory):
 
 
 def paper_table_args(model_dir, *extra) -> list[str]:
-    return ["model=tiny_random", f"model.verifier.path={model_dir}", "dataset.context_len=300", "chunk_size=8",
+    return ["model=tiny_random", f"model.verifier.path={model_dir}", "dataset=gutenberg", "dataset.context_len=300",
+            "chunk_size=8",
             "logger=none", "progress=false", *extra]
 
 

@@ -49,7 +49,7 @@ def test_method_p_follows_the_top_level_key():
     ("gamma=0", "gamma=0 must be a positive integer"),
     ("dense_layers=-1", "dense_layers=-1 must be an integer >= 0"),
     ("head_agg=median", "head_agg='median' is unknown"),
-    ("dataset.context_len=9000", "dataset.context_len=9000 exceeds what model=smollm2 supports (8192 tokens)"),
+    ("dataset.context_len=40000", "dataset.context_len=40000 exceeds what model=qwen_coder supports (32768 tokens)"),
     ("dataset.prefill_frac=1.5", "dataset.prefill_frac=1.5 must lie in (0, 1)"),
     ("device=tpu", "device='tpu' is unknown"),
 ])

@@ -76,7 +76,7 @@ def test_keys_that_cannot_change_results_do_not_fork_runs(same):
     (["experiment=paper_table", "experiment.p_values=[0.9]", "experiment.match_p=0.9"], ["experiment=paper_table"]),
     (["experiment.impl=sequential"], []),
     (["dataset.num_samples=3"], []),
-    (["model=qwen_coder"], []),
+    (["model=smollm2"], []),
 ])
 def test_result_keys_fork_runs(different):
     assert signature(compose_config(*different[0])) != signature(compose_config(*different[1]))

@@ -64,8 +64,9 @@ def test_killed_run_resumes_from_its_sample_parts(tiny_model_dir, tmp_path):
 
 @pytest.mark.slow
 def test_real_smollm2_pair_on_a_shipped_book(tmp_path):
-    """The embedded default (SmolLM2-135M, self-speculative draft) on a short real sample."""
-    result = run_cli("dataset.context_len=320", "dataset.num_samples=1", "logger=none", "progress=false",
+    """SmolLM2-135M (self-speculative draft) on a short real sample of a shipped book."""
+    result = run_cli("model=smollm2", "dataset=gutenberg", "dataset.context_len=320", "dataset.num_samples=1",
+                     "logger=none", "progress=false",
                      env={"SPECATTN_OUTPUTS": str(tmp_path)})
     assert result.returncode == 0, result.stderr
     frame = pd.read_parquet(results_path(result.stdout))

@@ -218,11 +218,15 @@ def test_fingerprints_follow_the_files(tmp_path):
     (tmp_path / "b.txt").write_text("three")
     assert len({before, changed, source.fingerprint()}) == 3
     assert GutenbergBooks().fingerprint() == GutenbergBooks().fingerprint() != GutenbergBooks("calibration").fingerprint()
-    cfg = compose_config("dataset=text_files", f"dataset.source.paths=[{text}]", f"layer_map={tmp_path / 'map.yaml'}")
+    cfg = compose_config("model=smollm2", "dataset=text_files", f"dataset.source.paths=[{text}]",
+                         f"layer_map={tmp_path / 'map.yaml'}")
     (tmp_path / "map.yaml").write_text("[0, 1]")
     stamps = data_fingerprint(cfg)
     assert set(stamps) == {"dataset.source", "layer_map", "model.verifier.path"}  # the verifier: a package's GGUF
-    assert data_fingerprint(compose_config("experiment=align")).keys() == {"dataset.calibration", "model.verifier.path"}
+    assert data_fingerprint(compose_config("model=smollm2", "experiment=align")).keys() == {
+        "dataset.calibration", "model.verifier.path"}
+    # qwen_coder's weights are pinned by size and SHA-256 in the config (part of the signature): no stamp
+    assert data_fingerprint(compose_config("model=qwen_coder", "experiment=align")).keys() == {"dataset.calibration"}
 
 
 def test_parallel_jobs_of_one_run_compute_it_once(tiny_model_dir, tmp_path):

