@@ -39,7 +39,7 @@ def ppl_settings(collected: pd.DataFrame) -> pd.DataFrame:
     ``dataset``, ``context_len``, ``chunk_size``, ``gamma`` and the setting's ``p``."""
     if "nll" not in collected:
         return pd.DataFrame()
-    rows = collected[collected["nll"].notna()]
+    rows = collected[collected["nll"].notna() & collected["context_len"].notna()]  # not layer_coverage's per-layer rows
     frames = []
     for run, group in rows.groupby("run", sort=False):
         summary = summarise(group)

@@ -65,6 +65,18 @@ def test_paper_table_puts_rows_in_the_papers_order(analysis_outputs):
     assert f"| {100 * quest['rel. increase']:+.2f}% | {100 * quest['KV reduction']:.2f}% |" in lines[4]
 
 
+def test_per_layer_rows_of_other_experiments_are_no_perplexity_settings(analysis_outputs):
+    """layer_coverage rows carry an ``nll`` per layer but no context length: collected beside perplexity
+    runs they leave the settings table as it is."""
+    import pandas as pd
+
+    collected = collect(analysis_outputs)
+    coverage = pd.DataFrame({"run": ["coverage-x"] * 2, "config.experiment.name": ["layer_coverage"] * 2,
+                             "nll": [1.0, 2.0], "layer": [2, 3], "setting": ["specattn p=0.95"] * 2})
+    both = pd.concat([collected, coverage], ignore_index=True)
+    pd.testing.assert_frame_equal(plots.ppl_settings(both), plots.ppl_settings(collected))
+
+
 def test_write_plots_and_the_cli(analysis_outputs, tmp_path):
     collected = collect(analysis_outputs)
     written = plots.write_plots(collected, tmp_path / "figures")
