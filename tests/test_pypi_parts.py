@@ -2,7 +2,6 @@
 folder): part order, checksums, a missing part, leftovers of a killed run; and the real pair."""
 
 import hashlib
-import os
 import subprocess
 import sys
 import zipfile
@@ -108,11 +107,8 @@ def test_the_real_pair_config_pins_both_files():
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(os.environ.get("SPECATTN_TEST_REAL_PAIR") != "1",
-                    reason="downloads 1.6 GB and writes 9 GB on first use: SPECATTN_TEST_REAL_PAIR=1 runs it")
 def test_the_real_qwen_coder_pair_end_to_end_on_python_source(tmp_path):
-    """Downloads (~1.6 GB) and converts the pair on first use, then a short run on code. Opt-in: on a fresh
-    2-core machine the download and conversion alone take about 4 min of CI's 30."""
+    """Downloads (~1.6 GB) and converts the pair on first use, then a short run on code."""
     import pandas as pd
 
     result = run_cli("model=qwen_coder", "dataset=python_source", "dataset.context_len=256", "dataset.num_samples=1",
