@@ -2,12 +2,13 @@
 
     python -m specattn.results collect outputs/                  # -> outputs/collected.parquet (+ .csv)
     python -m specattn.results collect outputs/ -o sweep.parquet
+    python -m specattn.results collect outputs/paper_table/run-a outputs/paper_table/run-b -o chosen.parquet
     python -m specattn.results plots outputs/collected.parquet   # -> outputs/figures/*.png (specattn.plots)
 
 A run folder is one holding ``config.yaml`` and ``results.parquet`` (runs without results are
 unfinished and left out; Hydra's ``.hydra/`` and W&B's ``wandb/`` folders are not runs). The table has every row of every run's ``results.parquet`` (one per
 sample and method setting for ``experiment=ppl`` and ``paper_table``), plus ``run`` (the folder,
-relative to the outputs folder), ``signature`` and one ``config.<dotted key>`` column per key of the
+relative to the outputs folder it was found under; a run folder given itself: its name), ``signature`` and one ``config.<dotted key>`` column per key of the
 run's resolved config (lists as JSON text).
 """
 
@@ -39,7 +40,7 @@ def flatten(config: dict, prefix: str = "config.") -> dict:
 
 
 def run_folders(root: Path) -> tuple[list[Path], list[Path]]:
-    """``(finished, unfinished)`` run folders under ``root``."""
+    """``(finished, unfinished)`` run folders under ``root`` (``root`` itself included)."""
     folders = sorted(path.parent for path in root.rglob(CONFIG)
                      if not any(part.startswith(".") or part == "wandb" for part in path.relative_to(root).parts[:-1]))
     finished = [folder for folder in folders if (folder / RESULTS).is_file()]
@@ -55,20 +56,22 @@ def _uniform_types(frame: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
-def collect(root: Path) -> pd.DataFrame:
-    """One table of every finished run under ``root`` (see the module docstring)."""
-    root = Path(root)
-    if not root.is_dir():
-        raise SpecAttnError(f"{root}: no such outputs folder")
-    finished, _ = run_folders(root)
-    if not finished:
-        raise SpecAttnError(f"{root}: no finished run (a folder with {CONFIG} and {RESULTS}) under it")
+def collect(*roots: Path) -> pd.DataFrame:
+    """One table of every finished run under ``roots`` (outputs trees or single run folders; see the
+    module docstring)."""
     frames = []
-    for folder in finished:
-        results = pd.read_parquet(folder / RESULTS)
-        config = flatten(yaml.safe_load((folder / CONFIG).read_text()) or {})
-        identity = {"run": str(folder.relative_to(root)), "signature": folder.name.rsplit("-", 1)[-1]}
-        frames.append(results.assign(**identity, **config))
+    for root in map(Path, roots):
+        if not root.is_dir():
+            raise SpecAttnError(f"{root}: no such outputs folder")
+        finished, _ = run_folders(root)
+        if not finished:
+            raise SpecAttnError(f"{root}: no finished run (a folder with {CONFIG} and {RESULTS}) under it")
+        for folder in finished:
+            results = pd.read_parquet(folder / RESULTS)
+            config = flatten(yaml.safe_load((folder / CONFIG).read_text()) or {})
+            run = str(folder.relative_to(root)) if folder != root else folder.name
+            identity = {"run": run, "signature": folder.name.rsplit("-", 1)[-1]}
+            frames.append(results.assign(**identity, **config))
     return _uniform_types(pd.concat(frames, ignore_index=True))
 
 
@@ -76,19 +79,21 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m specattn.results", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     gather = commands.add_parser("collect", help="gather every finished run into one parquet table")
-    gather.add_argument("outputs", type=Path, help="outputs folder (searched recursively)")
-    gather.add_argument("-o", "--out", type=Path, help="output parquet (default: <outputs>/collected.parquet)")
+    gather.add_argument("outputs", type=Path, nargs="+",
+                        help="outputs folders or run folders (searched recursively)")
+    gather.add_argument("-o", "--out", type=Path, help="output parquet (default: <first outputs>/collected.parquet)")
     draw = commands.add_parser("plots", help="write every plot of a collected table as PNG files")
     draw.add_argument("collected", type=Path, help="a table written by `collect`")
     draw.add_argument("-o", "--out", type=Path, help="output folder (default: figures/ beside the table)")
     args = parser.parse_args(argv)
     try:
         if args.command == "collect":
-            table = collect(args.outputs)
-            out = args.out or args.outputs / "collected.parquet"
+            table = collect(*args.outputs)
+            out = args.out or args.outputs[0] / "collected.parquet"
             write_table(table, out)
-            finished, unfinished = run_folders(args.outputs)
-            print(f"collected {len(table)} rows from {len(finished)} runs ({len(unfinished)} unfinished left out): {out}")
+            folders = [run_folders(root) for root in args.outputs]
+            finished, unfinished = sum(len(f) for f, _ in folders), sum(len(u) for _, u in folders)
+            print(f"collected {len(table)} rows from {finished} runs ({unfinished} unfinished left out): {out}")
         else:
             from .plots import write_plots
 

@@ -65,6 +65,24 @@ def test_paper_table_puts_rows_in_the_papers_order(analysis_outputs):
     assert f"| {100 * quest['rel. increase']:+.2f}% | {100 * quest['KV reduction']:.2f}% |" in lines[4]
 
 
+def test_collect_chosen_run_folders(analysis_outputs, tmp_path):
+    """``collect`` over run folders given one by one: exactly those runs, named by their folders."""
+    paper = next((analysis_outputs / "paper_table").iterdir())
+    ppl_runs = sorted(folder.parent for folder in (analysis_outputs / "ppl").rglob("results.parquet"))[:2]
+    whole = collect(analysis_outputs)
+    chosen = collect(paper, *ppl_runs)
+    assert sorted(chosen.run.unique()) == sorted(folder.name for folder in [paper, *ppl_runs])
+    assert len(chosen) == whole.run.str.rsplit("/", n=1).str[-1].isin(chosen.run.unique()).sum()
+    out = tmp_path / "chosen.parquet"
+    result = subprocess.run([sys.executable, "-m", "specattn.results", "collect", str(paper), str(ppl_runs[0]),
+                             "-o", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "from 2 runs" in result.stdout and set(pd.read_parquet(out).run) == {paper.name, ppl_runs[0].name}
+    missing = subprocess.run([sys.executable, "-m", "specattn.results", "collect", str(paper), str(tmp_path / "nope")],
+                             cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert missing.returncode == 2 and f"{tmp_path / 'nope'}: no such outputs folder" in missing.stderr
+
+
 def test_per_layer_rows_of_other_experiments_are_no_perplexity_settings(analysis_outputs):
     """layer_coverage rows carry an ``nll`` per layer but no context length: collected beside perplexity
     runs they leave the settings table as it is."""
