@@ -88,6 +88,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command == "collect":
+            if args.out is None and (args.outputs[0] / CONFIG).is_file():
+                raise SpecAttnError(f"{args.outputs[0]} is a run folder, which a collected table must not be "
+                                    "written into: name the table with -o (e.g. -o collected.parquet)")
             table = collect(*args.outputs)
             out = args.out or args.outputs[0] / "collected.parquet"
             write_table(table, out)

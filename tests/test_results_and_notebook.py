@@ -78,9 +78,14 @@ def test_collect_chosen_run_folders(analysis_outputs, tmp_path):
                              "-o", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert "from 2 runs" in result.stdout and set(pd.read_parquet(out).run) == {paper.name, ppl_runs[0].name}
-    missing = subprocess.run([sys.executable, "-m", "specattn.results", "collect", str(paper), str(tmp_path / "nope")],
+    missing = subprocess.run([sys.executable, "-m", "specattn.results", "collect", str(paper), str(tmp_path / "nope"),
+                              "-o", str(tmp_path / "missing.parquet")],
                              cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert missing.returncode == 2 and f"{tmp_path / 'nope'}: no such outputs folder" in missing.stderr
+    into_run = subprocess.run([sys.executable, "-m", "specattn.results", "collect", str(paper)], cwd=ROOT,
+                              capture_output=True, text=True, timeout=300)
+    assert into_run.returncode == 2 and "name the table with -o" in into_run.stderr
+    assert not (paper / "collected.parquet").exists()
 
 
 def test_per_layer_rows_of_other_experiments_are_no_perplexity_settings(analysis_outputs):
