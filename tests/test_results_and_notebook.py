@@ -91,8 +91,6 @@ def test_collect_chosen_run_folders(analysis_outputs, tmp_path):
 def test_per_layer_rows_of_other_experiments_are_no_perplexity_settings(analysis_outputs):
     """layer_coverage rows carry an ``nll`` per layer but no context length: collected beside perplexity
     runs they leave the settings table as it is."""
-    import pandas as pd
-
     collected = collect(analysis_outputs)
     coverage = pd.DataFrame({"run": ["coverage-x"] * 2, "config.experiment.name": ["layer_coverage"] * 2,
                              "nll": [1.0, 2.0], "layer": [2, 3], "setting": ["specattn p=0.95"] * 2})
