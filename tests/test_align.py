@@ -8,11 +8,11 @@ import pytest
 import torch
 import yaml
 
-from specattn import layer_map
 from specattn.align import METRICS, monotonic_alignment, row_similarity
 from specattn.align.calibrate import auto_layer_map
 from specattn.align.similarity import AlignSettings, accumulate
-from specattn.errors import SpecAttnError
+from specattn.core import layer_maps as layer_map
+from specattn.core.errors import SpecAttnError
 
 from .conftest import compose_config, run_cli
 

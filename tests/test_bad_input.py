@@ -1,5 +1,5 @@
 """Every bad input is one line (``error: ...``, exit code 2) before anything is written or loaded:
-``run.py``'s check of the command line (:func:`specattn.preflight.check_command_line`, in process:
+``run.py``'s check of the command line (:func:`specattn.runs.preflight.check_command_line`, in process:
 the real Hydra composition on the same overrides), and end to end where the error comes later."""
 
 import subprocess
@@ -8,11 +8,12 @@ from pathlib import Path
 
 import pytest
 
+from specattn.core.errors import SpecAttnError
 from specattn.data.sources import TextFiles
-from specattn.errors import SpecAttnError
-from specattn.preflight import check_command_line
+from specattn.runs.preflight import check_command_line
 
-from .conftest import CONF, fill, run_cli, tiny_sweep_args as tiny
+from .conftest import CONF, fill, run_cli
+from .conftest import tiny_sweep_args as tiny
 
 
 def refusal(capsys, *args) -> str:

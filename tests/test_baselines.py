@@ -7,18 +7,28 @@ import pandas as pd
 import pytest
 import torch
 
-from specattn import layer_map
-from specattn.errors import SpecAttnError
-from specattn.layout import StepLayout
-from specattn.matching import matched_frac, matched_label
-from specattn.methods import (Budget, Dense, DraftTopK, LayerView, OracleTopP, Quest, RandomChunks, SampleContext,
-                              StreamingLLM, instantiate_method)
+from specattn.core import layer_maps as layer_map
+from specattn.core.errors import SpecAttnError
+from specattn.core.layout import StepLayout
+from specattn.eval.perplexity import EvalSettings, evaluate_sample, prepare
+from specattn.methods import (
+    Budget,
+    Dense,
+    DraftTopK,
+    LayerView,
+    OracleTopP,
+    Quest,
+    RandomChunks,
+    SampleContext,
+    StreamingLLM,
+    instantiate_method,
+)
 from specattn.methods.budget import top_chunks
+from specattn.methods.nucleus import nucleus_mask
 from specattn.methods.quest import row_page_bounds
 from specattn.methods.random_chunks import hashed_uniform
-from specattn.outputs import write_table
-from specattn.perplexity import EvalSettings, evaluate_sample, prepare
-from specattn.select import nucleus_mask
+from specattn.runs.matching import matched_frac, matched_label
+from specattn.runs.outputs import write_table
 
 from .conftest import compose_config
 
@@ -301,7 +311,7 @@ def test_budgets_read_exactly_their_keys(tiny_pair):
     (["method=draft_topk", "method.top_k=0"], "method.top_k=0 must be a positive integer"),
 ])
 def test_bad_method_settings_are_refused_in_validation(overrides, fragment):
-    from specattn.config import validate
+    from specattn.runs.validate import validate
 
     from .conftest import compose_config
 

@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from specattn.config import validate
-from specattn.identity import signature
-from specattn.errors import SpecAttnError
+from specattn.core.errors import SpecAttnError
+from specattn.runs.signature import signature
+from specattn.runs.validate import validate
 
 from .conftest import CONF, compose_config, run_cli
 

@@ -4,10 +4,10 @@ import pandas as pd
 import pytest
 import torch
 
-from specattn import layer_map
-from specattn.coverage import LayerCoverage
+from specattn.core import layer_maps as layer_map
+from specattn.core.coverage import LayerCoverage
+from specattn.eval.perplexity import EvalSettings, evaluate_sample, prepare
 from specattn.methods import Dense, SpecAttn
-from specattn.perplexity import EvalSettings, evaluate_sample, prepare
 
 from .conftest import run_cli
 

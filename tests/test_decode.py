@@ -9,14 +9,18 @@ import torch
 from omegaconf import OmegaConf
 from scipy import stats
 
-from specattn import layer_map
+from specattn.core import layer_maps as layer_map
+from specattn.core.layout import StepLayout
 from specattn.decode.acceptance import speculative_accept, warp
-from specattn.decode.engine import DecodeSettings, SpeculativeDecoder, prepare_for_decoding
+from specattn.decode.engine import (
+    DecodeSettings,
+    SpeculativeDecoder,
+    prepare_for_decoding,
+)
 from specattn.decode.kv_cache import SequenceKVCache
-from specattn.layout import StepLayout
+from specattn.eval.perplexity import EvalSettings, evaluate_sample, prepare
 from specattn.methods import Budget, Dense, Quest, SpecAttn, StreamingLLM
 from specattn.models.pair import ModelPair, layer_subset, load_pair
-from specattn.perplexity import EvalSettings, evaluate_sample, prepare
 
 from .conftest import CONF, run_cli
 

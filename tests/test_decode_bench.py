@@ -10,12 +10,12 @@ import pandas as pd
 import pytest
 from transformers import LlamaConfig, LlamaForCausalLM
 
+from specattn.bench import decode_bench as DB
+from specattn.bench.decode_tables import crossover, render, tables
+from specattn.core.errors import SpecAttnError
 from specattn.decode import roofline
-from specattn.errors import SpecAttnError
 from specattn.experiments.decode_bench import config_from
-from specattn.gpu.bench import decode_bench as DB
-from specattn.gpu.bench.decode_tables import crossover, render, tables
-from specattn.plots import plot_decode_throughput
+from specattn.results.plots import plot_decode_throughput
 
 from .availability import HAS_CUDA, needs_gpu
 from .conftest import compose_config

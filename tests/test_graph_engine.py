@@ -12,12 +12,16 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from specattn import layer_map
-from specattn.decode.engine import DecodeSettings, SpeculativeDecoder, prepare_for_decoding
-from specattn.decode.graph_attention import masked_verify_torch
+from specattn.core import layer_maps as layer_map
+from specattn.core.errors import SpecAttnError
+from specattn.decode.engine import (
+    DecodeSettings,
+    SpeculativeDecoder,
+    prepare_for_decoding,
+)
 from specattn.decode.graph_engine import GraphDecoder, GraphSettings, forced_schedule
-from specattn.errors import SpecAttnError
 from specattn.gpu.attention.sparse import chunk_lists, sparse_verify_torch
+from specattn.hooks.graph_attention import masked_verify_torch
 from specattn.methods import Dense, SpecAttn
 from specattn.models.pair import load_pair
 

@@ -3,9 +3,10 @@
 import pytest
 from omegaconf import OmegaConf
 
-from specattn.identity import result_keys, signature
+from specattn.runs.signature import result_keys, signature
 
-from .conftest import CONF, compose_config, run_cli, tiny_sweep_args as tiny
+from .conftest import CONF, compose_config, run_cli
+from .conftest import tiny_sweep_args as tiny
 
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
 

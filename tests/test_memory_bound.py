@@ -9,10 +9,10 @@ this is what lets an 8K or 16K sample run on a 24 GB machine (docs/results.md ha
 import pytest
 import torch
 
-from specattn import layer_map
-from specattn.draft_capture import DraftObserver
+from specattn.core import layer_maps as layer_map
+from specattn.eval.perplexity import EvalSettings, evaluate_sample, prepare
+from specattn.hooks.draft_capture import DraftObserver
 from specattn.methods import Dense, OracleTopP, SpecAttn
-from specattn.perplexity import EvalSettings, evaluate_sample, prepare
 
 
 class AttentionShapes:

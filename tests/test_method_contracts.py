@@ -11,9 +11,9 @@ import math
 import pytest
 import torch
 
-from specattn import layer_map
+from specattn.core import layer_maps as layer_map
+from specattn.eval.perplexity import EvalSettings, evaluate_sample, prepare
 from specattn.methods import Dense, instantiate_method
-from specattn.perplexity import EvalSettings, evaluate_sample, prepare
 
 from .conftest import CONF, compose_config
 
@@ -79,7 +79,11 @@ def test_a_setting_that_keeps_everything_equals_dense(tiny_pair, name):
 
 @pytest.mark.parametrize("name", METHODS)
 def test_decodes_online_and_a_setting_that_keeps_everything_decodes_like_dense(tiny_pair, name):
-    from specattn.decode.engine import DecodeSettings, SpeculativeDecoder, prepare_for_decoding
+    from specattn.decode.engine import (
+        DecodeSettings,
+        SpeculativeDecoder,
+        prepare_for_decoding,
+    )
 
     mapping = layer_map.resolve("proportional", tiny_pair.n_draft_layers, tiny_pair.n_verifier_layers,
                                 tiny_pair.draft_layers)

@@ -3,10 +3,11 @@
 import pandas as pd
 import pytest
 
-from specattn.errors import SpecAttnError
+from specattn.core.errors import SpecAttnError
 from specattn.experiments.paper_table import first_pass_methods
 
-from .conftest import compose_config, paper_table_args as tiny, run_cli
+from .conftest import compose_config, run_cli
+from .conftest import paper_table_args as tiny
 from .test_run_end_to_end import REQUIRED_COLUMNS, results_path
 
 SETTINGS = ["dense", "streaming match=specattn p=0.95", "quest match=specattn p=0.95", "specattn p=0.95",

@@ -6,13 +6,13 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from specattn import layer_map
-from specattn.accounting import KVReads
-from specattn.layout import StepLayout
+from specattn.core import layer_maps as layer_map
+from specattn.core.kv_reads import KVReads
+from specattn.core.layout import StepLayout
+from specattn.eval.perplexity import EvalSettings, evaluate_sample, prepare
+from specattn.hooks.verifier_attention import VerifierPlan, verifier_attention
 from specattn.methods import Dense, SpecAttn
 from specattn.methods.base import SelectionMethod
-from specattn.perplexity import EvalSettings, evaluate_sample, prepare
-from specattn.verifier_attention import VerifierPlan, verifier_attention
 
 
 class RandomChunks(SelectionMethod):

@@ -13,16 +13,17 @@ import pandas as pd
 import pytest
 import torch
 
+from specattn.core.errors import SpecAttnError
 from specattn.data.gutenberg import GutenbergBooks
 from specattn.data.sources import Document, TextFiles
 from specattn.data.windows import token_windows
-from specattn.errors import SpecAttnError
-from specattn.fingerprint import data_fingerprint
-from specattn.identity import signature
-from specattn.outputs import write_config, write_table
-from specattn.run_folder import Identity, claimed, finished, recorded
+from specattn.runs.data_fingerprint import data_fingerprint
+from specattn.runs.outputs import write_config, write_table
+from specattn.runs.run_folder import Identity, claimed, finished, recorded
+from specattn.runs.signature import signature
 
-from .conftest import ROOT, compose_config, fill, run_cli, tiny_sweep_args as tiny
+from .conftest import ROOT, compose_config, fill, run_cli
+from .conftest import tiny_sweep_args as tiny
 
 LONG = ["dataset.context_len=400", "dataset.num_samples=60"]  # a run still going when the test acts on it
 

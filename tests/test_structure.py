@@ -47,3 +47,63 @@ def test_no_import_cycles():
                     seen.add(nxt)
                     stack.append((nxt, trail + [nxt]))
     assert not cycles, "import cycles:\n" + "\n".join(sorted(set(cycles))[:20])
+
+
+#: the package's layers, bottom first: a module may import its own layer's packages and the layers below,
+#: never a layer above (docs/architecture.md). Imports inside functions count.
+LAYERS = (
+    ("core",),
+    ("gpu", "models", "data"),
+    ("methods",),
+    ("hooks",),
+    ("eval", "decode", "align"),
+    ("bench",),
+    ("runs",),
+    ("results",),
+    ("experiments",),
+)
+RANK = {package: rank for rank, packages in enumerate(LAYERS) for package in packages}
+
+
+def upward_imports(files: dict[str, Path]) -> list[str]:
+    """``module -> imported module`` pairs that go up the layers."""
+    found = []
+    for name, path in files.items():
+        parts = name.split(".")
+        if len(parts) < 2 or parts[1] not in RANK:
+            continue
+        for target in imports(path, set(files)):
+            layer = target.split(".")[1] if target.count(".") else None
+            if layer in RANK and RANK[layer] > RANK[parts[1]]:
+                found.append(f"{name} -> {target}")
+    return sorted(found)
+
+
+def test_layers_import_downward_only():
+    files = {module_name(p): p for p in PACKAGE.rglob("*.py")}
+    assert not upward_imports(files), "imports that go up the layers:\n" + "\n".join(upward_imports(files))
+
+
+def test_layer_check_catches_an_upward_import(tmp_path):
+    """The check itself: a core module importing a method is reported."""
+    core = tmp_path / "specattn" / "core"
+    methods = tmp_path / "specattn" / "methods"
+    core.mkdir(parents=True)
+    methods.mkdir()
+    (core / "bad.py").write_text("from ..methods import nucleus\n")
+    (methods / "nucleus.py").write_text("")
+    files = {"specattn.core.bad": core / "bad.py", "specattn.methods.nucleus": methods / "nucleus.py"}
+    global PACKAGE
+    saved, PACKAGE = PACKAGE, tmp_path / "specattn"
+    try:
+        assert upward_imports(files) == ["specattn.core.bad -> specattn.methods.nucleus"]
+    finally:
+        PACKAGE = saved
+
+
+def test_top_level_holds_only_subpackages():
+    """``specattn/`` holds subpackages, ``__init__.py`` and nothing else (no loose modules)."""
+    loose = sorted(p.name for p in PACKAGE.glob("*.py") if p.name != "__init__.py")
+    assert not loose, f"modules at the top level of specattn/: {loose}"
+    for package in RANK:
+        assert (PACKAGE / package / "__init__.py").is_file(), f"specattn/{package}/ is not a package"

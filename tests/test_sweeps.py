@@ -10,11 +10,13 @@ import pandas as pd
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.utils import instantiate
 
-from specattn.config import check_group_choices, validate
-from specattn.identity import signature
-from specattn.results import collect, main as results_main
+from specattn.results.collect import collect
+from specattn.results.collect import main as results_main
+from specattn.runs.signature import signature
+from specattn.runs.validate import check_group_choices, validate
 
-from .conftest import CONF, SWEEP_GRID, compose_config, finished_runs, run_cli, tiny_sweep_args as tiny
+from .conftest import CONF, SWEEP_GRID, compose_config, finished_runs, run_cli
+from .conftest import tiny_sweep_args as tiny
 
 
 def expand(overrides: list[str]) -> list[list[str]]:

@@ -7,7 +7,8 @@ import time
 
 import pandas as pd
 
-from .conftest import run_cli, tiny_sweep_args as tiny
+from .conftest import run_cli
+from .conftest import tiny_sweep_args as tiny
 
 
 def closed_port() -> int:

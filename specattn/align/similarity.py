@@ -16,10 +16,10 @@ from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
-from ..heads import aggregate_heads
+from ..core.attention_probs import causal_keys, causal_probs
+from ..core.heads import aggregate_heads
 from ..models.pair import ModelPair
-from ..probs import causal_keys, causal_probs
-from .metrics import METRICS, prepare_draft, score_verifier
+from .similarity_metrics import METRICS, prepare_draft, score_verifier
 
 RECORD_ATTENTION = "specattn_record"
 

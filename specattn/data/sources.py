@@ -1,5 +1,5 @@
 """Text sources: each yields named documents (a book, a split, a file) and a cheap fingerprint of
-what it would read, which decides whether a run's results are still current (:mod:`specattn.run_folder`)."""
+what it would read, which decides whether a run's results are still current (:mod:`specattn.runs.run_folder`)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from ..checks import SettingError
-from ..errors import SpecAttnError
-from ..stamps import digest, file_stamp
+from ..core.checks import SettingError
+from ..core.errors import SpecAttnError
+from ..core.stamps import digest, file_stamp
 
 
 @dataclass(frozen=True)
@@ -113,7 +113,7 @@ class HubText:
     def documents(self) -> list[Document]:
         import datasets
 
-        from ..hub import hub_reachable
+        from ..core.hub import hub_reachable
 
         split = self.split if self.max_documents is None else f"{self.split}[:{self.max_documents}]"
         if not hub_reachable():

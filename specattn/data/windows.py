@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..errors import SpecAttnError
+from ..core.errors import SpecAttnError
 from .sources import Document
 
 CHARS_PER_TOKEN_GUESS = 6

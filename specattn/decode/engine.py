@@ -13,7 +13,7 @@ Each step, for every sequence of the batch (position ``P_b`` holds its last acce
 4. both caches keep exactly the accepted tokens (:class:`~specattn.decode.kv_cache.SequenceKVCache`):
    the verifier ``[0, P_b + 1 + k_b)``, the draft what it had processed of them.
 
-Every sequence has its own method instance, step layout (:class:`~specattn.layout.StepLayout`, one
+Every sequence has its own method instance, step layout (:class:`~specattn.core.layout.StepLayout`, one
 step whose prefix is ``[0, P_b)``), KV accounting and random generator, so a sequence's output does
 not depend on the rest of its batch. Steps have a fixed ``gamma``; a sequence that has its
 ``max_new_tokens`` (or an end-of-sequence token, with ``stop_at_eos``) stops counting and its later
@@ -27,13 +27,13 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..accounting import KVReads
-from ..draft_capture import DECODE_DRAFT_ATTENTION, DraftObserver
-from ..layout import StepLayout
+from ..core.kv_reads import KVReads
+from ..core.layout import StepLayout
+from ..hooks.draft_capture import DECODE_DRAFT_ATTENTION, DraftObserver
+from ..hooks.forward import cache_kwargs
+from ..hooks.verifier_attention import DECODE_VERIFIER_ATTENTION, VerifierPlan
 from ..methods.base import SampleContext, SelectionMethod
 from ..models.pair import ModelPair
-from ..perplexity import cache_kwargs
-from ..verifier_attention import DECODE_VERIFIER_ATTENTION, VerifierPlan
 from .acceptance import greedy_accept, speculative_accept, warp
 from .kv_cache import SequenceKVCache
 

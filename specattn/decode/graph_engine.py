@@ -36,12 +36,12 @@ from dataclasses import dataclass
 
 import torch
 
-from ..errors import SpecAttnError
+from ..core.errors import SpecAttnError
 from ..gpu.attention.sparse import ChunkLists
 from ..gpu.draft_rows import AGGREGATIONS, draft_rows
 from ..gpu.step import select_chunks
-from ..perplexity import cache_kwargs
-from .graph_attention import GRAPH_ATTENTION, ForwardPlan, RowTap, use_kernels
+from ..hooks.forward import cache_kwargs
+from ..hooks.graph_attention import GRAPH_ATTENTION, ForwardPlan, RowTap, use_kernels
 from .kv_cache import SequenceKVCache
 
 

@@ -14,10 +14,10 @@ import torch
 from ..align.calibrate import save_npy, similarity_matrices, write_layer_map
 from ..align.dp import monotonic_alignment
 from ..align.plots import plot_alignment
-from ..config import resolve_device
-from ..heads import check_head_layout
-from ..models.pair import ModelPair, load_pair, torch_dtype
-from .base import ExperimentResult, RunContext
+from ..core.heads import check_head_layout
+from ..models.devices import resolve_device, torch_dtype
+from ..models.pair import ModelPair, load_pair
+from ..runs.context import ExperimentResult, RunContext
 
 
 def draft_labels(pair: ModelPair) -> list[str]:
@@ -28,7 +28,7 @@ def draft_labels(pair: ModelPair) -> list[str]:
 
 
 def load_for_alignment(cfg) -> ModelPair:
-    """The pair for calibration (``align.*`` was checked by ``specattn.config.validate``)."""
+    """The pair for calibration (``align.*`` was checked by ``specattn.runs.validate.validate``)."""
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
     pair = load_pair(cfg.model, device, torch_dtype(cfg.dtype, device), cfg.seed)

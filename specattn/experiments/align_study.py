@@ -15,19 +15,25 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .. import layer_map as layer_maps
 from ..align.calibrate import save_npy, similarity_matrices, write_layer_map
 from ..align.dp import monotonic_alignment
-from ..align.metrics import METRICS
 from ..align.plots import plot_alignment, plot_tradeoff
-from ..checks import fractions
+from ..align.similarity_metrics import METRICS
+from ..core import layer_maps
+from ..core.checks import fractions
+from ..eval.perplexity import evaluate_sample, prepare
+from ..eval.ppl_metrics import sample_rows, summarise
 from ..methods import Dense, SpecAttn
-from ..metrics import sample_rows, summarise
-from ..outputs import write_table
-from ..perplexity import evaluate_sample, prepare
+from ..runs.context import ExperimentResult, RunContext
+from ..runs.outputs import write_table
 from .align import draft_labels, load_for_alignment
-from .base import ExperimentResult, RunContext
-from .evaluation import check_impl, check_pair, eval_settings, evaluate_samples, load_samples
+from .evaluation import (
+    check_impl,
+    check_pair,
+    eval_settings,
+    evaluate_samples,
+    load_samples,
+)
 
 
 def mappings_to_compare(pair, similarities) -> dict[str, list[int]]:
@@ -67,7 +73,7 @@ def calibrate(cfg, pair, run_dir) -> dict[str, np.ndarray]:
 
 
 def check(cfg) -> None:
-    """Pre-load checks of this experiment's keys (``specattn.config.validate`` runs them)."""
+    """Pre-load checks of this experiment's keys (``specattn.runs.validate.validate`` runs them)."""
     check_impl(cfg)
     fractions(cfg.experiment.p_values, "experiment.p_values", "[0.9,0.95]")
 

@@ -10,7 +10,7 @@ verifier's own output under greedy decoding) and once per method setting, from o
   baselines at the sparse-layer KV reduction SpecAttn ``p = match_p`` reached on that very prompt
   (the decoding counterpart of ``paper_table``).
 
-Rows (:mod:`specattn.decode.metrics`) go to ``parts/`` per prompt as soon as its batch finishes, so a
+Rows (:mod:`specattn.decode.decode_metrics`) go to ``parts/`` per prompt as soon as its batch finishes, so a
 killed run resumes; ``generations.jsonl`` holds every generated text.
 """
 
@@ -24,14 +24,19 @@ import torch
 from hydra.utils import instantiate
 from tqdm.auto import tqdm
 
-from ..checks import SettingError, check_p, fraction, nonnegative_int, positive_int
+from ..core.checks import SettingError, check_p, fraction, nonnegative_int, positive_int
+from ..core.errors import SpecAttnError
 from ..data.windows import token_windows
+from ..decode.decode_metrics import (
+    SUMMARY_COLUMNS,
+    sequence_row,
+    summarise,
+    summary_metrics,
+)
 from ..decode.engine import DecodeSettings, SpeculativeDecoder, prepare_for_decoding
-from ..decode.metrics import SUMMARY_COLUMNS, sequence_row, summarise, summary_metrics
-from ..errors import SpecAttnError
 from ..methods import Budget, Dense, SpecAttn, instantiate_method
-from ..outputs import SampleParts, atomic_write
-from .base import ExperimentResult, RunContext
+from ..runs.context import ExperimentResult, RunContext
+from ..runs.outputs import SampleParts, atomic_write
 from .evaluation import layer_mapping, load_pair_for
 
 

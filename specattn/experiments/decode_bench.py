@@ -1,4 +1,4 @@
-"""``experiment=decode_bench``: end-to-end decoding throughput of :mod:`specattn.gpu.bench.decode_bench`.
+"""``experiment=decode_bench``: end-to-end decoding throughput of :mod:`specattn.bench.decode_bench`.
 
 Settings: ``conf/experiment/decode_bench.yaml``; ``p``, ``gamma``, ``chunk_size``, ``dense_layers``,
 ``head_agg`` and ``seed`` from the root config. Writes ``modes.csv`` (one row per pair, batch, context and
@@ -8,10 +8,10 @@ mode; rewritten after every point, so a killed run keeps what it measured), ``sp
 
 from __future__ import annotations
 
-from ..gpu.bench.decode_bench import DecodeBenchConfig, run_all
-from ..gpu.bench.decode_tables import render, tables
-from ..plots import plot_decode_throughput
-from .base import ExperimentResult, RunContext
+from ..bench.decode_bench import DecodeBenchConfig, run_all
+from ..bench.decode_tables import render, tables
+from ..results.plots import plot_decode_throughput
+from ..runs.context import ExperimentResult, RunContext
 
 
 def config_from(cfg, device: str = "cuda", dtype: str = "bfloat16") -> DecodeBenchConfig:

@@ -12,17 +12,17 @@ import torch
 from hydra.utils import instantiate
 from tqdm.auto import tqdm
 
-from .. import layer_map as layer_maps
-from ..config import resolve_device
+from ..core import layer_maps
+from ..core.errors import SpecAttnError
+from ..core.heads import check_head_layout
 from ..data.windows import Sample, token_windows
-from ..errors import SpecAttnError
-from ..heads import check_head_layout
+from ..eval.perplexity import EvalSettings, prepare
+from ..eval.ppl_metrics import SUMMARY_COLUMNS, summarise, summary_metrics
 from ..methods import Dense, SelectionMethod, instantiate_method
-from ..metrics import SUMMARY_COLUMNS, summarise, summary_metrics
-from ..models.pair import ModelPair, load_pair, torch_dtype
-from ..outputs import SampleParts
-from ..perplexity import EvalSettings, prepare
-from .base import ExperimentResult, RunContext
+from ..models.devices import resolve_device, torch_dtype
+from ..models.pair import ModelPair, load_pair
+from ..runs.context import ExperimentResult, RunContext
+from ..runs.outputs import SampleParts
 
 IMPLS = ("parallel", "sequential")
 
@@ -103,7 +103,7 @@ def evaluate_samples(ctx: RunContext, samples: list[Sample], evaluate: Callable[
                      desc: str, progress: Callable[[pd.Series], dict[str, float]] = ppl_progress) -> pd.DataFrame:
     """Rows of every sample, resuming from ``parts/``.
 
-    ``evaluate(index, sample)`` returns the sample's rows (e.g. :func:`specattn.metrics.sample_rows`);
+    ``evaluate(index, sample)`` returns the sample's rows (e.g. :func:`specattn.eval.ppl_metrics.sample_rows`);
     they get ``sample_seconds`` and are written to ``parts/`` as soon as the sample finishes.
     ``progress(last row)`` gives the numbers shown on the progress bar and logged per sample.
     """

@@ -14,12 +14,12 @@ written to ``parts/`` as they finish, so a killed run resumes.
 
 from __future__ import annotations
 
-from ..checks import fraction, fractions
-from ..errors import SpecAttnError
+from ..core.checks import fraction, fractions
+from ..core.errors import SpecAttnError
+from ..eval.perplexity import evaluate_sample
+from ..eval.ppl_metrics import sample_rows
 from ..methods import Budget, Dense, OracleTopP, SpecAttn, instantiate_method
-from ..metrics import sample_rows
-from ..perplexity import evaluate_sample
-from .base import ExperimentResult, RunContext
+from ..runs.context import ExperimentResult, RunContext
 from .evaluation import check_impl, evaluate_samples, load_run, ppl_result
 
 
@@ -36,7 +36,7 @@ def first_pass_methods(cfg) -> tuple[list, SpecAttn]:
 
 
 def check(cfg) -> None:
-    """Pre-load checks of this experiment's keys (``specattn.config.validate`` runs them)."""
+    """Pre-load checks of this experiment's keys (``specattn.runs.validate.validate`` runs them)."""
     check_impl(cfg)
     first_pass_methods(cfg)
     for index, spec in enumerate(cfg.experiment.matched):

@@ -2,7 +2,7 @@
 
 At each verification step, for each *sparse* verifier layer (the first ``dense_layers`` stay
 dense and never reach a method), a method returns which chunks of the step's prefix the layer
-reads. The loops that drive methods (the perplexity evaluator, :mod:`specattn.perplexity`, and
+reads. The loops that drive methods (the perplexity evaluator, :mod:`specattn.eval.perplexity`, and
 the decoder, :mod:`specattn.decode`) own everything else: the step geometry, the tail (always
 read, causally), the attention masks and the KV accounting, so a new method is one small class
 plus one ``conf/method/<name>.yaml``.
@@ -10,7 +10,7 @@ plus one ``conf/method/<name>.yaml``.
 Call order: :meth:`SelectionMethod.begin_sample` once per sequence; then, for each group of
 verification steps that one forward covers (all steps of a sample in the parallel evaluator,
 one step in the sequential evaluator's walk and in the decoder), :meth:`~SelectionMethod.begin_steps`
-with their :class:`~specattn.layout.StepLayout`, :meth:`~SelectionMethod.observe_draft` with the
+with their :class:`~specattn.core.layout.StepLayout`, :meth:`~SelectionMethod.observe_draft` with the
 draft rows of those steps (draft-based methods), and :meth:`~SelectionMethod.select` from inside
 each sparse verifier layer.
 """
@@ -23,8 +23,8 @@ from typing import Any, ClassVar
 
 import torch
 
-from ..checks import built
-from ..layout import StepLayout
+from ..core.checks import built
+from ..core.layout import StepLayout
 
 
 @dataclass
@@ -126,6 +126,6 @@ def rows_to_steps(row_masks: torch.Tensor, steps: torch.Tensor, n_steps: int) ->
 
 
 def instantiate_method(spec, key_prefix: str = "", **kwargs) -> SelectionMethod:
-    """Build a method from its ``selector`` config (:func:`specattn.checks.built`): a bad setting is one
+    """Build a method from its ``selector`` config (:func:`specattn.core.checks.built`): a bad setting is one
     line naming its full config key, ``key_prefix`` + the constructor's name for it."""
     return built(spec, key_prefix.rstrip("."), **kwargs)

@@ -1,12 +1,12 @@
 """KV budgets of the budgeted baselines (quest, streaming, random): how many prefix keys a sparse
 layer may read at each verification step, and the best-scored chunks that fill it.
 
-Budgets count keys, the unit of the KV accounting (:mod:`specattn.accounting`), so a partial last
+Budgets count keys, the unit of the KV accounting (:mod:`specattn.core.kv_reads`), so a partial last
 prefix chunk counts for the keys it holds. A budget is one of, in this order of precedence:
 
 * ``match`` (config only): a finished run (its folder or its ``results.parquet``) whose measured
   ``1 - kv_reduction_sparse_layers`` becomes ``kv_budget_frac`` below; it is read when the config is
-  resolved (:func:`specattn.matching.matched_budget`), before any method is built, so the run's
+  resolved (:func:`specattn.runs.matching.matched_budget`), before any method is built, so the run's
   signature holds the fraction, not the path;
 * ``kv_budget_frac`` in (0, 1]: step ``s`` may read ``frac * end_s - tail_s`` prefix keys, so that
   prefix + tail reads are ``frac`` of the dense reads ``end_s``;
@@ -23,9 +23,9 @@ import math
 
 import torch
 
-from ..checks import fraction, positive_int
-from ..errors import SpecAttnError
-from ..layout import StepLayout
+from ..core.checks import fraction, positive_int
+from ..core.errors import SpecAttnError
+from ..core.layout import StepLayout
 from .base import SelectionMethod
 
 

@@ -6,7 +6,7 @@ draft rows, pooling to chunks), so comparing the two isolates top-p against top-
 
 from __future__ import annotations
 
-from ..checks import positive_int
+from ..core.checks import positive_int
 from .rows import TopK
 from .specattn import DraftRowSelection
 

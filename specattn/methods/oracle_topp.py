@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import torch
 
-from ..checks import check_p
-from ..probs import causal_probs
+from ..core.attention_probs import causal_probs
+from ..core.checks import check_p
 from .base import LayerView, SelectionMethod, empty_selection
 from .rows import Nucleus, step_chunks
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import torch
 
-from ..layout import StepLayout
+from ..core.layout import StepLayout
 from .base import LayerView
 from .budget import BudgetedMethod
 

@@ -15,15 +15,15 @@ from dataclasses import dataclass
 
 import torch
 
-from ..checks import check_p, positive_int
-from ..layout import StepLayout
-from ..select import nucleus_chunk_mask, pool_chunks
+from ..core.checks import check_p, positive_int
+from ..core.layout import StepLayout
 from .base import rows_to_steps
+from .nucleus import nucleus_chunk_mask, pool_chunks
 
 
 @dataclass(frozen=True)
 class Nucleus:
-    """Each row keeps its top-p nucleus (:mod:`specattn.select` semantics)."""
+    """Each row keeps its top-p nucleus (:mod:`specattn.methods.nucleus` semantics)."""
 
     p: float
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from ..checks import check_p
+from ..core.checks import check_p
 from .base import LayerView, SelectionMethod, empty_selection
 from .rows import Nucleus, TopK, step_chunks
 

@@ -11,7 +11,7 @@ import math
 
 import torch
 
-from ..checks import nonnegative_int
+from ..core.checks import nonnegative_int
 from .base import LayerView
 from .budget import Budget, BudgetedMethod
 

@@ -1,5 +1,5 @@
 """Layer counts of a pair known from its config before any weights load, and the check of a
-self-speculative draft's layer list (run by ``specattn.config.validate`` and again once loaded)."""
+self-speculative draft's layer list (run by ``specattn.runs.validate.validate`` and again once loaded)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from ..errors import SpecAttnError
+from ..core.errors import SpecAttnError
 
 
 def _saved_layers(path) -> int | None:

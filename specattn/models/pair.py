@@ -14,10 +14,15 @@ from pathlib import Path
 
 import torch
 from omegaconf import DictConfig, OmegaConf
-from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    PreTrainedModel,
+)
 
-from ..errors import SpecAttnError
-from ..hub import hub_reachable
+from ..core.errors import SpecAttnError
+from ..core.hub import hub_reachable
 from .byte_tokenizer import byte_tokenizer
 from .layers import check_draft_layers
 from .sources import hub_hint, resolve_path
@@ -42,13 +47,6 @@ class ModelPair:
     @property
     def n_verifier_layers(self) -> int:
         return self.verifier.config.num_hidden_layers
-
-
-def torch_dtype(name: str, device: torch.device) -> torch.dtype:
-    """``float32|bfloat16|float16|auto`` -> torch dtype (auto: bf16 on CUDA, fp32 on CPU)."""
-    if name == "auto":
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
-    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
 
 
 def _from_pretrained(factory, path: str, role: str, **kwargs):

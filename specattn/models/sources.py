@@ -23,9 +23,9 @@ import struct
 import tempfile
 from pathlib import Path
 
-from ..cache import cache_root
-from ..errors import SpecAttnError
-from ..stamps import file_stamp, folder_stamp
+from ..core.cache_dir import cache_root
+from ..core.errors import SpecAttnError
+from ..core.stamps import file_stamp, folder_stamp
 
 GGUF_MAGIC = b"GGUF"
 
