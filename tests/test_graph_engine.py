@@ -14,8 +14,8 @@ from omegaconf import OmegaConf
 
 from specattn.core import layer_maps as layer_map
 from specattn.core.errors import SpecAttnError
+from specattn.core.settings import Settings
 from specattn.decode.engine import (
-    DecodeSettings,
     SpeculativeDecoder,
     prepare_for_decoding,
 )
@@ -53,7 +53,7 @@ def prompts(batch, length, seed):
 def cpu_engine(pair, batch, method, gamma=GAMMA, new=NEW):
     """The CPU engine's traces (tokens, steps, kept) for ``batch`` with one ``method()`` per sequence."""
     prepare_for_decoding(pair)
-    dec = SpeculativeDecoder(pair, DecodeSettings(gamma, CHUNK, 2, "mean", mapping(pair), new))
+    dec = SpeculativeDecoder(pair, Settings(gamma, CHUNK, 2, "mean", mapping(pair), max_new_tokens=new))
     traces = dec.generate(dec.prefill(batch), [method() for _ in range(batch.shape[0])]).traces
     return [t.tokens for t in traces], [t.steps for t in traces], [t.kept for t in traces]
 

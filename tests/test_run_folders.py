@@ -234,7 +234,7 @@ def test_parallel_jobs_of_one_run_compute_it_once(tiny_model_dir, tmp_path):
     """Quest reads no p: ``-m method=quest p=0.6,0.8`` is one run: the sweeper launches it once, even
     with a parallel launcher (two jobs that did reach one folder would take turns on its lock)."""
     result = run_cli("-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
-                     *tiny(tiny_model_dir, "logger=none", "method=quest", "method.token_budget=32", "p=0.6,0.8"),
+                     *tiny(tiny_model_dir, "logger=none", "method=quest", "method.budget.token_budget=32", "p=0.6,0.8"),
                      env={"SPECATTN_OUTPUTS": str(tmp_path)})
     assert result.returncode == 0, result.stderr
     (folder,) = tmp_path.glob("ppl/quest-*")

@@ -23,27 +23,15 @@ from tqdm.auto import tqdm
 from ..core.coverage import LayerCoverage
 from ..core.kv_reads import KVReads
 from ..core.layout import StepLayout
+from ..core.settings import Settings
 from ..hooks.draft_capture import DRAFT_ATTENTION, DraftObserver
 from ..hooks.forward import cache_kwargs, new_cache
 from ..hooks.verifier_attention import VERIFIER_ATTENTION, VerifierPlan
-from ..methods.base import SampleContext, SelectionMethod
+from ..methods.base import ActiveMethod, Method
+from ..methods.context import SampleContext
 from ..models.pair import ModelPair
 
-IMPLEMENTATIONS = ("parallel", "sequential")
-
-
-@dataclass(frozen=True)
-class EvalSettings:
-    """How every sample is evaluated (shared by all methods of a run)."""
-
-    prefill_frac: float
-    gamma: int
-    chunk_size: int
-    dense_layers: int
-    head_agg: str
-    layer_map: tuple[int, ...]
-    impl: str = "parallel"
-    query_block: int = 512
+IMPLEMENTATIONS = ("parallel", "sequential")  # Settings.impl
 
 
 @dataclass
@@ -72,39 +60,33 @@ def _nll(pair: ModelPair, hidden: torch.Tensor, targets: torch.Tensor, block: in
     return total
 
 
-def _observer(layout: StepLayout, settings: EvalSettings, pair: ModelPair,
-              methods: list[SelectionMethod]) -> DraftObserver | None:
+def _observer(layout: StepLayout, active: list[ActiveMethod]) -> DraftObserver | None:
     sinks: dict[int, list] = {}
-    for method in methods:
-        for layer in method.draft_layers_needed():
+    for method in active:
+        for layer in method.draft_layers:
             sinks.setdefault(layer, []).append(method.observe_draft)
-    if not sinks:
-        return None
-    return DraftObserver(layout, settings.head_agg, pair.verifier.config.num_key_value_heads, sinks)
+    return DraftObserver(layout, sinks) if sinks else None
 
 
-def evaluate_sample(pair: ModelPair, input_ids: torch.Tensor, methods: list[SelectionMethod],
-                    settings: EvalSettings, seed: int = 0, progress: bool = False,
-                    layout: StepLayout | None = None, coverage: bool = False) -> list[MethodScore]:
+def evaluate_sample(pair: ModelPair, input_ids: torch.Tensor, methods: list[Method], settings: Settings,
+                    seed: int = 0, progress: bool = False, layout: StepLayout | None = None,
+                    coverage: bool = False) -> list[MethodScore]:
     """Score one sample ``input_ids`` ``(seq_len,)`` under each method; returns one score per method.
 
     ``layout``: the sample's steps (default: ``settings.prefill_frac`` of it prefilled, then regular steps).
     ``coverage``: also measure each sparse layer's coverage (:mod:`specattn.core.coverage`; costs a dense
     softmax per sparse layer).
     """
-    device = pair.verifier.device
     if layout is None:
         layout = StepLayout.for_sample(input_ids.numel(), settings.prefill_frac, settings.gamma, settings.chunk_size)
-    sparse_layers = list(range(settings.dense_layers, pair.n_verifier_layers))
-    for method in methods:
-        method.begin_sample(SampleContext(list(settings.layer_map), sparse_layers,
-                                          pair.verifier.config.num_key_value_heads,
-                                          torch.Generator().manual_seed(seed), device))
+    context = SampleContext.for_pair(pair, settings, seed)
+    active = [method.start(context) for method in methods]
+    for method in active:
         method.begin_steps(layout)
-    plans = [VerifierPlan(m, layout, frozenset(sparse_layers), KVReads(), settings.query_block,
-                          coverage=LayerCoverage() if coverage else None) for m in methods]
-    observer = _observer(layout, settings, pair, methods)
-    ids = input_ids.to(device)
+    plans = [VerifierPlan(m, layout, frozenset(context.sparse_layers), KVReads(), settings.query_block,
+                          coverage=LayerCoverage() if coverage else None) for m in active]
+    observer = _observer(layout, active)
+    ids = input_ids.to(pair.verifier.device)
     run = _parallel if settings.impl == "parallel" else _sequential
     with torch.inference_mode():
         return run(pair, ids, layout, plans, observer, progress)

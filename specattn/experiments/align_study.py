@@ -26,13 +26,13 @@ from ..eval.ppl_metrics import sample_rows, summarise
 from ..methods import Dense, SpecAttn
 from ..runs.context import ExperimentResult, RunContext
 from ..runs.outputs import write_table
-from .align import draft_labels, load_for_alignment
+from .align import draft_labels
 from .evaluation import (
     check_impl,
-    check_pair,
-    eval_settings,
     evaluate_samples,
+    load_pair_for,
     load_samples,
+    run_settings,
 )
 
 
@@ -80,8 +80,7 @@ def check(cfg) -> None:
 
 def run(ctx: RunContext) -> ExperimentResult:
     cfg, run_dir = ctx.cfg, ctx.run_dir
-    pair = load_for_alignment(cfg)
-    check_pair(cfg, pair)
+    pair = load_pair_for(cfg, cfg.dataset.context_len)
     similarities = calibrate(cfg, pair, run_dir)
     maps = mappings_to_compare(pair, similarities)
     artifacts = {}
@@ -98,7 +97,7 @@ def run(ctx: RunContext) -> ExperimentResult:
         frames, dense = [], None  # the dense reference does not depend on the mapping: computed once
         for name, mapping in maps.items():
             scores = evaluate_sample(pair, sample.input_ids, ([Dense()] if dense is None else []) + methods,
-                                     eval_settings(cfg, mapping), seed=cfg.seed + index)
+                                     run_settings(cfg, mapping), seed=cfg.seed + index)
             if dense is None:
                 dense, scores = scores[0], scores[1:]
             rows = sample_rows(cfg, index, sample, [Dense(), *methods], [dense, *scores],

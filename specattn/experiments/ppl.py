@@ -11,8 +11,8 @@ from ..eval.perplexity import evaluate_sample
 from ..eval.ppl_metrics import sample_rows
 from ..runs.context import ExperimentResult, RunContext
 from .evaluation import (
-    build_methods,
     check_impl,
+    configured_methods,
     evaluate_samples,
     load_run,
     ppl_result,
@@ -26,7 +26,7 @@ def check(cfg) -> None:
 
 def run(ctx: RunContext) -> ExperimentResult:
     cfg = ctx.cfg
-    methods = build_methods(cfg)
+    methods = configured_methods(cfg)
     pair, settings, samples = load_run(cfg)
 
     def evaluate(index, sample):

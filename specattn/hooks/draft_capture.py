@@ -3,7 +3,7 @@
 The draft runs with ``attn_implementation="specattn_draft"``. Without an observer in the forward
 kwargs it is plain SDPA. With ``specattn_draft=DraftObserver(...)`` (or a list, one per sequence of
 a batch), each layer the observer wants computes its attention explicitly in blocks of query rows
-(never holding more than ``query_block`` rows of probabilities), hands the head-aggregated
+(never holding more than ``query_block`` rows of probabilities), hands the per-head
 probabilities of the steps' draft rows to the observer, and uses the same probabilities for its
 output. ``row_start`` places the rows in a static cache whose buffers run past the valid keys (the
 decoder); without it the rows are the last ones of the keys (the evaluator, batch of one).
@@ -20,7 +20,6 @@ from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
 from ..core.attention_probs import causal_probs, weighted_values
-from ..core.heads import aggregate_heads
 from ..core.layout import StepLayout
 from .verifier_attention import causal_attention
 
@@ -33,12 +32,11 @@ DECODE_DRAFT_ATTENTION = "specattn_draft_decode"
 class DraftObserver:
     """Routes one sequence's draft attention rows to the methods that asked for them.
 
-    ``sinks`` maps a draft layer to callbacks ``f(draft_layer, attention (H, R, K), rows (R,))``.
+    ``sinks`` maps a draft layer to callbacks ``f(draft_layer, probs (Hq, R, K), rows (R,))`` (per-head
+    probabilities of the layout's draft rows; each method views the heads as it needs).
     """
 
     layout: StepLayout
-    head_agg: str
-    verifier_kv_heads: int
     sinks: dict[int, list[Callable]] = field(default_factory=dict)
     query_block: int = 256
     row_start: int | None = None
@@ -55,10 +53,8 @@ def _observed(module, query, key, value, observer: DraftObserver, sinks, scaling
         outputs.append(weighted_values(probs, value))
         is_draft = observer.layout.is_draft_row(block_rows.cpu()).to(block_rows.device)
         if is_draft.any():
-            aggregated = aggregate_heads(probs[:, is_draft], observer.head_agg,
-                                         module.config.num_key_value_heads, observer.verifier_kv_heads)
             for sink in sinks:
-                sink(module.layer_idx, aggregated, block_rows[is_draft])
+                sink(module.layer_idx, probs[:, is_draft], block_rows[is_draft])
     return torch.cat(outputs, dim=1).to(query.dtype).transpose(0, 1)  # (R, Hq, D)
 
 

@@ -24,7 +24,8 @@ from ..core.coverage import LayerCoverage
 from ..core.kv_reads import KVReads
 from ..core.layout import StepLayout
 from ..core.visibility import visible_keys
-from ..methods.base import LayerView, SelectionMethod
+from ..methods.base import ActiveMethod
+from ..methods.context import LayerView
 
 VERIFIER_ATTENTION = "specattn_verifier"
 #: the same function with no transformers-built mask, for the decoder's static cache (whose buffers
@@ -42,7 +43,7 @@ class VerifierPlan:
     are valid); ``None``: the rows are the last ``R`` of the keys (the evaluator, batch of one).
     """
 
-    method: SelectionMethod
+    method: ActiveMethod | None  # None: no sparse layer (sparse_layers empty)
     layout: StepLayout | None
     sparse_layers: frozenset[int]
     reads: KVReads

@@ -1,10 +1,10 @@
-"""``method.match=<run>``: a budget equal to what a finished run measured, read when the config is
+"""``method.budget.match=<run>``: a budget equal to what a finished run measured, read when the config is
 resolved (before any method is built, and into the run's signature as a number, not a path).
 
-``conf/method/budget/shared.yaml`` sets a budgeted method's ``kv_budget_frac`` to
-``${matched_frac:${method.match},${method.match_setting},${method.kv_budget_frac}}``: with ``match``
-set, ``1 - kv_reduction_sparse_layers`` of the run's one sparse setting (or of ``match_setting``);
-without, ``kv_budget_frac`` itself.
+``conf/method/budget/default.yaml`` sets a budget's ``matched`` to
+``${matched_budget:${.match},${.match_setting}}``: with ``match`` set, ``1 - kv_reduction_sparse_layers``
+of the run's one sparse setting (or of ``match_setting``) and that setting's label, which the
+:class:`~specattn.methods.budget.Budget` takes over its ``kv_budget_frac``.
 """
 
 from __future__ import annotations
@@ -23,27 +23,24 @@ def matched_reduction(match: str, setting: str | None = None) -> tuple[float, st
     path = Path(match).expanduser()
     results = path / RESULTS if path.is_dir() else path
     if not results.is_file():
-        raise SpecAttnError(f"method.match={match}: no {RESULTS} there (give a finished run folder or its {RESULTS})")
+        raise SpecAttnError(f"method.budget.match={match}: no {RESULTS} there (give a finished run folder or its {RESULTS})")
     summary = summarise(pd.read_parquet(results))
     sparse = summary[summary.method != "dense"]
     listed = ", ".join(sparse.setting) or "none"
     chosen = sparse if setting is None else sparse[sparse.setting == setting]
     if setting is not None and chosen.empty:
-        raise SpecAttnError(f"method.match_setting={setting!r} is not a setting of {results} (it has: {listed})")
+        raise SpecAttnError(f"method.budget.match_setting={setting!r} is not a setting of {results} (it has: {listed})")
     if len(chosen) != 1:
-        raise SpecAttnError(f"method.match={match} has {len(chosen)} sparse settings ({listed}): "
-                            "pick one with method.match_setting=...")
+        raise SpecAttnError(f"method.budget.match={match} has {len(chosen)} sparse settings ({listed}): "
+                            "pick one with method.budget.match_setting=...")
     row = chosen.iloc[0]
     return float(row.kv_reduction_sparse_layers), str(row.setting)
 
 
-def matched_frac(match: str | None, setting: str | None, kv_budget_frac: float | None) -> float | None:
-    """The budget fraction a budgeted method gets: matched to ``match`` if set, else ``kv_budget_frac``."""
+def matched_budget(match: str | None, setting: str | None) -> list | None:
+    """``[fraction of the dense reads, setting label]`` a budgeted method gets from a finished run
+    (``1 - kv_reduction_sparse_layers`` of its one sparse setting, or of ``setting``); None without ``match``."""
     if match is None:
-        return kv_budget_frac
-    return round(1.0 - matched_reduction(str(match), setting)[0], 12)
-
-
-def matched_label(match: str | None, setting: str | None) -> str | None:
-    """The setting ``match`` points at (e.g. ``specattn p=0.95``), or None."""
-    return None if match is None else matched_reduction(str(match), setting)[1]
+        return None
+    reduction, label = matched_reduction(str(match), setting)
+    return [round(1.0 - reduction, 12), label]

@@ -68,12 +68,28 @@ def run_dir(cfg: DictConfig, multirun: bool) -> Path | None:
         hydra.cfg = previous
 
 
+def check_table_method(overrides: list[str], cfg: DictConfig) -> None:
+    """A table experiment reads ``experiment.rows``, not the ``method`` group: a ``method`` override
+    would be silently ignored, so it is refused."""
+    if "rows" not in cfg.experiment:
+        return
+    for override in overrides:
+        key, _, value = override.lstrip("+~").partition("=")
+        if key == "method" or key.startswith("method."):
+            row = value if key == "method" else "<name>"
+            raise SpecAttnError(
+                f"experiment={cfg.experiment.name} takes its methods from experiment.rows; {override} would be "
+                f"ignored: add a row instead, e.g. experiment.extra_rows=[{row}] (a dict row sets fields: "
+                f"'experiment.extra_rows=[{{method:{row},<field>:<value>}}]')")
+
+
 def check_job(overrides: list[str], conf_dir: Path, config_name: str, multirun: bool) -> None:
     """Compose one job and refuse it if anything about it is wrong (one :class:`SpecAttnError`)."""
     try:
         with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
             check_keys(overrides, conf_dir, lambda groups: compose(config_name, overrides=groups))
             cfg = compose(config_name, overrides=overrides, return_hydra_config=True)
+        check_table_method(overrides, cfg)
         validate(cfg)
         folder = run_dir(cfg, multirun)
     except (HydraException, OmegaConfBaseException) as error:

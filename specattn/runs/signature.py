@@ -1,8 +1,10 @@
 """A run's identity: the signature that names its folder, from the config keys its results depend on.
 
 Each experiment lists, as ``experiment.depends_on``, the config keys its results can depend on
-(dotted paths; a node counts with everything under it, resolved, so ``method.selector`` holds the
-``p`` a method reads, and a method that reads no ``p`` does not fork runs over it). With
+(dotted paths; a node counts with everything under it, resolved). A node that builds an object with
+an ``identity()`` (a method: :meth:`specattn.methods.base.Method.identity`) counts by that identity:
+its settings as the method reads them, so a method that reads no ``p`` does not fork runs over it and
+a budget matched to a finished run counts by the fraction it read, not the run's path. With
 ``layer_map=auto`` the mapping is calibrated from ``align.*`` and ``dataset.calibration``, so those
 count too. Keys not listed (logging, paths, progress bars, memory knobs such as
 ``experiment.query_block``, display labels) never fork a run. An experiment without
@@ -15,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from ..core.errors import SpecAttnError
@@ -39,6 +42,13 @@ def _resolved(cfg: DictConfig, key: str):
     node = OmegaConf.select(cfg, key, default=_MISSING)
     if node is _MISSING:
         raise SpecAttnError(f"experiment.depends_on lists {key!r}, which is not a key of this config")
+    if OmegaConf.is_dict(node) and "_target_" in node:
+        try:
+            built = instantiate(node)
+        except Exception:  # noqa: BLE001 - an unbuildable node (refused by validation) counts by its values
+            built = None
+        if hasattr(built, "identity"):
+            return built.identity()
     return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
 
 

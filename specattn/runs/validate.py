@@ -32,12 +32,17 @@ def _signature_resolver(*, _root_: DictConfig) -> str:
     return signature(_root_)
 
 
-def register_resolvers() -> None:
-    """Register ``${signature:}``, ``${matched_frac:...}`` and ``${matched_label:...}`` (idempotent)."""
-    from .matching import matched_frac, matched_label
+def _method_slug_resolver(*, _root_: DictConfig) -> str:
+    return instantiate_method(_root_.method, key_prefix="method.").slug
 
-    for name, resolver in (("signature", _signature_resolver), ("matched_frac", matched_frac),
-                           ("matched_label", matched_label)):
+
+def register_resolvers() -> None:
+    """Register ``${signature:}``, ``${method_slug:}`` (the configured method's label as a folder name)
+    and ``${matched_budget:...}`` (idempotent)."""
+    from .matching import matched_budget
+
+    for name, resolver in (("signature", _signature_resolver), ("method_slug", _method_slug_resolver),
+                           ("matched_budget", matched_budget)):
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, resolver)
 
@@ -136,12 +141,10 @@ def _check_experiment(cfg: DictConfig) -> None:
 
 def _check_method(cfg: DictConfig) -> None:
     """The method's own constructor checks (budgets, ``match=``), and a token budget of at least a chunk."""
-    method = cfg.method
-    instantiate_method(method.selector, key_prefix="method.")
-    budget = method.get("token_budget")
-    if budget is not None and method.get("match") is None and method.get("kv_budget_frac") is None \
-            and budget < cfg.chunk_size:
-        raise SpecAttnError(f"method.token_budget={budget} is below chunk_size={cfg.chunk_size}: "
+    method = instantiate_method(cfg.method, key_prefix="method.")
+    budget = getattr(method, "budget", None)
+    if budget is not None and budget.kv_budget_frac is None and budget.token_budget < cfg.chunk_size:
+        raise SpecAttnError(f"method.budget.token_budget={budget.token_budget} is below chunk_size={cfg.chunk_size}: "
                             "the budget must hold at least one chunk")
 
 
