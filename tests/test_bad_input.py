@@ -67,6 +67,7 @@ CASES = [  # (arguments, what the line must say)
     (["experiment=paper_table", "experiment.match_p=0.5"], "streaming matches 'specattn p=0.5', which is no unmatched row"),
     (["experiment=paper_table", "method=quest"], "experiment=paper_table takes its methods from experiment.rows"),
     (["experiment=align_study", "experiment.p_values=[]"], "experiment.p_values=[] must be a list"),
+    (["experiment=align_study", "experiment.metrics=[l2]"], "experiment.metrics=['l2'] must list metrics of kl, js, topp_recall, cosine"),
     (["experiment.runner=specattn.experiments.nope.run"], "experiment.runner=specattn.experiments.nope.run cannot be imported"),
     (["model.verifier.path={f}/model.gguf"], "model.verifier.path={f}/model.gguf is not a GGUF file (it starts with b'not '"),
     (["model.verifier.path={f}/missing.gguf"], "no such GGUF file"),

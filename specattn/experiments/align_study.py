@@ -1,6 +1,6 @@
 """``experiment=align_study``: which layer-mapping metric serves SpecAttn best (the paper's open question).
 
-One calibration pass computes the similarity matrix of every metric (plus how the mapping settles
+One calibration pass computes the similarity matrix of every metric of ``experiment.metrics`` (plus how the mapping settles
 as calibration tokens grow); each metric's monotone mapping, ``proportional`` and (for
 self-speculative pairs) ``identity`` are then evaluated with SpecAttn at each ``p`` of
 ``experiment.p_values`` on the evaluation samples, against dense attention. Outputs: the table
@@ -21,6 +21,7 @@ from ..align.plots import plot_alignment, plot_tradeoff
 from ..align.similarity_metrics import METRICS
 from ..core import layer_maps
 from ..core.checks import fractions
+from ..core.errors import SpecAttnError
 from ..eval.perplexity import evaluate_sample, prepare
 from ..eval.ppl_metrics import sample_rows, summarise
 from ..methods import Dense, SpecAttn
@@ -57,14 +58,25 @@ def stability_table(windows: list[tuple[int, dict]], final: dict[str, list[int]]
     return frame
 
 
+def study_metrics(cfg) -> tuple[str, ...]:
+    """``experiment.metrics``: the similarity metrics compared (names of :data:`METRICS`)."""
+    metrics = tuple(str(m) for m in cfg.experiment.metrics)
+    unknown = [m for m in metrics if m not in METRICS]
+    if not metrics or unknown:
+        raise SpecAttnError(f"experiment.metrics={list(metrics)} must list metrics of {', '.join(METRICS)} "
+                            f"(unknown: {', '.join(unknown) or 'none given'})")
+    return metrics
+
+
 def calibrate(cfg, pair, run_dir) -> dict[str, np.ndarray]:
-    """Every metric's similarity matrix, computed once per run folder (``similarity_<metric>.npy``)
+    """Every studied metric's similarity matrix, computed once per run folder (``similarity_<metric>.npy``)
     with ``stability.parquet`` beside them."""
-    paths = {metric: run_dir / f"similarity_{metric}.npy" for metric in METRICS}
+    metrics = study_metrics(cfg)
+    paths = {metric: run_dir / f"similarity_{metric}.npy" for metric in metrics}
     if all(path.is_file() for path in paths.values()) and (run_dir / "stability.parquet").is_file():
         return {metric: np.load(path) for metric, path in paths.items()}
     windows = []
-    similarities = similarity_matrices(cfg, pair, metrics=METRICS, progress=cfg.progress,
+    similarities = similarity_matrices(cfg, pair, metrics=metrics, progress=cfg.progress,
                                        on_window=lambda tokens, m: windows.append((tokens, m)))
     for metric, matrix in similarities.items():
         save_npy(paths[metric], matrix)
@@ -76,6 +88,7 @@ def check(cfg) -> None:
     """Pre-load checks of this experiment's keys (``specattn.runs.validate.validate`` runs them)."""
     check_impl(cfg)
     fractions(cfg.experiment.p_values, "experiment.p_values", "[0.9,0.95]")
+    study_metrics(cfg)
 
 
 def run(ctx: RunContext) -> ExperimentResult:
