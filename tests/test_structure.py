@@ -9,14 +9,14 @@ import specattn
 PACKAGE = Path(specattn.__file__).parent
 
 
-def module_name(path: Path) -> str:
-    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+def module_name(path: Path, package: Path = PACKAGE) -> str:
+    parts = path.relative_to(package.parent).with_suffix("").parts
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def imports(path: Path, modules: set[str]) -> set[str]:
+def imports(path: Path, modules: set[str], package: Path = PACKAGE) -> set[str]:
     """specattn modules imported anywhere in ``path`` (``from .x import y`` counts y if it is a module)."""
-    name = module_name(path)
+    name = module_name(path, package)
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     found = set()
     for node in ast.walk(ast.parse(path.read_text())):
@@ -65,14 +65,14 @@ LAYERS = (
 RANK = {package: rank for rank, packages in enumerate(LAYERS) for package in packages}
 
 
-def upward_imports(files: dict[str, Path]) -> list[str]:
+def upward_imports(files: dict[str, Path], package: Path = PACKAGE) -> list[str]:
     """``module -> imported module`` pairs that go up the layers."""
     found = []
     for name, path in files.items():
         parts = name.split(".")
         if len(parts) < 2 or parts[1] not in RANK:
             continue
-        for target in imports(path, set(files)):
+        for target in imports(path, set(files), package):
             layer = target.split(".")[1] if target.count(".") else None
             if layer in RANK and RANK[layer] > RANK[parts[1]]:
                 found.append(f"{name} -> {target}")
@@ -93,12 +93,17 @@ def test_layer_check_catches_an_upward_import(tmp_path):
     (core / "bad.py").write_text("from ..methods import nucleus\n")
     (methods / "nucleus.py").write_text("")
     files = {"specattn.core.bad": core / "bad.py", "specattn.methods.nucleus": methods / "nucleus.py"}
-    global PACKAGE
-    saved, PACKAGE = PACKAGE, tmp_path / "specattn"
-    try:
-        assert upward_imports(files) == ["specattn.core.bad -> specattn.methods.nucleus"]
-    finally:
-        PACKAGE = saved
+    assert upward_imports(files, tmp_path / "specattn") == ["specattn.core.bad -> specattn.methods.nucleus"]
+
+
+def test_the_public_api_resolves_lazily():
+    import subprocess
+    import sys
+
+    names = specattn.__all__
+    code = ("import sys, specattn; assert 'torch' not in sys.modules; "
+            f"[getattr(specattn, n) for n in {names!r}]; print('ok')")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "ok"
 
 
 def test_top_level_holds_only_subpackages():
