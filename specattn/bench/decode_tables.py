@@ -98,7 +98,8 @@ def targets(results: pd.DataFrame, table: pd.DataFrame) -> list[str]:
     return lines or ["no target case was measured"]
 
 
-def _fmt(df: pd.DataFrame) -> str:
+def markdown_table(df: pd.DataFrame) -> str:
+    """``df`` as a markdown table (plain text without tabulate)."""
     try:
         return df.to_markdown(index=False, floatfmt=".3g")
     except ImportError:  # tabulate missing
@@ -120,12 +121,12 @@ def render(res: dict) -> str:
     parts = [f"hardware: {res['hardware']}", f"D2D copy bandwidth: {res['bandwidth_TBps']:.3f} TB/s (read+write)",
              f"controls: {', '.join(controls) or 'none'}; SpecAttn with forced density (kept = fraction of prefix "
              "chunks each sparse layer reads); random weights with the real shapes, random KV caches", "",
-             "## Per mode", "", _fmt(results[[c for c in MODE_COLUMNS if c in results]])]
+             "## Per mode", "", markdown_table(results[[c for c in MODE_COLUMNS if c in results]])]
     if not table.empty:
         parts += ["", "## SpecAttn vs dense speculative decoding (same process)", "",
-                  _fmt(table[[c for c in SPEEDUP_COLUMNS if c in table]]), "", "## Crossover", "", _fmt(cross)]
+                  markdown_table(table[[c for c in SPEEDUP_COLUMNS if c in table]]), "", "## Crossover", "", markdown_table(cross)]
     if not res["skipped"].empty:
-        parts += ["", "## Skipped (memory)", "", _fmt(res["skipped"])]
+        parts += ["", "## Skipped (memory)", "", markdown_table(res["skipped"])]
     parts += ["", "## Targets", "", *[f"- {line}" for line in res["targets"]]]
     return "\n".join(parts)
 
