@@ -96,8 +96,9 @@ def test_first_dense_draft_rows_are_zero_outside_what_their_forward_read(pair):
         read = dec.base_mask[slot, 0, 0]  # R_i from row P
         for f in range(1, GAMMA):
             row = dec.rows[slot, 0, f, : p + f + 1]
-            allowed = read.repeat_interleave(CHUNK)[: p + f + 1].clone()
-            allowed[p:] = True  # the step's own keys
+            chunks = read | chunks_holding(torch.tensor([p]), torch.tensor([p + f]), read.numel(), CHUNK)[0]
+            allowed = chunks.repeat_interleave(CHUNK)[: p + f + 1].clone()  # R_i and the step's keys' chunks
+            allowed[p:] = True
             assert row[~allowed].abs().max() == 0 and row[allowed].sum() == pytest.approx(1.0, abs=1e-4)
 
 

@@ -81,7 +81,8 @@ class GraphSettings:
     fraction of prefix chunks the verifier reads (a SpecAttn control); verify: ``dense`` | ``specattn`` |
     ``streaming`` | ``quest`` (None: ``specattn`` if ``p`` is set, else ``dense``); kv_budget_frac and
     n_sinks: the budgeted baselines'; draft_reads, draft_refresh, draft_window, draft_sinks: the draft's
-    read policy.
+    read policy; forced_draft_density: the policy's control (``first_dense`` / ``reuse``: the read sets are a
+    fixed random fraction of the prefix chunks instead of the draft's selections, as ``forced_density``).
     """
 
     gamma: int
@@ -99,6 +100,7 @@ class GraphSettings:
     draft_refresh: int = 8
     draft_window: int = 1024
     draft_sinks: int = 16
+    forced_draft_density: float | None = None
 
     @property
     def mode(self) -> str:
@@ -376,6 +378,12 @@ class GraphDecoder:
         self._start(context)
         if self.settings.forced_density is not None and self.settings.mode == "specattn":
             self._force_lists(context, self.settings.forced_density, gen)
+        if self.settings.forced_draft_density is not None and self.policy_layers:
+            n_cols = -(-context // self.settings.chunk_size)
+            keep = max(1, round(self.settings.forced_draft_density * n_cols))
+            scores = torch.rand((*self.base_mask.shape[:3], n_cols), generator=gen, device=self.device)
+            self.forced_base = torch.zeros_like(self.base_mask)
+            self.forced_base[..., :n_cols].scatter_(-1, scores.topk(keep, dim=-1).indices, True)
 
     def _force_lists(self, prefix: int, fraction: float, gen: torch.Generator) -> None:
         """``round(fraction * ceil(prefix / C))`` (at least 1) random prefix chunks per list, ascending."""
@@ -401,7 +409,8 @@ class GraphDecoder:
         elif s.draft_reads == "reuse":
             refresh = (self.seq_step % s.draft_refresh == 0)[None, :, None]  # (1, B, 1)
             new = chunks_holding(self.prev_last, self.last, self.n_cols, c)[None]  # (1, B, NC)
-            base = torch.where(refresh, prefix[None], (self.sel_mask[:, :, 0] | new) & prefix[None])
+            previous = self.forced_base[:, :, 0] if s.forced_draft_density is not None else self.sel_mask[:, :, 0]
+            base = torch.where(refresh, prefix[None], (previous | new) & prefix[None])
             self.base_mask[:, :, 0].copy_(base)
 
     def _draft_lists(self, f: int) -> None:
@@ -429,6 +438,8 @@ class GraphDecoder:
         prefix = prefix_chunk_keys(self.last, self.n_cols, self.settings.chunk_size) > 0
         select_chunks(self.rows[:, :, None, :1], self.settings.p, self.settings.chunk_size, self.lists,
                       self.base_mask)
+        if self.settings.forced_draft_density is not None:
+            self.base_mask.copy_(self.forced_base)
         self.base_mask &= prefix[None, :, None]
 
     def _mask_rows(self) -> None:
