@@ -28,6 +28,7 @@ from ..core.errors import SpecAttnError
 from ..data.windows import token_windows
 from ..decode.graph_engine import DRAFT_READS
 from ..runs.context import ExperimentResult, RunContext
+from ..runs.outputs import SampleParts
 from .evaluation import layer_mapping, load_pair_for
 
 
@@ -110,21 +111,25 @@ def run(ctx: RunContext) -> ExperimentResult:
     log(f"copy {copy_bw / 1e12:.3f} TB/s, read {read_bw / 1e12:.3f} TB/s; {hw}")
     e = cfg.experiment
     loss = pd.DataFrame()
-    if e.lossless_prompts:
+    if e.lossless_prompts and (ctx.run_dir / "lossless.csv").is_file():
+        loss = pd.read_csv(ctx.run_dir / "lossless.csv")
+    elif e.lossless_prompts:
         prompts = token_windows(documents, pair.tokenizer, int(e.lossless_context), int(e.lossless_prompts), cfg.dataset.name)
         loss = lossless(pair, bench, torch.stack([s.input_ids for s in prompts]), log)
         loss.to_csv(ctx.run_dir / "lossless.csv", index=False)
     rows = []
-    for context in bench.contexts:
-        windows = token_windows(documents, pair.tokenizer, context, bench.prompts, cfg.dataset.name)
-        ids = torch.stack([s.input_ids for s in windows])
-        for batch in bench.batches:
-            if batch > len(windows):
-                log(f"L={context} B={batch}: skipped (only {len(windows)} prompts)")
-                continue
+    parts = SampleParts(ctx.run_dir)  # one part per point: a killed run resumes at the next point
+    points = [(c, b) for c in bench.contexts for b in bench.batches]
+    for index, (context, batch) in enumerate(points):
+        done = parts.load(index)
+        if done is None:
+            windows = token_windows(documents, pair.tokenizer, context, max(bench.prompts, batch), cfg.dataset.name)
+            ids = torch.stack([s.input_ids for s in windows])
             groups = [ids[i:i + batch] for i in range(0, len(windows) - batch + 1, batch)]
-            rows += run_point(pair, bench, context, batch, groups, read_bw, log)
-            pd.DataFrame(rows).drop(columns="tokens", errors="ignore").to_csv(ctx.run_dir / "modes.csv", index=False)
+            done = pd.DataFrame(run_point(pair, bench, context, batch, groups, read_bw, log))
+            parts.save(index, done)
+        rows += done.to_dict("records")
+        pd.DataFrame(rows).drop(columns="tokens", errors="ignore").to_csv(ctx.run_dir / "modes.csv", index=False)
     agree = agreement(rows)
     agree.to_csv(ctx.run_dir / "agreement.csv", index=False)
     results = pd.DataFrame(rows).drop(columns="tokens", errors="ignore")
