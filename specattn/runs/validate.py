@@ -26,6 +26,9 @@ from .data_fingerprint import data_fingerprint
 from .signature import signature
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
+MAX_CHUNK = 2**16  # tokens per KV chunk
+MAX_GAMMA = 64  # draft tokens per verification step
+MAX_SEED = 2**32 - 1  # numpy's seed range (torch takes 64 bits: seed + sample index stays inside it)
 
 
 def _signature_resolver(*, _root_: DictConfig) -> str:
@@ -52,10 +55,10 @@ def validate(cfg: DictConfig) -> None:
     ``align.*``, the logger, the input files and the experiment's own keys. Cheap: no weights, no
     dataset text (it stats input files and reads small ones such as a ``layer_map.yaml``)."""
     check_p(cfg.p)
-    positive_int(cfg.chunk_size, "chunk_size", "16")
-    positive_int(cfg.gamma, "gamma", "4")
+    positive_int(cfg.chunk_size, "chunk_size", "16", MAX_CHUNK, "larger chunks only pad every attention row")
+    positive_int(cfg.gamma, "gamma", "4", MAX_GAMMA, "draft tokens per verification step")
     dense_layers = nonnegative_int(cfg.dense_layers, "dense_layers", "2")
-    nonnegative_int(cfg.seed, "seed", "0")
+    nonnegative_int(cfg.seed, "seed", "0", MAX_SEED, "the largest seed numpy takes")
     flag(cfg.rerun, "rerun")
     flag(cfg.progress, "progress")
     if cfg.head_agg not in HEAD_AGGREGATIONS:
