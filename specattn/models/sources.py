@@ -26,6 +26,7 @@ from pathlib import Path
 from ..core.cache_dir import cache_root
 from ..core.errors import SpecAttnError
 from ..core.stamps import file_stamp, folder_stamp
+from .weight_files import check_gguf, check_saved_folder
 
 GGUF_MAGIC = b"GGUF"
 
@@ -153,9 +154,9 @@ def check_path(path: str | None, role: str, parts=None) -> None:
         if magic != GGUF_MAGIC:
             raise SpecAttnError(f"{role}={path} is not a GGUF file (it starts with {magic!r}, not {GGUF_MAGIC!r}): "
                                 "check the path, or download the file again")
+        check_gguf(local, role)
     elif local.exists():
-        if not (local / "config.json").is_file():
-            raise SpecAttnError(f"{role}={path}: folder has no config.json (expected a save_pretrained folder)")
+        check_saved_folder(local, role)
     elif path.startswith((".", "/", "~")) or path.count("/") != 1:
         raise SpecAttnError(f"{role}={path}: no such folder, and it is not a hub id of the form org/name")
 

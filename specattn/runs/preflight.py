@@ -87,7 +87,8 @@ def check_job(overrides: list[str], conf_dir: Path, config_name: str, multirun: 
     """Compose one job and refuse it if anything about it is wrong (one :class:`SpecAttnError`)."""
     try:
         with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
-            check_keys(overrides, conf_dir, lambda groups: compose(config_name, overrides=groups))
+            check_keys(overrides, conf_dir, lambda groups: compose(config_name, overrides=groups,
+                                                                   return_hydra_config=True))
             cfg = compose(config_name, overrides=overrides, return_hydra_config=True)
         check_table_method(overrides, cfg)
         validate(cfg)

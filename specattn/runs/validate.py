@@ -18,12 +18,13 @@ from ..core import layer_maps
 from ..core.checks import built, check_p, flag, nonnegative_int, positive_int
 from ..core.errors import SpecAttnError
 from ..core.heads import HEAD_AGGREGATIONS
+from ..data.windows import check_enough_text
 from ..methods import instantiate_method
 from ..models.devices import resolve_device
 from ..models.layers import check_draft_layers, layer_counts
 from ..models.sources import check_path
 from .data_fingerprint import data_fingerprint
-from .signature import signature
+from .signature import result_keys, signature
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 MAX_CHUNK = 2**16  # tokens per KV chunk
@@ -85,7 +86,10 @@ def validate(cfg: DictConfig) -> None:
     _check_method(cfg)
     _check_align(cfg)
     built(cfg.logger, "logger")
-    data_fingerprint(cfg)  # the input files exist, are files and are not empty
+    data_fingerprint(cfg)  # the input files exist, are files, are not empty and start as text
+    if {"dataset.source", "dataset.context_len"} <= set(result_keys(cfg)):
+        check_enough_text(built(dataset.source, "dataset.source"), context_len, dataset.num_samples, dataset.name,
+                          "dataset.context_len")
     _check_experiment(cfg)
 
 
