@@ -146,6 +146,20 @@ def test_bad_input_is_one_line_before_anything_runs(capsys, tiny_model_dir, file
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("model,n_verifier,n_draft", [("qwen_coder", 28, 24), ("llama", 32, 22), ("llama3", 32, 16),
+                                                     ("qwen25", 28, 24)])
+def test_a_pinned_pairs_draft_layers_are_known_before_the_download(capsys, tmp_path, model, n_verifier, n_draft):
+    """A ``layer_map`` naming a draft layer the pinned draft does not have is refused before its weights
+    are downloaded (the yaml states both layer counts); one within them passes."""
+    outside, inside = tmp_path / "outside.yaml", tmp_path / "inside.yaml"
+    outside.write_text(str([min(j, n_draft - 1) for j in range(n_verifier - 1)] + [n_draft]))
+    inside.write_text(str([min(j, n_draft - 1) for j in range(n_verifier)]))
+    args = [f"model={model}", "logger=none", f"paths.outputs={tmp_path / 'out'}"]
+    assert f"entry for verifier layer {n_verifier - 1} is {n_draft}, not a draft layer in [0, {n_draft})" in \
+        refusal(capsys, *args, f"layer_map={outside}")
+    check_command_line([*args, f"layer_map={inside}"], CONF)
+
+
 def test_keys_a_constructor_takes_may_be_added(capsys, tmp_path):
     """``+key`` is how Hydra passes a constructor argument the yaml does not set: accepted when the
     node's ``_target_`` takes it."""
