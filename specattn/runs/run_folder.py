@@ -23,7 +23,6 @@ import fcntl
 import json
 import os
 import shutil
-import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +30,7 @@ from typing import Iterator
 
 from omegaconf import DictConfig, OmegaConf
 
-from ..core.atomic_files import DISK_ERRORS, atomic_write, disk_error
+from ..core.atomic_files import DISK_ERRORS, atomic_write, disk_error, write_probe
 from ..core.errors import SpecAttnError
 from .data_fingerprint import data_fingerprint
 from .outputs import RESULTS
@@ -182,10 +181,7 @@ def check_writable(run_dir: Path) -> None:
     page-sized write into the nearest existing folder on its path, in an unnamed temporary file."""
     existing = next(folder for folder in (run_dir, *run_dir.parents) if folder.exists())
     try:
-        with tempfile.TemporaryFile(dir=existing) as probe:
-            probe.write(b"\0" * 4096)
-            probe.flush()
-            os.fsync(probe.fileno())
+        write_probe(existing)
     except OSError as error:
         raise SpecAttnError(f"cannot write the run folder {run_dir}: {existing} is not writable "
                             f"({error.strerror or error}): free space there or set paths.outputs=<a writable folder>"
