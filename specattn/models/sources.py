@@ -148,7 +148,9 @@ def pypi_parts_folder(path: str, parts, role: str) -> Path:
 
 def check_path(path: str | None, role: str, parts=None) -> None:
     """Cheap checks of a configured ``path`` (no conversion, no download): it names something that
-    exists and has the right form (a ``.gguf`` file starts with GGUF's magic bytes)."""
+    exists and has the right form (a ``.gguf`` file starts with GGUF's magic bytes and holds the data
+    its header describes, a folder is a complete ``save_pretrained`` folder: :mod:`.weight_files`), and
+    the cache can be written where a GGUF is to be converted or assembled into it."""
     if not path:
         raise SpecAttnError(f"{role} is empty: set it to a hub id, a local folder or a .gguf file")
     if path.startswith("pypi-parts:"):

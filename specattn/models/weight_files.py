@@ -71,9 +71,11 @@ def check_saved_folder(folder: Path, role: str) -> None:
         if (folder / name).is_file():
             shards = sorted(set(map(str, _json_object(folder / name, role).get("weight_map", {}).values())))
             missing = [shard for shard in shards if not (folder / shard).is_file()]
-            if not shards or missing:
-                raise SpecAttnError(f"{role}: {folder / name} lists {missing[0] if missing else 'no'} weight file"
-                                    f"{'' if missing else 's'}{' that is missing' if missing else ''}: download the "
+            if not shards:
+                raise SpecAttnError(f"{role}: {folder / name} lists no weight files: download the model again")
+            if missing:
+                raise SpecAttnError(f"{role}: {folder / name} lists {missing[0]}, which is missing"
+                                    f"{f' (and {len(missing) - 1} more)' if len(missing) > 1 else ''}: download the "
                                     "model again")
     weights = [path for pattern in WEIGHT_PATTERNS for path in sorted(folder.glob(pattern)) if path.is_file()]
     if not weights:

@@ -54,7 +54,8 @@ def register_resolvers() -> None:
 def validate(cfg: DictConfig) -> None:
     """Check a composed config: settings, model paths and layers, ``layer_map``, the method,
     ``align.*``, the logger, the input files and the experiment's own keys. Cheap: no weights, no
-    dataset text (it stats input files and reads small ones such as a ``layer_map.yaml``)."""
+    whole dataset text (it stats input files, reads small ones such as a ``layer_map.yaml``, the first
+    64 KiB of each text file and the headers of weight files)."""
     check_p(cfg.p)
     positive_int(cfg.chunk_size, "chunk_size", "16", MAX_CHUNK, "larger chunks only pad every attention row")
     positive_int(cfg.gamma, "gamma", "4", MAX_GAMMA, "draft tokens per verification step")
