@@ -52,3 +52,27 @@ def test_every_mode_runs_on_shared_caches_and_the_matched_rows_read_specattns_fr
 def test_lossless_check_on_float32_finds_no_difference(pair):
     frame = lossless(pair, config(pair), prompts(3, 90, 8), lambda msg: None)
     assert len(frame) == 6 and frame["identical"].all()
+
+
+def test_targets_and_summary_from_rows():
+    from specattn.experiments.decode_real import render, targets
+
+    rows = pd.DataFrame([
+        {"context": 32768, "batch": 16, "mode": "dense", "verify": "dense", "draft_reads": "dense", "tau": 3.0,
+         "tokens_per_s": 1000.0, "roof_tokens_per_s": 1500.0, "verifier_kept": float("nan"), "error": None},
+        {"context": 32768, "batch": 16, "mode": "specattn p=0.95", "verify": "specattn", "draft_reads": "dense",
+         "tau": 3.0, "tokens_per_s": 1180.0, "roof_tokens_per_s": 1800.0, "verifier_kept": 0.3, "error": None},
+        {"context": 32768, "batch": 16, "mode": "specattn p=0.95 draft=reuse", "verify": "specattn",
+         "draft_reads": "reuse", "tau": 2.9, "tokens_per_s": 1700.0, "roof_tokens_per_s": 3000.0,
+         "verifier_kept": 0.3, "error": None},
+    ])
+    loss = pd.DataFrame([{"reference": "ar", "compared": "dense", "prompt": 0, "identical": False,
+                          "first_divergence": 7, "top2_margin": 0.1},
+                         {"reference": "ar", "compared": "dense", "prompt": 1, "identical": True,
+                          "first_divergence": 16, "top2_margin": float("nan")}])
+    lines = targets(rows, loss)
+    assert "1.18x = 98% of it (target >= 85%: met; >= 1.15x: met)" in lines[0]
+    assert "1.70x dense speculative decoding with tau 96.7% of dense's (target >= 1.6x with tau >= 95%: met)" in lines[1]
+    assert lines[2].startswith("lossless: 1 of 2 comparisons differ, 0 not explained")
+    text = render(rows, pd.DataFrame(), loss, {"gpu": "test"}, 4e12, 4.4e12)
+    assert "### Targets" in text and "### 32768 tokens, batch 16" in text and "vs_dense_sd" in text

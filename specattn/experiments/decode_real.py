@@ -64,11 +64,51 @@ def bench_config(cfg, layer_map) -> RealBenchConfig:
                            bool(e.fused_layers), float(e.max_mem_gib), int(cfg.seed))
 
 
+NEAR_TIE = 0.5  # a bfloat16 divergence is "explained" when the verifier's top-2 logits there differ by less
+
+
+def targets(rows: pd.DataFrame, loss: pd.DataFrame, context: int = 32768, batch: int = 16) -> list[str]:
+    """The issues' targets at (context, batch) (or the largest batch measured there), met or not."""
+    lines = []
+    at = rows[(rows["context"] == context)]
+    if "error" in at:
+        at = at[at["error"].isna()]
+    if at.empty:
+        return [f"no point at {context} tokens was measured"]
+    batch = batch if (at["batch"] == batch).any() else int(at["batch"].max())
+    at = at[at["batch"] == batch].set_index("mode")
+    if "dense" not in at.index:
+        return [f"dense speculative decoding was not measured at {context} tokens, batch {batch}"]
+    dense = at.loc["dense"]
+    for mode, r in at.iterrows():
+        if r["verify"] == "specattn" and r["draft_reads"] == "dense":
+            speedup = r["tokens_per_s"] / dense["tokens_per_s"]
+            predicted = r["roof_tokens_per_s"] / dense["roof_tokens_per_s"]
+            lines.append(f"{mode}, {context} tokens, batch {batch}: roofline at the measured tau {r['tau']:.2f} and "
+                         f"kept {r['verifier_kept']:.3f}: {predicted:.2f}x dense speculative decoding; measured "
+                         f"{speedup:.2f}x = {speedup / predicted:.0%} of it (target >= 85%: "
+                         f"{'met' if speedup >= 0.85 * predicted else 'NOT met'}; >= 1.15x: "
+                         f"{'met' if speedup >= 1.15 else 'NOT met'})")
+        elif r["draft_reads"] != "dense":
+            speedup = r["tokens_per_s"] / dense["tokens_per_s"]
+            keep = r["tau"] / dense["tau"]
+            lines.append(f"{mode}, {context} tokens, batch {batch}: {speedup:.2f}x dense speculative decoding with tau "
+                         f"{keep:.1%} of dense's (target >= 1.6x with tau >= 95%: "
+                         f"{'met' if speedup >= 1.6 and keep >= 0.95 else 'NOT met'})")
+    if not loss.empty:
+        diff = loss[~loss["identical"]]
+        unexplained = diff[~(diff["top2_margin"].abs() < NEAR_TIE)]
+        lines.append(f"lossless: {len(diff)} of {len(loss)} comparisons differ, {len(unexplained)} not explained by a "
+                     f"near-tie (top-2 logit margin < {NEAR_TIE}) (target 0: {'met' if unexplained.empty else 'NOT met'})")
+    return lines
+
+
 def render(rows: pd.DataFrame, agree: pd.DataFrame, loss: pd.DataFrame, hw: dict, copy_bw: float,
            read_bw: float) -> str:
     """The markdown summary: one table per point, the agreement and the lossless check."""
     lines = [f"Hardware: {hw}; copy bandwidth {copy_bw / 1e12:.3f} TB/s, read bandwidth {read_bw / 1e12:.3f} TB/s "
-             "(the roofline divides by the read bandwidth). Real weights, real acceptance and selection.", ""]
+             "(the roofline divides by the read bandwidth). Real weights, real acceptance and selection.", "",
+             "### Targets", *[f"- {line}" for line in targets(rows, loss)], ""]
     columns = ["mode", "tokens_per_s", "tau", "acceptance", "verifier_kept", "draft_kept", "roof_tokens_per_s",
                "roof_frac", "prompts"]
     for (context, batch), group in rows.groupby(["context", "batch"], sort=False):
