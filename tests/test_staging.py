@@ -237,3 +237,29 @@ def test_converting_several_files_at_once_writes_what_the_pypi_parts_source_writ
     ours, theirs = load_file(batch / "model.safetensors"), load_file(plain / "model.safetensors")
     assert ours.keys() == theirs.keys()
     assert all(ours[k].dtype == theirs[k].dtype and ours[k].equal(theirs[k]) for k in ours)
+
+
+def test_the_command_line_round_trip(sources, tmp_path, monkeypatch, capsys):
+    """split / receive / status / assemble as the device calls run them, on a config pinning the fake files."""
+    (tmp_path / "conf" / "model").mkdir(parents=True)
+    pinned = {p.role: {"path": f"pypi-parts:{p.name}", "parts": {"size": p.size, "sha256": p.sha256}} for p in pins(sources)}
+    (tmp_path / "conf" / "model" / "fake.yaml").write_text(json.dumps({"name": "fake", **pinned}))  # JSON is YAML
+    monkeypatch.setattr(st, "REPO", tmp_path)
+    split_dir, stage = tmp_path / "split", tmp_path / "stage"
+    assert st.main(["split", "--model", "fake", "--out", str(split_dir), "--gguf-dir", str(tmp_path / "src"),
+                    "--extra", str(sources[2].path), "--max-mib", "0.05", "--stage", str(stage)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    n = len(list(split_dir.glob("piece-*")))
+    assert out[2] == (f'{n} device calls, back to back, call i (0..{n - 1}) with carry '
+                      f'["{split_dir}/manifest.json", "{split_dir}/piece-<i:03d>"] running:')
+    assert out[3] == f"  python3 -m specattn.models.staging receive --from {split_dir} --to {stage}"
+    for call in calls(split_dir, tmp_path):
+        assert st.main(["receive", "--from", str(call), "--to", str(stage)]) == 0
+    assert st.main(["status", "--from", str(stage)]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == f"have {n} of {n} pieces (missing: none)"
+    assert st.main(["assemble", "--from", str(stage), "--no-convert", "--wheels-to", str(tmp_path / "w")]) == 0
+    assert (tmp_path / "w" / sources[2].name).read_bytes() == sources[2].path.read_bytes()
+    assert (stage / "gguf" / "verifier.gguf").read_bytes() == sources[1].path.read_bytes()
+    (stage / "piece-000").unlink()
+    assert st.main(["assemble", "--from", str(stage), "--no-convert"]) == 2
+    assert capsys.readouterr().err.startswith(f"error: {stage}: 1 of {n} pieces missing (piece-000): run the calls")

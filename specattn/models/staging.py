@@ -527,7 +527,8 @@ def _split_cli(args) -> int:
     print(f"{n} device calls, back to back, call i (0..{n - 1}) with carry "
           f'["{out}/{MANIFEST}", "{out}/piece-<i:03d>"] running:')
     print(f"  python3 -m specattn.models.staging receive --from {out} --to {args.stage}")
-    print(f"and the last call (piece-{n - 1:03d}) then: && python3 -m specattn.models.staging assemble --from {args.stage}")
+    print(f"and the last call (piece-{n - 1:03d}) then: && SPECATTN_CACHE=/tmp/specattn-cache "
+          f"python3 -m specattn.models.staging assemble --from {args.stage}")
     return 0
 
 
@@ -540,8 +541,8 @@ def _assemble_cli(args) -> int:
     start = time.perf_counter()
     manifest = load_manifest(stage)
     paths = assemble(stage, pinned_files(manifest["model"]), Path(args.wheels_to) if args.wheels_to else None)
-    print(f"assembled {len(paths)} files in {time.perf_counter() - start:.1f} s: "
-          + ", ".join(str(p) for p in paths.values()))
+    print(f"assembled {len(paths)} files in {time.perf_counter() - start:.1f} s into "
+          + " and ".join(sorted({str(p.parent) for p in paths.values()})))
     if args.no_convert:
         return 0
     env = dict(os.environ)
