@@ -228,7 +228,8 @@ def test_converting_several_files_at_once_writes_what_the_pypi_parts_source_writ
     digest = hashlib.sha256(gguf.read_bytes()).hexdigest()
     monkeypatch.setenv("SPECATTN_CACHE", str(tmp_path / "plain"))
     plain = gguf_to_folder(gguf, digest)
-    [batch] = convert_all([(gguf, digest)], {**os.environ, "SPECATTN_CACHE": str(tmp_path / "batch")})
+    monkeypatch.setenv("SPECATTN_CACHE", str(tmp_path / "batch"))
+    [batch] = convert_all([(gguf, digest)])
     assert batch.parent == tmp_path / "batch" / "models" and batch.name == plain.name
     assert sorted(p.name for p in batch.iterdir()) == sorted(p.name for p in plain.iterdir())
     for path in plain.iterdir():

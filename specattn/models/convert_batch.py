@@ -46,14 +46,16 @@ def one_reader_per_file():
         gguf.GGUFReader = real
 
 
-def convert_all(files: list[tuple[Path, str]], env: dict | None = None, jobs: int | None = None) -> list[Path]:
-    """Convert each ``(gguf file, sha256 hex)`` in its own process, ``jobs`` at a time (default: all at
-    once), each with an equal share of the cores; returns the converted folders, in order. Files already
-    converted are not redone. A failed conversion is one line naming the file and its last line of output."""
+def convert_all(files: list[tuple[Path, str]], jobs: int | None = None, site: Path | None = None) -> list[Path]:
+    """Convert each ``(gguf file, sha256 hex)`` into this process's cache (``$SPECATTN_CACHE``) in its own
+    process, ``jobs`` at a time (default: all at once), each with an equal share of the cores; ``site``:
+    a folder of installed packages (the staged wheels) put first on their path. Returns the converted
+    folders, in order; files already converted are not redone. A failed conversion is one line naming the
+    file and its last line of output."""
     from .sources import converted_folder
 
-    env = dict(os.environ if env is None else env)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(str(p) for p in (site, REPO, env.get("PYTHONPATH")) if p)
     jobs = max(1, min(jobs or len(files), len(files)))
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // jobs)))
     env.setdefault("TQDM_DISABLE", "1")  # two interleaved progress bars say nothing

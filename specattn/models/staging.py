@@ -545,17 +545,15 @@ def _assemble_cli(args) -> int:
           + " and ".join(sorted({str(p.parent) for p in paths.values()})))
     if args.no_convert:
         return 0
-    env = dict(os.environ)
     wheels = [paths[f["name"]] for f in manifest["files"] if f["role"] == "wheel"]
     if wheels:
         start = time.perf_counter()
         install_wheels(wheels, Path(args.site))
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (args.site, env.get("PYTHONPATH")) if p)
         print(f"installed {len(wheels)} wheels into {args.site} in {time.perf_counter() - start:.1f} s "
               f"(export PYTHONPATH={args.site}, or source scripts/setup_gpu.sh {wheels[0].parent} {args.site})")
     ggufs = [(paths[f["name"]], f["sha256"]) for f in manifest["files"] if f["role"] in MODEL_ROLES]
     start = time.perf_counter()
-    folders = convert_all(ggufs, env, args.jobs)
+    folders = convert_all(ggufs, args.jobs, Path(args.site) if wheels else None)
     print(f"converted {len(folders)} GGUF files in {time.perf_counter() - start:.1f} s into {folders[0].parent}: "
           f"model={manifest['model']} loads from there (with SPECATTN_CACHE={folders[0].parents[1]})")
     return 0
