@@ -33,6 +33,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 import zlib
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -506,8 +507,6 @@ def install_wheels(wheels: list[Path], site: Path) -> None:
 
 
 def _split_cli(args) -> int:
-    import time
-
     start = time.perf_counter()
     out = Path(args.out)
     if args.max_mib:
@@ -533,8 +532,6 @@ def _split_cli(args) -> int:
 
 
 def _assemble_cli(args) -> int:
-    import time
-
     from .convert_batch import convert_all
 
     stage = Path(args.source)
