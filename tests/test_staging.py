@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from specattn.errors import SpecAttnError
+from specattn.core.errors import SpecAttnError
 from specattn.models import staging as st
 
 from .test_pypi_parts import make_wheel

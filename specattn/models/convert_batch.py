@@ -21,7 +21,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from ..errors import SpecAttnError
+from ..core.errors import SpecAttnError
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -40,7 +40,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import SpecAttnError
+from ..core.errors import SpecAttnError
 
 MiB = 1 << 20
 CALL_LIMIT = 64 * MiB  # what one device call carries: working tree + carried paths
