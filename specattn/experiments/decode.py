@@ -32,6 +32,7 @@ from ..decode.decode_metrics import (
     summarise,
     summary_metrics,
 )
+from ..decode.draft_reads import check_draft_reads
 from ..decode.engine import SpeculativeDecoder, prepare_for_decoding
 from ..runs.context import ExperimentResult, RunContext
 from ..runs.outputs import SampleParts, atomic_write
@@ -52,6 +53,7 @@ def check(cfg) -> None:
         raise SettingError("decode.temperature", temperature, "must be a number >= 0 (0: greedy)", "0.7")
     nonnegative_int(d.top_k, "decode.top_k", "50")
     fraction(d.top_p, "decode.top_p", "0.9")
+    check_draft_reads(d.draft_reads, d.draft_p, d.draft_refresh, d.draft_window, d.draft_sinks, cfg.head_agg)
     max_positions = cfg.model.get("max_positions")
     if max_positions is not None and prompt_len + new + 2 * (cfg.gamma + 1) > max_positions:
         raise SpecAttnError(
