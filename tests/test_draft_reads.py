@@ -121,6 +121,17 @@ def test_a_sparse_draft_keeps_dense_verification_lossless_and_reads_less(self_pa
     assert all(t.draft_reads.reduction == 0 and math.isnan(t.draft_reads.kept) for t in reference)
 
 
+@pytest.mark.parametrize("policy", ["first_dense", "reuse"])
+def test_a_batch_gives_each_prompt_what_a_run_of_its_own_gives(tiny_pair, policy):
+    batch = torch.cat([prompts(2, 50, seed=5), prompts(1, 60, seed=6)[:, :50]])
+    dec = decoder(tiny_pair, gamma=3, new=12, temperature=1.0, draft_reads=policy, **SPARSE[policy])
+    together = dec.generate(dec.prefill(batch), [SpecAttn(0.7) for _ in range(3)], seed=11).traces
+    for b in range(3):
+        alone = dec.generate(dec.prefill(batch[b : b + 1]), [SpecAttn(0.7)], seed=11 + b).traces[0]
+        assert (alone.tokens, alone.steps, alone.reads) == (together[b].tokens, together[b].steps, together[b].reads)
+        assert alone.draft_reads == together[b].draft_reads and alone.draft_reads.sparse_forward_reads > 0, b
+
+
 def nucleus_chunks(probs: torch.Tensor, p: float, prefix: int) -> torch.Tensor:
     """The spec, independently: the prefix chunks holding a key of the head-mean row's nucleus (a key of the
     step's own in the prefix's partial last chunk selects that chunk, as in the verifier's selection)."""
