@@ -32,7 +32,7 @@ step's own earlier tokens):
 
 * ``dense``: every prefix chunk;
 * ``first_dense``: forward 0 reads everything; ``R_i`` = the chunks of the nucleus (mass ``p``) of layer
-  ``i``'s head-aggregated row at position ``P``;
+  ``i``'s head-aggregated row at position ``P``, and the chunk holding key ``P - 1``;
 * ``reuse``: every ``draft_refresh``-th step (per sequence, from the first) reads everything; the others
   read ``R_i`` = the previous step's selection of layer ``i`` united with the chunks holding the tokens
   accepted since; each step's selection of layer ``i`` is the union of the nuclei of its ``gamma`` rows;
@@ -440,6 +440,8 @@ class GraphDecoder:
                       self.base_mask)
         if self.settings.forced_draft_density is not None:
             self.base_mask.copy_(self.forced_base)
+        recent = chunks_holding(self.last - 1, self.last, self.n_cols, self.settings.chunk_size)  # (B, NC)
+        self.base_mask |= recent[None, :, None]
         self.base_mask &= prefix[None, :, None]
 
     def _mask_rows(self) -> None:

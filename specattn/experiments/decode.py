@@ -32,6 +32,7 @@ from ..decode.decode_metrics import (
     summarise,
     summary_metrics,
 )
+from ..decode.draft_reads import check_draft_reads
 from ..decode.engine import SpeculativeDecoder, prepare_for_decoding
 from ..runs.context import ExperimentResult, RunContext
 from ..runs.outputs import SampleParts, atomic_write
@@ -55,6 +56,7 @@ def check(cfg) -> None:
     flag(d.stop_at_eos, "decode.stop_at_eos")
     check_enough_text(built(cfg.dataset.source, "dataset.source"), prompt_len, cfg.dataset.num_samples,
                       cfg.dataset.name, "decode.prompt_len")
+    check_draft_reads(d.draft_reads, d.draft_p, d.draft_refresh, d.draft_window, d.draft_sinks, cfg.head_agg)
     max_positions = cfg.model.get("max_positions")
     if max_positions is not None and prompt_len + new + 2 * (cfg.gamma + 1) > max_positions:
         raise SpecAttnError(
