@@ -150,4 +150,23 @@ def test_cuda_streaming_and_quest_in_float32_equal_the_cpu_engine(pair, tiny_mod
                            ("quest", Quest(Budget(kv_budget_frac=0.4)))):
         got, _ = graph_run(cuda_pair, batch, dataclasses.replace(base, verify=verify), graphs=True)
         assert got == cpu_traces(pair, batch, method), verify
-    del Dense
+
+
+@pytest.mark.parametrize("reads", ["first_dense", "reuse", "window"])
+@pytest.mark.parametrize("p", [None, 0.6])
+def test_draft_read_policies_equal_the_cpu_engine(pair, reads, p):
+    """Token for token, steps and accepted counts: the graph decoder's draft policies (device-side lists,
+    rows masked by what their forwards read) and the CPU engine's (specattn.decode.draft_reads)."""
+    from specattn.methods import SpecAttn
+
+    batch = prompts(2, 150, 31)
+    policy = dict(draft_reads=reads, draft_refresh=3, draft_window=40, draft_sinks=8)
+    settings = Settings(GAMMA, CHUNK, 2, "mean", mapping(pair), max_new_tokens=NEW, draft_p=0.6, **policy)
+    prepare_for_decoding(pair)
+    dec = SpeculativeDecoder(pair, settings)
+    method = Dense() if p is None else SpecAttn(p)
+    traces = dec.generate(dec.prefill(batch), [method, method]).traces
+    want = ([t.tokens for t in traces], [t.steps for t in traces], [t.kept for t in traces])
+    got, _ = graph_run(pair, batch, GraphSettings(GAMMA, CHUNK, 2, "mean", mapping(pair), 0.6,
+                                                  verify="dense" if p is None else "specattn", **policy))
+    assert got == want
