@@ -29,12 +29,15 @@ def config(pair, **overrides) -> RealBenchConfig:
 
 
 def test_every_mode_runs_on_shared_caches_and_the_matched_rows_read_specattns_fraction(pair):
-    cfg = config(pair)
+    cfg = config(pair, draft_reads=("first_dense", "window"))
     ids = prompts(4, 120, 3)
     rows = run_point(pair, cfg, 120, 2, [ids[:2], ids[2:]], 1e11, lambda msg: None)
     frame = pd.DataFrame(rows).set_index("mode")
     assert list(frame.index) == ["ar", "dense", "specattn p=0.6", "specattn p=0.9", "streaming match=specattn p=0.6",
-                                 "quest match=specattn p=0.6"]
+                                 "quest match=specattn p=0.6", "specattn p=0.6 draft=first_dense",
+                                 "specattn p=0.6 draft=window", "dense draft=window"]
+    assert frame.loc["specattn p=0.6 draft=first_dense", "draft_kept"] < 1.0
+    assert frame.loc["dense draft=window", "bytes_draft_kv"] < frame.loc["dense", "bytes_draft_kv"]
     assert "error" not in frame or frame["error"].isna().all()
     assert (frame["groups"] == 2).all() and frame.loc["ar", "tau"] == 1.0
     assert 1.0 <= frame.loc["dense", "tau"] <= 5.0

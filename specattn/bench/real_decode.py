@@ -15,7 +15,8 @@ Per mode the two phases are captured once as CUDA graphs and replayed for every 
 decoding is timed with CUDA events from its first step to the step at which every sequence has its
 ``new_tokens`` (steps pipelined, one host read per step; prefill and capture excluded). Reported per mode:
 tokens/s (``batch * new_tokens`` per group over its time, median over groups), the measured ``tau``
-(tokens a step adds, over the steps each sequence took until it had its tokens), the verifier's and the
+(new tokens kept per step: ``new_tokens`` over the steps each sequence took until it had them; ``tau_steps``
+counts the last step's tokens past ``new_tokens`` too), the verifier's and the
 draft's kept fractions (chunk reads over dense chunk reads in their sparse / policy layers), and the
 roofline's tokens/s at those measured values (:mod:`specattn.decode.roofline`; prefix = context + half
 the new tokens) with the share of it reached.
@@ -237,8 +238,9 @@ def run_point(pair, cfg: RealBenchConfig, context: int, batch: int, groups: list
             rows.append(row)
             continue
         steps, kept = sum(r["steps"] for r in ok), sum(r["kept_tokens"] for r in ok)
-        tau = (kept + steps) / steps if settings.gamma else 1.0
+        tau = len(ok) * batch * cfg.new_tokens / steps  # new tokens kept per step (issue 27's definition)
         row.update({"tokens_per_s": statistics.median(r["tokens_per_s"] for r in ok), "tau": tau,
+                    "tau_steps": (kept + steps) / steps,  # tokens the steps added, the last step's overshoot too
                     "acceptance": kept / (steps * settings.gamma) if settings.gamma else math.nan,
                     "verifier_kept": statistics.fmean(r["verifier_kept"] for r in ok),
                     "draft_kept": statistics.fmean(r["draft_kept"] for r in ok),
