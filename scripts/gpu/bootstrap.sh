@@ -8,4 +8,5 @@ nvidia-smi --query-gpu=name,memory.total,clocks.sm,clocks.mem --format=csv
 python3 -c "import gguf, hydra, omegaconf; print('gguf', gguf.__version__ if hasattr(gguf,'__version__') else 'ok', 'hydra', hydra.__version__)"
 rm -rf /tmp/repo && cp -r "$PWD" /tmp/repo && mkdir -p "$GPU_OUT/bg"
 cd /tmp/repo && setsid nohup bash scripts/gpu/background.sh > "$GPU_OUT/bg/background.log" 2>&1 < /dev/null &
+echo $! > "$GPU_OUT/bg/pid"
 echo "background pid $! started at $(date +%T)"
