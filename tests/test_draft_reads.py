@@ -148,8 +148,9 @@ def expected_reads(policy: str, seen: dict, layer: int, options: dict) -> dict[i
     for step, p in enumerate(prefixes):
         n = math.ceil(p / CHUNK)
         rows = {row: seen[(p, layer, row)] for row in range(p, p + GAMMA) if (p, layer, row) in seen}
-        if policy == "first_dense":
+        if policy == "first_dense":  # the row at P's nucleus, and the chunk of the last accepted token P - 1
             reads[p] = nucleus_chunks(rows[p], options["draft_p"], p)
+            reads[p][(p - 1) // CHUNK] = True
         elif policy == "window":
             first = torch.arange(n) * CHUNK
             reads[p] = (first < options["draft_sinks"]) | (first + CHUNK > p - options["draft_window"])
@@ -243,7 +244,7 @@ def test_first_dense_selects_from_the_first_forward_and_counts_it_dense():
     assert (counts.reads, counts.dense_reads) == ((15 + 16 + 17) + (15 + 8 + 9), 2 * (15 + 16 + 17))
     rows = {0: one_hot_row(17, [16])}  # all mass on the row's own key, in a chunk of no prefix key
     plans = walk(DraftReadPolicy(s, n_draft_layers=2, draft_kv_heads=1), 16, rows)
-    assert plans[1][1].tolist() == [False] * 4
+    assert plans[1][1].tolist() == [False, False, False, True]  # only the chunk of key P - 1 = 15
 
 
 def test_reuse_refreshes_every_k_steps_and_reads_the_last_selection_plus_the_new_tokens():
