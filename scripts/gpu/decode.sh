@@ -5,6 +5,9 @@ source scripts/gpu/env.sh
 for i in $(seq 1 ${WAIT_BG:-12}); do  # timings need the GPU to themselves: wait for the background job
   [ -f "$GPU_OUT/bg/done" ] || ! kill -0 "$(cat "$GPU_OUT/bg/pid" 2>/dev/null)" 2>/dev/null && break; sleep 5
 done; echo "background: $(tail -n 1 "$GPU_OUT/bg/background.log" 2>/dev/null)"
+if [ ! -f "$GPU_OUT/bg/done" ] && kill -0 "$(cat "$GPU_OUT/bg/pid" 2>/dev/null)" 2>/dev/null; then
+  kill -- -"$(cat "$GPU_OUT/bg/pid")"; sleep 3; echo "background stopped (the timings below have the GPU alone)"
+fi
 spec ${1:-500} experiment=decode_real model=qwen_coder dataset=python_source dtype=bfloat16 device=cuda \
   "experiment.contexts=${2:-[2048,8192,32768]}" "experiment.batches=[1,4,16]"
 cat "$GPU_OUT"/outputs/decode_real/*/summary.md 2>/dev/null | head -80
