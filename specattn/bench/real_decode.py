@@ -91,8 +91,10 @@ def modes(cfg: RealBenchConfig, matched_frac: float | None) -> list[tuple[str, G
 
 
 def capacity_for(cfg: RealBenchConfig, context: int) -> int:
-    """Cache capacity: the prompt, the new tokens, the last step's overshoot and the warm-up step."""
-    need = context + cfg.new_tokens + 3 * (cfg.gamma + 1) + 8
+    """Cache capacity: the prompt and ``gamma + 1`` tokens for each step a sequence can take. A sequence
+    that has its new tokens keeps stepping until the batch's slowest one has its own (at least one token a
+    step, so at most ``new_tokens`` steps), plus two steps in flight and a margin."""
+    need = context + (cfg.new_tokens + 3) * (cfg.gamma + 1) + 8
     return -(-need // 64) * 64
 
 
