@@ -119,10 +119,9 @@ def decode_prompts(ctx: RunContext, decoder: SpeculativeDecoder, samples, rows: 
                 for methods, traces, timing, nll in decoded.values()])
             parts.save(index, frames[index])
         last = frames[indices[-1]].iloc[-1]
-        tau = (last.kept + last.steps) / last.steps
         bar.update(len(indices))
-        bar.set_postfix(tau=f"{tau:.2f}", kv_red=f"{last.kv_reduction:.1%}", match=f"{last.match_rate:.2f}")
-        ctx.logger.log_metrics({"prompt": indices[-1], "tau": tau, "kv_reduction": last.kv_reduction,
+        bar.set_postfix(tau=f"{last.tau:.2f}", kv_red=f"{last.kv_reduction:.1%}", match=f"{last.match_rate:.2f}")
+        ctx.logger.log_metrics({"prompt": indices[-1], "tau": last.tau, "kv_reduction": last.kv_reduction,
                                 "match_rate": last.match_rate})
     bar.close()
     return pd.concat([frames[i] for i in sorted(frames)], ignore_index=True)
