@@ -1,6 +1,8 @@
 """``experiment=decode`` and ``experiment=decode_table``: speculative decoding with sparse verification.
 
-Prompts are the first ``decode.prompt_len`` tokens of each dataset sample; each is decoded for
+Prompts are :func:`~specattn.data.windows.token_windows` of ``decode.prompt_len`` tokens: the first
+``decode.prompt_len`` tokens of each document that has that many, in the dataset's order (later rounds:
+each document's next window); ``dataset.context_len`` plays no part. Each is decoded for
 ``decode.max_new_tokens`` tokens (:mod:`specattn.decode.engine`), ``decode.batch_size`` prompts at a
 time, once with dense verification (dense speculative decoding: the reference, and exactly the
 verifier's own output under greedy decoding) and once per method setting, from one shared prefill.
