@@ -20,7 +20,7 @@ from .outputs import (
     write_config,
     write_table,
 )
-from .run_folder import claimed, run_identity
+from .run_folder import claimed, discard_if_unstarted, run_identity
 from .signature import signature
 from .validate import validate
 
@@ -64,7 +64,12 @@ def execute(cfg: DictConfig) -> Path:
             print_table(read_results(run_dir, SUMMARY), title)
             print(f"results: {results_path}")
             return results_path
-        summary = _run(cfg, run_dir)
+        try:
+            summary = _run(cfg, run_dir)
+        except Exception as error:
+            if specattn_cause(error) is not None:  # refused: a folder with nothing computed is not left behind
+                discard_if_unstarted(run_dir)
+            raise
     print_table(summary, title)
     print(f"results: {results_path}")
     return results_path
