@@ -1,5 +1,6 @@
 """Tables and plots of collected runs (specattn.results.plots), and notebooks/analysis.ipynb executed headless."""
 
+import os
 import shutil
 import subprocess
 import sys
@@ -8,7 +9,6 @@ import nbformat
 import pandas as pd
 import pytest
 import yaml
-from nbclient import NotebookClient
 
 from specattn.results import plots
 from specattn.results.collect import collect
@@ -113,12 +113,17 @@ def test_write_plots_and_the_cli(analysis_outputs, tmp_path):
     assert sorted(result.stdout.split()) == sorted(str(tmp_path / "figures" / path.name) for path in written.values())
 
 
-def test_the_analysis_notebook_runs_top_to_bottom(analysis_outputs, tmp_path, monkeypatch):
-    monkeypatch.setenv("SPECATTN_OUTPUTS", str(analysis_outputs))
-    monkeypatch.setenv("SPECATTN_FIGURES", str(tmp_path / "figures"))
-    notebook = nbformat.read(ROOT / "notebooks" / "analysis.ipynb", as_version=4)
-    NotebookClient(notebook, timeout=600, kernel_name="python3",
-                   resources={"metadata": {"path": str(ROOT / "notebooks")}}).execute()
+def test_the_analysis_notebook_runs_top_to_bottom_into_a_copy(analysis_outputs, tmp_path):
+    """``python -m specattn.results notebook`` (``make notebook``): the tracked notebook executed headless
+    into a copy, its tables printed; the tracked file is not touched."""
+    tracked = (ROOT / "notebooks" / "analysis.ipynb").read_bytes()
+    copy = tmp_path / "analysis.ipynb"
+    result = subprocess.run([sys.executable, "-m", "specattn.results", "notebook", "--outputs", str(analysis_outputs),
+                             "-o", str(copy)], cwd=ROOT, capture_output=True, text=True, timeout=900,
+                            env={**os.environ, "SPECATTN_FIGURES": str(tmp_path / "figures")})
+    assert result.returncode == 0, result.stderr
+    assert (ROOT / "notebooks" / "analysis.ipynb").read_bytes() == tracked
+    notebook = nbformat.read(copy, as_version=4)
     outputs = [output for cell in notebook.cells if cell.cell_type == "code" for output in cell.outputs]
     assert not [output for output in outputs if output.output_type == "error"]
     images = [output for output in outputs if "image/png" in output.get("data", {})]
@@ -126,6 +131,13 @@ def test_the_analysis_notebook_runs_top_to_bottom(analysis_outputs, tmp_path, mo
     texts = " ".join(output.get("data", {}).get("text/markdown", "") for output in outputs)
     assert "| quest match=specattn p=0.95 |" in texts
     assert len(list((tmp_path / "figures").glob("*.png"))) == 5
+    assert "| quest match=specattn p=0.95 |" in result.stdout and result.stdout.count("[figure]") == 5
+    assert result.stdout.strip().endswith(f"executed notebook (tables and plots): {copy}")
+    empty = subprocess.run([sys.executable, "-m", "specattn.results", "notebook", "--outputs", str(tmp_path / "none"),
+                            "-o", str(tmp_path / "none.ipynb")], cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert empty.returncode == 2 and empty.stderr.strip() == (
+        f"error: analysis.ipynb stopped in a cell: SpecAttnError: {tmp_path / 'none'}: no such outputs folder")
+    assert not (tmp_path / "none.ipynb").exists()
 
 
 def test_context_length_plot_takes_the_largest_run_per_length(tmp_path):
