@@ -154,3 +154,38 @@ def test_context_length_plot_takes_the_largest_run_per_length(tmp_path):
     assert chosen.context_len.is_monotonic_increasing
     path = plot_context_length(pd.DataFrame(rows), tmp_path / "context.png", "test")
     assert path.is_file() and path.stat().st_size > 10_000
+
+
+def test_pareto_draws_one_curve_per_distinct_run_setting(analysis_outputs, tmp_path):
+    """The 12-run sweep (p x chunk_size) at 100 tokens: one SpecAttn curve per chunk_size through its four
+    p; runs of another sample count are curves of their own; one run's settings are named by method only."""
+    settings = plots.ppl_settings(collect(analysis_outputs))
+    sweep = settings[settings.context_len == 100]
+    assert plots.curve_keys(sweep) == ["config.chunk_size"]
+    curves = plots.pareto_curves(sweep)
+    assert list(curves) == ["specattn chunk_size=4", "specattn chunk_size=8", "specattn chunk_size=16"]
+    for label, curve in curves.items():
+        assert sorted(curve.p) == [0.6, 0.7, 0.8, 0.9] and curve.chunk_size.nunique() == 1, label
+        assert curve.kv_reduction.is_monotonic_increasing
+    more = sweep.assign(**{"config.dataset.num_samples": 5, "run": sweep.run + "-more"})
+    both = plots.pareto_curves(pd.concat([sweep, more], ignore_index=True))
+    assert len(both) == 6 and "specattn chunk_size=8 num_samples=5" in both and "specattn chunk_size=8 num_samples=1" in both
+    paper = plots.pareto_curves(settings[settings.experiment == "paper_table"])
+    assert list(paper) == ["streaming", "quest", "specattn", "oracle_topp"]
+    assert plots.curve_label("specattn", ["config.model.verifier.path", "config.model.draft.path"], ("/a", "/b")) == \
+        "specattn model.verifier.path=/a model.draft.path=/b"  # the same last name: the whole key
+
+
+def test_a_single_point_gets_plain_axes_around_the_origin():
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots()
+    plots._sane_axes(ax, pd.Series([25.77]), pd.Series([0.28]))
+    low, high = ax.get_ylim()
+    assert ax.get_yscale() == "linear" and low < 0 < 0.28 < high < 0.4
+    assert ax.get_xlim()[0] < 0 < 25.77 < ax.get_xlim()[1] < 30
+    labels = [ax.yaxis.get_major_formatter()(tick) for tick in ax.get_yticks()]
+    assert all(float(label) == pytest.approx(tick) for label, tick in zip(labels, ax.get_yticks()))  # no 10^x offsets
+    plots._sane_axes(ax, pd.Series([40.0, 60.0]), pd.Series([16.0, 43.0]))
+    assert ax.get_yscale() == "symlog"
+    plt.close(fig)
