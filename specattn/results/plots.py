@@ -94,6 +94,13 @@ def curve_label(method: str, keys: list[str], values: tuple) -> str:
     return " ".join([method, *(f"{name}={_text(value)}" for name, value in zip(shown, values))])
 
 
+def _sortable(value) -> tuple:
+    """Numbers by value, then everything else by its text (missing values last)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value):
+        return (0, value, "")
+    return (1, 0, "" if value is None else str(value))
+
+
 def _text(value) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
@@ -104,7 +111,7 @@ def pareto_curves(settings: pd.DataFrame, x: str = "kv_reduction") -> dict[str, 
     sparse = settings[settings.method != "dense"]
     keys = curve_keys(settings)
     groups = sparse.groupby(["method", *keys], sort=False, dropna=False) if len(sparse) else []
-    ordered = sorted(groups, key=lambda item: (_method_rank(item[0][0]), repr(item[0])))
+    ordered = sorted(groups, key=lambda item: (_method_rank(item[0][0]), [_sortable(v) for v in item[0][1:]]))
     return {curve_label(method, keys, values): group.sort_values(x) for (method, *values), group in ordered}
 
 
