@@ -21,6 +21,7 @@ def test_an_offline_hub_run_leaves_no_folder(tmp_path):
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: "), result.stderr
     assert run_folders(outputs) == [] and not list(outputs.rglob("*.parquet"))
+    assert not (outputs / "ppl").exists()  # nor an empty experiment folder
 
 
 def test_too_little_text_leaves_no_folder(tiny_model_dir, tmp_path):

@@ -67,12 +67,22 @@ def execute(cfg: DictConfig) -> Path:
         try:
             summary = _run(cfg, run_dir)
         except Exception as error:
-            if specattn_cause(error) is not None:  # refused: a folder with nothing computed is not left behind
-                discard_if_unstarted(run_dir)
+            if specattn_cause(error) is not None and discard_if_unstarted(run_dir):  # refused: nothing left behind
+                _remove_if_empty(run_dir.parent, Path(cfg.paths.outputs) / cfg.experiment.name)
             raise
     print_table(summary, title)
     print(f"results: {results_path}")
     return results_path
+
+
+def _remove_if_empty(folder: Path, experiment_folder: Path) -> None:
+    """Remove ``folder`` if it is the experiment's folder under the outputs and empty (as a refused first
+    run leaves it)."""
+    if folder.absolute() == experiment_folder.absolute():
+        try:
+            folder.rmdir()
+        except OSError:  # not empty: other runs live there
+            pass
 
 
 def _run(cfg: DictConfig, run_dir: Path):
