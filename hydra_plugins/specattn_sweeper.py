@@ -2,9 +2,9 @@
 in conf/config.yaml): Hydra's basic sweeper that, before it creates the sweep folder or launches
 anything, composes every job of the grid and
 
-- drops the jobs whose run folder already holds finished results of the same config and input data
-  (``specattn.runs.run_folder.finished``), printing one line per skipped run, unless the job says
-  ``rerun=true``;
+- drops the jobs whose run folder already holds finished, readable results of the same config, input
+  data and code (``specattn.runs.run_folder.finished``), printing one line per skipped run, unless the
+  job says ``rerun=true`` (a damaged results table is launched: the job refuses it in one line);
 - launches one job per run folder: jobs that differ only in keys their results do not depend on
   (e.g. ``p`` for ``method=quest``) share a folder, named by the same signature, and run once;
 - refuses (one line, exit code 2) a joblib launch whose jobs running at once would need more memory
@@ -37,6 +37,7 @@ class CheckedSweeper(BasicSweeper):
         creates the sweep folder or launches any batch.
         """
         from specattn.core.errors import SpecAttnError
+        from specattn.runs.outputs import readable
         from specattn.runs.parallel_memory import check_parallel_memory
         from specattn.runs.preflight import run_dir
         from specattn.runs.run_folder import finished, run_identity
@@ -53,7 +54,7 @@ class CheckedSweeper(BasicSweeper):
                 print(f"job #{index} is the same run as job #{folders[folder]} (same signature): {folder}")
                 continue
             folders[folder] = index
-            if not cfg.rerun and finished(folder, run_identity(cfg)):
+            if not cfg.rerun and finished(folder, run_identity(cfg)) and readable(folder):
                 print(f"results exist, skipping (rerun=true recomputes): {folder}")
                 continue
             todo.append(job)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import statistics
 import traceback
 from dataclasses import replace
 
@@ -99,7 +100,43 @@ def timed(calls, cfg, graph: bool) -> float:
     return graph_ms(calls, reps) if graph else median_ms(calls, reps)
 
 
-def bench_case(cfg, model: str, batch: int, n_keys: int, bandwidth: float, split: SplitConfig, log) -> list[dict]:
+def flashinfer_sparse(cfg, sets, steps, batch, n_keys, nc, kv_bytes, io_bytes, bandwidth, read_bandwidth, split, ws,
+                      fi_ws, log) -> dict:
+    """FlashInfer's page-table decode kernel on each set's selection (:class:`FlashInferPageTable`) beside
+    ours on the same selection: graph-replayed GPU times, its host ``plan()`` apart, both against the read
+    floor (bytes / read bandwidth) and the copy floor, and its output against ours."""
+    from .flashinfer_dense import FlashInferPageTable, paged_cache
+
+    t, c = cfg.gamma + 1, cfg.chunk_size
+    try:
+        caches = [(paged_cache(s.k, c), paged_cache(s.v, c)) for s in sets]
+        runs = [FlashInferPageTable(s.q, kc, vc, n_keys, -(-n_keys // c), c, st.lists, fi_ws)
+                for s, (kc, vc), st in zip(sets, caches, steps)]
+        same = [r.same_selection(nc) for r in runs]
+        ours = [lambda s=s, ls=ls: sparse_verify(s.q, s.k, s.v, s.lengths, ls.ids, ls.n, c, out=s.out, workspace=ws,
+                                                 config=split) for s, ls in zip(sets, same)]
+        ours[0]()
+        runs[0]()
+        out = {"fi_sparse_err": rel_err(runs[0].as_hf(batch, t), sets[0].out),
+               "fi_sparse_ms": timed(runs, cfg, graph=True), "ours_same_ms": timed(ours, cfg, graph=True),
+               "fi_plan_ms": statistics.median(r.plan_ms for r in runs)}
+        read = sum(len(chosen) for r in runs for chosen in r.selected) / (len(runs) * batch * nc)
+        same_bytes = (read * (n_keys - t) + t) / n_keys * kv_bytes + io_bytes  # selected chunks + tail + q, out
+        for name in ("fi_sparse", "ours_same"):
+            out[f"{name}_read_floor_frac"] = same_bytes / read_bandwidth * 1e3 / out[f"{name}_ms"]
+            out[f"{name}_copy_floor_frac"] = same_bytes / bandwidth * 1e3 / out[f"{name}_ms"]
+        out["ours_vs_fi_sparse"] = out["fi_sparse_ms"] / out["ours_same_ms"]
+        log(f"    flashinfer page table {out['fi_sparse_ms']:.4f} ms (plan {out['fi_plan_ms']:.3f} ms host), ours on "
+            f"the same chunks {out['ours_same_ms']:.4f} ms; read floor {out['fi_sparse_read_floor_frac']:.0%} vs "
+            f"{out['ours_same_read_floor_frac']:.0%}; err {out['fi_sparse_err']:.1e}")
+        return out
+    except Exception as e:  # noqa: BLE001  (reported, not fatal)
+        log(f"    flashinfer page table failed: {type(e).__name__}: {str(e)[:300]}")
+        return {"fi_sparse_ms": float("nan")}
+
+
+def bench_case(cfg, model: str, batch: int, n_keys: int, bandwidth: float, split: SplitConfig, log,
+               read_bandwidth: float | None = None) -> list[dict]:
     """All rows (one per kept fraction) of one (model, batch, L) case."""
     from .flashinfer_dense import VARIANTS, FlashInferDense, paged_cache
 
@@ -120,8 +157,10 @@ def bench_case(cfg, model: str, batch: int, n_keys: int, bandwidth: float, split
     ws = make_workspace(batch, hkv, hq // hkv, t, d, split, "cuda")
     dense_calls = [lambda s=s: dense_verify(s.q, s.k, s.v, s.lengths, c, out=s.out, workspace=ws, config=split)
                    for s in sets]
+    read_bandwidth = read_bandwidth or bandwidth
     base = {"model": model, "batch": batch, "L": n_keys, "sets": sets_n,
-            "dense_floor_ms": (kv_bytes + io_bytes) / bandwidth * 1e3}
+            "dense_floor_ms": (kv_bytes + io_bytes) / bandwidth * 1e3,
+            "dense_read_floor_ms": (kv_bytes + io_bytes) / read_bandwidth * 1e3}
     base["dense_ours_ms"] = timed(dense_calls, cfg, graph=True)
     base["dense_ours_eager_ms"] = timed(dense_calls, cfg, graph=False)
     dense_calls[0]()
@@ -178,6 +217,9 @@ def bench_case(cfg, model: str, batch: int, n_keys: int, bandwidth: float, split
         rec["selection_ms"] = timed(sel_calls, cfg, graph=True)
         rec["selection_batched_ms"] = batched_selection_ms(cfg, drafts, sel_heads, nc) / cfg.layers
         rec["sparse_ms"] = timed(attn_calls, cfg, graph=True)
+        if cfg.flashinfer and sel_heads == 1:
+            rec.update(flashinfer_sparse(cfg, sets, steps, batch, n_keys, nc, kv_bytes, io_bytes, bandwidth,
+                                         read_bandwidth, split, ws, fi_ws, log))
         rec["step_eager_ms"] = timed(step_calls, cfg, graph=False)
         rec["step_graph_ms"] = timed(step_calls, cfg, graph=True)
         sparse_bytes = kept * prefix / n_keys * kv_bytes + 2 * batch * t * hkv * d * 2 + io_bytes
@@ -185,6 +227,7 @@ def bench_case(cfg, model: str, batch: int, n_keys: int, bandwidth: float, split
         rec["sparse_floor_ms"] = sparse_bytes / bandwidth * 1e3
         rec["step_floor_ms"] = (sparse_bytes + draft_bytes) / bandwidth * 1e3
         rec["sparse_floor_frac"] = rec["sparse_floor_ms"] / rec["sparse_ms"]
+        rec["sparse_read_floor_frac"] = sparse_bytes / read_bandwidth * 1e3 / rec["sparse_ms"]
         rec["step_graph_floor_frac"] = rec["step_floor_ms"] / rec["step_graph_ms"]
         rec["step_eager_floor_frac"] = rec["step_floor_ms"] / rec["step_eager_ms"]
         rec["sparse_speedup"] = base["dense_ms"] / rec["sparse_ms"]
@@ -225,14 +268,14 @@ def fits(cfg, model: str, batch: int, n_keys: int) -> bool:
     return 2 * batch * n_keys * hkv * d * 2 * (2 if cfg.flashinfer else 1) <= cfg.max_kv_gib * 2**30
 
 
-def bench_attention(cfg, bandwidth: float, split: SplitConfig, log=print) -> pd.DataFrame:
+def bench_attention(cfg, bandwidth: float, split: SplitConfig, log=print, read_bandwidth: float | None = None) -> pd.DataFrame:
     recs = []
     for model, batch, n_keys in itertools.product(cfg.models, cfg.batches, cfg.attn_lengths):
         if not fits(cfg, model, batch, n_keys):
             log(f"{model} B={batch} L={n_keys}: skipped (KV over max_kv_gib={cfg.max_kv_gib})")
             continue
         try:
-            recs += bench_case(cfg, model, batch, n_keys, bandwidth, split, log)
+            recs += bench_case(cfg, model, batch, n_keys, bandwidth, split, log, read_bandwidth)
         except Exception as e:  # noqa: BLE001  (one failing case is reported in the table, the others still run)
             log(f"{model} B={batch} L={n_keys}: FAILED {type(e).__name__}: {e}\n{traceback.format_exc()}")
             recs.append({"model": model, "batch": batch, "L": n_keys, "error": f"{type(e).__name__}: {e}"})

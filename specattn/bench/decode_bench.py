@@ -81,6 +81,10 @@ class DecodeBenchConfig:
     device: str  # cuda | cpu (the CPU runs eagerly, for tests)
     dtype: str  # bfloat16 | float32
     seed: int
+    draft_reads: tuple[str, ...] = ()  # draft read policies run with SpecAttn at each kept (forced, labelled)
+    draft_refresh: int = 8
+    draft_window: int = 1024
+    draft_sinks: int = 16
 
 
 def build_model(name: str, device, dtype):
@@ -167,13 +171,18 @@ def phase_ms(fn, reps: int, clock: Clock) -> float:
 
 
 def modes(cfg: DecodeBenchConfig, layer_map: tuple[int, ...]) -> list[tuple[str, float, GraphSettings]]:
-    """(mode, kept, settings) of every mode a point runs."""
+    """(mode, kept, settings) of every mode a point runs; with ``draft_reads``, SpecAttn at each kept also with
+    each draft read policy (the draft's read sets forced to the same kept fraction; window's are its own)."""
     schedule = forced_schedule(cfg.tau, cfg.gamma)
     common = dict(chunk_size=cfg.chunk_size, dense_layers=cfg.dense_layers, head_agg=cfg.head_agg,
                   layer_map=layer_map, forced_kept=schedule)
     out = [("ar", float("nan"), GraphSettings(0, cfg.chunk_size, cfg.dense_layers, cfg.head_agg, layer_map)),
            ("dense", float("nan"), GraphSettings(cfg.gamma, **common))]
     out += [("specattn", k, GraphSettings(cfg.gamma, p=cfg.p, forced_density=k, **common)) for k in cfg.kept]
+    policy = dict(draft_refresh=cfg.draft_refresh, draft_window=cfg.draft_window, draft_sinks=cfg.draft_sinks)
+    out += [("specattn", k, GraphSettings(cfg.gamma, p=cfg.p, forced_density=k, draft_reads=reads,
+                                          forced_draft_density=None if reads == "window" else k, **policy, **common))
+            for reads in cfg.draft_reads for k in cfg.kept]
     return out
 
 
@@ -229,11 +238,15 @@ def bench_point(draft, verifier, pair: str, batch: int, context: int, cfg, bandw
     rows = []
     for mode, kept, settings in modes(cfg, layer_map):
         base = {"pair": pair, "draft": PAIRS[pair][0], "verifier": PAIRS[pair][1], "batch": batch, "context": context,
-                "mode": mode, "kept": kept, "gamma": settings.gamma, "tau": settings.tau or 1.0, "p": settings.p,
+                "mode": mode, "kept": kept, "draft_reads": settings.draft_reads, "gamma": settings.gamma,
+                "tau": settings.tau or 1.0, "p": settings.p,
                 "needed_layers": needed if mode == "specattn" else 0, "bandwidth_TBps": bandwidth / 1e12}
+        policy = {} if settings.draft_reads == "dense" else dict(
+            draft_reads=settings.draft_reads, draft_kept=kept, draft_refresh=settings.draft_refresh,
+            draft_window=settings.draft_window, draft_sinks=settings.draft_sinks)
         parts = roofline.step_bytes(v_shape, d_shape if settings.gamma else None, batch, context, settings.gamma,
                                     None if mode != "specattn" else kept, cfg.dense_layers, needed, cfg.chunk_size,
-                                    cap if mode == "specattn" else None)
+                                    cap if mode == "specattn" else None, **policy)
         base.update({f"bytes_{k}": v for k, v in parts.items()})
         tokens = batch * (settings.tau or 1.0)
         base["roof_ms"] = parts["total"] / bandwidth * 1e3

@@ -1,4 +1,5 @@
-"""FlashInfer's dense attention for one verification step, the baselines next to our dense kernel.
+"""FlashInfer's attention for one verification step, the baselines next to our kernels: dense, and the
+sparse selection as a page table (:class:`FlashInferPageTable`).
 
 Each variant reads a paged copy of the cache (HND pages of ``page_size`` keys: ``(pages, Hkv, page,
 D)``), is planned once on the host for the step's lengths and replayed as a CUDA graph
@@ -83,6 +84,70 @@ class FlashInferDense:
 
     def as_hf(self, b: int, t: int) -> torch.Tensor:
         """The last output as ``(B, T, Hq, D)``."""
+        return self.out.view(b, t, *self.out.shape[1:])
+
+
+class FlashInferPageTable:
+    """The sparse baseline: FlashInfer's tensor-core decode kernel (``q_len_per_req = T``) reading, per
+    sequence, the selected chunks as pages (page = chunk) followed by the pages of the step's own keys.
+
+    ``lists``: our :class:`~specattn.gpu.attention.sparse.ChunkLists` ``(B, 1, cap)`` of selected prefix
+    chunks (host-read once here: FlashInfer's ``plan`` runs on the host, timed apart as ``plan_ms``). The
+    page holding the first step key also holds the prefix keys before it in that chunk, which FlashInfer
+    reads whatever the selection: :meth:`same_selection` gives the lists with that chunk added, the
+    selection our kernel must read for an equal comparison.
+    """
+
+    def __init__(self, q: torch.Tensor, kc: torch.Tensor, vc: torch.Tensor, n_keys: int, pages_per_seq: int,
+                 page: int, lists, workspace: torch.Tensor):
+        import time
+
+        import flashinfer
+
+        b, hq, t, d = q.shape
+        hkv = kc.shape[1]
+        self.q = q.transpose(1, 2).reshape(b * t, hq, d).contiguous()
+        self.kv = (kc, vc)
+        self.out = torch.empty_like(self.q)
+        prefix = n_keys - t
+        tail = list(range(prefix // page, (n_keys - 1) // page + 1))
+        ids, n = lists.ids[:, 0].tolist(), lists.n[:, 0].tolist()
+        indptr, indices, last = [0], [], []
+        self.selected = []
+        for s in range(b):
+            chosen = sorted(set(ids[s][: n[s]]) | {tail[0]})
+            self.selected.append(chosen)
+            pages = [c for c in chosen if c < tail[0]] + tail
+            indices += [s * pages_per_seq + c for c in pages]
+            indptr.append(len(indices))
+            last.append(n_keys - tail[-1] * page)
+        as_t = lambda x: torch.tensor(x, dtype=torch.int32, device=q.device)  # noqa: E731
+        indptr, indices, last = as_t(indptr), as_t(indices), as_t(last)
+        self.wrapper = flashinfer.BatchDecodeWithPagedKVCacheWrapper(
+            workspace, "HND", use_cuda_graph=True, use_tensor_cores=True,
+            paged_kv_indptr_buffer=torch.empty_like(indptr), paged_kv_indices_buffer=torch.empty_like(indices),
+            paged_kv_last_page_len_buffer=torch.empty_like(last))
+        torch.cuda.synchronize()
+        tick = time.perf_counter()
+        self.wrapper.plan(indptr, indices, last, hq, hkv, d, page, q_data_type=q.dtype, kv_data_type=q.dtype,
+                          q_len_per_req=t)
+        torch.cuda.synchronize()
+        self.plan_ms = (time.perf_counter() - tick) * 1e3
+
+    def same_selection(self, capacity: int):
+        """Our lists of the chunks FlashInfer reads before the step's page: the selection + the step's chunk."""
+        from ..gpu.attention.sparse import ChunkLists
+
+        ids = torch.zeros((len(self.selected), 1, capacity), dtype=torch.int32)
+        for s, chosen in enumerate(self.selected):
+            ids[s, 0, : len(chosen)] = torch.tensor(chosen, dtype=torch.int32)
+        n = torch.tensor([[len(c)] for c in self.selected], dtype=torch.int32)
+        return ChunkLists(ids.to(self.q.device), n.to(self.q.device))
+
+    def __call__(self) -> torch.Tensor:
+        return self.wrapper.run(self.q, self.kv, out=self.out)
+
+    def as_hf(self, b: int, t: int) -> torch.Tensor:
         return self.out.view(b, t, *self.out.shape[1:])
 
 

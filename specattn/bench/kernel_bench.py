@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import pandas as pd
 import torch
 
-from .timing import hardware, measure_bandwidth, require_gpu
+from .timing import hardware, measure_bandwidth, measure_read_bandwidth, require_gpu
 
 PARTS = ("selection", "profile", "tune", "attention")
 
@@ -71,9 +71,9 @@ def run_all(cfg: BenchConfig, log=print) -> dict:
         raise SpecAttnError(f"experiment.parts has {sorted(unknown)}: choose from {', '.join(PARTS)}")
     require_gpu()
     torch.backends.cuda.matmul.allow_tf32 = False
-    bw = measure_bandwidth()
-    log(f"device-to-device copy bandwidth: {bw / 1e12:.3f} TB/s (read + write)")
-    res = {"hardware": hardware(), "bandwidth_TBps": bw / 1e12}
+    bw, read_bw = measure_bandwidth(), measure_read_bandwidth()
+    log(f"device-to-device copy bandwidth: {bw / 1e12:.3f} TB/s (read + write); read bandwidth {read_bw / 1e12:.3f} TB/s")
+    res = {"hardware": hardware(), "bandwidth_TBps": bw / 1e12, "read_bandwidth_TBps": read_bw / 1e12}
     if "selection" in cfg.parts:
         from .selection import bench_selection, targets
 
@@ -93,7 +93,7 @@ def run_all(cfg: BenchConfig, log=print) -> dict:
     if "attention" in cfg.parts:
         from .attention import bench_attention, breakeven
 
-        res["attention"] = bench_attention(cfg, bw, split, log)
+        res["attention"] = bench_attention(cfg, bw, split, log, read_bw)
         res["breakeven"] = breakeven(res["attention"])
     return res
 
@@ -107,7 +107,9 @@ def _fmt(df: pd.DataFrame, cols: list[str]) -> str:
 
 
 ATTENTION_COLUMNS = [
-    "model", "batch", "L", "density", "selected_frac", "dense_ours_ms", "dense_fi_ms", "dense_ms",
+    "model", "batch", "L", "density", "selected_frac", "dense_ours_ms", "dense_fi_ms", "dense_ms", "fi_sparse_ms",
+    "ours_same_ms", "ours_vs_fi_sparse", "fi_plan_ms", "fi_sparse_read_floor_frac", "ours_same_read_floor_frac",
+    "sparse_read_floor_frac",
     "dense_ours_floor_frac", "selection_ms", "selection_batched_ms", "sparse_ms", "sparse_floor_frac", "sparse_speedup", "step_eager_ms",
     "step_eager_speedup", "step_graph_ms", "pipeline_speedup", "step_graph_floor_frac", "error",
 ]
@@ -115,7 +117,8 @@ ATTENTION_COLUMNS = [
 
 def render(res: dict) -> str:
     """The tables of a run as markdown (what summary.md holds)."""
-    parts = [f"hardware: {res['hardware']}", f"D2D copy bandwidth: {res['bandwidth_TBps']:.3f} TB/s (read+write)",
+    parts = [f"hardware: {res['hardware']}", f"D2D copy bandwidth: {res['bandwidth_TBps']:.3f} TB/s (read+write); "
+             f"read bandwidth: {res.get('read_bandwidth_TBps', float('nan')):.3f} TB/s",
              f"split config: {res['split']}"]
     if "selection" in res:
         parts.append("\n## Selection (softmax(3*randn) rows)\n")

@@ -83,6 +83,18 @@ def measure_bandwidth(nbytes: int = 2 << 30) -> float:
     return 2 * nbytes / (ms * 1e-3)
 
 
+def measure_read_bandwidth(nbytes: int = 4 << 30) -> float:
+    """Device memory read bandwidth in bytes/s: a pass that reads ``nbytes`` and writes 1/1024 of it (a
+    row-wise max), the floor a kernel that only reads its inputs can reach (a copy reads and writes)."""
+    src = torch.empty(nbytes // 2, dtype=torch.bfloat16, device="cuda").uniform_()
+    rows = src.view(-1, 1024)
+    out = torch.empty(rows.shape[0], dtype=torch.bfloat16, device="cuda")
+    ms = median_ms([lambda: torch.amax(rows, dim=1, out=out)], reps=50, warmup=3)
+    del src, rows, out
+    torch.cuda.empty_cache()
+    return nbytes / (ms * 1e-3)
+
+
 def hardware() -> dict:
     import triton
 

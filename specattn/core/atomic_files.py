@@ -41,3 +41,12 @@ def atomic_write(path: Path, write) -> Path:
         if os.path.exists(tmp):
             os.unlink(tmp)
     return path
+
+
+def write_probe(folder: Path) -> None:
+    """Write and sync a page into an unnamed temporary file in ``folder``: raises the ``OSError`` a
+    real write there would (read-only, not permitted, full)."""
+    with tempfile.TemporaryFile(dir=folder) as probe:
+        probe.write(b"\0" * 4096)
+        probe.flush()
+        os.fsync(probe.fileno())

@@ -27,18 +27,29 @@ def _is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def positive_int(value, key: str, example: str) -> int:
-    """``value`` if it is an integer >= 1."""
+#: the largest value an integer setting takes unless its check says otherwise: no count of tokens,
+#: samples, layers or steps comes near it, and larger ones overflow the int32 indices of the kernels
+MAX_INT = 2**31 - 1
+
+
+def _at_most(value: int, key: str, example: str, maximum: int, why: str) -> int:
+    if value > maximum:
+        raise SettingError(key, value, f"exceeds {maximum}{f' ({why})' if why else ''}", example)
+    return value
+
+
+def positive_int(value, key: str, example: str, maximum: int = MAX_INT, why: str = "") -> int:
+    """``value`` if it is an integer in ``[1, maximum]`` (``why``: the reason for the bound, for the message)."""
     if not _is_int(value) or value < 1:
         raise SettingError(key, value, "must be a positive integer", example)
-    return value
+    return _at_most(value, key, example, maximum, why)
 
 
-def nonnegative_int(value, key: str, example: str) -> int:
-    """``value`` if it is an integer >= 0."""
+def nonnegative_int(value, key: str, example: str, maximum: int = MAX_INT, why: str = "") -> int:
+    """``value`` if it is an integer in ``[0, maximum]``."""
     if not _is_int(value) or value < 0:
         raise SettingError(key, value, "must be an integer >= 0", example)
-    return value
+    return _at_most(value, key, example, maximum, why)
 
 
 def fraction(value, key: str, example: str, requirement: str = "must lie in (0, 1]") -> float:

@@ -36,3 +36,24 @@ def visible_keys(positions: torch.Tensor, starts: torch.Tensor, chunk_sel: torch
         chunk_sel = torch.nn.functional.pad(chunk_sel, (0, missing), value=False)
     selected = chunk_sel[..., torch.div(keys, chunk_size, rounding_mode="floor")]
     return causal & (own | selected)
+
+
+def draft_visible_keys(positions: torch.Tensor, prefix: int, chunks: torch.Tensor, chunk_size: int,
+                       n_keys: int) -> torch.Tensor:
+    """``(R, n_keys)`` bool: the keys each draft row sees under a sparse draft read (``decode.draft_reads``).
+
+    A draft forward of a step whose prefix is ``[0, prefix)`` reads the chunks ``chunks`` of the prefix
+    (a chunk the prefix holds partly: its prefix keys) plus the step's own keys ``[prefix, ...)``, causally:
+    the row at ``r`` sees key ``j`` iff ``j <= r`` and (``j >= prefix``, or ``j``'s chunk is in ``chunks``, or
+    ``j == r``). The last clause only matters for the row at ``prefix - 1`` (the first forward's first row,
+    the last accepted token but one), which always sees itself.
+
+    Args:
+        positions: ``(R,)`` long, the rows' positions.
+        chunks: ``(C,)`` bool, the prefix chunks read (chunks at or past ``C`` count as not read).
+    """
+    starts = torch.full_like(positions, prefix)
+    visible = visible_keys(positions, starts, chunks.to(positions.device)[None].expand(len(positions), -1),
+                           chunk_size, n_keys)
+    own = torch.arange(n_keys, device=positions.device)[None, :] == positions[:, None]
+    return visible | own

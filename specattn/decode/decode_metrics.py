@@ -16,6 +16,10 @@ Definitions (README, "Decoding"):
   (:mod:`specattn.core.kv_reads`), over every verification step the sequence took. Each of those steps
   produced at least one kept token, and a step loads its keys once for all its rows (reads are not per
   token), so the last step counts in full; a sequence of a batch that is done reads nothing more;
+* ``draft_kv_reduction`` / ``draft_kv_reduction_sparse_layers``: the same for the draft's own forwards
+  under ``decode.draft_reads`` (:mod:`specattn.decode.draft_reads`; all draft layers / the draft layers
+  ``>= dense_layers``), and ``draft_kept``: the share of the prefix keys the forwards that read a draft
+  layer sparsely read there (NaN for ``dense``: the roofline's ``draft_kept``);
 * agreement with dense verification (the same prompt decoded by dense speculative decoding, the
   verifier's own output): ``first_divergence`` (tokens before the first difference; the whole
   length when none) and ``match_rate`` (share of positions with the same token);
@@ -35,8 +39,8 @@ import pandas as pd
 #: the printed summary: the measures over the tokens kept (``summarise`` also returns ``tau_steps`` and
 #: ``acceptance_steps``)
 SUMMARY_COLUMNS = ("method", "setting", "samples", "new_tokens", "tau", "acceptance", "kv_reduction",
-                   "kv_reduction_sparse_layers", "match_rate", "first_divergence", "cont_ppl", "dense_cont_ppl",
-                   "tokens_per_s", "draft_s", "verify_s")
+                   "kv_reduction_sparse_layers", "draft_kv_reduction", "draft_kv_reduction_sparse_layers", "draft_kept",
+                   "match_rate", "first_divergence", "cont_ppl", "dense_cont_ppl", "tokens_per_s", "draft_s", "verify_s")
 LOGGED = ("tau", "acceptance", "kv_reduction", "match_rate", "cont_ppl", "tokens_per_s")
 
 
@@ -68,7 +72,7 @@ def sequence_row(cfg, index: int, sample, method, trace, reference: list[int], c
     """One sequence decoded by one method (``reference``: the dense run's tokens for this prompt,
     ``dense_cont_nll`` their summed NLL)."""
     first, matches, compared = agreement(trace.tokens, reference)
-    reads, n = trace.reads, len(trace.tokens)
+    reads, draft, n = trace.reads, trace.draft_reads, len(trace.tokens)
     drafted, accepted = drafts_to_output_end(trace, int(cfg.gamma))
     share = 1.0 / batch_size
     return {
@@ -81,6 +85,12 @@ def sequence_row(cfg, index: int, sample, method, trace, reference: list[int], c
         "kv_reads": reads.reads, "kv_dense_reads": reads.dense_reads,
         "kv_reads_sparse_layers": reads.sparse_layer_reads, "kv_dense_reads_sparse_layers": reads.sparse_layer_dense_reads,
         "kv_reduction": reads.reduction, "kv_reduction_sparse_layers": reads.sparse_layer_reduction,
+        "draft_reads": str(cfg.decode.draft_reads), "draft_kv_reads": draft.reads, "draft_kv_dense_reads": draft.dense_reads,
+        "draft_kv_reads_sparse_layers": draft.sparse_layer_reads,
+        "draft_kv_dense_reads_sparse_layers": draft.sparse_layer_dense_reads,
+        "draft_sparse_forward_reads": draft.sparse_forward_reads, "draft_sparse_forward_prefix": draft.sparse_forward_prefix,
+        "draft_kv_reduction": draft.reduction, "draft_kv_reduction_sparse_layers": draft.sparse_layer_reduction,
+        "draft_kept": draft.kept,
         "first_divergence": first, "matches": matches, "compared": compared,
         "match_rate": matches / compared if compared else 1.0, "cont_nll": cont_nll,
         "dense_cont_nll": dense_cont_nll, "dense_new_tokens": len(reference),
@@ -91,6 +101,11 @@ def sequence_row(cfg, index: int, sample, method, trace, reference: list[int], c
         "model": cfg.model.name, "dataset": cfg.dataset.name, "gamma": cfg.gamma, "chunk_size": cfg.chunk_size,
         "temperature": float(cfg.decode.temperature), "method_params": str(method.params()), "text": text,
     }
+
+
+def _saved(reads: int, dense: int) -> float:
+    """``1 - reads / dense`` (0 without reads)."""
+    return 1.0 - reads / dense if dense else 0.0
 
 
 def summarise(results: pd.DataFrame) -> pd.DataFrame:
@@ -105,6 +120,11 @@ def summarise(results: pd.DataFrame) -> pd.DataFrame:
             "tau": tokens / steps, "acceptance": group.accepted.sum() / group.drafted.sum(),
             "kv_reduction": 1.0 - group.kv_reads.sum() / group.kv_dense_reads.sum(),
             "kv_reduction_sparse_layers": 1.0 - group.kv_reads_sparse_layers.sum() / sparse_dense if sparse_dense else 0.0,
+            "draft_kv_reduction": _saved(group.draft_kv_reads.sum(), group.draft_kv_dense_reads.sum()),
+            "draft_kv_reduction_sparse_layers": _saved(group.draft_kv_reads_sparse_layers.sum(),
+                                                       group.draft_kv_dense_reads_sparse_layers.sum()),
+            "draft_kept": (group.draft_sparse_forward_reads.sum() / group.draft_sparse_forward_prefix.sum()
+                           if group.draft_sparse_forward_prefix.sum() else math.nan),
             "match_rate": group.matches.sum() / group.compared.sum(), "first_divergence": group.first_divergence.mean(),
             "cont_ppl": math.exp(group.cont_nll.sum() / tokens), "dense_cont_ppl": math.exp(group.dense_cont_nll.sum() / group.dense_new_tokens.sum()),
             "tokens_per_s": tokens / group.decode_s.sum(), "draft_s": group.draft_s.sum(), "verify_s": group.verify_s.sum(),

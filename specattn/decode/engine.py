@@ -41,6 +41,7 @@ from ..methods.base import Method
 from ..methods.context import SampleContext
 from ..models.pair import ModelPair
 from .acceptance import greedy_accept, speculative_accept, warp
+from .draft_reads import DraftKVReads, DraftReadPolicy
 from .kv_cache import SequenceKVCache
 
 
@@ -54,6 +55,7 @@ class SequenceTrace:
     kept: int = 0  # drafted tokens accepted
     step_accepted: list[int] = field(default_factory=list)  # drafted tokens accepted at each step, in order
     reads: KVReads = field(default_factory=KVReads)
+    draft_reads: DraftKVReads = field(default_factory=DraftKVReads)  # the draft's (decode.draft_reads)
     done: bool = False
 
 
@@ -143,6 +145,7 @@ class SpeculativeDecoder:
         active = [method.start(SampleContext.for_pair(self.pair, s, seed + b, decoding=True))
                   for b, method in enumerate(methods)]
         traces = [SequenceTrace() for _ in range(batch)]
+        policies = [DraftReadPolicy.for_pair(self.pair, s) for _ in range(batch)]  # the draft's reads
         timing = BatchTiming()
         while not all(trace.done for trace in traces):
             sequences = torch.cat([sequences, sequences.new_zeros(batch, s.gamma + 1)], dim=1)
@@ -150,7 +153,8 @@ class SpeculativeDecoder:
             for method, layout in zip(active, layouts):
                 method.begin_steps(layout)
             tick = time.perf_counter()
-            drafted, draft_probs = self._draft(active, layouts, sequences, last, draft_cache, generators)
+            drafted, draft_probs = self._draft(active, layouts, sequences, last, draft_cache, generators, policies,
+                                               [None if trace.done else trace.draft_reads for trace in traces])
             timing.draft += time.perf_counter() - tick
             tick = time.perf_counter()
             rows = torch.cat([sequences.gather(1, last[:, None]), drafted], dim=1)  # (B, gamma + 1)
@@ -198,9 +202,10 @@ class SpeculativeDecoder:
                                                 reduction="none")  # (B, longest)
         return [float(nll[b, : len(tokens)].sum()) for b, tokens in enumerate(continuations)]
 
-    def _draft(self, methods, layouts, sequences, last, cache, generators):
+    def _draft(self, methods, layouts, sequences, last, cache, generators, policies, counts):
         """The draft's ``gamma`` proposals ``(B, gamma)`` and the distributions they came from
-        (``(B, gamma, V)`` float64 when sampling, else None), feeding the methods' draft layers."""
+        (``(B, gamma, V)`` float64 when sampling, else None), feeding the methods' draft layers; each
+        forward reads what sequence ``b``'s ``policies[b]`` says, counted into ``counts[b]`` (None: not)."""
         s = self.settings
         batch = len(methods)
         sinks = [{layer: [method.observe_draft] for layer in method.draft_layers} for method in methods]
@@ -208,9 +213,12 @@ class SpeculativeDecoder:
         tokens = torch.stack([sequences.gather(1, (last - 1)[:, None]), sequences.gather(1, last[:, None])], 1)[..., 0]
         positions = (last - 1)[:, None] + torch.arange(2, device=self.device)
         proposals, dists = [], []
-        for _ in range(s.gamma):
-            observers = [DraftObserver(layout, sink, row_start=int(start))
-                         for layout, sink, start in zip(layouts, sinks, cache.lengths.tolist())]
+        for policy, layout in zip(policies, layouts):
+            policy.begin_step(layout)
+        for forward in range(s.gamma):
+            observers = [DraftObserver(layout, sink, row_start=int(start), reads=policy.reads(forward),
+                                       row_sinks=policy.row_sinks(forward))
+                         for layout, sink, start, policy in zip(layouts, sinks, cache.lengths.tolist(), policies)]
             hidden = self._forward(self.pair.draft, tokens, positions, cache, specattn_draft=observers)
             cache.set_lengths(cache.lengths + tokens.shape[1])
             logits = self._logits(self.pair.draft, hidden[:, -1])  # (B, V)
@@ -223,6 +231,8 @@ class SpeculativeDecoder:
                                      for b in range(batch)]).to(self.device)
             proposals.append(token)
             tokens, positions = token[:, None], positions[:, -1:] + 1
+        for policy, count in zip(policies, counts):
+            policy.end_step(count)
         return torch.stack(proposals, dim=1), (torch.stack(dists, dim=1) if dists else None)
 
     def _commit(self, traces, sequences, last, drafted, kept, added) -> torch.Tensor:

@@ -25,15 +25,16 @@ import torch
 from hydra.utils import instantiate
 from tqdm.auto import tqdm
 
-from ..core.checks import SettingError, fraction, nonnegative_int, positive_int
+from ..core.checks import SettingError, built, flag, fraction, nonnegative_int, positive_int
 from ..core.errors import SpecAttnError
-from ..data.windows import token_windows
+from ..data.windows import check_enough_text, token_windows
 from ..decode.decode_metrics import (
     SUMMARY_COLUMNS,
     sequence_row,
     summarise,
     summary_metrics,
 )
+from ..decode.draft_reads import check_draft_reads
 from ..decode.engine import SpeculativeDecoder, prepare_for_decoding
 from ..runs.context import ExperimentResult, RunContext
 from ..runs.outputs import SampleParts, atomic_write
@@ -54,6 +55,10 @@ def check(cfg) -> None:
         raise SettingError("decode.temperature", temperature, "must be a number >= 0 (0: greedy)", "0.7")
     nonnegative_int(d.top_k, "decode.top_k", "50")
     fraction(d.top_p, "decode.top_p", "0.9")
+    flag(d.stop_at_eos, "decode.stop_at_eos")
+    check_enough_text(built(cfg.dataset.source, "dataset.source"), prompt_len, cfg.dataset.num_samples,
+                      cfg.dataset.name, "decode.prompt_len")
+    check_draft_reads(d.draft_reads, d.draft_p, d.draft_refresh, d.draft_window, d.draft_sinks, cfg.head_agg)
     max_positions = cfg.model.get("max_positions")
     if max_positions is not None and prompt_len + new + 2 * (cfg.gamma + 1) > max_positions:
         raise SpecAttnError(

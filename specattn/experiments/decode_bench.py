@@ -22,7 +22,9 @@ def config_from(cfg, device: str = "cuda", dtype: str = "bfloat16") -> DecodeBen
         kept=tuple(float(k) for k in e.kept), tau=float(e.tau), gamma=int(cfg.gamma), chunk_size=int(cfg.chunk_size),
         dense_layers=int(cfg.dense_layers), p=float(cfg.p), head_agg=str(cfg.head_agg),
         warmup_steps=int(e.warmup_steps), reps=int(e.reps), steps=int(e.steps), profile_reps=int(e.profile_reps),
-        max_mem_gib=float(e.max_mem_gib), fused_layers=bool(e.fused_layers), device=device, dtype=dtype, seed=int(cfg.seed))
+        max_mem_gib=float(e.max_mem_gib), fused_layers=bool(e.fused_layers), device=device, dtype=dtype, seed=int(cfg.seed),
+        draft_reads=tuple(str(r) for r in e.get("draft_reads", ())), draft_refresh=int(e.get("draft_refresh", 8)),
+        draft_window=int(e.get("draft_window", 1024)), draft_sinks=int(e.get("draft_sinks", 16)))
 
 
 def run(ctx: RunContext) -> ExperimentResult:

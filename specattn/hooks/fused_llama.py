@@ -1,4 +1,4 @@
-"""Fewer launches per Llama decoder layer for the graph decoder: fused projections and small kernels.
+"""Fewer launches per Llama/Qwen2 decoder layer for the graph decoder: fused projections and small kernels.
 
 A decoding step of a small batch is a long chain of launches (HF's Llama layer is about 30 of them:
 eight per RMSNorm, ten for the rotary embedding, four for the cache update, three q/k/v and two gate/up
@@ -7,7 +7,7 @@ place and with the same weights:
 
 * every RMSNorm with :class:`~specattn.gpu.rmsnorm.FusedRMSNorm` (one launch);
 * every attention module with :class:`FusedAttention`: one q/k/v projection (the three weights
-  concatenated), one launch that rotates q and k and writes k and v into the decoder's static cache
+  concatenated, and their biases where the model has them: Qwen2), one launch that rotates q and k and writes k and v into the decoder's static cache
   (:func:`specattn.gpu.kernels.fused_llama.rope_into_cache`), the decoder's attention
   (:func:`specattn.hooks.graph_attention.graph_attention`), the output projection;
 * every MLP with :class:`FusedMLP`: one gate/up projection, one ``silu(gate) * up`` launch, the down
@@ -49,8 +49,12 @@ class FusedAttention(nn.Module):
             setattr(self, name, getattr(attention, name))
         self.heads = attention.config.num_attention_heads
         self.kv_heads = attention.config.num_key_value_heads
-        weight = torch.cat([attention.q_proj.weight, attention.k_proj.weight, attention.v_proj.weight]).detach()
-        self.qkv = nn.Parameter(weight, requires_grad=False)
+        projections = [attention.q_proj, attention.k_proj, attention.v_proj]
+        self.qkv = nn.Parameter(torch.cat([p.weight for p in projections]).detach(), requires_grad=False)
+        biases = [p.bias for p in projections]
+        if any(b is not None for b in biases) and not all(b is not None for b in biases):
+            raise ValueError("fuse_llama: some but not all of q/k/v have a bias")
+        self.qkv_bias = None if biases[0] is None else nn.Parameter(torch.cat(biases).detach(), requires_grad=False)
         self.o_proj = attention.o_proj
 
     def forward(self, hidden_states, position_embeddings=None, attention_mask=None, **kwargs):
@@ -58,7 +62,7 @@ class FusedAttention(nn.Module):
 
         cache = _cache(kwargs)
         b, t, _ = hidden_states.shape
-        qkv = nn.functional.linear(hidden_states, self.qkv)  # (B, T, (Hq + 2 Hkv) * D)
+        qkv = nn.functional.linear(hidden_states, self.qkv, self.qkv_bias)  # (B, T, (Hq + 2 Hkv) * D)
         cos, sin = position_embeddings
         if _use_kernels(qkv):
             from ..gpu.kernels.fused_llama import rope_into_cache
@@ -96,16 +100,21 @@ class FusedMLP(nn.Module):
 
 
 def fuse_llama(model: nn.Module) -> int:
-    """Replace the norms, attention and MLP modules of a Llama-family ``model`` (no projection biases,
-    SiLU MLP) in place; returns the number of decoder layers fused. Only for the graph decoder."""
-    fuse_rmsnorms(model)
+    """Replace the norms, attention and MLP modules of a Llama-family ``model`` (Llama, Mistral, Qwen2:
+    q/k/v biases allowed, no output-projection bias, SiLU MLP, no sliding window) in place; returns the
+    number of decoder layers fused. Only for the graph decoder."""
     layers = model.model.layers
     for layer in layers:
-        attention, mlp = layer.self_attn, layer.mlp
-        if any(getattr(attention, p).bias is not None for p in ("q_proj", "k_proj", "v_proj")):
-            raise ValueError("fuse_llama: attention projections with biases are not supported")
+        attention = layer.self_attn
+        if attention.o_proj.bias is not None:
+            raise ValueError("fuse_llama: an output projection with a bias is not supported")
         if attention.config.hidden_act != "silu":
             raise ValueError("fuse_llama: only SiLU MLPs are supported")
+        if getattr(attention.config, "use_sliding_window", False):
+            raise ValueError("fuse_llama: sliding-window attention is not supported")
+    fuse_rmsnorms(model)
+    for layer in layers:
+        attention, mlp = layer.self_attn, layer.mlp
         layer.self_attn = FusedAttention(attention)
         layer.mlp = FusedMLP(mlp)
     return len(layers)

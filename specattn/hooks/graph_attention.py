@@ -9,8 +9,9 @@ so a whole forward can be captured in a CUDA graph:
 * ``decode``: the rows are the last T of ``lengths`` keys (``lengths (B,)`` int32 on the device, the step's
   keys already written); a layer with lists in ``plan.lists`` reads only the listed prefix chunks + the
   step's own keys (:func:`~specattn.gpu.attention.sparse.sparse_verify`), every other layer the whole
-  prefix (:func:`~specattn.gpu.attention.sparse.dense_verify`); a layer in ``plan.taps`` also saves its
-  last row's rotated query and base-2 log-sum-exp (the draft rows' inputs, :mod:`specattn.gpu.draft_rows`).
+  prefix (:func:`~specattn.gpu.attention.sparse.dense_verify`); a layer in ``plan.selectors`` first builds
+  its lists from its own queries (Quest); a layer in ``plan.taps`` also saves its last row's rotated query
+  and base-2 log-sum-exp (the draft rows' inputs, :mod:`specattn.gpu.draft_rows`).
 
 On CUDA with fp16/bf16 the attention is the Triton split-KV kernel; elsewhere (CPU, float32)
 :func:`masked_verify_torch`, the same semantics as masked torch attention with no host reads.
@@ -54,6 +55,7 @@ class ForwardPlan:
     lists: dict[int, ChunkLists] = field(default_factory=dict)  # layer -> its chunk lists
     taps: dict[int, RowTap] = field(default_factory=dict)  # layer -> where its last row goes
     workspace: object = None  # the split kernel's workspace (shared by the layers: they run in order)
+    selectors: dict = field(default_factory=dict)  # layer -> f(query, scaling) -> ChunkLists (e.g. Quest)
 
 
 def use_kernels(device, dtype: torch.dtype, head_dim: int) -> bool:
@@ -112,6 +114,8 @@ def graph_attention(module, query, key, value, attention_mask, scaling, dropout=
         return out.transpose(1, 2).contiguous(), None
     layer = module.layer_idx
     lists, tap = plan.lists.get(layer), plan.taps.get(layer)
+    if layer in plan.selectors:  # the layer selects from its own queries (Quest)
+        lists = plan.selectors[layer](query, scaling)
     lse = tap.lse if tap is not None else None
     if use_kernels(query.device, query.dtype, query.shape[-1]):
         if lists is None:

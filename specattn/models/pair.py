@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 from omegaconf import DictConfig, OmegaConf
+from safetensors import SafetensorError
 from transformers import (
     AutoConfig,
     AutoModelForCausalLM,
@@ -55,10 +56,13 @@ def _from_pretrained(factory, path: str, role: str, **kwargs):
         kwargs["local_files_only"] = True  # use the HF cache if it has the weights, without retrying the network
     try:
         return factory.from_pretrained(path, **kwargs)
-    except OSError as error:
-        if is_hub_id:
+    except (OSError, ValueError, SafetensorError) as error:  # what a damaged file raises (validate checks first)
+        if is_hub_id and isinstance(error, OSError):
             raise hub_hint(path, role, error) from error
-        raise SpecAttnError(f"{role}={path}: could not load ({error})".splitlines()[0]) from error
+        if is_hub_id:
+            raise
+        raise SpecAttnError(f"{role}={path}: could not load ({type(error).__name__}: {error})".splitlines()[0]
+                            + ": check the folder's files, or download the model again") from error
 
 
 def _random_model(spec: DictConfig, dtype: torch.dtype, seed: int) -> PreTrainedModel:

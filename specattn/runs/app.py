@@ -18,10 +18,10 @@ from .outputs import (
     print_table,
     read_results,
     write_config,
+    write_hydra_record,
     write_table,
 )
-from .run_folder import claimed, discard_if_unstarted, run_identity
-from .signature import signature
+from .run_folder import Identity, claimed, discard_if_unstarted, run_identity
 from .validate import validate
 
 INTERRUPTED = 130  # the shell's code for a run ended by Ctrl-C
@@ -57,7 +57,8 @@ def execute(cfg: DictConfig) -> Path:
     run_dir = _run_dir(cfg)
     results_path = run_dir / RESULTS
     title = f"{cfg.experiment.name}: {cfg.model.name} on {cfg.dataset.name}"
-    with claimed(run_dir, run_identity(cfg), rerun=cfg.rerun, wait=_multirun()) as finished:
+    identity = run_identity(cfg)
+    with claimed(run_dir, identity, rerun=cfg.rerun, wait=_multirun()) as finished:
         if finished:
             read_results(run_dir)  # a damaged file is an error, not a skip
             print(f"results exist, skipping (rerun=true recomputes): {run_dir}")
@@ -65,7 +66,7 @@ def execute(cfg: DictConfig) -> Path:
             print(f"results: {results_path}")
             return results_path
         try:
-            summary = _run(cfg, run_dir)
+            summary = _run(cfg, run_dir, identity)
         except Exception as error:
             if specattn_cause(error) is not None and discard_if_unstarted(run_dir):  # refused: nothing left behind
                 _remove_if_empty(run_dir.parent, Path(cfg.paths.outputs) / cfg.experiment.name)
@@ -85,12 +86,13 @@ def _remove_if_empty(folder: Path, experiment_folder: Path) -> None:
             pass
 
 
-def _run(cfg: DictConfig, run_dir: Path):
+def _run(cfg: DictConfig, run_dir: Path, identity: Identity):
     """Run the experiment in its claimed folder, write its tables (results last: they mark it finished)
     and log them; returns the summary table."""
+    write_hydra_record(cfg, run_dir)
     write_config(cfg, run_dir)
     logger = instantiate(cfg.logger)
-    logger.start(run_dir, signature(cfg), run_dir.name, _group(), OmegaConf.to_container(
+    logger.start(run_dir, identity.tracking_id, run_dir.name, _group(), OmegaConf.to_container(
         OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]), resolve=True))
     try:
         runner = get_method(cfg.experiment.runner)

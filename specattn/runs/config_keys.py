@@ -4,13 +4,16 @@ Hydra refuses ``chunksize=8`` (no such key) with a message suggesting ``+chunksi
 then accepts as a new key that nothing reads. Here a value override is accepted only if its key
 exists in the config its group choices compose, or, added with ``+``/``++``, if it is a parameter
 of the ``_target_`` its node is built with (``+dataset.source.max_documents=5``) or sits in a node
-handed on as keyword arguments (:data:`OPEN_NODES`). Hydra's own keys (``hydra.*``) are left to Hydra.
+handed on as keyword arguments (:data:`OPEN_NODES`). Hydra's own keys (``hydra.*``) are checked against
+Hydra's config the same way (``+hydra.run.dirr=...``, the form Hydra's own error suggests, would be
+ignored); its plain dict nodes (``hydra.job.env_set``) take any key.
 """
 
 from __future__ import annotations
 
 import difflib
 import inspect
+from dataclasses import is_dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -60,11 +63,20 @@ def _parameters(base: DictConfig, parent: str) -> list[str] | None:
     return [("**" if p.kind is inspect.Parameter.VAR_KEYWORD else p.name) for p in parameters]
 
 
+def _open_hydra_node(base: DictConfig, parent: str) -> bool:
+    """A node of Hydra's config that takes any key: a plain dict (``hydra.job.env_set``, the logging
+    configs), not one of Hydra's dataclasses (``hydra.run``) nor a node built from a ``_target_``."""
+    node = OmegaConf.select(base, parent) if parent.startswith("hydra") else None
+    return isinstance(node, DictConfig) and "_target_" not in node and not is_dataclass(OmegaConf.get_type(node))
+
+
 def _takes(base: DictConfig, key: str) -> bool:
     """Whether an added ``key`` is read: a parameter of its node's ``_target_``, a key code reads, or
     under an open node."""
     parent, _, leaf = key.rpartition(".")
     if any(parent == node or parent.startswith(node + ".") for node in OPEN_NODES) or leaf in READ_BY_CODE.get(parent, ()):
+        return True
+    if _open_hydra_node(base, parent):
         return True
     parameters = _parameters(base, parent) or []
     return leaf in parameters or "**" in parameters
@@ -91,13 +103,12 @@ def is_group(override: Override, conf_dir: Path) -> bool:
 
 def check_keys(overrides: list[str], conf_dir: Path, compose: Callable[[list[str]], DictConfig]) -> None:
     """Refuse value overrides of keys the config does not have (``compose(group overrides)``
-    composes the config they apply to, without Hydra's node)."""
+    composes the config they apply to, with Hydra's node: ``hydra.*`` keys are checked too)."""
     parsed = parse(overrides)
-    values = [o for o in parsed if not is_group(o, conf_dir) and not o.is_delete()
-              and not o.key_or_group.startswith("hydra.")]
+    values = [o for o in parsed if not is_group(o, conf_dir) and not o.is_delete()]
     if not values:
         return
-    base = compose([o.input_line for o in parsed if is_group(o, conf_dir) and not o.key_or_group.startswith("hydra")])
+    base = compose([o.input_line for o in parsed if is_group(o, conf_dir)])
     known = dotted_keys(base)
     for override in values:
         key = override.key_or_group
@@ -105,8 +116,10 @@ def check_keys(overrides: list[str], conf_dir: Path, compose: Callable[[list[str
             continue
         parent = key.rpartition(".")[0]
         takes = [f"{parent}.{name}" for name in _parameters(base, parent) or [] if name != "**"]
-        suggestions = closest(key, known + [k for k in takes if k not in known])
+        hydra = key.startswith("hydra.")  # suggest Hydra's keys for Hydra's, the config's for the rest
+        suggestions = closest(key, [k for k in known + [k for k in takes if k not in known]
+                                    if k.startswith("hydra.") == hydra])
         value = override.input_line.split("=", 1)[1] if "=" in override.input_line else ""
         hint = f": did you mean {' or '.join(f'{k}={value}' for k in suggestions)}?" if suggestions else ""
-        raise SpecAttnError(f"{override.input_line}: the config has no key {key}{hint} "
-                            "(keys: conf/config.yaml and conf/<group>/<option>.yaml)")
+        where = "Hydra's keys: python run.py --cfg hydra" if hydra else "keys: conf/config.yaml and conf/<group>/<option>.yaml"
+        raise SpecAttnError(f"{override.input_line}: the config has no key {key}{hint} ({where})")

@@ -42,6 +42,31 @@ def read_results(run_dir: Path, name: str = RESULTS) -> pd.DataFrame | None:
     return read_table(path, "rerun=true recomputes the run") if path.is_file() else None
 
 
+def readable(run_dir: Path) -> bool:
+    """Whether a finished run's ``results.parquet`` and ``summary.parquet`` can be read (what a skip shows)."""
+    try:
+        read_results(run_dir)
+        read_results(run_dir, SUMMARY)
+    except SpecAttnError:
+        return False
+    return True
+
+
+def write_hydra_record(cfg: DictConfig, run_dir: Path) -> None:
+    """Hydra's record of the job in ``.hydra/`` (``config.yaml``, ``hydra.yaml``, ``overrides.yaml``, as
+    Hydra writes them), once the run holds its folder: ``hydra.output_subdir: null`` keeps Hydra from
+    writing them earlier, over the record of the run whose results the folder holds, for a run then
+    refused. ``cfg``: the job's config (without Hydra's node)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return
+    hydra = HydraConfig.instance().cfg  # {"hydra": ...}
+    for name, node in (("config.yaml", cfg), ("hydra.yaml", hydra), ("overrides.yaml", hydra.hydra.overrides.task)):
+        text = OmegaConf.to_yaml(node)
+        atomic_write(run_dir / ".hydra" / name, lambda tmp: tmp.write_text(text))
+
+
 class SampleParts:
     """Per-sample partial results under ``<run>/parts/``, so a killed run resumes where it stopped.
     The run folder is this run's (:mod:`specattn.runs.run_folder`): parts of another config or of other

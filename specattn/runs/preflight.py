@@ -6,8 +6,9 @@ does), the config is composed with Hydra's compose API on the same overrides, an
 
 - group options and keys are known (:func:`specattn.runs.validate.check_group_choices`, :mod:`specattn.runs.config_keys`);
 - the composed config passes :func:`specattn.runs.validate.validate`;
-- its run folder can be written, holds no other config's run, and (single runs) is not in use
-  (:mod:`specattn.runs.run_folder`; the run checks again under its lock).
+- its run folder can be written, holds no other config's or other code's run, its finished results
+  (if the run would skip) can be read, and (single runs) it is not in use (:mod:`specattn.runs.run_folder`;
+  the run checks again under its lock).
 
 Hydra's own flags (``--help``, ``--cfg``, ``--info``, ...) and a config from another folder
 (``--config-path``/``--config-dir``) skip these checks; the run still validates and claims its folder.
@@ -29,8 +30,8 @@ from omegaconf.errors import OmegaConfBaseException
 from ..core.errors import SpecAttnError, specattn_cause
 from .app import INTERRUPTED
 from .config_keys import check_keys, parse
-from .run_folder import check_owner, check_unlocked, check_writable
-from .signature import signature
+from .outputs import SUMMARY, read_results
+from .run_folder import check_owner, check_unlocked, check_writable, finished, run_identity
 from .validate import check_group_choices, validate
 
 
@@ -87,7 +88,8 @@ def check_job(overrides: list[str], conf_dir: Path, config_name: str, multirun: 
     """Compose one job and refuse it if anything about it is wrong (one :class:`SpecAttnError`)."""
     try:
         with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
-            check_keys(overrides, conf_dir, lambda groups: compose(config_name, overrides=groups))
+            check_keys(overrides, conf_dir, lambda groups: compose(config_name, overrides=groups,
+                                                                   return_hydra_config=True))
             cfg = compose(config_name, overrides=overrides, return_hydra_config=True)
         check_table_method(overrides, cfg)
         validate(cfg)
@@ -96,7 +98,11 @@ def check_job(overrides: list[str], conf_dir: Path, config_name: str, multirun: 
         raise _one_line(error) from None
     if folder is not None:
         check_writable(folder)
-        check_owner(folder, signature(cfg), bool(cfg.rerun))
+        identity = run_identity(cfg)
+        check_owner(folder, identity, bool(cfg.rerun))
+        if not cfg.rerun and finished(folder, identity):  # to be skipped: its tables must read
+            read_results(folder)
+            read_results(folder, SUMMARY)
         if not multirun:
             check_unlocked(folder)
 

@@ -1,12 +1,15 @@
 """Whose results a run folder holds, and one run at a time in it.
 
 A run records its identity in ``run.json`` when it starts: the run's signature (the config keys its
-results depend on, :mod:`specattn.runs.signature`) and the fingerprint of its input data
-(:mod:`specattn.runs.data_fingerprint`). Results and ``parts/`` in a folder are only ever this identity's:
+results depend on, :mod:`specattn.runs.signature`), the fingerprint of its input data
+(:mod:`specattn.runs.data_fingerprint`) and the code that computes it (:mod:`specattn.runs.code_version`).
+Results and ``parts/`` in a folder are only ever this identity's:
 
 - a folder holding another signature's run is refused, unless ``rerun=true`` (which clears it);
-- results or parts computed from other input data (same signature) are stale: one line says so and
-  the run recomputes;
+- so is one whose results or parts other code computed (the refusal names the files that differ), or
+  unknown code (a folder written before runs recorded their code), or whose ``run.json`` is damaged;
+- results or parts computed from other input data (same signature and code) are stale: one line says
+  so and the run recomputes;
 - a folder holding files but no run (no ``run.json``, no ``config.yaml``) is refused: nothing in it
   is ever deleted;
 - an exclusive lock (``fcntl.flock`` on ``.lock``, released when the process ends, even by kill -9)
@@ -23,7 +26,6 @@ import fcntl
 import json
 import os
 import shutil
-import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,8 +33,10 @@ from typing import Iterator
 
 from omegaconf import DictConfig, OmegaConf
 
-from ..core.atomic_files import DISK_ERRORS, atomic_write, disk_error
+from ..core.atomic_files import DISK_ERRORS, atomic_write, disk_error, write_probe
 from ..core.errors import SpecAttnError
+from ..core.stamps import digest
+from .code_version import code_files, code_version, differing
 from .data_fingerprint import data_fingerprint
 from .outputs import RESULTS
 from .signature import signature
@@ -44,30 +48,42 @@ CONFIG = "config.yaml"
 
 @dataclass(frozen=True)
 class Identity:
-    """What a run folder's results belong to: a signature and ``{config key: input data fingerprint}``
-    (None: not recorded, as in folders written before identities were)."""
+    """What a run folder's results belong to: a signature, ``{config key: input data fingerprint}`` and
+    ``{source file: hash}`` of the code (None: not recorded, as in folders written before they were);
+    ``damaged``: why the folder's record could not be read."""
 
     signature: str
     data: dict[str, str] | None
+    code: dict[str, str] | None
+    damaged: str | None = None
+
+    @property
+    def tracking_id(self) -> str:
+        """The id of the run's W&B run: the signature and a hash of the input data and the code, so a
+        resumed run continues its W&B run and a recompute over other data or code starts another."""
+        return f"{self.signature}-{digest([json.dumps(self.data, sort_keys=True), code_version(self.code or {})])[:8]}"
 
 
 def run_identity(cfg: DictConfig) -> Identity:
-    """The identity of the run ``cfg`` configures: its signature and its input data's fingerprint."""
-    return Identity(signature(cfg), data_fingerprint(cfg))
+    """The identity of the run ``cfg`` configures: its signature, its input data's fingerprint, this code."""
+    return Identity(signature(cfg), data_fingerprint(cfg), code_files())
 
 
 def recorded(run_dir: Path) -> Identity | None:
-    """The identity a folder's run recorded (``run.json``; an older run's from its ``config.yaml``):
-    None if the folder holds no run, signature ``unknown`` if its record cannot be read."""
+    """The identity a folder's run recorded (``run.json``; an older run's from its ``config.yaml``, with
+    no data and no code record): None if the folder holds no run; signature ``unknown`` and ``damaged``
+    saying why if its record cannot be read."""
     path = run_dir / IDENTITY
+    source = path if path.is_file() else run_dir / CONFIG
     try:
         if path.is_file():
             record = json.loads(path.read_text())
-            return Identity(str(record["signature"]), dict(record["data"]))
-        if (run_dir / CONFIG).is_file():
-            return Identity(signature(OmegaConf.load(run_dir / CONFIG)), None)
-    except Exception:  # a damaged run.json, a config.yaml of another program or version: no known owner
-        return Identity("unknown", None)
+            code = record.get("code")
+            return Identity(str(record["signature"]), dict(record["data"]), None if code is None else dict(code))
+        if source.is_file():
+            return Identity(signature(OmegaConf.load(source)), None, None)
+    except Exception as error:  # a damaged run.json, a config.yaml of another program or version: no known owner
+        return Identity("unknown", None, None, f"{source.name}: {type(error).__name__}")
     return None
 
 
@@ -84,8 +100,19 @@ def _held(run_dir: Path) -> list[Path]:
     return [entry for entry in _payload(run_dir) if entry.name != IDENTITY]
 
 
-def check_owner(run_dir: Path, this: str, rerun: bool) -> None:
-    """Refuse a folder holding another signature's run (unless ``rerun``) or files that are no run."""
+def _other_code(run_dir: Path, old: dict[str, str] | None, new: dict[str, str]) -> SpecAttnError:
+    if old is None:
+        return SpecAttnError(f"results in {run_dir} were computed by unknown code (the folder records none: an "
+                             "older specattn wrote it): rerun=true recomputes them")
+    files = differing(old, new)
+    more = f" and {len(files) - 4} more" if len(files) > 4 else ""
+    return SpecAttnError(f"results in {run_dir} were computed by other code: {', '.join(files[:4])}{more} "
+                         f"differ{'s' if len(files) == 1 else ''}: rerun=true recomputes them")
+
+
+def check_owner(run_dir: Path, this: Identity, rerun: bool) -> None:
+    """Refuse a folder holding files that are no run, and (unless ``rerun``) one holding the run of
+    another signature, of other code, or under a damaged record."""
     held = _held(run_dir)
     if not held:
         return
@@ -93,10 +120,17 @@ def check_owner(run_dir: Path, this: str, rerun: bool) -> None:
     if owner is None:
         raise SpecAttnError(f"run folder {run_dir} holds files that are not a specattn run (e.g. {held[0].name}): "
                             "give the run an empty or new folder")
-    if owner.signature != this and not rerun:
+    if rerun:
+        return
+    if owner.damaged:
+        raise SpecAttnError(f"run folder {run_dir} has a damaged run record ({owner.damaged}): whose results it holds "
+                            "is unknown: rerun=true recomputes the run there")
+    if owner.signature != this.signature:
         raise SpecAttnError(
             f"run folder {run_dir} holds the run of another config (signature {owner.signature}, this run's is "
-            f"{this}): drop hydra.run.dir so the run gets its own folder, or add rerun=true to replace that run")
+            f"{this.signature}): drop hydra.run.dir so the run gets its own folder, or add rerun=true to replace that run")
+    if owner.code != this.code:
+        raise _other_code(run_dir, owner.code, this.code)
 
 
 #: what a run writes as it starts, before it computes anything (its record, its config, the W&B run)
@@ -124,12 +158,12 @@ def clear(run_dir: Path) -> None:
 
 
 def _stale_reason(old: Identity | None, new: Identity) -> str | None:
-    """Why a folder's results of this signature are not this run's, or None if they are."""
+    """Why a folder's results of this signature and code are not this run's (their input data
+    changed), or None if they are."""
     if old is None or old.data == new.data:
         return None
-    if old.data is None:
-        return "they carry no record of their input data (an older specattn wrote them)"
-    changed = sorted(key for key in old.data.keys() | new.data.keys() if old.data.get(key) != new.data.get(key))
+    before = old.data or {}
+    changed = sorted(key for key in before.keys() | new.data.keys() if before.get(key) != new.data.get(key))
     return f"{', '.join(changed)} changed since they were computed"
 
 
@@ -168,21 +202,22 @@ def check_unlocked(run_dir: Path) -> None:
 @contextmanager
 def claimed(run_dir: Path, identity: Identity, rerun: bool, wait: bool) -> Iterator[bool]:
     """Hold ``run_dir`` for the run of ``identity`` while the block runs; yields whether it holds
-    this run's finished results. Another config's run is refused (``rerun``: cleared); results of
-    other input data are cleared with one line saying so; ``rerun`` clears this run's own."""
+    this run's finished results. Another config's run, or other code's, is refused (``rerun``: cleared);
+    results of other input data are cleared with one line saying so; ``rerun`` clears this run's own."""
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise disk_error(run_dir, error) from None
     with _locked(run_dir, wait):
-        check_owner(run_dir, identity.signature, rerun)
+        check_owner(run_dir, identity, rerun)
         stale = _stale_reason(recorded(run_dir), identity)
         if rerun:
             clear(run_dir)
         elif stale and _held(run_dir):
             print(f"recomputing {run_dir}: its results are stale: {stale}", flush=True)
             clear(run_dir)
-        text = json.dumps({"signature": identity.signature, "data": identity.data}, indent=1, sort_keys=True)
+        text = json.dumps({"signature": identity.signature, "data": identity.data, "code": identity.code}, indent=1,
+                          sort_keys=True)
         atomic_write(run_dir / IDENTITY, lambda tmp: tmp.write_text(text + "\n"))
         yield finished(run_dir, identity)
 
@@ -197,10 +232,7 @@ def check_writable(run_dir: Path) -> None:
     page-sized write into the nearest existing folder on its path, in an unnamed temporary file."""
     existing = next(folder for folder in (run_dir, *run_dir.parents) if folder.exists())
     try:
-        with tempfile.TemporaryFile(dir=existing) as probe:
-            probe.write(b"\0" * 4096)
-            probe.flush()
-            os.fsync(probe.fileno())
+        write_probe(existing)
     except OSError as error:
         raise SpecAttnError(f"cannot write the run folder {run_dir}: {existing} is not writable "
                             f"({error.strerror or error}): free space there or set paths.outputs=<a writable folder>"

@@ -42,7 +42,8 @@ class NullLogger(Logger):
 
 
 class WandbLogger(Logger):
-    """``logger=wandb``: one W&B run per run folder, id = the run's signature (reruns resume it)."""
+    """``logger=wandb``: one W&B run per run folder, id = the run's signature and a hash of its input data and
+    code (:attr:`specattn.runs.run_folder.Identity.tracking_id`: a resumed run continues it)."""
 
     def __init__(self, project: str = "specattn", mode: str = "offline", entity: str | None = None,
                  tags: list[str] | None = None, init_timeout: float = 15.0):

@@ -18,14 +18,18 @@ from ..core import layer_maps
 from ..core.checks import built, check_p, flag, nonnegative_int, positive_int
 from ..core.errors import SpecAttnError
 from ..core.heads import HEAD_AGGREGATIONS
+from ..data.windows import check_enough_text
 from ..methods import instantiate_method
 from ..models.devices import resolve_device
 from ..models.layers import check_draft_layers, layer_counts
 from ..models.sources import check_path
 from .data_fingerprint import data_fingerprint
-from .signature import signature
+from .signature import result_keys, signature
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
+MAX_CHUNK = 2**16  # tokens per KV chunk
+MAX_GAMMA = 64  # draft tokens per verification step
+MAX_SEED = 2**32 - 1  # numpy's seed range (torch takes 64 bits: seed + sample index stays inside it)
 
 
 def _signature_resolver(*, _root_: DictConfig) -> str:
@@ -50,12 +54,13 @@ def register_resolvers() -> None:
 def validate(cfg: DictConfig) -> None:
     """Check a composed config: settings, model paths and layers, ``layer_map``, the method,
     ``align.*``, the logger, the input files and the experiment's own keys. Cheap: no weights, no
-    dataset text (it stats input files and reads small ones such as a ``layer_map.yaml``)."""
+    whole dataset text (it stats input files, reads small ones such as a ``layer_map.yaml``, the first
+    64 KiB of each text file and the headers of weight files)."""
     check_p(cfg.p)
-    positive_int(cfg.chunk_size, "chunk_size", "16")
-    positive_int(cfg.gamma, "gamma", "4")
+    positive_int(cfg.chunk_size, "chunk_size", "16", MAX_CHUNK, "larger chunks only pad every attention row")
+    positive_int(cfg.gamma, "gamma", "4", MAX_GAMMA, "draft tokens per verification step")
     dense_layers = nonnegative_int(cfg.dense_layers, "dense_layers", "2")
-    nonnegative_int(cfg.seed, "seed", "0")
+    nonnegative_int(cfg.seed, "seed", "0", MAX_SEED, "the largest seed numpy takes")
     flag(cfg.rerun, "rerun")
     flag(cfg.progress, "progress")
     if cfg.head_agg not in HEAD_AGGREGATIONS:
@@ -82,7 +87,10 @@ def validate(cfg: DictConfig) -> None:
     _check_method(cfg)
     _check_align(cfg)
     built(cfg.logger, "logger")
-    data_fingerprint(cfg)  # the input files exist, are files and are not empty
+    data_fingerprint(cfg)  # the input files exist, are files, are not empty and start as text
+    if {"dataset.source", "dataset.context_len"} <= set(result_keys(cfg)):
+        check_enough_text(built(dataset.source, "dataset.source"), context_len, dataset.num_samples, dataset.name,
+                          "dataset.context_len")
     _check_experiment(cfg)
 
 
