@@ -7,26 +7,21 @@ import pandas as pd
 import pytest
 
 from specattn.decode.decode_metrics import drafts_to_output_end
-from specattn.decode.engine import SequenceTrace
 
 from .conftest import run_cli
 
 
-def trace(step_accepted: list[int], kept_tokens: int, gamma: int = 4) -> SequenceTrace:
-    """A trace of steps that accepted ``step_accepted`` drafted tokens, cut to ``kept_tokens`` tokens."""
-    return SequenceTrace(tokens=list(range(kept_tokens)), steps=len(step_accepted), drafted=gamma * len(step_accepted),
-                         kept=sum(step_accepted), step_accepted=step_accepted)
-
-
 def test_a_last_step_past_the_output_counts_only_its_kept_drafts():
     # steps add 3, 5, 2 tokens (10), the fourth 4 of which 2 fit: it kept 2 drafted tokens, both accepted
-    assert drafts_to_output_end(trace([2, 4, 1, 3], 12), gamma=4) == (4 + 4 + 4 + 2, 2 + 4 + 1 + 2)
+    assert drafts_to_output_end([2, 4, 1, 3], 12, gamma=4) == (4 + 4 + 4 + 2, 2 + 4 + 1 + 2)
     # the output ends with the last step's own token: the step counts in full (4 drafted, 3 accepted)
-    assert drafts_to_output_end(trace([2, 4, 1, 3], 14), gamma=4) == (16, 10)
+    assert drafts_to_output_end([2, 4, 1, 3], 14, gamma=4) == (16, 10)
     # a last step that rejected its first draft: its one token is the verifier's, 4 drafted, 0 accepted
-    assert drafts_to_output_end(trace([4, 0], 6), gamma=4) == (8, 4)
+    assert drafts_to_output_end([4, 0], 6, gamma=4) == (8, 4)
+    # autoregressive decoding (gamma 0): nothing drafted
+    assert drafts_to_output_end([0, 0, 0], 3, gamma=0) == (0, 0)
     with pytest.raises(ValueError, match="cannot end"):
-        drafts_to_output_end(trace([2, 4], 3), gamma=4)  # the last step would have added nothing
+        drafts_to_output_end([2, 4], 3, gamma=4)  # the last step would have added nothing
 
 
 def test_tau_counts_the_tokens_kept_when_the_last_step_overshoots(tiny_model_dir, tmp_path):

@@ -51,20 +51,21 @@ def agreement(tokens: list[int], reference: list[int]) -> tuple[int, int, int]:
     return (same.index(False) if False in same else n), sum(same), n
 
 
-def drafts_to_output_end(trace, gamma: int) -> tuple[int, int]:
-    """``(drafted, accepted)`` drafted tokens of ``trace`` up to its output's end (module docstring):
-    every step counts ``gamma`` drafted and its accepted ones, but a last step whose output ends inside
-    its accepted drafted tokens counts only the ``r`` it kept (``r`` drafted, ``r`` accepted)."""
-    accepted = trace.step_accepted
-    if not accepted:
+def drafts_to_output_end(step_accepted: list[int], tokens: int, gamma: int) -> tuple[int, int]:
+    """``(drafted, accepted)`` drafted tokens up to the output's end (module docstring), for a sequence
+    whose steps accepted ``step_accepted`` drafted tokens each (in order) and whose output kept ``tokens``
+    tokens: every step counts ``gamma`` drafted and its accepted ones, but a last step whose output ends
+    inside its accepted drafted tokens counts only the ``r`` it kept (``r`` drafted, ``r`` accepted).
+    Shared by the CPU decoder's rows and the graph decoder's benchmark (``specattn.bench.real_decode``)."""
+    if not step_accepted:
         return 0, 0
-    before = sum(n + 1 for n in accepted[:-1])  # tokens of every step but the last
-    last, r = accepted[-1], len(trace.tokens) - before  # r: the last step's tokens in the output
+    before = sum(n + 1 for n in step_accepted[:-1])  # tokens of every step but the last
+    last, r = step_accepted[-1], tokens - before  # r: the last step's tokens in the output
     if not 1 <= r <= last + 1:
-        raise ValueError(f"a trace of {len(trace.tokens)} tokens cannot end with a step of {last} accepted "
+        raise ValueError(f"an output of {tokens} tokens cannot end with a step of {last} accepted "
                          f"after {before} tokens")
-    drafted = gamma * (len(accepted) - 1) + (r if r <= last else gamma)
-    return drafted, sum(accepted[:-1]) + min(last, r)
+    drafted = gamma * (len(step_accepted) - 1) + (r if r <= last else gamma)
+    return drafted, sum(step_accepted[:-1]) + min(last, r)
 
 
 def sequence_row(cfg, index: int, sample, method, trace, reference: list[int], cont_nll: float,
@@ -73,7 +74,7 @@ def sequence_row(cfg, index: int, sample, method, trace, reference: list[int], c
     ``dense_cont_nll`` their summed NLL)."""
     first, matches, compared = agreement(trace.tokens, reference)
     reads, draft, n = trace.reads, trace.draft_reads, len(trace.tokens)
-    drafted, accepted = drafts_to_output_end(trace, int(cfg.gamma))
+    drafted, accepted = drafts_to_output_end(trace.step_accepted, n, int(cfg.gamma))
     share = 1.0 / batch_size
     return {
         "method": method.name, "setting": method.label, "p": method.params().get("p", math.nan),
