@@ -1,9 +1,10 @@
-# specattn: `make run` installs and runs the default experiment; `make test` runs the tests.
+# specattn: `make run` installs and runs the default experiment; `make test` runs the tests; every target
+# runs the venv's python ($(VENV), built by `install`).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install run test test-gpu clean
+.PHONY: install run test test-gpu notebook clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,8 +23,12 @@ run: install
 test: install
 	$(BIN)/python -m pytest -q tests
 
-test-gpu:
-	python3 -m pytest -q -m gpu tests
+test-gpu: install
+	$(BIN)/python -m pytest -q -m gpu tests
+
+# notebooks/analysis.ipynb over outputs/ into a copy (outputs/analysis.ipynb), its tables printed here
+notebook: install
+	$(BIN)/python -m specattn.results notebook
 
 clean:
 	rm -rf $(VENV) outputs/* multirun

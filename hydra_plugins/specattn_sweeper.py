@@ -6,7 +6,9 @@ anything, composes every job of the grid and
   data and code (``specattn.runs.run_folder.finished``), printing one line per skipped run, unless the
   job says ``rerun=true`` (a damaged results table is launched: the job refuses it in one line);
 - launches one job per run folder: jobs that differ only in keys their results do not depend on
-  (e.g. ``p`` for ``method=quest``) share a folder, named by the same signature, and run once.
+  (e.g. ``p`` for ``method=quest``) share a folder, named by the same signature, and run once;
+- refuses (one line, exit code 2) a joblib launch whose jobs running at once would need more memory
+  than is available (:mod:`specattn.runs.parallel_memory`).
 
 The grid was validated as a whole before Hydra started (``run.py`` -> ``specattn.runs.preflight``: one bad
 job refuses the sweep in one line). Every launcher (basic, joblib, submitit_local, slurm) gets only
@@ -18,6 +20,8 @@ It lives in ``hydra_plugins`` because Hydra instantiates sweepers from that name
 """
 
 from __future__ import annotations
+
+import sys
 
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.types import Override
@@ -32,14 +36,16 @@ class CheckedSweeper(BasicSweeper):
         ``BasicSweeper.sweep`` calls this through ``self`` (it is a static method there) before it
         creates the sweep folder or launches any batch.
         """
+        from specattn.core.errors import SpecAttnError
         from specattn.runs.outputs import readable
+        from specattn.runs.parallel_memory import check_parallel_memory
         from specattn.runs.preflight import run_dir
         from specattn.runs.run_folder import finished, run_identity
 
         jobs = [job for batch in BasicSweeper.split_arguments(overrides, None) for job in batch]
-        todo, folders = [], {}
+        todo, folders, configs = [], {}, {}
         for index, job in enumerate(jobs):
-            cfg = self.hydra_context.config_loader.load_sweep_config(self.config, list(job))
+            cfg = configs[tuple(job)] = self.hydra_context.config_loader.load_sweep_config(self.config, list(job))
             folder = run_dir(cfg, multirun=True)
             if folder is None:  # a folder that cannot be told before the job runs: launch it
                 todo.append(job)
@@ -55,4 +61,9 @@ class CheckedSweeper(BasicSweeper):
         if not todo:
             print(f"nothing to launch: all {len(jobs)} runs of the sweep have results")
             return []
+        try:
+            check_parallel_memory(cfg.hydra.launcher, [configs[tuple(job)] for job in todo])
+        except SpecAttnError as error:
+            print(f"error: {error}", file=sys.stderr)
+            sys.exit(2)
         return list(BasicSweeper.split_overrides_to_chunks(todo, max_batch_size))

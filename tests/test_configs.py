@@ -37,6 +37,14 @@ def test_signature_ignores_logger_and_paths_but_not_results_keys():
     assert signature(compose_config("method=dense")) != base
 
 
+def test_the_launch_memory_table_never_forks_a_run():
+    """``launch.peak_memory_gb`` only gates parallel launches: kernel_bench (identified by its whole config,
+    no ``depends_on``) and the default keep their folders when it changes."""
+    for experiment in ("experiment=ppl", "experiment=kernel_bench"):
+        base = signature(compose_config(experiment))
+        assert signature(compose_config(experiment, "launch.peak_memory_gb.qwen_coder=99")) == base
+
+
 def test_method_p_follows_the_top_level_key():
     cfg = compose_config("p=0.97")
     assert cfg.method.p == 0.97 and cfg.experiment.run_label == "specattn-p0.97"

@@ -9,9 +9,13 @@ import math
 
 import pandas as pd
 import pytest
+import torch
+from omegaconf import OmegaConf
 
 from specattn.bench.real_decode import RealBenchConfig, agreement, lossless, run_point
+from specattn.models.pair import load_pair
 
+from .conftest import CONF
 from .test_graph_engine import load, mapping, prompts
 
 
@@ -50,6 +54,22 @@ def test_every_mode_runs_on_shared_caches_and_the_matched_rows_read_specattns_fr
     assert (frame["roof_tokens_per_s"] > 0).all() and (frame["tokens_per_s"] > 0).all()
     agree = agreement(rows).set_index("mode")
     assert agree.loc["ar", "match_rate"] == 1.0 and agree.loc["dense", "first_divergence"] == 16
+
+
+def test_tau_and_acceptance_count_the_tokens_kept_when_the_last_step_overshoots(tiny_model_dir):
+    """The draft is the verifier itself (all 6 layers), so dense verification accepts every drafted token:
+    16 new tokens take 4 steps of gamma + 1 = 5 tokens (20), the last of which keeps 1, its first drafted
+    token. tau = 16 / 4 = 4 (tau_steps = 20 / 4 = 5); acceptance up to the output's end: 3 x 4 + 1
+    drafted, all accepted (acceptance_steps: 16 of 16)."""
+    cfg = OmegaConf.load(CONF / "model" / "tiny_random.yaml")
+    cfg.verifier.path, cfg.draft.layers = str(tiny_model_dir), list(range(6))
+    full = load_pair(cfg, torch.device("cpu"), torch.float32)
+    bench = config(full, p_values=(), new_tokens=16)
+    rows = run_point(full, bench, 120, 2, [prompts(2, 120, 5)], 1e11, lambda msg: None)
+    frame = pd.DataFrame(rows).set_index("mode")
+    assert frame.loc["dense", "tau"] == 4.0 and frame.loc["dense", "tau_steps"] == 5.0
+    assert frame.loc["dense", "acceptance"] == 1.0 and frame.loc["dense", "acceptance_steps"] == 1.0
+    assert frame.loc["ar", "tau"] == frame.loc["ar", "tau_steps"] == 1.0 and math.isnan(frame.loc["ar", "acceptance"])
 
 
 def test_lossless_check_on_float32_finds_no_difference(pair):

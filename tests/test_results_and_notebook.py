@@ -1,5 +1,6 @@
 """Tables and plots of collected runs (specattn.results.plots), and notebooks/analysis.ipynb executed headless."""
 
+import os
 import shutil
 import subprocess
 import sys
@@ -8,7 +9,6 @@ import nbformat
 import pandas as pd
 import pytest
 import yaml
-from nbclient import NotebookClient
 
 from specattn.results import plots
 from specattn.results.collect import collect
@@ -113,12 +113,17 @@ def test_write_plots_and_the_cli(analysis_outputs, tmp_path):
     assert sorted(result.stdout.split()) == sorted(str(tmp_path / "figures" / path.name) for path in written.values())
 
 
-def test_the_analysis_notebook_runs_top_to_bottom(analysis_outputs, tmp_path, monkeypatch):
-    monkeypatch.setenv("SPECATTN_OUTPUTS", str(analysis_outputs))
-    monkeypatch.setenv("SPECATTN_FIGURES", str(tmp_path / "figures"))
-    notebook = nbformat.read(ROOT / "notebooks" / "analysis.ipynb", as_version=4)
-    NotebookClient(notebook, timeout=600, kernel_name="python3",
-                   resources={"metadata": {"path": str(ROOT / "notebooks")}}).execute()
+def test_the_analysis_notebook_runs_top_to_bottom_into_a_copy(analysis_outputs, tmp_path):
+    """``python -m specattn.results notebook`` (``make notebook``): the tracked notebook executed headless
+    into a copy, its tables printed; the tracked file is not touched."""
+    tracked = (ROOT / "notebooks" / "analysis.ipynb").read_bytes()
+    copy = tmp_path / "analysis.ipynb"
+    result = subprocess.run([sys.executable, "-m", "specattn.results", "notebook", "--outputs", str(analysis_outputs),
+                             "-o", str(copy)], cwd=ROOT, capture_output=True, text=True, timeout=900,
+                            env={**os.environ, "SPECATTN_FIGURES": str(tmp_path / "figures")})
+    assert result.returncode == 0, result.stderr
+    assert (ROOT / "notebooks" / "analysis.ipynb").read_bytes() == tracked
+    notebook = nbformat.read(copy, as_version=4)
     outputs = [output for cell in notebook.cells if cell.cell_type == "code" for output in cell.outputs]
     assert not [output for output in outputs if output.output_type == "error"]
     images = [output for output in outputs if "image/png" in output.get("data", {})]
@@ -126,6 +131,13 @@ def test_the_analysis_notebook_runs_top_to_bottom(analysis_outputs, tmp_path, mo
     texts = " ".join(output.get("data", {}).get("text/markdown", "") for output in outputs)
     assert "| quest match=specattn p=0.95 |" in texts
     assert len(list((tmp_path / "figures").glob("*.png"))) == 5
+    assert "| quest match=specattn p=0.95 |" in result.stdout and result.stdout.count("[figure]") == 5
+    assert result.stdout.strip().endswith(f"executed notebook (tables and plots): {copy}")
+    empty = subprocess.run([sys.executable, "-m", "specattn.results", "notebook", "--outputs", str(tmp_path / "none"),
+                            "-o", str(tmp_path / "none.ipynb")], cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert empty.returncode == 2 and empty.stderr.strip() == (
+        f"error: analysis.ipynb stopped in a cell: SpecAttnError: {tmp_path / 'none'}: no such outputs folder")
+    assert not (tmp_path / "none.ipynb").exists()
 
 
 def test_context_length_plot_takes_the_largest_run_per_length(tmp_path):
@@ -142,3 +154,38 @@ def test_context_length_plot_takes_the_largest_run_per_length(tmp_path):
     assert chosen.context_len.is_monotonic_increasing
     path = plot_context_length(pd.DataFrame(rows), tmp_path / "context.png", "test")
     assert path.is_file() and path.stat().st_size > 10_000
+
+
+def test_pareto_draws_one_curve_per_distinct_run_setting(analysis_outputs, tmp_path):
+    """The 12-run sweep (p x chunk_size) at 100 tokens: one SpecAttn curve per chunk_size through its four
+    p; runs of another sample count are curves of their own; one run's settings are named by method only."""
+    settings = plots.ppl_settings(collect(analysis_outputs))
+    sweep = settings[settings.context_len == 100]
+    assert plots.curve_keys(sweep) == ["config.chunk_size"]
+    curves = plots.pareto_curves(sweep)
+    assert list(curves) == ["specattn chunk_size=4", "specattn chunk_size=8", "specattn chunk_size=16"]
+    for label, curve in curves.items():
+        assert sorted(curve.p) == [0.6, 0.7, 0.8, 0.9] and curve.chunk_size.nunique() == 1, label
+        assert curve.kv_reduction.is_monotonic_increasing
+    more = sweep.assign(**{"config.dataset.num_samples": 5, "run": sweep.run + "-more"})
+    both = plots.pareto_curves(pd.concat([sweep, more], ignore_index=True))
+    assert len(both) == 6 and "specattn chunk_size=8 num_samples=5" in both and "specattn chunk_size=8 num_samples=1" in both
+    paper = plots.pareto_curves(settings[settings.experiment == "paper_table"])
+    assert list(paper) == ["streaming", "quest", "specattn", "oracle_topp"]
+    assert plots.curve_label("specattn", ["config.model.verifier.path", "config.model.draft.path"], ("/a", "/b")) == \
+        "specattn model.verifier.path=/a model.draft.path=/b"  # the same last name: the whole key
+
+
+def test_a_single_point_gets_plain_axes_around_the_origin():
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots()
+    plots._sane_axes(ax, pd.Series([25.77]), pd.Series([0.28]))
+    low, high = ax.get_ylim()
+    assert ax.get_yscale() == "linear" and low < 0 < 0.28 < high < 0.4
+    assert ax.get_xlim()[0] < 0 < 25.77 < ax.get_xlim()[1] < 30
+    labels = [ax.yaxis.get_major_formatter()(tick) for tick in ax.get_yticks()]
+    assert all(float(label) == pytest.approx(tick) for label, tick in zip(labels, ax.get_yticks()))  # no 10^x offsets
+    plots._sane_axes(ax, pd.Series([40.0, 60.0]), pd.Series([16.0, 43.0]))
+    assert ax.get_yscale() == "symlog"
+    plt.close(fig)

@@ -16,7 +16,9 @@ decoding is timed with CUDA events from its first step to the step at which ever
 ``new_tokens`` (steps pipelined, one host read per step; prefill and capture excluded). Reported per mode:
 tokens/s (``batch * new_tokens`` per group over its time, median over groups), the measured ``tau``
 (new tokens kept per step: ``new_tokens`` over the steps each sequence took until it had them; ``tau_steps``
-counts the last step's tokens past ``new_tokens`` too), the verifier's and the
+counts the last step's tokens past ``new_tokens`` too) and ``acceptance`` (drafted tokens accepted up to the
+output's end; ``acceptance_steps`` over every drafted token of those steps), as
+:mod:`specattn.decode.decode_metrics` defines them for the CPU decoder, the verifier's and the
 draft's kept fractions (chunk reads over dense chunk reads in their sparse / policy layers), and the
 roofline's tokens/s at those measured values (:mod:`specattn.decode.roofline`; prefix = context + half
 the new tokens) with the share of it reached.
@@ -39,6 +41,7 @@ import pandas as pd
 import torch
 
 from ..decode import roofline
+from ..decode.decode_metrics import drafts_to_output_end
 from ..decode.graph_engine import GraphDecoder, GraphSettings
 from ..decode.kv_cache import SequenceKVCache
 from ..hooks.forward import cache_kwargs
@@ -111,10 +114,10 @@ def resume(dec: GraphDecoder, prompts: torch.Tensor) -> None:
 def timed_generate(dec: GraphDecoder, new_tokens: int) -> dict:
     """Decode until every sequence has ``new_tokens`` tokens: ms (from the first step to the step that
     completed the last sequence: CUDA events, steps pipelined: the host reads a step's accepted counts after
-    launching the next, so one step past the end is launched and not timed; on the CPU a host clock), steps
-    and kept counts per sequence (counted until it had its tokens)."""
+    launching the next, so one step past the end is launched and not timed; on the CPU a host clock) and,
+    per sequence, the accepted count of each step it took until it had its tokens (``accepted``)."""
     b, cuda = dec.batch, dec.device.type == "cuda"
-    produced, steps, kept_total = [0] * b, [0] * b, [0] * b
+    produced, accepted = [0] * b, [[] for _ in range(b)]
     host = torch.empty((2, b), dtype=torch.long, pin_memory=cuda)
     clock = Clock(dec.device)
     marks = [clock.mark(), None, None]
@@ -130,8 +133,7 @@ def timed_generate(dec: GraphDecoder, new_tokens: int) -> dict:
             dec.record(kept)
             for s, k in enumerate(kept):
                 if produced[s] < new_tokens:
-                    steps[s] += 1
-                    kept_total[s] += k
+                    accepted[s].append(k)
                     produced[s] += k + 1
             if min(produced) >= new_tokens:
                 done_at = marks[1 + j % 2]
@@ -140,7 +142,7 @@ def timed_generate(dec: GraphDecoder, new_tokens: int) -> dict:
     if cuda:  # the step launched past the end
         clock.wait(marks[1 + (i - 1) % 2])
         dec.record(host[(i - 1) % 2].tolist())
-    return {"ms": ms, "steps": steps, "kept": kept_total}
+    return {"ms": ms, "accepted": accepted}
 
 
 def roofline_row(cfg, settings: GraphSettings, v_shape, d_shape, batch: int, context: int, tau: float,
@@ -196,8 +198,11 @@ class PointRunner:
         out = timed_generate(dec, self.cfg.new_tokens)
         verifier_kept, draft_kept = dec.kept_fractions()
         tokens = self.cfg.new_tokens
+        to_end = [drafts_to_output_end(steps, tokens, settings.gamma) for steps in out["accepted"]]
         return {"ms": out["ms"], "tokens_per_s": self.batch * tokens / out["ms"] * 1e3,
-                "steps": sum(out["steps"]), "kept_tokens": sum(out["kept"]),
+                "steps": sum(len(steps) for steps in out["accepted"]),
+                "accepted_steps": sum(sum(steps) for steps in out["accepted"]),
+                "drafted": sum(d for d, _ in to_end), "accepted": sum(a for _, a in to_end),
                 "tokens_out": self.tokens_of(dec, prompts.shape[1]),
                 "verifier_kept": verifier_kept, "draft_kept": draft_kept}
 
@@ -239,11 +244,13 @@ def run_point(pair, cfg: RealBenchConfig, context: int, batch: int, groups: list
             row["error"] = runs[-1]["error"]
             rows.append(row)
             continue
-        steps, kept = sum(r["steps"] for r in ok), sum(r["kept_tokens"] for r in ok)
-        tau = len(ok) * batch * cfg.new_tokens / steps  # new tokens kept per step (issue 27's definition)
+        steps, accepted_steps = sum(r["steps"] for r in ok), sum(r["accepted_steps"] for r in ok)
+        drafted, accepted = sum(r["drafted"] for r in ok), sum(r["accepted"] for r in ok)
+        tau = len(ok) * batch * cfg.new_tokens / steps  # new tokens kept per step
         row.update({"tokens_per_s": statistics.median(r["tokens_per_s"] for r in ok), "tau": tau,
-                    "tau_steps": (kept + steps) / steps,  # tokens the steps added, the last step's overshoot too
-                    "acceptance": kept / (steps * settings.gamma) if settings.gamma else math.nan,
+                    "tau_steps": (accepted_steps + steps) / steps,  # the last step's overshoot too
+                    "acceptance": accepted / drafted if drafted else math.nan,  # up to the output's end
+                    "acceptance_steps": accepted_steps / (steps * settings.gamma) if settings.gamma else math.nan,
                     "verifier_kept": statistics.fmean(r["verifier_kept"] for r in ok),
                     "draft_kept": statistics.fmean(r["draft_kept"] for r in ok),
                     "kv_budget_frac": settings.kv_budget_frac})

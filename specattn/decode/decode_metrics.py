@@ -3,10 +3,19 @@ aggregate exactly), the summary, its columns and the names logged to W&B.
 
 Definitions (README, "Decoding"):
 
-* ``tau``: mean tokens a verification step adds, the bonus/correction token included:
-  ``(kept + steps) / steps``; ``acceptance``: ``kept / drafted`` (drafted tokens the verifier keeps);
+* ``tau``: new tokens per verification step, over the tokens kept: ``new_tokens / steps``. The last
+  step can add more tokens than ``max_new_tokens`` (or an end-of-sequence token) leaves room for; those
+  are thrown away and count nowhere in ``tau``. ``tau_steps``: every token the steps added, those
+  thrown away included, ``(accepted_steps + steps) / steps`` (``= 1 + gamma * acceptance_steps``);
+* ``acceptance``: the share of drafted tokens the verifier accepted, up to the output's end:
+  ``accepted / drafted``, where every step counts its ``gamma`` drafted tokens except a last step whose
+  output ends inside its accepted tokens, which counts only the ``r`` drafted tokens it kept (all of
+  them accepted; the verdicts past the output's end are not counted). ``acceptance_steps``: over
+  every drafted token of every step, ``accepted_steps / drafted_steps`` (``gamma * steps``);
 * ``kv_reduction`` / ``kv_reduction_sparse_layers``: as in the perplexity experiments
-  (:mod:`specattn.core.kv_reads`), over every verification step the sequence took;
+  (:mod:`specattn.core.kv_reads`), over every verification step the sequence took. Each of those steps
+  produced at least one kept token, and a step loads its keys once for all its rows (reads are not per
+  token), so the last step counts in full; a sequence of a batch that is done reads nothing more;
 * ``draft_kv_reduction`` / ``draft_kv_reduction_sparse_layers``: the same for the draft's own forwards
   under ``decode.draft_reads`` (:mod:`specattn.decode.draft_reads`; all draft layers / the draft layers
   ``>= dense_layers``), and ``draft_kept``: the share of the prefix keys the forwards that read a draft
@@ -27,6 +36,8 @@ import math
 
 import pandas as pd
 
+#: the printed summary: the measures over the tokens kept (``summarise`` also returns ``tau_steps`` and
+#: ``acceptance_steps``)
 SUMMARY_COLUMNS = ("method", "setting", "samples", "new_tokens", "tau", "acceptance", "kv_reduction",
                    "kv_reduction_sparse_layers", "draft_kv_reduction", "draft_kv_reduction_sparse_layers", "draft_kept",
                    "match_rate", "first_divergence", "cont_ppl", "dense_cont_ppl", "tokens_per_s", "draft_s", "verify_s")
@@ -40,17 +51,38 @@ def agreement(tokens: list[int], reference: list[int]) -> tuple[int, int, int]:
     return (same.index(False) if False in same else n), sum(same), n
 
 
+def drafts_to_output_end(step_accepted: list[int], tokens: int, gamma: int) -> tuple[int, int]:
+    """``(drafted, accepted)`` drafted tokens up to the output's end (module docstring), for a sequence
+    whose steps accepted ``step_accepted`` drafted tokens each (in order) and whose output kept ``tokens``
+    tokens: every step counts ``gamma`` drafted and its accepted ones, but a last step whose output ends
+    inside its accepted drafted tokens counts only the ``r`` it kept (``r`` drafted, ``r`` accepted).
+    Shared by the CPU decoder's rows and the graph decoder's benchmark (``specattn.bench.real_decode``)."""
+    if not step_accepted:
+        return 0, 0
+    before = sum(n + 1 for n in step_accepted[:-1])  # tokens of every step but the last
+    last, r = step_accepted[-1], tokens - before  # r: the last step's tokens in the output
+    if not 1 <= r <= last + 1:
+        raise ValueError(f"an output of {tokens} tokens cannot end with a step of {last} accepted "
+                         f"after {before} tokens")
+    drafted = gamma * (len(step_accepted) - 1) + (r if r <= last else gamma)
+    return drafted, sum(step_accepted[:-1]) + min(last, r)
+
+
 def sequence_row(cfg, index: int, sample, method, trace, reference: list[int], cont_nll: float,
                  dense_cont_nll: float, timing, batch_size: int, prefill_seconds: float, text: str) -> dict:
     """One sequence decoded by one method (``reference``: the dense run's tokens for this prompt,
     ``dense_cont_nll`` their summed NLL)."""
     first, matches, compared = agreement(trace.tokens, reference)
     reads, draft, n = trace.reads, trace.draft_reads, len(trace.tokens)
+    drafted, accepted = drafts_to_output_end(trace.step_accepted, n, int(cfg.gamma))
     share = 1.0 / batch_size
     return {
         "method": method.name, "setting": method.label, "p": method.params().get("p", math.nan),
         "sample": index, "sample_id": sample.sample_id, "prompt_len": int(sample.input_ids.numel()),
-        "new_tokens": n, "steps": trace.steps, "drafted": trace.drafted, "kept": trace.kept,
+        "new_tokens": n, "steps": trace.steps, "drafted": drafted, "accepted": accepted,
+        "drafted_steps": trace.drafted, "accepted_steps": trace.kept,
+        "tau": n / trace.steps if trace.steps else math.nan,
+        "tau_steps": (trace.kept + trace.steps) / trace.steps if trace.steps else math.nan,
         "kv_reads": reads.reads, "kv_dense_reads": reads.dense_reads,
         "kv_reads_sparse_layers": reads.sparse_layer_reads, "kv_dense_reads_sparse_layers": reads.sparse_layer_dense_reads,
         "kv_reduction": reads.reduction, "kv_reduction_sparse_layers": reads.sparse_layer_reduction,
@@ -78,14 +110,15 @@ def _saved(reads: int, dense: int) -> float:
 
 
 def summarise(results: pd.DataFrame) -> pd.DataFrame:
-    """Per setting (first-seen order): sums, then the ratios of the module docstring."""
+    """Per setting (first-seen order): sums, then the ratios of the module docstring (``SUMMARY_COLUMNS``,
+    then ``tau_steps`` and ``acceptance_steps``)."""
     rows = []
     for setting, group in results.groupby("setting", sort=False):
         steps, tokens = group.steps.sum(), group.new_tokens.sum()
         sparse_dense = group.kv_dense_reads_sparse_layers.sum()
         rows.append({
             "method": group.method.iloc[0], "setting": setting, "samples": len(group), "new_tokens": int(tokens),
-            "tau": (group.kept.sum() + steps) / steps, "acceptance": group.kept.sum() / group.drafted.sum(),
+            "tau": tokens / steps, "acceptance": group.accepted.sum() / group.drafted.sum(),
             "kv_reduction": 1.0 - group.kv_reads.sum() / group.kv_dense_reads.sum(),
             "kv_reduction_sparse_layers": 1.0 - group.kv_reads_sparse_layers.sum() / sparse_dense if sparse_dense else 0.0,
             "draft_kv_reduction": _saved(group.draft_kv_reads.sum(), group.draft_kv_dense_reads.sum()),
@@ -96,6 +129,8 @@ def summarise(results: pd.DataFrame) -> pd.DataFrame:
             "match_rate": group.matches.sum() / group.compared.sum(), "first_divergence": group.first_divergence.mean(),
             "cont_ppl": math.exp(group.cont_nll.sum() / tokens), "dense_cont_ppl": math.exp(group.dense_cont_nll.sum() / group.dense_new_tokens.sum()),
             "tokens_per_s": tokens / group.decode_s.sum(), "draft_s": group.draft_s.sum(), "verify_s": group.verify_s.sum(),
+            "tau_steps": (group.accepted_steps.sum() + steps) / steps,
+            "acceptance_steps": group.accepted_steps.sum() / group.drafted_steps.sum(),
         })
     return pd.DataFrame(rows)
 

@@ -53,6 +53,7 @@ class SequenceTrace:
     steps: int = 0  # verification steps
     drafted: int = 0  # drafted tokens scored
     kept: int = 0  # drafted tokens accepted
+    step_accepted: list[int] = field(default_factory=list)  # drafted tokens accepted at each step, in order
     reads: KVReads = field(default_factory=KVReads)
     draft_reads: DraftKVReads = field(default_factory=DraftKVReads)  # the draft's (decode.draft_reads)
     done: bool = False
@@ -248,6 +249,7 @@ class SpeculativeDecoder:
             trace.steps += 1
             trace.drafted += s.gamma
             trace.kept += n
+            trace.step_accepted.append(n)
             for token in accepted:
                 trace.tokens.append(token)
                 if len(trace.tokens) >= s.max_new_tokens or (s.stop_at_eos and token in self.eos_ids):

@@ -1,6 +1,8 @@
 """``experiment=decode`` and ``experiment=decode_table``: speculative decoding with sparse verification.
 
-Prompts are the first ``decode.prompt_len`` tokens of each dataset sample; each is decoded for
+Prompts are :func:`~specattn.data.windows.token_windows` of ``decode.prompt_len`` tokens: the first
+``decode.prompt_len`` tokens of each document that has that many, in the dataset's order (later rounds:
+each document's next window); ``dataset.context_len`` plays no part. Each is decoded for
 ``decode.max_new_tokens`` tokens (:mod:`specattn.decode.engine`), ``decode.batch_size`` prompts at a
 time, once with dense verification (dense speculative decoding: the reference, and exactly the
 verifier's own output under greedy decoding) and once per method setting, from one shared prefill.
@@ -124,10 +126,9 @@ def decode_prompts(ctx: RunContext, decoder: SpeculativeDecoder, samples, rows: 
                 for methods, traces, timing, nll in decoded.values()])
             parts.save(index, frames[index])
         last = frames[indices[-1]].iloc[-1]
-        tau = (last.kept + last.steps) / last.steps
         bar.update(len(indices))
-        bar.set_postfix(tau=f"{tau:.2f}", kv_red=f"{last.kv_reduction:.1%}", match=f"{last.match_rate:.2f}")
-        ctx.logger.log_metrics({"prompt": indices[-1], "tau": tau, "kv_reduction": last.kv_reduction,
+        bar.set_postfix(tau=f"{last.tau:.2f}", kv_red=f"{last.kv_reduction:.1%}", match=f"{last.match_rate:.2f}")
+        ctx.logger.log_metrics({"prompt": indices[-1], "tau": last.tau, "kv_reduction": last.kv_reduction,
                                 "match_rate": last.match_rate})
     bar.close()
     return pd.concat([frames[i] for i in sorted(frames)], ignore_index=True)

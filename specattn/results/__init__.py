@@ -1,2 +1,2 @@
 """Collected results of finished runs: one table from many run folders, and its plots
-(``python -m specattn.results collect|plots``)."""
+(``python -m specattn.results collect|plots|notebook``)."""

@@ -4,6 +4,7 @@
     python -m specattn.results collect outputs/ -o sweep.parquet
     python -m specattn.results collect outputs/paper_table/run-a outputs/paper_table/run-b -o chosen.parquet
     python -m specattn.results plots outputs/collected.parquet   # -> outputs/figures/*.png (specattn.results.plots)
+    python -m specattn.results notebook                          # notebooks/analysis.ipynb -> outputs/analysis.ipynb
 
 A run folder is one holding ``config.yaml`` and ``results.parquet`` (runs without results are
 unfinished and left out; Hydra's ``.hydra/`` and W&B's ``wandb/`` folders are not runs). The table has every row of every run's ``results.parquet`` (one per
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -85,6 +87,10 @@ def main(argv: list[str] | None = None) -> int:
     draw = commands.add_parser("plots", help="write every plot of a collected table as PNG files")
     draw.add_argument("collected", type=Path, help="a table written by `collect`")
     draw.add_argument("-o", "--out", type=Path, help="output folder (default: figures/ beside the table)")
+    book = commands.add_parser("notebook", help="run notebooks/analysis.ipynb into a copy and print what it shows")
+    book.add_argument("--outputs", type=Path, default=Path(os.environ.get("SPECATTN_OUTPUTS", "outputs")),
+                      help="the runs to analyse (default: $SPECATTN_OUTPUTS or outputs)")
+    book.add_argument("-o", "--out", type=Path, help="the executed copy (default: <outputs>/analysis.ipynb)")
     args = parser.parse_args(argv)
     try:
         if args.command == "collect":
@@ -97,6 +103,13 @@ def main(argv: list[str] | None = None) -> int:
             folders = [run_folders(root) for root in args.outputs]
             finished, unfinished = sum(len(f) for f, _ in folders), sum(len(u) for _, u in folders)
             print(f"collected {len(table)} rows from {finished} runs ({unfinished} unfinished left out): {out}")
+        elif args.command == "notebook":
+            from .notebook import NOTEBOOK, execute, shown
+
+            out = args.out or args.outputs / "analysis.ipynb"
+            for text in shown(execute(NOTEBOOK, out, args.outputs)):
+                print(text)
+            print(f"\nexecuted notebook (tables and plots): {out}")
         else:
             from .plots import write_plots
 

@@ -4,7 +4,8 @@
 them all; no analysis lives only in the notebook.
 
 * :func:`ppl_settings`: one row per run and method setting (token-weighted, like the run summaries);
-* :func:`plot_pareto`: perplexity increase vs KV reduction, one curve per method;
+* :func:`plot_pareto`: perplexity increase vs KV reduction, one curve per method and distinct run setting
+  (:func:`curve_keys`: every config key the results depend on whose value differs between the runs);
 * :func:`paper_table` / :func:`markdown_table`: the paper's table from an ``experiment=paper_table`` run;
 * :func:`plot_alignments`: the layer-alignment heatmaps of ``experiment=align`` runs;
 * :func:`plot_kernel_scaling`: the kernel benchmarks of ``experiment=kernel_bench`` runs against length;
@@ -14,10 +15,12 @@ them all; no analysis lives only in the notebook.
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -34,12 +37,31 @@ def _experiment_rows(collected: pd.DataFrame, name: str) -> pd.DataFrame:
     return collected[collected["config.experiment.name"] == name]
 
 
+#: run-level config keys that are no curve of their own: the method (its settings are a curve's points),
+#: the figure's own keys, and the experiment's (paper_table and ppl runs of one setting join one curve)
+NOT_CURVE_KEYS = ("method", "model.name", "dataset.name", "dataset.context_len", "experiment")
+
+
+def _curve_columns(collected: pd.DataFrame, rows: pd.DataFrame) -> list[str]:
+    """The ``config.*`` columns of the keys the runs' results depend on (``experiment.depends_on``, nodes
+    expanded to their leaves) but :data:`NOT_CURVE_KEYS`."""
+    listed = set()
+    for text in rows.get("config.experiment.depends_on", pd.Series(dtype=object)).dropna().unique():
+        listed.update(json.loads(text) if isinstance(text, str) else text)
+    listed = [key for key in listed if not any(key == no or key.startswith(no + ".") for no in NOT_CURVE_KEYS)]
+    columns = [c for c in collected.columns if c.startswith("config.")]
+    return sorted(c for c in columns if any(c == f"config.{key}" or c.startswith(f"config.{key}.") for key in listed)
+                  and not any(c == f"config.{no}" or c.startswith(f"config.{no}.") for no in NOT_CURVE_KEYS))
+
+
 def ppl_settings(collected: pd.DataFrame) -> pd.DataFrame:
     """Per run and method setting: ``summarise`` columns plus ``run``, ``experiment``, ``model``,
-    ``dataset``, ``context_len``, ``chunk_size``, ``gamma`` and the setting's ``p``."""
+    ``dataset``, ``context_len``, ``chunk_size``, ``gamma``, the setting's ``p`` and the run's value of
+    every config key its results depend on (``config.*`` columns, see :func:`curve_keys`)."""
     if "nll" not in collected:
         return pd.DataFrame()
     rows = collected[collected["nll"].notna() & collected["context_len"].notna()]  # not layer_coverage's per-layer rows
+    curve_columns = _curve_columns(collected, rows)
     frames = []
     for run, group in rows.groupby("run", sort=False):
         summary = summarise(group)
@@ -50,27 +72,81 @@ def ppl_settings(collected: pd.DataFrame) -> pd.DataFrame:
         for column in ("context_len", "chunk_size", "gamma"):  # float in the collected table when other runs lack them
             summary[column] = int(first[column])
         summary["p"] = summary.setting.map(group.groupby("setting").p.first())
+        for column in curve_columns:
+            summary[column] = first[column]
         frames.append(summary)
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
+def curve_keys(settings: pd.DataFrame) -> list[str]:
+    """The ``config.*`` columns whose values differ between the runs of ``settings``: each distinct
+    combination (per method) is a curve of its own."""
+    columns = [c for c in settings.columns if c.startswith("config.")]
+    return [c for c in columns if settings[c].map(repr).nunique() > 1]
+
+
+def curve_label(method: str, keys: list[str], values: tuple) -> str:
+    """``specattn chunk_size=8 num_samples=4``: the method and the differing keys (last name, or the
+    whole dotted key where two keys share it)."""
+    names = [key.removeprefix("config.") for key in keys]
+    last = [name.rsplit(".", 1)[-1] for name in names]
+    shown = [short if last.count(short) == 1 else name for name, short in zip(names, last)]
+    return " ".join([method, *(f"{name}={_text(value)}" for name, value in zip(shown, values))])
+
+
+def _sortable(value) -> tuple:
+    """Numbers by value, then everything else by its text (missing values last)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value):
+        return (0, value, "")
+    return (1, 0, "" if value is None else str(value))
+
+
+def _text(value) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def pareto_curves(settings: pd.DataFrame, x: str = "kv_reduction") -> dict[str, pd.DataFrame]:
+    """``{label: the curve's settings by x}``: one curve per method (paper order) and distinct value of the
+    :func:`curve_keys` (dense, the origin, is none)."""
+    sparse = settings[settings.method != "dense"]
+    keys = curve_keys(settings)
+    groups = sparse.groupby(["method", *keys], sort=False, dropna=False) if len(sparse) else []
+    ordered = sorted(groups, key=lambda item: (_method_rank(item[0][0]), [_sortable(v) for v in item[0][1:]]))
+    return {curve_label(method, keys, values): group.sort_values(x) for (method, *values), group in ordered}
+
+
 def plot_pareto(settings: pd.DataFrame, path: Path, title: str = "", x: str = "kv_reduction") -> Path:
-    """Perplexity increase (%, symlog) vs KV reduction (%), one curve per method through its
-    settings in order of KV reduction; dense is the origin."""
+    """Perplexity increase (%) vs KV reduction (%): one curve per method and distinct setting of the
+    runs (:func:`curve_keys`, named in the legend) through its settings in order of KV reduction; dense is
+    the origin. The y axis is linear while every point lies within +-10%, else symmetric-log."""
     fig, ax = plt.subplots(figsize=(7, 4.8))
     sparse = settings[settings.method != "dense"]
-    methods = sorted(sparse.method.unique(), key=_method_rank)
-    for method in methods:
-        group = sparse[sparse.method == method].sort_values(x)
-        ax.plot(100 * group[x], 100 * group.ppl_rel_increase, marker="o", label=method)
+    curves = pareto_curves(settings, x)
+    for label, group in curves.items():
+        ax.plot(100 * group[x], 100 * group.ppl_rel_increase, marker="o", label=label)
     ax.scatter([0], [0], color="black", marker="*", s=80, label="dense", zorder=3)
-    ax.set_yscale("symlog", linthresh=1.0)
+    _sane_axes(ax, 100 * sparse[x], 100 * sparse.ppl_rel_increase)
     ax.set_xlabel("KV reduction, all layers (%)" if x == "kv_reduction" else "KV reduction, sparse layers (%)")
     ax.set_ylabel("perplexity increase (%)")
     ax.set_title(title or "perplexity increase vs KV reduction", fontsize=9)
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7 if len(curves) > 4 else 8)
     return _save(fig, path)
+
+
+def _sane_axes(ax, xs: pd.Series, ys: pd.Series) -> None:
+    """Limits that hold the origin and every point with a margin (one point included), plain tick labels;
+    y symmetric-log only where points pass +-10%."""
+    x_high = max(1.0, float(xs.max()) if len(xs) else 0.0)
+    ax.set_xlim(min(0.0, float(xs.min()) if len(xs) else 0.0) - 0.04 * x_high, 1.06 * x_high)
+    low, high = min(0.0, float(ys.min()) if len(ys) else 0.0), max(0.0, float(ys.max()) if len(ys) else 0.0)
+    if max(abs(low), abs(high)) > 10:
+        ax.set_yscale("symlog", linthresh=1.0)
+    span = max(high - low, 0.1)
+    ax.set_ylim(low - 0.08 * span, high + 0.08 * span)
+    plain = matplotlib.ticker.FuncFormatter(lambda value, _: f"{value:g}")
+    ax.xaxis.set_major_formatter(plain)
+    ax.yaxis.set_major_formatter(plain)
 
 
 def _method_rank(method: str) -> tuple[int, str]:

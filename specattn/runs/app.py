@@ -21,7 +21,7 @@ from .outputs import (
     write_hydra_record,
     write_table,
 )
-from .run_folder import Identity, claimed, run_identity
+from .run_folder import Identity, claimed, discard_if_unstarted, run_identity
 from .validate import validate
 
 INTERRUPTED = 130  # the shell's code for a run ended by Ctrl-C
@@ -65,10 +65,25 @@ def execute(cfg: DictConfig) -> Path:
             print_table(read_results(run_dir, SUMMARY), title)
             print(f"results: {results_path}")
             return results_path
-        summary = _run(cfg, run_dir, identity)
+        try:
+            summary = _run(cfg, run_dir, identity)
+        except Exception as error:
+            if specattn_cause(error) is not None and discard_if_unstarted(run_dir):  # refused: nothing left behind
+                _remove_if_empty(run_dir.parent, Path(cfg.paths.outputs) / cfg.experiment.name)
+            raise
     print_table(summary, title)
     print(f"results: {results_path}")
     return results_path
+
+
+def _remove_if_empty(folder: Path, experiment_folder: Path) -> None:
+    """Remove ``folder`` if it is the experiment's folder under the outputs and empty (as a refused first
+    run leaves it)."""
+    if folder.absolute() == experiment_folder.absolute():
+        try:
+            folder.rmdir()
+        except OSError:  # not empty: other runs live there
+            pass
 
 
 def _run(cfg: DictConfig, run_dir: Path, identity: Identity):

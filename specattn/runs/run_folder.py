@@ -133,6 +133,21 @@ def check_owner(run_dir: Path, this: Identity, rerun: bool) -> None:
         raise _other_code(run_dir, owner.code, this.code)
 
 
+#: what a run writes as it starts, before it computes anything (its record, its config, the W&B run)
+STARTED = frozenset({IDENTITY, CONFIG, "wandb"})
+
+
+def discard_if_unstarted(run_dir: Path) -> bool:
+    """Delete ``run_dir`` whole if its run stopped before computing anything (a refusal found once the
+    folder was claimed: weights or a hub dataset that cannot be had, too little text): it holds nothing
+    but Hydra's files, the lock and what the run writes as it starts (:data:`STARTED`). Returns whether
+    it did; a folder holding anything else (``parts/``, results, another program's files) is kept."""
+    if not run_dir.is_dir() or any(entry.name not in STARTED for entry in _payload(run_dir)):
+        return False
+    shutil.rmtree(run_dir, ignore_errors=True)
+    return True
+
+
 def clear(run_dir: Path) -> None:
     """Delete what the folder's run wrote."""
     for entry in _payload(run_dir):

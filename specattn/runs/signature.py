@@ -9,7 +9,7 @@ a budget matched to a finished run counts by the fraction it read, not the run's
 count too. Keys not listed (logging, paths, progress bars, memory knobs such as
 ``experiment.query_block``, display labels) never fork a run. An experiment without
 ``depends_on`` is identified by its whole config but Hydra's node, the logger, the paths,
-``rerun`` and ``progress`` (the safe default for a new experiment).
+``rerun``, ``progress`` and ``launch`` (the safe default for a new experiment).
 """
 
 from __future__ import annotations
@@ -22,8 +22,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from ..core.errors import SpecAttnError
 
-#: top-level keys that never change results (used when an experiment lists no ``depends_on``)
-NON_RESULT_KEYS = ("hydra", "logger", "paths", "rerun", "progress")
+#: top-level keys that never change results (used when an experiment lists no ``depends_on``; ``launch``:
+#: the parallel-launch memory table)
+NON_RESULT_KEYS = ("hydra", "logger", "paths", "rerun", "progress", "launch")
 _MISSING = object()
 
 
