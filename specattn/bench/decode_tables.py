@@ -108,12 +108,12 @@ def targets(results: pd.DataFrame, table: pd.DataFrame) -> list[str]:
     return lines or ["no target case was measured"]
 
 
-def markdown_table(df: pd.DataFrame) -> str:
-    """``df`` as a markdown table (plain text without tabulate)."""
+def markdown_table(df: pd.DataFrame, floatfmt: str = ".3g") -> str:
+    """``df`` as a markdown table (plain text without tabulate); floats formatted with ``floatfmt``."""
     try:
-        return df.to_markdown(index=False, floatfmt=".3g")
+        return df.to_markdown(index=False, floatfmt=floatfmt)
     except ImportError:  # tabulate missing
-        return df.to_string(index=False, float_format=lambda x: f"{x:.3g}")
+        return df.to_string(index=False, float_format=lambda x: f"{x:{floatfmt}}")
 
 
 MODE_COLUMNS = ["pair", "batch", "context", "mode", "kept", "tau", "tokens_per_s", "step_ms", "roof_tokens_per_s",

@@ -91,6 +91,8 @@ def main(argv: list[str] | None = None) -> int:
     book.add_argument("--outputs", type=Path, default=Path(os.environ.get("SPECATTN_OUTPUTS", "outputs")),
                       help="the runs to analyse (default: $SPECATTN_OUTPUTS or outputs)")
     book.add_argument("-o", "--out", type=Path, help="the executed copy (default: <outputs>/analysis.ipynb)")
+    spread = commands.add_parser("intervals", help="per-setting means and 95%% bootstrap intervals of table runs")
+    spread.add_argument("runs", type=Path, nargs="+", help="paper_table/ppl run folders (a cut run: its parts)")
     args = parser.parse_args(argv)
     try:
         if args.command == "collect":
@@ -103,6 +105,14 @@ def main(argv: list[str] | None = None) -> int:
             folders = [run_folders(root) for root in args.outputs]
             finished, unfinished = sum(len(f) for f, _ in folders), sum(len(u) for _, u in folders)
             print(f"collected {len(table)} rows from {finished} runs ({unfinished} unfinished left out): {out}")
+        elif args.command == "intervals":
+            from ..bench.decode_tables import markdown_table
+            from .intervals import interval_table, read_samples
+
+            for run in args.runs:
+                samples, finished = read_samples(run)
+                print(f"\n{run} ({'finished' if finished else 'cut: the samples so far'})")
+                print(markdown_table(interval_table(samples), floatfmt=".3f"))
         elif args.command == "notebook":
             from .notebook import NOTEBOOK, execute, shown
 

@@ -1,0 +1,62 @@
+"""Per-setting means of a table experiment's samples with 95% bootstrap intervals.
+
+``python -m specattn.results intervals RUN [RUN ...]`` prints, for each run folder (finished, or cut: its
+``parts/``), one row per setting: the pooled perplexity and its relative increase over dense
+(``exp((sum nll - sum dense_nll) / sum tokens) - 1``, the same pooling as the run's own table), the
+sparse-layer and whole-model KV read reductions (``1 - reads / dense reads`` over all samples), and a 95%
+percentile-bootstrap interval for each ratio, resampling whole samples (texts), so the interval states how
+much the number depends on which texts were drawn.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..core.errors import SpecAttnError
+
+RESAMPLES = 10_000
+
+
+def read_samples(run: Path) -> tuple[pd.DataFrame, bool]:
+    """The per-sample rows of a table run and whether it finished (else: its parts so far)."""
+    if (run / "results.parquet").is_file():
+        return pd.read_parquet(run / "results.parquet"), True
+    parts = sorted((run / "parts").glob("*.parquet"))
+    if not parts:
+        raise SpecAttnError(f"{run}: neither results.parquet nor parts/*.parquet (not a table run's folder)")
+    return pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True), False
+
+
+def _ratios(sums: np.ndarray) -> np.ndarray:
+    """``sums (..., 5)``: nll, dense nll, tokens, sparse-layer reads, their dense reads -> (..., 2)."""
+    increase = np.exp((sums[..., 0] - sums[..., 1]) / sums[..., 2]) - 1
+    with np.errstate(invalid="ignore", divide="ignore"):
+        reduction = np.where(sums[..., 4] > 0, 1 - sums[..., 3] / sums[..., 4], 0.0)
+    return np.stack([increase, reduction], axis=-1)
+
+
+def interval_table(samples: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
+    """One row per setting of ``samples`` (a table run's per-sample rows): the pooled ratios and their
+    95% bootstrap intervals (percent points), resampling the setting's samples with replacement."""
+    cols = ["nll", "dense_nll", "tokens", "kv_reads_sparse_layers", "kv_dense_reads_sparse_layers"]
+    missing = [c for c in cols + ["setting", "kv_reads", "kv_dense_reads"] if c not in samples]
+    if missing:
+        raise SpecAttnError(f"these rows lack {missing}: intervals need a paper_table/ppl run's per-sample rows")
+    rng = np.random.default_rng(seed)
+    rows = []
+    for setting, group in samples.groupby("setting", sort=False):
+        values = group[cols].to_numpy(dtype=np.float64)
+        point = _ratios(values.sum(axis=0))
+        picks = rng.integers(0, len(values), size=(RESAMPLES, len(values)))
+        low, high = np.percentile(_ratios(values[picks].sum(axis=1)), [2.5, 97.5], axis=0)
+        whole = group["kv_dense_reads"].sum()
+        rows.append({"setting": setting, "samples": len(group),
+                     "ppl": float(np.exp(group["nll"].sum() / group["tokens"].sum())),
+                     "ppl_increase_pct": 100 * point[0], "ci95_low": 100 * low[0], "ci95_high": 100 * high[0],
+                     "sparse_kv_reduction_pct": 100 * point[1], "red_ci95_low": 100 * low[1],
+                     "red_ci95_high": 100 * high[1],
+                     "kv_reduction_pct": 100 * (1 - group["kv_reads"].sum() / whole) if whole else 0.0})
+    return pd.DataFrame(rows)

@@ -1,0 +1,63 @@
+"""Per-setting intervals of table runs (specattn.results.intervals): pooling and bootstrap behaviour."""
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from specattn.core.errors import SpecAttnError
+from specattn.results.collect import main
+from specattn.results.intervals import interval_table, read_samples
+
+
+def rows(setting: str, nll, dense_nll, tokens, reads, dense_reads) -> pd.DataFrame:
+    n = len(nll)
+    return pd.DataFrame({"setting": setting, "nll": nll, "dense_nll": dense_nll, "tokens": tokens,
+                         "kv_reads_sparse_layers": reads, "kv_dense_reads_sparse_layers": dense_reads,
+                         "kv_reads": np.asarray(reads) + 100, "kv_dense_reads": np.asarray(dense_reads) + 100,
+                         "sample": range(n)})
+
+
+def test_pooled_ratios_weigh_samples_by_tokens_and_reads():
+    table = interval_table(rows("specattn p=0.9", [110.0, 30.0], [100.0, 30.0], [100, 300], [10, 90], [100, 100]))
+    row = table.iloc[0]
+    assert row.ppl_increase_pct == pytest.approx(100 * (math.exp(10 / 400) - 1))  # not the mean of per-sample ratios
+    assert row.sparse_kv_reduction_pct == pytest.approx(50.0)
+    assert row.kv_reduction_pct == pytest.approx(100 * (1 - 300 / 400))
+    assert row.ppl == pytest.approx(math.exp(140 / 400)) and row.samples == 2
+    assert row.ci95_low <= row.ppl_increase_pct <= row.ci95_high and row.ci95_high > row.ci95_low
+
+
+def test_identical_samples_have_no_spread_and_more_samples_narrow_the_interval():
+    same = interval_table(rows("s", [105.0] * 6, [100.0] * 6, [100] * 6, [30] * 6, [100] * 6)).iloc[0]
+    assert same.ci95_low == pytest.approx(same.ci95_high) and same.red_ci95_low == pytest.approx(70.0)
+    rng = np.random.default_rng(1)
+
+    def width(n):
+        extra = rng.normal(5, 3, n)
+        t = interval_table(rows("s", 100 + extra, [100.0] * n, [100] * n, [30] * n, [100] * n)).iloc[0]
+        return t.ci95_high - t.ci95_low
+
+    assert width(400) < 0.5 * width(8)
+
+
+def test_dense_rows_get_zero_reduction_and_settings_keep_their_order():
+    table = interval_table(pd.concat([rows("dense", [1.0, 2.0], [1.0, 2.0], [5, 5], [0, 0], [0, 0]),
+                                      rows("quest", [2.0, 3.0], [1.0, 2.0], [5, 5], [1, 1], [4, 4])]))
+    assert table.setting.tolist() == ["dense", "quest"]
+    assert table.iloc[0].ppl_increase_pct == 0 and table.iloc[0].sparse_kv_reduction_pct == 0
+
+
+def test_a_cut_run_is_read_from_its_parts_and_a_wrong_folder_is_refused(tmp_path, capsys):
+    (tmp_path / "run" / "parts").mkdir(parents=True)
+    part = rows("specattn p=0.95", [101.0], [100.0], [100], [40], [100])
+    part.to_parquet(tmp_path / "run" / "parts" / "sample-00000.parquet")
+    samples, finished = read_samples(tmp_path / "run")
+    assert not finished and len(samples) == 1
+    assert main(["intervals", str(tmp_path / "run")]) == 0
+    assert "cut" in capsys.readouterr().out
+    assert main(["intervals", str(tmp_path)]) == 2
+    assert "not a table run's folder" in capsys.readouterr().err
+    with pytest.raises(SpecAttnError, match="lack"):
+        interval_table(part.drop(columns=["kv_reads"]))
