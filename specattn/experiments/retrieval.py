@@ -1,0 +1,199 @@
+"""``experiment=retrieval``: long-context retrieval and aggregation accuracy under each method.
+
+Perplexity averages over every token, so a method that drops the one chunk holding an answer
+barely moves it. This experiment asks questions whose answer lies in one (or a few) places of a long
+haystack: the tasks of :mod:`specattn.retrieval.tasks` (single needle, multi-key, multi-value,
+multi-query, variable tracking, common words, a two-place code question), generated from the shipped
+texts at each context length and needle depth (:mod:`specattn.retrieval.generate`), answered by
+greedy generation through the speculative decoder (:mod:`specattn.decode.engine`) under each method
+from one shared prefill, and scored by exact match (:mod:`specattn.retrieval.scoring`).
+
+Methods per sample (:func:`method_settings`, the one place they are built): dense speculative
+decoding (the verifier's own greedy answer); SpecAttn at ``experiment.p_values``; the oracle top-p at
+``experiment.oracle_p``; the ``experiment.matched`` baselines at the sparse-layer KV reduction
+SpecAttn ``p = match_p`` reached on that very sample. Decoding is greedy and stops at the verifier's
+end-of-sequence token or after the task's ``experiment.max_new_tokens``.
+
+Each sample's rows go to ``parts/`` as soon as it finishes, so a killed run resumes.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from ..checks import SettingError, built, check_p, fractions, positive_int
+from ..data.windows import Sample
+from ..decode.engine import DecodeSettings, SpeculativeDecoder, prepare_for_decoding
+from ..decode.metrics import sequence_row
+from ..errors import SpecAttnError
+from ..methods import Budget, Dense, OracleTopP, SelectionMethod, SpecAttn, instantiate_method
+from ..outputs import SampleParts
+from ..retrieval.generate import RetrievalSample, SampleFactory, grid
+from ..retrieval.report import plot_heatmaps, plot_overview, summarise, summary_metrics, uninformative
+from ..retrieval.scoring import score
+from ..retrieval.tasks import TASKS
+from .base import ExperimentResult, RunContext
+from .decode import eos_ids
+from .evaluation import layer_mapping, load_pair_for
+
+MIN_LENGTH = 256  # tokens: below this the template, question and needles leave no haystack
+DROPPED = ("cont_nll", "dense_cont_nll", "cont_ppl", "batch_size")  # decode columns that mean nothing here
+
+
+def _list(value, key: str, example: str) -> list:
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__") or not len(value):
+        raise SettingError(key, value, "must be a non-empty list", example)
+    return list(value)
+
+
+def check(cfg) -> None:
+    """Every ``experiment.*`` key of the retrieval experiment (run by ``validate`` before anything loads)."""
+    exp = cfg.experiment
+    tasks = _list(exp.tasks, "experiment.tasks", "[needle_code,vartrack]")
+    for task in tasks:
+        if task not in TASKS:
+            raise SpecAttnError(f"experiment.tasks: {task!r} is no task: allowed are {', '.join(TASKS)}")
+    if len(set(tasks)) < len(tasks):
+        raise SettingError("experiment.tasks", tasks, "lists a task twice", "[needle_code,vartrack]")
+    new_tokens = exp.max_new_tokens
+    for task in tasks:
+        if new_tokens is None or new_tokens.get(task) is None:
+            raise SpecAttnError(f"experiment.max_new_tokens has no entry for task {task}: "
+                                f"add experiment.max_new_tokens.{task}=16")
+        positive_int(new_tokens[task], f"experiment.max_new_tokens.{task}", "16")
+    longest_answer = max(new_tokens[task] for task in tasks)
+    max_positions = cfg.model.get("max_positions")
+    for length in _list(exp.lengths, "experiment.lengths", "[2048,4096]"):
+        positive_int(length, "experiment.lengths", "[2048,4096]")
+        if length < MIN_LENGTH:
+            raise SettingError("experiment.lengths", length, f"is below {MIN_LENGTH} tokens", "[2048,4096]")
+        if max_positions is not None and length + longest_answer + 2 * (cfg.gamma + 1) > max_positions:
+            raise SpecAttnError(f"experiment.lengths: {length} + the longest answer ({longest_answer} tokens, + 2 steps "
+                                f"of gamma + 1) exceed what model={cfg.model.name} supports ({max_positions} positions)")
+    for depth in _list(exp.depths, "experiment.depths", "[0.0,0.5,1.0]"):
+        if isinstance(depth, bool) or not isinstance(depth, (int, float)) or not 0.0 <= depth <= 1.0:
+            raise SettingError("experiment.depths", depth, "must be a number in [0, 1]", "[0.0,0.5,1.0]")
+    positive_int(exp.samples, "experiment.samples", "2")
+    p_values = [check_p(p) for p in _list(exp.p_values, "experiment.p_values", "[0.9,0.95]")]
+    if list(exp.oracle_p):
+        fractions(exp.oracle_p, "experiment.oracle_p", "[0.95]")
+    matched = list(exp.matched)
+    if matched and check_p(exp.match_p) not in p_values:
+        raise SpecAttnError(f"experiment.match_p={exp.match_p} is not one of experiment.p_values={p_values}")
+    for spec in matched:  # constructor errors before any model loads
+        instantiate_method(spec, budget=Budget(kv_budget_frac=1.0))
+    value = exp.min_dense_accuracy
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+        raise SettingError("experiment.min_dense_accuracy", value, "must be a number in [0, 1]", "0.5")
+    for kind in sorted({TASKS[task].haystack for task in tasks}):
+        if exp.haystacks.get(kind) is None:
+            raise SpecAttnError(f"experiment.haystacks.{kind} is not set, and tasks "
+                                f"{', '.join(t for t in tasks if TASKS[t].haystack == kind)} need a {kind} haystack")
+        built(exp.haystacks[kind], f"experiment.haystacks.{kind}")
+
+
+def method_settings(cfg, measured: list[tuple]) -> Iterator[SelectionMethod]:
+    """The methods one sample is decoded with, dense first. ``measured`` holds ``(method, trace, ...)``
+    of every setting decoded so far and grows as the generator is consumed: the matched baselines get
+    the sparse-layer KV reduction SpecAttn ``p = match_p`` reached on this sample."""
+    exp = cfg.experiment
+    p_values = [float(p) for p in exp.p_values]
+    yield Dense()
+    for p in p_values:
+        yield SpecAttn(p)
+    for p in exp.oracle_p:
+        yield OracleTopP(float(p))
+    if list(exp.matched):
+        target, trace = measured[1 + p_values.index(float(exp.match_p))][:2]
+        budget = Budget(kv_budget_frac=1.0 - trace.reads.sparse_layer_reduction, matched_label=target.label)
+        for spec in exp.matched:
+            yield instantiate_method(spec, budget=budget)
+
+
+def sample_rows(cfg, index: int, sample: RetrievalSample, measured: list[tuple], prefill_seconds: float,
+                decoder: SpeculativeDecoder, dataset: str) -> pd.DataFrame:
+    """One row per method setting of one sample: the decoding row (:func:`specattn.decode.metrics.sequence_row`:
+    tokens, steps, KV reads and reductions, agreement with dense, times) and the retrieval columns."""
+    item, instance, prompt = sample.item, sample.instance, sample.prompt
+    tokenizer = decoder.pair.tokenizer
+    ids = Sample(item.sample_id, torch.tensor(prompt.ids))
+    reference = measured[0][1].tokens
+    rows = []
+    for method, trace, timing in measured:
+        text = tokenizer.decode(trace.tokens, skip_special_tokens=True)
+        row = sequence_row(cfg, index, ids, method, trace, reference, math.nan, math.nan, timing, 1, prefill_seconds,
+                           text)
+        for column in DROPPED:
+            row.pop(column)
+        scored = score(text, instance.answer, instance.expected, instance.universe)
+        row.update({
+            "task": item.task, "context_len": item.context_len, "depth": item.depth, "sample": item.index,
+            "item": index, "dataset": dataset, "temperature": 0.0, "max_new_tokens": decoder.settings.max_new_tokens,
+            "depth_actual": prompt.depth_of(0), "needle_position": prompt.needle_positions[0],
+            "needles": len(instance.needles), "origin": sample.origin, "question": instance.question,
+            "expected": ", ".join(instance.expected), "answer": ", ".join(scored.answer), "correct": scored.correct,
+            "score": scored.score, "eos": bool(trace.tokens) and trace.tokens[-1] in decoder.eos_ids,
+            "tau": (trace.kept + trace.steps) / trace.steps,
+        })
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def evaluate(cfg, decoder: SpeculativeDecoder, sample: RetrievalSample, index: int, dataset: str) -> pd.DataFrame:
+    """Prefill the sample's prompt once, decode it under every method setting, return its rows."""
+    prefill = decoder.prefill(torch.tensor(sample.prompt.ids)[None])
+    measured: list[tuple] = []
+    for method in method_settings(cfg, measured):
+        out = decoder.generate(prefill, [method], cfg.seed + index)
+        measured.append((method, out.traces[0], out.timing))
+    return sample_rows(cfg, index, sample, measured, prefill.seconds, decoder, dataset)
+
+
+def run(ctx: RunContext) -> ExperimentResult:
+    """Every sample of the grid, resuming from ``parts/``; the summary, heatmaps and the dense check."""
+    cfg = ctx.cfg
+    exp = cfg.experiment
+    items = grid(list(exp.tasks), [int(n) for n in exp.lengths], [float(d) for d in exp.depths], int(exp.samples))
+    kinds = sorted({TASKS[task].haystack for task in exp.tasks})
+    sources = {kind: built(exp.haystacks[kind], f"experiment.haystacks.{kind}") for kind in kinds}
+    documents = {kind: source.documents() for kind, source in sources.items()}  # before the weights load
+    pair = load_pair_for(cfg)
+    base = DecodeSettings(cfg.gamma, cfg.chunk_size, cfg.dense_layers, cfg.head_agg, tuple(layer_mapping(cfg, pair)),
+                          1, stop_at_eos=True, query_block=int(exp.get("query_block", 512)))
+    decoders = {task: SpeculativeDecoder(pair, replace(base, max_new_tokens=int(exp.max_new_tokens[task])), eos_ids(pair))
+                for task in exp.tasks}
+    prepare_for_decoding(pair)
+    factory = SampleFactory(pair.tokenizer, documents, int(cfg.seed))
+    parts = SampleParts(ctx.run_dir)
+    frames, correct = [], {}
+    bar = tqdm(items, desc="retrieval", unit="sample", disable=not cfg.progress)
+    for index, item in enumerate(bar):
+        frame = parts.load(index)
+        if frame is None:
+            start = time.perf_counter()
+            frame = evaluate(cfg, decoders[item.task], factory.make(item), index, sources[TASKS[item.task].haystack].name)
+            frame["sample_seconds"] = time.perf_counter() - start
+            parts.save(index, frame)
+        frames.append(frame)
+        for row in frame.itertuples():
+            correct.setdefault(row.setting, []).append(float(row.correct))
+        ctx.logger.log_metrics({"sample": index, **{f"correct/{row.setting}": float(row.correct)
+                                                    for row in frame.itertuples()}})
+        bar.set_postfix({setting: f"{sum(values) / len(values):.2f}" for setting, values in list(correct.items())[:2]})
+    results = pd.concat(frames, ignore_index=True)
+    summary = summarise(results)
+    artifacts = plot_heatmaps(results, ctx.run_dir, title=f"{cfg.model.name}: ")
+    artifacts["heatmaps"] = plot_overview(results, ctx.run_dir / "heatmaps.png", f"{cfg.model.name}: exact match "
+                                          "over depth x length (tasks with a depth axis)")
+    for row in uninformative(summary, float(exp.min_dense_accuracy)).itertuples():
+        print(f"dense verifier accuracy {row.accuracy:.0%} < experiment.min_dense_accuracy={exp.min_dense_accuracy} "
+              f"on {row.task} at {row.context_len} tokens ({row.samples} samples): the task says little about the "
+              "methods there (its rows stay in the table)")
+    return ExperimentResult(results, summary, artifacts=artifacts, metrics=summary_metrics(summary))

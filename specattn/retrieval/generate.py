@@ -1,0 +1,92 @@
+"""Retrieval samples: the grid of (task, context length, depth, index) and the prompt of each.
+
+A sample is a pure function of ``(seed, task, context_len, depth, index)`` and the source texts
+(:func:`~specattn.retrieval.draws.sample_rng`): its filler starts at a seeded random line of a seeded
+random document of the task's haystack source, its needles are drawn so that none occurs in that
+filler, and the prompt is assembled to exactly ``context_len`` tokens
+(:mod:`~specattn.retrieval.haystack`). Context length is the whole prompt the model reads: chat
+template, instruction, haystack, question and the assistant turn's opening.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from ..data.sources import Document
+from ..errors import SpecAttnError
+from .draws import Draws, sample_rng
+from .haystack import Line, LineSource, Prompt, assemble, encode
+from .tasks import TASKS, Task, TaskInstance
+from .template import FENCES, frame
+
+SKIP = {"code": ("```",), "prose": ()}  # filler lines that would break the prompt's fences
+
+
+@dataclass(frozen=True)
+class Item:
+    """One cell sample of the grid (``depth`` NaN: a task whose needles are spread at random)."""
+
+    task: str
+    context_len: int
+    depth: float
+    index: int
+
+    @property
+    def sample_id(self) -> str:
+        depth = "spread" if math.isnan(self.depth) else f"d{self.depth:g}"
+        return f"{self.task}/{self.context_len}/{depth}/#{self.index}"
+
+
+def grid(tasks: list[str], lengths: list[int], depths: list[float], samples: int) -> list[Item]:
+    """Every sample of a run, shortest length first, then by sample index, depth and task (so that a
+    run stopped early has every task). A spread task gets ``samples * len(depths)`` samples per length."""
+    items = []
+    for length in lengths:
+        for index in range(samples):
+            for position, depth in enumerate(depths):
+                for task in tasks:
+                    if TASKS[task].spread:
+                        items.append(Item(task, length, math.nan, index * len(depths) + position))
+                    else:
+                        items.append(Item(task, length, float(depth), index))
+    return items
+
+
+@dataclass(frozen=True)
+class RetrievalSample:
+    item: Item
+    task: Task
+    instance: TaskInstance
+    prompt: Prompt
+    origin: str  # where the filler starts: document:line
+
+
+class SampleFactory:
+    """Builds the samples of a run from its tokenizer, its haystack sources and its seed."""
+
+    def __init__(self, tokenizer, sources: dict[str, list[Document]], seed: int):
+        self.tokenizer, self.seed = tokenizer, seed
+        self.sources = {name: LineSource(name, documents, tokenizer, SKIP[name]) for name, documents in sources.items()}
+        newline = encode(tokenizer, "\n")
+        if len(newline) != 1:
+            raise SpecAttnError(f"the tokenizer writes a line break as {len(newline)} tokens; retrieval needs one")
+        self.newline = newline[0]
+
+    def _line(self, text: str) -> Line:
+        return Line(text, tuple(encode(self.tokenizer, text)))
+
+    def make(self, item: Item) -> RetrievalSample:
+        task = TASKS[item.task]
+        if task.haystack not in self.sources:
+            raise SpecAttnError(f"task {task.name} needs a {task.haystack} haystack: add experiment.haystacks.{task.haystack}")
+        rng = sample_rng(self.seed, item.task, item.context_len, item.depth, item.index)
+        filler, origin = self.sources[task.haystack].draw(rng, item.context_len)
+        instance = task.build(Draws(rng, "".join(line.text for line in filler) + "".join(FENCES[task.haystack])),
+                              item.depth)
+        text = frame(self.tokenizer, task.haystack, task.instruction, instance.question)
+        needles = [(self._line(needle.text), needle.depth) for needle in instance.needles]
+        decode = self.tokenizer.decode
+        prompt = assemble(self._line(text.head), filler, needles, self._line(text.tail), item.context_len,
+                          self.newline, decode)
+        return RetrievalSample(item, task, instance, prompt, origin)
