@@ -55,21 +55,35 @@ def _list(value, key: str, example: str) -> list:
 
 def check(cfg) -> None:
     """Every ``experiment.*`` key of the retrieval experiment (run by ``validate`` before anything loads)."""
-    exp = cfg.experiment
+    tasks = _check_tasks(cfg.experiment)
+    _check_grid(cfg, max(cfg.experiment.max_new_tokens[task] for task in tasks))
+    _check_methods(cfg.experiment)
+
+
+def _check_tasks(exp) -> list[str]:
+    """``tasks``, their ``max_new_tokens`` and the ``haystacks`` they need."""
     tasks = _list(exp.tasks, "experiment.tasks", "[needle_code,vartrack]")
     for task in tasks:
         if task not in TASKS:
             raise SpecAttnError(f"experiment.tasks: {task!r} is no task: allowed are {', '.join(TASKS)}")
     if len(set(tasks)) < len(tasks):
         raise SettingError("experiment.tasks", tasks, "lists a task twice", "[needle_code,vartrack]")
-    new_tokens = exp.max_new_tokens
     for task in tasks:
-        if new_tokens is None or new_tokens.get(task) is None:
+        if exp.max_new_tokens is None or exp.max_new_tokens.get(task) is None:
             raise SpecAttnError(f"experiment.max_new_tokens has no entry for task {task}: "
                                 f"add experiment.max_new_tokens.{task}=16")
-        positive_int(new_tokens[task], f"experiment.max_new_tokens.{task}", "16")
-    longest_answer = max(new_tokens[task] for task in tasks)
-    max_positions = cfg.model.get("max_positions")
+        positive_int(exp.max_new_tokens[task], f"experiment.max_new_tokens.{task}", "16")
+    for kind in sorted({TASKS[task].haystack for task in tasks}):
+        if exp.haystacks.get(kind) is None:
+            raise SpecAttnError(f"experiment.haystacks.{kind} is not set, and tasks "
+                                f"{', '.join(t for t in tasks if TASKS[t].haystack == kind)} need a {kind} haystack")
+        built(exp.haystacks[kind], f"experiment.haystacks.{kind}")
+    return tasks
+
+
+def _check_grid(cfg, longest_answer: int) -> None:
+    """``lengths`` (within the model's positions with the longest answer), ``depths``, ``samples``."""
+    exp, max_positions = cfg.experiment, cfg.model.get("max_positions")
     for length in _list(exp.lengths, "experiment.lengths", "[2048,4096]"):
         positive_int(length, "experiment.lengths", "[2048,4096]")
         if length < MIN_LENGTH:
@@ -81,22 +95,20 @@ def check(cfg) -> None:
         if isinstance(depth, bool) or not isinstance(depth, (int, float)) or not 0.0 <= depth <= 1.0:
             raise SettingError("experiment.depths", depth, "must be a number in [0, 1]", "[0.0,0.5,1.0]")
     positive_int(exp.samples, "experiment.samples", "2")
+
+
+def _check_methods(exp) -> None:
+    """``p_values``, ``oracle_p``, ``match_p``, the ``matched`` baselines and ``min_dense_accuracy``."""
     p_values = [check_p(p) for p in _list(exp.p_values, "experiment.p_values", "[0.9,0.95]")]
     if list(exp.oracle_p):
         fractions(exp.oracle_p, "experiment.oracle_p", "[0.95]")
-    matched = list(exp.matched)
-    if matched and check_p(exp.match_p) not in p_values:
+    if list(exp.matched) and check_p(exp.match_p) not in p_values:
         raise SpecAttnError(f"experiment.match_p={exp.match_p} is not one of experiment.p_values={p_values}")
-    for spec in matched:  # constructor errors before any model loads
+    for spec in exp.matched:  # constructor errors before any model loads
         instantiate_method(spec, budget=Budget(kv_budget_frac=1.0))
     value = exp.min_dense_accuracy
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
         raise SettingError("experiment.min_dense_accuracy", value, "must be a number in [0, 1]", "0.5")
-    for kind in sorted({TASKS[task].haystack for task in tasks}):
-        if exp.haystacks.get(kind) is None:
-            raise SpecAttnError(f"experiment.haystacks.{kind} is not set, and tasks "
-                                f"{', '.join(t for t in tasks if TASKS[t].haystack == kind)} need a {kind} haystack")
-        built(exp.haystacks[kind], f"experiment.haystacks.{kind}")
 
 
 def method_settings(cfg, measured: list[tuple]) -> Iterator[SelectionMethod]:

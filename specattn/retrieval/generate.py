@@ -87,6 +87,9 @@ class SampleFactory:
         text = frame(self.tokenizer, task.haystack, task.instruction, instance.question)
         needles = [(self._line(needle.text), needle.depth) for needle in instance.needles]
         decode = self.tokenizer.decode
-        prompt = assemble(self._line(text.head), filler, needles, self._line(text.tail), item.context_len,
-                          self.newline, decode)
+        try:
+            prompt = assemble(self._line(text.head), filler, needles, self._line(text.tail), item.context_len,
+                              self.newline, decode)
+        except SpecAttnError as error:
+            raise SpecAttnError(f"experiment.lengths: task {task.name}: {error}: use longer lengths") from None
         return RetrievalSample(item, task, instance, prompt, origin)

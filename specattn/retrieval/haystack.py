@@ -125,9 +125,8 @@ def assemble(head: Line, filler: list[Line], needles: list[tuple[Line, float]], 
     ``(needle, depth)`` inserted at the filler line boundary nearest its depth, ``tail``."""
     budget = context_len - len(head.ids) - len(tail.ids) - sum(len(needle.ids) for needle, _ in needles)
     if budget < MIN_FILLER_TOKENS:
-        raise SpecAttnError(
-            f"a context length of {context_len} tokens leaves {budget} tokens of haystack once the template, "
-            f"question and needles ({context_len - budget} tokens) are in: use a longer length")
+        raise SpecAttnError(f"a context length of {context_len} tokens leaves {budget} tokens of haystack once the "
+                            f"template, question and needles ({context_len - budget} tokens) are in")
     lines = cut(filler, budget, newline, decode)
     offsets = [0]
     for line in lines:
