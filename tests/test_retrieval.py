@@ -66,7 +66,8 @@ def test_the_grid_gives_every_task_its_samples_per_length():
         code = [c for c in cells if c.task == "needle_code" and c.context_len == length]
         words = [c for c in cells if c.task == "common_words" and c.context_len == length]
         assert sorted((c.depth, c.index) for c in code) == [(d, i) for d in (0.0, 0.5) for i in range(3)]
-        assert sorted(c.index for c in words) == list(range(6)) and all(math.isnan(c.depth) for c in words)
+        assert sorted((c.depth, c.index) for c in words) == [(d, i) for d in (0.0, 0.5) for i in range(3)]
+        assert all(math.isnan(c.needle_depth) for c in words) and all(c.needle_depth == c.depth for c in code)
     assert [c.context_len for c in cells] == sorted(c.context_len for c in cells)  # shorter lengths first
     assert len({c.sample_id for c in cells}) == len(cells)
 
@@ -88,7 +89,7 @@ def test_prompts_have_the_requested_length_and_the_template_around_them(sources,
 def test_a_prompt_too_short_for_its_task_is_one_line(sources, chat_tokenizer):
     with pytest.raises(SpecAttnError, match="experiment.lengths: task common_words: a context length of 300 tokens "
                                             "leaves -?[0-9]+ tokens of haystack .*: use longer lengths"):
-        SampleFactory(chat_tokenizer, sources, 0).make(Item("common_words", 300, math.nan, 0))
+        SampleFactory(chat_tokenizer, sources, 0).make(Item("common_words", 300, 0.5, 0))
 
 
 def test_needles_lie_at_their_depth(chat_tokenizer):
@@ -268,6 +269,7 @@ def test_a_killed_run_resumes_and_its_table_collects_and_plots(tiny_model_dir, t
     assert list(results.setting.unique()) == ["dense", "specattn p=0.9", "specattn p=0.95", "oracle_topp p=0.95",
                                               "streaming match=specattn p=0.95", "quest match=specattn p=0.95"]
     assert len(results) == 3 * 2 * 6 and set(results.context_len) == {700} and set(results.depth) == {0.0, 1.0}
+    assert set(results.grid_depth) == {0.0, 1.0}
     assert results.groupby(["task", "depth", "sample"]).expected.nunique().eq(1).all()
     dense = results[results.method == "dense"]
     assert (dense.kv_reduction == 0).all() and (dense.match_rate == 1).all() and (dense.new_tokens <= 16).all()

@@ -146,7 +146,8 @@ def sample_rows(cfg, index: int, sample: RetrievalSample, measured: list[tuple],
             row.pop(column)
         scored = score(text, instance.answer, instance.expected, instance.universe)
         row.update({
-            "task": item.task, "context_len": item.context_len, "depth": item.depth, "sample": item.index,
+            "task": item.task, "context_len": item.context_len, "depth": item.needle_depth, "sample": item.index,
+            "grid_depth": item.depth,
             "item": index, "dataset": dataset, "temperature": 0.0, "max_new_tokens": decoder.settings.max_new_tokens,
             "depth_actual": prompt.depth_of(0), "needle_position": prompt.needle_positions[0],
             "needles": len(instance.needles), "origin": sample.origin, "question": instance.question,

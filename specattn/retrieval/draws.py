@@ -13,7 +13,6 @@ they occur in the haystack.
 from __future__ import annotations
 
 import hashlib
-import math
 import random
 
 from ..errors import SpecAttnError
@@ -24,9 +23,8 @@ MAX_TRIES = 1000
 
 
 def sample_rng(seed: int, task: str, context_len: int, depth: float, index: int) -> random.Random:
-    """The generator of one sample (``depth``: NaN for tasks that spread their needles)."""
-    depth_text = "spread" if math.isnan(depth) else f"{depth:.6f}"
-    key = f"{seed}/{task}/{context_len}/{depth_text}/{index}".encode()
+    """The generator of one sample."""
+    key = f"{seed}/{task}/{context_len}/{depth:.6f}/{index}".encode()
     return random.Random(int.from_bytes(hashlib.sha256(key).digest()[:8], "big"))
 
 

@@ -25,7 +25,8 @@ SKIP = {"code": ("```",), "prose": ()}  # filler lines that would break the prom
 
 @dataclass(frozen=True)
 class Item:
-    """One cell sample of the grid (``depth`` NaN: a task whose needles are spread at random)."""
+    """One sample of the grid. A spread task (needles at random depths only) ignores ``depth`` but for
+    seeding, so the samples of runs over different depths are different samples."""
 
     task: str
     context_len: int
@@ -33,24 +34,22 @@ class Item:
     index: int
 
     @property
+    def needle_depth(self) -> float:
+        """The depth of the sample's first needle: ``depth``, or NaN for a spread task."""
+        return math.nan if TASKS[self.task].spread else self.depth
+
+    @property
     def sample_id(self) -> str:
-        depth = "spread" if math.isnan(self.depth) else f"d{self.depth:g}"
-        return f"{self.task}/{self.context_len}/{depth}/#{self.index}"
+        spread = "spread@" if TASKS[self.task].spread else ""
+        return f"{self.task}/{self.context_len}/{spread}d{self.depth:g}/#{self.index}"
 
 
 def grid(tasks: list[str], lengths: list[int], depths: list[float], samples: int) -> list[Item]:
     """Every sample of a run, shortest length first, then by sample index, depth and task (so that a
-    run stopped early has every task). A spread task gets ``samples * len(depths)`` samples per length."""
-    items = []
-    for length in lengths:
-        for index in range(samples):
-            for position, depth in enumerate(depths):
-                for task in tasks:
-                    if TASKS[task].spread:
-                        items.append(Item(task, length, math.nan, index * len(depths) + position))
-                    else:
-                        items.append(Item(task, length, float(depth), index))
-    return items
+    run stopped early has every task); ``samples`` per (task, length, depth) cell, so a spread task has
+    ``samples * len(depths)`` per length."""
+    return [Item(task, length, float(depth), index) for length in lengths for index in range(samples)
+            for depth in depths for task in tasks]
 
 
 @dataclass(frozen=True)
@@ -83,7 +82,7 @@ class SampleFactory:
         rng = sample_rng(self.seed, item.task, item.context_len, item.depth, item.index)
         filler, origin = self.sources[task.haystack].draw(rng, item.context_len)
         instance = task.build(Draws(rng, "".join(line.text for line in filler) + "".join(FENCES[task.haystack])),
-                              item.depth)
+                              item.needle_depth)
         text = frame(self.tokenizer, task.haystack, task.instruction, instance.question)
         needles = [(self._line(needle.text), needle.depth) for needle in instance.needles]
         decode = self.tokenizer.decode
