@@ -21,6 +21,7 @@ from specattn.results import collect
 from specattn.plots import write_plots
 from specattn.retrieval.draws import Draws, sample_rng
 from specattn.retrieval.generate import Item, SampleFactory, grid
+from specattn.retrieval.report import main as report_main
 from specattn.retrieval.report import markdown_table, summarise
 from specattn.retrieval.scoring import extract, score
 from specattn.retrieval.tasks import TASKS
@@ -252,7 +253,7 @@ def run_args(model_dir, *extra):
             "experiment.max_new_tokens.vartrack=12", "logger=none", "progress=false", *extra]
 
 
-def test_a_killed_run_resumes_and_its_table_collects_and_plots(tiny_model_dir, tmp_path):
+def test_a_killed_run_resumes_and_its_table_collects_and_plots(tiny_model_dir, tmp_path, capsys):
     env = {"SPECATTN_OUTPUTS": str(tmp_path / "out"), "OMP_NUM_THREADS": "1"}  # small ops: one thread is faster
     running = start(run_args(tiny_model_dir), env)
     first = wait_for("retrieval/*/parts/sample-00001.parquet", tmp_path / "out", running)
@@ -291,6 +292,10 @@ def test_a_killed_run_resumes_and_its_table_collects_and_plots(tiny_model_dir, t
     summary = summarise(collected)
     assert set(summary.task) == {"needle_code", "multivalue", "vartrack", "all"}
     assert "| vartrack | 700 | 2 |" in markdown_table(summary)
+    collected.to_parquet(tmp_path / "collected.parquet")
+    assert report_main([str(tmp_path / "collected.parquet")]) == 0
+    printed = capsys.readouterr().out
+    assert "tiny_random: exact match" in printed and "tiny_random: tau" in printed and "| all | 700 | 6 |" in printed
     written = write_plots(collected, tmp_path / "figures")
     assert {"retrieval-tiny_random", "retrieval-tiny_random-dense"} <= set(written)
     assert all(path.is_file() for path in written.values())

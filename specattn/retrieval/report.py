@@ -7,13 +7,18 @@ or from collected rows of several runs).
 * :func:`plot_heatmaps`: per setting, accuracy over depth x length, one panel per task;
 * :func:`plot_overview`: one panel per setting, accuracy over depth x length over the tasks that have
   a depth axis;
-* :func:`markdown_table`: accuracy per task and length, one column per setting.
+* :func:`markdown_table`: a value (accuracy, KV reduction, ...) per task and length, one column per setting.
+
+``python -m specattn.retrieval.report collected.parquet`` prints the Markdown tables of the retrieval
+rows of a collected table (``python -m specattn.results collect``), per model.
 """
 
 from __future__ import annotations
 
+import argparse
 import math
 import re
+import sys
 from pathlib import Path
 
 import matplotlib
@@ -153,12 +158,13 @@ def plot_overview(results: pd.DataFrame, path: Path, title: str = "") -> Path:
 
 
 def markdown_table(summary: pd.DataFrame, value: str = "accuracy") -> str:
-    """Rows (task, length, samples), one column per setting: ``value`` as a percentage."""
+    """Rows (task, length, samples), one column per setting: ``value`` as a percentage (``tau``: as is)."""
     settings = list(dict.fromkeys(summary.setting))
     lines = ["| task | length | samples | " + " | ".join(settings) + " |", "|---|---:|---:|" + "---:|" * len(settings)]
     for (task, length), group in summary.groupby(["task", "context_len"], sort=False):
         values = dict(zip(group.setting, group[value]))
-        cells = ["-" if pd.isna(values.get(s, math.nan)) else f"{100 * values[s]:.0f}%" for s in settings]
+        cells = ["-" if pd.isna(values.get(s, math.nan)) else f"{values[s]:.2f}" if value == "tau"
+                 else f"{100 * values[s]:.0f}%" for s in settings]
         lines.append(f"| {task} | {length} | {int(group.samples.iloc[0])} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -169,3 +175,25 @@ def _save(fig, path: Path) -> Path:
     fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
     return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m specattn.retrieval.report",
+                                     description="Markdown tables of the retrieval runs of a collected table")
+    parser.add_argument("collected", type=Path, help="a table written by `python -m specattn.results collect`")
+    args = parser.parse_args(argv)
+    collected = pd.read_parquet(args.collected)
+    rows = collected[collected["config.experiment.name"] == "retrieval"]
+    if rows.empty:
+        print(f"error: {args.collected} holds no retrieval run", file=sys.stderr)
+        return 2
+    for model, group in rows.groupby("model", sort=False):
+        summary = summarise(group)
+        for value, what in (("accuracy", "exact match"), ("score", "partial credit"),
+                            ("kv_reduction_sparse_layers", "KV reduction, sparse layers"), ("tau", "tau")):
+            print(f"\n{model}: {what}\n\n{markdown_table(summary, value)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
