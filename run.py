@@ -10,9 +10,9 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from specattn.app import main
-from specattn.config import register_resolvers
-from specattn.preflight import check_command_line
+from specattn.runs.app import main
+from specattn.runs.preflight import check_command_line
+from specattn.runs.validate import register_resolvers
 
 CONF = Path(__file__).resolve().parent / "conf"
 register_resolvers()

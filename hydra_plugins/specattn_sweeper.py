@@ -2,13 +2,13 @@
 in conf/config.yaml): Hydra's basic sweeper that, before it creates the sweep folder or launches
 anything, composes every job of the grid and
 
-- drops the jobs whose run folder already holds finished results of the same config and input data
-  (``specattn.run_folder.finished``), printing one line per skipped run, unless the job says
-  ``rerun=true``;
+- drops the jobs whose run folder already holds finished, readable results of the same config, input
+  data and code (``specattn.runs.run_folder.finished``), printing one line per skipped run, unless the
+  job says ``rerun=true`` (a damaged results table is launched: the job refuses it in one line);
 - launches one job per run folder: jobs that differ only in keys their results do not depend on
   (e.g. ``p`` for ``method=quest``) share a folder, named by the same signature, and run once.
 
-The grid was validated as a whole before Hydra started (``run.py`` -> ``specattn.preflight``: one bad
+The grid was validated as a whole before Hydra started (``run.py`` -> ``specattn.runs.preflight``: one bad
 job refuses the sweep in one line). Every launcher (basic, joblib, submitit_local, slurm) gets only
 the jobs left; with none left it launches nothing. A job's run folder is the one Hydra's ``run_job``
 gives it (``hydra.sweep.dir`` / ``hydra.sweep.subdir`` resolved in the job's own config), so it must
@@ -32,8 +32,9 @@ class CheckedSweeper(BasicSweeper):
         ``BasicSweeper.sweep`` calls this through ``self`` (it is a static method there) before it
         creates the sweep folder or launches any batch.
         """
-        from specattn.preflight import run_dir
-        from specattn.run_folder import finished, run_identity
+        from specattn.runs.outputs import readable
+        from specattn.runs.preflight import run_dir
+        from specattn.runs.run_folder import finished, run_identity
 
         jobs = [job for batch in BasicSweeper.split_arguments(overrides, None) for job in batch]
         todo, folders = [], {}
@@ -47,7 +48,7 @@ class CheckedSweeper(BasicSweeper):
                 print(f"job #{index} is the same run as job #{folders[folder]} (same signature): {folder}")
                 continue
             folders[folder] = index
-            if not cfg.rerun and finished(folder, run_identity(cfg)):
+            if not cfg.rerun and finished(folder, run_identity(cfg)) and readable(folder):
                 print(f"results exist, skipping (rerun=true recomputes): {folder}")
                 continue
             todo.append(job)

@@ -22,7 +22,7 @@ import triton
 import triton.language as tl
 from triton.testing import do_bench
 
-from specattn.gpu.bench.selection import _softmax_rows
+from specattn.bench.selection import _softmax_rows
 from specattn.gpu.kernels import radix
 
 PHASES = ["zero the histogram", "step 1: read, guess histogram, total", "step 1: block sum",

@@ -11,8 +11,8 @@ kept) and on softmax(s * randn) rows; ``nucleus_frac`` is the share of keys in t
 
 import torch
 
-from specattn.gpu.bench.attention import draft_rows_for, random_masks
-from specattn.gpu.bench.timing import graph_ms, measure_bandwidth
+from specattn.bench.attention import draft_rows_for, random_masks
+from specattn.bench.timing import graph_ms, measure_bandwidth
 from specattn.gpu.kernels import nucleus as K
 from specattn.gpu.kernels.chunk_list import lists_from_thresholds
 

@@ -16,8 +16,8 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from specattn.config import register_resolvers
 from specattn.models.pair import load_pair
+from specattn.runs.validate import register_resolvers
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"

@@ -8,11 +8,11 @@ import pytest
 import torch
 import yaml
 
-from specattn import layer_map
 from specattn.align import METRICS, monotonic_alignment, row_similarity
 from specattn.align.calibrate import auto_layer_map
 from specattn.align.similarity import AlignSettings, accumulate
-from specattn.errors import SpecAttnError
+from specattn.core import layer_maps as layer_map
+from specattn.core.errors import SpecAttnError
 
 from .conftest import compose_config, run_cli
 
@@ -185,3 +185,27 @@ def test_align_study_end_to_end(tiny_model_dir, tmp_path):
     assert sorted(stability.calibration_tokens.unique()) == [200, 400]
     assert (stability[stability.calibration_tokens == 400].layers_changed_vs_final == 0).all()
     assert (run_dir / "tradeoff.png").is_file() and (run_dir / "heatmap_cosine.png").is_file()
+
+
+def test_a_metric_added_to_the_registry_is_computed_by_the_streamed_similarity(tiny_pair, monkeypatch):
+    """The registry is the one place a metric lives: a new class there is built, prepared and scored with
+    the same signature as the shipped ones (here: dot product of the rows)."""
+    from dataclasses import dataclass
+
+    from specattn.align import similarity_metrics
+
+    @dataclass(frozen=True)
+    class Dot(similarity_metrics.SimilarityMetric):
+        name = "dot"
+
+        def prepare(self, d, valid):
+            return {"d": d}
+
+        def score(self, v, draft):
+            return torch.einsum("hrk,ihrk->i", v, draft["d"]).double()
+
+    monkeypatch.setitem(similarity_metrics.METRICS, "dot", Dot)
+    ids = torch.randint(3, 259, (80,), generator=torch.Generator().manual_seed(5))
+    totals = accumulate(tiny_pair, ids, AlignSettings(metrics=("dot", "cosine"), min_position=10))
+    assert totals.mean("dot").shape == (tiny_pair.n_draft_layers, tiny_pair.n_verifier_layers)
+    assert (totals.mean("dot") > 0).all()

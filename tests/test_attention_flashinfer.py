@@ -9,9 +9,9 @@ import os
 import pytest
 import torch
 
+from specattn.core.errors import SpecAttnError
 from specattn.gpu.attention import AttentionShape, make_backend, n_prefix_chunks
 from specattn.gpu.attention.torch_backend import gathered_attention
-from specattn.errors import SpecAttnError
 
 from .availability import needs_flashinfer, needs_interpreter
 
@@ -144,7 +144,7 @@ def test_flashinfer_refuses_unsupported_before_launch():
 def test_pipeline_selection_csr_attention():
     """Draft weights -> fused nucleus chunk mask -> BSR -> flashinfer == torch reference on the same mask."""
     from specattn.gpu.attention.bsr import chunk_mask_to_bsr
-    from specattn.select import nucleus_chunk_mask
+    from specattn.methods.nucleus import nucleus_chunk_mask
 
     t, hq, hkv, d, c, n = 5, 32, 8, 128, 16, 20000 + 5 + 7
     p = n - t

@@ -1,5 +1,5 @@
 """Sparse verification attention over device-side chunk lists (specattn.gpu.attention.sparse, the Triton
-split-KV kernel, the ``triton`` backend) against float64 references built on specattn.visibility.
+split-KV kernel, the ``triton`` backend) against float64 references built on specattn.core.visibility.
 
 CPU: the torch path and the list builder (always). Interpreter: the Triton kernels on small shapes
 (TRITON_INTERPRET=1). GPU: the compiled kernels on adversarial and model-sized shapes (marked ``gpu``).
@@ -12,10 +12,16 @@ import math
 import pytest
 import torch
 
-from specattn.errors import SpecAttnError
+from specattn.core.errors import SpecAttnError
 from specattn.gpu.attention import AttentionShape, make_backend, n_prefix_chunks
-from specattn.gpu.attention.sparse import (ChunkLists, chunk_lists, dense_verify, n_chunks_capacity, sparse_verify,
-                                           sparse_verify_torch)
+from specattn.gpu.attention.sparse import (
+    ChunkLists,
+    chunk_lists,
+    dense_verify,
+    n_chunks_capacity,
+    sparse_verify,
+    sparse_verify_torch,
+)
 from specattn.gpu.attention.torch_backend import gathered_attention
 
 from .availability import HAS_CUDA, needs_gpu, needs_interpreter

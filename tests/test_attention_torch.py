@@ -7,8 +7,14 @@ import math
 import pytest
 import torch
 
-from specattn.gpu.attention import AttentionShape, allowed_keys, make_backend, n_prefix_chunks, verify_attention
-from specattn.errors import SpecAttnError
+from specattn.core.errors import SpecAttnError
+from specattn.gpu.attention import (
+    AttentionShape,
+    allowed_keys,
+    make_backend,
+    n_prefix_chunks,
+    verify_attention,
+)
 
 
 def naive_attention(q, k, v, chunk_mask, chunk_size, sm_scale=None):

@@ -7,27 +7,39 @@ import pandas as pd
 import pytest
 import torch
 
-from specattn import layer_map
-from specattn.errors import SpecAttnError
-from specattn.layout import StepLayout
-from specattn.matching import matched_frac, matched_label
-from specattn.methods import (Budget, Dense, DraftTopK, LayerView, OracleTopP, Quest, RandomChunks, SampleContext,
-                              StreamingLLM, instantiate_method)
+from specattn.core import layer_maps as layer_map
+from specattn.core.errors import SpecAttnError
+from specattn.core.layout import StepLayout
+from specattn.core.settings import Settings
+from specattn.eval.perplexity import evaluate_sample, prepare
+from specattn.methods import (
+    Budget,
+    Dense,
+    DraftTopK,
+    LayerView,
+    OracleTopP,
+    Quest,
+    RandomChunks,
+    SampleContext,
+    StreamingLLM,
+    instantiate_method,
+)
 from specattn.methods.budget import top_chunks
+from specattn.methods.nucleus import nucleus_mask
 from specattn.methods.quest import row_page_bounds
 from specattn.methods.random_chunks import hashed_uniform
-from specattn.outputs import write_table
-from specattn.perplexity import EvalSettings, evaluate_sample, prepare
-from specattn.select import nucleus_mask
+from specattn.runs.matching import matched_budget
+from specattn.runs.outputs import write_table
 
 from .conftest import compose_config
 
 
 def start(method, layout, n_kv_heads=1, seed=0, sparse_layers=(0,)):
-    """Begin a sample of one forward over all of ``layout``'s steps, as the parallel evaluator does."""
-    method.begin_sample(SampleContext([0] * (max(sparse_layers) + 1), list(sparse_layers), n_kv_heads,
-                                      torch.Generator().manual_seed(seed), torch.device("cpu")))
-    method.begin_steps(layout)
+    """``method`` on a sample of one forward over all of ``layout``'s steps, as the parallel evaluator runs it."""
+    active = method.start(SampleContext([0] * (max(sparse_layers) + 1), list(sparse_layers), n_kv_heads,
+                                        torch.Generator().manual_seed(seed), torch.device("cpu")))
+    active.begin_steps(layout)
+    return active
 
 
 def all_steps_view(layout, queries, keys, layer=0):
@@ -72,31 +84,31 @@ def fake_run(folder, reductions: dict[str, float]):
 
 def test_budget_matches_a_finished_run(tmp_path):
     single = fake_run(tmp_path / "a", {"specattn p=0.95": 0.75})
-    assert matched_frac(str(single), None, None) == pytest.approx(0.25)
-    assert matched_label(str(single), None) == "specattn p=0.95"
-    assert matched_frac(str(single / "results.parquet"), None, 0.9) == pytest.approx(0.25)  # match wins
-    assert matched_frac(None, None, 0.9) == 0.9 and matched_label(None, None) is None
+    assert matched_budget(str(single), None) == [pytest.approx(0.25), "specattn p=0.95"]
+    assert matched_budget(str(single / "results.parquet"), None)[0] == pytest.approx(0.25)
+    assert matched_budget(None, None) is None
     several = fake_run(tmp_path / "b", {"specattn p=0.95": 0.75, "specattn p=0.99": 0.5})
-    assert matched_frac(str(several), "specattn p=0.99", None) == pytest.approx(0.5)
-    with pytest.raises(SpecAttnError, match="has 2 sparse settings .*pick one with method.match_setting"):
-        matched_frac(str(several), None, None)
+    assert matched_budget(str(several), "specattn p=0.99")[0] == pytest.approx(0.5)
+    with pytest.raises(SpecAttnError, match="has 2 sparse settings .*pick one with method.budget.match_setting"):
+        matched_budget(str(several), None)
     with pytest.raises(SpecAttnError, match="match_setting='quest' is not a setting"):
-        matched_label(str(several), "quest")
+        matched_budget(str(several), "quest")
     with pytest.raises(SpecAttnError, match="no results.parquet there"):
-        matched_frac(str(tmp_path / "nothing"), None, None)
-    budget = Budget(kv_budget_frac=matched_frac(str(single), None, None), matched_label="specattn p=0.95")
-    assert budget.params() == {"match": "specattn p=0.95"}
+        matched_budget(str(tmp_path / "nothing"), None)
+    budget = Budget(token_budget=256, kv_budget_frac=0.9, match=str(single), matched=matched_budget(str(single), None))
+    assert budget.params() == {"match": "specattn p=0.95"} and budget.kv_budget_frac == pytest.approx(0.25)
+    assert budget.identity() == {"kv_budget_frac": 0.25}  # the fraction, not the run's path
 
 
 def test_matched_budget_resolves_in_the_config_before_any_method(tmp_path):
     run = fake_run(tmp_path / "a", {"specattn p=0.95": 0.75})
-    cfg = compose_config("method=quest", f"method.match={run}")
-    assert cfg.method.selector.budget.kv_budget_frac == pytest.approx(0.25)
-    assert instantiate_method(cfg.method.selector).label == "quest match=specattn p=0.95"
+    cfg = compose_config("method=quest", f"method.budget.match={run}")
+    assert cfg.method.budget.matched[0] == pytest.approx(0.25)
+    assert instantiate_method(cfg.method).label == "quest match=specattn p=0.95"
 
 
 @pytest.mark.parametrize("kwargs,fragment", [
-    ({}, "needs one of token_budget, kv_budget_frac or match"),
+    ({}, "needs one of budget.token_budget, budget.kv_budget_frac or budget.match"),
     ({"token_budget": 0}, "token_budget=0 must be a positive integer"),
     ({"token_budget": 2.5}, "token_budget=2.5 must be a positive integer"),
     ({"kv_budget_frac": 1.5}, "kv_budget_frac=1.5 must lie in (0, 1]"),
@@ -151,14 +163,14 @@ def test_quest_keeps_the_top_pages_with_at_least_three():
     layout = StepLayout(seq_len=25, prefill_len=20, gamma=3, chunk_size=4)  # one step, prefix = pages 0..4
     keys = page_keys([-5.0, 1.0, 3.0, 2.0, -1.0, 0.0])
     method = Quest(Budget(token_budget=8))  # 2 pages, but Quest keeps at least 3
-    start(method, layout)
-    selection = method.select(all_steps_view(layout, torch.ones(1, 24, 1), keys))
+    active = start(method, layout)
+    selection = active.select(all_steps_view(layout, torch.ones(1, 24, 1), keys))
     assert selection.shape == (1, 1, 6) and chosen(selection, 0) == {1, 2, 3}
     method = Quest(Budget(token_budget=16))
-    start(method, layout)
-    assert chosen(method.select(all_steps_view(layout, torch.ones(1, 24, 1), keys)), 0) == {1, 2, 3, 4}
+    active = start(method, layout)
+    assert chosen(active.select(all_steps_view(layout, torch.ones(1, 24, 1), keys)), 0) == {1, 2, 3, 4}
     # a negative query reverses the ranking: q * min is the bound
-    assert chosen(method.select(all_steps_view(layout, -torch.ones(1, 24, 1), keys)), 0) == {0, 1, 3, 4}
+    assert chosen(active.select(all_steps_view(layout, -torch.ones(1, 24, 1), keys)), 0) == {0, 1, 3, 4}
 
 
 def test_quest_gqa_keeps_each_query_heads_page_and_scores_kv_heads_apart():
@@ -166,11 +178,11 @@ def test_quest_gqa_keeps_each_query_heads_page_and_scores_kv_heads_apart():
     keys = page_keys([-5.0, 5.0, 0.0, 0.0, 0.0, 0.0])
     queries = torch.cat([torch.ones(1, 24, 1), -torch.ones(1, 24, 1)])  # head 0 wants page 1, head 1 page 0
     method = Quest(Budget(token_budget=12))
-    start(method, layout, n_kv_heads=1)
-    assert {0, 1} <= chosen(method.select(all_steps_view(layout, queries, keys)), 0)
+    active = start(method, layout, n_kv_heads=1)
+    assert {0, 1} <= chosen(active.select(all_steps_view(layout, queries, keys)), 0)
     two_kv = torch.cat([keys, -keys])  # KV head 1 holds the negated keys: both query heads want page 1 of theirs
-    start(method, layout, n_kv_heads=2)
-    selection = method.select(all_steps_view(layout, queries, two_kv))
+    active = start(method, layout, n_kv_heads=2)
+    selection = active.select(all_steps_view(layout, queries, two_kv))
     assert selection.shape == (1, 2, 6) and 1 in chosen(selection, 0, 0) and 1 in chosen(selection, 0, 1)
     assert 0 not in chosen(selection, 0, 0) and 0 not in chosen(selection, 0, 1)
 
@@ -179,8 +191,8 @@ def test_quest_gqa_keeps_each_query_heads_page_and_scores_kv_heads_apart():
 def test_streaming_reads_sink_chunk_and_most_recent_chunks():
     layout = StepLayout(seq_len=41, prefill_len=8, gamma=3, chunk_size=4)  # steps start at 8, 12, ..., 36
     method = StreamingLLM(Budget(token_budget=12))
-    start(method, layout)
-    selection = method.select(all_steps_view(layout, torch.zeros(1, 40, 2), torch.zeros(1, 40, 2)))
+    active = start(method, layout)
+    selection = active.select(all_steps_view(layout, torch.zeros(1, 40, 2), torch.zeros(1, 40, 2)))
     assert chosen(selection, 0) == {0, 1}  # the whole 2-chunk prefix
     for step in range(1, layout.n_steps):
         last = int(layout.step_starts[step]) // 4 - 1
@@ -190,8 +202,8 @@ def test_streaming_reads_sink_chunk_and_most_recent_chunks():
 def test_streaming_sinks_span_chunks_and_the_partial_chunk_is_most_recent():
     layout = StepLayout(seq_len=30, prefill_len=19, gamma=1, chunk_size=2)  # step 0 prefix: 19 keys, chunk 9 partial
     method = StreamingLLM(Budget(token_budget=6), n_sinks=3)  # sinks: chunks 0 and 1
-    start(method, layout)
-    selection = method.select(all_steps_view(layout, torch.zeros(1, 29, 2), torch.zeros(1, 29, 2)))
+    active = start(method, layout)
+    selection = active.select(all_steps_view(layout, torch.zeros(1, 29, 2), torch.zeros(1, 29, 2)))
     assert chosen(selection, 0) == {0, 1, 9, 8}  # 4 sink keys, then 1 + 2 recent keys (the middle rule)
     with pytest.raises(SpecAttnError, match="n_sinks=-1 must be an integer >= 0"):
         StreamingLLM(Budget(token_budget=6), n_sinks=-1)
@@ -204,8 +216,8 @@ def test_random_chunks_are_seeded_per_sample_and_fill_the_budget():
     picks = []
     for seed in (0, 0, 1):
         method = RandomChunks(Budget(token_budget=12))
-        start(method, layout, seed=seed, sparse_layers=(2, 3))
-        picks.append(method.select(view))
+        active = start(method, layout, seed=seed, sparse_layers=(2, 3))
+        picks.append(active.select(view))
     assert torch.equal(picks[0], picks[1]) and not torch.equal(picks[0], picks[2])
     counts = picks[0].sum(dim=(1, 2))
     assert (counts == 3).all()  # 12 keys = 3 whole chunks at every step
@@ -225,8 +237,8 @@ def test_oracle_takes_the_verifiers_own_nucleus():
     keys[1, 2] = 10.0  # KV head 1: key 2 (chunk 0)
     queries = torch.full((2, 24, 1), 10.0)
     method = OracleTopP(0.9)
-    start(method, layout, n_kv_heads=2)
-    selection = method.select(all_steps_view(layout, queries, keys))
+    active = start(method, layout, n_kv_heads=2)
+    selection = active.select(all_steps_view(layout, queries, keys))
     for step in range(layout.n_steps):
         assert chosen(selection, step, 0) == {1} and chosen(selection, step, 1) == {0}
 
@@ -236,8 +248,8 @@ def test_oracle_matches_per_row_reference_and_ors_query_heads_of_a_group():
     layout = StepLayout(seq_len=50, prefill_len=9, gamma=2, chunk_size=4)
     queries, keys = 2 * torch.randn(4, 49, 8, generator=generator), torch.randn(2, 49, 8, generator=generator)
     method = OracleTopP(0.8, query_block=7)
-    start(method, layout, n_kv_heads=2)
-    selection = method.select(LayerView(0, torch.arange(49), torch.arange(layout.n_steps), queries, keys, 0.5))
+    active = start(method, layout, n_kv_heads=2)
+    selection = active.select(LayerView(0, torch.arange(49), torch.arange(layout.n_steps), queries, keys, 0.5))
     expected = torch.zeros_like(selection)
     for row in range(9, 49):
         step = int(layout.step_of(torch.tensor([row])))
@@ -252,12 +264,12 @@ def test_oracle_matches_per_row_reference_and_ors_query_heads_of_a_group():
 def test_draft_topk_keeps_k_keys_per_draft_row_and_ors_the_step():
     layout = StepLayout(seq_len=21, prefill_len=12, gamma=2, chunk_size=4)  # steps [12,15) [15,18) [18,20)
     method = DraftTopK(top_k=2)
-    start(method, layout)
+    active = start(method, layout)
     attention = torch.full((1, 2, 20), 0.01)
     attention[0, 0, [1, 9]] = 0.5  # row 12: keys 1 and 9 -> chunks 0, 2
     attention[0, 1, [5, 6]] = 0.5  # row 13: keys 5 and 6 -> chunk 1
-    method.observe_draft(0, attention, torch.tensor([12, 13]))
-    selection = method.select(LayerView(0, torch.arange(20), torch.arange(3), torch.zeros(1, 20, 2),
+    active.observe_draft(0, attention, torch.tensor([12, 13]))
+    selection = active.select(LayerView(0, torch.arange(20), torch.arange(3), torch.zeros(1, 20, 2),
                                         torch.zeros(1, 20, 2), 1.0))
     assert chosen(selection, 0) == {0, 1, 2} and chosen(selection, 1) == set()
     assert method.label == "draft_topk top_k=2"
@@ -268,7 +280,7 @@ def test_draft_topk_keeps_k_keys_per_draft_row_and_ors_the_step():
 # ------------------------------------------------------------------------- through the evaluation loop
 def settings(pair, impl="parallel", chunk=8, gamma=4):
     mapping = layer_map.resolve("proportional", pair.n_draft_layers, pair.n_verifier_layers, pair.draft_layers)
-    return EvalSettings(0.1, gamma, chunk, 2, "mean", tuple(mapping), impl, query_block=64)
+    return Settings(gamma, chunk, 2, "mean", tuple(mapping), query_block=64, prefill_frac=0.1, impl=impl)
 
 
 def ppl(score):
@@ -293,15 +305,15 @@ def test_budgets_read_exactly_their_keys(tiny_pair):
 
 # ------------------------------------------------------------------------------------------ configs
 @pytest.mark.parametrize("overrides,fragment", [
-    (["method=quest", "method.token_budget=8"], "method.token_budget=8 is below chunk_size=16"),
-    (["method=streaming", "method.kv_budget_frac=2"], "method.kv_budget_frac=2 must lie in (0, 1]"),
-    (["method=quest", "method.token_budget=0"], "method.token_budget=0 must be a positive integer"),
+    (["method=quest", "method.budget.token_budget=8"], "method.budget.token_budget=8 is below chunk_size=16"),
+    (["method=streaming", "method.budget.kv_budget_frac=2"], "method.budget.kv_budget_frac=2 must lie in (0, 1]"),
+    (["method=quest", "method.budget.token_budget=0"], "method.budget.token_budget=0 must be a positive integer"),
     (["method=streaming", "method.n_sinks=-1"], "method.n_sinks=-1 must be an integer >= 0"),
-    (["method=random", "method.match=/no/such/run"], "match=/no/such/run: no results.parquet there"),
+    (["method=random", "method.budget.match=/no/such/run"], "match=/no/such/run: no results.parquet there"),
     (["method=draft_topk", "method.top_k=0"], "method.top_k=0 must be a positive integer"),
 ])
 def test_bad_method_settings_are_refused_in_validation(overrides, fragment):
-    from specattn.config import validate
+    from specattn.runs.validate import validate
 
     from .conftest import compose_config
 
@@ -316,6 +328,7 @@ def test_budget_precedence_in_configs(tmp_path):
     from .conftest import compose_config
 
     run = fake_run(tmp_path / "run", {"specattn p=0.95": 0.7})
-    quest = instantiate_method(compose_config("method=quest", f"method.match={run}", "method.token_budget=8").method.selector)
+    quest = instantiate_method(compose_config("method=quest", f"method.budget.match={run}",
+                                              "method.budget.token_budget=8").method)
     assert quest.budget.kv_budget_frac == pytest.approx(0.3) and quest.label == "quest match=specattn p=0.95"
-    assert instantiate_method(compose_config("method=streaming").method.selector).label == "streaming token_budget=256"
+    assert instantiate_method(compose_config("method=streaming").method).label == "streaming token_budget=256 n_sinks=4"

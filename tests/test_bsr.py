@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-
 import pytest
 import torch
 
+from specattn.core.errors import SpecAttnError
 from specattn.gpu.attention.bsr import BSR, bsr_reference, chunk_mask_to_bsr
-from specattn.errors import SpecAttnError
 
 from .availability import needs_gpu, needs_interpreter
 

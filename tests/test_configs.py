@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from specattn.config import validate
-from specattn.identity import signature
-from specattn.errors import SpecAttnError
+from specattn.core.errors import SpecAttnError
+from specattn.runs.signature import signature
+from specattn.runs.validate import validate
 
 from .conftest import CONF, compose_config, run_cli
 
@@ -39,7 +39,7 @@ def test_signature_ignores_logger_and_paths_but_not_results_keys():
 
 def test_method_p_follows_the_top_level_key():
     cfg = compose_config("p=0.97")
-    assert cfg.method.selector.p == 0.97 and cfg.method.label == "specattn-p0.97"
+    assert cfg.method.p == 0.97 and cfg.experiment.run_label == "specattn-p0.97"
 
 
 @pytest.mark.parametrize("override,fragment", [

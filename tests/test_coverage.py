@@ -4,10 +4,11 @@ import pandas as pd
 import pytest
 import torch
 
-from specattn import layer_map
-from specattn.coverage import LayerCoverage
+from specattn.core import layer_maps as layer_map
+from specattn.core.coverage import LayerCoverage
+from specattn.core.settings import Settings
+from specattn.eval.perplexity import evaluate_sample, prepare
 from specattn.methods import Dense, SpecAttn
-from specattn.perplexity import EvalSettings, evaluate_sample, prepare
 
 from .conftest import run_cli
 
@@ -34,7 +35,7 @@ def test_coverage_in_the_evaluator(tiny_pair):
     ids = torch.randint(3, 259, (161,), generator=torch.Generator().manual_seed(1))
     tables = {}
     for impl in ("parallel", "sequential"):
-        settings = EvalSettings(0.1, 4, 8, 2, "mean", tuple(mapping), impl, query_block=32)
+        settings = Settings(4, 8, 2, "mean", tuple(mapping), query_block=32, prefill_frac=0.1, impl=impl)
         dense, sparse, full = evaluate_sample(tiny_pair, ids, [Dense(), SpecAttn(0.7), SpecAttn(1.0)], settings,
                                               coverage=True)
         assert dense.coverage.table() == []  # a dense method has no selection to cover

@@ -2,10 +2,15 @@
 
 import pytest
 
-from specattn.data.gutenberg import CALIBRATION_BOOKS, EVALUATION_BOOKS, GutenbergBooks, read_book
+from specattn.core.errors import SpecAttnError
+from specattn.data.gutenberg import (
+    CALIBRATION_BOOKS,
+    EVALUATION_BOOKS,
+    GutenbergBooks,
+    read_book,
+)
 from specattn.data.sources import Document, TextFiles
 from specattn.data.windows import token_windows
-from specattn.errors import SpecAttnError
 from specattn.models.byte_tokenizer import byte_tokenizer
 
 

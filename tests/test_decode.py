@@ -2,6 +2,7 @@
 batches equal to single runs, caches after rejections, online selections equal the evaluator's."""
 
 import math
+from dataclasses import dataclass, field
 
 import numpy as np
 import pytest
@@ -9,14 +10,15 @@ import torch
 from omegaconf import OmegaConf
 from scipy import stats
 
-from specattn import layer_map
+from specattn.core import layer_maps as layer_map
+from specattn.core.layout import StepLayout
+from specattn.core.settings import Settings
 from specattn.decode.acceptance import speculative_accept, warp
-from specattn.decode.engine import DecodeSettings, SpeculativeDecoder, prepare_for_decoding
+from specattn.decode.engine import SpeculativeDecoder, prepare_for_decoding
 from specattn.decode.kv_cache import SequenceKVCache
-from specattn.layout import StepLayout
+from specattn.eval.perplexity import evaluate_sample, prepare
 from specattn.methods import Budget, Dense, Quest, SpecAttn, StreamingLLM
 from specattn.models.pair import ModelPair, layer_subset, load_pair
-from specattn.perplexity import EvalSettings, evaluate_sample, prepare
 
 from .conftest import CONF, run_cli
 
@@ -26,7 +28,7 @@ FALSE_ALARM = 1e-3  # each chi-square test flags a correct sampler with this pro
 def decoder(pair, gamma=4, new=24, chunk=8, **kwargs):
     mapping = layer_map.resolve("proportional", pair.n_draft_layers, pair.n_verifier_layers, pair.draft_layers)
     prepare_for_decoding(pair)
-    return SpeculativeDecoder(pair, DecodeSettings(gamma, chunk, 2, "mean", tuple(mapping), new, **kwargs))
+    return SpeculativeDecoder(pair, Settings(gamma, chunk, 2, "mean", tuple(mapping), max_new_tokens=new, **kwargs))
 
 
 def prompts(batch, length, seed=0):
@@ -111,18 +113,24 @@ def test_after_rejections_each_cache_equals_a_fresh_prefill_of_the_accepted_toke
             torch.testing.assert_close(cache.values[:, b, :, :n], fresh.values[:, 0], atol=2e-5, rtol=1e-4)
 
 
+@dataclass(frozen=True)
 class Recorded(SpecAttn):
     """SpecAttn that records its selection of each (layer, step start)."""
 
-    def begin_sample(self, context):
-        super().begin_sample(context)
-        self.seen = {}
+    seen: dict = field(default_factory=dict, compare=False, metadata={"setting": False})
 
-    def select(self, view):
-        selection = super().select(view)
-        for i, step in enumerate(view.steps.tolist()):
-            self.seen[(view.layer, int(self.layout.step_starts[step]))] = selection[i].clone()
-        return selection
+    def start(self, context):
+        active = super().start(context)
+        select = active.select
+
+        def recording(view):
+            selection = select(view)
+            for i, step in enumerate(view.steps.tolist()):
+                self.seen[(view.layer, int(active.layout.step_starts[step]))] = selection[i].clone()
+            return selection
+
+        active.select = recording
+        return active
 
 
 def test_online_selection_of_a_fully_accepted_step_equals_the_parallel_evaluators(tiny_pair):
@@ -139,7 +147,8 @@ def test_online_selection_of_a_fully_accepted_step_equals_the_parallel_evaluator
     full_steps = [s for s, nxt in zip(starts, starts[1:]) if nxt - s == gamma + 1]  # every drafted token kept
     assert full_steps, "no fully accepted step: the test needs one"
     prepare(pair)
-    settings = EvalSettings(0.1, gamma, 8, 2, "mean", tuple(layer_map.proportional(len(everything), len(everything))))
+    settings = Settings(gamma, 8, 2, "mean", tuple(layer_map.proportional(len(everything), len(everything))),
+                        prefill_frac=0.1)
     for s in full_steps:
         offline = Recorded(0.8)
         evaluate_sample(pair, tokens[: s + gamma + 2], [Dense(), offline], settings,
@@ -228,9 +237,9 @@ def test_run_decode_table_matches_the_baselines_budget_per_prompt(tiny_model_dir
     assert result.returncode == 0, result.stderr
     results = pd.read_parquet(next((tmp_path / "decode_table").iterdir()) / "results.parquet")
     assert list(results.setting.unique()) == ["dense", "specattn p=0.5", "specattn p=0.8",
-                                              "streaming match=specattn p=0.5", "quest match=specattn p=0.5"]
+                                              "streaming match=specattn p=0.5 n_sinks=4", "quest match=specattn p=0.5"]
     for _, prompt in results.groupby("sample"):
         target = prompt[prompt.setting == "specattn p=0.5"].kv_reduction_sparse_layers.iloc[0]
-        for setting in ("streaming match=specattn p=0.5", "quest match=specattn p=0.5"):
+        for setting in ("streaming match=specattn p=0.5 n_sinks=4", "quest match=specattn p=0.5"):
             matched = prompt[prompt.setting == setting].kv_reduction_sparse_layers.iloc[0]
             assert target > 0.1 and abs(matched - target) < 0.1, (setting, matched, target)  # within chunk rounding

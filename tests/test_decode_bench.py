@@ -10,12 +10,12 @@ import pandas as pd
 import pytest
 from transformers import LlamaConfig, LlamaForCausalLM
 
+from specattn.bench import decode_bench as DB
+from specattn.bench.decode_tables import crossover, render, tables
+from specattn.core.errors import SpecAttnError
 from specattn.decode import roofline
-from specattn.errors import SpecAttnError
 from specattn.experiments.decode_bench import config_from
-from specattn.gpu.bench import decode_bench as DB
-from specattn.gpu.bench.decode_tables import crossover, render, tables
-from specattn.plots import plot_decode_throughput
+from specattn.results.plots import plot_decode_throughput
 
 from .availability import HAS_CUDA, needs_gpu
 from .conftest import compose_config
@@ -123,3 +123,19 @@ def test_a_tiny_run_on_the_gpu_with_graphs(tmp_path):
     assert results["error"].isna().all(), results["error"].dropna().tolist()
     assert (results[results["mode"] != "ar"]["tokens_per_step"] == results[results["mode"] != "ar"]["batch"] * 3).all()
     assert math.isfinite(res["bandwidth_TBps"]) and res["bandwidth_TBps"] > 0.5
+
+
+def test_draft_read_policies_run_with_forced_densities_on_the_cpu(tmp_path):
+    cfg = bench_config(pairs=("tiny",), batches=(2,), contexts=(160,), kept=(0.25,), warmup_steps=1, reps=1, steps=3,
+                       profile_reps=1, device="cpu", dtype="float32", max_mem_gib=1.0,
+                       draft_reads=("first_dense", "reuse", "window"), draft_window=32, draft_sinks=4)
+    res = tables(DB.run_all(cfg, log=lambda msg: None))
+    results = res["results"]
+    assert results["error"].isna().all(), results["error"].dropna().tolist()
+    policies = results[results["draft_reads"] != "dense"].set_index("draft_reads")
+    assert set(policies.index) == {"first_dense", "reuse", "window"}
+    dense_sa = results[(results["mode"] == "specattn") & (results["draft_reads"] == "dense")]
+    for reads in ("first_dense", "reuse", "window"):  # the roofline sees the draft's thinner reads
+        assert policies.loc[reads, "bytes_draft_kv"] < dense_sa["bytes_draft_kv"].iloc[0], reads
+    assert set(res["speedups"]["draft_reads"]) == {"dense", "first_dense", "reuse", "window"}
+    assert set(res["crossover"]["draft_reads"]) == {"dense", "first_dense", "reuse", "window"}

@@ -1,7 +1,7 @@
 """The decoder's draft rows (specattn.gpu.draft_rows) and the attention kernel's log-sum-exp output.
 
 Both are checked against float64 references built from scratch (softmax over the keys a row attends,
-then the head mean / max of specattn.heads.aggregate_heads), on the CPU, on the Triton interpreter and
+then the head mean / max of specattn.core.heads.aggregate_heads), on the CPU, on the Triton interpreter and
 on the GPU, on adversarial shapes: rows that attend one key, partial key blocks, ragged batches,
 one draft row per step, MHA and GQA drafts.
 """
@@ -13,10 +13,15 @@ import math
 import pytest
 import torch
 
-from specattn.errors import SpecAttnError
-from specattn.gpu.attention.sparse import chunk_lists, dense_verify, sparse_verify, sparse_verify_torch
+from specattn.core.errors import SpecAttnError
+from specattn.core.heads import aggregate_heads
+from specattn.gpu.attention.sparse import (
+    chunk_lists,
+    dense_verify,
+    sparse_verify,
+    sparse_verify_torch,
+)
 from specattn.gpu.draft_rows import draft_rows, draft_rows_torch
-from specattn.heads import aggregate_heads
 
 from .availability import HAS_CUDA, HAS_TRITON, needs_gpu, needs_interpreter
 

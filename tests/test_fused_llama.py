@@ -1,19 +1,18 @@
-"""specattn.gpu.fused_llama: fused projections, rotary + cache write and SiLU-mul give the unfused
+"""specattn.hooks.fused_llama: fused projections, rotary + cache write and SiLU-mul give the unfused
 model's results (CPU: exactly HF's functions; interpreter and GPU: the Triton kernels against torch),
 and the graph decoder decodes the same tokens with a fused pair."""
 
 from __future__ import annotations
-
 
 import pytest
 import torch
 from omegaconf import OmegaConf
 from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
-from specattn import layer_map
+from specattn.core import layer_maps as layer_map
 from specattn.decode.graph_engine import GraphDecoder, GraphSettings
 from specattn.decode.kv_cache import SequenceKVCache
-from specattn.gpu.fused_llama import FusedAttention, FusedMLP, fuse_llama
+from specattn.hooks.fused_llama import FusedAttention, FusedMLP, fuse_llama
 from specattn.models.pair import load_pair
 
 from .availability import needs_gpu, needs_interpreter

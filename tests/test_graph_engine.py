@@ -12,12 +12,16 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from specattn import layer_map
-from specattn.decode.engine import DecodeSettings, SpeculativeDecoder, prepare_for_decoding
-from specattn.decode.graph_attention import masked_verify_torch
+from specattn.core import layer_maps as layer_map
+from specattn.core.errors import SpecAttnError
+from specattn.core.settings import Settings
+from specattn.decode.engine import (
+    SpeculativeDecoder,
+    prepare_for_decoding,
+)
 from specattn.decode.graph_engine import GraphDecoder, GraphSettings, forced_schedule
-from specattn.errors import SpecAttnError
 from specattn.gpu.attention.sparse import chunk_lists, sparse_verify_torch
+from specattn.hooks.graph_attention import masked_verify_torch
 from specattn.methods import Dense, SpecAttn
 from specattn.models.pair import load_pair
 
@@ -49,7 +53,7 @@ def prompts(batch, length, seed):
 def cpu_engine(pair, batch, method, gamma=GAMMA, new=NEW):
     """The CPU engine's traces (tokens, steps, kept) for ``batch`` with one ``method()`` per sequence."""
     prepare_for_decoding(pair)
-    dec = SpeculativeDecoder(pair, DecodeSettings(gamma, CHUNK, 2, "mean", mapping(pair), new))
+    dec = SpeculativeDecoder(pair, Settings(gamma, CHUNK, 2, "mean", mapping(pair), max_new_tokens=new))
     traces = dec.generate(dec.prefill(batch), [method() for _ in range(batch.shape[0])]).traces
     return [t.tokens for t in traces], [t.steps for t in traces], [t.kept for t in traces]
 

@@ -3,9 +3,10 @@
 import pytest
 from omegaconf import OmegaConf
 
-from specattn.identity import result_keys, signature
+from specattn.runs.signature import result_keys, signature
 
-from .conftest import CONF, compose_config, run_cli, tiny_sweep_args as tiny
+from .conftest import CONF, compose_config, run_cli
+from .conftest import tiny_sweep_args as tiny
 
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
 
@@ -62,7 +63,7 @@ def test_every_key_forks_runs_iff_the_results_depend_on_it(experiment):
     (["align.metric=js"], ["align.metric=kl"]),  # layer_map=proportional uses no calibration
     (["dataset.calibration.split=eval"], []),
     (["logger=none", "paths.outputs=/elsewhere", "rerun=true", "progress=false"], []),
-    (["method.label=renamed"], []),
+    (["method=oracle_topp", "method.query_block=32"], ["method=oracle_topp"]),  # a memory knob of a method
 ])
 def test_keys_that_cannot_change_results_do_not_fork_runs(same):
     assert signature(compose_config(*same[0])) == signature(compose_config(*same[1]))
@@ -70,7 +71,8 @@ def test_keys_that_cannot_change_results_do_not_fork_runs(same):
 
 @pytest.mark.parametrize("different", [
     (["p=0.9"], ["p=0.95"]),
-    (["method=quest", "method.token_budget=128"], ["method=quest"]),
+    (["method=quest", "method.budget.token_budget=128"], ["method=quest"]),
+    (["experiment=paper_table", "experiment.extra_rows=[draft_snapkv]"], ["experiment=paper_table"]),
     (["layer_map=auto", "align.metric=js"], ["layer_map=auto", "align.metric=kl"]),
     (["layer_map=auto", "dataset.calibration.split=eval"], ["layer_map=auto"]),
     (["experiment=paper_table", "experiment.p_values=[0.9]", "experiment.match_p=0.9"], ["experiment=paper_table"]),

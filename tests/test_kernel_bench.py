@@ -8,12 +8,12 @@ import pandas as pd
 import pytest
 import torch
 
-from specattn import select
-from specattn.errors import SpecAttnError
+from specattn.bench import attention as A
+from specattn.bench.kernel_bench import render, run_all
+from specattn.core.errors import SpecAttnError
 from specattn.experiments.kernel_bench import config_from
-from specattn.gpu.bench import attention as A
-from specattn.gpu.bench.kernel_bench import render, run_all
 from specattn.gpu.kernels.split_config import SplitConfig
+from specattn.methods import nucleus as select
 
 from .availability import HAS_CUDA, HAS_FLASHINFER, needs_gpu
 from .conftest import compose_config

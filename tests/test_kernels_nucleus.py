@@ -1,4 +1,4 @@
-"""Nucleus selection kernel: exact agreement with the float64 sort reference of specattn.select.
+"""Nucleus selection kernel: exact agreement with the float64 sort reference of specattn.methods.nucleus.
 
 CPU: imports and dispatch (always). Interpreter: TRITON_INTERPRET=1 with triton installed. GPU: the
 compiled kernel on fresh random inputs of many shapes, dtypes and distributions (marked ``gpu``).
@@ -6,12 +6,11 @@ compiled kernel on fresh random inputs of many shapes, dtypes and distributions 
 
 from __future__ import annotations
 
-
 import pytest
 import torch
 
-from specattn import select
-from specattn.errors import SpecAttnError
+from specattn.core.errors import SpecAttnError
+from specattn.methods import nucleus as select
 
 from .availability import HAS_TRITON, needs_gpu, needs_interpreter
 

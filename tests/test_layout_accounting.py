@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from specattn.accounting import KVReads
-from specattn.errors import SpecAttnError
-from specattn.layout import StepLayout
+from specattn.core.errors import SpecAttnError
+from specattn.core.kv_reads import KVReads
+from specattn.core.layout import StepLayout
 
 
 def test_steps_partition_the_scored_rows():

@@ -9,10 +9,11 @@ this is what lets an 8K or 16K sample run on a 24 GB machine (docs/results.md ha
 import pytest
 import torch
 
-from specattn import layer_map
-from specattn.draft_capture import DraftObserver
+from specattn.core import layer_maps as layer_map
+from specattn.core.settings import Settings
+from specattn.eval.perplexity import evaluate_sample, prepare
+from specattn.hooks.draft_capture import DraftObserver
 from specattn.methods import Dense, OracleTopP, SpecAttn
-from specattn.perplexity import EvalSettings, evaluate_sample, prepare
 
 
 class AttentionShapes:
@@ -43,7 +44,7 @@ def test_no_attention_matrix_beyond_a_query_block(tiny_pair, monkeypatch, impl):
                                 tiny_pair.draft_layers)
     seq_len, block = 700, 48
     ids = torch.randint(3, 259, (seq_len,), generator=torch.Generator().manual_seed(3))
-    settings = EvalSettings(0.1, 4, 8, 2, "mean", tuple(mapping), impl, query_block=block)
+    settings = Settings(4, 8, 2, "mean", tuple(mapping), query_block=block, prefill_frac=0.1, impl=impl)
     shapes = AttentionShapes(monkeypatch)
     dense, sparse, oracle = evaluate_sample(tiny_pair, ids, [Dense(), SpecAttn(0.9), OracleTopP(0.9, query_block=32)],
                                             settings, coverage=True)

@@ -4,7 +4,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from specattn.errors import SpecAttnError
+from specattn.core.errors import SpecAttnError
 from specattn.models.byte_tokenizer import byte_tokenizer
 from specattn.models.pair import layer_subset, load_pair
 from specattn.models.sources import package_file, resolve_path

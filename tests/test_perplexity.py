@@ -6,27 +6,24 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from specattn import layer_map
-from specattn.accounting import KVReads
-from specattn.layout import StepLayout
+from specattn.core import layer_maps as layer_map
+from specattn.core.kv_reads import KVReads
+from specattn.core.layout import StepLayout
+from specattn.core.settings import Settings
+from specattn.eval.perplexity import evaluate_sample, prepare
+from specattn.hooks.verifier_attention import VerifierPlan, verifier_attention
 from specattn.methods import Dense, SpecAttn
-from specattn.methods.base import SelectionMethod
-from specattn.perplexity import EvalSettings, evaluate_sample, prepare
-from specattn.verifier_attention import VerifierPlan, verifier_attention
 
 
-class RandomChunks(SelectionMethod):
-    """Test method: an independent random chunk set per step and KV head."""
+class RandomChunks:
+    """Test stand-in for an active method: an independent random chunk set per step and KV head."""
 
-    name = "random_chunks"
-
-    def __init__(self, keep: float, heads: int):
-        self.keep, self.heads = keep, heads
+    def __init__(self, keep: float, heads: int, layout: StepLayout, generator: torch.Generator):
+        self.keep, self.heads, self.layout, self.generator = keep, heads, layout, generator
 
     def select(self, view):
-        layout = self.layout
-        shape = (len(view.steps), self.heads, layout.n_chunks)
-        self.last = torch.rand(shape, generator=self.context.generator) < self.keep
+        shape = (len(view.steps), self.heads, self.layout.n_chunks)
+        self.last = torch.rand(shape, generator=self.generator) < self.keep
         return self.last
 
 
@@ -60,9 +57,7 @@ def test_masked_attention_matches_reference(heads, with_cache):
     generator = torch.Generator().manual_seed(heads + 2 * with_cache)
     layout = StepLayout(seq_len=42, prefill_len=5, gamma=3, chunk_size=4)  # 41 positions, partial chunk
     hq, hkv, dim = 4, 2, 8
-    method = RandomChunks(0.4, heads)
-    method.begin_sample(SimpleNamespace(generator=generator))
-    method.begin_steps(layout)
+    method = RandomChunks(0.4, heads, layout, generator)
     plan = VerifierPlan(method, layout, frozenset({0}), KVReads(), query_block=7)
     module = SimpleNamespace(layer_idx=0, num_key_value_groups=hq // hkv, is_causal=True)
     n_keys = layout.n_positions
@@ -80,7 +75,7 @@ def test_masked_attention_matches_reference(heads, with_cache):
 
 def settings(pair, impl="parallel", p_layers="proportional", head_agg="mean", chunk=8):
     mapping = layer_map.resolve(p_layers, pair.n_draft_layers, pair.n_verifier_layers, pair.draft_layers)
-    return EvalSettings(0.1, 4, chunk, 2, head_agg, tuple(mapping), impl, query_block=64)
+    return Settings(4, chunk, 2, head_agg, tuple(mapping), query_block=64, prefill_frac=0.1, impl=impl)
 
 
 def sample_ids(n=301, seed=0):

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from specattn.errors import SpecAttnError
+from specattn.core.errors import SpecAttnError
 from specattn.models.pypi_parts import PartsSpec, assemble
 
 from .conftest import CONF, run_cli

@@ -1,4 +1,4 @@
-"""Tables and plots of collected runs (specattn.plots), and notebooks/analysis.ipynb executed headless."""
+"""Tables and plots of collected runs (specattn.results.plots), and notebooks/analysis.ipynb executed headless."""
 
 import shutil
 import subprocess
@@ -10,9 +10,9 @@ import pytest
 import yaml
 from nbclient import NotebookClient
 
-from specattn import plots
-from specattn.outputs import write_table
-from specattn.results import collect
+from specattn.results import plots
+from specattn.results.collect import collect
+from specattn.runs.outputs import write_table
 
 from .conftest import ROOT, run_cli
 from .test_paper_table import SETTINGS
@@ -131,7 +131,7 @@ def test_the_analysis_notebook_runs_top_to_bottom(analysis_outputs, tmp_path, mo
 def test_context_length_plot_takes_the_largest_run_per_length(tmp_path):
     import pandas as pd
 
-    from specattn.plots import one_run_per_length, plot_context_length
+    from specattn.results.plots import one_run_per_length, plot_context_length
 
     rows = [{"method": method, "setting": f"{method} p={p}", "p": p, "context_len": length, "samples": samples,
              "kv_reduction_sparse_layers": 0.1 * length / 1024, "ppl_rel_increase": 0.01 * samples}

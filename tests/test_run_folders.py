@@ -1,8 +1,11 @@
-"""A run folder never mixes results of two configs or of two versions of the input data, and a run
-that stops (kill -9, Ctrl-C, a full disk, a damaged file) says so in one line and resumes or
-recovers with the same command. Real runs of the tiny pair; assertions on the result tables."""
+"""A run folder never mixes results of two configs, of two versions of the input data or of two
+versions of the code, and a run that stops (kill -9, Ctrl-C, a full disk, a damaged file) says so in one
+line and resumes or recovers with the same command. Real runs of the tiny pair; assertions on the
+result tables."""
 
+import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -13,16 +16,20 @@ import pandas as pd
 import pytest
 import torch
 
+from specattn.core.errors import SpecAttnError
 from specattn.data.gutenberg import GutenbergBooks
 from specattn.data.sources import Document, TextFiles
 from specattn.data.windows import token_windows
-from specattn.errors import SpecAttnError
-from specattn.fingerprint import data_fingerprint
-from specattn.identity import signature
-from specattn.outputs import write_config, write_table
-from specattn.run_folder import Identity, claimed, finished, recorded
+from specattn.runs.data_fingerprint import data_fingerprint
+from specattn.runs.code_version import code_files
+from specattn.runs.outputs import readable, write_config, write_table
+from specattn.runs.preflight import check_command_line
+from specattn.runs.run_folder import Identity, claimed, finished, recorded
+from specattn.runs.signature import signature
 
-from .conftest import ROOT, compose_config, fill, run_cli, tiny_sweep_args as tiny
+from .conftest import CONF, ROOT, compose_config, fill, run_cli
+from .conftest import tiny_sweep_args as tiny
+from .test_bad_input import refusal
 
 LONG = ["dataset.context_len=400", "dataset.num_samples=60"]  # a run still going when the test acts on it
 
@@ -109,6 +116,101 @@ def test_a_changed_input_file_is_recomputed(tiny_model_dir, tmp_path):
     pd.testing.assert_frame_equal(table(tmp_path / "fresh" / folder.relative_to(tmp_path / "out")), after)
 
 
+@pytest.fixture(scope="module")
+def finished_tiny(tiny_model_dir, tmp_path_factory) -> tuple[Path, list[str]]:
+    """One finished run of the tiny pair (``logger=none``): ``(outputs, its arguments but paths.outputs)``."""
+    outputs = tmp_path_factory.mktemp("finished")
+    args = tiny(tiny_model_dir, "logger=none")
+    result = run_cli(*args, f"paths.outputs={outputs}")
+    assert result.returncode == 0, result.stderr
+    return outputs, args
+
+
+def copy_of(finished: tuple[Path, list[str]], tmp_path: Path) -> tuple[Path, list[str]]:
+    """A copy of the finished run: ``(its folder, the arguments that name it)``."""
+    outputs, args = finished
+    shutil.copytree(outputs, tmp_path / "out")
+    (folder,) = (tmp_path / "out" / "ppl").iterdir()
+    return folder, [*args, f"paths.outputs={tmp_path / 'out'}"]
+
+
+def test_a_damaged_results_table_is_refused_under_a_sweep_too(capsys, finished_tiny, tmp_path):
+    """With or without ``-m``, a finished run whose results.parquet is damaged is refused in one line,
+    never skipped as done (the sweeper skips only results it can read)."""
+    folder, args = copy_of(finished_tiny, tmp_path)
+    (folder / "results.parquet").write_bytes(b"PAR1 not a table")
+    for flags in ([], ["-m"]):
+        line = refusal(capsys, *flags, *args)
+        assert line.startswith(f"error: {folder}/results.parquet is unreadable (ArrowInvalid: ") and \
+            line.endswith("): rerun=true recomputes the run"), line
+    assert not readable(folder) and (folder / "results.parquet").read_bytes() == b"PAR1 not a table"
+
+
+def test_a_damaged_run_record_is_named_as_such(capsys, finished_tiny, tmp_path):
+    """A damaged run.json in the run's own folder (no hydra.run.dir given) is called damaged, not
+    another config's run."""
+    folder, args = copy_of(finished_tiny, tmp_path)
+    (folder / "run.json").write_text('{"signature": "')
+    assert refusal(capsys, *args) == f"error: run folder {folder} has a damaged run record (run.json: JSONDecodeError): " \
+                                     "whose results it holds is unknown: rerun=true recomputes the run there"
+
+
+def test_a_refused_run_leaves_the_folders_hydra_record_alone(finished_tiny, tmp_path):
+    """A run refused in its folder (here past run.py's checks: --config-dir skips them) leaves the
+    folder's .hydra/ naming the config whose results are there."""
+    folder, args = copy_of(finished_tiny, tmp_path)
+    record = {path.name: path.read_text() for path in (folder / ".hydra").iterdir()}
+    assert "- dataset.context_len=100" in record["overrides.yaml"]
+    refused = run_cli("--config-dir", str(CONF), *args, "p=0.5", f"hydra.run.dir={folder}")
+    assert refused.returncode == 2 and "holds the run of another config" in one_line(refused)
+    assert {path.name: path.read_text() for path in (folder / ".hydra").iterdir()} == record
+
+
+def repo_copy(tmp_path: Path) -> Path:
+    """The package, its configs and run.py copied: code a test may edit."""
+    copy = tmp_path / "repo"
+    for name in ("specattn", "conf", "hydra_plugins"):
+        shutil.copytree(ROOT / name, copy / name, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "run.py", copy / "run.py")
+    return copy
+
+
+def run_copy(copy: Path, *args: str) -> subprocess.CompletedProcess:
+    """``python run.py *args`` of the copy, importing the copy's package."""
+    env = {**os.environ, "PYTHONPATH": str(copy), "WANDB_SILENT": "true"}
+    return subprocess.run([sys.executable, str(copy / "run.py"), *args], cwd=copy, env=env, capture_output=True,
+                          text=True, timeout=600)
+
+
+def test_results_of_other_code_are_never_reused(tiny_model_dir, tmp_path):
+    """Edit SpecAttn's selection rule and run the same command: refused, naming the file (a docstring or
+    comment edit is no other code); rerun=true recomputes under the new code, as another W&B run."""
+    copy = repo_copy(tmp_path)
+    args = tiny(tiny_model_dir, "logger=wandb", "p=0.5", "chunk_size=8", f"paths.outputs={tmp_path / 'out'}")
+    first = run_copy(copy, *args)
+    assert first.returncode == 0, first.stderr
+    folder = Path(first.stdout.strip().splitlines()[-1].removeprefix("results: ")).parent
+    before, (first_wandb,) = table(folder), list((folder / "wandb").glob("offline-run-*"))
+    method = copy / "specattn" / "methods" / "specattn.py"
+    method.write_text(method.read_text().replace('"""SpecAttn (arXiv', '"""SpecAttn, as published (arXiv', 1)
+                      .replace("    def selector(self) -> Nucleus:\n", "    def selector(self) -> Nucleus:  # the nucleus\n"))
+    reworded = run_copy(copy, *args)
+    assert reworded.returncode == 0 and f"results exist, skipping (rerun=true recomputes): {folder}" in reworded.stdout
+    method.write_text(method.read_text().replace("return Nucleus(self.p)", "return Nucleus(self.p ** 2)"))
+    changed = run_copy(copy, *args)
+    assert changed.returncode == 2 and one_line(changed) == f"error: results in {folder} were computed by other " \
+        "code: specattn/methods/specattn.py differs: rerun=true recomputes them"
+    assert "results exist" not in changed.stdout
+    pd.testing.assert_frame_equal(table(folder), before)
+    recomputed = run_copy(copy, *args, "rerun=true")
+    assert recomputed.returncode == 0, recomputed.stderr
+    after = table(folder)
+    assert after.kv_reduction.iloc[-1] > before.kv_reduction.iloc[-1]  # p ** 2 keeps fewer chunks
+    (wandb_run,) = (folder / "wandb").glob("offline-run-*")
+    assert wandb_run.name.rsplit("-", 2)[1:] != first_wandb.name.rsplit("-", 2)[1:]  # same signature, other id
+    assert wandb_run.name.rsplit("-", 2)[1] == first_wandb.name.rsplit("-", 2)[1] == folder.name.rsplit("-", 1)[1]
+
+
 def test_damaged_results_and_parts_are_one_line_and_rerun_recovers(tiny_model_dir, tmp_path):
     folder, env = tmp_path / "run", {"SPECATTN_OUTPUTS": str(tmp_path / "out")}
     args = tiny(tiny_model_dir, "logger=none", f"hydra.run.dir={folder}", "dataset.num_samples=2")
@@ -177,28 +279,49 @@ def test_a_folder_that_holds_no_run_is_never_cleared(tmp_path, capsys):
     for rerun in (False, True):
         with pytest.raises(SpecAttnError, match=f"run folder {tmp_path} holds files that are not a specattn run "
                                                 "\\(e.g. notes.txt\\): give the run an empty or new folder"):
-            with claimed(tmp_path, Identity("abc", {}), rerun=rerun, wait=False):
+            with claimed(tmp_path, Identity("abc", {}, {}), rerun=rerun, wait=False):
                 pass
     assert (tmp_path / "notes.txt").read_text() == "mine"
 
 
-def test_results_without_a_data_record_are_recomputed(tmp_path, capsys):
-    """A folder an older specattn wrote (config.yaml and results, no run.json) is this config's run
-    with unknown input data: stale, cleared with one line; one of another config is refused."""
+def test_results_of_unknown_code_are_refused_until_rerun(tmp_path):
+    """A folder an older specattn wrote (config.yaml and results, no run.json) is this config's run by
+    unknown code: refused, never skipped or resumed; one of another config is refused as such; rerun=true
+    clears it."""
     cfg = compose_config("p=0.9")
     write_config(cfg, tmp_path)
     write_table(pd.DataFrame({"ppl": [1.0]}), tmp_path / "results.parquet")
-    ours = Identity(signature(cfg), {"dataset.source": "x"})
+    ours = Identity(signature(cfg), {"dataset.source": "x"}, code_files())
     with pytest.raises(SpecAttnError, match=f"holds the run of another config \\(signature {ours.signature}"):
-        with claimed(tmp_path, Identity("other", {}), rerun=False, wait=False):
+        with claimed(tmp_path, Identity("other", {}, code_files()), rerun=False, wait=False):
             pass
-    assert not finished(tmp_path, ours)
-    with claimed(tmp_path, ours, rerun=False, wait=False) as done:
+    with pytest.raises(SpecAttnError, match=f"^results in {tmp_path} were computed by unknown code \\(the folder "
+                                            "records none: an older specattn wrote it\\): rerun=true recomputes them$"):
+        with claimed(tmp_path, ours, rerun=False, wait=False):
+            pass
+    assert not finished(tmp_path, ours) and (tmp_path / "results.parquet").exists()
+    with claimed(tmp_path, ours, rerun=True, wait=False) as done:
         assert not done and not (tmp_path / "results.parquet").exists()
-    assert capsys.readouterr().out == (f"recomputing {tmp_path}: its results are stale: they carry no record of their "
-                                       "input data (an older specattn wrote them)\n")
     write_table(pd.DataFrame({"ppl": [1.0]}), tmp_path / "results.parquet")
-    assert finished(tmp_path, ours) and not finished(tmp_path, Identity(ours.signature, {"dataset.source": "y"}))
+    assert finished(tmp_path, ours) and not finished(tmp_path, Identity(ours.signature, {"dataset.source": "y"}, ours.code))
+
+
+def test_parts_of_other_code_are_never_resumed(tmp_path):
+    """A killed run's ``parts/`` computed by other code are not mixed into a resumed run: refused naming
+    the files that differ, kept until rerun=true."""
+    code = code_files()
+    older = {**code, "specattn/methods/quest.py": "0" * 12, "conf/method/quest.yaml": "1" * 12}
+    with claimed(tmp_path, Identity("abc", {}, older), rerun=False, wait=False):
+        write_table(pd.DataFrame({"ppl": [1.0]}), tmp_path / "parts" / "sample-00000.parquet")
+    with pytest.raises(SpecAttnError, match=f"^results in {tmp_path} were computed by other code: "
+                                            "conf/method/quest.yaml, specattn/methods/quest.py differ: rerun=true "
+                                            "recomputes them$"):
+        with claimed(tmp_path, Identity("abc", {}, code), rerun=False, wait=False):
+            pass
+    assert (tmp_path / "parts" / "sample-00000.parquet").exists()
+    with claimed(tmp_path, Identity("abc", {}, code), rerun=True, wait=False) as done:
+        assert not done and not (tmp_path / "parts").exists()
+    assert json.loads((tmp_path / "run.json").read_text())["code"] == code
 
 
 def test_documents_sharing_a_name_keep_their_own_text(tiny_pair):
@@ -233,7 +356,7 @@ def test_parallel_jobs_of_one_run_compute_it_once(tiny_model_dir, tmp_path):
     """Quest reads no p: ``-m method=quest p=0.6,0.8`` is one run: the sweeper launches it once, even
     with a parallel launcher (two jobs that did reach one folder would take turns on its lock)."""
     result = run_cli("-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
-                     *tiny(tiny_model_dir, "logger=none", "method=quest", "method.token_budget=32", "p=0.6,0.8"),
+                     *tiny(tiny_model_dir, "logger=none", "method=quest", "method.budget.token_budget=32", "p=0.6,0.8"),
                      env={"SPECATTN_OUTPUTS": str(tmp_path)})
     assert result.returncode == 0, result.stderr
     (folder,) = tmp_path.glob("ppl/quest-*")
@@ -245,9 +368,11 @@ def test_parallel_jobs_of_one_run_compute_it_once(tiny_model_dir, tmp_path):
 def test_an_unreadable_run_record_is_refused_until_rerun(tmp_path):
     (tmp_path / "run.json").write_text("{not json")
     (tmp_path / "parts").mkdir()
-    with pytest.raises(SpecAttnError, match="holds the run of another config \\(signature unknown"):
-        with claimed(tmp_path, Identity("abc", {}), rerun=False, wait=False):
+    with pytest.raises(SpecAttnError, match=f"^run folder {tmp_path} has a damaged run record \\(run.json: "
+                                            "JSONDecodeError\\): whose results it holds is unknown: rerun=true "
+                                            "recomputes the run there$"):
+        with claimed(tmp_path, Identity("abc", {}, {}), rerun=False, wait=False):
             pass
-    with claimed(tmp_path, Identity("abc", {}), rerun=True, wait=False) as done:
+    with claimed(tmp_path, Identity("abc", {}, {}), rerun=True, wait=False) as done:
         assert not done and not (tmp_path / "parts").exists()
-    assert finished(tmp_path, Identity("abc", {})) is False and recorded(tmp_path) == Identity("abc", {})
+    assert finished(tmp_path, Identity("abc", {}, {})) is False and recorded(tmp_path) == Identity("abc", {}, {})

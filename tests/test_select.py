@@ -5,9 +5,14 @@ import math
 import pytest
 import torch
 
-from specattn.errors import SpecAttnError
-from specattn.select import (nucleus_chunk_mask, nucleus_mask, nucleus_threshold, pool_chunks,
-                             union_groups)
+from specattn.core.errors import SpecAttnError
+from specattn.methods.nucleus import (
+    nucleus_chunk_mask,
+    nucleus_mask,
+    nucleus_threshold,
+    pool_chunks,
+    union_groups,
+)
 
 
 def brute_force_nucleus(row: list[float], p: float) -> set[int]:

@@ -21,7 +21,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from .conftest import ROOT, require_local_slurm, run_cli, tiny_sweep_args as tiny
+from .conftest import ROOT, require_local_slurm, run_cli
+from .conftest import tiny_sweep_args as tiny
 
 pytestmark = pytest.mark.slurm
 

@@ -1,7 +1,7 @@
 """The per-layer SpecAttn step (specattn.gpu.step): draft rows -> nucleus -> chunk list -> sparse attention.
 
-Checked against the float64 references (specattn.select's nucleus, the torch attention path over
-specattn.visibility) on the CPU, on the Triton interpreter, and on the GPU, where the step is also
+Checked against the float64 references (specattn.methods.nucleus's nucleus, the torch attention path over
+specattn.core.visibility) on the CPU, on the Triton interpreter, and on the GPU, where the step is also
 captured in a CUDA graph, replayed on new inputs and compared with eager execution, and run with
 torch's sync debug mode set to "error" (a host synchronisation fails the test).
 """
@@ -13,11 +13,16 @@ import math
 import pytest
 import torch
 
-from specattn import select
-from specattn.errors import SpecAttnError
+from specattn.core.errors import SpecAttnError
 from specattn.gpu.attention import AttentionShape
-from specattn.gpu.attention.sparse import ChunkLists, chunk_lists, dense_verify, sparse_verify_torch
+from specattn.gpu.attention.sparse import (
+    ChunkLists,
+    chunk_lists,
+    dense_verify,
+    sparse_verify_torch,
+)
 from specattn.gpu.step import CapturedStep, SpecAttnStep, select_chunks
+from specattn.methods import nucleus as select
 
 from .availability import needs_gpu, needs_interpreter
 

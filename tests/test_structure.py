@@ -9,14 +9,14 @@ import specattn
 PACKAGE = Path(specattn.__file__).parent
 
 
-def module_name(path: Path) -> str:
-    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+def module_name(path: Path, package: Path = PACKAGE) -> str:
+    parts = path.relative_to(package.parent).with_suffix("").parts
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def imports(path: Path, modules: set[str]) -> set[str]:
+def imports(path: Path, modules: set[str], package: Path = PACKAGE) -> set[str]:
     """specattn modules imported anywhere in ``path`` (``from .x import y`` counts y if it is a module)."""
-    name = module_name(path)
+    name = module_name(path, package)
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     found = set()
     for node in ast.walk(ast.parse(path.read_text())):
@@ -47,3 +47,68 @@ def test_no_import_cycles():
                     seen.add(nxt)
                     stack.append((nxt, trail + [nxt]))
     assert not cycles, "import cycles:\n" + "\n".join(sorted(set(cycles))[:20])
+
+
+#: the package's layers, bottom first: a module may import its own layer's packages and the layers below,
+#: never a layer above (docs/architecture.md). Imports inside functions count.
+LAYERS = (
+    ("core",),
+    ("gpu", "models", "data"),
+    ("methods",),
+    ("hooks",),
+    ("eval", "decode", "align", "retrieval"),
+    ("bench",),
+    ("runs",),
+    ("results",),
+    ("experiments",),
+)
+RANK = {package: rank for rank, packages in enumerate(LAYERS) for package in packages}
+
+
+def upward_imports(files: dict[str, Path], package: Path = PACKAGE) -> list[str]:
+    """``module -> imported module`` pairs that go up the layers."""
+    found = []
+    for name, path in files.items():
+        parts = name.split(".")
+        if len(parts) < 2 or parts[1] not in RANK:
+            continue
+        for target in imports(path, set(files), package):
+            layer = target.split(".")[1] if target.count(".") else None
+            if layer in RANK and RANK[layer] > RANK[parts[1]]:
+                found.append(f"{name} -> {target}")
+    return sorted(found)
+
+
+def test_layers_import_downward_only():
+    files = {module_name(p): p for p in PACKAGE.rglob("*.py")}
+    assert not upward_imports(files), "imports that go up the layers:\n" + "\n".join(upward_imports(files))
+
+
+def test_layer_check_catches_an_upward_import(tmp_path):
+    """The check itself: a core module importing a method is reported."""
+    core = tmp_path / "specattn" / "core"
+    methods = tmp_path / "specattn" / "methods"
+    core.mkdir(parents=True)
+    methods.mkdir()
+    (core / "bad.py").write_text("from ..methods import nucleus\n")
+    (methods / "nucleus.py").write_text("")
+    files = {"specattn.core.bad": core / "bad.py", "specattn.methods.nucleus": methods / "nucleus.py"}
+    assert upward_imports(files, tmp_path / "specattn") == ["specattn.core.bad -> specattn.methods.nucleus"]
+
+
+def test_the_public_api_resolves_lazily():
+    import subprocess
+    import sys
+
+    names = specattn.__all__
+    code = ("import sys, specattn; assert 'torch' not in sys.modules; "
+            f"[getattr(specattn, n) for n in {names!r}]; print('ok')")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "ok"
+
+
+def test_top_level_holds_only_subpackages():
+    """``specattn/`` holds subpackages, ``__init__.py`` and nothing else (no loose modules)."""
+    loose = sorted(p.name for p in PACKAGE.glob("*.py") if p.name != "__init__.py")
+    assert not loose, f"modules at the top level of specattn/: {loose}"
+    for package in RANK:
+        assert (PACKAGE / package / "__init__.py").is_file(), f"specattn/{package}/ is not a package"

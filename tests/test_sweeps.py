@@ -10,11 +10,13 @@ import pandas as pd
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.utils import instantiate
 
-from specattn.config import check_group_choices, validate
-from specattn.identity import signature
-from specattn.results import collect, main as results_main
+from specattn.results.collect import collect
+from specattn.results.collect import main as results_main
+from specattn.runs.signature import signature
+from specattn.runs.validate import check_group_choices, validate
 
-from .conftest import CONF, SWEEP_GRID, compose_config, finished_runs, run_cli, tiny_sweep_args as tiny
+from .conftest import CONF, SWEEP_GRID, compose_config, finished_runs, run_cli
+from .conftest import tiny_sweep_args as tiny
 
 
 def expand(overrides: list[str]) -> list[list[str]]:
@@ -141,13 +143,14 @@ def wandb_runs(outputs: Path) -> list[tuple[str, str]]:
     return found
 
 
-def test_joblib_launcher_runs_the_sweep_in_parallel_and_wandb_ids_are_signatures(tiny_model_dir, tmp_path):
+def test_joblib_launcher_runs_the_sweep_in_parallel_and_wandb_ids_start_with_signatures(tiny_model_dir, tmp_path):
     result = run_cli("-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "hydra.sweep.dir=" + str(tmp_path / "sw1"),
                      *tiny(tiny_model_dir, "p=0.6,0.8"), env={"SPECATTN_OUTPUTS": str(tmp_path)})
     assert result.returncode == 0, result.stderr
     runs = sorted(path.parent for path in (tmp_path / "sw1").glob("*/results.parquet"))
     assert [run.name.split("-")[1] for run in runs] == ["p0.6", "p0.8"]
-    assert sorted(wandb_runs(tmp_path / "sw1")) == sorted((run.name.rsplit("-", 1)[1], "sw1") for run in runs)
+    ids = sorted((run_id.rsplit("-", 1)[0], group) for run_id, group in wandb_runs(tmp_path / "sw1"))
+    assert ids == sorted((run.name.rsplit("-", 1)[1], "sw1") for run in runs)  # id: signature-<data and code hash>
 
 
 def test_slurm_launcher_config_composes():

@@ -7,7 +7,8 @@ import time
 
 import pandas as pd
 
-from .conftest import run_cli, tiny_sweep_args as tiny
+from .conftest import run_cli
+from .conftest import tiny_sweep_args as tiny
 
 
 def closed_port() -> int:
@@ -33,4 +34,4 @@ def test_online_without_network_falls_back_to_offline(tiny_model_dir, tmp_path):
     assert len(pd.read_parquet(folder / "results.parquet")) == 2
     runs = sorted(path.name for path in (folder / "wandb").iterdir() if path.is_dir() and not path.is_symlink())
     assert runs == [runs[0]] and runs[0].startswith("offline-run-")  # not the failed online attempt's folder
-    assert runs[0].endswith(folder.name.rsplit("-", 1)[1])  # the run id is the signature
+    assert runs[0].rsplit("-", 2)[1] == folder.name.rsplit("-", 1)[1]  # the run id: <signature>-<data and code hash>

@@ -11,11 +11,11 @@ import yaml
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from ..cache import cache_root
+from ..core.atomic_files import atomic_write
+from ..core.cache_dir import cache_root
+from ..core.errors import SpecAttnError
 from ..data.windows import token_windows
-from ..errors import SpecAttnError
 from ..models.pair import ModelPair
-from ..outputs import atomic_write
 from .dp import monotonic_alignment
 from .similarity import AlignSettings, accumulate
 

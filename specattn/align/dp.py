@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import SpecAttnError
+from ..core.errors import SpecAttnError
 
 
 def monotonic_alignment(similarity) -> list[int]:

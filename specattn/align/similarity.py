@@ -16,10 +16,10 @@ from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
-from ..heads import aggregate_heads
+from ..core.attention_probs import causal_keys, causal_probs
+from ..core.heads import aggregate_heads
 from ..models.pair import ModelPair
-from ..probs import causal_keys, causal_probs
-from .metrics import METRICS, prepare_draft, score_verifier
+from .similarity_metrics import METRICS, build_metric, prepare_block, score_block
 
 RECORD_ATTENTION = "specattn_record"
 
@@ -28,7 +28,7 @@ RECORD_ATTENTION = "specattn_record"
 class AlignSettings:
     """How similarities are computed (``align.*`` in the config)."""
 
-    metrics: tuple[str, ...] = METRICS
+    metrics: tuple[str, ...] = tuple(METRICS)
     head_agg: str = "mean"
     p: float = 0.95  # nucleus mass of topp_recall
     eps: float = 1e-6  # KL smoothing per key
@@ -85,17 +85,18 @@ def accumulate(pair: ModelPair, ids: torch.Tensor, settings: AlignSettings, tota
     verifier_kv = pair.verifier.config.num_key_value_heads
     rows_all = torch.arange(min(settings.min_position, ids.numel() - 1), ids.numel(), device=pair.verifier.device)
     blocks = list(torch.split(rows_all, settings.query_block))
+    metrics = {name: build_metric(name, settings.eps, settings.p) for name in settings.metrics}
     with torch.inference_mode():
         for rows in tqdm(blocks, desc="align", leave=False, disable=not progress):
             valid = causal_keys(rows, int(rows[-1]) + 1)
             draft = torch.stack([
                 aggregate_heads(causal_probs(q[:, rows], k, s, rows), settings.head_agg, draft_kv, verifier_kv)
                 for q, k, s in draft_qk])  # (n_draft, H, b, K)
-            prepared = {m: prepare_draft(m, draft, valid, eps=settings.eps, p=settings.p) for m in settings.metrics}
+            prepared = prepare_block(metrics, draft, valid)
             for j, (q, k, s) in enumerate(verifier_qk):
                 probs = causal_probs(q[:, rows], k, s, rows)
                 v = aggregate_heads(probs, settings.head_agg, verifier_kv, verifier_kv)
-                for metric in settings.metrics:
-                    totals.sums[metric][:, j] += score_verifier(metric, v, prepared[metric], p=settings.p).cpu()
+                for metric, scores in score_block(metrics, v, prepared).items():
+                    totals.sums[metric][:, j] += scores.cpu()
             totals.rows += draft.shape[1] * len(rows)
     return totals

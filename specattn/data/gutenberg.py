@@ -10,8 +10,8 @@ import hashlib
 import lzma
 from importlib import resources
 
-from ..errors import SpecAttnError
-from ..stamps import digest
+from ..core.errors import SpecAttnError
+from ..core.stamps import digest
 from .sources import Document
 
 CALIBRATION_BOOKS = ("austen-persuasion", "chesterton-thursday", "whitman-leaves")

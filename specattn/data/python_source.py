@@ -19,8 +19,8 @@ import sys
 import sysconfig
 from pathlib import Path
 
-from ..errors import SpecAttnError
-from ..stamps import digest
+from ..core.errors import SpecAttnError
+from ..core.stamps import digest
 from .sources import Document
 
 EXCLUDED_DIRS = frozenset({"test", "tests", "idle_test", "site-packages", "encodings", "__pycache__"})

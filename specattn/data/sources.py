@@ -1,5 +1,5 @@
 """Text sources: each yields named documents (a book, a split, a file) and a cheap fingerprint of
-what it would read, which decides whether a run's results are still current (:mod:`specattn.run_folder`)."""
+what it would read, which decides whether a run's results are still current (:mod:`specattn.runs.run_folder`)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from ..checks import SettingError
-from ..errors import SpecAttnError
-from ..stamps import digest, file_stamp
+from ..core.checks import SettingError
+from ..core.errors import SpecAttnError
+from ..core.stamps import digest, file_stamp
 
 
 @dataclass(frozen=True)
@@ -33,13 +33,43 @@ class TextSource(Protocol):
     def fingerprint(self) -> str: ...
 
 
-def read_text_file(path: Path, encoding: str) -> str:
-    """The text of ``path`` with ``\\n`` line endings; a binary file or one not in ``encoding`` is a
-    one-line error naming it."""
-    data = path.read_bytes()
+#: bytes of each file decoded when the files are listed (before anything loads); the rest when read
+SNIFFED = 1 << 16
+#: an upper bound of the special tokens a tokenizer adds to a text (BOS, EOS, SentencePiece's leading space)
+SPECIAL_TOKENS = 4
+#: UTF-8 bytes per byte of a file, at most, by its encoding (others: 4, one character of up to 4 bytes)
+UTF8_BYTES_PER_BYTE = {"utf-8": 1, "utf-8-sig": 1, "ascii": 1}
+
+
+def _wide_encoding(data: bytes) -> str | None:
+    """``utf-32`` or ``utf-16`` if ``data`` starts with its byte-order mark, ``utf-16-le``/``-be`` if NUL
+    bytes fill every other position (ASCII-range text in UTF-16 without a mark), else None."""
+    if data.startswith((codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE)):
+        return "utf-32"
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return "utf-16"
+    even, odd = data[0::2].count(0) / max(1, len(data) // 2), data[1::2].count(0) / max(1, len(data) // 2)
+    if len(data) >= 8 and max(even, odd) > 0.5 and min(even, odd) < 0.1:
+        return "utf-16-le" if odd > even else "utf-16-be"
+    return None
+
+
+def decode_text(data: bytes, encoding: str, path: Path, final: bool = True) -> str:
+    """``data`` (a file's bytes, or its first bytes if not ``final``) decoded with ``\\n`` line endings;
+    text in UTF-16/32 read as another encoding, a binary file or one not in ``encoding`` is a one-line
+    error naming it and the fix."""
+    wide = _wide_encoding(data)
+    if wide and not codecs.lookup(encoding).name.startswith(wide[:6]):
+        raise SpecAttnError(f"dataset.source.paths: {path} looks like {wide[:6].upper()} text (a byte-order mark or "
+                            f"NUL bytes between the letters), not {encoding}: set dataset.source.encoding={wide}")
     binary = SpecAttnError(f"dataset.source.paths: {path} is not a text file (it holds NUL bytes): give text files only")
     try:
-        text = data.decode(encoding)
+        try:
+            text = data.decode(encoding)
+        except UnicodeDecodeError as error:
+            if final or error.start < len(data) - 4:
+                raise
+            text = data[:error.start].decode(encoding)  # the first bytes end inside a character
     except UnicodeDecodeError as error:
         if b"\0" in data:
             raise binary from None
@@ -51,19 +81,26 @@ def read_text_file(path: Path, encoding: str) -> str:
     return text.replace("\r\n", "\n")
 
 
-class TextFiles:
-    """Local text files given as paths or glob patterns (``dataset=text_files``), in ``encoding``."""
+def read_text_file(path: Path, encoding: str) -> str:
+    """The text of ``path`` (:func:`decode_text`)."""
+    return decode_text(path.read_bytes(), encoding, path)
 
-    def __init__(self, paths: list[str], encoding: str = "utf-8", name: str = "text_files"):
+
+class TextFiles:
+    """Local text files given as paths or glob patterns (``dataset=text_files``), in ``encoding``.
+    ``paths``: a list, or one path or pattern (``dataset.source.paths=/data/book.txt``)."""
+
+    def __init__(self, paths: list[str] | str, encoding: str = "utf-8", name: str = "text_files"):
         try:
             codecs.lookup(encoding)
         except LookupError:
             raise SettingError("encoding", encoding, "is not a text encoding Python knows", "latin-1") from None
         self.name, self.encoding = name, encoding
-        self.paths = list(paths)
+        self.paths = [paths] if isinstance(paths, str) else list(paths)
 
     def files(self) -> list[Path]:
-        """The matched files in order; an empty file, a folder or a pattern matching nothing is an error."""
+        """The matched files in order; an empty file, a folder, a pattern matching nothing or a file
+        whose first :data:`SNIFFED` bytes are no text in ``encoding`` is an error."""
         if not self.paths:
             raise SpecAttnError("dataset=text_files needs dataset.source.paths=[file1.txt,'dir/*.txt']")
         files: list[Path] = []
@@ -80,6 +117,8 @@ class TextFiles:
                     raise SpecAttnError(f"dataset.source.paths: {path} is not a regular file")
                 if path.stat().st_size == 0:
                     raise SpecAttnError(f"dataset.source.paths: {path} is empty")
+                with path.open("rb") as handle:
+                    decode_text(handle.read(SNIFFED), self.encoding, path, final=path.stat().st_size <= SNIFFED)
             files.extend(found)
         return files
 
@@ -88,6 +127,13 @@ class TextFiles:
 
     def fingerprint(self) -> str:
         return digest([self.encoding, *(file_stamp(f) for f in self.files())])
+
+    def max_tokens(self) -> list[tuple[Path, int]]:
+        """Each file with an upper bound of its tokens under any tokenizer, known before one loads: a
+        token holds at least one byte of the UTF-8 text (byte-level BPE, SentencePiece's byte
+        fallback), plus :data:`SPECIAL_TOKENS`."""
+        per_byte = UTF8_BYTES_PER_BYTE.get(codecs.lookup(self.encoding).name, 4)
+        return [(path, per_byte * path.stat().st_size + SPECIAL_TOKENS) for path in self.files()]
 
 
 class HubText:
@@ -113,7 +159,7 @@ class HubText:
     def documents(self) -> list[Document]:
         import datasets
 
-        from ..hub import hub_reachable
+        from ..core.hub import hub_reachable
 
         split = self.split if self.max_documents is None else f"{self.split}[:{self.max_documents}]"
         if not hub_reachable():

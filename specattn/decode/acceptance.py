@@ -23,7 +23,7 @@ def warp(logits: torch.Tensor, temperature: float, top_k: int = 0, top_p: float 
     """``(..., V)`` logits -> float64 probabilities after temperature, top-k (0: off) and top-p (1: off).
 
     Top-p keeps the smallest set of tokens, most probable first, whose mass reaches ``top_p`` (ties
-    at the boundary kept), as :mod:`specattn.select` defines the nucleus.
+    at the boundary kept), as :mod:`specattn.methods.nucleus` defines the nucleus.
     """
     scaled = logits.double() / temperature
     if top_k and top_k < scaled.shape[-1]:
@@ -31,7 +31,7 @@ def warp(logits: torch.Tensor, temperature: float, top_k: int = 0, top_p: float 
         scaled = scaled.masked_fill(scaled < kth, -torch.inf)
     probs = torch.softmax(scaled, dim=-1)
     if top_p < 1.0:
-        from ..select import nucleus_mask
+        from ..methods.nucleus import nucleus_mask
 
         probs = probs * nucleus_mask(probs, top_p)
         probs = probs / probs.sum(dim=-1, keepdim=True)

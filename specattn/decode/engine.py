@@ -6,14 +6,18 @@ Each step, for every sequence of the batch (position ``P_b`` holds its last acce
    accepted tokens (positions ``P_b - 1, P_b``; the first was processed before, unless every drafted
    token of the last step was kept, and is rewritten in place), then one token per forward; the
    rows at ``P_b .. P_b + gamma - 1`` are the step's draft rows, and the layers the methods need
-   hand their head-aggregated attention rows to the methods as they are computed;
+   hand their per-head attention rows to the methods as they are computed;
 2. the verifier scores ``x_{P_b}, d_1 .. d_gamma`` (``gamma + 1`` rows) in one forward in which each
    sparse layer reads only the chunks the sequence's method selected plus the step's own tokens;
 3. acceptance (:mod:`specattn.decode.acceptance`) keeps ``k_b`` drafted tokens and adds one;
 4. both caches keep exactly the accepted tokens (:class:`~specattn.decode.kv_cache.SequenceKVCache`):
-   the verifier ``[0, P_b + 1 + k_b)``, the draft what it had processed of them.
+   the verifier ``[0, P_b + 1 + k_b)``, the draft what it had processed of them. The verifier keeps
+   the keys and values its (sparse) verification forward computed for the accepted tokens: nothing is
+   recomputed densely, as a serving system would do it; each method is told which positions were
+   accepted (:meth:`~specattn.methods.base.ActiveMethod.commit`), so rejected draft rows leave its
+   history.
 
-Every sequence has its own method instance, step layout (:class:`~specattn.layout.StepLayout`, one
+Every sequence has its own method state (:meth:`~specattn.methods.base.Method.start`), step layout (:class:`~specattn.core.layout.StepLayout`, one
 step whose prefix is ``[0, P_b)``), KV accounting and random generator, so a sequence's output does
 not depend on the rest of its batch. Steps have a fixed ``gamma``; a sequence that has its
 ``max_new_tokens`` (or an end-of-sequence token, with ``stop_at_eos``) stops counting and its later
@@ -27,32 +31,18 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..accounting import KVReads
-from ..draft_capture import DECODE_DRAFT_ATTENTION, DraftObserver
-from ..layout import StepLayout
-from ..methods.base import SampleContext, SelectionMethod
+from ..core.kv_reads import KVReads
+from ..core.layout import StepLayout
+from ..core.settings import Settings
+from ..hooks.draft_capture import DECODE_DRAFT_ATTENTION, DraftObserver
+from ..hooks.forward import cache_kwargs
+from ..hooks.verifier_attention import DECODE_VERIFIER_ATTENTION, VerifierPlan
+from ..methods.base import Method
+from ..methods.context import SampleContext
 from ..models.pair import ModelPair
-from ..perplexity import cache_kwargs
-from ..verifier_attention import DECODE_VERIFIER_ATTENTION, VerifierPlan
 from .acceptance import greedy_accept, speculative_accept, warp
+from .draft_reads import DraftKVReads, DraftReadPolicy
 from .kv_cache import SequenceKVCache
-
-
-@dataclass(frozen=True)
-class DecodeSettings:
-    """How every sequence is decoded (shared by all methods of a run)."""
-
-    gamma: int
-    chunk_size: int
-    dense_layers: int
-    head_agg: str
-    layer_map: tuple[int, ...]
-    max_new_tokens: int
-    temperature: float = 0.0  # 0: greedy
-    top_k: int = 0  # sampling only; 0: off
-    top_p: float = 1.0  # sampling only; 1: off
-    stop_at_eos: bool = False
-    query_block: int = 512
 
 
 @dataclass
@@ -64,6 +54,7 @@ class SequenceTrace:
     drafted: int = 0  # drafted tokens scored
     kept: int = 0  # drafted tokens accepted
     reads: KVReads = field(default_factory=KVReads)
+    draft_reads: DraftKVReads = field(default_factory=DraftKVReads)  # the draft's (decode.draft_reads)
     done: bool = False
 
 
@@ -110,10 +101,9 @@ def prepare_for_decoding(pair: ModelPair) -> None:
 class SpeculativeDecoder:
     """Speculative decoding of ``pair`` with sparse verification (see the module docstring)."""
 
-    def __init__(self, pair: ModelPair, settings: DecodeSettings, eos_ids: tuple[int, ...] = ()):
+    def __init__(self, pair: ModelPair, settings: Settings, eos_ids: tuple[int, ...] = ()):
         self.pair, self.settings, self.eos_ids = pair, settings, frozenset(eos_ids)
         self.sparse_layers = frozenset(range(settings.dense_layers, pair.n_verifier_layers))
-        self.verifier_kv_heads = pair.verifier.config.num_key_value_heads
         self.device = pair.verifier.device
 
     def _forward(self, model, tokens, positions, cache, **kwargs) -> torch.Tensor:
@@ -142,33 +132,34 @@ class SpeculativeDecoder:
         return Prefill(prompts, verifier, draft, time.perf_counter() - start)
 
     @torch.inference_mode()
-    def generate(self, prefill: Prefill, methods: list[SelectionMethod], seed: int = 0) -> Decoded:
+    def generate(self, prefill: Prefill, methods: list[Method], seed: int = 0) -> Decoded:
         """Decode every sequence of ``prefill`` (its caches are copied, not changed) with its own
-        ``methods[b]`` (fresh instances); ``seed`` seeds sequence ``b``'s sampling and method with ``seed + b``."""
+        ``methods[b]``; ``seed`` seeds sequence ``b``'s sampling and method with ``seed + b``."""
         s = self.settings
         batch = prefill.prompts.shape[0]
         verifier_cache, draft_cache = prefill.verifier.clone(), prefill.draft.clone()
         sequences = prefill.prompts.clone()  # grows by the accepted tokens of each step (ragged: padded)
         last = torch.full((batch,), prefill.prompts.shape[1] - 1, device=self.device)  # P_b
         generators = [torch.Generator().manual_seed(seed + b) for b in range(batch)]
-        for b, method in enumerate(methods):
-            method.begin_sample(SampleContext(list(s.layer_map), sorted(self.sparse_layers), self.verifier_kv_heads,
-                                              torch.Generator().manual_seed(seed + b), self.device))
+        active = [method.start(SampleContext.for_pair(self.pair, s, seed + b, decoding=True))
+                  for b, method in enumerate(methods)]
         traces = [SequenceTrace() for _ in range(batch)]
+        policies = [DraftReadPolicy.for_pair(self.pair, s) for _ in range(batch)]  # the draft's reads
         timing = BatchTiming()
         while not all(trace.done for trace in traces):
             sequences = torch.cat([sequences, sequences.new_zeros(batch, s.gamma + 1)], dim=1)
             layouts = [StepLayout(int(p) + s.gamma + 2, int(p), s.gamma, s.chunk_size) for p in last.tolist()]
-            for method, layout in zip(methods, layouts):
+            for method, layout in zip(active, layouts):
                 method.begin_steps(layout)
             tick = time.perf_counter()
-            drafted, draft_probs = self._draft(methods, layouts, sequences, last, draft_cache, generators)
+            drafted, draft_probs = self._draft(active, layouts, sequences, last, draft_cache, generators, policies,
+                                               [None if trace.done else trace.draft_reads for trace in traces])
             timing.draft += time.perf_counter() - tick
             tick = time.perf_counter()
             rows = torch.cat([sequences.gather(1, last[:, None]), drafted], dim=1)  # (B, gamma + 1)
             plans = [VerifierPlan(method, layout, self.sparse_layers, KVReads() if trace.done else trace.reads,
                                   s.query_block, int(p))
-                     for method, layout, trace, p in zip(methods, layouts, traces, last.tolist())]
+                     for method, layout, trace, p in zip(active, layouts, traces, last.tolist())]
             positions = last[:, None] + torch.arange(s.gamma + 1, device=self.device)
             hidden = self._forward(self.pair.verifier, rows, positions, verifier_cache, specattn_verifier=plans)
             logits = self._logits(self.pair.verifier, hidden)  # (B, gamma + 1, V)
@@ -180,6 +171,8 @@ class SpeculativeDecoder:
                 target = warp(logits, s.temperature, s.top_k, s.top_p)
                 kept, added = speculative_accept(drafted, draft_probs, target, generators)
             last = self._commit(traces, sequences, last, drafted, kept, added)
+            for method, p in zip(active, last.tolist()):
+                method.commit(p)  # draft rows at P_b .. P_b + k_b were accepted; later ones leave the history
             verifier_cache.set_lengths(last)  # the accepted tokens but the last one (the next step's first row)
             draft_cache.set_lengths(torch.minimum(draft_cache.lengths, last))
             timing.accept += time.perf_counter() - tick
@@ -191,8 +184,6 @@ class SpeculativeDecoder:
     def continuation_nll(self, prefill: Prefill, continuations: list[list[int]]) -> list[float]:
         """The dense verifier's summed NLL (nats) of each sequence's generated ``continuations[b]`` given
         its prompt, from the prefilled cache (one forward over the continuations)."""
-        from ..methods import Dense
-
         batch, length = prefill.prompts.shape
         longest = max(len(tokens) for tokens in continuations)
         if longest == 0:
@@ -203,28 +194,30 @@ class SpeculativeDecoder:
             targets[b, : len(tokens)] = torch.tensor(tokens, dtype=torch.long)
         rows = torch.cat([prefill.prompts[:, -1:], targets[:, :-1]], dim=1)
         positions = (length - 1) + torch.arange(longest, device=self.device).expand(batch, -1)
-        plans = [VerifierPlan(Dense(), None, frozenset(), KVReads(), self.settings.query_block, length - 1)
+        plans = [VerifierPlan(None, None, frozenset(), KVReads(), self.settings.query_block, length - 1)
                  for _ in range(batch)]
         hidden = self._forward(self.pair.verifier, rows, positions, cache, specattn_verifier=plans)
         nll = torch.nn.functional.cross_entropy(self._logits(self.pair.verifier, hidden).transpose(1, 2), targets,
                                                 reduction="none")  # (B, longest)
         return [float(nll[b, : len(tokens)].sum()) for b, tokens in enumerate(continuations)]
 
-    def _draft(self, methods, layouts, sequences, last, cache, generators):
+    def _draft(self, methods, layouts, sequences, last, cache, generators, policies, counts):
         """The draft's ``gamma`` proposals ``(B, gamma)`` and the distributions they came from
-        (``(B, gamma, V)`` float64 when sampling, else None), feeding the methods' draft layers."""
+        (``(B, gamma, V)`` float64 when sampling, else None), feeding the methods' draft layers; each
+        forward reads what sequence ``b``'s ``policies[b]`` says, counted into ``counts[b]`` (None: not)."""
         s = self.settings
         batch = len(methods)
-        sinks = [{}] * batch
-        for b, method in enumerate(methods):
-            sinks[b] = {layer: [method.observe_draft] for layer in method.draft_layers_needed()}
+        sinks = [{layer: [method.observe_draft] for layer in method.draft_layers} for method in methods]
         cache.set_lengths(last - 1)
         tokens = torch.stack([sequences.gather(1, (last - 1)[:, None]), sequences.gather(1, last[:, None])], 1)[..., 0]
         positions = (last - 1)[:, None] + torch.arange(2, device=self.device)
         proposals, dists = [], []
-        for _ in range(s.gamma):
-            observers = [DraftObserver(layout, s.head_agg, self.verifier_kv_heads, sink, row_start=int(start))
-                         for layout, sink, start in zip(layouts, sinks, cache.lengths.tolist())]
+        for policy, layout in zip(policies, layouts):
+            policy.begin_step(layout)
+        for forward in range(s.gamma):
+            observers = [DraftObserver(layout, sink, row_start=int(start), reads=policy.reads(forward),
+                                       row_sinks=policy.row_sinks(forward))
+                         for layout, sink, start, policy in zip(layouts, sinks, cache.lengths.tolist(), policies)]
             hidden = self._forward(self.pair.draft, tokens, positions, cache, specattn_draft=observers)
             cache.set_lengths(cache.lengths + tokens.shape[1])
             logits = self._logits(self.pair.draft, hidden[:, -1])  # (B, V)
@@ -237,6 +230,8 @@ class SpeculativeDecoder:
                                      for b in range(batch)]).to(self.device)
             proposals.append(token)
             tokens, positions = token[:, None], positions[:, -1:] + 1
+        for policy, count in zip(policies, counts):
+            policy.end_step(count)
         return torch.stack(proposals, dim=1), (torch.stack(dists, dim=1) if dists else None)
 
     def _commit(self, traces, sequences, last, drafted, kept, added) -> torch.Tensor:

@@ -9,24 +9,45 @@ on the device with no host decision:
   tokens, the accepted counts;
 * **draft phase** (one CUDA graph): the draft's cache keeps ``[0, P_b - 1)``; its first forward feeds
   tokens ``P_b - 1, P_b``, then one drafted token per forward (``gamma`` forwards, greedy). Each draft
-  layer the layer map needs saves its last query row and that row's log-sum-exp (``ForwardPlan.taps``);
-* **verify phase** (one CUDA graph): SpecAttn first recomputes the head-aggregated draft rows of every
-  needed layer (:func:`specattn.gpu.draft_rows.draft_rows`, one launch) and selects every layer's chunks
-  at once (:func:`specattn.gpu.step.select_chunks` over ``(layers, B, 1, gamma, W)``); the verifier scores
-  ``x_{P_b}, d_1 .. d_gamma`` with sparse verifier layer ``j`` reading the lists of draft layer
-  ``layer_map[j]`` (the first ``dense_layers`` and every layer of dense speculative decoding read densely);
-  greedy acceptance, commit of the accepted tokens and both caches' lengths, all on the device;
+  layer whose rows are needed saves its last query row and that row's log-sum-exp (``ForwardPlan.taps``);
+  under a draft read policy (below) each forward's policy layers read chunk lists built on the device;
+* **verify phase** (one CUDA graph): the selection, then the verifier scores ``x_{P_b}, d_1 .. d_gamma``
+  with its sparse layers (all but the first ``dense_layers``) reading their chunk lists, greedy acceptance,
+  commit of the accepted tokens and both caches' lengths, all on the device;
 * the host reads only ``kept (B,)`` (the accepted counts) after each step.
 
-Modes: ``gamma = 0`` is autoregressive decoding (the verifier alone, one token per step); ``p=None``
-dense speculative decoding; ``p`` set SpecAttn. Two labelled controls replace what random weights make
-meaningless: ``forced_kept`` (the accepted counts follow a fixed cycle instead of the verifier's argmax:
-its mean + 1 is tau) and ``forced_density`` (the selection still runs, but the verifier reads a fixed
-random selection of that fraction of each sequence's prefix chunks).
+**Verification** (``GraphSettings.verify``): ``dense``; ``specattn`` (the head-aggregated draft rows of
+every needed draft layer recomputed in one launch, :func:`specattn.gpu.draft_rows.draft_rows`, and every
+layer's chunks selected at once, :func:`specattn.gpu.step.select_chunks`; verifier layer ``j`` reads the
+lists of draft layer ``layer_map[j]``); ``streaming`` and ``quest``: the budgeted baselines of
+:mod:`specattn.methods` with their chunk lists built on the device (StreamingLLM: sinks then the most
+recent chunks; Quest: per-page key min/max kept on the device as keys are committed, scored per layer from
+its queries inside the forward, one list per KV head), each within ``kv_budget_frac`` of the dense reads.
+``gamma = 0`` is autoregressive decoding (the verifier alone, one token per step).
 
-On CUDA with fp16/bf16 everything runs in Triton kernels and the phases are captured in CUDA graphs
-(:meth:`GraphDecoder.capture`); on the CPU (or in float32) the same code runs eagerly on torch
-fallbacks (float32 also captures on CUDA: the fallbacks read nothing on the host).
+**Draft reads** (``GraphSettings.draft_reads``; the CPU engine implements the same definitions): in draft
+layers ``i >= dense_layers``, a draft forward ``f`` reads the listed chunks of its prefix plus its own
+rows' keys; the list is a base read set ``R_i`` united with the chunks holding keys ``[P, P + f)`` (the
+step's own earlier tokens):
+
+* ``dense``: every prefix chunk;
+* ``first_dense``: forward 0 reads everything; ``R_i`` = the chunks of the nucleus (mass ``p``) of layer
+  ``i``'s head-aggregated row at position ``P``, and the chunk holding key ``P - 1``;
+* ``reuse``: every ``draft_refresh``-th step (per sequence, from the first) reads everything; the others
+  read ``R_i`` = the previous step's selection of layer ``i`` united with the chunks holding the tokens
+  accepted since; each step's selection of layer ``i`` is the union of the nuclei of its ``gamma`` rows;
+* ``window``: ``R_i`` = the chunks holding keys ``[0, draft_sinks)`` and ``[P - draft_window, P)``.
+
+The verifier's SpecAttn selection is always the union over the step's ``gamma`` draft rows of their
+nuclei, from the rows as the draft computed them: a row's probabilities are zero on the keys its forward
+did not read.
+
+Two labelled controls replace what random weights make meaningless: ``forced_kept`` (the accepted counts
+follow a fixed cycle instead of the verifier's argmax: its mean + 1 is tau) and ``forced_density`` (the
+selection still runs, but the verifier reads a fixed random selection of that fraction of each
+sequence's prefix chunks). On CUDA with fp16/bf16 everything runs in Triton kernels and the phases are
+captured in CUDA graphs (:meth:`GraphDecoder.capture`); on the CPU (or in float32) the same code runs
+eagerly on torch fallbacks (float32 also captures on CUDA: the fallbacks read nothing on the host).
 """
 
 from __future__ import annotations
@@ -36,23 +57,32 @@ from dataclasses import dataclass
 
 import torch
 
-from ..errors import SpecAttnError
-from ..gpu.attention.sparse import ChunkLists
+from ..core.errors import SpecAttnError
+from ..gpu.attention.sparse import ChunkLists, chunk_lists
 from ..gpu.draft_rows import AGGREGATIONS, draft_rows
 from ..gpu.step import select_chunks
-from ..perplexity import cache_kwargs
-from .graph_attention import GRAPH_ATTENTION, ForwardPlan, RowTap, use_kernels
+from ..hooks.forward import cache_kwargs
+from ..hooks.graph_attention import GRAPH_ATTENTION, ForwardPlan, RowTap, use_kernels
+from ..methods.budget import top_chunks
+from ..methods.quest import QUEST_MIN_PAGES
 from .kv_cache import SequenceKVCache
+
+VERIFY_MODES = ("dense", "specattn", "streaming", "quest")
+DRAFT_READS = ("dense", "first_dense", "reuse", "window")
 
 
 @dataclass(frozen=True)
 class GraphSettings:
-    """One decoding mode of the graph decoder.
+    """One decoding mode of the graph decoder (module docstring).
 
-    gamma: drafted tokens per step (0: autoregressive, no draft); p: SpecAttn's nucleus mass (None:
-    dense verification); layer_map: draft layer of each verifier layer; forced_kept: accepted counts,
-    cycled over the steps (None: greedy acceptance); forced_density: SpecAttn control, the kept fraction
-    of prefix chunks the verifier reads (None: the selection's own lists).
+    gamma: drafted tokens per step (0: autoregressive); p: SpecAttn's nucleus mass (also the draft's own
+    selection under ``first_dense`` / ``reuse``); layer_map: draft layer of each verifier layer;
+    forced_kept: accepted counts, cycled over the steps (None: greedy acceptance); forced_density: the kept
+    fraction of prefix chunks the verifier reads (a SpecAttn control); verify: ``dense`` | ``specattn`` |
+    ``streaming`` | ``quest`` (None: ``specattn`` if ``p`` is set, else ``dense``); kv_budget_frac and
+    n_sinks: the budgeted baselines'; draft_reads, draft_refresh, draft_window, draft_sinks: the draft's
+    read policy; forced_draft_density: the policy's control (``first_dense`` / ``reuse``: the read sets are a
+    fixed random fraction of the prefix chunks instead of the draft's selections, as ``forced_density``).
     """
 
     gamma: int
@@ -63,15 +93,46 @@ class GraphSettings:
     p: float | None = None
     forced_kept: tuple[int, ...] | None = None
     forced_density: float | None = None
+    verify: str | None = None
+    kv_budget_frac: float | None = None
+    n_sinks: int = 4
+    draft_reads: str = "dense"
+    draft_refresh: int = 8
+    draft_window: int = 1024
+    draft_sinks: int = 16
+    forced_draft_density: float | None = None
 
     @property
     def mode(self) -> str:
-        return "ar" if self.gamma == 0 else ("dense" if self.p is None else "specattn")
+        if self.gamma == 0:
+            return "ar"
+        return self.verify or ("dense" if self.p is None else "specattn")
 
     @property
     def tau(self) -> float | None:
         """Mean tokens per step under forced acceptance."""
         return None if self.forced_kept is None else 1 + sum(self.forced_kept) / len(self.forced_kept)
+
+    def check(self, n_verifier: int) -> None:
+        """One-line errors for settings the decoder cannot run."""
+        mode, reads = self.mode, self.draft_reads
+        if self.gamma < 0 or self.chunk_size < 1:
+            raise SpecAttnError(f"gamma={self.gamma} must be >= 0 and chunk_size={self.chunk_size} >= 1")
+        if mode not in ("ar", *VERIFY_MODES):
+            raise SpecAttnError(f"verify={self.verify!r} is unknown: allowed are {', '.join(VERIFY_MODES)}")
+        if reads not in DRAFT_READS:
+            raise SpecAttnError(f"draft_reads={reads!r} is unknown: allowed are {', '.join(DRAFT_READS)}")
+        if (mode == "specattn" or reads in ("first_dense", "reuse")) and self.p is None:
+            raise SpecAttnError(f"verify={mode} with draft_reads={reads} needs p (the nucleus mass)")
+        if (mode == "specattn" or reads != "dense") and self.head_agg not in AGGREGATIONS:
+            raise SpecAttnError(f"head_agg={self.head_agg!r}: the graph decoder supports {', '.join(AGGREGATIONS)}")
+        if mode in ("streaming", "quest") and self.kv_budget_frac is None:
+            raise SpecAttnError(f"verify={mode} needs kv_budget_frac (the fraction of the dense reads)")
+        if mode in ("specattn", "streaming", "quest") or reads != "dense":
+            if len(self.layer_map) != n_verifier:
+                raise SpecAttnError(f"layer_map has {len(self.layer_map)} entries for a verifier of {n_verifier} layers")
+        if self.draft_refresh < 1 or self.draft_window < 0 or self.draft_sinks < 0:
+            raise SpecAttnError("draft_refresh must be >= 1, draft_window and draft_sinks >= 0")
 
 
 def forced_schedule(tau: float, gamma: int, length: int = 16) -> tuple[int, ...]:
@@ -91,6 +152,39 @@ class GraphDecoded:
     kept: list[int]
 
 
+def prefix_chunk_keys(prefix: torch.Tensor, n_cols: int, chunk_size: int) -> torch.Tensor:
+    """``(B, n_cols)`` long: how many keys of each chunk lie in ``[0, prefix[b])``."""
+    lo = torch.arange(n_cols, device=prefix.device) * chunk_size
+    return (prefix.long()[:, None] - lo[None, :]).clamp(min=0, max=chunk_size)
+
+
+def chunks_holding(lo: torch.Tensor, hi: torch.Tensor, n_cols: int, chunk_size: int) -> torch.Tensor:
+    """``(B, n_cols)`` bool: the chunk holds a key of ``[lo[b], hi[b])``."""
+    start = torch.arange(n_cols, device=lo.device) * chunk_size
+    return (start[None, :] < hi.long()[:, None]) & (start[None, :] + chunk_size > lo.long()[:, None])
+
+
+class QuestPages:
+    """Quest's per-page key bounds of one verifier layer, on the device: ``lo, hi (B, Hkv, pages, D)``,
+    kept as keys are committed (a partial page's bounds cover its committed keys only)."""
+
+    def __init__(self, batch: int, kv_heads: int, pages: int, head_dim: int, dtype, device):
+        self.lo = torch.full((batch, kv_heads, pages, head_dim), float("inf"), dtype=dtype, device=device)
+        self.hi = torch.full_like(self.lo, float("-inf"))
+
+    def fold(self, keys: torch.Tensor, start: torch.Tensor, stop: torch.Tensor, chunk_size: int, width: int) -> None:
+        """Fold the keys ``[start[b], stop[b])`` (at most ``width`` of them) of the cache layer ``keys (B, Hkv,
+        cap, D)`` into their pages' bounds (no host synchronisation)."""
+        b, hkv, _, d = self.lo.shape
+        pos = start.long()[:, None] + torch.arange(width, device=keys.device)[None, :]  # (B, W)
+        valid = (pos < stop.long()[:, None]) & (pos < keys.shape[2])
+        gathered = keys.gather(2, pos.clamp(max=keys.shape[2] - 1)[:, None, :, None].expand(b, hkv, width, d))
+        inside = valid[:, None, :, None]
+        page = (pos // chunk_size).clamp(max=self.lo.shape[2] - 1)[:, None, :, None].expand(b, hkv, width, d)
+        self.lo.scatter_reduce_(2, page, gathered.masked_fill(~inside, float("inf")), "amin")
+        self.hi.scatter_reduce_(2, page, gathered.masked_fill(~inside, float("-inf")), "amax")
+
+
 class GraphDecoder:
     """The device-resident decoder of one (draft, verifier) pair, batch size, mode and cache capacity.
 
@@ -102,10 +196,7 @@ class GraphDecoder:
     def __init__(self, draft, verifier, settings: GraphSettings, batch: int, capacity: int,
                  caches: tuple[SequenceKVCache, SequenceKVCache | None] | None = None):
         s = self.settings = settings
-        if s.gamma < 0 or s.chunk_size < 1:
-            raise SpecAttnError(f"gamma={s.gamma} must be >= 0 and chunk_size={s.chunk_size} >= 1")
-        if s.mode == "specattn" and s.head_agg not in AGGREGATIONS:
-            raise SpecAttnError(f"head_agg={s.head_agg!r}: the graph decoder supports {', '.join(AGGREGATIONS)}")
+        settings.check(verifier.config.num_hidden_layers)
         self.draft, self.verifier = (draft if s.gamma else None), verifier
         for model in (self.draft, self.verifier):
             if model is not None:
@@ -119,6 +210,7 @@ class GraphDecoder:
         if self.v_cache.capacity < capacity or (self.d_cache is not None and self.d_cache.capacity < capacity):
             raise SpecAttnError(f"the given caches hold fewer than capacity={capacity} tokens")
         t = s.gamma + 1
+        self.n_cols = -(-capacity // s.chunk_size)
         self.tokens = torch.zeros((batch, capacity + t + 1), dtype=torch.long, device=dev)
         self.last = torch.zeros(batch, dtype=torch.long, device=dev)
         self.drafted = torch.zeros((batch, s.gamma), dtype=torch.long, device=dev)
@@ -126,6 +218,10 @@ class GraphDecoder:
         self.v_len = torch.zeros(batch, dtype=torch.int32, device=dev)
         self.d_len = torch.zeros(batch, dtype=torch.int32, device=dev)
         self.step_index = torch.zeros((), dtype=torch.long, device=dev)
+        self.seq_step = torch.zeros(batch, dtype=torch.long, device=dev)  # steps per sequence (reuse's refresh)
+        self.prev_last = torch.zeros(batch, dtype=torch.long, device=dev)  # the previous step's P (reuse)
+        # chunk reads of the sparse layers (verifier) and the policy layers (draft) vs dense, over the steps
+        self.reads = torch.zeros(4, dtype=torch.float64, device=dev)  # verifier read, dense, draft read, dense
         self.schedule = (torch.tensor(s.forced_kept, dtype=torch.long, device=dev) if s.forced_kept else None)
         if self.schedule is not None and not all(0 <= k <= s.gamma for k in s.forced_kept):
             raise SpecAttnError(f"forced accepted counts {s.forced_kept} must lie in [0, gamma={s.gamma}]")
@@ -146,41 +242,86 @@ class GraphDecoder:
                                 config.num_attention_heads // config.num_key_value_heads, n_queries, head_dim,
                                 K.SplitConfig(), self.device)
 
+    def _lists(self, *lead) -> ChunkLists:
+        flat = ChunkLists.empty(math.prod(lead), 1, self.n_cols, self.device)
+        return ChunkLists(flat.ids.view(*lead, 1, self.n_cols), flat.n.view(*lead, 1))
+
     def _build_plans(self) -> None:
-        s, dev = self.settings, self.device
+        s, dev, b = self.settings, self.device, self.batch
+        mode = s.mode
         n_verifier = self.verifier.config.num_hidden_layers
-        sparse = range(s.dense_layers, n_verifier) if s.mode == "specattn" else range(0)
-        if s.mode == "specattn" and len(s.layer_map) != n_verifier:
-            raise SpecAttnError(f"layer_map has {len(s.layer_map)} entries for a verifier of {n_verifier} layers")
-        needed = sorted({s.layer_map[j] for j in sparse})
+        n_draft = self.draft.config.num_hidden_layers if self.draft is not None else 0
+        self.sparse = list(range(s.dense_layers, n_verifier)) if mode not in ("ar", "dense") else []
+        self.policy_layers = list(range(s.dense_layers, n_draft)) if s.draft_reads != "dense" and s.gamma else []
+        needed = {s.layer_map[j] for j in self.sparse} if mode == "specattn" else set()
+        if s.draft_reads in ("first_dense", "reuse"):
+            needed |= set(self.policy_layers)
+        needed = sorted(needed)
         self.slots = {layer: i for i, layer in enumerate(needed)}
-        lists_plan: dict[int, ChunkLists] = {}
         self.taps: list[dict[int, RowTap]] = [{} for _ in range(s.gamma)]
+        lists_plan: dict[int, ChunkLists] = {}
         if needed:
             cfg = self.draft.config
             heads = cfg.num_attention_heads
             head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // heads
-            n_slots, width = len(needed), self.capacity
-            n_cols = -(-width // s.chunk_size)
-            self.row_q = torch.zeros((n_slots, self.batch, heads, s.gamma, head_dim), dtype=self.draft.dtype, device=dev)
-            self.row_lse = torch.zeros((n_slots, self.batch, heads, s.gamma), dtype=torch.float32, device=dev)
-            self.rows = torch.zeros((n_slots, self.batch, s.gamma, width), dtype=torch.float32, device=dev)
-            self.lists = ChunkLists.empty(n_slots * self.batch, 1, n_cols, dev)
-            self.lists = ChunkLists(self.lists.ids.view(n_slots, self.batch, 1, n_cols), self.lists.n.view(n_slots, self.batch, 1))
-            self.forced_lists = ChunkLists(torch.zeros_like(self.lists.ids), torch.zeros_like(self.lists.n))
-            read = self.forced_lists if s.forced_density is not None else self.lists
+            n_slots = len(needed)
+            self.row_q = torch.zeros((n_slots, b, heads, s.gamma, head_dim), dtype=self.draft.dtype, device=dev)
+            self.row_lse = torch.zeros((n_slots, b, heads, s.gamma), dtype=torch.float32, device=dev)
+            self.rows = torch.zeros((n_slots, b, s.gamma, self.capacity), dtype=torch.float32, device=dev)
+            self.lists = self._lists(n_slots, b)
+            self.sel_mask = torch.zeros((n_slots, b, 1, self.n_cols), dtype=torch.bool, device=dev)
             self.layer_slots = torch.tensor(needed, dtype=torch.int32, device=dev)
-            self.first = torch.zeros(self.batch, dtype=torch.int32, device=dev)
+            self.first = torch.zeros(b, dtype=torch.int32, device=dev)
             self.draft_scale = self.draft.model.layers[0].self_attn.scaling
-            for j in sparse:
-                slot = self.slots[s.layer_map[j]]
-                lists_plan[j] = ChunkLists(read.ids[slot], read.n[slot])
             for i in range(s.gamma):
                 self.taps[i] = {layer: RowTap(self.row_q[slot, :, :, i], self.row_lse[slot, :, :, i])
                                 for layer, slot in self.slots.items()}
+        if mode == "specattn":
+            self.forced_lists = ChunkLists(torch.zeros_like(self.lists.ids), torch.zeros_like(self.lists.n))
+            read = self.forced_lists if s.forced_density is not None else self.lists
+            for j in self.sparse:
+                slot = self.slots[s.layer_map[j]]
+                lists_plan[j] = ChunkLists(read.ids[slot], read.n[slot])
+            self.sparse_slots = torch.tensor([self.slots[s.layer_map[j]] for j in self.sparse], device=dev)
+        elif mode in ("streaming", "quest"):
+            heads = 1 if mode == "streaming" else self.verifier.config.num_key_value_heads
+            flat = ChunkLists.empty(b, heads, self.n_cols, dev)
+            self.budget_lists = flat
+            lists_plan = {j: flat for j in self.sparse} if mode == "streaming" else {}
+        self.selectors = {}
+        if mode == "quest":
+            self._build_quest()
         self.v_plan = ForwardPlan("decode", self.v_len, s.chunk_size, lists_plan, {},
-                                  self._workspace(self.verifier, s.gamma + 1))
+                                  self._workspace(self.verifier, s.gamma + 1), self.selectors)
         self.d_workspace = self._workspace(self.draft, 2) if s.gamma else None
+        self._build_draft_reads()
+
+    def _build_draft_reads(self) -> None:
+        """Per draft forward, the policy layers' chunk lists (module docstring, "Draft reads")."""
+        s = self.settings
+        self.d_lists: list[dict[int, ChunkLists]] = [{} for _ in range(s.gamma)]
+        if not self.policy_layers:
+            return
+        per_layer = s.draft_reads != "window"
+        shape = (len(self.slots), self.batch) if per_layer else (1, self.batch)
+        self.base_mask = torch.zeros((*shape, 1, self.n_cols), dtype=torch.bool, device=self.device)
+        self.policy_slots = torch.tensor([self.slots[layer] for layer in self.policy_layers] if per_layer else [0],
+                                         device=self.device)
+        self.read_lists = [self._lists(*shape) for _ in range(s.gamma)]
+        for f in range(s.gamma):
+            if s.draft_reads == "first_dense" and f == 0:
+                continue
+            lists = self.read_lists[f]
+            for layer in self.policy_layers:
+                slot = self.slots[layer] if per_layer else 0
+                self.d_lists[f][layer] = ChunkLists(lists.ids[slot], lists.n[slot])
+
+    def _build_quest(self) -> None:
+        cfg = self.verifier.config
+        head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+        self.quest_pages = {j: QuestPages(self.batch, cfg.num_key_value_heads, self.n_cols, head_dim,
+                                          self.verifier.dtype, self.device) for j in self.sparse}
+        self.selectors = {j: self._quest_selector(j) for j in self.sparse}
 
     # ----------------------------------------------------------------------------------- state
     def _forward(self, model, tokens, positions, cache, plan) -> torch.Tensor:
@@ -205,9 +346,22 @@ class GraphDecoder:
             if n > 0:
                 self._forward(model, prompts[:, :n], positions[:, :n], cache, ForwardPlan("prefill"))
             cache.set_lengths(torch.full((batch,), n, device=self.device))
-        self.last.fill_(length - 1)
-        self.host_last, self.pending = [length - 1] * batch, 0
+        self._start(length - 1)
+
+    def _start(self, last: int) -> None:
+        """Every sequence at ``P = last`` before its first step (the caches hold its prefix)."""
+        self.last.fill_(last)
+        self.host_last, self.pending = [last] * self.batch, 0
         self.step_index.zero_()
+        self.seq_step.zero_()
+        self.prev_last.fill_(last)
+        self.reads.zero_()
+        if self.settings.mode == "quest":
+            zero = torch.zeros(self.batch, dtype=torch.long, device=self.device)
+            for j, pages in self.quest_pages.items():
+                pages.lo.fill_(float("inf"))
+                pages.hi.fill_(float("-inf"))
+                pages.fold(self.v_cache.keys[j], zero, self.last, self.settings.chunk_size, self.capacity)
 
     def reset_to(self, context: int, seed: int = 0) -> None:
         """Over caches whose first ``context`` keys are filled (the benchmark: random values), set every
@@ -218,14 +372,18 @@ class GraphDecoder:
         gen = torch.Generator(device=self.device).manual_seed(seed)
         vocab = self.verifier.config.vocab_size
         self.tokens.copy_(torch.randint(0, vocab, self.tokens.shape, generator=gen, device=self.device))
-        self.last.fill_(context)
         self.v_cache.lengths.fill_(context)
         if self.d_cache is not None:
             self.d_cache.lengths.fill_(context)
-        self.host_last, self.pending = [context] * self.batch, 0
-        self.step_index.zero_()
-        if self.settings.forced_density is not None and self.slots:
+        self._start(context)
+        if self.settings.forced_density is not None and self.settings.mode == "specattn":
             self._force_lists(context, self.settings.forced_density, gen)
+        if self.settings.forced_draft_density is not None and self.policy_layers:
+            n_cols = -(-context // self.settings.chunk_size)
+            keep = max(1, round(self.settings.forced_draft_density * n_cols))
+            scores = torch.rand((*self.base_mask.shape[:3], n_cols), generator=gen, device=self.device)
+            self.forced_base = torch.zeros_like(self.base_mask)
+            self.forced_base[..., :n_cols].scatter_(-1, scores.topk(keep, dim=-1).indices, True)
 
     def _force_lists(self, prefix: int, fraction: float, gen: torch.Generator) -> None:
         """``round(fraction * ceil(prefix / C))`` (at least 1) random prefix chunks per list, ascending."""
@@ -237,40 +395,171 @@ class GraphDecoder:
         ids[..., :keep] = chosen.to(torch.int32)
         n.fill_(keep)
 
+    # ------------------------------------------------------------------------------ draft reads
+    def _draft_base(self) -> None:
+        """This step's base read sets ``R_i`` (``base_mask``) of the policy layers."""
+        s, c = self.settings, self.settings.chunk_size
+        prefix = prefix_chunk_keys(self.last, self.n_cols, c) > 0  # (B, NC)
+        if s.draft_reads == "window":
+            start = (self.last - s.draft_window).clamp(min=0)
+            sinks = torch.full_like(self.last, s.draft_sinks)
+            zero = torch.zeros_like(self.last)
+            window = chunks_holding(start, self.last, self.n_cols, c) | chunks_holding(zero, sinks, self.n_cols, c)
+            self.base_mask[0, :, 0].copy_(window & prefix)
+        elif s.draft_reads == "reuse":
+            refresh = (self.seq_step % s.draft_refresh == 0)[None, :, None]  # (1, B, 1)
+            new = chunks_holding(self.prev_last, self.last, self.n_cols, c)[None]  # (1, B, NC)
+            previous = self.forced_base[:, :, 0] if s.forced_draft_density is not None else self.sel_mask[:, :, 0]
+            base = torch.where(refresh, prefix[None], (previous | new) & prefix[None])
+            self.base_mask[:, :, 0].copy_(base)
+
+    def _draft_lists(self, f: int) -> None:
+        """Forward ``f``'s lists: ``R_i`` and the chunks of the step's keys ``[P, P + f)``."""
+        own = chunks_holding(self.last, self.last + f, self.n_cols, self.settings.chunk_size)  # (B, NC)
+        mask = self.base_mask | own[None, :, None]
+        lists = self.read_lists[f]
+        flat = ChunkLists(lists.ids.view(1, -1, self.n_cols), lists.n.view(1, -1))
+        chunk_lists(mask.view(1, -1, self.n_cols), self.n_cols, out=flat)
+        read = lists.n[self.policy_slots, :, 0].double() if lists.n.shape[0] > 1 else lists.n[:, :, 0].double()
+        self._count_draft_reads(f, read.sum() * (len(self.policy_layers) / read.shape[0]))
+
+    def _count_draft_reads(self, f: int, read: torch.Tensor | None) -> None:
+        """Chunk reads of forward ``f`` in the policy layers (``read``; None: everything) and their dense count."""
+        keys = self.last + f  # the chunks holding keys [0, P + f): what forward f reads densely (lists count so)
+        dense = len(self.policy_layers) * (-(-keys // self.settings.chunk_size)).double().sum()
+        self.reads[2] += dense if read is None else read
+        self.reads[3] += dense
+
+    def _first_selection(self) -> None:
+        """``first_dense``: after forward 0, ``R_i`` = the nucleus chunks of row ``P`` of each slot."""
+        self.first.copy_(self.last + 1)
+        draft_rows(self.row_q[:, :, :, :1], self.row_lse[:, :, :, :1], self.d_cache.keys, self.layer_slots,
+                   self.first, self.rows[:, :, :1], self.draft_scale, self.settings.head_agg)
+        prefix = prefix_chunk_keys(self.last, self.n_cols, self.settings.chunk_size) > 0
+        select_chunks(self.rows[:, :, None, :1], self.settings.p, self.settings.chunk_size, self.lists,
+                      self.base_mask)
+        if self.settings.forced_draft_density is not None:
+            self.base_mask.copy_(self.forced_base)
+        recent = chunks_holding(self.last - 1, self.last, self.n_cols, self.settings.chunk_size)  # (B, NC)
+        self.base_mask |= recent[None, :, None]
+        self.base_mask &= prefix[None, :, None]
+
+    def _mask_rows(self) -> None:
+        """Zero each draft row's probabilities on the prefix keys its forward did not read."""
+        s, c = self.settings, self.settings.chunk_size
+        if not self.policy_layers:
+            return
+        width = self.rows.shape[-1]
+        key = torch.arange(width, device=self.device)
+        for f in range(s.gamma):
+            if s.draft_reads == "first_dense" and f == 0:
+                continue
+            own = chunks_holding(self.last, self.last + f, self.n_cols, c)  # (B, NC)
+            read = (self.base_mask[:, :, 0] | own[None])  # (S or 1, B, NC)
+            tail = (self.last - 1 if f == 0 else self.last + f)[:, None]  # (B, 1): keys from here are the forward's
+            visible = read.repeat_interleave(c, dim=-1)[..., :width] | (key[None, None, :] >= tail[None])
+            for layer, slot in self.slots.items():
+                if layer in self.policy_layers:
+                    self.rows[slot, :, f].mul_(visible[slot if visible.shape[0] > 1 else 0])
+
     # ------------------------------------------------------------------------------------ step
     def _draft_phase(self) -> None:
         s, cache = self.settings, self.d_cache
         cache.lengths.copy_(self.last - 1)
+        if self.policy_layers and s.draft_reads != "first_dense":
+            self._draft_base()
         positions = torch.stack([self.last - 1, self.last], dim=1)
         tokens = self.tokens.gather(1, positions)
         for i in range(s.gamma):
+            if self.d_lists[i]:
+                self._draft_lists(i)
+            elif self.policy_layers:
+                self._count_draft_reads(i, None)  # first_dense: forward 0 reads everything
             n_new = tokens.shape[1]
             self.d_len.copy_(cache.lengths + n_new)
-            plan = ForwardPlan("decode", self.d_len, s.chunk_size, {}, self.taps[i], self.d_workspace)
+            plan = ForwardPlan("decode", self.d_len, s.chunk_size, self.d_lists[i], self.taps[i], self.d_workspace)
             hidden = self._forward(self.draft, tokens, positions, cache, plan)
             cache.lengths.add_(n_new)
             token = self.draft.get_output_embeddings()(hidden[:, -1]).argmax(dim=-1)
             self.drafted[:, i] = token
+            if i == 0 and s.draft_reads == "first_dense" and s.gamma > 1:
+                self._first_selection()
             tokens, positions = token[:, None], positions[:, -1:] + 1
 
     def _select(self) -> None:
-        """Every needed draft layer's rows (one launch), then every layer's chunk lists (one call)."""
+        """Every needed draft layer's rows (one launch), then every slot's chunk lists (one call)."""
         s = self.settings
         self.first.copy_(self.last + 1)  # draft row r (position P + r) attends keys [0, P + 1 + r)
         draft_rows(self.row_q, self.row_lse, self.d_cache.keys, self.layer_slots, self.first, self.rows,
                    self.draft_scale, s.head_agg)
-        select_chunks(self.rows.unsqueeze(2), s.p, s.chunk_size, self.lists)
+        self._mask_rows()
+        select_chunks(self.rows.unsqueeze(2), s.p, s.chunk_size, self.lists, self.sel_mask)
+
+    def _budget_keys(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(prefix keys per chunk (B, NC), prefix keys a step may read (B,))`` of the budgeted baselines."""
+        s, t = self.settings, self.settings.gamma + 1
+        keys = prefix_chunk_keys(self.last, self.n_cols, s.chunk_size)
+        return keys, s.kv_budget_frac * (self.last + t).double() - t
+
+    def _streaming_lists(self) -> None:
+        """StreamingLLM's chunks (:class:`specattn.methods.streaming.StreamingLLM`): sinks first, then the
+        most recent prefix chunks, within the budget."""
+        s = self.settings
+        keys, budget = self._budget_keys()
+        sink_chunks = math.ceil(s.n_sinks / s.chunk_size)
+        scores = torch.arange(self.n_cols, dtype=torch.float32, device=self.device)
+        scores = (scores + (scores < sink_chunks) * self.n_cols).expand(self.batch, 1, -1)
+        chunk_lists(top_chunks(scores, keys, budget, sink_chunks), self.n_cols, out=self.budget_lists)
+
+    def _quest_selector(self, layer: int):
+        """Quest's lists of ``layer`` from its queries (:class:`specattn.methods.quest.QuestBounds`)."""
+        pages = self.quest_pages[layer]
+
+        def select(query: torch.Tensor, scaling: float) -> ChunkLists:
+            keys, budget = self._budget_keys()  # (B, NC), (B,)
+            q = query.float()  # (B, Hq, T, D)
+            lo, hi = pages.lo.float(), pages.hi.float()
+            group = q.shape[1] // lo.shape[1]
+            lo, hi = lo.repeat_interleave(group, dim=1), hi.repeat_interleave(group, dim=1)
+            bound = (torch.einsum("bhtd,bhpd->bhtp", q.clamp(min=0), hi)
+                     + torch.einsum("bhtd,bhpd->bhtp", q.clamp(max=0), lo)) * scaling
+            bound = bound.masked_fill((keys == 0)[:, None, None, :], float("-inf"))
+            estimate = torch.softmax(bound, dim=-1)  # (B, Hq, T, NC)
+            scores = estimate.reshape(q.shape[0], -1, group, *estimate.shape[2:]).amax(dim=(2, 3))  # (B, Hkv, NC)
+            lists = chunk_lists(top_chunks(scores, keys, budget, QUEST_MIN_PAGES), self.n_cols, out=self.budget_lists)
+            self.reads[0] += lists.n.double().mean(dim=1).sum()
+            return lists
+
+        return select
+
+    def _count_verifier_reads(self) -> None:
+        """Chunk reads of the sparse layers this step (the verifier's kept fraction; Quest counts its reads as
+        each layer selects) and their dense count."""
+        if not self.sparse:
+            return
+        mode = self.settings.mode
+        if mode == "specattn":
+            source = self.forced_lists if self.settings.forced_density is not None else self.lists
+            self.reads[0] += source.n[self.sparse_slots, :, 0].double().sum()
+        elif mode == "streaming":
+            self.reads[0] += len(self.sparse) * self.budget_lists.n.double().sum()
+        self.reads[1] += len(self.sparse) * (-(-self.last // self.settings.chunk_size)).double().sum()
 
     def _verify_phase(self) -> None:
         s = self.settings
-        if self.slots:
+        if s.mode == "specattn" and self.slots:
             self._select()
+        elif s.mode == "streaming":
+            self._streaming_lists()
+        if s.draft_reads == "reuse" and s.mode != "specattn" and self.slots:
+            self._select()  # reuse's next selection comes from this step's rows
         t = s.gamma + 1
         self.v_cache.lengths.copy_(self.last)
         positions = self.last[:, None] + torch.arange(t, device=self.device)
         tokens = torch.cat([self.tokens.gather(1, self.last[:, None]), self.drafted], dim=1)  # (B, T)
         self.v_len.copy_(self.last + t)
         hidden = self._forward(self.verifier, tokens, positions, self.v_cache, self.v_plan)
+        self._count_verifier_reads()
         target = self.verifier.get_output_embeddings()(hidden).argmax(dim=-1)  # (B, T)
         if self.schedule is not None:
             kept = self.schedule.index_select(0, (self.step_index % self.schedule.numel()).view(1)).expand(self.batch)
@@ -283,11 +572,22 @@ class GraphDecoder:
         values = torch.where(i < kept[:, None], torch.cat([self.drafted, added], dim=1), added)
         slots = self.last[:, None] + 1 + i
         self.tokens.scatter_(1, slots, torch.where(i <= kept[:, None], values, self.tokens.gather(1, slots)))
+        if s.mode == "quest":  # the keys this step committed, [P, P + kept + 1), join their pages' bounds
+            for j, pages in self.quest_pages.items():
+                pages.fold(self.v_cache.keys[j], self.last, self.last + kept + 1, s.chunk_size, t)
+        self.prev_last.copy_(self.last)
+        self.seq_step.add_(1)
         self.last.add_(kept + 1)
         self.v_cache.lengths.copy_(self.last)
         if self.d_cache is not None:
             self.d_cache.lengths.copy_(torch.minimum(self.d_cache.lengths, self.last))
         self.kept.copy_(kept)
+
+    def kept_fractions(self) -> tuple[float, float]:
+        """``(verifier, draft)`` chunk reads over dense chunk reads in the sparse / policy layers since the
+        prefill (NaN where nothing was counted); one host read."""
+        r = self.reads.tolist()
+        return (r[0] / r[1] if r[1] else math.nan), (r[2] / r[3] if r[3] else math.nan)
 
     @torch.inference_mode()
     def capture(self, warmup: int = 1) -> None:
@@ -303,6 +603,8 @@ class GraphDecoder:
             for _ in range(warmup):
                 self._phases()
         torch.cuda.current_stream(self.device).wait_stream(side)
+        for x, old in zip(self._state(), saved):
+            x.copy_(old)
         pool = torch.cuda.graph_pool_handle()
         graphs = []
         for phase in ([self._draft_phase] if self.draft is not None else []) + [self._verify_phase]:
@@ -315,7 +617,13 @@ class GraphDecoder:
             x.copy_(old)
 
     def _state(self) -> list[torch.Tensor]:
-        state = [self.tokens, self.last, self.step_index, self.v_cache.lengths]
+        state = [self.tokens, self.last, self.step_index, self.v_cache.lengths, self.seq_step, self.prev_last,
+                 self.reads]
+        if self.slots:
+            state.append(self.sel_mask)
+        if self.settings.mode == "quest":
+            for pages in self.quest_pages.values():
+                state += [pages.lo, pages.hi]
         return state + ([self.d_cache.lengths] if self.d_cache is not None else [])
 
     def _phases(self) -> None:
@@ -345,10 +653,12 @@ class GraphDecoder:
         self.pending -= 1
 
     @torch.inference_mode()
-    def generate(self, prompts: torch.Tensor, max_new_tokens: int) -> GraphDecoded:
+    def generate(self, prompts: torch.Tensor, max_new_tokens: int, prefilled: bool = False) -> GraphDecoded:
         """Greedy decoding of ``prompts (B, L)`` until every sequence has ``max_new_tokens`` tokens (a
-        sequence that has them keeps stepping uncounted, as in the CPU engine); one host read per step."""
-        self.prefill(prompts)
+        sequence that has them keeps stepping uncounted, as in the CPU engine); one host read per step.
+        ``prefilled``: :meth:`prefill` (and maybe :meth:`capture`) already ran on these prompts."""
+        if not prefilled:
+            self.prefill(prompts)
         length = prompts.shape[1]
         produced, steps, kept_total = [0] * self.batch, [0] * self.batch, [0] * self.batch
         while min(produced) < max_new_tokens:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import torch
 
-from ..errors import SpecAttnError
+from ..core.errors import SpecAttnError
 
 
 class SequenceKVCache:

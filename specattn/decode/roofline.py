@@ -10,12 +10,26 @@ over the device's bandwidth. For one verification step of B sequences whose pref
   ``dense_layers``, and all layers without SpecAttn) and of the kept chunks in every sparse layer
   (``round(kept * ceil(P / C))`` chunks of C keys, at least one), plus the T = gamma + 1 keys of the step
   (read, and written once);
-* **draft** (speculative modes): ``gamma`` forwards, each reading the draft's weights and its whole KV
-  densely (the first forward over ``P + 1`` keys, forward i over ``P + 1 + i``; SpecAttn needs the draft's
-  own attention, so its KV cannot be cut);
-* **selection** (SpecAttn): the draft rows' recomputation reads the keys (K only) of each needed draft
-  layer once, ``[0, P + gamma)``; the rows (float32, ``S x B x gamma x W``) are written once and read twice
-  by the nucleus kernel; its chunk maxima (int32, one per chunk and row) are written and read once.
+* **draft** (speculative modes): ``gamma`` forwards, each reading the draft's weights and, in each draft
+  layer, the keys its last row reads (and writing ``gamma`` tokens' K and V). Under ``draft_reads``
+  (:mod:`specattn.decode.draft_reads`; the first ``dense_layers`` draft layers always read densely):
+
+  - ``dense``: forward i reads ``P + 1 + i`` keys;
+  - ``first_dense``: forward 0 reads ``P + 1``; forward ``i >= 1`` reads, in a policy layer,
+    ``kept_keys(P, draft_kept)`` prefix keys plus its ``i + 1`` own keys;
+  - ``reuse``: one step in ``draft_refresh`` reads as ``dense``, the others read ``kept_keys(P, draft_kept)
+    + i + 1`` in every forward (``draft_kept`` as measured: the previous selection together with the
+    chunks of the tokens accepted since), amortised over the period;
+  - ``window``: every forward reads ``window_keys(P, draft_sinks, draft_window) + i + 1``;
+* **selection** (SpecAttn): the draft rows' recomputation reads the keys (K only) that the step's draft
+  rows read in each needed draft layer once (``[0, P + gamma)`` when a row reads densely; ``window`` and
+  ``reuse``'s sparse steps read only their keys, counted as in policy layers); the rows (float32,
+  ``S x B x gamma x W``) are written once and read twice by the nucleus kernel; its chunk maxima (int32,
+  one per chunk and row) are written and read once;
+* **draft selection** (``first_dense``, ``reuse``): the same for the draft's own selection, over every
+  policy layer (not only the needed ones): ``first_dense`` one row per layer (at ``P``, ``P + 1`` keys
+  wide), ``reuse`` the step's ``gamma`` rows per layer (amortised as above); counted apart from the
+  verifier's selection (a fused implementation could share the needed layers' rows).
 
 Autoregressive decoding (gamma = 0) reads the verifier's weights and KV once per token. Activations,
 logits and the selection's lists are small and not counted. Tokens per step: ``B * tau`` (speculative,
@@ -77,15 +91,39 @@ def kept_keys(prefix: int, kept: float, chunk_size: int) -> int:
     return min(prefix, max(1, round(kept * n_chunks)) * chunk_size) if prefix else 0
 
 
+def window_keys(prefix: int, sinks: int, window: int, chunk_size: int) -> int:
+    """Prefix keys of the chunks holding ``[0, sinks)`` or ``[max(0, prefix - window), prefix)``."""
+    n_chunks = -(-prefix // chunk_size)
+    sink_chunks = min(n_chunks, -(-sinks // chunk_size))
+    first_recent = max(0, prefix - window) // chunk_size
+    if first_recent <= sink_chunks:
+        return prefix
+    return sink_chunks * chunk_size + prefix - first_recent * chunk_size
+
+
+def _draft_layer_keys(prefix: int, gamma: int, first_dense: bool, sparse_prefix: int) -> int:
+    """Keys one draft layer reads over a step's ``gamma`` forwards when a sparse forward reads
+    ``sparse_prefix`` prefix keys (plus its own), the first forward densely if ``first_dense``."""
+    return sum(prefix + 1 if i == 0 and first_dense else sparse_prefix + i + 1 for i in range(gamma))
+
+
 def step_bytes(verifier: ModelShape, draft: ModelShape | None, batch: int, prefix: int, gamma: int,
                kept: float | None = None, dense_layers: int = 2, needed_layers: int = 0, chunk_size: int = 16,
-               row_width: int | None = None) -> dict[str, int]:
+               row_width: int | None = None, draft_reads: str = "dense", draft_kept: float | None = None,
+               draft_refresh: int = 8, draft_window: int = 1024, draft_sinks: int = 16) -> dict[str, int]:
     """Bytes of one step by component (module docstring) and their ``total``.
 
     ``gamma = 0``: autoregressive; ``kept = None``: dense verification; else SpecAttn reading the fraction
     ``kept`` of the prefix chunks in the sparse layers, selecting from ``needed_layers`` draft layers'
-    rows of ``row_width`` keys (default ``prefix + gamma``).
+    rows of ``row_width`` keys (default ``prefix + gamma``). ``draft_reads``: the draft's own reads, with
+    ``draft_kept`` (``first_dense``, ``reuse``: the kept fraction of the prefix chunks in a sparse draft
+    forward, e.g. the decode experiments' measured ``draft_kept``), ``draft_refresh`` (``reuse``) and
+    ``draft_window``, ``draft_sinks`` (``window``). Amortised values (``reuse``) are rounded to bytes.
     """
+    if draft_reads not in ("dense", "first_dense", "reuse", "window"):
+        raise ValueError(f"draft_reads={draft_reads!r}: use dense, first_dense, reuse or window")
+    if draft_reads in ("first_dense", "reuse") and draft_kept is None:
+        raise ValueError(f"draft_reads={draft_reads} needs draft_kept (the draft's kept fraction)")
     t = gamma + 1
     layer_kv = 2 * verifier.k_bytes_per_token_layer  # K + V of one token in one layer
     if kept is None:
@@ -98,13 +136,28 @@ def step_bytes(verifier: ModelShape, draft: ModelShape | None, batch: int, prefi
     if gamma:
         if draft is None:
             raise ValueError("speculative modes need the draft's shape")
-        draft_keys = sum(prefix + 1 + i for i in range(gamma))
+        dense_keys = _draft_layer_keys(prefix, gamma, False, prefix)
+        sparse_prefix = (window_keys(prefix, draft_sinks, draft_window, chunk_size) if draft_reads == "window"
+                         else prefix if draft_reads == "dense" else kept_keys(prefix, draft_kept, chunk_size))
+        policy_keys = _draft_layer_keys(prefix, gamma, draft_reads == "first_dense", sparse_prefix)
+        row_keys = prefix + gamma if draft_reads in ("dense", "first_dense") else sparse_prefix + gamma
+        if draft_reads == "reuse":  # a dense step every draft_refresh steps
+            policy_keys = (dense_keys + (draft_refresh - 1) * policy_keys) / draft_refresh
+            row_keys = (prefix + gamma + (draft_refresh - 1) * row_keys) / draft_refresh
+        n_dense = min(dense_layers, draft.layers)
+        n_policy = draft.layers - n_dense
+        layer_kv = 2 * draft.k_bytes_per_token_layer
         out["draft_weights"] = gamma * draft.weight_bytes
-        out["draft_kv"] = batch * (draft_keys + gamma) * draft.kv_bytes_per_token
+        out["draft_kv"] = round(batch * (n_dense * dense_keys + n_policy * policy_keys + gamma * draft.layers) * layer_kv)
+        if draft_reads in ("first_dense", "reuse"):
+            rows, keys, width = ((n_policy * batch, prefix + 1, prefix + 1) if draft_reads == "first_dense"
+                                 else (n_policy * batch * gamma, row_keys, prefix + gamma))
+            out["draft_select_k"] = round(n_policy * batch * keys * draft.k_bytes_per_token_layer)
+            out["draft_select"] = rows * width * 3 * ROW_BYTES + rows * -(-width // chunk_size) * 2 * KEY_BYTES
     if kept is not None and gamma:
         width = row_width if row_width is not None else prefix + gamma
         rows = needed_layers * batch * gamma
-        out["draft_rows_k"] = needed_layers * batch * (prefix + gamma) * draft.k_bytes_per_token_layer
+        out["draft_rows_k"] = round(needed_layers * batch * row_keys * draft.k_bytes_per_token_layer)
         out["selection"] = rows * width * 3 * ROW_BYTES + rows * -(-width // chunk_size) * 2 * KEY_BYTES
     out["total"] = sum(out.values())
     return out

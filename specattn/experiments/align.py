@@ -9,15 +9,13 @@ matrix with the chosen cells marked.
 from __future__ import annotations
 
 import pandas as pd
-import torch
 
 from ..align.calibrate import save_npy, similarity_matrices, write_layer_map
 from ..align.dp import monotonic_alignment
 from ..align.plots import plot_alignment
-from ..config import resolve_device
-from ..heads import check_head_layout
-from ..models.pair import ModelPair, load_pair, torch_dtype
-from .base import ExperimentResult, RunContext
+from ..models.pair import ModelPair
+from ..runs.context import ExperimentResult, RunContext
+from .evaluation import load_pair_for
 
 
 def draft_labels(pair: ModelPair) -> list[str]:
@@ -27,18 +25,9 @@ def draft_labels(pair: ModelPair) -> list[str]:
     return [f"{i} (v{layer})" for i, layer in enumerate(pair.draft_layers)]
 
 
-def load_for_alignment(cfg) -> ModelPair:
-    """The pair for calibration (``align.*`` was checked by ``specattn.config.validate``)."""
-    device = resolve_device(cfg.device)
-    torch.manual_seed(cfg.seed)
-    pair = load_pair(cfg.model, device, torch_dtype(cfg.dtype, device), cfg.seed)
-    check_head_layout(cfg.head_agg, pair.draft.config.num_key_value_heads, pair.verifier.config.num_key_value_heads)
-    return pair
-
-
 def run(ctx: RunContext) -> ExperimentResult:
     cfg, run_dir = ctx.cfg, ctx.run_dir
-    pair = load_for_alignment(cfg)
+    pair = load_pair_for(cfg)
     metric = cfg.align.metric
     similarity = similarity_matrices(cfg, pair, progress=cfg.progress)[metric]
     mapping = monotonic_alignment(similarity)

@@ -1,6 +1,6 @@
 """``experiment=align_study``: which layer-mapping metric serves SpecAttn best (the paper's open question).
 
-One calibration pass computes the similarity matrix of every metric (plus how the mapping settles
+One calibration pass computes the similarity matrix of every metric of ``experiment.metrics`` (plus how the mapping settles
 as calibration tokens grow); each metric's monotone mapping, ``proportional`` and (for
 self-speculative pairs) ``identity`` are then evaluated with SpecAttn at each ``p`` of
 ``experiment.p_values`` on the evaluation samples, against dense attention. Outputs: the table
@@ -15,19 +15,26 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .. import layer_map as layer_maps
 from ..align.calibrate import save_npy, similarity_matrices, write_layer_map
 from ..align.dp import monotonic_alignment
-from ..align.metrics import METRICS
 from ..align.plots import plot_alignment, plot_tradeoff
-from ..checks import fractions
+from ..align.similarity_metrics import METRICS
+from ..core import layer_maps
+from ..core.checks import fractions
+from ..core.errors import SpecAttnError
+from ..eval.perplexity import evaluate_sample, prepare
+from ..eval.ppl_metrics import sample_rows, summarise
 from ..methods import Dense, SpecAttn
-from ..metrics import sample_rows, summarise
-from ..outputs import write_table
-from ..perplexity import evaluate_sample, prepare
-from .align import draft_labels, load_for_alignment
-from .base import ExperimentResult, RunContext
-from .evaluation import check_impl, check_pair, eval_settings, evaluate_samples, load_samples
+from ..runs.context import ExperimentResult, RunContext
+from ..runs.outputs import write_table
+from .align import draft_labels
+from .evaluation import (
+    check_impl,
+    evaluate_samples,
+    load_pair_for,
+    load_samples,
+    run_settings,
+)
 
 
 def mappings_to_compare(pair, similarities) -> dict[str, list[int]]:
@@ -51,14 +58,25 @@ def stability_table(windows: list[tuple[int, dict]], final: dict[str, list[int]]
     return frame
 
 
+def study_metrics(cfg) -> tuple[str, ...]:
+    """``experiment.metrics``: the similarity metrics compared (names of :data:`METRICS`)."""
+    metrics = tuple(str(m) for m in cfg.experiment.metrics)
+    unknown = [m for m in metrics if m not in METRICS]
+    if not metrics or unknown:
+        raise SpecAttnError(f"experiment.metrics={list(metrics)} must list metrics of {', '.join(METRICS)} "
+                            f"(unknown: {', '.join(unknown) or 'none given'})")
+    return metrics
+
+
 def calibrate(cfg, pair, run_dir) -> dict[str, np.ndarray]:
-    """Every metric's similarity matrix, computed once per run folder (``similarity_<metric>.npy``)
+    """Every studied metric's similarity matrix, computed once per run folder (``similarity_<metric>.npy``)
     with ``stability.parquet`` beside them."""
-    paths = {metric: run_dir / f"similarity_{metric}.npy" for metric in METRICS}
+    metrics = study_metrics(cfg)
+    paths = {metric: run_dir / f"similarity_{metric}.npy" for metric in metrics}
     if all(path.is_file() for path in paths.values()) and (run_dir / "stability.parquet").is_file():
         return {metric: np.load(path) for metric, path in paths.items()}
     windows = []
-    similarities = similarity_matrices(cfg, pair, metrics=METRICS, progress=cfg.progress,
+    similarities = similarity_matrices(cfg, pair, metrics=metrics, progress=cfg.progress,
                                        on_window=lambda tokens, m: windows.append((tokens, m)))
     for metric, matrix in similarities.items():
         save_npy(paths[metric], matrix)
@@ -67,15 +85,15 @@ def calibrate(cfg, pair, run_dir) -> dict[str, np.ndarray]:
 
 
 def check(cfg) -> None:
-    """Pre-load checks of this experiment's keys (``specattn.config.validate`` runs them)."""
+    """Pre-load checks of this experiment's keys (``specattn.runs.validate.validate`` runs them)."""
     check_impl(cfg)
     fractions(cfg.experiment.p_values, "experiment.p_values", "[0.9,0.95]")
+    study_metrics(cfg)
 
 
 def run(ctx: RunContext) -> ExperimentResult:
     cfg, run_dir = ctx.cfg, ctx.run_dir
-    pair = load_for_alignment(cfg)
-    check_pair(cfg, pair)
+    pair = load_pair_for(cfg, cfg.dataset.context_len)
     similarities = calibrate(cfg, pair, run_dir)
     maps = mappings_to_compare(pair, similarities)
     artifacts = {}
@@ -92,7 +110,7 @@ def run(ctx: RunContext) -> ExperimentResult:
         frames, dense = [], None  # the dense reference does not depend on the mapping: computed once
         for name, mapping in maps.items():
             scores = evaluate_sample(pair, sample.input_ids, ([Dense()] if dense is None else []) + methods,
-                                     eval_settings(cfg, mapping), seed=cfg.seed + index)
+                                     run_settings(cfg, mapping), seed=cfg.seed + index)
             if dense is None:
                 dense, scores = scores[0], scores[1:]
             rows = sample_rows(cfg, index, sample, [Dense(), *methods], [dense, *scores],

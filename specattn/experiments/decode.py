@@ -6,17 +6,16 @@ time, once with dense verification (dense speculative decoding: the reference, a
 verifier's own output under greedy decoding) and once per method setting, from one shared prefill.
 
 * ``decode``: dense and the configured ``method``;
-* ``decode_table``: dense, SpecAttn at ``experiment.p_values``, and the ``experiment.matched``
-  baselines at the sparse-layer KV reduction SpecAttn ``p = match_p`` reached on that very prompt
-  (the decoding counterpart of ``paper_table``).
+* ``decode_table``: the rows of ``experiment.rows`` (:mod:`specattn.experiments.rows`): by default dense,
+  SpecAttn at ``experiment.p_values``, and StreamingLLM and Quest at the sparse-layer KV reduction
+  SpecAttn ``p = match_p`` reached on that very prompt (the decoding counterpart of ``paper_table``).
 
-Rows (:mod:`specattn.decode.metrics`) go to ``parts/`` per prompt as soon as its batch finishes, so a
+Rows (:mod:`specattn.decode.decode_metrics`) go to ``parts/`` per prompt as soon as its batch finishes, so a
 killed run resumes; ``generations.jsonl`` holds every generated text.
 """
 
 from __future__ import annotations
 
-import copy
 import json
 
 import pandas as pd
@@ -24,15 +23,21 @@ import torch
 from hydra.utils import instantiate
 from tqdm.auto import tqdm
 
-from ..checks import SettingError, check_p, fraction, nonnegative_int, positive_int
-from ..data.windows import token_windows
-from ..decode.engine import DecodeSettings, SpeculativeDecoder, prepare_for_decoding
-from ..decode.metrics import SUMMARY_COLUMNS, sequence_row, summarise, summary_metrics
-from ..errors import SpecAttnError
-from ..methods import Budget, Dense, SpecAttn, instantiate_method
-from ..outputs import SampleParts, atomic_write
-from .base import ExperimentResult, RunContext
-from .evaluation import layer_mapping, load_pair_for
+from ..core.checks import SettingError, built, flag, fraction, nonnegative_int, positive_int
+from ..core.errors import SpecAttnError
+from ..data.windows import check_enough_text, token_windows
+from ..decode.decode_metrics import (
+    SUMMARY_COLUMNS,
+    sequence_row,
+    summarise,
+    summary_metrics,
+)
+from ..decode.draft_reads import check_draft_reads
+from ..decode.engine import SpeculativeDecoder, prepare_for_decoding
+from ..runs.context import ExperimentResult, RunContext
+from ..runs.outputs import SampleParts, atomic_write
+from .evaluation import configured_methods, layer_mapping, load_pair_for, run_settings
+from .rows import Row, check_table_keys, matched, table_rows
 
 
 def check(cfg) -> None:
@@ -48,23 +53,17 @@ def check(cfg) -> None:
         raise SettingError("decode.temperature", temperature, "must be a number >= 0 (0: greedy)", "0.7")
     nonnegative_int(d.top_k, "decode.top_k", "50")
     fraction(d.top_p, "decode.top_p", "0.9")
+    flag(d.stop_at_eos, "decode.stop_at_eos")
+    check_enough_text(built(cfg.dataset.source, "dataset.source"), prompt_len, cfg.dataset.num_samples,
+                      cfg.dataset.name, "decode.prompt_len")
+    check_draft_reads(d.draft_reads, d.draft_p, d.draft_refresh, d.draft_window, d.draft_sinks, cfg.head_agg)
     max_positions = cfg.model.get("max_positions")
     if max_positions is not None and prompt_len + new + 2 * (cfg.gamma + 1) > max_positions:
         raise SpecAttnError(
             f"decode.prompt_len={prompt_len} + decode.max_new_tokens={new} (+ 2 steps of gamma + 1) exceed what "
             f"model={cfg.model.name} supports ({max_positions} positions): shorten them")
-    if cfg.experiment.name == "decode_table":
-        p_values = [check_p(p) for p in cfg.experiment.p_values]
-        if check_p(cfg.experiment.match_p) not in p_values:
-            raise SpecAttnError(f"experiment.match_p={cfg.experiment.match_p} is not one of "
-                                f"experiment.p_values={p_values}")
-
-
-def decode_settings(cfg, mapping: list[int]) -> DecodeSettings:
-    d = cfg.decode
-    return DecodeSettings(cfg.gamma, cfg.chunk_size, cfg.dense_layers, cfg.head_agg, tuple(mapping),
-                          int(d.max_new_tokens), float(d.temperature), int(d.top_k), float(d.top_p),
-                          bool(d.stop_at_eos), int(cfg.experiment.get("query_block", 512)))
+    if "rows" in cfg.experiment:
+        check_table_keys(cfg)
 
 
 def eos_ids(pair) -> tuple[int, ...]:
@@ -79,20 +78,18 @@ def load(cfg):
     """The pair (switched to decoding), the decoder and the prompts of a run."""
     documents = instantiate(cfg.dataset.source).documents()  # fails fast before weights load
     pair = load_pair_for(cfg)
-    decoder = SpeculativeDecoder(pair, decode_settings(cfg, layer_mapping(cfg, pair)), eos_ids(pair))
+    decoder = SpeculativeDecoder(pair, run_settings(cfg, layer_mapping(cfg, pair)), eos_ids(pair))
     prepare_for_decoding(pair)
     prompts = token_windows(documents, pair.tokenizer, int(cfg.decode.prompt_len), cfg.dataset.num_samples,
                             cfg.dataset.name)
     return pair, decoder, prompts
 
 
-def decode_prompts(ctx: RunContext, decoder: SpeculativeDecoder, samples, settings) -> pd.DataFrame:
+def decode_prompts(ctx: RunContext, decoder: SpeculativeDecoder, samples, rows: list[Row]) -> pd.DataFrame:
     """Rows of every prompt, ``decode.batch_size`` prompts at a time, resuming from ``parts/``.
 
-    ``settings(decoded)`` is a generator of settings to decode after the dense reference, each a
-    list of fresh methods (one per sequence of the batch); ``decoded`` holds ``(methods, traces,
-    timing, continuation NLLs)`` of every setting decoded so far, dense first, and grows as the
-    generator is consumed (so a setting may depend on earlier ones' measurements).
+    ``rows``: the dense reference first, then the methods to decode; a matched row gets, per prompt, the
+    sparse-layer KV reduction its target row measured on that prompt (:func:`specattn.experiments.rows.matched`).
     """
     cfg = ctx.cfg
     tokenizer = decoder.pair.tokenizer
@@ -110,21 +107,21 @@ def decode_prompts(ctx: RunContext, decoder: SpeculativeDecoder, samples, settin
         batch = [samples[i] for i in indices]
         prefill = decoder.prefill(torch.stack([s.input_ids for s in batch]))
         seed = cfg.seed + first
-        dense_methods = [Dense() for _ in batch]
-        dense = decoder.generate(prefill, dense_methods, seed)
-        references = [trace.tokens for trace in dense.traces]
-        dense_nll = decoder.continuation_nll(prefill, references)
-        decoded = [(dense_methods, dense.traces, dense.timing, dense_nll)]
-        for methods in settings(decoded):
+        decoded: dict[str, tuple] = {}  # row label -> (methods, traces, timing, continuation NLLs)
+        for row in rows:
+            methods = [row.method if row.match is None else matched(row, trace.reads.sparse_layer_reduction)
+                       for trace in (decoded[row.match][1] if row.match is not None else batch)]
             out = decoder.generate(prefill, methods, seed)
-            decoded.append((methods, out.traces, out.timing,
-                            decoder.continuation_nll(prefill, [t.tokens for t in out.traces])))
+            decoded[row.method.label] = (methods, out.traces, out.timing,
+                                         decoder.continuation_nll(prefill, [t.tokens for t in out.traces]))
+        _, dense_traces, _, dense_nll = decoded[rows[0].method.label]
+        references = [trace.tokens for trace in dense_traces]
         for position, index in enumerate(indices):
-            rows = [sequence_row(cfg, index, samples[index], methods[position], traces[position], references[position],
-                                 nll[position], dense_nll[position], timing, len(batch), prefill.seconds,
-                                 tokenizer.decode(traces[position].tokens))
-                    for methods, traces, timing, nll in decoded]
-            frames[index] = pd.DataFrame(rows)
+            frames[index] = pd.DataFrame([
+                sequence_row(cfg, index, samples[index], methods[position], traces[position], references[position],
+                             nll[position], dense_nll[position], timing, len(batch), prefill.seconds,
+                             tokenizer.decode(traces[position].tokens))
+                for methods, traces, timing, nll in decoded.values()])
             parts.save(index, frames[index])
         last = frames[indices[-1]].iloc[-1]
         tau = (last.kept + last.steps) / last.steps
@@ -149,36 +146,13 @@ def decode_result(ctx: RunContext, results: pd.DataFrame) -> ExperimentResult:
 
 def run(ctx: RunContext) -> ExperimentResult:
     """``experiment=decode``: dense and the configured method."""
-    cfg = ctx.cfg
-    template = instantiate_method(cfg.method.selector, key_prefix="method.")
-    _, decoder, samples = load(cfg)
-
-    def settings(decoded):
-        if not isinstance(template, Dense):
-            yield [copy.deepcopy(template) for _ in decoded[0][0]]
-
-    return decode_result(ctx, decode_prompts(ctx, decoder, samples, settings))
+    methods = configured_methods(ctx.cfg)
+    _, decoder, samples = load(ctx.cfg)
+    return decode_result(ctx, decode_prompts(ctx, decoder, samples, [Row(method) for method in methods]))
 
 
 def run_table(ctx: RunContext) -> ExperimentResult:
-    """``experiment=decode_table``: dense, SpecAttn at each p, the matched baselines."""
-    cfg = ctx.cfg
-    exp = cfg.experiment
-    p_values = [float(p) for p in exp.p_values]
-    target = p_values.index(float(exp.match_p))
-    specs = list(exp.matched)
-    for spec in specs:  # constructor errors before any model loads
-        instantiate_method(spec, budget=Budget(kv_budget_frac=1.0))
-    _, decoder, samples = load(cfg)
-
-    def settings(decoded):
-        batch = len(decoded[0][0])
-        for p in p_values:
-            yield [SpecAttn(p) for _ in range(batch)]
-        matched = decoded[1 + target]
-        budgets = [Budget(kv_budget_frac=1.0 - trace.reads.sparse_layer_reduction, matched_label=matched[0][0].label)
-                   for trace in matched[1]]
-        for spec in specs:
-            yield [instantiate_method(spec, budget=budget) for budget in budgets]
-
-    return decode_result(ctx, decode_prompts(ctx, decoder, samples, settings))
+    """``experiment=decode_table``: the table's rows (:mod:`specattn.experiments.rows`), matched per prompt."""
+    rows = table_rows(ctx.cfg)
+    _, decoder, samples = load(ctx.cfg)
+    return decode_result(ctx, decode_prompts(ctx, decoder, samples, rows))

@@ -1,4 +1,4 @@
-"""``experiment=decode_bench``: end-to-end decoding throughput of :mod:`specattn.gpu.bench.decode_bench`.
+"""``experiment=decode_bench``: end-to-end decoding throughput of :mod:`specattn.bench.decode_bench`.
 
 Settings: ``conf/experiment/decode_bench.yaml``; ``p``, ``gamma``, ``chunk_size``, ``dense_layers``,
 ``head_agg`` and ``seed`` from the root config. Writes ``modes.csv`` (one row per pair, batch, context and
@@ -8,10 +8,10 @@ mode; rewritten after every point, so a killed run keeps what it measured), ``sp
 
 from __future__ import annotations
 
-from ..gpu.bench.decode_bench import DecodeBenchConfig, run_all
-from ..gpu.bench.decode_tables import render, tables
-from ..plots import plot_decode_throughput
-from .base import ExperimentResult, RunContext
+from ..bench.decode_bench import DecodeBenchConfig, run_all
+from ..bench.decode_tables import render, tables
+from ..results.plots import plot_decode_throughput
+from ..runs.context import ExperimentResult, RunContext
 
 
 def config_from(cfg, device: str = "cuda", dtype: str = "bfloat16") -> DecodeBenchConfig:
@@ -22,7 +22,9 @@ def config_from(cfg, device: str = "cuda", dtype: str = "bfloat16") -> DecodeBen
         kept=tuple(float(k) for k in e.kept), tau=float(e.tau), gamma=int(cfg.gamma), chunk_size=int(cfg.chunk_size),
         dense_layers=int(cfg.dense_layers), p=float(cfg.p), head_agg=str(cfg.head_agg),
         warmup_steps=int(e.warmup_steps), reps=int(e.reps), steps=int(e.steps), profile_reps=int(e.profile_reps),
-        max_mem_gib=float(e.max_mem_gib), fused_layers=bool(e.fused_layers), device=device, dtype=dtype, seed=int(cfg.seed))
+        max_mem_gib=float(e.max_mem_gib), fused_layers=bool(e.fused_layers), device=device, dtype=dtype, seed=int(cfg.seed),
+        draft_reads=tuple(str(r) for r in e.get("draft_reads", ())), draft_refresh=int(e.get("draft_refresh", 8)),
+        draft_window=int(e.get("draft_window", 1024)), draft_sinks=int(e.get("draft_sinks", 16)))
 
 
 def run(ctx: RunContext) -> ExperimentResult:

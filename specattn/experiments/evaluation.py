@@ -1,6 +1,6 @@
-"""What the perplexity runners (``ppl``, ``paper_table``, ``align_study``) share: loading a run's
-pair, settings and samples, evaluating samples resumably (each sample's rows go to ``parts/`` as
-soon as it finishes) and the result they return."""
+"""What the runners share: the run's pair (one loader for every experiment), its :class:`Settings`,
+its methods and samples, evaluating samples resumably (each sample's rows go to ``parts/`` as soon as
+it finishes) and the perplexity runners' result."""
 
 from __future__ import annotations
 
@@ -12,17 +12,18 @@ import torch
 from hydra.utils import instantiate
 from tqdm.auto import tqdm
 
-from .. import layer_map as layer_maps
-from ..config import resolve_device
+from ..core import layer_maps
+from ..core.errors import SpecAttnError
+from ..core.heads import check_head_layout
+from ..core.settings import Settings
 from ..data.windows import Sample, token_windows
-from ..errors import SpecAttnError
-from ..heads import check_head_layout
-from ..methods import Dense, SelectionMethod, instantiate_method
-from ..metrics import SUMMARY_COLUMNS, summarise, summary_metrics
-from ..models.pair import ModelPair, load_pair, torch_dtype
-from ..outputs import SampleParts
-from ..perplexity import EvalSettings, prepare
-from .base import ExperimentResult, RunContext
+from ..eval.perplexity import prepare
+from ..eval.ppl_metrics import SUMMARY_COLUMNS, summarise, summary_metrics
+from ..methods import Dense, Method, instantiate_method
+from ..models.devices import resolve_device, torch_dtype
+from ..models.pair import ModelPair, load_pair
+from ..runs.context import ExperimentResult, RunContext
+from ..runs.outputs import SampleParts
 
 IMPLS = ("parallel", "sequential")
 
@@ -34,21 +35,21 @@ def check_impl(cfg) -> None:
         raise SpecAttnError(f"experiment.impl={impl!r} is unknown: allowed are {', '.join(IMPLS)}")
 
 
-def build_methods(cfg) -> list[SelectionMethod]:
-    """The dense reference plus the configured method (``method.selector`` is instantiated)."""
-    method = instantiate_method(cfg.method.selector)
+def configured_methods(cfg) -> list[Method]:
+    """The dense reference plus the configured ``method`` (for ``ppl`` and ``decode``)."""
+    method = instantiate_method(cfg.method, key_prefix="method.")
     return [Dense()] if isinstance(method, Dense) else [Dense(), method]
 
 
-def check_pair(cfg, pair: ModelPair) -> None:
-    """Checks that need the loaded pair, before any evaluation."""
+def check_pair(cfg, pair: ModelPair, context_len: int | None = None) -> None:
+    """Checks that need the loaded pair, before any evaluation (``context_len``: positions the run needs)."""
     n_layers = pair.n_verifier_layers
     if cfg.dense_layers > n_layers:
         raise SpecAttnError(f"dense_layers={cfg.dense_layers} exceeds the verifier's {n_layers} layers")
     supported = min(pair.verifier.config.max_position_embeddings, pair.draft.config.max_position_embeddings)
-    if cfg.dataset.context_len > supported:
+    if context_len is not None and context_len > supported:
         raise SpecAttnError(
-            f"dataset.context_len={cfg.dataset.context_len} exceeds what the pair supports ({supported} positions): "
+            f"dataset.context_len={context_len} exceeds what the pair supports ({supported} positions): "
             f"use dataset.context_len<={supported}"
         )
     check_head_layout(cfg.head_agg, pair.draft.config.num_key_value_heads, pair.verifier.config.num_key_value_heads)
@@ -64,19 +65,23 @@ def layer_mapping(cfg, pair: ModelPair) -> list[int]:
     return layer_maps.resolve(spec, pair.n_draft_layers, pair.n_verifier_layers, pair.draft_layers)
 
 
-def eval_settings(cfg, mapping: list[int]) -> EvalSettings:
-    """How every sample of the run is evaluated."""
-    return EvalSettings(cfg.dataset.prefill_frac, cfg.gamma, cfg.chunk_size, cfg.dense_layers, cfg.head_agg,
-                        tuple(mapping), cfg.experiment.get("impl", "parallel"), cfg.experiment.get("query_block", 512))
+def run_settings(cfg, mapping: list[int]) -> Settings:
+    """The :class:`Settings` of a run (the evaluators' and the decoder's)."""
+    d = cfg.decode
+    return Settings(cfg.gamma, cfg.chunk_size, cfg.dense_layers, cfg.head_agg, tuple(mapping),
+                    int(cfg.experiment.get("query_block", 512)), float(cfg.dataset.prefill_frac),
+                    cfg.experiment.get("impl", "parallel"), int(d.max_new_tokens), float(d.temperature), int(d.top_k),
+                    float(d.top_p), bool(d.stop_at_eos), str(d.draft_reads), float(d.draft_p), int(d.draft_refresh),
+                    int(d.draft_window), int(d.draft_sinks))
 
 
-def load_pair_for(cfg) -> ModelPair:
-    """The run's pair on its device, checked against the config and switched to specattn's attention."""
+def load_pair_for(cfg, context_len: int | None = None) -> ModelPair:
+    """The run's pair on its device (the one loader of every experiment), checked against the config:
+    ``dense_layers``, the head layout and, if given, ``context_len`` positions."""
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
     pair = load_pair(cfg.model, device, torch_dtype(cfg.dtype, device), cfg.seed)
-    check_pair(cfg, pair)
-    prepare(pair)
+    check_pair(cfg, pair, context_len)
     return pair
 
 
@@ -87,11 +92,12 @@ def load_samples(cfg, pair: ModelPair, documents=None) -> list[Sample]:
                          cfg.dataset.name)
 
 
-def load_run(cfg) -> tuple[ModelPair, EvalSettings, list[Sample]]:
-    """The pair (ready for evaluation), the evaluation settings and the samples of a run."""
+def load_run(cfg) -> tuple[ModelPair, Settings, list[Sample]]:
+    """The pair (switched to the evaluators' attention), the settings and the samples of a perplexity run."""
     documents = instantiate(cfg.dataset.source).documents()  # fails fast (e.g. hub dataset offline) before weights
-    pair = load_pair_for(cfg)
-    return pair, eval_settings(cfg, layer_mapping(cfg, pair)), load_samples(cfg, pair, documents)
+    pair = load_pair_for(cfg, cfg.dataset.context_len)
+    prepare(pair)
+    return pair, run_settings(cfg, layer_mapping(cfg, pair)), load_samples(cfg, pair, documents)
 
 
 def ppl_progress(last: pd.Series) -> dict[str, float]:
@@ -103,7 +109,7 @@ def evaluate_samples(ctx: RunContext, samples: list[Sample], evaluate: Callable[
                      desc: str, progress: Callable[[pd.Series], dict[str, float]] = ppl_progress) -> pd.DataFrame:
     """Rows of every sample, resuming from ``parts/``.
 
-    ``evaluate(index, sample)`` returns the sample's rows (e.g. :func:`specattn.metrics.sample_rows`);
+    ``evaluate(index, sample)`` returns the sample's rows (e.g. :func:`specattn.eval.ppl_metrics.sample_rows`);
     they get ``sample_seconds`` and are written to ``parts/`` as soon as the sample finishes.
     ``progress(last row)`` gives the numbers shown on the progress bar and logged per sample.
     """
@@ -125,7 +131,7 @@ def evaluate_samples(ctx: RunContext, samples: list[Sample], evaluate: Callable[
     return pd.concat(frames, ignore_index=True)
 
 
-def ppl_result(results: pd.DataFrame, settings: EvalSettings) -> ExperimentResult:
+def ppl_result(results: pd.DataFrame, settings: Settings) -> ExperimentResult:
     """The results, their summary table and the summary metrics."""
     summary = summarise(results)
     metrics = summary_metrics(summary) | {"layer_map": str(list(settings.layer_map))}

@@ -1,4 +1,4 @@
-"""``experiment=kernel_bench``: the GPU kernel benchmarks of :mod:`specattn.gpu.bench.kernel_bench`.
+"""``experiment=kernel_bench``: the GPU kernel benchmarks of :mod:`specattn.bench.kernel_bench`.
 
 Settings: ``conf/experiment/kernel_bench.yaml`` (``parts`` picks selection, profile, tune, attention);
 ``p``, ``chunk_size``, ``gamma`` and ``head_agg`` come from the root config. Writes one CSV per part run
@@ -11,8 +11,8 @@ from __future__ import annotations
 import pandas as pd
 from omegaconf import OmegaConf
 
-from ..gpu.bench.kernel_bench import BenchConfig, render, run_all
-from .base import ExperimentResult, RunContext
+from ..bench.kernel_bench import BenchConfig, render, run_all
+from ..runs.context import ExperimentResult, RunContext
 
 TABLES = ("selection", "profile", "tune", "attention", "breakeven")
 

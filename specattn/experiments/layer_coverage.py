@@ -1,5 +1,5 @@
 """``experiment=layer_coverage``: per verifier layer, the share of the verifier's own attention mass
-that SpecAttn's selection keeps (coverage), next to the layer's KV reduction (:mod:`specattn.coverage`).
+that SpecAttn's selection keeps (coverage), next to the layer's KV reduction (:mod:`specattn.core.coverage`).
 
 SpecAttn at each ``experiment.p_values`` on the dataset's samples (one draft forward shared); rows:
 one per sample, setting and sparse verifier layer (raw sums, so the summary aggregates exactly);
@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import pandas as pd
 
+from ..eval.perplexity import evaluate_sample
 from ..methods import Dense, SpecAttn
-from ..perplexity import evaluate_sample
-from ..plots import plot_layer_coverage
-from .base import ExperimentResult, RunContext
+from ..results.plots import plot_layer_coverage
+from ..runs.context import ExperimentResult, RunContext
 from .evaluation import evaluate_samples, load_run
 
 

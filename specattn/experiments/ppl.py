@@ -7,20 +7,26 @@ resumes), and finally returns one row per sample and method setting.
 
 from __future__ import annotations
 
-from ..metrics import sample_rows
-from ..perplexity import evaluate_sample
-from .base import ExperimentResult, RunContext
-from .evaluation import build_methods, check_impl, evaluate_samples, load_run, ppl_result
+from ..eval.perplexity import evaluate_sample
+from ..eval.ppl_metrics import sample_rows
+from ..runs.context import ExperimentResult, RunContext
+from .evaluation import (
+    check_impl,
+    configured_methods,
+    evaluate_samples,
+    load_run,
+    ppl_result,
+)
 
 
 def check(cfg) -> None:
-    """Pre-load checks of this experiment's keys (``specattn.config.validate`` runs them)."""
+    """Pre-load checks of this experiment's keys (``specattn.runs.validate.validate`` runs them)."""
     check_impl(cfg)
 
 
 def run(ctx: RunContext) -> ExperimentResult:
     cfg = ctx.cfg
-    methods = build_methods(cfg)
+    methods = configured_methods(cfg)
     pair, settings, samples = load_run(cfg)
 
     def evaluate(index, sample):

@@ -8,11 +8,12 @@ texts at each context length and needle depth (:mod:`specattn.retrieval.generate
 greedy generation through the speculative decoder (:mod:`specattn.decode.engine`) under each method
 from one shared prefill, and scored by exact match (:mod:`specattn.retrieval.scoring`).
 
-Methods per sample (:func:`method_settings`, the one place they are built): dense speculative
-decoding (the verifier's own greedy answer); SpecAttn at ``experiment.p_values``; the oracle top-p at
-``experiment.oracle_p``; the ``experiment.matched`` baselines at the sparse-layer KV reduction
-SpecAttn ``p = match_p`` reached on that very sample. Decoding is greedy and stops at the verifier's
-end-of-sequence token or after the task's ``experiment.max_new_tokens``.
+Methods per sample: the rows of ``experiment.rows`` (:mod:`specattn.experiments.rows`, as in
+``paper_table`` and ``decode_table``): by default dense speculative decoding (the verifier's own greedy
+answer, always first), SpecAttn at ``experiment.p_values``, the oracle top-p at 0.95, and StreamingLLM
+and Quest at the sparse-layer KV reduction SpecAttn ``p = match_p`` reached on that very sample.
+Decoding is greedy (``decode.temperature`` is not read) and stops at the verifier's end-of-sequence
+token or after the task's ``experiment.max_new_tokens``; the draft's own reads are ``decode.draft_*``.
 
 Each sample's rows go to ``parts/`` as soon as it finishes, so a killed run resumes.
 """
@@ -21,27 +22,33 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator
 from dataclasses import replace
 
 import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from ..checks import SettingError, built, check_p, fractions, positive_int
+from ..core.checks import SettingError, built, positive_int
+from ..core.errors import SpecAttnError
 from ..data.windows import Sample
-from ..decode.engine import DecodeSettings, SpeculativeDecoder, prepare_for_decoding
-from ..decode.metrics import sequence_row
-from ..errors import SpecAttnError
-from ..methods import Budget, Dense, OracleTopP, SelectionMethod, SpecAttn, instantiate_method
-from ..outputs import SampleParts
+from ..decode.decode_metrics import sequence_row
+from ..decode.draft_reads import check_draft_reads
+from ..decode.engine import SpeculativeDecoder, prepare_for_decoding
 from ..retrieval.generate import RetrievalSample, SampleFactory, grid
-from ..retrieval.report import plot_heatmaps, plot_overview, summarise, summary_metrics, uninformative
+from ..retrieval.report import (
+    plot_heatmaps,
+    plot_overview,
+    summarise,
+    summary_metrics,
+    uninformative,
+)
 from ..retrieval.scoring import score
 from ..retrieval.tasks import TASKS
-from .base import ExperimentResult, RunContext
+from ..runs.context import ExperimentResult, RunContext
+from ..runs.outputs import SampleParts
 from .decode import eos_ids
-from .evaluation import layer_mapping, load_pair_for
+from .evaluation import layer_mapping, load_pair_for, run_settings
+from .rows import Row, check_table_keys, matched, table_rows
 
 MIN_LENGTH = 256  # tokens: below this the template, question and needles leave no haystack
 DROPPED = ("cont_nll", "dense_cont_nll", "cont_ppl", "batch_size")  # decode columns that mean nothing here
@@ -57,7 +64,7 @@ def check(cfg) -> None:
     """Every ``experiment.*`` key of the retrieval experiment (run by ``validate`` before anything loads)."""
     tasks = _check_tasks(cfg.experiment)
     _check_grid(cfg, max(cfg.experiment.max_new_tokens[task] for task in tasks))
-    _check_methods(cfg.experiment)
+    _check_rows(cfg)
 
 
 def _check_tasks(exp) -> list[str]:
@@ -97,41 +104,20 @@ def _check_grid(cfg, longest_answer: int) -> None:
     positive_int(exp.samples, "experiment.samples", "2")
 
 
-def _check_methods(exp) -> None:
-    """``p_values``, ``oracle_p``, ``match_p``, the ``matched`` baselines and ``min_dense_accuracy``."""
-    p_values = [check_p(p) for p in _list(exp.p_values, "experiment.p_values", "[0.9,0.95]")]
-    if list(exp.oracle_p):
-        fractions(exp.oracle_p, "experiment.oracle_p", "[0.95]")
-    if list(exp.matched) and check_p(exp.match_p) not in p_values:
-        raise SpecAttnError(f"experiment.match_p={exp.match_p} is not one of experiment.p_values={p_values}")
-    for spec in exp.matched:  # constructor errors before any model loads
-        instantiate_method(spec, budget=Budget(kv_budget_frac=1.0))
-    value = exp.min_dense_accuracy
+def _check_rows(cfg) -> list[Row]:
+    """``p_values``, ``match_p``, every row of ``experiment.rows`` (:func:`specattn.experiments.rows.table_rows`),
+    ``min_dense_accuracy`` and the draft's reads (``decode.draft_*``)."""
+    value = cfg.experiment.min_dense_accuracy
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
         raise SettingError("experiment.min_dense_accuracy", value, "must be a number in [0, 1]", "0.5")
-
-
-def method_settings(cfg, measured: list[tuple]) -> Iterator[SelectionMethod]:
-    """The methods one sample is decoded with, dense first. ``measured`` holds ``(method, trace, ...)``
-    of every setting decoded so far and grows as the generator is consumed: the matched baselines get
-    the sparse-layer KV reduction SpecAttn ``p = match_p`` reached on this sample."""
-    exp = cfg.experiment
-    p_values = [float(p) for p in exp.p_values]
-    yield Dense()
-    for p in p_values:
-        yield SpecAttn(p)
-    for p in exp.oracle_p:
-        yield OracleTopP(float(p))
-    if list(exp.matched):
-        target, trace = measured[1 + p_values.index(float(exp.match_p))][:2]
-        budget = Budget(kv_budget_frac=1.0 - trace.reads.sparse_layer_reduction, matched_label=target.label)
-        for spec in exp.matched:
-            yield instantiate_method(spec, budget=budget)
+    d = cfg.decode
+    check_draft_reads(d.draft_reads, d.draft_p, d.draft_refresh, d.draft_window, d.draft_sinks, cfg.head_agg)
+    return check_table_keys(cfg)  # last: composes each row's conf/method config
 
 
 def sample_rows(cfg, index: int, sample: RetrievalSample, measured: list[tuple], prefill_seconds: float,
                 decoder: SpeculativeDecoder, dataset: str) -> pd.DataFrame:
-    """One row per method setting of one sample: the decoding row (:func:`specattn.decode.metrics.sequence_row`:
+    """One row per method setting of one sample: the decoding row (:func:`specattn.decode.decode_metrics.sequence_row`:
     tokens, steps, KV reads and reductions, agreement with dense, times) and the retrieval columns."""
     item, instance, prompt = sample.item, sample.instance, sample.prompt
     tokenizer = decoder.pair.tokenizer
@@ -159,12 +145,17 @@ def sample_rows(cfg, index: int, sample: RetrievalSample, measured: list[tuple],
     return pd.DataFrame(rows)
 
 
-def evaluate(cfg, decoder: SpeculativeDecoder, sample: RetrievalSample, index: int, dataset: str) -> pd.DataFrame:
-    """Prefill the sample's prompt once, decode it under every method setting, return its rows."""
+def evaluate(cfg, decoder: SpeculativeDecoder, sample: RetrievalSample, index: int, dataset: str,
+             rows: list[Row]) -> pd.DataFrame:
+    """Prefill the sample's prompt once, decode it under every row (dense first; a matched row reads the
+    sparse-layer KV its target row read on this sample), return its rows."""
     prefill = decoder.prefill(torch.tensor(sample.prompt.ids)[None])
     measured: list[tuple] = []
-    for method in method_settings(cfg, measured):
+    traces = {}  # row label -> trace
+    for row in rows:
+        method = row.method if row.match is None else matched(row, traces[row.match].reads.sparse_layer_reduction)
         out = decoder.generate(prefill, [method], cfg.seed + index)
+        traces[row.method.label] = out.traces[0]
         measured.append((method, out.traces[0], out.timing))
     return sample_rows(cfg, index, sample, measured, prefill.seconds, decoder, dataset)
 
@@ -173,13 +164,13 @@ def run(ctx: RunContext) -> ExperimentResult:
     """Every sample of the grid, resuming from ``parts/``; the summary, heatmaps and the dense check."""
     cfg = ctx.cfg
     exp = cfg.experiment
+    rows = table_rows(cfg)
     items = grid(list(exp.tasks), [int(n) for n in exp.lengths], [float(d) for d in exp.depths], int(exp.samples))
     kinds = sorted({TASKS[task].haystack for task in exp.tasks})
     sources = {kind: built(exp.haystacks[kind], f"experiment.haystacks.{kind}") for kind in kinds}
     documents = {kind: source.documents() for kind, source in sources.items()}  # before the weights load
     pair = load_pair_for(cfg)
-    base = DecodeSettings(cfg.gamma, cfg.chunk_size, cfg.dense_layers, cfg.head_agg, tuple(layer_mapping(cfg, pair)),
-                          1, stop_at_eos=True, query_block=int(exp.get("query_block", 512)))
+    base = replace(run_settings(cfg, layer_mapping(cfg, pair)), temperature=0.0, top_k=0, top_p=1.0, stop_at_eos=True)
     decoders = {task: SpeculativeDecoder(pair, replace(base, max_new_tokens=int(exp.max_new_tokens[task])), eos_ids(pair))
                 for task in exp.tasks}
     prepare_for_decoding(pair)
@@ -191,7 +182,8 @@ def run(ctx: RunContext) -> ExperimentResult:
         frame = parts.load(index)
         if frame is None:
             start = time.perf_counter()
-            frame = evaluate(cfg, decoders[item.task], factory.make(item), index, sources[TASKS[item.task].haystack].name)
+            frame = evaluate(cfg, decoders[item.task], factory.make(item), index, sources[TASKS[item.task].haystack].name,
+                             rows)
             frame["sample_seconds"] = time.perf_counter() - start
             parts.save(index, frame)
         frames.append(frame)

@@ -12,7 +12,7 @@ sequence, draft row):
   cache layer of each slot; ``first (B,)`` int32: row r of sequence b attends keys ``[0, first[b] + r)``;
 * ``out (S, B, R, W)`` float32, W <= cap: ``mean_h`` (``agg="mean"``) or ``max_h`` (``"max"``) of the
   probabilities, zero at and past each row's own key count, exactly what
-  :func:`specattn.heads.aggregate_heads` gives for those modes.
+  :func:`specattn.core.heads.aggregate_heads` gives for those modes.
 
 On CUDA with fp16/bf16 it is one Triton launch (:mod:`.kernels.draft_rows`) with no host
 synchronisation (CUDA-graph capturable); elsewhere the same formula in torch (float32, also without
@@ -25,7 +25,7 @@ import math
 
 import torch
 
-from ..errors import SpecAttnError
+from ..core.errors import SpecAttnError
 
 AGGREGATIONS = ("mean", "max")
 KERNEL_DTYPES = (torch.float16, torch.bfloat16)

@@ -24,9 +24,15 @@ from __future__ import annotations
 
 import torch
 
-from ..errors import SpecAttnError
+from ..core.errors import SpecAttnError
 from .attention.base import AttentionShape
-from .attention.sparse import KERNEL_DTYPES, ChunkLists, check_verify, n_chunks_capacity, sparse_verify
+from .attention.sparse import (
+    KERNEL_DTYPES,
+    ChunkLists,
+    check_verify,
+    n_chunks_capacity,
+    sparse_verify,
+)
 
 NUCLEUS_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
@@ -60,10 +66,10 @@ def select_chunks(draft: torch.Tensor, p: float, chunk_size: int, lists: ChunkLi
         lists_from_thresholds(cmax, tkey, r, lists.ids.view(groups, -1), lists.n.view(groups),
                               None if mask is None else mask.view(groups, -1))
     else:
-        from ..select import nucleus_chunk_mask
+        from ..core.nucleus_reference import nucleus_chunk_mask_reference
         from .attention.sparse import chunk_lists
 
-        chunks = nucleus_chunk_mask(draft.reshape(groups, r, length), p, chunk_size, group=r)[:, 0]  # (G, NC)
+        chunks = nucleus_chunk_mask_reference(draft.reshape(groups, r, length), p, chunk_size, group=r)[:, 0]  # (G, NC)
         if mask is not None:
             mask.view(groups, -1)[:, :nc] = chunks
         flat = ChunkLists(lists.ids.view(1, groups, -1), lists.n.view(1, groups))
@@ -87,7 +93,7 @@ class SpecAttnStep:
 
     def __init__(self, shape: AttentionShape, batch: int, max_keys: int, n_queries: int, p: float,
                  sel_heads: int = 1, device: torch.device | str = "cuda", config=None):
-        from ..select import check_p
+        from ..core.nucleus_reference import check_p
 
         shape.validate()
         if sel_heads not in (1, shape.num_kv_heads):

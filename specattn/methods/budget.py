@@ -1,13 +1,13 @@
 """KV budgets of the budgeted baselines (quest, streaming, random): how many prefix keys a sparse
 layer may read at each verification step, and the best-scored chunks that fill it.
 
-Budgets count keys, the unit of the KV accounting (:mod:`specattn.accounting`), so a partial last
+Budgets count keys, the unit of the KV accounting (:mod:`specattn.core.kv_reads`), so a partial last
 prefix chunk counts for the keys it holds. A budget is one of, in this order of precedence:
 
-* ``match`` (config only): a finished run (its folder or its ``results.parquet``) whose measured
+* ``match``: a finished run (its folder or its ``results.parquet``) whose measured
   ``1 - kv_reduction_sparse_layers`` becomes ``kv_budget_frac`` below; it is read when the config is
-  resolved (:func:`specattn.matching.matched_budget`), before any method is built, so the run's
-  signature holds the fraction, not the path;
+  resolved (:func:`specattn.runs.matching.matched_budget`), before any method is built, so the run's
+  signature holds the fraction, not the path (tables match rows per sample: :meth:`Budget.matching`);
 * ``kv_budget_frac`` in (0, 1]: step ``s`` may read ``frac * end_s - tail_s`` prefix keys, so that
   prefix + tail reads are ``frac`` of the dense reads ``end_s``;
 * ``token_budget`` (Quest-style): ``token_budget`` prefix keys per step.
@@ -19,36 +19,63 @@ least 3 pages, StreamingLLM its sink chunks) and never get more than the step's 
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from dataclasses import dataclass
 
 import torch
 
-from ..checks import fraction, positive_int
-from ..errors import SpecAttnError
-from ..layout import StepLayout
-from .base import SelectionMethod
+from ..core.checks import fraction, positive_int
+from ..core.errors import SpecAttnError
+from ..core.layout import StepLayout
 
 
+@dataclass(frozen=True)
 class Budget:
-    """Prefix keys each step may read; see the module docstring for the three ways to set it."""
+    """Prefix keys each step may read; see the module docstring for the three ways to set it.
 
-    def __init__(self, token_budget: int | None = None, kv_budget_frac: float | None = None,
-                 matched_label: str | None = None):
-        """``matched_label``: the setting whose measured reduction ``kv_budget_frac`` matches (for labels)."""
-        self.token_budget, self.kv_budget_frac, self.matched_label = None, None, matched_label
-        if kv_budget_frac is not None:
-            self.kv_budget_frac = fraction(kv_budget_frac, "kv_budget_frac", "0.25")
-        elif token_budget is not None:
-            self.token_budget = positive_int(token_budget, "token_budget", "256")
+    ``match`` / ``match_setting`` name the run a matched budget came from (config keys, shown in
+    ``config.yaml``); ``matched`` is what the config resolved from them (``[fraction, setting label]``:
+    :func:`specattn.runs.matching.matched_budget`), and it takes precedence. Identity and labels use
+    the resolved numbers, never the path.
+    """
+
+    token_budget: int | None = None
+    kv_budget_frac: float | None = None
+    match: str | None = None
+    match_setting: str | None = None
+    matched: tuple | list | None = None
+
+    def __post_init__(self) -> None:
+        if self.matched is not None:
+            frac, label = self.matched
+            object.__setattr__(self, "kv_budget_frac", fraction(frac, "budget.kv_budget_frac", "0.25"))
+            object.__setattr__(self, "matched", (self.kv_budget_frac, str(label)))
+        elif self.kv_budget_frac is not None:
+            object.__setattr__(self, "kv_budget_frac", fraction(self.kv_budget_frac, "budget.kv_budget_frac", "0.25"))
+        elif self.token_budget is not None:
+            positive_int(self.token_budget, "budget.token_budget", "256")
         else:
-            raise SpecAttnError("a budgeted method needs one of token_budget, kv_budget_frac or match")
+            raise SpecAttnError("a budgeted method needs one of budget.token_budget, budget.kv_budget_frac or "
+                                "budget.match")
+
+    @classmethod
+    def matching(cls, fraction_read: float, label: str) -> "Budget":
+        """A budget that reads ``fraction_read`` of each step's dense KV, matched to setting ``label``."""
+        return cls(matched=(fraction_read, label))
 
     def params(self) -> dict:
         """What identifies the budget in results tables."""
-        if self.matched_label is not None:
-            return {"match": self.matched_label}
+        if self.matched is not None:
+            return {"match": self.matched[1]}
         if self.kv_budget_frac is not None:
             return {"kv_budget_frac": round(self.kv_budget_frac, 4)}
+        return {"token_budget": self.token_budget}
+
+    def identity(self) -> dict:
+        """What results depend on: the resolved fraction (a matched one to 12 digits), not the run path."""
+        if self.kv_budget_frac is not None:
+            return {"kv_budget_frac": round(self.kv_budget_frac, 12)}
         return {"token_budget": self.token_budget}
 
     def prefix_keys(self, layout: StepLayout) -> torch.Tensor:
@@ -80,21 +107,11 @@ def top_chunks(scores: torch.Tensor, prefix_keys: torch.Tensor, budget: torch.Te
     return torch.zeros_like(keep).scatter_(-1, order, keep)
 
 
-class BudgetedMethod(SelectionMethod):
-    """A method that ranks prefix chunks and reads the best ones that fill a :class:`Budget`."""
+class Budgeted:
+    """Mixin of methods whose ``budget`` field is their knob (the contract tests' two settings)."""
 
-    def __init__(self, budget: Budget):
-        self.budget = budget
+    def keep_everything(self):
+        return dataclasses.replace(self, budget=Budget(kv_budget_frac=1.0))
 
-    def params(self) -> dict:
-        return self.budget.params()
-
-    def begin_steps(self, layout) -> None:
-        super().begin_steps(layout)
-        self.budget_keys = self.budget.prefix_keys(layout)
-
-    def take(self, scores: torch.Tensor, steps: torch.Tensor, min_chunks: int = 0) -> torch.Tensor:
-        """:func:`top_chunks` of ``scores`` ``(S, H, n_chunks)`` for ``steps`` ``(S,)``, on ``scores``' device."""
-        steps = steps.cpu()
-        prefix_keys = self.layout.prefix_keys_per_chunk[steps].to(scores.device)
-        return top_chunks(scores, prefix_keys, self.budget_keys[steps].to(scores.device), min_chunks)
+    def sparse_example(self):
+        return dataclasses.replace(self, budget=Budget(kv_budget_frac=0.4))

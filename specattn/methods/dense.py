@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
-from .base import LayerView, SelectionMethod
+from dataclasses import dataclass
+
+from .base import Method
 
 
-class Dense(SelectionMethod):
+@dataclass(frozen=True)
+class Dense(Method):
+    """Reads everything: no scorer, no selector."""
+
     name = "dense"
 
-    def select(self, view: LayerView) -> None:
+    def scorer(self) -> None:
         return None
+
+    def selector(self) -> None:
+        return None
+
+    def keep_everything(self) -> "Dense":
+        return self

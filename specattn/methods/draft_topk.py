@@ -1,25 +1,35 @@
 """Draft top-k: SpecAttn with a fixed number of keys per draft row instead of a nucleus.
 
-Everything but the per-row rule is SpecAttn's (layer map, head aggregation, OR over the step's
-draft rows, pooling to chunks), so comparing the two isolates top-p against top-k.
+Everything but the per-row rule is SpecAttn's (layer map, head aggregation, OR over the step's draft
+rows, pooling to chunks), so comparing the two isolates top-p against top-k. A step reads the chunks
+of at most ``gamma * top_k`` keys (the KV accounting reports what it read).
 """
 
 from __future__ import annotations
 
-from ..checks import positive_int
-from .rows import TopK
-from .specattn import DraftRowSelection
+import dataclasses
+from dataclasses import dataclass
+
+from .base import Method
+from .draft_rows import DraftAttention
+from .selectors import TopKeys
 
 
-class DraftTopK(DraftRowSelection):
-    """SpecAttn with the ``top_k`` highest draft weights per row instead of the nucleus: a step reads
-    the chunks of at most ``gamma * top_k`` keys (the KV accounting reports what it read)."""
+@dataclass(frozen=True)
+class DraftTopK(Method):
+    """The ``top_k`` highest draft weights per row, OR-ed over the step's rows."""
 
     name = "draft_topk"
+    top_k: int = 64
 
-    def __init__(self, top_k: int = 64):
-        super().__init__(TopK(positive_int(top_k, "top_k", "64")))
-        self.top_k = top_k
+    def scorer(self) -> DraftAttention:
+        return DraftAttention()
 
-    def params(self) -> dict:
-        return {"top_k": self.top_k}
+    def selector(self) -> TopKeys:
+        return TopKeys(self.top_k)
+
+    def keep_everything(self) -> "DraftTopK":
+        return dataclasses.replace(self, top_k=10**9)
+
+    def sparse_example(self) -> "DraftTopK":
+        return dataclasses.replace(self, top_k=8)

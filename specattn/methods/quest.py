@@ -20,11 +20,15 @@ With one query head per KV head and one row this is exactly Quest's ranking.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
-from ..layout import StepLayout
-from .base import LayerView
-from .budget import BudgetedMethod
+from ..core.layout import StepLayout
+from .base import Method
+from .budget import Budget, Budgeted
+from .context import ChunkScorer, LayerView
+from .selectors import TopChunks
 
 QUEST_MIN_PAGES = 3
 
@@ -100,14 +104,15 @@ def row_page_bounds(queries: torch.Tensor, keys: torch.Tensor, layout: StepLayou
     return scores
 
 
-class Quest(BudgetedMethod):
-    name = "quest"
+class QuestBounds(ChunkScorer):
+    """Quest's page scores for a step and KV head: the max over the group's query heads and the step's
+    rows of ``softmax(u * scaling)`` over the step's prefix pages (module docstring)."""
 
-    def begin_sample(self, context) -> None:
-        super().begin_sample(context)
+    def start(self, context) -> None:
+        super().start(context)
         self.pages: dict[int, PageBounds] = {}  # verifier layer -> its full pages' bounds
 
-    def select(self, view: LayerView) -> torch.Tensor:
+    def score(self, view: LayerView) -> torch.Tensor:
         layout = self.layout
         step_of_row = layout.step_of(view.rows.cpu())
         decoding = step_of_row >= 0
@@ -120,4 +125,18 @@ class Quest(BudgetedMethod):
         local = (step_of_row[decoding] - view.steps[0].cpu()).to(estimate.device)
         scores = torch.zeros(hkv, len(view.steps), layout.n_chunks, device=estimate.device)
         scores.scatter_reduce_(1, local[None, :, None].expand_as(estimate), estimate, "amax")
-        return self.take(scores.transpose(0, 1), view.steps, QUEST_MIN_PAGES)
+        return scores.transpose(0, 1)
+
+
+@dataclass(frozen=True)
+class Quest(Budgeted, Method):
+    """Quest's page bounds, the best pages within the budget, at least 3."""
+
+    name = "quest"
+    budget: Budget
+
+    def scorer(self) -> QuestBounds:
+        return QuestBounds()
+
+    def selector(self) -> TopChunks:
+        return TopChunks(self.budget, min_chunks=QUEST_MIN_PAGES)

@@ -9,10 +9,14 @@ walks through the sequence.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
-from .base import LayerView
-from .budget import BudgetedMethod
+from .base import Method
+from .budget import Budget, Budgeted
+from .context import ChunkScorer, LayerView
+from .selectors import TopChunks
 
 _MASK = 0xFFFFFFFF
 
@@ -29,14 +33,27 @@ def hashed_uniform(seed: int, layer: int, starts: torch.Tensor, n_chunks: int) -
     return (x ^ (x >> 16)).double() / 2**32
 
 
-class RandomChunks(BudgetedMethod):
-    name = "random"
+class RandomScores(ChunkScorer):
+    """A fixed pseudo-random score per (sequence seed, layer, step start, chunk)."""
 
-    def begin_sample(self, context) -> None:
-        super().begin_sample(context)
+    def start(self, context) -> None:
+        super().start(context)
         self.seed = int(torch.randint(2**31, (1,), generator=context.generator))
 
-    def select(self, view: LayerView) -> torch.Tensor:
-        steps = view.steps.cpu()
-        scores = hashed_uniform(self.seed, view.layer, self.layout.step_starts[steps], self.layout.n_chunks)[:, None, :]
-        return self.take(scores, steps).to(view.queries.device)
+    def score(self, view: LayerView) -> torch.Tensor:
+        starts = self.layout.step_starts[view.steps.cpu()]
+        return hashed_uniform(self.seed, view.layer, starts, self.layout.n_chunks)[:, None, :].to(view.queries.device)
+
+
+@dataclass(frozen=True)
+class RandomChunks(Budgeted, Method):
+    """Random prefix chunks filling the budget."""
+
+    name = "random"
+    budget: Budget
+
+    def scorer(self) -> RandomScores:
+        return RandomScores()
+
+    def selector(self) -> TopChunks:
+        return TopChunks(self.budget)

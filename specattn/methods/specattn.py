@@ -1,54 +1,35 @@
-"""SpecAttn: the draft's attention nucleus predicts the verifier's KV reads (arXiv 2510.27641).
+"""SpecAttn (arXiv 2510.27641): the draft's attention nucleus predicts the verifier's KV reads.
 
-For verifier layer ``j`` at a step, the chunks read are those kept by a row rule
-(:mod:`specattn.methods.rows`) on the draft's head-aggregated attention in draft layer
-``layer_map[j]``, for each of the step's draft rows, OR-ed over those rows. SpecAttn's rule is the
-top-p nucleus; :class:`~specattn.methods.draft_topk.DraftTopK` shares everything but the rule.
+For verifier layer ``j`` at a step, the chunks read are those holding the top-p nucleus of the draft's
+head-aggregated attention in draft layer ``layer_map[j]``, for each of the step's draft rows, OR-ed
+over those rows.
 """
 
 from __future__ import annotations
 
-import torch
+import dataclasses
+from dataclasses import dataclass
 
-from ..checks import check_p
-from .base import LayerView, SelectionMethod, empty_selection
-from .rows import Nucleus, TopK, step_chunks
-
-
-class DraftRowSelection(SelectionMethod):
-    """Chunks kept by ``rule`` on the draft's attention rows, per step."""
-
-    uses_draft = True
-
-    def __init__(self, rule: Nucleus | TopK):
-        self.rule = rule
-
-    def begin_steps(self, layout) -> None:
-        super().begin_steps(layout)
-        self.selections: dict[int, torch.Tensor] = {}  # draft layer -> (n_steps, H, n_chunks)
-
-    def observe_draft(self, draft_layer: int, attention: torch.Tensor, rows: torch.Tensor) -> None:
-        layout = self.layout
-        steps = step_chunks(self.rule.row_chunks(attention, layout.chunk_size), rows, layout)
-        store = self.selections.get(draft_layer)
-        if store is None:
-            store = self.selections[draft_layer] = empty_selection(
-                layout.n_steps, attention.shape[0], layout.n_chunks, attention.device)
-        store |= steps.to(store.device)
-
-    def select(self, view: LayerView) -> torch.Tensor:
-        store = self.selections[self.context.layer_map[view.layer]]
-        return store[view.steps.to(store.device)]
+from .base import Method
+from .draft_rows import DraftAttention
+from .selectors import Nucleus
 
 
-class SpecAttn(DraftRowSelection):
-    """SpecAttn (arXiv 2510.27641): the draft's attention nucleus predicts the verifier's KV reads."""
+@dataclass(frozen=True)
+class SpecAttn(Method):
+    """The draft's top-p nucleus, per draft row, OR-ed over the step's rows."""
 
     name = "specattn"
+    p: float = 0.95
 
-    def __init__(self, p: float = 0.95):
-        super().__init__(Nucleus(check_p(p)))
-        self.p = self.rule.p
+    def scorer(self) -> DraftAttention:
+        return DraftAttention()
 
-    def params(self) -> dict:
-        return {"p": self.p}
+    def selector(self) -> Nucleus:
+        return Nucleus(self.p)
+
+    def keep_everything(self) -> "SpecAttn":
+        return dataclasses.replace(self, p=1.0)
+
+    def sparse_example(self) -> "SpecAttn":
+        return dataclasses.replace(self, p=0.8)

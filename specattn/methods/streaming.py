@@ -8,28 +8,46 @@ partial, chunk first); the step's own tokens are always read. The same chunks se
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 
-from ..checks import nonnegative_int
-from .base import LayerView
-from .budget import Budget, BudgetedMethod
+from ..core.checks import nonnegative_int
+from .base import Method
+from .budget import Budget, Budgeted
+from .context import ChunkScorer, LayerView
+from .selectors import TopChunks
 
 
-class StreamingLLM(BudgetedMethod):
-    name = "streaming"
+@dataclass
+class Recency(ChunkScorer):
+    """Chunk ``c`` scores ``c`` (later is better); the chunks of the first ``n_sinks`` keys above all."""
 
-    def __init__(self, budget: Budget, n_sinks: int = 4):
-        super().__init__(budget)
-        self.n_sinks = nonnegative_int(n_sinks, "n_sinks", "4")
+    n_sinks: int
 
     def begin_steps(self, layout) -> None:
         super().begin_steps(layout)
-        self.sink_chunks = math.ceil(self.n_sinks / layout.chunk_size)
-        # sinks first, then recency: chunk c scores c, sink chunks score above every chunk
         self.scores = torch.arange(layout.n_chunks, dtype=torch.float32)
-        self.scores[: self.sink_chunks] += layout.n_chunks
+        self.scores[: math.ceil(self.n_sinks / layout.chunk_size)] += layout.n_chunks
 
-    def select(self, view: LayerView) -> torch.Tensor:
-        scores = self.scores.expand(len(view.steps), 1, -1)
-        return self.take(scores, view.steps, self.sink_chunks).to(view.queries.device)
+    def score(self, view: LayerView) -> torch.Tensor:
+        return self.scores.to(view.queries.device).expand(len(view.steps), 1, -1)
+
+
+@dataclass(frozen=True)
+class StreamingLLM(Budgeted, Method):
+    """Sinks first, then the most recent prefix chunks, within the budget."""
+
+    name = "streaming"
+    budget: Budget
+    n_sinks: int = 4
+
+    def __post_init__(self) -> None:
+        nonnegative_int(self.n_sinks, "n_sinks", "4")
+        super().__post_init__()
+
+    def scorer(self) -> Recency:
+        return Recency(self.n_sinks)
+
+    def selector(self) -> TopChunks:
+        return TopChunks(self.budget, min_keys=self.n_sinks)

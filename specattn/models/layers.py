@@ -1,5 +1,5 @@
 """Layer counts of a pair known from its config before any weights load, and the check of a
-self-speculative draft's layer list (run by ``specattn.config.validate`` and again once loaded)."""
+self-speculative draft's layer list (run by ``specattn.runs.validate.validate`` and again once loaded)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from ..errors import SpecAttnError
+from ..core.errors import SpecAttnError
 
 
 def _saved_layers(path) -> int | None:
@@ -30,10 +30,13 @@ def _side_layers(spec: DictConfig) -> int | None:
 
 
 def layer_counts(model: DictConfig) -> tuple[int | None, int | None]:
-    """``(draft layers, verifier layers)`` as far as the config tells (None: known once loaded)."""
+    """``(draft layers, verifier layers)`` as far as the config tells (None: known once loaded): a local
+    folder's ``config.json``, a random model's config, a self-speculative draft's layer list, else the
+    counts a pinned pair's yaml states (``model.num_layers``, ``model.draft_num_layers``)."""
     verifier = _side_layers(model.verifier) or model.get("num_layers")
-    draft = len(model.draft.layers) if model.draft.get("layers") is not None else _side_layers(model.draft)
-    return draft, verifier
+    if model.draft.get("layers") is not None:
+        return len(model.draft.layers), verifier
+    return _side_layers(model.draft) or model.get("draft_num_layers"), verifier
 
 
 def check_draft_layers(layers, n_verifier: int | None) -> list[int]:

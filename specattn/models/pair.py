@@ -14,10 +14,16 @@ from pathlib import Path
 
 import torch
 from omegaconf import DictConfig, OmegaConf
-from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
+from safetensors import SafetensorError
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    PreTrainedModel,
+)
 
-from ..errors import SpecAttnError
-from ..hub import hub_reachable
+from ..core.errors import SpecAttnError
+from ..core.hub import hub_reachable
 from .byte_tokenizer import byte_tokenizer
 from .layers import check_draft_layers
 from .sources import hub_hint, resolve_path
@@ -44,23 +50,19 @@ class ModelPair:
         return self.verifier.config.num_hidden_layers
 
 
-def torch_dtype(name: str, device: torch.device) -> torch.dtype:
-    """``float32|bfloat16|float16|auto`` -> torch dtype (auto: bf16 on CUDA, fp32 on CPU)."""
-    if name == "auto":
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
-    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
-
-
 def _from_pretrained(factory, path: str, role: str, **kwargs):
     is_hub_id = not Path(path).exists()
     if is_hub_id and not hub_reachable():
         kwargs["local_files_only"] = True  # use the HF cache if it has the weights, without retrying the network
     try:
         return factory.from_pretrained(path, **kwargs)
-    except OSError as error:
-        if is_hub_id:
+    except (OSError, ValueError, SafetensorError) as error:  # what a damaged file raises (validate checks first)
+        if is_hub_id and isinstance(error, OSError):
             raise hub_hint(path, role, error) from error
-        raise SpecAttnError(f"{role}={path}: could not load ({error})".splitlines()[0]) from error
+        if is_hub_id:
+            raise
+        raise SpecAttnError(f"{role}={path}: could not load ({type(error).__name__}: {error})".splitlines()[0]
+                            + ": check the folder's files, or download the model again") from error
 
 
 def _random_model(spec: DictConfig, dtype: torch.dtype, seed: int) -> PreTrainedModel:

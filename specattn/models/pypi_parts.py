@@ -24,7 +24,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from ..errors import SpecAttnError
+from ..core.errors import SpecAttnError
 
 BLOCK = 1 << 22
 

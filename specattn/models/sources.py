@@ -23,9 +23,11 @@ import struct
 import tempfile
 from pathlib import Path
 
-from ..cache import cache_root
-from ..errors import SpecAttnError
-from ..stamps import file_stamp, folder_stamp
+from ..core.cache_dir import cache_root, check_cache_writable
+from ..core.atomic_files import DISK_ERRORS, disk_error
+from ..core.errors import SpecAttnError
+from ..core.stamps import file_stamp, folder_stamp
+from .weight_files import check_gguf, check_saved_folder
 
 GGUF_MAGIC = b"GGUF"
 
@@ -69,22 +71,11 @@ def smallest_exact(tensor):
     return tensor
 
 
-def gguf_to_folder(gguf: Path, digest: str | None = None) -> Path:
-    """Convert a GGUF checkpoint once to a safetensors folder; later calls return the cache.
-
-    The conversion de-quantises the GGUF tensors (transformers' GGUF loader, float32) and stores each
-    tensor in the narrowest float dtype that holds its values exactly (bfloat16 or float16 where
-    they fit, else float32), so loading the folder at float32 gives exactly the values the GGUF
-    loader produces. It is written to a temporary folder and renamed into place, so concurrent runs
-    never see half a model. ``digest``: the file's SHA-256 if known (else it is computed).
-    """
-    target = converted_folder(gguf.name, digest or _file_digest(gguf))
-    if (target / "config.json").is_file():
-        return target
+def _dequantised(gguf: Path):
+    """``(model, tokenizer)`` of a GGUF file: float32 tensors, each narrowed by :func:`smallest_exact`."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    print(f"converting {gguf.name} to a safetensors cache at {target} (once)", flush=True)
     try:
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
@@ -103,16 +94,37 @@ def gguf_to_folder(gguf: Path, digest: str | None = None) -> Path:
     for module in plain.modules():
         for name, param in list(module.named_parameters(recurse=False)):
             param.data = smallest_exact(param.data)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    return plain, tokenizer
+
+
+def gguf_to_folder(gguf: Path, digest: str | None = None) -> Path:
+    """Convert a GGUF checkpoint once to a safetensors folder; later calls return the cache.
+
+    The conversion de-quantises the GGUF tensors (transformers' GGUF loader, float32) and stores each
+    tensor in the narrowest float dtype that holds its values exactly (bfloat16 or float16 where
+    they fit, else float32), so loading the folder at float32 gives exactly the values the GGUF
+    loader produces. It is written to a temporary folder (made first: a cache that cannot be
+    written fails before the long part) and renamed into place, so concurrent runs never see half a
+    model. ``digest``: the file's SHA-256 if known (else it is computed).
+    """
+    target = converted_folder(gguf.name, digest or _file_digest(gguf))
+    if (target / "config.json").is_file():
+        return target
+    print(f"converting {gguf.name} to a safetensors cache at {target} (once)", flush=True)
     try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        scratch = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    except OSError as error:
+        raise disk_error(target, error) from None
+    try:
+        plain, tokenizer = _dequantised(gguf)
         plain.save_pretrained(scratch)
         tokenizer.save_pretrained(scratch)
         (scratch / "specattn_source.json").write_text(json.dumps({"gguf": str(gguf)}, indent=2))
         os.replace(scratch, target)
-    except OSError:
-        if not (target / "config.json").is_file():
-            raise
+    except OSError as error:
+        if not (target / "config.json").is_file():  # else another run converted it meanwhile
+            raise disk_error(target, error) if error.errno in DISK_ERRORS else error
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return target
@@ -136,13 +148,17 @@ def pypi_parts_folder(path: str, parts, role: str) -> Path:
 
 def check_path(path: str | None, role: str, parts=None) -> None:
     """Cheap checks of a configured ``path`` (no conversion, no download): it names something that
-    exists and has the right form (a ``.gguf`` file starts with GGUF's magic bytes)."""
+    exists and has the right form (a ``.gguf`` file starts with GGUF's magic bytes and holds the data
+    its header describes, a folder is a complete ``save_pretrained`` folder: :mod:`.weight_files`), and
+    the cache can be written where a GGUF is to be converted or assembled into it."""
     if not path:
         raise SpecAttnError(f"{role} is empty: set it to a hub id, a local folder or a .gguf file")
     if path.startswith("pypi-parts:"):
         if parts is None or not path.endswith(".gguf"):
             raise SpecAttnError(f"{role}={path} needs a file name ending in .gguf and a "
                                 f"{role.rsplit('.', 1)[0]}.parts node")
+        if not (converted_folder(path.removeprefix("pypi-parts:"), str(parts.get("sha256") or "")) / "config.json").is_file():
+            check_cache_writable(f"{role}={path} is assembled and converted there once")
         return
     local = package_file(path) if path.startswith("pkg:") else Path(path).expanduser()
     if str(local).endswith(".gguf"):
@@ -153,9 +169,11 @@ def check_path(path: str | None, role: str, parts=None) -> None:
         if magic != GGUF_MAGIC:
             raise SpecAttnError(f"{role}={path} is not a GGUF file (it starts with {magic!r}, not {GGUF_MAGIC!r}): "
                                 "check the path, or download the file again")
+        check_gguf(local, role)
+        if not any(cache_root().glob(f"models/{local.stem}-*/config.json")):  # converted already (by name)
+            check_cache_writable(f"{role}={path} is converted there once")
     elif local.exists():
-        if not (local / "config.json").is_file():
-            raise SpecAttnError(f"{role}={path}: folder has no config.json (expected a save_pretrained folder)")
+        check_saved_folder(local, role)
     elif path.startswith((".", "/", "~")) or path.count("/") != 1:
         raise SpecAttnError(f"{role}={path}: no such folder, and it is not a hub id of the form org/name")
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import random
 
-from ..errors import SpecAttnError
+from ..core.errors import SpecAttnError
 
 CONSONANTS = "bdfgklmnprstvz"
 VOWELS = "aeiou"

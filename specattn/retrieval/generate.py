@@ -13,8 +13,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from ..core.errors import SpecAttnError
 from ..data.sources import Document
-from ..errors import SpecAttnError
 from .draws import Draws, sample_rng
 from .haystack import Line, LineSource, Prompt, assemble, encode
 from .tasks import TASKS, Task, TaskInstance

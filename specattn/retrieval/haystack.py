@@ -21,8 +21,8 @@ import random
 from dataclasses import dataclass
 from functools import cached_property
 
+from ..core.errors import SpecAttnError
 from ..data.sources import Document
-from ..errors import SpecAttnError
 
 MIN_FILLER_TOKENS = 32
 TOKENISE_BATCH = 256  # lines tokenised per call

@@ -20,8 +20,14 @@ from __future__ import annotations
 
 import torch
 
-from ...errors import SpecAttnError
-from .base import AttentionShape, VerifyBackend, allowed_keys, check_step, n_prefix_chunks
+from ...core.errors import SpecAttnError
+from .base import (
+    AttentionShape,
+    VerifyBackend,
+    allowed_keys,
+    check_step,
+    n_prefix_chunks,
+)
 from .bsr import BSR, chunk_mask_to_bsr
 from .sparse import ChunkLists, chunk_lists, dense_verify, sparse_verify
 

@@ -26,8 +26,8 @@ from typing import Protocol
 
 import torch
 
-from ...errors import SpecAttnError
-from ...visibility import visible_keys
+from ...core.errors import SpecAttnError
+from ...core.visibility import visible_keys
 
 
 @dataclass(frozen=True)
@@ -112,7 +112,7 @@ def check_chunk_mask(chunk_mask: torch.Tensor, n_keys: int, n_queries: int, chun
 
 
 def allowed_keys(chunk_mask: torch.Tensor, n_keys: int, n_queries: int, chunk_size: int) -> torch.Tensor:
-    """``(T, N)`` bool: which keys each query row attends (:func:`specattn.visibility.visible_keys`
+    """``(T, N)`` bool: which keys each query row attends (:func:`specattn.core.visibility.visible_keys`
     for one step with prefix ``[0, N - T)``)."""
     prefix = n_keys - n_queries
     positions = torch.arange(prefix, n_keys, device=chunk_mask.device)

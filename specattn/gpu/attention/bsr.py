@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ...errors import SpecAttnError
+from ...core.errors import SpecAttnError
 
 
 @dataclass

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import torch
 
-from ...errors import SpecAttnError
+from ...core.errors import SpecAttnError
 from .base import AttentionShape, check_chunk_mask, check_step
 from .bsr import BSR, chunk_mask_to_bsr
 

@@ -13,7 +13,7 @@ What the decoder calls per verifier layer and step (shapes as HF attention funct
 
 :func:`sparse_verify` returns ``(B, T, Hq, D)`` (HF's attention output before its reshape): row t of
 sequence b attends the listed prefix chunks and the step's keys ``P_b .. P_b + t``, exactly
-:func:`specattn.visibility.visible_keys`. :func:`dense_verify` is the same kernel with every prefix chunk
+:func:`specattn.core.visibility.visible_keys`. :func:`dense_verify` is the same kernel with every prefix chunk
 listed implicitly (our dense baseline). Both can also write ``lse_out (B, Hq)`` float32: the last row's
 (t = T - 1) base-2 log-sum-exp ``log2 sum_k 2^(q.k * sm_scale * log2 e)`` over the keys it attends (what
 the decoder needs to recompute a draft row's probabilities). :func:`chunk_lists` turns a
@@ -28,8 +28,8 @@ from dataclasses import dataclass
 
 import torch
 
-from ...errors import SpecAttnError
-from ...visibility import visible_keys
+from ...core.errors import SpecAttnError
+from ...core.visibility import visible_keys
 
 KERNEL_DTYPES = (torch.float16, torch.bfloat16)
 KERNEL_HEAD_DIMS = (16, 32, 64, 128, 256)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from ...errors import SpecAttnError
+from ...core.errors import SpecAttnError
 from .base import AttentionShape, check_chunk_mask, check_step
 from .sparse import KERNEL_DTYPES, KERNEL_HEAD_DIMS, chunk_lists, sparse_verify
 

@@ -2,7 +2,7 @@
 
 Importing this package needs neither Triton nor a GPU: the kernels live in submodules that are
 imported on demand (``from specattn.gpu.kernels import nucleus``), and :func:`available` says whether
-they can run here. :mod:`specattn.select` dispatches to :mod:`.nucleus` for CUDA tensors.
+they can run here. :mod:`specattn.methods.nucleus` dispatches to :mod:`.nucleus` for CUDA tensors.
 
 - :mod:`.nucleus`: exact sorting-free top-p (nucleus) selection, fused union-over-rows + chunk pooling.
 - :mod:`.radix`: the same thresholds from a CUDA radix kernel (``nucleus_radix.cu``), loaded with ctypes.

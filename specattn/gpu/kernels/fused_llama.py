@@ -1,5 +1,5 @@
 """Two small Triton kernels that cut the launches of a Llama decoder layer in a decoding step
-(:mod:`specattn.gpu.fused_llama`):
+(:mod:`specattn.hooks.fused_llama`):
 
 * :func:`rope_into_cache`: from the fused q/k/v projection ``qkv (B, T, (Hq + 2 Hkv) * D)``, rotate q and k
   (``x * cos + rotate_half(x) * sin``, float32, rounded once) and write q to ``q_out (B, Hq, T, D)`` and the

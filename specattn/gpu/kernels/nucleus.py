@@ -1,6 +1,6 @@
 """Exact, sorting-free nucleus (top-p) selection on the GPU (Triton).
 
-Semantics are those of :mod:`specattn.select` (its module docstring): per row of non-negative weights
+Semantics are those of :mod:`specattn.methods.nucleus` (its module docstring): per row of non-negative weights
 ``a`` with mass ``m``, ``theta = max{v in a : sum(a_i for a_i >= v) >= p * m}`` and the nucleus is
 ``{i : a_i >= theta}``; ties are in, ``p = 1`` keeps every key, an all-zero row keeps every key.
 The threshold is always one of the row's own values, so ``weights >= theta`` gives the same mask as
@@ -52,7 +52,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ...errors import SpecAttnError
+from ...core.errors import SpecAttnError
 
 ONCHIP_MAX = 16384  # longest row handled by one program holding it in registers
 SEG = 16384  # segment of a long row handled by one program (stats + histogram)
@@ -418,7 +418,7 @@ def _rows(weights: torch.Tensor) -> torch.Tensor:
     if weights.dtype not in _SUPPORTED:
         raise SpecAttnError(
             f"nucleus kernel got dtype {weights.dtype}: use float32, float16 or bfloat16 weights "
-            "(float64 goes to specattn.nucleus_reference.nucleus_threshold_reference)"
+            "(float64 goes to specattn.core.nucleus_reference.nucleus_threshold_reference)"
         )
     length = weights.shape[-1]
     if length == 0:
@@ -535,8 +535,8 @@ def _thresholds(w: torch.Tensor, p: float, chunk: int | None = None):
 
 
 def nucleus_threshold(weights: torch.Tensor, p: float) -> torch.Tensor:
-    """``(..., L)`` weights -> ``(...)`` float64 thresholds; same contract as :func:`specattn.select.nucleus_threshold`."""
-    from ...nucleus_reference import check_p, nucleus_threshold_reference
+    """``(..., L)`` weights -> ``(...)`` float64 thresholds; same contract as :func:`specattn.methods.nucleus.nucleus_threshold`."""
+    from ...core.nucleus_reference import check_p, nucleus_threshold_reference
 
     p = check_p(p)
     if weights.dtype == torch.float64:
@@ -558,10 +558,11 @@ def nucleus_chunk_mask(weights: torch.Tensor, p: float, chunk_size: int, group: 
     """Fused nucleus -> OR over groups of ``group`` consecutive rows -> chunk pooling.
 
     ``(..., R, L)`` -> ``(..., ceil(R / group), ceil(L / chunk_size))`` bool; same result as
-    :func:`specattn.select.nucleus_chunk_mask`. A chunk is kept when its largest weight reaches the
+    :func:`specattn.methods.nucleus.nucleus_chunk_mask`. A chunk is kept when its largest weight reaches the
     row's threshold, which is exactly "some key of the chunk is in the nucleus".
     """
-    from ...nucleus_reference import check_p, nucleus_chunk_mask_reference as reference
+    from ...core.nucleus_reference import check_p
+    from ...core.nucleus_reference import nucleus_chunk_mask_reference as reference
 
     p = check_p(p)
     if not isinstance(chunk_size, int) or chunk_size < 1:

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import torch
 
-from ...cache import cache_root
-from ...errors import SpecAttnError
+from ...core.cache_dir import cache_root
+from ...core.errors import SpecAttnError
 
 SOURCE = Path(__file__).with_name("nucleus_radix.cu")
 MAX_LENGTH = (1 << 20) - 1  # the per-bin key count is packed into 20 bits

@@ -5,7 +5,7 @@ along D); ``lengths (B,)`` int32, keys ``[0, lengths[b])`` valid, the step's own
 them, so sequence b's prefix is ``[0, P_b)``, ``P_b = lengths[b] - T``; ``chunk_ids (B, H_sel, cap)``
 and ``n_chunks (B, H_sel)`` int32, H_sel = 1 (one list for all heads) or Hkv (one per KV head); chunk c
 covers keys ``[c*C, min((c+1)*C, P_b))``. Output ``(B, T, Hq, D)``. Semantics:
-:func:`specattn.visibility.visible_keys` (query row t of sequence b sees the listed prefix chunks and
+:func:`specattn.core.visibility.visible_keys` (query row t of sequence b sees the listed prefix chunks and
 the step's keys ``P_b .. P_b + t``); ids outside ``[0, ceil(P_b / C))`` select nothing.
 
 Nothing about the selection reaches the host: the grid is fixed by the shapes, and each program

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Call 1 of a session (carries .whl/): the wheels the image lacks into /tmp/site, the stack checked, and a
+# probe of whether a process started now still runs at the next call (then the GPU tests and the random-
+# weight benchmarks run in the background while the weights arrive).
+source scripts/gpu/env.sh
+source scripts/setup_gpu.sh .whl /tmp/site || exit 1
+nvidia-smi --query-gpu=name,memory.total,clocks.sm,clocks.mem --format=csv
+python3 -c "import gguf, hydra, omegaconf; print('gguf', gguf.__version__ if hasattr(gguf,'__version__') else 'ok', 'hydra', hydra.__version__)"
+rm -rf /tmp/repo && cp -r "$PWD" /tmp/repo && mkdir -p "$GPU_OUT/bg"
+cd /tmp/repo && setsid nohup bash scripts/gpu/background.sh > "$GPU_OUT/bg/background.log" 2>&1 < /dev/null &
+echo $! > "$GPU_OUT/bg/pid"
+echo "background pid $! started at $(date +%T)"

@@ -1,0 +1,326 @@
+"""End-to-end decoding with real weights (``python run.py experiment=decode_real``): the graph decoder
+(:mod:`specattn.decode.graph_engine`) on a real pair, real prompts, real acceptance and real selections.
+
+For each (context, batch) point, the prompts are the dataset's token windows of ``context`` tokens, taken
+``batch`` at a time (``prompts`` per point). Every mode decodes every prompt group for ``new_tokens``
+greedy tokens from the same prefilled caches:
+
+* ``ar`` (the verifier alone), ``dense`` (dense speculative decoding), ``specattn`` at each ``p``;
+* ``streaming`` and ``quest`` with ``kv_budget_frac`` = the verifier kept fraction SpecAttn ``p = match_p``
+  measured at this point (matched on the point, not per prompt: labelled);
+* SpecAttn ``p = match_p`` with each draft read policy of ``draft_reads``, and ``window`` with a dense
+  verifier (MagicDec's StreamingLLM draft).
+
+Per mode the two phases are captured once as CUDA graphs and replayed for every group; a group's
+decoding is timed with CUDA events from its first step to the step at which every sequence has its
+``new_tokens`` (steps pipelined, one host read per step; prefill and capture excluded). Reported per mode:
+tokens/s (``batch * new_tokens`` per group over its time, median over groups), the measured ``tau``
+(new tokens kept per step: ``new_tokens`` over the steps each sequence took until it had them; ``tau_steps``
+counts the last step's tokens past ``new_tokens`` too), the verifier's and the
+draft's kept fractions (chunk reads over dense chunk reads in their sparse / policy layers), and the
+roofline's tokens/s at those measured values (:mod:`specattn.decode.roofline`; prefix = context + half
+the new tokens) with the share of it reached.
+
+:func:`lossless` checks that greedy dense speculative decoding gives the verifier's own greedy tokens
+(autoregressive decoding) and that SpecAttn ``p = 1`` gives dense speculative decoding's, explaining each
+difference by the verifier's top-2 logit margin at the first divergence (bfloat16 near-ties).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import statistics
+import time
+import traceback
+from dataclasses import dataclass
+
+import pandas as pd
+import torch
+
+from ..decode import roofline
+from ..decode.graph_engine import GraphDecoder, GraphSettings
+from ..decode.kv_cache import SequenceKVCache
+from ..hooks.forward import cache_kwargs
+from .decode_bench import Clock
+
+
+@dataclass
+class RealBenchConfig:
+    """Every setting (from ``conf/experiment/decode_real.yaml`` and the root config)."""
+
+    contexts: tuple[int, ...]
+    batches: tuple[int, ...]
+    prompts: int  # prompts per point (rounded up to whole batches)
+    new_tokens: int
+    p_values: tuple[float, ...]
+    match_p: float
+    draft_reads: tuple[str, ...]  # policies run with SpecAttn p=match_p (window also with a dense verifier)
+    draft_refresh: int
+    draft_window: int
+    draft_sinks: int
+    gamma: int
+    chunk_size: int
+    dense_layers: int
+    head_agg: str
+    layer_map: tuple[int, ...]
+    fused_layers: bool
+    max_mem_gib: float
+    seed: int
+
+
+def modes(cfg: RealBenchConfig, matched_frac: float | None) -> list[tuple[str, GraphSettings]]:
+    """``(label, settings)`` of every mode at a point (``matched_frac``: the budget of the matched rows,
+    None before SpecAttn p=match_p was measured)."""
+    base = GraphSettings(cfg.gamma, cfg.chunk_size, cfg.dense_layers, cfg.head_agg, cfg.layer_map)
+    policy = dict(draft_refresh=cfg.draft_refresh, draft_window=cfg.draft_window, draft_sinks=cfg.draft_sinks)
+    out = [("ar", dataclasses.replace(base, gamma=0)), ("dense", base)]
+    out += [(f"specattn p={p}", dataclasses.replace(base, p=p)) for p in cfg.p_values]
+    if matched_frac is None:
+        return out
+    for verify in ("streaming", "quest"):
+        out.append((f"{verify} match=specattn p={cfg.match_p}",
+                    dataclasses.replace(base, verify=verify, kv_budget_frac=matched_frac)))
+    for reads in cfg.draft_reads:
+        out.append((f"specattn p={cfg.match_p} draft={reads}",
+                    dataclasses.replace(base, p=cfg.match_p, draft_reads=reads, **policy)))
+        if reads == "window":
+            out.append(("dense draft=window", dataclasses.replace(base, p=cfg.match_p, verify="dense",
+                                                                 draft_reads="window", **policy)))
+    return out
+
+
+def capacity_for(cfg: RealBenchConfig, context: int) -> int:
+    """Cache capacity: the prompt, the new tokens, the last step's overshoot and the warm-up step."""
+    need = context + cfg.new_tokens + 3 * (cfg.gamma + 1) + 8
+    return -(-need // 64) * 64
+
+
+def resume(dec: GraphDecoder, prompts: torch.Tensor) -> None:
+    """Point ``dec`` at caches that already hold the prefill of ``prompts (B, L)`` (shared by the modes)."""
+    length = prompts.shape[1]
+    dec.tokens[:, :length] = prompts.to(dec.device)
+    dec.v_cache.lengths.fill_(length - 1)
+    if dec.d_cache is not None:
+        dec.d_cache.lengths.fill_(length - 2)
+    dec._start(length - 1)
+
+
+def timed_generate(dec: GraphDecoder, new_tokens: int) -> dict:
+    """Decode until every sequence has ``new_tokens`` tokens: ms (from the first step to the step that
+    completed the last sequence: CUDA events, steps pipelined: the host reads a step's accepted counts after
+    launching the next, so one step past the end is launched and not timed; on the CPU a host clock), steps
+    and kept counts per sequence (counted until it had its tokens)."""
+    b, cuda = dec.batch, dec.device.type == "cuda"
+    produced, steps, kept_total = [0] * b, [0] * b, [0] * b
+    host = torch.empty((2, b), dtype=torch.long, pin_memory=cuda)
+    clock = Clock(dec.device)
+    marks = [clock.mark(), None, None]
+    i, done_at = 0, None
+    while done_at is None:
+        dec.step()
+        host[i % 2].copy_(dec.kept, non_blocking=cuda)
+        marks[1 + i % 2] = clock.mark()
+        if i or not cuda:
+            j = i - 1 if cuda else i  # the step whose counts are read now
+            clock.wait(marks[1 + j % 2])
+            kept = host[j % 2].tolist()
+            dec.record(kept)
+            for s, k in enumerate(kept):
+                if produced[s] < new_tokens:
+                    steps[s] += 1
+                    kept_total[s] += k
+                    produced[s] += k + 1
+            if min(produced) >= new_tokens:
+                done_at = marks[1 + j % 2]
+        i += 1
+    ms = clock.ms(marks[0], done_at)
+    if cuda:  # the step launched past the end
+        clock.wait(marks[1 + (i - 1) % 2])
+        dec.record(host[(i - 1) % 2].tolist())
+    return {"ms": ms, "steps": steps, "kept": kept_total}
+
+
+def roofline_row(cfg, settings: GraphSettings, v_shape, d_shape, batch: int, context: int, tau: float,
+                 verifier_kept: float, draft_kept: float, needed: int, bandwidth: float) -> dict:
+    """The roofline at the measured tau and kept fractions (bytes per step, tokens/s)."""
+    prefix = context + cfg.new_tokens // 2
+    speculative = settings.gamma > 0
+    kept = verifier_kept if settings.mode not in ("ar", "dense") else None
+    kwargs = {}
+    if settings.draft_reads != "dense" and speculative:
+        kwargs = dict(draft_reads=settings.draft_reads, draft_kept=draft_kept, draft_refresh=settings.draft_refresh,
+                      draft_window=settings.draft_window, draft_sinks=settings.draft_sinks)
+    parts = roofline.step_bytes(v_shape, d_shape if speculative else None, batch, prefix, settings.gamma, kept,
+                                settings.dense_layers, needed if settings.mode == "specattn" else 0,
+                                settings.chunk_size, **kwargs)
+    tokens = batch * (tau if speculative else 1.0)
+    return {**{f"bytes_{k}": v for k, v in parts.items()},
+            "roof_tokens_per_s": roofline.roofline_tokens_per_s(parts["total"], tokens, bandwidth)}
+
+
+class PointRunner:
+    """Every mode at one (context, batch) point, over the prompt groups (module docstring)."""
+
+    def __init__(self, pair, cfg: RealBenchConfig, context: int, batch: int, bandwidth: float, log):
+        self.pair, self.cfg, self.context, self.batch, self.bandwidth, self.log = pair, cfg, context, batch, bandwidth, log
+        cap = capacity_for(cfg, context)
+        self.caches = (SequenceKVCache.for_model(pair.verifier, batch, cap), SequenceKVCache.for_model(pair.draft, batch, cap))
+        self.capacity = cap
+        self.decoders: dict[str, GraphDecoder] = {}
+        self.v_shape = roofline.ModelShape.from_config(pair.verifier.config, pair.verifier.dtype.itemsize)
+        self.d_shape = roofline.ModelShape.from_config(pair.draft.config, pair.draft.dtype.itemsize)
+        self.needed = len({cfg.layer_map[j] for j in range(cfg.dense_layers, self.v_shape.layers)})
+
+    def prefill(self, prompts: torch.Tensor) -> float:
+        """Fill both shared caches with ``prompts`` (seconds)."""
+        tick = time.perf_counter()
+        dec = GraphDecoder(self.pair.draft, self.pair.verifier, GraphSettings(self.cfg.gamma, self.cfg.chunk_size),
+                           self.batch, self.capacity, self.caches)
+        dec.prefill(prompts)
+        if dec.device.type == "cuda":
+            torch.cuda.synchronize()
+        return time.perf_counter() - tick
+
+    def run_mode(self, label: str, settings: GraphSettings, prompts: torch.Tensor) -> dict:
+        dec = self.decoders.get(label)
+        if dec is None:
+            dec = self.decoders[label] = GraphDecoder(self.pair.draft, self.pair.verifier, settings, self.batch,
+                                                      self.capacity, self.caches)
+            resume(dec, prompts)
+            if dec.device.type == "cuda":
+                dec.capture()
+        resume(dec, prompts)
+        out = timed_generate(dec, self.cfg.new_tokens)
+        verifier_kept, draft_kept = dec.kept_fractions()
+        tokens = self.cfg.new_tokens
+        return {"ms": out["ms"], "tokens_per_s": self.batch * tokens / out["ms"] * 1e3,
+                "steps": sum(out["steps"]), "kept_tokens": sum(out["kept"]),
+                "tokens_out": self.tokens_of(dec, prompts.shape[1]),
+                "verifier_kept": verifier_kept, "draft_kept": draft_kept}
+
+    def tokens_of(self, dec: GraphDecoder, length: int) -> list[list[int]]:
+        return dec.tokens[:, length: length + self.cfg.new_tokens].tolist()
+
+
+def run_point(pair, cfg: RealBenchConfig, context: int, batch: int, groups: list[torch.Tensor], bandwidth: float,
+              log) -> list[dict]:
+    """Rows of every mode at one point: a first pass over the groups with the unmatched modes, then the
+    matched and draft-policy modes, budgets from SpecAttn p=match_p's kept fraction over the first pass."""
+    runner = PointRunner(pair, cfg, context, batch, bandwidth, log)
+    results: dict[str, list[dict]] = {}
+    settings_of: dict[str, GraphSettings] = {}
+    first = modes(cfg, None)
+    passes = [first]
+    for index in range(2):
+        for prompts in groups:
+            runner.prefill(prompts)
+            for label, settings in passes[index]:
+                settings_of[label] = settings
+                try:
+                    results.setdefault(label, []).append(runner.run_mode(label, settings, prompts))
+                except Exception as error:  # noqa: BLE001 (one failed mode must not lose the others)
+                    results.setdefault(label, []).append({"error": f"{type(error).__name__}: {error}"})
+                    log(f"  L={context} B={batch} {label}: FAILED {error}\n{traceback.format_exc()}")
+        if index == 0:
+            target = [r for r in results.get(f"specattn p={cfg.match_p}", []) if "error" not in r]
+            matched = statistics.fmean(r["verifier_kept"] for r in target) if target else None
+            passes.append(modes(cfg, matched)[len(first):] if matched is not None else [])
+    rows = []
+    for label, runs in results.items():
+        ok = [r for r in runs if "error" not in r]
+        settings = settings_of[label]
+        row = {"context": context, "batch": batch, "mode": label, "verify": settings.mode,
+               "draft_reads": settings.draft_reads, "p": settings.p, "gamma": settings.gamma,
+               "groups": len(ok), "prompts": len(ok) * batch, "new_tokens": cfg.new_tokens}
+        if not ok:
+            row["error"] = runs[-1]["error"]
+            rows.append(row)
+            continue
+        steps, kept = sum(r["steps"] for r in ok), sum(r["kept_tokens"] for r in ok)
+        tau = len(ok) * batch * cfg.new_tokens / steps  # new tokens kept per step (issue 27's definition)
+        row.update({"tokens_per_s": statistics.median(r["tokens_per_s"] for r in ok), "tau": tau,
+                    "tau_steps": (kept + steps) / steps,  # tokens the steps added, the last step's overshoot too
+                    "acceptance": kept / (steps * settings.gamma) if settings.gamma else math.nan,
+                    "verifier_kept": statistics.fmean(r["verifier_kept"] for r in ok),
+                    "draft_kept": statistics.fmean(r["draft_kept"] for r in ok),
+                    "kv_budget_frac": settings.kv_budget_frac})
+        row.update(roofline_row(cfg, settings, runner.v_shape, runner.d_shape, batch, context, tau,
+                                row["verifier_kept"], row["draft_kept"], runner.needed, bandwidth))
+        row["roof_frac"] = row["tokens_per_s"] / row["roof_tokens_per_s"]
+        row["tokens"] = [t for r in ok for t in r["tokens_out"]]
+        rows.append(row)
+        log(f"  L={context} B={batch} {label}: {row['tokens_per_s']:.1f} tok/s, tau {tau:.2f}, kept "
+            f"v {row['verifier_kept']:.3f} d {row['draft_kept']:.3f}, {row['roof_frac']:.0%} of roofline")
+    del runner
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    return rows
+
+
+def agreement(rows: list[dict]) -> pd.DataFrame:
+    """Per point and mode: the share of generated tokens equal to dense speculative decoding's, position by
+    position, and the mean first divergence (tokens)."""
+    out = []
+    frame = pd.DataFrame(rows)
+    for (context, batch), group in frame.groupby(["context", "batch"]):
+        ref = group[group["mode"] == "dense"]
+        if ref.empty or "tokens" not in ref or not isinstance(ref["tokens"].iloc[0], list):
+            continue
+        dense = ref["tokens"].iloc[0]
+        for _, r in group.iterrows():
+            if not isinstance(r.get("tokens"), list):
+                continue
+            same = [sum(a == b for a, b in zip(x, y)) / max(1, len(x)) for x, y in zip(r["tokens"], dense)]
+            first = [next((i for i, (a, b) in enumerate(zip(x, y)) if a != b), len(x)) for x, y in zip(r["tokens"], dense)]
+            out.append({"context": context, "batch": batch, "mode": r["mode"], "match_rate": statistics.fmean(same),
+                        "first_divergence": statistics.fmean(first)})
+    return pd.DataFrame(out)
+
+
+@torch.inference_mode()
+def top2_margin(pair, prompt: torch.Tensor, tokens: list[int], position: int) -> float:
+    """The verifier's top-1 minus top-2 logit when predicting generated token ``position`` (a prefill forward
+    of the prompt and the tokens before it through the graph decoder's attention)."""
+    from ..hooks.graph_attention import ForwardPlan
+
+    device = pair.verifier.device
+    ids = torch.cat([prompt.to(device), torch.tensor(tokens[:position], dtype=torch.long, device=device)])[None]
+    cache = SequenceKVCache.for_model(pair.verifier, 1, ids.shape[1] + 8)
+    hidden = pair.verifier.base_model(input_ids=ids, position_ids=torch.arange(ids.shape[1], device=device)[None],
+                                      **cache_kwargs(pair.verifier, cache),
+                                      specattn_graph=ForwardPlan("prefill")).last_hidden_state
+    top = pair.verifier.get_output_embeddings()(hidden[0, -1]).float().topk(2).values
+    return float(top[0] - top[1])
+
+
+def lossless(pair, cfg: RealBenchConfig, prompts: torch.Tensor, log) -> pd.DataFrame:
+    """Greedy dense speculative decoding vs the verifier's own greedy decoding, and SpecAttn p=1 vs dense, on
+    ``prompts (N, L)`` decoded together; one row per prompt and comparison with the first divergence and
+    the verifier's top-2 logit margin there (a near-tie explains a bfloat16 difference)."""
+    n, length = prompts.shape
+    cap = capacity_for(cfg, length)
+    base = GraphSettings(cfg.gamma, cfg.chunk_size, cfg.dense_layers, cfg.head_agg, cfg.layer_map)
+    outputs = {}
+    for label, settings in (("ar", dataclasses.replace(base, gamma=0)), ("dense", base),
+                            ("specattn p=1.0", dataclasses.replace(base, p=1.0))):
+        dec = GraphDecoder(pair.draft, pair.verifier, settings, n, cap)
+        dec.prefill(prompts)
+        if dec.device.type == "cuda":
+            dec.capture()
+        outputs[label] = dec.generate(prompts, cfg.new_tokens, prefilled=True).tokens
+        del dec
+    rows = []
+    for ref, other in (("ar", "dense"), ("dense", "specattn p=1.0")):
+        for i in range(n):
+            a, b = outputs[ref][i], outputs[other][i]
+            first = next((k for k, (x, y) in enumerate(zip(a, b)) if x != y), None)
+            margin = top2_margin(pair, prompts[i], a, first) if first is not None else math.nan
+            rows.append({"reference": ref, "compared": other, "prompt": i, "identical": first is None,
+                         "first_divergence": first if first is not None else len(a), "top2_margin": margin})
+    frame = pd.DataFrame(rows)
+    for (ref, other), g in frame.groupby(["reference", "compared"]):
+        diff = g[~g.identical]
+        log(f"lossless {other} vs {ref}: {int(g.identical.sum())}/{len(g)} identical; divergences at tokens "
+            f"{diff.first_divergence.tolist()} with top-2 margins {[round(m, 3) for m in diff.top2_margin]}")
+    return frame

@@ -1,0 +1,178 @@
+"""``experiment=decode_real``: end-to-end decoding with the real pair's weights on the GPU
+(:mod:`specattn.bench.real_decode`): tokens/s, measured tau and kept fractions of every mode against the
+roofline at those values, agreement with dense speculative decoding, and the lossless check.
+
+Writes ``modes.csv`` (one row per context, batch and mode; rewritten after every point), ``agreement.csv``,
+``lossless.csv`` and ``summary.md`` in the run folder. Settings: ``conf/experiment/decode_real.yaml``;
+``gamma``, ``chunk_size``, ``dense_layers``, ``head_agg``, ``layer_map`` and ``seed`` from the root config.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pandas as pd
+import torch
+from hydra.utils import instantiate
+
+from ..bench.decode_tables import markdown_table
+from ..bench.real_decode import RealBenchConfig, agreement, lossless, run_point
+from ..bench.timing import (
+    hardware,
+    measure_bandwidth,
+    measure_read_bandwidth,
+    require_gpu,
+)
+from ..core.checks import fractions, positive_int
+from ..core.errors import SpecAttnError
+from ..data.windows import token_windows
+from ..decode.graph_engine import DRAFT_READS
+from ..runs.context import ExperimentResult, RunContext
+from ..runs.outputs import SampleParts
+from .evaluation import layer_mapping, load_pair_for
+
+
+def check(cfg) -> None:
+    """Pre-load checks of ``experiment.*``."""
+    e = cfg.experiment
+    for key in ("contexts", "batches"):
+        values = list(e[key])
+        if not values:
+            raise SpecAttnError(f"experiment.{key} is empty: list at least one value")
+        for value in values:
+            positive_int(value, f"experiment.{key}", "[2048]")
+    for key in ("prompts", "new_tokens", "lossless_prompts", "lossless_context", "draft_refresh"):
+        positive_int(e[key], f"experiment.{key}", "32")
+    fractions(e.p_values, "experiment.p_values", "[0.9,0.95]")
+    if float(e.match_p) not in [float(p) for p in e.p_values]:
+        raise SpecAttnError(f"experiment.match_p={e.match_p} is not one of experiment.p_values={list(e.p_values)}")
+    bad = [r for r in e.draft_reads if r not in DRAFT_READS or r == "dense"]
+    if bad:
+        raise SpecAttnError(f"experiment.draft_reads={list(e.draft_reads)}: allowed are "
+                            f"{', '.join(r for r in DRAFT_READS if r != 'dense')}")
+    if cfg.head_agg not in ("mean", "max"):
+        raise SpecAttnError(f"head_agg={cfg.head_agg} : the graph decoder supports mean and max")
+
+
+def bench_config(cfg, layer_map) -> RealBenchConfig:
+    e = cfg.experiment
+    ints = lambda xs: tuple(int(x) for x in xs)  # noqa: E731
+    return RealBenchConfig(ints(e.contexts), ints(e.batches), int(e.prompts), int(e.new_tokens),
+                           tuple(float(p) for p in e.p_values), float(e.match_p), tuple(str(r) for r in e.draft_reads),
+                           int(e.draft_refresh), int(e.draft_window), int(e.draft_sinks), int(cfg.gamma),
+                           int(cfg.chunk_size), int(cfg.dense_layers), str(cfg.head_agg), tuple(layer_map),
+                           bool(e.fused_layers), float(e.max_mem_gib), int(cfg.seed))
+
+
+NEAR_TIE = 0.5  # a bfloat16 divergence is "explained" when the verifier's top-2 logits there differ by less
+
+
+def targets(rows: pd.DataFrame, loss: pd.DataFrame, context: int = 32768, batch: int = 16) -> list[str]:
+    """The issues' targets at (context, batch) (or the largest batch measured there), met or not."""
+    lines = []
+    at = rows[(rows["context"] == context)]
+    if "error" in at:
+        at = at[at["error"].isna()]
+    if at.empty:
+        return [f"no point at {context} tokens was measured"]
+    batch = batch if (at["batch"] == batch).any() else int(at["batch"].max())
+    at = at[at["batch"] == batch].set_index("mode")
+    if "dense" not in at.index:
+        return [f"dense speculative decoding was not measured at {context} tokens, batch {batch}"]
+    dense = at.loc["dense"]
+    for mode, r in at.iterrows():
+        if r["verify"] == "specattn" and r["draft_reads"] == "dense":
+            speedup = r["tokens_per_s"] / dense["tokens_per_s"]
+            predicted = r["roof_tokens_per_s"] / dense["roof_tokens_per_s"]
+            lines.append(f"{mode}, {context} tokens, batch {batch}: roofline at the measured tau {r['tau']:.2f} and "
+                         f"kept {r['verifier_kept']:.3f}: {predicted:.2f}x dense speculative decoding; measured "
+                         f"{speedup:.2f}x = {speedup / predicted:.0%} of it (target >= 85%: "
+                         f"{'met' if speedup >= 0.85 * predicted else 'NOT met'}; >= 1.15x: "
+                         f"{'met' if speedup >= 1.15 else 'NOT met'})")
+        elif r["draft_reads"] != "dense":
+            speedup = r["tokens_per_s"] / dense["tokens_per_s"]
+            keep = r["tau"] / dense["tau"]
+            lines.append(f"{mode}, {context} tokens, batch {batch}: {speedup:.2f}x dense speculative decoding with tau "
+                         f"{keep:.1%} of dense's (target >= 1.6x with tau >= 95%: "
+                         f"{'met' if speedup >= 1.6 and keep >= 0.95 else 'NOT met'})")
+    if not loss.empty:
+        diff = loss[~loss["identical"]]
+        unexplained = diff[~(diff["top2_margin"].abs() < NEAR_TIE)]
+        lines.append(f"lossless: {len(diff)} of {len(loss)} comparisons differ, {len(unexplained)} not explained by a "
+                     f"near-tie (top-2 logit margin < {NEAR_TIE}) (target 0: {'met' if unexplained.empty else 'NOT met'})")
+    return lines
+
+
+def render(rows: pd.DataFrame, agree: pd.DataFrame, loss: pd.DataFrame, hw: dict, copy_bw: float,
+           read_bw: float) -> str:
+    """The markdown summary: one table per point, the agreement and the lossless check."""
+    lines = [f"Hardware: {hw}; copy bandwidth {copy_bw / 1e12:.3f} TB/s, read bandwidth {read_bw / 1e12:.3f} TB/s "
+             "(the roofline divides by the read bandwidth). Real weights, real acceptance and selection.", "",
+             "### Targets", *[f"- {line}" for line in targets(rows, loss)], ""]
+    columns = ["mode", "tokens_per_s", "tau", "acceptance", "verifier_kept", "draft_kept", "roof_tokens_per_s",
+               "roof_frac", "prompts"]
+    for (context, batch), group in rows.groupby(["context", "batch"], sort=False):
+        ok = group[group.get("error", pd.Series(index=group.index, dtype=object)).isna()] if "error" in group else group
+        dense = ok[ok["mode"] == "dense"]
+        lines.append(f"### {context} tokens, batch {batch}")
+        table = ok[[c for c in columns if c in ok]].copy()
+        if not dense.empty:
+            table["vs_dense_sd"] = ok["tokens_per_s"] / float(dense["tokens_per_s"].iloc[0])
+            table["roof_vs_dense_sd"] = ok["roof_tokens_per_s"] / float(dense["roof_tokens_per_s"].iloc[0])
+        lines += [markdown_table(table), ""]
+        for _, r in group[group["error"].notna()].iterrows() if "error" in group else []:
+            lines.append(f"- {r['mode']}: FAILED {r['error']}")
+    if not agree.empty:
+        lines += ["### Agreement with dense speculative decoding", markdown_table(agree), ""]
+    if not loss.empty:
+        summary = loss.groupby(["reference", "compared"]).agg(prompts=("prompt", "count"),
+                                                               identical=("identical", "sum")).reset_index()
+        lines += ["### Lossless check (greedy, bfloat16)", markdown_table(summary), ""]
+        diff = loss[~loss.identical]
+        if not diff.empty:
+            lines += [markdown_table(diff), ""]
+    return "\n".join(lines)
+
+
+def run(ctx: RunContext) -> ExperimentResult:
+    cfg = ctx.cfg
+    require_gpu("decode_real")
+    log = lambda msg: print(msg, flush=True)  # noqa: E731
+    documents = instantiate(cfg.dataset.source).documents()
+    tick = time.perf_counter()
+    pair = load_pair_for(cfg)
+    if cfg.experiment.fused_layers:
+        from ..hooks.fused_llama import fuse_llama
+
+        fuse_llama(pair.draft), fuse_llama(pair.verifier)
+    bench = bench_config(cfg, layer_mapping(cfg, pair))
+    log(f"{cfg.model.name} loaded in {time.perf_counter() - tick:.1f} s ({pair.verifier.dtype})")
+    copy_bw, read_bw, hw = measure_bandwidth(), measure_read_bandwidth(), hardware()
+    log(f"copy {copy_bw / 1e12:.3f} TB/s, read {read_bw / 1e12:.3f} TB/s; {hw}")
+    e = cfg.experiment
+    loss = pd.DataFrame()
+    if e.lossless_prompts and (ctx.run_dir / "lossless.csv").is_file():
+        loss = pd.read_csv(ctx.run_dir / "lossless.csv")
+    elif e.lossless_prompts:
+        prompts = token_windows(documents, pair.tokenizer, int(e.lossless_context), int(e.lossless_prompts), cfg.dataset.name)
+        loss = lossless(pair, bench, torch.stack([s.input_ids for s in prompts]), log)
+        loss.to_csv(ctx.run_dir / "lossless.csv", index=False)
+    rows = []
+    parts = SampleParts(ctx.run_dir)  # one part per point: a killed run resumes at the next point
+    points = [(c, b) for c in bench.contexts for b in bench.batches]
+    for index, (context, batch) in enumerate(points):
+        done = parts.load(index)
+        if done is None:
+            windows = token_windows(documents, pair.tokenizer, context, max(bench.prompts, batch), cfg.dataset.name)
+            ids = torch.stack([s.input_ids for s in windows])
+            groups = [ids[i:i + batch] for i in range(0, len(windows) - batch + 1, batch)]
+            done = pd.DataFrame(run_point(pair, bench, context, batch, groups, read_bw, log))
+            parts.save(index, done)
+        rows += done.to_dict("records")
+        pd.DataFrame(rows).drop(columns="tokens", errors="ignore").to_csv(ctx.run_dir / "modes.csv", index=False)
+    agree = agreement(rows)
+    agree.to_csv(ctx.run_dir / "agreement.csv", index=False)
+    results = pd.DataFrame(rows).drop(columns="tokens", errors="ignore")
+    (ctx.run_dir / "summary.md").write_text(render(results, agree, loss, hw, copy_bw, read_bw) + "\n")
+    return ExperimentResult(results, artifacts={"summary": ctx.run_dir / "summary.md"},
+                            metrics={"copy_bandwidth_TBps": copy_bw / 1e12, "read_bandwidth_TBps": read_bw / 1e12})

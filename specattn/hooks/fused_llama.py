@@ -1,0 +1,120 @@
+"""Fewer launches per Llama/Qwen2 decoder layer for the graph decoder: fused projections and small kernels.
+
+A decoding step of a small batch is a long chain of launches (HF's Llama layer is about 30 of them:
+eight per RMSNorm, ten for the rotary embedding, four for the cache update, three q/k/v and two gate/up
+projections, ...), and in a CUDA graph each still costs microseconds. :func:`fuse_llama` replaces, in
+place and with the same weights:
+
+* every RMSNorm with :class:`~specattn.gpu.rmsnorm.FusedRMSNorm` (one launch);
+* every attention module with :class:`FusedAttention`: one q/k/v projection (the three weights
+  concatenated, and their biases where the model has them: Qwen2), one launch that rotates q and k and writes k and v into the decoder's static cache
+  (:func:`specattn.gpu.kernels.fused_llama.rope_into_cache`), the decoder's attention
+  (:func:`specattn.hooks.graph_attention.graph_attention`), the output projection;
+* every MLP with :class:`FusedMLP`: one gate/up projection, one ``silu(gate) * up`` launch, the down
+  projection.
+
+A layer is then about 12 launches. The fused modules serve only the graph decoder (its
+:class:`~specattn.decode.kv_cache.SequenceKVCache` and ``specattn_graph`` plans). On the CPU or in float32 they
+compute with HF's own functions (``apply_rotary_pos_emb``, the cache's ``update``, ``silu``), so a fused model
+gives the unfused model's output there.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..gpu.rmsnorm import KERNEL_DTYPES, fuse_rmsnorms
+
+
+def _use_kernels(x: torch.Tensor) -> bool:
+    from ..gpu.kernels import available
+
+    return available(x.device) and x.dtype in KERNEL_DTYPES
+
+
+def _cache(kwargs: dict):
+    """The decoder's cache, passed as ``cache`` (transformers >= 5.2x) or ``past_key_values``."""
+    cache = kwargs.pop("cache", None)
+    legacy = kwargs.pop("past_key_values", None)
+    return cache if cache is not None else legacy
+
+
+class FusedAttention(nn.Module):
+    """A Llama attention module with one q/k/v projection and a fused rotary + cache write."""
+
+    def __init__(self, attention: nn.Module):
+        super().__init__()
+        for name in ("config", "layer_idx", "head_dim", "num_key_value_groups", "scaling"):
+            setattr(self, name, getattr(attention, name))
+        self.heads = attention.config.num_attention_heads
+        self.kv_heads = attention.config.num_key_value_heads
+        projections = [attention.q_proj, attention.k_proj, attention.v_proj]
+        self.qkv = nn.Parameter(torch.cat([p.weight for p in projections]).detach(), requires_grad=False)
+        biases = [p.bias for p in projections]
+        if any(b is not None for b in biases) and not all(b is not None for b in biases):
+            raise ValueError("fuse_llama: some but not all of q/k/v have a bias")
+        self.qkv_bias = None if biases[0] is None else nn.Parameter(torch.cat(biases).detach(), requires_grad=False)
+        self.o_proj = attention.o_proj
+
+    def forward(self, hidden_states, position_embeddings=None, attention_mask=None, **kwargs):
+        from .graph_attention import graph_attention
+
+        cache = _cache(kwargs)
+        b, t, _ = hidden_states.shape
+        qkv = nn.functional.linear(hidden_states, self.qkv, self.qkv_bias)  # (B, T, (Hq + 2 Hkv) * D)
+        cos, sin = position_embeddings
+        if _use_kernels(qkv):
+            from ..gpu.kernels.fused_llama import rope_into_cache
+
+            keys, values = cache.keys[self.layer_idx], cache.values[self.layer_idx]
+            query = rope_into_cache(qkv, cos, sin, cache.lengths, self.heads, self.kv_heads, keys, values)
+        else:
+            from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
+
+            q, k, v = qkv.view(b, t, -1, self.head_dim).transpose(1, 2).split(
+                [self.heads, self.kv_heads, self.kv_heads], dim=1)
+            query, k = apply_rotary_pos_emb(q, k, cos, sin)
+            keys, values = cache.update(k, v, self.layer_idx)
+        out, _ = graph_attention(self, query, keys, values, attention_mask, self.scaling, **kwargs)
+        return self.o_proj(out.reshape(b, t, -1)), None
+
+
+class FusedMLP(nn.Module):
+    """A Llama MLP with one gate/up projection and one ``silu(gate) * up`` launch."""
+
+    def __init__(self, mlp: nn.Module):
+        super().__init__()
+        self.gate_up = nn.Parameter(torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight]).detach(),
+                                    requires_grad=False)
+        self.down_proj = mlp.down_proj
+
+    def forward(self, x):
+        gate_up = nn.functional.linear(x, self.gate_up)
+        if _use_kernels(gate_up):
+            from ..gpu.kernels.fused_llama import silu_mul
+
+            return self.down_proj(silu_mul(gate_up))
+        gate, up = gate_up.chunk(2, dim=-1)
+        return self.down_proj(nn.functional.silu(gate) * up)
+
+
+def fuse_llama(model: nn.Module) -> int:
+    """Replace the norms, attention and MLP modules of a Llama-family ``model`` (Llama, Mistral, Qwen2:
+    q/k/v biases allowed, no output-projection bias, SiLU MLP, no sliding window) in place; returns the
+    number of decoder layers fused. Only for the graph decoder."""
+    layers = model.model.layers
+    for layer in layers:
+        attention = layer.self_attn
+        if attention.o_proj.bias is not None:
+            raise ValueError("fuse_llama: an output projection with a bias is not supported")
+        if attention.config.hidden_act != "silu":
+            raise ValueError("fuse_llama: only SiLU MLPs are supported")
+        if getattr(attention.config, "use_sliding_window", False):
+            raise ValueError("fuse_llama: sliding-window attention is not supported")
+    fuse_rmsnorms(model)
+    for layer in layers:
+        attention, mlp = layer.self_attn, layer.mlp
+        layer.self_attn = FusedAttention(attention)
+        layer.mlp = FusedMLP(mlp)
+    return len(layers)

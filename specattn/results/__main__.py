@@ -1,0 +1,7 @@
+"""``python -m specattn.results collect|plots``: see :mod:`specattn.results.collect`."""
+
+import sys
+
+from .collect import main
+
+sys.exit(main())

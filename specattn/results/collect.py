@@ -1,0 +1,110 @@
+"""Gather every finished run under an outputs folder into one table.
+
+    python -m specattn.results collect outputs/                  # -> outputs/collected.parquet (+ .csv)
+    python -m specattn.results collect outputs/ -o sweep.parquet
+    python -m specattn.results collect outputs/paper_table/run-a outputs/paper_table/run-b -o chosen.parquet
+    python -m specattn.results plots outputs/collected.parquet   # -> outputs/figures/*.png (specattn.results.plots)
+
+A run folder is one holding ``config.yaml`` and ``results.parquet`` (runs without results are
+unfinished and left out; Hydra's ``.hydra/`` and W&B's ``wandb/`` folders are not runs). The table has every row of every run's ``results.parquet`` (one per
+sample and method setting for ``experiment=ppl`` and ``paper_table``), plus ``run`` (the folder,
+relative to the outputs folder it was found under; a run folder given itself: its name), ``signature`` and one ``config.<dotted key>`` column per key of the
+run's resolved config (lists as JSON text).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from ..core.errors import SpecAttnError
+from ..runs.outputs import RESULTS, write_table
+
+CONFIG = "config.yaml"
+
+
+def flatten(config: dict, prefix: str = "config.") -> dict:
+    """``{"a": {"b": 1}, "c": [1, 2]}`` -> ``{"config.a.b": 1, "config.c": "[1, 2]"}``."""
+    flat = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = json.dumps(value) if isinstance(value, list) else value
+    return flat
+
+
+def run_folders(root: Path) -> tuple[list[Path], list[Path]]:
+    """``(finished, unfinished)`` run folders under ``root`` (``root`` itself included)."""
+    folders = sorted(path.parent for path in root.rglob(CONFIG)
+                     if not any(part.startswith(".") or part == "wandb" for part in path.relative_to(root).parts[:-1]))
+    finished = [folder for folder in folders if (folder / RESULTS).is_file()]
+    return finished, [folder for folder in folders if folder not in finished]
+
+
+def _uniform_types(frame: pd.DataFrame) -> pd.DataFrame:
+    """Columns mixing text and numbers across runs become text (parquet needs one type per column)."""
+    for column in frame.columns[frame.dtypes == object]:
+        kinds = {type(value) for value in frame[column].dropna()}
+        if len(kinds) > 1:
+            frame[column] = frame[column].map(lambda value: value if value is None or pd.isna(value) else str(value))
+    return frame
+
+
+def collect(*roots: Path) -> pd.DataFrame:
+    """One table of every finished run under ``roots`` (outputs trees or single run folders; see the
+    module docstring)."""
+    frames = []
+    for root in map(Path, roots):
+        if not root.is_dir():
+            raise SpecAttnError(f"{root}: no such outputs folder")
+        finished, _ = run_folders(root)
+        if not finished:
+            raise SpecAttnError(f"{root}: no finished run (a folder with {CONFIG} and {RESULTS}) under it")
+        for folder in finished:
+            results = pd.read_parquet(folder / RESULTS)
+            config = flatten(yaml.safe_load((folder / CONFIG).read_text()) or {})
+            run = str(folder.relative_to(root)) if folder != root else folder.name
+            identity = {"run": run, "signature": folder.name.rsplit("-", 1)[-1]}
+            frames.append(results.assign(**identity, **config))
+    return _uniform_types(pd.concat(frames, ignore_index=True))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m specattn.results", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    gather = commands.add_parser("collect", help="gather every finished run into one parquet table")
+    gather.add_argument("outputs", type=Path, nargs="+",
+                        help="outputs folders or run folders (searched recursively)")
+    gather.add_argument("-o", "--out", type=Path, help="output parquet (default: <first outputs>/collected.parquet)")
+    draw = commands.add_parser("plots", help="write every plot of a collected table as PNG files")
+    draw.add_argument("collected", type=Path, help="a table written by `collect`")
+    draw.add_argument("-o", "--out", type=Path, help="output folder (default: figures/ beside the table)")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "collect":
+            if args.out is None and (args.outputs[0] / CONFIG).is_file():
+                raise SpecAttnError(f"{args.outputs[0]} is a run folder, which a collected table must not be "
+                                    "written into: name the table with -o (e.g. -o collected.parquet)")
+            table = collect(*args.outputs)
+            out = args.out or args.outputs[0] / "collected.parquet"
+            write_table(table, out)
+            folders = [run_folders(root) for root in args.outputs]
+            finished, unfinished = sum(len(f) for f, _ in folders), sum(len(u) for _, u in folders)
+            print(f"collected {len(table)} rows from {finished} runs ({unfinished} unfinished left out): {out}")
+        else:
+            from .plots import write_plots
+
+            if not args.collected.is_file():
+                raise SpecAttnError(f"{args.collected}: no such table (write one with `collect`)")
+            for path in write_plots(pd.read_parquet(args.collected), args.out or args.collected.parent / "figures").values():
+                print(path)
+    except SpecAttnError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0

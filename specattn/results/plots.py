@@ -1,0 +1,253 @@
+"""Tables and plots of collected results (:func:`specattn.results.collect.collect`), written as PNG files.
+
+``notebooks/analysis.ipynb`` calls these functions and ``python -m specattn.results plots`` writes
+them all; no analysis lives only in the notebook.
+
+* :func:`ppl_settings`: one row per run and method setting (token-weighted, like the run summaries);
+* :func:`plot_pareto`: perplexity increase vs KV reduction, one curve per method;
+* :func:`paper_table` / :func:`markdown_table`: the paper's table from an ``experiment=paper_table`` run;
+* :func:`plot_alignments`: the layer-alignment heatmaps of ``experiment=align`` runs;
+* :func:`plot_kernel_scaling`: the kernel benchmarks of ``experiment=kernel_bench`` runs against length;
+* :func:`plot_layer_coverage`: per-layer coverage and KV reduction of an ``experiment=layer_coverage`` run;
+* :func:`plot_context_length`: KV reduction and perplexity increase against the context length;
+* ``experiment=retrieval`` runs: accuracy heatmaps over depth x length (:mod:`specattn.retrieval.report`).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from ..align.plots import plot_alignment  # noqa: E402
+from ..eval.ppl_metrics import summarise  # noqa: E402
+from ..retrieval.report import plot_heatmaps, plot_overview  # noqa: E402
+
+#: the paper's row order (methods not listed follow, in first-seen order)
+METHOD_ORDER = ("dense", "streaming", "quest", "random", "draft_topk", "specattn", "oracle_topp")
+
+
+def _experiment_rows(collected: pd.DataFrame, name: str) -> pd.DataFrame:
+    return collected[collected["config.experiment.name"] == name]
+
+
+def ppl_settings(collected: pd.DataFrame) -> pd.DataFrame:
+    """Per run and method setting: ``summarise`` columns plus ``run``, ``experiment``, ``model``,
+    ``dataset``, ``context_len``, ``chunk_size``, ``gamma`` and the setting's ``p``."""
+    if "nll" not in collected:
+        return pd.DataFrame()
+    rows = collected[collected["nll"].notna() & collected["context_len"].notna()]  # not layer_coverage's per-layer rows
+    frames = []
+    for run, group in rows.groupby("run", sort=False):
+        summary = summarise(group)
+        first = group.iloc[0]
+        summary.insert(0, "run", run)
+        for column, key in (("experiment", "config.experiment.name"), ("model", "model"), ("dataset", "dataset")):
+            summary[column] = first[key]
+        for column in ("context_len", "chunk_size", "gamma"):  # float in the collected table when other runs lack them
+            summary[column] = int(first[column])
+        summary["p"] = summary.setting.map(group.groupby("setting").p.first())
+        frames.append(summary)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def plot_pareto(settings: pd.DataFrame, path: Path, title: str = "", x: str = "kv_reduction") -> Path:
+    """Perplexity increase (%, symlog) vs KV reduction (%), one curve per method through its
+    settings in order of KV reduction; dense is the origin."""
+    fig, ax = plt.subplots(figsize=(7, 4.8))
+    sparse = settings[settings.method != "dense"]
+    methods = sorted(sparse.method.unique(), key=_method_rank)
+    for method in methods:
+        group = sparse[sparse.method == method].sort_values(x)
+        ax.plot(100 * group[x], 100 * group.ppl_rel_increase, marker="o", label=method)
+    ax.scatter([0], [0], color="black", marker="*", s=80, label="dense", zorder=3)
+    ax.set_yscale("symlog", linthresh=1.0)
+    ax.set_xlabel("KV reduction, all layers (%)" if x == "kv_reduction" else "KV reduction, sparse layers (%)")
+    ax.set_ylabel("perplexity increase (%)")
+    ax.set_title(title or "perplexity increase vs KV reduction", fontsize=9)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def _method_rank(method: str) -> tuple[int, str]:
+    return (METHOD_ORDER.index(method) if method in METHOD_ORDER else len(METHOD_ORDER), method)
+
+
+def paper_table(settings: pd.DataFrame) -> pd.DataFrame:
+    """The paper's columns for the settings of one run, in the paper's row order (by method, then p)."""
+    p = settings.p.fillna(0.0).tolist()
+    order = sorted(range(len(settings)), key=lambda i: (_method_rank(settings.method.iloc[i]), p[i], i))
+    rows = settings.iloc[order]
+    return pd.DataFrame({
+        "method": rows.setting.values,
+        "ppl": rows.ppl.values,
+        "rel. increase": [math.nan if m == "dense" else v for m, v in zip(rows.method, rows.ppl_rel_increase)],
+        "KV reduction": [math.nan if m == "dense" else v for m, v in zip(rows.method, rows.kv_reduction)],
+        "KV reduction (sparse layers)": [math.nan if m == "dense" else v
+                                         for m, v in zip(rows.method, rows.kv_reduction_sparse_layers)],
+    })
+
+
+def markdown_table(table: pd.DataFrame) -> str:
+    """``paper_table`` as a Markdown table (percentages with two decimals, ``-`` for none)."""
+    def cell(column, value):
+        if isinstance(value, str):
+            return value
+        if math.isnan(value):
+            return "-"
+        if column == "ppl":
+            return f"{value:.3f}"
+        return f"{100 * value:+.2f}%" if column == "rel. increase" else f"{100 * value:.2f}%"
+
+    lines = ["| " + " | ".join(table.columns) + " |", "|" + "---|" * len(table.columns)]
+    lines += ["| " + " | ".join(cell(c, v) for c, v in row.items()) + " |" for _, row in table.iterrows()]
+    return "\n".join(lines)
+
+
+def plot_alignments(collected: pd.DataFrame, out_dir: Path) -> list[Path]:
+    """One heatmap per ``experiment=align`` run (its ``similarity`` cells, the chosen map as a path)."""
+    paths = []
+    for run, cells in _experiment_rows(collected, "align").groupby("run", sort=False):
+        matrix = cells.pivot_table(index="draft_layer", columns="verifier_layer", values="similarity")
+        mapping = cells[cells.chosen.astype(bool)].sort_values("verifier_layer").draft_layer.astype(int).tolist()
+        labels = cells.drop_duplicates("draft_layer").sort_values("draft_layer").draft_label.astype(str).tolist()
+        name = Path(run).name
+        title = f"{cells['config.model.name'].iloc[0]}: {cells.metric.iloc[0]} similarity, draft vs verifier layers"
+        paths.append(plot_alignment(matrix.to_numpy(), mapping, Path(out_dir) / f"alignment-{name}.png", title, labels))
+    return paths
+
+
+def plot_kernel_scaling(bench: pd.DataFrame, path: Path) -> Path:
+    """Kernel benchmarks against length: nucleus selection time (ours vs sort-based, per row count)
+    and the sparse pipeline's speedup over dense attention (per model and kept fraction)."""
+    selection = bench[bench.part == "selection"].dropna(subset=["ours_threshold_ms"])
+    attention = bench[bench.part == "attention"]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+    for rows, group in selection.groupby("rows"):
+        group = group.sort_values("L")
+        line, = left.plot(group.L, group.ours_threshold_ms, marker="o", label=f"ours, {rows} rows")
+        left.plot(group.L, group.sort_threshold_ms, marker="x", linestyle="--", color=line.get_color(),
+                  label=f"torch.sort, {rows} rows")
+    left.set(xscale="log", yscale="log", xlabel="keys per row (L)", ylabel="ms", title="top-p threshold")
+    for (model, density), group in attention.groupby(["model", "density"]):
+        group = group.sort_values("L")
+        right.plot(group.L, group.pipeline_speedup, marker="o", label=f"{model}, keep {density:.0%}")
+    right.axhline(1.0, color="grey", linewidth=1)
+    right.set(xscale="log", xlabel="context length (L)", ylabel="speedup over dense",
+              title="selection + sparse attention, one layer")
+    for ax in (left, right):
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def plot_decode_throughput(results: pd.DataFrame, path: Path) -> Path:
+    """``experiment=decode_bench``: tokens/s against context, one panel per (pair, batch) (a row per pair),
+    one line per mode (autoregressive, dense speculative decoding, SpecAttn per kept fraction); dotted: each
+    mode's roofline."""
+    ok = results[results["error"].isna()] if "error" in results else results
+    pairs, batches = list(dict.fromkeys(ok["pair"])), sorted(set(ok["batch"]))
+    fig, axes = plt.subplots(max(1, len(pairs)), max(1, len(batches)), figsize=(4.5 * max(1, len(batches)),
+                             3.8 * max(1, len(pairs))), squeeze=False)
+    for row, pair in enumerate(pairs):
+        for col, batch in enumerate(batches):
+            ax, group = axes[row][col], ok[(ok["pair"] == pair) & (ok["batch"] == batch)]
+            for (mode, kept), line in group.groupby(["mode", "kept"], sort=False, dropna=False):
+                line = line.sort_values("context")
+                label = {"ar": "autoregressive", "dense": "dense spec. decoding"}.get(mode, f"SpecAttn {kept:.0%} kept")
+                drawn, = ax.plot(line.context, line.tokens_per_s, marker="o", markersize=3, label=label)
+                ax.plot(line.context, line.roof_tokens_per_s, linestyle=":", color=drawn.get_color())
+            ax.set(xscale="log", yscale="log", xlabel="context (tokens)", ylabel="tokens/s", title=f"{pair}, batch {batch}")
+            ax.grid(alpha=0.3, which="both")
+            if not group.empty:
+                ax.legend(fontsize=6)
+    return _save(fig, path)
+
+
+def write_plots(collected: pd.DataFrame, out_dir: Path) -> dict[str, Path]:
+    """Every plot the collected runs allow: a Pareto plot per (model, dataset, context length), a
+    context-length plot per (model, dataset) measured at several lengths, the alignment heatmaps, the
+    kernel scaling plot, the retrieval heatmaps per model (every retrieval run of the model together)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = {}
+    settings = ppl_settings(collected)
+    if not settings.empty:
+        for (model, dataset, context), group in settings.groupby(["model", "dataset", "context_len"]):
+            key = f"pareto-{model}-{dataset}-{context}"
+            written[key] = plot_pareto(group, out_dir / f"{key}.png", f"{model} on {dataset}, {context} tokens")
+        for (model, dataset), group in settings.groupby(["model", "dataset"]):
+            if group.context_len.nunique() > 1:
+                key = f"context_length-{model}-{dataset}"
+                written[key] = plot_context_length(group, out_dir / f"{key}.png", f"{model} on {dataset}")
+    for path in plot_alignments(collected, out_dir):
+        written[path.stem] = path
+    bench = _experiment_rows(collected, "kernel_bench")
+    if not bench.empty:
+        written["kernel_scaling"] = plot_kernel_scaling(bench, out_dir / "kernel_scaling.png")
+    for model, rows in _experiment_rows(collected, "retrieval").groupby("model", sort=False):
+        written[f"retrieval-{model}"] = plot_overview(rows, out_dir / f"retrieval-{model}.png", f"{model}: exact match "
+                                                      "over depth x length (tasks with a depth axis)")
+        written.update(plot_heatmaps(rows, out_dir, prefix=f"retrieval-{model}", title=f"{model}: "))
+    return written
+
+
+def one_run_per_length(settings: pd.DataFrame) -> pd.DataFrame:
+    """Per context length and setting, the row of the run with the most samples, by length."""
+    rows = settings.sort_values("samples", ascending=False, kind="stable")
+    return rows.drop_duplicates(["context_len", "setting"]).sort_values("context_len", kind="stable")
+
+
+def plot_context_length(settings: pd.DataFrame, path: Path, title: str,
+                        methods: tuple[str, ...] = ("specattn", "oracle_topp")) -> Path:
+    """KV reduction (sparse layers) and perplexity increase against the context length, one line per
+    method and p (``ppl_settings`` rows of one model and dataset; per context length and setting the
+    run with the most samples)."""
+    rows = one_run_per_length(settings[settings.method.isin(methods)])
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for (method, p), group in rows.groupby(["method", "p"], sort=False):
+        style = "-" if method == "specattn" else "--"
+        label = f"{method} p={p:g}"
+        left.plot(group.context_len, 100 * group.kv_reduction_sparse_layers, style, marker="o", label=label)
+        right.plot(group.context_len, 100 * group.ppl_rel_increase, style, marker="o", label=label)
+    for ax, ylabel in ((left, "KV reduction, sparse layers (%)"), (right, "perplexity increase (%)")):
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("context length (tokens)")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3, which="both")
+    right.set_yscale("symlog", linthresh=0.1)
+    left.legend(fontsize=7)
+    fig.suptitle(title, fontsize=9)
+    return _save(fig, path)
+
+
+def plot_layer_coverage(summary: pd.DataFrame, path: Path, title: str) -> Path:
+    """An ``experiment=layer_coverage`` summary: the verifier mass kept (top) and the KV reduction
+    (bottom) against the verifier layer, one line per p."""
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 6), sharex=True)
+    for p, group in summary.groupby("p"):
+        top.plot(group.layer, 100 * group.coverage, marker="o", markersize=3, label=f"p={p}")
+        bottom.plot(group.layer, 100 * group.layer_kv_reduction, marker="o", markersize=3, label=f"p={p}")
+    top.set_ylabel("verifier mass kept (%)")
+    bottom.set_ylabel("KV reduction (%)")
+    bottom.set_xlabel("verifier layer")
+    top.set_title(title, fontsize=9)
+    for ax in (top, bottom):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def _save(fig, path: Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

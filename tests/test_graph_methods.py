@@ -1,0 +1,172 @@
+"""The graph decoder beyond SpecAttn: StreamingLLM and Quest with device-side chunk lists equal the CPU
+engine token for token (float32, CPU), the draft read policies in their keep-everything settings decode
+exactly like dense speculative decoding, their reads are what the policy says, and a fused Qwen2 pair
+(q/k/v biases) decodes like the unfused one. GPU versions: graph replay equal to eager in bfloat16."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+from transformers import Qwen2Config, Qwen2ForCausalLM
+
+from specattn.core.settings import Settings
+from specattn.decode.engine import SpeculativeDecoder, prepare_for_decoding
+from specattn.decode.graph_engine import GraphDecoder, GraphSettings, chunks_holding, prefix_chunk_keys
+from specattn.hooks.fused_llama import fuse_llama
+from specattn.methods import Budget, Dense, Quest, StreamingLLM
+
+from .availability import needs_gpu
+from .test_graph_engine import CHUNK, GAMMA, NEW, load, mapping, prompts
+
+
+def cpu_traces(pair, batch, method, gamma=GAMMA, new=NEW):
+    prepare_for_decoding(pair)
+    dec = SpeculativeDecoder(pair, Settings(gamma, CHUNK, 2, "mean", mapping(pair), max_new_tokens=new))
+    traces = dec.generate(dec.prefill(batch), [method for _ in range(batch.shape[0])]).traces
+    return [t.tokens for t in traces], [t.steps for t in traces], [t.kept for t in traces]
+
+
+def graph_run(pair, batch, settings, new=NEW, graphs=False):
+    dec = GraphDecoder(pair.draft, pair.verifier, settings, batch.shape[0], batch.shape[1] + new + 40)
+    if graphs:
+        dec.prefill(batch)
+        dec.capture()
+    out = dec.generate(batch, new, prefilled=graphs)
+    return (out.tokens, out.steps, out.kept), dec
+
+
+@pytest.fixture(scope="module")
+def pair(tiny_model_dir):
+    return load(tiny_model_dir, "cpu")
+
+
+@pytest.mark.parametrize("frac", [0.3, 0.6])
+def test_streaming_and_quest_on_the_device_equal_the_cpu_engine(pair, frac):
+    batch = prompts(3, 120, 21)
+    base = GraphSettings(GAMMA, CHUNK, 2, "mean", mapping(pair), kv_budget_frac=frac)
+    for verify, method in (("streaming", StreamingLLM(Budget(kv_budget_frac=frac))),
+                           ("quest", Quest(Budget(kv_budget_frac=frac)))):
+        got, dec = graph_run(pair, batch, dataclasses.replace(base, verify=verify))
+        assert got == cpu_traces(pair, batch, method), verify
+        kept, _ = dec.kept_fractions()
+        assert 0.2 < kept < 0.9, (verify, kept)  # it really skips reads, near the budget
+
+
+def test_prefix_and_window_chunk_helpers():
+    assert prefix_chunk_keys(torch.tensor([0, 5, 17]), 4, 8).tolist() == [[0, 0, 0, 0], [5, 0, 0, 0], [8, 8, 1, 0]]
+    got = chunks_holding(torch.tensor([3, 0, 9]), torch.tensor([17, 0, 10]), 4, 8)
+    assert got.tolist() == [[True, True, True, False], [False] * 4, [False, True, False, False]]
+
+
+@pytest.mark.parametrize("reads", ["first_dense", "reuse", "window"])
+def test_draft_read_policies_that_keep_everything_decode_like_dense(pair, reads):
+    batch = prompts(2, 100, 5)
+    dense, _ = graph_run(pair, batch, GraphSettings(GAMMA, CHUNK, 2, "mean", mapping(pair)))
+    full = dict(p=1.0, draft_reads=reads, draft_refresh=3, draft_window=10_000, draft_sinks=0)
+    for verify in ("dense", "specattn"):
+        got, dec = graph_run(pair, batch, GraphSettings(GAMMA, CHUNK, 2, "mean", mapping(pair), verify=verify, **full))
+        assert got == dense, (reads, verify)
+        assert dec.kept_fractions()[1] == pytest.approx(1.0), (reads, verify)  # the draft read everything
+
+
+@pytest.mark.parametrize("reads", ["first_dense", "reuse", "window"])
+def test_sparse_draft_reads_skip_reads_and_still_decode(pair, reads):
+    batch = prompts(2, 160, 6)
+    settings = GraphSettings(GAMMA, CHUNK, 2, "mean", mapping(pair), 0.6, draft_reads=reads, draft_refresh=4,
+                             draft_window=48, draft_sinks=8)
+    (tokens, steps, kept), dec = graph_run(pair, batch, settings)
+    verifier_kept, draft_kept = dec.kept_fractions()
+    assert all(len(t) == NEW for t in tokens) and draft_kept < 0.95 and verifier_kept < 0.95, (reads, draft_kept)
+    if reads == "window":  # 8 sink keys (1 chunk) + 48 recent keys (6-7 chunks) of ~20 prefix chunks
+        assert draft_kept < 0.6
+
+
+def test_first_dense_draft_rows_are_zero_outside_what_their_forward_read(pair):
+    batch = prompts(1, 150, 9)
+    settings = GraphSettings(GAMMA, CHUNK, 2, "mean", mapping(pair), 0.5, draft_reads="first_dense")
+    dec = GraphDecoder(pair.draft, pair.verifier, settings, 1, 220)
+    dec.prefill(batch)
+    dec.step()
+    p = dec.prev_last.item()  # the step's P
+    for layer, slot in dec.slots.items():
+        if layer not in dec.policy_layers:
+            continue
+        read = dec.base_mask[slot, 0, 0]  # R_i from row P
+        for f in range(1, GAMMA):
+            row = dec.rows[slot, 0, f, : p + f + 1]
+            chunks = read | chunks_holding(torch.tensor([p]), torch.tensor([p + f]), read.numel(), CHUNK)[0]
+            allowed = chunks.repeat_interleave(CHUNK)[: p + f + 1].clone()  # R_i and the step's keys' chunks
+            allowed[p:] = True
+            assert row[~allowed].abs().max() == 0 and row[allowed].sum() == pytest.approx(1.0, abs=1e-4)
+
+
+def tiny_qwen2(layers: int, seed: int) -> Qwen2ForCausalLM:
+    torch.manual_seed(seed)
+    config = Qwen2Config(vocab_size=259, hidden_size=64, intermediate_size=128, num_hidden_layers=layers,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                         tie_word_embeddings=True, initializer_range=0.3)
+    model = Qwen2ForCausalLM(config).eval()
+    for layer in model.model.layers:  # non-zero biases, so the fused bias matters
+        for proj in (layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj):
+            torch.nn.init.normal_(proj.bias, std=0.5)
+    return model
+
+
+def test_fused_qwen2_pair_with_biases_decodes_like_the_unfused_one():
+    batch = prompts(2, 60, 4)
+    runs = []
+    for fused in (False, True):
+        draft, verifier = tiny_qwen2(3, 1), tiny_qwen2(5, 2)
+        if fused:
+            assert fuse_llama(draft) == 3 and fuse_llama(verifier) == 5
+        layer_map = (0, 0, 1, 1, 2)
+        dec = GraphDecoder(draft, verifier, GraphSettings(GAMMA, CHUNK, 2, "mean", layer_map, 0.7), 2, 120)
+        runs.append(dec.generate(batch, 20))
+    assert runs[0].tokens == runs[1].tokens and runs[0].kept == runs[1].kept
+
+
+@needs_gpu
+@pytest.mark.parametrize("verify,reads", [("streaming", "dense"), ("quest", "dense"), ("specattn", "first_dense"),
+                                          ("specattn", "reuse"), ("dense", "window")])
+def test_cuda_graph_replay_equals_eager_for_every_mode_in_bfloat16(tiny_model_dir, verify, reads):
+    cuda_pair = load(tiny_model_dir, "cuda", torch.bfloat16)
+    batch = prompts(3, 150, 13)
+    settings = GraphSettings(GAMMA, CHUNK, 2, "mean", mapping(cuda_pair), 0.8, verify=verify, kv_budget_frac=0.4,
+                             draft_reads=reads, draft_refresh=3, draft_window=64, draft_sinks=8)
+    eager, _ = graph_run(cuda_pair, batch, settings, new=30)
+    graph, dec = graph_run(cuda_pair, batch, settings, new=30, graphs=True)
+    assert graph == eager
+    assert dec.kept_fractions()[0 if verify != "dense" else 1] < 0.95
+
+
+@needs_gpu
+def test_cuda_streaming_and_quest_in_float32_equal_the_cpu_engine(pair, tiny_model_dir):
+    cuda_pair = load(tiny_model_dir, "cuda")
+    batch = prompts(2, 120, 22)
+    base = GraphSettings(GAMMA, CHUNK, 2, "mean", mapping(pair), kv_budget_frac=0.4)
+    for verify, method in (("streaming", StreamingLLM(Budget(kv_budget_frac=0.4))),
+                           ("quest", Quest(Budget(kv_budget_frac=0.4)))):
+        got, _ = graph_run(cuda_pair, batch, dataclasses.replace(base, verify=verify), graphs=True)
+        assert got == cpu_traces(pair, batch, method), verify
+
+
+@pytest.mark.parametrize("reads", ["first_dense", "reuse", "window"])
+@pytest.mark.parametrize("p", [None, 0.6])
+def test_draft_read_policies_equal_the_cpu_engine(pair, reads, p):
+    """Token for token, steps and accepted counts: the graph decoder's draft policies (device-side lists,
+    rows masked by what their forwards read) and the CPU engine's (specattn.decode.draft_reads)."""
+    from specattn.methods import SpecAttn
+
+    batch = prompts(2, 150, 31)
+    policy = dict(draft_reads=reads, draft_refresh=3, draft_window=40, draft_sinks=8)
+    settings = Settings(GAMMA, CHUNK, 2, "mean", mapping(pair), max_new_tokens=NEW, draft_p=0.6, **policy)
+    prepare_for_decoding(pair)
+    dec = SpeculativeDecoder(pair, settings)
+    method = Dense() if p is None else SpecAttn(p)
+    traces = dec.generate(dec.prefill(batch), [method, method]).traces
+    want = ([t.tokens for t in traces], [t.steps for t in traces], [t.kept for t in traces])
+    got, _ = graph_run(pair, batch, GraphSettings(GAMMA, CHUNK, 2, "mean", mapping(pair), 0.6,
+                                                  verify="dense" if p is None else "specattn", **policy))
+    assert got == want

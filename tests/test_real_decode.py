@@ -1,0 +1,81 @@
+"""The real-weights decoding benchmark's logic on the CPU (tiny pair, float32, eager): every mode runs on
+shared prefilled caches, the matched baselines get SpecAttn's measured kept fraction, tau and kept
+fractions come out of the decoder, dense speculative decoding equals autoregressive decoding token for
+token, and the lossless check says so (the GPU run is in docs/benchmarks.md)."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+
+from specattn.bench.real_decode import RealBenchConfig, agreement, lossless, run_point
+
+from .test_graph_engine import load, mapping, prompts
+
+
+@pytest.fixture(scope="module")
+def pair(tiny_model_dir):
+    return load(tiny_model_dir, "cpu")
+
+
+def config(pair, **overrides) -> RealBenchConfig:
+    settings = dict(contexts=(120,), batches=(2,), prompts=4, new_tokens=16, p_values=(0.6, 0.9), match_p=0.6,
+                    draft_reads=(), draft_refresh=4, draft_window=48, draft_sinks=8, gamma=4, chunk_size=8,
+                    dense_layers=2, head_agg="mean", layer_map=mapping(pair), fused_layers=False, max_mem_gib=1.0,
+                    seed=0)
+    return RealBenchConfig(**{**settings, **overrides})
+
+
+def test_every_mode_runs_on_shared_caches_and_the_matched_rows_read_specattns_fraction(pair):
+    cfg = config(pair, draft_reads=("first_dense", "window"))
+    ids = prompts(4, 120, 3)
+    rows = run_point(pair, cfg, 120, 2, [ids[:2], ids[2:]], 1e11, lambda msg: None)
+    frame = pd.DataFrame(rows).set_index("mode")
+    assert list(frame.index) == ["ar", "dense", "specattn p=0.6", "specattn p=0.9", "streaming match=specattn p=0.6",
+                                 "quest match=specattn p=0.6", "specattn p=0.6 draft=first_dense",
+                                 "specattn p=0.6 draft=window", "dense draft=window"]
+    assert frame.loc["specattn p=0.6 draft=first_dense", "draft_kept"] < 1.0
+    assert frame.loc["dense draft=window", "bytes_draft_kv"] < frame.loc["dense", "bytes_draft_kv"]
+    assert "error" not in frame or frame["error"].isna().all()
+    assert (frame["groups"] == 2).all() and frame.loc["ar", "tau"] == 1.0
+    assert 1.0 <= frame.loc["dense", "tau"] <= 5.0
+    kept = frame.loc["specattn p=0.6", "verifier_kept"]
+    assert 0.05 < kept < frame.loc["specattn p=0.9", "verifier_kept"] <= 1.0
+    for row in ("streaming match=specattn p=0.6", "quest match=specattn p=0.6"):
+        assert frame.loc[row, "kv_budget_frac"] == pytest.approx(kept)
+        assert abs(frame.loc[row, "verifier_kept"] - kept) < 0.15  # the budget is in keys, the count in chunks
+    assert math.isnan(frame.loc["dense", "verifier_kept"])  # no sparse layer
+    assert (frame["roof_tokens_per_s"] > 0).all() and (frame["tokens_per_s"] > 0).all()
+    agree = agreement(rows).set_index("mode")
+    assert agree.loc["ar", "match_rate"] == 1.0 and agree.loc["dense", "first_divergence"] == 16
+
+
+def test_lossless_check_on_float32_finds_no_difference(pair):
+    frame = lossless(pair, config(pair), prompts(3, 90, 8), lambda msg: None)
+    assert len(frame) == 6 and frame["identical"].all()
+
+
+def test_targets_and_summary_from_rows():
+    from specattn.experiments.decode_real import render, targets
+
+    rows = pd.DataFrame([
+        {"context": 32768, "batch": 16, "mode": "dense", "verify": "dense", "draft_reads": "dense", "tau": 3.0,
+         "tokens_per_s": 1000.0, "roof_tokens_per_s": 1500.0, "verifier_kept": float("nan"), "error": None},
+        {"context": 32768, "batch": 16, "mode": "specattn p=0.95", "verify": "specattn", "draft_reads": "dense",
+         "tau": 3.0, "tokens_per_s": 1180.0, "roof_tokens_per_s": 1800.0, "verifier_kept": 0.3, "error": None},
+        {"context": 32768, "batch": 16, "mode": "specattn p=0.95 draft=reuse", "verify": "specattn",
+         "draft_reads": "reuse", "tau": 2.9, "tokens_per_s": 1700.0, "roof_tokens_per_s": 3000.0,
+         "verifier_kept": 0.3, "error": None},
+    ])
+    loss = pd.DataFrame([{"reference": "ar", "compared": "dense", "prompt": 0, "identical": False,
+                          "first_divergence": 7, "top2_margin": 0.1},
+                         {"reference": "ar", "compared": "dense", "prompt": 1, "identical": True,
+                          "first_divergence": 16, "top2_margin": float("nan")}])
+    lines = targets(rows, loss)
+    assert "1.18x = 98% of it (target >= 85%: met; >= 1.15x: met)" in lines[0]
+    assert "1.70x dense speculative decoding with tau 96.7% of dense's (target >= 1.6x with tau >= 95%: met)" in lines[1]
+    assert lines[2].startswith("lossless: 1 of 2 comparisons differ, 0 not explained")
+    text = render(rows, pd.DataFrame(), loss, {"gpu": "test"}, 4e12, 4.4e12)
+    assert "### Targets" in text and "### 32768 tokens, batch 16" in text and "vs_dense_sd" in text
