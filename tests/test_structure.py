@@ -56,7 +56,7 @@ LAYERS = (
     ("gpu", "models", "data"),
     ("methods",),
     ("hooks",),
-    ("eval", "decode", "align"),
+    ("eval", "decode", "align", "retrieval"),
     ("bench",),
     ("runs",),
     ("results",),

@@ -10,7 +10,8 @@ them all; no analysis lives only in the notebook.
 * :func:`plot_alignments`: the layer-alignment heatmaps of ``experiment=align`` runs;
 * :func:`plot_kernel_scaling`: the kernel benchmarks of ``experiment=kernel_bench`` runs against length;
 * :func:`plot_layer_coverage`: per-layer coverage and KV reduction of an ``experiment=layer_coverage`` run;
-* :func:`plot_context_length`: KV reduction and perplexity increase against the context length.
+* :func:`plot_context_length`: KV reduction and perplexity increase against the context length;
+* ``experiment=retrieval`` runs: accuracy heatmaps over depth x length (:mod:`specattn.retrieval.report`).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import pandas as pd  # noqa: E402
 
 from ..align.plots import plot_alignment  # noqa: E402
 from ..eval.ppl_metrics import summarise  # noqa: E402
+from ..retrieval.report import plot_heatmaps, plot_overview  # noqa: E402
 
 #: the paper's row order (methods not listed follow, in first-seen order)
 METHOD_ORDER = ("dense", "streaming", "quest", "random", "draft_topk", "specattn", "oracle_topp")
@@ -247,7 +249,7 @@ def plot_decode_throughput(results: pd.DataFrame, path: Path) -> Path:
 def write_plots(collected: pd.DataFrame, out_dir: Path) -> dict[str, Path]:
     """Every plot the collected runs allow: a Pareto plot per (model, dataset, context length), a
     context-length plot per (model, dataset) measured at several lengths, the alignment heatmaps, the
-    kernel scaling plot."""
+    kernel scaling plot, the retrieval heatmaps per model (every retrieval run of the model together)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = {}
@@ -265,6 +267,10 @@ def write_plots(collected: pd.DataFrame, out_dir: Path) -> dict[str, Path]:
     bench = _experiment_rows(collected, "kernel_bench")
     if not bench.empty:
         written["kernel_scaling"] = plot_kernel_scaling(bench, out_dir / "kernel_scaling.png")
+    for model, rows in _experiment_rows(collected, "retrieval").groupby("model", sort=False):
+        written[f"retrieval-{model}"] = plot_overview(rows, out_dir / f"retrieval-{model}.png", f"{model}: exact match "
+                                                      "over depth x length (tasks with a depth axis)")
+        written.update(plot_heatmaps(rows, out_dir, prefix=f"retrieval-{model}", title=f"{model}: "))
     return written
 
 

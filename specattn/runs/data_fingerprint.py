@@ -3,9 +3,10 @@ results are this run's (:mod:`specattn.runs.run_folder`).
 
 The signature hashes config values; a path in the config says nothing of what the file holds. The
 fingerprint stamps what the run reads behind its result keys (:func:`specattn.runs.signature.result_keys`):
-the text sources (``dataset.source``, ``dataset.calibration``: each source's ``fingerprint()``), a
-``layer_map`` file and local weights (``model.verifier.path``, ``model.draft.path``). It does not
-enter the signature, so folder names stay stable when a file changes; the run recomputes instead.
+the text sources (``dataset.source``, ``dataset.calibration``, ``experiment.haystacks.*``: each
+source's ``fingerprint()``), a ``layer_map`` file and local weights (``model.verifier.path``,
+``model.draft.path``). It does not enter the signature, so folder names stay stable when a file
+changes; the run recomputes instead.
 Computing it needs no model and reads only small files (:mod:`specattn.core.stamps`).
 """
 
@@ -32,7 +33,8 @@ def data_fingerprint(cfg: DictConfig) -> dict[str, str]:
         return any(key == listed or key.startswith(listed + ".") for listed in keys)
 
     stamps = {}
-    for key in SOURCES:
+    haystacks = OmegaConf.select(cfg, "experiment.haystacks")  # experiment=retrieval's text sources
+    for key in (*SOURCES, *(f"experiment.haystacks.{name}" for name in haystacks or {})):
         node = OmegaConf.select(cfg, key)
         if read(key) and node is not None:
             stamps[key] = built(node, key).fingerprint()

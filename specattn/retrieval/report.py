@@ -1,0 +1,199 @@
+"""The retrieval experiment's summary, heatmaps and Markdown table (from its ``results.parquet`` rows,
+or from collected rows of several runs).
+
+* :func:`summarise`: per task, context length and method setting (and over all tasks, ``task=all``):
+  exact-match ``accuracy``, partial credit ``score``, the dense verifier's accuracy on the same
+  samples and the difference, KV reductions from the summed reads, ``tau`` and ``acceptance``;
+* :func:`plot_heatmaps`: per setting, accuracy over depth x length, one panel per task;
+* :func:`plot_overview`: one panel per setting, accuracy over depth x length over the tasks that have
+  a depth axis;
+* :func:`markdown_table`: a value (accuracy, KV reduction, ...) per task and length, one column per setting.
+
+``python -m specattn.retrieval.report collected.parquet`` prints the Markdown tables of the retrieval
+rows of a collected table (``python -m specattn.results collect``), per model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import re
+import sys
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+SUMMARY_COLUMNS = ("task", "context_len", "method", "setting", "samples", "accuracy", "score", "dense_accuracy",
+                   "vs_dense", "kv_reduction_sparse_layers", "kv_reduction", "tau", "acceptance")
+LOGGED = ("accuracy", "score", "kv_reduction_sparse_layers", "tau")
+SPREAD = "spread"
+
+
+def _cell(group: pd.DataFrame, dense: pd.DataFrame) -> dict:
+    steps = group.steps.sum()
+    sparse_dense = group.kv_dense_reads_sparse_layers.sum()
+    accuracy = group.correct.astype(float).mean()
+    dense_accuracy = dense.correct.astype(float).mean() if len(dense) else math.nan
+    return {
+        "method": group.method.iloc[0], "samples": len(group), "accuracy": accuracy,
+        "score": group.score.mean(), "dense_accuracy": dense_accuracy, "vs_dense": accuracy - dense_accuracy,
+        "kv_reduction_sparse_layers": 1.0 - group.kv_reads_sparse_layers.sum() / sparse_dense if sparse_dense else 0.0,
+        "kv_reduction": 1.0 - group.kv_reads.sum() / group.kv_dense_reads.sum(),
+        "tau": (group.kept.sum() + steps) / steps, "acceptance": group.kept.sum() / group.drafted.sum(),
+    }
+
+
+def summarise(results: pd.DataFrame) -> pd.DataFrame:
+    """Per (task, context length, setting), tasks and settings in first-seen order, lengths ascending,
+    then ``task=all`` per (length, setting)."""
+    rows = []
+    tasks = list(dict.fromkeys(results.task))
+    for length in sorted(results.context_len.unique()):
+        at_length = results[results.context_len == length]
+        for task in [*tasks, "all"]:
+            cell = at_length if task == "all" else at_length[at_length.task == task]
+            if cell.empty:
+                continue
+            dense = cell[cell.method == "dense"]
+            for setting, group in cell.groupby("setting", sort=False):
+                rows.append({"task": task, "context_len": int(length), "setting": setting, **_cell(group, dense)})
+    return pd.DataFrame(rows)[list(SUMMARY_COLUMNS)]
+
+
+def summary_metrics(summary: pd.DataFrame) -> dict[str, float]:
+    """``{"summary/<task>/<length>/<setting>/<metric>": value}`` for the :data:`LOGGED` metrics."""
+    return {f"summary/{row.task}/{row.context_len}/{row.setting}/{key}": getattr(row, key)
+            for row in summary.itertuples() for key in LOGGED}
+
+
+def uninformative(summary: pd.DataFrame, threshold: float) -> pd.DataFrame:
+    """The (task, length) cells where the dense verifier's accuracy is below ``threshold``."""
+    dense = summary[(summary.method == "dense") & (summary.task != "all")]
+    return dense[dense.accuracy < threshold][["task", "context_len", "samples", "accuracy"]]
+
+
+def _depth_label(depth: float) -> str:
+    return SPREAD if pd.isna(depth) else f"{depth:g}"
+
+
+def accuracy_grid(rows: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, list[str], list[int]]:
+    """``(accuracy, counts, depth labels, lengths)``: mean exact match per depth (rows; NaN depth ->
+    ``spread``, last) and context length (columns)."""
+    depths = sorted(rows.depth.dropna().unique()) + ([math.nan] if rows.depth.isna().any() else [])
+    lengths = sorted(int(x) for x in rows.context_len.unique())
+    accuracy = np.full((len(depths), len(lengths)), np.nan)
+    counts = np.zeros((len(depths), len(lengths)), dtype=int)
+    for i, depth in enumerate(depths):
+        at_depth = rows[rows.depth.isna()] if pd.isna(depth) else rows[rows.depth == depth]
+        for j, length in enumerate(lengths):
+            cell = at_depth[at_depth.context_len == length]
+            counts[i, j] = len(cell)
+            if len(cell):
+                accuracy[i, j] = cell.correct.astype(float).mean()
+    return accuracy, counts, [_depth_label(d) for d in depths], lengths
+
+
+def _heatmap(ax, rows: pd.DataFrame, title: str, xlabel: bool = True, ylabel: bool = True):
+    accuracy, counts, depths, lengths = accuracy_grid(rows)
+    image = ax.imshow(accuracy, vmin=0, vmax=1, cmap="RdYlGn", aspect="auto")
+    for i in range(len(depths)):
+        for j in range(len(lengths)):
+            if counts[i, j]:
+                ax.text(j, i, f"{100 * accuracy[i, j]:.0f}%\nn={counts[i, j]}", ha="center", va="center", fontsize=6)
+    ax.set_xticks(range(len(lengths)), [f"{n // 1024}K" if n % 1024 == 0 else str(n) for n in lengths], fontsize=7)
+    ax.set_yticks(range(len(depths)), depths, fontsize=7)
+    if xlabel:
+        ax.set_xlabel("context length (tokens)", fontsize=7)
+    if ylabel:
+        ax.set_ylabel("needle depth", fontsize=7)
+    ax.set_title(title, fontsize=8)
+    return image
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9.]+", "_", text).strip("_")
+
+
+def plot_heatmaps(results: pd.DataFrame, out_dir: Path, prefix: str = "heatmap", title: str = "") -> dict[str, Path]:
+    """Per setting, ``<prefix>-<setting>.png``: accuracy over depth x length, one panel per task."""
+    paths = {}
+    tasks = list(dict.fromkeys(results.task))
+    for setting, rows in results.groupby("setting", sort=False):
+        columns = min(4, len(tasks))
+        lines = math.ceil(len(tasks) / columns)
+        fig, axes = plt.subplots(lines, columns, squeeze=False, figsize=(2.6 * columns + 1, 2.4 * lines),
+                                 layout="constrained")
+        for i, (ax, task) in enumerate(zip(axes.flat, tasks)):
+            image = _heatmap(ax, rows[rows.task == task], task, i + columns >= len(tasks), i % columns == 0)
+        for ax in list(axes.flat)[len(tasks):]:
+            ax.axis("off")
+        fig.colorbar(image, ax=axes, shrink=0.6, label="exact match")
+        fig.suptitle(f"{title}{setting}", fontsize=9)
+        path = Path(out_dir) / f"{prefix}-{slug(setting)}.png"
+        paths[path.stem] = _save(fig, path)
+    return paths
+
+
+def plot_overview(results: pd.DataFrame, path: Path, title: str = "") -> Path:
+    """One panel per setting: accuracy over depth x length over the tasks with a depth axis."""
+    rows = results[results.depth.notna()]
+    settings = list(dict.fromkeys(rows.setting))
+    columns = min(3, max(1, len(settings)))
+    lines = math.ceil(len(settings) / columns)
+    fig, axes = plt.subplots(lines, columns, squeeze=False, figsize=(3.0 * columns + 1, 2.6 * lines),
+                             layout="constrained")
+    for i, (ax, setting) in enumerate(zip(axes.flat, settings)):
+        image = _heatmap(ax, rows[rows.setting == setting], setting, i + columns >= len(settings), i % columns == 0)
+    for ax in list(axes.flat)[len(settings):]:
+        ax.axis("off")
+    if settings:
+        fig.colorbar(image, ax=axes, shrink=0.6, label="exact match")
+    fig.suptitle(title or "exact match over depth x length (tasks with a depth axis)", fontsize=9)
+    return _save(fig, path)
+
+
+def markdown_table(summary: pd.DataFrame, value: str = "accuracy") -> str:
+    """Rows (task, length, samples), one column per setting: ``value`` as a percentage (``tau``: as is)."""
+    settings = list(dict.fromkeys(summary.setting))
+    lines = ["| task | length | samples | " + " | ".join(settings) + " |", "|---|---:|---:|" + "---:|" * len(settings)]
+    for (task, length), group in summary.groupby(["task", "context_len"], sort=False):
+        values = dict(zip(group.setting, group[value]))
+        cells = ["-" if pd.isna(values.get(s, math.nan)) else f"{values[s]:.2f}" if value == "tau"
+                 else f"{100 * values[s]:.0f}%" for s in settings]
+        lines.append(f"| {task} | {length} | {int(group.samples.iloc[0])} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _save(fig, path: Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m specattn.retrieval.report",
+                                     description="Markdown tables of the retrieval runs of a collected table")
+    parser.add_argument("collected", type=Path, help="a table written by `python -m specattn.results collect`")
+    args = parser.parse_args(argv)
+    collected = pd.read_parquet(args.collected)
+    rows = collected[collected["config.experiment.name"] == "retrieval"]
+    if rows.empty:
+        print(f"error: {args.collected} holds no retrieval run", file=sys.stderr)
+        return 2
+    for model, group in rows.groupby("model", sort=False):
+        summary = summarise(group)
+        for value, what in (("accuracy", "exact match"), ("score", "partial credit"),
+                            ("kv_reduction_sparse_layers", "KV reduction, sparse layers"), ("tau", "tau")):
+            print(f"\n{model}: {what}\n\n{markdown_table(summary, value)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
