@@ -139,7 +139,6 @@ def sample_rows(cfg, index: int, sample: RetrievalSample, measured: list[tuple],
             "needles": len(instance.needles), "origin": sample.origin, "question": instance.question,
             "expected": ", ".join(instance.expected), "answer": ", ".join(scored.answer), "correct": scored.correct,
             "score": scored.score, "eos": bool(trace.tokens) and trace.tokens[-1] in decoder.eos_ids,
-            "tau": (trace.kept + trace.steps) / trace.steps,
         })
         rows.append(row)
     return pd.DataFrame(rows)

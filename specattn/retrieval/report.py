@@ -44,7 +44,7 @@ def _cell(group: pd.DataFrame, dense: pd.DataFrame) -> dict:
         "score": group.score.mean(), "dense_accuracy": dense_accuracy, "vs_dense": accuracy - dense_accuracy,
         "kv_reduction_sparse_layers": 1.0 - group.kv_reads_sparse_layers.sum() / sparse_dense if sparse_dense else 0.0,
         "kv_reduction": 1.0 - group.kv_reads.sum() / group.kv_dense_reads.sum(),
-        "tau": (group.kept.sum() + steps) / steps, "acceptance": group.kept.sum() / group.drafted.sum(),
+        "tau": group.new_tokens.sum() / steps, "acceptance": group.accepted.sum() / group.drafted.sum(),
     }
 
 
