@@ -20,8 +20,10 @@ install: $(BIN)/python
 run: install
 	$(BIN)/python run.py
 
+# two workers of one thread each: on a 2-core machine two 2-thread torch processes (or a sweep's subprocesses
+# beside a waiting worker) oversubscribe the cores and spin, which made single tests 10-50x slower
 test: install
-	$(BIN)/python -m pytest -q tests
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n 2 --dist loadfile tests
 
 test-gpu: install
 	$(BIN)/python -m pytest -q -m gpu tests

@@ -11,7 +11,7 @@ from .conftest import ROOT
 
 @pytest.mark.parametrize("target,command", [
     ("run", ".venv/bin/python run.py"),
-    ("test", ".venv/bin/python -m pytest -q tests"),
+    ("test", "OMP_NUM_THREADS=1 .venv/bin/python -m pytest -q -n 2 --dist loadfile tests"),
     ("test-gpu", ".venv/bin/python -m pytest -q -m gpu tests"),
     ("notebook", ".venv/bin/python -m specattn.results notebook"),
 ])
