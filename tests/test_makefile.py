@@ -16,7 +16,8 @@ from .conftest import ROOT
     ("notebook", ".venv/bin/python -m specattn.results notebook"),
 ])
 def test_each_target_installs_first_and_runs_the_venvs_python(target, command):
-    plan = subprocess.run(["make", "-n", target], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    plan = subprocess.run(["make", "-n", "--no-print-directory", target], cwd=ROOT, capture_output=True, text=True,
+                          check=True).stdout  # (under `make test` itself make would print its directory)
     lines = plan.strip().splitlines()
     assert lines[-1] == command
     assert any(line.startswith('.venv/bin/pip install -q -e ".[dev]"') for line in lines)  # `install` ran first

@@ -76,7 +76,8 @@ def test_two_configs_in_one_folder_never_mix(tiny_model_dir, tmp_path):
     b = tiny(tiny_model_dir, "logger=none", f"hydra.run.dir={folder}", "p=0.9", "dataset.num_samples=2")
     running = start(a, env)
     wait_for("parts/sample-00000.parquet", folder, running)
-    other, same = finish(start(b, env)), finish(start(a, env))  # both while the first one writes
+    os.killpg(running.pid, signal.SIGSTOP)  # midway, and it stays there however slowly the others start
+    other, same = finish(start(b, env)), finish(start(a, env))  # both while the first one holds the folder
     assert other.returncode == 2 and "holds the run of another config" in one_line(other)
     assert same.returncode == 2 and f"run folder {folder} is in use by another run (pid {running.pid})" in one_line(same)
     os.killpg(running.pid, signal.SIGKILL)
