@@ -258,7 +258,7 @@ def test_a_full_disk_midway_leaves_no_partial_file_and_the_run_resumes(tiny_mode
 
 def test_ctrl_c_is_one_line_and_the_same_command_resumes_with_one_wandb_run(tiny_model_dir, tmp_path):
     folder, env = tmp_path / "run", {"SPECATTN_OUTPUTS": str(tmp_path / "out")}
-    args = tiny(tiny_model_dir, "logger=wandb", f"hydra.run.dir={folder}", *LONG[:1], "dataset.num_samples=12")
+    args = tiny(tiny_model_dir, "logger=wandb", f"hydra.run.dir={folder}", *LONG)  # 60 samples: far from done when the first is written
     running = start(args, env)
     wait_for("parts/sample-00000.parquet", folder, running)
     os.killpg(running.pid, signal.SIGSTOP)  # held midway however slowly this process gets scheduled
@@ -272,7 +272,7 @@ def test_ctrl_c_is_one_line_and_the_same_command_resumes_with_one_wandb_run(tiny
     resumed = run_cli(*args, env=env)
     assert resumed.returncode == 0, resumed.stderr
     assert (folder / "parts" / "sample-00000.parquet").stat().st_mtime_ns == first_part
-    assert sorted(table(folder)["sample"].unique()) == list(range(12))
+    assert sorted(table(folder)["sample"].unique()) == list(range(60))
     assert len(list((folder / "wandb").glob("offline-run-*"))) == 1  # `wandb sync` uploads one run
 
 
