@@ -38,7 +38,9 @@ def start(args: list[str], env: dict) -> subprocess.Popen:
     """``python run.py *args`` in the background, in its own process group."""
     return subprocess.Popen([sys.executable, str(ROOT / "run.py"), *args], cwd=ROOT, text=True,
                             env={**os.environ, "WANDB_SILENT": "true", **env}, start_new_session=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            # an xdist worker ignores SIGINT and a child would inherit that: give it Ctrl-C back
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def finish(running: subprocess.Popen) -> subprocess.CompletedProcess:
