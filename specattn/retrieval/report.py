@@ -119,42 +119,41 @@ def slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9.]+", "_", text).strip("_")
 
 
+def _heatmap_grid(panels: list[tuple[str, pd.DataFrame]], columns: int, size: tuple[float, float], title: str,
+                  path: Path) -> Path:
+    """``panels`` ((label, rows) each) as accuracy-over-depth x length heatmaps, at most ``columns`` a line,
+    each panel ``size`` inches, one shared colour bar; saved to ``path``."""
+    columns = min(columns, max(1, len(panels)))
+    lines = math.ceil(len(panels) / columns)
+    fig, axes = plt.subplots(lines, columns, squeeze=False, figsize=(size[0] * columns + 1, size[1] * lines),
+                             layout="constrained")
+    for i, (ax, (label, rows)) in enumerate(zip(axes.flat, panels)):
+        image = _heatmap(ax, rows, label, i + columns >= len(panels), i % columns == 0)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.axis("off")
+    if panels:
+        fig.colorbar(image, ax=axes, shrink=0.6, label="exact match")
+    fig.suptitle(title, fontsize=9)
+    return _save(fig, path)
+
+
 def plot_heatmaps(results: pd.DataFrame, out_dir: Path, prefix: str = "heatmap", title: str = "") -> dict[str, Path]:
     """Per setting, ``<prefix>-<setting>.png``: accuracy over depth x length, one panel per task."""
     paths = {}
     tasks = list(dict.fromkeys(results.task))
     for setting, rows in results.groupby("setting", sort=False):
-        columns = min(4, len(tasks))
-        lines = math.ceil(len(tasks) / columns)
-        fig, axes = plt.subplots(lines, columns, squeeze=False, figsize=(2.6 * columns + 1, 2.4 * lines),
-                                 layout="constrained")
-        for i, (ax, task) in enumerate(zip(axes.flat, tasks)):
-            image = _heatmap(ax, rows[rows.task == task], task, i + columns >= len(tasks), i % columns == 0)
-        for ax in list(axes.flat)[len(tasks):]:
-            ax.axis("off")
-        fig.colorbar(image, ax=axes, shrink=0.6, label="exact match")
-        fig.suptitle(f"{title}{setting}", fontsize=9)
         path = Path(out_dir) / f"{prefix}-{slug(setting)}.png"
-        paths[path.stem] = _save(fig, path)
+        panels = [(task, rows[rows.task == task]) for task in tasks]
+        paths[path.stem] = _heatmap_grid(panels, 4, (2.6, 2.4), f"{title}{setting}", path)
     return paths
 
 
 def plot_overview(results: pd.DataFrame, path: Path, title: str = "") -> Path:
     """One panel per setting: accuracy over depth x length over the tasks with a depth axis."""
     rows = results[results.depth.notna()]
-    settings = list(dict.fromkeys(rows.setting))
-    columns = min(3, max(1, len(settings)))
-    lines = math.ceil(len(settings) / columns)
-    fig, axes = plt.subplots(lines, columns, squeeze=False, figsize=(3.0 * columns + 1, 2.6 * lines),
-                             layout="constrained")
-    for i, (ax, setting) in enumerate(zip(axes.flat, settings)):
-        image = _heatmap(ax, rows[rows.setting == setting], setting, i + columns >= len(settings), i % columns == 0)
-    for ax in list(axes.flat)[len(settings):]:
-        ax.axis("off")
-    if settings:
-        fig.colorbar(image, ax=axes, shrink=0.6, label="exact match")
-    fig.suptitle(title or "exact match over depth x length (tasks with a depth axis)", fontsize=9)
-    return _save(fig, path)
+    panels = [(setting, rows[rows.setting == setting]) for setting in dict.fromkeys(rows.setting)]
+    return _heatmap_grid(panels, 3, (3.0, 2.6), title or "exact match over depth x length (tasks with a depth axis)",
+                         path)
 
 
 def markdown_table(summary: pd.DataFrame, value: str = "accuracy") -> str:
