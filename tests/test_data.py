@@ -71,3 +71,38 @@ def test_hub_text_reads_a_datasets_folder(tmp_path):
     assert [(d.name, d.text) for d in joined] == [("local/test", "one two three")]
     with pytest.raises(SpecAttnError, match="could not load"):
         HubText(str(tmp_path / "missing"), split="test").documents()
+
+
+def test_python_source_joins_each_package_into_one_document(tmp_path):
+    from specattn.data.python_source import PythonSource
+
+    files = {"pkg/a.py": "A = 1\n", "pkg/sub/b.py": "B = 2\n", "other/c.py": "C = 3\n", "top.py": "T = 4\n",
+             "one.py": "O = 5\n", "pkg/tests/t.py": "skipped\n"}
+    for relative, text in files.items():
+        (tmp_path / relative).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / relative).write_text(text)
+    per_file = PythonSource("eval", root=str(tmp_path)).documents() + PythonSource(
+        "calibration", root=str(tmp_path)).documents()
+    grouped = PythonSource("eval", root=str(tmp_path), documents="package").documents() + PythonSource(
+        "calibration", root=str(tmp_path), documents="package").documents()
+    version = per_file[0].name.split("/")[0]
+    # every file in exactly one document, after its header line; tests/ left out as before
+    texts = "\n".join(d.text for d in grouped)
+    for relative, text in files.items():
+        assert (f"# file: {relative}\n{text}" in texts) == ("tests/" not in relative)
+    assert len(per_file) == 5
+    package_of = {d.name: d for d in grouped}
+    assert set(package_of) <= {f"{version}/pkg", f"{version}/other", f"{version}/<modules>"}
+    assert any("# file: pkg/sub/b.py" in d.text and d.name == f"{version}/pkg" for d in grouped)
+    # within a split, a package's files keep the per-file hash order
+    for split in ("eval", "calibration"):
+        names = [d.name.split("/", 1)[1] for d in PythonSource(split, root=str(tmp_path)).documents()]
+        for doc in PythonSource(split, root=str(tmp_path), documents="package").documents():
+            inside = [name for name in names if f"# file: {name}\n" in doc.text]
+            assert [doc.text.index(f"# file: {name}") for name in inside] == sorted(
+                doc.text.index(f"# file: {name}") for name in inside)
+    # the grouping is part of the fingerprint; the per-file fingerprint is unchanged by the option
+    assert PythonSource(root=str(tmp_path), documents="package").fingerprint() != PythonSource(
+        root=str(tmp_path)).fingerprint()
+    with pytest.raises(SpecAttnError, match="documents='module'"):
+        PythonSource(root=str(tmp_path), documents="module")

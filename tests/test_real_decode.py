@@ -99,3 +99,16 @@ def test_targets_and_summary_from_rows():
     assert lines[2].startswith("lossless: 1 of 2 comparisons differ, 0 not explained")
     text = render(rows, pd.DataFrame(), loss, {"gpu": "test"}, 4e12, 4.4e12)
     assert "### Targets" in text and "### 32768 tokens, batch 16" in text and "vs_dense_sd" in text
+
+
+def test_lossless_prompts_zero_skips_the_check_and_negative_is_refused():
+    from hydra import compose, initialize_config_dir
+
+    from specattn.core.errors import SpecAttnError
+    from specattn.experiments.decode_real import check
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        for value in (0, 32):
+            check(compose("config", overrides=["experiment=decode_real", f"experiment.lossless_prompts={value}"]))
+        with pytest.raises(SpecAttnError, match="experiment.lossless_prompts=-1"):
+            check(compose("config", overrides=["experiment=decode_real", "experiment.lossless_prompts=-1"]))

@@ -189,3 +189,18 @@ def test_a_single_point_gets_plain_axes_around_the_origin():
     plots._sane_axes(ax, pd.Series([40.0, 60.0]), pd.Series([16.0, 43.0]))
     assert ax.get_yscale() == "symlog"
     plt.close(fig)
+
+
+def test_pareto_draws_the_papers_operating_points_inside_its_axes(monkeypatch, tmp_path):
+    """The paper's three points as crosses, inside the limits even when every measured point is small."""
+    figures = []
+    monkeypatch.setattr(plots, "_save", lambda fig, path: figures.append(fig) or path)
+    settings = pd.DataFrame({"method": ["dense", "specattn", "specattn"], "p": [None, 0.95, 0.9],
+                             "kv_reduction": [0.0, 0.25, 0.45], "ppl_rel_increase": [0.0, 0.001, 0.005]})
+    for paper in (True, False):
+        plots.plot_pareto(settings, tmp_path / "p.png", paper=paper)
+        ax = figures[-1].axes[0]
+        labels = [text.get_text() for text in ax.get_legend().get_texts()]
+        assert any(label.startswith("paper") for label in labels) == paper
+        inside = ax.get_xlim()[1] > 78.4 and ax.get_ylim()[1] > 15.29
+        assert inside == paper

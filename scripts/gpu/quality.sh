@@ -1,29 +1,40 @@
 #!/usr/bin/env bash
-# Job A (carries .gpu_inputs): the evaluator on CUDA with the real pair (issue 22). Each run has a wall-clock
-# limit; a run cut by it resumes from parts/ when this script runs again. $1 (optional): a list of parts.
+# The evaluator on CUDA with the real pair (issues 22, 25): one part per argument, each run under a wall-clock
+# limit (${LIMIT:-780} s); a run cut by it resumes from parts/ when run again with the same code.
+# Parts may run side by side (scripts/gpu/parallel.sh): one process each, sharing the GPU.
 source scripts/gpu/env.sh
-parts=${1:-"agree long short medium"}
-M="model=qwen_coder device=cuda experiment=paper_table"
-AGREE="experiment.rows=[dense,{method:specattn,p:[0.95,0.99]},{method:quest,match:'specattn p=0.95'}]"
+L=${LIMIT:-780}
+M="model=qwen_coder device=cuda dtype=bfloat16"
+T="$M experiment=paper_table"
 P6="experiment.p_values=[0.5,0.7,0.8,0.9,0.95,0.99]"
 SWEEP="experiment.rows=[dense,{method:specattn,p:\${experiment.p_values}}]"
-for part in $parts; do echo "== $part $(date +%T)"; case $part in
-  agree)   # float32 and bfloat16 on the 4 files of the CPU reference (docs/results.md's 2K code table)
-    for dt in float32 bfloat16; do spec 110 $M dataset=python_source +dataset.source.root=$PWD/.gpu_inputs/py311 \
-      dataset.num_samples=4 dtype=$dt "$AGREE"; done ;;
-  long)    # 32K: SpecAttn p=0.9/0.95 vs dense (the issue's 32K target)
-    spec 130 $M dataset=python_source dataset.context_len=32768 dataset.num_samples=32 dtype=bfloat16 \
-      "experiment.rows=[dense,{method:specattn,p:[0.9,0.95]}]" ;;
-  short)   # 2K, 32 samples, SpecAttn at six p
-    spec 110 $M dataset=python_source dataset.context_len=2048 dataset.num_samples=32 dtype=bfloat16 "$P6" "$SWEEP" ;;
-  medium)  # 8K, 32 samples
-    spec 110 $M dataset=python_source dataset.context_len=8192 dataset.num_samples=32 dtype=bfloat16 "$P6" "$SWEEP" ;;
-  oracle)  # the oracle and the matched baselines at 2K
-    spec 150 $M dataset=python_source dataset.context_len=2048 dataset.num_samples=32 dtype=bfloat16 "$P6" \
-      "experiment.rows=[dense,{method:streaming,match:'specattn p=0.9'},{method:quest,match:'specattn p=0.9'},{method:streaming,match:'specattn p=0.95'},{method:quest,match:'specattn p=0.95'},{method:specattn,p:[0.9,0.95]},{method:oracle_topp,p:\${experiment.p_values}}]" ;;
-  prose)   # gutenberg at 2K
-    spec 110 $M dataset=gutenberg dataset.context_len=2048 dataset.num_samples=32 dtype=bfloat16 "$P6" "$SWEEP" ;;
+MATCHED="{method:streaming,match:'specattn p=0.9'},{method:quest,match:'specattn p=0.9'},{method:streaming,match:'specattn p=0.95'},{method:quest,match:'specattn p=0.95'}"
+for part in "$@"; do echo "== $part $(date +%T)"; case $part in
+  agree)     # float32 and bfloat16 on the 4 files of the CPU reference (docs/results.md's 2K code table)
+    for dt in float32 bfloat16; do spec $L $T dataset=python_source +dataset.source.root=$PWD/.gpu_inputs/py311 \
+      dataset.num_samples=4 dtype=$dt "experiment.rows=[dense,{method:specattn,p:[0.95,0.99]},{method:quest,match:'specattn p=0.95'}]"; done ;;
+  short)     # 2K, 32 files: SpecAttn at six p, the oracle at the same p, the baselines matched at 0.9 and 0.95
+    spec $L $T dataset=python_source dataset.context_len=2048 dataset.num_samples=32 "$P6" \
+      "experiment.rows=[dense,{method:specattn,p:\${experiment.p_values}},{method:oracle_topp,p:\${experiment.p_values}},$MATCHED]" ;;
+  medium)    # 8K, 32 package windows
+    spec $L $T dataset=python_packages dataset.context_len=8192 dataset.num_samples=32 "$P6" \
+      "experiment.rows=[dense,{method:specattn,p:\${experiment.p_values}},$MATCHED]" ;;
+  long)      # 32K, package windows: SpecAttn at 0.8/0.9/0.95 and Quest matched at 0.9 (the issue's 32K target)
+    spec $L $T dataset=python_packages dataset.context_len=32768 dataset.num_samples=32 \
+      "experiment.rows=[dense,{method:specattn,p:[0.8,0.9,0.95]},{method:quest,match:'specattn p=0.9'}]" ;;
+  prose)     # gutenberg at 2K then 8K
+    spec $((L / 3)) $T dataset=gutenberg dataset.context_len=2048 dataset.num_samples=32 "$P6" "$SWEEP"
+    spec $((2 * L / 3)) $T dataset=gutenberg dataset.context_len=8192 dataset.num_samples=32 "$P6" \
+      "experiment.rows=[dense,{method:specattn,p:\${experiment.p_values}},$MATCHED]" ;;
+  grid)      # head_agg x chunk_size at 8K, p=0.9 (one run per setting)
+    for agg in mean max kv_group; do for c in 8 16 32 64; do
+      spec $((L / 12)) $T dataset=python_packages dataset.context_len=8192 dataset.num_samples=8 head_agg=$agg \
+        chunk_size=$c "experiment.rows=[dense,{method:specattn,p:0.9}]"; done; done ;;
+  retrieval) # needles, aggregation and two-hop code questions at 8K and 32K
+    spec $L $M experiment=retrieval "experiment.lengths=[8192,32000]" experiment.samples=1 \
+      "experiment.rows=[dense,{method:specattn,p:[0.9,0.95]},{method:streaming,match:'specattn p=0.95'},{method:quest,match:'specattn p=0.95'}]" ;;
+  align)     # layer alignment at 16384 and 32768 calibration tokens, and its stability table
+    spec $L $M experiment=align_study dataset=python_source dataset.num_samples=8 align.num_tokens=16384
+    spec $L $M experiment=align_study dataset=python_source dataset.num_samples=8 align.num_tokens=32768 ;;
 esac; done
-echo "== pack $(date +%T)"
-find "$GPU_OUT/outputs" -name 'results.parquet' | sed "s#$GPU_OUT/##" | head -40
-pack quality outputs
+echo "== end $(date +%T)"

@@ -39,9 +39,12 @@ from ..gpu.kernels.split_config import SplitConfig
 from ..gpu.step import SpecAttnStep
 from .timing import graph_ms, median_ms, reps_for
 
-MODELS = {  # verifier attention shapes: (query heads, kv heads, head dim)
+MODELS = {  # attention shapes: (query heads, kv heads, head dim); drafts (head dim 64) for their sparse reads
     "llama-3.1-8b": (32, 8, 128),
     "llama-2-7b": (32, 32, 128),
+    "qwen2.5-coder-1.5b": (12, 2, 128),
+    "llama-3.2-1b": (32, 8, 64),
+    "qwen2.5-coder-0.5b": (14, 2, 64),
 }
 DTYPE = torch.bfloat16
 

@@ -84,15 +84,19 @@ def measure_bandwidth(nbytes: int = 2 << 30) -> float:
 
 
 def measure_read_bandwidth(nbytes: int = 4 << 30) -> float:
-    """Device memory read bandwidth in bytes/s: a pass that reads ``nbytes`` and writes 1/1024 of it (a
-    row-wise max), the floor a kernel that only reads its inputs can reach (a copy reads and writes)."""
+    """Device memory read bandwidth in bytes/s: the fastest of a few settings of a streaming read that
+    reads ``nbytes`` once and writes one float per 16-64 KiB (:mod:`specattn.gpu.kernels.stream_read`), the
+    floor a kernel that only reads its inputs can reach (a copy reads and writes)."""
+    from ..gpu.kernels.stream_read import CONFIGS, partial_sums
+
     src = torch.empty(nbytes // 2, dtype=torch.bfloat16, device="cuda").uniform_()
-    rows = src.view(-1, 1024)
-    out = torch.empty(rows.shape[0], dtype=torch.bfloat16, device="cuda")
-    ms = median_ms([lambda: torch.amax(rows, dim=1, out=out)], reps=50, warmup=3)
-    del src, rows, out
+    best = float("inf")
+    for block, iters, warps in CONFIGS:
+        out = partial_sums(src, block, iters, warps)
+        best = min(best, median_ms([lambda: partial_sums(src, block, iters, warps, out=out)], reps=30, warmup=3))
+    del src, out
     torch.cuda.empty_cache()
-    return nbytes / (ms * 1e-3)
+    return nbytes / (best * 1e-3)
 
 
 def hardware() -> dict:

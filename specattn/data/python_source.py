@@ -9,6 +9,11 @@ byte of the SHA-1 of its path relative to the stdlib folder is below 26 (about 1
 the evaluation split otherwise. Documents are ordered by that hash, so the first samples mix
 packages. Sample ids carry the Python version (``3.11/json/decoder.py``): another interpreter has
 other files, hence other samples.
+
+``documents="package"`` joins each top-level package's files (``asyncio/...``) into one document, in
+hash order, each file after a ``# file: <path>`` line; the modules outside any package form one more
+document (``3.11/<modules>``). That is the long-context code source: one file rarely holds 32K tokens
+(8 windows of 32768 in Python 3.12's evaluation split), a package often does.
 """
 
 from __future__ import annotations
@@ -26,6 +31,8 @@ from .sources import Document
 EXCLUDED_DIRS = frozenset({"test", "tests", "idle_test", "site-packages", "encodings", "__pycache__"})
 CALIBRATION_BELOW = 26  # first SHA-1 byte of the relative path: < 26 -> calibration (~10%)
 SPLITS = ("eval", "calibration")
+GROUPINGS = ("file", "package")
+MODULES = "<modules>"  # the document of the modules outside any package
 
 
 def _key(relative: str) -> bytes:
@@ -36,10 +43,13 @@ class PythonSource:
     """``.py`` files of one split of the interpreter's standard library (or of ``root``)."""
 
     def __init__(self, split: str = "eval", min_chars: int = 0, root: str | None = None,
-                 name: str = "python_source"):
+                 name: str = "python_source", documents: str = "file"):
         if split not in SPLITS:
             raise SpecAttnError(f"dataset.source.split={split!r}: allowed are {', '.join(SPLITS)}")
-        self.split, self.min_chars, self.name = split, int(min_chars), name
+        if documents not in GROUPINGS:
+            raise SpecAttnError(f"dataset.source.documents={documents!r}: allowed are {', '.join(GROUPINGS)} "
+                                "(one document per file, or per top-level package)")
+        self.split, self.min_chars, self.name, self.grouping = split, int(min_chars), name, documents
         self.root = Path(root) if root is not None else Path(sysconfig.get_paths()["stdlib"])
 
     def files(self) -> list[Path]:
@@ -61,10 +71,19 @@ class PythonSource:
     def fingerprint(self) -> str:
         """The split's files and their sizes (the standard library changes with the interpreter, not in place)."""
         version = f"{sys.version_info.major}.{sys.version_info.minor}"
-        return digest([version, *(f"{path.relative_to(self.root).as_posix()}:{path.stat().st_size}"
-                                  for path in self.files())])
+        grouping = [] if self.grouping == "file" else [self.grouping]  # the per-file fingerprint as it was
+        return digest([version, *grouping, *(f"{path.relative_to(self.root).as_posix()}:{path.stat().st_size}"
+                                             for path in self.files())])
 
     def documents(self) -> list[Document]:
         version = f"{sys.version_info.major}.{sys.version_info.minor}"
-        return [Document(f"{version}/{path.relative_to(self.root).as_posix()}", path.read_text(encoding="utf-8"))
-                for path in self.files()]
+        files = [(path.relative_to(self.root).as_posix(), path) for path in self.files()]
+        if self.grouping == "file":
+            return [Document(f"{version}/{relative}", path.read_text(encoding="utf-8")) for relative, path in files]
+        packages: dict[str, list[str]] = {}
+        for relative, path in files:  # files in hash order, so each package's too
+            package = relative.split("/")[0] if "/" in relative else MODULES
+            packages.setdefault(package, []).append(f"# file: {relative}\n{path.read_text(encoding='utf-8')}")
+        order = sorted(packages, key=lambda package: _key(package))
+        return [Document(f"{version}/{package}", "\n".join(packages[package]), origin=str(self.root / package))
+                for package in order]

@@ -23,7 +23,7 @@ from ..bench.timing import (
     measure_read_bandwidth,
     require_gpu,
 )
-from ..core.checks import fractions, positive_int
+from ..core.checks import fractions, nonnegative_int, positive_int
 from ..core.errors import SpecAttnError
 from ..data.windows import token_windows
 from ..decode.graph_engine import DRAFT_READS
@@ -41,8 +41,9 @@ def check(cfg) -> None:
             raise SpecAttnError(f"experiment.{key} is empty: list at least one value")
         for value in values:
             positive_int(value, f"experiment.{key}", "[2048]")
-    for key in ("prompts", "new_tokens", "lossless_prompts", "lossless_context", "draft_refresh"):
+    for key in ("prompts", "new_tokens", "lossless_context", "draft_refresh"):
         positive_int(e[key], f"experiment.{key}", "32")
+    nonnegative_int(e.lossless_prompts, "experiment.lossless_prompts", "32")  # 0 skips the check
     fractions(e.p_values, "experiment.p_values", "[0.9,0.95]")
     if float(e.match_p) not in [float(p) for p in e.p_values]:
         raise SpecAttnError(f"experiment.match_p={e.match_p} is not one of experiment.p_values={list(e.p_values)}")

@@ -117,17 +117,29 @@ def pareto_curves(settings: pd.DataFrame, x: str = "kv_reduction") -> dict[str, 
     return {curve_label(method, keys, values): group.sort_values(x) for (method, *values), group in ordered}
 
 
-def plot_pareto(settings: pd.DataFrame, path: Path, title: str = "", x: str = "kv_reduction") -> Path:
+#: the paper's operating points (KV reduction %, perplexity increase %): TinyLlama-1.1B -> Llama-2-7B on PG-19
+PAPER_POINTS = ((78.4, 15.29), (68.8, 4.43), (44.3, 0.56))
+
+
+def plot_pareto(settings: pd.DataFrame, path: Path, title: str = "", x: str = "kv_reduction",
+                paper: bool = True) -> Path:
     """Perplexity increase (%) vs KV reduction (%): one curve per method and distinct setting of the
     runs (:func:`curve_keys`, named in the legend) through its settings in order of KV reduction; dense is
-    the origin. The y axis is linear while every point lies within +-10%, else symmetric-log."""
+    the origin; ``paper``: the paper's three operating points (:data:`PAPER_POINTS`, another pair and text)
+    as crosses. The y axis is linear while every point lies within +-10%, else symmetric-log."""
     fig, ax = plt.subplots(figsize=(7, 4.8))
     sparse = settings[settings.method != "dense"]
     curves = pareto_curves(settings, x)
     for label, group in curves.items():
         ax.plot(100 * group[x], 100 * group.ppl_rel_increase, marker="o", label=label)
     ax.scatter([0], [0], color="black", marker="*", s=80, label="dense", zorder=3)
-    _sane_axes(ax, 100 * sparse[x], 100 * sparse.ppl_rel_increase)
+    xs, ys = 100 * sparse[x], 100 * sparse.ppl_rel_increase
+    if paper:
+        px, py = zip(*PAPER_POINTS)
+        ax.scatter(px, py, color="black", marker="x", s=50, zorder=3,
+                   label="paper: SpecAttn, TinyLlama->Llama-2 on PG-19")
+        xs, ys = pd.concat([xs, pd.Series(px)]), pd.concat([ys, pd.Series(py)])
+    _sane_axes(ax, xs, ys)
     ax.set_xlabel("KV reduction, all layers (%)" if x == "kv_reduction" else "KV reduction, sparse layers (%)")
     ax.set_ylabel("perplexity increase (%)")
     ax.set_title(title or "perplexity increase vs KV reduction", fontsize=9)

@@ -1,0 +1,53 @@
+"""Every ``python run.py ...`` command of README.md and docs/results.md composes and passes the checks a run
+makes before anything loads (``specattn.runs.preflight``): a renamed key or group, or a value the checks
+refuse, fails here instead of in a reader's terminal. Commands that name files the reader supplies
+(``/models/...``, ``<sig>``) or need a GPU are left to the places that have them."""
+
+from __future__ import annotations
+
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+
+from specattn.runs.preflight import check_group_choices, check_job, jobs
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = ["README.md", "docs/results.md"]
+READER_FILES = re.compile(r"<[a-z]+>|/models/|/data/|/path/|chosen\.parquet|XXXX|outputs/ppl/")
+NEEDS_GPU = re.compile(r"device=cuda|kernel_bench|decode_bench|decode_real|hydra/launcher=slurm")
+
+
+def doc_commands() -> list[tuple[str, str]]:
+    """``(doc, command)`` for each ``python run.py`` line of the docs' code blocks (continuations joined,
+    comments dropped)."""
+    found = []
+    for doc in DOCS:
+        blocks = re.findall(r"```(?:bash|sh)?\n(.*?)```", (ROOT / doc).read_text(), flags=re.S)
+        for block in blocks:
+            for line in block.replace("\\\n", " ").splitlines():
+                line = line.split(" # ")[0].split("  #")[0].strip()
+                if line.startswith("python run.py"):
+                    found.append((doc, line))
+    return found
+
+
+COMMANDS = doc_commands()
+
+
+def test_the_docs_hold_the_commands_this_test_reads():
+    assert len(COMMANDS) >= 25
+    assert ("README.md", "python run.py") in COMMANDS
+
+
+@pytest.mark.parametrize("doc,command", COMMANDS, ids=[f"{d}:{c[14:60]}" for d, c in COMMANDS])
+def test_each_documented_command_passes_the_checks_before_a_run(doc, command, tmp_path):
+    if READER_FILES.search(command) or NEEDS_GPU.search(command):
+        pytest.skip("names the reader's own files or needs a GPU")
+    args = shlex.split(command)[2:]
+    multirun = "-m" in args
+    overrides = [a for a in args if a != "-m"] + [f"paths.outputs={tmp_path}"]
+    check_group_choices(overrides, ROOT / "conf")
+    for job, _ in jobs(overrides, multirun):
+        check_job(job, ROOT / "conf", "config", multirun)
