@@ -61,3 +61,28 @@ def test_a_cut_run_is_read_from_its_parts_and_a_wrong_folder_is_refused(tmp_path
     assert "not a table run's folder" in capsys.readouterr().err
     with pytest.raises(SpecAttnError, match="lack"):
         interval_table(part.drop(columns=["kv_reads"]))
+
+
+def test_pareto_option_draws_one_point_per_sparse_setting_at_its_pooled_ratios(tmp_path, monkeypatch):
+    from specattn.results import plots
+    from specattn.results.intervals import pareto_settings
+
+    samples = pd.concat([rows("dense", [100.0, 50.0], [100.0, 50.0], [100, 50], [0, 0], [0, 0]),
+                         rows("specattn p=0.9", [104.0, 51.0], [100.0, 50.0], [100, 50], [30, 20], [100, 100]),
+                         rows("specattn p=0.95", [101.0, 50.0], [100.0, 50.0], [100, 50], [60, 40], [100, 100])])
+    samples = samples.assign(method=samples.setting.str.split().str[0], p=samples.setting.str.extract(r"p=(.*)")[0]
+                             .astype(float), model="m", dataset="d", context_len=150,
+                             sample_id=samples["sample"].map(lambda i: f"doc#{i}"))
+    settings = pareto_settings(samples, interval_table(samples))
+    specattn = settings[settings.method == "specattn"]
+    assert specattn.p.tolist() == [0.9, 0.95]
+    assert specattn.kv_reduction_sparse_layers.tolist() == pytest.approx([0.75, 0.5])
+    assert specattn.ppl_rel_increase.iloc[0] == pytest.approx(math.exp(5 / 150) - 1)
+    drawn = []
+    monkeypatch.setattr(plots, "_save", lambda fig, path: drawn.append(fig.axes[0]) or path)
+    run = tmp_path / "paper_table-x"
+    (run / "parts").mkdir(parents=True)
+    samples.to_parquet(run / "parts" / "sample-00000.parquet")
+    assert main(["intervals", str(run), "--pareto", str(tmp_path / "figs")]) == 0
+    (line,) = drawn[0].get_lines()
+    assert sorted(line.get_xdata()) == pytest.approx([50.0, 75.0]) and "2 samples" in drawn[0].get_title()

@@ -93,6 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     book.add_argument("-o", "--out", type=Path, help="the executed copy (default: <outputs>/analysis.ipynb)")
     spread = commands.add_parser("intervals", help="per-setting means and 95%% bootstrap intervals of table runs")
     spread.add_argument("runs", type=Path, nargs="+", help="paper_table/ppl run folders (a cut run: its parts)")
+    spread.add_argument("--pareto", type=Path, metavar="FOLDER",
+                        help="also draw each run's Pareto figure (with the paper's points) into FOLDER")
     args = parser.parse_args(argv)
     try:
         if args.command == "collect":
@@ -107,12 +109,15 @@ def main(argv: list[str] | None = None) -> int:
             print(f"collected {len(table)} rows from {finished} runs ({unfinished} unfinished left out): {out}")
         elif args.command == "intervals":
             from ..bench.decode_tables import markdown_table
-            from .intervals import interval_table, read_samples
+            from .intervals import interval_table, plot_run, read_samples
 
             for run in args.runs:
                 samples, finished = read_samples(run)
+                table = interval_table(samples)
                 print(f"\n{run} ({'finished' if finished else 'cut: the samples so far'})")
-                print(markdown_table(interval_table(samples), floatfmt=".3f"))
+                print(markdown_table(table, floatfmt=".3f"))
+                if args.pareto is not None:
+                    print(f"figure: {plot_run(run, samples, table, args.pareto)}")
         elif args.command == "notebook":
             from .notebook import NOTEBOOK, execute, shown
 

@@ -60,3 +60,26 @@ def interval_table(samples: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
                      "red_ci95_high": 100 * high[1],
                      "kv_reduction_pct": 100 * (1 - group["kv_reads"].sum() / whole) if whole else 0.0})
     return pd.DataFrame(rows)
+
+
+def pareto_settings(samples: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
+    """``table`` (:func:`interval_table`) as the settings :func:`specattn.results.plots.plot_pareto` draws:
+    method, p, the pooled ratios as fractions (x: ``kv_reduction_sparse_layers``)."""
+    first = samples.groupby("setting", sort=False)[["method", "p"]].first()
+    return pd.DataFrame({"setting": table.setting, "method": table.setting.map(first.method),
+                         "p": table.setting.map(first.p), "ppl_rel_increase": table.ppl_increase_pct / 100,
+                         "kv_reduction_sparse_layers": table.sparse_kv_reduction_pct / 100,
+                         "kv_reduction": table.kv_reduction_pct / 100})
+
+
+def plot_run(run: Path, samples: pd.DataFrame, table: pd.DataFrame, out_dir: Path) -> Path:
+    """``out_dir/pareto-<run>.png``: the run's settings against sparse-layer KV reduction, the paper's
+    operating points drawn beside them; the title says model, data, length and sample count."""
+    from .plots import plot_pareto
+
+    first = samples.iloc[0]
+    title = (f"{first['model']} on {first['dataset']}, {int(first['context_len'])} tokens, "
+             f"{samples['sample_id'].nunique()} samples ({run.name})")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return plot_pareto(pareto_settings(samples, table), out_dir / f"pareto-{run.name}.png", title,
+                       x="kv_reduction_sparse_layers")

@@ -154,10 +154,12 @@ def _sane_axes(ax, xs: pd.Series, ys: pd.Series) -> None:
     x_high = max(1.0, float(xs.max()) if len(xs) else 0.0)
     ax.set_xlim(min(0.0, float(xs.min()) if len(xs) else 0.0) - 0.04 * x_high, 1.06 * x_high)
     low, high = min(0.0, float(ys.min()) if len(ys) else 0.0), max(0.0, float(ys.max()) if len(ys) else 0.0)
+    span = max(high - low, 0.1)
     if max(abs(low), abs(high)) > 10:
         ax.set_yscale("symlog", linthresh=1.0)
-    span = max(high - low, 0.1)
-    ax.set_ylim(low - 0.08 * span, high + 0.08 * span)
+        ax.set_ylim(min(low * 1.6, -0.5), high * 1.6)  # a margin in log terms
+    else:
+        ax.set_ylim(low - 0.08 * span, high + 0.08 * span)
     plain = matplotlib.ticker.FuncFormatter(lambda value, _: f"{value:g}")
     ax.xaxis.set_major_formatter(plain)
     ax.yaxis.set_major_formatter(plain)
