@@ -58,7 +58,7 @@ def test_paper_table_puts_rows_in_the_papers_order(analysis_outputs):
     paper = settings[settings.experiment == "paper_table"].sample(frac=1, random_state=0)  # shuffled
     table = plots.paper_table(paper)
     assert table.method.tolist() == SETTINGS
-    lines = plots.markdown_table(table).splitlines()
+    lines = plots.paper_table_markdown(table).splitlines()
     assert lines[0] == "| method | ppl | rel. increase | KV reduction | KV reduction (sparse layers) |"
     assert lines[2].startswith("| dense | ") and lines[2].endswith(" | - | - | - |")
     quest = table.set_index("method").loc["quest match=specattn p=0.95"]

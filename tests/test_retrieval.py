@@ -19,7 +19,7 @@ from specattn.results.plots import write_plots
 from specattn.retrieval.draws import Draws, sample_rng
 from specattn.retrieval.generate import Item, SampleFactory, grid
 from specattn.retrieval.report import main as report_main
-from specattn.retrieval.report import markdown_table, summarise
+from specattn.retrieval.report import grid_markdown, summarise
 from specattn.retrieval.scoring import extract, score
 from specattn.retrieval.tasks import TASKS
 from specattn.runs.app import execute
@@ -303,7 +303,7 @@ def test_an_interrupted_run_resumes_and_its_table_collects_and_plots(tiny_model_
     collected = collect(tmp_path / "out")
     summary = summarise(collected)
     assert set(summary.task) == {"needle_code", "vartrack", "all"}
-    assert "| vartrack | 700 | 2 |" in markdown_table(summary)
+    assert "| vartrack | 700 | 2 |" in grid_markdown(summary)
     collected.to_parquet(tmp_path / "collected.parquet")
     assert report_main([str(tmp_path / "collected.parquet")]) == 0
     printed = capsys.readouterr().out

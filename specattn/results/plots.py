@@ -6,7 +6,7 @@ them all; no analysis lives only in the notebook.
 * :func:`ppl_settings`: one row per run and method setting (token-weighted, like the run summaries);
 * :func:`plot_pareto`: perplexity increase vs KV reduction, one curve per method and distinct run setting
   (:func:`curve_keys`: every config key the results depend on whose value differs between the runs);
-* :func:`paper_table` / :func:`markdown_table`: the paper's table from an ``experiment=paper_table`` run;
+* :func:`paper_table` / :func:`paper_table_markdown`: the paper's table from an ``experiment=paper_table`` run;
 * :func:`plot_alignments`: the layer-alignment heatmaps of ``experiment=align`` runs;
 * :func:`plot_kernel_scaling`: the kernel benchmarks of ``experiment=kernel_bench`` runs against length;
 * :func:`plot_layer_coverage`: per-layer coverage and KV reduction of an ``experiment=layer_coverage`` run;
@@ -184,7 +184,7 @@ def paper_table(settings: pd.DataFrame) -> pd.DataFrame:
     })
 
 
-def markdown_table(table: pd.DataFrame) -> str:
+def paper_table_markdown(table: pd.DataFrame) -> str:
     """``paper_table`` as a Markdown table (percentages with two decimals, ``-`` for none)."""
     def cell(column, value):
         if isinstance(value, str):

@@ -7,7 +7,7 @@ or from collected rows of several runs).
 * :func:`plot_heatmaps`: per setting, accuracy over depth x length, one panel per task;
 * :func:`plot_overview`: one panel per setting, accuracy over depth x length over the tasks that have
   a depth axis;
-* :func:`markdown_table`: a value (accuracy, KV reduction, ...) per task and length, one column per setting.
+* :func:`grid_markdown`: a value (accuracy, KV reduction, ...) per task and length, one column per setting.
 
 ``python -m specattn.retrieval.report collected.parquet`` prints the Markdown tables of the retrieval
 rows of a collected table (``python -m specattn.results collect``), per model.
@@ -156,7 +156,7 @@ def plot_overview(results: pd.DataFrame, path: Path, title: str = "") -> Path:
                          path)
 
 
-def markdown_table(summary: pd.DataFrame, value: str = "accuracy") -> str:
+def grid_markdown(summary: pd.DataFrame, value: str = "accuracy") -> str:
     """Rows (task, length, samples), one column per setting: ``value`` as a percentage (``tau``: as is)."""
     settings = list(dict.fromkeys(summary.setting))
     lines = ["| task | length | samples | " + " | ".join(settings) + " |", "|---|---:|---:|" + "---:|" * len(settings)]
@@ -190,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         summary = summarise(group)
         for value, what in (("accuracy", "exact match"), ("score", "partial credit"),
                             ("kv_reduction_sparse_layers", "KV reduction, sparse layers"), ("tau", "tau")):
-            print(f"\n{model}: {what}\n\n{markdown_table(summary, value)}")
+            print(f"\n{model}: {what}\n\n{grid_markdown(summary, value)}")
     return 0
 
 
