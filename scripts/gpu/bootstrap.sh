@@ -6,9 +6,6 @@ source scripts/gpu/env.sh
 source scripts/setup_gpu.sh .whl /tmp/site || exit 1
 nvidia-smi --query-gpu=name,memory.total,clocks.sm,clocks.mem --format=csv
 python3 -c "import gguf, hydra, omegaconf; print('gguf', gguf.__version__ if hasattr(gguf,'__version__') else 'ok', 'hydra', hydra.__version__)"
-rm -rf /tmp/repo && cp -r "$PWD" /tmp/repo && mkdir -p "$GPU_OUT/bg"
-# the subshell's own stdout must not be the call's pipe either, or the call waits for the background job
-(cd /tmp/repo && exec setsid nohup bash scripts/gpu/background.sh > "$GPU_OUT/bg/background.log" 2>&1 < /dev/null) \
-  > /dev/null 2>&1 < /dev/null &
-echo $! > "$GPU_OUT/bg/pid"
-echo "background pid $! started at $(date +%T)"
+snapshot && mkdir -p "$GPU_OUT/bg"
+detach "$GPU_OUT/bg/background.log" bash scripts/gpu/background.sh > "$GPU_OUT/bg/pid"
+echo "background pid $(cat "$GPU_OUT/bg/pid") started at $(date +%T)"

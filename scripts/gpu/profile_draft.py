@@ -7,12 +7,11 @@ phase replayed from its CUDA graph (device ms, median of 5) and one eager draft 
 
 from __future__ import annotations
 
-import statistics
-
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from specattn.bench.decode_bench import (DecodeBenchConfig, build_model, capacity_for, modes, proportional_map)
+from specattn.bench.decode_bench import (Clock, DecodeBenchConfig, build_model, capacity_for, modes, phase_ms,
+                                         proportional_map)
 from specattn.decode.graph_engine import GraphDecoder
 from specattn.decode.kv_cache import SequenceKVCache
 from specattn.hooks.fused_llama import fuse_llama
@@ -41,19 +40,12 @@ for mode, kept, settings in modes(cfg, layer_map):
         dec.step()
         dec.record(dec.kept.tolist())
     graph = dec.graphs[0]
-    times = []
-    for _ in range(5):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        graph.replay()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end))
+    replay_ms = phase_ms(graph.replay, 5, Clock(torch.device("cuda")))  # as decode_bench times its phases
     with torch.inference_mode(), profile(activities=[ProfilerActivity.CUDA]) as prof:
         dec._draft_phase()
         torch.cuda.synchronize()
     print(f"\n=== {mode} kept={kept} draft_reads={settings.draft_reads}: draft phase (graph) "
-          f"{statistics.median(times):.2f} ms")
+          f"{replay_ms:.2f} ms")
     print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=14, max_name_column_width=70))
     del dec, graph
     torch.cuda.empty_cache()

@@ -84,6 +84,6 @@ class PythonSource:
         for relative, path in files:  # files in hash order, so each package's too
             package = relative.split("/")[0] if "/" in relative else MODULES
             packages.setdefault(package, []).append(f"# file: {relative}\n{path.read_text(encoding='utf-8')}")
-        order = sorted(packages, key=lambda package: _key(package))
+        order = sorted(packages, key=_key)
         return [Document(f"{version}/{package}", "\n".join(packages[package]), origin=str(self.root / package))
                 for package in order]
