@@ -1,8 +1,9 @@
 """Where a draft phase's time goes (issue 24's 25%-kept anomaly): the random-weight Llama-3.2-1B -> 3.1-8B
 pair at 32K tokens, batch 16, as ``experiment=decode_bench`` runs it (forced acceptance and density,
 labelled), with a dense draft and with ``draft_reads=first_dense`` at 25% and 10% kept. For each, the draft
-phase replayed from its CUDA graph (device ms, median of 5) and one eager draft phase under
-``torch.profiler``: the CUDA kernels by total time. Run on the GPU machine:
+phase replayed from its CUDA graph (device ms, median of 5), then one replay and one eager draft phase under
+``torch.profiler``: the CUDA kernels by total time in each (CUPTI records the kernels a graph launches), so
+a kernel slower inside the graph than outside shows by name. Run on the GPU machine:
 ``python3 scripts/gpu/profile_draft.py`` (prints tables; about a minute after the models are built)."""
 
 from __future__ import annotations
@@ -41,11 +42,16 @@ for mode, kept, settings in modes(cfg, layer_map):
         dec.record(dec.kept.tolist())
     graph = dec.graphs[0]
     replay_ms = phase_ms(graph.replay, 5, Clock(torch.device("cuda")))  # as decode_bench times its phases
-    with torch.inference_mode(), profile(activities=[ProfilerActivity.CUDA]) as prof:
+    with profile(activities=[ProfilerActivity.CUDA]) as replayed:
+        graph.replay()
+        torch.cuda.synchronize()
+    with torch.inference_mode(), profile(activities=[ProfilerActivity.CUDA]) as eager:
         dec._draft_phase()
         torch.cuda.synchronize()
     print(f"\n=== {mode} kept={kept} draft_reads={settings.draft_reads}: draft phase (graph) "
           f"{replay_ms:.2f} ms")
-    print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=14, max_name_column_width=70))
+    for name, prof in (("replay", replayed), ("eager", eager)):
+        print(f"--- {name}")
+        print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=14, max_name_column_width=70))
     del dec, graph
     torch.cuda.empty_cache()

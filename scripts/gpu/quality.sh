@@ -13,15 +13,23 @@ for part in "$@"; do echo "== $part $(date +%T)"; case $part in
   agree)     # float32 and bfloat16 on the 4 files of the CPU reference (docs/results.md's 2K code table)
     for dt in float32 bfloat16; do spec $L $T dataset=python_source +dataset.source.root=$PWD/.gpu_inputs/py311 \
       dataset.num_samples=4 dtype=$dt "experiment.rows=[dense,{method:specattn,p:[0.95,0.99]},{method:quest,match:'specattn p=0.95'}]"; done ;;
+  speed)     # the evaluator's two sparse paths on one 32K window (issue 22): chunk-list kernel vs masked SDPA,
+             # timed, the same rows (their ppl and reads differ only by bf16 rounding)
+    for impl in parallel parallel_mask; do s0=$(date +%s); spec $L $T dataset=python_packages dataset.context_len=32768 \
+      dataset.num_samples=1 experiment.impl=$impl "experiment.rows=[dense,{method:specattn,p:0.9},{method:quest,match:'specattn p=0.9'}]"
+      echo "impl=$impl wall $(( $(date +%s) - s0 )) s"; done ;;
   short)     # 2K, 32 files: SpecAttn at six p, the oracle at the same p, the baselines matched at 0.9 and 0.95
     spec $L $T dataset=python_source dataset.context_len=2048 dataset.num_samples=32 "$P6" \
       "experiment.rows=[dense,{method:specattn,p:\${experiment.p_values}},{method:oracle_topp,p:\${experiment.p_values}},$MATCHED]" ;;
-  medium)    # 8K, 32 package windows
+  medium)    # 8K, 32 package windows: SpecAttn and the oracle at six p, the baselines matched
     spec $L $T dataset=python_packages dataset.context_len=8192 dataset.num_samples=32 "$P6" \
+      "experiment.rows=[dense,{method:specattn,p:\${experiment.p_values}},{method:oracle_topp,p:\${experiment.p_values}},$MATCHED]" ;;
+  long)      # 32K, 32 package windows: SpecAttn at six p, the baselines matched at 0.9 and 0.95 (the 32K target)
+    spec $L $T dataset=python_packages dataset.context_len=32768 dataset.num_samples=32 "$P6" \
       "experiment.rows=[dense,{method:specattn,p:\${experiment.p_values}},$MATCHED]" ;;
-  long)      # 32K, package windows: SpecAttn at 0.8/0.9/0.95 and Quest matched at 0.9 (the issue's 32K target)
-    spec $L $T dataset=python_packages dataset.context_len=32768 dataset.num_samples=32 \
-      "experiment.rows=[dense,{method:specattn,p:[0.8,0.9,0.95]},{method:quest,match:'specattn p=0.9'}]" ;;
+  decode)    # decoding quality against context length: 8K then 32K prompts of package text, 256 new tokens
+    for len in 8192 32000; do spec $((L / 2)) $M experiment=decode_table dataset=python_packages dataset.num_samples=8 \
+      decode.prompt_len=$len decode.max_new_tokens=256; done ;;
   prose)     # gutenberg at 2K then 8K
     spec $((L / 3)) $T dataset=gutenberg dataset.context_len=2048 dataset.num_samples=32 "$P6" "$SWEEP"
     spec $((2 * L / 3)) $T dataset=gutenberg dataset.context_len=8192 dataset.num_samples=32 "$P6" \
@@ -30,9 +38,9 @@ for part in "$@"; do echo "== $part $(date +%T)"; case $part in
     for agg in mean max kv_group; do for c in 8 16 32 64; do
       spec $((L / 12)) $T dataset=python_packages dataset.context_len=8192 dataset.num_samples=8 head_agg=$agg \
         chunk_size=$c "experiment.rows=[dense,{method:specattn,p:0.9}]"; done; done ;;
-  retrieval) # needles, aggregation and two-hop code questions at 8K and 32K
-    spec $L $M experiment=retrieval "experiment.lengths=[8192,32000]" experiment.samples=1 \
-      "experiment.rows=[dense,{method:specattn,p:[0.9,0.95]},{method:streaming,match:'specattn p=0.95'},{method:quest,match:'specattn p=0.95'}]" ;;
+  retrieval) # needles, aggregation and two-hop code questions at 2K and 4K, 10 per task and length
+    spec $L $M experiment=retrieval "experiment.lengths=[2048,4096]" experiment.samples=2 \
+      "experiment.rows=[dense,{method:specattn,p:[0.9,0.95]},{method:oracle_topp,p:0.95},{method:streaming,match:'specattn p=0.95'},{method:quest,match:'specattn p=0.95'}]" ;;
   align)     # layer alignment at 16384 and 32768 calibration tokens, and its stability table
     spec $L $M experiment=align_study dataset=python_source dataset.num_samples=8 align.num_tokens=16384
     spec $L $M experiment=align_study dataset=python_source dataset.num_samples=8 align.num_tokens=32768 ;;

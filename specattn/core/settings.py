@@ -11,7 +11,7 @@ class Settings:
     """gamma: drafted tokens per step; chunk_size: keys per chunk; dense_layers: the first verifier
     layers that read everything; head_agg: the draft's head aggregation; layer_map: draft layer of each
     verifier layer; query_block: query rows per masked-attention block (memory, not results).
-    Evaluation: prefill_frac (densely prefilled share of a sample), impl (``parallel`` | ``sequential``).
+    Evaluation: prefill_frac (densely prefilled share of a sample), impl (``parallel`` | ``parallel_mask`` | ``sequential``: :mod:`specattn.eval.perplexity`).
     Decoding: max_new_tokens, temperature (0: greedy), top_k / top_p (sampling; 0 / 1: off), stop_at_eos;
     the draft's own reads (:mod:`specattn.decode.draft_reads`): draft_reads (``dense`` | ``first_dense`` |
     ``reuse`` | ``window``), draft_p (nucleus mass of the draft's own selection: the run's ``p``),

@@ -8,6 +8,9 @@ time (:class:`specattn.core.layout.StepLayout`). Two implementations compute the
   sample; every step's selection is applied as an attention mask over all scored rows at once.
   This is exact because a row's hidden states depend only on its own selection and on earlier
   rows' keys and values, which is precisely what decoding computes.
+  On CUDA in fp16/bf16 the sparse layers' full steps run the decoder's chunk-list kernel
+  (:mod:`specattn.hooks.verifier_attention`), reading only the selected chunks; elsewhere a mask.
+* ``parallel_mask``: the same, always through the mask (the reference the kernel is checked against).
 * ``sequential``: steps through the sample with real KV caches exactly as decoding would: a
   draft forward over the step's tokens, then a verifier forward over the step's rows.
 """
@@ -31,7 +34,7 @@ from ..methods.base import ActiveMethod, Method
 from ..methods.context import SampleContext
 from ..models.pair import ModelPair
 
-IMPLEMENTATIONS = ("parallel", "sequential")  # Settings.impl
+IMPLEMENTATIONS = ("parallel", "parallel_mask", "sequential")  # Settings.impl
 
 
 @dataclass
@@ -84,10 +87,11 @@ def evaluate_sample(pair: ModelPair, input_ids: torch.Tensor, methods: list[Meth
     for method in active:
         method.begin_steps(layout)
     plans = [VerifierPlan(m, layout, frozenset(context.sparse_layers), KVReads(), settings.query_block,
-                          coverage=LayerCoverage() if coverage else None) for m in active]
+                          coverage=LayerCoverage() if coverage else None, kernel=settings.impl == "parallel")
+             for m in active]
     observer = _observer(layout, active)
     ids = input_ids.to(pair.verifier.device)
-    run = _parallel if settings.impl == "parallel" else _sequential
+    run = _sequential if settings.impl == "sequential" else _parallel
     with torch.inference_mode():
         return run(pair, ids, layout, plans, observer, progress)
 

@@ -17,7 +17,7 @@ from ..core.errors import SpecAttnError
 from ..core.heads import check_head_layout
 from ..core.settings import Settings
 from ..data.windows import Sample, token_windows
-from ..eval.perplexity import prepare
+from ..eval.perplexity import IMPLEMENTATIONS, prepare
 from ..eval.ppl_metrics import SUMMARY_COLUMNS, summarise, summary_metrics
 from ..methods import Dense, Method, instantiate_method
 from ..models.devices import resolve_device, torch_dtype
@@ -25,14 +25,12 @@ from ..models.pair import ModelPair, load_pair
 from ..runs.context import ExperimentResult, RunContext
 from ..runs.outputs import SampleParts
 
-IMPLS = ("parallel", "sequential")
-
 
 def check_impl(cfg) -> None:
     """``experiment.impl``: how every sample is evaluated (a pre-load check of the ppl runners)."""
     impl = cfg.experiment.get("impl", "parallel")
-    if impl not in IMPLS:
-        raise SpecAttnError(f"experiment.impl={impl!r} is unknown: allowed are {', '.join(IMPLS)}")
+    if impl not in IMPLEMENTATIONS:
+        raise SpecAttnError(f"experiment.impl={impl!r} is unknown: allowed are {', '.join(IMPLEMENTATIONS)}")
 
 
 def configured_methods(cfg) -> list[Method]:

@@ -8,6 +8,12 @@ rows and dense layers attend densely. The same function serves the parallel eval
 positions in one forward), the sequential one (one step per forward over a KV cache) and the
 decoder (one step per sequence over a static cache whose rows start at ``plan.row_start``), and
 counts KV reads as it goes.
+
+Two ways to compute a sparse layer's rows, equal up to the input dtype's rounding: a boolean mask over
+every key (:func:`selection_mask`, masked SDPA in blocks of ``query_block`` rows: any device and dtype),
+or, with ``plan.kernel`` on CUDA in fp16/bf16, the decoder's chunk-list kernel
+(:func:`specattn.gpu.attention.sparse.sparse_verify`), each full step a "sequence" of ``gamma + 1``
+query rows over the shared keys: it reads only the selected chunks and builds no mask.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from ..core.coverage import LayerCoverage
 from ..core.kv_reads import KVReads
 from ..core.layout import StepLayout
 from ..core.visibility import visible_keys
+from ..gpu.attention import sparse as chunk_kernel
 from ..methods.base import ActiveMethod
 from ..methods.context import LayerView
 
@@ -50,6 +57,7 @@ class VerifierPlan:
     query_block: int = 512
     row_start: int | None = None
     coverage: LayerCoverage | None = None  # per-layer diagnostics (experiment=layer_coverage)
+    kernel: bool = False  # full steps through the chunk-list kernel where it runs (module docstring)
 
 
 def selection_mask(layout: StepLayout, rows: torch.Tensor, steps: torch.Tensor, selection: torch.Tensor,
@@ -73,20 +81,77 @@ def causal_attention(module, query: torch.Tensor, key: torch.Tensor, value: torc
     return out[0].transpose(0, 1)
 
 
-def _sparse_attention(module, query, key, value, rows, steps, selection, plan, scaling) -> torch.Tensor:
-    """Masked attention of one sequence under ``selection``: ``(Hq, R, D)`` rows -> ``(R, Hq, D)``."""
-    keys = repeat_kv(key[None], module.num_key_value_groups)
-    values = repeat_kv(value[None], module.num_key_value_groups)
-    selection = selection.to(query.device)
+def _masked_rows(module, query, keys, values, rows, steps, selection, plan, scaling) -> torch.Tensor:
+    """Masked SDPA of ``query (Hq, R, D)`` at ``rows`` over ``keys``/``values`` ``(1, Hq, K, D)`` -> ``(Hq, R, D)``."""
     outputs = []
     for lo in range(0, query.shape[1], plan.query_block):
         hi = min(lo + plan.query_block, query.shape[1])
-        mask = selection_mask(plan.layout, rows[lo:hi], steps, selection, key.shape[1])
+        mask = selection_mask(plan.layout, rows[lo:hi], steps, selection, keys.shape[2])
         if mask.shape[0] > 1:  # per KV head -> per query head
             mask = mask.repeat_interleave(module.num_key_value_groups, dim=0)
         outputs.append(torch.nn.functional.scaled_dot_product_attention(
-            query[None, :, lo:hi], keys, values, attn_mask=mask.unsqueeze(0), scale=scaling))
-    return torch.cat(outputs, dim=2)[0].transpose(0, 1)
+            query[None, :, lo:hi], keys, values, attn_mask=mask.unsqueeze(0), scale=scaling)[0])
+    return torch.cat(outputs, dim=1)
+
+
+def _sparse_attention(module, query, key, value, rows, steps, selection, plan, scaling) -> torch.Tensor:
+    """Masked attention of one sequence under ``selection``: ``(Hq, R, D)`` rows -> ``(R, Hq, D)``."""
+    selection = selection.to(query.device)
+    if plan.kernel and plan.row_start is None and chunk_kernel.kernel_runs(query[None], key[None], value[None]):
+        return _kernel_attention(module, query, key, value, rows, steps, selection, plan, scaling)
+    keys = repeat_kv(key[None], module.num_key_value_groups)
+    values = repeat_kv(value[None], module.num_key_value_groups)
+    return _masked_rows(module, query, keys, values, rows, steps, selection, plan, scaling).transpose(0, 1)
+
+
+#: most (step, KV head) lists per kernel launch (each program scans every list of its launch)
+LISTS_PER_LAUNCH = 256
+
+
+def _kernel_attention(module, query, key, value, rows, steps, selection, plan, scaling) -> torch.Tensor:
+    """:func:`_sparse_attention` with the chunk-list kernel for the full steps among ``rows`` (contiguous
+    positions, the last ``R`` of the keys); prefill rows attend causally (SDPA), the rest (a shorter last
+    step) through the mask."""
+    layout = plan.layout
+    t, n_rows, first = layout.step_len, query.shape[1], int(rows[0])
+    out = query.new_empty(n_rows, query.shape[0], query.shape[2])
+    n_pre = min(max(layout.prefill_len - first, 0), n_rows)
+    if n_pre:
+        out[:n_pre] = causal_attention(module, query[:, :n_pre], key[:, : first + n_pre], value[:, : first + n_pre],
+                                       rows[:n_pre], scaling)
+    starts, ends = layout.step_starts[steps], layout.step_ends[steps]  # positions = key indices
+    full = steps[(starts >= first) & (ends - starts == t) & (ends <= first + n_rows)]  # consecutive: all but the last
+    lo = hi = n_pre
+    if full.numel():
+        lo = int(layout.step_starts[full[0]]) - first
+        hi = lo + full.numel() * t
+        out[lo:hi] = _full_steps(query[:, lo:hi], key, value, layout.step_ends[full],
+                                 selection[(full - steps[0]).to(selection.device)], layout.chunk_size, scaling)
+    for a, b in ((n_pre, lo), (hi, n_rows)):  # rows of steps shorter than gamma + 1 (the last one)
+        if a < b:
+            out[a:b] = _masked_rows(module, query[:, a:b], repeat_kv(key[None], module.num_key_value_groups),
+                                    repeat_kv(value[None], module.num_key_value_groups), rows[a:b], steps, selection,
+                                    plan, scaling).transpose(0, 1)
+    return out
+
+
+def _full_steps(query, key, value, ends, selection, chunk_size: int, scaling: float) -> torch.Tensor:
+    """Consecutive full steps through the chunk-list kernel: ``query (Hq, S*T, D)`` (S steps of T rows), their
+    ``ends (S,)`` (one past each step's last row = its keys), ``selection (S, H_sel, C)`` bool ->
+    ``(S*T, Hq, D)``."""
+    n_steps = ends.numel()
+    t = query.shape[1] // n_steps
+    q = query.reshape(query.shape[0], n_steps, t, query.shape[2]).transpose(0, 1)  # (S, Hq, T, D)
+    lists = chunk_kernel.chunk_lists(selection.contiguous())
+    lengths = ends.to(device=query.device, dtype=torch.int32)
+    per = max(1, LISTS_PER_LAUNCH // lists.ids.shape[1])
+    outputs = []
+    for a in range(0, n_steps, per):
+        b = min(a + per, n_steps)
+        outputs.append(chunk_kernel.sparse_verify(
+            q[a:b], key[None].expand(b - a, -1, -1, -1), value[None].expand(b - a, -1, -1, -1), lengths[a:b],
+            lists.ids[a:b], lists.n[a:b], chunk_size, scaling))
+    return torch.cat(outputs).reshape(n_steps * t, query.shape[0], query.shape[2])
 
 
 def _count_coverage(plan: VerifierPlan, layer: int, query, key, rows, steps, selection, scaling) -> None:

@@ -153,6 +153,12 @@ def _kernel_ok(q, k, v, impl: str) -> bool:
     return use
 
 
+def kernel_runs(q, k, v) -> bool:
+    """Whether :func:`sparse_verify` (``impl="auto"``) runs the Triton kernel for these tensors (else the torch
+    reference): CUDA (or the interpreter), fp16/bf16, a supported head dim, unit stride along D."""
+    return _kernel_ok(q, k, v, "auto")
+
+
 def _run_kernel(q, k, v, lengths, lists, chunk_size, sm_scale, out, workspace, config, dense, lse_out=None):
     from ..kernels import sparse_attn as K
 
