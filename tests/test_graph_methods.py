@@ -6,6 +6,7 @@ exactly like dense speculative decoding, their reads are what the policy says, a
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import pytest
 import torch
@@ -81,6 +82,27 @@ def test_sparse_draft_reads_skip_reads_and_still_decode(pair, reads):
     assert all(len(t) == NEW for t in tokens) and draft_kept < 0.95 and verifier_kept < 0.95, (reads, draft_kept)
     if reads == "window":  # 8 sink keys (1 chunk) + 48 recent keys (6-7 chunks) of ~20 prefix chunks
         assert draft_kept < 0.6
+
+
+@pytest.mark.parametrize("reads", ["first_dense", "reuse"])
+def test_forced_draft_reads_are_redrawn_in_place(pair, reads):
+    """The forced draft read set (decode_bench's control) is rewritten where the captured graph reads it: a
+    second reset_to (as the bench does after capture) changes its contents, never its buffer, and the draft
+    forwards read the new set (a stale buffer made the graph read ~all chunks at 25% kept on the H200)."""
+    settings = GraphSettings(GAMMA, CHUNK, 2, "mean", mapping(pair), 0.9, draft_reads=reads,
+                             forced_draft_density=0.25)
+    dec = GraphDecoder(pair.draft, pair.verifier, settings, 2, 300)
+    dec.reset_to(200, seed=1)
+    buffer, first = dec.forced_base.data_ptr(), dec.forced_base.clone()
+    dec.reset_to(200, seed=2)
+    assert dec.forced_base.data_ptr() == buffer and not torch.equal(dec.forced_base, first)
+    n_cols = math.ceil(200 / CHUNK)
+    assert dec.forced_base[..., :n_cols].sum(-1).eq(round(0.25 * n_cols)).all()
+    for _ in range(1 if reads == "first_dense" else 3):  # reuse: step 0 is a dense refresh
+        dec.step()
+        dec.record(dec.kept.tolist())
+    kept = dec.kept_fractions()[1]  # first_dense: forward 0 reads everything, the others ~25% + own chunks
+    assert kept < (0.5 if reads == "first_dense" else 0.75), kept
 
 
 def test_first_dense_draft_rows_are_zero_outside_what_their_forward_read(pair):

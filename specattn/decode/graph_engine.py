@@ -305,6 +305,8 @@ class GraphDecoder:
         per_layer = s.draft_reads != "window"
         shape = (len(self.slots), self.batch) if per_layer else (1, self.batch)
         self.base_mask = torch.zeros((*shape, 1, self.n_cols), dtype=torch.bool, device=self.device)
+        if s.forced_draft_density is not None:  # the control's read sets, drawn by reset_to
+            self.forced_base = torch.zeros_like(self.base_mask)
         self.policy_slots = torch.tensor([self.slots[layer] for layer in self.policy_layers] if per_layer else [0],
                                          device=self.device)
         self.read_lists = [self._lists(*shape) for _ in range(s.gamma)]
@@ -382,7 +384,7 @@ class GraphDecoder:
             n_cols = -(-context // self.settings.chunk_size)
             keep = max(1, round(self.settings.forced_draft_density * n_cols))
             scores = torch.rand((*self.base_mask.shape[:3], n_cols), generator=gen, device=self.device)
-            self.forced_base = torch.zeros_like(self.base_mask)
+            self.forced_base.zero_()  # in place: a captured graph reads it by address
             self.forced_base[..., :n_cols].scatter_(-1, scores.topk(keep, dim=-1).indices, True)
 
     def _force_lists(self, prefix: int, fraction: float, gen: torch.Generator) -> None:
