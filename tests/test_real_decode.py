@@ -12,7 +12,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from specattn.bench.real_decode import RealBenchConfig, agreement, lossless, run_point
+from specattn.bench.real_decode import RealBenchConfig, agreement, continuation_nll, lossless, run_point
 from specattn.models.pair import load_pair
 
 from .conftest import CONF
@@ -54,6 +54,22 @@ def test_every_mode_runs_on_shared_caches_and_the_matched_rows_read_specattns_fr
     assert (frame["roof_tokens_per_s"] > 0).all() and (frame["tokens_per_s"] > 0).all()
     agree = agreement(rows).set_index("mode")
     assert agree.loc["ar", "match_rate"] == 1.0 and agree.loc["dense", "first_divergence"] == 16
+    # the same tokens (float32: dense SD = AR) get the same continuation perplexity; the sparse rows their own
+    assert frame.loc["ar", "cont_ppl"] == pytest.approx(frame.loc["dense", "cont_ppl"], rel=1e-6)
+    assert (frame["cont_ppl"] > 1.0).all() and frame["cont_ppl"].map(math.isfinite).all()
+
+
+def test_continuation_nll_is_the_dense_verifiers_own(pair, tiny_model_dir):
+    """Against transformers' own forward of the verifier (SDPA, float32), loaded separately."""
+    from transformers import AutoModelForCausalLM
+
+    reference = AutoModelForCausalLM.from_pretrained(tiny_model_dir, torch_dtype=torch.float32).eval()
+    prompt = prompts(1, 50, 7)[0]
+    tokens = torch.randint(3, 259, (9,), generator=torch.Generator().manual_seed(8)).tolist()
+    with torch.inference_mode():
+        logits = reference(torch.cat([prompt, torch.tensor(tokens)])[None]).logits[0, 49:58].float()
+    expected = float(torch.nn.functional.cross_entropy(logits, torch.tensor(tokens), reduction="sum"))
+    assert continuation_nll(pair, prompt, tokens) == pytest.approx(expected, rel=1e-5)
 
 
 def test_tau_and_acceptance_count_the_tokens_kept_when_the_last_step_overshoots(tiny_model_dir):

@@ -19,7 +19,9 @@ tokens/s (``batch * new_tokens`` per group over its time, median over groups), t
 counts the last step's tokens past ``new_tokens`` too) and ``acceptance`` (drafted tokens accepted up to the
 output's end; ``acceptance_steps`` over every drafted token of those steps), as
 :mod:`specattn.decode.decode_metrics` defines them for the CPU decoder, the verifier's and the
-draft's kept fractions (chunk reads over dense chunk reads in their sparse / policy layers), and the
+draft's kept fractions (chunk reads over dense chunk reads in their sparse / policy layers), ``cont_ppl`` (the
+dense verifier's perplexity of the generated tokens given the prompt, one dense forward per sequence after
+the timing: :func:`continuation_nll`), and the
 roofline's tokens/s at those measured values (:mod:`specattn.decode.roofline`; prefix = context + half
 the new tokens) with the share of it reached.
 
@@ -199,11 +201,13 @@ class PointRunner:
         verifier_kept, draft_kept = dec.kept_fractions()
         tokens = self.cfg.new_tokens
         to_end = [drafts_to_output_end(steps, tokens, settings.gamma) for steps in out["accepted"]]
+        generated = self.tokens_of(dec, prompts.shape[1])
         return {"ms": out["ms"], "tokens_per_s": self.batch * tokens / out["ms"] * 1e3,
                 "steps": sum(len(steps) for steps in out["accepted"]),
                 "accepted_steps": sum(sum(steps) for steps in out["accepted"]),
                 "drafted": sum(d for d, _ in to_end), "accepted": sum(a for _, a in to_end),
-                "tokens_out": self.tokens_of(dec, prompts.shape[1]),
+                "tokens_out": generated,
+                "cont_nll": [continuation_nll(self.pair, prompt, t) for prompt, t in zip(prompts, generated)],
                 "verifier_kept": verifier_kept, "draft_kept": draft_kept}
 
     def tokens_of(self, dec: GraphDecoder, length: int) -> list[list[int]]:
@@ -253,6 +257,7 @@ def run_point(pair, cfg: RealBenchConfig, context: int, batch: int, groups: list
                     "acceptance_steps": accepted_steps / (steps * settings.gamma) if settings.gamma else math.nan,
                     "verifier_kept": statistics.fmean(r["verifier_kept"] for r in ok),
                     "draft_kept": statistics.fmean(r["draft_kept"] for r in ok),
+                    "cont_ppl": math.exp(sum(sum(r["cont_nll"]) for r in ok) / (len(ok) * batch * cfg.new_tokens)),
                     "kv_budget_frac": settings.kv_budget_frac})
         row.update(roofline_row(cfg, settings, runner.v_shape, runner.d_shape, batch, context, tau,
                                 row["verifier_kept"], row["draft_kept"], runner.needed, bandwidth))
@@ -287,20 +292,35 @@ def agreement(rows: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
-@torch.inference_mode()
-def top2_margin(pair, prompt: torch.Tensor, tokens: list[int], position: int) -> float:
-    """The verifier's top-1 minus top-2 logit when predicting generated token ``position`` (a prefill forward
-    of the prompt and the tokens before it through the graph decoder's attention)."""
+def _dense_hidden(pair, ids: torch.Tensor) -> torch.Tensor:
+    """The verifier's final hidden states ``(N, d)`` of ``ids (N,)``: one dense prefill forward through the graph
+    decoder's attention, on its own cache."""
     from ..hooks.graph_attention import ForwardPlan
 
     device = pair.verifier.device
-    ids = torch.cat([prompt.to(device), torch.tensor(tokens[:position], dtype=torch.long, device=device)])[None]
+    ids = ids.to(device)[None]
     cache = SequenceKVCache.for_model(pair.verifier, 1, ids.shape[1] + 8)
-    hidden = pair.verifier.base_model(input_ids=ids, position_ids=torch.arange(ids.shape[1], device=device)[None],
-                                      **cache_kwargs(pair.verifier, cache),
-                                      specattn_graph=ForwardPlan("prefill")).last_hidden_state
-    top = pair.verifier.get_output_embeddings()(hidden[0, -1]).float().topk(2).values
+    return pair.verifier.base_model(input_ids=ids, position_ids=torch.arange(ids.shape[1], device=device)[None],
+                                    **cache_kwargs(pair.verifier, cache),
+                                    specattn_graph=ForwardPlan("prefill")).last_hidden_state[0]
+
+
+@torch.inference_mode()
+def top2_margin(pair, prompt: torch.Tensor, tokens: list[int], position: int) -> float:
+    """The verifier's top-1 minus top-2 logit when predicting generated token ``position``."""
+    hidden = _dense_hidden(pair, torch.cat([prompt.cpu(), torch.tensor(tokens[:position], dtype=torch.long)]))
+    top = pair.verifier.get_output_embeddings()(hidden[-1]).float().topk(2).values
     return float(top[0] - top[1])
+
+
+@torch.inference_mode()
+def continuation_nll(pair, prompt: torch.Tensor, tokens: list[int]) -> float:
+    """The dense verifier's summed negative log-likelihood (nats) of the generated ``tokens`` given ``prompt (L,)``
+    (as the CPU decoder's ``cont_ppl``, :mod:`specattn.decode.decode_metrics`)."""
+    target = torch.tensor(tokens, dtype=torch.long)
+    hidden = _dense_hidden(pair, torch.cat([prompt.cpu(), target[:-1]]))[prompt.numel() - 1:]
+    logits = pair.verifier.get_output_embeddings()(hidden).float()
+    return float(torch.nn.functional.cross_entropy(logits, target.to(logits.device), reduction="sum"))
 
 
 def lossless(pair, cfg: RealBenchConfig, prompts: torch.Tensor, log) -> pd.DataFrame:
