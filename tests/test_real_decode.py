@@ -59,6 +59,24 @@ def test_every_mode_runs_on_shared_caches_and_the_matched_rows_read_specattns_fr
     assert (frame["cont_ppl"] > 1.0).all() and frame["cont_ppl"].map(math.isfinite).all()
 
 
+def test_policy_points_are_ratios_to_dense_speculative_decoding_at_each_point(tmp_path):
+    from specattn.results.plots import plot_policy_tradeoff, policy_points
+
+    rows = pd.DataFrame([
+        {"context": 32768, "batch": 16, "mode": "ar", "tokens_per_s": 2900.0, "tau": 1.0},
+        {"context": 32768, "batch": 16, "mode": "dense", "tokens_per_s": 2500.0, "tau": 4.0},
+        {"context": 32768, "batch": 16, "mode": "specattn p=0.95 draft=window", "tokens_per_s": 4500.0, "tau": 4.1},
+        {"context": 16384, "batch": 4, "mode": "dense", "tokens_per_s": 1700.0, "tau": 4.0},
+        {"context": 16384, "batch": 4, "mode": "specattn p=0.9", "tokens_per_s": 1785.0, "tau": 3.8}])
+    points = policy_points(rows).set_index(["context", "mode"])
+    assert len(points) == 4  # ar is not speculative: no point
+    assert points.loc[(32768, "dense"), "speedup"] == 1.0 and points.loc[(32768, "dense"), "tau_retention"] == 1.0
+    assert points.loc[(32768, "specattn p=0.95 draft=window"), "speedup"] == pytest.approx(1.8)
+    assert points.loc[(32768, "specattn p=0.95 draft=window"), "tau_retention"] == pytest.approx(1.025)
+    assert points.loc[(16384, "specattn p=0.9"), "speedup"] == pytest.approx(1.05)  # against its own point's dense
+    assert plot_policy_tradeoff(rows, tmp_path / "t.png").stat().st_size > 10_000
+
+
 def test_continuation_nll_is_the_dense_verifiers_own(pair, tiny_model_dir):
     """Against transformers' own forward of the verifier (SDPA, float32), loaded separately."""
     from transformers import AutoModelForCausalLM

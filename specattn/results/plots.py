@@ -11,6 +11,8 @@ them all; no analysis lives only in the notebook.
 * :func:`plot_kernel_scaling`: the kernel benchmarks of ``experiment=kernel_bench`` runs against length;
 * :func:`plot_layer_coverage`: per-layer coverage and KV reduction of an ``experiment=layer_coverage`` run;
 * :func:`plot_context_length`: KV reduction and perplexity increase against the context length;
+* :func:`policy_points` / :func:`plot_policy_tradeoff`: ``experiment=decode_real``'s modes as speedup over dense
+  speculative decoding against the share of its tau they keep, one panel per (context, batch);
 * ``experiment=retrieval`` runs: accuracy heatmaps over depth x length (:mod:`specattn.retrieval.report`).
 """
 
@@ -257,6 +259,47 @@ def plot_decode_throughput(results: pd.DataFrame, path: Path) -> Path:
             ax.grid(alpha=0.3, which="both")
             if not group.empty:
                 ax.legend(fontsize=6)
+    return _save(fig, path)
+
+
+def policy_points(rows: pd.DataFrame) -> pd.DataFrame:
+    """``experiment=decode_real`` rows -> per (context, batch) and speculative mode: ``speedup`` (tokens/s over
+    dense speculative decoding's) and ``tau_retention`` (tau over dense's), both measured in the same run."""
+    ok = rows[rows["error"].isna()] if "error" in rows else rows
+    out = []
+    for (context, batch), group in ok.groupby(["context", "batch"], sort=False):
+        dense = group[group["mode"] == "dense"]
+        if dense.empty:
+            continue
+        base = dense.iloc[0]
+        for _, r in group[group["mode"] != "ar"].iterrows():
+            out.append({"context": context, "batch": batch, "mode": r["mode"],
+                        "speedup": r["tokens_per_s"] / base["tokens_per_s"], "tau_retention": r["tau"] / base["tau"]})
+    return pd.DataFrame(out, columns=["context", "batch", "mode", "speedup", "tau_retention"])
+
+
+def plot_policy_tradeoff(rows: pd.DataFrame, path: Path, title: str = "") -> Path:
+    """:func:`policy_points` as a scatter, one labelled point per mode, a panel per (context, batch); dense
+    speculative decoding is the star at (100%, 1.0x)."""
+    points = policy_points(rows)
+    panels = list(dict.fromkeys(zip(points["context"], points["batch"])))
+    cols = min(2, max(1, len(panels)))
+    rows_ = max(1, math.ceil(len(panels) / cols))
+    fig, axes = plt.subplots(rows_, cols, figsize=(6.0 * cols, 4.6 * rows_), squeeze=False)
+    for ax, (context, batch) in zip(axes.flat, panels):
+        group = points[(points["context"] == context) & (points["batch"] == batch)]
+        for _, r in group.iterrows():
+            dense = r["mode"] == "dense"
+            ax.scatter(100 * r["tau_retention"], r["speedup"], marker="*" if dense else "o", s=90 if dense else 25,
+                       color="black" if dense else None)
+            ax.annotate(r["mode"].replace("specattn", "SpecAttn").replace(" match=SpecAttn p=0.95", " (matched)"),
+                        (100 * r["tau_retention"], r["speedup"]), fontsize=6, xytext=(3, 3), textcoords="offset points")
+        ax.axhline(1.0, color="grey", lw=0.6)
+        ax.set(xlabel="tau, % of dense speculative decoding's", ylabel="tokens/s over dense speculative decoding",
+               title=f"{context} tokens, batch {batch}")
+        ax.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title, fontsize=9)
     return _save(fig, path)
 
 
