@@ -30,9 +30,11 @@ from .conftest import run_cli
 
 CHUNK, GAMMA = 8, 4
 KEEP_EVERYTHING = {"first_dense": {"draft_p": 1.0}, "reuse": {"draft_p": 1.0, "draft_refresh": 3},
-                   "window": {"draft_window": 4096, "draft_sinks": 0}}
+                   "window": {"draft_window": 4096, "draft_sinks": 0},
+                   "first_window": {"draft_window": 4096, "draft_sinks": 0}}
 SPARSE = {"first_dense": {"draft_p": 0.6}, "reuse": {"draft_p": 0.6, "draft_refresh": 3},
-          "window": {"draft_window": 24, "draft_sinks": 4}}
+          "window": {"draft_window": 24, "draft_sinks": 4}, "first_window": {"draft_window": 24, "draft_sinks": 4}}
+POLICIES = ["first_dense", "reuse", "window", "first_window"]
 
 
 def settings(pair, gamma=GAMMA, new=24, mapping=None, **kwargs) -> Settings:
@@ -93,7 +95,7 @@ def dense_draft_runs(tiny_pair, self_pair):
     return runs
 
 
-@pytest.mark.parametrize("policy", ["first_dense", "reuse", "window"])
+@pytest.mark.parametrize("policy", POLICIES)
 def test_keep_everything_decodes_exactly_like_the_dense_draft(dense_draft_runs, policy):
     for pair, prefill, reference_method, reference in dense_draft_runs:
         method = Recorded(1.0)
@@ -106,7 +108,7 @@ def test_keep_everything_decodes_exactly_like_the_dense_draft(dense_draft_runs, 
     assert sum(t.kept for t in reference) > 10  # the self pair accepts: steps of several tokens were compared
 
 
-@pytest.mark.parametrize("policy", ["first_dense", "reuse", "window"])
+@pytest.mark.parametrize("policy", POLICIES)
 def test_a_sparse_draft_keeps_dense_verification_lossless_and_reads_less(self_pair, policy):
     batch = prompts(2, 90, seed=2)
     dense = decoder(self_pair, new=30)
@@ -151,7 +153,7 @@ def expected_reads(policy: str, seen: dict, layer: int, options: dict) -> dict[i
         if policy == "first_dense":  # the row at P's nucleus, and the chunk of the last accepted token P - 1
             reads[p] = nucleus_chunks(rows[p], options["draft_p"], p)
             reads[p][(p - 1) // CHUNK] = True
-        elif policy == "window":
+        elif policy in ("window", "first_window"):
             first = torch.arange(n) * CHUNK
             reads[p] = (first < options["draft_sinks"]) | (first + CHUNK > p - options["draft_window"])
         else:
@@ -164,7 +166,7 @@ def expected_reads(policy: str, seen: dict, layer: int, options: dict) -> dict[i
     return reads
 
 
-@pytest.mark.parametrize("policy", ["first_dense", "reuse", "window"])
+@pytest.mark.parametrize("policy", POLICIES)
 def test_each_draft_row_reads_exactly_what_its_policy_says(self_pair, policy):
     options = SPARSE[policy]
     method = Recorded(0.8)
@@ -179,7 +181,7 @@ def test_each_draft_row_reads_exactly_what_its_policy_says(self_pair, policy):
         for (p, seen_layer, row), probs in method.seen.items():
             if seen_layer != layer:
                 continue
-            chunks = None if reads is None or (policy == "first_dense" and row == p) else reads[p]
+            chunks = None if reads is None or (policy in ("first_dense", "first_window") and row == p) else reads[p]
             width = probs.shape[-1]
             visible = (torch.arange(width) <= row)[None] if chunks is None else draft_visible_keys(
                 torch.tensor([row]), p, chunks, CHUNK, width)
@@ -231,6 +233,21 @@ def test_window_reads_and_accounting_by_hand():
     assert (counts.reads, counts.dense_reads) == (dense + 2 * sparse, 3 * dense)
     assert (counts.sparse_layer_reads, counts.sparse_layer_dense_reads) == (2 * sparse, 2 * dense)
     assert (counts.sparse_forward_reads, counts.sparse_forward_prefix) == (3 * 2 * 10 * 2, 3 * 2 * 14 * 2)
+    assert counts.kept == pytest.approx(10 / 14)
+
+
+def test_first_window_reads_densely_first_then_the_window_and_counts_so():
+    s = Settings(3, 4, 1, "mean", (0,), draft_reads="first_window", draft_sinks=2, draft_window=5)
+    counts = DraftKVReads()
+    policy = DraftReadPolicy(s, n_draft_layers=3, draft_kv_heads=2)
+    plans = walk(policy, 14, counts=counts)
+    assert policy.row_sinks(0) == {} and plans[0] is None  # no selection of its own: forward 0 is dense
+    # forwards 1, 2: the window of test_window_reads_and_accounting_by_hand (chunks 0, 2, 3: 10 prefix keys)
+    assert all(plan.keys() == {1, 2} and plan[1].tolist() == [True, False, True, True] for plan in plans[1:])
+    dense = (15 + 16 + 17) * 2
+    sparse = (15 + 12 + 13) * 2  # forward 0 reads its 15 keys, forwards 1, 2: 10 prefix keys + own keys
+    assert (counts.reads, counts.dense_reads) == (dense + 2 * sparse, 3 * dense)
+    assert (counts.sparse_forward_reads, counts.sparse_forward_prefix) == (2 * 2 * 10 * 2, 2 * 2 * 14 * 2)
     assert counts.kept == pytest.approx(10 / 14)
 
 
@@ -302,6 +319,10 @@ def test_step_bytes_of_each_draft_policy_by_hand():
     assert window["draft_kv"] == (dense_keys + 2 * (37 + 38 + 39) + 9) * layer_kv
     assert window["draft_rows_k"] == 2 * (36 + 3) * k and "draft_select" not in window
     assert window["total"] == sum(x for key, x in window.items() if key != "total")
+    first_window = roofline.step_bytes(v, d, **common, draft_reads="first_window", draft_sinks=4, draft_window=20,
+                                       kept=0.25, needed_layers=2)
+    assert first_window["draft_kv"] == (dense_keys + 2 * (101 + 38 + 39) + 9) * layer_kv
+    assert first_window["draft_rows_k"] == 2 * 103 * k and "draft_select" not in first_window  # row at P: dense
     assert roofline.window_keys(100, 4, 200, 16) == 100 and roofline.window_keys(100, 0, 20, 16) == 20
     with pytest.raises(ValueError, match="draft_kept"):
         roofline.step_bytes(v, d, **common, draft_reads="reuse")

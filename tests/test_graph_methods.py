@@ -61,7 +61,7 @@ def test_prefix_and_window_chunk_helpers():
     assert got.tolist() == [[True, True, True, False], [False] * 4, [False, True, False, False]]
 
 
-@pytest.mark.parametrize("reads", ["first_dense", "reuse", "window"])
+@pytest.mark.parametrize("reads", ["first_dense", "reuse", "window", "first_window"])
 def test_draft_read_policies_that_keep_everything_decode_like_dense(pair, reads):
     batch = prompts(2, 100, 5)
     dense, _ = graph_run(pair, batch, GraphSettings(GAMMA, CHUNK, 2, "mean", mapping(pair)))
@@ -72,7 +72,7 @@ def test_draft_read_policies_that_keep_everything_decode_like_dense(pair, reads)
         assert dec.kept_fractions()[1] == pytest.approx(1.0), (reads, verify)  # the draft read everything
 
 
-@pytest.mark.parametrize("reads", ["first_dense", "reuse", "window"])
+@pytest.mark.parametrize("reads", ["first_dense", "reuse", "window", "first_window"])
 def test_sparse_draft_reads_skip_reads_and_still_decode(pair, reads):
     batch = prompts(2, 160, 6)
     settings = GraphSettings(GAMMA, CHUNK, 2, "mean", mapping(pair), 0.6, draft_reads=reads, draft_refresh=4,
@@ -174,7 +174,7 @@ def test_cuda_streaming_and_quest_in_float32_equal_the_cpu_engine(pair, tiny_mod
         assert got == cpu_traces(pair, batch, method), verify
 
 
-@pytest.mark.parametrize("reads", ["first_dense", "reuse", "window"])
+@pytest.mark.parametrize("reads", ["first_dense", "reuse", "window", "first_window"])
 @pytest.mark.parametrize("p", [None, 0.6])
 def test_draft_read_policies_equal_the_cpu_engine(pair, reads, p):
     """Token for token, steps and accepted counts: the graph decoder's draft policies (device-side lists,

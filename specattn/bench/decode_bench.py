@@ -32,6 +32,7 @@ import torch
 
 from ..core.errors import SpecAttnError
 from ..decode import roofline
+from ..decode.draft_reads import WINDOWED
 from ..decode.graph_engine import GraphDecoder, GraphSettings, forced_schedule
 from ..decode.kv_cache import SequenceKVCache
 
@@ -181,7 +182,7 @@ def modes(cfg: DecodeBenchConfig, layer_map: tuple[int, ...]) -> list[tuple[str,
     out += [("specattn", k, GraphSettings(cfg.gamma, p=cfg.p, forced_density=k, **common)) for k in cfg.kept]
     policy = dict(draft_refresh=cfg.draft_refresh, draft_window=cfg.draft_window, draft_sinks=cfg.draft_sinks)
     out += [("specattn", k, GraphSettings(cfg.gamma, p=cfg.p, forced_density=k, draft_reads=reads,
-                                          forced_draft_density=None if reads == "window" else k, **policy, **common))
+                                          forced_draft_density=None if reads in WINDOWED else k, **policy, **common))
             for reads in cfg.draft_reads for k in cfg.kept]
     return out
 

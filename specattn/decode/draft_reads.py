@@ -24,11 +24,16 @@ the chunks of its read set ``R_i``, restricted to keys ``< P``, plus the step's 
   draft computed them under its reads, rejected ones included) of their nucleus chunks, restricted to
   the prefix chunks ``[0, P)``; ``S_i^prev``, ``P_prev`` are those of the previous step;
 * ``window`` (MagicDec's StreamingLLM draft): every forward reads the chunks holding keys
-  ``[0, draft_sinks)`` and ``[max(0, P - draft_window), P)``.
+  ``[0, draft_sinks)`` and ``[max(0, P - draft_window), P)``;
+* ``first_window``: forward 0 reads densely, so its row at ``P`` sees the whole prefix; forwards
+  ``1 .. gamma - 1`` read ``window``'s chunks. The draft's cost is nearly ``window``'s, while the verifier's
+  selection keeps one fully informed draft row per step (``window`` collapses it to the window).
 
 The verifier's selection (SpecAttn and every draft-row method) is unchanged: each row's nucleus in the
 mapped draft layer, from the draft rows as the draft computed them (probabilities are zero on keys the
-row did not read), OR-ed over the step's rows.
+row did not read), OR-ed over the step's rows. So under ``first_dense`` and ``first_window`` the row at ``P``
+brings a nucleus over the whole prefix and the others add chunks of their read sets only; under ``window``
+every row's nucleus lies in the window; under ``reuse`` the rows see the previous step's selection.
 
 Accounting (:class:`DraftKVReads`, the draft's counterpart of :class:`~specattn.core.kv_reads.KVReads`):
 per draft forward, draft layer and draft KV head, a forward's reads are those of its last query row
@@ -51,7 +56,9 @@ from ..core.layout import StepLayout
 from ..core.settings import Settings
 from ..methods.nucleus import nucleus_chunk_mask
 
-DRAFT_READS = ("dense", "first_dense", "reuse", "window")
+DRAFT_READS = ("dense", "first_dense", "reuse", "window", "first_window")
+DENSE_FIRST = ("first_dense", "first_window")  # forward 0 reads densely
+WINDOWED = ("window", "first_window")  # the read sets are the sinks and the recent window
 SELECTION_HEADS = ("mean", "max")  # head aggregations of the draft's own selection
 
 
@@ -149,7 +156,7 @@ class DraftReadPolicy:
         self.observed: dict[int, torch.Tensor] = {}  # layer -> nucleus chunks of the step's draft rows so far
         self.read_log: list[dict[int, torch.Tensor] | None] = []  # each forward's reads, for the accounting
         self.common = None  # the reads every forward of the step shares (None: dense)
-        if s.draft_reads == "window":
+        if s.draft_reads in WINDOWED:
             chunks = window_chunks(self.prefix, s.draft_sinks, s.draft_window, self.size)
             self.common = {layer: chunks for layer in self.layers}
         elif s.draft_reads == "reuse" and not self.refresh:
@@ -161,6 +168,8 @@ class DraftReadPolicy:
         if self.settings.draft_reads == "first_dense" and forward > 0:
             recent = chunks_holding(self.prefix - 1, self.prefix, self.n_chunks, self.size)
             plan = {layer: self.observed[layer] | recent for layer in self.layers}
+        elif self.settings.draft_reads == "first_window" and forward == 0:
+            plan = None
         else:
             plan = self.common
         self.read_log.append(plan)

@@ -36,7 +36,8 @@ step's own earlier tokens):
 * ``reuse``: every ``draft_refresh``-th step (per sequence, from the first) reads everything; the others
   read ``R_i`` = the previous step's selection of layer ``i`` united with the chunks holding the tokens
   accepted since; each step's selection of layer ``i`` is the union of the nuclei of its ``gamma`` rows;
-* ``window``: ``R_i`` = the chunks holding keys ``[0, draft_sinks)`` and ``[P - draft_window, P)``.
+* ``window``: ``R_i`` = the chunks holding keys ``[0, draft_sinks)`` and ``[P - draft_window, P)``;
+* ``first_window``: forward 0 reads everything, the others ``window``'s ``R_i``.
 
 The verifier's SpecAttn selection is always the union over the step's ``gamma`` draft rows of their
 nuclei, from the rows as the draft computed them: a row's probabilities are zero on the keys its forward
@@ -65,10 +66,10 @@ from ..hooks.forward import cache_kwargs
 from ..hooks.graph_attention import GRAPH_ATTENTION, ForwardPlan, RowTap, use_kernels
 from ..methods.budget import top_chunks
 from ..methods.quest import QUEST_MIN_PAGES
+from .draft_reads import DENSE_FIRST, DRAFT_READS, WINDOWED
 from .kv_cache import SequenceKVCache
 
 VERIFY_MODES = ("dense", "specattn", "streaming", "quest")
-DRAFT_READS = ("dense", "first_dense", "reuse", "window")
 
 
 @dataclass(frozen=True)
@@ -302,7 +303,7 @@ class GraphDecoder:
         self.d_lists: list[dict[int, ChunkLists]] = [{} for _ in range(s.gamma)]
         if not self.policy_layers:
             return
-        per_layer = s.draft_reads != "window"
+        per_layer = s.draft_reads not in WINDOWED
         shape = (len(self.slots), self.batch) if per_layer else (1, self.batch)
         self.base_mask = torch.zeros((*shape, 1, self.n_cols), dtype=torch.bool, device=self.device)
         if s.forced_draft_density is not None:  # the control's read sets, drawn by reset_to
@@ -311,7 +312,7 @@ class GraphDecoder:
                                          device=self.device)
         self.read_lists = [self._lists(*shape) for _ in range(s.gamma)]
         for f in range(s.gamma):
-            if s.draft_reads == "first_dense" and f == 0:
+            if s.draft_reads in DENSE_FIRST and f == 0:
                 continue
             lists = self.read_lists[f]
             for layer in self.policy_layers:
@@ -402,7 +403,7 @@ class GraphDecoder:
         """This step's base read sets ``R_i`` (``base_mask``) of the policy layers."""
         s, c = self.settings, self.settings.chunk_size
         prefix = prefix_chunk_keys(self.last, self.n_cols, c) > 0  # (B, NC)
-        if s.draft_reads == "window":
+        if s.draft_reads in WINDOWED:
             start = (self.last - s.draft_window).clamp(min=0)
             sinks = torch.full_like(self.last, s.draft_sinks)
             zero = torch.zeros_like(self.last)
@@ -454,7 +455,7 @@ class GraphDecoder:
         width = self.rows.shape[-1]
         key = torch.arange(width, device=self.device)
         for f in range(s.gamma):
-            if s.draft_reads == "first_dense" and f == 0:
+            if s.draft_reads in DENSE_FIRST and f == 0:
                 continue
             own = chunks_holding(self.last, self.last + f, self.n_cols, c)  # (B, NC)
             read = (self.base_mask[:, :, 0] | own[None])  # (S or 1, B, NC)
@@ -476,7 +477,7 @@ class GraphDecoder:
             if self.d_lists[i]:
                 self._draft_lists(i)
             elif self.policy_layers:
-                self._count_draft_reads(i, None)  # first_dense: forward 0 reads everything
+                self._count_draft_reads(i, None)  # first_dense, first_window: forward 0 reads everything
             n_new = tokens.shape[1]
             self.d_len.copy_(cache.lengths + n_new)
             plan = ForwardPlan("decode", self.d_len, s.chunk_size, self.d_lists[i], self.taps[i], self.d_workspace)

@@ -21,9 +21,11 @@ over the device's bandwidth. For one verification step of B sequences whose pref
     + i + 1`` in every forward (``draft_kept`` as measured: the previous selection together with the
     chunks of the tokens accepted since), amortised over the period;
   - ``window``: every forward reads ``window_keys(P, draft_sinks, draft_window) + i + 1``;
+  - ``first_window``: forward 0 reads ``P + 1``, forward ``i >= 1`` as under ``window``;
 * **selection** (SpecAttn): the draft rows' recomputation reads the keys (K only) that the step's draft
-  rows read in each needed draft layer once (``[0, P + gamma)`` when a row reads densely; ``window`` and
-  ``reuse``'s sparse steps read only their keys, counted as in policy layers); the rows (float32,
+  rows read in each needed draft layer once (``[0, P + gamma)`` when a row reads densely, as the row at
+  ``P`` does under ``first_window``; ``window`` and ``reuse``'s sparse steps read only their keys, counted as in
+  policy layers); the rows (float32,
   ``S x B x gamma x W``) are written once and read twice by the nucleus kernel; its chunk maxima (int32,
   one per chunk and row) are written and read once;
 * **draft selection** (``first_dense``, ``reuse``): the same for the draft's own selection, over every
@@ -40,6 +42,8 @@ tau = mean tokens a step adds) or ``B`` (autoregressive). The roofline throughpu
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from .draft_reads import DENSE_FIRST, DRAFT_READS, WINDOWED
 
 ROW_BYTES = 4  # the draft rows are float32
 KEY_BYTES = 4  # chunk maxima are int32 keys
@@ -120,8 +124,8 @@ def step_bytes(verifier: ModelShape, draft: ModelShape | None, batch: int, prefi
     forward, e.g. the decode experiments' measured ``draft_kept``), ``draft_refresh`` (``reuse``) and
     ``draft_window``, ``draft_sinks`` (``window``). Amortised values (``reuse``) are rounded to bytes.
     """
-    if draft_reads not in ("dense", "first_dense", "reuse", "window"):
-        raise ValueError(f"draft_reads={draft_reads!r}: use dense, first_dense, reuse or window")
+    if draft_reads not in DRAFT_READS:
+        raise ValueError(f"draft_reads={draft_reads!r}: use one of {', '.join(DRAFT_READS)}")
     if draft_reads in ("first_dense", "reuse") and draft_kept is None:
         raise ValueError(f"draft_reads={draft_reads} needs draft_kept (the draft's kept fraction)")
     t = gamma + 1
@@ -137,10 +141,10 @@ def step_bytes(verifier: ModelShape, draft: ModelShape | None, batch: int, prefi
         if draft is None:
             raise ValueError("speculative modes need the draft's shape")
         dense_keys = _draft_layer_keys(prefix, gamma, False, prefix)
-        sparse_prefix = (window_keys(prefix, draft_sinks, draft_window, chunk_size) if draft_reads == "window"
+        sparse_prefix = (window_keys(prefix, draft_sinks, draft_window, chunk_size) if draft_reads in WINDOWED
                          else prefix if draft_reads == "dense" else kept_keys(prefix, draft_kept, chunk_size))
-        policy_keys = _draft_layer_keys(prefix, gamma, draft_reads == "first_dense", sparse_prefix)
-        row_keys = prefix + gamma if draft_reads in ("dense", "first_dense") else sparse_prefix + gamma
+        policy_keys = _draft_layer_keys(prefix, gamma, draft_reads in DENSE_FIRST, sparse_prefix)
+        row_keys = prefix + gamma if draft_reads in ("dense", *DENSE_FIRST) else sparse_prefix + gamma
         if draft_reads == "reuse":  # a dense step every draft_refresh steps
             policy_keys = (dense_keys + (draft_refresh - 1) * policy_keys) / draft_refresh
             row_keys = (prefix + gamma + (draft_refresh - 1) * row_keys) / draft_refresh

@@ -27,7 +27,7 @@ from ..core.checks import fractions, nonnegative_int, positive_int
 from ..core.errors import SpecAttnError
 from ..data.windows import token_windows
 from ..results.plots import plot_policy_tradeoff
-from ..decode.graph_engine import DRAFT_READS
+from ..decode.draft_reads import DRAFT_READS
 from ..runs.context import ExperimentResult, RunContext
 from ..runs.outputs import SampleParts
 from .evaluation import layer_mapping, load_pair_for
