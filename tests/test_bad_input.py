@@ -80,7 +80,7 @@ CASES = [  # (arguments, what the line must say)
     (["model.draft.layers=[2,1]"], "model.draft.layers=[2, 1] must be"),
     (["model.draft.layers=[0,1.5]"], "model.draft.layers=[0, 1.5] must be"),
     (["dense_layers=7"], "dense_layers=7 exceeds the verifier's 6 layers"),
-    (["experiment.impl=fast"], "experiment.impl='fast' is unknown: allowed are parallel, sequential"),
+    (["experiment.impl=fast"], "experiment.impl='fast' is unknown: allowed are parallel, parallel_mask, sequential"),
     (["align.metric=l2"], "align.metric='l2' is unknown: allowed are kl, js, topp_recall, cosine"),
     (["align.num_tokens=0"], "align.num_tokens=0 must be a positive integer"),
     (["seed=abc"], "seed='abc' must be an integer >= 0"),
