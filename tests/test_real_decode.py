@@ -12,9 +12,20 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from specattn.bench.real_decode import RealBenchConfig, agreement, continuation_nll, lossless, run_point
+from specattn.bench.real_decode import (
+    PointRunner,
+    RealBenchConfig,
+    agreement,
+    cached_continuation_nll,
+    continuation_nll,
+    lossless,
+    resume,
+    run_point,
+)
+from specattn.decode.graph_engine import GraphSettings
 from specattn.models.pair import load_pair
 
+from .availability import needs_gpu
 from .conftest import CONF
 from .test_graph_engine import load, mapping, prompts
 
@@ -88,6 +99,44 @@ def test_continuation_nll_is_the_dense_verifiers_own(pair, tiny_model_dir):
         logits = reference(torch.cat([prompt, torch.tensor(tokens)])[None]).logits[0, 49:58].float()
     expected = float(torch.nn.functional.cross_entropy(logits, torch.tensor(tokens), reduction="sum"))
     assert continuation_nll(pair, prompt, tokens) == pytest.approx(expected, rel=1e-5)
+
+
+def cached_against_full_prefill(pair, length: int, new: int, rows: int):
+    """The cached scorer over a runner's shared caches after a mode decoded, against one full prefill per
+    sequence; and the prompt's keys are left as the prefill wrote them (the next mode reads them)."""
+    cfg = config(pair, new_tokens=new)
+    batch = prompts(3, length, 17)
+    runner = PointRunner(pair, cfg, length, 3, 1e11, lambda msg: None)
+    runner.prefill(batch)
+    keys = runner.caches[0].keys[0][:, :, :length - 1].clone()
+    settings = GraphSettings(cfg.gamma, cfg.chunk_size, cfg.dense_layers, "mean", cfg.layer_map, 0.6)
+    out = runner.run_mode("specattn p=0.6", settings, batch)
+    reference = [continuation_nll(pair, prompt, t) for prompt, t in zip(batch, out["tokens_out"])]
+    resume(runner.decoders["specattn p=0.6"], batch)
+    again = cached_continuation_nll(pair, runner.caches[0], batch, out["tokens_out"], rows, cfg.chunk_size)
+    assert torch.equal(runner.caches[0].keys[0][:, :, :length - 1], keys)
+    assert runner.caches[0].lengths.tolist() == [length - 1] * 3
+    return out["cont_nll"], again, reference
+
+
+@pytest.mark.parametrize("new,rows", [(16, 5), (13, 5), (7, 1), (9, 16)])
+def test_cached_continuation_nll_equals_a_full_prefill_per_sequence(pair, new, rows):
+    """Pieces of ``rows`` tokens over the shared cache (a last piece shorter than the others: 13 = 2 x 5 + 3;
+    one token per forward; more rows than tokens) give each sequence's full-prefill NLL."""
+    during, again, reference = cached_against_full_prefill(pair, 120, new, rows)
+    assert again == pytest.approx(reference, rel=1e-5)
+    if rows == 5:  # what run_mode itself reported (gamma + 1 = 5 rows)
+        assert during == pytest.approx(reference, rel=1e-5)
+
+
+@needs_gpu
+def test_cuda_cached_continuation_nll_equals_a_full_prefill_in_bfloat16(tiny_model_dir):
+    """The decoder's dense kernel with gamma + 1 rows per forward against the SDPA prefill: bfloat16 rounding
+    only (a mean NLL per token within 2%)."""
+    cuda_pair = load(tiny_model_dir, "cuda", torch.bfloat16)
+    during, again, reference = cached_against_full_prefill(cuda_pair, 300, 40, 5)
+    for got in (during, again):
+        assert got == pytest.approx(reference, rel=0.02)
 
 
 def test_tau_and_acceptance_count_the_tokens_kept_when_the_last_step_overshoots(tiny_model_dir):

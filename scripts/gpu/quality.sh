@@ -27,6 +27,18 @@ for part in "$@"; do echo "== $part $(date +%T)"; case $part in
   long)      # 32K, 32 package windows: SpecAttn at six p, the baselines matched at 0.9 and 0.95 (the 32K target)
     spec $L $T dataset=python_packages dataset.context_len=32768 dataset.num_samples=32 "$P6" \
       "experiment.rows=[dense,{method:specattn,p:\${experiment.p_values}},$MATCHED]" ;;
+  long_target) # 32K, 32 package windows, the rows of the 32K target and the matched baselines at p=0.9 (fourth session)
+    spec $L $T dataset=python_packages dataset.context_len=32768 dataset.num_samples=32 \
+      "experiment.rows=[dense,{method:specattn,p:[0.9,0.95]},{method:streaming,match:'specattn p=0.9'},{method:quest,match:'specattn p=0.9'}]" ;;
+  medium_sweep) # 8K, 32 package windows: SpecAttn at six p and the baselines matched, no oracle (fourth session)
+    spec $L $T dataset=python_packages dataset.context_len=8192 dataset.num_samples=32 "$P6" \
+      "experiment.rows=[dense,{method:specattn,p:\${experiment.p_values}},$MATCHED]" ;;
+  prose_8k)  # gutenberg at 8K, 32 samples, SpecAttn at six p and the baselines matched (fourth session)
+    spec $L $T dataset=gutenberg dataset.context_len=8192 dataset.num_samples=32 "$P6" \
+      "experiment.rows=[dense,{method:specattn,p:\${experiment.p_values}},$MATCHED]" ;;
+  prose_32k) # gutenberg at 32K, 32 samples, the 32K target's rows (fourth session)
+    spec $L $T dataset=gutenberg dataset.context_len=32768 dataset.num_samples=32 \
+      "experiment.rows=[dense,{method:specattn,p:[0.9,0.95]},{method:streaming,match:'specattn p=0.9'},{method:quest,match:'specattn p=0.9'}]" ;;
   decode)    # decoding quality against context length: 8K then 32K prompts of package text, 256 new tokens
     for len in 8192 32000; do spec $((L / 2)) $M experiment=decode_table dataset=python_packages dataset.num_samples=8 \
       decode.prompt_len=$len decode.max_new_tokens=256; done ;;
