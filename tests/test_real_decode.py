@@ -88,6 +88,41 @@ def test_policy_points_are_ratios_to_dense_speculative_decoding_at_each_point(tm
     assert plot_policy_tradeoff(rows, tmp_path / "t.png").stat().st_size > 10_000
 
 
+def test_decode_runs_pool_into_one_table_and_the_by_context_figure(tmp_path, capsys):
+    """Two runs (32K in one, 2K and 8K in the other; 8K batch 16 in both: the later run's row wins), the
+    continuation perplexity change over dense SD's, the figure at the batch measured at the most contexts,
+    and the CLI's one-line refusal of a folder that is not a decode_real run."""
+    from specattn.results.collect import main
+    from specattn.results.plots import policy_points, pool_decode_runs
+
+    def point(context, batch, speedup, tau, ppl):
+        return [{"context": context, "batch": batch, "mode": "ar", "tokens_per_s": 900.0, "tau": 1.0, "cont_ppl": 1.2},
+                {"context": context, "batch": batch, "mode": "dense", "tokens_per_s": 1000.0, "tau": 4.0,
+                 "cont_ppl": 1.2},
+                {"context": context, "batch": batch, "mode": "specattn p=0.9", "tokens_per_s": 1000.0 * speedup,
+                 "tau": tau, "cont_ppl": ppl}]
+    first = pd.DataFrame(point(32768, 16, 1.1, 3.9, 1.23) + point(8192, 16, 0.5, 2.0, 2.4))
+    second = pd.DataFrame(point(2048, 16, 0.95, 4.1, 1.2) + point(8192, 16, 0.9, 3.8, 1.26) + point(8192, 4, 1.0, 4, 1.2))
+    rows = pool_decode_runs([first, second])
+    assert len(rows) == 12
+    points = policy_points(rows).set_index(["context", "batch", "mode"])
+    at8k = points.loc[(8192, 16, "specattn p=0.9")]
+    assert at8k["speedup"] == pytest.approx(0.9) and at8k["tau_retention"] == pytest.approx(0.95)
+    assert at8k["cont_ppl_change"] == pytest.approx(0.05)
+    runs = []
+    for i, frame in enumerate((first, second)):
+        runs.append(tmp_path / f"run{i}")
+        runs[-1].mkdir()
+        frame.to_csv(runs[-1] / "modes.csv", index=False)
+    assert main(["decoding", *map(str, runs), "-o", str(tmp_path / "fig")]) == 0
+    out = capsys.readouterr().out
+    assert "0.900" in out and "0.500" not in out  # the later run's 8K batch-16 row
+    for name in ("policy_tradeoff.png", "decoding_by_context.png"):
+        assert (tmp_path / "fig" / name).stat().st_size > 10_000
+    assert main(["decoding", str(tmp_path), "-o", str(tmp_path / "fig")]) != 0
+    assert "no modes.csv in" in capsys.readouterr().err
+
+
 def test_continuation_nll_is_the_dense_verifiers_own(pair, tiny_model_dir):
     """Against transformers' own forward of the verifier (SDPA, float32), loaded separately."""
     from transformers import AutoModelForCausalLM

@@ -26,7 +26,7 @@ from ..bench.timing import (
 from ..core.checks import fractions, nonnegative_int, positive_int
 from ..core.errors import SpecAttnError
 from ..data.windows import token_windows
-from ..results.plots import plot_policy_tradeoff
+from ..results.plots import plot_decoding_by_context, plot_policy_tradeoff
 from ..decode.draft_reads import DRAFT_READS
 from ..runs.context import ExperimentResult, RunContext
 from ..runs.outputs import SampleParts
@@ -176,6 +176,10 @@ def run(ctx: RunContext) -> ExperimentResult:
     agree.to_csv(ctx.run_dir / "agreement.csv", index=False)
     results = pd.DataFrame(rows).drop(columns="tokens", errors="ignore")
     (ctx.run_dir / "summary.md").write_text(render(results, agree, loss, hw, copy_bw, read_bw) + "\n")
-    tradeoff = plot_policy_tradeoff(results, ctx.run_dir / "policy_tradeoff.png", f"{cfg.model.name}, real weights")
-    return ExperimentResult(results, artifacts={"summary": ctx.run_dir / "summary.md", "policy_tradeoff": tradeoff},
+    title = f"{cfg.model.name}, real weights"
+    artifacts = {"summary": ctx.run_dir / "summary.md",
+                 "policy_tradeoff": plot_policy_tradeoff(results, ctx.run_dir / "policy_tradeoff.png", title)}
+    if results["context"].nunique() > 1:
+        artifacts["decoding_by_context"] = plot_decoding_by_context(results, ctx.run_dir / "decoding_by_context.png", title)
+    return ExperimentResult(results, artifacts=artifacts,
                             metrics={"copy_bandwidth_TBps": copy_bw / 1e12, "read_bandwidth_TBps": read_bw / 1e12})

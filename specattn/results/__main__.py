@@ -1,4 +1,4 @@
-"""``python -m specattn.results collect|plots|notebook|intervals``: see :mod:`specattn.results.collect`."""
+"""``python -m specattn.results collect|plots|notebook|intervals|decoding``: see :mod:`specattn.results.collect`."""
 
 import sys
 

@@ -5,6 +5,7 @@
     python -m specattn.results collect outputs/paper_table/run-a outputs/paper_table/run-b -o chosen.parquet
     python -m specattn.results plots outputs/collected.parquet   # -> outputs/figures/*.png (specattn.results.plots)
     python -m specattn.results notebook                          # notebooks/analysis.ipynb -> outputs/analysis.ipynb
+    python -m specattn.results decoding RUN... -o figures/        # decode_real runs pooled: speedup, tau, cont ppl
 
 A run folder is one holding ``config.yaml`` and ``results.parquet`` (runs without results are
 unfinished and left out; Hydra's ``.hydra/`` and W&B's ``wandb/`` folders are not runs). The table has every row of every run's ``results.parquet`` (one per
@@ -95,6 +96,11 @@ def main(argv: list[str] | None = None) -> int:
     spread.add_argument("runs", type=Path, nargs="+", help="paper_table/ppl run folders (a cut run: its parts)")
     spread.add_argument("--pareto", type=Path, metavar="FOLDER",
                         help="also draw each run's Pareto figure (with the paper's points) into FOLDER")
+    decoding = commands.add_parser("decoding", help="pool experiment=decode_real runs: per-point table and figures")
+    decoding.add_argument("runs", type=Path, nargs="+", help="decode_real run folders (a point in two: the later one)")
+    decoding.add_argument("-o", "--out", type=Path, required=True, metavar="FOLDER",
+                          help="where policy_tradeoff.png and decoding_by_context.png go")
+    decoding.add_argument("--title", default="", help="the figures' title")
     args = parser.parse_args(argv)
     try:
         if args.command == "collect":
@@ -118,6 +124,17 @@ def main(argv: list[str] | None = None) -> int:
                 print(markdown_table(table, floatfmt=".3f"))
                 if args.pareto is not None:
                     print(f"figure: {plot_run(run, samples, table, args.pareto)}")
+        elif args.command == "decoding":
+            from ..bench.decode_tables import markdown_table
+            from .plots import plot_decoding_by_context, plot_policy_tradeoff, policy_points, pool_decode_runs
+
+            missing = [str(run) for run in args.runs if not (run / "modes.csv").is_file()]
+            if missing:
+                raise SpecAttnError(f"no modes.csv in {', '.join(missing)}: name experiment=decode_real run folders")
+            rows = pool_decode_runs([pd.read_csv(run / "modes.csv") for run in args.runs])
+            print(markdown_table(policy_points(rows), floatfmt=".3f"))
+            print(f"figure: {plot_policy_tradeoff(rows, args.out / 'policy_tradeoff.png', args.title)}")
+            print(f"figure: {plot_decoding_by_context(rows, args.out / 'decoding_by_context.png', args.title)}")
         elif args.command == "notebook":
             from .notebook import NOTEBOOK, execute, shown
 

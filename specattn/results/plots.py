@@ -32,6 +32,7 @@ import pandas as pd  # noqa: E402
 from ..align.plots import plot_alignment  # noqa: E402
 from ..eval.ppl_metrics import summarise  # noqa: E402
 from ..retrieval.report import plot_heatmaps, plot_overview  # noqa: E402
+from ..core.errors import SpecAttnError  # noqa: E402
 
 #: the paper's row order (methods not listed follow, in first-seen order)
 METHOD_ORDER = ("dense", "streaming", "quest", "random", "draft_topk", "specattn", "oracle_topp")
@@ -273,9 +274,48 @@ def policy_points(rows: pd.DataFrame) -> pd.DataFrame:
             continue
         base = dense.iloc[0]
         for _, r in group[group["mode"] != "ar"].iterrows():
+            change = (r["cont_ppl"] / base["cont_ppl"] - 1) if "cont_ppl" in r else math.nan
             out.append({"context": context, "batch": batch, "mode": r["mode"],
-                        "speedup": r["tokens_per_s"] / base["tokens_per_s"], "tau_retention": r["tau"] / base["tau"]})
-    return pd.DataFrame(out, columns=["context", "batch", "mode", "speedup", "tau_retention"])
+                        "speedup": r["tokens_per_s"] / base["tokens_per_s"], "tau_retention": r["tau"] / base["tau"],
+                        "cont_ppl_change": change})
+    return pd.DataFrame(out, columns=["context", "batch", "mode", "speedup", "tau_retention", "cont_ppl_change"])
+
+
+def pool_decode_runs(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """``modes.csv`` rows of several ``experiment=decode_real`` runs as one table: a (context, batch, mode)
+    measured by more than one run keeps the later run's row (the list's order)."""
+    rows = pd.concat(frames, ignore_index=True)
+    return rows.drop_duplicates(["context", "batch", "mode"], keep="last").reset_index(drop=True)
+
+
+def plot_decoding_by_context(rows: pd.DataFrame, path: Path, title: str = "", batch: int | None = None) -> Path:
+    """Issue 22's decoding-quality figure from :func:`policy_points` at one batch (default: the batch measured
+    at the most contexts): per speculative mode against the context length, tau as a share of dense
+    speculative decoding's (left) and the dense verifier's continuation perplexity over dense speculative
+    decoding's output's (right, where measured)."""
+    points = policy_points(rows)
+    if points.empty:
+        raise SpecAttnError("no (context, batch) point has dense speculative decoding: nothing to draw against")
+    if batch is None:
+        batch = int(points.groupby("batch")["context"].nunique().idxmax())
+    points = points[(points["batch"] == batch) & (points["mode"] != "dense")].sort_values("context")
+    fig, axes = plt.subplots(1, 2, figsize=(12.0, 4.6))
+    for mode, group in points.groupby("mode", sort=False):
+        label = mode.replace("specattn", "SpecAttn").replace(" match=SpecAttn p=0.95", " (matched)")
+        axes[0].plot(group["context"], 100 * group["tau_retention"], marker="o", lw=1, label=label)
+        axes[1].plot(group["context"], 100 * group["cont_ppl_change"], marker="o", lw=1, label=label)
+    axes[0].axhline(100.0, color="grey", lw=0.6)
+    axes[1].axhline(0.0, color="grey", lw=0.6)
+    axes[0].set(ylabel="tau, % of dense speculative decoding's")
+    axes[1].set(ylabel="continuation ppl (dense verifier), % over dense SD's output")
+    for ax in axes:
+        ax.set_xscale("log", base=2)
+        ax.set(xlabel="context (tokens)", title=f"batch {batch}")
+        ax.grid(alpha=0.3)
+    axes[1].legend(fontsize=6, loc="upper left")
+    if title:
+        fig.suptitle(title, fontsize=9)
+    return _save(fig, path)
 
 
 def plot_policy_tradeoff(rows: pd.DataFrame, path: Path, title: str = "") -> Path:
@@ -298,6 +338,8 @@ def plot_policy_tradeoff(rows: pd.DataFrame, path: Path, title: str = "") -> Pat
         ax.set(xlabel="tau, % of dense speculative decoding's", ylabel="tokens/s over dense speculative decoding",
                title=f"{context} tokens, batch {batch}")
         ax.grid(alpha=0.3)
+    for ax in axes.flat[len(panels):]:
+        ax.axis("off")
     if title:
         fig.suptitle(title, fontsize=9)
     return _save(fig, path)
