@@ -19,11 +19,14 @@ from specattn.bench.real_decode import (
     cached_continuation_nll,
     continuation_nll,
     lossless,
+    per_prompt,
     resume,
     run_point,
 )
+from specattn.core.errors import SpecAttnError
 from specattn.decode.graph_engine import GraphSettings
 from specattn.models.pair import load_pair
+from specattn.results.decoding_intervals import prompt_intervals
 
 from .availability import needs_gpu
 from .conftest import CONF
@@ -68,6 +71,21 @@ def test_every_mode_runs_on_shared_caches_and_the_matched_rows_read_specattns_fr
     # the same tokens (float32: dense SD = AR) get the same continuation perplexity; the sparse rows their own
     assert frame.loc["ar", "cont_ppl"] == pytest.approx(frame.loc["dense", "cont_ppl"], rel=1e-6)
     assert (frame["cont_ppl"] > 1.0).all() and frame["cont_ppl"].map(math.isfinite).all()
+    # per prompt: the window indices of both groups, sums that give the row's tau and cont_ppl, agreement
+    prompts_ = per_prompt(rows, 16).set_index(["mode", "prompt"])
+    for mode, row in frame.iterrows():
+        mine = prompts_.loc[mode]
+        assert list(mine.index) == [0, 1, 2, 3]
+        assert 4 * 16 / mine["steps"].sum() == pytest.approx(row["tau"])
+        assert math.exp(mine["cont_nll"].sum() / (4 * 16)) == pytest.approx(row["cont_ppl"])
+    assert (prompts_.loc["ar", "match_rate"] == 1.0).all() and (prompts_.loc["ar", "first_divergence"] == 16).all()
+    assert prompts_.loc["specattn p=0.6", "first_divergence"].mean() == pytest.approx(
+        agree.loc["specattn p=0.6", "first_divergence"])
+    intervals = prompt_intervals(per_prompt(rows, 16).reset_index(drop=True), 16).set_index("mode")
+    assert intervals.loc["ar", "cont_ppl_change"] == pytest.approx(0.0, abs=1e-6)
+    assert intervals.loc["dense", "tau_ci95_low"] == intervals.loc["dense", "tau_ci95_high"] == 1.0
+    low, mid, high = intervals.loc["specattn p=0.6", ["tau_ci95_low", "tau_retention", "tau_ci95_high"]]
+    assert low <= mid <= high and mid == pytest.approx(frame.loc["specattn p=0.6", "tau"] / frame.loc["dense", "tau"])
 
 
 def test_policy_points_are_ratios_to_dense_speculative_decoding_at_each_point(tmp_path):
@@ -113,14 +131,64 @@ def test_decode_runs_pool_into_one_table_and_the_by_context_figure(tmp_path, cap
     for i, frame in enumerate((first, second)):
         runs.append(tmp_path / f"run{i}")
         runs[-1].mkdir()
-        frame.to_csv(runs[-1] / "modes.csv", index=False)
+        frame.assign(new_tokens=16).to_csv(runs[-1] / "modes.csv", index=False)
+        prompts_ = [{"context": c, "batch": b, "mode": m, "prompt": k, "steps": 4 + k + (m != "dense"), "cont_nll": 3.0 + k}
+                    for c, b in frame[["context", "batch"]].drop_duplicates().itertuples(index=False)
+                    for m in ("dense", "specattn p=0.9") for k in range(3)]
+        pd.DataFrame(prompts_).to_csv(runs[-1] / "prompts.csv", index=False)
     assert main(["decoding", *map(str, runs), "-o", str(tmp_path / "fig")]) == 0
     out = capsys.readouterr().out
     assert "0.900" in out and "0.500" not in out  # the later run's 8K batch-16 row
+    assert "paired over prompts" in out and "0.8333" in out  # tau retention: (4 + 5 + 6) / (5 + 6 + 7) steps
     for name in ("policy_tradeoff.png", "decoding_by_context.png"):
         assert (tmp_path / "fig" / name).stat().st_size > 10_000
     assert main(["decoding", str(tmp_path), "-o", str(tmp_path / "fig")]) != 0
     assert "no modes.csv in" in capsys.readouterr().err
+
+
+def test_prompt_intervals_pair_each_prompt_with_dense_on_the_same_prompt():
+    """Two prompts, dense takes 10 and 20 steps for 40 tokens, the mode 20 and 20, and its NLL is 40 nats above
+    dense's on prompt 1 only: tau retention 30/40, ppl change exp(40/80) - 1 (pooled over both prompts); every
+    resample draws the same prompts for both, so an identical mode has a zero-width interval."""
+    rows = pd.DataFrame([
+        {"context": 8, "batch": 2, "mode": "dense", "prompt": 0, "steps": 10, "cont_nll": 10.0},
+        {"context": 8, "batch": 2, "mode": "dense", "prompt": 1, "steps": 20, "cont_nll": 30.0},
+        {"context": 8, "batch": 2, "mode": "copy", "prompt": 0, "steps": 10, "cont_nll": 10.0},
+        {"context": 8, "batch": 2, "mode": "copy", "prompt": 1, "steps": 20, "cont_nll": 30.0},
+        {"context": 8, "batch": 2, "mode": "sparse", "prompt": 1, "steps": 20, "cont_nll": 70.0},
+        {"context": 8, "batch": 2, "mode": "sparse", "prompt": 0, "steps": 20, "cont_nll": 10.0}])
+    table = prompt_intervals(rows, 40).set_index("mode")
+    assert table.loc["copy", ["tau_ci95_low", "tau_ci95_high", "ppl_ci95_low", "ppl_ci95_high"]].tolist() == [1.0, 1.0, 0.0, 0.0]
+    assert table.loc["sparse", "tau_retention"] == pytest.approx(30 / 40)
+    assert table.loc["sparse", "cont_ppl_change"] == pytest.approx(math.exp(40 / 80) - 1)
+    assert table.loc["sparse", "tau_ci95_low"] == pytest.approx(0.5) and table.loc["sparse", "tau_ci95_high"] == 1.0
+    assert table.loc["sparse", "prompts"] == 2
+    with pytest.raises(SpecAttnError, match="prompts.csv"):
+        prompt_intervals(rows.drop(columns="steps"), 40)
+
+
+def test_step_costs_recover_a_known_fixed_cost_and_bandwidth():
+    """Rows generated from step = fixed + bytes / bandwidth (dense: 6 ms + GB / 3 TB/s; a sparse mode: 8 ms +
+    GB / 2 TB/s over fewer bytes) give those back, the cap is dense's longest step over its weights-only fit,
+    and a mode measured at fewer than 3 contexts gets no fit."""
+    from specattn.results.step_costs import step_costs
+
+    rows = []
+    for context, kv_gb in ((2048, 1.0), (8192, 4.0), (16384, 8.0), (32768, 16.0)):
+        for mode, fixed, tbps, share in (("dense", 6.0, 3.0, 1.0), ("specattn p=0.9", 8.0, 2.0, 0.3)):
+            total = 7.0 + share * kv_gb  # 7 GB of weights
+            step_ms = fixed + total / tbps
+            rows.append({"context": context, "batch": 16, "mode": mode, "tau": 4.0, "tokens_per_s": 16 * 4.0 / step_ms * 1e3,
+                         "bytes_total": total * 1e9, "bytes_verifier_weights": 3e9, "bytes_draft_weights": 4e9})
+    rows.append({"context": 2048, "batch": 16, "mode": "quest", "tau": 4.0, "tokens_per_s": 1e4, "bytes_total": 8e9,
+                 "bytes_verifier_weights": 3e9, "bytes_draft_weights": 4e9})
+    costs = step_costs(pd.DataFrame(rows)).set_index("mode")
+    assert "quest" not in costs.index
+    assert costs.loc["dense", "fixed_ms"] == pytest.approx(6.0) and costs.loc["dense", "bandwidth_TBps"] == pytest.approx(3.0)
+    assert costs.loc["specattn p=0.9", "fixed_ms"] == pytest.approx(8.0)
+    assert costs.loc["specattn p=0.9", "bandwidth_TBps"] == pytest.approx(2.0)
+    assert costs.loc["dense", "max_residual_ms"] == pytest.approx(0.0, abs=1e-9)
+    assert costs.loc["dense", "cap_at_longest"] == pytest.approx((6.0 + 23.0 / 3.0) / (6.0 + 7.0 / 3.0))
 
 
 def test_continuation_nll_is_the_dense_verifiers_own(pair, tiny_model_dir):

@@ -204,6 +204,7 @@ class PointRunner:
         generated = self.tokens_of(dec, prompts.shape[1])
         return {"ms": out["ms"], "tokens_per_s": self.batch * tokens / out["ms"] * 1e3,
                 "steps": sum(len(steps) for steps in out["accepted"]),
+                "seq_steps": [len(steps) for steps in out["accepted"]],
                 "accepted_steps": sum(sum(steps) for steps in out["accepted"]),
                 "drafted": sum(d for d, _ in to_end), "accepted": sum(a for _, a in to_end),
                 "tokens_out": generated,
@@ -225,12 +226,12 @@ def run_point(pair, cfg: RealBenchConfig, context: int, batch: int, groups: list
     first = modes(cfg, None)
     passes = [first]
     for index in range(2):
-        for prompts in groups:
+        for group, prompts in enumerate(groups):
             runner.prefill(prompts)
             for label, settings in passes[index]:
                 settings_of[label] = settings
                 try:
-                    results.setdefault(label, []).append(runner.run_mode(label, settings, prompts))
+                    results.setdefault(label, []).append({**runner.run_mode(label, settings, prompts), "group": group})
                 except Exception as error:  # noqa: BLE001 (one failed mode must not lose the others)
                     results.setdefault(label, []).append({"error": f"{type(error).__name__}: {error}"})
                     log(f"  L={context} B={batch} {label}: FAILED {error}\n{traceback.format_exc()}")
@@ -259,6 +260,9 @@ def run_point(pair, cfg: RealBenchConfig, context: int, batch: int, groups: list
                     "verifier_kept": statistics.fmean(r["verifier_kept"] for r in ok),
                     "draft_kept": statistics.fmean(r["draft_kept"] for r in ok),
                     "cont_ppl": math.exp(sum(sum(r["cont_nll"]) for r in ok) / (len(ok) * batch * cfg.new_tokens)),
+                    "prompt_ids": [r["group"] * batch + i for r in ok for i in range(batch)],  # window index
+                    "prompt_nll": [x for r in ok for x in r["cont_nll"]],
+                    "prompt_steps": [x for r in ok for x in r["seq_steps"]],
                     "kv_budget_frac": settings.kv_budget_frac})
         row.update(roofline_row(cfg, settings, runner.v_shape, runner.d_shape, batch, context, tau,
                                 row["verifier_kept"], row["draft_kept"], runner.needed, bandwidth))
@@ -273,6 +277,42 @@ def run_point(pair, cfg: RealBenchConfig, context: int, batch: int, groups: list
     return rows
 
 
+def _sequences(value) -> list[list[int]] | None:
+    """A row's ``tokens`` as lists (a row read back from a part holds arrays), None where it has none."""
+    if value is None or isinstance(value, float):
+        return None
+    return [list(map(int, t)) for t in value]
+
+
+def per_prompt(rows: list[dict], new_tokens: int) -> pd.DataFrame:
+    """One row per point, mode and prompt: the verification steps it took for its ``new_tokens``, its tau, the
+    dense verifier's NLL of its output (nats, summed), and against dense speculative decoding's tokens for the
+    same prompt the share of equal positions and the first divergence. The paired inputs of
+    :mod:`specattn.results.decoding_intervals`."""
+    out = []
+    frame = pd.DataFrame(rows)
+    if "prompt_nll" not in frame:
+        return pd.DataFrame()
+    for (context, batch), group in frame.groupby(["context", "batch"], sort=False):
+        ref = group[group["mode"] == "dense"]
+        dense = None
+        if not ref.empty and "tokens" in ref and _sequences(ref["tokens"].iloc[0]) is not None:
+            dense = dict(zip(map(int, ref["prompt_ids"].iloc[0]), _sequences(ref["tokens"].iloc[0])))
+        for _, r in group.iterrows():
+            if r.get("prompt_nll") is None or isinstance(r.get("prompt_nll"), float):
+                continue  # a failed mode (NaN in the frame)
+            tokens = _sequences(r.get("tokens"))
+            for i, (prompt, nll, steps) in enumerate(zip(r["prompt_ids"], r["prompt_nll"], r["prompt_steps"])):
+                row = {"context": context, "batch": batch, "mode": r["mode"], "prompt": int(prompt), "steps": int(steps),
+                       "tau": new_tokens / int(steps), "cont_nll": float(nll)}
+                if dense is not None and tokens is not None and int(prompt) in dense:
+                    x, y = tokens[i], dense[int(prompt)]
+                    row["match_rate"] = sum(a == b for a, b in zip(x, y)) / max(1, len(x))
+                    row["first_divergence"] = next((k for k, (a, b) in enumerate(zip(x, y)) if a != b), len(x))
+                out.append(row)
+    return pd.DataFrame(out)
+
+
 def agreement(rows: list[dict]) -> pd.DataFrame:
     """Per point and mode: the share of generated tokens equal to dense speculative decoding's, position by
     position, and the mean first divergence (tokens)."""
@@ -280,14 +320,15 @@ def agreement(rows: list[dict]) -> pd.DataFrame:
     frame = pd.DataFrame(rows)
     for (context, batch), group in frame.groupby(["context", "batch"]):
         ref = group[group["mode"] == "dense"]
-        if ref.empty or "tokens" not in ref or not isinstance(ref["tokens"].iloc[0], list):
+        dense = _sequences(ref["tokens"].iloc[0]) if not ref.empty and "tokens" in ref else None
+        if dense is None:
             continue
-        dense = ref["tokens"].iloc[0]
         for _, r in group.iterrows():
-            if not isinstance(r.get("tokens"), list):
+            tokens = _sequences(r.get("tokens"))
+            if tokens is None:
                 continue
-            same = [sum(a == b for a, b in zip(x, y)) / max(1, len(x)) for x, y in zip(r["tokens"], dense)]
-            first = [next((i for i, (a, b) in enumerate(zip(x, y)) if a != b), len(x)) for x, y in zip(r["tokens"], dense)]
+            same = [sum(a == b for a, b in zip(x, y)) / max(1, len(x)) for x, y in zip(tokens, dense)]
+            first = [next((i for i, (a, b) in enumerate(zip(x, y)) if a != b), len(x)) for x, y in zip(tokens, dense)]
             out.append({"context": context, "batch": batch, "mode": r["mode"], "match_rate": statistics.fmean(same),
                         "first_divergence": statistics.fmean(first)})
     return pd.DataFrame(out)

@@ -3,7 +3,8 @@
 roofline at those values, agreement with dense speculative decoding, and the lossless check.
 
 Writes ``modes.csv`` (one row per context, batch and mode; rewritten after every point), ``agreement.csv``,
-``lossless.csv`` and ``summary.md`` in the run folder. Settings: ``conf/experiment/decode_real.yaml``;
+``prompts.csv`` (one row per point, mode and prompt: steps, tau, continuation NLL, agreement; the paired input
+of ``python -m specattn.results decoding``'s intervals), ``lossless.csv`` and ``summary.md`` in the run folder. Settings: ``conf/experiment/decode_real.yaml``;
 ``gamma``, ``chunk_size``, ``dense_layers``, ``head_agg``, ``layer_map`` and ``seed`` from the root config.
 """
 
@@ -16,7 +17,7 @@ import torch
 from hydra.utils import instantiate
 
 from ..bench.decode_tables import markdown_table
-from ..bench.real_decode import RealBenchConfig, agreement, lossless, run_point
+from ..bench.real_decode import RealBenchConfig, agreement, lossless, per_prompt, run_point
 from ..bench.timing import (
     hardware,
     measure_bandwidth,
@@ -66,6 +67,7 @@ def bench_config(cfg, layer_map) -> RealBenchConfig:
                            bool(e.fused_layers), float(e.max_mem_gib), int(cfg.seed))
 
 
+LIST_COLUMNS = ["tokens", "prompt_ids", "prompt_nll", "prompt_steps"]  # per-prompt lists: prompts.csv, not modes.csv
 NEAR_TIE = 0.5  # a bfloat16 divergence is "explained" when the verifier's top-2 logits there differ by less
 
 
@@ -171,10 +173,11 @@ def run(ctx: RunContext) -> ExperimentResult:
             done = pd.DataFrame(run_point(pair, bench, context, batch, groups, read_bw, log))
             parts.save(index, done)
         rows += done.to_dict("records")
-        pd.DataFrame(rows).drop(columns="tokens", errors="ignore").to_csv(ctx.run_dir / "modes.csv", index=False)
+        pd.DataFrame(rows).drop(columns=LIST_COLUMNS, errors="ignore").to_csv(ctx.run_dir / "modes.csv", index=False)
     agree = agreement(rows)
     agree.to_csv(ctx.run_dir / "agreement.csv", index=False)
-    results = pd.DataFrame(rows).drop(columns="tokens", errors="ignore")
+    per_prompt(rows, int(e.new_tokens)).to_csv(ctx.run_dir / "prompts.csv", index=False)
+    results = pd.DataFrame(rows).drop(columns=LIST_COLUMNS, errors="ignore")
     (ctx.run_dir / "summary.md").write_text(render(results, agree, loss, hw, copy_bw, read_bw) + "\n")
     title = f"{cfg.model.name}, real weights"
     artifacts = {"summary": ctx.run_dir / "summary.md",

@@ -27,6 +27,7 @@ import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from ..align.plots import plot_alignment  # noqa: E402
@@ -288,11 +289,13 @@ def pool_decode_runs(frames: list[pd.DataFrame]) -> pd.DataFrame:
     return rows.drop_duplicates(["context", "batch", "mode"], keep="last").reset_index(drop=True)
 
 
-def plot_decoding_by_context(rows: pd.DataFrame, path: Path, title: str = "", batch: int | None = None) -> Path:
+def plot_decoding_by_context(rows: pd.DataFrame, path: Path, title: str = "", batch: int | None = None,
+                             intervals: pd.DataFrame | None = None) -> Path:
     """Issue 22's decoding-quality figure from :func:`policy_points` at one batch (default: the batch measured
     at the most contexts): per speculative mode against the context length, tau as a share of dense
     speculative decoding's (left) and the dense verifier's continuation perplexity over dense speculative
-    decoding's output's (right, where measured)."""
+    decoding's output's (right, where measured); with ``intervals``
+    (:func:`specattn.results.decoding_intervals.prompt_intervals`) their 95% intervals as error bars."""
     points = policy_points(rows)
     if points.empty:
         raise SpecAttnError("no (context, batch) point has dense speculative decoding: nothing to draw against")
@@ -302,8 +305,17 @@ def plot_decoding_by_context(rows: pd.DataFrame, path: Path, title: str = "", ba
     fig, axes = plt.subplots(1, 2, figsize=(12.0, 4.6))
     for mode, group in points.groupby("mode", sort=False):
         label = mode.replace("specattn", "SpecAttn").replace(" match=SpecAttn p=0.95", " (matched)")
-        axes[0].plot(group["context"], 100 * group["tau_retention"], marker="o", lw=1, label=label)
-        axes[1].plot(group["context"], 100 * group["cont_ppl_change"], marker="o", lw=1, label=label)
+        bars = [None, None]
+        if intervals is not None and not intervals.empty:
+            ci = intervals[(intervals["batch"] == batch) & (intervals["mode"] == mode)].set_index("context")
+            ci = ci.reindex(group["context"])
+            bars = [100 * np.abs(ci[[lo, hi]].to_numpy().T - ci[[mid]].to_numpy().T)
+                    for lo, hi, mid in (("tau_ci95_low", "tau_ci95_high", "tau_retention"),
+                                        ("ppl_ci95_low", "ppl_ci95_high", "cont_ppl_change"))]
+        axes[0].errorbar(group["context"], 100 * group["tau_retention"], yerr=bars[0], marker="o", lw=1, capsize=2,
+                         label=label)
+        axes[1].errorbar(group["context"], 100 * group["cont_ppl_change"], yerr=bars[1], marker="o", lw=1, capsize=2,
+                         label=label)
     axes[0].axhline(100.0, color="grey", lw=0.6)
     axes[1].axhline(0.0, color="grey", lw=0.6)
     axes[0].set(ylabel="tau, % of dense speculative decoding's")
