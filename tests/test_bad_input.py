@@ -88,6 +88,7 @@ CASES = [  # (arguments, what the line must say)
     (["gamma=100000000000000000000"], "gamma=100000000000000000000 exceeds 64"),
     (["seed=100000000000000000000"], "seed=100000000000000000000 exceeds 4294967295"),
     (["dataset.num_samples=100000000000000000000"], "dataset.num_samples=100000000000000000000 exceeds 2147483647"),
+    (["dataset.first_sample=-1"], "dataset.first_sample=-1 must be an integer >= 0"),
     (["rerun=maybe"], "rerun='maybe' must be true or false"),
     (["logger=wandb", "logger.mode=bogus"], "logger.mode='bogus' is unknown: allowed are offline, online, disabled"),
     (["logger=wandb", "logger.init_timeout=0"], "logger.init_timeout=0 must be a positive number of seconds"),

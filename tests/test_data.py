@@ -1,6 +1,7 @@
 """Shipped books, the fixed split, and the cutting of documents into samples."""
 
 import pytest
+import torch
 
 from specattn.core.errors import SpecAttnError
 from specattn.data.gutenberg import (
@@ -36,6 +37,12 @@ def test_windows_go_round_robin_over_documents():
     assert tokenizer.decode(samples[3].input_ids) == "a" * 10
     with pytest.raises(SpecAttnError, match="only 6 windows"):
         token_windows(docs, tokenizer, context_len=10, num_samples=7)
+    # first_sample: the windows after the first ones, the same windows a longer run takes there
+    later = token_windows(docs, tokenizer, context_len=10, num_samples=2, first=3)
+    assert [s.sample_id for s in later] == ["a#1", "c#1"]
+    assert all(torch.equal(x.input_ids, y.input_ids) for x, y in zip(later, samples[3:5]))
+    with pytest.raises(SpecAttnError, match="fewer than first_sample=5 \\+ num_samples=2.*lower dataset.first_sample"):
+        token_windows(docs, tokenizer, context_len=10, num_samples=2, first=5)
 
 
 def test_windows_from_a_long_book_are_exact_slices():

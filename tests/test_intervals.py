@@ -86,3 +86,27 @@ def test_pareto_option_draws_one_point_per_sparse_setting_at_its_pooled_ratios(t
     assert main(["intervals", str(run), "--pareto", str(tmp_path / "figs")]) == 0
     (line,) = drawn[0].get_lines()
     assert sorted(line.get_xdata()) == pytest.approx([50.0, 75.0]) and "2 samples" in drawn[0].get_title()
+
+
+def test_runs_over_disjoint_windows_pool_into_one_sample_set_and_overlaps_are_refused(tmp_path, capsys):
+    """Two files of per-sample rows (a run of windows 0-1 and one of window 2, as dataset.first_sample=2 gives)
+    pool into the table of all three; the same window twice, other settings or another length: one line each."""
+    def run(ids, setting="specattn p=0.9", length=8192):
+        frame = pd.concat([rows("dense", [1.0] * len(ids), [1.0] * len(ids), [10] * len(ids), [0] * len(ids), [0] * len(ids)),
+                           rows(setting, [1.5, 2.0, 1.2][:len(ids)], [1.0] * len(ids), [10] * len(ids), [5] * len(ids),
+                                [10] * len(ids))])
+        return frame.assign(sample_id=list(ids) * 2, context_len=length)
+    first, second = run(["a#0", "b#0"]), run(["a#1"])
+    paths = []
+    for name, frame in (("first", first), ("second", second), ("again", run(["b#0"])),
+                        ("other", run(["c#0"], "specattn p=0.95")), ("longer", run(["d#0"], length=32768))):
+        paths.append(tmp_path / f"{name}.csv")
+        frame.to_csv(paths[-1], index=False)
+    assert main(["intervals", str(paths[0]), str(paths[1]), "--pool"]) == 0
+    out = capsys.readouterr().out
+    whole = interval_table(pd.concat([first, second], ignore_index=True)).set_index("setting")
+    assert "pooled-first+second" in out and f"{whole.loc['specattn p=0.9', 'ppl_increase_pct']:.3f}" in out
+    assert whole.loc["specattn p=0.9", "samples"] == 3
+    for bad, message in ((paths[2], "sample b#0 is in both"), (paths[3], "has settings"), (paths[4], "differ in context_len")):
+        assert main(["intervals", str(paths[0]), str(bad), "--pool"]) != 0
+        assert message in capsys.readouterr().err

@@ -37,21 +37,25 @@ def _tokens(tokenizer, text: str, needed: int) -> tuple[list[int], bool]:
 
 
 def token_windows(documents: list[Document], tokenizer, context_len: int, num_samples: int,
-                  source_name: str = "dataset") -> list[Sample]:
-    """``num_samples`` non-overlapping windows, round-robin over documents.
+                  source_name: str = "dataset", first: int = 0) -> list[Sample]:
+    """``num_samples`` non-overlapping windows, round-robin over documents, from window ``first`` on.
 
     Sample ``k`` is window ``k // D`` of document ``k % D`` among the ``D`` documents still long
     enough: the first samples are the opening ``context_len`` tokens of each document in order
     (the PG-19 protocol of the paper and Quest), later rounds take each document's next window.
+    ``first`` skips that many of them (``dataset.first_sample``): a later run then measures the windows an
+    earlier run of ``first`` samples did not, and the two pool into one sample set
+    (``python -m specattn.results intervals --pool``).
     """
+    wanted = first + num_samples
     samples: list[Sample] = []
     cache: dict[int, tuple[list[int], bool]] = {}  # by position: two documents may share a name
     round_index = 0
-    while len(samples) < num_samples:
+    while len(samples) < wanted:
         needed = (round_index + 1) * context_len
         took_any = False
         for position, doc in enumerate(documents):
-            if len(samples) == num_samples:
+            if len(samples) == wanted:
                 break
             ids, complete = cache.get(position, ([], False))
             if len(ids) < needed and not complete:
@@ -62,13 +66,14 @@ def token_windows(documents: list[Document], tokenizer, context_len: int, num_sa
             samples.append(Sample(f"{doc.name}#{round_index}", window))
             took_any = True
         if not took_any:
+            asked = f"first_sample={first} + num_samples={num_samples}" if first else f"num_samples={num_samples}"
             raise SpecAttnError(
                 f"dataset {source_name} holds only {len(samples)} windows of context_len={context_len} tokens, "
-                f"fewer than num_samples={num_samples}{_too_short(documents, cache, context_len)}: "
-                "lower dataset.num_samples or dataset.context_len"
+                f"fewer than {asked}{_too_short(documents, cache, context_len)}: "
+                f"lower dataset.{'first_sample or dataset.' if first else ''}num_samples or dataset.context_len"
             )
         round_index += 1
-    return samples
+    return samples[first:]
 
 
 def check_enough_text(source, context_len: int, num_samples: int, source_name: str, length_key: str) -> None:

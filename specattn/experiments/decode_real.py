@@ -167,7 +167,8 @@ def run(ctx: RunContext) -> ExperimentResult:
     for index, (context, batch) in enumerate(points):
         done = parts.load(index)
         if done is None:
-            windows = token_windows(documents, pair.tokenizer, context, max(bench.prompts, batch), cfg.dataset.name)
+            windows = token_windows(documents, pair.tokenizer, context, max(bench.prompts, batch), cfg.dataset.name,
+                                    int(cfg.dataset.get("first_sample", 0)))
             ids = torch.stack([s.input_ids for s in windows])
             groups = [ids[i:i + batch] for i in range(0, len(windows) - batch + 1, batch)]
             done = pd.DataFrame(run_point(pair, bench, context, batch, groups, read_bw, log))

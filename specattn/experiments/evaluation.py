@@ -87,7 +87,7 @@ def load_samples(cfg, pair: ModelPair, documents=None) -> list[Sample]:
     """The run's evaluation samples (``documents``: the dataset's, if already read)."""
     documents = documents if documents is not None else instantiate(cfg.dataset.source).documents()
     return token_windows(documents, pair.tokenizer, cfg.dataset.context_len, cfg.dataset.num_samples,
-                         cfg.dataset.name)
+                         cfg.dataset.name, int(cfg.dataset.get("first_sample", 0)))
 
 
 def load_run(cfg) -> tuple[ModelPair, Settings, list[Sample]]:

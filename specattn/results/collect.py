@@ -93,7 +93,10 @@ def main(argv: list[str] | None = None) -> int:
                       help="the runs to analyse (default: $SPECATTN_OUTPUTS or outputs)")
     book.add_argument("-o", "--out", type=Path, help="the executed copy (default: <outputs>/analysis.ipynb)")
     spread = commands.add_parser("intervals", help="per-setting means and 95%% bootstrap intervals of table runs")
-    spread.add_argument("runs", type=Path, nargs="+", help="paper_table/ppl run folders (a cut run: its parts)")
+    spread.add_argument("runs", type=Path, nargs="+",
+                        help="paper_table/ppl run folders (a cut run: its parts) or files of their per-sample rows")
+    spread.add_argument("--pool", action="store_true",
+                        help="one table over all the runs' samples (same rows, disjoint windows: dataset.first_sample)")
     spread.add_argument("--pareto", type=Path, metavar="FOLDER",
                         help="also draw each run's Pareto figure (with the paper's points) into FOLDER")
     decoding = commands.add_parser("decoding", help="pool experiment=decode_real runs: per-point table and figures")
@@ -115,10 +118,14 @@ def main(argv: list[str] | None = None) -> int:
             print(f"collected {len(table)} rows from {finished} runs ({unfinished} unfinished left out): {out}")
         elif args.command == "intervals":
             from ..bench.decode_tables import markdown_table
-            from .intervals import interval_table, plot_run, read_samples
+            from .intervals import interval_table, plot_run, pool_samples, read_samples
 
-            for run in args.runs:
-                samples, finished = read_samples(run)
+            runs = [(run, *read_samples(run)) for run in args.runs]
+            if args.pool:
+                pooled = pool_samples([samples for _, samples, _ in runs], [str(run) for run, _, _ in runs])
+                runs = [(Path("pooled-" + "+".join(run.stem for run, _, _ in runs)), pooled,
+                         all(finished for _, _, finished in runs))]
+            for run, samples, finished in runs:
                 table = interval_table(samples)
                 print(f"\n{run} ({'finished' if finished else 'cut: the samples so far'})")
                 print(markdown_table(table, floatfmt=".3f"))

@@ -1,7 +1,8 @@
 """Per-setting means of a table experiment's samples with 95% bootstrap intervals.
 
 ``python -m specattn.results intervals RUN [RUN ...]`` prints, for each run folder (finished, or cut: its
-``parts/``), one row per setting: the pooled perplexity and its relative increase over dense
+``parts/``; or a file of a run's per-sample rows), one row per setting, or with ``--pool`` one table over the
+runs' samples together (:func:`pool_samples`): the pooled perplexity and its relative increase over dense
 (``exp((sum nll - sum dense_nll) / sum tokens) - 1``, the same pooling as the run's own table), the
 sparse-layer and whole-model KV read reductions (``1 - reads / dense reads`` over all samples), and a 95%
 percentile-bootstrap interval for each ratio, resampling whole samples (texts), so the interval states how
@@ -21,7 +22,10 @@ RESAMPLES = 10_000
 
 
 def read_samples(run: Path) -> tuple[pd.DataFrame, bool]:
-    """The per-sample rows of a table run and whether it finished (else: its parts so far)."""
+    """The per-sample rows of a table run and whether it finished (else: its parts so far); ``run`` may also be
+    a file of such rows (``.csv`` or ``.parquet``, e.g. ``docs/data/*_samples.csv``), counted as finished."""
+    if run.is_file():
+        return (pd.read_parquet(run) if run.suffix == ".parquet" else pd.read_csv(run)), True
     if (run / "results.parquet").is_file():
         return pd.read_parquet(run / "results.parquet"), True
     parts = sorted((run / "parts").glob("*.parquet"))
@@ -83,3 +87,27 @@ def plot_run(run: Path, samples: pd.DataFrame, table: pd.DataFrame, out_dir: Pat
     out_dir.mkdir(parents=True, exist_ok=True)
     return plot_pareto(pareto_settings(samples, table), out_dir / f"pareto-{run.name}.png", title,
                        x="kv_reduction_sparse_layers")
+
+
+def pool_samples(frames: list[pd.DataFrame], names: list[str]) -> pd.DataFrame:
+    """Several runs' per-sample rows as one sample set (runs of the same settings over disjoint windows, e.g.
+    ``dataset.first_sample=22`` after a run of 22): the same model, data, length and settings in every run,
+    no sample in two."""
+    for column in ("model", "dataset", "context_len"):
+        values = {name: set(frame[column].astype(str)) for name, frame in zip(names, frames) if column in frame}
+        if len(set().union(*values.values())) > 1:
+            raise SpecAttnError(f"the runs differ in {column} ({', '.join(f'{n}: {sorted(v)}' for n, v in values.items())}): "
+                                "pool runs of the same model, data and length only")
+    settings = [set(frame["setting"]) for frame in frames]
+    for name, have in zip(names[1:], settings[1:]):
+        if have != settings[0]:
+            raise SpecAttnError(f"{name} has settings {sorted(have ^ settings[0])} that {names[0]} has not (or the "
+                                "reverse): pool runs of the same rows only")
+    seen: dict[str, str] = {}
+    for name, frame in zip(names, frames):
+        for sample in frame["sample_id"].unique():
+            if sample in seen:
+                raise SpecAttnError(f"sample {sample} is in both {seen[sample]} and {name}: pooled runs must measure "
+                                    "different windows (run the later one with dataset.first_sample=<samples before>)")
+            seen[sample] = name
+    return pd.concat(frames, ignore_index=True)

@@ -70,6 +70,7 @@ def validate(cfg: DictConfig) -> None:
     resolve_device(cfg.device)
     dataset = cfg.dataset
     positive_int(dataset.num_samples, "dataset.num_samples", "8")
+    first = nonnegative_int(dataset.get("first_sample", 0), "dataset.first_sample", "0")
     context_len = positive_int(dataset.context_len, "dataset.context_len", "2048")
     frac = dataset.prefill_frac
     if not isinstance(frac, (int, float)) or not 0.0 < frac < 1.0:
@@ -89,7 +90,7 @@ def validate(cfg: DictConfig) -> None:
     built(cfg.logger, "logger")
     data_fingerprint(cfg)  # the input files exist, are files, are not empty and start as text
     if {"dataset.source", "dataset.context_len"} <= set(result_keys(cfg)):
-        check_enough_text(built(dataset.source, "dataset.source"), context_len, dataset.num_samples, dataset.name,
+        check_enough_text(built(dataset.source, "dataset.source"), context_len, first + dataset.num_samples, dataset.name,
                           "dataset.context_len")
     _check_experiment(cfg)
 
