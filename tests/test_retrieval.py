@@ -221,6 +221,7 @@ def test_common_words_count_planted_words_only(text, correct, partial):
     ("experiment.lengths=[40000]", "experiment.lengths: 40000 + the longest answer (48 tokens"),
     ("experiment.depths=[0.5,1.5]", "experiment.depths=1.5 must be a number in [0, 1]"),
     ("experiment.samples=0", "experiment.samples=0 must be a positive integer"),
+    ("experiment.batch=0", "experiment.batch=0 must be a positive integer"),
     ("experiment.max_new_tokens.vartrack=0", "experiment.max_new_tokens.vartrack=0 must be a positive integer"),
     ("~experiment.max_new_tokens.vartrack", "experiment.max_new_tokens has no entry for task vartrack"),
     ("experiment.match_p=0.99", "experiment.rows: streaming matches 'specattn p=0.99', which is no unmatched row"),
@@ -250,12 +251,40 @@ COLUMNS = {"task", "context_len", "depth", "sample", "method", "setting", "corre
 ROWS = "experiment.rows=[dense,{method:specattn,p:0.95},{method:streaming,match:'specattn p=0.95'}]"
 
 
-def run_config(model_dir, outputs):
+def run_config(model_dir, outputs, *more):
     """A small retrieval run of the tiny pair whose folder is ``outputs`` (no Hydra app: in-process)."""
     return compose_config("experiment=retrieval", "model=tiny_random", f"model.verifier.path={model_dir}",
                           "chunk_size=8", "experiment.tasks=[needle_code,vartrack]", "experiment.lengths=[700]",
                           "experiment.depths=[0.0,1.0]", "experiment.samples=1", "experiment.max_new_tokens.vartrack=12",
-                          ROWS, "logger=none", "progress=false", f"paths.outputs={outputs}")
+                          ROWS, "logger=none", "progress=false", f"paths.outputs={outputs}", *more)
+
+
+def test_batches_keep_one_task_and_length_and_the_grid_order():
+    from specattn.experiments.retrieval import batches
+
+    cells = grid(["needle_code", "vartrack"], [700, 900], [0.0, 0.5, 1.0], 2)
+    groups = batches(cells, 4)
+    assert sorted(i for g in groups for i in g) == list(range(len(cells)))  # each sample once
+    for group in groups:
+        assert len(group) <= 4 and len({(cells[i].task, cells[i].context_len) for i in group}) == 1
+        assert group == sorted(group)
+    assert [cells[g[0]].context_len for g in groups] == sorted(cells[g[0]].context_len for g in groups)
+    assert [len(g) for g in groups] == [4, 4, 2, 2] * 2 and batches(cells, 1) == [[i] for i in range(len(cells))]
+
+
+def test_a_batched_run_gives_each_sample_what_a_run_of_its_own_gives(tiny_model_dir, tmp_path):
+    """experiment.batch=2 decodes the two samples of each task from one prefill (float32): the same answers,
+    tokens, steps and reads as one sample at a time, the matched row reading per sample what its target read."""
+    torch.set_num_threads(1)
+    try:
+        single = execute(run_config(tiny_model_dir, tmp_path / "one"))
+        together = execute(run_config(tiny_model_dir, tmp_path / "two", "experiment.batch=2"))
+    finally:
+        torch.set_num_threads(THREADS)
+    a, b = (pd.read_parquet(path) for path in (single, together))
+    timing = ["sample_seconds", "prefill_s", "draft_s", "verify_s", "accept_s", "decode_s", "tokens_per_s", "batch_size"]
+    assert (a.batch_size == 1).all() and (b.batch_size == 2).all()
+    pd.testing.assert_frame_equal(a.drop(columns=timing), b.drop(columns=timing))
 
 
 def test_an_interrupted_run_resumes_and_its_table_collects_and_plots(tiny_model_dir, tmp_path, capsys):

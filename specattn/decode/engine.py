@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ..core.errors import SpecAttnError
 from ..core.kv_reads import KVReads
 from ..core.layout import StepLayout
 from ..core.settings import Settings
@@ -133,17 +134,21 @@ class SpeculativeDecoder:
         return Prefill(prompts, verifier, draft, time.perf_counter() - start)
 
     @torch.inference_mode()
-    def generate(self, prefill: Prefill, methods: list[Method], seed: int = 0) -> Decoded:
+    def generate(self, prefill: Prefill, methods: list[Method], seed: int | list[int] = 0) -> Decoded:
         """Decode every sequence of ``prefill`` (its caches are copied, not changed) with its own
-        ``methods[b]``; ``seed`` seeds sequence ``b``'s sampling and method with ``seed + b``."""
+        ``methods[b]``; ``seed`` seeds sequence ``b``'s sampling and method with ``seed + b`` (a list: with
+        ``seed[b]``, so a sequence can get the seed a run of its own gave it)."""
         s = self.settings
         batch = prefill.prompts.shape[0]
+        seeds = [seed + b for b in range(batch)] if isinstance(seed, int) else [int(x) for x in seed]
+        if len(seeds) != batch:
+            raise SpecAttnError(f"{len(seeds)} seeds for a batch of {batch} sequences")
         verifier_cache, draft_cache = prefill.verifier.clone(), prefill.draft.clone()
         sequences = prefill.prompts.clone()  # grows by the accepted tokens of each step (ragged: padded)
         last = torch.full((batch,), prefill.prompts.shape[1] - 1, device=self.device)  # P_b
-        generators = [torch.Generator().manual_seed(seed + b) for b in range(batch)]
-        active = [method.start(SampleContext.for_pair(self.pair, s, seed + b, decoding=True))
-                  for b, method in enumerate(methods)]
+        generators = [torch.Generator().manual_seed(x) for x in seeds]
+        active = [method.start(SampleContext.for_pair(self.pair, s, x, decoding=True))
+                  for x, method in zip(seeds, methods)]
         traces = [SequenceTrace() for _ in range(batch)]
         policies = [DraftReadPolicy.for_pair(self.pair, s) for _ in range(batch)]  # the draft's reads
         timing = BatchTiming()

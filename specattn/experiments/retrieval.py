@@ -15,7 +15,9 @@ and Quest at the sparse-layer KV reduction SpecAttn ``p = match_p`` reached on t
 Decoding is greedy (``decode.temperature`` is not read) and stops at the verifier's end-of-sequence
 token or after the task's ``experiment.max_new_tokens``; the draft's own reads are ``decode.draft_*``.
 
-Each sample's rows go to ``parts/`` as soon as it finishes, so a killed run resumes.
+Samples of one task and length are decoded ``experiment.batch`` at a time from one prefill (on a GPU the
+per-step cost is shared; the engine gives a batch's prompts what single runs give them). Each sample's rows go
+to ``parts/`` as soon as its batch finishes, so a killed run resumes.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from ..data.windows import Sample
 from ..decode.decode_metrics import sequence_row
 from ..decode.draft_reads import check_draft_reads
 from ..decode.engine import SpeculativeDecoder, prepare_for_decoding
-from ..retrieval.generate import RetrievalSample, SampleFactory, grid
+from ..retrieval.generate import Item, RetrievalSample, SampleFactory, grid
 from ..retrieval.report import (
     plot_heatmaps,
     plot_overview,
@@ -51,7 +53,7 @@ from .evaluation import layer_mapping, load_pair_for, run_settings
 from .rows import Row, check_table_keys, matched, table_rows
 
 MIN_LENGTH = 256  # tokens: below this the template, question and needles leave no haystack
-DROPPED = ("cont_nll", "dense_cont_nll", "cont_ppl", "batch_size")  # decode columns that mean nothing here
+DROPPED = ("cont_nll", "dense_cont_nll", "cont_ppl")  # decode columns that mean nothing here
 
 
 def _list(value, key: str, example: str) -> list:
@@ -102,6 +104,7 @@ def _check_grid(cfg, longest_answer: int) -> None:
         if isinstance(depth, bool) or not isinstance(depth, (int, float)) or not 0.0 <= depth <= 1.0:
             raise SettingError("experiment.depths", depth, "must be a number in [0, 1]", "[0.0,0.5,1.0]")
     positive_int(exp.samples, "experiment.samples", "2")
+    positive_int(exp.batch, "experiment.batch", "16")
 
 
 def _check_rows(cfg) -> list[Row]:
@@ -115,8 +118,25 @@ def _check_rows(cfg) -> list[Row]:
     return check_table_keys(cfg)  # last: composes each row's conf/method config
 
 
+def batches(items: list[Item], size: int) -> list[list[int]]:
+    """Indices of ``items`` (the grid's order) in groups of at most ``size`` that one prefill can decode
+    together: the same task (its answer cap) and length (prompts exactly that long), taken in grid order, so a
+    run stopped early has done the first samples of every task, as without batching."""
+    groups, open_ = [], {}
+    for index, item in enumerate(items):
+        group = open_.setdefault((item.task, item.context_len), [])
+        group.append(index)
+        if len(group) == size:
+            groups.append(open_.pop((item.task, item.context_len)))
+        nxt = items[index + 1] if index + 1 < len(items) else None
+        if nxt is None or nxt.context_len != item.context_len:  # a length's last sample: flush its groups
+            groups += [g for (_, length), g in open_.items() if length == item.context_len]
+            open_ = {key: g for key, g in open_.items() if key[1] != item.context_len}
+    return groups
+
+
 def sample_rows(cfg, index: int, sample: RetrievalSample, measured: list[tuple], prefill_seconds: float,
-                decoder: SpeculativeDecoder, dataset: str) -> pd.DataFrame:
+                decoder: SpeculativeDecoder, dataset: str, batch_size: int = 1) -> pd.DataFrame:
     """One row per method setting of one sample: the decoding row (:func:`specattn.decode.decode_metrics.sequence_row`:
     tokens, steps, KV reads and reductions, agreement with dense, times) and the retrieval columns."""
     item, instance, prompt = sample.item, sample.instance, sample.prompt
@@ -126,8 +146,8 @@ def sample_rows(cfg, index: int, sample: RetrievalSample, measured: list[tuple],
     rows = []
     for method, trace, timing in measured:
         text = tokenizer.decode(trace.tokens, skip_special_tokens=True)
-        row = sequence_row(cfg, index, ids, method, trace, reference, math.nan, math.nan, timing, 1, prefill_seconds,
-                           text)
+        row = sequence_row(cfg, index, ids, method, trace, reference, math.nan, math.nan, timing, batch_size,
+                           prefill_seconds, text)
         for column in DROPPED:
             row.pop(column)
         scored = score(text, instance.answer, instance.expected, instance.universe)
@@ -144,19 +164,25 @@ def sample_rows(cfg, index: int, sample: RetrievalSample, measured: list[tuple],
     return pd.DataFrame(rows)
 
 
-def evaluate(cfg, decoder: SpeculativeDecoder, sample: RetrievalSample, index: int, dataset: str,
-             rows: list[Row]) -> pd.DataFrame:
-    """Prefill the sample's prompt once, decode it under every row (dense first; a matched row reads the
-    sparse-layer KV its target row read on this sample), return its rows."""
-    prefill = decoder.prefill(torch.tensor(sample.prompt.ids)[None])
-    measured: list[tuple] = []
-    traces = {}  # row label -> trace
+def evaluate(cfg, decoder: SpeculativeDecoder, samples: list[RetrievalSample], indices: list[int], dataset: str,
+             rows: list[Row]) -> list[pd.DataFrame]:
+    """Prefill the samples' prompts (one task and length) once, together, decode them under every row (dense
+    first; a matched row reads, per sample, the sparse-layer KV its target row read on that sample), return each
+    sample's rows. Each sequence gets the seed and the method a run of its own gets (the decoder gives a batch's
+    prompts what single runs give them: tested in float32; bfloat16 may round near-ties differently)."""
+    prefill = decoder.prefill(torch.stack([torch.tensor(sample.prompt.ids) for sample in samples]))
+    seeds = [int(cfg.seed) + index for index in indices]
+    measured: list[list[tuple]] = [[] for _ in samples]
+    traces: dict[str, list] = {}  # row label -> the samples' traces
     for row in rows:
-        method = row.method if row.match is None else matched(row, traces[row.match].reads.sparse_layer_reduction)
-        out = decoder.generate(prefill, [method], cfg.seed + index)
-        traces[row.method.label] = out.traces[0]
-        measured.append((method, out.traces[0], out.timing))
-    return sample_rows(cfg, index, sample, measured, prefill.seconds, decoder, dataset)
+        methods = [row.method if row.match is None else matched(row, trace.reads.sparse_layer_reduction)
+                   for trace in traces.get(row.match, [None] * len(samples))]
+        out = decoder.generate(prefill, methods, seeds)
+        traces[row.method.label] = out.traces
+        for mine, method, trace in zip(measured, methods, out.traces):
+            mine.append((method, trace, out.timing))
+    return [sample_rows(cfg, index, sample, mine, prefill.seconds, decoder, dataset, len(samples))
+            for index, sample, mine in zip(indices, samples, measured)]
 
 
 def run(ctx: RunContext) -> ExperimentResult:
@@ -175,23 +201,30 @@ def run(ctx: RunContext) -> ExperimentResult:
     prepare_for_decoding(pair)
     factory = SampleFactory(pair.tokenizer, documents, int(cfg.seed))
     parts = SampleParts(ctx.run_dir)
-    frames, correct = [], {}
-    bar = tqdm(items, desc="retrieval", unit="sample", disable=not cfg.progress)
-    for index, item in enumerate(bar):
-        frame = parts.load(index)
-        if frame is None:
+    frames, correct = {}, {}
+    bar = tqdm(total=len(items), desc="retrieval", unit="sample", disable=not cfg.progress)
+    for group in batches(items, int(exp.batch)):
+        done = {index: parts.load(index) for index in group}
+        todo = [index for index in group if done[index] is None]
+        if todo:
+            task = items[todo[0]].task
             start = time.perf_counter()
-            frame = evaluate(cfg, decoders[item.task], factory.make(item), index, sources[TASKS[item.task].haystack].name,
-                             rows)
-            frame["sample_seconds"] = time.perf_counter() - start
-            parts.save(index, frame)
-        frames.append(frame)
-        for row in frame.itertuples():
-            correct.setdefault(row.setting, []).append(float(row.correct))
-        ctx.logger.log_metrics({"sample": index, **{f"correct/{row.setting}": float(row.correct)
-                                                    for row in frame.itertuples()}})
+            made = evaluate(cfg, decoders[task], [factory.make(items[i]) for i in todo], todo,
+                            sources[TASKS[task].haystack].name, rows)
+            for index, frame in zip(todo, made):
+                frame["sample_seconds"] = (time.perf_counter() - start) / len(todo)
+                parts.save(index, frame)
+                done[index] = frame
+        for index in group:
+            frame = frames[index] = done[index]
+            for row in frame.itertuples():
+                correct.setdefault(row.setting, []).append(float(row.correct))
+            ctx.logger.log_metrics({"sample": index, **{f"correct/{row.setting}": float(row.correct)
+                                                        for row in frame.itertuples()}})
+        bar.update(len(group))
         bar.set_postfix({setting: f"{sum(values) / len(values):.2f}" for setting, values in list(correct.items())[:2]})
-    results = pd.concat(frames, ignore_index=True)
+    bar.close()
+    results = pd.concat([frames[index] for index in sorted(frames)], ignore_index=True)
     summary = summarise(results)
     artifacts = plot_heatmaps(results, ctx.run_dir, title=f"{cfg.model.name}: ")
     artifacts["heatmaps"] = plot_overview(results, ctx.run_dir / "heatmaps.png", f"{cfg.model.name}: exact match "
