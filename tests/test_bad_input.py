@@ -125,6 +125,9 @@ CASES = [  # (arguments, what the line must say)
      "(shorter than one window: {f}/short.txt: 16 bytes, at most 20 tokens)"),
     (["experiment=decode", "decode.prompt_len=100", "dataset=text_files", "dataset.source.paths=[{f}/short.txt]"],
      "dataset text_files holds at most 0 windows of decode.prompt_len=100 tokens"),
+    (["dataset=text_files", "dataset.source.paths=[{f}/short.txt]", "dataset.context_len=10", "dataset.first_sample=2"],
+     "dataset text_files holds at most 2 windows of dataset.context_len=10 tokens, fewer than dataset.first_sample=2 + "
+     "dataset.num_samples=1: lower dataset.first_sample or dataset.num_samples"),
     (["experiment=decode", "decode.stop_at_eos=maybe"], "decode.stop_at_eos='maybe' must be true or false"),
     (["+hydra.run.dirr={f}"], "+hydra.run.dirr={f}: the config has no key hydra.run.dirr: did you mean hydra.run.dir={f}?"),
     (["hydra.run.dirr={f}"], "hydra.run.dirr={f}: the config has no key hydra.run.dirr: did you mean hydra.run.dir={f}?"),

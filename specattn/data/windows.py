@@ -76,23 +76,26 @@ def token_windows(documents: list[Document], tokenizer, context_len: int, num_sa
     return samples[first:]
 
 
-def check_enough_text(source, context_len: int, num_samples: int, source_name: str, length_key: str) -> None:
-    """Refuse, before any tokenizer loads, a source whose files cannot hold ``num_samples`` windows of
+def check_enough_text(source, context_len: int, num_samples: int, source_name: str, length_key: str,
+                      first: int = 0) -> None:
+    """Refuse, before any tokenizer loads, a source whose files cannot hold ``first + num_samples`` windows of
     ``context_len`` tokens even at the most tokens they can hold (sources that can tell: ``max_tokens()``)."""
     bounds = getattr(source, "max_tokens", None)
     if bounds is None:
         return
     sizes = bounds()
     windows = sum(tokens // context_len for _, tokens in sizes)
-    if windows >= num_samples:
+    if windows >= first + num_samples:
         return
     short = [f"{path}: {path.stat().st_size} bytes, at most {tokens} tokens" for path, tokens in sizes
              if tokens < context_len]
     more = f" and {len(short) - 3} more" if len(short) > 3 else ""
     detail = f" (shorter than one window: {', '.join(short[:3])}{more})" if short else ""
+    asked = f"dataset.first_sample={first} + dataset.num_samples={num_samples}" if first else \
+        f"dataset.num_samples={num_samples}"
     raise SpecAttnError(f"dataset {source_name} holds at most {windows} windows of {length_key}={context_len} tokens, "
-                        f"fewer than dataset.num_samples={num_samples}{detail}: lower dataset.num_samples or "
-                        f"{length_key}, or give more text")
+                        f"fewer than {asked}{detail}: lower dataset.{'first_sample or dataset.' if first else ''}"
+                        f"num_samples or {length_key}, or give more text")
 
 
 def _too_short(documents: list[Document], cache: dict[int, tuple[list[int], bool]], context_len: int) -> str:

@@ -90,8 +90,8 @@ def validate(cfg: DictConfig) -> None:
     built(cfg.logger, "logger")
     data_fingerprint(cfg)  # the input files exist, are files, are not empty and start as text
     if {"dataset.source", "dataset.context_len"} <= set(result_keys(cfg)):
-        check_enough_text(built(dataset.source, "dataset.source"), context_len, first + dataset.num_samples, dataset.name,
-                          "dataset.context_len")
+        check_enough_text(built(dataset.source, "dataset.source"), context_len, dataset.num_samples, dataset.name,
+                          "dataset.context_len", first)
     _check_experiment(cfg)
 
 
