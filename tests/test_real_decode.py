@@ -88,6 +88,18 @@ def test_every_mode_runs_on_shared_caches_and_the_matched_rows_read_specattns_fr
     assert low <= mid <= high and mid == pytest.approx(frame.loc["specattn p=0.6", "tau"] / frame.loc["dense", "tau"])
 
 
+def test_repeated_timings_decode_the_same_tokens_and_report_their_spread(pair):
+    """repeats=3 times each group's decoding three times: the median counts, and every measure but time is
+    the single pass's (the repeats decode the same tokens from the same caches)."""
+    ids = prompts(2, 120, 9)
+    once, thrice = (pd.DataFrame(run_point(pair, config(pair, draft_reads=("reuse",), repeats=r), 120, 2, [ids], 1e11,
+                                           lambda msg: None)).set_index("mode") for r in (1, 3))
+    timing = ["tokens_per_s", "timing_spread", "roof_frac"]
+    pd.testing.assert_frame_equal(once.drop(columns=timing), thrice.drop(columns=timing))
+    assert (once["timing_spread"] == 0).all() and (thrice["timing_spread"] >= 0).all()
+    assert thrice["timing_spread"].max() > 0  # three host-clock timings on the CPU are never all equal
+
+
 def test_policy_points_are_ratios_to_dense_speculative_decoding_at_each_point(tmp_path):
     from specattn.results.plots import plot_policy_tradeoff, policy_points
 

@@ -13,7 +13,8 @@ greedy tokens from the same prefilled caches:
 
 Per mode the two phases are captured once as CUDA graphs and replayed for every group; a group's
 decoding is timed with CUDA events from its first step to the step at which every sequence has its
-``new_tokens`` (steps pipelined, one host read per step; prefill and capture excluded). Reported per mode:
+``new_tokens`` (steps pipelined, one host read per step; prefill and capture excluded), ``repeats`` times (the
+median counts; ``timing_spread``: the largest (max - min) / median of a group). Reported per mode:
 tokens/s (``batch * new_tokens`` per group over its time, median over groups), the measured ``tau``
 (new tokens kept per step: ``new_tokens`` over the steps each sequence took until it had them; ``tau_steps``
 counts the last step's tokens past ``new_tokens`` too) and ``acceptance`` (drafted tokens accepted up to the
@@ -72,6 +73,7 @@ class RealBenchConfig:
     fused_layers: bool
     max_mem_gib: float
     seed: int
+    repeats: int = 1  # timed decodings of each group per mode (the median counts; tokens from the first)
 
 
 def modes(cfg: RealBenchConfig, matched_frac: float | None) -> list[tuple[str, GraphSettings]]:
@@ -202,7 +204,12 @@ class PointRunner:
         tokens = self.cfg.new_tokens
         to_end = [drafts_to_output_end(steps, tokens, settings.gamma) for steps in out["accepted"]]
         generated = self.tokens_of(dec, prompts.shape[1])
-        return {"ms": out["ms"], "tokens_per_s": self.batch * tokens / out["ms"] * 1e3,
+        times = [out["ms"]]
+        for _ in range(self.cfg.repeats - 1):  # the same decoding again: only its time counts
+            resume(dec, prompts)
+            times.append(timed_generate(dec, tokens)["ms"])
+        ms = statistics.median(times)
+        return {"ms": ms, "ms_spread": (max(times) - min(times)) / ms, "tokens_per_s": self.batch * tokens / ms * 1e3,
                 "steps": sum(len(steps) for steps in out["accepted"]),
                 "seq_steps": [len(steps) for steps in out["accepted"]],
                 "accepted_steps": sum(sum(steps) for steps in out["accepted"]),
@@ -254,6 +261,7 @@ def run_point(pair, cfg: RealBenchConfig, context: int, batch: int, groups: list
         drafted, accepted = sum(r["drafted"] for r in ok), sum(r["accepted"] for r in ok)
         tau = len(ok) * batch * cfg.new_tokens / steps  # new tokens kept per step
         row.update({"tokens_per_s": statistics.median(r["tokens_per_s"] for r in ok), "tau": tau,
+                    "timing_spread": max(r["ms_spread"] for r in ok),  # (max - min) / median of a group's repeats
                     "tau_steps": (accepted_steps + steps) / steps,  # the last step's overshoot too
                     "acceptance": accepted / drafted if drafted else math.nan,  # up to the output's end
                     "acceptance_steps": accepted_steps / (steps * settings.gamma) if settings.gamma else math.nan,

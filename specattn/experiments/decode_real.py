@@ -43,7 +43,7 @@ def check(cfg) -> None:
             raise SpecAttnError(f"experiment.{key} is empty: list at least one value")
         for value in values:
             positive_int(value, f"experiment.{key}", "[2048]")
-    for key in ("prompts", "new_tokens", "lossless_context", "draft_refresh"):
+    for key in ("prompts", "new_tokens", "lossless_context", "draft_refresh", "repeats"):
         positive_int(e[key], f"experiment.{key}", "32")
     nonnegative_int(e.lossless_prompts, "experiment.lossless_prompts", "32")  # 0 skips the check
     fractions(e.p_values, "experiment.p_values", "[0.9,0.95]")
@@ -64,7 +64,7 @@ def bench_config(cfg, layer_map) -> RealBenchConfig:
                            tuple(float(p) for p in e.p_values), float(e.match_p), tuple(str(r) for r in e.draft_reads),
                            int(e.draft_refresh), int(e.draft_window), int(e.draft_sinks), int(cfg.gamma),
                            int(cfg.chunk_size), int(cfg.dense_layers), str(cfg.head_agg), tuple(layer_map),
-                           bool(e.fused_layers), float(e.max_mem_gib), int(cfg.seed))
+                           bool(e.fused_layers), float(e.max_mem_gib), int(cfg.seed), int(e.repeats))
 
 
 LIST_COLUMNS = ["tokens", "prompt_ids", "prompt_nll", "prompt_steps"]  # per-prompt lists: prompts.csv, not modes.csv
