@@ -113,7 +113,7 @@ def render(rows: pd.DataFrame, agree: pd.DataFrame, loss: pd.DataFrame, hw: dict
     lines = [f"Hardware: {hw}; copy bandwidth {copy_bw / 1e12:.3f} TB/s, read bandwidth {read_bw / 1e12:.3f} TB/s "
              "(the roofline divides by the read bandwidth). Real weights, real acceptance and selection.", "",
              "### Targets", *[f"- {line}" for line in targets(rows, loss)], ""]
-    columns = ["mode", "tokens_per_s", "tau", "acceptance", "cont_ppl", "verifier_kept", "draft_kept",
+    columns = ["mode", "tokens_per_s", "timing_spread", "tau", "acceptance", "cont_ppl", "verifier_kept", "draft_kept",
                "roof_tokens_per_s", "roof_frac", "prompts"]
     for (context, batch), group in rows.groupby(["context", "batch"], sort=False):
         ok = group[group.get("error", pd.Series(index=group.index, dtype=object)).isna()] if "error" in group else group
