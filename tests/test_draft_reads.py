@@ -285,6 +285,33 @@ def test_reuse_refreshes_every_k_steps_and_reads_the_last_selection_plus_the_new
     assert counts.sparse_forward_prefix == 2 * 13 and counts.sparse_forward_reads == 2 * 13
 
 
+def test_reuse_refreshes_after_a_step_that_accepted_too_little():
+    """draft_refresh_below=2: the step after one that accepted 0 or 1 drafted tokens reads densely, besides the
+    every-k-steps schedule; one that accepted 2 or more does not trigger it."""
+    s = Settings(2, 4, 0, "max", (0,), draft_reads="reuse", draft_p=0.5, draft_refresh=10, draft_refresh_below=2)
+    policy = DraftReadPolicy(s, n_draft_layers=1, draft_kv_heads=1)
+    dense = []
+    for step, (p, kept) in enumerate([(10, 2), (13, 1), (15, 2), (18, 0), (19, 2)]):
+        rows = {0: one_hot_row(p + 1, [1, p]), 1: one_hot_row(p + 2, [5])}
+        dense.append(walk(policy, p, rows, None) == [None, None])
+        policy.accepted(kept)
+    assert dense == [True, False, True, False, True]  # step 0 (schedule), 2 after kept 1, 4 after kept 0
+
+
+@pytest.mark.parametrize("below", [0, 3])
+def test_acceptance_triggered_refresh_at_every_step_is_the_dense_draft(dense_draft_runs, below):
+    """draft_refresh_below above gamma refreshes after every step: reuse then reads everything (tokens, steps,
+    reads equal the dense draft's, draft reduction 0); at 0 the schedule alone (every 2nd step) reads less."""
+    pair, prefill, _, reference = dense_draft_runs[1]
+    out = decoder(pair, new=20, draft_reads="reuse", draft_refresh=2, draft_p=0.5,
+                  draft_refresh_below=GAMMA + 1 if below else 0).generate(prefill, [SpecAttn(1.0), SpecAttn(1.0)])
+    if below:
+        assert traces_equal(out.traces, reference)
+        assert all(t.draft_reads.reduction == 0.0 for t in out.traces)
+    else:
+        assert all(t.draft_reads.reduction > 0.0 for t in out.traces)
+
+
 def test_window_chunks_agree_with_the_rooflines_window_keys():
     for prefix in range(1, 80, 3):
         for sinks in (0, 1, 4, 9):
@@ -333,7 +360,8 @@ def test_bad_draft_settings_are_refused_in_one_line(tiny_pair):
                          ({"draft_reads": "reuse", "draft_refresh": 0}, "decode.draft_refresh=0 must be a positive"),
                          ({"draft_reads": "window", "draft_window": 0}, "decode.draft_window=0"),
                          ({"draft_reads": "first_dense", "draft_p": 1.5}, "decode.draft_p=1.5"),
-                         ({"draft_reads": "first_dense", "head_agg": "kv_group"}, "head_agg='kv_group' cannot")]:
+                         ({"draft_reads": "first_dense", "head_agg": "kv_group"}, "head_agg='kv_group' cannot"),
+                         ({"draft_reads": "reuse", "draft_refresh_below": -1}, "decode.draft_refresh_below=-1")]:
         s = replace(settings(tiny_pair), **kwargs)
         with pytest.raises(SettingError, match=text) as error:
             DraftReadPolicy.for_pair(tiny_pair, s)

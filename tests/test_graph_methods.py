@@ -174,6 +174,29 @@ def test_cuda_streaming_and_quest_in_float32_equal_the_cpu_engine(pair, tiny_mod
         assert got == cpu_traces(pair, batch, method), verify
 
 
+@pytest.mark.parametrize("p", [None, 0.6])
+def test_reuse_with_an_acceptance_triggered_refresh_equals_the_cpu_engine(pair, p):
+    """draft_refresh_below=3: a step after one that kept fewer than 3 drafted tokens refreshes (the graph decoder
+    from its device-side accepted counts, the CPU engine from the host's), besides every 4th step."""
+    from specattn.methods import SpecAttn
+
+    batch = prompts(2, 150, 33)
+    policy = dict(draft_reads="reuse", draft_refresh=4, draft_window=40, draft_sinks=8, draft_refresh_below=3)
+    settings = Settings(GAMMA, CHUNK, 2, "mean", mapping(pair), max_new_tokens=NEW, draft_p=0.6, **policy)
+    prepare_for_decoding(pair)
+    dec = SpeculativeDecoder(pair, settings)
+    method = Dense() if p is None else SpecAttn(p)
+    traces = dec.generate(dec.prefill(batch), [method, method]).traces
+    want = ([t.tokens for t in traces], [t.steps for t in traces], [t.kept for t in traces])
+    schedule_only = SpeculativeDecoder(pair, dataclasses.replace(settings, draft_refresh_below=0))
+    plain = schedule_only.generate(schedule_only.prefill(batch), [method, method]).traces
+    # the trigger fired: more dense draft forwards than the every-4th-step schedule alone
+    assert sum(t.draft_reads.sparse_forward_prefix for t in traces) < sum(t.draft_reads.sparse_forward_prefix for t in plain)
+    got, _ = graph_run(pair, batch, GraphSettings(GAMMA, CHUNK, 2, "mean", mapping(pair), 0.6,
+                                                  verify="dense" if p is None else "specattn", **policy))
+    assert got == want
+
+
 @pytest.mark.parametrize("reads", ["first_dense", "reuse", "window", "first_window"])
 @pytest.mark.parametrize("p", [None, 0.6])
 def test_draft_read_policies_equal_the_cpu_engine(pair, reads, p):

@@ -74,13 +74,15 @@ class RealBenchConfig:
     max_mem_gib: float
     seed: int
     repeats: int = 1  # timed decodings of each group per mode (the median counts; tokens from the first)
+    draft_refresh_below: int = 0  # reuse: also refresh after a step that accepted fewer drafted tokens
 
 
 def modes(cfg: RealBenchConfig, matched_frac: float | None) -> list[tuple[str, GraphSettings]]:
     """``(label, settings)`` of every mode at a point (``matched_frac``: the budget of the matched rows,
     None before SpecAttn p=match_p was measured)."""
     base = GraphSettings(cfg.gamma, cfg.chunk_size, cfg.dense_layers, cfg.head_agg, cfg.layer_map)
-    policy = dict(draft_refresh=cfg.draft_refresh, draft_window=cfg.draft_window, draft_sinks=cfg.draft_sinks)
+    policy = dict(draft_refresh=cfg.draft_refresh, draft_window=cfg.draft_window, draft_sinks=cfg.draft_sinks,
+                  draft_refresh_below=cfg.draft_refresh_below)
     out = [("ar", dataclasses.replace(base, gamma=0)), ("dense", base)]
     out += [(f"specattn p={p}", dataclasses.replace(base, p=p)) for p in cfg.p_values]
     if matched_frac is None:

@@ -15,7 +15,8 @@ class Settings:
     Decoding: max_new_tokens, temperature (0: greedy), top_k / top_p (sampling; 0 / 1: off), stop_at_eos;
     the draft's own reads (:mod:`specattn.decode.draft_reads`): draft_reads (``dense`` | ``first_dense`` |
     ``reuse`` | ``window``), draft_p (nucleus mass of the draft's own selection: the run's ``p``),
-    draft_refresh (reuse: a dense step every that many steps), draft_window / draft_sinks (window: keys).
+    draft_refresh (reuse: a dense step every that many steps), draft_window / draft_sinks (window: keys),
+    draft_refresh_below (reuse: a step after one that accepted fewer drafted tokens also refreshes; 0: off).
     """
 
     gamma: int
@@ -36,3 +37,4 @@ class Settings:
     draft_refresh: int = 8
     draft_window: int = 1024
     draft_sinks: int = 16
+    draft_refresh_below: int = 0

@@ -62,7 +62,7 @@ WINDOWED = ("window", "first_window")  # the read sets are the sinks and the rec
 SELECTION_HEADS = ("mean", "max")  # head aggregations of the draft's own selection
 
 
-def check_draft_reads(reads, p, refresh, window, sinks, head_agg) -> None:
+def check_draft_reads(reads, p, refresh, window, sinks, head_agg, refresh_below=0) -> None:
     """Raise a one-line :class:`SettingError` (``decode.*`` keys) for bad draft-read settings."""
     if reads not in DRAFT_READS:
         raise SettingError("decode.draft_reads", reads, f"is unknown: allowed are {', '.join(DRAFT_READS)}",
@@ -71,6 +71,7 @@ def check_draft_reads(reads, p, refresh, window, sinks, head_agg) -> None:
     positive_int(refresh, "decode.draft_refresh", "8")
     positive_int(window, "decode.draft_window", "1024")
     nonnegative_int(sinks, "decode.draft_sinks", "16")
+    nonnegative_int(refresh_below, "decode.draft_refresh_below", "2")
     if reads != "dense" and head_agg not in SELECTION_HEADS:
         raise SettingError("head_agg", head_agg, f"cannot aggregate the draft's own rows under "
                            f"decode.draft_reads={reads}: use {' or '.join(SELECTION_HEADS)}", "mean")
@@ -132,10 +133,12 @@ class DraftReadPolicy:
 
     def __init__(self, settings: Settings, n_draft_layers: int, draft_kv_heads: int):
         s = settings
-        check_draft_reads(s.draft_reads, s.draft_p, s.draft_refresh, s.draft_window, s.draft_sinks, s.head_agg)
+        check_draft_reads(s.draft_reads, s.draft_p, s.draft_refresh, s.draft_window, s.draft_sinks, s.head_agg,
+                          s.draft_refresh_below)
         self.settings, self.n_layers, self.kv_heads = settings, n_draft_layers, draft_kv_heads
         self.layers = range(min(s.dense_layers, n_draft_layers), n_draft_layers)  # the policy layers
         self.step = 0  # steps taken (reuse's refresh schedule)
+        self.low_acceptance = False  # the last step accepted fewer than draft_refresh_below drafted tokens
         self.selection: dict[int, torch.Tensor] = {}  # layer -> S_i (bool over the prefix chunks it was made for)
         self.last_prefix: int | None = None
 
@@ -145,8 +148,13 @@ class DraftReadPolicy:
 
     @property
     def refresh(self) -> bool:
-        """This step reads densely throughout (reuse's every ``draft_refresh``-th step, from step 0)."""
-        return self.step % self.settings.draft_refresh == 0
+        """This step reads densely throughout (reuse's every ``draft_refresh``-th step, from step 0, and, with
+        ``draft_refresh_below``, the step after one that accepted fewer drafted tokens than that)."""
+        return self.step % self.settings.draft_refresh == 0 or self.low_acceptance
+
+    def accepted(self, kept: int) -> None:
+        """The verifier accepted ``kept`` of the step's drafted tokens (after :meth:`end_step`)."""
+        self.low_acceptance = kept < self.settings.draft_refresh_below
 
     def begin_step(self, layout: StepLayout) -> None:
         """A step whose prefix is ``[0, layout.prefill_len)``."""

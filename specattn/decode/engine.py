@@ -177,6 +177,8 @@ class SpeculativeDecoder:
                 target = warp(logits, s.temperature, s.top_k, s.top_p)
                 kept, added = speculative_accept(drafted, draft_probs, target, generators)
             last = self._commit(traces, sequences, last, drafted, kept, added)
+            for policy, k in zip(policies, kept.tolist()):
+                policy.accepted(k)  # reuse's acceptance-triggered refresh
             for method, p in zip(active, last.tolist()):
                 method.commit(p)  # draft rows at P_b .. P_b + k_b were accepted; later ones leave the history
             verifier_cache.set_lengths(last)  # the accepted tokens but the last one (the next step's first row)

@@ -99,6 +99,7 @@ class GraphSettings:
     n_sinks: int = 4
     draft_reads: str = "dense"
     draft_refresh: int = 8
+    draft_refresh_below: int = 0
     draft_window: int = 1024
     draft_sinks: int = 16
     forced_draft_density: float | None = None
@@ -132,8 +133,8 @@ class GraphSettings:
         if mode in ("specattn", "streaming", "quest") or reads != "dense":
             if len(self.layer_map) != n_verifier:
                 raise SpecAttnError(f"layer_map has {len(self.layer_map)} entries for a verifier of {n_verifier} layers")
-        if self.draft_refresh < 1 or self.draft_window < 0 or self.draft_sinks < 0:
-            raise SpecAttnError("draft_refresh must be >= 1, draft_window and draft_sinks >= 0")
+        if self.draft_refresh < 1 or self.draft_window < 0 or self.draft_sinks < 0 or self.draft_refresh_below < 0:
+            raise SpecAttnError("draft_refresh must be >= 1, draft_window, draft_sinks and draft_refresh_below >= 0")
 
 
 def forced_schedule(tau: float, gamma: int, length: int = 16) -> tuple[int, ...]:
@@ -410,7 +411,10 @@ class GraphDecoder:
             window = chunks_holding(start, self.last, self.n_cols, c) | chunks_holding(zero, sinks, self.n_cols, c)
             self.base_mask[0, :, 0].copy_(window & prefix)
         elif s.draft_reads == "reuse":
-            refresh = (self.seq_step % s.draft_refresh == 0)[None, :, None]  # (1, B, 1)
+            refresh = self.seq_step % s.draft_refresh == 0
+            if s.draft_refresh_below:  # the last step accepted fewer drafted tokens than that
+                refresh = refresh | (self.kept < s.draft_refresh_below)
+            refresh = refresh[None, :, None]  # (1, B, 1)
             new = chunks_holding(self.prev_last, self.last, self.n_cols, c)[None]  # (1, B, NC)
             previous = self.forced_base[:, :, 0] if s.forced_draft_density is not None else self.sel_mask[:, :, 0]
             base = torch.where(refresh, prefix[None], (previous | new) & prefix[None])

@@ -58,7 +58,8 @@ def check(cfg) -> None:
     flag(d.stop_at_eos, "decode.stop_at_eos")
     check_enough_text(built(cfg.dataset.source, "dataset.source"), prompt_len, cfg.dataset.num_samples,
                       cfg.dataset.name, "decode.prompt_len", int(cfg.dataset.get("first_sample", 0)))
-    check_draft_reads(d.draft_reads, d.draft_p, d.draft_refresh, d.draft_window, d.draft_sinks, cfg.head_agg)
+    check_draft_reads(d.draft_reads, d.draft_p, d.draft_refresh, d.draft_window, d.draft_sinks, cfg.head_agg,
+                      d.draft_refresh_below)
     max_positions = cfg.model.get("max_positions")
     if max_positions is not None and prompt_len + new + 2 * (cfg.gamma + 1) > max_positions:
         raise SpecAttnError(

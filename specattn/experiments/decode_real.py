@@ -46,6 +46,7 @@ def check(cfg) -> None:
     for key in ("prompts", "new_tokens", "lossless_context", "draft_refresh", "repeats"):
         positive_int(e[key], f"experiment.{key}", "32")
     nonnegative_int(e.lossless_prompts, "experiment.lossless_prompts", "32")  # 0 skips the check
+    nonnegative_int(e.draft_refresh_below, "experiment.draft_refresh_below", "2")
     fractions(e.p_values, "experiment.p_values", "[0.9,0.95]")
     if float(e.match_p) not in [float(p) for p in e.p_values]:
         raise SpecAttnError(f"experiment.match_p={e.match_p} is not one of experiment.p_values={list(e.p_values)}")
@@ -64,7 +65,8 @@ def bench_config(cfg, layer_map) -> RealBenchConfig:
                            tuple(float(p) for p in e.p_values), float(e.match_p), tuple(str(r) for r in e.draft_reads),
                            int(e.draft_refresh), int(e.draft_window), int(e.draft_sinks), int(cfg.gamma),
                            int(cfg.chunk_size), int(cfg.dense_layers), str(cfg.head_agg), tuple(layer_map),
-                           bool(e.fused_layers), float(e.max_mem_gib), int(cfg.seed), int(e.repeats))
+                           bool(e.fused_layers), float(e.max_mem_gib), int(cfg.seed), int(e.repeats),
+                           int(e.draft_refresh_below))
 
 
 LIST_COLUMNS = ["tokens", "prompt_ids", "prompt_nll", "prompt_steps"]  # per-prompt lists: prompts.csv, not modes.csv

@@ -114,7 +114,8 @@ def _check_rows(cfg) -> list[Row]:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
         raise SettingError("experiment.min_dense_accuracy", value, "must be a number in [0, 1]", "0.5")
     d = cfg.decode
-    check_draft_reads(d.draft_reads, d.draft_p, d.draft_refresh, d.draft_window, d.draft_sinks, cfg.head_agg)
+    check_draft_reads(d.draft_reads, d.draft_p, d.draft_refresh, d.draft_window, d.draft_sinks, cfg.head_agg,
+                      d.draft_refresh_below)
     return check_table_keys(cfg)  # last: composes each row's conf/method config
 
 
