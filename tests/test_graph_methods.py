@@ -174,27 +174,36 @@ def test_cuda_streaming_and_quest_in_float32_equal_the_cpu_engine(pair, tiny_mod
         assert got == cpu_traces(pair, batch, method), verify
 
 
-@pytest.mark.parametrize("p", [None, 0.6])
-def test_reuse_with_an_acceptance_triggered_refresh_equals_the_cpu_engine(pair, p):
-    """draft_refresh_below=3: a step after one that kept fewer than 3 drafted tokens refreshes (the graph decoder
-    from its device-side accepted counts, the CPU engine from the host's), besides every 4th step."""
+def policy_traces(pair, batch, p, policy: dict):
+    """The CPU engine's traces of ``batch`` under the draft read ``policy`` (SpecAttn ``p``, or a dense verifier
+    for None), and the graph decoder's (tokens, steps, accepted counts) for the same settings."""
     from specattn.methods import SpecAttn
 
-    batch = prompts(2, 150, 33)
-    policy = dict(draft_reads="reuse", draft_refresh=4, draft_window=40, draft_sinks=8, draft_refresh_below=3)
     settings = Settings(GAMMA, CHUNK, 2, "mean", mapping(pair), max_new_tokens=NEW, draft_p=0.6, **policy)
     prepare_for_decoding(pair)
     dec = SpeculativeDecoder(pair, settings)
     method = Dense() if p is None else SpecAttn(p)
     traces = dec.generate(dec.prefill(batch), [method, method]).traces
-    want = ([t.tokens for t in traces], [t.steps for t in traces], [t.kept for t in traces])
-    schedule_only = SpeculativeDecoder(pair, dataclasses.replace(settings, draft_refresh_below=0))
-    plain = schedule_only.generate(schedule_only.prefill(batch), [method, method]).traces
-    # the trigger fired: more dense draft forwards than the every-4th-step schedule alone
-    assert sum(t.draft_reads.sparse_forward_prefix for t in traces) < sum(t.draft_reads.sparse_forward_prefix for t in plain)
     got, _ = graph_run(pair, batch, GraphSettings(GAMMA, CHUNK, 2, "mean", mapping(pair), 0.6,
                                                   verify="dense" if p is None else "specattn", **policy))
-    assert got == want
+    return traces, got
+
+
+def as_runs(traces) -> tuple:
+    return [t.tokens for t in traces], [t.steps for t in traces], [t.kept for t in traces]
+
+
+@pytest.mark.parametrize("p", [None, 0.6])
+def test_reuse_with_an_acceptance_triggered_refresh_equals_the_cpu_engine(pair, p):
+    """draft_refresh_below=3: a step after one that kept fewer than 3 drafted tokens refreshes (the graph decoder
+    from its device-side accepted counts, the CPU engine from the host's), besides every 4th step; the trigger
+    fires (fewer sparse draft forwards than the schedule alone gives)."""
+    batch = prompts(2, 150, 33)
+    policy = dict(draft_reads="reuse", draft_refresh=4, draft_window=40, draft_sinks=8)
+    traces, got = policy_traces(pair, batch, p, {**policy, "draft_refresh_below": 3})
+    assert got == as_runs(traces)
+    plain, _ = policy_traces(pair, batch, p, policy)
+    assert sum(t.draft_reads.sparse_forward_prefix for t in traces) < sum(t.draft_reads.sparse_forward_prefix for t in plain)
 
 
 @pytest.mark.parametrize("reads", ["first_dense", "reuse", "window", "first_window"])
@@ -202,16 +211,6 @@ def test_reuse_with_an_acceptance_triggered_refresh_equals_the_cpu_engine(pair, 
 def test_draft_read_policies_equal_the_cpu_engine(pair, reads, p):
     """Token for token, steps and accepted counts: the graph decoder's draft policies (device-side lists,
     rows masked by what their forwards read) and the CPU engine's (specattn.decode.draft_reads)."""
-    from specattn.methods import SpecAttn
-
-    batch = prompts(2, 150, 31)
-    policy = dict(draft_reads=reads, draft_refresh=3, draft_window=40, draft_sinks=8)
-    settings = Settings(GAMMA, CHUNK, 2, "mean", mapping(pair), max_new_tokens=NEW, draft_p=0.6, **policy)
-    prepare_for_decoding(pair)
-    dec = SpeculativeDecoder(pair, settings)
-    method = Dense() if p is None else SpecAttn(p)
-    traces = dec.generate(dec.prefill(batch), [method, method]).traces
-    want = ([t.tokens for t in traces], [t.steps for t in traces], [t.kept for t in traces])
-    got, _ = graph_run(pair, batch, GraphSettings(GAMMA, CHUNK, 2, "mean", mapping(pair), 0.6,
-                                                  verify="dense" if p is None else "specattn", **policy))
-    assert got == want
+    traces, got = policy_traces(pair, prompts(2, 150, 31), p,
+                                dict(draft_reads=reads, draft_refresh=3, draft_window=40, draft_sinks=8))
+    assert got == as_runs(traces)
