@@ -17,3 +17,9 @@ snapshot() { rm -rf /tmp/repo && cp -r "$PWD" /tmp/repo; }
 # $1: the job's log file; prints the job's pid (= its process group: `kill -- -PID` stops it)
 detach() { local log=$1; shift; (cd /tmp/repo && exec setsid nohup "$@" > "$log" 2>&1 < /dev/null) \
              > /dev/null 2>&1 < /dev/null & echo $!; }
+# timings need the GPU to themselves: wait up to $1 s (default 60) for the background job, then stop it
+stop_background() { local i; for i in $(seq 1 $(( ${1:-60} / 5 ))); do
+    [ -f "$GPU_OUT/bg/done" ] || ! kill -0 "$(cat "$GPU_OUT/bg/pid" 2>/dev/null)" 2>/dev/null && break; sleep 5; done
+  echo "background: $(tail -n 1 "$GPU_OUT/bg/background.log" 2>/dev/null)"
+  if [ ! -f "$GPU_OUT/bg/done" ] && kill -0 "$(cat "$GPU_OUT/bg/pid" 2>/dev/null)" 2>/dev/null; then
+    kill -- -"$(cat "$GPU_OUT/bg/pid")"; sleep 3; echo "background stopped (what follows has the GPU alone)"; fi; }

@@ -46,6 +46,9 @@ for part in "$@"; do echo "== $part $(date +%T)"; case $part in
   prose_32k_rest) # 32K prose: the 20 windows after the fourth session's 12 (pool as above)
     spec $L $T dataset=gutenberg dataset.context_len=32768 dataset.first_sample=12 dataset.num_samples=20 \
       "experiment.rows=[dense,{method:specattn,p:[0.9,0.95]},{method:streaming,match:'specattn p=0.9'},{method:quest,match:'specattn p=0.9'}]" ;;
+  oracle_32k) # 32K code, the first 8 windows: the oracle beside SpecAttn at p = 0.8, 0.9, 0.95, 0.99 (fifth session)
+    spec $L $T dataset=python_packages dataset.context_len=32768 dataset.num_samples=8 \
+      "experiment.rows=[dense,{method:specattn,p:[0.8,0.9,0.95,0.99]},{method:oracle_topp,p:[0.8,0.9,0.95,0.99]}]" ;;
   decode)    # decoding quality against context length: 8K then 32K prompts of package text, 256 new tokens
     for len in 8192 32000; do spec $((L / 2)) $M experiment=decode_table dataset=python_packages dataset.num_samples=8 \
       decode.prompt_len=$len decode.max_new_tokens=256; done ;;
@@ -61,10 +64,11 @@ for part in "$@"; do echo "== $part $(date +%T)"; case $part in
     spec $L $M experiment=retrieval "experiment.lengths=[2048,4096]" experiment.samples=2 \
       "experiment.rows=[dense,{method:specattn,p:[0.9,0.95]},{method:oracle_topp,p:0.95},{method:streaming,match:'specattn p=0.95'},{method:quest,match:'specattn p=0.95'}]" ;;
   retrieval_long) # issue 25 at length: 8K and 16K (batch 16), then 32K (batch 8), 10 samples per depth cell = 50
-             # per task and length; one prefill per batch (experiment.batch)
+             # per task and length; one prefill per batch (experiment.batch); then 4K (the issue's CPU grid, on the GPU)
     R="[dense,{method:specattn,p:[0.9,0.95]},{method:oracle_topp,p:0.95},{method:streaming,match:'specattn p=0.95'},{method:quest,match:'specattn p=0.95'}]"
-    spec $((L / 2)) $M experiment=retrieval "experiment.lengths=[8192,16384]" experiment.samples=10 experiment.batch=16 "experiment.rows=$R"
-    spec $((L / 2)) $M experiment=retrieval "experiment.lengths=[32000]" experiment.samples=10 experiment.batch=8 "experiment.rows=$R" ;;
+    spec $((2 * L / 5)) $M experiment=retrieval "experiment.lengths=[8192,16384]" experiment.samples=10 experiment.batch=16 "experiment.rows=$R"
+    spec $((2 * L / 5)) $M experiment=retrieval "experiment.lengths=[32000]" experiment.samples=10 experiment.batch=8 "experiment.rows=$R"
+    spec $((L / 5)) $M experiment=retrieval "experiment.lengths=[4096]" experiment.samples=10 experiment.batch=16 "experiment.rows=$R" ;;
   align)     # layer alignment at 16384 and 32768 calibration tokens, and its stability table
     spec $L $M experiment=align_study dataset=python_source dataset.num_samples=8 align.num_tokens=16384
     spec $L $M experiment=align_study dataset=python_source dataset.num_samples=8 align.num_tokens=32768 ;;
