@@ -243,3 +243,31 @@ def test_run_decode_table_matches_the_baselines_budget_per_prompt(tiny_model_dir
         for setting in ("streaming match=specattn p=0.5 n_sinks=4", "quest match=specattn p=0.5"):
             matched = prompt[prompt.setting == setting].kv_reduction_sparse_layers.iloc[0]
             assert target > 0.1 and abs(matched - target) < 0.1, (setting, matched, target)  # within chunk rounding
+
+
+@pytest.mark.parametrize("per_forward", [40, 80, 100])  # 1, 2 and 2 (+ a last group of 1) sequences per forward
+def test_a_prefill_in_groups_of_sequences_equals_one_forward_over_the_batch(tiny_pair, monkeypatch, per_forward):
+    import specattn.decode.engine as engine
+
+    batch = prompts(5, 40, seed=3)
+    dec = decoder(tiny_pair, gamma=4, new=12)
+    whole = dec.prefill(batch)
+    monkeypatch.setattr(engine, "PREFILL_TOKENS", per_forward)
+    grouped = dec.prefill(batch)
+    for a, b in ((whole.verifier, grouped.verifier), (whole.draft, grouped.draft)):
+        assert a.lengths.tolist() == b.lengths.tolist()
+        assert b.keys.abs().sum() > 0
+        torch.testing.assert_close(b.keys, a.keys, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(b.values, a.values, atol=1e-5, rtol=1e-5)
+    methods = lambda: [SpecAttn(0.9) for _ in range(5)]  # noqa: E731
+    assert [t.tokens for t in dec.generate(grouped, methods()).traces] == \
+           [t.tokens for t in dec.generate(whole, methods()).traces]
+
+
+def test_a_rows_view_of_the_cache_writes_into_the_batch(tiny_pair):
+    cache = SequenceKVCache.for_model(tiny_pair.verifier, 3, 16)
+    view = cache.rows(1, 3)
+    k = torch.ones(2, cache.keys.shape[2], 4, cache.keys.shape[4])
+    view.update(k, 2 * k, 0)
+    assert cache.keys[0, 1:, :, :4].eq(1).all() and cache.values[0, 1:, :, :4].eq(2).all()
+    assert cache.keys[0, 0].eq(0).all() and cache.keys[1:].eq(0).all()

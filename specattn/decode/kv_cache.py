@@ -65,6 +65,14 @@ class SequenceKVCache:
         """Keep keys ``[0, lengths[b])`` of each sequence (commit and roll back in one)."""
         self.lengths.copy_(lengths)
 
+    def rows(self, start: int, stop: int) -> "SequenceKVCache":
+        """Sequences ``[start, stop)`` as a cache of their own that shares this one's memory (a forward
+        through it writes into these rows)."""
+        view = object.__new__(SequenceKVCache)
+        view.keys, view.values = self.keys[:, start:stop], self.values[:, start:stop]
+        view.lengths = self.lengths[start:stop]
+        return view
+
     def clone(self) -> "SequenceKVCache":
         """An independent copy (the same prefill serves several methods)."""
         copy = object.__new__(SequenceKVCache)
