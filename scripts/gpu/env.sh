@@ -6,7 +6,9 @@ export FLASHINFER_WORKSPACE_BASE=$SPECATTN_CACHE/flashinfer TRITON_CACHE_DIR=$SP
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 WANDB_MODE=disabled TOKENIZERS_PARALLELISM=false MAX_JOBS=16
 mkdir -p "$GPU_OUT" "$FLASHINFER_WORKSPACE_BASE" "$TRITON_CACHE_DIR"
 # run.py with the session's fixed settings; $1: a wall-clock limit in seconds (a killed run resumes later)
-spec() { local limit=$1; shift; timeout "$limit" python3 run.py logger=none progress=false \
+# (PRECHECK=FILE: append the overrides to FILE instead, one shell-quoted line per run, for tests/test_gpu_scripts.py)
+spec() { local limit=$1; shift; if [ -n "$PRECHECK" ]; then printf '%q ' "$@" >> "$PRECHECK"; echo >> "$PRECHECK"; return; fi
+         timeout "$limit" python3 run.py logger=none progress=false \
            paths.outputs="$GPU_OUT/outputs" "$@" 2>&1 | grep -v -i "warn" | tail -n 40; }
 # pack what came out under $GPU_OUT into $OUT (at most 8 files of 16 MiB come back)
 pack() { tar -czf "$OUT/$1.tar.gz" -C "$GPU_OUT" --exclude='*.safetensors' --exclude='wandb' \

@@ -46,6 +46,9 @@ for part in "$@"; do echo "== $part $(date +%T)"; case $part in
   prose_32k_rest) # 32K prose: the 20 windows after the fourth session's 12 (pool as above)
     spec $L $T dataset=gutenberg dataset.context_len=32768 dataset.first_sample=12 dataset.num_samples=20 \
       "experiment.rows=[dense,{method:specattn,p:[0.9,0.95]},{method:streaming,match:'specattn p=0.9'},{method:quest,match:'specattn p=0.9'}]" ;;
+  prose_32k_last) # 32K prose: the 2 windows the fifth session's prose_32k_rest did not reach (30 and 31)
+    spec $L $T dataset=gutenberg dataset.context_len=32768 dataset.first_sample=30 dataset.num_samples=2 \
+      "experiment.rows=[dense,{method:specattn,p:[0.9,0.95]},{method:streaming,match:'specattn p=0.9'},{method:quest,match:'specattn p=0.9'}]" ;;
   oracle_32k) # 32K code, the first 8 windows: the oracle beside SpecAttn at p = 0.8, 0.9, 0.95, 0.99 (fifth session)
     spec $L $T dataset=python_packages dataset.context_len=32768 dataset.num_samples=8 \
       "experiment.rows=[dense,{method:specattn,p:[0.8,0.9,0.95,0.99]},{method:oracle_topp,p:[0.8,0.9,0.95,0.99]}]" ;;

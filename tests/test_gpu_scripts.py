@@ -1,0 +1,70 @@
+"""The GPU session's scripts (scripts/gpu/) run their experiments through ``spec`` in env.sh; with
+``PRECHECK=FILE`` each run's overrides are written instead, and every one must pass the checks a run makes
+before loading weights (``specattn.runs.preflight``, CUDA reported present): a typo in a part costs a device
+session nothing when it fails here."""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import subprocess
+from pathlib import Path
+
+import pytest
+import torch
+
+from specattn.runs.preflight import check_job, jobs
+from specattn.runs.validate import register_resolvers
+
+ROOT = Path(__file__).resolve().parents[1]
+GPU = ROOT / "scripts" / "gpu"
+
+
+def quality_parts() -> list[str]:
+    return re.findall(r"^  ([a-z0-9_]+)\)", (GPU / "quality.sh").read_text(), flags=re.M)
+
+
+def planned_runs(tmp_path: Path, *commands: list[str]) -> list[list[str]]:
+    out = tmp_path / "runs.txt"
+    env = dict(os.environ, PRECHECK=str(out), GPU_OUT=str(tmp_path / "gpu-out"))
+    for command in commands:
+        subprocess.run(["bash", *command], cwd=ROOT, env=env, check=True, capture_output=True, timeout=60)
+    return [shlex.split(line) for line in out.read_text().splitlines() if line.strip()]
+
+
+@pytest.fixture
+def cuda_present(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    register_resolvers()
+
+
+def test_the_quality_script_has_the_parts_the_docs_name():
+    parts = quality_parts()
+    assert {"long_rest", "prose_32k_rest", "prose_32k_last", "oracle_32k", "retrieval_long"} <= set(parts)
+    assert len(parts) == len(set(parts))
+
+
+def test_every_gpu_run_of_the_session_scripts_passes_the_pre_run_checks(tmp_path, cuda_present):
+    parts = quality_parts()
+    runs = planned_runs(tmp_path, ["scripts/gpu/quality.sh", *parts], ["scripts/gpu/decode.sh", "300"],
+                        ["scripts/gpu/decode.sh", "300", "experiment.contexts=[32768]", "experiment.batches=[16]"])
+    assert len(runs) >= len(parts) + 3  # every part plans at least one run
+    for overrides in runs:
+        if any(".gpu_inputs" in o for o in overrides) and not (ROOT / ".gpu_inputs").is_dir():
+            continue  # `agree` reads the CPU reference's files, carried to the GPU for that part only
+        for job, _ in jobs(["logger=none", "progress=false", *overrides], False):
+            check_job(job, ROOT / "conf", "config", False)
+
+
+def test_a_bad_override_in_a_part_is_caught(tmp_path, cuda_present):
+    from specattn.core.errors import SpecAttnError
+
+    script = tmp_path / "bad.sh"
+    script.write_text(f"cd {ROOT}; source scripts/gpu/env.sh; spec 10 model=qwen_coder device=cuda "
+                      "experiment=paper_table dataset.first_sample=-3\n")
+    (overrides,) = planned_runs(tmp_path, [str(script)])
+    with pytest.raises(SpecAttnError, match="first_sample=-3"):
+        for job, _ in jobs(overrides, False):
+            check_job(job, ROOT / "conf", "config", False)
