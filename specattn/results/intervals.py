@@ -11,6 +11,8 @@ much the number depends on which texts were drawn.
 
 from __future__ import annotations
 
+import textwrap
+
 from pathlib import Path
 
 import numpy as np
@@ -82,8 +84,8 @@ def plot_run(run: Path, samples: pd.DataFrame, table: pd.DataFrame, out_dir: Pat
     from .plots import plot_pareto
 
     first = samples.iloc[0]
-    title = (f"{first['model']} on {first['dataset']}, {int(first['context_len'])} tokens, "
-             f"{samples['sample_id'].nunique()} samples ({run.name})")
+    title = textwrap.fill(f"{first['model']} on {first['dataset']}, {int(first['context_len'])} tokens, "
+                          f"{samples['sample_id'].nunique()} samples ({run.name})", 90)  # a pooled name is long
     out_dir.mkdir(parents=True, exist_ok=True)
     return plot_pareto(pareto_settings(samples, table), out_dir / f"pareto-{run.name}.png", title,
                        x="kv_reduction_sparse_layers")
