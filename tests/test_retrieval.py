@@ -19,7 +19,7 @@ from specattn.results.plots import write_plots
 from specattn.retrieval.draws import Draws, sample_rng
 from specattn.retrieval.generate import Item, SampleFactory, grid
 from specattn.retrieval.report import main as report_main
-from specattn.retrieval.report import grid_markdown, summarise
+from specattn.retrieval.report import grid_markdown, paired_vs_dense, summarise
 from specattn.retrieval.scoring import extract, score
 from specattn.retrieval.tasks import TASKS
 from specattn.runs.app import execute
@@ -340,3 +340,47 @@ def test_an_interrupted_run_resumes_and_its_table_collects_and_plots(tiny_model_
     written = write_plots(collected, tmp_path / "figures")
     assert {"retrieval-tiny_random", "retrieval-tiny_random-dense"} <= set(written)
     assert all(path.is_file() for path in written.values())
+
+
+def _rows(correct: dict[str, list[bool]], length: int = 8192, task: str = "needle_code", start: int = 0) -> pd.DataFrame:
+    """Retrieval-like rows: one per (setting, sample), ``correct[setting][i]`` for sample ``start + i``."""
+    method = {"dense": "dense", "specattn p=0.95": "specattn", "streaming": "streaming"}
+    return pd.DataFrame([{"model": "m", "task": task, "context_len": length, "sample_id": f"{task}/{length}/#{start + i}",
+                          "setting": setting, "method": method[setting], "correct": ok, "score": float(ok),
+                          "steps": 2, "new_tokens": 8, "drafted": 8, "accepted": 6, "kv_reads": 50, "kv_dense_reads": 100,
+                          "kv_reads_sparse_layers": 40, "kv_dense_reads_sparse_layers": 90}
+                         for setting, values in correct.items() for i, ok in enumerate(values)])
+
+
+def test_the_paired_difference_to_dense_and_its_interval():
+    rows = _rows({"dense": [True] * 8, "specattn p=0.95": [True] * 8, "streaming": [True, False] * 4})
+    paired = paired_vs_dense(rows).set_index(["task", "setting"])
+    streaming = paired.loc[("needle_code", "streaming")]
+    assert streaming.samples == 8 and streaming.vs_dense == pytest.approx(-0.5)
+    assert -1.0 <= streaming.vs_dense_low < -0.5 < streaming.vs_dense_high <= 0.0  # the interval holds the mean
+    same = paired.loc[("needle_code", "specattn p=0.95")]
+    assert same.vs_dense == same.vs_dense_low == same.vs_dense_high == 0.0
+    assert set(paired.index.get_level_values("task")) == {"needle_code", "all"}
+    # pairing is by sample: a setting that answered other samples than dense is compared on the shared ones only
+    shifted = pd.concat([_rows({"dense": [True] * 4}), _rows({"streaming": [False] * 4}, start=2)])
+    assert paired_vs_dense(shifted).set_index("task").loc["needle_code"].samples == 2
+
+
+def test_the_report_reads_cut_runs_and_sample_files_and_pools_them(tmp_path, capsys):
+    cut = tmp_path / "run"
+    (cut / "parts").mkdir(parents=True)
+    first = _rows({"dense": [True] * 3, "specattn p=0.95": [True, True, False], "streaming": [False] * 3})
+    for i, (_, group) in enumerate(first.groupby("sample_id")):
+        group.to_parquet(cut / "parts" / f"sample-{i:05d}.parquet")
+    later = _rows({"dense": [True] * 2, "specattn p=0.95": [True] * 2, "streaming": [True] * 2}, start=3)
+    later.to_csv(tmp_path / "later_samples.csv", index=False)
+    assert report_main([str(cut), str(tmp_path / "later_samples.csv")]) == 0
+    printed = capsys.readouterr().out
+    assert "| needle_code | 8192 | 5 | 100% | 80% | 40% |" in printed  # 5 samples pooled: 4/5 and 2/5 right
+    assert "| needle_code | 8192 | 5 | -20 [" in printed  # SpecAttn 20 points below dense, with its interval
+    # the same samples twice are refused in one line, as is a folder that is no retrieval run
+    assert report_main([str(cut), str(cut)]) == 2
+    assert "in both" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert report_main([str(tmp_path / "empty")]) == 2
+    assert "not a retrieval run" in capsys.readouterr().err

@@ -9,8 +9,13 @@ or from collected rows of several runs).
   a depth axis;
 * :func:`grid_markdown`: a value (accuracy, KV reduction, ...) per task and length, one column per setting.
 
-``python -m specattn.retrieval.report collected.parquet`` prints the Markdown tables of the retrieval
-rows of a collected table (``python -m specattn.results collect``), per model.
+* :func:`paired_vs_dense`: each setting's accuracy minus the dense verifier's on the same samples, with a
+  95% bootstrap interval over samples (the issue's "within 2 points of dense" needs the interval).
+
+``python -m specattn.retrieval.report INPUT...`` prints the Markdown tables of retrieval rows, per model: INPUT
+is a collected table (``python -m specattn.results collect``), a retrieval run's folder (finished: its
+``results.parquet``; cut by a time limit: its ``parts/`` so far) or a file of per-sample rows (``.csv`` or
+``.parquet``, e.g. ``docs/data/*/retrieval_*_samples.csv``); several inputs are pooled (a sample in two is refused).
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+
+from ..core.errors import SpecAttnError  # noqa: E402
 
 SUMMARY_COLUMNS = ("task", "context_len", "method", "setting", "samples", "accuracy", "score", "dense_accuracy",
                    "vs_dense", "kv_reduction_sparse_layers", "kv_reduction", "tau", "acceptance")
@@ -63,6 +70,78 @@ def summarise(results: pd.DataFrame) -> pd.DataFrame:
             for setting, group in cell.groupby("setting", sort=False):
                 rows.append({"task": task, "context_len": int(length), "setting": setting, **_cell(group, dense)})
     return pd.DataFrame(rows)[list(SUMMARY_COLUMNS)]
+
+
+def paired_vs_dense(results: pd.DataFrame, seed: int = 0, draws: int = 2000) -> pd.DataFrame:
+    """Per (task, context length, setting other than dense), tasks ``all`` included: ``vs_dense`` = accuracy
+    minus dense's on the samples both answered, and its 95% percentile-bootstrap interval resampling samples
+    (``vs_dense_low``, ``vs_dense_high``); ``samples`` = how many were paired. Where every pair agrees the
+    interval has zero width: resampling cannot show a difference that never occurred (with n samples, about
+    3/n is what such a cell cannot exclude)."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    tasks = list(dict.fromkeys(results.task))
+    for length in sorted(results.context_len.unique()):
+        at_length = results[results.context_len == length]
+        for task in [*tasks, "all"]:
+            cell = at_length if task == "all" else at_length[at_length.task == task]
+            dense = cell[cell.method == "dense"].set_index("sample_id").correct.astype(float)
+            for setting, group in cell[cell.method != "dense"].groupby("setting", sort=False):
+                mine = group.set_index("sample_id").correct.astype(float)
+                both = mine.index.intersection(dense.index)
+                if both.empty:
+                    continue
+                diff = (mine[both] - dense[both]).to_numpy()
+                boot = diff[rng.integers(0, len(diff), size=(draws, len(diff)))].mean(axis=1)
+                rows.append({"task": task, "context_len": int(length), "setting": setting, "samples": len(diff),
+                             "vs_dense": diff.mean(), "vs_dense_low": np.quantile(boot, 0.025),
+                             "vs_dense_high": np.quantile(boot, 0.975)})
+    return pd.DataFrame(rows, columns=["task", "context_len", "setting", "samples", "vs_dense", "vs_dense_low",
+                                       "vs_dense_high"])
+
+
+def paired_markdown(paired: pd.DataFrame) -> str:
+    """Rows (task, length, samples), one column per setting: accuracy minus dense's, points [95% interval]."""
+    settings = list(dict.fromkeys(paired.setting))
+    lines = ["| task | length | samples | " + " | ".join(settings) + " |", "|---|---:|---:|" + "---:|" * len(settings)]
+    for (task, length), group in paired.groupby(["task", "context_len"], sort=False):
+        cells = {r.setting: f"{100 * r.vs_dense:+.0f} [{100 * r.vs_dense_low:+.0f}, {100 * r.vs_dense_high:+.0f}]"
+                 for r in group.itertuples()}
+        lines.append(f"| {task} | {length} | {int(group.samples.max())} | "
+                     + " | ".join(cells.get(s, "-") for s in settings) + " |")
+    return "\n".join(lines)
+
+
+def read_rows(path: Path) -> pd.DataFrame:
+    """Retrieval rows from a collected table, a run folder (finished or cut) or a file of per-sample rows."""
+    if path.is_dir():
+        finished = path / "results.parquet"
+        parts = sorted((path / "parts").glob("*.parquet"))
+        if not finished.is_file() and not parts:
+            raise SpecAttnError(f"{path}: neither results.parquet nor parts/*.parquet (not a retrieval run's folder)")
+        rows = pd.read_parquet(finished) if finished.is_file() else pd.concat([pd.read_parquet(p) for p in parts])
+    elif path.is_file():
+        rows = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+    else:
+        raise SpecAttnError(f"{path}: no such file or folder")
+    if "config.experiment.name" in rows:
+        rows = rows[rows["config.experiment.name"] == "retrieval"]
+    missing = [c for c in ("task", "context_len", "sample_id", "setting", "method", "correct") if c not in rows]
+    if missing or rows.empty:
+        raise SpecAttnError(f"{path} holds no retrieval rows" + (f" (no {missing})" if missing else ""))
+    return rows.reset_index(drop=True)
+
+
+def pool_rows(frames: list[pd.DataFrame], names: list[str]) -> pd.DataFrame:
+    """Several inputs' rows as one set; a (model, length, sample, setting) in two inputs is refused."""
+    keys = ["model", "context_len", "sample_id", "setting"]
+    seen: dict[tuple, str] = {}
+    for frame, name in zip(frames, names):
+        for key in frame[[k for k in keys if k in frame]].itertuples(index=False):
+            if key in seen:
+                raise SpecAttnError(f"sample {key} is in both {seen[key]} and {name}: pool disjoint runs")
+            seen[key] = name
+    return pd.concat(frames, ignore_index=True)
 
 
 def summary_metrics(summary: pd.DataFrame) -> dict[str, float]:
@@ -178,19 +257,23 @@ def _save(fig, path: Path) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m specattn.retrieval.report",
-                                     description="Markdown tables of the retrieval runs of a collected table")
-    parser.add_argument("collected", type=Path, help="a table written by `python -m specattn.results collect`")
+                                     description="Markdown tables of retrieval rows: collected tables, run folders "
+                                                 "(finished or cut) or per-sample files, pooled")
+    parser.add_argument("inputs", type=Path, nargs="+",
+                        help="collected tables, retrieval run folders or files of their per-sample rows")
     args = parser.parse_args(argv)
-    collected = pd.read_parquet(args.collected)
-    rows = collected[collected["config.experiment.name"] == "retrieval"]
-    if rows.empty:
-        print(f"error: {args.collected} holds no retrieval run", file=sys.stderr)
+    try:
+        rows = pool_rows([read_rows(path) for path in args.inputs], [str(path) for path in args.inputs])
+    except SpecAttnError as error:
+        print(f"error: {error}", file=sys.stderr)
         return 2
-    for model, group in rows.groupby("model", sort=False):
+    for model, group in rows.groupby("model", sort=False) if "model" in rows else [("", rows)]:
         summary = summarise(group)
         for value, what in (("accuracy", "exact match"), ("score", "partial credit"),
                             ("kv_reduction_sparse_layers", "KV reduction, sparse layers"), ("tau", "tau")):
             print(f"\n{model}: {what}\n\n{grid_markdown(summary, value)}")
+        print(f"\n{model}: exact match minus dense's on the same samples, points [95% bootstrap interval]\n\n"
+              f"{paired_markdown(paired_vs_dense(group))}")
     return 0
 
 
