@@ -34,6 +34,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from ..core.errors import SpecAttnError  # noqa: E402
+from ..results.intervals import read_samples  # noqa: E402
 
 SUMMARY_COLUMNS = ("task", "context_len", "method", "setting", "samples", "accuracy", "score", "dense_accuracy",
                    "vs_dense", "kv_reduction_sparse_layers", "kv_reduction", "tau", "acceptance")
@@ -55,20 +56,26 @@ def _cell(group: pd.DataFrame, dense: pd.DataFrame) -> dict:
     }
 
 
-def summarise(results: pd.DataFrame) -> pd.DataFrame:
-    """Per (task, context length, setting), tasks and settings in first-seen order, lengths ascending,
-    then ``task=all`` per (length, setting)."""
-    rows = []
+def _cells(results: pd.DataFrame):
+    """``(task, length, rows)`` per context length (ascending) and task (first-seen order), then ``task=all``
+    over the length's tasks; empty cells skipped."""
     tasks = list(dict.fromkeys(results.task))
     for length in sorted(results.context_len.unique()):
         at_length = results[results.context_len == length]
         for task in [*tasks, "all"]:
             cell = at_length if task == "all" else at_length[at_length.task == task]
-            if cell.empty:
-                continue
-            dense = cell[cell.method == "dense"]
-            for setting, group in cell.groupby("setting", sort=False):
-                rows.append({"task": task, "context_len": int(length), "setting": setting, **_cell(group, dense)})
+            if not cell.empty:
+                yield task, int(length), cell
+
+
+def summarise(results: pd.DataFrame) -> pd.DataFrame:
+    """Per (task, context length, setting), tasks and settings in first-seen order, lengths ascending,
+    then ``task=all`` per (length, setting)."""
+    rows = []
+    for task, length, cell in _cells(results):
+        dense = cell[cell.method == "dense"]
+        for setting, group in cell.groupby("setting", sort=False):
+            rows.append({"task": task, "context_len": length, "setting": setting, **_cell(group, dense)})
     return pd.DataFrame(rows)[list(SUMMARY_COLUMNS)]
 
 
@@ -80,22 +87,18 @@ def paired_vs_dense(results: pd.DataFrame, seed: int = 0, draws: int = 2000) -> 
     3/n is what such a cell cannot exclude)."""
     rng = np.random.default_rng(seed)
     rows = []
-    tasks = list(dict.fromkeys(results.task))
-    for length in sorted(results.context_len.unique()):
-        at_length = results[results.context_len == length]
-        for task in [*tasks, "all"]:
-            cell = at_length if task == "all" else at_length[at_length.task == task]
-            dense = cell[cell.method == "dense"].set_index("sample_id").correct.astype(float)
-            for setting, group in cell[cell.method != "dense"].groupby("setting", sort=False):
-                mine = group.set_index("sample_id").correct.astype(float)
-                both = mine.index.intersection(dense.index)
-                if both.empty:
-                    continue
-                diff = (mine[both] - dense[both]).to_numpy()
-                boot = diff[rng.integers(0, len(diff), size=(draws, len(diff)))].mean(axis=1)
-                rows.append({"task": task, "context_len": int(length), "setting": setting, "samples": len(diff),
-                             "vs_dense": diff.mean(), "vs_dense_low": np.quantile(boot, 0.025),
-                             "vs_dense_high": np.quantile(boot, 0.975)})
+    for task, length, cell in _cells(results):
+        dense = cell[cell.method == "dense"].set_index("sample_id").correct.astype(float)
+        for setting, group in cell[cell.method != "dense"].groupby("setting", sort=False):
+            mine = group.set_index("sample_id").correct.astype(float)
+            both = mine.index.intersection(dense.index)
+            if both.empty:
+                continue
+            diff = (mine[both] - dense[both]).to_numpy()
+            boot = diff[rng.integers(0, len(diff), size=(draws, len(diff)))].mean(axis=1)
+            rows.append({"task": task, "context_len": length, "setting": setting, "samples": len(diff),
+                         "vs_dense": diff.mean(), "vs_dense_low": np.quantile(boot, 0.025),
+                         "vs_dense_high": np.quantile(boot, 0.975)})
     return pd.DataFrame(rows, columns=["task", "context_len", "setting", "samples", "vs_dense", "vs_dense_low",
                                        "vs_dense_high"])
 
@@ -114,16 +117,7 @@ def paired_markdown(paired: pd.DataFrame) -> str:
 
 def read_rows(path: Path) -> pd.DataFrame:
     """Retrieval rows from a collected table, a run folder (finished or cut) or a file of per-sample rows."""
-    if path.is_dir():
-        finished = path / "results.parquet"
-        parts = sorted((path / "parts").glob("*.parquet"))
-        if not finished.is_file() and not parts:
-            raise SpecAttnError(f"{path}: neither results.parquet nor parts/*.parquet (not a retrieval run's folder)")
-        rows = pd.read_parquet(finished) if finished.is_file() else pd.concat([pd.read_parquet(p) for p in parts])
-    elif path.is_file():
-        rows = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
-    else:
-        raise SpecAttnError(f"{path}: no such file or folder")
+    rows, _ = read_samples(path, kind="retrieval")
     if "config.experiment.name" in rows:
         rows = rows[rows["config.experiment.name"] == "retrieval"]
     missing = [c for c in ("task", "context_len", "sample_id", "setting", "method", "correct") if c not in rows]
