@@ -7,8 +7,9 @@ import pandas as pd
 import pytest
 
 from specattn.core.errors import SpecAttnError
+from specattn.core.run_rows import read_samples
 from specattn.results.collect import main
-from specattn.results.intervals import interval_table, read_samples
+from specattn.results.intervals import interval_table
 
 
 def rows(setting: str, nll, dense_nll, tokens, reads, dense_reads) -> pd.DataFrame:

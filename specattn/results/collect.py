@@ -118,7 +118,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"collected {len(table)} rows from {finished} runs ({unfinished} unfinished left out): {out}")
         elif args.command == "intervals":
             from ..bench.decode_tables import markdown_table
-            from .intervals import interval_table, plot_run, pool_samples, read_samples
+            from ..core.run_rows import read_samples
+            from .intervals import interval_table, plot_run, pool_samples
 
             runs = [(run, *read_samples(run)) for run in args.runs]
             if args.pool:

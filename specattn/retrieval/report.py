@@ -34,7 +34,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from ..core.errors import SpecAttnError  # noqa: E402
-from ..results.intervals import read_samples  # noqa: E402
+from ..core.run_rows import read_samples  # noqa: E402
 
 SUMMARY_COLUMNS = ("task", "context_len", "method", "setting", "samples", "accuracy", "score", "dense_accuracy",
                    "vs_dense", "kv_reduction_sparse_layers", "kv_reduction", "tau", "acceptance")
