@@ -52,10 +52,24 @@ def test_synthetic_draft_rows_select_the_wanted_chunks(density):
     assert torch.equal(got, masks)
 
 
-def test_tune_configs_are_distinct_and_include_the_base():
+def test_tune_stages_are_distinct_and_include_their_start():
     base = SplitConfig()
-    configs = A.tune_configs(base)
-    assert base in configs and len(configs) == len(set(configs)) == 17
+    tiles = A.tile_configs(base)
+    assert tiles[0] == base and len(tiles) == len(set(tiles)) == 11
+    assert {(c.ctas_per_sm, c.min_chunks) for c in tiles} == {(base.ctas_per_sm, base.min_chunks)}
+    tile = SplitConfig(block_n=32, warps=2)
+    splits = A.split_configs(tile)
+    assert splits[0] == tile and len(splits) == len(set(splits)) == 24
+    assert {(c.block_n, c.warps, c.stages) for c in splits} == {(32, 2, tile.stages)}
+
+
+def test_the_best_config_is_the_best_geometric_mean_over_cases():
+    rows = []
+    for config, times in ((SplitConfig(), (1.0, 1.0)), (SplitConfig(warps=8), (0.5, 2.0)),
+                          (SplitConfig(warps=2), (0.9, 0.95))):
+        for (model, ms) in zip(("a", "b"), times):
+            rows.append({"model": model, "batch": 1, "L": 8, "mode": "dense", **config.__dict__, "ms": ms})
+    assert A._best(pd.DataFrame(rows)) == SplitConfig(warps=2)  # 0.5 is not worth 2.0
 
 
 def test_breakeven_and_render():

@@ -20,7 +20,6 @@ from specattn.bench.real_decode import (
     continuation_nll,
     lossless,
     per_prompt,
-    resume,
     run_point,
 )
 from specattn.core.errors import SpecAttnError
@@ -227,7 +226,7 @@ def cached_against_full_prefill(pair, length: int, new: int, rows: int):
     settings = GraphSettings(cfg.gamma, cfg.chunk_size, cfg.dense_layers, "mean", cfg.layer_map, 0.6)
     out = runner.run_mode("specattn p=0.6", settings, batch)
     reference = [continuation_nll(pair, prompt, t) for prompt, t in zip(batch, out["tokens_out"])]
-    resume(runner.decoders["specattn p=0.6"], batch)
+    runner.decoders["specattn p=0.6"].resume(batch)
     again = cached_continuation_nll(pair, runner.caches[0], batch, out["tokens_out"], rows, cfg.chunk_size)
     assert torch.equal(runner.caches[0].keys[0][:, :, :length - 1], keys)
     assert runner.caches[0].lengths.tolist() == [length - 1] * 3

@@ -230,6 +230,8 @@ def test_common_words_count_planted_words_only(text, correct, partial):
     ("decode.draft_reads=nope", "decode.draft_reads='nope' is unknown"),
     ("experiment.min_dense_accuracy=2", "experiment.min_dense_accuracy=2 must be a number in [0, 1]"),
     ("experiment.haystacks.code=null", "experiment.haystacks.code is not set, and tasks needle_code"),
+    ("experiment.decoder=nope", "experiment.decoder='nope' must be one of reference, graph"),
+    ("experiment.decoder=graph", "method 'oracle_topp' (oracle_topp p=0.95) does not run in the graph decoder"),
 ])
 def test_bad_settings_are_one_line_before_anything_loads(override, fragment):
     with pytest.raises(SpecAttnError) as error:
@@ -285,6 +287,23 @@ def test_a_batched_run_gives_each_sample_what_a_run_of_its_own_gives(tiny_model_
     timing = ["sample_seconds", "prefill_s", "draft_s", "verify_s", "accept_s", "decode_s", "tokens_per_s", "batch_size"]
     assert (a.batch_size == 1).all() and (b.batch_size == 2).all()
     pd.testing.assert_frame_equal(a.drop(columns=timing), b.drop(columns=timing))
+
+
+def test_the_graph_decoder_gives_the_reference_decoders_table(tiny_model_dir, tmp_path):
+    """experiment.decoder=graph (the graph decoder's eager CPU path, float32, batches of 2): every row equal to
+    the reference decoder's but the times and the draft's reads (which the graph decoder does not count)."""
+    torch.set_num_threads(1)
+    try:
+        reference = execute(run_config(tiny_model_dir, tmp_path / "ref", "experiment.batch=2"))
+        graph = execute(run_config(tiny_model_dir, tmp_path / "graph", "experiment.batch=2", "experiment.decoder=graph"))
+    finally:
+        torch.set_num_threads(THREADS)
+    a, b = (pd.read_parquet(path) for path in (reference, graph))
+    skip = [c for c in a if c.startswith("draft_") and c not in ("draft_reads",) or c in (
+        "sample_seconds", "prefill_s", "verify_s", "accept_s", "decode_s", "tokens_per_s")]
+    assert (b.draft_kv_dense_reads == 0).all() and (a.draft_kv_dense_reads > 0).all()
+    assert (b.kv_reduction_sparse_layers[b.method != "dense"] > 0).all()
+    pd.testing.assert_frame_equal(a.drop(columns=skip), b.drop(columns=skip))
 
 
 def test_an_interrupted_run_resumes_and_its_table_collects_and_plots(tiny_model_dir, tmp_path, capsys):

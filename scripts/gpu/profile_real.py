@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from specattn.bench.decode_bench import Clock, phase_ms  # noqa: E402
-from specattn.bench.real_decode import PointRunner, RealBenchConfig, modes, resume  # noqa: E402
+from specattn.bench.real_decode import PointRunner, RealBenchConfig, modes  # noqa: E402
 from specattn.data.windows import token_windows  # noqa: E402
 from specattn.experiments.evaluation import layer_mapping, load_pair_for  # noqa: E402
 from specattn.runs.validate import register_resolvers  # noqa: E402
@@ -56,7 +56,7 @@ def main(context: int, batch: int, tiny: bool) -> None:
     for label in MODES:
         runner.run_mode(label, settings[label], prompts)  # captures (CUDA) and decodes once: warm
         dec = runner.decoders[label]
-        resume(dec, prompts)
+        dec.resume(prompts)
         for _ in range(3):
             dec.step()
             dec.record(dec.kept.tolist())

@@ -72,6 +72,17 @@ for part in "$@"; do echo "== $part $(date +%T)"; case $part in
     spec $((2 * L / 5)) $M experiment=retrieval "experiment.lengths=[8192,16384]" experiment.samples=10 experiment.batch=16 "experiment.rows=$R"
     spec $((2 * L / 5)) $M experiment=retrieval "experiment.lengths=[32000]" experiment.samples=10 experiment.batch=8 "experiment.rows=$R"
     spec $((L / 5)) $M experiment=retrieval "experiment.lengths=[4096]" experiment.samples=10 experiment.batch=16 "experiment.rows=$R" ;;
+  retrieval_graph) # issue 25 on the graph decoder (sixth session): 8K and 16K (batch 16), then 32K (batch 8), 10 samples
+             # per depth cell = 50 per task and length; the rows it runs (no oracle: reference decoder only)
+    R="[dense,{method:specattn,p:[0.9,0.95]},{method:streaming,match:'specattn p=0.95'},{method:quest,match:'specattn p=0.95'}]"
+    G="experiment.decoder=graph experiment.samples=10"
+    spec $((L / 2)) $M experiment=retrieval $G "experiment.lengths=[8192,16384]" experiment.batch=16 "experiment.rows=$R"
+    spec $((L / 2)) $M experiment=retrieval $G "experiment.lengths=[32000]" experiment.batch=8 "experiment.rows=$R" ;;
+  kernel_fi) # the sparse kernel tuned (two stages, batch 4 and 16) and then beside FlashInfer's page-table decode
+             # at 32K, batch 1/4/16, 25% and 10% kept, both verifier shapes (issue 23; random inputs, GPU alone)
+    spec $L experiment=kernel_bench "experiment.parts=[tune,attention]" "experiment.models=[llama-3.1-8b,llama-2-7b]" \
+      "experiment.batches=[1,4,16]" "experiment.attn_lengths=[32768]" "experiment.densities=[0.25,0.1]" \
+      "experiment.tune_cases=[[llama-3.1-8b,4,32768],[llama-3.1-8b,16,32768],[llama-2-7b,4,32768],[llama-2-7b,16,32768]]" ;;
   align)     # layer alignment at 16384 and 32768 calibration tokens, and its stability table
     spec $L $M experiment=align_study dataset=python_source dataset.num_samples=8 align.num_tokens=16384
     spec $L $M experiment=align_study dataset=python_source dataset.num_samples=8 align.num_tokens=32768 ;;

@@ -307,26 +307,51 @@ def breakeven(attn: pd.DataFrame) -> pd.DataFrame:
 
 
 # --------------------------------------------------------------------------------------- tuning
-def tune_configs(base: SplitConfig) -> list[SplitConfig]:
-    """Tile variants at the base split (each one compiled kernel more), then split variants at the base tile."""
-    tiles = [replace(base, block_n=bn, warps=w) for bn, w in itertools.product((64, 128), (4, 8))]
-    tiles += [replace(base, stages=st) for st in (2, 4)]
-    splits = [replace(base, ctas_per_sm=cta, min_chunks=mc) for cta, mc in itertools.product((1, 2, 3, 4), (8, 16, 32))]
-    seen, out = set(), []
-    for config in tiles + splits:
-        if config not in seen:
-            seen.add(config)
-            out.append(config)
-    return out
+def tile_configs(base: SplitConfig) -> list[SplitConfig]:
+    """The tune's first stage: keys per iteration x warps, then pipeline stages, at the base split (each one
+    compiled kernel more)."""
+    tiles = [replace(base, block_n=bn, warps=w) for bn, w in itertools.product((32, 64, 128), (2, 4, 8))]
+    return _distinct([base] + tiles + [replace(base, stages=st) for st in (2, 4)])
+
+
+def split_configs(tile: SplitConfig) -> list[SplitConfig]:
+    """The second stage: programs per SM x fewest chunks per program, at the first stage's best tile."""
+    return _distinct([tile] + [replace(tile, ctas_per_sm=cta, min_chunks=mc)
+                               for cta, mc in itertools.product((1, 2, 3, 4, 6, 8), (4, 8, 16, 32))])
+
+
+def _distinct(configs: list[SplitConfig]) -> list[SplitConfig]:
+    seen: set = set()
+    return [c for c in configs if not (c in seen or seen.add(c))]
 
 
 def bench_tune(cfg, base: SplitConfig, log=print) -> tuple[pd.DataFrame, SplitConfig]:
-    """Graph-replayed time of dense and sparse attention for each config at ``cfg.tune_cases``; returns
-    the table and the config with the best geometric mean of (time / best time of its case)."""
+    """Graph-replayed time of dense and sparse attention for each config at ``cfg.tune_cases``, in two stages
+    (:func:`tile_configs` at the base split, then :func:`split_configs` at the best tile); returns the table
+    (column ``stage``) and the config with the best geometric mean of (time / best time of its case)."""
+    first = _time_configs(cfg, tile_configs(base), log)
+    tile = _best(first)
+    second = _time_configs(cfg, [c for c in split_configs(tile) if c not in tile_configs(base)], log)
+    table = pd.concat([first.assign(stage=1), second.assign(stage=2)], ignore_index=True)
+    best = _best(table)
+    log(f"tune: best tile {tile}; best split config {best}")
+    return table, best
+
+
+KEYS = ["block_n", "warps", "stages", "ctas_per_sm", "min_chunks"]
+
+
+def _best(table: pd.DataFrame) -> SplitConfig:
+    """The config with the best geometric mean of (time / best time of its case and mode) in ``table``."""
+    rel = table["ms"] / table.groupby(["model", "batch", "L", "mode"])["ms"].transform("min")
+    score = rel.map(math.log).groupby([table[k] for k in KEYS]).mean()
+    return SplitConfig(**dict(zip(KEYS, (int(x) for x in score.idxmin()))))
+
+
+def _time_configs(cfg, configs: list[SplitConfig], log) -> pd.DataFrame:
     from ..gpu.kernels.sparse_attn import make_workspace
 
     recs = []
-    configs = tune_configs(base)
     for model, batch, n_keys in cfg.tune_cases:
         hq, hkv, d = MODELS[model]
         t, c = cfg.gamma + 1, cfg.chunk_size
@@ -344,18 +369,18 @@ def bench_tune(cfg, base: SplitConfig, log=print) -> tuple[pd.DataFrame, SplitCo
                     lambda s=s, ls=ls: sparse_verify(s.q, s.k, s.v, s.lengths, ls.ids, ls.n, c, out=s.out,
                                                      workspace=ws, config=config) for s, ls in zip(sets, per_set)]))
             for mode, calls in modes:
-                ms = timed(calls, cfg, graph=True)
+                try:
+                    ms = timed(calls, cfg, graph=True)
+                except Exception as error:  # noqa: BLE001 (a tile that does not compile, e.g. out of shared memory)
+                    log(f"tune {config} {mode}: {type(error).__name__}: {str(error).splitlines()[0]}")
+                    ms = math.nan
                 recs.append({"model": model, "batch": batch, "L": n_keys, "mode": mode, **config.__dict__, "ms": ms})
         log(f"tune {model} B={batch} L={n_keys}: {len(configs)} configs")
         del sets, lists
         torch.cuda.empty_cache()
     table = pd.DataFrame(recs)
-    keys = ["block_n", "warps", "stages", "ctas_per_sm", "min_chunks"]
     table["rel"] = table["ms"] / table.groupby(["model", "batch", "L", "mode"])["ms"].transform("min")
-    score = table.groupby(keys)["rel"].apply(lambda r: float(r.map(math.log).mean()))
-    best = SplitConfig(**dict(zip(keys, (int(x) for x in score.idxmin()))))
-    log(f"tune: best split config {best} (geometric mean {math.exp(score.min()):.3f}x the per-case best)")
-    return table, best
+    return table
 
 
 def _lists(mask: torch.Tensor) -> ChunkLists:

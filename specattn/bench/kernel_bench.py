@@ -4,7 +4,7 @@ Parts (``experiment.parts``; settings and their defaults in ``conf/experiment/ke
 
 - ``selection``: exact nucleus selection vs sort-based top-p (:mod:`.selection`, table 1);
 - ``profile``: each selection launch eager and graph-replayed at ``profile_shapes``;
-- ``tune``: the split kernel's tile/split parameters swept at ``tune_cases``; the best config is then
+- ``tune``: the split kernel's tile, then split parameters swept at ``tune_cases`` (two stages); the best config is then
   used by ``attention`` in the same run (otherwise ``split`` or the kernel's defaults);
 - ``attention``: one verification step per layer (:mod:`.attention`): dense (ours and FlashInfer),
   sparse attention alone, the whole step eager and graph-replayed; then the break-even table.

@@ -107,16 +107,6 @@ def capacity_for(cfg: RealBenchConfig, context: int) -> int:
     return -(-need // 64) * 64
 
 
-def resume(dec: GraphDecoder, prompts: torch.Tensor) -> None:
-    """Point ``dec`` at caches that already hold the prefill of ``prompts (B, L)`` (shared by the modes)."""
-    length = prompts.shape[1]
-    dec.tokens[:, :length] = prompts.to(dec.device)
-    dec.v_cache.lengths.fill_(length - 1)
-    if dec.d_cache is not None:
-        dec.d_cache.lengths.fill_(length - 2)
-    dec._start(length - 1)
-
-
 def timed_generate(dec: GraphDecoder, new_tokens: int) -> dict:
     """Decode until every sequence has ``new_tokens`` tokens: ms (from the first step to the step that
     completed the last sequence: CUDA events, steps pipelined: the host reads a step's accepted counts after
@@ -197,10 +187,10 @@ class PointRunner:
         if dec is None:
             dec = self.decoders[label] = GraphDecoder(self.pair.draft, self.pair.verifier, settings, self.batch,
                                                       self.capacity, self.caches)
-            resume(dec, prompts)
+            dec.resume(prompts)
             if dec.device.type == "cuda":
                 dec.capture()
-        resume(dec, prompts)
+        dec.resume(prompts)
         out = timed_generate(dec, self.cfg.new_tokens)
         verifier_kept, draft_kept = dec.kept_fractions()
         tokens = self.cfg.new_tokens
@@ -208,7 +198,7 @@ class PointRunner:
         generated = self.tokens_of(dec, prompts.shape[1])
         times = [out["ms"]]
         for _ in range(self.cfg.repeats - 1):  # the same decoding again: only its time counts
-            resume(dec, prompts)
+            dec.resume(prompts)
             times.append(timed_generate(dec, tokens)["ms"])
         ms = statistics.median(times)
         return {"ms": ms, "ms_spread": (max(times) - min(times)) / ms, "tokens_per_s": self.batch * tokens / ms * 1e3,
@@ -347,8 +337,9 @@ def agreement(rows: list[dict]) -> pd.DataFrame:
 def _dense_hidden(pair, ids: torch.Tensor) -> torch.Tensor:
     """The verifier's final hidden states ``(N, d)`` of ``ids (N,)``: one dense prefill forward through the graph
     decoder's attention, on its own cache."""
-    from ..hooks.graph_attention import ForwardPlan
+    from ..hooks.graph_attention import GRAPH_ATTENTION, ForwardPlan
 
+    pair.verifier.set_attn_implementation(GRAPH_ATTENTION)  # (as a graph decoder sets it; none may exist yet)
     device = pair.verifier.device
     ids = ids.to(device)[None]
     cache = SequenceKVCache.for_model(pair.verifier, 1, ids.shape[1] + 8)
@@ -369,13 +360,14 @@ def top2_margin(pair, prompt: torch.Tensor, tokens: list[int], position: int) ->
 def cached_continuation_nll(pair, cache: SequenceKVCache, prompts: torch.Tensor, tokens: list[list[int]],
                             rows: int, chunk_size: int) -> list[float]:
     """:func:`continuation_nll` of every sequence from the verifier's shared cache, which holds the prefill of
-    ``prompts (B, L)`` at positions ``[0, L-1)`` (as after :func:`resume`): the generated ``tokens`` (B lists of
+    ``prompts (B, L)`` at positions ``[0, L-1)`` (as after :meth:`GraphDecoder.resume`): the generated ``tokens`` (B lists of
     N) are teacher-forced through the dense verifier ``rows`` query tokens per forward (the verify step's shape,
     so on CUDA the decoder's own dense kernel), writing their keys at positions ``>= L-1``, which every mode
     overwrites from there; so the prompt is never re-read by a prefill (at 32K batch 16: 52 small forwards
     instead of 16 prefills of 32K tokens). Summed nats per sequence."""
-    from ..hooks.graph_attention import ForwardPlan
+    from ..hooks.graph_attention import GRAPH_ATTENTION, ForwardPlan
 
+    pair.verifier.set_attn_implementation(GRAPH_ATTENTION)
     device, (batch, length) = pair.verifier.device, prompts.shape
     target = torch.tensor(tokens, dtype=torch.long, device=device)  # (B, N)
     inputs = torch.cat([prompts[:, -1:].to(device), target[:, :-1]], dim=1)  # position L-1 + i predicts token i

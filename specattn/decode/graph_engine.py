@@ -67,6 +67,7 @@ from ..hooks.graph_attention import GRAPH_ATTENTION, ForwardPlan, RowTap, use_ke
 from ..methods.budget import top_chunks
 from ..methods.quest import QUEST_MIN_PAGES
 from .draft_reads import DENSE_FIRST, DRAFT_READS, WINDOWED
+from .engine import PREFILL_TOKENS
 from .kv_cache import SequenceKVCache
 
 VERIFY_MODES = ("dense", "specattn", "streaming", "quest")
@@ -166,6 +167,18 @@ def chunks_holding(lo: torch.Tensor, hi: torch.Tensor, n_cols: int, chunk_size: 
     return (start[None, :] < hi.long()[:, None]) & (start[None, :] + chunk_size > lo.long()[:, None])
 
 
+def listed_keys(ids: torch.Tensor, n: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+    """``(B,)`` float64: prefix keys in the listed chunks, summed over the lists of each sequence:
+    ``ids (..., B, H, NC)`` / ``n (..., B, H)`` chunk lists, ``keys (B, NC)`` keys of each chunk
+    (:func:`prefix_chunk_keys`)."""
+    lead = ids.dim() - 3
+    nc = ids.shape[-1]
+    held = keys.view(*([1] * lead), keys.shape[0], 1, nc).expand(ids.shape).gather(-1, ids.long().clamp(0, nc - 1))
+    listed = torch.arange(nc, device=ids.device) < n[..., None]
+    dims = tuple(range(lead)) + (lead + 1, lead + 2)
+    return (held * listed).double().sum(dim=dims)
+
+
 class QuestPages:
     """Quest's per-page key bounds of one verifier layer, on the device: ``lo, hi (B, Hkv, pages, D)``,
     kept as keys are committed (a partial page's bounds cover its committed keys only)."""
@@ -196,7 +209,7 @@ class GraphDecoder:
     """
 
     def __init__(self, draft, verifier, settings: GraphSettings, batch: int, capacity: int,
-                 caches: tuple[SequenceKVCache, SequenceKVCache | None] | None = None):
+                 caches: tuple[SequenceKVCache, SequenceKVCache | None] | None = None, count_sequences: bool = False):
         s = self.settings = settings
         settings.check(verifier.config.num_hidden_layers)
         self.draft, self.verifier = (draft if s.gamma else None), verifier
@@ -224,6 +237,12 @@ class GraphDecoder:
         self.prev_last = torch.zeros(batch, dtype=torch.long, device=dev)  # the previous step's P (reuse)
         # chunk reads of the sparse layers (verifier) and the policy layers (draft) vs dense, over the steps
         self.reads = torch.zeros(4, dtype=torch.float64, device=dev)  # verifier read, dense, draft read, dense
+        # the budgeted baselines' fraction of the dense reads, per sequence (settings.kv_budget_frac; set_budgets)
+        self.budget_frac = torch.full((batch,), s.kv_budget_frac or 1.0, dtype=torch.float64, device=dev)
+        # per sequence, cumulative, in (key, KV head) loads as specattn.core.kv_reads.KVReads counts them: reads,
+        # dense reads, sparse-layer reads, sparse-layer dense reads (count_sequences: a few launches per step more)
+        self.seq_reads = torch.zeros((4, batch), dtype=torch.float64, device=dev) if count_sequences else None
+        self.quest_keys = torch.zeros(batch, dtype=torch.float64, device=dev)  # this step's Quest reads, (key, head)
         self.schedule = (torch.tensor(s.forced_kept, dtype=torch.long, device=dev) if s.forced_kept else None)
         if self.schedule is not None and not all(0 <= k <= s.gamma for k in s.forced_kept):
             raise SpecAttnError(f"forced accepted counts {s.forced_kept} must lie in [0, gamma={s.gamma}]")
@@ -345,12 +364,30 @@ class GraphDecoder:
         models = [(self.verifier, self.v_cache, length - 1)]
         if self.draft is not None:
             models.append((self.draft, self.d_cache, length - 2))
+        group = max(1, PREFILL_TOKENS // length)  # sequences per prefill forward (as the CPU engine)
         for model, cache, n in models:
             cache.set_lengths(torch.zeros(batch, dtype=torch.long, device=self.device))
-            if n > 0:
-                self._forward(model, prompts[:, :n], positions[:, :n], cache, ForwardPlan("prefill"))
+            for a in range(0, batch, group) if n > 0 else ():
+                b = min(batch, a + group)
+                self._forward(model, prompts[a:b, :n], positions[a:b, :n], cache.rows(a, b), ForwardPlan("prefill"))
             cache.set_lengths(torch.full((batch,), n, device=self.device))
         self._start(length - 1)
+
+    def resume(self, prompts: torch.Tensor) -> None:
+        """Point the decoder at caches that already hold the prefill of ``prompts (B, L)`` (another decoder's
+        :meth:`prefill` over the same caches: modes share one prefill; decoding writes only from ``L - 2`` on)."""
+        length = prompts.shape[1]
+        self.tokens[:, :length] = prompts.to(self.device)
+        self.v_cache.lengths.fill_(length - 1)
+        if self.d_cache is not None:
+            self.d_cache.lengths.fill_(length - 2)
+        self._start(length - 1)
+
+    def set_budgets(self, fractions: list[float]) -> None:
+        """Each sequence's budget (streaming, quest): the fraction of its dense reads it may read."""
+        if len(fractions) != self.batch or not all(0.0 < f <= 1.0 for f in fractions):
+            raise SpecAttnError(f"budgets {fractions} must be {self.batch} fractions in (0, 1]")
+        self.budget_frac.copy_(torch.tensor(fractions, dtype=torch.float64))
 
     def _start(self, last: int) -> None:
         """Every sequence at ``P = last`` before its first step (the caches hold its prefix)."""
@@ -360,6 +397,8 @@ class GraphDecoder:
         self.seq_step.zero_()
         self.prev_last.fill_(last)
         self.reads.zero_()
+        if self.seq_reads is not None:
+            self.seq_reads.zero_()
         if self.settings.mode == "quest":
             zero = torch.zeros(self.batch, dtype=torch.long, device=self.device)
             for j, pages in self.quest_pages.items():
@@ -506,7 +545,7 @@ class GraphDecoder:
         """``(prefix keys per chunk (B, NC), prefix keys a step may read (B,))`` of the budgeted baselines."""
         s, t = self.settings, self.settings.gamma + 1
         keys = prefix_chunk_keys(self.last, self.n_cols, s.chunk_size)
-        return keys, s.kv_budget_frac * (self.last + t).double() - t
+        return keys, self.budget_frac * (self.last + t).double() - t
 
     def _streaming_lists(self) -> None:
         """StreamingLLM's chunks (:class:`specattn.methods.streaming.StreamingLLM`): sinks first, then the
@@ -535,6 +574,8 @@ class GraphDecoder:
             scores = estimate.reshape(q.shape[0], -1, group, *estimate.shape[2:]).amax(dim=(2, 3))  # (B, Hkv, NC)
             lists = chunk_lists(top_chunks(scores, keys, budget, QUEST_MIN_PAGES), self.n_cols, out=self.budget_lists)
             self.reads[0] += lists.n.double().mean(dim=1).sum()
+            if self.seq_reads is not None:
+                self.quest_keys += listed_keys(lists.ids, lists.n, keys)
             return lists
 
         return select
@@ -552,6 +593,29 @@ class GraphDecoder:
             self.reads[0] += len(self.sparse) * self.budget_lists.n.double().sum()
         self.reads[1] += len(self.sparse) * (-(-self.last // self.settings.chunk_size)).double().sum()
 
+    def _count_sequence_reads(self) -> None:
+        """This step's reads of each sequence (``seq_reads``), keys and tails as :class:`KVReads` counts them."""
+        s, t = self.settings, self.settings.gamma + 1
+        heads = self.v_cache.keys.shape[2]
+        layers = self.verifier.config.num_hidden_layers
+        dense = (self.last + t).double() * heads  # (B,) one layer's dense reads
+        if s.mode == "specattn":
+            source = self.forced_lists if s.forced_density is not None else self.lists
+            keys = prefix_chunk_keys(self.last, self.n_cols, s.chunk_size)
+            prefix = listed_keys(source.ids[self.sparse_slots], source.n[self.sparse_slots], keys) * heads
+        elif s.mode == "streaming":
+            keys = prefix_chunk_keys(self.last, self.n_cols, s.chunk_size)
+            prefix = len(self.sparse) * listed_keys(self.budget_lists.ids, self.budget_lists.n, keys) * heads
+        elif s.mode == "quest":
+            prefix = self.quest_keys.clone()
+        else:
+            prefix = torch.zeros_like(dense)
+        sparse = prefix + len(self.sparse) * t * heads if self.sparse else prefix
+        self.seq_reads[0] += (layers - len(self.sparse)) * dense + sparse
+        self.seq_reads[1] += layers * dense
+        self.seq_reads[2] += sparse
+        self.seq_reads[3] += len(self.sparse) * dense
+
     def _verify_phase(self) -> None:
         s = self.settings
         if s.mode == "specattn" and self.slots:
@@ -565,8 +629,12 @@ class GraphDecoder:
         positions = self.last[:, None] + torch.arange(t, device=self.device)
         tokens = torch.cat([self.tokens.gather(1, self.last[:, None]), self.drafted], dim=1)  # (B, T)
         self.v_len.copy_(self.last + t)
+        if self.seq_reads is not None:
+            self.quest_keys.zero_()
         hidden = self._forward(self.verifier, tokens, positions, self.v_cache, self.v_plan)
         self._count_verifier_reads()
+        if self.seq_reads is not None:
+            self._count_sequence_reads()
         target = self.verifier.get_output_embeddings()(hidden).argmax(dim=-1)  # (B, T)
         if self.schedule is not None:
             kept = self.schedule.index_select(0, (self.step_index % self.schedule.numel()).view(1)).expand(self.batch)
@@ -625,7 +693,7 @@ class GraphDecoder:
 
     def _state(self) -> list[torch.Tensor]:
         state = [self.tokens, self.last, self.step_index, self.v_cache.lengths, self.seq_step, self.prev_last,
-                 self.reads]
+                 self.reads] + ([self.seq_reads] if self.seq_reads is not None else [])
         if self.slots:
             state.append(self.sel_mask)
         if self.settings.mode == "quest":

@@ -36,6 +36,7 @@ from ..data.windows import Sample
 from ..decode.decode_metrics import sequence_row
 from ..decode.draft_reads import check_draft_reads
 from ..decode.engine import SpeculativeDecoder, prepare_for_decoding
+from ..decode.graph_traces import GraphPool, GraphTraceDecoder, graph_settings
 from ..retrieval.generate import Item, RetrievalSample, SampleFactory, grid
 from ..retrieval.report import (
     plot_heatmaps,
@@ -54,6 +55,7 @@ from .rows import Row, check_table_keys, matched, table_rows
 
 MIN_LENGTH = 256  # tokens: below this the template, question and needles leave no haystack
 DROPPED = ("cont_nll", "dense_cont_nll", "cont_ppl")  # decode columns that mean nothing here
+DECODERS = {"reference": SpeculativeDecoder, "graph": GraphTraceDecoder}  # experiment.decoder
 
 
 def _list(value, key: str, example: str) -> list:
@@ -116,7 +118,20 @@ def _check_rows(cfg) -> list[Row]:
     d = cfg.decode
     check_draft_reads(d.draft_reads, d.draft_p, d.draft_refresh, d.draft_window, d.draft_sinks, cfg.head_agg,
                       d.draft_refresh_below)
-    return check_table_keys(cfg)  # last: composes each row's conf/method config
+    rows = check_table_keys(cfg)  # composes each row's conf/method config
+    decoder = cfg.experiment.get("decoder", "reference")
+    if decoder not in DECODERS:
+        raise SettingError("experiment.decoder", decoder, f"must be one of {', '.join(DECODERS)}", "graph")
+    if decoder == "graph":
+        settings = decoder_settings(cfg, ())  # the layer map is the pair's, known once it loads
+        for row in rows:  # a matched row gets a fraction of the dense reads per sample
+            graph_settings(row.method if row.match is None else matched(row, 0.5), settings)
+    return rows
+
+
+def decoder_settings(cfg, layer_map: tuple[int, ...]):
+    """The decoders' settings (greedy, stopping at end of sequence); ``max_new_tokens`` is set per task."""
+    return replace(run_settings(cfg, layer_map), temperature=0.0, top_k=0, top_p=1.0, stop_at_eos=True)
 
 
 def batches(items: list[Item], size: int) -> list[list[int]]:
@@ -196,10 +211,14 @@ def run(ctx: RunContext) -> ExperimentResult:
     sources = {kind: built(exp.haystacks[kind], f"experiment.haystacks.{kind}") for kind in kinds}
     documents = {kind: source.documents() for kind, source in sources.items()}  # before the weights load
     pair = load_pair_for(cfg)
-    base = replace(run_settings(cfg, layer_mapping(cfg, pair)), temperature=0.0, top_k=0, top_p=1.0, stop_at_eos=True)
-    decoders = {task: SpeculativeDecoder(pair, replace(base, max_new_tokens=int(exp.max_new_tokens[task])), eos_ids(pair))
+    base = decoder_settings(cfg, layer_mapping(cfg, pair))
+    longest = max(int(exp.max_new_tokens[task]) for task in exp.tasks)
+    shared = {"pool": GraphPool(pair, longest)} if exp.get("decoder", "reference") == "graph" else {}
+    make = DECODERS[exp.get("decoder", "reference")]
+    decoders = {task: make(pair, replace(base, max_new_tokens=int(exp.max_new_tokens[task])), eos_ids(pair), **shared)
                 for task in exp.tasks}
-    prepare_for_decoding(pair)
+    if make is SpeculativeDecoder:
+        prepare_for_decoding(pair)
     factory = SampleFactory(pair.tokenizer, documents, int(cfg.seed))
     parts = SampleParts(ctx.run_dir)
     frames, correct = {}, {}
