@@ -13,8 +13,9 @@ spec() { local limit=$1; shift; if [ -n "$PRECHECK" ]; then printf '%q ' "$@" >>
 # pack what came out under $GPU_OUT into $OUT (at most 8 files of 16 MiB come back)
 pack() { tar -czf "$OUT/$1.tar.gz" -C "$GPU_OUT" --exclude='*.safetensors' --exclude='wandb' \
            $(cd "$GPU_OUT" && ls -d "${@:2}" 2>/dev/null) && ls -la "$OUT"; }
-# a copy of the tree in /tmp/repo for jobs that outlive the call (the call's repo copy is rebuilt at the next one)
-snapshot() { rm -rf /tmp/repo && cp -r "$PWD" /tmp/repo; }
+# a copy of the tree in /tmp/repo for jobs that outlive the call (the call's repo copy is rebuilt at the next one);
+# made once per machine: the tree is fixed for a session, and jobs started earlier still read from it
+snapshot() { [ -d /tmp/repo ] || cp -r "$PWD" /tmp/repo; }
 # start "$@" from /tmp/repo, detached: no descriptor of the call stays open (else the call waits for the job);
 # $1: the job's log file; prints the job's pid (= its process group: `kill -- -PID` stops it)
 detach() { local log=$1; shift; (cd /tmp/repo && exec setsid nohup "$@" > "$log" 2>&1 < /dev/null) \
