@@ -169,6 +169,7 @@ def sample_rows(cfg, index: int, sample: RetrievalSample, measured: list[tuple],
         scored = score(text, instance.answer, instance.expected, instance.universe)
         row.update({
             "task": item.task, "context_len": item.context_len, "depth": item.needle_depth, "sample": item.index,
+            "seed": int(cfg.seed),
             "grid_depth": item.depth,
             "item": index, "dataset": dataset, "temperature": 0.0, "max_new_tokens": decoder.settings.max_new_tokens,
             "depth_actual": prompt.depth_of(0), "needle_position": prompt.needle_positions[0],

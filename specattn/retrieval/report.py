@@ -15,7 +15,8 @@ or from collected rows of several runs).
 ``python -m specattn.retrieval.report INPUT...`` prints the Markdown tables of retrieval rows, per model: INPUT
 is a collected table (``python -m specattn.results collect``), a retrieval run's folder (finished: its
 ``results.parquet``; cut by a time limit: its ``parts/`` so far) or a file of per-sample rows (``.csv`` or
-``.parquet``, e.g. ``docs/data/*/retrieval_*_samples.csv``); several inputs are pooled (a sample in two is refused).
+``.parquet``, e.g. ``docs/data/*/retrieval_*_samples.csv``); several inputs are pooled (a sample in two is refused;
+runs under different seeds hold different samples).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from omegaconf import OmegaConf  # noqa: E402
 
 from ..core.errors import SpecAttnError  # noqa: E402
 from ..core.run_rows import read_samples  # noqa: E402
@@ -40,6 +42,7 @@ SUMMARY_COLUMNS = ("task", "context_len", "method", "setting", "samples", "accur
                    "vs_dense", "kv_reduction_sparse_layers", "kv_reduction", "tau", "acceptance")
 LOGGED = ("accuracy", "score", "kv_reduction_sparse_layers", "tau")
 SPREAD = "spread"
+SAMPLE = ["seed", "sample_id"]  # a sample: the same id under another seed is another sample
 
 
 def _cell(group: pd.DataFrame, dense: pd.DataFrame) -> dict:
@@ -88,9 +91,9 @@ def paired_vs_dense(results: pd.DataFrame, seed: int = 0, draws: int = 2000) -> 
     rng = np.random.default_rng(seed)
     rows = []
     for task, length, cell in _cells(results):
-        dense = cell[cell.method == "dense"].set_index("sample_id").correct.astype(float)
+        dense = cell[cell.method == "dense"].set_index(SAMPLE).correct.astype(float)
         for setting, group in cell[cell.method != "dense"].groupby("setting", sort=False):
-            mine = group.set_index("sample_id").correct.astype(float)
+            mine = group.set_index(SAMPLE).correct.astype(float)
             both = mine.index.intersection(dense.index)
             if both.empty:
                 continue
@@ -116,19 +119,26 @@ def paired_markdown(paired: pd.DataFrame) -> str:
 
 
 def read_rows(path: Path) -> pd.DataFrame:
-    """Retrieval rows from a collected table, a run folder (finished or cut) or a file of per-sample rows."""
+    """Retrieval rows from a collected table, a run folder (finished or cut) or a file of per-sample rows; each
+    row's ``seed`` (its run's: a sample is ``(seed, sample_id)``) from the rows, a collected table's
+    ``config.seed``, the run folder's ``config.yaml``, else the default seed 0."""
     rows, _ = read_samples(path, kind="retrieval")
     if "config.experiment.name" in rows:
         rows = rows[rows["config.experiment.name"] == "retrieval"]
     missing = [c for c in ("task", "context_len", "sample_id", "setting", "method", "correct") if c not in rows]
     if missing or rows.empty:
         raise SpecAttnError(f"{path} holds no retrieval rows" + (f" (no {missing})" if missing else ""))
-    return rows.reset_index(drop=True)
+    rows = rows.reset_index(drop=True)
+    if "seed" not in rows:
+        config = path / "config.yaml"
+        rows["seed"] = (rows["config.seed"] if "config.seed" in rows
+                        else int(OmegaConf.load(config).get("seed", 0)) if config.is_file() else 0)
+    return rows
 
 
 def pool_rows(frames: list[pd.DataFrame], names: list[str]) -> pd.DataFrame:
-    """Several inputs' rows as one set; a (model, length, sample, setting) in two inputs is refused."""
-    keys = ["model", "context_len", "sample_id", "setting"]
+    """Several inputs' rows as one set; a (model, length, seed, sample, setting) in two inputs is refused."""
+    keys = ["model", "context_len", *SAMPLE, "setting"]
     seen: dict[tuple, str] = {}
     for frame, name in zip(frames, names):
         for key in frame[[k for k in keys if k in frame]].itertuples(index=False):
