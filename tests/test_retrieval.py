@@ -403,3 +403,16 @@ def test_the_report_reads_cut_runs_and_sample_files_and_pools_them(tmp_path, cap
     (tmp_path / "empty").mkdir()
     assert report_main([str(tmp_path / "empty")]) == 2
     assert "not a retrieval run" in capsys.readouterr().err
+
+
+def test_runs_under_other_seeds_pool_as_other_samples_and_the_report_draws_them(tmp_path, capsys):
+    rows = _rows({"dense": [True, True], "specattn p=0.95": [True, False]}).assign(depth=0.5, grid_depth=0.5)
+    rows.assign(seed=0).to_csv(tmp_path / "seed0.csv", index=False)
+    rows.assign(seed=1).to_csv(tmp_path / "seed1.csv", index=False)  # the same ids, drawn under another seed
+    figures = tmp_path / "figures"
+    assert report_main([str(tmp_path / "seed0.csv"), str(tmp_path / "seed1.csv"), "--figures", str(figures)]) == 0
+    printed = capsys.readouterr().out
+    assert "| needle_code | 8192 | 4 | -50 [" in printed  # 4 samples paired, not 2 collapsed into one id each
+    names = sorted(path.name for path in figures.glob("*.png"))
+    assert names[-1].startswith("retrieval-overview") and len(names) == 3  # and a heatmap per setting
+    assert report_main([str(tmp_path / "seed1.csv"), str(tmp_path / "seed1.csv")]) == 2

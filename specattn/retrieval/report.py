@@ -91,9 +91,10 @@ def paired_vs_dense(results: pd.DataFrame, seed: int = 0, draws: int = 2000) -> 
     rng = np.random.default_rng(seed)
     rows = []
     for task, length, cell in _cells(results):
-        dense = cell[cell.method == "dense"].set_index(SAMPLE).correct.astype(float)
+        key = [k for k in SAMPLE if k in cell]  # rows without a seed: one seed
+        dense = cell[cell.method == "dense"].set_index(key).correct.astype(float)
         for setting, group in cell[cell.method != "dense"].groupby("setting", sort=False):
-            mine = group.set_index(SAMPLE).correct.astype(float)
+            mine = group.set_index(key).correct.astype(float)
             both = mine.index.intersection(dense.index)
             if both.empty:
                 continue
@@ -265,6 +266,9 @@ def main(argv: list[str] | None = None) -> int:
                                                  "(finished or cut) or per-sample files, pooled")
     parser.add_argument("inputs", type=Path, nargs="+",
                         help="collected tables, retrieval run folders or files of their per-sample rows")
+    parser.add_argument("--figures", type=Path, default=None, metavar="DIR",
+                        help="also write the pooled rows' figures there: retrieval-overview[-MODEL].png (accuracy "
+                             "over depth x length per setting) and one heatmap per setting and task")
     args = parser.parse_args(argv)
     try:
         rows = pool_rows([read_rows(path) for path in args.inputs], [str(path) for path in args.inputs])
@@ -278,6 +282,14 @@ def main(argv: list[str] | None = None) -> int:
             print(f"\n{model}: {what}\n\n{grid_markdown(summary, value)}")
         print(f"\n{model}: exact match minus dense's on the same samples, points [95% bootstrap interval]\n\n"
               f"{paired_markdown(paired_vs_dense(group))}")
+        if args.figures is not None:
+            args.figures.mkdir(parents=True, exist_ok=True)
+            name = f"-{slug(model)}" if model else ""
+            samples = int((group.method == "dense").sum())
+            overview = plot_overview(group, args.figures / f"retrieval-overview{name}.png",
+                                     f"{model}: exact match over depth x length ({samples} samples in all)")
+            maps = plot_heatmaps(group, args.figures, f"retrieval-heatmap{name}", f"{model}: ")
+            print(f"\nfigures: {overview}, " + ", ".join(str(path) for path in maps.values()))
     return 0
 
 
