@@ -9,12 +9,13 @@ import os
 import re
 import shlex
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-from specattn.runs.preflight import check_job, jobs
+from specattn.runs.preflight import check_jobs
 from specattn.runs.validate import register_resolvers
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -55,8 +56,8 @@ def test_every_gpu_run_of_the_session_scripts_passes_the_pre_run_checks(tmp_path
     for overrides in runs:
         if any(".gpu_inputs" in o for o in overrides) and not (ROOT / ".gpu_inputs").is_dir():
             continue  # `agree` reads the CPU reference's files, carried to the GPU for that part only
-        for job, _ in jobs(["logger=none", "progress=false", *overrides], False):
-            check_job(job, ROOT / "conf", "config", False)
+        for job, error in check_jobs(["logger=none", "progress=false", *overrides], ROOT / "conf"):
+            assert error is None, (job, error)
 
 
 def test_a_bad_override_in_a_part_is_caught(tmp_path, cuda_present):
@@ -66,6 +67,17 @@ def test_a_bad_override_in_a_part_is_caught(tmp_path, cuda_present):
     script.write_text(f"cd {ROOT}; source scripts/gpu/env.sh; spec 10 model=qwen_coder device=cuda "
                       "experiment=paper_table dataset.first_sample=-3\n")
     (overrides,) = planned_runs(tmp_path, [str(script)])
-    with pytest.raises(SpecAttnError, match="first_sample=-3"):
-        for job, _ in jobs(overrides, False):
-            check_job(job, ROOT / "conf", "config", False)
+    ((_, error),) = check_jobs(overrides, ROOT / "conf")
+    assert isinstance(error, SpecAttnError) and "first_sample=-3" in str(error)
+
+
+def test_precheck_prints_ok_or_fail_per_job_and_its_exit_code():
+    """scripts/gpu/precheck.py on a good and a bad hand-typed command (a process of its own: it reports CUDA)."""
+    good = subprocess.run([sys.executable, "scripts/gpu/precheck.py", "model=qwen_coder", "device=cuda",
+                           "experiment=paper_table", "logger=none"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert good.returncode == 0 and good.stdout.startswith("ok "), good.stdout + good.stderr
+    bad = subprocess.run([sys.executable, "scripts/gpu/precheck.py", "-m", "model=qwen_coder", "device=cuda",
+                          "experiment=paper_table", "dataset.first_sample=0,-3"], cwd=ROOT, capture_output=True,
+                         text=True, timeout=120)
+    lines = bad.stdout.splitlines()
+    assert bad.returncode == 1 and lines[0].startswith("ok ") and lines[1].startswith("FAIL ") and "-3" in lines[1]

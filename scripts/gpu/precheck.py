@@ -15,8 +15,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from specattn.core.errors import SpecAttnError  # noqa: E402
-from specattn.runs.preflight import check_job, jobs  # noqa: E402
+from specattn.runs.preflight import check_jobs  # noqa: E402
 from specattn.runs.validate import register_resolvers  # noqa: E402
 
 
@@ -24,17 +23,10 @@ def main(overrides: list[str]) -> int:
     torch.cuda.is_available = lambda: True
     torch.cuda.device_count = lambda: 1
     register_resolvers()
-    multirun = "-m" in overrides
-    overrides = [o for o in overrides if o != "-m"]
-    failed = 0
-    for job, _ in jobs(overrides, multirun):
-        try:
-            check_job(job, ROOT / "conf", "config", multirun)
-            print("ok", " ".join(job))
-        except SpecAttnError as error:
-            failed += 1
-            print("FAIL", " ".join(job), "->", error)
-    return 1 if failed else 0
+    checked = check_jobs([o for o in overrides if o != "-m"], ROOT / "conf", "-m" in overrides)
+    for job, error in checked:
+        print("ok" if error is None else "FAIL", " ".join(job), *(["->", error] if error is not None else []))
+    return 1 if any(error is not None for _, error in checked) else 0
 
 
 if __name__ == "__main__":

@@ -107,6 +107,19 @@ def check_job(overrides: list[str], conf_dir: Path, config_name: str, multirun: 
             check_unlocked(folder)
 
 
+def check_jobs(overrides: list[str], conf_dir: Path, multirun: bool = False) -> list[tuple[list[str], SpecAttnError | None]]:
+    """Every job of a command line (the default config) checked by :func:`check_job`, each with its error or None
+    (``scripts/gpu/precheck.py`` prints them; ``tests/test_gpu_scripts.py`` asserts them)."""
+    out = []
+    for job, _ in jobs(overrides, multirun):
+        try:
+            check_job(job, conf_dir, "config", multirun)
+            out.append((job, None))
+        except SpecAttnError as error:
+            out.append((job, error))
+    return out
+
+
 def check_command_line(argv: list[str], conf_dir: Path) -> None:
     """Exit with one line (code 2) if the command line asks for anything wrong; return otherwise."""
     args = get_args_parser().parse_args(argv)
