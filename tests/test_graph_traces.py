@@ -1,6 +1,6 @@
 """The graph decoder behind the reference decoder's interface (specattn.decode.graph_traces): per sequence the
 same tokens, steps, accepted counts and KV reads (KVReads, key by key) as the reference engine, for dense,
-SpecAttn, and StreamingLLM / Quest with a different budget per sequence, stopping at an end-of-sequence
+SpecAttn, the oracle, and StreamingLLM / Quest with a different budget per sequence, stopping at an end-of-sequence
 token; its refusals; and on the GPU the same traces from captured graphs in float32."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from specattn.core.errors import SpecAttnError
 from specattn.core.settings import Settings
 from specattn.decode.engine import SpeculativeDecoder, prepare_for_decoding
 from specattn.decode.graph_traces import GraphTraceDecoder, graph_settings
-from specattn.methods import Budget, Dense, OracleTopP, Quest, SpecAttn, StreamingLLM
+from specattn.methods import Budget, Dense, DraftTopK, OracleTopP, Quest, SpecAttn, StreamingLLM
 
 from .availability import needs_gpu
 from .test_graph_engine import CHUNK, GAMMA, load, mapping, prompts
@@ -45,7 +45,7 @@ def eos_token(pair, batch, method=Dense()) -> int:
 
 def method_sets(n: int) -> list[list]:
     fracs = [0.25, 0.5, 0.8][:n]
-    return [[Dense()] * n, [SpecAttn(0.7)] * n, [SpecAttn(0.95)] * n,
+    return [[Dense()] * n, [SpecAttn(0.7)] * n, [SpecAttn(0.95)] * n, [OracleTopP(0.8)] * n,
             [StreamingLLM(Budget.matching(f, "specattn p=0.7")) for f in fracs],
             [Quest(Budget(kv_budget_frac=f)) for f in fracs]]
 
@@ -58,8 +58,9 @@ def check_equal(reference_pair, graph_pair, batch, eos):
         want = traces(SpeculativeDecoder(reference_pair, s, ids), batch, methods)
         got = traces(GraphTraceDecoder(graph_pair, s, ids), batch, methods)
         assert got == want, methods[0].label
-        for tokens, *_ in got:
+        for tokens, *_, reads in got:
             assert 0 < len(tokens) <= NEW
+            assert (reads.sparse_layer_reduction > 0) == (methods[0].name != "dense"), methods[0].label  # it selects
     return want
 
 
@@ -85,8 +86,8 @@ def test_graph_traces_stop_at_the_end_of_sequence_like_the_reference(pair):
 
 def test_graph_settings_refuse_what_the_graph_decoder_cannot_run(pair):
     s = settings(pair)
-    with pytest.raises(SpecAttnError, match="oracle_topp"):
-        graph_settings(OracleTopP(0.9), s)
+    with pytest.raises(SpecAttnError, match="draft_topk"):
+        graph_settings(DraftTopK(), s)
     with pytest.raises(SpecAttnError, match="token_budget"):
         graph_settings(Quest(Budget(token_budget=64)), s)
     with pytest.raises(SpecAttnError, match="temperature=0.7"):

@@ -231,12 +231,18 @@ def test_common_words_count_planted_words_only(text, correct, partial):
     ("experiment.min_dense_accuracy=2", "experiment.min_dense_accuracy=2 must be a number in [0, 1]"),
     ("experiment.haystacks.code=null", "experiment.haystacks.code is not set, and tasks needle_code"),
     ("experiment.decoder=nope", "experiment.decoder='nope' must be one of reference, graph"),
-    ("experiment.decoder=graph", "method 'oracle_topp' (oracle_topp p=0.95) does not run in the graph decoder"),
 ])
 def test_bad_settings_are_one_line_before_anything_loads(override, fragment):
     with pytest.raises(SpecAttnError) as error:
         validate(compose_config("experiment=retrieval", override))
     assert fragment in str(error.value) and "\n" not in str(error.value)
+
+
+def test_rows_the_graph_decoder_cannot_run_are_refused_before_anything_loads():
+    cfg = compose_config("experiment=retrieval", "experiment.decoder=graph", "experiment.extra_rows=[draft_topk]")
+    with pytest.raises(SpecAttnError, match="method 'draft_topk' .* does not run in the graph decoder"):
+        validate(cfg)
+    validate(compose_config("experiment=retrieval", "experiment.decoder=graph"))  # the default rows, the oracle too
 
 
 def test_the_haystacks_are_the_runs_input_data():
@@ -251,6 +257,8 @@ COLUMNS = {"task", "context_len", "depth", "sample", "method", "setting", "corre
 
 
 ROWS = "experiment.rows=[dense,{method:specattn,p:0.95},{method:streaming,match:'specattn p=0.95'}]"
+GRAPH_ROWS = ("experiment.rows=[dense,{method:specattn,p:0.95},{method:oracle_topp,p:0.9},"
+              "{method:quest,match:'specattn p=0.95'}]")
 
 
 def run_config(model_dir, outputs, *more):
@@ -294,13 +302,15 @@ def test_the_graph_decoder_gives_the_reference_decoders_table(tiny_model_dir, tm
     the reference decoder's but the times and the draft's reads (which the graph decoder does not count)."""
     torch.set_num_threads(1)
     try:
-        reference = execute(run_config(tiny_model_dir, tmp_path / "ref", "experiment.batch=2"))
-        graph = execute(run_config(tiny_model_dir, tmp_path / "graph", "experiment.batch=2", "experiment.decoder=graph"))
+        reference = execute(run_config(tiny_model_dir, tmp_path / "ref", "experiment.batch=2", GRAPH_ROWS))
+        graph = execute(run_config(tiny_model_dir, tmp_path / "graph", "experiment.batch=2", "experiment.decoder=graph",
+                                   GRAPH_ROWS))
     finally:
         torch.set_num_threads(THREADS)
     a, b = (pd.read_parquet(path) for path in (reference, graph))
     skip = [c for c in a if c.startswith("draft_") and c not in ("draft_reads",) or c in (
         "sample_seconds", "prefill_s", "verify_s", "accept_s", "decode_s", "tokens_per_s")]
+    assert set(a.method) == {"dense", "specattn", "oracle_topp", "quest"}
     assert (b.draft_kv_dense_reads == 0).all() and (a.draft_kv_dense_reads > 0).all()
     assert (b.kv_reduction_sparse_layers[b.method != "dense"] > 0).all()
     pd.testing.assert_frame_equal(a.drop(columns=skip), b.drop(columns=skip))

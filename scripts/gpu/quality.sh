@@ -78,6 +78,12 @@ for part in "$@"; do echo "== $part $(date +%T)"; case $part in
     G="experiment.decoder=graph experiment.samples=10"
     spec $((L / 2)) $M experiment=retrieval $G "experiment.lengths=[8192,16384]" experiment.batch=16 "experiment.rows=$R"
     spec $((L / 2)) $M experiment=retrieval $G "experiment.lengths=[32000]" experiment.batch=8 "experiment.rows=$R" ;;
+  retrieval_oracle) # the oracle row of issue 25 at length, on the graph decoder (untested there in bfloat16 yet): the
+             # same samples as retrieval_graph (seed 0), dense and the oracle top-p at 0.95
+    O="[dense,{method:oracle_topp,p:0.95}]"
+    G="experiment.decoder=graph experiment.samples=10"
+    spec $((L / 2)) $M experiment=retrieval $G "experiment.lengths=[2048,4096,8192,16384]" experiment.batch=16 "experiment.rows=$O"
+    spec $((L / 2)) $M experiment=retrieval $G "experiment.lengths=[32000]" experiment.batch=8 "experiment.rows=$O" ;;
   kernel_fi) # the sparse kernel tuned (two stages, batch 4 and 16) and then beside FlashInfer's page-table decode
              # at 32K, batch 1/4/16, 25% and 10% kept, both verifier shapes (issue 23; random inputs, GPU alone)
     spec $L experiment=kernel_bench "experiment.parts=[tune,attention]" "experiment.models=[llama-3.1-8b,llama-2-7b]" \

@@ -19,7 +19,8 @@ on the device with no host decision:
 **Verification** (``GraphSettings.verify``): ``dense``; ``specattn`` (the head-aggregated draft rows of
 every needed draft layer recomputed in one launch, :func:`specattn.gpu.draft_rows.draft_rows`, and every
 layer's chunks selected at once, :func:`specattn.gpu.step.select_chunks`; verifier layer ``j`` reads the
-lists of draft layer ``layer_map[j]``); ``streaming`` and ``quest``: the budgeted baselines of
+lists of draft layer ``layer_map[j]``); ``oracle``: the verifier's own per-head nucleus at ``p`` (each sparse layer
+attends densely once more to select: a reference, never a speedup); ``streaming`` and ``quest``: the budgeted baselines of
 :mod:`specattn.methods` with their chunk lists built on the device (StreamingLLM: sinks then the most
 recent chunks; Quest: per-page key min/max kept on the device as keys are committed, scored per layer from
 its queries inside the forward, one list per KV head), each within ``kv_budget_frac`` of the dense reads.
@@ -70,7 +71,7 @@ from .draft_reads import DENSE_FIRST, DRAFT_READS, WINDOWED
 from .engine import PREFILL_TOKENS
 from .kv_cache import SequenceKVCache
 
-VERIFY_MODES = ("dense", "specattn", "streaming", "quest")
+VERIFY_MODES = ("dense", "specattn", "streaming", "quest", "oracle")
 
 
 @dataclass(frozen=True)
@@ -81,7 +82,7 @@ class GraphSettings:
     selection under ``first_dense`` / ``reuse``); layer_map: draft layer of each verifier layer;
     forced_kept: accepted counts, cycled over the steps (None: greedy acceptance); forced_density: the kept
     fraction of prefix chunks the verifier reads (a SpecAttn control); verify: ``dense`` | ``specattn`` |
-    ``streaming`` | ``quest`` (None: ``specattn`` if ``p`` is set, else ``dense``); kv_budget_frac and
+    ``streaming`` | ``quest`` | ``oracle`` (None: ``specattn`` if ``p`` is set, else ``dense``); kv_budget_frac and
     n_sinks: the budgeted baselines'; draft_reads, draft_refresh, draft_window, draft_sinks: the draft's
     read policy; forced_draft_density: the policy's control (``first_dense`` / ``reuse``: the read sets are a
     fixed random fraction of the prefix chunks instead of the draft's selections, as ``forced_density``).
@@ -125,7 +126,7 @@ class GraphSettings:
             raise SpecAttnError(f"verify={self.verify!r} is unknown: allowed are {', '.join(VERIFY_MODES)}")
         if reads not in DRAFT_READS:
             raise SpecAttnError(f"draft_reads={reads!r} is unknown: allowed are {', '.join(DRAFT_READS)}")
-        if (mode == "specattn" or reads in ("first_dense", "reuse")) and self.p is None:
+        if (mode in ("specattn", "oracle") or reads in ("first_dense", "reuse")) and self.p is None:
             raise SpecAttnError(f"verify={mode} with draft_reads={reads} needs p (the nucleus mass)")
         if (mode == "specattn" or reads != "dense") and self.head_agg not in AGGREGATIONS:
             raise SpecAttnError(f"head_agg={self.head_agg!r}: the graph decoder supports {', '.join(AGGREGATIONS)}")
@@ -242,7 +243,7 @@ class GraphDecoder:
         # per sequence, cumulative, in (key, KV head) loads as specattn.core.kv_reads.KVReads counts them: reads,
         # dense reads, sparse-layer reads, sparse-layer dense reads (count_sequences: a few launches per step more)
         self.seq_reads = torch.zeros((4, batch), dtype=torch.float64, device=dev) if count_sequences else None
-        self.quest_keys = torch.zeros(batch, dtype=torch.float64, device=dev)  # this step's Quest reads, (key, head)
+        self.selected_keys = torch.zeros(batch, dtype=torch.float64, device=dev)  # this step's reads (Quest, oracle)
         self.schedule = (torch.tensor(s.forced_kept, dtype=torch.long, device=dev) if s.forced_kept else None)
         if self.schedule is not None and not all(0 <= k <= s.gamma for k in s.forced_kept):
             raise SpecAttnError(f"forced accepted counts {s.forced_kept} must lie in [0, gamma={s.gamma}]")
@@ -304,7 +305,7 @@ class GraphDecoder:
                 slot = self.slots[s.layer_map[j]]
                 lists_plan[j] = ChunkLists(read.ids[slot], read.n[slot])
             self.sparse_slots = torch.tensor([self.slots[s.layer_map[j]] for j in self.sparse], device=dev)
-        elif mode in ("streaming", "quest"):
+        elif mode in ("streaming", "quest", "oracle"):
             heads = 1 if mode == "streaming" else self.verifier.config.num_key_value_heads
             flat = ChunkLists.empty(b, heads, self.n_cols, dev)
             self.budget_lists = flat
@@ -312,6 +313,8 @@ class GraphDecoder:
         self.selectors = {}
         if mode == "quest":
             self._build_quest()
+        elif mode == "oracle":
+            self.selectors = {j: self._oracle_selector(j) for j in self.sparse}
         self.v_plan = ForwardPlan("decode", self.v_len, s.chunk_size, lists_plan, {},
                                   self._workspace(self.verifier, s.gamma + 1), self.selectors)
         self.d_workspace = self._workspace(self.draft, 2) if s.gamma else None
@@ -575,7 +578,31 @@ class GraphDecoder:
             lists = chunk_lists(top_chunks(scores, keys, budget, QUEST_MIN_PAGES), self.n_cols, out=self.budget_lists)
             self.reads[0] += lists.n.double().mean(dim=1).sum()
             if self.seq_reads is not None:
-                self.quest_keys += listed_keys(lists.ids, lists.n, keys)
+                self.selected_keys += listed_keys(lists.ids, lists.n, keys)
+            return lists
+
+        return select
+
+    def _oracle_selector(self, layer: int):
+        """The oracle's lists of ``layer`` (:class:`specattn.methods.oracle_topp.OracleTopP`): each query head's own
+        attention row at each of the step's rows (row t sees keys ``[0, P + t]``), its top-p nucleus, the chunks
+        holding a nucleus key OR-ed over the rows and the query heads of each KV head (one list per KV head)."""
+        keys_cache = self.v_cache.keys[layer]  # (B, Hkv, cap, D): this step's keys are written before attention
+
+        def select(query: torch.Tensor, scaling: float) -> ChunkLists:
+            b, hq, t, d = query.shape
+            hkv = keys_cache.shape[1]
+            q = query.reshape(b, hkv, (hq // hkv) * t, d)  # rows of one KV group: (head, row) in that order
+            scores = torch.matmul(q.float(), keys_cache.float().transpose(-1, -2)) * scaling  # (B, Hkv, G*T, cap)
+            row = torch.arange(t, device=query.device).repeat(hq // hkv)  # each score row's step row
+            visible = torch.arange(scores.shape[-1], device=query.device)[None, None, :] <= (
+                self.last[:, None, None] + row[None, :, None])  # (B, G*T, cap)
+            probs = torch.softmax(scores.masked_fill(~visible[:, None], float("-inf")), dim=-1)
+            lists = select_chunks(probs, self.settings.p, self.settings.chunk_size, self.budget_lists)
+            self.reads[0] += lists.n.double().mean(dim=1).sum()
+            if self.seq_reads is not None:
+                self.selected_keys += listed_keys(lists.ids, lists.n, prefix_chunk_keys(self.last, self.n_cols,
+                                                                                         self.settings.chunk_size))
             return lists
 
         return select
@@ -606,8 +633,8 @@ class GraphDecoder:
         elif s.mode == "streaming":
             keys = prefix_chunk_keys(self.last, self.n_cols, s.chunk_size)
             prefix = len(self.sparse) * listed_keys(self.budget_lists.ids, self.budget_lists.n, keys) * heads
-        elif s.mode == "quest":
-            prefix = self.quest_keys.clone()
+        elif s.mode in ("quest", "oracle"):
+            prefix = self.selected_keys.clone()
         else:
             prefix = torch.zeros_like(dense)
         sparse = prefix + len(self.sparse) * t * heads if self.sparse else prefix
@@ -630,7 +657,7 @@ class GraphDecoder:
         tokens = torch.cat([self.tokens.gather(1, self.last[:, None]), self.drafted], dim=1)  # (B, T)
         self.v_len.copy_(self.last + t)
         if self.seq_reads is not None:
-            self.quest_keys.zero_()
+            self.selected_keys.zero_()
         hidden = self._forward(self.verifier, tokens, positions, self.v_cache, self.v_plan)
         self._count_verifier_reads()
         if self.seq_reads is not None:

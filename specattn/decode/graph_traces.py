@@ -6,8 +6,9 @@ experiment (``prefill(prompts) -> Prefill``, ``generate(prefill, methods, seeds)
 (:mod:`specattn.decode.graph_engine`): each step on the device (CUDA graphs on a GPU), one host read per
 step, instead of the reference engine's per-sequence Python loop. The same decoding, greedy only:
 
-* methods: ``dense``, ``specattn`` (its ``p``), ``streaming`` and ``quest`` with a ``kv_budget_frac`` budget
-  (a matched budget is one), each sequence with its own budget; others are refused (:func:`graph_settings`);
+* methods: ``dense``, ``specattn`` and ``oracle_topp`` (their ``p``), ``streaming`` and ``quest`` with a
+  ``kv_budget_frac`` budget (a matched budget is one), each sequence with its own budget; others are refused
+  (:func:`graph_settings`);
 * the draft reads densely (``decode.draft_reads=dense``); its reads are not counted (the traces' draft
   reads stay empty);
 * stopping: a sequence's tokens end at ``max_new_tokens`` or, with ``stop_at_eos``, after its first
@@ -33,13 +34,13 @@ import torch
 from ..core.errors import SpecAttnError
 from ..core.kv_reads import KVReads
 from ..core.settings import Settings
-from ..methods import Budget, Dense, Method, Quest, SpecAttn, StreamingLLM
+from ..methods import Budget, Dense, Method, OracleTopP, Quest, SpecAttn, StreamingLLM
 from ..models.pair import ModelPair
 from .engine import BatchTiming, Decoded, Prefill, SequenceTrace
 from .graph_engine import GraphDecoder, GraphSettings
 from .kv_cache import SequenceKVCache
 
-GRAPH_METHODS = ("dense", "specattn", "streaming", "quest")
+GRAPH_METHODS = ("dense", "specattn", "oracle_topp", "streaming", "quest")
 
 
 def graph_settings(method: Method, s: Settings) -> GraphSettings:
@@ -55,6 +56,8 @@ def graph_settings(method: Method, s: Settings) -> GraphSettings:
         return base
     if type(method) is SpecAttn:
         return dataclasses.replace(base, p=float(method.p))
+    if type(method) is OracleTopP:
+        return dataclasses.replace(base, p=float(method.p), verify="oracle")
     if type(method) in (StreamingLLM, Quest):
         if method.budget.kv_budget_frac is None:
             raise SpecAttnError(f"{method.label}: the graph decoder takes budgets as a fraction of the dense reads "
