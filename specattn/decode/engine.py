@@ -65,6 +65,19 @@ class SequenceTrace:
     draft_reads: DraftKVReads = field(default_factory=DraftKVReads)  # the draft's (decode.draft_reads)
     done: bool = False
 
+    def add_step(self, accepted: list[int], kept: int, gamma: int, max_new_tokens: int, stop_ids=frozenset()) -> None:
+        """One verification step that kept ``kept`` of its ``gamma`` drafted tokens and added ``accepted`` (those
+        and the verifier's own); the output ends at ``max_new_tokens`` or after a token of ``stop_ids``."""
+        self.steps += 1
+        self.drafted += gamma
+        self.kept += kept
+        self.step_accepted.append(kept)
+        for token in accepted:
+            self.tokens.append(token)
+            if len(self.tokens) >= max_new_tokens or token in stop_ids:
+                self.done = True
+                break
+
 
 @dataclass
 class BatchTiming:
@@ -261,13 +274,5 @@ class SpeculativeDecoder:
             accepted = drafted[b, :n].tolist() + [int(added[b])]
             sequences[b, int(last[b]) + 1 : int(last[b]) + 2 + n] = torch.tensor(accepted, device=self.device)
             new_last[b] = last[b] + n + 1
-            trace.steps += 1
-            trace.drafted += s.gamma
-            trace.kept += n
-            trace.step_accepted.append(n)
-            for token in accepted:
-                trace.tokens.append(token)
-                if len(trace.tokens) >= s.max_new_tokens or (s.stop_at_eos and token in self.eos_ids):
-                    trace.done = True
-                    break
+            trace.add_step(accepted, n, s.gamma, s.max_new_tokens, self.eos_ids if s.stop_at_eos else frozenset())
         return new_last

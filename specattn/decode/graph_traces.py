@@ -160,9 +160,10 @@ class GraphTraceDecoder:
         return Decoded(traces, BatchTiming(verify=time.perf_counter() - tick), prefill.verifier, prefill.draft)
 
     def _decode(self, dec: GraphDecoder, length: int) -> list[SequenceTrace]:
-        """Step until every sequence is done; each sequence's trace as the reference engine's ``_commit`` keeps it."""
+        """Step until every sequence is done; each sequence's trace kept as the reference engine keeps it (:meth:`SequenceTrace.add_step`)."""
         s = self.settings
         traces = [SequenceTrace() for _ in range(dec.batch)]
+        stop = self.eos_ids if s.stop_at_eos else frozenset()
         while not all(trace.done for trace in traces):
             before = list(dec.host_last)
             dec.step()
@@ -174,16 +175,8 @@ class GraphTraceDecoder:
                 if trace.done:
                     continue
                 n = kept[b]
-                accepted = new[b][before[b] + 1 - length: before[b] + 2 + n - length]
-                trace.steps += 1
-                trace.drafted += s.gamma
-                trace.kept += n
-                trace.step_accepted.append(n)
-                for token in accepted:
-                    trace.tokens.append(token)
-                    if len(trace.tokens) >= s.max_new_tokens or (s.stop_at_eos and token in self.eos_ids):
-                        trace.done = True
-                        break
+                trace.add_step(new[b][before[b] + 1 - length: before[b] + 2 + n - length], n, s.gamma,
+                               s.max_new_tokens, stop)
                 if trace.done:
                     trace.reads = KVReads(*(round(x) for x in reads[b]))
         return traces
