@@ -329,9 +329,10 @@ def bench_tune(cfg, base: SplitConfig, log=print) -> tuple[pd.DataFrame, SplitCo
     """Graph-replayed time of dense and sparse attention for each config at ``cfg.tune_cases``, in two stages
     (:func:`tile_configs` at the base split, then :func:`split_configs` at the best tile); returns the table
     (column ``stage``) and the config with the best geometric mean of (time / best time of its case)."""
-    first = _time_configs(cfg, tile_configs(base), log)
+    tiles = tile_configs(base)
+    first = _time_configs(cfg, tiles, log)
     tile = _best(first)
-    second = _time_configs(cfg, [c for c in split_configs(tile) if c not in tile_configs(base)], log)
+    second = _time_configs(cfg, [c for c in split_configs(tile) if c not in tiles], log)
     table = pd.concat([first.assign(stage=1), second.assign(stage=2)], ignore_index=True)
     best = _best(table)
     log(f"tune: best tile {tile}; best split config {best}")

@@ -46,6 +46,7 @@ import torch
 from ..decode import roofline
 from ..decode.decode_metrics import drafts_to_output_end
 from ..decode.graph_engine import GraphDecoder, GraphSettings
+from ..decode.graph_engine import capacity_for as graph_capacity
 from ..decode.kv_cache import SequenceKVCache
 from ..hooks.forward import cache_kwargs
 from .decode_bench import Clock
@@ -100,11 +101,8 @@ def modes(cfg: RealBenchConfig, matched_frac: float | None) -> list[tuple[str, G
 
 
 def capacity_for(cfg: RealBenchConfig, context: int) -> int:
-    """Cache capacity: the prompt and ``gamma + 1`` tokens for each step a sequence can take. A sequence
-    that has its new tokens keeps stepping until the batch's slowest one has its own (at least one token a
-    step, so at most ``new_tokens`` steps), plus two steps in flight and a margin."""
-    need = context + (cfg.new_tokens + 3) * (cfg.gamma + 1) + 8
-    return -(-need // 64) * 64
+    """Cache capacity of a point (:func:`specattn.decode.graph_engine.capacity_for`)."""
+    return graph_capacity(context, cfg.new_tokens, cfg.gamma)
 
 
 def timed_generate(dec: GraphDecoder, new_tokens: int) -> dict:

@@ -52,6 +52,13 @@ from .kv_cache import SequenceKVCache
 PREFILL_TOKENS = 1 << 17
 
 
+def prefill_groups(batch: int, length: int) -> list[tuple[int, int]]:
+    """The row ranges ``[a, b)`` of a batch of ``length``-token prompts that one prefill forward takes
+    (:data:`PREFILL_TOKENS` tokens at most, one sequence at least); both decoders prefill this way."""
+    group = max(1, PREFILL_TOKENS // length)
+    return [(a, min(batch, a + group)) for a in range(0, batch, group)]
+
+
 @dataclass
 class SequenceTrace:
     """What decoding one sequence produced and measured."""
@@ -146,10 +153,8 @@ class SpeculativeDecoder:
         verifier = SequenceKVCache.for_model(self.pair.verifier, batch, capacity)
         draft = SequenceKVCache.for_model(self.pair.draft, batch, capacity)
         positions = torch.arange(length, device=self.device).expand(batch, -1)
-        group = max(1, PREFILL_TOKENS // length)  # sequences per prefill forward
         for model, cache, n in ((self.pair.verifier, verifier, length - 1), (self.pair.draft, draft, length - 2)):
-            for a in range(0, batch, group) if n > 0 else ():
-                b = min(batch, a + group)
+            for a, b in prefill_groups(batch, length) if n > 0 else ():
                 self._forward(model, prompts[a:b, :n], positions[a:b, :n], cache.rows(a, b))
             cache.set_lengths(torch.full((batch,), n, device=self.device))
         return Prefill(prompts, verifier, draft, time.perf_counter() - start)

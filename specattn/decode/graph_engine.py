@@ -68,7 +68,7 @@ from ..hooks.graph_attention import GRAPH_ATTENTION, ForwardPlan, RowTap, use_ke
 from ..methods.budget import top_chunks
 from ..methods.quest import QUEST_MIN_PAGES
 from .draft_reads import DENSE_FIRST, DRAFT_READS, WINDOWED
-from .engine import PREFILL_TOKENS
+from .engine import prefill_groups
 from .kv_cache import SequenceKVCache
 
 VERIFY_MODES = ("dense", "specattn", "streaming", "quest", "oracle")
@@ -160,6 +160,15 @@ def prefix_chunk_keys(prefix: torch.Tensor, n_cols: int, chunk_size: int) -> tor
     """``(B, n_cols)`` long: how many keys of each chunk lie in ``[0, prefix[b])``."""
     lo = torch.arange(n_cols, device=prefix.device) * chunk_size
     return (prefix.long()[:, None] - lo[None, :]).clamp(min=0, max=chunk_size)
+
+
+def capacity_for(length: int, new_tokens: int, gamma: int) -> int:
+    """Cache capacity for prompts of ``length`` decoded for ``new_tokens``: the prompt and ``gamma + 1`` tokens
+    for each step a sequence can take. A sequence that has its new tokens keeps stepping until the batch's
+    slowest one has its own (at least one token a step, so at most ``new_tokens`` steps), plus two steps in
+    flight and a margin; a multiple of 64."""
+    need = length + (new_tokens + 3) * (gamma + 1) + 8
+    return -(-need // 64) * 64
 
 
 def chunks_holding(lo: torch.Tensor, hi: torch.Tensor, n_cols: int, chunk_size: int) -> torch.Tensor:
@@ -367,11 +376,9 @@ class GraphDecoder:
         models = [(self.verifier, self.v_cache, length - 1)]
         if self.draft is not None:
             models.append((self.draft, self.d_cache, length - 2))
-        group = max(1, PREFILL_TOKENS // length)  # sequences per prefill forward (as the CPU engine)
         for model, cache, n in models:
             cache.set_lengths(torch.zeros(batch, dtype=torch.long, device=self.device))
-            for a in range(0, batch, group) if n > 0 else ():
-                b = min(batch, a + group)
+            for a, b in prefill_groups(batch, length) if n > 0 else ():
                 self._forward(model, prompts[a:b, :n], positions[a:b, :n], cache.rows(a, b), ForwardPlan("prefill"))
             cache.set_lengths(torch.full((batch,), n, device=self.device))
         self._start(length - 1)
@@ -626,12 +633,11 @@ class GraphDecoder:
         heads = self.v_cache.keys.shape[2]
         layers = self.verifier.config.num_hidden_layers
         dense = (self.last + t).double() * heads  # (B,) one layer's dense reads
+        keys = prefix_chunk_keys(self.last, self.n_cols, s.chunk_size)
         if s.mode == "specattn":
             source = self.forced_lists if s.forced_density is not None else self.lists
-            keys = prefix_chunk_keys(self.last, self.n_cols, s.chunk_size)
             prefix = listed_keys(source.ids[self.sparse_slots], source.n[self.sparse_slots], keys) * heads
         elif s.mode == "streaming":
-            keys = prefix_chunk_keys(self.last, self.n_cols, s.chunk_size)
             prefix = len(self.sparse) * listed_keys(self.budget_lists.ids, self.budget_lists.n, keys) * heads
         elif s.mode in ("quest", "oracle"):
             prefix = self.selected_keys.clone()

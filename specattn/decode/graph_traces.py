@@ -37,7 +37,7 @@ from ..core.settings import Settings
 from ..methods import Budget, Dense, Method, OracleTopP, Quest, SpecAttn, StreamingLLM
 from ..models.pair import ModelPair
 from .engine import BatchTiming, Decoded, Prefill, SequenceTrace
-from .graph_engine import GraphDecoder, GraphSettings
+from .graph_engine import GraphDecoder, GraphSettings, capacity_for
 from .kv_cache import SequenceKVCache
 
 GRAPH_METHODS = ("dense", "specattn", "oracle_topp", "streaming", "quest")
@@ -72,13 +72,6 @@ def budget_of(method: Method) -> float:
     """A budgeted method's fraction of the dense reads (1 for the others)."""
     budget = getattr(method, "budget", None)
     return float(budget.kv_budget_frac) if isinstance(budget, Budget) else 1.0
-
-
-def capacity_for(length: int, max_new_tokens: int, gamma: int) -> int:
-    """Cache capacity for prompts of ``length``: a sequence steps until the batch's slowest has its tokens
-    (at most ``max_new_tokens`` steps of ``gamma + 1``), plus a margin; a multiple of 64."""
-    need = length + (max_new_tokens + 3) * (gamma + 1) + 8
-    return -(-need // 64) * 64
 
 
 class GraphPool:
@@ -169,7 +162,6 @@ class GraphTraceDecoder:
             dec.step()
             kept = dec.kept.tolist()  # the step's one synchronising read
             dec.record(kept)
-            reads = dec.seq_reads.T.tolist()  # (B, 4)
             new = dec.tokens[:, length: length + s.max_new_tokens + s.gamma + 1].tolist()  # what a live sequence added
             for b, trace in enumerate(traces):
                 if trace.done:
@@ -177,6 +169,6 @@ class GraphTraceDecoder:
                 n = kept[b]
                 trace.add_step(new[b][before[b] + 1 - length: before[b] + 2 + n - length], n, s.gamma,
                                s.max_new_tokens, stop)
-                if trace.done:
-                    trace.reads = KVReads(*(round(x) for x in reads[b]))
+                if trace.done:  # its reads up to this step (read from the device only when a sequence ends)
+                    trace.reads = KVReads(*(round(x) for x in dec.seq_reads[:, b].tolist()))
         return traces

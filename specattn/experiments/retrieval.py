@@ -213,9 +213,9 @@ def run(ctx: RunContext) -> ExperimentResult:
     documents = {kind: source.documents() for kind, source in sources.items()}  # before the weights load
     pair = load_pair_for(cfg)
     base = decoder_settings(cfg, layer_mapping(cfg, pair))
-    longest = max(int(exp.max_new_tokens[task]) for task in exp.tasks)
-    shared = {"pool": GraphPool(pair, longest)} if exp.get("decoder", "reference") == "graph" else {}
     make = DECODERS[exp.get("decoder", "reference")]
+    longest = max(int(exp.max_new_tokens[task]) for task in exp.tasks)
+    shared = {"pool": GraphPool(pair, longest)} if make is GraphTraceDecoder else {}  # one set of caches for all tasks
     decoders = {task: make(pair, replace(base, max_new_tokens=int(exp.max_new_tokens[task])), eos_ids(pair), **shared)
                 for task in exp.tasks}
     if make is SpeculativeDecoder:
