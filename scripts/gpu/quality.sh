@@ -73,7 +73,7 @@ for part in "$@"; do echo "== $part $(date +%T)"; case $part in
     spec $((2 * L / 5)) $M experiment=retrieval "experiment.lengths=[32000]" experiment.samples=10 experiment.batch=8 "experiment.rows=$R"
     spec $((L / 5)) $M experiment=retrieval "experiment.lengths=[4096]" experiment.samples=10 experiment.batch=16 "experiment.rows=$R" ;;
   retrieval_graph) # issue 25 on the graph decoder (sixth session): 8K and 16K (batch 16), then 32K (batch 8), 10 samples
-             # per depth cell = 50 per task and length; the rows it runs (no oracle: reference decoder only)
+             # per depth cell = 50 per task and length (the oracle, added later: retrieval_oracle)
     R="[dense,{method:specattn,p:[0.9,0.95]},{method:streaming,match:'specattn p=0.95'},{method:quest,match:'specattn p=0.95'}]"
     G="experiment.decoder=graph experiment.samples=10"
     spec $((L / 2)) $M experiment=retrieval $G "experiment.lengths=[8192,16384]" experiment.batch=16 "experiment.rows=$R"
