@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
-# Runs from /tmp/repo (a copy) while the weights are staged: the kernel benchmark beside FlashInfer (quality.sh
-# kernel_fi), the decoder's GPU tests, then every other GPU test file, each with its own summary line. Each part writes
-# under $GPU_OUT/bg; `done` marks the end.
+# Runs from /tmp/repo (a copy) while the weights are staged: the sparse kernel's per-kernel profile beside FlashInfer
+# (scripts/gpu/profile_kernel.py; the whole benchmark, quality.sh kernel_fi, ran in the sixth session), the decoder's
+# GPU tests, then every other GPU test file, each with its own summary line. Each part writes under $GPU_OUT/bg;
+# `done` marks the end.
 source scripts/gpu/env.sh
 export PYTHONPATH="/tmp/site:/tmp/repo"
 step() { echo "== $1 $(date +%T)"; }
-step kernel_fi   # timings first, while the GPU has nothing else to do (the weights arrive meanwhile)
-LIMIT=420 bash scripts/gpu/quality.sh kernel_fi > "$GPU_OUT/bg/kernel_fi.log" 2>&1
-tail -n 3 "$GPU_OUT/bg/kernel_fi.log"
+step profile_kernel   # timings first, while the GPU has nothing else to do (the weights arrive meanwhile)
+timeout 300 python3 scripts/gpu/profile_kernel.py > "$GPU_OUT/bg/profile_kernel.log" 2>&1
+echo "profile_kernel rc $?"; tail -n 2 "$GPU_OUT/bg/profile_kernel.log"
 step tests
 timeout 240 python3 -m pytest -q -rfE -n 8 -m gpu -p no:cacheprovider tests/test_graph_traces.py tests/test_real_decode.py \
   tests/test_graph_methods.py tests/test_graph_engine.py tests/test_evaluator_kernel.py tests/test_stream_read.py \

@@ -59,9 +59,9 @@ for part in "$@"; do echo "== $part $(date +%T)"; case $part in
     spec $((L / 3)) $T dataset=gutenberg dataset.context_len=2048 dataset.num_samples=32 "$P6" "$SWEEP"
     spec $((2 * L / 3)) $T dataset=gutenberg dataset.context_len=8192 dataset.num_samples=32 "$P6" \
       "experiment.rows=[dense,{method:specattn,p:\${experiment.p_values}},$MATCHED]" ;;
-  grid)      # head_agg x chunk_size at 8K, p=0.9 (one run per setting)
+  grid)      # head_agg x chunk_size at 8K, p=0.9 (one run per setting, 32 windows each, each cut at LIMIT/12)
     for agg in mean max kv_group; do for c in 8 16 32 64; do
-      spec $((L / 12)) $T dataset=python_packages dataset.context_len=8192 dataset.num_samples=8 head_agg=$agg \
+      spec $((L / 12)) $T dataset=python_packages dataset.context_len=8192 dataset.num_samples=32 head_agg=$agg \
         chunk_size=$c "experiment.rows=[dense,{method:specattn,p:0.9}]"; done; done ;;
   retrieval) # needles, aggregation and two-hop code questions at 2K and 4K, 10 per task and length
     spec $L $M experiment=retrieval "experiment.lengths=[2048,4096]" experiment.samples=2 \
@@ -89,8 +89,19 @@ for part in "$@"; do echo "== $part $(date +%T)"; case $part in
     spec $L experiment=kernel_bench "experiment.parts=[tune,attention]" "experiment.models=[llama-3.1-8b,llama-2-7b]" \
       "experiment.batches=[1,4,16]" "experiment.attn_lengths=[32768]" "experiment.densities=[0.25,0.1]" \
       "experiment.tune_cases=[[llama-3.1-8b,4,32768],[llama-3.1-8b,16,32768],[llama-2-7b,4,32768],[llama-2-7b,16,32768]]" ;;
-  align)     # layer alignment at 16384 and 32768 calibration tokens, and its stability table
-    spec $L $M experiment=align_study dataset=python_source dataset.num_samples=8 align.num_tokens=16384
-    spec $L $M experiment=align_study dataset=python_source dataset.num_samples=8 align.num_tokens=32768 ;;
+  align)     # layer alignment at the default 16384 calibration tokens on 32 samples of 2K code (intervals; the
+             # stability table at 16384 and 32768 tokens ran with 8 samples in the second session)
+    spec $L $M experiment=align_study dataset=python_source dataset.num_samples=32 align.num_tokens=16384 ;;
+  long_low_p) # 32K code, windows 4 on (the `long` part reached 4): the low and high p of the paper's table beside
+             # dense (p = 0.9 and 0.95 have 32 windows from long_target / long_rest)
+    spec $L $T dataset=python_packages dataset.context_len=32768 dataset.first_sample=4 dataset.num_samples=28 \
+      "experiment.rows=[dense,{method:specattn,p:[0.5,0.7,0.8,0.99]}]" ;;
+  retrieval_seed2) # issue 25's grid again under seed 2 (new haystacks and needles), dense and SpecAttn only: 100 -> 150
+             # samples per task and length at 8K and 16K (50 -> 100 at 2K, 4K, 32K), where aggregation tasks missed the 2-point target
+    G="experiment.decoder=graph experiment.samples=10 seed=2"
+    spec $((L / 2)) $M experiment=retrieval $G "experiment.lengths=[2048,4096,8192,16384]" experiment.batch=16 \
+      "experiment.rows=[dense,{method:specattn,p:[0.9,0.95]}]"
+    spec $((L / 2)) $M experiment=retrieval $G "experiment.lengths=[32000]" experiment.batch=8 \
+      "experiment.rows=[dense,{method:specattn,p:[0.9,0.95]}]" ;;
 esac; done
 echo "== end $(date +%T)"

@@ -1,0 +1,73 @@
+"""Where the sparse verification kernel's time goes beside FlashInfer's page table (issue 23): per launch, the GPU
+time of each kernel (CUPTI, eager calls: launch gaps excluded) of ours (split + merge) and of FlashInfer's
+``BatchDecodeWithPagedKVCacheWrapper`` reading the same chunks as pages, for the kernel benchmark's 32K cases
+(llama-3.1-8b and llama-2-7b layer shapes, batch 1/4/16, kept 0 (one chunk: the fixed cost), 10% and 25%; random
+bf16 inputs, random chunks). Ours runs the default and the tuned split configuration (docs/benchmarks.md). Prints
+one table; run on the GPU machine: ``python3 scripts/gpu/profile_kernel.py`` (about a minute)."""
+
+from __future__ import annotations
+
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from specattn.bench.attention import MODELS, Inputs, random_masks  # noqa: E402
+from specattn.bench.flashinfer_dense import FlashInferPageTable, paged_cache  # noqa: E402
+from specattn.gpu.attention.sparse import chunk_lists, n_chunks_capacity, sparse_verify  # noqa: E402
+from specattn.gpu.kernels.sparse_attn import make_workspace  # noqa: E402
+from specattn.gpu.kernels.split_config import SplitConfig  # noqa: E402
+
+CONFIGS = {"default": SplitConfig(), "tuned": SplitConfig(block_n=64, warps=2, stages=3, ctas_per_sm=2, min_chunks=16)}
+CALLS = 20
+
+
+def kernel_us(fn) -> dict[str, float]:
+    """Mean GPU microseconds per call of each kernel ``fn`` launches (``CALLS`` calls, after two warm ones)."""
+    fn(), fn()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(CALLS):
+            fn()
+        torch.cuda.synchronize()
+    total = defaultdict(float)
+    for e in prof.events():
+        if e.device_type.name == "CUDA":
+            total[e.name[:48]] += e.time_range.elapsed_us() / CALLS
+    return dict(total)
+
+
+def main() -> None:
+    t, c, n_keys = 5, 16, 32768
+    nc = n_chunks_capacity(n_keys, t, c)
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    cgen = torch.Generator().manual_seed(0)
+    fi_ws = torch.zeros(256 << 20, dtype=torch.uint8, device="cuda")
+    print(f"{'model':13} {'B':>2} {'kept':>5} {'who':8} {'total_us':>8}  kernels (us per call)")
+    for model, batch, density in [(m, b, d) for m in ("llama-3.1-8b", "llama-2-7b") for b in (1, 4, 16)
+                                  for d in (0.0, 0.1, 0.25)]:
+        hq, hkv, d = MODELS[model]
+        s = Inputs(hq, hkv, d, batch, n_keys, t, gen)
+        lists = chunk_lists(random_masks(batch, 1, nc, max(density, 1e-9), cgen).cuda())
+        fi = FlashInferPageTable(s.q, paged_cache(s.k, c), paged_cache(s.v, c), n_keys, -(-n_keys // c), c, lists,
+                                 fi_ws)
+        same = fi.same_selection(nc)
+        rows = {"flashinfer": kernel_us(fi)}
+        for name, config in CONFIGS.items():
+            ws = make_workspace(batch, hkv, hq // hkv, t, d, config, "cuda")
+            rows[name] = kernel_us(lambda: sparse_verify(s.q, s.k, s.v, s.lengths, same.ids, same.n, c, out=s.out,
+                                                         workspace=ws, config=config))
+        for who, kernels in rows.items():
+            parts = ", ".join(f"{k} {v:.1f}" for k, v in sorted(kernels.items(), key=lambda kv: -kv[1]))
+            print(f"{model:13} {batch:>2} {density:>5.2f} {who:8} {sum(kernels.values()):>8.1f}  {parts}")
+        del s, fi, same, lists
+        torch.cuda.empty_cache()
+
+
+if __name__ == "__main__":
+    main()
