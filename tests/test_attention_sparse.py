@@ -62,17 +62,22 @@ def check_kernel_case(case, c, tol, dense=False, config=None):
     q, k, v, lengths, lists = case
     b, hq, t, d = q.shape
     out = torch.full((b, t, hq, d), float("nan"), dtype=q.dtype, device=q.device)  # poisoned
+    lse = torch.full((b, hq), float("nan"), dtype=torch.float32, device=q.device)
     if dense:
-        got = dense_verify(q, k, v, lengths, c, out=out, config=config, impl="triton")
+        got = dense_verify(q, k, v, lengths, c, out=out, config=config, impl="triton", lse_out=lse)
         nc = n_chunks_capacity(k.shape[2], t, c)
         lists = ChunkLists(torch.arange(nc, dtype=torch.int32, device=q.device).expand(b, 1, nc),
                            torch.full((b, 1), nc, dtype=torch.int32, device=q.device))
     else:
-        got = sparse_verify(q, k, v, lengths, lists.ids, lists.n, c, out=out, config=config, impl="triton")
-    ref = sparse_verify_torch(q.double(), k.double(), v.double(), lengths, lists.ids, lists.n, c, 1 / math.sqrt(d))
+        got = sparse_verify(q, k, v, lengths, lists.ids, lists.n, c, out=out, config=config, impl="triton",
+                            lse_out=lse)
+    ref_lse = torch.empty_like(lse)
+    ref = sparse_verify_torch(q.double(), k.double(), v.double(), lengths, lists.ids, lists.n, c, 1 / math.sqrt(d),
+                              lse_out=ref_lse)
     assert got is out and got.shape == (b, t, hq, d) and got.dtype == q.dtype
     assert torch.isfinite(got).all(), "unwritten or non-finite outputs"
     assert rel_err(got, ref) < tol
+    assert torch.allclose(lse, ref_lse, atol=tol, rtol=tol), "the last row's log-sum-exp"  # every (b, head) written
 
 
 # -------------------------------------------------------------------------------------------- CPU

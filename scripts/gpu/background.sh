@@ -9,6 +9,13 @@ step() { echo "== $1 $(date +%T)"; }
 step profile_kernel   # timings first, while the GPU has nothing else to do (the weights arrive meanwhile)
 timeout 300 python3 scripts/gpu/profile_kernel.py > "$GPU_OUT/bg/profile_kernel.log" 2>&1
 echo "profile_kernel rc $?"; tail -n 2 "$GPU_OUT/bg/profile_kernel.log"
+step kernel_tests   # the split kernel's correctness on the GPU before its benchmark
+timeout 200 python3 -m pytest -q -rfE -n 8 -m gpu -p no:cacheprovider tests/test_attention_sparse.py \
+  > "$GPU_OUT/bg/pytest_test_attention_sparse.log" 2>&1
+echo "test_attention_sparse rc $? $(tail -n 1 "$GPU_OUT/bg/pytest_test_attention_sparse.log")"
+step kernel_fi   # the whole kernel benchmark beside FlashInfer (tune, then the page-table comparison)
+LIMIT=330 bash scripts/gpu/quality.sh kernel_fi > "$GPU_OUT/bg/kernel_fi.log" 2>&1
+tail -n 3 "$GPU_OUT/bg/kernel_fi.log"
 step tests
 timeout 240 python3 -m pytest -q -rfE -n 8 -m gpu -p no:cacheprovider tests/test_graph_traces.py tests/test_real_decode.py \
   tests/test_graph_methods.py tests/test_graph_engine.py tests/test_evaluator_kernel.py tests/test_stream_read.py \
@@ -16,7 +23,7 @@ timeout 240 python3 -m pytest -q -rfE -n 8 -m gpu -p no:cacheprovider tests/test
 echo "pytest rc $?"; tail -n 5 "$GPU_OUT/bg/pytest.log"
 step gpu_suite   # the rest of the GPU tests, one file per pytest run (a file cut by the limit loses only its own summary)
 for f in test_bsr test_attention_flashinfer test_fused_llama test_kernels_nucleus test_kernel_bench \
-         test_decode_bench test_step test_draft_rows test_attention_sparse; do
+         test_decode_bench test_step test_draft_rows; do
   timeout 200 python3 -m pytest -q -rfE -n 8 -m gpu -p no:cacheprovider tests/$f.py > "$GPU_OUT/bg/pytest_$f.log" 2>&1
   echo "$f rc $? $(tail -n 1 "$GPU_OUT/bg/pytest_$f.log")"
 done

@@ -159,56 +159,78 @@ def _merge_kernel(
     q_ptr, k_ptr, v_ptr, len_ptr, n_ptr, po_ptr, pl_ptr, out_ptr, lse_ptr,
     qk_scale, T, C, cap, P, min_units, BH, HKV, G,
     sqb, sqh, sqt, skb, skh, skn, svb, svh, svn, snb, snh, sob, sot, soh, slb, slh,
-    D: tl.constexpr, M: tl.constexpr, TP: tl.constexpr, SB: tl.constexpr, CPB: tl.constexpr,
+    D: tl.constexpr, M: tl.constexpr, RB: tl.constexpr, TP: tl.constexpr, SB: tl.constexpr, CPB: tl.constexpr,
     BHP: tl.constexpr, DENSE: tl.constexpr, WRITE_LSE: tl.constexpr,
 ):
-    pid = tl.program_id(0)
-    t = pid % T
-    bq = pid // T
-    hq = bq % (HKV * G)
-    b = (bq // (HKV * G)).to(tl.int64)
-    h = (hq // G).to(tl.int64)
-    j = b * HKV + h
+    j = tl.program_id(0)  # the list (b, KV head h)
+    b = (j // HKV).to(tl.int64)
+    h = (j % HKV).to(tl.int64)
     prefixes, ns, ends = _lists(len_ptr, n_ptr, T, C, cap, BH, HKV, snb, snh, BHP, CPB, DENSE)
     total = tl.max(ends, 0)
     width = tl.maximum(min_units, (total + P - 1) // P)
     end_j = _pick(ends, j)
     start_j = end_j - (_pick(ns, j) + CPB - 1) // CPB
     prefix = _pick(prefixes, j)
+    # rows [r0, r0 + RB) of the list's (G * T)-row tile; row = g * T + t, query head h * G + g
+    row = tl.program_id(1) * RB + tl.arange(0, RB)
+    g = row // T
+    t = row - g * T
+    row_ok = row < G * T
+    hq = h * G + g
     d = tl.arange(0, D)
-    # the step's own keys P .. P + t, exactly in float32
-    qv = tl.load(q_ptr + b * sqb + hq * sqh + t * sqt + d).to(tl.float32)
+    qv = tl.load(q_ptr + b * sqb + hq[:, None] * sqh + t[:, None] * sqt + d[None, :], mask=row_ok[:, None],
+                 other=0.0).to(tl.float32)
+    # the step's own keys P .. P + t, exactly in float32: scores (RB, TP), one key at a time
     jj = tl.arange(0, TP)
-    key = prefix + jj
-    ok = (jj <= t) & (key >= 0)
-    k = tl.load(k_ptr + b * skb + h * skh + key[:, None] * skn + d[None, :], mask=ok[:, None], other=0.0)
-    sc = tl.sum(k.to(tl.float32) * qv[None, :], 1) * qk_scale
-    sc = tl.where(ok, sc, float("-inf"))
-    m = tl.max(sc, 0)
-    pr = tl.exp2(sc - m)
-    l = tl.sum(pr, 0)
-    v = tl.load(v_ptr + b * svb + h * svh + key[:, None] * svn + d[None, :], mask=ok[:, None], other=0.0)
-    acc = tl.sum(pr[:, None] * v.to(tl.float32), 0)  # unnormalised, scale 2^m
-    # merge the partials (normalised outputs, base-2 lse) of row (g, t) from the programs over list j
-    row = (hq - h * G) * T + t
+    sc = tl.full((RB, TP), float("-inf"), tl.float32)
+    for i in tl.static_range(TP):
+        key = prefix + i
+        kv_ok = (i < T) & (key >= 0)
+        kr = tl.load(k_ptr + b * skb + h * skh + key * skn + d, mask=kv_ok & (d < D), other=0.0).to(tl.float32)
+        si = tl.sum(qv * kr[None, :], 1) * qk_scale
+        si = tl.where(kv_ok & (i <= t), si, float("-inf"))
+        sc = tl.where(jj[None, :] == i, si[:, None], sc)
+    m = tl.max(sc, 1)
+    pr = tl.exp2(sc - m[:, None])
+    l = tl.sum(pr, 1)
+    acc = tl.zeros((RB, D), tl.float32)  # unnormalised, scale 2^m
+    for i in tl.static_range(TP):
+        key = prefix + i
+        kv_ok = (i < T) & (key >= 0)
+        vr = tl.load(v_ptr + b * svb + h * svh + key * svn + d, mask=kv_ok & (d < D), other=0.0).to(tl.float32)
+        pi = tl.sum(tl.where(jj[None, :] == i, pr, 0.0), 1)
+        acc += pi[:, None] * vr[None, :]
+    # merge the partials (normalised outputs, base-2 lse) of these rows from the programs over list j, SB at a time
     sb = tl.arange(0, SB)
     s0 = start_j // width + j
     s1 = tl.where(end_j > start_j, (end_j - 1) // width + j + 1, s0)
     while s0 < s1:
-        si = s0 + sb
-        s_ok = si < s1
-        lse = tl.load(pl_ptr + si.to(tl.int64) * M + row, mask=s_ok, other=float("-inf"))
+        si = (s0 + sb).to(tl.int64)
+        s_ok = (s0 + sb) < s1
+        at = si[:, None] * M + row[None, :]  # (SB, RB)
+        ok2 = s_ok[:, None] & row_ok[None, :]
+        lse = tl.load(pl_ptr + at, mask=ok2, other=float("-inf"))
         m_new = tl.maximum(m, tl.max(lse, 0))
-        w = tl.exp2(lse - m_new)
-        po = tl.load(po_ptr + (si.to(tl.int64) * M + row)[:, None] * D + d[None, :], mask=s_ok[:, None], other=0.0)
+        w = tl.exp2(lse - m_new[None, :])
+        po = tl.load(po_ptr + at[:, :, None] * D + d[None, None, :], mask=ok2[:, :, None], other=0.0)
         alpha = tl.exp2(m - m_new)
         l = l * alpha + tl.sum(w, 0)
-        acc = acc * alpha + tl.sum(w[:, None] * po, 0)
+        acc = acc * alpha[:, None] + tl.sum(w[:, :, None] * po, 0)
         m = m_new
         s0 += SB
-    tl.store(out_ptr + b * sob + t * sot + hq * soh + d, (acc / l).to(out_ptr.dtype.element_ty))
+    tl.store(out_ptr + b * sob + t[:, None] * sot + hq[:, None] * soh + d[None, :],
+             (acc / l[:, None]).to(out_ptr.dtype.element_ty), mask=row_ok[:, None])
     if WRITE_LSE:
-        tl.store(lse_ptr + b * slb + hq * slh, m + tl.log2(l), mask=t == T - 1)
+        tl.store(lse_ptr + b * slb + hq * slh, m + tl.log2(l), mask=row_ok & (t == T - 1))
+
+
+def merge_rows(lists: int, rows: int, programs: int) -> int:
+    """Query rows per merge program (a power of two): the most that still gives ``programs`` merge programs
+    over ``lists`` (b, KV head) lists of ``rows`` rows each (one row each when even that gives fewer)."""
+    rb = pow2(rows)
+    while rb > 1 and lists * -(-rows // rb) < programs:
+        rb //= 2
+    return rb
 
 
 def pow2(x: int, least: int = 1) -> int:
@@ -277,13 +299,14 @@ def launch(q, k, v, lengths, chunk_ids, n_chunks, chunk_size: int, sm_scale: flo
         v.stride(0), v.stride(1), v.stride(2), sib, sih, snb, snh,
         CP=cp, LOOP_FOR=not interpreting(), STAGES=config.stages, num_warps=config.warps, **common,
     )
-    _merge_kernel[(b * hq * t,)](
+    rb = merge_rows(bh, g * t, programs)
+    _merge_kernel[(bh, -(-(g * t) // rb))](
         q, k, v, lengths, nn, workspace.o, workspace.lse, out, lse_out if lse_out is not None else workspace.lse,
         qk_scale, t, chunk_size, capacity, programs, min_units, bh, hkv, g,
         q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
         v.stride(0), v.stride(1), v.stride(2), snb, snh, out.stride(0), out.stride(1), out.stride(2),
         *(lse_out.stride() if lse_out is not None else (0, 0)),
-        TP=pow2(t, 2), SB=32, WRITE_LSE=lse_out is not None, num_warps=4, **common,
+        RB=rb, TP=pow2(t, 2), SB=max(1, 64 // rb), WRITE_LSE=lse_out is not None, num_warps=4, **common,
     )
     return out
 
