@@ -102,6 +102,6 @@ def test_graph_settings_refuse_what_the_graph_decoder_cannot_run(pair):
 
 @needs_gpu
 def test_cuda_graph_traces_in_float32_equal_the_reference_engine(pair, tiny_model_dir):
-    batch = prompts(3, 150, 32)
-    check_equal(pair, load(tiny_model_dir, "cuda"), batch, eos_token(pair, batch))
+    batch = prompts(3, 150, 31)  # the CPU test's prompts, on which every sparse setting selects (seed 32: SpecAttn
+    check_equal(pair, load(tiny_model_dir, "cuda"), batch, eos_token(pair, batch))  # p=0.95 kept all, H200 12-03)
     torch.cuda.empty_cache()
