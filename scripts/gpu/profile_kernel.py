@@ -2,7 +2,8 @@
 time of each kernel (CUPTI, eager calls: launch gaps excluded) of ours (split + merge) and of FlashInfer's
 ``BatchDecodeWithPagedKVCacheWrapper`` reading the same chunks as pages, for the kernel benchmark's 32K cases
 (llama-3.1-8b and llama-2-7b layer shapes, batch 1/4/16, kept 0 (one chunk: the fixed cost), 10% and 25%; random
-bf16 inputs, random chunks). Ours runs the default and the tuned split configuration (docs/benchmarks.md). Prints
+bf16 inputs, random chunks). Ours runs the default and the tuned split configuration (docs/benchmarks.md), and the tuned one with
+min_chunks 4 (its fixed cost). Prints
 one table; run on the GPU machine: ``python3 scripts/gpu/profile_kernel.py`` (about a minute)."""
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ from specattn.gpu.attention.sparse import chunk_lists, n_chunks_capacity, sparse
 from specattn.gpu.kernels.sparse_attn import make_workspace  # noqa: E402
 from specattn.gpu.kernels.split_config import SplitConfig  # noqa: E402
 
-CONFIGS = {"default": SplitConfig(), "tuned": SplitConfig(block_n=64, warps=2, stages=3, ctas_per_sm=2, min_chunks=16)}
+CONFIGS = {"default": SplitConfig(), "tuned": SplitConfig(block_n=64, warps=2, stages=3, ctas_per_sm=2, min_chunks=16),
+           "tuned_m4": SplitConfig(block_n=64, warps=2, stages=3, ctas_per_sm=2, min_chunks=4)}
 CALLS = 20
 
 
@@ -48,7 +50,7 @@ def main() -> None:
     gen = torch.Generator(device="cuda").manual_seed(0)
     cgen = torch.Generator().manual_seed(0)
     fi_ws = torch.zeros(256 << 20, dtype=torch.uint8, device="cuda")
-    print(f"{'model':13} {'B':>2} {'kept':>5} {'who':8} {'total_us':>8}  kernels (us per call)")
+    print(f"{'model':13} {'B':>2} {'kept':>5} {'who':9} {'total_us':>8}  kernels (us per call)")
     for model, batch, density in [(m, b, d) for m in ("llama-3.1-8b", "llama-2-7b") for b in (1, 4, 16)
                                   for d in (0.0, 0.1, 0.25)]:
         hq, hkv, d = MODELS[model]
@@ -64,7 +66,7 @@ def main() -> None:
                                                          workspace=ws, config=config))
         for who, kernels in rows.items():
             parts = ", ".join(f"{k} {v:.1f}" for k, v in sorted(kernels.items(), key=lambda kv: -kv[1]))
-            print(f"{model:13} {batch:>2} {density:>5.2f} {who:8} {sum(kernels.values()):>8.1f}  {parts}")
+            print(f"{model:13} {batch:>2} {density:>5.2f} {who:9} {sum(kernels.values()):>8.1f}  {parts}")
         del s, fi, same, lists
         torch.cuda.empty_cache()
 
