@@ -174,6 +174,18 @@ def test_kernel_interpreter(b, hq, hkv, t, d, kcap, c, lengths, h_sel, density):
 
 
 @needs_interpreter
+def test_kernel_interpreter_merges_many_partials_per_list():
+    """Lists split over more programs than a merge program takes partials at once (several merge rounds; one
+    query row per merge program), alone and in a ragged batch. (INTERP_CASES' B = 3 case merges 8 rows per program.)"""
+    from specattn.gpu.kernels.split_config import SplitConfig
+
+    many = SplitConfig(block_n=4, ctas_per_sm=32, min_chunks=1)  # 128 programs of one 4-key chunk each
+    for b, lengths in [(1, [600]), (3, [600, 431, 77])]:
+        case = make_case(b, 4, 1, 5, 16, 600, 4, lengths, 0.8, 1, torch.float16, "cpu", 7 + b)
+        check_kernel_case(case, 4, 1e-2, config=many)
+
+
+@needs_interpreter
 def test_list_kernels_interpreter():
     from specattn.gpu.kernels.chunk_list import lists_from_thresholds
 
