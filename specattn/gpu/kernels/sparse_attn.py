@@ -187,9 +187,9 @@ def _merge_kernel(
         key = prefix + i
         kv_ok = (i < T) & (key >= 0)
         kr = tl.load(k_ptr + b * skb + h * skh + key * skn + d, mask=kv_ok & (d < D), other=0.0).to(tl.float32)
-        si = tl.sum(qv * kr[None, :], 1) * qk_scale
-        si = tl.where(kv_ok & (i <= t), si, float("-inf"))
-        sc = tl.where(jj[None, :] == i, si[:, None], sc)
+        s_key = tl.sum(qv * kr[None, :], 1) * qk_scale
+        s_key = tl.where(kv_ok & (i <= t), s_key, float("-inf"))
+        sc = tl.where(jj[None, :] == i, s_key[:, None], sc)
     m = tl.max(sc, 1)
     pr = tl.exp2(sc - m[:, None])
     l = tl.sum(pr, 1)
