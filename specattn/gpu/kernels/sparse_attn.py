@@ -22,9 +22,10 @@ cost no imbalance).
    read once for all its query heads) and writes the normalised output and base-2 log-sum-exp
    (float32) to workspace slot ``p + j`` (unique: a program's lists are consecutive). ``DENSE`` lists
    every prefix chunk implicitly (the dense baseline: the same kernel, no list read).
-2. ``_merge_kernel``, grid ``(B * Hq * T,)``: one query row attends the step's own keys causally
-   (float32) and merges that with the partials of the programs that covered its list (slots
-   ``p + j`` for ``p`` in ``[start_j // W, (end_j - 1) // W]``) through their log-sum-exps.
+2. ``_merge_kernel``, grid ``(B * Hkv, ceil(G*T / RB))``: a block of RB rows of list j's tile (RB from
+   :func:`merge_rows`: the grid keeps about P programs) attends the step's own keys causally (float32)
+   and merges that with the partials of the programs that covered its list (slots ``p + j`` for ``p``
+   in ``[start_j // W, (end_j - 1) // W]``, SB slots at a time) through their log-sum-exps.
    Optionally it also writes the last row's (t = T - 1) base-2 log-sum-exp of the scaled scores,
    ``log2 sum_k 2^(q.k * sm_scale * log2 e)`` over the keys the row attends, per (b, query head): the
    normaliser a caller needs to recompute that row's attention probabilities (the decoder's draft rows).
@@ -180,7 +181,8 @@ def _merge_kernel(
     d = tl.arange(0, D)
     qv = tl.load(q_ptr + b * sqb + hq[:, None] * sqh + t[:, None] * sqt + d[None, :], mask=row_ok[:, None],
                  other=0.0).to(tl.float32)
-    # the step's own keys P .. P + t, exactly in float32: scores (RB, TP), one key at a time
+    # the step's own keys P .. P + t, exactly in float32: scores (RB, TP), one key at a time (``d < D`` makes the
+    # key's scalar mask a vector)
     jj = tl.arange(0, TP)
     sc = tl.full((RB, TP), float("-inf"), tl.float32)
     for i in tl.static_range(TP):
