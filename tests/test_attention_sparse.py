@@ -176,13 +176,25 @@ def test_kernel_interpreter(b, hq, hkv, t, d, kcap, c, lengths, h_sel, density):
 @needs_interpreter
 def test_kernel_interpreter_merges_many_partials_per_list():
     """Lists split over more programs than a merge program takes partials at once (several merge rounds; one
-    query row per merge program), alone and in a ragged batch. (INTERP_CASES' B = 3 case merges 8 rows per program.)"""
+    query row per merge program), alone and in a ragged batch. (INTERP_CASES' B = 3 case merges 4 rows per program.)"""
     from specattn.gpu.kernels.split_config import SplitConfig
 
     many = SplitConfig(block_n=4, ctas_per_sm=32, min_chunks=1)  # 128 programs of one 4-key chunk each
     for b, lengths in [(1, [600]), (3, [600, 431, 77])]:
         case = make_case(b, 4, 1, 5, 16, 600, 4, lengths, 0.8, 1, torch.float16, "cpu", 7 + b)
         check_kernel_case(case, 4, 1e-2, config=many)
+
+
+@needs_interpreter
+def test_merge_rows_keep_the_grid_and_a_register_bound():
+    from specattn.gpu.kernels.sparse_attn import MERGE_MAX_ROWS, merge_rows
+
+    assert MERGE_MAX_ROWS == 4
+    assert merge_rows(128, 20, 264) == 4    # Llama-3.1 shapes, batch 16: 640 programs of 4 rows
+    assert merge_rows(32, 20, 264) == 2     # batch 4: 4 rows would give 160 < 264 programs
+    assert merge_rows(8, 20, 264) == 1      # batch 1: even one row each gives only 160
+    assert merge_rows(512, 5, 264) == 4     # Llama-2 shapes (5 rows: 2 blocks, the second of one row)
+    assert merge_rows(3, 1, 8) == 1
 
 
 @needs_interpreter

@@ -23,7 +23,7 @@ cost no imbalance).
    (float32) to workspace slot ``p + j`` (unique: a program's lists are consecutive). ``DENSE`` lists
    every prefix chunk implicitly (the dense baseline: the same kernel, no list read).
 2. ``_merge_kernel``, grid ``(B * Hkv, ceil(G*T / RB))``: a block of RB rows of list j's tile (RB from
-   :func:`merge_rows`: the grid keeps about P programs) attends the step's own keys causally (float32)
+   :func:`merge_rows`: at most 4, and the grid keeps about P programs) attends the step's own keys causally (float32)
    and merges that with the partials of the programs that covered its list (slots ``p + j`` for ``p``
    in ``[start_j // W, (end_j - 1) // W]``, SB slots at a time) through their log-sum-exps.
    Optionally it also writes the last row's (t = T - 1) base-2 log-sum-exp of the scaled scores,
@@ -226,10 +226,15 @@ def _merge_kernel(
         tl.store(lse_ptr + b * slb + hq * slh, m + tl.log2(l), mask=row_ok & (t == T - 1))
 
 
+MERGE_MAX_ROWS = 4  # rows per merge program at most: 96 registers per thread at 4 rows, 158 at 8, spills at 32 (sm_90,
+MERGE_TILE = 16     # python -m specattn.gpu.kernels.aot_check); partial slots x rows merged at a time (SB = 16 / RB)
+
+
 def merge_rows(lists: int, rows: int, programs: int) -> int:
-    """Query rows per merge program (a power of two): the most that still gives ``programs`` merge programs
-    over ``lists`` (b, KV head) lists of ``rows`` rows each (one row each when even that gives fewer)."""
-    rb = pow2(rows)
+    """Query rows per merge program (a power of two, at most ``MERGE_MAX_ROWS``): the most that still gives
+    ``programs`` merge programs over ``lists`` (b, KV head) lists of ``rows`` rows each (one row each when even
+    that gives fewer)."""
+    rb = min(pow2(rows), MERGE_MAX_ROWS)
     while rb > 1 and lists * -(-rows // rb) < programs:
         rb //= 2
     return rb
@@ -308,7 +313,7 @@ def launch(q, k, v, lengths, chunk_ids, n_chunks, chunk_size: int, sm_scale: flo
         q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
         v.stride(0), v.stride(1), v.stride(2), snb, snh, out.stride(0), out.stride(1), out.stride(2),
         *(lse_out.stride() if lse_out is not None else (0, 0)),
-        RB=rb, TP=pow2(t, 2), SB=max(1, 64 // rb), WRITE_LSE=lse_out is not None, num_warps=4, **common,
+        RB=rb, TP=pow2(t, 2), SB=max(1, MERGE_TILE // rb), WRITE_LSE=lse_out is not None, num_warps=4, **common,
     )
     return out
 
@@ -337,8 +342,8 @@ def _aot_check(compile_one) -> bool:
            "cap": "i32", "P": "i32", "min_units": "i32", "BH": "i32", "HKV": "i32", "G": "i32"}
     sig.update({name: "i32" for name in ["sqb", "sqh", "sqt", "skb", "skh", "skn", "svb", "svh", "svn", "snb",
                                          "snh", "sob", "sot", "soh", "slb", "slh"]})
-    for write_lse in (False, True):
-        ok &= compile_one(f"sparse_attn merge bf16{' lse' if write_lse else ''}", _merge_kernel, sig,
-                          {"D": 128, "M": 32, "TP": 8, "SB": 32, "CPB": 4, "BHP": 32, "DENSE": False,
-                           "WRITE_LSE": write_lse}, 4)
+    for write_lse, rb in ((False, 1), (True, 2), (False, MERGE_MAX_ROWS)):
+        ok &= compile_one(f"sparse_attn merge bf16 RB={rb}{' lse' if write_lse else ''}", _merge_kernel, sig,
+                          {"D": 128, "M": 32, "RB": rb, "TP": 8, "SB": max(1, MERGE_TILE // rb), "CPB": 4, "BHP": 32,
+                           "DENSE": False, "WRITE_LSE": write_lse}, 4)
     return ok
