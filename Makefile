@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install run test test-gpu notebook clean
+.PHONY: install run test test-kernels-cpu test-gpu notebook clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,15 @@ run: install
 # beside a waiting worker) oversubscribe the cores and spin, which made single tests 10-50x slower
 test: install
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n 2 --dist loadfile tests
+	$(MAKE) --no-print-directory test-kernels-cpu
+
+# the Triton kernels without a GPU, where triton installs (Linux x86_64): the CPU interpreter's tests and the sm_90
+# compile (types, registers, spills); installed after the main run, which therefore tests the triton-free path
+test-kernels-cpu: install
+	@$(BIN)/python -c "import triton" 2>/dev/null || $(BIN)/pip install -q "triton==3.6.0" || \
+	  { echo "triton does not install here: the interpreter tests and the sm_90 compile check are skipped"; exit 0; }
+	TRITON_INTERPRET=1 OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n 2 --dist loadfile -m interpreter tests
+	$(BIN)/python -m specattn.gpu.kernels.aot_check
 
 test-gpu: install
 	$(BIN)/python -m pytest -q -m gpu tests

@@ -20,8 +20,11 @@ HAS_TRITON = _importable("triton")
 HAS_FLASHINFER = _importable("flashinfer")
 INTERPRET = HAS_TRITON and os.environ.get("TRITON_INTERPRET") == "1"
 
-#: runs the Triton kernels on the CPU interpreter (``pip install triton``, ``TRITON_INTERPRET=1``)
-needs_interpreter = pytest.mark.skipif(not INTERPRET, reason="needs triton with TRITON_INTERPRET=1")
+def needs_interpreter(test):
+    """A test of the Triton kernels on the CPU interpreter (``pip install triton``, ``TRITON_INTERPRET=1``): marked
+    ``interpreter`` (``pytest -m interpreter`` selects them), skipped without it."""
+    test = pytest.mark.skipif(not INTERPRET, reason="needs triton with TRITON_INTERPRET=1")(test)
+    return pytest.mark.interpreter(test)
 
 
 def needs_gpu(test):
