@@ -1,10 +1,10 @@
-"""Where the sparse verification kernel's time goes beside FlashInfer's page table (issue 23): per launch, the GPU
-time of each kernel (CUPTI, eager calls: launch gaps excluded) of ours (split + merge) and of FlashInfer's
+"""Where the sparse verification kernel's time goes beside FlashInfer's page table (issue 23): per launch, the
+GPU time of each kernel (CUPTI, eager calls: launch gaps excluded) of ours (split + merge) and of FlashInfer's
 ``BatchDecodeWithPagedKVCacheWrapper`` reading the same chunks as pages, for the kernel benchmark's 32K cases
 (llama-3.1-8b and llama-2-7b layer shapes, batch 1/4/16, kept 0 (one chunk: the fixed cost), 10% and 25%; random
-bf16 inputs, random chunks). Ours runs the default and the tuned split configuration (docs/benchmarks.md), and the tuned one with
-min_chunks 4 (its fixed cost). Prints
-one table; run on the GPU machine: ``python3 scripts/gpu/profile_kernel.py`` (about a minute)."""
+bf16 inputs, random chunks). Ours runs the default and the tuned split configuration (docs/benchmarks.md), and
+the tuned one with min_chunks 4 (its fixed cost). Prints one table; run on the GPU machine:
+``python3 scripts/gpu/profile_kernel.py`` (about a minute)."""
 
 from __future__ import annotations
 

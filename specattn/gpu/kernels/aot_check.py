@@ -94,6 +94,10 @@ def radix_check(defines: tuple[str, ...] = ()) -> bool:
 
 
 def main():
+    import argparse
+
+    argparse.ArgumentParser(prog="python -m specattn.gpu.kernels.aot_check",
+                            description=__doc__.split("\n\n")[0]).parse_args()
     from specattn.gpu.kernels import nucleus as N
 
     ok = True
