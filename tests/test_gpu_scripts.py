@@ -81,3 +81,31 @@ def test_precheck_prints_ok_or_fail_per_job_and_its_exit_code():
                          text=True, timeout=120)
     lines = bad.stdout.splitlines()
     assert bad.returncode == 1 and lines[0].startswith("ok ") and lines[1].startswith("FAIL ") and "-3" in lines[1]
+
+
+def test_poll_reports_each_run_and_packs_what_a_lost_machine_would_lose(tmp_path):
+    import tarfile
+
+    gpu_out, out = tmp_path / "gpu-out", tmp_path / "out"
+    out.mkdir()
+    done = gpu_out / "outputs" / "paper_table" / "paper_table-aa"
+    cut = gpu_out / "outputs" / "retrieval" / "retrieval-bb"
+    for run, n in ((done, 3), (cut, 2)):
+        (run / "parts").mkdir(parents=True)
+        for i in range(n):
+            (run / "parts" / f"{i:05d}.parquet").write_bytes(b"x")
+    (done / "results.parquet").write_bytes(b"r")
+    (done / "model.safetensors").write_bytes(b"w")
+    (gpu_out / "q").mkdir()
+    (gpu_out / "q" / "grid.log").write_text("== grid 10:00:00\nUserWarning: noise\n")
+    env = dict(os.environ, GPU_OUT=str(gpu_out), OUT=str(out))
+    shown = subprocess.run(["bash", "scripts/gpu/poll.sh"], cwd=ROOT, env=env, capture_output=True, text=True,
+                           check=True).stdout
+    assert "grid.log: == grid 10:00:00" in shown  # the last line that is not a warning
+    assert "outputs/paper_table/paper_table-aa: finished (3 samples)" in shown
+    assert "outputs/retrieval/retrieval-bb: 2 samples so far" in shown
+    with tarfile.open(out / "poll.tar.gz") as tar:
+        names = set(tar.getnames())
+    assert "outputs/paper_table/paper_table-aa/results.parquet" in names and "q/grid.log" in names
+    assert "outputs/retrieval/retrieval-bb/parts/00001.parquet" in names  # an unfinished run keeps its parts
+    assert not any("paper_table-aa/parts/" in n or n.endswith(".safetensors") for n in names)

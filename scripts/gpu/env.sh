@@ -1,6 +1,6 @@
 # Sourced by every scripts/gpu/*.sh command on the lent GPU machine (docs/gpu.md, "A session").
 # The repository copy is rebuilt at every call: everything that must last lives under /tmp.
-export GPU_OUT=/tmp/gpu-out SPECATTN_CACHE=/tmp/specattn-cache
+export GPU_OUT=${GPU_OUT:-/tmp/gpu-out} SPECATTN_CACHE=/tmp/specattn-cache
 export PYTHONPATH="/tmp/site:$PWD${PYTHONPATH:+:$PYTHONPATH}"
 export FLASHINFER_WORKSPACE_BASE=$SPECATTN_CACHE/flashinfer TRITON_CACHE_DIR=$SPECATTN_CACHE/triton
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 WANDB_MODE=disabled TOKENIZERS_PARALLELISM=false MAX_JOBS=16
