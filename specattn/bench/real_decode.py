@@ -45,8 +45,7 @@ import torch
 
 from ..decode import roofline
 from ..decode.decode_metrics import drafts_to_output_end
-from ..decode.graph_engine import GraphDecoder, GraphSettings
-from ..decode.graph_engine import capacity_for as graph_capacity
+from ..decode.graph_engine import GraphDecoder, GraphSettings, capacity_for
 from ..decode.kv_cache import SequenceKVCache
 from ..hooks.forward import cache_kwargs
 from .decode_bench import Clock
@@ -98,11 +97,6 @@ def modes(cfg: RealBenchConfig, matched_frac: float | None) -> list[tuple[str, G
             out.append(("dense draft=window", dataclasses.replace(base, p=cfg.match_p, verify="dense",
                                                                  draft_reads="window", **policy)))
     return out
-
-
-def capacity_for(cfg: RealBenchConfig, context: int) -> int:
-    """Cache capacity of a point (:func:`specattn.decode.graph_engine.capacity_for`)."""
-    return graph_capacity(context, cfg.new_tokens, cfg.gamma)
 
 
 def timed_generate(dec: GraphDecoder, new_tokens: int) -> dict:
@@ -162,7 +156,7 @@ class PointRunner:
 
     def __init__(self, pair, cfg: RealBenchConfig, context: int, batch: int, bandwidth: float, log):
         self.pair, self.cfg, self.context, self.batch, self.bandwidth, self.log = pair, cfg, context, batch, bandwidth, log
-        cap = capacity_for(cfg, context)
+        cap = capacity_for(context, cfg.new_tokens, cfg.gamma)
         self.caches = (SequenceKVCache.for_model(pair.verifier, batch, cap), SequenceKVCache.for_model(pair.draft, batch, cap))
         self.capacity = cap
         self.decoders: dict[str, GraphDecoder] = {}
@@ -401,7 +395,7 @@ def lossless(pair, cfg: RealBenchConfig, prompts: torch.Tensor, log) -> pd.DataF
     ``prompts (N, L)`` decoded together; one row per prompt and comparison with the first divergence and
     the verifier's top-2 logit margin there (a near-tie explains a bfloat16 difference)."""
     n, length = prompts.shape
-    cap = capacity_for(cfg, length)
+    cap = capacity_for(length, cfg.new_tokens, cfg.gamma)
     base = GraphSettings(cfg.gamma, cfg.chunk_size, cfg.dense_layers, cfg.head_agg, cfg.layer_map)
     outputs = {}
     for label, settings in (("ar", dataclasses.replace(base, gamma=0)), ("dense", base),
