@@ -426,3 +426,16 @@ def test_runs_under_other_seeds_pool_as_other_samples_and_the_report_draws_them(
     names = sorted(path.name for path in figures.glob("*.png"))
     assert names[-1].startswith("retrieval-overview") and len(names) == 3  # and a heatmap per setting
     assert report_main([str(tmp_path / "seed1.csv"), str(tmp_path / "seed1.csv")]) == 2
+
+
+def test_pooled_settings_with_fewer_samples_say_their_own_count(tmp_path, capsys):
+    """Seeds 0 and 1 ran dense, SpecAttn and StreamingLLM; seed 2 only dense and SpecAttn: the table's samples
+    column is the most of any setting and StreamingLLM's cells say they rest on fewer."""
+    three = _rows({"dense": [True, True], "specattn p=0.95": [True, False], "streaming": [False, False]})
+    two = _rows({"dense": [True, False], "specattn p=0.95": [True, True]})
+    three.assign(seed=0).to_csv(tmp_path / "seed0.csv", index=False)
+    two.assign(seed=2).to_csv(tmp_path / "seed2.csv", index=False)
+    assert report_main([str(tmp_path / "seed0.csv"), str(tmp_path / "seed2.csv")]) == 0
+    printed = capsys.readouterr().out
+    assert "| needle_code | 8192 | 4 | 75% | 75% | 0% (n=2) |" in printed  # dense 3/4, SpecAttn 3/4, streaming 0/2
+    assert "| needle_code | 8192 | 4 | +0 [" in printed and "-100 [-100, -100] (n=2) |" in printed

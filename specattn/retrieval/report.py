@@ -107,15 +107,23 @@ def paired_vs_dense(results: pd.DataFrame, seed: int = 0, draws: int = 2000) -> 
                                        "vs_dense_high"])
 
 
+def _counted(text: str, samples: int, most: int) -> str:
+    """A cell's text, with ``(n=samples)`` when its setting has fewer samples than the row's ``samples`` column
+    (pooled runs where some settings ran on fewer seeds)."""
+    return text if samples == most else f"{text} (n={samples})"
+
+
 def paired_markdown(paired: pd.DataFrame) -> str:
-    """Rows (task, length, samples), one column per setting: accuracy minus dense's, points [95% interval]."""
+    """Rows (task, length, samples), one column per setting: accuracy minus dense's, points [95% interval];
+    ``samples`` is the most pairs of any setting, a cell with fewer says its own."""
     settings = list(dict.fromkeys(paired.setting))
     lines = ["| task | length | samples | " + " | ".join(settings) + " |", "|---|---:|---:|" + "---:|" * len(settings)]
     for (task, length), group in paired.groupby(["task", "context_len"], sort=False):
-        cells = {r.setting: f"{100 * r.vs_dense:+.0f} [{100 * r.vs_dense_low:+.0f}, {100 * r.vs_dense_high:+.0f}]"
+        most = int(group.samples.max())
+        cells = {r.setting: _counted(f"{100 * r.vs_dense:+.0f} [{100 * r.vs_dense_low:+.0f}, "
+                                     f"{100 * r.vs_dense_high:+.0f}]", int(r.samples), most)
                  for r in group.itertuples()}
-        lines.append(f"| {task} | {length} | {int(group.samples.max())} | "
-                     + " | ".join(cells.get(s, "-") for s in settings) + " |")
+        lines.append(f"| {task} | {length} | {most} | " + " | ".join(cells.get(s, "-") for s in settings) + " |")
     return "\n".join(lines)
 
 
@@ -241,14 +249,17 @@ def plot_overview(results: pd.DataFrame, path: Path, title: str = "") -> Path:
 
 
 def grid_markdown(summary: pd.DataFrame, value: str = "accuracy") -> str:
-    """Rows (task, length, samples), one column per setting: ``value`` as a percentage (``tau``: as is)."""
+    """Rows (task, length, samples), one column per setting: ``value`` as a percentage (``tau``: as is);
+    ``samples`` is the most of any setting, a cell with fewer says its own."""
     settings = list(dict.fromkeys(summary.setting))
     lines = ["| task | length | samples | " + " | ".join(settings) + " |", "|---|---:|---:|" + "---:|" * len(settings)]
     for (task, length), group in summary.groupby(["task", "context_len"], sort=False):
-        values = dict(zip(group.setting, group[value]))
-        cells = ["-" if pd.isna(values.get(s, math.nan)) else f"{values[s]:.2f}" if value == "tau"
-                 else f"{100 * values[s]:.0f}%" for s in settings]
-        lines.append(f"| {task} | {length} | {int(group.samples.iloc[0])} | " + " | ".join(cells) + " |")
+        values, counts, most = dict(zip(group.setting, group[value])), dict(zip(group.setting, group.samples)), \
+            int(group.samples.max())
+        cells = ["-" if pd.isna(values.get(s, math.nan))
+                 else _counted(f"{values[s]:.2f}" if value == "tau" else f"{100 * values[s]:.0f}%", int(counts[s]), most)
+                 for s in settings]
+        lines.append(f"| {task} | {length} | {most} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
