@@ -9,7 +9,7 @@ import pytest
 from specattn.core.errors import SpecAttnError
 from specattn.core.run_rows import read_samples
 from specattn.results.collect import main
-from specattn.results.intervals import interval_table
+from specattn.results.intervals import interval_table, paired_versus
 
 
 def rows(setting: str, nll, dense_nll, tokens, reads, dense_reads) -> pd.DataFrame:
@@ -48,6 +48,45 @@ def test_dense_rows_get_zero_reduction_and_settings_keep_their_order():
                                       rows("quest", [2.0, 3.0], [1.0, 2.0], [5, 5], [1, 1], [4, 4])]))
     assert table.setting.tolist() == ["dense", "quest"]
     assert table.iloc[0].ppl_increase_pct == 0 and table.iloc[0].sparse_kv_reduction_pct == 0
+
+
+def test_one_setting_under_several_layer_maps_gets_a_row_per_map():
+    """The alignment study names its rows "specattn p=0.9" under every layer map: pooling them would average
+    the maps; each map gets its own row, and a column that does not vary adds nothing to the name."""
+    kl = rows("specattn p=0.9", [101.0, 101.0], [100.0, 100.0], [100, 100], [60, 60], [100, 100]).assign(
+        layer_map="kl", head_agg="mean")
+    proportional = rows("specattn p=0.9", [104.0, 104.0], [100.0, 100.0], [100, 100], [50, 50], [100, 100]).assign(
+        layer_map="proportional", head_agg="mean")
+    table = interval_table(pd.concat([kl, proportional])).set_index("setting")
+    assert table.index.tolist() == ["specattn p=0.9 layer_map=kl", "specattn p=0.9 layer_map=proportional"]
+    assert table.loc["specattn p=0.9 layer_map=kl"].ppl_increase_pct == pytest.approx(100 * (math.exp(2 / 200) - 1))
+    assert table.loc["specattn p=0.9 layer_map=proportional"].sparse_kv_reduction_pct == pytest.approx(50.0)
+    assert (table.samples == 2).all()
+
+
+def test_paired_versus_a_layer_map_pairs_samples_and_cancels_their_difficulty(tmp_path, capsys):
+    """Two texts, one hard (nll +50 under every map), one easy: the js map costs 1 nat less than the
+    proportional one on each, reads 10 points less on each; paired, the interval has no spread."""
+    def study(layer_map, extra, reads):
+        frame = rows("specattn p=0.9", [150.0 + extra, 101.0 + extra], [100.0, 100.0], [100, 100], [reads] * 2,
+                     [100, 100])
+        return frame.assign(layer_map=layer_map, sample_id=["hard.py#0", "easy.py#0"])
+
+    samples = pd.concat([study("proportional", 1.0, 50), study("js", 0.0, 40)])
+    table = paired_versus(samples, "layer_map=proportional").iloc[0]
+    assert table.setting == "specattn p=0.9 layer_map=js" and table.samples == 2
+    expected = 100 * (math.exp(51 / 200) - math.exp(53 / 200))
+    assert table.ppl_increase_diff_pct == pytest.approx(expected)
+    assert table.sparse_kv_reduction_diff_pct == pytest.approx(10.0)
+    assert table.red_ci95_low == pytest.approx(10.0) and table.red_ci95_high == pytest.approx(10.0)
+    assert table.ci95_low < 0 and table.ci95_high < 0  # 1 nat less on each text: always cheaper
+    with pytest.raises(SpecAttnError, match="layer_map=kl"):
+        paired_versus(samples, "layer_map=kl")
+    with pytest.raises(SpecAttnError, match="name one of"):
+        paired_versus(samples, "p=0.9")
+    samples.to_parquet(tmp_path / "study.parquet")
+    assert main(["intervals", str(tmp_path / "study.parquet"), "--versus", "layer_map=cosine"]) == 2
+    assert "no rows have layer_map=cosine" in capsys.readouterr().err
 
 
 def test_a_cut_run_is_read_from_its_parts_and_a_wrong_folder_is_refused(tmp_path, capsys):

@@ -99,6 +99,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="one table over all the runs' samples (same rows, disjoint windows: dataset.first_sample)")
     spread.add_argument("--pareto", type=Path, metavar="FOLDER",
                         help="also draw each run's Pareto figure (with the paper's points) into FOLDER")
+    spread.add_argument("--versus", metavar="COLUMN=VALUE",
+                        help="also each setting minus the same setting under COLUMN=VALUE, paired over samples "
+                             "(e.g. layer_map=proportional in an align_study run)")
     decoding = commands.add_parser("decoding", help="pool experiment=decode_real runs: per-point table and figures")
     decoding.add_argument("runs", type=Path, nargs="+", help="decode_real run folders (a point in two: the later one)")
     decoding.add_argument("-o", "--out", type=Path, required=True, metavar="FOLDER",
@@ -119,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "intervals":
             from ..bench.decode_tables import markdown_table
             from ..core.run_rows import read_samples
-            from .intervals import interval_table, plot_run, pool_samples
+            from .intervals import interval_table, paired_versus, plot_run, pool_samples
 
             runs = [(run, *read_samples(run)) for run in args.runs]
             if args.pool:
@@ -128,8 +131,12 @@ def main(argv: list[str] | None = None) -> int:
                          all(finished for _, _, finished in runs))]
             for run, samples, finished in runs:
                 table = interval_table(samples)
+                versus = paired_versus(samples, args.versus) if args.versus else None
                 print(f"\n{run} ({'finished' if finished else 'cut: the samples so far'})")
                 print(markdown_table(table, floatfmt=".3f"))
+                if versus is not None:
+                    print(f"\nminus {args.versus}, paired over samples (percent points, 95% bootstrap intervals)")
+                    print(markdown_table(versus, floatfmt=".3f"))
                 if args.pareto is not None:
                     print(f"figure: {plot_run(run, samples, table, args.pareto)}")
         elif args.command == "decoding":

@@ -31,16 +31,30 @@ def _ratios(sums: np.ndarray) -> np.ndarray:
     return np.stack([increase, reduction], axis=-1)
 
 
+VARIED = ("layer_map", "head_agg", "chunk_size")  # columns some studies vary under one setting name
+
+
+def setting_labels(samples: pd.DataFrame) -> pd.Series:
+    """Each row's setting, with ``name=value`` appended for each :data:`VARIED` column that takes several
+    values in ``samples`` (the alignment study runs "specattn p=0.9" once per layer map)."""
+    varied = [c for c in VARIED if c in samples and samples[c].astype(str).nunique() > 1]
+    labels = samples["setting"].astype(str)
+    for column in varied:
+        labels = labels + f" {column}=" + samples[column].astype(str)
+    return labels.rename("setting")
+
+
 def interval_table(samples: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
-    """One row per setting of ``samples`` (a table run's per-sample rows): the pooled ratios and their
-    95% bootstrap intervals (percent points), resampling the setting's samples with replacement."""
+    """One row per setting of ``samples`` (a table run's per-sample rows; :func:`setting_labels`): the pooled
+    ratios and their 95% bootstrap intervals (percent points), resampling the setting's samples with
+    replacement."""
     cols = ["nll", "dense_nll", "tokens", "kv_reads_sparse_layers", "kv_dense_reads_sparse_layers"]
     missing = [c for c in cols + ["setting", "kv_reads", "kv_dense_reads"] if c not in samples]
     if missing:
         raise SpecAttnError(f"these rows lack {missing}: intervals need a paper_table/ppl run's per-sample rows")
     rng = np.random.default_rng(seed)
     rows = []
-    for setting, group in samples.groupby("setting", sort=False):
+    for setting, group in samples.groupby(setting_labels(samples).to_numpy(), sort=False):
         values = group[cols].to_numpy(dtype=np.float64)
         point = _ratios(values.sum(axis=0))
         picks = rng.integers(0, len(values), size=(RESAMPLES, len(values)))
@@ -55,10 +69,47 @@ def interval_table(samples: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def paired_versus(samples: pd.DataFrame, reference: str, seed: int = 0) -> pd.DataFrame:
+    """Each setting against the same setting under ``reference`` (``column=value`` of a :data:`VARIED` column,
+    e.g. ``layer_map=proportional``), on the samples both ran: the differences of the pooled ppl increase and of
+    the sparse-layer KV reduction (percent points) and their paired 95% bootstrap intervals, resampling samples
+    for both settings at once (so a text's own difficulty cancels)."""
+    column, _, value = reference.partition("=")
+    if column not in VARIED or not value:
+        raise SpecAttnError(f"--versus {reference!r}: name one of {', '.join(VARIED)} and its value, e.g. "
+                            "--versus layer_map=proportional")
+    if column not in samples or value not in set(samples[column].astype(str)):
+        raise SpecAttnError(f"--versus {reference!r}: no rows have {column}={value} "
+                            f"(these have {sorted(set(samples[column].astype(str))) if column in samples else 'no ' + column})")
+    cols = ["nll", "dense_nll", "tokens", "kv_reads_sparse_layers", "kv_dense_reads_sparse_layers"]
+    labels, others = setting_labels(samples), [c for c in VARIED if c != column and c in samples]
+    is_base = (samples[column].astype(str) == value).to_numpy()
+    base = samples[is_base]
+    rng = np.random.default_rng(seed)
+    rows = []
+    for label, group in samples[~is_base].groupby(labels.to_numpy()[~is_base], sort=False):
+        same = base[base.setting == group.setting.iloc[0]]
+        for other in others:
+            same = same[same[other].astype(str) == str(group[other].iloc[0])]
+        mine, theirs = group.set_index("sample_id")[cols], same.set_index("sample_id")[cols]
+        both = mine.index.intersection(theirs.index)
+        if both.empty:
+            continue
+        a, b = mine.loc[both].to_numpy(np.float64), theirs.loc[both].to_numpy(np.float64)
+        picks = rng.integers(0, len(both), size=(RESAMPLES, len(both)))
+        diff = 100 * (_ratios(a[picks].sum(axis=1)) - _ratios(b[picks].sum(axis=1)))
+        point = 100 * (_ratios(a.sum(axis=0)) - _ratios(b.sum(axis=0)))
+        low, high = np.percentile(diff, [2.5, 97.5], axis=0)
+        rows.append({"setting": label, "versus": reference, "samples": len(both),
+                     "ppl_increase_diff_pct": point[0], "ci95_low": low[0], "ci95_high": high[0],
+                     "sparse_kv_reduction_diff_pct": point[1], "red_ci95_low": low[1], "red_ci95_high": high[1]})
+    return pd.DataFrame(rows)
+
+
 def pareto_settings(samples: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
     """``table`` (:func:`interval_table`) as the settings :func:`specattn.results.plots.plot_pareto` draws:
     method, p, the pooled ratios as fractions (x: ``kv_reduction_sparse_layers``)."""
-    first = samples.groupby("setting", sort=False)[["method", "p"]].first()
+    first = samples.groupby(setting_labels(samples).to_numpy(), sort=False)[["method", "p"]].first()
     return pd.DataFrame({"setting": table.setting, "method": table.setting.map(first.method),
                          "p": table.setting.map(first.p), "ppl_rel_increase": table.ppl_increase_pct / 100,
                          "kv_reduction_sparse_layers": table.sparse_kv_reduction_pct / 100,
