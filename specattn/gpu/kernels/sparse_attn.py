@@ -181,27 +181,20 @@ def _merge_kernel(
     d = tl.arange(0, D)
     qv = tl.load(q_ptr + b * sqb + hq[:, None] * sqh + t[:, None] * sqt + d[None, :], mask=row_ok[:, None],
                  other=0.0).to(tl.float32)
-    # the step's own keys P .. P + t, exactly in float32: scores (RB, TP), one key at a time (``d < D`` makes the
-    # key's scalar mask a vector)
+    # the step's own keys P .. P + t, exactly in float32: one (TP, D) tile of keys and one of values, scores (RB, TP)
     jj = tl.arange(0, TP)
-    sc = tl.full((RB, TP), float("-inf"), tl.float32)
-    for i in tl.static_range(TP):
-        key = prefix + i
-        kv_ok = (i < T) & (key >= 0)
-        kr = tl.load(k_ptr + b * skb + h * skh + key * skn + d, mask=kv_ok & (d < D), other=0.0).to(tl.float32)
-        s_key = tl.sum(qv * kr[None, :], 1) * qk_scale
-        s_key = tl.where(kv_ok & (i <= t), s_key, float("-inf"))
-        sc = tl.where(jj[None, :] == i, s_key[:, None], sc)
+    key = prefix + jj
+    kv_ok = (jj < T) & (key >= 0)
+    kt = tl.load(k_ptr + b * skb + h * skh + key[:, None] * skn + d[None, :], mask=kv_ok[:, None],
+                 other=0.0).to(tl.float32)
+    sc = tl.sum(qv[:, None, :] * kt[None, :, :], 2) * qk_scale
+    sc = tl.where(kv_ok[None, :] & (jj[None, :] <= t[:, None]), sc, float("-inf"))
     m = tl.max(sc, 1)
     pr = tl.exp2(sc - m[:, None])
     l = tl.sum(pr, 1)
-    acc = tl.zeros((RB, D), tl.float32)  # unnormalised, scale 2^m
-    for i in tl.static_range(TP):
-        key = prefix + i
-        kv_ok = (i < T) & (key >= 0)
-        vr = tl.load(v_ptr + b * svb + h * svh + key * svn + d, mask=kv_ok & (d < D), other=0.0).to(tl.float32)
-        pi = tl.sum(tl.where(jj[None, :] == i, pr, 0.0), 1)
-        acc += pi[:, None] * vr[None, :]
+    vt = tl.load(v_ptr + b * svb + h * svh + key[:, None] * svn + d[None, :], mask=kv_ok[:, None],
+                 other=0.0).to(tl.float32)
+    acc = tl.sum(pr[:, :, None] * vt[None, :, :], 1)  # (RB, D), unnormalised, scale 2^m
     # merge the partials (normalised outputs, base-2 lse) of these rows from the programs over list j, SB at a time
     sb = tl.arange(0, SB)
     s0 = start_j // width + j
