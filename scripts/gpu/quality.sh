@@ -97,9 +97,9 @@ for part in "$@"; do echo "== $part $(date +%T)"; case $part in
   align)     # layer alignment at the default 16384 calibration tokens on 32 samples of 2K code (intervals; the
              # stability table at 16384 and 32768 tokens ran with 8 samples in the second session)
     spec $L $M experiment=align_study dataset=python_source dataset.num_samples=32 align.num_tokens=16384 ;;
-  long_low_p) # 32K code, windows 4 on (the `long` part reached 4): the low and high p of the paper's table beside
-             # dense (p = 0.9 and 0.95 have 32 windows from long_target / long_rest)
-    spec $L $T dataset=python_packages dataset.context_len=32768 dataset.first_sample=4 dataset.num_samples=28 \
+  long_low_p) # 32K code at the low and high p of the paper's table beside dense (p = 0.9 and 0.95 have 32 windows from
+             # long_target / long_rest): windows 14 on; the third session ran 0-9 (rows not archived), the eighth 4-13
+    spec $L $T dataset=python_packages dataset.context_len=32768 dataset.first_sample=14 dataset.num_samples=22 \
       "experiment.rows=[dense,{method:specattn,p:[0.5,0.7,0.8,0.99]}]" ;;
   retrieval_seed2) # issue 25's grid again under seed 2 (new haystacks and needles), dense and SpecAttn only: 100 -> 150
              # samples per task and length at 8K and 16K (50 -> 100 at 2K, 4K, 32K), where aggregation tasks missed the 2-point target
