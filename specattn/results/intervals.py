@@ -32,6 +32,7 @@ def _ratios(sums: np.ndarray) -> np.ndarray:
 
 
 VARIED = ("layer_map", "head_agg", "chunk_size")  # columns some studies vary under one setting name
+SUMS = ["nll", "dense_nll", "tokens", "kv_reads_sparse_layers", "kv_dense_reads_sparse_layers"]  # what :func:`_ratios` sums
 
 
 def setting_labels(samples: pd.DataFrame) -> pd.Series:
@@ -48,14 +49,13 @@ def interval_table(samples: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
     """One row per setting of ``samples`` (a table run's per-sample rows; :func:`setting_labels`): the pooled
     ratios and their 95% bootstrap intervals (percent points), resampling the setting's samples with
     replacement."""
-    cols = ["nll", "dense_nll", "tokens", "kv_reads_sparse_layers", "kv_dense_reads_sparse_layers"]
-    missing = [c for c in cols + ["setting", "kv_reads", "kv_dense_reads"] if c not in samples]
+    missing = [c for c in SUMS + ["setting", "kv_reads", "kv_dense_reads"] if c not in samples]
     if missing:
         raise SpecAttnError(f"these rows lack {missing}: intervals need a paper_table/ppl run's per-sample rows")
     rng = np.random.default_rng(seed)
     rows = []
     for setting, group in samples.groupby(setting_labels(samples).to_numpy(), sort=False):
-        values = group[cols].to_numpy(dtype=np.float64)
+        values = group[SUMS].to_numpy(dtype=np.float64)
         point = _ratios(values.sum(axis=0))
         picks = rng.integers(0, len(values), size=(RESAMPLES, len(values)))
         low, high = np.percentile(_ratios(values[picks].sum(axis=1)), [2.5, 97.5], axis=0)
@@ -81,7 +81,6 @@ def paired_versus(samples: pd.DataFrame, reference: str, seed: int = 0) -> pd.Da
     if column not in samples or value not in set(samples[column].astype(str)):
         raise SpecAttnError(f"--versus {reference!r}: no rows have {column}={value} "
                             f"(these have {sorted(set(samples[column].astype(str))) if column in samples else 'no ' + column})")
-    cols = ["nll", "dense_nll", "tokens", "kv_reads_sparse_layers", "kv_dense_reads_sparse_layers"]
     labels, others = setting_labels(samples), [c for c in VARIED if c != column and c in samples]
     is_base = (samples[column].astype(str) == value).to_numpy()
     base = samples[is_base]
@@ -91,7 +90,7 @@ def paired_versus(samples: pd.DataFrame, reference: str, seed: int = 0) -> pd.Da
         same = base[base.setting == group.setting.iloc[0]]
         for other in others:
             same = same[same[other].astype(str) == str(group[other].iloc[0])]
-        mine, theirs = group.set_index("sample_id")[cols], same.set_index("sample_id")[cols]
+        mine, theirs = group.set_index("sample_id")[SUMS], same.set_index("sample_id")[SUMS]
         both = mine.index.intersection(theirs.index)
         if both.empty:
             continue
