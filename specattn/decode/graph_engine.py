@@ -342,6 +342,9 @@ class GraphDecoder:
             self.forced_base = torch.zeros_like(self.base_mask)
         self.policy_slots = torch.tensor([self.slots[layer] for layer in self.policy_layers] if per_layer else [0],
                                          device=self.device)
+        self.unmasked_slots = torch.ones((len(self.slots), 1, 1, 1), dtype=torch.bool, device=self.device)
+        for layer, slot in self.slots.items():  # the draft rows' slots _mask_rows leaves alone: not policy layers
+            self.unmasked_slots[slot] = layer not in self.policy_layers
         self.read_lists = [self._lists(*shape) for _ in range(s.gamma)]
         for f in range(s.gamma):
             if s.draft_reads in DENSE_FIRST and f == 0:
@@ -501,22 +504,23 @@ class GraphDecoder:
         self.base_mask &= prefix[None, :, None]
 
     def _mask_rows(self) -> None:
-        """Zero each draft row's probabilities on the prefix keys its forward did not read."""
+        """Zero each draft row's probabilities on the prefix keys its forward did not read: every policy slot and
+        forward in one multiply over ``rows (S, B, gamma, W)`` (per (slot, forward) launches cost 0.4 ms a step at
+        32K batch 16 on the H200)."""
         s, c = self.settings, self.settings.chunk_size
         if not self.policy_layers:
             return
-        width = self.rows.shape[-1]
+        b, width = self.batch, self.rows.shape[-1]
+        f = torch.arange(s.gamma, device=self.device)
+        lo = self.last[:, None].expand(b, s.gamma)
+        own = chunks_holding(lo.reshape(-1), (lo + f).reshape(-1), self.n_cols, c).view(b, s.gamma, -1)  # (B, R, NC)
+        read = self.base_mask[:, :, 0, None] | own[None]  # (S or 1, B, R, NC)
+        tail = torch.where(f == 0, lo - 1, lo + f)  # (B, R): keys from here are the forward's own
         key = torch.arange(width, device=self.device)
-        for f in range(s.gamma):
-            if s.draft_reads in DENSE_FIRST and f == 0:
-                continue
-            own = chunks_holding(self.last, self.last + f, self.n_cols, c)  # (B, NC)
-            read = (self.base_mask[:, :, 0] | own[None])  # (S or 1, B, NC)
-            tail = (self.last - 1 if f == 0 else self.last + f)[:, None]  # (B, 1): keys from here are the forward's
-            visible = read.repeat_interleave(c, dim=-1)[..., :width] | (key[None, None, :] >= tail[None])
-            for layer, slot in self.slots.items():
-                if layer in self.policy_layers:
-                    self.rows[slot, :, f].mul_(visible[slot if visible.shape[0] > 1 else 0])
+        visible = read.repeat_interleave(c, dim=-1)[..., :width] | (key >= tail[..., None])[None]
+        if s.draft_reads in DENSE_FIRST:
+            visible[:, :, 0] = True  # forward 0 read everything
+        self.rows.mul_(visible | self.unmasked_slots)
 
     # ------------------------------------------------------------------------------------ step
     def _draft_phase(self) -> None:
