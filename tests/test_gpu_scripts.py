@@ -109,3 +109,25 @@ def test_poll_reports_each_run_and_packs_what_a_lost_machine_would_lose(tmp_path
     assert "outputs/paper_table/paper_table-aa/results.parquet" in names and "q/grid.log" in names
     assert "outputs/retrieval/retrieval-bb/parts/00001.parquet" in names  # an unfinished run keeps its parts
     assert not any("paper_table-aa/parts/" in n or n.endswith(".safetensors") for n in names)
+
+
+def test_poll_cuts_a_tarball_over_the_file_limit_into_pieces_that_join(tmp_path):
+    """A call brings back files of at most 16 MiB: a bigger poll tarball comes back in pieces that ``cat`` joins."""
+    import tarfile
+
+    gpu_out, out = tmp_path / "gpu-out", tmp_path / "out"
+    out.mkdir()
+    run = gpu_out / "outputs" / "retrieval" / "retrieval-cc"
+    (run / "parts").mkdir(parents=True)
+    (run / "parts" / "00000.parquet").write_bytes(os.urandom(3 * 1024 * 1024))  # incompressible: 3 MiB packed
+    (out / "poll.tar.gz.0").write_bytes(b"a piece of an older poll")
+    env = dict(os.environ, GPU_OUT=str(gpu_out), OUT=str(out), POLL_PIECE_MIB="1")
+    shown = subprocess.run(["bash", "scripts/gpu/poll.sh"], cwd=ROOT, env=env, capture_output=True, text=True,
+                           check=True).stdout
+    pieces = sorted(out.glob("poll.tar.gz.*"))
+    assert "cut into 4 pieces" in shown and len(pieces) == 4 and not (out / "poll.tar.gz").exists()
+    assert all(p.stat().st_size <= 1024 * 1024 for p in pieces)
+    (tmp_path / "joined.tar.gz").write_bytes(b"".join(p.read_bytes() for p in pieces))
+    with tarfile.open(tmp_path / "joined.tar.gz") as tar:
+        member = tar.extractfile("outputs/retrieval/retrieval-cc/parts/00000.parquet")
+        assert member is not None and len(member.read()) == 3 * 1024 * 1024

@@ -16,7 +16,16 @@ for run in outputs/*/*/; do
   else echo "$run: $n samples so far"; fi
 done
 have=$(ls -d outputs q bg 2>/dev/null)
+rm -f "$OUT"/poll.tar.gz*
 [ -n "$have" ] && tar -czf "$OUT/poll.tar.gz" --exclude='*.safetensors' --exclude=wandb "${skip[@]}" $have \
   && echo "packed $(stat -c %s "$OUT/poll.tar.gz") bytes into poll.tar.gz"
+# a file over 16 MiB does not come back: cut the tarball into pieces of POLL_PIECE_MIB (15) MiB, at most 4 (64 MiB a call)
+piece=$(( ${POLL_PIECE_MIB:-15} * 1048576 ))
+if [ -f "$OUT/poll.tar.gz" ] && [ "$(stat -c %s "$OUT/poll.tar.gz")" -gt "$piece" ]; then
+  split -b "$piece" -d -a 1 "$OUT/poll.tar.gz" "$OUT/poll.tar.gz." && rm "$OUT/poll.tar.gz"
+  n=$(ls "$OUT"/poll.tar.gz.* | wc -l)
+  echo "cut into $n pieces: cat poll.tar.gz.? > poll.tar.gz where they come back"
+  [ "$n" -gt 4 ] && echo "WARNING: $n pieces are over a call's 64 MiB: pack finished runs in a call of their own"
+fi
 command -v nvidia-smi > /dev/null && nvidia-smi --query-gpu=memory.used,utilization.gpu --format=csv,noheader
 exit 0
