@@ -84,6 +84,19 @@ def test_graph_traces_stop_at_the_end_of_sequence_like_the_reference(pair):
     assert want[0][0][-1] == eos and len(want[0][0]) <= NEW // 2 + 1
 
 
+def test_a_specattn_rows_own_heads_decode_like_the_reference(pair):
+    """``SpecAttn(heads="max")`` under a mean-aggregating run: the graph decoder aggregates by max for that row,
+    as the reference decoder does, and not as the run's mean row does."""
+    batch = prompts(2, 90, 7)
+    s = settings(pair)
+    prepare_for_decoding(pair)
+    want = traces(SpeculativeDecoder(pair, s), batch, [SpecAttn(0.7, heads="max")] * 2)
+    got = traces(GraphTraceDecoder(pair, s), batch, [SpecAttn(0.7, heads="max")] * 2)
+    mean = traces(GraphTraceDecoder(pair, s), batch, [SpecAttn(0.7)] * 2)
+    assert got == want and graph_settings(SpecAttn(0.7, heads="max"), s).head_agg == "max"
+    assert [t[-1] for t in got] != [t[-1] for t in mean]  # the reads differ from the mean row's
+
+
 def test_graph_settings_refuse_what_the_graph_decoder_cannot_run(pair):
     s = settings(pair)
     with pytest.raises(SpecAttnError, match="draft_topk"):
@@ -94,6 +107,8 @@ def test_graph_settings_refuse_what_the_graph_decoder_cannot_run(pair):
         graph_settings(Dense(), dataclasses.replace(s, temperature=0.7))
     with pytest.raises(SpecAttnError, match="draft_reads=window"):
         graph_settings(Dense(), dataclasses.replace(s, draft_reads="window"))
+    with pytest.raises(SpecAttnError, match="head_agg='kv_group'"):
+        graph_settings(SpecAttn(0.7, heads="kv_group"), s)
     decoder = GraphTraceDecoder(pair, s)
     prefill = decoder.prefill(prompts(2, 40, 1))
     with pytest.raises(SpecAttnError, match="one method setting"):

@@ -100,6 +100,20 @@ def test_parallel_and_sequential_agree(tiny_pair, head_agg):
     assert parallel[1].reads.reduction > 0.05  # the test exercises real sparsity
 
 
+@pytest.mark.parametrize("impl", ["parallel", "sequential"])
+def test_a_rows_own_heads_equal_the_runs_head_agg(tiny_pair, impl):
+    """``SpecAttn(heads="max")`` in a run aggregating by mean gives what plain SpecAttn gives in a run
+    aggregating by max (so one run can hold several aggregations), and differs from the mean row."""
+    prepare(tiny_pair)
+    ids = sample_ids(seed=4)
+    mixed = evaluate_sample(tiny_pair, ids, [Dense(), SpecAttn(0.8), SpecAttn(0.8, heads="max")],
+                            settings(tiny_pair, impl, head_agg="mean", chunk=4))
+    alone = evaluate_sample(tiny_pair, ids, [Dense(), SpecAttn(0.8)], settings(tiny_pair, impl, head_agg="max", chunk=4))
+    assert mixed[2].nll_sum == pytest.approx(alone[1].nll_sum, rel=1e-6) and mixed[2].reads == alone[1].reads
+    assert mixed[1].reads != mixed[2].reads  # the aggregations select differently on this sample
+    assert SpecAttn(0.8, heads="max").label == "specattn p=0.8 heads=max"  # its own row in the table
+
+
 def test_p_one_equals_dense(tiny_pair):
     prepare(tiny_pair)
     ids = sample_ids(seed=2)

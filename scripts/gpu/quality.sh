@@ -59,10 +59,12 @@ for part in "$@"; do echo "== $part $(date +%T)"; case $part in
     spec $((L / 3)) $T dataset=gutenberg dataset.context_len=2048 dataset.num_samples=32 "$P6" "$SWEEP"
     spec $((2 * L / 3)) $T dataset=gutenberg dataset.context_len=8192 dataset.num_samples=32 "$P6" \
       "experiment.rows=[dense,{method:specattn,p:\${experiment.p_values}},$MATCHED]" ;;
-  grid)      # head_agg x chunk_size at 8K, p=0.9 (one run per setting, 32 windows each, each cut at LIMIT/12)
-    for agg in mean max kv_group; do for c in 8 16 32 64; do
-      spec $((L / 12)) $T dataset=python_packages dataset.context_len=8192 dataset.num_samples=32 head_agg=$agg \
-        chunk_size=$c "experiment.rows=[dense,{method:specattn,p:0.9}]"; done; done ;;
+  grid)      # head_agg x chunk_size at 8K, p=0.9: one run per chunk size (the step layout depends on it) with the three
+             # aggregations as its rows (one dense row and one draft forward per sample serve all three), 32 windows,
+             # each run cut at LIMIT/4
+    for c in 8 16 32 64; do
+      spec $((L / 4)) $T dataset=python_packages dataset.context_len=8192 dataset.num_samples=32 chunk_size=$c \
+        "experiment.rows=[dense,{method:specattn,p:0.9,heads:[mean,max,kv_group]}]"; done ;;
   retrieval) # needles, aggregation and two-hop code questions at 2K and 4K, 10 per task and length
     spec $L $M experiment=retrieval "experiment.lengths=[2048,4096]" experiment.samples=2 \
       "experiment.rows=[dense,{method:specattn,p:[0.9,0.95]},{method:oracle_topp,p:0.95},{method:streaming,match:'specattn p=0.95'},{method:quest,match:'specattn p=0.95'}]" ;;

@@ -34,6 +34,7 @@ import torch
 from ..core.errors import SpecAttnError
 from ..core.kv_reads import KVReads
 from ..core.settings import Settings
+from ..gpu.draft_rows import AGGREGATIONS
 from ..methods import Budget, Dense, Method, OracleTopP, Quest, SpecAttn, StreamingLLM
 from ..models.pair import ModelPair
 from .engine import BatchTiming, Decoded, Prefill, SequenceTrace
@@ -54,8 +55,12 @@ def graph_settings(method: Method, s: Settings) -> GraphSettings:
     base = GraphSettings(s.gamma, s.chunk_size, s.dense_layers, s.head_agg, tuple(s.layer_map))
     if type(method) is Dense:
         return base
-    if type(method) is SpecAttn:
-        return dataclasses.replace(base, p=float(method.p))
+    if type(method) is SpecAttn:  # its own head aggregation, if it names one
+        heads = method.heads or s.head_agg
+        if heads not in AGGREGATIONS:
+            raise SpecAttnError(f"{method.label}: head_agg={heads!r}: the graph decoder aggregates draft heads by "
+                                f"{' or '.join(AGGREGATIONS)}; use the reference decoder")
+        return dataclasses.replace(base, p=float(method.p), head_agg=heads)
     if type(method) is OracleTopP:
         return dataclasses.replace(base, p=float(method.p), verify="oracle")
     if type(method) in (StreamingLLM, Quest):

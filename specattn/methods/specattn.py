@@ -17,13 +17,18 @@ from .selectors import Nucleus
 
 @dataclass(frozen=True)
 class SpecAttn(Method):
-    """The draft's top-p nucleus, per draft row, OR-ed over the step's rows."""
+    """The draft's top-p nucleus, per draft row, OR-ed over the step's rows.
+
+    heads: the draft heads' aggregation for this row (``mean``, ``max``, ``kv_group``, ``union``); None: the
+    run's ``head_agg``. Set, it lets one run compare aggregations on the same samples (and one dense row).
+    """
 
     name = "specattn"
     p: float = 0.95
+    heads: str | None = None
 
     def scorer(self) -> DraftAttention:
-        return DraftAttention()
+        return DraftAttention(heads=self.heads)
 
     def selector(self) -> Nucleus:
         return Nucleus(self.p)
