@@ -112,3 +112,17 @@ def test_top_level_holds_only_subpackages():
     assert not loose, f"modules at the top level of specattn/: {loose}"
     for package in RANK:
         assert (PACKAGE / package / "__init__.py").is_file(), f"specattn/{package}/ is not a package"
+
+
+def test_every_triton_kernel_module_is_in_the_compile_check():
+    """``python -m specattn.gpu.kernels.aot_check`` compiles every Triton kernel for sm_90 without a GPU (a compile
+    error found there costs no device time): each kernel module defines ``_aot_check`` and the check lists it
+    (nucleus.py's kernels are compiled by the check itself)."""
+    kernels = PACKAGE / "gpu" / "kernels"
+    check = (kernels / "aot_check.py").read_text()
+    for path in sorted(kernels.glob("*.py")):
+        if "@triton.jit" not in path.read_text() or path.name == "nucleus.py":
+            continue
+        tree = ast.parse(path.read_text())
+        assert any(isinstance(node, ast.FunctionDef) and node.name == "_aot_check" for node in tree.body), path.name
+        assert f'"specattn.gpu.kernels.{path.stem}"' in check, path.name

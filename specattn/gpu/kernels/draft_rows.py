@@ -88,3 +88,19 @@ def launch(q: torch.Tensor, lse: torch.Tensor, keys: torch.Tensor, layers: torch
         HKV=hkv, G=g, R=r, GP=gp, RP=rp, D=d, BLOCK=BLOCK_N, MAX=agg == "max", num_warps=4,
     )
     return out
+
+
+def _aot_check(compile_one) -> bool:
+    """Compile the kernel for sm_90 (:mod:`.aot_check`): the real pair's draft (14 heads over 2 KV heads, head dim
+    64, gamma 4 rows) with mean and max, and a Llama-3.2-1B-like draft (32 over 8, 64)."""
+    ok = True
+    for dt, hkv, g, r, agg in [("bf16", 2, 7, 4, "mean"), ("bf16", 2, 7, 4, "max"), ("fp16", 8, 4, 5, "mean")]:
+        rp = pow2(r)
+        gp = max(pow2(g), 16 // rp if rp < 16 else 1)
+        ints = ["W", "B", "sqs", "sqb", "sqh", "sqr", "sls", "slb", "slh", "skl", "skb", "skh", "skn", "sos", "sob",
+                "sor"]
+        ok &= compile_one(f"draft_rows {dt} Hkv={hkv} G={g} R={r} {agg}", _rows_kernel, {
+            "q_ptr": f"*{dt}", "lse_ptr": "*fp32", "k_ptr": f"*{dt}", "layer_ptr": "*i32", "first_ptr": "*i32",
+            "out_ptr": "*fp32", "qk_scale": "fp32", "inv_heads": "fp32", **{name: "i32" for name in ints}},
+            {"HKV": hkv, "G": g, "R": r, "GP": gp, "RP": rp, "D": 64, "BLOCK": BLOCK_N, "MAX": agg == "max"}, 4)
+    return ok

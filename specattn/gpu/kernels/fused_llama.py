@@ -85,3 +85,20 @@ def silu_mul(gate_up: torch.Tensor) -> torch.Tensor:
         _silu_mul_kernel[(rows.shape[0], triton.cdiv(inter, block))](rows, out, inter, rows.stride(0), out.stride(0),
                                                                     BLOCK=block, num_warps=4)
     return out.view(*gate_up.shape[:-1], inter)
+
+
+def _aot_check(compile_one) -> bool:
+    """Compile both kernels for sm_90 (:mod:`.aot_check`) at the pair's head sizes (64: the draft, 128: the
+    verifier) in bf16 and fp16."""
+    ok = True
+    for dt, d in [("bf16", 128), ("bf16", 64), ("fp16", 128)]:
+        ok &= compile_one(f"rope_cache {dt} D={d}", _rope_cache_kernel, {
+            "qkv_ptr": f"*{dt}", "cos_ptr": f"*{dt}", "sin_ptr": f"*{dt}", "len_ptr": "*i32", "q_ptr": f"*{dt}",
+            "k_ptr": f"*{dt}", "v_ptr": f"*{dt}", "T": "i32", "HQ": "i32", "HKV": "i32", "sxb": "i32", "sxt": "i32",
+            "scb": "i32", "sct": "i32", "sqb": "i32", "sqh": "i32", "sqt": "i32", "skb": "i32", "skh": "i32",
+            "skn": "i32", "svb": "i32", "svh": "i32", "svn": "i32"}, {"D": d, "HALF": d // 2}, 1)
+    for dt in ("bf16", "fp16"):
+        ok &= compile_one(f"silu_mul {dt}", _silu_mul_kernel,
+                          {"x_ptr": f"*{dt}", "out_ptr": f"*{dt}", "I": "i32", "sx": "i32", "so": "i32"},
+                          {"BLOCK": 1024}, 4)
+    return ok

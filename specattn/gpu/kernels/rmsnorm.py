@@ -34,3 +34,14 @@ def rmsnorm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
         _rmsnorm_kernel[(rows.shape[0],)](rows, weight, out, h, float(eps), rows.stride(0), out.stride(0),
                                           BLOCK=block, num_warps=4 if block <= 2048 else 8)
     return out.view(x.shape)
+
+
+def _aot_check(compile_one) -> bool:
+    """Compile the kernel for sm_90 (:mod:`.aot_check`) at the pair's hidden sizes (896, 1536) and 4096."""
+    ok = True
+    for dt, h in [("bf16", 896), ("bf16", 1536), ("fp16", 4096)]:
+        block = triton.next_power_of_2(h)
+        ok &= compile_one(f"rmsnorm {dt} H={h}", _rmsnorm_kernel,
+                          {"x_ptr": f"*{dt}", "w_ptr": f"*{dt}", "out_ptr": f"*{dt}", "H": "i32", "eps": "fp32",
+                           "sx": "i32", "so": "i32"}, {"BLOCK": block}, 4 if block <= 2048 else 8)
+    return ok
