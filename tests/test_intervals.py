@@ -82,11 +82,24 @@ def test_paired_versus_a_layer_map_pairs_samples_and_cancels_their_difficulty(tm
     assert table.ci95_low < 0 and table.ci95_high < 0  # 1 nat less on each text: always cheaper
     with pytest.raises(SpecAttnError, match="layer_map=kl"):
         paired_versus(samples, "layer_map=kl")
-    with pytest.raises(SpecAttnError, match="name one of"):
+    with pytest.raises(SpecAttnError, match="name a setting"):
         paired_versus(samples, "p=0.9")
     samples.to_parquet(tmp_path / "study.parquet")
     assert main(["intervals", str(tmp_path / "study.parquet"), "--versus", "layer_map=cosine"]) == 2
     assert "no rows have layer_map=cosine" in capsys.readouterr().err
+
+
+def test_paired_versus_a_setting_compares_every_other_sparse_row_with_it():
+    """The grid's rows in one run ("specattn p=0.9 heads=max" beside "... heads=mean"): every sparse row minus the
+    named one, paired over samples; dense is left out."""
+    dense = rows("dense", [100.0, 150.0], [100.0, 150.0], [100, 100], [0, 0], [0, 0])
+    mean = rows("specattn p=0.9 heads=mean", [101.0, 151.0], [100.0, 150.0], [100, 100], [40, 40], [100, 100])
+    top = rows("specattn p=0.9 heads=max", [103.0, 153.0], [100.0, 150.0], [100, 100], [30, 30], [100, 100])
+    samples = pd.concat([dense, mean, top]).assign(sample_id=lambda f: f["sample"].map({0: "a.py#0", 1: "b.py#0"}))
+    table = paired_versus(samples, "specattn p=0.9 heads=mean")
+    assert table.setting.tolist() == ["specattn p=0.9 heads=max"] and table.iloc[0].samples == 2
+    assert table.iloc[0].ppl_increase_diff_pct == pytest.approx(100 * (math.exp(6 / 200) - math.exp(2 / 200)))
+    assert table.iloc[0].sparse_kv_reduction_diff_pct == pytest.approx(10.0)
 
 
 def test_a_cut_run_is_read_from_its_parts_and_a_wrong_folder_is_refused(tmp_path, capsys):

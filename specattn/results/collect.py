@@ -99,9 +99,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="one table over all the runs' samples (same rows, disjoint windows: dataset.first_sample)")
     spread.add_argument("--pareto", type=Path, metavar="FOLDER",
                         help="also draw each run's Pareto figure (with the paper's points) into FOLDER")
-    spread.add_argument("--versus", metavar="COLUMN=VALUE",
-                        help="also each setting minus the same setting under COLUMN=VALUE, paired over samples "
-                             "(e.g. layer_map=proportional in an align_study run)")
+    spread.add_argument("--versus", metavar="SETTING|COLUMN=VALUE",
+                        help="also, paired over samples, every sparse setting minus SETTING (e.g. 'specattn p=0.9 "
+                             "heads=mean'), or each setting minus the same one under COLUMN=VALUE (e.g. "
+                             "layer_map=proportional in an align_study run)")
     decoding = commands.add_parser("decoding", help="pool experiment=decode_real runs: per-point table and figures")
     decoding.add_argument("runs", type=Path, nargs="+", help="decode_real run folders (a point in two: the later one)")
     decoding.add_argument("-o", "--out", type=Path, required=True, metavar="FOLDER",

@@ -69,40 +69,53 @@ def interval_table(samples: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _paired(label: str, mine: pd.DataFrame, theirs: pd.DataFrame, reference: str, rng) -> dict | None:
+    """``mine`` minus ``theirs`` (per-sample rows of two settings) on the samples both ran: the differences of the
+    pooled ratios (percent points) and their 95% bootstrap intervals, resampling samples for both at once."""
+    mine, theirs = mine.set_index("sample_id")[SUMS], theirs.set_index("sample_id")[SUMS]
+    both = mine.index.intersection(theirs.index)
+    if both.empty:
+        return None
+    a, b = mine.loc[both].to_numpy(np.float64), theirs.loc[both].to_numpy(np.float64)
+    picks = rng.integers(0, len(both), size=(RESAMPLES, len(both)))
+    diff = 100 * (_ratios(a[picks].sum(axis=1)) - _ratios(b[picks].sum(axis=1)))
+    point = 100 * (_ratios(a.sum(axis=0)) - _ratios(b.sum(axis=0)))
+    low, high = np.percentile(diff, [2.5, 97.5], axis=0)
+    return {"setting": label, "versus": reference, "samples": len(both),
+            "ppl_increase_diff_pct": point[0], "ci95_low": low[0], "ci95_high": high[0],
+            "sparse_kv_reduction_diff_pct": point[1], "red_ci95_low": low[1], "red_ci95_high": high[1]}
+
+
 def paired_versus(samples: pd.DataFrame, reference: str, seed: int = 0) -> pd.DataFrame:
-    """Each setting against the same setting under ``reference`` (``column=value`` of a :data:`VARIED` column,
-    e.g. ``layer_map=proportional``), on the samples both ran: the differences of the pooled ppl increase and of
-    the sparse-layer KV reduction (percent points) and their paired 95% bootstrap intervals, resampling samples
-    for both settings at once (so a text's own difficulty cancels)."""
+    """Settings against a reference, on the samples both ran, paired (so a text's own difficulty cancels):
+    ``reference`` is a setting (:func:`setting_labels`, e.g. ``specattn p=0.9 heads=mean``: every other sparse
+    setting minus it), or ``column=value`` of a :data:`VARIED` column (``layer_map=proportional``: each setting
+    minus the same setting under that value). Rows: :func:`_paired`."""
+    labels = setting_labels(samples)
+    rng = np.random.default_rng(seed)
+    if reference in set(labels):
+        base = samples[(labels == reference).to_numpy()]
+        rows = [_paired(label, group, base, reference, rng)
+                for label, group in samples.groupby(labels.to_numpy(), sort=False)
+                if label != reference and group.setting.iloc[0] != "dense"]
+        return pd.DataFrame([row for row in rows if row is not None])
     column, _, value = reference.partition("=")
     if column not in VARIED or not value:
-        raise SpecAttnError(f"--versus {reference!r}: name one of {', '.join(VARIED)} and its value, e.g. "
-                            "--versus layer_map=proportional")
+        raise SpecAttnError(f"--versus {reference!r}: name a setting ({', '.join(dict.fromkeys(labels))}) or one of "
+                            f"{', '.join(VARIED)} and its value, e.g. --versus layer_map=proportional")
     if column not in samples or value not in set(samples[column].astype(str)):
         raise SpecAttnError(f"--versus {reference!r}: no rows have {column}={value} "
                             f"(these have {sorted(set(samples[column].astype(str))) if column in samples else 'no ' + column})")
-    labels, others = setting_labels(samples), [c for c in VARIED if c != column and c in samples]
+    others = [c for c in VARIED if c != column and c in samples]
     is_base = (samples[column].astype(str) == value).to_numpy()
     base = samples[is_base]
-    rng = np.random.default_rng(seed)
     rows = []
     for label, group in samples[~is_base].groupby(labels.to_numpy()[~is_base], sort=False):
         same = base[base.setting == group.setting.iloc[0]]
         for other in others:
             same = same[same[other].astype(str) == str(group[other].iloc[0])]
-        mine, theirs = group.set_index("sample_id")[SUMS], same.set_index("sample_id")[SUMS]
-        both = mine.index.intersection(theirs.index)
-        if both.empty:
-            continue
-        a, b = mine.loc[both].to_numpy(np.float64), theirs.loc[both].to_numpy(np.float64)
-        picks = rng.integers(0, len(both), size=(RESAMPLES, len(both)))
-        diff = 100 * (_ratios(a[picks].sum(axis=1)) - _ratios(b[picks].sum(axis=1)))
-        point = 100 * (_ratios(a.sum(axis=0)) - _ratios(b.sum(axis=0)))
-        low, high = np.percentile(diff, [2.5, 97.5], axis=0)
-        rows.append({"setting": label, "versus": reference, "samples": len(both),
-                     "ppl_increase_diff_pct": point[0], "ci95_low": low[0], "ci95_high": high[0],
-                     "sparse_kv_reduction_diff_pct": point[1], "red_ci95_low": low[1], "red_ci95_high": high[1]})
-    return pd.DataFrame(rows)
+        rows.append(_paired(label, group, same, reference, rng))
+    return pd.DataFrame([row for row in rows if row is not None])
 
 
 def pareto_settings(samples: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
