@@ -34,7 +34,6 @@ import torch
 from ..core.errors import SpecAttnError
 from ..core.kv_reads import KVReads
 from ..core.settings import Settings
-from ..gpu.draft_rows import AGGREGATIONS
 from ..methods import Budget, Dense, Method, OracleTopP, Quest, SpecAttn, StreamingLLM
 from ..models.pair import ModelPair
 from .engine import BatchTiming, Decoded, Prefill, SequenceTrace
@@ -46,7 +45,17 @@ GRAPH_METHODS = ("dense", "specattn", "oracle_topp", "streaming", "quest")
 
 def graph_settings(method: Method, s: Settings) -> GraphSettings:
     """The graph decoder's mode for ``method`` under run settings ``s`` (budgets are set per sequence:
-    :meth:`GraphDecoder.set_budgets`); one line naming what it cannot run."""
+    :meth:`GraphDecoder.set_budgets`), checked as the decoder will check it (:meth:`GraphSettings.check`), so
+    what it cannot run is refused in one line before any weights load."""
+    out = _graph_mode(method, s)
+    try:
+        out.check(len(s.layer_map))
+    except SpecAttnError as error:
+        raise SpecAttnError(f"{method.label}: {error}; use the reference decoder") from None
+    return out
+
+
+def _graph_mode(method: Method, s: Settings) -> GraphSettings:
     if s.temperature != 0:
         raise SpecAttnError(f"the graph decoder decodes greedily: temperature={s.temperature} needs the reference decoder")
     if s.draft_reads != "dense":
@@ -56,11 +65,7 @@ def graph_settings(method: Method, s: Settings) -> GraphSettings:
     if type(method) is Dense:
         return base
     if type(method) is SpecAttn:  # its own head aggregation, if it names one
-        heads = method.heads or s.head_agg
-        if heads not in AGGREGATIONS:
-            raise SpecAttnError(f"{method.label}: head_agg={heads!r}: the graph decoder aggregates draft heads by "
-                                f"{' or '.join(AGGREGATIONS)}; use the reference decoder")
-        return dataclasses.replace(base, p=float(method.p), head_agg=heads)
+        return dataclasses.replace(base, p=float(method.p), head_agg=method.heads or s.head_agg)
     if type(method) is OracleTopP:
         return dataclasses.replace(base, p=float(method.p), verify="oracle")
     if type(method) in (StreamingLLM, Quest):
