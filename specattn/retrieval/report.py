@@ -254,8 +254,8 @@ def grid_markdown(summary: pd.DataFrame, value: str = "accuracy") -> str:
     settings = list(dict.fromkeys(summary.setting))
     lines = ["| task | length | samples | " + " | ".join(settings) + " |", "|---|---:|---:|" + "---:|" * len(settings)]
     for (task, length), group in summary.groupby(["task", "context_len"], sort=False):
-        values, counts, most = dict(zip(group.setting, group[value])), dict(zip(group.setting, group.samples)), \
-            int(group.samples.max())
+        values, counts = dict(zip(group.setting, group[value])), dict(zip(group.setting, group.samples))
+        most = int(group.samples.max())
         cells = ["-" if pd.isna(values.get(s, math.nan))
                  else _counted(f"{values[s]:.2f}" if value == "tau" else f"{100 * values[s]:.0f}%", int(counts[s]), most)
                  for s in settings]

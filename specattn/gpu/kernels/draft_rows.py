@@ -70,6 +70,13 @@ def _rows_kernel(
              mask=(rr[:, None] < R) & (keys[None, :] < W))
 
 
+def tile_rows(group: int, rows: int) -> tuple[int, int]:
+    """``(GP, RP)``: a program's query tile pads the group's heads and the draft rows to powers of two, with at
+    least 16 tile rows in all (``tl.dot``)."""
+    rp = pow2(rows)
+    return max(pow2(group), 16 // rp if rp < 16 else 1), rp
+
+
 def launch(q: torch.Tensor, lse: torch.Tensor, keys: torch.Tensor, layers: torch.Tensor, first: torch.Tensor,
            out: torch.Tensor, sm_scale: float, agg: str) -> torch.Tensor:
     """One launch on validated tensors: ``q (S, B, Hq, R, D)`` fp16/bf16 (unit stride along D), ``lse (S, B,
@@ -78,8 +85,7 @@ def launch(q: torch.Tensor, lse: torch.Tensor, keys: torch.Tensor, layers: torch
     s, b, hq, r, d = q.shape
     hkv = keys.shape[2]
     g = hq // hkv
-    rp = pow2(r)
-    gp = max(pow2(g), 16 // rp if rp < 16 else 1)
+    gp, rp = tile_rows(g, r)
     w = out.shape[3]
     _rows_kernel[(s * b, triton.cdiv(w, BLOCK_N))](
         q, lse, keys, layers, first, out, float(sm_scale) * LOG2E, 1.0 / hq, w, b,
@@ -95,8 +101,7 @@ def _aot_check(compile_one) -> bool:
     64, gamma 4 rows) with mean and max, and a Llama-3.2-1B-like draft (32 over 8, 64)."""
     ok = True
     for dt, hkv, g, r, agg in [("bf16", 2, 7, 4, "mean"), ("bf16", 2, 7, 4, "max"), ("fp16", 8, 4, 5, "mean")]:
-        rp = pow2(r)
-        gp = max(pow2(g), 16 // rp if rp < 16 else 1)
+        gp, rp = tile_rows(g, r)
         ints = ["W", "B", "sqs", "sqb", "sqh", "sqr", "sls", "slb", "slh", "skl", "skb", "skh", "skn", "sos", "sob",
                 "sor"]
         ok &= compile_one(f"draft_rows {dt} Hkv={hkv} G={g} R={r} {agg}", _rows_kernel, {

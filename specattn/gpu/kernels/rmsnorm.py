@@ -24,15 +24,21 @@ def _rmsnorm_kernel(x_ptr, w_ptr, out_ptr, H, eps, sx, so, BLOCK: tl.constexpr):
     tl.store(out_ptr + row * so + cols, (w * y).to(out_ptr.dtype.element_ty), mask=ok)
 
 
+def launch_config(hidden: int) -> tuple[int, int]:
+    """``(BLOCK, num_warps)`` for rows of ``hidden`` values: one block holds a row."""
+    block = triton.next_power_of_2(hidden)
+    return block, 4 if block <= 2048 else 8
+
+
 def rmsnorm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     """``x (..., H)`` with unit stride along H (rows may be strided only as a whole), ``weight (H,)``."""
     h = x.shape[-1]
     rows = x.reshape(-1, h)
     out = torch.empty_like(rows)
     if rows.shape[0]:
-        block = triton.next_power_of_2(h)
+        block, warps = launch_config(h)
         _rmsnorm_kernel[(rows.shape[0],)](rows, weight, out, h, float(eps), rows.stride(0), out.stride(0),
-                                          BLOCK=block, num_warps=4 if block <= 2048 else 8)
+                                          BLOCK=block, num_warps=warps)
     return out.view(x.shape)
 
 
@@ -40,8 +46,8 @@ def _aot_check(compile_one) -> bool:
     """Compile the kernel for sm_90 (:mod:`.aot_check`) at the pair's hidden sizes (896, 1536) and 4096."""
     ok = True
     for dt, h in [("bf16", 896), ("bf16", 1536), ("fp16", 4096)]:
-        block = triton.next_power_of_2(h)
+        block, warps = launch_config(h)
         ok &= compile_one(f"rmsnorm {dt} H={h}", _rmsnorm_kernel,
                           {"x_ptr": f"*{dt}", "w_ptr": f"*{dt}", "out_ptr": f"*{dt}", "H": "i32", "eps": "fp32",
-                           "sx": "i32", "so": "i32"}, {"BLOCK": block}, 4 if block <= 2048 else 8)
+                           "sx": "i32", "so": "i32"}, {"BLOCK": block}, warps)
     return ok

@@ -233,6 +233,11 @@ def merge_rows(lists: int, rows: int, programs: int) -> int:
     return rb
 
 
+def merge_slots(rb: int) -> int:
+    """Partial slots a merge program of ``rb`` rows merges at a time (SB): ``MERGE_TILE`` (slot, row) pairs."""
+    return max(1, MERGE_TILE // rb)
+
+
 def pow2(x: int, least: int = 1) -> int:
     """Smallest power of two >= max(x, least)."""
     return max(triton.next_power_of_2(max(int(x), 1)), least)
@@ -306,7 +311,7 @@ def launch(q, k, v, lengths, chunk_ids, n_chunks, chunk_size: int, sm_scale: flo
         q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
         v.stride(0), v.stride(1), v.stride(2), snb, snh, out.stride(0), out.stride(1), out.stride(2),
         *(lse_out.stride() if lse_out is not None else (0, 0)),
-        RB=rb, TP=pow2(t, 2), SB=max(1, MERGE_TILE // rb), WRITE_LSE=lse_out is not None, num_warps=4, **common,
+        RB=rb, TP=pow2(t, 2), SB=merge_slots(rb), WRITE_LSE=lse_out is not None, num_warps=4, **common,
     )
     return out
 
@@ -337,6 +342,6 @@ def _aot_check(compile_one) -> bool:
                                          "snh", "sob", "sot", "soh", "slb", "slh"]})
     for write_lse, rb in ((False, 1), (True, 2), (False, MERGE_MAX_ROWS)):
         ok &= compile_one(f"sparse_attn merge bf16 RB={rb}{' lse' if write_lse else ''}", _merge_kernel, sig,
-                          {"D": 128, "M": 32, "RB": rb, "TP": 8, "SB": max(1, MERGE_TILE // rb), "CPB": 4, "BHP": 32,
+                          {"D": 128, "M": 32, "RB": rb, "TP": 8, "SB": merge_slots(rb), "CPB": 4, "BHP": 32,
                            "DENSE": False, "WRITE_LSE": write_lse}, 4)
     return ok
