@@ -3,7 +3,8 @@ count (docs/benchmarks.md, fourth session: ``specattn.results.step_costs``). qwe
 python_packages prompts, batch 16, as ``experiment=decode_real`` runs them; for each mode: the draft and verify
 phases replayed from their CUDA graphs (median ms of 5), each phase's kernel count, and the kernels by total
 time in one replay of each (CUPTI records the kernels a graph launches). Run on the GPU machine after the
-staging: ``python3 scripts/gpu/profile_real.py [CONTEXT] [BATCH]`` (defaults 32768 16; prints tables).
+staging: ``python3 scripts/gpu/profile_real.py [CONTEXT] [BATCH] [OVERRIDES...]`` (defaults 32768 16; Hydra
+overrides such as ``layer_map=FILE.yaml`` after them; prints tables).
 ``python scripts/gpu/profile_real.py 256 2 --tiny`` runs the same code on the CPU with the tiny random pair
 (eager phases, no graphs: a smoke check of the script, not a measurement)."""
 
@@ -30,10 +31,10 @@ from specattn.runs.validate import register_resolvers  # noqa: E402
 MODES = ("ar", "dense", "specattn p=0.95", "specattn p=0.95 draft=window", "specattn p=0.95 draft=first_window")
 
 
-def main(context: int, batch: int, tiny: bool) -> None:
+def main(context: int, batch: int, tiny: bool, extra: list[str]) -> None:
     register_resolvers()
     overrides = (["model=tiny_random", "dataset=python_source", "device=cpu", "dtype=float32"] if tiny else
-                 ["model=qwen_coder", "dataset=python_packages", "device=cuda", "dtype=bfloat16"])
+                 ["model=qwen_coder", "dataset=python_packages", "device=cuda", "dtype=bfloat16"]) + extra
     with initialize_config_dir(str(ROOT / "conf"), version_base=None):
         cfg = compose("config", overrides=overrides)
     documents = instantiate(cfg.dataset.source).documents()
@@ -79,5 +80,6 @@ def main(context: int, batch: int, tiny: bool) -> None:
 
 
 if __name__ == "__main__":
-    args = [a for a in sys.argv[1:] if not a.startswith("--")]
-    main(int(args[0]) if args else 32768, int(args[1]) if len(args) > 1 else 16, "--tiny" in sys.argv)
+    args = [a for a in sys.argv[1:] if not a.startswith("--") and "=" not in a]
+    main(int(args[0]) if args else 32768, int(args[1]) if len(args) > 1 else 16, "--tiny" in sys.argv,
+         [a for a in sys.argv[1:] if "=" in a])
