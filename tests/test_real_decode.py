@@ -93,10 +93,17 @@ def test_repeated_timings_decode_the_same_tokens_and_report_their_spread(pair):
     ids = prompts(2, 120, 9)
     once, thrice = (pd.DataFrame(run_point(pair, config(pair, draft_reads=("reuse",), repeats=r), 120, 2, [ids], 1e11,
                                            lambda msg: None)).set_index("mode") for r in (1, 3))
-    timing = ["tokens_per_s", "timing_spread", "roof_frac"]
+    timing = ["tokens_per_s", "timing_spread", "roof_frac", "step_ms", "steady_tokens_per_s"]
     pd.testing.assert_frame_equal(once.drop(columns=timing), thrice.drop(columns=timing))
     assert (once["timing_spread"] == 0).all() and (thrice["timing_spread"] >= 0).all()
     assert thrice["timing_spread"].max() > 0  # three host-clock timings on the CPU are never all equal
+    # one group: its time is step_ms times the steps of its slowest sequence; steady state never below tokens/s
+    for mode, row in thrice.iterrows():
+        group_ms = 2 * 16 / row["tokens_per_s"] * 1e3
+        assert row["step_ms"] * max(row["prompt_steps"]) == pytest.approx(group_ms, rel=1e-9)
+        assert row["steady_tokens_per_s"] == pytest.approx(2 * row["tau"] / row["step_ms"] * 1e3, rel=1e-12)
+        assert row["steady_tokens_per_s"] >= row["tokens_per_s"] * (1 - 1e-12)
+    assert thrice.loc["ar", "steady_tokens_per_s"] == pytest.approx(thrice.loc["ar", "tokens_per_s"], rel=1e-12)
 
 
 def test_policy_points_are_ratios_to_dense_speculative_decoding_at_each_point(tmp_path):
@@ -114,6 +121,10 @@ def test_policy_points_are_ratios_to_dense_speculative_decoding_at_each_point(tm
     assert points.loc[(32768, "specattn p=0.95 draft=window"), "speedup"] == pytest.approx(1.8)
     assert points.loc[(32768, "specattn p=0.95 draft=window"), "tau_retention"] == pytest.approx(1.025)
     assert points.loc[(16384, "specattn p=0.9"), "speedup"] == pytest.approx(1.05)  # against its own point's dense
+    assert points["steady_speedup"].isna().all()  # rows without steady_tokens_per_s
+    steady = policy_points(rows.assign(steady_tokens_per_s=rows["tokens_per_s"] * [1, 1, 2, 1, 1]))
+    assert steady.set_index(["context", "mode"]).loc[(32768, "specattn p=0.95 draft=window"), "steady_speedup"] == \
+        pytest.approx(3.6)
     assert plot_policy_tradeoff(rows, tmp_path / "t.png").stat().st_size > 10_000
 
 
@@ -202,6 +213,30 @@ def test_step_costs_recover_a_known_fixed_cost_and_bandwidth():
     assert costs.loc["dense", "cap_at_longest"] == pytest.approx((6.0 + 23.0 / 3.0) / (6.0 + 7.0 / 3.0))
 
 
+def test_step_times_of_archived_rows_come_from_each_groups_slowest_prompt():
+    """Rows without step_ms get it from prompts.csv: two groups of 2 whose slowest prompts took 10 and 14 steps,
+    16 tokens each, 100 tokens/s -> 2 * 16 / 100 s over 12 steps; step_costs then fits the measured step, not the
+    apparent batch * tau / tokens_per_s (which counts the wait for the slowest sequence)."""
+    from specattn.results.step_costs import step_costs, with_step_times
+
+    prompts = pd.DataFrame({"context": 64, "batch": 2, "mode": "dense", "prompt": [0, 1, 2, 3], "steps": [10, 6, 14, 8]})
+    rows = pd.DataFrame([{"context": 64, "batch": 2, "mode": "dense", "new_tokens": 16, "tokens_per_s": 100.0,
+                          "tau": 64 / 38}])
+    out = with_step_times(rows, prompts).iloc[0]
+    assert out["step_ms"] == pytest.approx(1e3 * 2 * 16 / 100.0 / 12)
+    assert out["steady_tokens_per_s"] == pytest.approx(2 * (64 / 38) / out["step_ms"] * 1e3)
+    assert out["steady_tokens_per_s"] > rows["tokens_per_s"].iloc[0]  # 38 / 4 = 9.5 steps on average, 12 timed
+    measured = with_step_times(rows.assign(step_ms=5.0), prompts).iloc[0]  # a measured step_ms is kept
+    assert measured["step_ms"] == 5.0
+    fits = []
+    for step in (None, 2.0):
+        frame = pd.DataFrame([{"context": c, "batch": 16, "mode": "dense", "tau": 4.0, "tokens_per_s": 1000.0,
+                               "bytes_total": c * 1e6, "bytes_verifier_weights": 1e9, "bytes_draft_weights": 1e9,
+                               **({} if step is None else {"step_ms": step + c / 1e4})} for c in (1e3, 2e3, 4e3)])
+        fits.append(step_costs(frame).iloc[0])
+    assert fits[0]["fixed_ms"] == pytest.approx(64.0) and fits[1]["fixed_ms"] == pytest.approx(2.0)
+
+
 def test_continuation_nll_is_the_dense_verifiers_own(pair, tiny_model_dir):
     """Against transformers' own forward of the verifier (SDPA, float32), loaded separately."""
     from transformers import AutoModelForCausalLM
@@ -279,23 +314,27 @@ def test_targets_and_summary_from_rows():
 
     rows = pd.DataFrame([
         {"context": 32768, "batch": 16, "mode": "dense", "verify": "dense", "draft_reads": "dense", "tau": 3.0,
-         "tokens_per_s": 1000.0, "roof_tokens_per_s": 1500.0, "verifier_kept": float("nan"), "error": None},
+         "tokens_per_s": 1000.0, "steady_tokens_per_s": 1300.0, "roof_tokens_per_s": 1500.0,
+         "verifier_kept": float("nan"), "error": None},
         {"context": 32768, "batch": 16, "mode": "specattn p=0.95", "verify": "specattn", "draft_reads": "dense",
-         "tau": 3.0, "tokens_per_s": 1180.0, "roof_tokens_per_s": 1800.0, "verifier_kept": 0.3, "error": None},
-        {"context": 32768, "batch": 16, "mode": "specattn p=0.95 draft=reuse", "verify": "specattn",
-         "draft_reads": "reuse", "tau": 2.9, "tokens_per_s": 1700.0, "roof_tokens_per_s": 3000.0,
+         "tau": 3.0, "tokens_per_s": 1180.0, "steady_tokens_per_s": 1430.0, "roof_tokens_per_s": 1800.0,
          "verifier_kept": 0.3, "error": None},
+        {"context": 32768, "batch": 16, "mode": "specattn p=0.95 draft=reuse", "verify": "specattn",
+         "draft_reads": "reuse", "tau": 2.9, "tokens_per_s": 1700.0, "steady_tokens_per_s": 2600.0,
+         "roof_tokens_per_s": 3000.0, "verifier_kept": 0.3, "error": None},
     ])
     loss = pd.DataFrame([{"reference": "ar", "compared": "dense", "prompt": 0, "identical": False,
                           "first_divergence": 7, "top2_margin": 0.1},
                          {"reference": "ar", "compared": "dense", "prompt": 1, "identical": True,
                           "first_divergence": 16, "top2_margin": float("nan")}])
     lines = targets(rows, loss)
-    assert "1.18x = 98% of it (target >= 85%: met; >= 1.15x: met)" in lines[0]
-    assert "1.70x dense speculative decoding with tau 96.7% of dense's (target >= 1.6x with tau >= 95%: met)" in lines[1]
+    assert "1.18x (steady state 1.10x) = 98% of it (target >= 85%: met; >= 1.15x: met)" in lines[0]
+    assert ("1.70x (steady state 2.00x) dense speculative decoding with tau 96.7% of dense's (target >= 1.6x with "
+            "tau >= 95%: met)") in lines[1]
     assert lines[2].startswith("lossless: 1 of 2 comparisons differ, 0 not explained")
     text = render(rows, pd.DataFrame(), loss, {"gpu": "test"}, 4e12, 4.4e12)
-    assert "### Targets" in text and "### 32768 tokens, batch 16" in text and "vs_dense_sd" in text
+    assert "### Targets" in text and "### 32768 tokens, batch 16" in text and "steady_vs_dense_sd" in text
+    assert "(steady state" not in targets(rows.drop(columns="steady_tokens_per_s"), loss)[0]  # rows before 12-03
 
 
 def test_lossless_prompts_zero_skips_the_check_and_negative_is_refused():

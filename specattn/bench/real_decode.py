@@ -15,7 +15,10 @@ Per mode the two phases are captured once as CUDA graphs and replayed for every 
 decoding is timed with CUDA events from its first step to the step at which every sequence has its
 ``new_tokens`` (steps pipelined, one host read per step; prefill and capture excluded), ``repeats`` times (the
 median counts; ``timing_spread``: the largest (max - min) / median of a group). Reported per mode:
-tokens/s (``batch * new_tokens`` per group over its time, median over groups), the measured ``tau``
+tokens/s (``batch * new_tokens`` per group over its time, median over groups; a group steps until its slowest
+sequence has its tokens, so this includes that wait), ``step_ms`` (a group's time over the steps it took, median
+over groups) and ``steady_tokens_per_s`` (``batch * tau / step_ms``: a batch whose finished sequences are replaced
+at once, as the roofline assumes), the measured ``tau``
 (new tokens kept per step: ``new_tokens`` over the steps each sequence took until it had them; ``tau_steps``
 counts the last step's tokens past ``new_tokens`` too) and ``acceptance`` (drafted tokens accepted up to the
 output's end; ``acceptance_steps`` over every drafted token of those steps), as
@@ -193,7 +196,9 @@ class PointRunner:
             dec.resume(prompts)
             times.append(timed_generate(dec, tokens)["ms"])
         ms = statistics.median(times)
+        group_steps = max(len(steps) for steps in out["accepted"])  # the steps timed: until the slowest sequence
         return {"ms": ms, "ms_spread": (max(times) - min(times)) / ms, "tokens_per_s": self.batch * tokens / ms * 1e3,
+                "step_ms": ms / group_steps,
                 "steps": sum(len(steps) for steps in out["accepted"]),
                 "seq_steps": [len(steps) for steps in out["accepted"]],
                 "accepted_steps": sum(sum(steps) for steps in out["accepted"]),
@@ -244,7 +249,9 @@ def run_point(pair, cfg: RealBenchConfig, context: int, batch: int, groups: list
         steps, accepted_steps = sum(r["steps"] for r in ok), sum(r["accepted_steps"] for r in ok)
         drafted, accepted = sum(r["drafted"] for r in ok), sum(r["accepted"] for r in ok)
         tau = len(ok) * batch * cfg.new_tokens / steps  # new tokens kept per step
+        step_ms = statistics.median(r["step_ms"] for r in ok)
         row.update({"tokens_per_s": statistics.median(r["tokens_per_s"] for r in ok), "tau": tau,
+                    "step_ms": step_ms, "steady_tokens_per_s": batch * tau / step_ms * 1e3,
                     "timing_spread": max(r["ms_spread"] for r in ok),  # (max - min) / median of a group's repeats
                     "tau_steps": (accepted_steps + steps) / steps,  # the last step's overshoot too
                     "acceptance": accepted / drafted if drafted else math.nan,  # up to the output's end

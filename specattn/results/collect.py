@@ -144,17 +144,20 @@ def main(argv: list[str] | None = None) -> int:
             from ..bench.decode_tables import markdown_table
             from .plots import plot_decoding_by_context, plot_policy_tradeoff, policy_points, pool_decode_runs
             from .decoding_intervals import prompt_intervals
-            from .step_costs import step_costs
+            from .step_costs import step_costs, with_step_times
 
             missing = [str(run) for run in args.runs if not (run / "modes.csv").is_file()]
             if missing:
                 raise SpecAttnError(f"no modes.csv in {', '.join(missing)}: name experiment=decode_real run folders")
             rows = pool_decode_runs([pd.read_csv(run / "modes.csv") for run in args.runs])
-            print(markdown_table(policy_points(rows), floatfmt=".3f"))
-            intervals = None
+            prompts = None
             if all((run / "prompts.csv").is_file() for run in args.runs):
                 prompts = pd.concat([pd.read_csv(run / "prompts.csv") for run in args.runs], ignore_index=True)
                 prompts = prompts.drop_duplicates(["context", "batch", "mode", "prompt"], keep="last")
+                rows = with_step_times(rows, prompts)
+            print(markdown_table(policy_points(rows), floatfmt=".3f"))
+            intervals = None
+            if prompts is not None:
                 intervals = prompt_intervals(prompts, int(rows["new_tokens"].iloc[0]))
                 print("\npaired over prompts, 95% bootstrap intervals (specattn.results.decoding_intervals):")
                 print(markdown_table(intervals, floatfmt=".4f"))

@@ -266,7 +266,8 @@ def plot_decode_throughput(results: pd.DataFrame, path: Path) -> Path:
 
 def policy_points(rows: pd.DataFrame) -> pd.DataFrame:
     """``experiment=decode_real`` rows -> per (context, batch) and speculative mode: ``speedup`` (tokens/s over
-    dense speculative decoding's) and ``tau_retention`` (tau over dense's), both measured in the same run."""
+    dense speculative decoding's), ``steady_speedup`` (the same over ``steady_tokens_per_s``, NaN where the rows
+    lack it) and ``tau_retention`` (tau over dense's), all measured in the same run."""
     ok = rows[rows["error"].isna()] if "error" in rows else rows
     out = []
     for (context, batch), group in ok.groupby(["context", "batch"], sort=False):
@@ -276,10 +277,12 @@ def policy_points(rows: pd.DataFrame) -> pd.DataFrame:
         base = dense.iloc[0]
         for _, r in group[group["mode"] != "ar"].iterrows():
             change = (r["cont_ppl"] / base["cont_ppl"] - 1) if "cont_ppl" in r else math.nan
+            steady = (r["steady_tokens_per_s"] / base["steady_tokens_per_s"]) if "steady_tokens_per_s" in r else math.nan
             out.append({"context": context, "batch": batch, "mode": r["mode"],
-                        "speedup": r["tokens_per_s"] / base["tokens_per_s"], "tau_retention": r["tau"] / base["tau"],
-                        "cont_ppl_change": change})
-    return pd.DataFrame(out, columns=["context", "batch", "mode", "speedup", "tau_retention", "cont_ppl_change"])
+                        "speedup": r["tokens_per_s"] / base["tokens_per_s"], "steady_speedup": steady,
+                        "tau_retention": r["tau"] / base["tau"], "cont_ppl_change": change})
+    return pd.DataFrame(out, columns=["context", "batch", "mode", "speedup", "steady_speedup", "tau_retention",
+                                      "cont_ppl_change"])
 
 
 def pool_decode_runs(frames: list[pd.DataFrame]) -> pd.DataFrame:
