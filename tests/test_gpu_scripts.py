@@ -44,7 +44,8 @@ def cuda_present(monkeypatch):
 def test_the_quality_script_has_the_parts_the_docs_name():
     parts = quality_parts()
     assert {"long_rest", "prose_32k_rest", "prose_32k_last", "oracle_32k", "retrieval_long", "retrieval_graph",
-            "retrieval_oracle", "kernel_fi", "kernel_fi_tuned", "long_low_p", "retrieval_seed2", "grid", "align"} <= set(parts)
+            "retrieval_oracle", "kernel_fi", "kernel_fi_tuned", "long_low_p", "retrieval_seed2", "grid", "grid_rest",
+            "align"} <= set(parts)
     assert len(parts) == len(set(parts))
 
 

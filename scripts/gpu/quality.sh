@@ -65,6 +65,12 @@ for part in "$@"; do echo "== $part $(date +%T)"; case $part in
     for c in 8 16 32 64; do
       spec $((L / 4)) $T dataset=python_packages dataset.context_len=8192 dataset.num_samples=32 chunk_size=$c \
         "experiment.rows=[dense,{method:specattn,p:0.9,heads:[mean,max,kv_group]}]"; done ;;
+  grid_rest) # the windows the ninth session's grid runs did not reach: chunk 32 from window 29, chunk 64 from 19
+             # (pool with docs/data/h200-real-2026-12-03f/paper_table_8k_grid_chunk{32,64}_samples.csv: 32 each)
+    for c in 32:29 64:19; do
+      spec $((L / 2)) $T dataset=python_packages dataset.context_len=8192 dataset.first_sample=${c#*:} \
+        dataset.num_samples=$((32 - ${c#*:})) chunk_size=${c%:*} \
+        "experiment.rows=[dense,{method:specattn,p:0.9,heads:[mean,max,kv_group]}]"; done ;;
   retrieval) # needles, aggregation and two-hop code questions at 2K and 4K, 10 per task and length
     spec $L $M experiment=retrieval "experiment.lengths=[2048,4096]" experiment.samples=2 \
       "experiment.rows=[dense,{method:specattn,p:[0.9,0.95]},{method:oracle_topp,p:0.95},{method:streaming,match:'specattn p=0.95'},{method:quest,match:'specattn p=0.95'}]" ;;
@@ -100,8 +106,9 @@ for part in "$@"; do echo "== $part $(date +%T)"; case $part in
              # stability table at 16384 and 32768 tokens ran with 8 samples in the second session)
     spec $L $M experiment=align_study dataset=python_source dataset.num_samples=32 align.num_tokens=16384 ;;
   long_low_p) # 32K code at the low and high p of the paper's table beside dense (p = 0.9 and 0.95 have 32 windows from
-             # long_target / long_rest): windows 14 on; the third session ran 0-9 (rows not archived), the eighth 4-13
-    spec $L $T dataset=python_packages dataset.context_len=32768 dataset.first_sample=14 dataset.num_samples=22 \
+             # long_target / long_rest): windows 30-35; the third session ran 0-9 (rows not archived), the eighth 4-13,
+             # the ninth 14-29 (docs/data/h200-real-2026-12-03f): these 6 make 32 archived windows
+    spec $L $T dataset=python_packages dataset.context_len=32768 dataset.first_sample=30 dataset.num_samples=6 \
       "experiment.rows=[dense,{method:specattn,p:[0.5,0.7,0.8,0.99]}]" ;;
   retrieval_seed2) # issue 25's grid again under seed 2 (new haystacks and needles), dense and SpecAttn only: 100 -> 150
              # samples per task and length at 8K and 16K (50 -> 100 at 2K, 4K, 32K), where aggregation tasks missed the 2-point target
