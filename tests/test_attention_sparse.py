@@ -186,6 +186,33 @@ def test_kernel_interpreter_merges_many_partials_per_list():
 
 
 @needs_interpreter
+def test_split_kernel_writes_the_unit_ends_the_merge_reads_and_a_reused_workspace_is_rewritten():
+    """The merge reads each list's unit range from the split kernel's ``ends`` (program 0 writes them, every
+    launch): they equal the prefix sum of ceil(n_j / CPB) over the (clamped) list lengths; a workspace made for a
+    larger batch and holding another launch's ends gives the same output as a fresh one; one made for fewer
+    lists is refused."""
+    from specattn.gpu.kernels import sparse_attn as K
+    from specattn.gpu.kernels.split_config import SplitConfig
+
+    config = SplitConfig(block_n=8, min_chunks=1)  # CPB = 2 chunks of 4 keys per unit
+    big = make_case(3, 4, 2, 3, 16, 60, 4, [60, 31, 9], 0.7, 2, torch.float16, "cpu", 21, junk_ids=True)
+    small = make_case(2, 4, 2, 3, 16, 60, 4, [44, 60], 0.5, 2, torch.float16, "cpu", 22)
+    workspace = K.make_workspace(3, 2, 2, 3, 16, config, "cpu")
+    for q, k, v, lengths, lists in (big, small):
+        fresh = sparse_verify(q, k, v, lengths, lists.ids, lists.n, 4, config=config, impl="triton")
+        reused = sparse_verify(q, k, v, lengths, lists.ids, lists.n, 4, config=config, impl="triton",
+                               workspace=workspace)
+        assert torch.equal(fresh, reused)
+        n = lists.n.clamp(min=0, max=lists.ids.shape[2]).reshape(-1).long()
+        units = torch.cumsum((n + 1) // 2, 0)
+        assert workspace.ends[: len(units)].tolist() == units.tolist()
+    q, k, v, lengths, lists = big
+    with pytest.raises(ValueError, match="made for 4 .* launched with 6"):
+        sparse_verify(q, k, v, lengths, lists.ids, lists.n, 4, config=config, impl="triton",
+                      workspace=K.make_workspace(2, 2, 2, 3, 16, config, "cpu"))
+
+
+@needs_interpreter
 def test_merge_rows_keep_the_grid_and_a_register_bound():
     from specattn.gpu.kernels.sparse_attn import MERGE_MAX_ROWS, merge_rows
 

@@ -49,19 +49,24 @@ NEG_INIT = tl.constexpr(-1.0e30)  # running max before any key: finite, so fully
 
 
 @triton.jit
-def _lists(len_ptr, n_ptr, T, C, cap, BH, HKV, snb, snh, BHP: tl.constexpr, CPB: tl.constexpr,
-           DENSE: tl.constexpr):
-    """Per list j < BH (padded to BHP): prefix length, chunks n_j, and the end of its units in the
-    global unit order (inclusive prefix sum of ceil(n_j / CPB))."""
-    j = tl.arange(0, BHP)
-    ok = j < BH
+def _list_size(len_ptr, n_ptr, j, ok, T, C, cap, HKV, snb, snh, DENSE: tl.constexpr):
+    """Prefix length and chunk count n of list ``j`` (a scalar or a vector of lists; 0 chunks where not ``ok``)."""
     b = j // HKV
     prefix = tl.load(len_ptr + b, mask=ok, other=0) - T
     if DENSE:
         n = (tl.maximum(prefix, 0) + C - 1) // C
     else:
         n = tl.minimum(tl.maximum(tl.load(n_ptr + b * snb + (j - b * HKV) * snh, mask=ok, other=0), 0), cap)
-    n = tl.where(ok, n, 0)
+    return prefix, tl.where(ok, n, 0)
+
+
+@triton.jit
+def _lists(len_ptr, n_ptr, T, C, cap, BH, HKV, snb, snh, BHP: tl.constexpr, CPB: tl.constexpr,
+           DENSE: tl.constexpr):
+    """Per list j < BH (padded to BHP): prefix length, chunks n_j, and the end of its units in the
+    global unit order (inclusive prefix sum of ceil(n_j / CPB))."""
+    j = tl.arange(0, BHP)
+    prefix, n = _list_size(len_ptr, n_ptr, j, j < BH, T, C, cap, HKV, snb, snh, DENSE)
     return prefix, n, tl.cumsum((n + CPB - 1) // CPB, 0)
 
 
@@ -100,7 +105,7 @@ def _chunk_block(q, kb, vb, skn, svn, ids, e0, end, prefix, C, m_i, l_i, acc, qk
 
 @triton.jit(do_not_specialize=["T", "cap", "P", "min_units", "BH"])
 def _split_kernel(
-    q_ptr, k_ptr, v_ptr, len_ptr, ids_ptr, n_ptr, po_ptr, pl_ptr,
+    q_ptr, k_ptr, v_ptr, len_ptr, ids_ptr, n_ptr, po_ptr, pl_ptr, ends_ptr,
     qk_scale, T, C, cap, P, min_units, BH, HKV, G,
     sqb, sqh, sqt, skb, skh, skn, svb, svh, svn, sib, sih, snb, snh,
     D: tl.constexpr, M: tl.constexpr, CP: tl.constexpr, CPB: tl.constexpr, BHP: tl.constexpr,
@@ -108,6 +113,8 @@ def _split_kernel(
 ):
     p = tl.program_id(0)
     prefixes, ns, ends = _lists(len_ptr, n_ptr, T, C, cap, BH, HKV, snb, snh, BHP, CPB, DENSE)
+    if p == 0:  # for the merge: each of its programs then loads two ends instead of redoing the prefix sum
+        tl.store(ends_ptr + tl.arange(0, BHP), ends, mask=tl.arange(0, BHP) < BH)
     total = tl.max(ends, 0)
     width = tl.maximum(min_units, (total + P - 1) // P)
     u = p * width
@@ -157,21 +164,20 @@ def _split_kernel(
 
 @triton.jit(do_not_specialize=["T", "cap", "P", "min_units", "BH"])
 def _merge_kernel(
-    q_ptr, k_ptr, v_ptr, len_ptr, n_ptr, po_ptr, pl_ptr, out_ptr, lse_ptr,
+    q_ptr, k_ptr, v_ptr, len_ptr, n_ptr, po_ptr, pl_ptr, ends_ptr, out_ptr, lse_ptr,
     qk_scale, T, C, cap, P, min_units, BH, HKV, G,
     sqb, sqh, sqt, skb, skh, skn, svb, svh, svn, snb, snh, sob, sot, soh, slb, slh,
     D: tl.constexpr, M: tl.constexpr, RB: tl.constexpr, TP: tl.constexpr, SB: tl.constexpr, CPB: tl.constexpr,
-    BHP: tl.constexpr, DENSE: tl.constexpr, WRITE_LSE: tl.constexpr,
+    DENSE: tl.constexpr, WRITE_LSE: tl.constexpr,
 ):
     j = tl.program_id(0)  # the list (b, KV head h)
     b = (j // HKV).to(tl.int64)
     h = (j % HKV).to(tl.int64)
-    prefixes, ns, ends = _lists(len_ptr, n_ptr, T, C, cap, BH, HKV, snb, snh, BHP, CPB, DENSE)
-    total = tl.max(ends, 0)
+    total = tl.load(ends_ptr + BH - 1)  # the split kernel's unit ends (its program 0 wrote them)
     width = tl.maximum(min_units, (total + P - 1) // P)
-    end_j = _pick(ends, j)
-    start_j = end_j - (_pick(ns, j) + CPB - 1) // CPB
-    prefix = _pick(prefixes, j)
+    end_j = tl.load(ends_ptr + j)
+    prefix, n_j = _list_size(len_ptr, n_ptr, j, j < BH, T, C, cap, HKV, snb, snh, DENSE)
+    start_j = end_j - (n_j + CPB - 1) // CPB
     # rows [r0, r0 + RB) of the list's (G * T)-row tile; row = g * T + t, query head h * G + g
     row = tl.program_id(1) * RB + tl.arange(0, RB)
     g = row // T
@@ -245,11 +251,13 @@ def pow2(x: int, least: int = 1) -> int:
 
 @dataclass
 class Workspace:
-    """Partials of one launch shape: outputs ``(P + B*Hkv, M, D)`` and lse ``(P + B*Hkv, M)`` float32, for a
-    grid of ``programs`` (P) split programs."""
+    """Partials of one launch shape: outputs ``(P + B*Hkv, M, D)`` and lse ``(P + B*Hkv, M)`` float32, and the
+    split kernel's unit ends per (sequence, KV head) list ``(B*Hkv,)`` int32, for a grid of ``programs`` (P)
+    split programs."""
 
     o: torch.Tensor
     lse: torch.Tensor
+    ends: torch.Tensor
     programs: int
 
 
@@ -272,7 +280,8 @@ def make_workspace(batch: int, num_kv_heads: int, group: int, n_queries: int, he
     programs = num_programs(config, device)
     slots = programs + batch * num_kv_heads
     return Workspace(torch.empty((slots, m, head_dim), dtype=torch.float32, device=device),
-                     torch.empty((slots, m), dtype=torch.float32, device=device), programs)
+                     torch.empty((slots, m), dtype=torch.float32, device=device),
+                     torch.empty(batch * num_kv_heads, dtype=torch.int32, device=device), programs)
 
 
 def launch(q, k, v, lengths, chunk_ids, n_chunks, chunk_size: int, sm_scale: float, out: torch.Tensor,
@@ -296,17 +305,21 @@ def launch(q, k, v, lengths, chunk_ids, n_chunks, chunk_size: int, sm_scale: flo
     nn = n_chunks if not dense else lengths
     snb, snh = (n_chunks.stride(0), n_chunks.stride(1) if n_chunks.shape[1] > 1 else 0) if not dense else (0, 0)
     qk_scale = float(sm_scale) * LOG2E
-    common = dict(BHP=pow2(bh, 2), CPB=cpb, DENSE=dense, D=d, M=m)
+    if workspace.ends.numel() < bh:
+        raise ValueError(f"workspace made for {workspace.ends.numel()} (sequence, KV head) lists, launched with {bh}: "
+                         "make_workspace with this batch")
+    common = dict(CPB=cpb, DENSE=dense, D=d, M=m)
     _split_kernel[(programs,)](
-        q, k, v, lengths, ids, nn, workspace.o, workspace.lse,
+        q, k, v, lengths, ids, nn, workspace.o, workspace.lse, workspace.ends,
         qk_scale, t, chunk_size, capacity, programs, min_units, bh, hkv, g,
         q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
         v.stride(0), v.stride(1), v.stride(2), sib, sih, snb, snh,
-        CP=cp, LOOP_FOR=not interpreting(), STAGES=config.stages, num_warps=config.warps, **common,
+        BHP=pow2(bh, 2), CP=cp, LOOP_FOR=not interpreting(), STAGES=config.stages, num_warps=config.warps, **common,
     )
     rb = merge_rows(bh, g * t, programs)
     _merge_kernel[(bh, -(-(g * t) // rb))](
-        q, k, v, lengths, nn, workspace.o, workspace.lse, out, lse_out if lse_out is not None else workspace.lse,
+        q, k, v, lengths, nn, workspace.o, workspace.lse, workspace.ends, out,
+        lse_out if lse_out is not None else workspace.lse,
         qk_scale, t, chunk_size, capacity, programs, min_units, bh, hkv, g,
         q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
         v.stride(0), v.stride(1), v.stride(2), snb, snh, out.stride(0), out.stride(1), out.stride(2),
@@ -317,8 +330,8 @@ def launch(q, k, v, lengths, chunk_ids, n_chunks, chunk_size: int, sm_scale: flo
 
 
 # arguments that are multiples of 16 for contiguous HF caches (the launcher specialises on that)
-ALIGNED = ("q_ptr", "k_ptr", "v_ptr", "len_ptr", "ids_ptr", "n_ptr", "po_ptr", "pl_ptr", "C", "sqb", "sqh", "skb",
-           "skh", "skn", "svb", "svh", "svn", "sib")
+ALIGNED = ("q_ptr", "k_ptr", "v_ptr", "len_ptr", "ids_ptr", "n_ptr", "po_ptr", "pl_ptr", "ends_ptr", "C", "sqb",
+           "sqh", "skb", "skh", "skn", "svb", "svh", "svn", "sib")
 
 
 def _aot_check(compile_one) -> bool:
@@ -327,7 +340,8 @@ def _aot_check(compile_one) -> bool:
     for dt, g, dim, dense in [("bf16", 4, 128, False), ("bf16", 1, 128, False), ("fp16", 4, 64, False),
                               ("bf16", 4, 128, True)]:
         sig = {"q_ptr": f"*{dt}", "k_ptr": f"*{dt}", "v_ptr": f"*{dt}", "len_ptr": "*i32", "ids_ptr": "*i32",
-               "n_ptr": "*i32", "po_ptr": "*fp32", "pl_ptr": "*fp32", "qk_scale": "fp32", "T": "i32", "C": "i32",
+               "n_ptr": "*i32", "po_ptr": "*fp32", "pl_ptr": "*fp32", "ends_ptr": "*i32", "qk_scale": "fp32",
+               "T": "i32", "C": "i32",
                "cap": "i32", "P": "i32", "min_units": "i32", "BH": "i32", "HKV": "i32", "G": "i32"}
         sig.update({name: "i32" for name in ["sqb", "sqh", "sqt", "skb", "skh", "skn", "svb", "svh", "svn",
                                              "sib", "sih", "snb", "snh"]})
@@ -335,13 +349,14 @@ def _aot_check(compile_one) -> bool:
                           {"D": dim, "M": rows_tile(g, 5), "CP": 16, "CPB": cfg.block_n // 16, "BHP": 32,
                            "DENSE": dense, "LOOP_FOR": True, "STAGES": cfg.stages}, cfg.warps, div16=ALIGNED)
     sig = {"q_ptr": "*bf16", "k_ptr": "*bf16", "v_ptr": "*bf16", "len_ptr": "*i32", "n_ptr": "*i32",
-           "po_ptr": "*fp32", "pl_ptr": "*fp32", "out_ptr": "*bf16", "lse_ptr": "*fp32", "qk_scale": "fp32",
+           "po_ptr": "*fp32", "pl_ptr": "*fp32", "ends_ptr": "*i32", "out_ptr": "*bf16", "lse_ptr": "*fp32",
+           "qk_scale": "fp32",
            "T": "i32", "C": "i32",
            "cap": "i32", "P": "i32", "min_units": "i32", "BH": "i32", "HKV": "i32", "G": "i32"}
     sig.update({name: "i32" for name in ["sqb", "sqh", "sqt", "skb", "skh", "skn", "svb", "svh", "svn", "snb",
                                          "snh", "sob", "sot", "soh", "slb", "slh"]})
     for write_lse, rb in ((False, 1), (True, 2), (False, MERGE_MAX_ROWS)):
         ok &= compile_one(f"sparse_attn merge bf16 RB={rb}{' lse' if write_lse else ''}", _merge_kernel, sig,
-                          {"D": 128, "M": 32, "RB": rb, "TP": 8, "SB": merge_slots(rb), "CPB": 4, "BHP": 32,
+                          {"D": 128, "M": 32, "RB": rb, "TP": 8, "SB": merge_slots(rb), "CPB": 4,
                            "DENSE": False, "WRITE_LSE": write_lse}, 4)
     return ok
