@@ -163,3 +163,37 @@ def test_runs_over_disjoint_windows_pool_into_one_sample_set_and_overlaps_are_re
     for bad, message in ((paths[2], "sample b#0 is in both"), (paths[3], "has settings"), (paths[4], "differ in context_len")):
         assert main(["intervals", str(paths[0]), str(bad), "--pool"]) != 0
         assert message in capsys.readouterr().err
+
+
+def test_runs_of_other_settings_on_the_same_windows_join_and_pair_across_runs(tmp_path, capsys):
+    """One run per chunk size over the same two windows (the grid's layout): --join labels each sparse row by
+    its chunk size, keeps dense once per window, and --versus pairs rows of different runs sample by sample; the
+    same setting twice on a window, runs of other lengths, and --pool with --join are refused (one line each)."""
+    def run(chunk, nll, length=8192):
+        frame = pd.concat([rows("dense", [100.0, 150.0], [100.0, 150.0], [100, 100], [0, 0], [0, 0]),
+                           rows("specattn p=0.9", nll, [100.0, 150.0], [100, 100], [chunk, chunk], [100, 100])])
+        return frame.assign(sample_id=["a#0", "b#0"] * 2, chunk_size=chunk, context_len=length, model="m", dataset="d")
+    paths = {}
+    for name, frame in (("c8", run(8, [103.0, 153.0])), ("c16", run(16, [101.0, 151.0])),
+                        ("c16again", run(16, [102.0, 152.0])), ("long", run(32, [101.0, 151.0], 32768))):
+        paths[name] = tmp_path / f"{name}.csv"
+        frame.to_csv(paths[name], index=False)
+    assert main(["intervals", "--join", str(paths["c8"]), str(paths["c16"]),
+                 "--versus", "specattn p=0.9 chunk_size=16"]) == 0
+    out = capsys.readouterr().out
+    assert "joined-c8+c16" in out and "specattn p=0.9 chunk_size=8" in out and "dense chunk_size" not in out
+    from specattn.results.intervals import join_samples
+
+    joined = join_samples([run(8, [103.0, 153.0]), run(16, [101.0, 151.0])], ["c8", "c16"])
+    assert (joined.setting == "dense").sum() == 2  # once per window
+    table = interval_table(joined).set_index("setting")
+    assert table.loc["dense", "samples"] == 2 and table.loc["specattn p=0.9 chunk_size=8", "samples"] == 2
+    versus = paired_versus(joined, "specattn p=0.9 chunk_size=16").set_index("setting")
+    assert versus.loc["specattn p=0.9 chunk_size=8", "ppl_increase_diff_pct"] == pytest.approx(
+        100 * (math.exp(6 / 200) - math.exp(2 / 200)))
+    assert versus.loc["specattn p=0.9 chunk_size=8", "sparse_kv_reduction_diff_pct"] == pytest.approx(8.0)  # 92% - 84%
+    for args, message in ((["--join", str(paths["c16"]), str(paths["c16again"])], "same setting on the same window"),
+                          (["--join", str(paths["c16"]), str(paths["long"])], "differ in context_len"),
+                          (["--join", "--pool", str(paths["c8"]), str(paths["c16"])], "exclude each other")):
+        assert main(["intervals", *args]) != 0
+        assert message in capsys.readouterr().err

@@ -97,6 +97,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="paper_table/ppl run folders (a cut run: its parts) or files of their per-sample rows")
     spread.add_argument("--pool", action="store_true",
                         help="one table over all the runs' samples (same rows, disjoint windows: dataset.first_sample)")
+    spread.add_argument("--join", action="store_true",
+                        help="one table over runs of other settings on the same windows (e.g. one run per "
+                             "chunk_size): their rows labelled by what differs, so --versus pairs them")
     spread.add_argument("--pareto", type=Path, metavar="FOLDER",
                         help="also draw each run's Pareto figure (with the paper's points) into FOLDER")
     spread.add_argument("--versus", metavar="SETTING|COLUMN=VALUE",
@@ -123,12 +126,16 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "intervals":
             from ..bench.decode_tables import markdown_table
             from ..core.run_rows import read_samples
-            from .intervals import interval_table, paired_versus, plot_run, pool_samples
+            from .intervals import interval_table, join_samples, paired_versus, plot_run, pool_samples
 
             runs = [(run, *read_samples(run)) for run in args.runs]
-            if args.pool:
-                pooled = pool_samples([samples for _, samples, _ in runs], [str(run) for run, _, _ in runs])
-                runs = [(Path("pooled-" + "+".join(run.stem for run, _, _ in runs)), pooled,
+            if args.pool and args.join:
+                raise SpecAttnError("--pool (other windows, same settings) and --join (same windows, other "
+                                    "settings) exclude each other: pick one")
+            if args.pool or args.join:
+                combine, word = (pool_samples, "pooled") if args.pool else (join_samples, "joined")
+                combined = combine([samples for _, samples, _ in runs], [str(run) for run, _, _ in runs])
+                runs = [(Path(f"{word}-" + "+".join(run.stem for run, _, _ in runs)), combined,
                          all(finished for _, _, finished in runs))]
             for run, samples, finished in runs:
                 table = interval_table(samples)

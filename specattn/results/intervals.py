@@ -2,7 +2,8 @@
 
 ``python -m specattn.results intervals RUN [RUN ...]`` prints, for each run folder (finished, or cut: its
 ``parts/``; or a file of a run's per-sample rows), one row per setting, or with ``--pool`` one table over the
-runs' samples together (:func:`pool_samples`): the pooled perplexity and its relative increase over dense
+runs' samples together (:func:`pool_samples`), or with ``--join`` one table over runs of other settings on the
+same windows (:func:`join_samples`): the pooled perplexity and its relative increase over dense
 (``exp((sum nll - sum dense_nll) / sum tokens) - 1``, the same pooling as the run's own table), the
 sparse-layer and whole-model KV read reductions (``1 - reads / dense reads`` over all samples), and a 95%
 percentile-bootstrap interval for each ratio, resampling whole samples (texts), so the interval states how
@@ -37,11 +38,13 @@ SUMS = ["nll", "dense_nll", "tokens", "kv_reads_sparse_layers", "kv_dense_reads_
 
 def setting_labels(samples: pd.DataFrame) -> pd.Series:
     """Each row's setting, with ``name=value`` appended for each :data:`VARIED` column that takes several
-    values in ``samples`` (the alignment study runs "specattn p=0.9" once per layer map)."""
+    values in ``samples`` (the alignment study runs "specattn p=0.9" once per layer map); dense rows, which
+    none of those columns change, stay "dense"."""
     varied = [c for c in VARIED if c in samples and samples[c].astype(str).nunique() > 1]
     labels = samples["setting"].astype(str)
+    sparse = labels != "dense"
     for column in varied:
-        labels = labels + f" {column}=" + samples[column].astype(str)
+        labels = labels.where(~sparse, labels + f" {column}=" + samples[column].astype(str))
     return labels.rename("setting")
 
 
@@ -141,15 +144,37 @@ def plot_run(run: Path, samples: pd.DataFrame, table: pd.DataFrame, out_dir: Pat
                        x="kv_reduction_sparse_layers")
 
 
-def pool_samples(frames: list[pd.DataFrame], names: list[str]) -> pd.DataFrame:
-    """Several runs' per-sample rows as one sample set (runs of the same settings over disjoint windows, e.g.
-    ``dataset.first_sample=22`` after a run of 22): the same model, data, length and settings in every run,
-    no sample in two."""
+def _same_data(frames: list[pd.DataFrame], names: list[str], verb: str) -> None:
+    """Refuse runs of different models, data or lengths (one line naming the column and each run's values)."""
     for column in ("model", "dataset", "context_len"):
         values = {name: set(frame[column].astype(str)) for name, frame in zip(names, frames) if column in frame}
         if len(set().union(*values.values())) > 1:
             raise SpecAttnError(f"the runs differ in {column} ({', '.join(f'{n}: {sorted(v)}' for n, v in values.items())}): "
-                                "pool runs of the same model, data and length only")
+                                f"{verb} runs of the same model, data and length only")
+
+
+def join_samples(frames: list[pd.DataFrame], names: list[str]) -> pd.DataFrame:
+    """Several runs' per-sample rows side by side (runs of other settings over the same windows, e.g. one per
+    ``chunk_size``): their sparse rows labelled by the :data:`VARIED` columns they differ in
+    (:func:`setting_labels`), so ``--versus`` pairs them sample by sample; dense rows once per window (the first
+    run's). The same model, data and length in every run; no setting twice on one window."""
+    _same_data(frames, names, "join")
+    joined = pd.concat(frames, ignore_index=True)
+    dense = joined["setting"].astype(str) == "dense"
+    joined = pd.concat([joined[dense].drop_duplicates("sample_id"), joined[~dense]], ignore_index=True)
+    labelled = setting_labels(joined).astype(str) + " @ " + joined["sample_id"].astype(str)
+    if labelled.duplicated().any():
+        first = labelled[labelled.duplicated()].iloc[0]
+        raise SpecAttnError(f"{first}: the same setting on the same window in two runs; join runs that differ in "
+                            f"{', '.join(VARIED)} (or pool runs of other windows with --pool)")
+    return joined
+
+
+def pool_samples(frames: list[pd.DataFrame], names: list[str]) -> pd.DataFrame:
+    """Several runs' per-sample rows as one sample set (runs of the same settings over disjoint windows, e.g.
+    ``dataset.first_sample=22`` after a run of 22): the same model, data, length and settings in every run,
+    no sample in two."""
+    _same_data(frames, names, "pool")
     settings = [set(frame["setting"]) for frame in frames]
     for name, have in zip(names[1:], settings[1:]):
         if have != settings[0]:
