@@ -20,12 +20,14 @@ cost no imbalance).
 1. ``_split_kernel``, grid ``(P,)``: for each list segment of its range, program p attends the
    G = Hq/Hkv query heads x T rows of that KV head (one ``(G*T, D)`` tile, so each selected chunk is
    read once for all its query heads) and writes the normalised output and base-2 log-sum-exp
-   (float32) to workspace slot ``p + j`` (unique: a program's lists are consecutive). ``DENSE`` lists
-   every prefix chunk implicitly (the dense baseline: the same kernel, no list read).
+   (float32) to workspace slot ``p + j`` (unique: a program's lists are consecutive); program 0 also
+   writes every list's unit end (``Workspace.ends``) for the merge. ``DENSE`` lists every prefix chunk
+   implicitly (the dense baseline: the same kernel, no list read).
 2. ``_merge_kernel``, grid ``(B * Hkv, ceil(G*T / RB))``: a block of RB rows of list j's tile (RB from
    :func:`merge_rows`: at most 4, and the grid keeps about P programs) attends the step's own keys causally (float32)
    and merges that with the partials of the programs that covered its list (slots ``p + j`` for ``p``
-   in ``[start_j // W, (end_j - 1) // W]``, SB slots at a time) through their log-sum-exps.
+   in ``[start_j // W, (end_j - 1) // W]``, from its list's and the last list's unit ends, SB slots at a
+   time) through their log-sum-exps.
    Optionally it also writes the last row's (t = T - 1) base-2 log-sum-exp of the scaled scores,
    ``log2 sum_k 2^(q.k * sm_scale * log2 e)`` over the keys the row attends, per (b, query head): the
    normaliser a caller needs to recompute that row's attention probabilities (the decoder's draft rows).
