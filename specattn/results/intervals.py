@@ -114,6 +114,8 @@ def paired_versus(samples: pd.DataFrame, reference: str, seed: int = 0) -> pd.Da
     base = samples[is_base]
     rows = []
     for label, group in samples[~is_base].groupby(labels.to_numpy()[~is_base], sort=False):
+        if group.setting.iloc[0] == "dense":
+            continue
         same = base[base.setting == group.setting.iloc[0]]
         for other in others:
             same = same[same[other].astype(str) == str(group[other].iloc[0])]
