@@ -106,7 +106,7 @@ def test_repeated_timings_decode_the_same_tokens_and_report_their_spread(pair):
     assert thrice.loc["ar", "steady_tokens_per_s"] == pytest.approx(thrice.loc["ar", "tokens_per_s"], rel=1e-12)
 
 
-def test_policy_points_are_ratios_to_dense_speculative_decoding_at_each_point(tmp_path):
+def test_policy_points_are_ratios_to_dense_speculative_decoding_at_each_point(tmp_path, monkeypatch):
     from specattn.results.plots import plot_policy_tradeoff, policy_points
 
     rows = pd.DataFrame([
@@ -126,6 +126,16 @@ def test_policy_points_are_ratios_to_dense_speculative_decoding_at_each_point(tm
     assert steady.set_index(["context", "mode"]).loc[(32768, "specattn p=0.95 draft=window"), "steady_speedup"] == \
         pytest.approx(3.6)
     assert plot_policy_tradeoff(rows, tmp_path / "t.png").stat().st_size > 10_000
+    from specattn.results import plots
+
+    drawn = []
+    monkeypatch.setattr(plots, "_save", lambda fig, path: drawn.append(fig) or path)
+    plot_policy_tradeoff(rows.assign(steady_tokens_per_s=rows["tokens_per_s"] * [1, 1, 2, 1, 1]), tmp_path / "s.png")
+    top = drawn[0].axes[0]  # 32K: dense and the window policy, whose hollow steady point sits at 3.6x
+    hollow = [c for c in top.collections if len(c.get_facecolors()) == 0]
+    assert len(top.collections) == 3 and len(hollow) == 1
+    assert tuple(hollow[0].get_offsets()[0]) == pytest.approx((102.5, 3.6))
+    assert "steady" in top.get_ylabel()
 
 
 def test_decode_runs_pool_into_one_table_and_the_by_context_figure(tmp_path, capsys):

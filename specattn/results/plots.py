@@ -335,7 +335,8 @@ def plot_decoding_by_context(rows: pd.DataFrame, path: Path, title: str = "", ba
 
 def plot_policy_tradeoff(rows: pd.DataFrame, path: Path, title: str = "") -> Path:
     """:func:`policy_points` as a scatter, one labelled point per mode, a panel per (context, batch); dense
-    speculative decoding is the star at (100%, 1.0x)."""
+    speculative decoding is the star at (100%, 1.0x). Where the rows have it, each mode's steady-state speedup
+    is a hollow marker below or above its tokens/s point, joined to it (the gap is the slowest sequence's wait)."""
     points = policy_points(rows)
     panels = list(dict.fromkeys(zip(points["context"], points["batch"])))
     cols = min(2, max(1, len(panels)))
@@ -345,12 +346,18 @@ def plot_policy_tradeoff(rows: pd.DataFrame, path: Path, title: str = "") -> Pat
         group = points[(points["context"] == context) & (points["batch"] == batch)]
         for _, r in group.iterrows():
             dense = r["mode"] == "dense"
-            ax.scatter(100 * r["tau_retention"], r["speedup"], marker="*" if dense else "o", s=90 if dense else 25,
-                       color="black" if dense else None)
+            dot = ax.scatter(100 * r["tau_retention"], r["speedup"], marker="*" if dense else "o", s=90 if dense else 25,
+                             color="black" if dense else None)
+            if not dense and not math.isnan(r["steady_speedup"]):
+                color = dot.get_facecolor()[0]
+                ax.scatter(100 * r["tau_retention"], r["steady_speedup"], s=25, facecolors="none", edgecolors=[color])
+                ax.plot([100 * r["tau_retention"]] * 2, [r["speedup"], r["steady_speedup"]], color=color, lw=0.6)
             ax.annotate(r["mode"].replace("specattn", "SpecAttn").replace(" match=SpecAttn p=0.95", " (matched)"),
                         (100 * r["tau_retention"], r["speedup"]), fontsize=6, xytext=(3, 3), textcoords="offset points")
         ax.axhline(1.0, color="grey", lw=0.6)
-        ax.set(xlabel="tau, % of dense speculative decoding's", ylabel="tokens/s over dense speculative decoding",
+        steady = group["steady_speedup"].notna().any()
+        ax.set(xlabel="tau, % of dense speculative decoding's",
+               ylabel="tokens/s over dense speculative decoding" + (" (hollow: steady state)" if steady else ""),
                title=f"{context} tokens, batch {batch}")
         ax.grid(alpha=0.3)
     for ax in axes.flat[len(panels):]:
