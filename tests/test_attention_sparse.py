@@ -63,14 +63,16 @@ def check_kernel_case(case, c, tol, dense=False, config=None):
     b, hq, t, d = q.shape
     out = torch.full((b, t, hq, d), float("nan"), dtype=q.dtype, device=q.device)  # poisoned
     lse = torch.full((b, hq), float("nan"), dtype=torch.float32, device=q.device)
+    last_q = torch.full((b, hq, d), float("nan"), dtype=q.dtype, device=q.device)  # poisoned
     if dense:
-        got = dense_verify(q, k, v, lengths, c, out=out, config=config, impl="triton", lse_out=lse)
+        got = dense_verify(q, k, v, lengths, c, out=out, config=config, impl="triton", lse_out=lse, q_out=last_q)
         nc = n_chunks_capacity(k.shape[2], t, c)
         lists = ChunkLists(torch.arange(nc, dtype=torch.int32, device=q.device).expand(b, 1, nc),
                            torch.full((b, 1), nc, dtype=torch.int32, device=q.device))
     else:
         got = sparse_verify(q, k, v, lengths, lists.ids, lists.n, c, out=out, config=config, impl="triton",
-                            lse_out=lse)
+                            lse_out=lse, q_out=last_q)
+    assert torch.equal(last_q, q[:, :, -1]), "the merge's copy of the last row's query"  # every (b, head), exact
     ref_lse = torch.empty_like(lse)
     ref = sparse_verify_torch(q.double(), k.double(), v.double(), lengths, lists.ids, lists.n, c, 1 / math.sqrt(d),
                               lse_out=ref_lse)
@@ -142,6 +144,13 @@ def test_sparse_verify_refuses_bad_input():
         sparse_verify(q, k, v, lengths, lists.ids.expand(2, 3, -1), lists.n.expand(2, 3))
     with pytest.raises(SpecAttnError, match="impl"):
         sparse_verify(q, k, v, lengths, lists.ids, lists.n, impl="cuda")
+    with pytest.raises(SpecAttnError, match=r"q_out must be \(B, Hq, D\) = \(2, 4, 8\)"):
+        sparse_verify(q, k, v, lengths, lists.ids, lists.n, q_out=torch.empty(2, 4, 3))
+    with pytest.raises(SpecAttnError, match="unit stride along D"):
+        sparse_verify(q, k, v, lengths, lists.ids, lists.n, q_out=torch.empty(2, 8, 4).transpose(1, 2))
+    last_q = torch.full((2, 4, 8), float("nan"))  # the torch path copies the last row's query too
+    sparse_verify(q, k, v, lengths, lists.ids, lists.n, q_out=last_q, impl="torch")
+    assert torch.equal(last_q, q[:, :, -1])
     if not HAS_CUDA:
         with pytest.raises(SpecAttnError, match="backend='torch'"):
             make_backend("triton", AttentionShape(4, 2, 8, 4, torch.bfloat16), device="cpu")
@@ -210,6 +219,36 @@ def test_split_kernel_writes_the_unit_ends_the_merge_reads_and_a_reused_workspac
     with pytest.raises(ValueError, match="made for 4 .* launched with 6"):
         sparse_verify(q, k, v, lengths, lists.ids, lists.n, 4, config=config, impl="triton",
                       workspace=K.make_workspace(2, 2, 2, 3, 16, config, "cpu"))
+
+
+@needs_interpreter
+@pytest.mark.parametrize("sparse", [False, True])
+def test_graph_attention_fills_a_row_tap_from_the_kernel(sparse):
+    """The decoder's attention function on the kernel path: a layer with a row tap gets the last row's query
+    (written by the merge, no copy launched) and its base-2 log-sum-exp, into strided views of the decoder's
+    buffers, as the torch path computes them; a layer without a tap leaves the buffers alone."""
+    from types import SimpleNamespace
+
+    from specattn.hooks.graph_attention import ForwardPlan, RowTap, graph_attention, use_kernels
+
+    q, k, v, lengths, lists = make_case(2, 4, 2, 3, 16, 40, 4, [40, 21], 0.5, 1, torch.float16, "cpu", 31)
+    assert use_kernels(q.device, q.dtype, 16)  # the kernel path, not the torch fallback's copy
+    rows_q = torch.full((2, 4, 3, 16), float("nan"), dtype=torch.float16)  # (B, Hq, slots, D): the tap a strided view
+    rows_lse = torch.full((2, 4, 3), float("nan"))
+    plan = ForwardPlan("decode", lengths, 4, {0: lists} if sparse else {}, {0: RowTap(rows_q[:, :, 1], rows_lse[:, :, 1])})
+    module = SimpleNamespace(layer_idx=0, num_key_value_groups=2)
+    out, _ = graph_attention(module, q, k, v, None, 0.25, specattn_graph=plan)
+    assert torch.equal(rows_q[:, :, 1], q[:, :, -1]) and rows_q[:, :, [0, 2]].isnan().all()
+    ref_lse = torch.empty(2, 4)
+    ids, n = (lists.ids, lists.n) if sparse else (None, None)
+    if not sparse:
+        nc = n_chunks_capacity(40, 3, 4)
+        ids, n = torch.arange(nc, dtype=torch.int32).expand(2, 1, nc), torch.full((2, 1), nc, dtype=torch.int32)
+    ref = sparse_verify_torch(q.double(), k.double(), v.double(), lengths, ids, n, 4, 0.25, lse_out=ref_lse)
+    assert rel_err(out, ref) < 1e-2 and torch.allclose(rows_lse[:, :, 1], ref_lse, atol=1e-2)
+    module.layer_idx = 1  # no tap there
+    graph_attention(module, q, k, v, None, 0.25, specattn_graph=plan)
+    assert rows_q[:, :, [0, 2]].isnan().all() and rows_lse[:, :, [0, 2]].isnan().all()
 
 
 @needs_interpreter

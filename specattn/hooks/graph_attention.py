@@ -116,18 +116,18 @@ def graph_attention(module, query, key, value, attention_mask, scaling, dropout=
     lists, tap = plan.lists.get(layer), plan.taps.get(layer)
     if layer in plan.selectors:  # the layer selects from its own queries (Quest)
         lists = plan.selectors[layer](query, scaling)
-    lse = tap.lse if tap is not None else None
-    if use_kernels(query.device, query.dtype, query.shape[-1]):
+    lse, last_q = (tap.lse, tap.q) if tap is not None else (None, None)
+    if use_kernels(query.device, query.dtype, query.shape[-1]):  # the kernel's merge writes the tap's lse and query
         if lists is None:
             out = dense_verify(query, key, value, plan.lengths, plan.chunk_size, scaling, workspace=plan.workspace,
-                               lse_out=lse)
+                               lse_out=lse, q_out=last_q)
         else:
             out = sparse_verify(query, key, value, plan.lengths, lists.ids, lists.n, plan.chunk_size, scaling,
-                                workspace=plan.workspace, lse_out=lse)
+                                workspace=plan.workspace, lse_out=lse, q_out=last_q)
     else:
         out = masked_verify_torch(query, key, value, plan.lengths, plan.chunk_size, scaling, lists, lse)
-    if tap is not None:
-        tap.q.copy_(query[:, :, -1])
+        if tap is not None:
+            tap.q.copy_(query[:, :, -1])
     return out, None
 
 

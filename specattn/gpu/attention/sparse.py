@@ -159,7 +159,8 @@ def kernel_runs(q, k, v) -> bool:
     return _kernel_ok(q, k, v, "auto")
 
 
-def _run_kernel(q, k, v, lengths, lists, chunk_size, sm_scale, out, workspace, config, dense, lse_out=None):
+def _run_kernel(q, k, v, lengths, lists, chunk_size, sm_scale, out, workspace, config, dense, lse_out=None,
+                q_out=None):
     from ..kernels import sparse_attn as K
 
     b, hq, t, d = q.shape
@@ -175,7 +176,8 @@ def _run_kernel(q, k, v, lengths, lists, chunk_size, sm_scale, out, workspace, c
     if q.stride(3) != 1:
         q = q.contiguous()
     ids, n = (lists.ids, lists.n) if lists is not None else (None, None)
-    return K.launch(q, k, v, lengths, ids, n, chunk_size, sm_scale, out, workspace, capacity, config, dense, lse_out)
+    return K.launch(q, k, v, lengths, ids, n, chunk_size, sm_scale, out, workspace, capacity, config, dense, lse_out,
+                    q_out)
 
 
 def n_chunks_capacity(k_cap: int, n_queries: int, chunk_size: int) -> int:
@@ -185,36 +187,40 @@ def n_chunks_capacity(k_cap: int, n_queries: int, chunk_size: int) -> int:
 
 def sparse_verify(q, k, v, lengths, chunk_ids, n_chunks, chunk_size: int = 16, sm_scale: float | None = None,
                   out: torch.Tensor | None = None, workspace=None, config=None, impl: str = "auto",
-                  lse_out: torch.Tensor | None = None) -> torch.Tensor:
+                  lse_out: torch.Tensor | None = None, q_out: torch.Tensor | None = None) -> torch.Tensor:
     """Verification attention over the listed prefix chunks + the causal tail; ``(B, T, Hq, D)``.
 
     Args (see the module docstring for shapes): ``out`` a preallocated output; ``workspace`` a
     :class:`specattn.gpu.kernels.sparse_attn.Workspace` (split partials; allocated per call when None);
     ``config`` a :class:`~specattn.gpu.kernels.sparse_attn.SplitConfig`; ``impl`` ``"auto"`` (Triton on
     CUDA for fp16/bf16, else torch), ``"triton"`` or ``"torch"``; ``lse_out`` ``(B, Hq)`` float32 (any
-    strides), written with the last row's base-2 log-sum-exp (module docstring).
+    strides), written with the last row's base-2 log-sum-exp (module docstring); ``q_out`` ``(B, Hq, D)`` in q's
+    dtype (unit stride along D), written with the last row's query ``q[:, :, -1]`` (the kernel's merge stores it,
+    so a caller that needs it, the decoder's draft rows, launches no copy).
     """
     lists = ChunkLists(chunk_ids, n_chunks)
     check_verify(q, k, v, lengths, lists)
     _check_chunk_size(chunk_size)
-    _check_lse_out(lse_out, q)
+    _check_taps(lse_out, q_out, q)
     scale = sm_scale if sm_scale is not None else 1.0 / math.sqrt(q.shape[3])
     if _kernel_ok(q, k, v, impl):
-        return _run_kernel(q, k, v, lengths, lists, chunk_size, scale, out, workspace, config, False, lse_out)
+        return _run_kernel(q, k, v, lengths, lists, chunk_size, scale, out, workspace, config, False, lse_out, q_out)
+    _last_query(q_out, q)
     return _into(out, sparse_verify_torch(q, k, v, lengths, chunk_ids, n_chunks, chunk_size, scale, lse_out=lse_out))
 
 
 def dense_verify(q, k, v, lengths, chunk_size: int = 16, sm_scale: float | None = None,
                  out: torch.Tensor | None = None, workspace=None, config=None, impl: str = "auto",
-                 lse_out: torch.Tensor | None = None) -> torch.Tensor:
+                 lse_out: torch.Tensor | None = None, q_out: torch.Tensor | None = None) -> torch.Tensor:
     """Dense verification attention (every prefix key + the causal tail) with the same kernel; ``(B, T, Hq, D)``
-    (``lse_out`` as in :func:`sparse_verify`)."""
+    (``lse_out`` and ``q_out`` as in :func:`sparse_verify`)."""
     check_verify(q, k, v, lengths)
     _check_chunk_size(chunk_size)
-    _check_lse_out(lse_out, q)
+    _check_taps(lse_out, q_out, q)
     scale = sm_scale if sm_scale is not None else 1.0 / math.sqrt(q.shape[3])
     if _kernel_ok(q, k, v, impl):
-        return _run_kernel(q, k, v, lengths, None, chunk_size, scale, out, workspace, config, True, lse_out)
+        return _run_kernel(q, k, v, lengths, None, chunk_size, scale, out, workspace, config, True, lse_out, q_out)
+    _last_query(q_out, q)
     b, hq, t, _ = q.shape
     nc = n_chunks_capacity(k.shape[2], t, chunk_size)
     every = ChunkLists(torch.arange(nc, dtype=torch.int32, device=q.device).expand(b, 1, nc),
@@ -222,11 +228,22 @@ def dense_verify(q, k, v, lengths, chunk_size: int = 16, sm_scale: float | None 
     return _into(out, sparse_verify_torch(q, k, v, lengths, every.ids, every.n, chunk_size, scale, lse_out=lse_out))
 
 
-def _check_lse_out(lse_out, q) -> None:
+def _check_taps(lse_out, q_out, q) -> None:
     if lse_out is not None and (lse_out.shape != (q.shape[0], q.shape[1]) or lse_out.dtype != torch.float32
                                 or lse_out.device != q.device):
         raise SpecAttnError(f"lse_out must be (B, Hq) = {(q.shape[0], q.shape[1])} float32 on {q.device}, got "
                             f"{tuple(lse_out.shape)} {lse_out.dtype} on {lse_out.device}")
+    want = (q.shape[0], q.shape[1], q.shape[3])
+    if q_out is not None and (q_out.shape != want or q_out.dtype != q.dtype or q_out.device != q.device
+                              or q_out.stride(2) != 1):
+        raise SpecAttnError(f"q_out must be (B, Hq, D) = {want} {q.dtype} on {q.device} with unit stride along D, "
+                            f"got {tuple(q_out.shape)} {q_out.dtype} on {q_out.device}, strides {q_out.stride()}")
+
+
+def _last_query(q_out, q) -> None:
+    """The torch paths' ``q_out``: the last row's query, copied."""
+    if q_out is not None:
+        q_out.copy_(q[:, :, -1])
 
 
 def _check_chunk_size(chunk_size) -> None:

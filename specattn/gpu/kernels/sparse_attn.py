@@ -166,11 +166,11 @@ def _split_kernel(
 
 @triton.jit(do_not_specialize=["T", "cap", "P", "min_units", "BH"])
 def _merge_kernel(
-    q_ptr, k_ptr, v_ptr, len_ptr, n_ptr, po_ptr, pl_ptr, ends_ptr, out_ptr, lse_ptr,
+    q_ptr, k_ptr, v_ptr, len_ptr, n_ptr, po_ptr, pl_ptr, ends_ptr, out_ptr, lse_ptr, q_out_ptr,
     qk_scale, T, C, cap, P, min_units, BH, HKV, G,
-    sqb, sqh, sqt, skb, skh, skn, svb, svh, svn, snb, snh, sob, sot, soh, slb, slh,
+    sqb, sqh, sqt, skb, skh, skn, svb, svh, svn, snb, snh, sob, sot, soh, slb, slh, sqob, sqoh,
     D: tl.constexpr, M: tl.constexpr, RB: tl.constexpr, TP: tl.constexpr, SB: tl.constexpr, CPB: tl.constexpr,
-    DENSE: tl.constexpr, WRITE_LSE: tl.constexpr,
+    DENSE: tl.constexpr, WRITE_LSE: tl.constexpr, WRITE_Q: tl.constexpr,
 ):
     j = tl.program_id(0)  # the list (b, KV head h)
     b = (j // HKV).to(tl.int64)
@@ -225,6 +225,9 @@ def _merge_kernel(
              (acc / l[:, None]).to(out_ptr.dtype.element_ty), mask=row_ok[:, None])
     if WRITE_LSE:
         tl.store(lse_ptr + b * slb + hq * slh, m + tl.log2(l), mask=row_ok & (t == T - 1))
+    if WRITE_Q:  # the last row's query as loaded (the decoder's draft rows need it; exact: q's dtype -> fp32 -> back)
+        tl.store(q_out_ptr + b * sqob + hq[:, None] * sqoh + d[None, :], qv.to(q_out_ptr.dtype.element_ty),
+                 mask=(row_ok & (t == T - 1))[:, None])
 
 
 MERGE_MAX_ROWS = 4  # rows per merge program at most: 96 registers per thread at 4 rows, 158 at 8, spills at 32 (sm_90,
@@ -288,9 +291,10 @@ def make_workspace(batch: int, num_kv_heads: int, group: int, n_queries: int, he
 
 def launch(q, k, v, lengths, chunk_ids, n_chunks, chunk_size: int, sm_scale: float, out: torch.Tensor,
            workspace: Workspace, capacity: int, config: SplitConfig, dense: bool,
-           lse_out: torch.Tensor | None = None) -> torch.Tensor:
+           lse_out: torch.Tensor | None = None, q_out: torch.Tensor | None = None) -> torch.Tensor:
     """Both launches on validated tensors (see :func:`specattn.gpu.attention.sparse.sparse_verify`);
-    ``lse_out (B, Hq)`` float32 (any strides), if given, receives the last row's base-2 log-sum-exp."""
+    ``lse_out (B, Hq)`` float32 (any strides), if given, receives the last row's base-2 log-sum-exp, and
+    ``q_out (B, Hq, D)`` (q's dtype, unit stride along D) the last row's query."""
     from . import interpreting
 
     b, hq, t, d = q.shape
@@ -321,12 +325,13 @@ def launch(q, k, v, lengths, chunk_ids, n_chunks, chunk_size: int, sm_scale: flo
     rb = merge_rows(bh, g * t, programs)
     _merge_kernel[(bh, -(-(g * t) // rb))](
         q, k, v, lengths, nn, workspace.o, workspace.lse, workspace.ends, out,
-        lse_out if lse_out is not None else workspace.lse,
+        lse_out if lse_out is not None else workspace.lse, q_out if q_out is not None else q,
         qk_scale, t, chunk_size, capacity, programs, min_units, bh, hkv, g,
         q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
         v.stride(0), v.stride(1), v.stride(2), snb, snh, out.stride(0), out.stride(1), out.stride(2),
-        *(lse_out.stride() if lse_out is not None else (0, 0)),
-        RB=rb, TP=pow2(t, 2), SB=merge_slots(rb), WRITE_LSE=lse_out is not None, num_warps=4, **common,
+        *(lse_out.stride() if lse_out is not None else (0, 0)), *(q_out.stride()[:2] if q_out is not None else (0, 0)),
+        RB=rb, TP=pow2(t, 2), SB=merge_slots(rb), WRITE_LSE=lse_out is not None, WRITE_Q=q_out is not None,
+        num_warps=4, **common,
     )
     return out
 
@@ -352,13 +357,13 @@ def _aot_check(compile_one) -> bool:
                            "DENSE": dense, "LOOP_FOR": True, "STAGES": cfg.stages}, cfg.warps, div16=ALIGNED)
     sig = {"q_ptr": "*bf16", "k_ptr": "*bf16", "v_ptr": "*bf16", "len_ptr": "*i32", "n_ptr": "*i32",
            "po_ptr": "*fp32", "pl_ptr": "*fp32", "ends_ptr": "*i32", "out_ptr": "*bf16", "lse_ptr": "*fp32",
-           "qk_scale": "fp32",
+           "q_out_ptr": "*bf16", "qk_scale": "fp32",
            "T": "i32", "C": "i32",
            "cap": "i32", "P": "i32", "min_units": "i32", "BH": "i32", "HKV": "i32", "G": "i32"}
     sig.update({name: "i32" for name in ["sqb", "sqh", "sqt", "skb", "skh", "skn", "svb", "svh", "svn", "snb",
-                                         "snh", "sob", "sot", "soh", "slb", "slh"]})
-    for write_lse, rb in ((False, 1), (True, 2), (False, MERGE_MAX_ROWS)):
-        ok &= compile_one(f"sparse_attn merge bf16 RB={rb}{' lse' if write_lse else ''}", _merge_kernel, sig,
+                                         "snh", "sob", "sot", "soh", "slb", "slh", "sqob", "sqoh"]})
+    for tap, rb in ((False, 1), (True, 2), (False, MERGE_MAX_ROWS), (True, MERGE_MAX_ROWS)):
+        ok &= compile_one(f"sparse_attn merge bf16 RB={rb}{' lse+q' if tap else ''}", _merge_kernel, sig,
                           {"D": 128, "M": 32, "RB": rb, "TP": 8, "SB": merge_slots(rb), "CPB": 4,
-                           "DENSE": False, "WRITE_LSE": write_lse}, 4)
+                           "DENSE": False, "WRITE_LSE": tap, "WRITE_Q": tap}, 4)
     return ok
