@@ -30,7 +30,8 @@ cost no imbalance).
    time) through their log-sum-exps.
    Optionally it also writes the last row's (t = T - 1) base-2 log-sum-exp of the scaled scores,
    ``log2 sum_k 2^(q.k * sm_scale * log2 e)`` over the keys the row attends, per (b, query head): the
-   normaliser a caller needs to recompute that row's attention probabilities (the decoder's draft rows).
+   normaliser a caller needs to recompute that row's attention probabilities (the decoder's draft rows),
+   and optionally that row's query as loaded, so the caller launches no copy of it.
 
 Softmax in float32 (base 2, ``sm_scale * log2 e`` folded into the scores); P @ V on the tensor cores
 with P rounded to the input dtype (as FlashAttention does).
