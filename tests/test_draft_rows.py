@@ -22,6 +22,7 @@ from specattn.gpu.attention.sparse import (
     sparse_verify_torch,
 )
 from specattn.gpu.draft_rows import draft_rows, draft_rows_torch
+from specattn.gpu.kernels.rows_config import RowsConfig
 
 from .availability import HAS_CUDA, HAS_TRITON, needs_gpu, needs_interpreter
 
@@ -60,12 +61,12 @@ def reference(q, keys, layers, first, w, scale, agg):
     return out, lse
 
 
-def check(case, dtype, device, agg, impl, tol, seed=0):
+def check(case, dtype, device, agg, impl, tol, seed=0, config=None):
     (q, keys, layers, first), w = make_case(*case, dtype, device, seed)
     scale = 1 / math.sqrt(q.shape[-1])
     want, lse = reference(q, keys, layers, first, w, scale, agg)
     out = torch.full((q.shape[0], q.shape[1], q.shape[3], w), float("nan"), device=device)  # poisoned
-    draft_rows(q, lse.to(device), keys, layers, first, out, scale, agg, impl=impl)
+    draft_rows(q, lse.to(device), keys, layers, first, out, scale, agg, impl=impl, config=config)
     assert not out.isnan().any(), "an element of the rows was not written"
     err = (out.double().cpu() - want).abs().max().item()
     assert err < tol * want.abs().max().item(), err
@@ -132,6 +133,22 @@ def test_rows_kernel_interpreter(case):
     """float16 only: Triton 3.6's interpreter computes bfloat16 tl.dot wrongly."""
     for agg in ("mean", "max"):
         check(case, torch.float16, "cpu", agg, "triton", 2e-2)
+
+
+@needs_interpreter
+@pytest.mark.parametrize("config", [(16, 3, 4, 2), (32, 2, 4, 1), (64, 4, 4, 3)])
+def test_rows_kernel_block_loop_interpreter(config):
+    """Programs walking several key blocks (the profiled launches): W = 147 and 296 end inside a program's last
+    block, and a program whose blocks all lie past W writes nothing."""
+    for case in (CASES[1], CASES[3]):
+        check(case, torch.float16, "cpu", "mean", "triton", 2e-2, config=RowsConfig(*config))
+    check(CASES[0], torch.float16, "cpu", "max", "triton", 2e-2, config=RowsConfig(*config))
+
+
+def test_rows_config_refuses_bad_launches():
+    for bad in [(48, 1, 4, 1), (8, 1, 4, 1), (64, 0, 4, 1)]:
+        with pytest.raises(ValueError, match="power of two"):
+            RowsConfig(*bad)
 
 
 @needs_interpreter

@@ -203,3 +203,21 @@ def test_cuda_graph_step_with_forced_controls(tiny_model_dir):
         dec.record(dec.kept.tolist())
     assert dec.host_last == [500 + 16 * 3] * 4 == dec.last.tolist()
     assert dec.forced_lists.n.eq(round(0.1 * math.ceil(500 / CHUNK))).all()
+
+
+@needs_gpu
+def test_cuda_graph_decoder_takes_kernel_launches(tiny_model_dir):
+    """``GraphSettings.rows``: the draft rows are computed key by key in the same order at every launch, so the
+    tokens equal the default launch's; ``split``: a launch whose partials the workspace must be sized for
+    (more programs per SM, fewer chunks per program) captures and replays as it runs eagerly."""
+    from specattn.gpu.kernels.rows_config import RowsConfig
+    from specattn.gpu.kernels.split_config import SplitConfig
+
+    cuda_pair = load(tiny_model_dir, "cuda", torch.bfloat16)
+    batch = prompts(3, 90, 5)
+    default = graph_engine(cuda_pair, batch, p=0.7, new=30, graphs=True)
+    assert graph_engine(cuda_pair, batch, p=0.7, new=30, graphs=True, rows=RowsConfig(16, 3, 4, 2)) == default
+    split = SplitConfig(block_n=32, warps=2, stages=2, ctas_per_sm=4, min_chunks=2)
+    eager = graph_engine(cuda_pair, batch, p=0.7, new=30, split=split)
+    assert graph_engine(cuda_pair, batch, p=0.7, new=30, graphs=True, split=split) == eager
+    assert sum(map(len, eager[0])) == 90

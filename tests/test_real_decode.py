@@ -358,3 +358,27 @@ def test_lossless_prompts_zero_skips_the_check_and_negative_is_refused():
             check(compose("config", overrides=["experiment=decode_real", f"experiment.lossless_prompts={value}"]))
         with pytest.raises(SpecAttnError, match="experiment.lossless_prompts=-1"):
             check(compose("config", overrides=["experiment=decode_real", "experiment.lossless_prompts=-1"]))
+
+
+def test_kernel_launches_are_settings_checked_before_weights_load():
+    from hydra import compose, initialize_config_dir
+
+    from specattn.experiments.decode_real import bench_config, check
+    from specattn.gpu.kernels.rows_config import RowsConfig
+    from specattn.gpu.kernels.split_config import SplitConfig
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("config", overrides=["experiment=decode_real"])
+        check(cfg)
+        plain = bench_config(cfg, tuple(range(28)))
+        assert plain.split is None and plain.rows is None  # the kernels' defaults
+        cfg = compose("config", overrides=["experiment=decode_real", "experiment.split.warps=2",
+                                           "experiment.split.min_chunks=4", "experiment.rows.block_n=128",
+                                           "experiment.rows.blocks=2"])
+        check(cfg)
+        tuned = bench_config(cfg, tuple(range(28)))
+        assert tuned.split == SplitConfig(warps=2, min_chunks=4) and tuned.rows == RowsConfig(128, 2)
+        for bad, match in [("experiment.split.block_n=48", r"experiment.split=\{'block_n': 48\}.*power of two"),
+                           ("experiment.rows.blocks=0", r"experiment.rows=\{'blocks': 0\}")]:
+            with pytest.raises(SpecAttnError, match=match):
+                check(compose("config", overrides=["experiment=decode_real", bad]))

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs from /tmp/repo (a copy) while the weights are staged: the sparse kernel's per-kernel profile beside FlashInfer
-# (scripts/gpu/profile_kernel.py; the whole benchmark, quality.sh kernel_fi, ran in the sixth session), the decoder's
+# (scripts/gpu/profile_kernel.py; the whole benchmark, quality.sh kernel_fi, ran in the sixth session), the draft-row
+# recompute's launches (scripts/gpu/profile_rows.py), the decoder's
 # GPU tests, then every other GPU test file, each with its own summary line. Each part writes under $GPU_OUT/bg;
 # `done` marks the end.
 source scripts/gpu/env.sh
@@ -9,6 +10,9 @@ step() { echo "== $1 $(date +%T)"; }
 step profile_kernel   # timings first, while the GPU has nothing else to do (the weights arrive meanwhile)
 timeout 300 python3 scripts/gpu/profile_kernel.py > "$GPU_OUT/bg/profile_kernel.log" 2>&1
 echo "profile_kernel rc $?"; tail -n 2 "$GPU_OUT/bg/profile_kernel.log"
+step profile_rows     # the draft-row recompute at every launch of its sweep (real pair's draft shapes)
+timeout 150 python3 scripts/gpu/profile_rows.py > "$GPU_OUT/bg/profile_rows.log" 2>&1
+echo "profile_rows rc $?"; tail -n 2 "$GPU_OUT/bg/profile_rows.log"
 step kernel_tests   # the split kernel's correctness on the GPU before its benchmark
 timeout 200 python3 -m pytest -q -rfE -n 8 -m gpu -p no:cacheprovider tests/test_attention_sparse.py \
   > "$GPU_OUT/bg/pytest_test_attention_sparse.log" 2>&1

@@ -3,8 +3,11 @@ GPU time of each kernel (CUPTI, eager calls: launch gaps excluded) of ours (spli
 ``BatchDecodeWithPagedKVCacheWrapper`` reading the same chunks as pages, for the kernel benchmark's 32K cases
 (llama-3.1-8b and llama-2-7b layer shapes, batch 1/4/16, kept 0 (one chunk: the fixed cost), 10% and 25%; random
 bf16 inputs, random chunks). Ours runs the default and the tuned split configuration (docs/benchmarks.md), and
-the tuned one with min_chunks 4 (its fixed cost). Prints one table; run on the GPU machine:
-``python3 scripts/gpu/profile_kernel.py`` (about a minute)."""
+the tuned one with min_chunks 4 (its fixed cost). Then the real pair's shapes at 32K batch 16, which the decoder
+runs at the default configuration: the verifier's step (Qwen2.5-Coder-1.5B, 12 heads over 2, D 128, T = 5) at
+the kept fractions SpecAttn measured there (15.5%, 35%) and dense, the draft's forward (0.5B, 14 over 2, D 64,
+T = 1) dense and over a window's 3%. Prints one table; run on the GPU machine:
+``python3 scripts/gpu/profile_kernel.py`` (about two minutes)."""
 
 from __future__ import annotations
 
@@ -20,7 +23,7 @@ sys.path.insert(0, str(ROOT))
 
 from specattn.bench.attention import MODELS, Inputs, random_masks  # noqa: E402
 from specattn.bench.flashinfer_dense import FlashInferPageTable, paged_cache  # noqa: E402
-from specattn.gpu.attention.sparse import chunk_lists, n_chunks_capacity, sparse_verify  # noqa: E402
+from specattn.gpu.attention.sparse import chunk_lists, dense_verify, n_chunks_capacity, sparse_verify  # noqa: E402
 from specattn.gpu.kernels.sparse_attn import make_workspace  # noqa: E402
 from specattn.gpu.kernels.split_config import SplitConfig  # noqa: E402
 
@@ -42,6 +45,42 @@ def kernel_us(fn) -> dict[str, float]:
         if e.device_type.name == "CUDA":
             total[e.name[:48]] += e.time_range.elapsed_us() / CALLS
     return dict(total)
+
+
+REAL = [("qwen2.5-coder-1.5b", 5, 16, d) for d in (0.155, 0.35, 1.0)] + [
+    ("qwen2.5-coder-0.5b", 1, 16, d) for d in (0.03, 1.0)]  # (model, T, batch, kept; 1.0: dense_verify)
+
+
+def real_pair(gen, cgen, fi_ws, c: int = 16, n_keys: int = 32768) -> None:
+    """The real pair's attention shapes (module docstring), every configuration and FlashInfer's page table."""
+    for model, t, batch, density in REAL:
+        hq, hkv, d = MODELS[model]
+        nc = n_chunks_capacity(n_keys, t, c)
+        s = Inputs(hq, hkv, d, batch, n_keys, t, gen)
+        lists = chunk_lists(random_masks(batch, 1, nc, min(density, 1.0), cgen).cuda())
+        rows = {}
+        try:
+            fi = FlashInferPageTable(s.q, paged_cache(s.k, c), paged_cache(s.v, c), n_keys, -(-n_keys // c), c, lists,
+                                     fi_ws)
+            same = fi.same_selection(nc)
+            rows["flashinfer"] = kernel_us(fi)
+        except Exception as err:  # noqa: BLE001  (FlashInfer at a shape it does not take: say so, go on)
+            print(f"{model:18} flashinfer failed: {type(err).__name__}: {str(err)[:100]}")
+            same = lists
+        for name, config in CONFIGS.items():
+            ws = make_workspace(batch, hkv, hq // hkv, t, d, config, "cuda")
+            if density >= 1.0:
+                rows[name] = kernel_us(lambda: dense_verify(s.q, s.k, s.v, s.lengths, c, out=s.out, workspace=ws,
+                                                            config=config))
+            else:
+                rows[name] = kernel_us(lambda: sparse_verify(s.q, s.k, s.v, s.lengths, same.ids, same.n, c, out=s.out,
+                                                             workspace=ws, config=config))
+        for who, kernels in rows.items():
+            parts = ", ".join(f"{k} {v:.1f}" for k, v in sorted(kernels.items(), key=lambda kv: -kv[1]))
+            print(f"{model:18} T={t} {batch:>2} {density:>5.3f} {who:9} {sum(kernels.values()):>8.1f}  {parts}",
+                  flush=True)
+        del s, lists, same
+        torch.cuda.empty_cache()
 
 
 def main() -> None:
@@ -69,6 +108,8 @@ def main() -> None:
             print(f"{model:13} {batch:>2} {density:>5.2f} {who:9} {sum(kernels.values()):>8.1f}  {parts}")
         del s, fi, same, lists
         torch.cuda.empty_cache()
+    print("\nthe real pair's shapes, 32K")
+    real_pair(gen, cgen, fi_ws)
 
 
 if __name__ == "__main__":

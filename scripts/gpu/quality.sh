@@ -30,6 +30,10 @@ for part in "$@"; do echo "== $part $(date +%T)"; case $part in
   long_target) # 32K, 32 package windows, the rows of the 32K target and the matched baselines at p=0.9 (fourth session)
     spec $L $T dataset=python_packages dataset.context_len=32768 dataset.num_samples=32 \
       "experiment.rows=[dense,{method:specattn,p:[0.9,0.95]},{method:streaming,match:'specattn p=0.9'},{method:quest,match:'specattn p=0.9'}]" ;;
+  medium_oracle) # 8K, 32 package windows: the oracle at six p beside SpecAttn at the same p (the second session's
+             # `medium` reached 9 windows, rows not archived; medium_sweep has SpecAttn and the baselines on 32)
+    spec $L $T dataset=python_packages dataset.context_len=8192 dataset.num_samples=32 "$P6" \
+      "experiment.rows=[dense,{method:specattn,p:\${experiment.p_values}},{method:oracle_topp,p:\${experiment.p_values}}]" ;;
   medium_sweep) # 8K, 32 package windows: SpecAttn at six p and the baselines matched, no oracle (fourth session)
     spec $L $T dataset=python_packages dataset.context_len=8192 dataset.num_samples=32 "$P6" \
       "experiment.rows=[dense,{method:specattn,p:\${experiment.p_values}},$MATCHED]" ;;

@@ -50,6 +50,8 @@ from ..decode import roofline
 from ..decode.decode_metrics import drafts_to_output_end
 from ..decode.graph_engine import GraphDecoder, GraphSettings, capacity_for
 from ..decode.kv_cache import SequenceKVCache
+from ..gpu.kernels.rows_config import RowsConfig
+from ..gpu.kernels.split_config import SplitConfig
 from ..hooks.forward import cache_kwargs
 from .decode_bench import Clock
 
@@ -78,12 +80,15 @@ class RealBenchConfig:
     seed: int
     repeats: int = 1  # timed decodings of each group per mode (the median counts; tokens from the first)
     draft_refresh_below: int = 0  # reuse: also refresh after a step that accepted fewer drafted tokens
+    split: SplitConfig | None = None  # the attention kernel's launch (None: its default), every mode
+    rows: RowsConfig | None = None  # the draft-row kernel's launch (None: its default)
 
 
 def modes(cfg: RealBenchConfig, matched_frac: float | None) -> list[tuple[str, GraphSettings]]:
     """``(label, settings)`` of every mode at a point (``matched_frac``: the budget of the matched rows,
     None before SpecAttn p=match_p was measured)."""
-    base = GraphSettings(cfg.gamma, cfg.chunk_size, cfg.dense_layers, cfg.head_agg, cfg.layer_map)
+    base = GraphSettings(cfg.gamma, cfg.chunk_size, cfg.dense_layers, cfg.head_agg, cfg.layer_map, split=cfg.split,
+                         rows=cfg.rows)
     policy = dict(draft_refresh=cfg.draft_refresh, draft_window=cfg.draft_window, draft_sinks=cfg.draft_sinks,
                   draft_refresh_below=cfg.draft_refresh_below)
     out = [("ar", dataclasses.replace(base, gamma=0)), ("dense", base)]
@@ -403,7 +408,8 @@ def lossless(pair, cfg: RealBenchConfig, prompts: torch.Tensor, log) -> pd.DataF
     the verifier's top-2 logit margin there (a near-tie explains a bfloat16 difference)."""
     n, length = prompts.shape
     cap = capacity_for(length, cfg.new_tokens, cfg.gamma)
-    base = GraphSettings(cfg.gamma, cfg.chunk_size, cfg.dense_layers, cfg.head_agg, cfg.layer_map)
+    base = GraphSettings(cfg.gamma, cfg.chunk_size, cfg.dense_layers, cfg.head_agg, cfg.layer_map, split=cfg.split,
+                         rows=cfg.rows)
     outputs = {}
     for label, settings in (("ar", dataclasses.replace(base, gamma=0)), ("dense", base),
                             ("specattn p=1.0", dataclasses.replace(base, p=1.0))):

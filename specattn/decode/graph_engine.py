@@ -62,6 +62,8 @@ import torch
 from ..core.errors import SpecAttnError
 from ..gpu.attention.sparse import ChunkLists, chunk_lists
 from ..gpu.draft_rows import AGGREGATIONS, draft_rows
+from ..gpu.kernels.rows_config import RowsConfig
+from ..gpu.kernels.split_config import SplitConfig
 from ..gpu.step import select_chunks
 from ..hooks.forward import cache_kwargs
 from ..hooks.graph_attention import GRAPH_ATTENTION, ForwardPlan, RowTap, use_kernels
@@ -85,7 +87,8 @@ class GraphSettings:
     ``streaming`` | ``quest`` | ``oracle`` (None: ``specattn`` if ``p`` is set, else ``dense``); kv_budget_frac and
     n_sinks: the budgeted baselines'; draft_reads, draft_refresh, draft_window, draft_sinks: the draft's
     read policy; forced_draft_density: the policy's control (``first_dense`` / ``reuse``: the read sets are a
-    fixed random fraction of the prefix chunks instead of the draft's selections, as ``forced_density``).
+    fixed random fraction of the prefix chunks instead of the draft's selections, as ``forced_density``);
+    split, rows: the attention kernel's and the draft-row kernel's launches (None: their defaults).
     """
 
     gamma: int
@@ -105,6 +108,8 @@ class GraphSettings:
     draft_window: int = 1024
     draft_sinks: int = 16
     forced_draft_density: float | None = None
+    split: SplitConfig | None = None
+    rows: RowsConfig | None = None
 
     @property
     def mode(self) -> str:
@@ -271,7 +276,7 @@ class GraphDecoder:
 
         return K.make_workspace(self.batch, config.num_key_value_heads,
                                 config.num_attention_heads // config.num_key_value_heads, n_queries, head_dim,
-                                K.SplitConfig(), self.device)
+                                self.settings.split or SplitConfig(), self.device)
 
     def _lists(self, *lead) -> ChunkLists:
         flat = ChunkLists.empty(math.prod(lead), 1, self.n_cols, self.device)
@@ -325,7 +330,7 @@ class GraphDecoder:
         elif mode == "oracle":
             self.selectors = {j: self._oracle_selector(j) for j in self.sparse}
         self.v_plan = ForwardPlan("decode", self.v_len, s.chunk_size, lists_plan, {},
-                                  self._workspace(self.verifier, s.gamma + 1), self.selectors)
+                                  self._workspace(self.verifier, s.gamma + 1), self.selectors, s.split)
         self.d_workspace = self._workspace(self.draft, 2) if s.gamma else None
         self._build_draft_reads()
 
@@ -493,7 +498,7 @@ class GraphDecoder:
         """``first_dense``: after forward 0, ``R_i`` = the nucleus chunks of row ``P`` of each slot."""
         self.first.copy_(self.last + 1)
         draft_rows(self.row_q[:, :, :, :1], self.row_lse[:, :, :, :1], self.d_cache.keys, self.layer_slots,
-                   self.first, self.rows[:, :, :1], self.draft_scale, self.settings.head_agg)
+                   self.first, self.rows[:, :, :1], self.draft_scale, self.settings.head_agg, config=self.settings.rows)
         prefix = prefix_chunk_keys(self.last, self.n_cols, self.settings.chunk_size) > 0
         select_chunks(self.rows[:, :, None, :1], self.settings.p, self.settings.chunk_size, self.lists,
                       self.base_mask)
@@ -537,7 +542,8 @@ class GraphDecoder:
                 self._count_draft_reads(i, None)  # first_dense, first_window: forward 0 reads everything
             n_new = tokens.shape[1]
             self.d_len.copy_(cache.lengths + n_new)
-            plan = ForwardPlan("decode", self.d_len, s.chunk_size, self.d_lists[i], self.taps[i], self.d_workspace)
+            plan = ForwardPlan("decode", self.d_len, s.chunk_size, self.d_lists[i], self.taps[i], self.d_workspace,
+                               split=s.split)
             hidden = self._forward(self.draft, tokens, positions, cache, plan)
             cache.lengths.add_(n_new)
             token = self.draft.get_output_embeddings()(hidden[:, -1]).argmax(dim=-1)
@@ -551,7 +557,7 @@ class GraphDecoder:
         s = self.settings
         self.first.copy_(self.last + 1)  # draft row r (position P + r) attends keys [0, P + 1 + r)
         draft_rows(self.row_q, self.row_lse, self.d_cache.keys, self.layer_slots, self.first, self.rows,
-                   self.draft_scale, s.head_agg)
+                   self.draft_scale, s.head_agg, config=s.rows)
         self._mask_rows()
         select_chunks(self.rows.unsqueeze(2), s.p, s.chunk_size, self.lists, self.sel_mask)
 

@@ -31,8 +31,10 @@ AGGREGATIONS = ("mean", "max")
 KERNEL_DTYPES = (torch.float16, torch.bfloat16)
 
 
-def draft_rows(q, lse, keys, layers, first, out, sm_scale: float, agg: str = "mean", impl: str = "auto"):
-    """Fill ``out (S, B, R, W)`` with the aggregated draft rows (module docstring); returns ``out``."""
+def draft_rows(q, lse, keys, layers, first, out, sm_scale: float, agg: str = "mean", impl: str = "auto",
+               config=None):
+    """Fill ``out (S, B, R, W)`` with the aggregated draft rows (module docstring); returns ``out``. ``config``: the
+    kernel's :class:`~specattn.gpu.kernels.draft_rows.RowsConfig` (None: its default)."""
     _check(q, lse, keys, layers, first, out, agg)
     if impl not in ("auto", "torch", "triton"):
         raise SpecAttnError(f"impl={impl!r} is unknown: use 'auto', 'triton' or 'torch'")
@@ -44,7 +46,7 @@ def draft_rows(q, lse, keys, layers, first, out, sm_scale: float, agg: str = "me
     if use:
         from .kernels import draft_rows as kernel
 
-        return kernel.launch(q, lse, keys, layers, first, out, sm_scale, agg)
+        return kernel.launch(q, lse, keys, layers, first, out, sm_scale, agg, config or kernel.DEFAULT)
     return draft_rows_torch(q, lse, keys, layers, first, out, sm_scale, agg)
 
 

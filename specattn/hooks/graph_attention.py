@@ -56,6 +56,7 @@ class ForwardPlan:
     taps: dict[int, RowTap] = field(default_factory=dict)  # layer -> where its last row goes
     workspace: object = None  # the split kernel's workspace (shared by the layers: they run in order)
     selectors: dict = field(default_factory=dict)  # layer -> f(query, scaling) -> ChunkLists (e.g. Quest)
+    split: object = None  # the kernel's SplitConfig (None: its default; the workspace must be made for it)
 
 
 def use_kernels(device, dtype: torch.dtype, head_dim: int) -> bool:
@@ -120,10 +121,10 @@ def graph_attention(module, query, key, value, attention_mask, scaling, dropout=
     if use_kernels(query.device, query.dtype, query.shape[-1]):  # the kernel's merge writes the tap's lse and query
         if lists is None:
             out = dense_verify(query, key, value, plan.lengths, plan.chunk_size, scaling, workspace=plan.workspace,
-                               lse_out=lse, q_out=last_q)
+                               config=plan.split, lse_out=lse, q_out=last_q)
         else:
             out = sparse_verify(query, key, value, plan.lengths, lists.ids, lists.n, plan.chunk_size, scaling,
-                                workspace=plan.workspace, lse_out=lse, q_out=last_q)
+                                workspace=plan.workspace, config=plan.split, lse_out=lse, q_out=last_q)
     else:
         out = masked_verify_torch(query, key, value, plan.lengths, plan.chunk_size, scaling, lists, lse)
         if tap is not None:

@@ -12,8 +12,10 @@ draft layer from the keys in the draft's cache, reading each key once for all ro
 for ``k < first[b] + r`` (row r attends keys ``[0, first[b] + r)``), else 0; ``agg`` the mean (or max) over
 the ``Hq = G * Hkv`` query heads. Only the aggregated rows are written.
 
-Grid ``(S * B, cdiv(W, BLOCK_N))``: a program loads one block of keys per KV head and scores it against
-the G x R query rows of that head group in one ``tl.dot``; exponentials in float32.
+Grid ``(S * B, cdiv(W, block_n * blocks))``: a program walks ``blocks`` consecutive blocks of ``block_n`` keys
+(``tl.range`` software-pipelined over ``stages``), loads each block once per KV head and scores it against the
+G x R query rows of that head group in one ``tl.dot``; exponentials in float32. :class:`RowsConfig` holds those
+settings; the default is the launch shape timed on the real pair (one 64-key block per program, 4 warps).
 Use it through :func:`specattn.gpu.draft_rows.draft_rows` (shape checks, torch fallback).
 """
 
@@ -23,9 +25,10 @@ import torch
 import triton
 import triton.language as tl
 
+from .rows_config import RowsConfig
 from .sparse_attn import LOG2E, pow2
 
-BLOCK_N = 64
+DEFAULT = RowsConfig()
 
 
 @triton.jit
@@ -33,12 +36,11 @@ def _rows_kernel(
     q_ptr, lse_ptr, k_ptr, layer_ptr, first_ptr, out_ptr, qk_scale, inv_heads, W, B,
     sqs, sqb, sqh, sqr, sls, slb, slh, skl, skb, skh, skn, sos, sob, sor,
     HKV: tl.constexpr, G: tl.constexpr, R: tl.constexpr, GP: tl.constexpr, RP: tl.constexpr, D: tl.constexpr,
-    BLOCK: tl.constexpr, MAX: tl.constexpr,
+    BLOCK: tl.constexpr, NBLK: tl.constexpr, STAGES: tl.constexpr, MAX: tl.constexpr,
 ):
     sb = tl.program_id(0)
     s = sb // B
     b = (sb - s * B).to(tl.int64)
-    keys = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     layer = tl.load(layer_ptr + s).to(tl.int64)
     first = tl.load(first_ptr + b)
     mi = tl.arange(0, GP * RP)  # tile row = g * RP + r
@@ -46,28 +48,30 @@ def _rows_kernel(
     r = mi - g * RP
     row_ok = (g < G) & (r < R)
     d = tl.arange(0, D)
-    vis = (keys[None, :] < (first + r)[:, None]) & row_ok[:, None]
-    k_ok = keys < first + R - 1
+    rr = tl.arange(0, RP)
     kb = k_ptr + layer * skl + b * skb
     qb = q_ptr + s * sqs + b * sqb
     lb = lse_ptr + s * sls + b * slb
-    acc = tl.zeros((RP, BLOCK), tl.float32)
-    for h in tl.static_range(HKV):
-        k = tl.load(kb + h * skh + keys[:, None] * skn + d[None, :], mask=k_ok[:, None], other=0.0)
-        hq = h * G + g
-        q = tl.load(qb + hq[:, None] * sqh + r[:, None] * sqr + d[None, :], mask=row_ok[:, None], other=0.0)
-        lse = tl.load(lb + hq * slh + r, mask=row_ok, other=0.0)
-        p = tl.where(vis, tl.exp2(tl.dot(q, tl.trans(k)) * qk_scale - lse[:, None]), 0.0)
-        p3 = tl.reshape(p, (GP, RP, BLOCK))
-        if MAX:
-            acc = tl.maximum(acc, tl.max(p3, 0))
-        else:
-            acc += tl.sum(p3, 0)
-    if not MAX:
-        acc = acc * inv_heads
-    rr = tl.arange(0, RP)
-    tl.store(out_ptr + s * sos + b * sob + rr[:, None] * sor + keys[None, :], acc,
-             mask=(rr[:, None] < R) & (keys[None, :] < W))
+    ob = out_ptr + s * sos + b * sob
+    for i in tl.range(0, NBLK, num_stages=STAGES):
+        keys = (tl.program_id(1) * NBLK + i) * BLOCK + tl.arange(0, BLOCK)
+        vis = (keys[None, :] < (first + r)[:, None]) & row_ok[:, None]
+        k_ok = keys < first + R - 1
+        acc = tl.zeros((RP, BLOCK), tl.float32)
+        for h in tl.static_range(HKV):
+            k = tl.load(kb + h * skh + keys[:, None] * skn + d[None, :], mask=k_ok[:, None], other=0.0)
+            hq = h * G + g
+            q = tl.load(qb + hq[:, None] * sqh + r[:, None] * sqr + d[None, :], mask=row_ok[:, None], other=0.0)
+            lse = tl.load(lb + hq * slh + r, mask=row_ok, other=0.0)
+            p = tl.where(vis, tl.exp2(tl.dot(q, tl.trans(k)) * qk_scale - lse[:, None]), 0.0)
+            p3 = tl.reshape(p, (GP, RP, BLOCK))
+            if MAX:
+                acc = tl.maximum(acc, tl.max(p3, 0))
+            else:
+                acc += tl.sum(p3, 0)
+        if not MAX:
+            acc = acc * inv_heads
+        tl.store(ob + rr[:, None] * sor + keys[None, :], acc, mask=(rr[:, None] < R) & (keys[None, :] < W))
 
 
 def tile_rows(group: int, rows: int) -> tuple[int, int]:
@@ -78,7 +82,7 @@ def tile_rows(group: int, rows: int) -> tuple[int, int]:
 
 
 def launch(q: torch.Tensor, lse: torch.Tensor, keys: torch.Tensor, layers: torch.Tensor, first: torch.Tensor,
-           out: torch.Tensor, sm_scale: float, agg: str) -> torch.Tensor:
+           out: torch.Tensor, sm_scale: float, agg: str, config: RowsConfig = DEFAULT) -> torch.Tensor:
     """One launch on validated tensors: ``q (S, B, Hq, R, D)`` fp16/bf16 (unit stride along D), ``lse (S, B,
     Hq, R)`` float32 (unit stride along R), ``keys (NL, B, Hkv, cap, D)`` (unit stride along D), ``layers
     (S,)`` and ``first (B,)`` int32, ``out (S, B, R, W)`` float32 (unit stride along W)."""
@@ -87,25 +91,36 @@ def launch(q: torch.Tensor, lse: torch.Tensor, keys: torch.Tensor, layers: torch
     g = hq // hkv
     gp, rp = tile_rows(g, r)
     w = out.shape[3]
-    _rows_kernel[(s * b, triton.cdiv(w, BLOCK_N))](
+    c = config
+    _rows_kernel[(s * b, triton.cdiv(w, c.block_n * c.blocks))](
         q, lse, keys, layers, first, out, float(sm_scale) * LOG2E, 1.0 / hq, w, b,
         q.stride(0), q.stride(1), q.stride(2), q.stride(3), lse.stride(0), lse.stride(1), lse.stride(2),
         keys.stride(0), keys.stride(1), keys.stride(2), keys.stride(3), out.stride(0), out.stride(1), out.stride(2),
-        HKV=hkv, G=g, R=r, GP=gp, RP=rp, D=d, BLOCK=BLOCK_N, MAX=agg == "max", num_warps=4,
+        HKV=hkv, G=g, R=r, GP=gp, RP=rp, D=d, BLOCK=c.block_n, NBLK=c.blocks, STAGES=c.stages, MAX=agg == "max",
+        num_warps=c.warps,
     )
     return out
 
 
+# the launches scripts/gpu/profile_rows.py times at the real pair's shapes (the default first)
+SWEEP = (DEFAULT, RowsConfig(64, 4, 4, 2), RowsConfig(64, 8, 4, 3), RowsConfig(128, 2, 4, 2), RowsConfig(128, 4, 8, 2),
+         RowsConfig(128, 1, 8, 1), RowsConfig(256, 2, 8, 2), RowsConfig(64, 16, 4, 3))
+
+
 def _aot_check(compile_one) -> bool:
     """Compile the kernel for sm_90 (:mod:`.aot_check`): the real pair's draft (14 heads over 2 KV heads, head dim
-    64, gamma 4 rows) with mean and max, and a Llama-3.2-1B-like draft (32 over 8, 64)."""
+    64, gamma 4 rows) with mean and max at every launch of :data:`SWEEP`, and a Llama-3.2-1B-like draft (32 over
+    8, 64) at the default launch."""
     ok = True
-    for dt, hkv, g, r, agg in [("bf16", 2, 7, 4, "mean"), ("bf16", 2, 7, 4, "max"), ("fp16", 8, 4, 5, "mean")]:
+    cases = [("bf16", 2, 7, 4, agg, c) for agg in ("mean", "max") for c in SWEEP] + [("fp16", 8, 4, 5, "mean", DEFAULT)]
+    for dt, hkv, g, r, agg, c in cases:
         gp, rp = tile_rows(g, r)
         ints = ["W", "B", "sqs", "sqb", "sqh", "sqr", "sls", "slb", "slh", "skl", "skb", "skh", "skn", "sos", "sob",
                 "sor"]
-        ok &= compile_one(f"draft_rows {dt} Hkv={hkv} G={g} R={r} {agg}", _rows_kernel, {
+        ok &= compile_one(f"draft_rows {dt} Hkv={hkv} G={g} R={r} {agg} {c.block_n}x{c.blocks} w{c.warps} "
+                          f"s{c.stages}", _rows_kernel, {
             "q_ptr": f"*{dt}", "lse_ptr": "*fp32", "k_ptr": f"*{dt}", "layer_ptr": "*i32", "first_ptr": "*i32",
             "out_ptr": "*fp32", "qk_scale": "fp32", "inv_heads": "fp32", **{name: "i32" for name in ints}},
-            {"HKV": hkv, "G": g, "R": r, "GP": gp, "RP": rp, "D": 64, "BLOCK": BLOCK_N, "MAX": agg == "max"}, 4)
+            {"HKV": hkv, "G": g, "R": r, "GP": gp, "RP": rp, "D": 64, "BLOCK": c.block_n, "NBLK": c.blocks,
+             "STAGES": c.stages, "MAX": agg == "max"}, c.warps)
     return ok

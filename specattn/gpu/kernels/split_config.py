@@ -19,3 +19,8 @@ class SplitConfig:
     stages: int = 3
     ctas_per_sm: int = 2
     min_chunks: int = 8
+
+    def __post_init__(self) -> None:
+        if self.block_n < 1 or self.block_n & (self.block_n - 1) or min(self.warps, self.stages, self.ctas_per_sm,
+                                                                         self.min_chunks) < 1:
+            raise ValueError(f"{self}: block_n must be a power of two, the others >= 1")
