@@ -238,3 +238,91 @@ def test_fused_rmsnorm_kernel_gpu(dtype, h):
     got = FusedRMSNorm(norm.weight, norm.variance_epsilon)(x)
     mismatch = (got != want).float().mean().item()  # same arithmetic; only the sum's order differs
     assert mismatch < 0.01 and (got.float() - want.float()).abs().max().item() <= 0.02 * want.float().abs().max().item()
+
+
+def masked_reference(want, reads, rows, width):
+    """The rows a policy leaves (the decoder's former second pass, written independently of RowReads.kept): per
+    slot, sequence and row the read chunks, the chunks of the forward's own keys [P, P + r) (whole chunks), the
+    keys from the row's tail on, everything for the dense rows and for slots outside the policy."""
+    c, lo = reads.chunk_size, reads.lo.long().cpu()
+    kept = torch.zeros(want.shape, dtype=torch.bool)
+    for s in range(want.shape[0]):
+        for b in range(want.shape[1]):
+            for r in range(rows):
+                base = reads.chunks[min(s, reads.chunks.shape[0] - 1), b].cpu()
+                chunks = base.clone()
+                start = torch.arange(len(chunks)) * c
+                chunks |= (start < lo[b] + r) & (start + c > lo[b])
+                keys = chunks.repeat_interleave(c)[:width]
+                keys |= torch.arange(width) >= (lo[b] - 1 if r == 0 else lo[b] + r)
+                if r < reads.dense_rows or not reads.policy[s]:
+                    keys[:] = True
+                kept[s, b, r] = keys
+    return want * kept
+
+
+def reads_case(case, device, dense_rows, per_slot, seed):
+    from specattn.gpu.draft_rows import RowReads
+
+    s, _, b, _, _, r, _, cap, w, first = case
+    c = 8
+    g = torch.Generator().manual_seed(seed)
+    chunks = torch.rand((s if per_slot else 1, b, -(-cap // c)), generator=g) < 0.3
+    policy = torch.rand(s, generator=g) < 0.7
+    lo = torch.tensor(first, dtype=torch.int32) - 1  # the decoder's first = P + 1
+    return RowReads(chunks.to(device), lo.to(device), policy.to(device), c, dense_rows)
+
+
+@pytest.mark.parametrize("case", CASES[1:])
+@pytest.mark.parametrize("dense_rows,per_slot", [(0, True), (1, False), (0, False)])
+def test_rows_zeroed_where_a_policy_forward_did_not_read(case, dense_rows, per_slot):
+    (q, keys, layers, first), w = make_case(*case, torch.float32, "cpu", 2)
+    reads = reads_case(case, "cpu", dense_rows, per_slot, 3)
+    scale = 1 / math.sqrt(q.shape[-1])
+    want, lse = reference(q, keys, layers, first, w, scale, "mean")
+    out = torch.full((q.shape[0], q.shape[1], q.shape[3], w), float("nan"))
+    draft_rows(q, lse, keys, layers, first, out, scale, "mean", impl="torch", reads=reads)
+    want = masked_reference(want, reads, q.shape[3], w)
+    torch.testing.assert_close(out.double(), want, rtol=1e-5, atol=1e-7)
+    assert out[want == 0].eq(0).all()
+
+
+def check_masked_kernel(case, dtype, device, agg, config):
+    (q, keys, layers, first), w = make_case(*case, dtype, device, 4)
+    reads = reads_case(case, device, int(agg == "max"), agg == "mean", 5)
+    scale = 1 / math.sqrt(q.shape[-1])
+    want, lse = reference(q, keys, layers, first, w, scale, agg)
+    out = torch.full((q.shape[0], q.shape[1], q.shape[3], w), float("nan"), device=device)
+    draft_rows(q, lse.to(device), keys, layers, first, out, scale, agg, impl="triton", reads=reads, config=config)
+    want = masked_reference(want, reads, q.shape[3], w)
+    out = out.cpu()
+    assert ((out.double() - want).abs().max() < 2e-2 * want.abs().max()).item()
+    assert out[want == 0].eq(0).all(), "a key the row's forward did not read must be exactly 0"
+
+
+@needs_interpreter
+@pytest.mark.parametrize("case", CASES[1:])
+@pytest.mark.parametrize("agg", ["mean", "max"])
+def test_rows_kernel_zeroes_what_a_policy_forward_did_not_read_interpreter(case, agg):
+    check_masked_kernel(case, torch.float16, "cpu", agg, RowsConfig(16, 2, 4, 2))
+
+
+@needs_gpu
+@pytest.mark.parametrize("case", GPU_CASES[1:])
+@pytest.mark.parametrize("config", [RowsConfig(), RowsConfig(128, 2, 4, 2)])
+def test_rows_kernel_zeroes_what_a_policy_forward_did_not_read_gpu(case, config):
+    for agg in ("mean", "max"):
+        check_masked_kernel(case, torch.bfloat16, "cuda", agg, config)
+
+
+def test_row_reads_refuse_bad_shapes():
+    from specattn.gpu.draft_rows import RowReads
+
+    (q, keys, layers, first), w = make_case(*CASES[1], torch.float32, "cpu", 0)
+    lse = torch.zeros(q.shape[:4])
+    out = torch.zeros(q.shape[0], q.shape[1], q.shape[3], w)
+    good = reads_case(CASES[1], "cpu", 0, True, 0)
+    for bad in (RowReads(good.chunks[:, :1], good.lo, good.policy, 8), RowReads(good.chunks, good.lo, good.policy, 8, 2),
+                RowReads(good.chunks.int(), good.lo, good.policy, 8)):
+        with pytest.raises(SpecAttnError, match="reads must hold"):
+            draft_rows(q, lse, keys, layers, first, out, 1.0, reads=bad)

@@ -1,8 +1,9 @@
 """The draft-row recompute (``_rows_kernel``, the largest selection cost of SpecAttn's step: 0.95 ms at 32K batch 16
 with 22 draft layers) at every launch of :data:`specattn.gpu.kernels.draft_rows.SWEEP`, at the real pair's draft
 shapes (Qwen2.5-Coder-0.5B: 14 query heads over 2 KV heads, head dim 64, 24 layers, gamma 4 rows; bfloat16 random
-inputs): 13 and 22 mapped layers (the js and proportional maps), 32K at batch 16 and 4, 8K at batch 16, and the row
-at P alone (R = 1: what ``first_dense`` recomputes after forward 0). Per launch: the median GPU time of 30 timed
+inputs): 13 and 22 mapped layers (the js and proportional maps), 32K at batch 16 and 4, 8K at batch 16, the row
+at P alone (R = 1: what ``first_dense`` recomputes after forward 0), and with ``first_window``'s read mask applied
+by the launch (:class:`specattn.gpu.draft_rows.RowReads`). Per launch: the median GPU time of 30 timed
 calls (CUDA events, 5 warm-up calls excluded), its bandwidth (keys read + rows written over the time) and its
 largest difference from the default launch's rows. Prints one table; run on the GPU machine:
 ``python3 scripts/gpu/profile_rows.py`` (about a minute)."""
@@ -19,7 +20,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from specattn.gpu.draft_rows import draft_rows  # noqa: E402
+from specattn.gpu.draft_rows import RowReads, draft_rows  # noqa: E402
 from specattn.gpu.kernels.draft_rows import SWEEP  # noqa: E402
 
 HQ, HKV, D, NL, GAMMA = 14, 2, 64, 24, 4
@@ -41,15 +42,16 @@ def median_us(fn) -> float:
     return statistics.median(times)
 
 
-SHAPES = [(13, 16, 32768, GAMMA), (22, 16, 32768, GAMMA), (13, 4, 32768, GAMMA), (13, 16, 8192, GAMMA),
-          (13, 16, 32768, 1)]  # (mapped draft layers, batch, keys, rows)
+SHAPES = [(13, 16, 32768, GAMMA, False), (13, 16, 32768, GAMMA, True), (22, 16, 32768, GAMMA, False),
+          (13, 4, 32768, GAMMA, False), (13, 16, 8192, GAMMA, False), (13, 16, 32768, 1, False)]
+# (mapped draft layers, batch, keys, rows, masked: first_window's read mask applied in the launch)
 
 
 def main(shapes=SHAPES, timer=None) -> None:
     timer = timer or median_us
     gen = torch.Generator(device="cuda").manual_seed(0)
-    print(f"{'slots':>5} {'B':>3} {'keys':>6} {'R':>2}  {'launch':18} {'us':>8} {'TB/s':>6} {'max diff':>9}")
-    for slots, batch, n_keys, rows in shapes:
+    print(f"{'slots':>5} {'B':>3} {'keys':>6} {'R':>2} {'mask':>4}  {'launch':18} {'us':>8} {'TB/s':>6} {'max diff':>9}")
+    for slots, batch, n_keys, rows, masked in shapes:
         cap = n_keys + 64
         keys = torch.randn(NL, batch, HKV, cap, D, device="cuda", generator=gen, dtype=DTYPE)
         q = torch.randn(slots, batch, HQ, rows, D, device="cuda", generator=gen, dtype=DTYPE)
@@ -63,17 +65,24 @@ def main(shapes=SHAPES, timer=None) -> None:
         lse = torch.logsumexp(scores.masked_fill(~visible[None, :, None], float("-inf")), -1) / math.log(2)
         del k, scores
         width = n_keys
+        reads = None
+        if masked:  # first_window: the sinks' and the last 1024 keys' chunks, row 0 dense, every slot a policy layer
+            window = torch.zeros((1, batch, -(-cap // 16)), dtype=torch.bool, device="cuda")
+            window[..., :1] = True
+            window[..., (n_keys - 1024) // 16:] = True
+            reads = RowReads(window, first - 1, torch.ones(slots, dtype=torch.bool, device="cuda"), 16, 1)
         moved = slots * batch * (HKV * width * D * 2 + rows * width * 4)
         reference = None
         for config in SWEEP:
             out = torch.zeros(slots, batch, rows, width, device="cuda")
-            fn = lambda: draft_rows(q, lse.contiguous(), keys, layers, first, out, scale, "mean", config=config)  # noqa
+            fn = lambda: draft_rows(q, lse.contiguous(), keys, layers, first, out, scale, "mean", config=config,  # noqa
+                                    reads=reads)
             us = timer(fn)
             if reference is None:
                 reference = out.clone()
             diff = (out - reference).abs().max().item()
             name = f"{config.block_n}x{config.blocks} w{config.warps} s{config.stages}"
-            print(f"{slots:>5} {batch:>3} {n_keys:>6} {rows:>2}  {name:18} {us:>8.1f} {moved / us / 1e6:>6.2f} "
+            print(f"{slots:>5} {batch:>3} {n_keys:>6} {rows:>2} {'yes' if masked else 'no':>4}  {name:18} {us:>8.1f} {moved / us / 1e6:>6.2f} "
                   f"{diff:>9.2e}", flush=True)
         del keys, q, out, reference
         torch.cuda.empty_cache()

@@ -12,7 +12,9 @@ sequence, draft row):
   cache layer of each slot; ``first (B,)`` int32: row r of sequence b attends keys ``[0, first[b] + r)``;
 * ``out (S, B, R, W)`` float32, W <= cap: ``mean_h`` (``agg="mean"``) or ``max_h`` (``"max"``) of the
   probabilities, zero at and past each row's own key count, exactly what
-  :func:`specattn.core.heads.aggregate_heads` gives for those modes.
+  :func:`specattn.core.heads.aggregate_heads` gives for those modes;
+* ``reads`` (optional, :class:`RowReads`): under a draft read policy (``decode.draft_reads``), also zero at the
+  prefix keys each row's forward did not read (the rows as the draft computed them).
 
 On CUDA with fp16/bf16 it is one Triton launch (:mod:`.kernels.draft_rows`) with no host
 synchronisation (CUDA-graph capturable); elsewhere the same formula in torch (float32, also without
@@ -22,6 +24,7 @@ host reads).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 
@@ -31,11 +34,47 @@ AGGREGATIONS = ("mean", "max")
 KERNEL_DTYPES = (torch.float16, torch.bfloat16)
 
 
+@dataclass
+class RowReads:
+    """The keys each draft row's forward read under a draft read policy
+    (:mod:`specattn.decode.draft_reads`). Row ``r`` of sequence ``b`` in slot ``s`` keeps its probability at
+    key ``k`` iff the slot is not a policy layer (``policy[s]`` False), ``r < dense_rows`` (the forwards that
+    read everything: 1 under ``first_dense`` / ``first_window``), ``k``'s chunk is in ``chunks[s, b]`` (the
+    read set ``R_i``; one row for every slot when ``chunks`` has one), ``k``'s chunk holds a key of
+    ``[lo[b], lo[b] + r)`` (the chunk straddling ``lo[b]`` included: the forward read its own keys by whole
+    chunks), or ``k >= lo[b] - 1`` (row 0) / ``k >= lo[b] + r`` (row r >= 1); elsewhere 0.
+
+    chunks ``(S or 1, B, NC)`` bool; lo ``(B,)`` int32 or int64: ``P``, the step's first draft position; policy ``(S,)``
+    bool; chunk_size: keys per chunk; dense_rows: 0 or 1."""
+
+    chunks: torch.Tensor
+    lo: torch.Tensor
+    policy: torch.Tensor
+    chunk_size: int
+    dense_rows: int = 0
+
+    def kept(self, rows: int, width: int) -> torch.Tensor:
+        """``(S, B, R, W)`` bool: where the rows keep their probabilities (the class docstring)."""
+        c, dev = self.chunk_size, self.lo.device
+        key = torch.arange(width, device=dev)
+        chunk = key // c
+        r = torch.arange(rows, device=dev)
+        lo = self.lo.long()[:, None, None]  # (B, 1, 1)
+        read = torch.zeros((*self.chunks.shape[:2], width), dtype=torch.bool, device=dev)
+        inside = chunk < self.chunks.shape[2]
+        read[..., inside] = self.chunks[..., chunk[inside]]
+        own = (chunk * c < lo + r[:, None]) & (chunk * c + c > lo)  # (B, R, W)
+        tail = torch.where(r[:, None] == 0, lo - 1, lo + r[:, None])  # (B, R, 1)
+        kept = read[:, :, None] | (own | (key >= tail))[None] | (r < self.dense_rows)[:, None]
+        return kept | ~self.policy[:, None, None, None]
+
+
 def draft_rows(q, lse, keys, layers, first, out, sm_scale: float, agg: str = "mean", impl: str = "auto",
-               config=None):
+               config=None, reads: RowReads | None = None):
     """Fill ``out (S, B, R, W)`` with the aggregated draft rows (module docstring); returns ``out``. ``config``: the
-    kernel's :class:`~specattn.gpu.kernels.draft_rows.RowsConfig` (None: its default)."""
-    _check(q, lse, keys, layers, first, out, agg)
+    kernel's :class:`~specattn.gpu.kernels.rows_config.RowsConfig` (None: its default); ``reads``: zero each row
+    at the keys its forward did not read (:class:`RowReads`)."""
+    _check(q, lse, keys, layers, first, out, agg, reads)
     if impl not in ("auto", "torch", "triton"):
         raise SpecAttnError(f"impl={impl!r} is unknown: use 'auto', 'triton' or 'torch'")
     from .kernels import available
@@ -46,11 +85,12 @@ def draft_rows(q, lse, keys, layers, first, out, sm_scale: float, agg: str = "me
     if use:
         from .kernels import draft_rows as kernel
 
-        return kernel.launch(q, lse, keys, layers, first, out, sm_scale, agg, config or kernel.DEFAULT)
-    return draft_rows_torch(q, lse, keys, layers, first, out, sm_scale, agg)
+        return kernel.launch(q, lse, keys, layers, first, out, sm_scale, agg, config or kernel.DEFAULT, reads)
+    return draft_rows_torch(q, lse, keys, layers, first, out, sm_scale, agg, reads)
 
 
-def draft_rows_torch(q, lse, keys, layers, first, out, sm_scale: float, agg: str = "mean"):
+def draft_rows_torch(q, lse, keys, layers, first, out, sm_scale: float, agg: str = "mean",
+                     reads: RowReads | None = None):
     """The torch version (float32; float64 for float64 inputs): any device, no host synchronisation."""
     s, b, hq, r, d = q.shape
     hkv, width = keys.shape[2], out.shape[3]
@@ -61,10 +101,12 @@ def draft_rows_torch(q, lse, keys, layers, first, out, sm_scale: float, agg: str
     visible = torch.arange(width, device=q.device) < (first.long()[:, None] + torch.arange(r, device=q.device))[..., None]
     probs = probs.masked_fill(~visible[None, :, None], 0.0)  # (S, B, Hq, R, W)
     out.copy_(probs.mean(dim=2) if agg == "mean" else probs.amax(dim=2))
+    if reads is not None:
+        out.mul_(reads.kept(r, width))
     return out
 
 
-def _check(q, lse, keys, layers, first, out, agg) -> None:
+def _check(q, lse, keys, layers, first, out, agg, reads=None) -> None:
     if agg not in AGGREGATIONS:
         raise SpecAttnError(f"head_agg={agg!r}: the decoder's draft rows support {', '.join(AGGREGATIONS)}")
     if q.dim() != 5 or keys.dim() != 5:
@@ -86,3 +128,14 @@ def _check(q, lse, keys, layers, first, out, agg) -> None:
         raise SpecAttnError("q, keys need unit stride along D, lse along R, out along W")
     if len({t.device for t in (q, lse, keys, layers, first, out)}) != 1:
         raise SpecAttnError("draft rows: put q, lse, keys, layers, first and out on one device")
+    if reads is not None:
+        c = reads.chunks
+        if (c.dim() != 3 or c.shape[0] not in (1, s) or c.shape[1] != b or c.dtype != torch.bool or c.stride(2) != 1
+                or reads.policy.shape != (s,) or reads.policy.dtype != torch.bool or reads.lo.shape != (b,)
+                or reads.lo.dtype not in (torch.int32, torch.int64) or reads.dense_rows not in (0, 1)
+                or reads.chunk_size < 1
+                or len({t.device for t in (c, reads.lo, reads.policy, q)}) != 1):
+            raise SpecAttnError(f"reads must hold chunks (1 or {s}, {b}, NC) bool (unit stride along NC), lo ({b},) "
+                                f"int32 or int64, policy ({s},) bool on q's device, chunk_size >= 1 and dense_rows 0 or 1; got "
+                                f"chunks {tuple(c.shape)} {c.dtype}, lo {tuple(reads.lo.shape)} {reads.lo.dtype}, "
+                                f"policy {tuple(reads.policy.shape)}, dense_rows {reads.dense_rows}")

@@ -10,7 +10,9 @@ draft layer from the keys in the draft's cache, reading each key once for all ro
     out[s, b, r, k] = agg_h 2^(q[s, b, h, r] . key[layers[s], b, h // G, k] * sm_scale * log2 e - lse[s, b, h, r])
 
 for ``k < first[b] + r`` (row r attends keys ``[0, first[b] + r)``), else 0; ``agg`` the mean (or max) over
-the ``Hq = G * Hkv`` query heads. Only the aggregated rows are written.
+the ``Hq = G * Hkv`` query heads. Only the aggregated rows are written. Under a draft read policy the launch
+also zeroes each row at the prefix keys its forward did not read (:class:`specattn.gpu.draft_rows.RowReads`),
+so the decoder's rows need no second pass.
 
 Grid ``(S * B, cdiv(W, block_n * blocks))``: a program walks ``blocks`` consecutive blocks of ``block_n`` keys
 (``tl.range`` software-pipelined over ``stages``), loads each block once per KV head and scores it against the
@@ -33,10 +35,11 @@ DEFAULT = RowsConfig()
 
 @triton.jit
 def _rows_kernel(
-    q_ptr, lse_ptr, k_ptr, layer_ptr, first_ptr, out_ptr, qk_scale, inv_heads, W, B,
-    sqs, sqb, sqh, sqr, sls, slb, slh, skl, skb, skh, skn, sos, sob, sor,
+    q_ptr, lse_ptr, k_ptr, layer_ptr, first_ptr, out_ptr, read_ptr, lo_ptr, policy_ptr, qk_scale, inv_heads, W, B,
+    NC, C, srs, srb, sqs, sqb, sqh, sqr, sls, slb, slh, skl, skb, skh, skn, sos, sob, sor,
     HKV: tl.constexpr, G: tl.constexpr, R: tl.constexpr, GP: tl.constexpr, RP: tl.constexpr, D: tl.constexpr,
-    BLOCK: tl.constexpr, NBLK: tl.constexpr, STAGES: tl.constexpr, MAX: tl.constexpr,
+    BLOCK: tl.constexpr, NBLK: tl.constexpr, STAGES: tl.constexpr, MAX: tl.constexpr, MASKED: tl.constexpr,
+    DENSE_ROWS: tl.constexpr,
 ):
     sb = tl.program_id(0)
     s = sb // B
@@ -71,6 +74,15 @@ def _rows_kernel(
                 acc += tl.sum(p3, 0)
         if not MAX:
             acc = acc * inv_heads
+        if MASKED:  # the draft read policies: zero at the prefix keys each row's forward did not read
+            chunk = keys // C
+            read = tl.load(read_ptr + s * srs + b * srb + chunk, mask=chunk < NC, other=0) != 0
+            lo = tl.load(lo_ptr + b)
+            own = (chunk[None, :] * C < lo + rr[:, None]) & (chunk[None, :] * C + C > lo)
+            tail = tl.where(rr == 0, lo - 1, lo + rr)
+            keep = read[None, :] | own | (keys[None, :] >= tail[:, None]) | (rr[:, None] < DENSE_ROWS)
+            keep = keep | (tl.load(policy_ptr + s) == 0)
+            acc = tl.where(keep, acc, 0.0)
         tl.store(ob + rr[:, None] * sor + keys[None, :], acc, mask=(rr[:, None] < R) & (keys[None, :] < W))
 
 
@@ -82,22 +94,29 @@ def tile_rows(group: int, rows: int) -> tuple[int, int]:
 
 
 def launch(q: torch.Tensor, lse: torch.Tensor, keys: torch.Tensor, layers: torch.Tensor, first: torch.Tensor,
-           out: torch.Tensor, sm_scale: float, agg: str, config: RowsConfig = DEFAULT) -> torch.Tensor:
+           out: torch.Tensor, sm_scale: float, agg: str, config: RowsConfig = DEFAULT, reads=None) -> torch.Tensor:
     """One launch on validated tensors: ``q (S, B, Hq, R, D)`` fp16/bf16 (unit stride along D), ``lse (S, B,
     Hq, R)`` float32 (unit stride along R), ``keys (NL, B, Hkv, cap, D)`` (unit stride along D), ``layers
-    (S,)`` and ``first (B,)`` int32, ``out (S, B, R, W)`` float32 (unit stride along W)."""
+    (S,)`` and ``first (B,)`` int32, ``out (S, B, R, W)`` float32 (unit stride along W); ``reads`` a
+    :class:`specattn.gpu.draft_rows.RowReads` (None: every key each row attends)."""
     s, b, hq, r, d = q.shape
     hkv = keys.shape[2]
     g = hq // hkv
     gp, rp = tile_rows(g, r)
     w = out.shape[3]
     c = config
+    if reads is None:
+        read, lo, policy, nc, chunk, srs, srb, dense_rows = first, first, first, 0, 1, 0, 0, 0
+    else:
+        read, lo, policy = reads.chunks.view(torch.uint8), reads.lo, reads.policy.view(torch.uint8)
+        nc, chunk, dense_rows = read.shape[2], reads.chunk_size, reads.dense_rows
+        srs, srb = (read.stride(0) if read.shape[0] > 1 else 0), read.stride(1)
     _rows_kernel[(s * b, triton.cdiv(w, c.block_n * c.blocks))](
-        q, lse, keys, layers, first, out, float(sm_scale) * LOG2E, 1.0 / hq, w, b,
+        q, lse, keys, layers, first, out, read, lo, policy, float(sm_scale) * LOG2E, 1.0 / hq, w, b, nc, chunk, srs, srb,
         q.stride(0), q.stride(1), q.stride(2), q.stride(3), lse.stride(0), lse.stride(1), lse.stride(2),
         keys.stride(0), keys.stride(1), keys.stride(2), keys.stride(3), out.stride(0), out.stride(1), out.stride(2),
         HKV=hkv, G=g, R=r, GP=gp, RP=rp, D=d, BLOCK=c.block_n, NBLK=c.blocks, STAGES=c.stages, MAX=agg == "max",
-        num_warps=c.warps,
+        MASKED=reads is not None, DENSE_ROWS=dense_rows, num_warps=c.warps,
     )
     return out
 
@@ -112,15 +131,18 @@ def _aot_check(compile_one) -> bool:
     64, gamma 4 rows) with mean and max at every launch of :data:`SWEEP`, and a Llama-3.2-1B-like draft (32 over
     8, 64) at the default launch."""
     ok = True
-    cases = [("bf16", 2, 7, 4, agg, c) for agg in ("mean", "max") for c in SWEEP] + [("fp16", 8, 4, 5, "mean", DEFAULT)]
-    for dt, hkv, g, r, agg, c in cases:
+    cases = [("bf16", 2, 7, 4, agg, c, False, 0) for agg in ("mean", "max") for c in SWEEP]
+    cases += [("bf16", 2, 7, 4, "mean", DEFAULT, True, 1), ("bf16", 2, 7, 4, "max", DEFAULT, True, 0),
+              ("fp16", 8, 4, 5, "mean", DEFAULT, False, 0)]
+    for dt, hkv, g, r, agg, c, masked, dense_rows in cases:
         gp, rp = tile_rows(g, r)
-        ints = ["W", "B", "sqs", "sqb", "sqh", "sqr", "sls", "slb", "slh", "skl", "skb", "skh", "skn", "sos", "sob",
-                "sor"]
+        ints = ["W", "B", "NC", "C", "srs", "srb", "sqs", "sqb", "sqh", "sqr", "sls", "slb", "slh", "skl", "skb", "skh",
+                "skn", "sos", "sob", "sor"]
         ok &= compile_one(f"draft_rows {dt} Hkv={hkv} G={g} R={r} {agg} {c.block_n}x{c.blocks} w{c.warps} "
-                          f"s{c.stages}", _rows_kernel, {
+                          f"s{c.stages}{' masked' if masked else ''}", _rows_kernel, {
             "q_ptr": f"*{dt}", "lse_ptr": "*fp32", "k_ptr": f"*{dt}", "layer_ptr": "*i32", "first_ptr": "*i32",
-            "out_ptr": "*fp32", "qk_scale": "fp32", "inv_heads": "fp32", **{name: "i32" for name in ints}},
+            "out_ptr": "*fp32", "read_ptr": "*u8", "lo_ptr": "*i64", "policy_ptr": "*u8", "qk_scale": "fp32",
+            "inv_heads": "fp32", **{name: "i32" for name in ints}},
             {"HKV": hkv, "G": g, "R": r, "GP": gp, "RP": rp, "D": 64, "BLOCK": c.block_n, "NBLK": c.blocks,
-             "STAGES": c.stages, "MAX": agg == "max"}, c.warps)
+             "STAGES": c.stages, "MAX": agg == "max", "MASKED": masked, "DENSE_ROWS": dense_rows}, c.warps)
     return ok
