@@ -3,10 +3,13 @@
 # first_window policy (the ninth session's second point) at the kernels' default launches, then at the launches given
 # as arguments (experiment.split.* and experiment.rows.* overrides, picked from profile_kernel.log and
 # profile_rows.log), then the 8K grid's best setting (head_agg=max chunk_size=8) at those launches: three runs, one
-# after another, each with the GPU alone (decode.sh stops the background job). $1: wall-clock limit (s) per run.
+# after another, each with the GPU alone; first the phase profile of the same point at the default launches
+# ($GPU_OUT/q/profile_real.log). $1: wall-clock limit (s) per run.
 source scripts/gpu/env.sh
-P=("experiment.contexts=[32768]" "experiment.batches=[16]" "experiment.draft_reads=[first_window]"
-   layer_map=docs/data/h200-real-2026-12-03e/layer_map_js_qwen_coder_16k.yaml)
-bash scripts/gpu/decode.sh "$1" "${P[@]}"
+MAP=layer_map=docs/data/h200-real-2026-12-03e/layer_map_js_qwen_coder_16k.yaml
+P=("experiment.contexts=[32768]" "experiment.batches=[16]" "experiment.draft_reads=[first_window]" "$MAP")
+mkdir -p "$GPU_OUT/q"; stop_background 60
+[ -n "$PRECHECK" ] || timeout 150 python3 scripts/gpu/profile_real.py 32768 16 "$MAP" > "$GPU_OUT/q/profile_real.log" 2>&1
+WAIT_BG=0 bash scripts/gpu/decode.sh "$1" "${P[@]}"
 WAIT_BG=0 bash scripts/gpu/decode.sh "$1" "${P[@]}" "${@:2}"
 WAIT_BG=0 bash scripts/gpu/decode.sh "$1" "${P[@]}" head_agg=max chunk_size=8 "${@:2}"
