@@ -145,7 +145,10 @@ def test_rows_kernel_block_loop_interpreter(config):
     check(CASES[0], torch.float16, "cpu", "max", "triton", 2e-2, config=RowsConfig(*config))
 
 
-def test_rows_config_refuses_bad_launches():
+def test_rows_config_refuses_bad_launches_and_defaults_by_kv_heads():
+    from specattn.gpu.kernels.rows_config import ONE_BLOCK, PIPELINED, default_rows_config
+
+    assert default_rows_config(2) == PIPELINED != ONE_BLOCK == default_rows_config(8) == RowsConfig()
     for bad in [(48, 1, 4, 1), (8, 1, 4, 1), (64, 0, 4, 1)]:
         with pytest.raises(ValueError, match="power of two"):
             RowsConfig(*bad)
@@ -309,7 +312,7 @@ def test_rows_kernel_zeroes_what_a_policy_forward_did_not_read_interpreter(case,
 
 @needs_gpu
 @pytest.mark.parametrize("case", GPU_CASES[1:])
-@pytest.mark.parametrize("config", [RowsConfig(), RowsConfig(128, 2, 4, 2)])
+@pytest.mark.parametrize("config", [None, RowsConfig(), RowsConfig(128, 2, 4, 2)])
 def test_rows_kernel_zeroes_what_a_policy_forward_did_not_read_gpu(case, config):
     for agg in ("mean", "max"):
         check_masked_kernel(case, torch.bfloat16, "cuda", agg, config)

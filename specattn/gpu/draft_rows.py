@@ -72,7 +72,7 @@ class RowReads:
 def draft_rows(q, lse, keys, layers, first, out, sm_scale: float, agg: str = "mean", impl: str = "auto",
                config=None, reads: RowReads | None = None):
     """Fill ``out (S, B, R, W)`` with the aggregated draft rows (module docstring); returns ``out``. ``config``: the
-    kernel's :class:`~specattn.gpu.kernels.rows_config.RowsConfig` (None: its default); ``reads``: zero each row
+    kernel's :class:`~specattn.gpu.kernels.rows_config.RowsConfig` (None: the default for the draft's KV heads); ``reads``: zero each row
     at the keys its forward did not read (:class:`RowReads`)."""
     _check(q, lse, keys, layers, first, out, agg, reads)
     if impl not in ("auto", "torch", "triton"):
@@ -85,7 +85,7 @@ def draft_rows(q, lse, keys, layers, first, out, sm_scale: float, agg: str = "me
     if use:
         from .kernels import draft_rows as kernel
 
-        return kernel.launch(q, lse, keys, layers, first, out, sm_scale, agg, config or kernel.DEFAULT, reads)
+        return kernel.launch(q, lse, keys, layers, first, out, sm_scale, agg, config, reads)
     return draft_rows_torch(q, lse, keys, layers, first, out, sm_scale, agg, reads)
 
 

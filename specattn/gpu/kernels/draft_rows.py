@@ -16,8 +16,8 @@ so the decoder's rows need no second pass.
 
 Grid ``(S * B, cdiv(W, block_n * blocks))``: a program walks ``blocks`` consecutive blocks of ``block_n`` keys
 (``tl.range`` software-pipelined over ``stages``), loads each block once per KV head and scores it against the
-G x R query rows of that head group in one ``tl.dot``; exponentials in float32. :class:`RowsConfig` holds those
-settings; the default is the launch shape timed on the real pair (one 64-key block per program, 4 warps).
+G x R query rows of that head group in one ``tl.dot``; exponentials in float32.
+:class:`~specattn.gpu.kernels.rows_config.RowsConfig` holds those settings (its default: measured on the H200).
 Use it through :func:`specattn.gpu.draft_rows.draft_rows` (shape checks, torch fallback).
 """
 
@@ -27,10 +27,9 @@ import torch
 import triton
 import triton.language as tl
 
-from .rows_config import RowsConfig
+from .rows_config import ONE_BLOCK, PIPELINED, RowsConfig, default_rows_config
 from .sparse_attn import LOG2E, pow2
 
-DEFAULT = RowsConfig()
 
 
 @triton.jit
@@ -94,17 +93,18 @@ def tile_rows(group: int, rows: int) -> tuple[int, int]:
 
 
 def launch(q: torch.Tensor, lse: torch.Tensor, keys: torch.Tensor, layers: torch.Tensor, first: torch.Tensor,
-           out: torch.Tensor, sm_scale: float, agg: str, config: RowsConfig = DEFAULT, reads=None) -> torch.Tensor:
+           out: torch.Tensor, sm_scale: float, agg: str, config: RowsConfig | None = None, reads=None) -> torch.Tensor:
     """One launch on validated tensors: ``q (S, B, Hq, R, D)`` fp16/bf16 (unit stride along D), ``lse (S, B,
     Hq, R)`` float32 (unit stride along R), ``keys (NL, B, Hkv, cap, D)`` (unit stride along D), ``layers
     (S,)`` and ``first (B,)`` int32, ``out (S, B, R, W)`` float32 (unit stride along W); ``reads`` a
-    :class:`specattn.gpu.draft_rows.RowReads` (None: every key each row attends)."""
+    :class:`specattn.gpu.draft_rows.RowReads` (None: every key each row attends); ``config`` None: the default
+    launch for the draft's KV heads (:func:`~specattn.gpu.kernels.rows_config.default_rows_config`)."""
     s, b, hq, r, d = q.shape
     hkv = keys.shape[2]
     g = hq // hkv
     gp, rp = tile_rows(g, r)
     w = out.shape[3]
-    c = config
+    c = config or default_rows_config(hkv)
     if reads is None:
         read, lo, policy, nc, chunk, srs, srb, dense_rows = first, first, first, 0, 1, 0, 0, 0
     else:
@@ -121,19 +121,20 @@ def launch(q: torch.Tensor, lse: torch.Tensor, keys: torch.Tensor, layers: torch
     return out
 
 
-# the launches scripts/gpu/profile_rows.py times at the real pair's shapes (the default first)
-SWEEP = (DEFAULT, RowsConfig(64, 4, 4, 2), RowsConfig(64, 8, 4, 3), RowsConfig(128, 2, 4, 2), RowsConfig(128, 4, 8, 2),
+# the launches scripts/gpu/profile_rows.py times at the real pair's shapes (the real pair's default first, the one-block
+# launch second)
+SWEEP = (PIPELINED, ONE_BLOCK, RowsConfig(64, 4, 4, 2), RowsConfig(128, 2, 4, 2), RowsConfig(128, 4, 8, 2),
          RowsConfig(128, 1, 8, 1), RowsConfig(256, 2, 8, 2), RowsConfig(64, 16, 4, 3))
 
 
 def _aot_check(compile_one) -> bool:
     """Compile the kernel for sm_90 (:mod:`.aot_check`): the real pair's draft (14 heads over 2 KV heads, head dim
     64, gamma 4 rows) with mean and max at every launch of :data:`SWEEP`, and a Llama-3.2-1B-like draft (32 over
-    8, 64) at the default launch."""
+    8, 64) at its default launch."""
     ok = True
     cases = [("bf16", 2, 7, 4, agg, c, False, 0) for agg in ("mean", "max") for c in SWEEP]
-    cases += [("bf16", 2, 7, 4, "mean", DEFAULT, True, 1), ("bf16", 2, 7, 4, "max", DEFAULT, True, 0),
-              ("fp16", 8, 4, 5, "mean", DEFAULT, False, 0)]
+    cases += [("bf16", 2, 7, 4, "mean", PIPELINED, True, 1), ("bf16", 2, 7, 4, "max", PIPELINED, True, 0),
+              ("fp16", 8, 4, 5, "mean", default_rows_config(8), False, 0)]
     for dt, hkv, g, r, agg, c, masked, dense_rows in cases:
         gp, rp = tile_rows(g, r)
         ints = ["W", "B", "NC", "C", "srs", "srb", "sqs", "sqb", "sqh", "sqr", "sls", "slb", "slh", "skl", "skb", "skh",
