@@ -202,6 +202,23 @@ def test_the_piece_budget_leaves_room_for_the_working_tree(tmp_path):
         st.piece_budget(repo / "out")
 
 
+def test_a_split_is_checked_against_the_working_tree_as_it_grew(tmp_path):
+    repo = tmp_path / "repo"
+    (repo / ".stage").mkdir(parents=True)
+    subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
+    (repo / ".gitignore").write_text(".stage/\n")
+    (repo / "tracked.bin").write_bytes(bytes(3 * st.MiB))
+    subprocess.run(["git", "add", "."], cwd=repo, check=True)
+    (repo / ".stage" / st.MANIFEST).write_text("{}")
+    tree = 3 * st.MiB + len(".stage/\n")
+    room = st.CALL_LIMIT - st.MARGIN - tree - 2
+    ok, line = st.call_check(repo / ".stage", {"pieces": [{"size": room}, {"size": 10}]})
+    assert ok and line.endswith("fits, with the margin")
+    (repo / "docs.md").write_bytes(bytes(100))  # the tree grew since the split (untracked files travel too)
+    ok, line = st.call_check(repo / ".stage", {"pieces": [{"size": room}]})
+    assert not ok and "split again" in line and "working tree 3.00" in line
+
+
 def test_the_real_pair_is_pinned():
     pinned = st.pinned_files("qwen_coder")
     assert [(p.role, p.size) for p in pinned] == [("draft", 491400064), ("verifier", 1117320768)]

@@ -34,6 +34,10 @@ for part in "$@"; do echo "== $part $(date +%T)"; case $part in
              # `medium` reached 9 windows, rows not archived; medium_sweep has SpecAttn and the baselines on 32)
     spec $L $T dataset=python_packages dataset.context_len=8192 dataset.num_samples=32 "$P6" \
       "experiment.rows=[dense,{method:specattn,p:\${experiment.p_values}},{method:oracle_topp,p:\${experiment.p_values}}]" ;;
+  medium_oracle_rest) # the 8K windows medium_oracle did not reach in the tenth session (19-31; pool with
+             # docs/data/h200-real-2026-12-04/paper_table_8k_oracle_samples_0-18.csv)
+    spec $L $T dataset=python_packages dataset.context_len=8192 dataset.first_sample=19 dataset.num_samples=13 "$P6" \
+      "experiment.rows=[dense,{method:specattn,p:\${experiment.p_values}},{method:oracle_topp,p:\${experiment.p_values}}]" ;;
   medium_sweep) # 8K, 32 package windows: SpecAttn at six p and the baselines matched, no oracle (fourth session)
     spec $L $T dataset=python_packages dataset.context_len=8192 dataset.num_samples=32 "$P6" \
       "experiment.rows=[dense,{method:specattn,p:\${experiment.p_values}},$MATCHED]" ;;
@@ -55,6 +59,10 @@ for part in "$@"; do echo "== $part $(date +%T)"; case $part in
       "experiment.rows=[dense,{method:specattn,p:[0.9,0.95]},{method:streaming,match:'specattn p=0.9'},{method:quest,match:'specattn p=0.9'}]" ;;
   oracle_32k) # 32K code, the first 8 windows: the oracle beside SpecAttn at p = 0.8, 0.9, 0.95, 0.99 (fifth session)
     spec $L $T dataset=python_packages dataset.context_len=32768 dataset.num_samples=8 \
+      "experiment.rows=[dense,{method:specattn,p:[0.8,0.9,0.95,0.99]},{method:oracle_topp,p:[0.8,0.9,0.95,0.99]}]" ;;
+  oracle_32k_rest) # 32K code windows 3-7, the ones oracle_32k did not reach in the sixth session (pool with
+             # docs/data/h200-real-2026-12-03c/paper_table_32k_python_packages_oracle_samples_0-2.csv)
+    spec $L $T dataset=python_packages dataset.context_len=32768 dataset.first_sample=3 dataset.num_samples=5 \
       "experiment.rows=[dense,{method:specattn,p:[0.8,0.9,0.95,0.99]},{method:oracle_topp,p:[0.8,0.9,0.95,0.99]}]" ;;
   decode)    # decoding quality against context length: 8K then 32K prompts of package text, 256 new tokens
     for len in 8192 32000; do spec $((L / 2)) $M experiment=decode_table dataset=python_packages dataset.num_samples=8 \

@@ -166,6 +166,21 @@ def piece_budget(out: Path) -> tuple[int, int]:
     return room, tree
 
 
+def call_check(out: Path, manifest: dict) -> tuple[bool, str]:
+    """Here, before a session: whether the largest piece still fits a call with the working tree as it is now
+    (the tree grows between a split and its session). A call of 63.7 MiB by these counts was refused on
+    2026-12-04 (the device tool counts somewhat more than the files' bytes), so ``MARGIN`` must stay free."""
+    root = Path(subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=out.resolve().parent, capture_output=True,
+                               text=True, check=True).stdout.strip())
+    tree, piece = tree_bytes(root), max(p["size"] for p in manifest["pieces"])
+    total = tree + piece + (out / MANIFEST).stat().st_size
+    ok = total <= CALL_LIMIT - MARGIN
+    return ok, (f"a staging call carries {total / MiB:.2f} MiB (working tree {tree / MiB:.2f} + largest piece "
+                f"{piece / MiB:.2f} + manifest) of {CALL_LIMIT // MiB} MiB: "
+                + ("fits, with the margin" if ok else f"less than {MARGIN // MiB} MiB left, split again (`split` sizes "
+                                                      "the pieces for the tree as it is now)"))
+
+
 def _stream_blocks(sources: list[Source], digests: dict[str, str]):
     """The concatenation of ``sources`` as blocks of BLOCK bytes (the last may be shorter); checks each
     pinned file's size and sha256 as it ends, and records every file's sha256 in ``digests``."""
@@ -578,7 +593,8 @@ def main(argv: list[str] | None = None) -> int:
     a.add_argument("--site", default="/tmp/site", help="where the wheels are installed (pip --target)")
     a.add_argument("--no-convert", action="store_true", help="only rebuild and verify the files")
     a.add_argument("--jobs", type=int, help="conversions at a time (default: all at once; peak memory in docs/gpu.md)")
-    t = sub.add_parser("status", help="which pieces a split or stage folder holds")
+    t = sub.add_parser("status", help="which pieces a split or stage folder holds; here also whether a call still "
+                                      "fits with the working tree as it is now (exit 1 if not)")
     t.add_argument("--from", dest="source", default=".stage")
     args = parser.parse_args(argv)
     try:
@@ -592,6 +608,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{args.source}: split {manifest['id']} of model={manifest['model']}, {manifest['codec']}, "
               + ", ".join(f"{f['name']} ({f['role']})" for f in manifest["files"]))
         print(have_line(Path(args.source), manifest))
+        inside = subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=Path(args.source).resolve().parent,
+                                capture_output=True).returncode == 0
+        if inside:  # here, the split side: does a call still fit?
+            ok, line = call_check(Path(args.source), manifest)
+            print(line)
+            return 0 if ok else 1
         return 0
     except SpecAttnError as error:
         print(f"error: {error}", file=sys.stderr)
