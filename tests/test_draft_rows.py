@@ -325,7 +325,8 @@ def test_row_reads_refuse_bad_shapes():
     lse = torch.zeros(q.shape[:4])
     out = torch.zeros(q.shape[0], q.shape[1], q.shape[3], w)
     good = reads_case(CASES[1], "cpu", 0, True, 0)
-    for bad in (RowReads(good.chunks[:, :1], good.lo, good.policy, 8), RowReads(good.chunks, good.lo, good.policy, 8, 2),
+    for bad in (RowReads(good.chunks[:, :1], good.lo, good.policy, 8),
+                RowReads(good.chunks, good.lo, good.policy, 8, 2),
                 RowReads(good.chunks.int(), good.lo, good.policy, 8)):
         with pytest.raises(SpecAttnError, match="reads must hold"):
             draft_rows(q, lse, keys, layers, first, out, 1.0, reads=bad)

@@ -50,7 +50,8 @@ SHAPES = [(13, 16, 32768, GAMMA, False), (13, 16, 32768, GAMMA, True), (22, 16, 
 def main(shapes=SHAPES, timer=None) -> None:
     timer = timer or median_us
     gen = torch.Generator(device="cuda").manual_seed(0)
-    print(f"{'slots':>5} {'B':>3} {'keys':>6} {'R':>2} {'mask':>4}  {'launch':18} {'us':>8} {'TB/s':>6} {'max diff':>9}")
+    print(f"{'slots':>5} {'B':>3} {'keys':>6} {'R':>2} {'mask':>4}  {'launch':18} {'us':>8} {'TB/s':>6} "
+          f"{'max diff':>9}")
     for slots, batch, n_keys, rows, masked in shapes:
         cap = n_keys + 64
         keys = torch.randn(NL, batch, HKV, cap, D, device="cuda", generator=gen, dtype=DTYPE)
@@ -82,7 +83,8 @@ def main(shapes=SHAPES, timer=None) -> None:
                 reference = out.clone()
             diff = (out - reference).abs().max().item()
             name = f"{config.block_n}x{config.blocks} w{config.warps} s{config.stages}"
-            print(f"{slots:>5} {batch:>3} {n_keys:>6} {rows:>2} {'yes' if masked else 'no':>4}  {name:18} {us:>8.1f} {moved / us / 1e6:>6.2f} "
+            print(f"{slots:>5} {batch:>3} {n_keys:>6} {rows:>2} {'yes' if masked else 'no':>4}  {name:18} {us:>8.1f} "
+                  f"{moved / us / 1e6:>6.2f} "
                   f"{diff:>9.2e}", flush=True)
         del keys, q, out, reference
         torch.cuda.empty_cache()

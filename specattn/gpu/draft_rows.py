@@ -72,8 +72,8 @@ class RowReads:
 def draft_rows(q, lse, keys, layers, first, out, sm_scale: float, agg: str = "mean", impl: str = "auto",
                config=None, reads: RowReads | None = None):
     """Fill ``out (S, B, R, W)`` with the aggregated draft rows (module docstring); returns ``out``. ``config``: the
-    kernel's :class:`~specattn.gpu.kernels.rows_config.RowsConfig` (None: the default for the draft's KV heads); ``reads``: zero each row
-    at the keys its forward did not read (:class:`RowReads`)."""
+    kernel's :class:`~specattn.gpu.kernels.rows_config.RowsConfig` (None: the default for the draft's KV heads);
+    ``reads``: zero each row at the keys its forward did not read (:class:`RowReads`)."""
     _check(q, lse, keys, layers, first, out, agg, reads)
     if impl not in ("auto", "torch", "triton"):
         raise SpecAttnError(f"impl={impl!r} is unknown: use 'auto', 'triton' or 'torch'")
@@ -136,6 +136,7 @@ def _check(q, lse, keys, layers, first, out, agg, reads=None) -> None:
                 or reads.chunk_size < 1
                 or len({t.device for t in (c, reads.lo, reads.policy, q)}) != 1):
             raise SpecAttnError(f"reads must hold chunks (1 or {s}, {b}, NC) bool (unit stride along NC), lo ({b},) "
-                                f"int32 or int64, policy ({s},) bool on q's device, chunk_size >= 1 and dense_rows 0 or 1; got "
+                                f"int32 or int64, policy ({s},) bool on q's device, chunk_size >= 1 and dense_rows 0 "
+                                f"or 1; got "
                                 f"chunks {tuple(c.shape)} {c.dtype}, lo {tuple(reads.lo.shape)} {reads.lo.dtype}, "
                                 f"policy {tuple(reads.policy.shape)}, dense_rows {reads.dense_rows}")

@@ -112,7 +112,8 @@ def launch(q: torch.Tensor, lse: torch.Tensor, keys: torch.Tensor, layers: torch
         nc, chunk, dense_rows = read.shape[2], reads.chunk_size, reads.dense_rows
         srs, srb = (read.stride(0) if read.shape[0] > 1 else 0), read.stride(1)
     _rows_kernel[(s * b, triton.cdiv(w, c.block_n * c.blocks))](
-        q, lse, keys, layers, first, out, read, lo, policy, float(sm_scale) * LOG2E, 1.0 / hq, w, b, nc, chunk, srs, srb,
+        q, lse, keys, layers, first, out, read, lo, policy, float(sm_scale) * LOG2E, 1.0 / hq, w, b, nc, chunk, srs,
+        srb,
         q.stride(0), q.stride(1), q.stride(2), q.stride(3), lse.stride(0), lse.stride(1), lse.stride(2),
         keys.stride(0), keys.stride(1), keys.stride(2), keys.stride(3), out.stride(0), out.stride(1), out.stride(2),
         HKV=hkv, G=g, R=r, GP=gp, RP=rp, D=d, BLOCK=c.block_n, NBLK=c.blocks, STAGES=c.stages, MAX=agg == "max",
