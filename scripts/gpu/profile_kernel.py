@@ -51,65 +51,49 @@ REAL = [("qwen2.5-coder-1.5b", 5, 16, d) for d in (0.155, 0.35, 1.0)] + [
     ("qwen2.5-coder-0.5b", 1, 16, d) for d in (0.03, 1.0)]  # (model, T, batch, kept; 1.0: dense_verify)
 
 
-def real_pair(gen, cgen, fi_ws, c: int = 16, n_keys: int = 32768) -> None:
-    """The real pair's attention shapes (module docstring), every configuration and FlashInfer's page table."""
-    for model, t, batch, density in REAL:
-        hq, hkv, d = MODELS[model]
-        nc = n_chunks_capacity(n_keys, t, c)
-        s = Inputs(hq, hkv, d, batch, n_keys, t, gen)
-        lists = chunk_lists(random_masks(batch, 1, nc, min(density, 1.0), cgen).cuda())
-        rows = {}
-        try:
-            fi = FlashInferPageTable(s.q, paged_cache(s.k, c), paged_cache(s.v, c), n_keys, -(-n_keys // c), c, lists,
-                                     fi_ws)
-            same = fi.same_selection(nc)
-            rows["flashinfer"] = kernel_us(fi)
-        except Exception as err:  # noqa: BLE001  (FlashInfer at a shape it does not take: say so, go on)
-            print(f"{model:18} flashinfer failed: {type(err).__name__}: {str(err)[:100]}")
-            same = lists
-        for name, config in CONFIGS.items():
-            ws = make_workspace(batch, hkv, hq // hkv, t, d, config, "cuda")
-            if density >= 1.0:
-                rows[name] = kernel_us(lambda: dense_verify(s.q, s.k, s.v, s.lengths, c, out=s.out, workspace=ws,
-                                                            config=config))
-            else:
-                rows[name] = kernel_us(lambda: sparse_verify(s.q, s.k, s.v, s.lengths, same.ids, same.n, c, out=s.out,
-                                                             workspace=ws, config=config))
-        for who, kernels in rows.items():
-            parts = ", ".join(f"{k} {v:.1f}" for k, v in sorted(kernels.items(), key=lambda kv: -kv[1]))
-            print(f"{model:18} T={t} {batch:>2} {density:>5.3f} {who:9} {sum(kernels.values()):>8.1f}  {parts}",
-                  flush=True)
-        del s, lists, same
-        torch.cuda.empty_cache()
+def profile_case(label: str, model: str, t: int, batch: int, density: float, gen, cgen, fi_ws, c: int = 16,
+                 n_keys: int = 32768) -> None:
+    """One shape: FlashInfer's page table and ours at every configuration on the same random chunks (kept 0: one
+    chunk per list; kept 1.0: every chunk, ours through ``dense_verify``), one printed line each after ``label``."""
+    hq, hkv, d = MODELS[model]
+    nc = n_chunks_capacity(n_keys, t, c)
+    s = Inputs(hq, hkv, d, batch, n_keys, t, gen)
+    lists = chunk_lists(random_masks(batch, 1, nc, min(max(density, 1e-9), 1.0), cgen).cuda())
+    rows = {}
+    try:
+        fi = FlashInferPageTable(s.q, paged_cache(s.k, c), paged_cache(s.v, c), n_keys, -(-n_keys // c), c, lists,
+                                 fi_ws)
+        same = fi.same_selection(nc)
+        rows["flashinfer"] = kernel_us(fi)
+    except Exception as err:  # noqa: BLE001  (FlashInfer at a shape it does not take: say so, go on)
+        print(f"{label} flashinfer failed: {type(err).__name__}: {str(err)[:100]}")
+        same = lists
+    for name, config in CONFIGS.items():
+        ws = make_workspace(batch, hkv, hq // hkv, t, d, config, "cuda")
+        if density >= 1.0:
+            rows[name] = kernel_us(lambda: dense_verify(s.q, s.k, s.v, s.lengths, c, out=s.out, workspace=ws,
+                                                        config=config))
+        else:
+            rows[name] = kernel_us(lambda: sparse_verify(s.q, s.k, s.v, s.lengths, same.ids, same.n, c, out=s.out,
+                                                         workspace=ws, config=config))
+    for who, kernels in rows.items():
+        parts = ", ".join(f"{k} {v:.1f}" for k, v in sorted(kernels.items(), key=lambda kv: -kv[1]))
+        print(f"{label} {who:9} {sum(kernels.values()):>8.1f}  {parts}", flush=True)
+    del s, lists, same
+    torch.cuda.empty_cache()
 
 
 def main() -> None:
-    t, c, n_keys = 5, 16, 32768
-    nc = n_chunks_capacity(n_keys, t, c)
     gen = torch.Generator(device="cuda").manual_seed(0)
     cgen = torch.Generator().manual_seed(0)
     fi_ws = torch.zeros(256 << 20, dtype=torch.uint8, device="cuda")
     print(f"{'model':13} {'B':>2} {'kept':>5} {'who':9} {'total_us':>8}  kernels (us per call)")
     for model, batch, density in [(m, b, d) for m in ("llama-3.1-8b", "llama-2-7b") for b in (1, 4, 16)
                                   for d in (0.0, 0.1, 0.25)]:
-        hq, hkv, d = MODELS[model]
-        s = Inputs(hq, hkv, d, batch, n_keys, t, gen)
-        lists = chunk_lists(random_masks(batch, 1, nc, max(density, 1e-9), cgen).cuda())
-        fi = FlashInferPageTable(s.q, paged_cache(s.k, c), paged_cache(s.v, c), n_keys, -(-n_keys // c), c, lists,
-                                 fi_ws)
-        same = fi.same_selection(nc)
-        rows = {"flashinfer": kernel_us(fi)}
-        for name, config in CONFIGS.items():
-            ws = make_workspace(batch, hkv, hq // hkv, t, d, config, "cuda")
-            rows[name] = kernel_us(lambda: sparse_verify(s.q, s.k, s.v, s.lengths, same.ids, same.n, c, out=s.out,
-                                                         workspace=ws, config=config))
-        for who, kernels in rows.items():
-            parts = ", ".join(f"{k} {v:.1f}" for k, v in sorted(kernels.items(), key=lambda kv: -kv[1]))
-            print(f"{model:13} {batch:>2} {density:>5.2f} {who:9} {sum(kernels.values()):>8.1f}  {parts}")
-        del s, fi, same, lists
-        torch.cuda.empty_cache()
+        profile_case(f"{model:13} {batch:>2} {density:>5.2f}", model, 5, batch, density, gen, cgen, fi_ws)
     print("\nthe real pair's shapes, 32K")
-    real_pair(gen, cgen, fi_ws)
+    for model, t, batch, density in REAL:
+        profile_case(f"{model:18} T={t} {batch:>2} {density:>5.3f}", model, t, batch, density, gen, cgen, fi_ws)
 
 
 if __name__ == "__main__":

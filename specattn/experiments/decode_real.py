@@ -58,7 +58,8 @@ def check(cfg) -> None:
                             f"{', '.join(r for r in DRAFT_READS if r != 'dense')}")
     if cfg.head_agg not in ("mean", "max"):
         raise SpecAttnError(f"head_agg={cfg.head_agg} : the graph decoder supports mean and max")
-    launch(SplitConfig, e.get("split")), launch(RowsConfig, e.get("rows"))
+    kernel_launch(e, "split", SplitConfig)  # refused here, before weights load
+    kernel_launch(e, "rows", RowsConfig)
 
 
 def bench_config(cfg, layer_map) -> RealBenchConfig:
@@ -69,20 +70,20 @@ def bench_config(cfg, layer_map) -> RealBenchConfig:
                            int(e.draft_refresh), int(e.draft_window), int(e.draft_sinks), int(cfg.gamma),
                            int(cfg.chunk_size), int(cfg.dense_layers), str(cfg.head_agg), tuple(layer_map),
                            bool(e.fused_layers), float(e.max_mem_gib), int(cfg.seed), int(e.repeats),
-                           int(e.draft_refresh_below), launch(SplitConfig, e.get("split")),
-                           launch(RowsConfig, e.get("rows")))
+                           int(e.draft_refresh_below), kernel_launch(e, "split", SplitConfig),
+                           kernel_launch(e, "rows", RowsConfig))
 
 
-def launch(kind, settings):
-    """A kernel launch from ``experiment.split`` / ``experiment.rows`` (null fields: the default's); None when
-    every field is null (the kernel's default)."""
-    given = {k: int(v) for k, v in (settings or {}).items() if v is not None}
+def kernel_launch(e, key: str, kind):
+    """A kernel launch ``kind`` from ``experiment.<key>`` (null fields: the default's); None when every field is
+    null (the kernel's default)."""
+    given = {k: int(v) for k, v in (e.get(key) or {}).items() if v is not None}
     if not given:
         return None
     try:
         return kind(**given)
     except (TypeError, ValueError) as err:
-        raise SpecAttnError(f"experiment.{'split' if kind is SplitConfig else 'rows'}={given}: {err}") from None
+        raise SpecAttnError(f"experiment.{key}={given}: {err}") from None
 
 
 LIST_COLUMNS = ["tokens", "prompt_ids", "prompt_nll", "prompt_steps"]  # per-prompt lists: prompts.csv, not modes.csv

@@ -149,11 +149,10 @@ def piece_budget(out: Path) -> tuple[int, int]:
     """(largest piece in bytes, working tree in bytes) for the git repository that holds ``out``,
     which must be git-ignored (else every piece would travel in every call)."""
     out = out.resolve()
-    top = subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=out.parent, capture_output=True, text=True)
-    if top.returncode != 0:
+    root = repo_root(out)
+    if root is None:
         raise SpecAttnError(f"{out} is not inside a git repository: split in the checkout that the device tool sends, "
                             "or pass --max-mib")
-    root = Path(top.stdout.strip())
     ignored = subprocess.run(["git", "check-ignore", "-q", str(out / "piece-000")], cwd=root)
     if ignored.returncode != 0:
         raise SpecAttnError(f"{out} is not git-ignored, so every piece would travel in every call: add "
@@ -166,13 +165,18 @@ def piece_budget(out: Path) -> tuple[int, int]:
     return room, tree
 
 
+def repo_root(folder: Path) -> Path | None:
+    """The git checkout holding ``folder`` (which need not exist yet), or None outside one (the GPU machine)."""
+    top = subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=folder.resolve().parent, capture_output=True,
+                         text=True)
+    return Path(top.stdout.strip()) if top.returncode == 0 else None
+
+
 def call_check(out: Path, manifest: dict) -> tuple[bool, str]:
-    """Here, before a session: whether the largest piece still fits a call with the working tree as it is now
+    """Here (``out`` inside a checkout), before a session: whether the largest piece still fits a call with the working tree as it is now
     (the tree grows between a split and its session). A call of 63.7 MiB by these counts was refused on
     2026-12-04 (the device tool counts somewhat more than the files' bytes), so ``MARGIN`` must stay free."""
-    root = Path(subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=out.resolve().parent, capture_output=True,
-                               text=True, check=True).stdout.strip())
-    tree, piece = tree_bytes(root), max(p["size"] for p in manifest["pieces"])
+    tree, piece = tree_bytes(repo_root(out)), max(p["size"] for p in manifest["pieces"])
     total = tree + piece + (out / MANIFEST).stat().st_size
     ok = total <= CALL_LIMIT - MARGIN
     return ok, (f"a staging call carries {total / MiB:.2f} MiB (working tree {tree / MiB:.2f} + largest piece "
@@ -608,9 +612,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{args.source}: split {manifest['id']} of model={manifest['model']}, {manifest['codec']}, "
               + ", ".join(f"{f['name']} ({f['role']})" for f in manifest["files"]))
         print(have_line(Path(args.source), manifest))
-        inside = subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=Path(args.source).resolve().parent,
-                                capture_output=True).returncode == 0
-        if inside:  # here, the split side: does a call still fit?
+        if repo_root(Path(args.source)) is not None:  # here, the split side: does a call still fit?
             ok, line = call_check(Path(args.source), manifest)
             print(line)
             return 0 if ok else 1
