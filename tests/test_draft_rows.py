@@ -318,6 +318,45 @@ def test_rows_kernel_zeroes_what_a_policy_forward_did_not_read_gpu(case, config)
         check_masked_kernel(case, torch.bfloat16, "cuda", agg, config)
 
 
+def check_rows_from_row_one(case, dtype, device, agg, impl, config=None):
+    """A launch of rows 1.. (``row0=1``, ``first`` advanced by one) equals the whole launch's rows 1.. (zero at the
+    same keys, values to float32 rounding): how the ``first_*`` policies split a step's rows between the draft phase (row 0) and the verify phase."""
+    import dataclasses
+
+    (q, keys, layers, first), w = make_case(*case, dtype, device, 6)
+    for dense_rows, per_slot in ((1, False), (0, True)):
+        reads = reads_case(case, device, dense_rows, per_slot, 7)
+        scale = 1 / math.sqrt(q.shape[-1])
+        lse = reference(q, keys, layers, first, w, scale, agg)[1].to(device)
+        whole = torch.full((q.shape[0], q.shape[1], q.shape[3], w), float("nan"), device=device)
+        draft_rows(q, lse, keys, layers, first, whole, scale, agg, impl=impl, reads=reads, config=config)
+        part = torch.full_like(whole, float("nan"))
+        draft_rows(q[:, :, :, 1:], lse[..., 1:], keys, layers, first + 1, part[:, :, 1:], scale, agg, impl=impl,
+                   reads=dataclasses.replace(reads, row0=1), config=config)
+        assert part[:, :, 0].isnan().all(), "row 0 is not the launch's"
+        assert torch.equal(part[:, :, 1:] == 0, whole[:, :, 1:] == 0)
+        torch.testing.assert_close(part[:, :, 1:], whole[:, :, 1:], rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("case", [c for c in CASES[1:] if c[5] > 1])
+@pytest.mark.parametrize("agg", ["mean", "max"])
+def test_rows_from_row_one_equal_the_whole_launch(case, agg):
+    check_rows_from_row_one(case, torch.float32, "cpu", agg, "torch")
+
+
+@needs_interpreter
+@pytest.mark.parametrize("case", [c for c in CASES[1:] if c[5] > 1])
+def test_rows_kernel_from_row_one_interpreter(case):
+    check_rows_from_row_one(case, torch.float16, "cpu", "mean", "triton", RowsConfig(16, 2, 4, 2))
+
+
+@needs_gpu
+@pytest.mark.parametrize("case", [c for c in GPU_CASES[1:] if c[5] > 1])
+@pytest.mark.parametrize("agg", ["mean", "max"])
+def test_rows_kernel_from_row_one_gpu(case, agg):
+    check_rows_from_row_one(case, torch.bfloat16, "cuda", agg, "triton")
+
+
 def test_row_reads_refuse_bad_shapes():
     from specattn.gpu.draft_rows import RowReads
 
@@ -327,6 +366,7 @@ def test_row_reads_refuse_bad_shapes():
     good = reads_case(CASES[1], "cpu", 0, True, 0)
     for bad in (RowReads(good.chunks[:, :1], good.lo, good.policy, 8),
                 RowReads(good.chunks, good.lo, good.policy, 8, 2),
-                RowReads(good.chunks.int(), good.lo, good.policy, 8)):
+                RowReads(good.chunks.int(), good.lo, good.policy, 8), RowReads(good.chunks, good.lo, good.policy, 8,
+                                                                                row0=-1)):
         with pytest.raises(SpecAttnError, match="reads must hold"):
             draft_rows(q, lse, keys, layers, first, out, 1.0, reads=bad)

@@ -1,5 +1,5 @@
-"""specattn.hooks.fused_llama: fused projections, rotary + cache write and SiLU-mul give the unfused
-model's results (CPU: exactly HF's functions; interpreter and GPU: the Triton kernels against torch),
+"""specattn.hooks.fused_llama: fused projections, rotary + cache write, SiLU-mul and residual adds inside the
+projections give the unfused model's results (CPU: exactly HF's functions; interpreter and GPU: the Triton kernels against torch),
 and the graph decoder decodes the same tokens with a fused pair."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 from specattn.core import layer_maps as layer_map
 from specattn.decode.graph_engine import GraphDecoder, GraphSettings
 from specattn.decode.kv_cache import SequenceKVCache
-from specattn.hooks.fused_llama import FusedAttention, FusedMLP, fuse_llama
+from specattn.hooks.fused_llama import FusedAttention, FusedDecoderLayer, FusedMLP, fuse_llama, project_onto
 from specattn.models.pair import load_pair
 
 from .availability import needs_gpu, needs_interpreter
@@ -41,6 +41,7 @@ def test_fused_pair_decodes_like_the_unfused_one_on_the_cpu(tiny_model_dir, p):
     assert fuse_llama(fused.verifier) == 6 and fuse_llama(fused.draft) == 4
     assert isinstance(fused.verifier.model.layers[3].self_attn, FusedAttention)
     assert isinstance(fused.draft.model.layers[0].mlp, FusedMLP)
+    assert isinstance(fused.draft.model.layers[1], FusedDecoderLayer)
     batch = torch.randint(3, 259, (2, 45), generator=torch.Generator().manual_seed(5))
     assert decode(fused, p, batch) == decode(plain, p, batch)
 
@@ -86,10 +87,29 @@ def check_silu_mul(dtype, device):
     assert torch.equal(silu_mul(x), torch.nn.functional.silu(gate) * up)
 
 
+def check_project_onto(dtype, device):
+    """The residual add inside the projection: ``residual + x @ w.T`` against float64, written into ``residual``
+    where the kernels run; without a residual, exactly ``linear``."""
+    g = torch.Generator().manual_seed(3)
+    x, w, res = (torch.randn(*shape, generator=g).to(dtype).to(device) for shape in ((3, 5, 64), (48, 64), (3, 5, 48)))
+    want = res.double() + x.double() @ w.double().T
+    into = res.clone()
+    got = project_onto(x, w, into)
+    assert got.shape == res.shape and got.data_ptr() == into.data_ptr()  # one launch, in place
+    assert (got.double() - want).abs().max().item() <= 1e-2 * want.abs().max().item()
+    assert torch.equal(project_onto(x, w, None), torch.nn.functional.linear(x, w))
+
+
+def test_project_onto_is_hf_residual_add_on_the_cpu():
+    x, w, res = torch.randn(2, 3, 16), torch.randn(8, 16), torch.randn(2, 3, 8)
+    assert torch.equal(project_onto(x, w, res), res + torch.nn.functional.linear(x, w))
+
+
 @needs_interpreter
 def test_fused_kernels_interpreter():
     check_rope(torch.float16, "cpu", 1e-2)
     check_silu_mul(torch.float16, "cpu")
+    check_project_onto(torch.float16, "cpu")
 
 
 @needs_gpu
@@ -97,6 +117,7 @@ def test_fused_kernels_interpreter():
 def test_fused_kernels_gpu(dtype):
     check_rope(dtype, "cuda", 3e-2)
     check_silu_mul(dtype, "cuda")
+    check_project_onto(dtype, "cuda")
 
 
 @needs_gpu

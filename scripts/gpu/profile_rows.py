@@ -2,9 +2,10 @@
 with 22 draft layers) at every launch of :data:`specattn.gpu.kernels.draft_rows.SWEEP`, at the real pair's draft
 shapes (Qwen2.5-Coder-0.5B: 14 query heads over 2 KV heads, head dim 64, 24 layers, gamma 4 rows; bfloat16 random
 inputs): 13 and 22 mapped layers (the js and proportional maps), 32K at batch 16 and 4, 8K at batch 16, the row
-at P alone (R = 1: what ``first_dense`` recomputes after forward 0), and with ``first_window``'s read mask applied
-by the launch (:class:`specattn.gpu.draft_rows.RowReads`). Per launch: the median GPU time of 30 timed
-calls (CUDA events, 5 warm-up calls excluded), its bandwidth (keys read + rows written over the time) and its
+at P alone (R = 1: what the ``first_*`` policies compute after forward 0), and with the read masks applied by the
+launch (:class:`specattn.gpu.draft_rows.RowReads`): ``first_window``'s four rows, its rows 1 .. alone (what the
+verify phase launches), ``window``'s. Per launch: the median GPU time of 30 timed
+calls (CUDA events, 5 warm-up calls excluded), its bandwidth (keys loaded + rows written over the time) and its
 largest difference from the default launch's rows. Prints one table; run on the GPU machine:
 ``python3 scripts/gpu/profile_rows.py`` (about a minute)."""
 
@@ -42,22 +43,26 @@ def median_us(fn) -> float:
     return statistics.median(times)
 
 
-SHAPES = [(13, 16, 32768, GAMMA, False), (13, 16, 32768, GAMMA, True), (22, 16, 32768, GAMMA, False),
-          (13, 4, 32768, GAMMA, False), (13, 16, 8192, GAMMA, False), (13, 16, 32768, 1, False)]
-# (mapped draft layers, batch, keys, rows, masked: first_window's read mask applied in the launch)
+SHAPES = [(13, 16, 32768, GAMMA, ""), (13, 16, 32768, GAMMA, "first_window"), (13, 16, 32768, GAMMA - 1, "fw_rows1"),
+          (13, 16, 32768, GAMMA, "window"), (22, 16, 32768, GAMMA, ""), (13, 4, 32768, GAMMA, ""),
+          (13, 16, 8192, GAMMA, ""), (13, 16, 32768, 1, "")]
+# (mapped draft layers, batch, keys, rows, mask): the read mask applied in the launch: "" none; "first_window" its
+# four rows, row 0 dense; "fw_rows1" its rows 1 .. alone (row0 = 1: the verify phase's launch since row 0 moved to the
+# draft phase), which load only the window's keys; "window" every row windowed
+WINDOW = 1024
 
 
 def main(shapes=SHAPES, timer=None) -> None:
     timer = timer or median_us
     gen = torch.Generator(device="cuda").manual_seed(0)
-    print(f"{'slots':>5} {'B':>3} {'keys':>6} {'R':>2} {'mask':>4}  {'launch':18} {'us':>8} {'TB/s':>6} "
+    print(f"{'slots':>5} {'B':>3} {'keys':>6} {'R':>2} {'mask':>12}  {'launch':18} {'us':>8} {'TB/s':>6} "
           f"{'max diff':>9}")
-    for slots, batch, n_keys, rows, masked in shapes:
+    for slots, batch, n_keys, rows, mask in shapes:
         cap = n_keys + 64
         keys = torch.randn(NL, batch, HKV, cap, D, device="cuda", generator=gen, dtype=DTYPE)
         q = torch.randn(slots, batch, HQ, rows, D, device="cuda", generator=gen, dtype=DTYPE)
         layers = torch.randperm(NL, device="cuda", generator=gen)[:slots].to(torch.int32)
-        first = torch.full((batch,), n_keys - rows + 1, dtype=torch.int32, device="cuda")
+        first = torch.full((batch,), n_keys - rows + 1, dtype=torch.int32, device="cuda")  # the launch's row 0's
         scale = D ** -0.5
         # each row's exact base-2 log-sum-exp, so the rows are real probabilities (sums 1 over the heads' mean)
         k = keys.index_select(0, layers.long())[:, :, :, :n_keys].float().repeat_interleave(HQ // HKV, dim=2)
@@ -66,13 +71,16 @@ def main(shapes=SHAPES, timer=None) -> None:
         lse = torch.logsumexp(scores.masked_fill(~visible[None, :, None], float("-inf")), -1) / math.log(2)
         del k, scores
         width = n_keys
-        reads = None
-        if masked:  # first_window: the sinks' and the last 1024 keys' chunks, row 0 dense, every slot a policy layer
+        reads, loaded = None, width
+        if mask:  # the sinks' and the last WINDOW keys' chunks, every slot a policy layer
             window = torch.zeros((1, batch, -(-cap // 16)), dtype=torch.bool, device="cuda")
             window[..., :1] = True
-            window[..., (n_keys - 1024) // 16:] = True
-            reads = RowReads(window, first - 1, torch.ones(slots, dtype=torch.bool, device="cuda"), 16, 1)
-        moved = slots * batch * (HKV * width * D * 2 + rows * width * 4)
+            window[..., (n_keys - WINDOW) // 16:] = True
+            row0 = int(mask == "fw_rows1")
+            reads = RowReads(window, first - 1 - row0, torch.ones(slots, dtype=torch.bool, device="cuda"), 16,
+                             int(mask != "window"), row0)
+            loaded = width if mask == "first_window" else 16 + WINDOW + 16
+        moved = slots * batch * (HKV * loaded * D * 2 + rows * width * 4)  # keys the launch loads + rows written
         reference = None
         for config in SWEEP:
             out = torch.zeros(slots, batch, rows, width, device="cuda")
@@ -83,7 +91,7 @@ def main(shapes=SHAPES, timer=None) -> None:
                 reference = out.clone()
             diff = (out - reference).abs().max().item()
             name = f"{config.block_n}x{config.blocks} w{config.warps} s{config.stages}"
-            print(f"{slots:>5} {batch:>3} {n_keys:>6} {rows:>2} {'yes' if masked else 'no':>4}  {name:18} {us:>8.1f} "
+            print(f"{slots:>5} {batch:>3} {n_keys:>6} {rows:>2} {mask or '-':>12}  {name:18} {us:>8.1f} "
                   f"{moved / us / 1e6:>6.2f} "
                   f"{diff:>9.2e}", flush=True)
         del keys, q, out, reference

@@ -42,7 +42,15 @@ step's own earlier tokens):
 
 The verifier's SpecAttn selection is always the union over the step's ``gamma`` draft rows of their
 nuclei, from the rows as the draft computed them: a row's probabilities are zero on the keys its forward
-did not read.
+did not read. Under ``first_dense`` / ``first_window`` row 0 (the step's only row over the whole prefix) is
+computed in the draft phase right after forward 0, the other rows in the verify phase; the rows' launch loads
+only the keys some row keeps, so windowed and reused rows cost their read sets, not the cache.
+
+**Two streams** (``GraphSettings.side_stream``, CUDA): the draft rows and the selection run on a second
+stream beside the work that does not need them: in the verify phase beside the verifier's dense layers (its
+sparse layers wait for the lists: ``ForwardPlan.ready``), and ``first_window``'s row 0 beside draft forwards
+``1 .. gamma - 1``; each phase ends joined (one CUDA graph each, captured with both streams). The same
+kernels on the same inputs: the results equal the one-stream order's.
 
 Two labelled controls replace what random weights make meaningless: ``forced_kept`` (the accepted counts
 follow a fixed cycle instead of the verifier's argmax: its mean + 1 is tau) and ``forced_density`` (the
@@ -88,7 +96,9 @@ class GraphSettings:
     n_sinks: the budgeted baselines'; draft_reads, draft_refresh, draft_window, draft_sinks: the draft's
     read policy; forced_draft_density: the policy's control (``first_dense`` / ``reuse``: the read sets are a
     fixed random fraction of the prefix chunks instead of the draft's selections, as ``forced_density``);
-    split, rows: the attention kernel's and the draft-row kernel's launches (None: their defaults).
+    split, rows: the attention kernel's and the draft-row kernel's launches (None: their defaults); side_stream
+    (CUDA): compute the draft rows and the selection on a second stream, beside the work that does not need them
+    (module docstring, "Two streams"); False: everything in order on one stream (the same results).
     """
 
     gamma: int
@@ -110,6 +120,7 @@ class GraphSettings:
     forced_draft_density: float | None = None
     split: SplitConfig | None = None
     rows: RowsConfig | None = None
+    side_stream: bool = True
 
     @property
     def mode(self) -> str:
@@ -308,6 +319,7 @@ class GraphDecoder:
             self.sel_mask = torch.zeros((n_slots, b, 1, self.n_cols), dtype=torch.bool, device=dev)
             self.layer_slots = torch.tensor(needed, dtype=torch.int32, device=dev)
             self.first = torch.zeros(b, dtype=torch.int32, device=dev)
+            self.first_row0 = torch.zeros(b, dtype=torch.int32, device=dev)  # row 0's first (the draft phase's)
             self.draft_scale = self.draft.model.layers[0].self_attn.scaling
             for i in range(s.gamma):
                 self.taps[i] = {layer: RowTap(self.row_q[slot, :, :, i], self.row_lse[slot, :, :, i])
@@ -329,8 +341,14 @@ class GraphDecoder:
             self._build_quest()
         elif mode == "oracle":
             self.selectors = {j: self._oracle_selector(j) for j in self.sparse}
+        # row 0 of the first_* policies comes from the draft phase (the verify phase launches rows 1 ..)
+        self.row0 = int(s.draft_reads in DENSE_FIRST and s.gamma > 1 and bool(self.slots))
+        on_gpu = s.side_stream and dev.type == "cuda"
+        self.side = torch.cuda.Stream(dev) if on_gpu else None
+        self.side_done = torch.cuda.Event() if on_gpu else None
         self.v_plan = ForwardPlan("decode", self.v_len, s.chunk_size, lists_plan, {},
-                                  self._workspace(self.verifier, s.gamma + 1), self.selectors, s.split)
+                                  self._workspace(self.verifier, s.gamma + 1), self.selectors, s.split,
+                                  self.side_done if mode == "specattn" else None)
         self.d_workspace = self._workspace(self.draft, 2) if s.gamma else None
         self._build_draft_reads()
 
@@ -354,7 +372,7 @@ class GraphDecoder:
         # every policy slot and forward; a separate pass cost 0.26 ms a step at 32K batch 16 on the H200, the mask
         # inside the launch 0.07 ms)
         self.row_reads = RowReads(self.base_mask[:, :, 0], self.last, policy, s.chunk_size,
-                                  int(s.draft_reads in DENSE_FIRST)) if self.slots else None
+                                  int(s.draft_reads in DENSE_FIRST), self.row0) if self.slots else None
         self.read_lists = [self._lists(*shape) for _ in range(s.gamma)]
         for f in range(s.gamma):
             if s.draft_reads in DENSE_FIRST and f == 0:
@@ -499,11 +517,17 @@ class GraphDecoder:
         self.reads[2] += dense if read is None else read
         self.reads[3] += dense
 
+    def _first_row(self) -> None:
+        """After forward 0 of a ``first_*`` policy: every slot's row at ``P``, the step's only row over the whole
+        prefix (:meth:`_select` computes the others, from row 1 on)."""
+        self.first_row0.copy_(self.last + 1)
+        draft_rows(self.row_q[:, :, :, :1], self.row_lse[:, :, :, :1], self.d_cache.keys, self.layer_slots,
+                   self.first_row0, self.rows[:, :, :1], self.draft_scale, self.settings.head_agg,
+                   config=self.settings.rows)
+
     def _first_selection(self) -> None:
         """``first_dense``: after forward 0, ``R_i`` = the nucleus chunks of row ``P`` of each slot."""
-        self.first.copy_(self.last + 1)
-        draft_rows(self.row_q[:, :, :, :1], self.row_lse[:, :, :, :1], self.d_cache.keys, self.layer_slots,
-                   self.first, self.rows[:, :, :1], self.draft_scale, self.settings.head_agg, config=self.settings.rows)
+        self._first_row()
         prefix = prefix_chunk_keys(self.last, self.n_cols, self.settings.chunk_size) > 0
         select_chunks(self.rows[:, :, None, :1], self.settings.p, self.settings.chunk_size, self.lists,
                       self.base_mask)
@@ -534,16 +558,20 @@ class GraphDecoder:
             cache.lengths.add_(n_new)
             token = self.draft.get_output_embeddings()(hidden[:, -1]).argmax(dim=-1)
             self.drafted[:, i] = token
-            if i == 0 and s.draft_reads == "first_dense" and s.gamma > 1:
-                self._first_selection()
+            if i == 0 and self.row0 and s.draft_reads == "first_dense":
+                self._first_selection()  # forward 1 reads it
+            elif i == 0 and self.row0:  # first_window: nothing in this phase needs row 0: beside forwards 1 ..
+                self._beside(self._first_row)
             tokens, positions = token[:, None], positions[:, -1:] + 1
+        self._join()
 
     def _select(self) -> None:
-        """Every needed draft layer's rows (one launch), then every slot's chunk lists (one call)."""
-        s = self.settings
-        self.first.copy_(self.last + 1)  # draft row r (position P + r) attends keys [0, P + 1 + r)
-        draft_rows(self.row_q, self.row_lse, self.d_cache.keys, self.layer_slots, self.first, self.rows,
-                   self.draft_scale, s.head_agg, config=s.rows, reads=self.row_reads)
+        """Every needed draft layer's rows (one launch; from row 1 on where the draft phase computed row 0), then
+        every slot's chunk lists (one call)."""
+        s, r = self.settings, self.row0
+        self.first.copy_(self.last + 1 + r)  # draft row r (position P + r) attends keys [0, P + 1 + r)
+        draft_rows(self.row_q[:, :, :, r:], self.row_lse[:, :, :, r:], self.d_cache.keys, self.layer_slots, self.first,
+                   self.rows[:, :, r:], self.draft_scale, s.head_agg, config=s.rows, reads=self.row_reads)
         select_chunks(self.rows.unsqueeze(2), s.p, s.chunk_size, self.lists, self.sel_mask)
 
     def _budget_keys(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -644,10 +672,26 @@ class GraphDecoder:
         self.seq_reads[2] += sparse
         self.seq_reads[3] += len(self.sparse) * dense
 
+    def _beside(self, work) -> None:
+        """Run ``work`` on the side stream (where there is one), after everything issued so far; :meth:`_join`
+        (or a layer waiting on ``v_plan.ready``) brings it back."""
+        if self.side is None:
+            work()
+            return
+        self.side.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(self.side):
+            work()
+        self.side_done.record(self.side)
+
+    def _join(self) -> None:
+        """The current stream waits for the side stream's work (a CUDA graph's capture must end joined)."""
+        if self.side is not None:
+            torch.cuda.current_stream(self.device).wait_event(self.side_done)
+
     def _verify_phase(self) -> None:
         s = self.settings
         if s.mode == "specattn" and self.slots:
-            self._select()
+            self._beside(self._select)  # the sparse layers wait for it (v_plan.ready), the dense ones do not
         elif s.mode == "streaming":
             self._streaming_lists()
         if s.draft_reads == "reuse" and s.mode != "specattn" and self.slots:
@@ -660,6 +704,7 @@ class GraphDecoder:
         if self.seq_reads is not None:
             self.selected_keys.zero_()
         hidden = self._forward(self.verifier, tokens, positions, self.v_cache, self.v_plan)
+        self._join()
         self._count_verifier_reads()
         if self.seq_reads is not None:
             self._count_sequence_reads()

@@ -45,20 +45,23 @@ class RowReads:
     chunks), or ``k >= lo[b] - 1`` (row 0) / ``k >= lo[b] + r`` (row r >= 1); elsewhere 0.
 
     chunks ``(S or 1, B, NC)`` bool; lo ``(B,)`` int32 or int64: ``P``, the step's first draft position; policy ``(S,)``
-    bool; chunk_size: keys per chunk; dense_rows: 0 or 1."""
+    bool; chunk_size: keys per chunk; dense_rows: 0 or 1; row0: the index of the launch's first row among the step's
+    rows (a launch of rows ``row0 ..``, its ``first`` advanced by ``row0``; ``r`` above is ``row0`` + the launch's
+    row)."""
 
     chunks: torch.Tensor
     lo: torch.Tensor
     policy: torch.Tensor
     chunk_size: int
     dense_rows: int = 0
+    row0: int = 0
 
     def kept(self, rows: int, width: int) -> torch.Tensor:
         """``(S, B, R, W)`` bool: where the rows keep their probabilities (the class docstring)."""
         c, dev = self.chunk_size, self.lo.device
         key = torch.arange(width, device=dev)
         chunk = key // c
-        r = torch.arange(rows, device=dev)
+        r = torch.arange(self.row0, self.row0 + rows, device=dev)
         lo = self.lo.long()[:, None, None]  # (B, 1, 1)
         read = torch.zeros((*self.chunks.shape[:2], width), dtype=torch.bool, device=dev)
         inside = chunk < self.chunks.shape[2]
@@ -133,10 +136,10 @@ def _check(q, lse, keys, layers, first, out, agg, reads=None) -> None:
         if (c.dim() != 3 or c.shape[0] not in (1, s) or c.shape[1] != b or c.dtype != torch.bool or c.stride(2) != 1
                 or reads.policy.shape != (s,) or reads.policy.dtype != torch.bool or reads.lo.shape != (b,)
                 or reads.lo.dtype not in (torch.int32, torch.int64) or reads.dense_rows not in (0, 1)
-                or reads.chunk_size < 1
+                or reads.chunk_size < 1 or reads.row0 < 0
                 or len({t.device for t in (c, reads.lo, reads.policy, q)}) != 1):
             raise SpecAttnError(f"reads must hold chunks (1 or {s}, {b}, NC) bool (unit stride along NC), lo ({b},) "
-                                f"int32 or int64, policy ({s},) bool on q's device, chunk_size >= 1 and dense_rows 0 "
-                                f"or 1; got "
+                                f"int32 or int64, policy ({s},) bool on q's device, chunk_size >= 1, dense_rows 0 "
+                                f"or 1 and row0 >= 0; got "
                                 f"chunks {tuple(c.shape)} {c.dtype}, lo {tuple(reads.lo.shape)} {reads.lo.dtype}, "
-                                f"policy {tuple(reads.policy.shape)}, dense_rows {reads.dense_rows}")
+                                f"policy {tuple(reads.policy.shape)}, dense_rows {reads.dense_rows}, row0 {reads.row0}")

@@ -11,9 +11,11 @@ place and with the same weights:
   (:func:`specattn.gpu.kernels.fused_llama.rope_into_cache`), the decoder's attention
   (:func:`specattn.hooks.graph_attention.graph_attention`), the output projection;
 * every MLP with :class:`FusedMLP`: one gate/up projection, one ``silu(gate) * up`` launch, the down
-  projection.
+  projection;
+* every decoder layer with :class:`FusedDecoderLayer`: the two residual adds inside the output and down
+  projections (cuBLAS's ``beta = 1``; :func:`project_onto`).
 
-A layer is then about 12 launches. The fused modules serve only the graph decoder (its
+A layer is then about 10 launches. The fused modules serve only the graph decoder (its
 :class:`~specattn.decode.kv_cache.SequenceKVCache` and ``specattn_graph`` plans). On the CPU or in float32 they
 compute with HF's own functions (``apply_rotary_pos_emb``, the cache's ``update``, ``silu``), so a fused model
 gives the unfused model's output there.
@@ -57,7 +59,9 @@ class FusedAttention(nn.Module):
         self.qkv_bias = None if biases[0] is None else nn.Parameter(torch.cat(biases).detach(), requires_grad=False)
         self.o_proj = attention.o_proj
 
-    def forward(self, hidden_states, position_embeddings=None, attention_mask=None, **kwargs):
+    def forward(self, hidden_states, position_embeddings=None, attention_mask=None, residual=None, **kwargs):
+        """``residual`` (B, T, H): return ``residual + o_proj(attention)`` instead, the add fused into the output
+        projection where the kernels run (``residual`` is updated in place and returned)."""
         from .graph_attention import graph_attention
 
         cache = _cache(kwargs)
@@ -77,7 +81,7 @@ class FusedAttention(nn.Module):
             query, k = apply_rotary_pos_emb(q, k, cos, sin)
             keys, values = cache.update(k, v, self.layer_idx)
         out, _ = graph_attention(self, query, keys, values, attention_mask, self.scaling, **kwargs)
-        return self.o_proj(out.reshape(b, t, -1)), None
+        return project_onto(out.reshape(b, t, -1), self.o_proj.weight, residual), None
 
 
 class FusedMLP(nn.Module):
@@ -89,14 +93,46 @@ class FusedMLP(nn.Module):
                                     requires_grad=False)
         self.down_proj = mlp.down_proj
 
-    def forward(self, x):
+    def forward(self, x, residual=None):
+        """``residual``: return ``residual + mlp(x)``, as :class:`FusedAttention`."""
         gate_up = nn.functional.linear(x, self.gate_up)
         if _use_kernels(gate_up):
             from ..gpu.kernels.fused_llama import silu_mul
 
-            return self.down_proj(silu_mul(gate_up))
+            return project_onto(silu_mul(gate_up), self.down_proj.weight, residual)
         gate, up = gate_up.chunk(2, dim=-1)
-        return self.down_proj(nn.functional.silu(gate) * up)
+        return project_onto(nn.functional.silu(gate) * up, self.down_proj.weight, residual)
+
+
+def project_onto(x: torch.Tensor, weight: torch.Tensor, residual: torch.Tensor | None) -> torch.Tensor:
+    """``x (B, T, K) @ weight.T (K, H)``, plus ``residual (B, T, H)`` if given. Where the kernels run, the add is
+    the GEMM's own (cuBLAS with beta = 1 into ``residual``, updated in place: one launch, not two; the sum rounds
+    once, from float32); elsewhere HF's ``residual + linear(x)``."""
+    if residual is None:
+        return nn.functional.linear(x, weight)
+    if _use_kernels(x) and residual.is_contiguous() and residual.dtype == x.dtype:
+        flat = residual.view(-1, residual.shape[-1])
+        return flat.addmm_(x.reshape(-1, x.shape[-1]), weight.t()).view(residual.shape)
+    return residual + nn.functional.linear(x, weight)
+
+
+class FusedDecoderLayer(nn.Module):
+    """A Llama/Qwen2 decoder layer whose two residual adds run inside the output and down projections
+    (:func:`project_onto`): the same modules (``input_layernorm``, ``self_attn``, ``post_attention_layernorm``,
+    ``mlp``), two launches fewer. Its input is overwritten where the kernels run (the graph decoder keeps no
+    layer's input)."""
+
+    def __init__(self, layer: nn.Module):
+        super().__init__()
+        for name, value in vars(layer).items():  # plain attributes the model's loop may read (attention_type)
+            if not name.startswith("_") and name != "training":
+                setattr(self, name, value)
+        self.input_layernorm, self.post_attention_layernorm = layer.input_layernorm, layer.post_attention_layernorm
+        self.self_attn, self.mlp = FusedAttention(layer.self_attn), FusedMLP(layer.mlp)
+
+    def forward(self, hidden_states, **kwargs):
+        x, _ = self.self_attn(self.input_layernorm(hidden_states), residual=hidden_states, **kwargs)
+        return self.mlp(self.post_attention_layernorm(x), residual=x)
 
 
 def fuse_llama(model: nn.Module) -> int:
@@ -113,8 +149,6 @@ def fuse_llama(model: nn.Module) -> int:
         if getattr(attention.config, "use_sliding_window", False):
             raise ValueError("fuse_llama: sliding-window attention is not supported")
     fuse_rmsnorms(model)
-    for layer in layers:
-        attention, mlp = layer.self_attn, layer.mlp
-        layer.self_attn = FusedAttention(attention)
-        layer.mlp = FusedMLP(mlp)
+    for i, layer in enumerate(layers):
+        layers[i] = FusedDecoderLayer(layer)
     return len(layers)

@@ -12,7 +12,9 @@ draft layer from the keys in the draft's cache, reading each key once for all ro
 for ``k < first[b] + r`` (row r attends keys ``[0, first[b] + r)``), else 0; ``agg`` the mean (or max) over
 the ``Hq = G * Hkv`` query heads. Only the aggregated rows are written. Under a draft read policy the launch
 also zeroes each row at the prefix keys its forward did not read (:class:`specattn.gpu.draft_rows.RowReads`),
-so the decoder's rows need no second pass.
+so the decoder's rows need no second pass, and loads no key that no row of the launch keeps (a windowed or reused
+read set costs its own keys, not the cache's). A launch may hold the step's rows from ``reads.row0`` on (the
+``first_*`` policies compute row 0 in the draft phase, beside the draft's later forwards).
 
 Grid ``(S * B, cdiv(W, block_n * blocks))``: a program walks ``blocks`` consecutive blocks of ``block_n`` keys
 (``tl.range`` software-pipelined over ``stages``), loads each block once per KV head and scores it against the
@@ -38,7 +40,7 @@ def _rows_kernel(
     NC, C, srs, srb, sqs, sqb, sqh, sqr, sls, slb, slh, skl, skb, skh, skn, sos, sob, sor,
     HKV: tl.constexpr, G: tl.constexpr, R: tl.constexpr, GP: tl.constexpr, RP: tl.constexpr, D: tl.constexpr,
     BLOCK: tl.constexpr, NBLK: tl.constexpr, STAGES: tl.constexpr, MAX: tl.constexpr, MASKED: tl.constexpr,
-    DENSE_ROWS: tl.constexpr,
+    DENSE_ROWS: tl.constexpr, ROW0: tl.constexpr,
 ):
     sb = tl.program_id(0)
     s = sb // B
@@ -59,6 +61,16 @@ def _rows_kernel(
         keys = (tl.program_id(1) * NBLK + i) * BLOCK + tl.arange(0, BLOCK)
         vis = (keys[None, :] < (first + r)[:, None]) & row_ok[:, None]
         k_ok = keys < first + R - 1
+        if MASKED:  # the draft read policies: zero at the prefix keys each row's forward did not read
+            chunk = keys // C
+            read = tl.load(read_ptr + s * srs + b * srb + chunk, mask=chunk < NC, other=0) != 0
+            lo = tl.load(lo_ptr + b)
+            row = rr + ROW0  # the rows' indices among the step's gamma rows
+            own = (chunk[None, :] * C < lo + row[:, None]) & (chunk[None, :] * C + C > lo)
+            tail = tl.where(row == 0, lo - 1, lo + row)
+            keep = read[None, :] | own | (keys[None, :] >= tail[:, None]) | (row[:, None] < DENSE_ROWS)
+            keep = keep | (tl.load(policy_ptr + s) == 0)
+            k_ok = k_ok & (tl.max((keep & (rr < R)[:, None]).to(tl.int32), 0) > 0)  # a key no row keeps: not loaded
         acc = tl.zeros((RP, BLOCK), tl.float32)
         for h in tl.static_range(HKV):
             k = tl.load(kb + h * skh + keys[:, None] * skn + d[None, :], mask=k_ok[:, None], other=0.0)
@@ -73,14 +85,7 @@ def _rows_kernel(
                 acc += tl.sum(p3, 0)
         if not MAX:
             acc = acc * inv_heads
-        if MASKED:  # the draft read policies: zero at the prefix keys each row's forward did not read
-            chunk = keys // C
-            read = tl.load(read_ptr + s * srs + b * srb + chunk, mask=chunk < NC, other=0) != 0
-            lo = tl.load(lo_ptr + b)
-            own = (chunk[None, :] * C < lo + rr[:, None]) & (chunk[None, :] * C + C > lo)
-            tail = tl.where(rr == 0, lo - 1, lo + rr)
-            keep = read[None, :] | own | (keys[None, :] >= tail[:, None]) | (rr[:, None] < DENSE_ROWS)
-            keep = keep | (tl.load(policy_ptr + s) == 0)
+        if MASKED:
             acc = tl.where(keep, acc, 0.0)
         tl.store(ob + rr[:, None] * sor + keys[None, :], acc, mask=(rr[:, None] < R) & (keys[None, :] < W))
 
@@ -106,10 +111,10 @@ def launch(q: torch.Tensor, lse: torch.Tensor, keys: torch.Tensor, layers: torch
     w = out.shape[3]
     c = config or default_rows_config(hkv)
     if reads is None:
-        read, lo, policy, nc, chunk, srs, srb, dense_rows = first, first, first, 0, 1, 0, 0, 0
+        read, lo, policy, nc, chunk, srs, srb, dense_rows, row0 = first, first, first, 0, 1, 0, 0, 0, 0
     else:
         read, lo, policy = reads.chunks.view(torch.uint8), reads.lo, reads.policy.view(torch.uint8)
-        nc, chunk, dense_rows = read.shape[2], reads.chunk_size, reads.dense_rows
+        nc, chunk, dense_rows, row0 = read.shape[2], reads.chunk_size, reads.dense_rows, reads.row0
         srs, srb = (read.stride(0) if read.shape[0] > 1 else 0), read.stride(1)
     _rows_kernel[(s * b, triton.cdiv(w, c.block_n * c.blocks))](
         q, lse, keys, layers, first, out, read, lo, policy, float(sm_scale) * LOG2E, 1.0 / hq, w, b, nc, chunk, srs,
@@ -117,7 +122,7 @@ def launch(q: torch.Tensor, lse: torch.Tensor, keys: torch.Tensor, layers: torch
         q.stride(0), q.stride(1), q.stride(2), q.stride(3), lse.stride(0), lse.stride(1), lse.stride(2),
         keys.stride(0), keys.stride(1), keys.stride(2), keys.stride(3), out.stride(0), out.stride(1), out.stride(2),
         HKV=hkv, G=g, R=r, GP=gp, RP=rp, D=d, BLOCK=c.block_n, NBLK=c.blocks, STAGES=c.stages, MAX=agg == "max",
-        MASKED=reads is not None, DENSE_ROWS=dense_rows, num_warps=c.warps,
+        MASKED=reads is not None, DENSE_ROWS=dense_rows, ROW0=row0, num_warps=c.warps,
     )
     return out
 
@@ -134,17 +139,20 @@ def _aot_check(compile_one) -> bool:
     8, 64) at its default launch."""
     ok = True
     cases = [("bf16", 2, 7, 4, agg, c, False, 0) for agg in ("mean", "max") for c in SWEEP]
-    cases += [("bf16", 2, 7, 4, "mean", PIPELINED, True, 1), ("bf16", 2, 7, 4, "max", PIPELINED, True, 0),
-              ("fp16", 8, 4, 5, "mean", default_rows_config(8), False, 0)]
-    for dt, hkv, g, r, agg, c, masked, dense_rows in cases:
+    cases = [(*case, 0) for case in cases]
+    cases += [("bf16", 2, 7, 4, "mean", PIPELINED, True, 1, 0), ("bf16", 2, 7, 4, "max", PIPELINED, True, 0, 0),
+              ("bf16", 2, 7, 3, "mean", PIPELINED, True, 1, 1), ("fp16", 8, 4, 5, "mean", default_rows_config(8), False,
+                                                                   0, 0)]
+    for dt, hkv, g, r, agg, c, masked, dense_rows, row0 in cases:
         gp, rp = tile_rows(g, r)
         ints = ["W", "B", "NC", "C", "srs", "srb", "sqs", "sqb", "sqh", "sqr", "sls", "slb", "slh", "skl", "skb", "skh",
                 "skn", "sos", "sob", "sor"]
         ok &= compile_one(f"draft_rows {dt} Hkv={hkv} G={g} R={r} {agg} {c.block_n}x{c.blocks} w{c.warps} "
-                          f"s{c.stages}{' masked' if masked else ''}", _rows_kernel, {
+                          f"s{c.stages}{' masked' if masked else ''}{f' from row {row0}' if row0 else ''}", _rows_kernel, {
             "q_ptr": f"*{dt}", "lse_ptr": "*fp32", "k_ptr": f"*{dt}", "layer_ptr": "*i32", "first_ptr": "*i32",
             "out_ptr": "*fp32", "read_ptr": "*u8", "lo_ptr": "*i64", "policy_ptr": "*u8", "qk_scale": "fp32",
             "inv_heads": "fp32", **{name: "i32" for name in ints}},
             {"HKV": hkv, "G": g, "R": r, "GP": gp, "RP": rp, "D": 64, "BLOCK": c.block_n, "NBLK": c.blocks,
-             "STAGES": c.stages, "MAX": agg == "max", "MASKED": masked, "DENSE_ROWS": dense_rows}, c.warps)
+             "STAGES": c.stages, "MAX": agg == "max", "MASKED": masked, "DENSE_ROWS": dense_rows, "ROW0": row0},
+            c.warps)
     return ok
