@@ -346,9 +346,10 @@ class GraphDecoder:
         on_gpu = s.side_stream and dev.type == "cuda"
         self.side = torch.cuda.Stream(dev) if on_gpu else None
         self.side_done = torch.cuda.Event() if on_gpu else None
+        self.forked = False  # work on the side stream not joined yet
         self.v_plan = ForwardPlan("decode", self.v_len, s.chunk_size, lists_plan, {},
                                   self._workspace(self.verifier, s.gamma + 1), self.selectors, s.split,
-                                  self.side_done if mode == "specattn" else None)
+                                  self.side_done if mode == "specattn" and self.slots else None)
         self.d_workspace = self._workspace(self.draft, 2) if s.gamma else None
         self._build_draft_reads()
 
@@ -682,11 +683,14 @@ class GraphDecoder:
         with torch.cuda.stream(self.side):
             work()
         self.side_done.record(self.side)
+        self.forked = True
 
     def _join(self) -> None:
-        """The current stream waits for the side stream's work (a CUDA graph's capture must end joined)."""
-        if self.side is not None:
+        """The current stream waits for the side stream's work since the last join (a CUDA graph's capture must end
+        joined, and may wait only on events recorded in it)."""
+        if self.forked:
             torch.cuda.current_stream(self.device).wait_event(self.side_done)
+            self.forked = False
 
     def _verify_phase(self) -> None:
         s = self.settings
