@@ -32,6 +32,26 @@ import triton.language as tl
 from .rows_config import ONE_BLOCK, PIPELINED, RowsConfig, default_rows_config
 from .sparse_attn import LOG2E, pow2
 
+@triton.jit
+def _block_rows(kb, qb, lb, keys, k_ok, vis, g, r, row_ok, d, skh, skn, sqh, sqr, slh, qk_scale, inv_heads,
+                HKV: tl.constexpr, G: tl.constexpr, GP: tl.constexpr, RP: tl.constexpr, BLOCK: tl.constexpr,
+                MAX: tl.constexpr):
+    """One block of keys (those with ``k_ok``) scored against every row of every head, aggregated: ``(RP, BLOCK)``."""
+    acc = tl.zeros((RP, BLOCK), tl.float32)
+    for h in tl.static_range(HKV):
+        k = tl.load(kb + h * skh + keys[:, None] * skn + d[None, :], mask=k_ok[:, None], other=0.0)
+        hq = h * G + g
+        q = tl.load(qb + hq[:, None] * sqh + r[:, None] * sqr + d[None, :], mask=row_ok[:, None], other=0.0)
+        lse = tl.load(lb + hq * slh + r, mask=row_ok, other=0.0)
+        p = tl.where(vis, tl.exp2(tl.dot(q, tl.trans(k)) * qk_scale - lse[:, None]), 0.0)
+        p3 = tl.reshape(p, (GP, RP, BLOCK))
+        if MAX:
+            acc = tl.maximum(acc, tl.max(p3, 0))
+        else:
+            acc += tl.sum(p3, 0)
+    if not MAX:
+        acc = acc * inv_heads
+    return acc
 
 
 @triton.jit
@@ -71,22 +91,14 @@ def _rows_kernel(
             keep = read[None, :] | own | (keys[None, :] >= tail[:, None]) | (row[:, None] < DENSE_ROWS)
             keep = keep | (tl.load(policy_ptr + s) == 0)
             k_ok = k_ok & (tl.max((keep & (rr < R)[:, None]).to(tl.int32), 0) > 0)  # a key no row keeps: not loaded
-        acc = tl.zeros((RP, BLOCK), tl.float32)
-        for h in tl.static_range(HKV):
-            k = tl.load(kb + h * skh + keys[:, None] * skn + d[None, :], mask=k_ok[:, None], other=0.0)
-            hq = h * G + g
-            q = tl.load(qb + hq[:, None] * sqh + r[:, None] * sqr + d[None, :], mask=row_ok[:, None], other=0.0)
-            lse = tl.load(lb + hq * slh + r, mask=row_ok, other=0.0)
-            p = tl.where(vis, tl.exp2(tl.dot(q, tl.trans(k)) * qk_scale - lse[:, None]), 0.0)
-            p3 = tl.reshape(p, (GP, RP, BLOCK))
-            if MAX:
-                acc = tl.maximum(acc, tl.max(p3, 0))
-            else:
-                acc += tl.sum(p3, 0)
-        if not MAX:
-            acc = acc * inv_heads
-        if MASKED:
+            acc = tl.zeros((RP, BLOCK), tl.float32)
+            if tl.max(k_ok.to(tl.int32), 0) > 0:  # a block no row keeps is skipped whole (its rows are zeros)
+                acc = _block_rows(kb, qb, lb, keys, k_ok, vis, g, r, row_ok, d, skh, skn, sqh, sqr, slh, qk_scale,
+                                  inv_heads, HKV, G, GP, RP, BLOCK, MAX)
             acc = tl.where(keep, acc, 0.0)
+        else:
+            acc = _block_rows(kb, qb, lb, keys, k_ok, vis, g, r, row_ok, d, skh, skn, sqh, sqr, slh, qk_scale, inv_heads,
+                              HKV, G, GP, RP, BLOCK, MAX)
         tl.store(ob + rr[:, None] * sor + keys[None, :], acc, mask=(rr[:, None] < R) & (keys[None, :] < W))
 
 
