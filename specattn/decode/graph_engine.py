@@ -344,7 +344,9 @@ class GraphDecoder:
         # row 0 of the first_* policies comes from the draft phase (the verify phase launches rows 1 ..)
         self.row0 = int(s.draft_reads in DENSE_FIRST and s.gamma > 1 and bool(self.slots))
         on_gpu = s.side_stream and dev.type == "cuda"
-        self.side = torch.cuda.Stream(dev) if on_gpu else None
+        # the side stream at the lowest priority, the phases captured on a stream of the highest (capture): the
+        # side's kernels take the SMs the critical path leaves idle instead of holding them
+        self.side = torch.cuda.Stream(dev, priority=0) if on_gpu else None
         self.side_done = torch.cuda.Event() if on_gpu else None
         self.forked = False  # work on the side stream not joined yet
         self.v_plan = ForwardPlan("decode", self.v_len, s.chunk_size, lists_plan, {},
@@ -759,9 +761,10 @@ class GraphDecoder:
             x.copy_(old)
         pool = torch.cuda.graph_pool_handle()
         graphs = []
+        main = torch.cuda.Stream(self.device, priority=-100) if self.side is not None else None  # the highest
         for phase in ([self._draft_phase] if self.draft is not None else []) + [self._verify_phase]:
             graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph, pool=pool):
+            with torch.cuda.graph(graph, pool=pool, stream=main):
                 phase()
             graphs.append(graph)
         self.graphs = tuple(graphs)
