@@ -149,6 +149,7 @@ def test_rows_config_refuses_bad_launches_and_defaults_by_kv_heads():
     from specattn.gpu.kernels.rows_config import ONE_BLOCK, PIPELINED, default_rows_config
 
     assert default_rows_config(2) == PIPELINED != ONE_BLOCK == default_rows_config(8) == RowsConfig()
+    assert default_rows_config(2, masked=True) == ONE_BLOCK == default_rows_config(8, masked=True)
     for bad in [(48, 1, 4, 1), (8, 1, 4, 1), (64, 0, 4, 1)]:
         with pytest.raises(ValueError, match="power of two"):
             RowsConfig(*bad)

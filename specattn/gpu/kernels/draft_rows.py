@@ -115,13 +115,13 @@ def launch(q: torch.Tensor, lse: torch.Tensor, keys: torch.Tensor, layers: torch
     Hq, R)`` float32 (unit stride along R), ``keys (NL, B, Hkv, cap, D)`` (unit stride along D), ``layers
     (S,)`` and ``first (B,)`` int32, ``out (S, B, R, W)`` float32 (unit stride along W); ``reads`` a
     :class:`specattn.gpu.draft_rows.RowReads` (None: every key each row attends); ``config`` None: the default
-    launch for the draft's KV heads (:func:`~specattn.gpu.kernels.rows_config.default_rows_config`)."""
+    launch for the draft's KV heads and the mask (:func:`~specattn.gpu.kernels.rows_config.default_rows_config`)."""
     s, b, hq, r, d = q.shape
     hkv = keys.shape[2]
     g = hq // hkv
     gp, rp = tile_rows(g, r)
     w = out.shape[3]
-    c = config or default_rows_config(hkv)
+    c = config or default_rows_config(hkv, reads is not None)
     if reads is None:
         read, lo, policy, nc, chunk, srs, srb, dense_rows, row0 = first, first, first, 0, 1, 0, 0, 0, 0
     else:

@@ -26,10 +26,13 @@ ONE_BLOCK = RowsConfig()  # one 64-key block per program: the launch until the t
 PIPELINED = RowsConfig(blocks=8, stages=3)
 
 
-def default_rows_config(num_kv_heads: int) -> RowsConfig:
+def default_rows_config(num_kv_heads: int, masked: bool = False) -> RowsConfig:
     """The launch for a draft with ``num_kv_heads`` KV heads: 8 blocks of 64 keys per program pipelined over 3
     stages for 1-2 KV heads (4-22% less time than one block per program at every shape
     ``scripts/gpu/profile_rows.py`` timed at the real pair's draft, 2 KV heads, on the H200: docs/benchmarks.md,
     tenth session); one block per program for more KV heads, where the pipelined launch spills registers (sm_90
-    compile report: 428 bytes at 8 KV heads) and was not timed."""
-    return PIPELINED if num_kv_heads <= 2 else ONE_BLOCK
+    compile report: 428 bytes at 8 KV heads) and was not timed. ``masked`` (a read policy's mask, whose skipped
+    blocks break the pipeline): one block per program, the fastest launch at every masked shape timed (eleventh
+    session: first_window's rows 1.. 230 us against 262, window's 226 against 328, all four first_window rows 683
+    against 901)."""
+    return PIPELINED if num_kv_heads <= 2 and not masked else ONE_BLOCK
