@@ -164,25 +164,6 @@ def test_cuda_graph_replay_equals_eager_for_every_mode_in_bfloat16(tiny_model_di
 
 
 @needs_gpu
-@pytest.mark.parametrize("reads", ["dense", "first_dense", "first_window", "window", "reuse"])
-def test_the_side_stream_decodes_what_one_stream_decodes(tiny_model_dir, reads):
-    """The draft rows and the selection on a second stream (graphs captured with both, replayed) give the tokens
-    and the read counts of the same kernels in order on one stream."""
-    import dataclasses
-
-    cuda_pair = load(tiny_model_dir, "cuda", torch.bfloat16)
-    batch = prompts(3, 170, 31)
-    two = GraphSettings(GAMMA, CHUNK, 2, "mean", mapping(cuda_pair), 0.8, draft_reads=reads, draft_refresh=3,
-                        draft_window=64, draft_sinks=8)
-    one = dataclasses.replace(two, side_stream=False)
-    got, dec2 = graph_run(cuda_pair, batch, two, new=30, graphs=True)
-    want, dec1 = graph_run(cuda_pair, batch, one, new=30, graphs=True)
-    assert dec2.side is not None and dec1.side is None
-    assert got == want
-    assert dec2.kept_fractions() == pytest.approx(dec1.kept_fractions(), nan_ok=True)
-
-
-@needs_gpu
 def test_cuda_streaming_and_quest_in_float32_equal_the_cpu_engine(pair, tiny_model_dir):
     cuda_pair = load(tiny_model_dir, "cuda")
     batch = prompts(2, 120, 22)

@@ -19,7 +19,6 @@ from specattn.bench.real_decode import (
     cached_continuation_nll,
     continuation_nll,
     lossless,
-    modes,
     per_prompt,
     run_point,
 )
@@ -361,7 +360,7 @@ def test_lossless_prompts_zero_skips_the_check_and_negative_is_refused():
             check(compose("config", overrides=["experiment=decode_real", "experiment.lossless_prompts=-1"]))
 
 
-def test_kernel_launches_and_streams_are_settings_checked_before_weights_load():
+def test_kernel_launches_are_settings_checked_before_weights_load():
     from hydra import compose, initialize_config_dir
 
     from specattn.experiments.decode_real import bench_config, check
@@ -373,10 +372,6 @@ def test_kernel_launches_and_streams_are_settings_checked_before_weights_load():
         check(cfg)
         plain = bench_config(cfg, tuple(range(28)))
         assert plain.split is None and plain.rows is None  # the kernels' defaults
-        assert plain.side_stream and modes(plain, 0.3)[1][1].side_stream
-        one = bench_config(compose("config", overrides=["experiment=decode_real", "experiment.side_stream=false"]),
-                           tuple(range(28)))
-        assert not one.side_stream and not any(s.side_stream for _, s in modes(one, 0.3))
         cfg = compose("config", overrides=["experiment=decode_real", "experiment.split.warps=2",
                                            "experiment.split.min_chunks=4", "experiment.rows.block_n=128",
                                            "experiment.rows.blocks=2"])
@@ -384,7 +379,6 @@ def test_kernel_launches_and_streams_are_settings_checked_before_weights_load():
         tuned = bench_config(cfg, tuple(range(28)))
         assert tuned.split == SplitConfig(warps=2, min_chunks=4) and tuned.rows == RowsConfig(128, 2)
         for bad, match in [("experiment.split.block_n=48", r"experiment.split=\{'block_n': 48\}.*power of two"),
-                           ("experiment.rows.blocks=0", r"experiment.rows=\{'blocks': 0\}"),
-                           ("experiment.side_stream=sometimes", r"experiment.side_stream='sometimes' must be true or")]:
+                           ("experiment.rows.blocks=0", r"experiment.rows=\{'blocks': 0\}")]:
             with pytest.raises(SpecAttnError, match=match):
                 check(compose("config", overrides=["experiment=decode_real", bad]))

@@ -43,14 +43,9 @@ step's own earlier tokens):
 The verifier's SpecAttn selection is always the union over the step's ``gamma`` draft rows of their
 nuclei, from the rows as the draft computed them: a row's probabilities are zero on the keys its forward
 did not read. Under ``first_dense`` / ``first_window`` row 0 (the step's only row over the whole prefix) is
-computed in the draft phase right after forward 0, the other rows in the verify phase; the rows' launch loads
-only the keys some row keeps, so windowed and reused rows cost their read sets, not the cache.
-
-**Two streams** (``GraphSettings.side_stream``, CUDA): the draft rows and the selection run on a second
-stream beside the work that does not need them: in the verify phase beside the verifier's dense layers (its
-sparse layers wait for the lists: ``ForwardPlan.ready``), and ``first_window``'s row 0 beside draft forwards
-``1 .. gamma - 1``; each phase ends joined (one CUDA graph each, captured with both streams). The same
-kernels on the same inputs: the results equal the one-stream order's.
+computed in the draft phase right after forward 0 (``first_dense``'s selection needs it there), the other rows in
+the verify phase; the rows' launch skips the key blocks no row keeps, so windowed and reused rows cost about their
+read sets, not the cache.
 
 Two labelled controls replace what random weights make meaningless: ``forced_kept`` (the accepted counts
 follow a fixed cycle instead of the verifier's argmax: its mean + 1 is tau) and ``forced_density`` (the
@@ -96,9 +91,7 @@ class GraphSettings:
     n_sinks: the budgeted baselines'; draft_reads, draft_refresh, draft_window, draft_sinks: the draft's
     read policy; forced_draft_density: the policy's control (``first_dense`` / ``reuse``: the read sets are a
     fixed random fraction of the prefix chunks instead of the draft's selections, as ``forced_density``);
-    split, rows: the attention kernel's and the draft-row kernel's launches (None: their defaults); side_stream
-    (CUDA): compute the draft rows and the selection on a second stream, beside the work that does not need them
-    (module docstring, "Two streams"); False: everything in order on one stream (the same results).
+    split, rows: the attention kernel's and the draft-row kernel's launches (None: their defaults).
     """
 
     gamma: int
@@ -120,7 +113,6 @@ class GraphSettings:
     forced_draft_density: float | None = None
     split: SplitConfig | None = None
     rows: RowsConfig | None = None
-    side_stream: bool = True
 
     @property
     def mode(self) -> str:
@@ -343,15 +335,8 @@ class GraphDecoder:
             self.selectors = {j: self._oracle_selector(j) for j in self.sparse}
         # row 0 of the first_* policies comes from the draft phase (the verify phase launches rows 1 ..)
         self.row0 = int(s.draft_reads in DENSE_FIRST and s.gamma > 1 and bool(self.slots))
-        on_gpu = s.side_stream and dev.type == "cuda"
-        # the side stream at the lowest priority, the phases captured on a stream of the highest (capture): the
-        # side's kernels take the SMs the critical path leaves idle instead of holding them
-        self.side = torch.cuda.Stream(dev, priority=0) if on_gpu else None
-        self.side_done = torch.cuda.Event() if on_gpu else None
-        self.forked = False  # work on the side stream not joined yet
         self.v_plan = ForwardPlan("decode", self.v_len, s.chunk_size, lists_plan, {},
-                                  self._workspace(self.verifier, s.gamma + 1), self.selectors, s.split,
-                                  self.side_done if mode == "specattn" and self.slots else None)
+                                  self._workspace(self.verifier, s.gamma + 1), self.selectors, s.split)
         self.d_workspace = self._workspace(self.draft, 2) if s.gamma else None
         self._build_draft_reads()
 
@@ -561,12 +546,9 @@ class GraphDecoder:
             cache.lengths.add_(n_new)
             token = self.draft.get_output_embeddings()(hidden[:, -1]).argmax(dim=-1)
             self.drafted[:, i] = token
-            if i == 0 and self.row0 and s.draft_reads == "first_dense":
-                self._first_selection()  # forward 1 reads it
-            elif i == 0 and self.row0:  # first_window: nothing in this phase needs row 0: beside forwards 1 ..
-                self._beside(self._first_row)
+            if i == 0 and self.row0:
+                self._first_selection() if s.draft_reads == "first_dense" else self._first_row()
             tokens, positions = token[:, None], positions[:, -1:] + 1
-        self._join()
 
     def _select(self) -> None:
         """Every needed draft layer's rows (one launch; from row 1 on where the draft phase computed row 0), then
@@ -675,29 +657,10 @@ class GraphDecoder:
         self.seq_reads[2] += sparse
         self.seq_reads[3] += len(self.sparse) * dense
 
-    def _beside(self, work) -> None:
-        """Run ``work`` on the side stream (where there is one), after everything issued so far; :meth:`_join`
-        (or a layer waiting on ``v_plan.ready``) brings it back."""
-        if self.side is None:
-            work()
-            return
-        self.side.wait_stream(torch.cuda.current_stream(self.device))
-        with torch.cuda.stream(self.side):
-            work()
-        self.side_done.record(self.side)
-        self.forked = True
-
-    def _join(self) -> None:
-        """The current stream waits for the side stream's work since the last join (a CUDA graph's capture must end
-        joined, and may wait only on events recorded in it)."""
-        if self.forked:
-            torch.cuda.current_stream(self.device).wait_event(self.side_done)
-            self.forked = False
-
     def _verify_phase(self) -> None:
         s = self.settings
         if s.mode == "specattn" and self.slots:
-            self._beside(self._select)  # the sparse layers wait for it (v_plan.ready), the dense ones do not
+            self._select()
         elif s.mode == "streaming":
             self._streaming_lists()
         if s.draft_reads == "reuse" and s.mode != "specattn" and self.slots:
@@ -710,7 +673,6 @@ class GraphDecoder:
         if self.seq_reads is not None:
             self.selected_keys.zero_()
         hidden = self._forward(self.verifier, tokens, positions, self.v_cache, self.v_plan)
-        self._join()
         self._count_verifier_reads()
         if self.seq_reads is not None:
             self._count_sequence_reads()
@@ -761,10 +723,9 @@ class GraphDecoder:
             x.copy_(old)
         pool = torch.cuda.graph_pool_handle()
         graphs = []
-        main = torch.cuda.Stream(self.device, priority=-100) if self.side is not None else None  # the highest
         for phase in ([self._draft_phase] if self.draft is not None else []) + [self._verify_phase]:
             graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph, pool=pool, stream=main):
+            with torch.cuda.graph(graph, pool=pool):
                 phase()
             graphs.append(graph)
         self.graphs = tuple(graphs)

@@ -60,8 +60,6 @@ def check(cfg) -> None:
         raise SpecAttnError(f"head_agg={cfg.head_agg} : the graph decoder supports mean and max")
     kernel_launch(e, "split", SplitConfig)  # refused here, before weights load
     kernel_launch(e, "rows", RowsConfig)
-    if not isinstance(e.side_stream, bool):
-        raise SpecAttnError(f"experiment.side_stream={e.side_stream!r} must be true or false")
 
 
 def bench_config(cfg, layer_map) -> RealBenchConfig:
@@ -73,7 +71,7 @@ def bench_config(cfg, layer_map) -> RealBenchConfig:
                            int(cfg.chunk_size), int(cfg.dense_layers), str(cfg.head_agg), tuple(layer_map),
                            bool(e.fused_layers), float(e.max_mem_gib), int(cfg.seed), int(e.repeats),
                            int(e.draft_refresh_below), kernel_launch(e, "split", SplitConfig),
-                           kernel_launch(e, "rows", RowsConfig), bool(e.side_stream))
+                           kernel_launch(e, "rows", RowsConfig))
 
 
 def kernel_launch(e, key: str, kind):

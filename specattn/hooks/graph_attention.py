@@ -57,7 +57,6 @@ class ForwardPlan:
     workspace: object = None  # the split kernel's workspace (shared by the layers: they run in order)
     selectors: dict = field(default_factory=dict)  # layer -> f(query, scaling) -> ChunkLists (e.g. Quest)
     split: object = None  # the kernel's SplitConfig (None: its default; the workspace must be made for it)
-    ready: object = None  # a CUDA event the layers with lists wait for (their lists built on another stream)
 
 
 def use_kernels(device, dtype: torch.dtype, head_dim: int) -> bool:
@@ -119,8 +118,6 @@ def graph_attention(module, query, key, value, attention_mask, scaling, dropout=
     if layer in plan.selectors:  # the layer selects from its own queries (Quest)
         lists = plan.selectors[layer](query, scaling)
     lse, last_q = (tap.lse, tap.q) if tap is not None else (None, None)
-    if lists is not None and plan.ready is not None:
-        torch.cuda.current_stream(query.device).wait_event(plan.ready)
     if use_kernels(query.device, query.dtype, query.shape[-1]):  # the kernel's merge writes the tap's lse and query
         if lists is None:
             out = dense_verify(query, key, value, plan.lengths, plan.chunk_size, scaling, workspace=plan.workspace,
