@@ -311,7 +311,6 @@ class GraphDecoder:
             self.sel_mask = torch.zeros((n_slots, b, 1, self.n_cols), dtype=torch.bool, device=dev)
             self.layer_slots = torch.tensor(needed, dtype=torch.int32, device=dev)
             self.first = torch.zeros(b, dtype=torch.int32, device=dev)
-            self.first_row0 = torch.zeros(b, dtype=torch.int32, device=dev)  # row 0's first (the draft phase's)
             self.draft_scale = self.draft.model.layers[0].self_attn.scaling
             for i in range(s.gamma):
                 self.taps[i] = {layer: RowTap(self.row_q[slot, :, :, i], self.row_lse[slot, :, :, i])
@@ -508,10 +507,9 @@ class GraphDecoder:
     def _first_row(self) -> None:
         """After forward 0 of a ``first_*`` policy: every slot's row at ``P``, the step's only row over the whole
         prefix (:meth:`_select` computes the others, from row 1 on)."""
-        self.first_row0.copy_(self.last + 1)
+        self.first.copy_(self.last + 1)
         draft_rows(self.row_q[:, :, :, :1], self.row_lse[:, :, :, :1], self.d_cache.keys, self.layer_slots,
-                   self.first_row0, self.rows[:, :, :1], self.draft_scale, self.settings.head_agg,
-                   config=self.settings.rows)
+                   self.first, self.rows[:, :, :1], self.draft_scale, self.settings.head_agg, config=self.settings.rows)
 
     def _first_selection(self) -> None:
         """``first_dense``: after forward 0, ``R_i`` = the nucleus chunks of row ``P`` of each slot."""
@@ -546,8 +544,10 @@ class GraphDecoder:
             cache.lengths.add_(n_new)
             token = self.draft.get_output_embeddings()(hidden[:, -1]).argmax(dim=-1)
             self.drafted[:, i] = token
-            if i == 0 and self.row0:
-                self._first_selection() if s.draft_reads == "first_dense" else self._first_row()
+            if i == 0 and self.row0 and s.draft_reads == "first_dense":
+                self._first_selection()  # forward 1 reads it
+            elif i == 0 and self.row0:
+                self._first_row()
             tokens, positions = token[:, None], positions[:, -1:] + 1
 
     def _select(self) -> None:
