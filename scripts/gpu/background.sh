@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Runs from /tmp/repo (a copy) while the weights are staged: the draft-row and split kernels' GPU tests and the
-# decoder's (what changed first), the draft-row recompute's launches (scripts/gpu/profile_rows.py), the sparse kernel's
-# every other GPU test file (each with its own summary line), then the per-kernel profile beside FlashInfer
-# (scripts/gpu/profile_kernel.py) and the kernel benchmark beside FlashInfer (quality.sh kernel_fi_tuned). Each part writes under $GPU_OUT/bg;
-# `done` marks the end.
+# decoder's (what changed first), the draft-row recompute's launches (scripts/gpu/profile_rows.py), every other GPU
+# test file (each with its own summary line), then the split kernel's per-kernel profile beside FlashInfer
+# (scripts/gpu/profile_kernel.py) and the kernel benchmark beside FlashInfer (quality.sh kernel_fi_tuned). Each part
+# writes under $GPU_OUT/bg; `done` marks the end.
 source scripts/gpu/env.sh
 export PYTHONPATH="/tmp/site:/tmp/repo"
 step() { echo "== $1 $(date +%T)"; }

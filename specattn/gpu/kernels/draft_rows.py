@@ -12,9 +12,9 @@ draft layer from the keys in the draft's cache, reading each key once for all ro
 for ``k < first[b] + r`` (row r attends keys ``[0, first[b] + r)``), else 0; ``agg`` the mean (or max) over
 the ``Hq = G * Hkv`` query heads. Only the aggregated rows are written. Under a draft read policy the launch
 also zeroes each row at the prefix keys its forward did not read (:class:`specattn.gpu.draft_rows.RowReads`),
-so the decoder's rows need no second pass, and loads no key that no row of the launch keeps (a windowed or reused
-read set costs its own keys, not the cache's). A launch may hold the step's rows from ``reads.row0`` on (the
-``first_*`` policies compute row 0 in the draft phase, beside the draft's later forwards).
+so the decoder's rows need no second pass, and skips the key blocks no row of the launch keeps (a windowed or reused
+read set costs about its own keys, not the cache's). A launch may hold the step's rows from ``reads.row0`` on (the
+``first_*`` policies compute row 0 in the draft phase, right after forward 0).
 
 Grid ``(S * B, cdiv(W, block_n * blocks))``: a program walks ``blocks`` consecutive blocks of ``block_n`` keys
 (``tl.range`` software-pipelined over ``stages``), loads each block once per KV head and scores it against the
@@ -31,6 +31,7 @@ import triton.language as tl
 
 from .rows_config import ONE_BLOCK, PIPELINED, RowsConfig, default_rows_config
 from .sparse_attn import LOG2E, pow2
+
 
 @triton.jit
 def _block_rows(kb, qb, lb, keys, k_ok, vis, g, r, row_ok, d, skh, skn, sqh, sqr, slh, qk_scale, inv_heads,
@@ -150,8 +151,7 @@ def _aot_check(compile_one) -> bool:
     64, gamma 4 rows) with mean and max at every launch of :data:`SWEEP`, and a Llama-3.2-1B-like draft (32 over
     8, 64) at its default launch."""
     ok = True
-    cases = [("bf16", 2, 7, 4, agg, c, False, 0) for agg in ("mean", "max") for c in SWEEP]
-    cases = [(*case, 0) for case in cases]
+    cases = [("bf16", 2, 7, 4, agg, c, False, 0, 0) for agg in ("mean", "max") for c in SWEEP]
     cases += [("bf16", 2, 7, 4, "mean", PIPELINED, True, 1, 0), ("bf16", 2, 7, 4, "max", PIPELINED, True, 0, 0),
               ("bf16", 2, 7, 3, "mean", PIPELINED, True, 1, 1), ("fp16", 8, 4, 5, "mean", default_rows_config(8), False,
                                                                    0, 0)]
