@@ -252,6 +252,36 @@ def test_graph_attention_fills_a_row_tap_from_the_kernel(sparse):
 
 
 @needs_interpreter
+def test_graph_attention_runs_list_layers_at_the_sparse_launch():
+    """``ForwardPlan.sparse_split``: a layer with chunk lists runs the sparse launch in its own workspace (a grid of
+    another size), a layer without lists the plan's launch in the plan's workspace; both outputs equal the
+    reference."""
+    from types import SimpleNamespace
+
+    from specattn.gpu.kernels import sparse_attn as K
+    from specattn.gpu.kernels.split_config import SplitConfig
+    from specattn.hooks.graph_attention import ForwardPlan, graph_attention
+
+    q, k, v, lengths, lists = make_case(2, 4, 2, 3, 16, 70, 4, [70, 33], 0.4, 1, torch.float16, "cpu", 7)
+    dense_cfg, sparse_cfg = SplitConfig(), SplitConfig(block_n=16, stages=1, ctas_per_sm=4, min_chunks=1)
+    ws, sparse_ws = (K.make_workspace(2, 2, 2, 3, 16, c, "cpu") for c in (dense_cfg, sparse_cfg))
+    assert sparse_ws.programs == 2 * ws.programs
+    module = SimpleNamespace(layer_idx=0, num_key_value_groups=2)
+    nc = n_chunks_capacity(70, 3, 4)
+    every = (torch.arange(nc, dtype=torch.int32).expand(2, 1, nc), torch.full((2, 1), nc, dtype=torch.int32))
+    for layer, (ids, n), written, untouched in ((0, (lists.ids, lists.n), sparse_ws, ws), (1, every, ws, sparse_ws)):
+        for w in (ws, sparse_ws):
+            w.lse.fill_(float("nan"))
+        plan = ForwardPlan("decode", lengths, 4, {0: lists}, {}, ws, split=dense_cfg, sparse_split=sparse_cfg,
+                           sparse_workspace=sparse_ws)
+        module.layer_idx = layer
+        out, _ = graph_attention(module, q, k, v, None, 0.25, specattn_graph=plan)
+        ref = sparse_verify_torch(q.double(), k.double(), v.double(), lengths, ids, n, 4, 0.25)
+        assert rel_err(out, ref) < 1e-2, layer
+        assert not written.lse.isnan().all() and untouched.lse.isnan().all(), layer
+
+
+@needs_interpreter
 def test_merge_rows_keep_the_grid_and_a_register_bound():
     from specattn.gpu.kernels.sparse_attn import MERGE_MAX_ROWS, merge_rows
 

@@ -209,7 +209,8 @@ def test_cuda_graph_step_with_forced_controls(tiny_model_dir):
 def test_cuda_graph_decoder_takes_kernel_launches(tiny_model_dir):
     """``GraphSettings.rows``: the draft rows are computed key by key in the same order at every launch, so the
     tokens equal the default launch's; ``split``: a launch whose partials the workspace must be sized for
-    (more programs per SM, fewer chunks per program) captures and replays as it runs eagerly."""
+    (more programs per SM, fewer chunks per program) captures and replays as it runs eagerly; so does
+    ``sparse_split``, the list layers' launch (both models' under a windowed draft)."""
     from specattn.gpu.kernels.rows_config import RowsConfig
     from specattn.gpu.kernels.split_config import SplitConfig
 
@@ -221,3 +222,6 @@ def test_cuda_graph_decoder_takes_kernel_launches(tiny_model_dir):
     eager = graph_engine(cuda_pair, batch, p=0.7, new=30, split=split)
     assert graph_engine(cuda_pair, batch, p=0.7, new=30, graphs=True, split=split) == eager
     assert sum(map(len, eager[0])) == 90
+    # sparse_split: the list layers' launch in a workspace of its own (here a grid twice the dense layers')
+    sparse = dict(p=0.7, new=30, sparse_split=split, draft_reads="first_window", draft_window=32, draft_sinks=4)
+    assert graph_engine(cuda_pair, batch, graphs=True, **sparse) == graph_engine(cuda_pair, batch, **sparse)

@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
-# Runs from /tmp/repo (a copy) while the weights are staged: the draft-row and split kernels' GPU tests and the
-# decoder's (what changed first), the draft-row recompute's launches (scripts/gpu/profile_rows.py), every other GPU
-# test file (each with its own summary line), then the split kernel's per-kernel profile beside FlashInfer
-# (scripts/gpu/profile_kernel.py) and the kernel benchmark beside FlashInfer (quality.sh kernel_fi_tuned). Each part
-# writes under $GPU_OUT/bg; `done` marks the end.
+# Runs from /tmp/repo (a copy) while the weights are staged: the split kernel over short lists on cold caches
+# (scripts/gpu/profile_short.py: it picks the sparse launch of the run after the staging), the draft-row and split
+# kernels' GPU tests and the decoder's (what changed first), the draft-row recompute's launches
+# (scripts/gpu/profile_rows.py), every other GPU test file (each with its own summary line), then the split
+# kernel's per-kernel profile beside FlashInfer (scripts/gpu/profile_kernel.py) and the kernel benchmark beside
+# FlashInfer (quality.sh kernel_fi_tuned). Each part writes under $GPU_OUT/bg; `done` marks the end.
 source scripts/gpu/env.sh
 export PYTHONPATH="/tmp/site:/tmp/repo"
 step() { echo "== $1 $(date +%T)"; }
+step profile_short   # the split launches over short lists and sparse selections, caches cold as in the decoder
+timeout 240 python3 scripts/gpu/profile_short.py > "$GPU_OUT/bg/profile_short.log" 2>&1
+echo "profile_short rc $?"; tail -n 2 "$GPU_OUT/bg/profile_short.log"
 step kernel_tests   # the split kernel's and the draft-row kernel's correctness on the GPU, then the decoder's
 timeout 200 python3 -m pytest -q -rfE -n 8 -m gpu -p no:cacheprovider tests/test_draft_rows.py \
   > "$GPU_OUT/bg/pytest_test_draft_rows.log" 2>&1

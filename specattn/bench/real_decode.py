@@ -82,13 +82,14 @@ class RealBenchConfig:
     draft_refresh_below: int = 0  # reuse: also refresh after a step that accepted fewer drafted tokens
     split: SplitConfig | None = None  # the attention kernel's launch (None: its default), every mode
     rows: RowsConfig | None = None  # the draft-row kernel's launch (None: its default)
+    sparse_split: SplitConfig | None = None  # the attention kernel's launch where a layer reads chunk lists (None: split)
 
 
 def modes(cfg: RealBenchConfig, matched_frac: float | None) -> list[tuple[str, GraphSettings]]:
     """``(label, settings)`` of every mode at a point (``matched_frac``: the budget of the matched rows,
     None before SpecAttn p=match_p was measured)."""
     base = GraphSettings(cfg.gamma, cfg.chunk_size, cfg.dense_layers, cfg.head_agg, cfg.layer_map, split=cfg.split,
-                         rows=cfg.rows)
+                         rows=cfg.rows, sparse_split=cfg.sparse_split)
     policy = dict(draft_refresh=cfg.draft_refresh, draft_window=cfg.draft_window, draft_sinks=cfg.draft_sinks,
                   draft_refresh_below=cfg.draft_refresh_below)
     out = [("ar", dataclasses.replace(base, gamma=0)), ("dense", base)]
@@ -409,7 +410,7 @@ def lossless(pair, cfg: RealBenchConfig, prompts: torch.Tensor, log) -> pd.DataF
     n, length = prompts.shape
     cap = capacity_for(length, cfg.new_tokens, cfg.gamma)
     base = GraphSettings(cfg.gamma, cfg.chunk_size, cfg.dense_layers, cfg.head_agg, cfg.layer_map, split=cfg.split,
-                         rows=cfg.rows)
+                         rows=cfg.rows, sparse_split=cfg.sparse_split)
     outputs = {}
     for label, settings in (("ar", dataclasses.replace(base, gamma=0)), ("dense", base),
                             ("specattn p=1.0", dataclasses.replace(base, p=1.0))):

@@ -91,7 +91,8 @@ class GraphSettings:
     n_sinks: the budgeted baselines'; draft_reads, draft_refresh, draft_window, draft_sinks: the draft's
     read policy; forced_draft_density: the policy's control (``first_dense`` / ``reuse``: the read sets are a
     fixed random fraction of the prefix chunks instead of the draft's selections, as ``forced_density``);
-    split, rows: the attention kernel's and the draft-row kernel's launches (None: their defaults).
+    split, rows: the attention kernel's and the draft-row kernel's launches (None: their defaults);
+    sparse_split: the attention kernel's launch in the layers that read chunk lists, both models (None: split's).
     """
 
     gamma: int
@@ -113,6 +114,7 @@ class GraphSettings:
     forced_draft_density: float | None = None
     split: SplitConfig | None = None
     rows: RowsConfig | None = None
+    sparse_split: SplitConfig | None = None
 
     @property
     def mode(self) -> str:
@@ -270,7 +272,9 @@ class GraphDecoder:
         self._build_plans()
 
     # ----------------------------------------------------------------------------------- plans
-    def _workspace(self, model, n_queries):
+    def _workspace(self, model, n_queries, split: SplitConfig | None = None):
+        """The split kernel's workspace for ``model``'s attention at ``n_queries`` rows and launch ``split``
+        (None: settings.split); None where the kernels do not run."""
         config = model.config
         head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
         if not use_kernels(self.device, model.dtype, head_dim):
@@ -279,7 +283,12 @@ class GraphDecoder:
 
         return K.make_workspace(self.batch, config.num_key_value_heads,
                                 config.num_attention_heads // config.num_key_value_heads, n_queries, head_dim,
-                                self.settings.split or SplitConfig(), self.device)
+                                split or self.settings.split or SplitConfig(), self.device)
+
+    def _sparse_workspace(self, model, n_queries):
+        """A workspace of its own for the layers that read chunk lists when ``sparse_split`` is set."""
+        split = self.settings.sparse_split
+        return None if split is None else self._workspace(model, n_queries, split)
 
     def _lists(self, *lead) -> ChunkLists:
         flat = ChunkLists.empty(math.prod(lead), 1, self.n_cols, self.device)
@@ -335,8 +344,10 @@ class GraphDecoder:
         # row 0 of the first_* policies comes from the draft phase (the verify phase launches rows 1 ..)
         self.row0 = int(s.draft_reads in DENSE_FIRST and s.gamma > 1 and bool(self.slots))
         self.v_plan = ForwardPlan("decode", self.v_len, s.chunk_size, lists_plan, {},
-                                  self._workspace(self.verifier, s.gamma + 1), self.selectors, s.split)
+                                  self._workspace(self.verifier, s.gamma + 1), self.selectors, s.split, s.sparse_split,
+                                  self._sparse_workspace(self.verifier, s.gamma + 1))
         self.d_workspace = self._workspace(self.draft, 2) if s.gamma else None
+        self.d_sparse_workspace = self._sparse_workspace(self.draft, 2) if s.gamma else None
         self._build_draft_reads()
 
     def _build_draft_reads(self) -> None:
@@ -539,7 +550,7 @@ class GraphDecoder:
             n_new = tokens.shape[1]
             self.d_len.copy_(cache.lengths + n_new)
             plan = ForwardPlan("decode", self.d_len, s.chunk_size, self.d_lists[i], self.taps[i], self.d_workspace,
-                               split=s.split)
+                               split=s.split, sparse_split=s.sparse_split, sparse_workspace=self.d_sparse_workspace)
             hidden = self._forward(self.draft, tokens, positions, cache, plan)
             cache.lengths.add_(n_new)
             token = self.draft.get_output_embeddings()(hidden[:, -1]).argmax(dim=-1)

@@ -59,6 +59,7 @@ def check(cfg) -> None:
     if cfg.head_agg not in ("mean", "max"):
         raise SpecAttnError(f"head_agg={cfg.head_agg} : the graph decoder supports mean and max")
     kernel_launch(e, "split", SplitConfig)  # refused here, before weights load
+    kernel_launch(e, "sparse_split", SplitConfig)
     kernel_launch(e, "rows", RowsConfig)
 
 
@@ -71,7 +72,7 @@ def bench_config(cfg, layer_map) -> RealBenchConfig:
                            int(cfg.chunk_size), int(cfg.dense_layers), str(cfg.head_agg), tuple(layer_map),
                            bool(e.fused_layers), float(e.max_mem_gib), int(cfg.seed), int(e.repeats),
                            int(e.draft_refresh_below), kernel_launch(e, "split", SplitConfig),
-                           kernel_launch(e, "rows", RowsConfig))
+                           kernel_launch(e, "rows", RowsConfig), kernel_launch(e, "sparse_split", SplitConfig))
 
 
 def kernel_launch(e, key: str, kind):

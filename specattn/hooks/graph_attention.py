@@ -57,6 +57,8 @@ class ForwardPlan:
     workspace: object = None  # the split kernel's workspace (shared by the layers: they run in order)
     selectors: dict = field(default_factory=dict)  # layer -> f(query, scaling) -> ChunkLists (e.g. Quest)
     split: object = None  # the kernel's SplitConfig (None: its default; the workspace must be made for it)
+    sparse_split: object = None  # the launch of the layers that read chunk lists (None: split's, in workspace)
+    sparse_workspace: object = None  # made for sparse_split (None: workspace)
 
 
 def use_kernels(device, dtype: torch.dtype, head_dim: int) -> bool:
@@ -123,8 +125,10 @@ def graph_attention(module, query, key, value, attention_mask, scaling, dropout=
             out = dense_verify(query, key, value, plan.lengths, plan.chunk_size, scaling, workspace=plan.workspace,
                                config=plan.split, lse_out=lse, q_out=last_q)
         else:
+            split, workspace = ((plan.sparse_split, plan.sparse_workspace) if plan.sparse_split is not None
+                                else (plan.split, plan.workspace))
             out = sparse_verify(query, key, value, plan.lengths, lists.ids, lists.n, plan.chunk_size, scaling,
-                                workspace=plan.workspace, config=plan.split, lse_out=lse, q_out=last_q)
+                                workspace=workspace, config=split, lse_out=lse, q_out=last_q)
     else:
         out = masked_verify_torch(query, key, value, plan.lengths, plan.chunk_size, scaling, lists, lse)
         if tap is not None:
