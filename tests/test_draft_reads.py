@@ -236,6 +236,21 @@ def test_window_reads_and_accounting_by_hand():
     assert counts.kept == pytest.approx(10 / 14)
 
 
+def test_draft_dense_layers_sets_which_layers_follow_the_policy():
+    """``draft_dense_layers`` (default: dense_layers) moves the boundary: 0 puts every draft layer under the
+    window, 2 leaves only layer 2; the reads and their accounting follow."""
+    for n_dense, policy_layers in ((None, {1, 2}), (0, {0, 1, 2}), (2, {2})):
+        s = Settings(3, 4, 1, "mean", (0,), draft_reads="window", draft_sinks=2, draft_window=5,
+                     draft_dense_layers=n_dense)
+        counts = DraftKVReads()
+        plans = walk(DraftReadPolicy(s, n_draft_layers=3, draft_kv_heads=2), 14, counts=counts)
+        assert all(plan.keys() == policy_layers for plan in plans), n_dense
+        dense, sparse = (15 + 16 + 17) * 2, (11 + 12 + 13) * 2  # per layer, as in the test above
+        n = len(policy_layers)
+        assert (counts.reads, counts.dense_reads) == ((3 - n) * dense + n * sparse, 3 * dense), n_dense
+        assert counts.sparse_forward_reads == 3 * n * 10 * 2, n_dense
+
+
 def test_first_window_reads_densely_first_then_the_window_and_counts_so():
     s = Settings(3, 4, 1, "mean", (0,), draft_reads="first_window", draft_sinks=2, draft_window=5)
     counts = DraftKVReads()
@@ -350,6 +365,9 @@ def test_step_bytes_of_each_draft_policy_by_hand():
                                        kept=0.25, needed_layers=2)
     assert first_window["draft_kv"] == (dense_keys + 2 * (101 + 38 + 39) + 9) * layer_kv
     assert first_window["draft_rows_k"] == 2 * 103 * k and "draft_select" not in first_window  # row at P: dense
+    all_window = roofline.step_bytes(v, d, **common, draft_reads="window", draft_sinks=4, draft_window=20, kept=0.25,
+                                     needed_layers=2, draft_dense_layers=0)  # layer 0 windowed too
+    assert all_window["draft_kv"] == (3 * (37 + 38 + 39) + 9) * layer_kv
     assert roofline.window_keys(100, 4, 200, 16) == 100 and roofline.window_keys(100, 0, 20, 16) == 20
     with pytest.raises(ValueError, match="draft_kept"):
         roofline.step_bytes(v, d, **common, draft_reads="reuse")
@@ -361,7 +379,8 @@ def test_bad_draft_settings_are_refused_in_one_line(tiny_pair):
                          ({"draft_reads": "window", "draft_window": 0}, "decode.draft_window=0"),
                          ({"draft_reads": "first_dense", "draft_p": 1.5}, "decode.draft_p=1.5"),
                          ({"draft_reads": "first_dense", "head_agg": "kv_group"}, "head_agg='kv_group' cannot"),
-                         ({"draft_reads": "reuse", "draft_refresh_below": -1}, "decode.draft_refresh_below=-1")]:
+                         ({"draft_reads": "reuse", "draft_refresh_below": -1}, "decode.draft_refresh_below=-1"),
+                         ({"draft_reads": "window", "draft_dense_layers": -1}, "decode.draft_dense_layers=-1")]:
         s = replace(settings(tiny_pair), **kwargs)
         with pytest.raises(SettingError, match=text) as error:
             DraftReadPolicy.for_pair(tiny_pair, s)

@@ -206,6 +206,18 @@ def test_reuse_with_an_acceptance_triggered_refresh_equals_the_cpu_engine(pair, 
     assert sum(t.draft_reads.sparse_forward_prefix for t in traces) < sum(t.draft_reads.sparse_forward_prefix for t in plain)
 
 
+@pytest.mark.parametrize("reads", ["first_dense", "window", "first_window"])
+def test_draft_dense_layers_equal_the_cpu_engine(pair, reads):
+    """``draft_dense_layers=0``: every draft layer under the policy, in both decoders alike; it reads less than
+    the default (the first two layers dense)."""
+    policy = dict(draft_reads=reads, draft_refresh=3, draft_window=40, draft_sinks=8)
+    traces, got = policy_traces(pair, prompts(2, 150, 41), 0.6, {**policy, "draft_dense_layers": 0})
+    assert got == as_runs(traces)
+    default, _ = policy_traces(pair, prompts(2, 150, 41), 0.6, policy)
+    read = lambda ts: sum(t.draft_reads.reads for t in ts)  # noqa: E731
+    assert read(traces) < read(default)
+
+
 @pytest.mark.parametrize("reads", ["first_dense", "reuse", "window", "first_window"])
 @pytest.mark.parametrize("p", [None, 0.6])
 def test_draft_read_policies_equal_the_cpu_engine(pair, reads, p):

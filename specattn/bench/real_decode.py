@@ -83,6 +83,7 @@ class RealBenchConfig:
     split: SplitConfig | None = None  # the attention kernel's launch (None: its default), every mode
     rows: RowsConfig | None = None  # the draft-row kernel's launch (None: its default)
     sparse_split: SplitConfig | None = None  # the attention kernel's launch where a layer reads chunk lists (None: split)
+    draft_dense_layers: int | None = None  # the first draft layers read densely under a draft policy (None: dense_layers)
 
 
 def modes(cfg: RealBenchConfig, matched_frac: float | None) -> list[tuple[str, GraphSettings]]:
@@ -91,7 +92,7 @@ def modes(cfg: RealBenchConfig, matched_frac: float | None) -> list[tuple[str, G
     base = GraphSettings(cfg.gamma, cfg.chunk_size, cfg.dense_layers, cfg.head_agg, cfg.layer_map, split=cfg.split,
                          rows=cfg.rows, sparse_split=cfg.sparse_split)
     policy = dict(draft_refresh=cfg.draft_refresh, draft_window=cfg.draft_window, draft_sinks=cfg.draft_sinks,
-                  draft_refresh_below=cfg.draft_refresh_below)
+                  draft_refresh_below=cfg.draft_refresh_below, draft_dense_layers=cfg.draft_dense_layers)
     out = [("ar", dataclasses.replace(base, gamma=0)), ("dense", base)]
     out += [(f"specattn p={p}", dataclasses.replace(base, p=p)) for p in cfg.p_values]
     if matched_frac is None:
@@ -151,7 +152,8 @@ def roofline_row(cfg, settings: GraphSettings, v_shape, d_shape, batch: int, con
     kwargs = {}
     if settings.draft_reads != "dense" and speculative:
         kwargs = dict(draft_reads=settings.draft_reads, draft_kept=draft_kept, draft_refresh=settings.draft_refresh,
-                      draft_window=settings.draft_window, draft_sinks=settings.draft_sinks)
+                      draft_window=settings.draft_window, draft_sinks=settings.draft_sinks,
+                      draft_dense_layers=settings.draft_dense_layers)
     parts = roofline.step_bytes(v_shape, d_shape if speculative else None, batch, prefix, settings.gamma, kept,
                                 settings.dense_layers, needed if settings.mode == "specattn" else 0,
                                 settings.chunk_size, **kwargs)

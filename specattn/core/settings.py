@@ -16,7 +16,8 @@ class Settings:
     the draft's own reads (:mod:`specattn.decode.draft_reads`): draft_reads (``dense`` | ``first_dense`` |
     ``reuse`` | ``window``), draft_p (nucleus mass of the draft's own selection: the run's ``p``),
     draft_refresh (reuse: a dense step every that many steps), draft_window / draft_sinks (window: keys),
-    draft_refresh_below (reuse: a step after one that accepted fewer drafted tokens also refreshes; 0: off).
+    draft_refresh_below (reuse: a step after one that accepted fewer drafted tokens also refreshes; 0: off),
+    draft_dense_layers (the first draft layers that read everything under a policy; None: dense_layers).
     """
 
     gamma: int
@@ -38,3 +39,9 @@ class Settings:
     draft_window: int = 1024
     draft_sinks: int = 16
     draft_refresh_below: int = 0
+    draft_dense_layers: int | None = None
+
+    @property
+    def draft_dense(self) -> int:
+        """The first draft layers that read densely under a draft read policy."""
+        return self.dense_layers if self.draft_dense_layers is None else self.draft_dense_layers

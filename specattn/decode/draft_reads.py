@@ -5,7 +5,7 @@ A step of a sequence whose last accepted token is at ``P`` (prefix ``[0, P)``) r
 forwards: forward 0 feeds positions ``P - 1, P`` (only the row at ``P`` is a draft row of the step),
 forward ``f >= 1`` feeds ``P + f``. Chunks are ``chunk_size`` keys; the prefix chunks are those holding
 keys ``< P`` (``ceil(P / chunk_size)`` of them, the last one possibly partial). Draft layers
-``i < dense_layers`` always read densely; in every other draft layer (a *policy layer*) a forward reads
+``i < draft_dense_layers`` (default: the run's ``dense_layers``) always read densely; in every other draft layer (a *policy layer*) a forward reads
 the chunks of its read set ``R_i``, restricted to keys ``< P``, plus the step's own keys causally
 (:func:`specattn.core.visibility.draft_visible_keys`: the row at ``r`` sees key ``j`` iff ``j <= r`` and
 ``j >= P``, ``j``'s chunk is in ``R_i``, or ``j == r``). Per policy:
@@ -62,7 +62,7 @@ WINDOWED = ("window", "first_window")  # the read sets are the sinks and the rec
 SELECTION_HEADS = ("mean", "max")  # head aggregations of the draft's own selection
 
 
-def check_draft_reads(reads, p, refresh, window, sinks, head_agg, refresh_below=0) -> None:
+def check_draft_reads(reads, p, refresh, window, sinks, head_agg, refresh_below=0, dense_layers=None) -> None:
     """Raise a one-line :class:`SettingError` (``decode.*`` keys) for bad draft-read settings."""
     if reads not in DRAFT_READS:
         raise SettingError("decode.draft_reads", reads, f"is unknown: allowed are {', '.join(DRAFT_READS)}",
@@ -72,6 +72,8 @@ def check_draft_reads(reads, p, refresh, window, sinks, head_agg, refresh_below=
     positive_int(window, "decode.draft_window", "1024")
     nonnegative_int(sinks, "decode.draft_sinks", "16")
     nonnegative_int(refresh_below, "decode.draft_refresh_below", "2")
+    if dense_layers is not None:
+        nonnegative_int(dense_layers, "decode.draft_dense_layers", "0")
     if reads != "dense" and head_agg not in SELECTION_HEADS:
         raise SettingError("head_agg", head_agg, f"cannot aggregate the draft's own rows under "
                            f"decode.draft_reads={reads}: use {' or '.join(SELECTION_HEADS)}", "mean")
@@ -134,9 +136,9 @@ class DraftReadPolicy:
     def __init__(self, settings: Settings, n_draft_layers: int, draft_kv_heads: int):
         s = settings
         check_draft_reads(s.draft_reads, s.draft_p, s.draft_refresh, s.draft_window, s.draft_sinks, s.head_agg,
-                          s.draft_refresh_below)
+                          s.draft_refresh_below, s.draft_dense_layers)
         self.settings, self.n_layers, self.kv_heads = settings, n_draft_layers, draft_kv_heads
-        self.layers = range(min(s.dense_layers, n_draft_layers), n_draft_layers)  # the policy layers
+        self.layers = range(min(s.draft_dense, n_draft_layers), n_draft_layers)  # the policy layers
         self.step = 0  # steps taken (reuse's refresh schedule)
         self.low_acceptance = False  # the last step accepted fewer than draft_refresh_below drafted tokens
         self.selection: dict[int, torch.Tensor] = {}  # layer -> S_i (bool over the prefix chunks it was made for)

@@ -27,7 +27,7 @@ its queries inside the forward, one list per KV head), each within ``kv_budget_f
 ``gamma = 0`` is autoregressive decoding (the verifier alone, one token per step).
 
 **Draft reads** (``GraphSettings.draft_reads``; the CPU engine implements the same definitions): in draft
-layers ``i >= dense_layers``, a draft forward ``f`` reads the listed chunks of its prefix plus its own
+layers ``i >= draft_dense_layers`` (default ``dense_layers``), a draft forward ``f`` reads the listed chunks of its prefix plus its own
 rows' keys; the list is a base read set ``R_i`` united with the chunks holding keys ``[P, P + f)`` (the
 step's own earlier tokens):
 
@@ -92,7 +92,8 @@ class GraphSettings:
     read policy; forced_draft_density: the policy's control (``first_dense`` / ``reuse``: the read sets are a
     fixed random fraction of the prefix chunks instead of the draft's selections, as ``forced_density``);
     split, rows: the attention kernel's and the draft-row kernel's launches (None: their defaults);
-    sparse_split: the attention kernel's launch in the layers that read chunk lists, both models (None: split's).
+    sparse_split: the attention kernel's launch in the layers that read chunk lists, both models (None: split's);
+    draft_dense_layers: the first draft layers that read densely under a draft read policy (None: dense_layers).
     """
 
     gamma: int
@@ -115,6 +116,12 @@ class GraphSettings:
     split: SplitConfig | None = None
     rows: RowsConfig | None = None
     sparse_split: SplitConfig | None = None
+    draft_dense_layers: int | None = None
+
+    @property
+    def draft_dense(self) -> int:
+        """The first draft layers that read densely under a draft read policy."""
+        return self.dense_layers if self.draft_dense_layers is None else self.draft_dense_layers
 
     @property
     def mode(self) -> str:
@@ -147,6 +154,8 @@ class GraphSettings:
                 raise SpecAttnError(f"layer_map has {len(self.layer_map)} entries for a verifier of {n_verifier} layers")
         if self.draft_refresh < 1 or self.draft_window < 0 or self.draft_sinks < 0 or self.draft_refresh_below < 0:
             raise SpecAttnError("draft_refresh must be >= 1, draft_window, draft_sinks and draft_refresh_below >= 0")
+        if self.draft_dense < 0:
+            raise SpecAttnError(f"draft_dense_layers={self.draft_dense_layers} must be >= 0 (None: dense_layers)")
 
 
 def forced_schedule(tau: float, gamma: int, length: int = 16) -> tuple[int, ...]:
@@ -300,7 +309,7 @@ class GraphDecoder:
         n_verifier = self.verifier.config.num_hidden_layers
         n_draft = self.draft.config.num_hidden_layers if self.draft is not None else 0
         self.sparse = list(range(s.dense_layers, n_verifier)) if mode not in ("ar", "dense") else []
-        self.policy_layers = list(range(s.dense_layers, n_draft)) if s.draft_reads != "dense" and s.gamma else []
+        self.policy_layers = list(range(s.draft_dense, n_draft)) if s.draft_reads != "dense" and s.gamma else []
         needed = {s.layer_map[j] for j in self.sparse} if mode == "specattn" else set()
         if s.draft_reads in ("first_dense", "reuse"):
             needed |= set(self.policy_layers)

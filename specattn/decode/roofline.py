@@ -114,7 +114,8 @@ def _draft_layer_keys(prefix: int, gamma: int, first_dense: bool, sparse_prefix:
 def step_bytes(verifier: ModelShape, draft: ModelShape | None, batch: int, prefix: int, gamma: int,
                kept: float | None = None, dense_layers: int = 2, needed_layers: int = 0, chunk_size: int = 16,
                row_width: int | None = None, draft_reads: str = "dense", draft_kept: float | None = None,
-               draft_refresh: int = 8, draft_window: int = 1024, draft_sinks: int = 16) -> dict[str, int]:
+               draft_refresh: int = 8, draft_window: int = 1024, draft_sinks: int = 16,
+               draft_dense_layers: int | None = None) -> dict[str, int]:
     """Bytes of one step by component (module docstring) and their ``total``.
 
     ``gamma = 0``: autoregressive; ``kept = None``: dense verification; else SpecAttn reading the fraction
@@ -122,7 +123,8 @@ def step_bytes(verifier: ModelShape, draft: ModelShape | None, batch: int, prefi
     rows of ``row_width`` keys (default ``prefix + gamma``). ``draft_reads``: the draft's own reads, with
     ``draft_kept`` (``first_dense``, ``reuse``: the kept fraction of the prefix chunks in a sparse draft
     forward, e.g. the decode experiments' measured ``draft_kept``), ``draft_refresh`` (``reuse``) and
-    ``draft_window``, ``draft_sinks`` (``window``). Amortised values (``reuse``) are rounded to bytes.
+    ``draft_window``, ``draft_sinks`` (``window``); ``draft_dense_layers`` the first draft layers read densely under a
+    policy (None: ``dense_layers``). Amortised values (``reuse``) are rounded to bytes.
     """
     if draft_reads not in DRAFT_READS:
         raise ValueError(f"draft_reads={draft_reads!r}: use one of {', '.join(DRAFT_READS)}")
@@ -148,7 +150,7 @@ def step_bytes(verifier: ModelShape, draft: ModelShape | None, batch: int, prefi
         if draft_reads == "reuse":  # a dense step every draft_refresh steps
             policy_keys = (dense_keys + (draft_refresh - 1) * policy_keys) / draft_refresh
             row_keys = (prefix + gamma + (draft_refresh - 1) * row_keys) / draft_refresh
-        n_dense = min(dense_layers, draft.layers)
+        n_dense = min(dense_layers if draft_dense_layers is None else draft_dense_layers, draft.layers)
         n_policy = draft.layers - n_dense
         layer_kv = 2 * draft.k_bytes_per_token_layer
         out["draft_weights"] = gamma * draft.weight_bytes

@@ -59,7 +59,7 @@ def check(cfg) -> None:
     check_enough_text(built(cfg.dataset.source, "dataset.source"), prompt_len, cfg.dataset.num_samples,
                       cfg.dataset.name, "decode.prompt_len", int(cfg.dataset.get("first_sample", 0)))
     check_draft_reads(d.draft_reads, d.draft_p, d.draft_refresh, d.draft_window, d.draft_sinks, cfg.head_agg,
-                      d.draft_refresh_below)
+                      d.draft_refresh_below, d.get("draft_dense_layers"))
     max_positions = cfg.model.get("max_positions")
     if max_positions is not None and prompt_len + new + 2 * (cfg.gamma + 1) > max_positions:
         raise SpecAttnError(

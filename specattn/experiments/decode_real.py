@@ -49,6 +49,8 @@ def check(cfg) -> None:
         positive_int(e[key], f"experiment.{key}", "32")
     nonnegative_int(e.lossless_prompts, "experiment.lossless_prompts", "32")  # 0 skips the check
     nonnegative_int(e.draft_refresh_below, "experiment.draft_refresh_below", "2")
+    if e.get("draft_dense_layers") is not None:
+        nonnegative_int(e.draft_dense_layers, "experiment.draft_dense_layers", "0")
     fractions(e.p_values, "experiment.p_values", "[0.9,0.95]")
     if float(e.match_p) not in [float(p) for p in e.p_values]:
         raise SpecAttnError(f"experiment.match_p={e.match_p} is not one of experiment.p_values={list(e.p_values)}")
@@ -72,7 +74,8 @@ def bench_config(cfg, layer_map) -> RealBenchConfig:
                            int(cfg.chunk_size), int(cfg.dense_layers), str(cfg.head_agg), tuple(layer_map),
                            bool(e.fused_layers), float(e.max_mem_gib), int(cfg.seed), int(e.repeats),
                            int(e.draft_refresh_below), kernel_launch(e, "split", SplitConfig),
-                           kernel_launch(e, "rows", RowsConfig), kernel_launch(e, "sparse_split", SplitConfig))
+                           kernel_launch(e, "rows", RowsConfig), kernel_launch(e, "sparse_split", SplitConfig),
+                           None if e.get("draft_dense_layers") is None else int(e.draft_dense_layers))
 
 
 def kernel_launch(e, key: str, kind):

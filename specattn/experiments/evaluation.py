@@ -70,7 +70,8 @@ def run_settings(cfg, mapping: list[int]) -> Settings:
                     int(cfg.experiment.get("query_block", 512)), float(cfg.dataset.prefill_frac),
                     cfg.experiment.get("impl", "parallel"), int(d.max_new_tokens), float(d.temperature), int(d.top_k),
                     float(d.top_p), bool(d.stop_at_eos), str(d.draft_reads), float(d.draft_p), int(d.draft_refresh),
-                    int(d.draft_window), int(d.draft_sinks), int(d.get("draft_refresh_below", 0)))
+                    int(d.draft_window), int(d.draft_sinks), int(d.get("draft_refresh_below", 0)),
+                    None if d.get("draft_dense_layers") is None else int(d.draft_dense_layers))
 
 
 def load_pair_for(cfg, context_len: int | None = None) -> ModelPair:

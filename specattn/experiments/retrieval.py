@@ -117,7 +117,7 @@ def _check_rows(cfg) -> list[Row]:
         raise SettingError("experiment.min_dense_accuracy", value, "must be a number in [0, 1]", "0.5")
     d = cfg.decode
     check_draft_reads(d.draft_reads, d.draft_p, d.draft_refresh, d.draft_window, d.draft_sinks, cfg.head_agg,
-                      d.draft_refresh_below)
+                      d.draft_refresh_below, d.get("draft_dense_layers"))
     rows = check_table_keys(cfg)  # composes each row's conf/method config
     decoder = cfg.experiment.get("decoder", "reference")
     if decoder not in DECODERS:
