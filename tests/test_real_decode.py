@@ -87,6 +87,21 @@ def test_every_mode_runs_on_shared_caches_and_the_matched_rows_read_specattns_fr
     assert low <= mid <= high and mid == pytest.approx(frame.loc["specattn p=0.6", "tau"] / frame.loc["dense", "tau"])
 
 
+def test_matched_false_runs_every_mode_but_the_matched_baselines(pair):
+    cfg = config(pair, draft_reads=("first_window",), matched=False, draft_dense_layers=0)
+    ids = prompts(2, 120, 4)
+    rows = run_point(pair, cfg, 120, 2, [ids], 1e11, lambda msg: None)
+    frame = pd.DataFrame(rows).set_index("mode")
+    assert list(frame.index) == ["ar", "dense", "specattn p=0.6", "specattn p=0.9", "specattn p=0.6 draft=first_window"]
+    assert "error" not in frame or frame["error"].isna().all()
+    # every draft layer windowed: its roofline reads less of the draft's cache than the default's two dense layers
+    default = pd.DataFrame(run_point(pair, config(pair, draft_reads=("first_window",), matched=False), 120, 2, [ids],
+                                     1e11, lambda msg: None)).set_index("mode")
+    row = "specattn p=0.6 draft=first_window"
+    assert frame.loc[row, "bytes_draft_kv"] < default.loc[row, "bytes_draft_kv"]
+    assert frame.loc[row, "draft_kept"] < default.loc[row, "draft_kept"]
+
+
 def test_repeated_timings_decode_the_same_tokens_and_report_their_spread(pair):
     """repeats=3 times each group's decoding three times: the median counts, and every measure but time is
     the single pass's (the repeats decode the same tokens from the same caches)."""
@@ -378,7 +393,17 @@ def test_kernel_launches_are_settings_checked_before_weights_load():
         check(cfg)
         tuned = bench_config(cfg, tuple(range(28)))
         assert tuned.split == SplitConfig(warps=2, min_chunks=4) and tuned.rows == RowsConfig(128, 2)
+        assert tuned.sparse_split is None and tuned.draft_dense_layers is None and tuned.matched
+        cfg = compose("config", overrides=["experiment=decode_real", "experiment.sparse_split.ctas_per_sm=4",
+                                           "experiment.draft_dense_layers=0", "experiment.matched=false"])
+        check(cfg)
+        sweep = bench_config(cfg, tuple(range(28)))
+        assert sweep.sparse_split == SplitConfig(ctas_per_sm=4) and sweep.split is None
+        assert sweep.draft_dense_layers == 0 and not sweep.matched
         for bad, match in [("experiment.split.block_n=48", r"experiment.split=\{'block_n': 48\}.*power of two"),
-                           ("experiment.rows.blocks=0", r"experiment.rows=\{'blocks': 0\}")]:
+                           ("experiment.rows.blocks=0", r"experiment.rows=\{'blocks': 0\}"),
+                           ("experiment.sparse_split.warps=0", r"experiment.sparse_split=\{'warps': 0\}"),
+                           ("experiment.draft_dense_layers=-1", "experiment.draft_dense_layers=-1"),
+                           ("experiment.matched=maybe", "experiment.matched='maybe' must be true or false")]:
             with pytest.raises(SpecAttnError, match=match):
                 check(compose("config", overrides=["experiment=decode_real", bad]))

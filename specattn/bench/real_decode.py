@@ -84,6 +84,7 @@ class RealBenchConfig:
     rows: RowsConfig | None = None  # the draft-row kernel's launch (None: its default)
     sparse_split: SplitConfig | None = None  # the attention kernel's launch where a layer reads chunk lists (None: split)
     draft_dense_layers: int | None = None  # the first draft layers read densely under a draft policy (None: dense_layers)
+    matched: bool = True  # StreamingLLM and Quest matched to SpecAttn p=match_p (False: a run of the other modes only)
 
 
 def modes(cfg: RealBenchConfig, matched_frac: float | None) -> list[tuple[str, GraphSettings]]:
@@ -97,7 +98,7 @@ def modes(cfg: RealBenchConfig, matched_frac: float | None) -> list[tuple[str, G
     out += [(f"specattn p={p}", dataclasses.replace(base, p=p)) for p in cfg.p_values]
     if matched_frac is None:
         return out
-    for verify in ("streaming", "quest"):
+    for verify in ("streaming", "quest") if cfg.matched else ():
         out.append((f"{verify} match=specattn p={cfg.match_p}",
                     dataclasses.replace(base, verify=verify, kv_budget_frac=matched_frac)))
     for reads in cfg.draft_reads:

@@ -24,7 +24,7 @@ from ..bench.timing import (
     measure_read_bandwidth,
     require_gpu,
 )
-from ..core.checks import fractions, nonnegative_int, positive_int
+from ..core.checks import flag, fractions, nonnegative_int, positive_int
 from ..core.errors import SpecAttnError
 from ..data.windows import token_windows
 from ..gpu.kernels.rows_config import RowsConfig
@@ -63,6 +63,7 @@ def check(cfg) -> None:
     kernel_launch(e, "split", SplitConfig)  # refused here, before weights load
     kernel_launch(e, "sparse_split", SplitConfig)
     kernel_launch(e, "rows", RowsConfig)
+    flag(e.get("matched", True), "experiment.matched")
 
 
 def bench_config(cfg, layer_map) -> RealBenchConfig:
@@ -75,7 +76,8 @@ def bench_config(cfg, layer_map) -> RealBenchConfig:
                            bool(e.fused_layers), float(e.max_mem_gib), int(cfg.seed), int(e.repeats),
                            int(e.draft_refresh_below), kernel_launch(e, "split", SplitConfig),
                            kernel_launch(e, "rows", RowsConfig), kernel_launch(e, "sparse_split", SplitConfig),
-                           None if e.get("draft_dense_layers") is None else int(e.draft_dense_layers))
+                           None if e.get("draft_dense_layers") is None else int(e.draft_dense_layers),
+                           flag(e.get("matched", True), "experiment.matched"))
 
 
 def kernel_launch(e, key: str, kind):
