@@ -21,7 +21,7 @@ from specattn.gpu.attention.sparse import (
     sparse_verify,
     sparse_verify_torch,
 )
-from specattn.gpu.draft_rows import draft_rows, draft_rows_torch
+from specattn.gpu.draft_rows import draft_rows, draft_rows_torch, rows_from_scores
 from specattn.gpu.kernels.rows_config import RowsConfig
 
 from .availability import HAS_CUDA, HAS_TRITON, needs_gpu, needs_interpreter
@@ -192,6 +192,66 @@ def test_kernel_is_used_only_where_it_runs():
     lse = torch.zeros(q.shape[:4])
     assert draft_rows(q, lse, keys, layers, first, out, 1.0) is out  # the torch path, no error
     assert torch.equal(out, draft_rows_torch(q, lse, keys, layers, first, out.clone(), 1.0))
+
+
+# ------------------------------------------------------------------------------- a row from its saved scores
+def check_scores_path(b, hq, hkv, t, d, kcap, lengths, dtype, device, tol, seed=5):
+    """The decoder's first_* row 0: ``dense_verify``'s ``scores_out`` (the last row's scaled scores, float64
+    reference at every key it attends, untouched past them, the attention output unchanged) and ``lse_out`` give
+    through :func:`rows_from_scores` the rows :func:`draft_rows` computes from the keys (R = 1), mean and max."""
+    q, k, v, lengths_t, _ = lse_case(b, hq, hkv, t, d, kcap, lengths, dtype, device, seed)
+    scale = 1 / math.sqrt(d)
+    scores = torch.full((b, hq, kcap + 3), float("nan"), device=device)  # poisoned, wider than the cache
+    lse = torch.zeros(b, hq, device=device)
+    out = dense_verify(q, k, v, lengths_t, 16, scale, lse_out=lse, scores_out=scores)
+    assert torch.equal(out, dense_verify(q, k, v, lengths_t, 16, scale))
+    keys = k.double().cpu().repeat_interleave(hq // hkv, dim=1)
+    want = torch.einsum("bhd,bhkd->bhk", q[:, :, -1].double().cpu(), keys) * scale / math.log(2)
+    seen = (torch.arange(kcap + 3) < torch.tensor(lengths)[:, None])[:, None].expand(b, hq, kcap + 3)
+    got = scores.cpu()
+    assert got[~seen].isnan().all(), "scores past the keys the row attends must be left alone"
+    assert (got[..., :kcap] - want).abs()[seen[..., :kcap]].max() < tol * want.abs().max()
+    first, w = lengths_t.to(torch.int32), kcap - 1
+    for agg in ("mean", "max"):
+        rows = torch.full((1, b, w), float("nan"), device=device)
+        rows_from_scores(scores[None], lse[None], first, rows, agg)
+        ref = torch.zeros(1, b, 1, w, device=device)
+        draft_rows(q[:, :, -1:][None], lse[None, :, :, None], k[None], torch.zeros(1, dtype=torch.int32, device=device),
+                   first, ref, scale, agg)
+        assert not rows.isnan().any()
+        assert (rows - ref[:, :, 0]).abs().max() < tol * ref.abs().max(), agg
+        assert rows.cpu()[0][torch.arange(w) >= first.cpu()[:, None]].eq(0).all()
+
+
+@pytest.mark.parametrize("t,lengths", [(1, [40, 1]), (2, [40, 19]), (5, [33, 5])])
+def test_a_row_from_saved_scores_equals_the_recomputed_row(t, lengths):
+    check_scores_path(2, 4, 2, t, 16, 40, lengths, torch.float32, "cpu", 1e-5)
+
+
+@needs_interpreter
+@pytest.mark.parametrize("t,lengths", [(1, [40, 1]), (2, [40, 19])])
+def test_a_row_from_saved_scores_kernels_interpreter(t, lengths):
+    check_scores_path(2, 4, 2, t, 16, 40, lengths, torch.float16, "cpu", 2e-2)
+
+
+@needs_gpu
+@pytest.mark.parametrize("t,lengths", [(1, [4000, 1, 77]), (2, [4000, 2, 2500])])
+def test_a_row_from_saved_scores_kernels_gpu(t, lengths):
+    check_scores_path(3, 14, 2, t, 64, 4100, lengths, torch.bfloat16, "cuda", 2e-2)
+    check_scores_path(3, 32, 8, t, 64, 4100, lengths, torch.bfloat16, "cuda", 2e-2, seed=6)
+
+
+def test_rows_from_scores_refuses_bad_input():
+    scores, lse, first = torch.zeros(1, 2, 4, 10), torch.zeros(1, 2, 4), torch.tensor([3, 10], dtype=torch.int32)
+    with pytest.raises(SpecAttnError, match="out must be"):
+        rows_from_scores(scores, lse, first, torch.zeros(1, 2, 11))
+    with pytest.raises(SpecAttnError, match="lse must be"):
+        rows_from_scores(scores, lse[..., :1], first, torch.zeros(1, 2, 10))
+    with pytest.raises(SpecAttnError, match="scores must be"):
+        rows_from_scores(scores.double(), lse, first, torch.zeros(1, 2, 10))
+    with pytest.raises(SpecAttnError, match="scores_out must be"):
+        q, k = torch.zeros(2, 4, 1, 16), torch.zeros(2, 2, 10, 16)
+        dense_verify(q, k, k, torch.tensor([10, 3], dtype=torch.int32), scores_out=torch.zeros(2, 4, 9))
 
 
 # ------------------------------------------------------------------------------------- fused RMSNorm

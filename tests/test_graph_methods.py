@@ -164,6 +164,36 @@ def test_cuda_graph_replay_equals_eager_for_every_mode_in_bfloat16(tiny_model_di
 
 
 @needs_gpu
+@pytest.mark.parametrize("reads", ["first_window", "first_dense"])
+@pytest.mark.parametrize("agg", ["mean", "max"])
+def test_row0_from_saved_scores_equals_the_row_from_the_keys_gpu(tiny_model_dir, reads, agg):
+    """``row0_from_scores`` (the default): after forward 0, row 0 of every slot from the scores its attention saved
+    equals the row the draft-row kernel computes from the keys; decoding with either (graphs) gives the same tokens
+    on these prompts."""
+    from specattn.gpu.draft_rows import draft_rows
+
+    cuda_pair = load(tiny_model_dir, "cuda", torch.bfloat16)
+    batch = prompts(3, 150, 17)
+    settings = GraphSettings(GAMMA, CHUNK, 2, agg, mapping(cuda_pair), 0.8, draft_reads=reads, draft_window=64,
+                             draft_sinks=8)
+    dec = GraphDecoder(cuda_pair.draft, cuda_pair.verifier, settings, 3, 200)
+    assert dec.row_scores is not None
+    dec.prefill(batch)
+    dec._draft_phase()
+    got = dec.rows[:, :, 0].clone()
+    want = torch.full_like(dec.rows[:, :, :1], float("nan"))
+    draft_rows(dec.row_q[:, :, :, :1], dec.row_lse[:, :, :, :1], dec.d_cache.keys, dec.layer_slots, dec.first, want,
+               dec.draft_scale, agg)
+    assert (got - want[:, :, 0]).abs().max() <= 1e-4 * want.abs().max()
+    past = torch.arange(got.shape[2], device=got.device) >= dec.first.long()[:, None]  # (B, W)
+    assert got[:, past].eq(0).all() and not got.isnan().any()
+    keys_path, _ = graph_run(cuda_pair, batch, dataclasses.replace(settings, row0_from_scores=False), new=30,
+                             graphs=True)
+    scores_path, _ = graph_run(cuda_pair, batch, settings, new=30, graphs=True)
+    assert scores_path == keys_path
+
+
+@needs_gpu
 def test_cuda_streaming_and_quest_in_float32_equal_the_cpu_engine(pair, tiny_model_dir):
     cuda_pair = load(tiny_model_dir, "cuda")
     batch = prompts(2, 120, 22)

@@ -64,7 +64,7 @@ import torch
 
 from ..core.errors import SpecAttnError
 from ..gpu.attention.sparse import ChunkLists, chunk_lists
-from ..gpu.draft_rows import AGGREGATIONS, RowReads, draft_rows
+from ..gpu.draft_rows import AGGREGATIONS, RowReads, draft_rows, rows_from_scores
 from ..gpu.kernels.rows_config import RowsConfig
 from ..gpu.kernels.split_config import SplitConfig
 from ..gpu.step import select_chunks
@@ -93,7 +93,9 @@ class GraphSettings:
     fixed random fraction of the prefix chunks instead of the draft's selections, as ``forced_density``);
     split, rows: the attention kernel's and the draft-row kernel's launches (None: their defaults);
     sparse_split: the attention kernel's launch in the layers that read chunk lists, both models (None: split's);
-    draft_dense_layers: the first draft layers that read densely under a draft read policy (None: dense_layers).
+    draft_dense_layers: the first draft layers that read densely under a draft read policy (None: dense_layers);
+    row0_from_scores: the ``first_*`` policies' row 0 from the scores forward 0's attention kernel saves (True; the
+    kernel path only) rather than from the draft's keys again.
     """
 
     gamma: int
@@ -117,6 +119,7 @@ class GraphSettings:
     rows: RowsConfig | None = None
     sparse_split: SplitConfig | None = None
     draft_dense_layers: int | None = None
+    row0_from_scores: bool = True
 
     @property
     def draft_dense(self) -> int:
@@ -357,6 +360,13 @@ class GraphDecoder:
                                   self._sparse_workspace(self.verifier, s.gamma + 1))
         self.d_workspace = self._workspace(self.draft, 2) if s.gamma else None
         self.d_sparse_workspace = self._sparse_workspace(self.draft, 2) if s.gamma else None
+        self.row_scores = None  # (slots, B, Hq, K_cap) float32: forward 0's last row's scores (row0_from_scores)
+        if self.row0 and s.row0_from_scores and self.d_workspace is not None:
+            keys = self.d_cache.keys
+            self.row_scores = torch.empty((len(self.slots), b, self.row_q.shape[2], keys.shape[3]),
+                                          dtype=torch.float32, device=dev)
+            for layer, slot in self.slots.items():
+                self.taps[0][layer].scores = self.row_scores[slot]
         self._build_draft_reads()
 
     def _build_draft_reads(self) -> None:
@@ -528,6 +538,10 @@ class GraphDecoder:
         """After forward 0 of a ``first_*`` policy: every slot's row at ``P``, the step's only row over the whole
         prefix (:meth:`_select` computes the others, from row 1 on)."""
         self.first.copy_(self.last + 1)
+        if self.row_scores is not None:  # forward 0's attention saved the row's scores: no second read of the keys
+            rows_from_scores(self.row_scores, self.row_lse[:, :, :, 0], self.first, self.rows[:, :, 0],
+                             self.settings.head_agg)
+            return
         draft_rows(self.row_q[:, :, :, :1], self.row_lse[:, :, :, :1], self.d_cache.keys, self.layer_slots,
                    self.first, self.rows[:, :, :1], self.draft_scale, self.settings.head_agg, config=self.settings.rows)
 

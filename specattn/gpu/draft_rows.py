@@ -19,6 +19,10 @@ sequence, draft row):
 On CUDA with fp16/bf16 it is one Triton launch (:mod:`.kernels.draft_rows`) with no host
 synchronisation (CUDA-graph capturable); elsewhere the same formula in torch (float32, also without
 host reads).
+
+:func:`rows_from_scores` gives one such row (``R = 1``) from the row's scores saved by the draft's own attention
+(``dense_verify(..., scores_out=...)``) instead of the keys: the ``first_*`` policies' row 0, whose forward read every
+key anyway.
 """
 
 from __future__ import annotations
@@ -107,6 +111,37 @@ def draft_rows_torch(q, lse, keys, layers, first, out, sm_scale: float, agg: str
     if reads is not None:
         out.mul_(reads.kept(r, width))
     return out
+
+
+def rows_from_scores(scores, lse, first, out, agg: str = "mean", impl: str = "auto"):
+    """Fill ``out (S, B, W)`` float32 with ``agg_h 2^(scores[s, b, h, k] - lse[s, b, h])`` for ``k < first[b]``, else
+    0: the rows :func:`draft_rows` gives at ``R = 1`` when ``scores (S, B, Hq, >= W)`` float32 holds the rows' scaled
+    scores ``q . k * sm_scale * log2 e`` (as ``dense_verify``'s ``scores_out`` writes them) and ``lse (S, B, Hq)``
+    float32 their base-2 log-sum-exps; ``first (B,)`` int32. Returns ``out``."""
+    if agg not in AGGREGATIONS:
+        raise SpecAttnError(f"head_agg={agg!r}: the decoder's draft rows support {', '.join(AGGREGATIONS)}")
+    if scores.dim() != 4 or scores.dtype != torch.float32 or scores.stride(3) != 1:
+        raise SpecAttnError(f"scores must be (S, B, Hq, K) float32 with unit stride along K, got "
+                            f"{tuple(scores.shape)} {scores.dtype}")
+    s, b, hq, k = scores.shape
+    if lse.shape != (s, b, hq) or lse.dtype != torch.float32 or first.shape != (b,) or first.dtype != torch.int32:
+        raise SpecAttnError(f"lse must be {(s, b, hq)} float32 and first ({b},) int32, got {tuple(lse.shape)} "
+                            f"{lse.dtype}, {tuple(first.shape)} {first.dtype}")
+    if out.dim() != 3 or out.shape[:2] != (s, b) or out.shape[2] > k or out.dtype != torch.float32 or out.stride(2) != 1:
+        raise SpecAttnError(f"out must be ({s}, {b}, W <= {k}) float32 with unit stride along W, got {tuple(out.shape)} "
+                            f"{out.dtype}")
+    if len({t.device for t in (scores, lse, first, out)}) != 1:
+        raise SpecAttnError("rows_from_scores: put scores, lse, first and out on one device")
+    from .kernels import available
+
+    if impl == "auto" and available(scores.device) or impl == "triton":
+        from .kernels import score_rows
+
+        return score_rows.launch(scores, lse, first, out, agg)
+    w = out.shape[2]
+    probs = torch.exp2(scores[..., :w] - lse[..., None])
+    probs = probs.masked_fill(~(torch.arange(w, device=out.device) < first.long()[:, None])[None, :, None], 0.0)
+    return out.copy_(probs.mean(dim=2) if agg == "mean" else probs.amax(dim=2))
 
 
 def _check(q, lse, keys, layers, first, out, agg, reads=None) -> None:

@@ -26,6 +26,7 @@ import torch
 from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import repeat_kv
 
+from ..core.errors import SpecAttnError
 from ..gpu.attention.sparse import (
     KERNEL_DTYPES,
     KERNEL_HEAD_DIMS,
@@ -39,10 +40,13 @@ GRAPH_ATTENTION = "specattn_graph"
 
 @dataclass
 class RowTap:
-    """Where one layer's last query row goes: ``q (B, Hq, D)`` and ``lse (B, Hq)`` float32 views."""
+    """Where one layer's last query row goes: ``q (B, Hq, D)`` and ``lse (B, Hq)`` float32 views, and optionally
+    its scaled scores at every key, ``scores (B, Hq, K_cap)`` float32 (dense reads on the kernel path:
+    ``dense_verify(..., scores_out=...)``)."""
 
     q: torch.Tensor
     lse: torch.Tensor
+    scores: torch.Tensor | None = None
 
 
 @dataclass
@@ -123,8 +127,11 @@ def graph_attention(module, query, key, value, attention_mask, scaling, dropout=
     if use_kernels(query.device, query.dtype, query.shape[-1]):  # the kernel's merge writes the tap's lse and query
         if lists is None:
             out = dense_verify(query, key, value, plan.lengths, plan.chunk_size, scaling, workspace=plan.workspace,
-                               config=plan.split, lse_out=lse, q_out=last_q)
+                               config=plan.split, lse_out=lse, q_out=last_q,
+                               scores_out=tap.scores if tap is not None else None)
         else:
+            if tap is not None and tap.scores is not None:
+                raise SpecAttnError(f"layer {layer}: a row tap with scores needs a dense read (it has chunk lists)")
             split, workspace = ((plan.sparse_split, plan.sparse_workspace) if plan.sparse_split is not None
                                 else (plan.split, plan.workspace))
             out = sparse_verify(query, key, value, plan.lengths, lists.ids, lists.n, plan.chunk_size, scaling,

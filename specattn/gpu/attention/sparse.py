@@ -160,7 +160,7 @@ def kernel_runs(q, k, v) -> bool:
 
 
 def _run_kernel(q, k, v, lengths, lists, chunk_size, sm_scale, out, workspace, config, dense, lse_out=None,
-                q_out=None):
+                q_out=None, scores_out=None):
     from ..kernels import sparse_attn as K
 
     b, hq, t, d = q.shape
@@ -177,7 +177,7 @@ def _run_kernel(q, k, v, lengths, lists, chunk_size, sm_scale, out, workspace, c
         q = q.contiguous()
     ids, n = (lists.ids, lists.n) if lists is not None else (None, None)
     return K.launch(q, k, v, lengths, ids, n, chunk_size, sm_scale, out, workspace, capacity, config, dense, lse_out,
-                    q_out)
+                    q_out, scores_out)
 
 
 def n_chunks_capacity(k_cap: int, n_queries: int, chunk_size: int) -> int:
@@ -211,16 +211,27 @@ def sparse_verify(q, k, v, lengths, chunk_ids, n_chunks, chunk_size: int = 16, s
 
 def dense_verify(q, k, v, lengths, chunk_size: int = 16, sm_scale: float | None = None,
                  out: torch.Tensor | None = None, workspace=None, config=None, impl: str = "auto",
-                 lse_out: torch.Tensor | None = None, q_out: torch.Tensor | None = None) -> torch.Tensor:
+                 lse_out: torch.Tensor | None = None, q_out: torch.Tensor | None = None,
+                 scores_out: torch.Tensor | None = None) -> torch.Tensor:
     """Dense verification attention (every prefix key + the causal tail) with the same kernel; ``(B, T, Hq, D)``
-    (``lse_out`` and ``q_out`` as in :func:`sparse_verify`)."""
+    (``lse_out`` and ``q_out`` as in :func:`sparse_verify`). ``scores_out (B, Hq, >= K_cap)`` float32 (unit stride
+    along keys), if given, receives the last row's scaled scores ``q . k * sm_scale * log2 e`` at the keys it
+    attends, ``[0, lengths[b])`` (its other entries are left alone): what
+    :func:`specattn.gpu.draft_rows.rows_from_scores` turns into the row's probabilities without the keys."""
     check_verify(q, k, v, lengths)
     _check_chunk_size(chunk_size)
     _check_taps(lse_out, q_out, q)
+    if scores_out is not None and (scores_out.dim() != 3 or scores_out.shape[:2] != q.shape[:2]
+                                   or scores_out.shape[2] < k.shape[2] or scores_out.dtype != torch.float32
+                                   or scores_out.stride(2) != 1 or scores_out.device != q.device):
+        raise SpecAttnError(f"scores_out must be (B, Hq, >= {k.shape[2]}) = {tuple(q.shape[:2])} + (K,) float32 on "
+                            f"{q.device} with unit stride along K, got {tuple(scores_out.shape)} {scores_out.dtype}")
     scale = sm_scale if sm_scale is not None else 1.0 / math.sqrt(q.shape[3])
     if _kernel_ok(q, k, v, impl):
-        return _run_kernel(q, k, v, lengths, None, chunk_size, scale, out, workspace, config, True, lse_out, q_out)
+        return _run_kernel(q, k, v, lengths, None, chunk_size, scale, out, workspace, config, True, lse_out, q_out,
+                           scores_out)
     _last_query(q_out, q)
+    _last_scores(scores_out, q, k, lengths, scale)
     b, hq, t, _ = q.shape
     nc = n_chunks_capacity(k.shape[2], t, chunk_size)
     every = ChunkLists(torch.arange(nc, dtype=torch.int32, device=q.device).expand(b, 1, nc),
@@ -238,6 +249,17 @@ def _check_taps(lse_out, q_out, q) -> None:
                               or q_out.stride(2) != 1):
         raise SpecAttnError(f"q_out must be (B, Hq, D) = {want} {q.dtype} on {q.device} with unit stride along D, "
                             f"got {tuple(q_out.shape)} {q_out.dtype} on {q_out.device}, strides {q_out.stride()}")
+
+
+def _last_scores(scores_out, q, k, lengths, scale: float) -> None:
+    """The torch path's ``scores_out``: the last row's scaled scores at keys ``[0, lengths[b])``."""
+    if scores_out is None:
+        return
+    width = k.shape[2]
+    keys = k.float().repeat_interleave(q.shape[1] // k.shape[1], dim=1)
+    scores = torch.einsum("bhd,bhkd->bhk", q[:, :, -1].float(), keys) * (scale / math.log(2))
+    visible = (torch.arange(width, device=q.device) < lengths.long()[:, None])[:, None]
+    scores_out[:, :, :width] = torch.where(visible, scores, scores_out[:, :, :width])
 
 
 def _last_query(q_out, q) -> None:

@@ -134,7 +134,7 @@ def main():
          "n_chunks": "i32", "GROUP": "i32"}, {"BLOCK_C": 256}, 4)
     import importlib
     for extra in ["specattn.gpu.kernels.bsr", "specattn.gpu.kernels.tail", "specattn.gpu.kernels.chunk_list",
-                  "specattn.gpu.kernels.sparse_attn", "specattn.gpu.kernels.draft_rows",
+                  "specattn.gpu.kernels.sparse_attn", "specattn.gpu.kernels.draft_rows", "specattn.gpu.kernels.score_rows",
                   "specattn.gpu.kernels.fused_llama", "specattn.gpu.kernels.rmsnorm",
                   "specattn.gpu.kernels.stream_read"]:
         ok &= importlib.import_module(extra)._aot_check(compile_one)

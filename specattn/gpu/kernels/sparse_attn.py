@@ -80,9 +80,10 @@ def _pick(vec, j):
 
 
 @triton.jit
-def _chunk_block(q, kb, vb, skn, svn, ids, e0, end, prefix, C, m_i, l_i, acc, qk_scale,
-                 D: tl.constexpr, CP: tl.constexpr, CPB: tl.constexpr, DENSE: tl.constexpr):
-    """Online-softmax update with the keys of list entries ``[e0, min(e0 + CPB, end))``."""
+def _chunk_block(q, kb, vb, skn, svn, ids, e0, end, prefix, C, m_i, l_i, acc, qk_scale, sc_row, sc_ok,
+                 D: tl.constexpr, CP: tl.constexpr, CPB: tl.constexpr, DENSE: tl.constexpr, SCORES: tl.constexpr):
+    """Online-softmax update with the keys of list entries ``[e0, min(e0 + CPB, end))``; ``SCORES``: the scaled
+    scores of the rows with ``sc_ok`` stored at ``sc_row`` (a pointer per tile row) + key."""
     lanes = tl.arange(0, CPB * CP)
     e = e0 + lanes // CP
     w = lanes % CP
@@ -96,6 +97,8 @@ def _chunk_block(q, kb, vb, skn, svn, ids, e0, end, prefix, C, m_i, l_i, acc, qk
     d = tl.arange(0, D)
     k = tl.load(kb + key[:, None] * skn + d[None, :], mask=ok[:, None], other=0.0)
     s = tl.dot(q, tl.trans(k)) * qk_scale
+    if SCORES:
+        tl.store(sc_row[:, None] + key[None, :], s, mask=sc_ok[:, None] & ok[None, :])
     s = tl.where(ok[None, :], s, float("-inf"))
     m_new = tl.maximum(m_i, tl.max(s, 1))
     alpha = tl.exp2(m_i - m_new)
@@ -108,11 +111,11 @@ def _chunk_block(q, kb, vb, skn, svn, ids, e0, end, prefix, C, m_i, l_i, acc, qk
 
 @triton.jit(do_not_specialize=["T", "cap", "P", "min_units", "BH"])
 def _split_kernel(
-    q_ptr, k_ptr, v_ptr, len_ptr, ids_ptr, n_ptr, po_ptr, pl_ptr, ends_ptr,
+    q_ptr, k_ptr, v_ptr, len_ptr, ids_ptr, n_ptr, po_ptr, pl_ptr, ends_ptr, sc_ptr,
     qk_scale, T, C, cap, P, min_units, BH, HKV, G,
-    sqb, sqh, sqt, skb, skh, skn, svb, svh, svn, sib, sih, snb, snh,
+    sqb, sqh, sqt, skb, skh, skn, svb, svh, svn, sib, sih, snb, snh, ssb, ssh,
     D: tl.constexpr, M: tl.constexpr, CP: tl.constexpr, CPB: tl.constexpr, BHP: tl.constexpr,
-    DENSE: tl.constexpr, LOOP_FOR: tl.constexpr, STAGES: tl.constexpr,
+    DENSE: tl.constexpr, LOOP_FOR: tl.constexpr, STAGES: tl.constexpr, SCORES: tl.constexpr,
 ):
     p = tl.program_id(0)
     prefixes, ns, ends = _lists(len_ptr, n_ptr, T, C, cap, BH, HKV, snb, snh, BHP, CPB, DENSE)
@@ -143,18 +146,20 @@ def _split_kernel(
         kb = k_ptr + b * skb + h * skh
         vb = v_ptr + b * svb + h * svh
         ids = ids_ptr + b * sib + h * sih
+        sc_row = sc_ptr + b * ssb + (h * G + g) * ssh  # the last row's scores (SCORES)
+        sc_ok = row_ok & (t == T - 1)
         m_i = tl.full((M,), NEG_INIT, tl.float32)
         l_i = tl.zeros((M,), tl.float32)
         acc = tl.zeros((M, D), tl.float32)
         if LOOP_FOR:  # compiled: a pipelined loop
             for e0 in tl.range(e_start, e_end, CPB, num_stages=STAGES):
                 m_i, l_i, acc = _chunk_block(q, kb, vb, skn, svn, ids, e0, e_end, prefix, C, m_i, l_i, acc,
-                                             qk_scale, D, CP, CPB, DENSE)
+                                             qk_scale, sc_row, sc_ok, D, CP, CPB, DENSE, SCORES)
         else:  # the CPU interpreter cannot range over run-time scalars
             e0 = e_start
             while e0 < e_end:
                 m_i, l_i, acc = _chunk_block(q, kb, vb, skn, svn, ids, e0, e_end, prefix, C, m_i, l_i, acc,
-                                             qk_scale, D, CP, CPB, DENSE)
+                                             qk_scale, sc_row, sc_ok, D, CP, CPB, DENSE, SCORES)
                 e0 += CPB
         lse = tl.where(l_i > 0, m_i + tl.log2(tl.maximum(l_i, 1e-30)), float("-inf"))
         o = acc / tl.maximum(l_i, 1e-30)[:, None]
@@ -167,11 +172,11 @@ def _split_kernel(
 
 @triton.jit(do_not_specialize=["T", "cap", "P", "min_units", "BH"])
 def _merge_kernel(
-    q_ptr, k_ptr, v_ptr, len_ptr, n_ptr, po_ptr, pl_ptr, ends_ptr, out_ptr, lse_ptr, q_out_ptr,
+    q_ptr, k_ptr, v_ptr, len_ptr, n_ptr, po_ptr, pl_ptr, ends_ptr, out_ptr, lse_ptr, q_out_ptr, sc_ptr,
     qk_scale, T, C, cap, P, min_units, BH, HKV, G,
-    sqb, sqh, sqt, skb, skh, skn, svb, svh, svn, snb, snh, sob, sot, soh, slb, slh, sqob, sqoh,
+    sqb, sqh, sqt, skb, skh, skn, svb, svh, svn, snb, snh, sob, sot, soh, slb, slh, sqob, sqoh, ssb, ssh,
     D: tl.constexpr, M: tl.constexpr, RB: tl.constexpr, TP: tl.constexpr, SB: tl.constexpr, CPB: tl.constexpr,
-    DENSE: tl.constexpr, WRITE_LSE: tl.constexpr, WRITE_Q: tl.constexpr,
+    DENSE: tl.constexpr, WRITE_LSE: tl.constexpr, WRITE_Q: tl.constexpr, SCORES: tl.constexpr,
 ):
     j = tl.program_id(0)  # the list (b, KV head h)
     b = (j // HKV).to(tl.int64)
@@ -198,6 +203,9 @@ def _merge_kernel(
                  other=0.0).to(tl.float32)
     sc = tl.sum(qv[:, None, :] * kt[None, :, :], 2) * qk_scale
     sc = tl.where(kv_ok[None, :] & (jj[None, :] <= t[:, None]), sc, float("-inf"))
+    if SCORES:  # the last row's scores of the step's own keys (the split kernel stored the prefix's)
+        tl.store(sc_ptr + b * ssb + hq[:, None] * ssh + key[None, :], sc,
+                 mask=(row_ok & (t == T - 1))[:, None] & kv_ok[None, :])
     m = tl.max(sc, 1)
     pr = tl.exp2(sc - m[:, None])
     l = tl.sum(pr, 1)
@@ -292,10 +300,13 @@ def make_workspace(batch: int, num_kv_heads: int, group: int, n_queries: int, he
 
 def launch(q, k, v, lengths, chunk_ids, n_chunks, chunk_size: int, sm_scale: float, out: torch.Tensor,
            workspace: Workspace, capacity: int, config: SplitConfig, dense: bool,
-           lse_out: torch.Tensor | None = None, q_out: torch.Tensor | None = None) -> torch.Tensor:
+           lse_out: torch.Tensor | None = None, q_out: torch.Tensor | None = None,
+           scores_out: torch.Tensor | None = None) -> torch.Tensor:
     """Both launches on validated tensors (see :func:`specattn.gpu.attention.sparse.sparse_verify`);
-    ``lse_out (B, Hq)`` float32 (any strides), if given, receives the last row's base-2 log-sum-exp, and
-    ``q_out (B, Hq, D)`` (q's dtype, unit stride along D) the last row's query."""
+    ``lse_out (B, Hq)`` float32 (any strides), if given, receives the last row's base-2 log-sum-exp,
+    ``q_out (B, Hq, D)`` (q's dtype, unit stride along D) the last row's query, and ``scores_out (B, Hq, >= K)``
+    float32 (unit stride along keys) the last row's scaled scores ``q . k * sm_scale * log2 e`` at every key it
+    attends (other entries untouched)."""
     from . import interpreting
 
     b, hq, t, d = q.shape
@@ -315,22 +326,24 @@ def launch(q, k, v, lengths, chunk_ids, n_chunks, chunk_size: int, sm_scale: flo
     if workspace.ends.numel() < bh:
         raise ValueError(f"workspace made for {workspace.ends.numel()} (sequence, KV head) lists, launched with {bh}: "
                          "make_workspace with this batch")
-    common = dict(CPB=cpb, DENSE=dense, D=d, M=m)
+    common = dict(CPB=cpb, DENSE=dense, D=d, M=m, SCORES=scores_out is not None)
+    sc, (ssb, ssh) = (scores_out, scores_out.stride()[:2]) if scores_out is not None else (workspace.lse, (0, 0))
     _split_kernel[(programs,)](
-        q, k, v, lengths, ids, nn, workspace.o, workspace.lse, workspace.ends,
+        q, k, v, lengths, ids, nn, workspace.o, workspace.lse, workspace.ends, sc,
         qk_scale, t, chunk_size, capacity, programs, min_units, bh, hkv, g,
         q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
-        v.stride(0), v.stride(1), v.stride(2), sib, sih, snb, snh,
+        v.stride(0), v.stride(1), v.stride(2), sib, sih, snb, snh, ssb, ssh,
         BHP=pow2(bh, 2), CP=cp, LOOP_FOR=not interpreting(), STAGES=config.stages, num_warps=config.warps, **common,
     )
     rb = merge_rows(bh, g * t, programs)
     _merge_kernel[(bh, -(-(g * t) // rb))](
         q, k, v, lengths, nn, workspace.o, workspace.lse, workspace.ends, out,
-        lse_out if lse_out is not None else workspace.lse, q_out if q_out is not None else q,
+        lse_out if lse_out is not None else workspace.lse, q_out if q_out is not None else q, sc,
         qk_scale, t, chunk_size, capacity, programs, min_units, bh, hkv, g,
         q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
         v.stride(0), v.stride(1), v.stride(2), snb, snh, out.stride(0), out.stride(1), out.stride(2),
         *(lse_out.stride() if lse_out is not None else (0, 0)), *(q_out.stride()[:2] if q_out is not None else (0, 0)),
+        ssb, ssh,
         RB=rb, TP=pow2(t, 2), SB=merge_slots(rb), WRITE_LSE=lse_out is not None, WRITE_Q=q_out is not None,
         num_warps=4, **common,
     )
@@ -345,26 +358,31 @@ ALIGNED = ("q_ptr", "k_ptr", "v_ptr", "len_ptr", "ids_ptr", "n_ptr", "po_ptr", "
 def _aot_check(compile_one) -> bool:
     ok = True
     cfg = SplitConfig()
-    for dt, g, dim, dense in [("bf16", 4, 128, False), ("bf16", 1, 128, False), ("fp16", 4, 64, False),
-                              ("bf16", 4, 128, True)]:
+    for dt, g, dim, dense, scores in [("bf16", 4, 128, False, False), ("bf16", 1, 128, False, False),
+                                      ("fp16", 4, 64, False, False), ("bf16", 4, 128, True, False),
+                                      ("bf16", 7, 64, True, True)]:
         sig = {"q_ptr": f"*{dt}", "k_ptr": f"*{dt}", "v_ptr": f"*{dt}", "len_ptr": "*i32", "ids_ptr": "*i32",
-               "n_ptr": "*i32", "po_ptr": "*fp32", "pl_ptr": "*fp32", "ends_ptr": "*i32", "qk_scale": "fp32",
+               "n_ptr": "*i32", "po_ptr": "*fp32", "pl_ptr": "*fp32", "ends_ptr": "*i32", "sc_ptr": "*fp32",
+               "qk_scale": "fp32",
                "T": "i32", "C": "i32",
                "cap": "i32", "P": "i32", "min_units": "i32", "BH": "i32", "HKV": "i32", "G": "i32"}
         sig.update({name: "i32" for name in ["sqb", "sqh", "sqt", "skb", "skh", "skn", "svb", "svh", "svn",
-                                             "sib", "sih", "snb", "snh"]})
-        ok &= compile_one(f"sparse_attn split {dt} G={g} D={dim}{' dense' if dense else ''}", _split_kernel, sig,
+                                             "sib", "sih", "snb", "snh", "ssb", "ssh"]})
+        ok &= compile_one(f"sparse_attn split {dt} G={g} D={dim}{' dense' if dense else ''}{' scores' if scores else ''}",
+                          _split_kernel, sig,
                           {"D": dim, "M": rows_tile(g, 5), "CP": 16, "CPB": cfg.block_n // 16, "BHP": 32,
-                           "DENSE": dense, "LOOP_FOR": True, "STAGES": cfg.stages}, cfg.warps, div16=ALIGNED)
+                           "DENSE": dense, "LOOP_FOR": True, "STAGES": cfg.stages, "SCORES": scores}, cfg.warps,
+                          div16=ALIGNED)
     sig = {"q_ptr": "*bf16", "k_ptr": "*bf16", "v_ptr": "*bf16", "len_ptr": "*i32", "n_ptr": "*i32",
            "po_ptr": "*fp32", "pl_ptr": "*fp32", "ends_ptr": "*i32", "out_ptr": "*bf16", "lse_ptr": "*fp32",
-           "q_out_ptr": "*bf16", "qk_scale": "fp32",
+           "q_out_ptr": "*bf16", "sc_ptr": "*fp32", "qk_scale": "fp32",
            "T": "i32", "C": "i32",
            "cap": "i32", "P": "i32", "min_units": "i32", "BH": "i32", "HKV": "i32", "G": "i32"}
     sig.update({name: "i32" for name in ["sqb", "sqh", "sqt", "skb", "skh", "skn", "svb", "svh", "svn", "snb",
-                                         "snh", "sob", "sot", "soh", "slb", "slh", "sqob", "sqoh"]})
-    for tap, rb in ((False, 1), (True, 2), (False, MERGE_MAX_ROWS), (True, MERGE_MAX_ROWS)):
-        ok &= compile_one(f"sparse_attn merge bf16 RB={rb}{' lse+q' if tap else ''}", _merge_kernel, sig,
-                          {"D": 128, "M": 32, "RB": rb, "TP": 8, "SB": merge_slots(rb), "CPB": 4,
-                           "DENSE": False, "WRITE_LSE": tap, "WRITE_Q": tap}, 4)
+                                         "snh", "sob", "sot", "soh", "slb", "slh", "sqob", "sqoh", "ssb", "ssh"]})
+    for tap, rb, scores in ((False, 1, False), (True, 2, False), (False, MERGE_MAX_ROWS, False),
+                            (True, MERGE_MAX_ROWS, False), (True, MERGE_MAX_ROWS, True)):
+        ok &= compile_one(f"sparse_attn merge bf16 RB={rb}{' lse+q' if tap else ''}{' scores' if scores else ''}",
+                          _merge_kernel, sig, {"D": 128, "M": 32, "RB": rb, "TP": 8, "SB": merge_slots(rb), "CPB": 4,
+                                               "DENSE": False, "WRITE_LSE": tap, "WRITE_Q": tap, "SCORES": scores}, 4)
     return ok
