@@ -399,7 +399,7 @@ def test_kernel_launches_are_settings_checked_before_weights_load():
         check(cfg)
         sweep = bench_config(cfg, tuple(range(28)))
         assert sweep.sparse_split == SplitConfig(ctas_per_sm=4) and sweep.split is None
-        assert sweep.draft_dense_layers == 0 and not sweep.matched
+        assert sweep.draft_dense_layers == 0 and not sweep.matched and sweep.row0_from_scores
         for bad, match in [("experiment.split.block_n=48", r"experiment.split=\{'block_n': 48\}.*power of two"),
                            ("experiment.rows.blocks=0", r"experiment.rows=\{'blocks': 0\}"),
                            ("experiment.sparse_split.warps=0", r"experiment.sparse_split=\{'warps': 0\}"),

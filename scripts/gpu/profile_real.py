@@ -4,7 +4,9 @@ python_packages prompts, batch 16, as ``experiment=decode_real`` runs them; for 
 phases replayed from their CUDA graphs (median ms of 5), each phase's kernel count, and the kernels by total
 time in one replay of each (CUPTI records the kernels a graph launches). Run on the GPU machine after the
 staging: ``python3 scripts/gpu/profile_real.py [CONTEXT] [BATCH] [OVERRIDES...]`` (defaults 32768 16; Hydra
-overrides such as ``layer_map=FILE.yaml`` after them; prints tables).
+overrides such as ``layer_map=FILE.yaml`` or ``experiment.sparse_split.ctas_per_sm=4`` /
+``experiment.draft_dense_layers=0`` (decode_real's kernel and draft settings) after them; prints tables). first_window
+runs twice: row 0 from forward 0's saved scores (the default) and from the keys again (``row0_from_scores=False``).
 ``python scripts/gpu/profile_real.py 256 2 --tiny`` runs the same code on the CPU with the tiny random pair
 (eager phases, no graphs: a smoke check of the script, not a measurement)."""
 
@@ -25,16 +27,22 @@ sys.path.insert(0, str(ROOT))
 from specattn.bench.decode_bench import Clock, phase_ms  # noqa: E402
 from specattn.bench.real_decode import PointRunner, RealBenchConfig, modes  # noqa: E402
 from specattn.data.windows import token_windows  # noqa: E402
+from specattn.experiments.decode_real import kernel_launch  # noqa: E402
 from specattn.experiments.evaluation import layer_mapping, load_pair_for  # noqa: E402
+from specattn.gpu.kernels.rows_config import RowsConfig  # noqa: E402
+from specattn.gpu.kernels.split_config import SplitConfig  # noqa: E402
 from specattn.runs.validate import register_resolvers  # noqa: E402
 
-MODES = ("ar", "dense", "specattn p=0.95", "specattn p=0.95 draft=window", "specattn p=0.95 draft=first_window")
+FIRST_WINDOW = "specattn p=0.95 draft=first_window"
+KEYS_ROW0 = f"{FIRST_WINDOW} (row 0 from the keys)"
+MODES = ("ar", "dense", "specattn p=0.95", "specattn p=0.95 draft=window", FIRST_WINDOW, KEYS_ROW0)
 
 
 def main(context: int, batch: int, tiny: bool, extra: list[str]) -> None:
     register_resolvers()
     overrides = (["model=tiny_random", "dataset=python_source", "device=cpu", "dtype=float32"] if tiny else
-                 ["model=qwen_coder", "dataset=python_packages", "device=cuda", "dtype=bfloat16"]) + extra
+                 ["model=qwen_coder", "dataset=python_packages", "device=cuda", "dtype=bfloat16"]) + [
+        "experiment=decode_real"] + extra
     with initialize_config_dir(str(ROOT / "conf"), version_base=None):
         cfg = compose("config", overrides=overrides)
     documents = instantiate(cfg.dataset.source).documents()
@@ -46,6 +54,12 @@ def main(context: int, batch: int, tiny: bool, extra: list[str]) -> None:
     bench = RealBenchConfig((context,), (batch,), batch, 256, (0.95,), 0.95, ("window", "first_window"), 8, 1024, 16,
                             int(cfg.gamma), int(cfg.chunk_size), int(cfg.dense_layers), "mean",
                             tuple(layer_mapping(cfg, pair)), not tiny, 120.0, 0)
+    e = cfg.experiment
+    bench = dataclasses.replace(bench, split=kernel_launch(e, "split", SplitConfig),
+                                sparse_split=kernel_launch(e, "sparse_split", SplitConfig),
+                                rows=kernel_launch(e, "rows", RowsConfig), draft_dense_layers=e.draft_dense_layers)
+    print(f"split {bench.split}, sparse_split {bench.sparse_split}, rows {bench.rows}, draft_dense_layers "
+          f"{bench.draft_dense_layers} (None: the defaults)")
     if tiny:
         bench = dataclasses.replace(bench, draft_window=64, draft_sinks=8)
     prompts = torch.stack([s.input_ids for s in token_windows(documents, pair.tokenizer, context, batch, "profile")])
@@ -54,6 +68,7 @@ def main(context: int, batch: int, tiny: bool, extra: list[str]) -> None:
     cuda = pair.verifier.device.type == "cuda"
     activities = [ProfilerActivity.CUDA] if cuda else [ProfilerActivity.CPU]
     settings = dict(modes(bench, 0.4))
+    settings[KEYS_ROW0] = dataclasses.replace(settings[FIRST_WINDOW], row0_from_scores=False)
     for label in MODES:
         runner.run_mode(label, settings[label], prompts)  # captures (CUDA) and decodes once: warm
         dec = runner.decoders[label]

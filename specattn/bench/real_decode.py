@@ -85,6 +85,7 @@ class RealBenchConfig:
     sparse_split: SplitConfig | None = None  # the attention kernel's launch where a layer reads chunk lists (None: split)
     draft_dense_layers: int | None = None  # the first draft layers read densely under a draft policy (None: dense_layers)
     matched: bool = True  # StreamingLLM and Quest matched to SpecAttn p=match_p (False: a run of the other modes only)
+    row0_from_scores: bool = True  # first_* policies: row 0 from forward 0's saved scores (False: from the keys)
 
 
 def modes(cfg: RealBenchConfig, matched_frac: float | None) -> list[tuple[str, GraphSettings]]:
@@ -93,7 +94,8 @@ def modes(cfg: RealBenchConfig, matched_frac: float | None) -> list[tuple[str, G
     base = GraphSettings(cfg.gamma, cfg.chunk_size, cfg.dense_layers, cfg.head_agg, cfg.layer_map, split=cfg.split,
                          rows=cfg.rows, sparse_split=cfg.sparse_split)
     policy = dict(draft_refresh=cfg.draft_refresh, draft_window=cfg.draft_window, draft_sinks=cfg.draft_sinks,
-                  draft_refresh_below=cfg.draft_refresh_below, draft_dense_layers=cfg.draft_dense_layers)
+                  draft_refresh_below=cfg.draft_refresh_below, draft_dense_layers=cfg.draft_dense_layers,
+                  row0_from_scores=cfg.row0_from_scores)
     out = [("ar", dataclasses.replace(base, gamma=0)), ("dense", base)]
     out += [(f"specattn p={p}", dataclasses.replace(base, p=p)) for p in cfg.p_values]
     if matched_frac is None:

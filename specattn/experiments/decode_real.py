@@ -64,6 +64,7 @@ def check(cfg) -> None:
     kernel_launch(e, "sparse_split", SplitConfig)
     kernel_launch(e, "rows", RowsConfig)
     flag(e.get("matched", True), "experiment.matched")
+    flag(e.get("row0_from_scores", True), "experiment.row0_from_scores")
 
 
 def bench_config(cfg, layer_map) -> RealBenchConfig:
@@ -77,7 +78,8 @@ def bench_config(cfg, layer_map) -> RealBenchConfig:
                            int(e.draft_refresh_below), kernel_launch(e, "split", SplitConfig),
                            kernel_launch(e, "rows", RowsConfig), kernel_launch(e, "sparse_split", SplitConfig),
                            None if e.get("draft_dense_layers") is None else int(e.draft_dense_layers),
-                           flag(e.get("matched", True), "experiment.matched"))
+                           flag(e.get("matched", True), "experiment.matched"),
+                           flag(e.get("row0_from_scores", True), "experiment.row0_from_scores"))
 
 
 def kernel_launch(e, key: str, kind):

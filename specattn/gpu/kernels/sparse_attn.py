@@ -360,7 +360,7 @@ def _aot_check(compile_one) -> bool:
     cfg = SplitConfig()
     for dt, g, dim, dense, scores in [("bf16", 4, 128, False, False), ("bf16", 1, 128, False, False),
                                       ("fp16", 4, 64, False, False), ("bf16", 4, 128, True, False),
-                                      ("bf16", 7, 64, True, True)]:
+                                      ("bf16", 7, 64, True, False), ("bf16", 7, 64, True, True)]:
         sig = {"q_ptr": f"*{dt}", "k_ptr": f"*{dt}", "v_ptr": f"*{dt}", "len_ptr": "*i32", "ids_ptr": "*i32",
                "n_ptr": "*i32", "po_ptr": "*fp32", "pl_ptr": "*fp32", "ends_ptr": "*i32", "sc_ptr": "*fp32",
                "qk_scale": "fp32",
