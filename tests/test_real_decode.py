@@ -191,6 +191,15 @@ def test_decode_runs_pool_into_one_table_and_the_by_context_figure(tmp_path, cap
         assert (tmp_path / "fig" / name).stat().st_size > 10_000
     assert main(["decoding", str(tmp_path), "-o", str(tmp_path / "fig")]) != 0
     assert "no modes.csv in" in capsys.readouterr().err
+    # --tags: the same 8K batch-16 point in both runs, side by side, each against its own dense (not pooled)
+    assert main(["decoding", *map(str, runs), "--tags", "one", "two", "--only", "p=0.9", "-o",
+                 str(tmp_path / "tagged")]) == 0
+    out = capsys.readouterr().out
+    assert "specattn p=0.9 [one]" in out and "specattn p=0.9 [two]" in out and "0.500" in out and "0.900" in out
+    assert out.count(" dense ") == 4 and " ar " not in out  # one dense row per point: 32K, 8K x 2 batches, 2K
+    assert (tmp_path / "tagged" / "policy_tradeoff.png").stat().st_size > 10_000
+    assert main(["decoding", *map(str, runs), "--tags", "one", "-o", str(tmp_path / "tagged")]) == 2
+    assert "one tag per run" in capsys.readouterr().err
 
 
 def test_prompt_intervals_pair_each_prompt_with_dense_on_the_same_prompt():

@@ -111,6 +111,12 @@ def main(argv: list[str] | None = None) -> int:
     decoding.add_argument("-o", "--out", type=Path, required=True, metavar="FOLDER",
                           help="where policy_tradeoff.png and decoding_by_context.png go")
     decoding.add_argument("--title", default="", help="the figures' title")
+    decoding.add_argument("--tags", nargs="+", metavar="TAG",
+                          help="one per run: the runs side by side instead of pooled (runs of other settings at the "
+                               "same point), each mode labelled 'mode [TAG]' against its own run's dense speculative "
+                               "decoding; only the tradeoff figure")
+    decoding.add_argument("--only", metavar="TEXT", help="with --tags: only the modes whose label holds TEXT (e.g. "
+                                                         "'draft=': the draft read policies), and dense")
     args = parser.parse_args(argv)
     try:
         if args.command == "collect":
@@ -156,6 +162,8 @@ def main(argv: list[str] | None = None) -> int:
             missing = [str(run) for run in args.runs if not (run / "modes.csv").is_file()]
             if missing:
                 raise SpecAttnError(f"no modes.csv in {', '.join(missing)}: name experiment=decode_real run folders")
+            if args.tags is not None:
+                return _tagged_decoding(args)
             rows = pool_decode_runs([pd.read_csv(run / "modes.csv") for run in args.runs])
             prompts = None
             if all((run / "prompts.csv").is_file() for run in args.runs):
@@ -191,4 +199,38 @@ def main(argv: list[str] | None = None) -> int:
     except SpecAttnError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    return 0
+
+
+def _tagged_decoding(args) -> int:
+    """``decoding --tags``: each run's points and prompt intervals against its own dense speculative decoding,
+    modes labelled by the run's tag, and one tradeoff figure of them all."""
+    from ..bench.decode_tables import markdown_table
+    from .decoding_intervals import prompt_intervals
+    from .plots import plot_policy_tradeoff, tagged_policy_points
+    from .step_costs import with_step_times
+
+    if len(args.tags) != len(args.runs):
+        raise SpecAttnError(f"--tags names {len(args.tags)} runs, {len(args.runs)} were given: one tag per run")
+    runs, intervals = [], []
+    for run, tag in zip(args.runs, args.tags):
+        rows = pd.read_csv(run / "modes.csv")
+        if (run / "prompts.csv").is_file():
+            prompts = pd.read_csv(run / "prompts.csv")
+            rows = with_step_times(rows, prompts)
+            spread = prompt_intervals(prompts, int(rows["new_tokens"].iloc[0]))
+            spread = spread[~spread["mode"].isin(["ar", "dense"])].assign(mode=lambda f: f["mode"] + f" [{tag}]")
+            intervals.append(spread)
+        runs.append((rows, tag))
+    points = tagged_policy_points(runs)
+    spread = pd.concat(intervals, ignore_index=True) if intervals else None
+    if args.only:
+        points = points[(points["mode"] == "dense") | points["mode"].str.contains(args.only, regex=False)]
+        spread = spread[spread["mode"].str.contains(args.only, regex=False)] if spread is not None else None
+    print(markdown_table(points, floatfmt=".3f"))
+    if spread is not None:
+        print("\npaired over prompts, 95% bootstrap intervals (specattn.results.decoding_intervals):")
+        print(markdown_table(spread, floatfmt=".4f"))
+    rows = pd.concat([rows for rows, _ in runs], ignore_index=True)
+    print(f"figure: {plot_policy_tradeoff(rows, args.out / 'policy_tradeoff.png', args.title, points=points)}")
     return 0

@@ -333,11 +333,24 @@ def plot_decoding_by_context(rows: pd.DataFrame, path: Path, title: str = "", ba
     return _save(fig, path)
 
 
-def plot_policy_tradeoff(rows: pd.DataFrame, path: Path, title: str = "") -> Path:
-    """:func:`policy_points` as a scatter, one labelled point per mode, a panel per (context, batch); dense
-    speculative decoding is the star at (100%, 1.0x). Where the rows have it, each mode's steady-state speedup
-    is a hollow marker below or above its tokens/s point, joined to it (the gap is the slowest sequence's wait)."""
-    points = policy_points(rows)
+def tagged_policy_points(runs: list[tuple[pd.DataFrame, str]]) -> pd.DataFrame:
+    """:func:`policy_points` of several runs side by side, each against its own dense speculative decoding: every
+    mode but ``dense`` labelled ``"mode [tag]"`` by its run's tag (one ``dense`` row per point, the first run's)."""
+    frames = []
+    for rows, tag in runs:
+        points = policy_points(rows)
+        dense = points["mode"] == "dense"
+        points.loc[~dense, "mode"] = points.loc[~dense, "mode"] + f" [{tag}]"
+        frames.append(points)
+    return pd.concat(frames, ignore_index=True).drop_duplicates(["context", "batch", "mode"]).reset_index(drop=True)
+
+
+def plot_policy_tradeoff(rows: pd.DataFrame, path: Path, title: str = "", points: pd.DataFrame | None = None) -> Path:
+    """:func:`policy_points` (or the given ``points``, e.g. :func:`tagged_policy_points`) as a scatter, one labelled
+    point per mode, a panel per (context, batch); dense speculative decoding is the star at (100%, 1.0x). Where the
+    rows have it, each mode's steady-state speedup is a hollow marker below or above its tokens/s point, joined to
+    it (the gap is the slowest sequence's wait)."""
+    points = policy_points(rows) if points is None else points
     panels = list(dict.fromkeys(zip(points["context"], points["batch"])))
     cols = min(2, max(1, len(panels)))
     rows_ = max(1, math.ceil(len(panels) / cols))
