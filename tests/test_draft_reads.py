@@ -365,6 +365,15 @@ def test_step_bytes_of_each_draft_policy_by_hand():
                                        kept=0.25, needed_layers=2)
     assert first_window["draft_kv"] == (dense_keys + 2 * (101 + 38 + 39) + 9) * layer_kv
     assert first_window["draft_rows_k"] == 2 * 103 * k and "draft_select" not in first_window  # row at P: dense
+    # row 0 from forward 0's saved scores (2 heads x float32, written and read): the other rows read their forwards' keys
+    scored = roofline.step_bytes(v, d, **common, draft_reads="first_window", draft_sinks=4, draft_window=20,
+                                 kept=0.25, needed_layers=2, row0_from_scores=True)
+    assert scored["draft_rows_k"] == 2 * (36 + 3) * k and scored["row0_scores"] == 2 * 101 * 2 * 2 * 4
+    scored = roofline.step_bytes(v, d, **common, draft_reads="first_dense", draft_kept=0.25, row0_from_scores=True)
+    assert "draft_select_k" not in scored and scored["row0_scores"] == 2 * 101 * 2 * 2 * 4
+    assert scored["draft_select"] == first["draft_select"]
+    assert roofline.step_bytes(v, d, **common, draft_reads="window", row0_from_scores=True) == roofline.step_bytes(
+        v, d, **common, draft_reads="window")  # no row 0 of its own
     all_window = roofline.step_bytes(v, d, **common, draft_reads="window", draft_sinks=4, draft_window=20, kept=0.25,
                                      needed_layers=2, draft_dense_layers=0)  # layer 0 windowed too
     assert all_window["draft_kv"] == (3 * (37 + 38 + 39) + 9) * layer_kv

@@ -14,7 +14,6 @@ run on the GPU machine: ``python3 scripts/gpu/profile_short.py`` (about two minu
 
 from __future__ import annotations
 
-import statistics
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -25,6 +24,7 @@ from torch.profiler import ProfilerActivity, profile
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
+from specattn.bench.timing import median_ms  # noqa: E402
 from specattn.gpu.attention.sparse import chunk_lists, dense_verify, sparse_verify  # noqa: E402
 from specattn.gpu.kernels.sparse_attn import make_workspace  # noqa: E402
 from specattn.gpu.kernels.split_config import SplitConfig  # noqa: E402
@@ -74,20 +74,6 @@ def cupti_us(fn, calls: int) -> dict[str, float]:
     return total
 
 
-def event_us(fn) -> float:
-    for _ in range(WARM):
-        fn()
-    times = []
-    for _ in range(REPLAYS):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end) * 1e3)
-    return statistics.median(times)
-
-
 def case(label, hq, hkv, d, t, layers, kind, configs, gen) -> None:
     caches = [(torch.randn((BATCH, hkv, KEYS + 16, d), generator=gen, device="cuda", dtype=DTYPE),
                torch.randn((BATCH, hkv, KEYS + 16, d), generator=gen, device="cuda", dtype=DTYPE))
@@ -113,7 +99,7 @@ def case(label, hq, hkv, d, t, layers, kind, configs, gen) -> None:
         with torch.cuda.graph(graph):
             for k, v in caches:
                 one(k, v)
-        per_layer = event_us(graph.replay) / layers
+        per_layer = 1e3 * median_ms([graph.replay], REPLAYS, WARM) / layers
         kernels = cupti_us(graph.replay, layers)
         hot = cupti_us(lambda: [one(*caches[0]) for _ in range(layers)], layers)
         c = config

@@ -156,7 +156,7 @@ def roofline_row(cfg, settings: GraphSettings, v_shape, d_shape, batch: int, con
     if settings.draft_reads != "dense" and speculative:
         kwargs = dict(draft_reads=settings.draft_reads, draft_kept=draft_kept, draft_refresh=settings.draft_refresh,
                       draft_window=settings.draft_window, draft_sinks=settings.draft_sinks,
-                      draft_dense_layers=settings.draft_dense_layers)
+                      draft_dense_layers=settings.draft_dense_layers, row0_from_scores=settings.row0_from_scores)
     parts = roofline.step_bytes(v_shape, d_shape if speculative else None, batch, prefix, settings.gamma, kept,
                                 settings.dense_layers, needed if settings.mode == "specattn" else 0,
                                 settings.chunk_size, **kwargs)

@@ -25,7 +25,8 @@ over the device's bandwidth. For one verification step of B sequences whose pref
 * **selection** (SpecAttn): the draft rows' recomputation reads the keys (K only) that the step's draft
   rows read in each needed draft layer once (``[0, P + gamma)`` when a row reads densely, as the row at
   ``P`` does under ``first_window``; ``window`` and ``reuse``'s sparse steps read only their keys, counted as in
-  policy layers); the rows (float32,
+  policy layers; with ``row0_from_scores`` the ``first_*`` policies' row at ``P`` comes from the float32 scores
+  forward 0 saved, written and read once, and the other rows read their forwards' keys); the rows (float32,
   ``S x B x gamma x W``) are written once and read twice by the nucleus kernel; its chunk maxima (int32,
   one per chunk and row) are written and read once;
 * **draft selection** (``first_dense``, ``reuse``): the same for the draft's own selection, over every
@@ -115,7 +116,7 @@ def step_bytes(verifier: ModelShape, draft: ModelShape | None, batch: int, prefi
                kept: float | None = None, dense_layers: int = 2, needed_layers: int = 0, chunk_size: int = 16,
                row_width: int | None = None, draft_reads: str = "dense", draft_kept: float | None = None,
                draft_refresh: int = 8, draft_window: int = 1024, draft_sinks: int = 16,
-               draft_dense_layers: int | None = None) -> dict[str, int]:
+               draft_dense_layers: int | None = None, row0_from_scores: bool = False) -> dict[str, int]:
     """Bytes of one step by component (module docstring) and their ``total``.
 
     ``gamma = 0``: autoregressive; ``kept = None``: dense verification; else SpecAttn reading the fraction
@@ -124,7 +125,10 @@ def step_bytes(verifier: ModelShape, draft: ModelShape | None, batch: int, prefi
     ``draft_kept`` (``first_dense``, ``reuse``: the kept fraction of the prefix chunks in a sparse draft
     forward, e.g. the decode experiments' measured ``draft_kept``), ``draft_refresh`` (``reuse``) and
     ``draft_window``, ``draft_sinks`` (``window``); ``draft_dense_layers`` the first draft layers read densely under a
-    policy (None: ``dense_layers``). Amortised values (``reuse``) are rounded to bytes.
+    policy (None: ``dense_layers``); ``row0_from_scores`` (``first_*``): the row at ``P`` from the scores forward 0's
+    attention saves (``row0_scores``: float32 per query head and key, written and read once, in every layer that
+    needs the row) instead of its keys, the other rows' keys then only what their forwards read. Amortised values
+    (``reuse``) are rounded to bytes.
     """
     if draft_reads not in DRAFT_READS:
         raise ValueError(f"draft_reads={draft_reads!r}: use one of {', '.join(DRAFT_READS)}")
@@ -146,7 +150,9 @@ def step_bytes(verifier: ModelShape, draft: ModelShape | None, batch: int, prefi
         sparse_prefix = (window_keys(prefix, draft_sinks, draft_window, chunk_size) if draft_reads in WINDOWED
                          else prefix if draft_reads == "dense" else kept_keys(prefix, draft_kept, chunk_size))
         policy_keys = _draft_layer_keys(prefix, gamma, draft_reads in DENSE_FIRST, sparse_prefix)
-        row_keys = prefix + gamma if draft_reads in ("dense", *DENSE_FIRST) else sparse_prefix + gamma
+        scores_row0 = row0_from_scores and draft_reads in DENSE_FIRST
+        row_keys = (prefix + gamma if draft_reads == "dense" or draft_reads in DENSE_FIRST and not scores_row0
+                    else sparse_prefix + gamma)
         if draft_reads == "reuse":  # a dense step every draft_refresh steps
             policy_keys = (dense_keys + (draft_refresh - 1) * policy_keys) / draft_refresh
             row_keys = (prefix + gamma + (draft_refresh - 1) * row_keys) / draft_refresh
@@ -158,12 +164,17 @@ def step_bytes(verifier: ModelShape, draft: ModelShape | None, batch: int, prefi
         if draft_reads in ("first_dense", "reuse"):
             rows, keys, width = ((n_policy * batch, prefix + 1, prefix + 1) if draft_reads == "first_dense"
                                  else (n_policy * batch * gamma, row_keys, prefix + gamma))
-            out["draft_select_k"] = round(n_policy * batch * keys * draft.k_bytes_per_token_layer)
+            if draft_reads == "first_dense" and scores_row0:  # the row at P: its saved scores, not its keys
+                out["row0_scores"] = n_policy * batch * (prefix + 1) * draft.heads * 2 * ROW_BYTES
+            else:
+                out["draft_select_k"] = round(n_policy * batch * keys * draft.k_bytes_per_token_layer)
             out["draft_select"] = rows * width * 3 * ROW_BYTES + rows * -(-width // chunk_size) * 2 * KEY_BYTES
     if kept is not None and gamma:
         width = row_width if row_width is not None else prefix + gamma
         rows = needed_layers * batch * gamma
         out["draft_rows_k"] = round(needed_layers * batch * row_keys * draft.k_bytes_per_token_layer)
+        if draft_reads == "first_window" and scores_row0:
+            out["row0_scores"] = needed_layers * batch * (prefix + 1) * draft.heads * 2 * ROW_BYTES
         out["selection"] = rows * width * 3 * ROW_BYTES + rows * -(-width // chunk_size) * 2 * KEY_BYTES
     out["total"] = sum(out.values())
     return out
