@@ -356,7 +356,7 @@ def test_targets_and_summary_from_rows():
         {"context": 32768, "batch": 16, "mode": "specattn p=0.95 draft=reuse", "verify": "specattn",
          "draft_reads": "reuse", "tau": 2.9, "tokens_per_s": 1700.0, "steady_tokens_per_s": 2600.0,
          "roof_tokens_per_s": 3000.0, "verifier_kept": 0.3, "error": None},
-    ])
+    ]).assign(cont_ppl=[1.2, 1.21, 1.26])
     loss = pd.DataFrame([{"reference": "ar", "compared": "dense", "prompt": 0, "identical": False,
                           "first_divergence": 7, "top2_margin": 0.1},
                          {"reference": "ar", "compared": "dense", "prompt": 1, "identical": True,
@@ -364,7 +364,7 @@ def test_targets_and_summary_from_rows():
     lines = targets(rows, loss)
     assert "1.18x (steady state 1.10x) = 98% of it (target >= 85%: met; >= 1.15x: met)" in lines[0]
     assert ("1.70x (steady state 2.00x) dense speculative decoding with tau 96.7% of dense's (target >= 1.6x with "
-            "tau >= 95%: met)") in lines[1]
+            "tau >= 95%: met); the dense verifier's continuation ppl +5.0% over dense's") in lines[1]
     assert lines[2].startswith("lossless: 1 of 2 comparisons differ, 0 not explained")
     text = render(rows, pd.DataFrame(), loss, {"gpu": "test"}, 4e12, 4.4e12)
     assert "### Targets" in text and "### 32768 tokens, batch 16" in text and "steady_vs_dense_sd" in text

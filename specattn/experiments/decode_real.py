@@ -10,6 +10,7 @@ of ``python -m specattn.results decoding``'s intervals), ``lossless.csv`` and ``
 
 from __future__ import annotations
 
+import math
 import time
 
 import pandas as pd
@@ -129,9 +130,12 @@ def targets(rows: pd.DataFrame, loss: pd.DataFrame, context: int = 32768, batch:
         elif r["draft_reads"] != "dense":
             speedup = r["tokens_per_s"] / dense["tokens_per_s"]
             keep = r["tau"] / dense["tau"]
+            ppl = ""  # tau alone does not judge a policy whose verifier selects from what its draft read
+            if not pd.isna(r.get("cont_ppl", math.nan)) and not pd.isna(dense.get("cont_ppl", math.nan)):
+                ppl = f"; the dense verifier's continuation ppl {r['cont_ppl'] / dense['cont_ppl'] - 1:+.1%} over dense's"
             lines.append(f"{mode}, {context} tokens, batch {batch}: {speedup:.2f}x{steady(r)} dense speculative "
                          f"decoding with tau {keep:.1%} of dense's (target >= 1.6x with tau >= 95%: "
-                         f"{'met' if speedup >= 1.6 and keep >= 0.95 else 'NOT met'})")
+                         f"{'met' if speedup >= 1.6 and keep >= 0.95 else 'NOT met'}){ppl}")
     if not loss.empty:
         diff = loss[~loss["identical"]]
         unexplained = diff[~(diff["top2_margin"].abs() < NEAR_TIE)]
