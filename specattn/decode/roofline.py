@@ -151,6 +151,7 @@ def step_bytes(verifier: ModelShape, draft: ModelShape | None, batch: int, prefi
                          else prefix if draft_reads == "dense" else kept_keys(prefix, draft_kept, chunk_size))
         policy_keys = _draft_layer_keys(prefix, gamma, draft_reads in DENSE_FIRST, sparse_prefix)
         scores_row0 = row0_from_scores and draft_reads in DENSE_FIRST
+        row0_layer_scores = batch * (prefix + 1) * draft.heads * 2 * ROW_BYTES  # one layer's row at P, written + read
         row_keys = (prefix + gamma if draft_reads == "dense" or draft_reads in DENSE_FIRST and not scores_row0
                     else sparse_prefix + gamma)
         if draft_reads == "reuse":  # a dense step every draft_refresh steps
@@ -165,7 +166,7 @@ def step_bytes(verifier: ModelShape, draft: ModelShape | None, batch: int, prefi
             rows, keys, width = ((n_policy * batch, prefix + 1, prefix + 1) if draft_reads == "first_dense"
                                  else (n_policy * batch * gamma, row_keys, prefix + gamma))
             if draft_reads == "first_dense" and scores_row0:  # the row at P: its saved scores, not its keys
-                out["row0_scores"] = n_policy * batch * (prefix + 1) * draft.heads * 2 * ROW_BYTES
+                out["row0_scores"] = n_policy * row0_layer_scores
             else:
                 out["draft_select_k"] = round(n_policy * batch * keys * draft.k_bytes_per_token_layer)
             out["draft_select"] = rows * width * 3 * ROW_BYTES + rows * -(-width // chunk_size) * 2 * KEY_BYTES
@@ -174,7 +175,7 @@ def step_bytes(verifier: ModelShape, draft: ModelShape | None, batch: int, prefi
         rows = needed_layers * batch * gamma
         out["draft_rows_k"] = round(needed_layers * batch * row_keys * draft.k_bytes_per_token_layer)
         if draft_reads == "first_window" and scores_row0:
-            out["row0_scores"] = needed_layers * batch * (prefix + 1) * draft.heads * 2 * ROW_BYTES
+            out["row0_scores"] = needed_layers * row0_layer_scores
         out["selection"] = rows * width * 3 * ROW_BYTES + rows * -(-width // chunk_size) * 2 * KEY_BYTES
     out["total"] = sum(out.values())
     return out

@@ -118,8 +118,7 @@ def rows_from_scores(scores, lse, first, out, agg: str = "mean", impl: str = "au
     0: the rows :func:`draft_rows` gives at ``R = 1`` when ``scores (S, B, Hq, >= W)`` float32 holds the rows' scaled
     scores ``q . k * sm_scale * log2 e`` (as ``dense_verify``'s ``scores_out`` writes them) and ``lse (S, B, Hq)``
     float32 their base-2 log-sum-exps; ``first (B,)`` int32. Returns ``out``."""
-    if agg not in AGGREGATIONS:
-        raise SpecAttnError(f"head_agg={agg!r}: the decoder's draft rows support {', '.join(AGGREGATIONS)}")
+    _check_agg(agg)
     if scores.dim() != 4 or scores.dtype != torch.float32 or scores.stride(3) != 1:
         raise SpecAttnError(f"scores must be (S, B, Hq, K) float32 with unit stride along K, got "
                             f"{tuple(scores.shape)} {scores.dtype}")
@@ -144,9 +143,13 @@ def rows_from_scores(scores, lse, first, out, agg: str = "mean", impl: str = "au
     return out.copy_(probs.mean(dim=2) if agg == "mean" else probs.amax(dim=2))
 
 
-def _check(q, lse, keys, layers, first, out, agg, reads=None) -> None:
+def _check_agg(agg) -> None:
     if agg not in AGGREGATIONS:
         raise SpecAttnError(f"head_agg={agg!r}: the decoder's draft rows support {', '.join(AGGREGATIONS)}")
+
+
+def _check(q, lse, keys, layers, first, out, agg, reads=None) -> None:
+    _check_agg(agg)
     if q.dim() != 5 or keys.dim() != 5:
         raise SpecAttnError(f"q must be (S, B, Hq, R, D) and keys (NL, B, Hkv, cap, D); got {tuple(q.shape)}, "
                             f"{tuple(keys.shape)}")

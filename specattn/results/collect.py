@@ -207,7 +207,7 @@ def _tagged_decoding(args) -> int:
     modes labelled by the run's tag, and one tradeoff figure of them all."""
     from ..bench.decode_tables import markdown_table
     from .decoding_intervals import prompt_intervals
-    from .plots import plot_policy_tradeoff, tagged_policy_points
+    from .plots import plot_points_tradeoff, tagged_policy_points
     from .step_costs import with_step_times
 
     if len(args.tags) != len(args.runs):
@@ -231,6 +231,5 @@ def _tagged_decoding(args) -> int:
     if spread is not None:
         print("\npaired over prompts, 95% bootstrap intervals (specattn.results.decoding_intervals):")
         print(markdown_table(spread, floatfmt=".4f"))
-    rows = pd.concat([rows for rows, _ in runs], ignore_index=True)
-    print(f"figure: {plot_policy_tradeoff(rows, args.out / 'policy_tradeoff.png', args.title, points=points)}")
+    print(f"figure: {plot_points_tradeoff(points, args.out / 'policy_tradeoff.png', args.title)}")
     return 0

@@ -345,12 +345,16 @@ def tagged_policy_points(runs: list[tuple[pd.DataFrame, str]]) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True).drop_duplicates(["context", "batch", "mode"]).reset_index(drop=True)
 
 
-def plot_policy_tradeoff(rows: pd.DataFrame, path: Path, title: str = "", points: pd.DataFrame | None = None) -> Path:
-    """:func:`policy_points` (or the given ``points``, e.g. :func:`tagged_policy_points`) as a scatter, one labelled
-    point per mode, a panel per (context, batch); dense speculative decoding is the star at (100%, 1.0x). Where the
-    rows have it, each mode's steady-state speedup is a hollow marker below or above its tokens/s point, joined to
-    it (the gap is the slowest sequence's wait)."""
-    points = policy_points(rows) if points is None else points
+def plot_policy_tradeoff(rows: pd.DataFrame, path: Path, title: str = "") -> Path:
+    """:func:`plot_points_tradeoff` of the rows' :func:`policy_points`."""
+    return plot_points_tradeoff(policy_points(rows), path, title)
+
+
+def plot_points_tradeoff(points: pd.DataFrame, path: Path, title: str = "") -> Path:
+    """:func:`policy_points` (or :func:`tagged_policy_points`) as a scatter, one labelled point per mode, a panel per
+    (context, batch); dense speculative decoding is the star at (100%, 1.0x). Where the points have it, each mode's
+    steady-state speedup is a hollow marker below or above its tokens/s point, joined to it (the gap is the slowest
+    sequence's wait)."""
     panels = list(dict.fromkeys(zip(points["context"], points["batch"])))
     cols = min(2, max(1, len(panels)))
     rows_ = max(1, math.ceil(len(panels) / cols))
