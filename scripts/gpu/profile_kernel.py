@@ -3,11 +3,12 @@ GPU time of each kernel (CUPTI, eager calls: launch gaps excluded) of ours (spli
 ``BatchDecodeWithPagedKVCacheWrapper`` reading the same chunks as pages, for the kernel benchmark's 32K cases
 (llama-3.1-8b and llama-2-7b layer shapes, batch 1/4/16, kept 0 (one chunk: the fixed cost), 10% and 25%; random
 bf16 inputs, random chunks). Ours runs the default and the tuned split configuration (docs/benchmarks.md), the
-tuned one with min_chunks 4 (its fixed cost), and decode_real's sparse launch (128-key blocks over 2 stages). Then the real pair's shapes at 32K batch 16, which the decoder
+tuned one with min_chunks 4 (its fixed cost), decode_real's sparse launch (128-key blocks over 2 stages) and six
+launches around it (fewer programs, other chunk minima, 8 warps, 3 stages, 64-key blocks at 16 chunks). Then the real pair's shapes at 32K batch 16, which the decoder
 runs at the default configuration: the verifier's step (Qwen2.5-Coder-1.5B, 12 heads over 2, D 128, T = 5) at
 the kept fractions SpecAttn measured there (15.5%, 35%) and dense, the draft's forward (0.5B, 14 over 2, D 64,
 T = 1) dense and over a window's 3%. Prints one table; run on the GPU machine:
-``python3 scripts/gpu/profile_kernel.py`` (about two minutes)."""
+``python3 scripts/gpu/profile_kernel.py`` (about four minutes)."""
 
 from __future__ import annotations
 
@@ -29,7 +30,14 @@ from specattn.gpu.kernels.split_config import SplitConfig  # noqa: E402
 
 CONFIGS = {"default": SplitConfig(), "tuned": SplitConfig(block_n=64, warps=2, stages=3, ctas_per_sm=2, min_chunks=16),
            "tuned_m4": SplitConfig(block_n=64, warps=2, stages=3, ctas_per_sm=2, min_chunks=4),
-           "sparse128": SplitConfig(block_n=128, stages=2, min_chunks=16)}  # decode_real's sparse launch (twelfth session)
+           "sparse128": SplitConfig(block_n=128, stages=2, min_chunks=16),  # decode_real's sparse launch (twelfth session)
+           # around it (issue 23's "ours >= FlashInfer at every shape": is there one launch, or one per shape?)
+           "s128_c1": SplitConfig(block_n=128, stages=2, ctas_per_sm=1, min_chunks=16),
+           "s128_m8": SplitConfig(block_n=128, stages=2, min_chunks=8),
+           "s128_m32": SplitConfig(block_n=128, stages=2, min_chunks=32),
+           "s128_w8": SplitConfig(block_n=128, warps=8, stages=2, min_chunks=16),
+           "s128_st3": SplitConfig(block_n=128, stages=3, min_chunks=16),
+           "s64_m16": SplitConfig(min_chunks=16)}
 CALLS = 20
 
 

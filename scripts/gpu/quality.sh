@@ -118,6 +118,11 @@ for part in "$@"; do echo "== $part $(date +%T)"; case $part in
       "experiment.batches=[1,4,16]" "experiment.attn_lengths=[32768]" "experiment.densities=[0.25,0.1]" \
       experiment.split.block_n=64 experiment.split.warps=2 experiment.split.stages=3 experiment.split.ctas_per_sm=2 \
       experiment.split.min_chunks=16 ;;
+  kernel_fi_launch) # kernel_fi's comparison at one launch, $KERNEL_SPLIT (default: decode_real's sparse launch, 128-key
+                    # blocks over 2 stages, >= 16 chunks a program; e.g. the winner of scripts/gpu/profile_kernel.py)
+    spec $L experiment=kernel_bench "experiment.parts=[attention]" "experiment.models=[llama-3.1-8b,llama-2-7b]" \
+      "experiment.batches=[1,4,16]" "experiment.attn_lengths=[32768]" "experiment.densities=[0.25,0.1]" \
+      ${KERNEL_SPLIT:-experiment.split.block_n=128 experiment.split.stages=2 experiment.split.min_chunks=16} ;;
   align)     # layer alignment at the default 16384 calibration tokens on 32 samples of 2K code (intervals; the
              # stability table at 16384 and 32768 tokens ran with 8 samples in the second session)
     spec $L $M experiment=align_study dataset=python_source dataset.num_samples=32 align.num_tokens=16384 ;;
