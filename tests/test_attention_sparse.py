@@ -285,11 +285,12 @@ def test_graph_attention_runs_list_layers_at_the_sparse_launch():
 def test_merge_rows_keep_the_grid_and_a_register_bound():
     from specattn.gpu.kernels.sparse_attn import MERGE_MAX_ROWS, merge_rows
 
-    assert MERGE_MAX_ROWS == 4
-    assert merge_rows(128, 20, 264) == 4    # Llama-3.1 shapes, batch 16: 640 programs of 4 rows
+    assert MERGE_MAX_ROWS == 8
+    assert merge_rows(128, 20, 264) == 8    # Llama-3.1 shapes, batch 16: 384 programs of 8 rows (the last of 4)
     assert merge_rows(32, 20, 264) == 2     # batch 4: 4 rows would give 160 < 264 programs
     assert merge_rows(8, 20, 264) == 1      # batch 1: even one row each gives only 160
-    assert merge_rows(512, 5, 264) == 4     # Llama-2 shapes (5 rows: 2 blocks, the second of one row)
+    assert merge_rows(512, 5, 264) == 8     # Llama-2 shapes, batch 16: one block of the 5 rows a list
+    assert merge_rows(128, 5, 264) == 2     # batch 4: 8 rows would give 128 programs, 4 rows 256
     assert merge_rows(3, 1, 8) == 1
 
 

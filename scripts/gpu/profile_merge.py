@@ -1,0 +1,48 @@
+"""The merge kernel's rows per program (issue 23): where the split kernel now matches FlashInfer's main kernel, the
+merge is the gap at many lists (Llama-2 shapes, batch 16: 21 us against FlashInfer's 4 us). Times the split + merge
+at decode_real's sparse launch with ``MERGE_MAX_ROWS`` 1, 2, 4 (the default) and 8 at the shapes where the merge
+costs most, CUPTI GPU time per call (``profile_kernel.kernel_us``), random bf16 inputs and chunks, 32K keys, T = 5.
+Run on the GPU machine: ``python3 scripts/gpu/profile_merge.py`` (about a minute)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from profile_kernel import kernel_us  # noqa: E402
+
+from specattn.bench.attention import MODELS, Inputs, random_masks  # noqa: E402
+from specattn.gpu.attention.sparse import chunk_lists, n_chunks_capacity, sparse_verify  # noqa: E402
+from specattn.gpu.kernels import sparse_attn  # noqa: E402
+from specattn.gpu.kernels.sparse_attn import make_workspace  # noqa: E402
+from specattn.gpu.kernels.split_config import SplitConfig  # noqa: E402
+
+CONFIG = SplitConfig(block_n=128, stages=2, min_chunks=16)
+SHAPES = [("llama-2-7b", 16, 0.1), ("llama-2-7b", 16, 0.25), ("llama-2-7b", 4, 0.1), ("llama-3.1-8b", 16, 0.1),
+          ("llama-3.1-8b", 1, 0.1), ("qwen2.5-coder-1.5b", 16, 0.155)]
+
+
+def main() -> None:
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    cgen = torch.Generator().manual_seed(0)
+    print(f"{'model':18} {'B':>2} {'kept':>5} {'max_rows':>8} {'total_us':>8}  kernels (us per call)")
+    for model, batch, density in SHAPES:
+        hq, hkv, d = MODELS[model]
+        s = Inputs(hq, hkv, d, batch, 32768, 5, gen)
+        lists = chunk_lists(random_masks(batch, 1, n_chunks_capacity(32768, 5, 16), density, cgen).cuda())
+        ws = make_workspace(batch, hkv, hq // hkv, 5, d, CONFIG, "cuda")
+        for rows in (1, 2, 4, 8):
+            sparse_attn.MERGE_MAX_ROWS = rows
+            us = kernel_us(lambda: sparse_verify(s.q, s.k, s.v, s.lengths, lists.ids, lists.n, 16, out=s.out,
+                                                 workspace=ws, config=CONFIG))
+            parts = ", ".join(f"{k} {v:.1f}" for k, v in sorted(us.items(), key=lambda kv: -kv[1]))
+            print(f"{model:18} {batch:>2} {density:>5.3f} {rows:>8} {sum(us.values()):>8.1f}  {parts}", flush=True)
+        del s, lists, ws
+        torch.cuda.empty_cache()
+
+
+if __name__ == "__main__":
+    main()
