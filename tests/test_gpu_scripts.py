@@ -66,6 +66,17 @@ def test_every_gpu_run_of_the_session_scripts_passes_the_pre_run_checks(tmp_path
             assert error is None, (job, error)
 
 
+def test_breadth_takes_its_points_and_overrides_from_the_environment(tmp_path, cuda_present):
+    runs = planned_runs(tmp_path, ["-c", 'POINTS="32768 4;16384 32" EXTRA="experiment.match_p=0.9" REFRESH16=0 '
+                                         "bash scripts/gpu/breadth.sh 300"])
+    assert [[o for o in r if o.startswith(("experiment.contexts", "experiment.batches"))] for r in runs] == [
+        ["experiment.contexts=[32768]", "experiment.batches=[4]"], ["experiment.contexts=[16384]", "experiment.batches=[32]"]]
+    for overrides in runs:
+        assert "experiment.match_p=0.9" in overrides and "experiment.draft_reads=[first_window,reuse]" in overrides
+        for job, error in check_jobs(["logger=none", "progress=false", *overrides], ROOT / "conf"):
+            assert error is None, (job, error)
+
+
 def test_a_bad_override_in_a_part_is_caught(tmp_path, cuda_present):
     from specattn.core.errors import SpecAttnError
 

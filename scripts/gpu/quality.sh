@@ -64,9 +64,9 @@ for part in "$@"; do echo "== $part $(date +%T)"; case $part in
              # docs/data/h200-real-2026-12-03c/paper_table_32k_python_packages_oracle_samples_0-2.csv)
     spec $L $T dataset=python_packages dataset.context_len=32768 dataset.first_sample=3 dataset.num_samples=5 \
       "experiment.rows=[dense,{method:specattn,p:[0.8,0.9,0.95,0.99]},{method:oracle_topp,p:[0.8,0.9,0.95,0.99]}]" ;;
-  oracle_32k_more) # 32K code windows 8-31 (the twelfth session reached 7; pool with h200-real-2026-12-03c/..._0-2.csv,
-             # h200-real-2026-12-04b/..._oracle_samples_3-6.csv and h200-real-2026-12-04c/..._oracle_samples_7.csv)
-    spec $L $T dataset=python_packages dataset.context_len=32768 dataset.first_sample=8 dataset.num_samples=24 \
+  oracle_32k_more) # 32K code windows 9-31 (the thirteenth session reached 8; pool with h200-real-2026-12-03c/..._0-2.csv,
+             # h200-real-2026-12-04b/..._3-6.csv, h200-real-2026-12-04c/..._7.csv and h200-real-2026-12-04d/..._8.csv)
+    spec $L $T dataset=python_packages dataset.context_len=32768 dataset.first_sample=9 dataset.num_samples=23 \
       "experiment.rows=[dense,{method:specattn,p:[0.8,0.9,0.95,0.99]},{method:oracle_topp,p:[0.8,0.9,0.95,0.99]}]" ;;
   decode)    # decoding quality against context length: 8K then 32K prompts of package text, 256 new tokens
     for len in 8192 32000; do spec $((L / 2)) $M experiment=decode_table dataset=python_packages dataset.num_samples=8 \
