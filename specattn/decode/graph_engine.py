@@ -212,11 +212,12 @@ def listed_keys(ids: torch.Tensor, n: torch.Tensor, keys: torch.Tensor) -> torch
 
 
 class QuestPages:
-    """Quest's per-page key bounds of one verifier layer, on the device: ``lo, hi (B, Hkv, pages, D)``,
-    kept as keys are committed (a partial page's bounds cover its committed keys only)."""
+    """Quest's per-page key bounds of one verifier layer, on the device: ``lo, hi (B, Hkv, pages, D)`` float32
+    (exact for fp16/bf16 keys; the page scores read them as they are, no cast a step), kept as keys are committed (a
+    partial page's bounds cover its committed keys only)."""
 
-    def __init__(self, batch: int, kv_heads: int, pages: int, head_dim: int, dtype, device):
-        self.lo = torch.full((batch, kv_heads, pages, head_dim), float("inf"), dtype=dtype, device=device)
+    def __init__(self, batch: int, kv_heads: int, pages: int, head_dim: int, device):
+        self.lo = torch.full((batch, kv_heads, pages, head_dim), float("inf"), dtype=torch.float32, device=device)
         self.hi = torch.full_like(self.lo, float("-inf"))
 
     def fold(self, keys: torch.Tensor, start: torch.Tensor, stop: torch.Tensor, chunk_size: int, width: int) -> None:
@@ -225,7 +226,7 @@ class QuestPages:
         b, hkv, _, d = self.lo.shape
         pos = start.long()[:, None] + torch.arange(width, device=keys.device)[None, :]  # (B, W)
         valid = (pos < stop.long()[:, None]) & (pos < keys.shape[2])
-        gathered = keys.gather(2, pos.clamp(max=keys.shape[2] - 1)[:, None, :, None].expand(b, hkv, width, d))
+        gathered = keys.gather(2, pos.clamp(max=keys.shape[2] - 1)[:, None, :, None].expand(b, hkv, width, d)).float()
         inside = valid[:, None, :, None]
         page = (pos // chunk_size).clamp(max=self.lo.shape[2] - 1)[:, None, :, None].expand(b, hkv, width, d)
         self.lo.scatter_reduce_(2, page, gathered.masked_fill(~inside, float("inf")), "amin")
@@ -402,8 +403,8 @@ class GraphDecoder:
     def _build_quest(self) -> None:
         cfg = self.verifier.config
         head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
-        self.quest_pages = {j: QuestPages(self.batch, cfg.num_key_value_heads, self.n_cols, head_dim,
-                                          self.verifier.dtype, self.device) for j in self.sparse}
+        self.quest_pages = {j: QuestPages(self.batch, cfg.num_key_value_heads, self.n_cols, head_dim, self.device)
+                            for j in self.sparse}
         self.selectors = {j: self._quest_selector(j) for j in self.sparse}
 
     # ----------------------------------------------------------------------------------- state
@@ -615,15 +616,13 @@ class GraphDecoder:
 
         def select(query: torch.Tensor, scaling: float) -> ChunkLists:
             keys, budget = self._budget_keys()  # (B, NC), (B,)
-            q = query.float()  # (B, Hq, T, D)
-            lo, hi = pages.lo.float(), pages.hi.float()
-            group = q.shape[1] // lo.shape[1]
-            lo, hi = lo.repeat_interleave(group, dim=1), hi.repeat_interleave(group, dim=1)
-            bound = (torch.einsum("bhtd,bhpd->bhtp", q.clamp(min=0), hi)
-                     + torch.einsum("bhtd,bhpd->bhtp", q.clamp(max=0), lo)) * scaling
+            b, hq, t, d = query.shape
+            hkv = pages.lo.shape[1]
+            q = query.float().reshape(b, hkv, (hq // hkv) * t, d)  # a KV head's query rows, (head, row) in order
+            bound = (torch.matmul(q.clamp(min=0), pages.hi.transpose(-1, -2))
+                     + torch.matmul(q.clamp(max=0), pages.lo.transpose(-1, -2))) * scaling  # (B, Hkv, G*T, NC)
             bound = bound.masked_fill((keys == 0)[:, None, None, :], float("-inf"))
-            estimate = torch.softmax(bound, dim=-1)  # (B, Hq, T, NC)
-            scores = estimate.reshape(q.shape[0], -1, group, *estimate.shape[2:]).amax(dim=(2, 3))  # (B, Hkv, NC)
+            scores = torch.softmax(bound, dim=-1).amax(dim=2)  # (B, Hkv, NC): each row's estimate, max over rows
             lists = chunk_lists(top_chunks(scores, keys, budget, QUEST_MIN_PAGES), self.n_cols, out=self.budget_lists)
             self.reads[0] += lists.n.double().mean(dim=1).sum()
             if self.seq_reads is not None:
