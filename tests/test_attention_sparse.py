@@ -197,9 +197,9 @@ def test_kernel_interpreter_merges_many_partials_per_list():
 @needs_interpreter
 def test_split_kernel_writes_the_unit_ends_the_merge_reads_and_a_reused_workspace_is_rewritten():
     """The merge reads each list's unit range from the split kernel's ``ends`` (program 0 writes them, every
-    launch): they equal the prefix sum of ceil(n_j / CPB) over the (clamped) list lengths; a workspace made for a
-    larger batch and holding another launch's ends gives the same output as a fresh one; one made for fewer
-    lists is refused."""
+    launch): they equal the prefix sum of ceil((n_j + 1) / CPB) over the (clamped) list lengths (one more entry: the
+    step's own T = 3 keys, in one entry of CP = 4 keys); a workspace made for a larger batch and holding another
+    launch's ends gives the same output as a fresh one; one made for fewer lists is refused."""
     from specattn.gpu.kernels import sparse_attn as K
     from specattn.gpu.kernels.split_config import SplitConfig
 
@@ -213,7 +213,7 @@ def test_split_kernel_writes_the_unit_ends_the_merge_reads_and_a_reused_workspac
                                workspace=workspace)
         assert torch.equal(fresh, reused)
         n = lists.n.clamp(min=0, max=lists.ids.shape[2]).reshape(-1).long()
-        units = torch.cumsum((n + 1) // 2, 0)
+        units = torch.cumsum((n + 1 + 1) // 2, 0)
         assert workspace.ends[: len(units)].tolist() == units.tolist()
     q, k, v, lengths, lists = big
     with pytest.raises(ValueError, match="made for 4 .* launched with 6"):
