@@ -215,6 +215,15 @@ def test_split_kernel_writes_the_unit_ends_the_merge_reads_and_a_reused_workspac
         n = lists.n.clamp(min=0, max=lists.ids.shape[2]).reshape(-1).long()
         units = torch.cumsum((n + 1 + 1) // 2, 0)
         assert workspace.ends[: len(units)].tolist() == units.tolist()
+    # T = 5 own keys over chunks of 2 keys (CP = 2): three own entries a list, ceil((n_j + 3) / CPB) units, CPB = 4
+    q, k, v, lengths, lists = make_case(2, 4, 2, 5, 16, 40, 2, [40, 13], 0.3, 1, torch.float16, "cpu", 23)
+    config4 = SplitConfig(block_n=8, min_chunks=1)
+    ws = K.make_workspace(2, 2, 2, 5, 16, config4, "cpu")
+    out = sparse_verify(q, k, v, lengths, lists.ids, lists.n, 2, config=config4, impl="triton", workspace=ws)
+    ref = sparse_verify_torch(q.double(), k.double(), v.double(), lengths, lists.ids, lists.n, 2, 0.25)
+    assert rel_err(out, ref) < 1e-2
+    n = lists.n.clamp(min=0, max=lists.ids.shape[2]).reshape(-1).long().repeat_interleave(2)  # one list per KV head
+    assert ws.ends[:4].tolist() == torch.cumsum((n + 3 + 3) // 4, 0).tolist()
     q, k, v, lengths, lists = big
     with pytest.raises(ValueError, match="made for 4 .* launched with 6"):
         sparse_verify(q, k, v, lengths, lists.ids, lists.n, 4, config=config, impl="triton",

@@ -14,7 +14,7 @@ from transformers import Qwen2Config, Qwen2ForCausalLM
 
 from specattn.core.settings import Settings
 from specattn.decode.engine import SpeculativeDecoder, prepare_for_decoding
-from specattn.decode.graph_engine import GraphDecoder, GraphSettings, chunks_holding, prefix_chunk_keys
+from specattn.decode.graph_engine import GraphDecoder, GraphSettings, QuestPages, chunks_holding, prefix_chunk_keys
 from specattn.hooks.fused_llama import fuse_llama
 from specattn.methods import Budget, Dense, Quest, StreamingLLM
 
@@ -53,6 +53,27 @@ def test_streaming_and_quest_on_the_device_equal_the_cpu_engine(pair, frac):
         assert got == cpu_traces(pair, batch, method), verify
         kept, _ = dec.kept_fractions()
         assert 0.2 < kept < 0.9, (verify, kept)  # it really skips reads, near the budget
+
+
+def test_quest_page_bounds_are_the_float32_extremes_of_the_committed_keys():
+    """Bounds kept as keys are committed, in two folds (a partial page, then the rest of it and the next): each
+    page's lo/hi are the exact per-dimension min/max of its committed bfloat16 keys, in float32; a page with none
+    keeps +inf/-inf, and keys past ``stop`` are not folded."""
+    g = torch.Generator().manual_seed(3)
+    keys = torch.randn(2, 2, 20, 4, generator=g).to(torch.bfloat16)  # (B, Hkv, cap, D)
+    pages = QuestPages(2, 2, 5, 4, "cpu")
+    pages.fold(keys, torch.tensor([0, 0]), torch.tensor([6, 3]), 4, 8)
+    pages.fold(keys, torch.tensor([6, 3]), torch.tensor([11, 9]), 4, 8)
+    assert pages.lo.dtype == torch.float32
+    for b, stop in enumerate((11, 9)):
+        for page in range(5):
+            lo_key, hi_key = page * 4, min(page * 4 + 4, stop)
+            if lo_key >= stop:
+                assert torch.isinf(pages.lo[b, :, page]).all() and (pages.hi[b, :, page] == float("-inf")).all()
+                continue
+            block = keys[b, :, lo_key:hi_key].float()
+            assert torch.equal(pages.lo[b, :, page], block.amin(dim=1)), (b, page)
+            assert torch.equal(pages.hi[b, :, page], block.amax(dim=1)), (b, page)
 
 
 def test_prefix_and_window_chunk_helpers():
