@@ -615,7 +615,7 @@ class GraphDecoder:
         pages = self.quest_pages[layer]
 
         def select(query: torch.Tensor, scaling: float) -> ChunkLists:
-            keys, budget = self._budget_keys()  # (B, NC), (B,)
+            keys, budget = self.quest_budget  # (B, NC), (B,): this step's, computed before the verifier's forward
             b, hq, t, d = query.shape
             hkv = pages.lo.shape[1]
             q = query.float().reshape(b, hkv, (hq // hkv) * t, d)  # a KV head's query rows, (head, row) in order
@@ -696,6 +696,8 @@ class GraphDecoder:
             self._select()
         elif s.mode == "streaming":
             self._streaming_lists()
+        elif s.mode == "quest":
+            self.quest_budget = self._budget_keys()  # once a step, for every layer's selection
         if s.draft_reads == "reuse" and s.mode != "specattn" and self.slots:
             self._select()  # reuse's next selection comes from this step's rows
         t = s.gamma + 1
