@@ -10,6 +10,7 @@ import re
 import shlex
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -75,6 +76,23 @@ def test_breadth_takes_its_points_and_overrides_from_the_environment(tmp_path, c
         assert "experiment.match_p=0.9" in overrides and "experiment.draft_reads=[first_window,reuse]" in overrides
         for job, error in check_jobs(["logger=none", "progress=false", *overrides], ROOT / "conf"):
             assert error is None, (job, error)
+
+
+def test_the_waiter_starts_its_tests_only_after_the_marker_in_order(tmp_path):
+    """scripts/gpu/after.sh waits for its marker (written here a second after it starts), then runs its test files in
+    the order given and marks its own end (PRECHECK: the test runs are written down instead of run)."""
+    gpu_out, planned = tmp_path / "gpu-out", tmp_path / "planned.txt"
+    (gpu_out / "q").mkdir(parents=True)
+    env = dict(os.environ, PRECHECK=str(planned), GPU_OUT=str(gpu_out), TESTS="test_step test_draft_rows")
+    waiter = subprocess.Popen(["bash", "scripts/gpu/after.sh", "breadth.done"], cwd=ROOT, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    time.sleep(1.0)
+    assert waiter.poll() is None and not planned.exists()  # still waiting: nothing ran before the marker
+    (gpu_out / "q" / "breadth.done").touch()
+    out, _ = waiter.communicate(timeout=30)
+    assert waiter.returncode == 0, out
+    assert planned.read_text().splitlines() == ["pytest tests/test_step.py", "pytest tests/test_draft_rows.py"]
+    assert (gpu_out / "q" / "after.done").exists()
 
 
 def test_a_bad_override_in_a_part_is_caught(tmp_path, cuda_present):
