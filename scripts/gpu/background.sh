@@ -2,8 +2,8 @@
 # Runs from /tmp/repo (a copy) while the weights are staged: first the split kernel's per-kernel profile beside
 # FlashInfer's page table over a sweep of launches (scripts/gpu/profile_kernel.py) and the kernel benchmark beside
 # FlashInfer at decode_real's sparse launch (quality.sh kernel_fi_launch): issue 23's kernel target, timed while the
-# GPU has nothing else to do; then the GPU test files not run since the eleventh session, the draft-row and split
-# kernels' tests and the decoder's, the rest of the GPU tests, and the split launches over short lists on cold caches
+# GPU has nothing else to do; then the GPU test files, the attention kernel's first (it changed last), the decoder's,
+# and the split launches over short lists on cold caches
 # (scripts/gpu/profile_short.py). Each part writes under $GPU_OUT/bg; `done` marks the end.
 source scripts/gpu/env.sh
 export PYTHONPATH="/tmp/site:/tmp/repo"
@@ -15,8 +15,8 @@ step kernel_fi   # the kernel benchmark beside FlashInfer's page table at decode
 LIMIT=${KERNEL_FI_LIMIT:-240} bash scripts/gpu/quality.sh kernel_fi_launch > "$GPU_OUT/bg/kernel_fi.log" 2>&1
 tail -n 3 "$GPU_OUT/bg/kernel_fi.log"
 step gpu_suite   # every GPU test file, one pytest run each (a file cut by its limit loses only its own summary)
-for f in test_bsr test_attention_flashinfer test_fused_llama test_kernels_nucleus test_draft_rows \
-         test_attention_sparse test_kernel_bench test_decode_bench test_step; do
+for f in test_attention_sparse test_step test_draft_rows test_kernel_bench test_decode_bench test_bsr \
+         test_attention_flashinfer test_fused_llama test_kernels_nucleus; do
   timeout 200 python3 -m pytest -q -rfE -n 8 -m gpu -p no:cacheprovider tests/$f.py > "$GPU_OUT/bg/pytest_$f.log" 2>&1
   echo "$f rc $? $(tail -n 1 "$GPU_OUT/bg/pytest_$f.log")"
 done
