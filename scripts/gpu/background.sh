@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# Runs from /tmp/repo (a copy) while the weights are staged: first the attention kernel's GPU tests and the decoder's
-# (the kernel changed last: the timed runs after the staging rely on it), then its per-kernel profile beside FlashInfer's page table over a
-# sweep of launches (scripts/gpu/profile_kernel.py) and the kernel benchmark beside FlashInfer at decode_real's sparse
-# launch (quality.sh kernel_fi_launch): issue 23's kernel target, timed while the GPU has nothing else to do; then the
-# other GPU test files and the split launches over short lists on cold caches
-# (scripts/gpu/profile_short.py). Each part writes under $GPU_OUT/bg; `done` marks the end.
+# Runs from /tmp/repo (a copy) while the weights are staged: first the attention kernel's GPU tests and the
+# decoder's (the kernel changed last: the timed runs after the staging rely on it), then the kernel's per-kernel
+# profile beside FlashInfer's page table over a sweep of launches (scripts/gpu/profile_kernel.py) and the kernel
+# benchmark beside FlashInfer at decode_real's sparse launch (quality.sh kernel_fi_launch): issue 23's kernel target,
+# timed while the GPU has nothing else to do; then the other GPU test files and the split launches over short lists
+# on cold caches (scripts/gpu/profile_short.py). Each part writes under $GPU_OUT/bg; `done` marks the end.
 source scripts/gpu/env.sh
 export PYTHONPATH="/tmp/site:/tmp/repo"
 step() { echo "== $1 $(date +%T)"; }
