@@ -162,6 +162,7 @@ INTERP_CASES = [  # (B, Hq, Hkv, T, D, K_cap, C, lengths, H_sel)
     (3, 4, 1, 5, 16, 45, 8, [45, 13, 5], 1),          # ragged B = 3; P = 40, 8 (one chunk), 0 (tail only)
     (2, 2, 2, 2, 32, 33, 4, [6, 33], 2),              # MHA, per-KV-head lists, P = 4 (L = 1 chunk), 31
     (1, 2, 1, 1, 16, 18, 16, [18], 1),                # T = 1, P = 17: one full chunk + 1 key
+    (2, 4, 2, 5, 16, 30, 1, [30, 7], 1),              # 1-key chunks: the own keys are 5 list entries
 ]
 
 
