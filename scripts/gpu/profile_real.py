@@ -6,7 +6,8 @@ time in one replay of each (CUPTI records the kernels a graph launches). Run on 
 staging: ``python3 scripts/gpu/profile_real.py [CONTEXT] [BATCH] [OVERRIDES...]`` (defaults 32768 16; Hydra
 overrides such as ``layer_map=FILE.yaml`` or ``experiment.sparse_split.ctas_per_sm=4`` /
 ``experiment.draft_dense_layers=0`` (decode_real's kernel and draft settings) after them; prints tables). first_window
-runs twice: row 0 from forward 0's saved scores (the default) and from the keys again (``row0_from_scores=False``).
+runs twice: row 0 from forward 0's saved scores (the default) and from the keys again (``row0_from_scores=False``);
+Quest matched to 40% of the reads runs last (its selection: torch ops and a Triton kernel per sparse layer).
 ``python scripts/gpu/profile_real.py 256 2 --tiny`` runs the same code on the CPU with the tiny random pair
 (eager phases, no graphs: a smoke check of the script, not a measurement)."""
 
@@ -35,7 +36,8 @@ from specattn.runs.validate import register_resolvers  # noqa: E402
 
 FIRST_WINDOW = "specattn p=0.95 draft=first_window"
 KEYS_ROW0 = f"{FIRST_WINDOW} (row 0 from the keys)"
-MODES = ("ar", "dense", "specattn p=0.95", "specattn p=0.95 draft=window", FIRST_WINDOW, KEYS_ROW0)
+QUEST = "quest match=specattn p=0.95"  # at 40% of the reads: where Quest's verify phase goes (its selection in torch)
+MODES = ("ar", "dense", "specattn p=0.95", "specattn p=0.95 draft=window", FIRST_WINDOW, KEYS_ROW0, QUEST)
 
 
 def main(context: int, batch: int, tiny: bool, extra: list[str]) -> None:
