@@ -97,7 +97,31 @@ def top_chunks(scores: torch.Tensor, prefix_keys: torch.Tensor, budget: torch.Te
         min_chunks: chunks taken whatever the budget (when the prefix has them).
     Returns:
         ``(S, H, n_chunks)`` bool.
+
+    Where the GPU kernels run (CUDA, or the Triton interpreter), float32 scores of at most
+    ``kernels.budget_top.MAX_CHUNKS`` chunks take one launch (:mod:`specattn.gpu.kernels.budget_top`, no host
+    synchronisation) that gives the same masks; elsewhere :func:`top_chunks_torch`.
     """
+    from ..gpu.kernels import available
+
+    s, h, nc = scores.shape
+    if prefix_keys.shape != (s, nc) or budget.shape != (s,):
+        raise SpecAttnError(f"top_chunks: prefix_keys {tuple(prefix_keys.shape)} and budget {tuple(budget.shape)} do "
+                            f"not fit scores {tuple(scores.shape)}: need ({s}, {nc}) and ({s},)")
+    if available(scores.device) and scores.dtype == torch.float32:
+        from ..gpu.kernels import budget_top
+
+        if nc <= budget_top.MAX_CHUNKS:
+            dev = scores.device
+            return budget_top.launch(scores.contiguous(), prefix_keys.to(dev).contiguous(),
+                                     budget.to(dev, torch.float64).contiguous(), min_chunks,
+                                     torch.empty((s, h, nc), dtype=torch.bool, device=dev))
+    return top_chunks_torch(scores, prefix_keys, budget, min_chunks)
+
+
+def top_chunks_torch(scores: torch.Tensor, prefix_keys: torch.Tensor, budget: torch.Tensor,
+                     min_chunks: int = 0) -> torch.Tensor:
+    """:func:`top_chunks` in torch (any device and dtype): a stable sort, the keys' running sum, a scatter back."""
     keys = prefix_keys[:, None, :].expand_as(scores)
     order = scores.masked_fill(keys == 0, -math.inf).argsort(dim=-1, descending=True, stable=True)
     taken = keys.gather(-1, order)  # keys of the chunks in rank order

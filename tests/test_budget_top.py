@@ -1,0 +1,44 @@
+"""The budgeted chunk choice on the device (:mod:`specattn.gpu.kernels.budget_top`, through
+:func:`specattn.methods.budget.top_chunks`) equals the torch version mask for mask: ties to the lower index, partial
+and empty chunks, budgets from nothing to more than everything, a minimum of chunks, rows of a power of two and not."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from specattn.core.errors import SpecAttnError
+from specattn.methods.budget import top_chunks, top_chunks_torch
+
+from .availability import needs_interpreter
+
+
+def case(s, h, nc, seed, levels=None):
+    g = torch.Generator().manual_seed(seed)
+    scores = torch.rand(s, h, nc, generator=g)
+    if levels:  # few distinct values: many ties
+        scores = (scores * levels).floor() / levels
+    prefix = torch.randint(0, nc * 16, (s,), generator=g)  # each row's prefix length in keys, chunks of 16
+    keys = (prefix[:, None] - 16 * torch.arange(nc)).clamp(0, 16)  # full chunks, a partial one, then empty ones
+    return scores, keys, prefix
+
+
+@needs_interpreter
+@pytest.mark.parametrize("s,h,nc,levels", [(3, 2, 37, None), (2, 4, 64, 4), (1, 1, 5, 2), (2, 2, 150, 8)])
+@pytest.mark.parametrize("min_chunks", [0, 3])
+def test_device_choice_equals_the_torch_version(s, h, nc, levels, min_chunks):
+    from specattn.gpu.kernels import budget_top
+
+    scores, keys, prefix = case(s, h, nc, nc + min_chunks, levels)
+    for frac in (0.0, 0.13, 0.5, 2.0):
+        budget = frac * prefix.double()
+        want = top_chunks_torch(scores, keys, budget, min_chunks)
+        out = torch.ones(s, h, nc, dtype=torch.bool)  # poisoned: every entry must be written
+        got = budget_top.launch(scores, keys, budget, min_chunks, out)
+        assert torch.equal(got, want), (frac, min_chunks)
+    assert torch.equal(top_chunks(scores, keys, budget, min_chunks), want)  # the dispatch takes the kernel here
+
+
+def test_top_chunks_refuses_mismatched_shapes():
+    with pytest.raises(SpecAttnError, match="do not fit scores"):
+        top_chunks(torch.zeros(2, 1, 4), torch.zeros(2, 5, dtype=torch.long), torch.zeros(2))
