@@ -64,6 +64,12 @@ def _list_size(len_ptr, n_ptr, j, ok, T, C, cap, HKV, snb, snh, DENSE: tl.conste
 
 
 @triton.jit
+def _own_entries(T, CP: tl.constexpr):
+    """List entries the step's own T keys take after a list's chunks (CP keys an entry)."""
+    return (T + CP - 1) // CP
+
+
+@triton.jit
 def _lists(len_ptr, n_ptr, T, C, cap, BH, HKV, snb, snh, BHP: tl.constexpr, CP: tl.constexpr, CPB: tl.constexpr,
            DENSE: tl.constexpr):
     """Per list j < BH (padded to BHP): prefix length, chunks n_j, and the end of its units in the
@@ -72,7 +78,7 @@ def _lists(len_ptr, n_ptr, T, C, cap, BH, HKV, snb, snh, BHP: tl.constexpr, CP: 
     j = tl.arange(0, BHP)
     ok = j < BH
     prefix, n = _list_size(len_ptr, n_ptr, j, ok, T, C, cap, HKV, snb, snh, DENSE)
-    entries = tl.where(ok, n + (T + CP - 1) // CP, 0)
+    entries = tl.where(ok, n + _own_entries(T, CP), 0)
     return prefix, n, tl.cumsum((entries + CPB - 1) // CPB, 0)
 
 
@@ -142,7 +148,7 @@ def _split_kernel(
     while u < u1:
         end_j = _pick(ends, j)
         n_j = _pick(ns, j)
-        entries = n_j + (T + CP - 1) // CP  # the chunks, then the step's own keys
+        entries = n_j + _own_entries(T, CP)  # the chunks, then the step's own keys
         start_j = end_j - (entries + CPB - 1) // CPB
         prefix = _pick(prefixes, j)
         seg_end = tl.minimum(u1, end_j)
