@@ -8,6 +8,10 @@ M="model=qwen_coder device=cuda dtype=bfloat16"
 T="$M experiment=paper_table"
 P6="experiment.p_values=[0.5,0.7,0.8,0.9,0.95,0.99]"
 SWEEP="experiment.rows=[dense,{method:specattn,p:\${experiment.p_values}}]"
+# the kernel benchmark's comparison beside FlashInfer's page table (issue 23): 32K, batch 1/4/16, 25% and 10% kept, both
+# verifier shapes (random inputs, the GPU alone)
+FI=(experiment=kernel_bench "experiment.models=[llama-3.1-8b,llama-2-7b]" "experiment.batches=[1,4,16]"
+    "experiment.attn_lengths=[32768]" "experiment.densities=[0.25,0.1]")
 MATCHED="{method:streaming,match:'specattn p=0.9'},{method:quest,match:'specattn p=0.9'},{method:streaming,match:'specattn p=0.95'},{method:quest,match:'specattn p=0.95'}"
 for part in "$@"; do echo "== $part $(date +%T)"; case $part in
   agree)     # float32 and bfloat16 on the 4 files of the CPU reference (docs/results.md's 2K code table)
@@ -108,20 +112,15 @@ for part in "$@"; do echo "== $part $(date +%T)"; case $part in
     G="experiment.decoder=graph experiment.samples=10"
     spec $((L / 2)) $M experiment=retrieval $G "experiment.lengths=[2048,4096,8192,16384]" experiment.batch=16 "experiment.rows=$O"
     spec $((L / 2)) $M experiment=retrieval $G "experiment.lengths=[32000]" experiment.batch=8 "experiment.rows=$O" ;;
-  kernel_fi) # the sparse kernel tuned (two stages, batch 4 and 16) and then beside FlashInfer's page-table decode
-             # at 32K, batch 1/4/16, 25% and 10% kept, both verifier shapes (issue 23; random inputs, GPU alone)
-    spec $L experiment=kernel_bench "experiment.parts=[tune,attention]" "experiment.models=[llama-3.1-8b,llama-2-7b]" \
-      "experiment.batches=[1,4,16]" "experiment.attn_lengths=[32768]" "experiment.densities=[0.25,0.1]" \
+  kernel_fi) # the sparse kernel tuned (two stages, batch 4 and 16) and then the comparison ($FI)
+    spec $L "${FI[@]}" "experiment.parts=[tune,attention]" \
       "experiment.tune_cases=[[llama-3.1-8b,4,32768],[llama-3.1-8b,16,32768],[llama-2-7b,4,32768],[llama-2-7b,16,32768]]" ;;
-  kernel_fi_tuned) # kernel_fi's comparison without the tune: the sixth session's tuned split configuration
-    spec $L experiment=kernel_bench "experiment.parts=[attention]" "experiment.models=[llama-3.1-8b,llama-2-7b]" \
-      "experiment.batches=[1,4,16]" "experiment.attn_lengths=[32768]" "experiment.densities=[0.25,0.1]" \
-      experiment.split.block_n=64 experiment.split.warps=2 experiment.split.stages=3 experiment.split.ctas_per_sm=2 \
-      experiment.split.min_chunks=16 ;;
-  kernel_fi_launch) # kernel_fi's comparison at one launch, $KERNEL_SPLIT (default: decode_real's sparse launch, 128-key
-                    # blocks over 2 stages, >= 16 chunks a program; e.g. the winner of scripts/gpu/profile_kernel.py)
-    spec $L experiment=kernel_bench "experiment.parts=[attention]" "experiment.models=[llama-3.1-8b,llama-2-7b]" \
-      "experiment.batches=[1,4,16]" "experiment.attn_lengths=[32768]" "experiment.densities=[0.25,0.1]" \
+  kernel_fi_tuned) # the comparison without the tune: the sixth session's tuned split configuration
+    spec $L "${FI[@]}" "experiment.parts=[attention]" experiment.split.block_n=64 experiment.split.warps=2 \
+      experiment.split.stages=3 experiment.split.ctas_per_sm=2 experiment.split.min_chunks=16 ;;
+  kernel_fi_launch) # the comparison at one launch, $KERNEL_SPLIT (default: decode_real's sparse launch, 128-key blocks
+                    # over 2 stages, >= 16 chunks a program; e.g. the winner of scripts/gpu/profile_kernel.py)
+    spec $L "${FI[@]}" "experiment.parts=[attention]" \
       ${KERNEL_SPLIT:-experiment.split.block_n=128 experiment.split.stages=2 experiment.split.min_chunks=16} ;;
   align)     # layer alignment at the default 16384 calibration tokens on 32 samples of 2K code (intervals; the
              # stability table at 16384 and 32768 tokens ran with 8 samples in the second session)
