@@ -4,10 +4,10 @@ GPU time of each kernel (CUPTI, eager calls: launch gaps excluded) of ours (spli
 (llama-3.1-8b and llama-2-7b layer shapes, batch 1/4/16, kept 0 (one chunk: the fixed cost), 10% and 25%; random
 bf16 inputs, random chunks). Ours runs the default and the tuned split configuration (docs/benchmarks.md), the
 tuned one with min_chunks 4 (its fixed cost), decode_real's sparse launch (128-key blocks over 2 stages) and six
-launches around it (fewer programs, other chunk minima, 8 warps, 3 stages, 64-key blocks at 16 chunks). Then the real pair's shapes at 32K batch 16, which the decoder
-runs at the default configuration: the verifier's step (Qwen2.5-Coder-1.5B, 12 heads over 2, D 128, T = 5) at
-the kept fractions SpecAttn measured there (15.5%, 35%) and dense, the draft's forward (0.5B, 14 over 2, D 64,
-T = 1) dense and over a window's 3%. Prints one table; run on the GPU machine:
+launches around it (fewer programs, other chunk minima, 8 warps, 3 stages, 64-key blocks at 16 chunks). Then the
+real pair's shapes at 32K batch 16 (the decoder runs the sparse launch in layers that read chunk lists, the default
+elsewhere): the verifier's step (Qwen2.5-Coder-1.5B, 12 heads over 2, D 128, T = 5) at the kept fractions SpecAttn
+measured there (15.5%, 35%) and dense, the draft's forward (0.5B, 14 over 2, D 64, T = 1) dense and over a window's 3%. Prints one table; run on the GPU machine:
 ``python3 scripts/gpu/profile_kernel.py`` (about four minutes)."""
 
 from __future__ import annotations
