@@ -7,8 +7,8 @@ tuned one with min_chunks 4 (its fixed cost), decode_real's sparse launch (128-k
 launches around it (fewer programs, other chunk minima, 8 warps, 3 stages, 64-key blocks at 16 chunks). Then the
 real pair's shapes at 32K batch 16 (the decoder runs the sparse launch in layers that read chunk lists, the default
 elsewhere): the verifier's step (Qwen2.5-Coder-1.5B, 12 heads over 2, D 128, T = 5) at the kept fractions SpecAttn
-measured there (15.5%, 35%) and dense, the draft's forward (0.5B, 14 over 2, D 64, T = 1) dense and over a window's 3%. Prints one table; run on the GPU machine:
-``python3 scripts/gpu/profile_kernel.py`` (about four minutes)."""
+measured there (15.5%, 35%) and dense, the draft's forward (0.5B, 14 over 2, D 64, T = 1) dense and over a window's 3%.
+Prints one table; run on the GPU machine: ``python3 scripts/gpu/profile_kernel.py`` (about four minutes)."""
 
 from __future__ import annotations
 
