@@ -30,7 +30,7 @@ from specattn.gpu.kernels.split_config import SplitConfig  # noqa: E402
 
 CONFIGS = {"default": SplitConfig(), "tuned": SplitConfig(block_n=64, warps=2, stages=3, ctas_per_sm=2, min_chunks=16),
            "tuned_m4": SplitConfig(block_n=64, warps=2, stages=3, ctas_per_sm=2, min_chunks=4),
-           "sparse128": SplitConfig(block_n=128, stages=2, min_chunks=16),  # decode_real's sparse launch (twelfth session)
+           "sparse128": SplitConfig(block_n=128, stages=2, min_chunks=16),  # decode_real's sparse launch
            # around it (issue 23's "ours >= FlashInfer at every shape": is there one launch, or one per shape?)
            "s128_c1": SplitConfig(block_n=128, stages=2, ctas_per_sm=1, min_chunks=16),
            "s128_m8": SplitConfig(block_n=128, stages=2, min_chunks=8),
