@@ -238,7 +238,7 @@ def _merge_kernel(
         tl.store(q_out_ptr + b * sqob + hq[:, None] * sqoh + d[None, :], qv, mask=last[:, None])
 
 
-MERGE_MAX_ROWS = 8  # rows per merge program at most: the key-free merge 40 registers per thread at 1 row, 80-90 at 8
+MERGE_MAX_ROWS = 8  # rows per merge program at most: the key-free merge 40 registers per thread at 1 row, 80-92 at 8
 MERGE_TILE = 16     # (sm_90, python -m specattn.gpu.kernels.aot_check); partial slots x rows merged at a time (SB =
 #                     16 / RB). 8, not 4 (measured with the merge that still attended the own keys, 135-164 registers
 #                     at 8 rows): the merge at many lists 21.3 -> 12.5 us (Llama-2 shapes, batch 16) and 13.5 -> 10.1
