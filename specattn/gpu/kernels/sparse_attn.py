@@ -11,23 +11,23 @@ the step's keys ``P_b .. P_b + t``); ids outside ``[0, ceil(P_b / C))`` select n
 Nothing about the selection reaches the host: the grid is fixed by the shapes, and each program
 finds its share of the work on the device, so the launch can be captured in a CUDA graph.
 
-Work is balanced over the whole batch: list ``j = b * Hkv + h`` has ``n_j`` chunk entries (read on the device)
-followed by ``ceil(T / CP)`` entries for the step's own T keys (``CP`` = the chunk size padded to a power of two
-keys each), so every list has work; its entries are cut into units of ``CPB`` entries, ``u_j = ceil((n_j +
-ceil(T / CP)) / CPB)``, the units laid end to end (``U = sum u_j``), and program p of the fixed grid of ``P``
-programs takes units ``[p*W, (p+1)*W)``, ``W = max(min_units, ceil(U / P))``, whichever lists they belong to
-(ragged batches and uneven lists cost no imbalance).
+Work is balanced over the whole batch: the (b, KV head) lists are cut into units of ``CPB`` chunks,
+``u_j = ceil(n_j / CPB)`` for list ``j = b * Hkv + h`` (``n_j`` read on the device), laid end to end
+(``U = sum u_j``), and program p of the fixed grid of ``P`` programs takes units ``[p*W, (p+1)*W)``,
+``W = max(min_units, ceil(U / P))``, whichever lists they belong to (ragged batches and uneven lists
+cost no imbalance).
 
 1. ``_split_kernel``, grid ``(P,)``: for each list segment of its range, program p attends the
    G = Hq/Hkv query heads x T rows of that KV head (one ``(G*T, D)`` tile, so each selected chunk is
-   read once for all its query heads; row t sees the own keys up to ``P_b + t``) and writes the normalised
-   output and base-2 log-sum-exp (float32) to workspace slot ``p + j`` (unique: a program's lists are
-   consecutive); program 0 also writes every list's unit end (``Workspace.ends``) for the merge. ``DENSE``
-   lists every prefix chunk implicitly (the dense baseline: the same kernel, no list read).
+   read once for all its query heads) and writes the normalised output and base-2 log-sum-exp
+   (float32) to workspace slot ``p + j`` (unique: a program's lists are consecutive); program 0 also
+   writes every list's unit end (``Workspace.ends``) for the merge. ``DENSE`` lists every prefix chunk
+   implicitly (the dense baseline: the same kernel, no list read).
 2. ``_merge_kernel``, grid ``(B * Hkv, ceil(G*T / RB))``: a block of RB rows of list j's tile (RB from
-   :func:`merge_rows`: at most 8, and the grid keeps about P programs) merges the partials of the programs that
-   covered its list (slots ``p + j`` for ``p`` in ``[start_j // W, (end_j - 1) // W]``, from the unit ends of its
-   list, the one before and the last, SB slots at a time) through their log-sum-exps; it reads no key.
+   :func:`merge_rows`: at most 4, and the grid keeps about P programs) attends the step's own keys causally (float32)
+   and merges that with the partials of the programs that covered its list (slots ``p + j`` for ``p``
+   in ``[start_j // W, (end_j - 1) // W]``, from its list's and the last list's unit ends, SB slots at a
+   time) through their log-sum-exps.
    Optionally it also writes the last row's (t = T - 1) base-2 log-sum-exp of the scaled scores,
    ``log2 sum_k 2^(q.k * sm_scale * log2 e)`` over the keys the row attends, per (b, query head): the
    normaliser a caller needs to recompute that row's attention probabilities (the decoder's draft rows),
@@ -64,22 +64,13 @@ def _list_size(len_ptr, n_ptr, j, ok, T, C, cap, HKV, snb, snh, DENSE: tl.conste
 
 
 @triton.jit
-def _own_entries(T, CP: tl.constexpr):
-    """List entries the step's own T keys take after a list's chunks (CP keys an entry)."""
-    return (T + CP - 1) // CP
-
-
-@triton.jit
-def _lists(len_ptr, n_ptr, T, C, cap, BH, HKV, snb, snh, BHP: tl.constexpr, CP: tl.constexpr, CPB: tl.constexpr,
+def _lists(len_ptr, n_ptr, T, C, cap, BH, HKV, snb, snh, BHP: tl.constexpr, CPB: tl.constexpr,
            DENSE: tl.constexpr):
     """Per list j < BH (padded to BHP): prefix length, chunks n_j, and the end of its units in the
-    global unit order (inclusive prefix sum of ceil((n_j + ceil(T / CP)) / CPB): the list's chunk entries, then
-    the step's own T keys as entries of CP keys)."""
+    global unit order (inclusive prefix sum of ceil(n_j / CPB))."""
     j = tl.arange(0, BHP)
-    ok = j < BH
-    prefix, n = _list_size(len_ptr, n_ptr, j, ok, T, C, cap, HKV, snb, snh, DENSE)
-    entries = tl.where(ok, n + _own_entries(T, CP), 0)
-    return prefix, n, tl.cumsum((entries + CPB - 1) // CPB, 0)
+    prefix, n = _list_size(len_ptr, n_ptr, j, j < BH, T, C, cap, HKV, snb, snh, DENSE)
+    return prefix, n, tl.cumsum((n + CPB - 1) // CPB, 0)
 
 
 @triton.jit
@@ -89,31 +80,26 @@ def _pick(vec, j):
 
 
 @triton.jit
-def _chunk_block(q, kb, vb, skn, svn, ids, e0, end, n, prefix, t, T, C, m_i, l_i, acc, qk_scale, sc_row, sc_ok,
+def _chunk_block(q, kb, vb, skn, svn, ids, e0, end, prefix, C, m_i, l_i, acc, qk_scale, sc_row, sc_ok,
                  D: tl.constexpr, CP: tl.constexpr, CPB: tl.constexpr, DENSE: tl.constexpr, SCORES: tl.constexpr):
-    """Online-softmax update with the keys of list entries ``[e0, min(e0 + CPB, end))``: entries below ``n`` are
-    the list's chunks, the others the step's own keys ``prefix + (e - n) * CP + w`` (w < CP), row ``t`` (the tile
-    rows' step rows) seeing those up to ``prefix + t``; ``SCORES``: the scaled scores of the rows with ``sc_ok``
-    stored at ``sc_row`` (a pointer per tile row) + key."""
+    """Online-softmax update with the keys of list entries ``[e0, min(e0 + CPB, end))``; ``SCORES``: the scaled
+    scores of the rows with ``sc_ok`` stored at ``sc_row`` (a pointer per tile row) + key."""
     lanes = tl.arange(0, CPB * CP)
     e = e0 + lanes // CP
     w = lanes % CP
-    in_range = e < end
-    chunk = in_range & (e < n)
-    own = in_range & (e >= n)
+    e_ok = e < end
     if DENSE:
         cid = e
     else:
-        cid = tl.load(ids + e, mask=chunk, other=-1)
-    wo = (e - n) * CP + w
-    key = tl.where(own, prefix + wo, cid * C + w)
-    ok = ((chunk & (w < C) & (key < prefix)) | (own & (wo < T))) & (key >= 0)
+        cid = tl.load(ids + e, mask=e_ok, other=-1)
+    key = cid * C + w
+    ok = e_ok & (w < C) & (key >= 0) & (key < prefix)
     d = tl.arange(0, D)
     k = tl.load(kb + key[:, None] * skn + d[None, :], mask=ok[:, None], other=0.0)
     s = tl.dot(q, tl.trans(k)) * qk_scale
     if SCORES:
         tl.store(sc_row[:, None] + key[None, :], s, mask=sc_ok[:, None] & ok[None, :])
-    s = tl.where(ok[None, :] & (key[None, :] <= prefix + t[:, None]), s, float("-inf"))
+    s = tl.where(ok[None, :], s, float("-inf"))
     m_new = tl.maximum(m_i, tl.max(s, 1))
     alpha = tl.exp2(m_i - m_new)
     p = tl.exp2(s - m_new[:, None])
@@ -132,7 +118,7 @@ def _split_kernel(
     DENSE: tl.constexpr, LOOP_FOR: tl.constexpr, STAGES: tl.constexpr, SCORES: tl.constexpr,
 ):
     p = tl.program_id(0)
-    prefixes, ns, ends = _lists(len_ptr, n_ptr, T, C, cap, BH, HKV, snb, snh, BHP, CP, CPB, DENSE)
+    prefixes, ns, ends = _lists(len_ptr, n_ptr, T, C, cap, BH, HKV, snb, snh, BHP, CPB, DENSE)
     if p == 0:  # for the merge: each of its programs then loads two ends instead of redoing the prefix sum
         tl.store(ends_ptr + tl.arange(0, BHP), ends, mask=tl.arange(0, BHP) < BH)
     total = tl.max(ends, 0)
@@ -148,12 +134,11 @@ def _split_kernel(
     while u < u1:
         end_j = _pick(ends, j)
         n_j = _pick(ns, j)
-        entries = n_j + _own_entries(T, CP)  # the chunks, then the step's own keys
-        start_j = end_j - (entries + CPB - 1) // CPB
+        start_j = end_j - (n_j + CPB - 1) // CPB
         prefix = _pick(prefixes, j)
         seg_end = tl.minimum(u1, end_j)
         e_start = (u - start_j) * CPB
-        e_end = tl.minimum(entries, (seg_end - start_j) * CPB)
+        e_end = tl.minimum(n_j, (seg_end - start_j) * CPB)
         b = (j // HKV).to(tl.int64)
         h = (j % HKV).to(tl.int64)
         q = tl.load(q_ptr + b * sqb + (h * G + g)[:, None] * sqh + t[:, None] * sqt + d[None, :],
@@ -168,13 +153,13 @@ def _split_kernel(
         acc = tl.zeros((M, D), tl.float32)
         if LOOP_FOR:  # compiled: a pipelined loop
             for e0 in tl.range(e_start, e_end, CPB, num_stages=STAGES):
-                m_i, l_i, acc = _chunk_block(q, kb, vb, skn, svn, ids, e0, e_end, n_j, prefix, t, T, C, m_i, l_i,
-                                             acc, qk_scale, sc_row, sc_ok, D, CP, CPB, DENSE, SCORES)
+                m_i, l_i, acc = _chunk_block(q, kb, vb, skn, svn, ids, e0, e_end, prefix, C, m_i, l_i, acc,
+                                             qk_scale, sc_row, sc_ok, D, CP, CPB, DENSE, SCORES)
         else:  # the CPU interpreter cannot range over run-time scalars
             e0 = e_start
             while e0 < e_end:
-                m_i, l_i, acc = _chunk_block(q, kb, vb, skn, svn, ids, e0, e_end, n_j, prefix, t, T, C, m_i, l_i,
-                                             acc, qk_scale, sc_row, sc_ok, D, CP, CPB, DENSE, SCORES)
+                m_i, l_i, acc = _chunk_block(q, kb, vb, skn, svn, ids, e0, e_end, prefix, C, m_i, l_i, acc,
+                                             qk_scale, sc_row, sc_ok, D, CP, CPB, DENSE, SCORES)
                 e0 += CPB
         lse = tl.where(l_i > 0, m_i + tl.log2(tl.maximum(l_i, 1e-30)), float("-inf"))
         o = acc / tl.maximum(l_i, 1e-30)[:, None]
@@ -185,12 +170,13 @@ def _split_kernel(
         j += 1
 
 
-@triton.jit(do_not_specialize=["T", "P", "min_units", "BH"])
+@triton.jit(do_not_specialize=["T", "cap", "P", "min_units", "BH"])
 def _merge_kernel(
-    q_ptr, po_ptr, pl_ptr, ends_ptr, out_ptr, lse_ptr, q_out_ptr, T, P, min_units, BH, HKV, G,
-    sqb, sqh, sqt, sob, sot, soh, slb, slh, sqob, sqoh,
-    D: tl.constexpr, M: tl.constexpr, RB: tl.constexpr, SB: tl.constexpr, WRITE_LSE: tl.constexpr,
-    WRITE_Q: tl.constexpr,
+    q_ptr, k_ptr, v_ptr, len_ptr, n_ptr, po_ptr, pl_ptr, ends_ptr, out_ptr, lse_ptr, q_out_ptr, sc_ptr,
+    qk_scale, T, C, cap, P, min_units, BH, HKV, G,
+    sqb, sqh, sqt, skb, skh, skn, svb, svh, svn, snb, snh, sob, sot, soh, slb, slh, sqob, sqoh, ssb, ssh,
+    D: tl.constexpr, M: tl.constexpr, RB: tl.constexpr, TP: tl.constexpr, SB: tl.constexpr, CPB: tl.constexpr,
+    DENSE: tl.constexpr, WRITE_LSE: tl.constexpr, WRITE_Q: tl.constexpr, SCORES: tl.constexpr,
 ):
     j = tl.program_id(0)  # the list (b, KV head h)
     b = (j // HKV).to(tl.int64)
@@ -198,7 +184,8 @@ def _merge_kernel(
     total = tl.load(ends_ptr + BH - 1)  # the split kernel's unit ends (its program 0 wrote them)
     width = tl.maximum(min_units, (total + P - 1) // P)
     end_j = tl.load(ends_ptr + j)
-    start_j = tl.load(ends_ptr + j - 1, mask=j > 0, other=0)  # every list has a unit: its own keys
+    prefix, n_j = _list_size(len_ptr, n_ptr, j, j < BH, T, C, cap, HKV, snb, snh, DENSE)
+    start_j = end_j - (n_j + CPB - 1) // CPB
     # rows [r0, r0 + RB) of the list's (G * T)-row tile; row = g * T + t, query head h * G + g
     row = tl.program_id(1) * RB + tl.arange(0, RB)
     g = row // T
@@ -206,13 +193,29 @@ def _merge_kernel(
     row_ok = row < G * T
     hq = h * G + g
     d = tl.arange(0, D)
-    m = tl.full((RB,), NEG_INIT, tl.float32)
-    l = tl.zeros((RB,), tl.float32)
-    acc = tl.zeros((RB, D), tl.float32)
+    qv = tl.load(q_ptr + b * sqb + hq[:, None] * sqh + t[:, None] * sqt + d[None, :], mask=row_ok[:, None],
+                 other=0.0).to(tl.float32)
+    # the step's own keys P .. P + t, exactly in float32: one (TP, D) tile of keys and one of values, scores (RB, TP)
+    jj = tl.arange(0, TP)
+    key = prefix + jj
+    kv_ok = (jj < T) & (key >= 0)
+    kt = tl.load(k_ptr + b * skb + h * skh + key[:, None] * skn + d[None, :], mask=kv_ok[:, None],
+                 other=0.0).to(tl.float32)
+    sc = tl.sum(qv[:, None, :] * kt[None, :, :], 2) * qk_scale
+    sc = tl.where(kv_ok[None, :] & (jj[None, :] <= t[:, None]), sc, float("-inf"))
+    if SCORES:  # the last row's scores of the step's own keys (the split kernel stored the prefix's)
+        tl.store(sc_ptr + b * ssb + hq[:, None] * ssh + key[None, :], sc,
+                 mask=(row_ok & (t == T - 1))[:, None] & kv_ok[None, :])
+    m = tl.max(sc, 1)
+    pr = tl.exp2(sc - m[:, None])
+    l = tl.sum(pr, 1)
+    vt = tl.load(v_ptr + b * svb + h * svh + key[:, None] * svn + d[None, :], mask=kv_ok[:, None],
+                 other=0.0).to(tl.float32)
+    acc = tl.sum(pr[:, :, None] * vt[None, :, :], 1)  # (RB, D), unnormalised, scale 2^m
     # merge the partials (normalised outputs, base-2 lse) of these rows from the programs over list j, SB at a time
     sb = tl.arange(0, SB)
     s0 = start_j // width + j
-    s1 = (end_j - 1) // width + j + 1
+    s1 = tl.where(end_j > start_j, (end_j - 1) // width + j + 1, s0)
     while s0 < s1:
         si = (s0 + sb).to(tl.int64)
         s_ok = (s0 + sb) < s1
@@ -227,22 +230,19 @@ def _merge_kernel(
         acc = acc * alpha[:, None] + tl.sum(w[:, :, None] * po, 0)
         m = m_new
         s0 += SB
-    l = tl.maximum(l, 1e-30)  # >= 1 in every real row (its largest partial's weight); padding rows stay finite
     tl.store(out_ptr + b * sob + t[:, None] * sot + hq[:, None] * soh + d[None, :],
              (acc / l[:, None]).to(out_ptr.dtype.element_ty), mask=row_ok[:, None])
     if WRITE_LSE:
         tl.store(lse_ptr + b * slb + hq * slh, m + tl.log2(l), mask=row_ok & (t == T - 1))
-    if WRITE_Q:  # the last row's query (the decoder's draft rows need it; exact: a copy in q's dtype)
-        last = row_ok & (t == T - 1)
-        qv = tl.load(q_ptr + b * sqb + hq[:, None] * sqh + t[:, None] * sqt + d[None, :], mask=last[:, None])
-        tl.store(q_out_ptr + b * sqob + hq[:, None] * sqoh + d[None, :], qv, mask=last[:, None])
+    if WRITE_Q:  # the last row's query as loaded (the decoder's draft rows need it; exact: q's dtype -> fp32 -> back)
+        tl.store(q_out_ptr + b * sqob + hq[:, None] * sqoh + d[None, :], qv.to(q_out_ptr.dtype.element_ty),
+                 mask=(row_ok & (t == T - 1))[:, None])
 
 
-MERGE_MAX_ROWS = 8  # rows per merge program at most: the key-free merge 40 registers per thread at 1 row, 80-92 at 8
-MERGE_TILE = 16     # (sm_90, python -m specattn.gpu.kernels.aot_check); partial slots x rows merged at a time (SB =
-#                     16 / RB). 8, not 4 (measured with the merge that still attended the own keys, 135-164 registers
-#                     at 8 rows): the merge at many lists 21.3 -> 12.5 us (Llama-2 shapes, batch 16) and 13.5 -> 10.1
-#                     us (Llama-3.1, batch 16), equal elsewhere (scripts/gpu/profile_merge.py, H200, thirteenth session)
+MERGE_MAX_ROWS = 8  # rows per merge program at most: 96 registers per thread at 4 rows, 135-164 at 8, spills at 32 (sm_90,
+MERGE_TILE = 16     # python -m specattn.gpu.kernels.aot_check); partial slots x rows merged at a time (SB = 16 / RB).
+#                     8, not 4: the merge at many lists 21.3 -> 12.5 us (Llama-2 shapes, batch 16) and 13.5 -> 10.1 us
+#                     (Llama-3.1, batch 16), equal elsewhere (scripts/gpu/profile_merge.py, H200, thirteenth session)
 
 
 def merge_rows(lists: int, rows: int, programs: int) -> int:
@@ -328,23 +328,26 @@ def launch(q, k, v, lengths, chunk_ids, n_chunks, chunk_size: int, sm_scale: flo
     if workspace.ends.numel() < bh:
         raise ValueError(f"workspace made for {workspace.ends.numel()} (sequence, KV head) lists, launched with {bh}: "
                          "make_workspace with this batch")
+    common = dict(CPB=cpb, DENSE=dense, D=d, M=m, SCORES=scores_out is not None)
     sc, (ssb, ssh) = (scores_out, scores_out.stride()[:2]) if scores_out is not None else (workspace.lse, (0, 0))
     _split_kernel[(programs,)](
         q, k, v, lengths, ids, nn, workspace.o, workspace.lse, workspace.ends, sc,
         qk_scale, t, chunk_size, capacity, programs, min_units, bh, hkv, g,
         q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
         v.stride(0), v.stride(1), v.stride(2), sib, sih, snb, snh, ssb, ssh,
-        D=d, M=m, CP=cp, CPB=cpb, BHP=pow2(bh, 2), DENSE=dense, LOOP_FOR=not interpreting(), STAGES=config.stages,
-        SCORES=scores_out is not None, num_warps=config.warps,
+        BHP=pow2(bh, 2), CP=cp, LOOP_FOR=not interpreting(), STAGES=config.stages, num_warps=config.warps, **common,
     )
     rb = merge_rows(bh, g * t, programs)
     _merge_kernel[(bh, -(-(g * t) // rb))](
-        q, workspace.o, workspace.lse, workspace.ends, out,
-        lse_out if lse_out is not None else workspace.lse, q_out if q_out is not None else q,
-        t, programs, min_units, bh, hkv, g, q.stride(0), q.stride(1), q.stride(2),
-        out.stride(0), out.stride(1), out.stride(2),
+        q, k, v, lengths, nn, workspace.o, workspace.lse, workspace.ends, out,
+        lse_out if lse_out is not None else workspace.lse, q_out if q_out is not None else q, sc,
+        qk_scale, t, chunk_size, capacity, programs, min_units, bh, hkv, g,
+        q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
+        v.stride(0), v.stride(1), v.stride(2), snb, snh, out.stride(0), out.stride(1), out.stride(2),
         *(lse_out.stride() if lse_out is not None else (0, 0)), *(q_out.stride()[:2] if q_out is not None else (0, 0)),
-        D=d, M=m, RB=rb, SB=merge_slots(rb), WRITE_LSE=lse_out is not None, WRITE_Q=q_out is not None, num_warps=4,
+        ssb, ssh,
+        RB=rb, TP=pow2(t, 2), SB=merge_slots(rb), WRITE_LSE=lse_out is not None, WRITE_Q=q_out is not None,
+        num_warps=4, **common,
     )
     return out
 
@@ -372,11 +375,16 @@ def _aot_check(compile_one) -> bool:
                           {"D": dim, "M": rows_tile(g, 5), "CP": 16, "CPB": cfg.block_n // 16, "BHP": 32,
                            "DENSE": dense, "LOOP_FOR": True, "STAGES": cfg.stages, "SCORES": scores}, cfg.warps,
                           div16=ALIGNED)
-    sig = {"q_ptr": "*bf16", "po_ptr": "*fp32", "pl_ptr": "*fp32", "ends_ptr": "*i32", "out_ptr": "*bf16",
-           "lse_ptr": "*fp32", "q_out_ptr": "*bf16", "T": "i32", "P": "i32", "min_units": "i32", "BH": "i32",
-           "HKV": "i32", "G": "i32"}
-    sig.update({name: "i32" for name in ["sqb", "sqh", "sqt", "sob", "sot", "soh", "slb", "slh", "sqob", "sqoh"]})
-    for tap, rb in ((False, 1), (True, 2), (False, MERGE_MAX_ROWS), (True, MERGE_MAX_ROWS)):
-        ok &= compile_one(f"sparse_attn merge bf16 RB={rb}{' lse+q' if tap else ''}", _merge_kernel, sig,
-                          {"D": 128, "M": 32, "RB": rb, "SB": merge_slots(rb), "WRITE_LSE": tap, "WRITE_Q": tap}, 4)
+    sig = {"q_ptr": "*bf16", "k_ptr": "*bf16", "v_ptr": "*bf16", "len_ptr": "*i32", "n_ptr": "*i32",
+           "po_ptr": "*fp32", "pl_ptr": "*fp32", "ends_ptr": "*i32", "out_ptr": "*bf16", "lse_ptr": "*fp32",
+           "q_out_ptr": "*bf16", "sc_ptr": "*fp32", "qk_scale": "fp32",
+           "T": "i32", "C": "i32",
+           "cap": "i32", "P": "i32", "min_units": "i32", "BH": "i32", "HKV": "i32", "G": "i32"}
+    sig.update({name: "i32" for name in ["sqb", "sqh", "sqt", "skb", "skh", "skn", "svb", "svh", "svn", "snb",
+                                         "snh", "sob", "sot", "soh", "slb", "slh", "sqob", "sqoh", "ssb", "ssh"]})
+    for tap, rb, scores in ((False, 1, False), (True, 2, False), (False, MERGE_MAX_ROWS, False),
+                            (True, MERGE_MAX_ROWS, False), (True, MERGE_MAX_ROWS, True)):
+        ok &= compile_one(f"sparse_attn merge bf16 RB={rb}{' lse+q' if tap else ''}{' scores' if scores else ''}",
+                          _merge_kernel, sig, {"D": 128, "M": 32, "RB": rb, "TP": 8, "SB": merge_slots(rb), "CPB": 4,
+                                               "DENSE": False, "WRITE_LSE": tap, "WRITE_Q": tap, "SCORES": scores}, 4)
     return ok
