@@ -129,6 +129,8 @@ def test_poll_reports_each_run_and_packs_what_a_lost_machine_would_lose(tmp_path
         (run / "parts").mkdir(parents=True)
         for i in range(n):
             (run / "parts" / f"{i:05d}.parquet").write_bytes(b"x")
+    (cut / "parts" / "point-00002").mkdir()  # decode_real's finished groups of its unfinished point
+    (cut / "parts" / "point-00002" / "pass0-group0000.json").write_text("{}")
     (done / "results.parquet").write_bytes(b"r")
     (done / "model.safetensors").write_bytes(b"w")
     (gpu_out / "q").mkdir()
@@ -138,11 +140,12 @@ def test_poll_reports_each_run_and_packs_what_a_lost_machine_would_lose(tmp_path
                            check=True).stdout
     assert "grid.log: == grid 10:00:00" in shown  # the last line that is not a warning
     assert "outputs/paper_table/paper_table-aa: finished (3 samples)" in shown
-    assert "outputs/retrieval/retrieval-bb: 2 samples so far" in shown
+    assert "outputs/retrieval/retrieval-bb: 2 samples so far (+ 1 groups)" in shown
     with tarfile.open(out / "poll.tar.gz") as tar:
         names = set(tar.getnames())
     assert "outputs/paper_table/paper_table-aa/results.parquet" in names and "q/grid.log" in names
     assert "outputs/retrieval/retrieval-bb/parts/00001.parquet" in names  # an unfinished run keeps its parts
+    assert "outputs/retrieval/retrieval-bb/parts/point-00002/pass0-group0000.json" in names
     assert not any("paper_table-aa/parts/" in n or n.endswith(".safetensors") for n in names)
 
 

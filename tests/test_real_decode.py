@@ -417,3 +417,50 @@ def test_kernel_launches_are_settings_checked_before_weights_load():
                            ("experiment.matched=maybe", "experiment.matched='maybe' must be true or false")]:
             with pytest.raises(SpecAttnError, match=match):
                 check(compose("config", overrides=["experiment=decode_real", bad]))
+
+
+def test_a_point_killed_after_a_group_resumes_there_with_the_rows_of_an_uninterrupted_run(pair, tmp_path):
+    """decode_real keeps each finished prompt group (GroupParts): a run killed after the matched pass's first
+    group resumes from the three groups it saved, decodes only the last, and gives the uninterrupted run's rows
+    (everything but the timings, which are this process's)."""
+    from specattn.runs.outputs import GroupParts
+
+    cfg, ids = config(pair, draft_reads=("first_window",)), prompts(4, 120, 3)
+    groups = [ids[:2], ids[2:]]
+    whole = pd.DataFrame(run_point(pair, cfg, 120, 2, groups, 1e11, lambda msg: None))
+
+    class Killed(Exception):
+        pass
+
+    class KilledAfterMatchedGroup0(GroupParts):
+        def save(self, pass_index, group, results):
+            super().save(pass_index, group, results)
+            if (pass_index, group) == (1, 0):
+                raise Killed
+
+    with pytest.raises(Killed):
+        run_point(pair, cfg, 120, 2, groups, 1e11, lambda msg: None, KilledAfterMatchedGroup0(tmp_path, "point-00000"))
+    store = GroupParts(tmp_path, "point-00000")
+    assert sorted(p.name for p in store.folder.iterdir()) == ["pass0-group0000.json", "pass0-group0001.json",
+                                                               "pass1-group0000.json"]
+    logs = []
+    resumed = pd.DataFrame(run_point(pair, cfg, 120, 2, groups, 1e11, logs.append, store))
+    assert sum("resumed from its part" in msg for msg in logs) == 3
+    assert store.path(1, 1).is_file()  # the one group decoded again
+    timings = ["tokens_per_s", "step_ms", "steady_tokens_per_s", "timing_spread", "roof_frac"]
+    assert list(resumed["mode"]) == list(whole["mode"]) and len(whole) == 7
+    pd.testing.assert_frame_equal(resumed.drop(columns=timings), whole.drop(columns=timings))
+    store.clear()
+    assert not store.folder.exists()
+
+
+def test_a_damaged_group_part_is_a_one_line_error_naming_it_and_the_fix(tmp_path):
+    from specattn.core.errors import SpecAttnError
+    from specattn.runs.outputs import GroupParts
+
+    store = GroupParts(tmp_path, "point-00003")
+    store.save(0, 2, {"dense": {"tau": 3.5, "tokens_out": [[1, 2]], "cont_nll": [float("nan")]}})
+    assert store.load(0, 2)["dense"]["tokens_out"] == [[1, 2]] and store.load(0, 1) is None
+    store.path(0, 2).write_text('{"dense": {"tau": 3.')
+    with pytest.raises(SpecAttnError, match=r"pass0-group0002.json is unreadable .*delete it .* rerun=true"):
+        store.load(0, 2)

@@ -5,7 +5,7 @@
 # the points of $POINTS ("context batch" pairs, ";"-separated; default 32K batch 16, 32K batch 32, 16K batch 16, 8K
 # batch 16), then, unless REFRESH16=0, reuse refreshing every 16 steps at 32K batch 16. $EXTRA: overrides for every
 # run (e.g. "experiment.match_p=0.9": the policies under SpecAttn p=0.9). $1: the limit of each run (s). Each run
-# resumes from its parts when started again.
+# resumes from its parts (each finished prompt group) when started again.
 source scripts/gpu/env.sh
 stop_background 60
 MAP=layer_map=docs/data/h200-real-2026-12-03e/layer_map_js_qwen_coder_16k.yaml

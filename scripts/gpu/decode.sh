@@ -2,7 +2,7 @@
 # Job B: end-to-end decoding with the real weights (issues 22.4, 23 and 24): experiment=decode_real on the
 # standard library's packages (dataset=python_packages), 32 prompts per point: 32K at batch 16 and 32, then
 # 16K, 8K and 2K at batch 16; every mode and draft read policy (first_window among them), with the dense
-# verifier's continuation perplexity. Resumes per point when run again. $1: wall-clock limit (s) per run;
+# verifier's continuation perplexity. Resumes per prompt group when run again. $1: wall-clock limit (s) per run;
 # further arguments replace that sequence by one run with these overrides (e.g. one point, another setting).
 source scripts/gpu/env.sh
 stop_background $(( 5 * ${WAIT_BG:-12} ))

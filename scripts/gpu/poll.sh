@@ -12,8 +12,9 @@ for run in outputs/*/*/; do
   [ -d "$run" ] || continue
   run=${run%/}
   n=$(find "$run/parts" -name '*.parquet' 2>/dev/null | wc -l)
+  g=$(find "$run/parts" -name '*.json' 2>/dev/null | wc -l)  # decode_real: the groups of its unfinished point
   if [ -f "$run/results.parquet" ]; then echo "$run: finished ($n samples)"; skip+=("--exclude=$run/parts")
-  else echo "$run: $n samples so far"; fi
+  else echo "$run: $n samples so far (+ $g groups)"; fi
 done
 have=$(ls -d outputs q bg 2>/dev/null)
 rm -f "$OUT"/poll.tar.gz*

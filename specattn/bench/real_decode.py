@@ -224,24 +224,28 @@ class PointRunner:
 
 
 def run_point(pair, cfg: RealBenchConfig, context: int, batch: int, groups: list[torch.Tensor], bandwidth: float,
-              log) -> list[dict]:
+              log, store=None) -> list[dict]:
     """Rows of every mode at one point: a first pass over the groups with the unmatched modes, then the
-    matched and draft-policy modes, budgets from SpecAttn p=match_p's kept fraction over the first pass."""
+    matched and draft-policy modes, budgets from SpecAttn p=match_p's kept fraction over the first pass.
+    ``store`` (e.g. :class:`specattn.runs.outputs.GroupParts`): ``load(pass, group)`` gives a group's finished
+    ``{mode: result}`` (then it is not decoded again), ``save(pass, group, results)`` keeps each as it finishes."""
     runner = PointRunner(pair, cfg, context, batch, bandwidth, log)
     results: dict[str, list[dict]] = {}
     settings_of: dict[str, GraphSettings] = {}
     first = modes(cfg, None)
     passes = [first]
     for index in range(2):
-        for group, prompts in enumerate(groups):
-            runner.prefill(prompts)
-            for label, settings in passes[index]:
-                settings_of[label] = settings
-                try:
-                    results.setdefault(label, []).append({**runner.run_mode(label, settings, prompts), "group": group})
-                except Exception as error:  # noqa: BLE001 (one failed mode must not lose the others)
-                    results.setdefault(label, []).append({"error": f"{type(error).__name__}: {error}"})
-                    log(f"  L={context} B={batch} {label}: FAILED {error}\n{traceback.format_exc()}")
+        settings_of.update(passes[index])
+        for group, prompts in enumerate(groups if passes[index] else []):
+            done = store.load(index, group) if store is not None else None
+            if done is None:
+                done = group_results(runner, passes[index], group, prompts)
+                if store is not None:
+                    store.save(index, group, done)
+            else:  # timed by the process that ran it (another machine's, if its parts were copied over)
+                log(f"  L={context} B={batch} pass {index} group {group}: resumed from its part")
+            for label, result in done.items():
+                results.setdefault(label, []).append(result)
         if index == 0:
             target = [r for r in results.get(f"specattn p={cfg.match_p}", []) if "error" not in r]
             matched = statistics.fmean(r["verifier_kept"] for r in target) if target else None
@@ -285,6 +289,21 @@ def run_point(pair, cfg: RealBenchConfig, context: int, batch: int, groups: list
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
     return rows
+
+
+def group_results(runner: PointRunner, mode_settings: list[tuple[str, GraphSettings]], group: int,
+                  prompts: torch.Tensor) -> dict[str, dict]:
+    """``{mode: result}`` of one prompt group, prefilled once for every mode of ``mode_settings`` (a failed mode:
+    its error)."""
+    runner.prefill(prompts)
+    done = {}
+    for label, settings in mode_settings:
+        try:
+            done[label] = {**runner.run_mode(label, settings, prompts), "group": group}
+        except Exception as error:  # noqa: BLE001 (one failed mode must not lose the others)
+            done[label] = {"error": f"{type(error).__name__}: {error}"}
+            runner.log(f"  L={runner.context} B={runner.batch} {label}: FAILED {error}\n{traceback.format_exc()}")
+    return done
 
 
 def _sequences(value) -> list[list[int]] | None:

@@ -33,7 +33,7 @@ from ..gpu.kernels.split_config import SplitConfig
 from ..results.plots import plot_decoding_by_context, plot_policy_tradeoff
 from ..decode.draft_reads import DRAFT_READS
 from ..runs.context import ExperimentResult, RunContext
-from ..runs.outputs import SampleParts
+from ..runs.outputs import GroupParts, SampleParts
 from .evaluation import layer_mapping, load_pair_for
 
 
@@ -201,7 +201,7 @@ def run(ctx: RunContext) -> ExperimentResult:
         loss = lossless(pair, bench, torch.stack([s.input_ids for s in prompts]), log)
         loss.to_csv(ctx.run_dir / "lossless.csv", index=False)
     rows = []
-    parts = SampleParts(ctx.run_dir)  # one part per point: a killed run resumes at the next point
+    parts = SampleParts(ctx.run_dir)  # one part per point (and per group until the point ends): a killed run resumes
     points = [(c, b) for c in bench.contexts for b in bench.batches]
     for index, (context, batch) in enumerate(points):
         done = parts.load(index)
@@ -210,8 +210,10 @@ def run(ctx: RunContext) -> ExperimentResult:
                                     int(cfg.dataset.get("first_sample", 0)))
             ids = torch.stack([s.input_ids for s in windows])
             groups = [ids[i:i + batch] for i in range(0, len(windows) - batch + 1, batch)]
-            done = pd.DataFrame(run_point(pair, bench, context, batch, groups, read_bw, log))
+            groups_done = GroupParts(ctx.run_dir, f"point-{index:05d}")  # at the next group
+            done = pd.DataFrame(run_point(pair, bench, context, batch, groups, read_bw, log, groups_done))
             parts.save(index, done)
+            groups_done.clear()
         rows += done.to_dict("records")
         pd.DataFrame(rows).drop(columns=LIST_COLUMNS, errors="ignore").to_csv(ctx.run_dir / "modes.csv", index=False)
     agree = agreement(rows)

@@ -1,8 +1,11 @@
-"""Run folders: atomic result files, resumable per-sample parts, and the printed summary."""
+"""Run folders: atomic result files, resumable per-sample parts (and per-group parts within a sample), and the
+printed summary."""
 
 from __future__ import annotations
 
+import json
 import math
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -85,6 +88,43 @@ class SampleParts:
 
     def save(self, index: int, frame: pd.DataFrame) -> None:
         atomic_write(self.path(index), lambda tmp: frame.to_parquet(tmp, index=False))
+
+
+class GroupParts:
+    """The finished prompt groups of one sample (e.g. one decode_real point) under ``<run>/parts/<name>/``: a JSON
+    file of ``{mode: result}`` per pass and group, so a killed run resumes at the next group, not the next sample.
+    :meth:`clear` once the sample's own part is saved. The run folder's identity covers these as it covers
+    :class:`SampleParts` (cleared with the folder)."""
+
+    def __init__(self, run_dir: Path, name: str):
+        self.folder = run_dir / "parts" / name
+
+    def path(self, pass_index: int, group: int) -> Path:
+        return self.folder / f"pass{pass_index}-group{group:04d}.json"
+
+    def load(self, pass_index: int, group: int) -> dict | None:
+        path = self.path(pass_index, group)
+        if not path.is_file():
+            return None
+        try:
+            return json.loads(path.read_text())
+        except (OSError, ValueError) as error:
+            raise SpecAttnError(f"{path} is unreadable ({error}): delete it to recompute that group, or rerun=true "
+                                "to recompute the run") from None
+
+    def save(self, pass_index: int, group: int, results: dict) -> None:
+        text = json.dumps(results, default=_plain)
+        atomic_write(self.path(pass_index, group), lambda tmp: tmp.write_text(text))
+
+    def clear(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def _plain(value):
+    """JSON for numpy / torch values (scalars and arrays: their Python lists and numbers)."""
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
 def print_table(frame: pd.DataFrame, title: str) -> None:
