@@ -10,7 +10,7 @@ import torch
 from specattn.core.errors import SpecAttnError
 from specattn.methods.budget import top_chunks, top_chunks_torch
 
-from .availability import needs_interpreter
+from .availability import needs_gpu, needs_interpreter
 
 
 def case(s, h, nc, seed, levels=None):
@@ -37,6 +37,19 @@ def test_device_choice_equals_the_torch_version(s, h, nc, levels, min_chunks):
         got = budget_top.launch(scores, keys, budget, min_chunks, out)
         assert torch.equal(got, want), (frac, min_chunks)
     assert torch.equal(top_chunks(scores, keys, budget, min_chunks), want)  # the dispatch takes the kernel here
+
+
+@needs_gpu
+@pytest.mark.parametrize("s,h,nc,levels", [(16, 2, 2132, None), (32, 1, 2132, 16), (4, 8, 8192, None), (3, 2, 8191, 4)])
+def test_device_choice_equals_the_torch_version_at_decoder_sizes_gpu(s, h, nc, levels):
+    """On the GPU at the graph decoder's row lengths (32K and 128K keys at 16-key chunks, up to MAX_CHUNKS)."""
+    scores, keys, prefix = case(s, h, nc, nc + s, levels)
+    scores, keys = scores.cuda(), keys.cuda()
+    for frac in (0.0, 0.1, 0.33, 1.5):
+        budget = (frac * prefix.double()).cuda()
+        for min_chunks in (0, 4):
+            want = top_chunks_torch(scores, keys, budget, min_chunks)
+            assert torch.equal(top_chunks(scores, keys, budget, min_chunks), want), (frac, min_chunks)
 
 
 def test_top_chunks_refuses_mismatched_shapes():

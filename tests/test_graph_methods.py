@@ -14,7 +14,8 @@ from transformers import Qwen2Config, Qwen2ForCausalLM
 
 from specattn.core.settings import Settings
 from specattn.decode.engine import SpeculativeDecoder, prepare_for_decoding
-from specattn.decode.graph_engine import GraphDecoder, GraphSettings, QuestPages, chunks_holding, prefix_chunk_keys
+from specattn.decode.graph_engine import GraphDecoder, GraphSettings, chunks_holding, prefix_chunk_keys
+from specattn.decode.quest_pages import QuestPages
 from specattn.hooks.fused_llama import fuse_llama
 from specattn.methods import Budget, Dense, Quest, StreamingLLM
 

@@ -75,6 +75,7 @@ from ..methods.quest import QUEST_MIN_PAGES
 from .draft_reads import DENSE_FIRST, DRAFT_READS, WINDOWED
 from .engine import prefill_groups
 from .kv_cache import SequenceKVCache
+from .quest_pages import QuestPages
 
 VERIFY_MODES = ("dense", "specattn", "streaming", "quest", "oracle")
 
@@ -209,28 +210,6 @@ def listed_keys(ids: torch.Tensor, n: torch.Tensor, keys: torch.Tensor) -> torch
     listed = torch.arange(nc, device=ids.device) < n[..., None]
     dims = tuple(range(lead)) + (lead + 1, lead + 2)
     return (held * listed).double().sum(dim=dims)
-
-
-class QuestPages:
-    """Quest's per-page key bounds of one verifier layer, on the device: ``lo, hi (B, Hkv, pages, D)`` float32
-    (exact for fp16/bf16 keys; the page scores read them as they are, no cast a step), kept as keys are committed (a
-    partial page's bounds cover its committed keys only)."""
-
-    def __init__(self, batch: int, kv_heads: int, pages: int, head_dim: int, device):
-        self.lo = torch.full((batch, kv_heads, pages, head_dim), float("inf"), dtype=torch.float32, device=device)
-        self.hi = torch.full_like(self.lo, float("-inf"))
-
-    def fold(self, keys: torch.Tensor, start: torch.Tensor, stop: torch.Tensor, chunk_size: int, width: int) -> None:
-        """Fold the keys ``[start[b], stop[b])`` (at most ``width`` of them) of the cache layer ``keys (B, Hkv,
-        cap, D)`` into their pages' bounds (no host synchronisation)."""
-        b, hkv, _, d = self.lo.shape
-        pos = start.long()[:, None] + torch.arange(width, device=keys.device)[None, :]  # (B, W)
-        valid = (pos < stop.long()[:, None]) & (pos < keys.shape[2])
-        gathered = keys.gather(2, pos.clamp(max=keys.shape[2] - 1)[:, None, :, None].expand(b, hkv, width, d)).float()
-        inside = valid[:, None, :, None]
-        page = (pos // chunk_size).clamp(max=self.lo.shape[2] - 1)[:, None, :, None].expand(b, hkv, width, d)
-        self.lo.scatter_reduce_(2, page, gathered.masked_fill(~inside, float("inf")), "amin")
-        self.hi.scatter_reduce_(2, page, gathered.masked_fill(~inside, float("-inf")), "amax")
 
 
 class GraphDecoder:
@@ -616,13 +595,7 @@ class GraphDecoder:
 
         def select(query: torch.Tensor, scaling: float) -> ChunkLists:
             keys, budget = self.quest_budget  # (B, NC), (B,): this step's, computed before the verifier's forward
-            b, hq, t, d = query.shape
-            hkv = pages.lo.shape[1]
-            q = query.float().reshape(b, hkv, (hq // hkv) * t, d)  # a KV head's query rows, (head, row) in order
-            bound = (torch.matmul(q.clamp(min=0), pages.hi.transpose(-1, -2))
-                     + torch.matmul(q.clamp(max=0), pages.lo.transpose(-1, -2))) * scaling  # (B, Hkv, G*T, NC)
-            bound = bound.masked_fill((keys == 0)[:, None, None, :], float("-inf"))
-            scores = torch.softmax(bound, dim=-1).amax(dim=2)  # (B, Hkv, NC): each row's estimate, max over rows
+            scores = pages.scores(query, keys, scaling)
             lists = chunk_lists(top_chunks(scores, keys, budget, QUEST_MIN_PAGES), self.n_cols, out=self.budget_lists)
             self.reads[0] += lists.n.double().mean(dim=1).sum()
             if self.seq_reads is not None:

@@ -1,0 +1,42 @@
+"""Quest's page bounds on the device for the graph decoder (:mod:`specattn.decode.graph_engine`): per verifier layer,
+each page's (chunk's) elementwise key min and max, kept as keys are committed, and the page scores a step's queries
+give them (Quest, Tang et al. 2024; the CPU method: :class:`specattn.methods.quest.QuestBounds`)."""
+
+from __future__ import annotations
+
+import torch
+
+
+class QuestPages:
+    """Quest's per-page key bounds of one verifier layer, on the device: ``lo, hi (B, Hkv, pages, D)`` float32
+    (exact for fp16/bf16 keys; the page scores read them as they are, no cast a step), kept as keys are committed (a
+    partial page's bounds cover its committed keys only)."""
+
+    def __init__(self, batch: int, kv_heads: int, pages: int, head_dim: int, device):
+        self.lo = torch.full((batch, kv_heads, pages, head_dim), float("inf"), dtype=torch.float32, device=device)
+        self.hi = torch.full_like(self.lo, float("-inf"))
+
+    def fold(self, keys: torch.Tensor, start: torch.Tensor, stop: torch.Tensor, chunk_size: int, width: int) -> None:
+        """Fold the keys ``[start[b], stop[b])`` (at most ``width`` of them) of the cache layer ``keys (B, Hkv,
+        cap, D)`` into their pages' bounds (no host synchronisation)."""
+        b, hkv, _, d = self.lo.shape
+        pos = start.long()[:, None] + torch.arange(width, device=keys.device)[None, :]  # (B, W)
+        valid = (pos < stop.long()[:, None]) & (pos < keys.shape[2])
+        gathered = keys.gather(2, pos.clamp(max=keys.shape[2] - 1)[:, None, :, None].expand(b, hkv, width, d)).float()
+        inside = valid[:, None, :, None]
+        page = (pos // chunk_size).clamp(max=self.lo.shape[2] - 1)[:, None, :, None].expand(b, hkv, width, d)
+        self.lo.scatter_reduce_(2, page, gathered.masked_fill(~inside, float("inf")), "amin")
+        self.hi.scatter_reduce_(2, page, gathered.masked_fill(~inside, float("-inf")), "amax")
+
+    def scores(self, query: torch.Tensor, prefix_keys: torch.Tensor, scaling: float) -> torch.Tensor:
+        """Quest's chunk estimates of one layer's step: ``query (B, Hq, T, D)`` (Hq a multiple of Hkv),
+        ``prefix_keys (B, NC)`` (0: a chunk outside the prefix, never scored) -> ``(B, Hkv, NC)`` float32, each
+        query row's softmax over its pages' upper bounds ``sum_d max(q_d lo_d, q_d hi_d) * scaling``, the max over
+        the rows of a KV head's query heads (:class:`specattn.methods.quest.QuestBounds`)."""
+        b, hq, t, d = query.shape
+        hkv = self.lo.shape[1]
+        q = query.float().reshape(b, hkv, (hq // hkv) * t, d)  # a KV head's query rows, (head, row) in order
+        bound = (torch.matmul(q.clamp(min=0), self.hi.transpose(-1, -2))
+                 + torch.matmul(q.clamp(max=0), self.lo.transpose(-1, -2))) * scaling  # (B, Hkv, G*T, NC)
+        bound = bound.masked_fill((prefix_keys == 0)[:, None, None, :], float("-inf"))
+        return torch.softmax(bound, dim=-1).amax(dim=2)
