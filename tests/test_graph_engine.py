@@ -130,6 +130,18 @@ def test_forced_density_reads_a_fixed_fraction_of_the_prefix(pair):
     assert set(dec.v_plan.lists) == set(range(2, pair.n_verifier_layers))
 
 
+def test_the_draft_forwards_take_draft_split_and_the_verifier_split(pair):
+    """``GraphSettings.draft_split`` is the draft's dense layers' launch (its one-row reads differ from the
+    verifier's T = gamma + 1); None leaves the draft on ``split``, and the verifier is on ``split`` either way."""
+    from specattn.gpu.kernels.split_config import SplitConfig
+
+    split, drafted = SplitConfig(block_n=32, min_chunks=2), SplitConfig(block_n=128, stages=3, min_chunks=16)
+    for draft_split, want in ((drafted, drafted), (None, split)):
+        settings = GraphSettings(GAMMA, CHUNK, 2, "mean", mapping(pair), 0.7, split=split, draft_split=draft_split)
+        dec = GraphDecoder(pair.draft, pair.verifier, settings, 2, 128)
+        assert all(dec._draft_plan(f).split == want for f in range(GAMMA)) and dec.v_plan.split == split
+
+
 def test_bad_settings_are_refused(pair):
     with pytest.raises(SpecAttnError, match="head_agg='kv_group'"):
         GraphDecoder(pair.draft, pair.verifier, GraphSettings(GAMMA, CHUNK, 2, "kv_group", mapping(pair), 0.9), 1, 64)
@@ -225,3 +237,6 @@ def test_cuda_graph_decoder_takes_kernel_launches(tiny_model_dir):
     # sparse_split: the list layers' launch in a workspace of its own (here a grid twice the dense layers')
     sparse = dict(p=0.7, new=30, sparse_split=split, draft_reads="first_window", draft_window=32, draft_sinks=4)
     assert graph_engine(cuda_pair, batch, graphs=True, **sparse) == graph_engine(cuda_pair, batch, **sparse)
+    # draft_split: the draft's dense layers' launch in a workspace of its own, under a windowed draft's first forward
+    drafted = dict(sparse, sparse_split=None, draft_split=SplitConfig(block_n=128, stages=3, min_chunks=16))
+    assert graph_engine(cuda_pair, batch, graphs=True, **drafted) == graph_engine(cuda_pair, batch, **drafted)

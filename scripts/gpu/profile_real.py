@@ -59,9 +59,10 @@ def main(context: int, batch: int, tiny: bool, extra: list[str]) -> None:
     e = cfg.experiment
     bench = dataclasses.replace(bench, split=kernel_launch(e, "split", SplitConfig),
                                 sparse_split=kernel_launch(e, "sparse_split", SplitConfig),
+                                draft_split=kernel_launch(e, "draft_split", SplitConfig),
                                 rows=kernel_launch(e, "rows", RowsConfig), draft_dense_layers=e.draft_dense_layers)
-    print(f"split {bench.split}, sparse_split {bench.sparse_split}, rows {bench.rows}, draft_dense_layers "
-          f"{bench.draft_dense_layers} (None: the defaults)")
+    print(f"split {bench.split}, sparse_split {bench.sparse_split}, draft_split {bench.draft_split}, rows {bench.rows}, "
+          f"draft_dense_layers {bench.draft_dense_layers} (None: the defaults)")
     if tiny:
         bench = dataclasses.replace(bench, draft_window=64, draft_sinks=8)
     prompts = torch.stack([s.input_ids for s in token_windows(documents, pair.tokenizer, context, batch, "profile")])

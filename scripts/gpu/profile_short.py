@@ -4,13 +4,14 @@
 
 Shapes as the decoder runs them at 32K batch 16 (bfloat16 random inputs): the draft (Qwen2.5-Coder-0.5B: 14 query
 heads over 2 KV heads, head dim 64) reading the sinks and the recent window (``draft_sinks`` 16, ``draft_window``
-1024: 66 chunks of 16 keys, one list for both KV heads) at T = 1 over 22 policy layers, and densely at T = 2 (forward
-0 of the first_* policies); the verifier (1.5B: 12 over 2, head dim 128) at T = 5 over 26 sparse layers with random
+1024: 66 chunks of 16 keys, one list for both KV heads) at T = 1 over 22 policy layers, densely at T = 1 (every forward
+of a dense draft: the launch candidates of ``experiment.draft_split``) and at T = 2 (forward 0 of the first_*
+policies); the verifier (1.5B: 12 over 2, head dim 128) at T = 5 over 26 sparse layers with random
 selections of 15% and 33% of the chunks. Each layer its own cache (the whole set: 6.4 and 15 GB), so nothing is in L2
 when a layer reads it, as in the decoder. Per launch (:class:`SplitConfig`): the graph of all layers' calls replayed
 (CUDA events, median of 20 replays after 3) per layer, the split and merge kernels' own GPU time (CUPTI, in the
 replays), and the split kernel on one layer called again and again (L2-hot, as profile_kernel.py). Prints one table;
-run on the GPU machine: ``python3 scripts/gpu/profile_short.py`` (about two minutes)."""
+run on the GPU machine: ``python3 scripts/gpu/profile_short.py`` (about three minutes)."""
 
 from __future__ import annotations
 
@@ -33,7 +34,8 @@ DTYPE, C, KEYS, BATCH = torch.bfloat16, 16, 32768, 16
 REPLAYS, WARM = 20, 3
 
 # (label, query heads, KV heads, head dim, T, layers, kind): kind "window", "dense" or a kept fraction
-SHAPES = [("draft window T=1", 14, 2, 64, 1, 22, "window"), ("draft dense T=2", 14, 2, 64, 2, 24, "dense"),
+SHAPES = [("draft window T=1", 14, 2, 64, 1, 22, "window"), ("draft dense T=1", 14, 2, 64, 1, 24, "dense"),
+          ("draft dense T=2", 14, 2, 64, 2, 24, "dense"),
           ("verifier 15% T=5", 12, 2, 128, 5, 26, 0.15), ("verifier 33% T=5", 12, 2, 128, 5, 26, 0.33)]
 SHORT = [SplitConfig(), SplitConfig(min_chunks=4), SplitConfig(ctas_per_sm=4, min_chunks=4),
          SplitConfig(stages=2, ctas_per_sm=4, min_chunks=4), SplitConfig(warps=2, stages=2, ctas_per_sm=4, min_chunks=4),
@@ -44,7 +46,8 @@ SHORT = [SplitConfig(), SplitConfig(min_chunks=4), SplitConfig(ctas_per_sm=4, mi
          SplitConfig(block_n=128, stages=2, min_chunks=8), SplitConfig(ctas_per_sm=1, min_chunks=16)]
 LONG = [SplitConfig(), SplitConfig(warps=2, min_chunks=16), SplitConfig(min_chunks=16), SplitConfig(stages=4),
         SplitConfig(warps=2, stages=4, min_chunks=16), SplitConfig(ctas_per_sm=3, min_chunks=16),
-        SplitConfig(block_n=128, stages=2, min_chunks=16), SplitConfig(ctas_per_sm=1, min_chunks=16)]
+        SplitConfig(block_n=128, stages=2, min_chunks=16), SplitConfig(ctas_per_sm=1, min_chunks=16),
+        SplitConfig(block_n=128, stages=3, min_chunks=16), SplitConfig(stages=4, ctas_per_sm=3, min_chunks=16)]
 
 
 def window_lists(batch: int, prefix: int, sinks: int = 16, window: int = 1024):

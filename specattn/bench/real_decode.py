@@ -86,13 +86,19 @@ class RealBenchConfig:
     draft_dense_layers: int | None = None  # the first draft layers read densely under a draft policy (None: dense_layers)
     matched: bool = True  # StreamingLLM and Quest matched to SpecAttn p=match_p (False: a run of the other modes only)
     row0_from_scores: bool = True  # first_* policies: row 0 from forward 0's saved scores (False: from the keys)
+    draft_split: SplitConfig | None = None  # the attention kernel's launch in the draft's dense layers (None: split)
+
+
+def base_settings(cfg: RealBenchConfig) -> GraphSettings:
+    """Dense speculative decoding with the run's kernel launches: every mode's settings start from these."""
+    return GraphSettings(cfg.gamma, cfg.chunk_size, cfg.dense_layers, cfg.head_agg, cfg.layer_map, split=cfg.split,
+                         rows=cfg.rows, sparse_split=cfg.sparse_split, draft_split=cfg.draft_split)
 
 
 def modes(cfg: RealBenchConfig, matched_frac: float | None) -> list[tuple[str, GraphSettings]]:
     """``(label, settings)`` of every mode at a point (``matched_frac``: the budget of the matched rows,
     None before SpecAttn p=match_p was measured)."""
-    base = GraphSettings(cfg.gamma, cfg.chunk_size, cfg.dense_layers, cfg.head_agg, cfg.layer_map, split=cfg.split,
-                         rows=cfg.rows, sparse_split=cfg.sparse_split)
+    base = base_settings(cfg)
     policy = dict(draft_refresh=cfg.draft_refresh, draft_window=cfg.draft_window, draft_sinks=cfg.draft_sinks,
                   draft_refresh_below=cfg.draft_refresh_below, draft_dense_layers=cfg.draft_dense_layers,
                   row0_from_scores=cfg.row0_from_scores)
@@ -433,8 +439,7 @@ def lossless(pair, cfg: RealBenchConfig, prompts: torch.Tensor, log) -> pd.DataF
     the verifier's top-2 logit margin there (a near-tie explains a bfloat16 difference)."""
     n, length = prompts.shape
     cap = capacity_for(length, cfg.new_tokens, cfg.gamma)
-    base = GraphSettings(cfg.gamma, cfg.chunk_size, cfg.dense_layers, cfg.head_agg, cfg.layer_map, split=cfg.split,
-                         rows=cfg.rows, sparse_split=cfg.sparse_split)
+    base = base_settings(cfg)
     outputs = {}
     for label, settings in (("ar", dataclasses.replace(base, gamma=0)), ("dense", base),
                             ("specattn p=1.0", dataclasses.replace(base, p=1.0))):

@@ -94,6 +94,8 @@ class GraphSettings:
     fixed random fraction of the prefix chunks instead of the draft's selections, as ``forced_density``);
     split, rows: the attention kernel's and the draft-row kernel's launches (None: their defaults);
     sparse_split: the attention kernel's launch in the layers that read chunk lists, both models (None: split's);
+    draft_split: the attention kernel's launch in the draft's dense layers (None: split's; the draft reads its whole
+    cache one row at a time, the verifier T = gamma + 1 rows: their best launches differ);
     draft_dense_layers: the first draft layers that read densely under a draft read policy (None: dense_layers);
     row0_from_scores: the ``first_*`` policies' row 0 from the scores forward 0's attention kernel saves (True; the
     kernel path only) rather than from the draft's keys again.
@@ -121,6 +123,7 @@ class GraphSettings:
     sparse_split: SplitConfig | None = None
     draft_dense_layers: int | None = None
     row0_from_scores: bool = True
+    draft_split: SplitConfig | None = None
 
     @property
     def draft_dense(self) -> int:
@@ -338,7 +341,7 @@ class GraphDecoder:
         self.v_plan = ForwardPlan("decode", self.v_len, s.chunk_size, lists_plan, {},
                                   self._workspace(self.verifier, s.gamma + 1), self.selectors, s.split, s.sparse_split,
                                   self._sparse_workspace(self.verifier, s.gamma + 1))
-        self.d_workspace = self._workspace(self.draft, 2) if s.gamma else None
+        self.d_workspace = self._workspace(self.draft, 2, s.draft_split) if s.gamma else None
         self.d_sparse_workspace = self._sparse_workspace(self.draft, 2) if s.gamma else None
         self.row_scores = None  # (slots, B, Hq, K_cap) float32: forward 0's last row's scores (row0_from_scores)
         if self.row0 and s.row0_from_scores and self.d_workspace is not None:
@@ -552,9 +555,7 @@ class GraphDecoder:
                 self._count_draft_reads(i, None)  # first_dense, first_window: forward 0 reads everything
             n_new = tokens.shape[1]
             self.d_len.copy_(cache.lengths + n_new)
-            plan = ForwardPlan("decode", self.d_len, s.chunk_size, self.d_lists[i], self.taps[i], self.d_workspace,
-                               split=s.split, sparse_split=s.sparse_split, sparse_workspace=self.d_sparse_workspace)
-            hidden = self._forward(self.draft, tokens, positions, cache, plan)
+            hidden = self._forward(self.draft, tokens, positions, cache, self._draft_plan(i))
             cache.lengths.add_(n_new)
             token = self.draft.get_output_embeddings()(hidden[:, -1]).argmax(dim=-1)
             self.drafted[:, i] = token
@@ -563,6 +564,14 @@ class GraphDecoder:
             elif i == 0 and self.row0:
                 self._first_row()
             tokens, positions = token[:, None], positions[:, -1:] + 1
+
+    def _draft_plan(self, f: int) -> ForwardPlan:
+        """Draft forward ``f``'s attention plan: its policy layers' lists and row taps, the dense layers' launch
+        ``draft_split`` (None: ``split``), the list layers' ``sparse_split``."""
+        s = self.settings
+        return ForwardPlan("decode", self.d_len, s.chunk_size, self.d_lists[f], self.taps[f], self.d_workspace,
+                           split=s.draft_split or s.split, sparse_split=s.sparse_split,
+                           sparse_workspace=self.d_sparse_workspace)
 
     def _select(self) -> None:
         """Every needed draft layer's rows (one launch; from row 1 on where the draft phase computed row 0), then

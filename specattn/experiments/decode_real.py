@@ -63,6 +63,7 @@ def check(cfg) -> None:
         raise SpecAttnError(f"head_agg={cfg.head_agg} : the graph decoder supports mean and max")
     kernel_launch(e, "split", SplitConfig)  # refused here, before weights load
     kernel_launch(e, "sparse_split", SplitConfig)
+    kernel_launch(e, "draft_split", SplitConfig)
     kernel_launch(e, "rows", RowsConfig)
     flag(e.get("matched", True), "experiment.matched")
     flag(e.get("row0_from_scores", True), "experiment.row0_from_scores")
@@ -80,7 +81,8 @@ def bench_config(cfg, layer_map) -> RealBenchConfig:
                            kernel_launch(e, "rows", RowsConfig), kernel_launch(e, "sparse_split", SplitConfig),
                            None if e.get("draft_dense_layers") is None else int(e.draft_dense_layers),
                            flag(e.get("matched", True), "experiment.matched"),
-                           flag(e.get("row0_from_scores", True), "experiment.row0_from_scores"))
+                           flag(e.get("row0_from_scores", True), "experiment.row0_from_scores"),
+                           kernel_launch(e, "draft_split", SplitConfig))
 
 
 def kernel_launch(e, key: str, kind):
