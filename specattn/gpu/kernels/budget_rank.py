@@ -4,13 +4,13 @@
 :mod:`.budget_top` sorts each (sequence, head) row in one program: 32 programs at 32K batch 16 for Quest, each
 sorting 4,096 keys. Here chunk ``c`` of a row needs only two numbers of the chunks ranked above it (the same 63-bit
 key: the score's order-preserving bits above the complemented chunk index, so a strict order with ties to the lower
-index, chunks without prefix keys last): how many there are (its rank) and their prefix keys (``before``). Program
-``(row, tile)`` takes ``BLOCK_C`` chunks of the row and compares them with every chunk of it, ``BLOCK_O`` at a time
-(NC^2 comparisons a row, spread over ``ceil(NC / BLOCK_C)`` programs). Chunk ``c`` is kept iff it has keys and
-(``2 before + keys_c <= 2 budget`` or ``rank < min_chunks``), exactly the sorted version's rule. Writes ``mask
-(S, H, NC)`` bool (every entry); compiled per ``NCP`` (NC rounded up to a power of two: the loop's bound). Which of the two is faster inside the decoder's graph is
-``scripts/gpu/profile_quest.py``'s question; :func:`~specattn.methods.budget.top_chunks` dispatches to
-:mod:`.budget_top` until that is measured.
+index, chunks without prefix keys last: :func:`.budget_top.rank_key`): how many there are (its rank) and their
+prefix keys (``before``). Program ``(row, tile)`` takes ``BLOCK_C`` chunks of the row and compares them with every
+chunk of it, ``BLOCK_O`` at a time (NC^2 comparisons a row, spread over ``ceil(NC / BLOCK_C)`` programs). Chunk
+``c`` is kept iff it has keys and (``2 before + keys_c <= 2 budget`` or ``rank < min_chunks``), exactly the sorted
+version's rule. Writes ``mask (S, H, NC)`` bool (every entry); compiled per ``NCP`` (NC rounded up to a power of
+two: the loop's bound). Which of the two is faster inside the decoder's graph is ``scripts/gpu/profile_quest.py``'s
+question; :func:`~specattn.methods.budget.top_chunks` dispatches to :mod:`.budget_top` until that is measured.
 """
 
 from __future__ import annotations
@@ -19,20 +19,9 @@ import torch
 import triton
 import triton.language as tl
 
-LOW = tl.constexpr(2147483647)  # 2^31 - 1: the index field's mask
+from .budget_top import rank_key
+
 BLOCK_C, BLOCK_O = 32, 128  # chunks decided per program, chunks compared with them per loop step
-
-
-@triton.jit
-def _order(sc_row_ptr, keys_row_ptr, c, NC):
-    """The 63-bit rank key of chunks ``c`` (-1 outside the row) and their prefix keys (int32)."""
-    inside = c < NC
-    keys = tl.load(keys_row_ptr + c, mask=inside, other=0).to(tl.int32)
-    score = tl.load(sc_row_ptr + c, mask=inside, other=0.0) + 0.0  # -0.0 -> +0.0 (they tie)
-    score = tl.where(keys == 0, float("-inf"), score)
-    bits = score.to(tl.int32, bitcast=True).to(tl.int64)
-    mono = tl.where(bits >= 0, bits + 2147483648, LOW - (bits & LOW))  # float order as 0 .. 2^32 - 1
-    return tl.where(inside, (mono << 31) | (LOW - c.to(tl.int64)), -1), keys
 
 
 @triton.jit(do_not_specialize=["NC", "H", "min_chunks"])
@@ -42,11 +31,11 @@ def _budget_rank_kernel(sc_ptr, keys_ptr, budget_ptr, mask_ptr, NC, H, min_chunk
     s = row // H
     sc_row, keys_row = sc_ptr + row * ss_row, keys_ptr + s * sk_row
     c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
-    mine, taken = _order(sc_row, keys_row, c, NC)
+    mine, taken = rank_key(sc_row, keys_row, c, NC)
     before = tl.zeros([BLOCK_C], dtype=tl.int32)
     rank = tl.zeros([BLOCK_C], dtype=tl.int32)
     for start in range(0, NCP, BLOCK_O):  # NCP: NC rounded up to a power of two (chunks past NC rank last)
-        other, keys = _order(sc_row, keys_row, start + tl.arange(0, BLOCK_O), NC)
+        other, keys = rank_key(sc_row, keys_row, start + tl.arange(0, BLOCK_O), NC)
         above = other[None, :] > mine[:, None]  # (BLOCK_C, BLOCK_O): ranked before the chunk of the row
         before += tl.sum(tl.where(above, keys[None, :], 0), axis=1)
         rank += tl.sum(above.to(tl.int32), axis=1)
