@@ -56,6 +56,11 @@ def kernel_us(fn) -> dict[str, float]:
     return dict(total)
 
 
+def kernels_line(us: dict[str, float]) -> str:
+    """``kernel_us``'s kernels, longest first: "name us, name us, ..." (the tables' last column)."""
+    return ", ".join(f"{k} {v:.1f}" for k, v in sorted(us.items(), key=lambda kv: -kv[1]))
+
+
 REAL = [("qwen2.5-coder-1.5b", 5, 16, d) for d in (0.155, 0.35, 1.0)] + [
     ("qwen2.5-coder-0.5b", 1, 16, d) for d in (0.03, 1.0)]  # (model, T, batch, kept; 1.0: dense_verify)
 
@@ -86,8 +91,7 @@ def profile_case(label: str, model: str, t: int, batch: int, density: float, gen
             rows[name] = kernel_us(lambda: sparse_verify(s.q, s.k, s.v, s.lengths, same.ids, same.n, c, out=s.out,
                                                          workspace=ws, config=config))
     for who, kernels in rows.items():
-        parts = ", ".join(f"{k} {v:.1f}" for k, v in sorted(kernels.items(), key=lambda kv: -kv[1]))
-        print(f"{label} {who:9} {sum(kernels.values()):>8.1f}  {parts}", flush=True)
+        print(f"{label} {who:9} {sum(kernels.values()):>8.1f}  {kernels_line(kernels)}", flush=True)
     del s, lists, same
     torch.cuda.empty_cache()
 

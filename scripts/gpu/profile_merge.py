@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from profile_kernel import kernel_us  # noqa: E402
+from profile_kernel import kernel_us, kernels_line  # noqa: E402
 
 from specattn.bench.attention import MODELS, Inputs, random_masks  # noqa: E402
 from specattn.gpu.attention.sparse import chunk_lists, n_chunks_capacity, sparse_verify  # noqa: E402
@@ -39,8 +39,8 @@ def main() -> None:
             sparse_attn.MERGE_MAX_ROWS = rows
             us = kernel_us(lambda: sparse_verify(s.q, s.k, s.v, s.lengths, lists.ids, lists.n, 16, out=s.out,
                                                  workspace=ws, config=CONFIG))
-            parts = ", ".join(f"{k} {v:.1f}" for k, v in sorted(us.items(), key=lambda kv: -kv[1]))
-            print(f"{model:18} {batch:>2} {density:>5.3f} {rows:>8} {sum(us.values()):>8.1f}  {parts}", flush=True)
+            print(f"{model:18} {batch:>2} {density:>5.3f} {rows:>8} {sum(us.values()):>8.1f}  {kernels_line(us)}",
+                  flush=True)
         del s, lists, ws
         torch.cuda.empty_cache()
 

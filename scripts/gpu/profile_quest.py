@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from profile_kernel import kernel_us  # noqa: E402
+from profile_kernel import kernel_us, kernels_line  # noqa: E402
 
 from specattn.bench.attention import MODELS  # noqa: E402
 from specattn.bench.timing import graph_ms  # noqa: E402
@@ -42,7 +42,7 @@ def by_rank(scores, prefix_keys, budget, min_chunks):
 
 def us_total(fn) -> tuple[float, str]:
     us = kernel_us(fn)
-    return sum(us.values()), ", ".join(f"{k} {v:.1f}" for k, v in sorted(us.items(), key=lambda kv: -kv[1]))
+    return sum(us.values()), kernels_line(us)
 
 
 def main() -> None:

@@ -36,7 +36,7 @@ from specattn.runs.validate import register_resolvers  # noqa: E402
 
 FIRST_WINDOW = "specattn p=0.95 draft=first_window"
 KEYS_ROW0 = f"{FIRST_WINDOW} (row 0 from the keys)"
-QUEST = "quest match=specattn p=0.95"  # at 40% of the reads: where Quest's verify phase goes (its selection in torch)
+QUEST = "quest match=specattn p=0.95"  # at 40% of the reads: where Quest's verify phase goes (its per-layer selection)
 MODES = ("ar", "dense", "specattn p=0.95", "specattn p=0.95 draft=window", FIRST_WINDOW, KEYS_ROW0, QUEST)
 
 
