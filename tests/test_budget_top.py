@@ -1,5 +1,5 @@
-"""The budgeted chunk choice on the device (:mod:`specattn.gpu.kernels.budget_top`, through
-:func:`specattn.methods.budget.top_chunks`, and the sort-free :mod:`specattn.gpu.kernels.budget_rank`) equals the
+"""The budgeted chunk choice on the device (:mod:`specattn.gpu.kernels.budget_top`, also through
+:func:`specattn.methods.budget.top_chunks`) equals the
 torch version mask for mask: ties to the lower index, partial and empty chunks, budgets from nothing to more than
 everything, a minimum of chunks, rows of a power of two and not, rows longer than a program's block."""
 
@@ -25,28 +25,28 @@ def case(s, h, nc, seed, levels=None):
 
 
 @needs_interpreter
-@pytest.mark.parametrize("kernel", ["budget_top", "budget_rank"])
 @pytest.mark.parametrize("s,h,nc,levels", [(3, 2, 37, None), (2, 4, 64, 4), (1, 1, 5, 2), (2, 2, 150, 8)])
 @pytest.mark.parametrize("min_chunks", [0, 3])
-def test_device_choice_equals_the_torch_version(kernel, s, h, nc, levels, min_chunks):
-    import importlib
+def test_device_choice_equals_the_torch_version(s, h, nc, levels, min_chunks):
+    from specattn.gpu.kernels import budget_top
 
-    module = importlib.import_module(f"specattn.gpu.kernels.{kernel}")
     scores, keys, prefix = case(s, h, nc, nc + min_chunks, levels)
     for frac in (0.0, 0.13, 0.5, 2.0):
         budget = frac * prefix.double()
         want = top_chunks_torch(scores, keys, budget, min_chunks)
         out = torch.ones(s, h, nc, dtype=torch.bool)  # poisoned: every entry must be written
-        got = module.launch(scores, keys, budget, min_chunks, out)
+        got = budget_top.launch(scores, keys, budget, min_chunks, out)
         assert torch.equal(got, want), (frac, min_chunks)
     assert torch.equal(top_chunks(scores, keys, budget, min_chunks), want)  # the dispatch takes a kernel here
 
 
 @needs_gpu
-@pytest.mark.parametrize("s,h,nc,levels", [(16, 2, 2132, None), (32, 1, 2132, 16), (4, 8, 8192, None), (3, 2, 8191, 4)])
+@pytest.mark.parametrize("s,h,nc,levels", [(16, 2, 1040, None), (16, 2, 2132, None), (32, 1, 2132, 16), (4, 8, 8192, None),
+                                           (3, 2, 8191, 4)])
 def test_device_choice_equals_the_torch_version_at_decoder_sizes_gpu(s, h, nc, levels):
-    """On the GPU at the graph decoder's row lengths (32K and 128K keys at 16-key chunks, up to MAX_CHUNKS)."""
-    from specattn.gpu.kernels import budget_rank
+    """On the GPU at the graph decoder's row lengths (16K to 128K keys at 16-key chunks, up to MAX_CHUNKS): the sort
+    kernel, and the dispatch (the kernel up to SORT_KERNEL_MAX_CHUNKS, torch beyond)."""
+    from specattn.gpu.kernels import budget_top
 
     scores, keys, prefix = case(s, h, nc, nc + s, levels)
     scores, keys = scores.cuda(), keys.cuda()
@@ -56,7 +56,7 @@ def test_device_choice_equals_the_torch_version_at_decoder_sizes_gpu(s, h, nc, l
             want = top_chunks_torch(scores, keys, budget, min_chunks)
             assert torch.equal(top_chunks(scores, keys, budget, min_chunks), want), (frac, min_chunks)
             out = torch.ones_like(want)
-            assert torch.equal(budget_rank.launch(scores, keys, budget, min_chunks, out), want), (frac, min_chunks)
+            assert torch.equal(budget_top.launch(scores, keys, budget, min_chunks, out), want), (frac, min_chunks)
 
 
 def test_top_chunks_refuses_mismatched_shapes():

@@ -4,9 +4,8 @@ batch 16 on the real pair, StreamingLLM 14.7 at the same kept fraction, fourteen
 random bf16 queries and keys, every page's bounds filled, a third of the prefix's keys as the budget:
 
 * per part of one layer's selection, CUPTI GPU time per call (``profile_kernel.kernel_us``): the page scores
-  (:meth:`QuestPages.scores`), the chunk choice by a sort in one program a row (``kernels/budget_top.py``, the
-  dispatch's), by counting over many programs (``kernels/budget_rank.py``) and in torch (``top_chunks_torch``; the
-  three masks checked equal), the lists (``chunk_lists``), the bounds' update (``fold``);
+  (:meth:`QuestPages.scores`), the chunk choice by a sort in one program a row (``kernels/budget_top.py``) and in
+  torch (``top_chunks_torch``; the masks checked equal), the lists (``chunk_lists``), the bounds' update (``fold``);
 * a step's selections (one per layer, 28) as one CUDA graph, replayed: wall time per step with each chunk choice.
 
 Run on the GPU machine: ``python3 scripts/gpu/profile_quest.py`` (about a minute)."""
@@ -26,7 +25,7 @@ from specattn.bench.timing import graph_ms  # noqa: E402
 from specattn.decode.graph_engine import capacity_for, prefix_chunk_keys  # noqa: E402
 from specattn.decode.quest_pages import QuestPages  # noqa: E402
 from specattn.gpu.attention.sparse import chunk_lists  # noqa: E402
-from specattn.gpu.kernels import budget_rank  # noqa: E402
+from specattn.gpu.kernels import budget_top  # noqa: E402
 from specattn.methods.budget import top_chunks, top_chunks_torch  # noqa: E402
 from specattn.methods.quest import QUEST_MIN_PAGES  # noqa: E402
 
@@ -34,10 +33,11 @@ MODEL, T, CHUNK, LAYERS, KEPT = "qwen2.5-coder-1.5b", 5, 16, 28, 0.33
 POINTS = [(32768, 16), (32768, 32), (16384, 16), (8192, 16)]  # (context, batch)
 
 
-def by_rank(scores, prefix_keys, budget, min_chunks):
-    """``top_chunks`` through the counting kernel (:mod:`specattn.gpu.kernels.budget_rank`)."""
-    return budget_rank.launch(scores.contiguous(), prefix_keys.contiguous(), budget, min_chunks,
-                              torch.empty(scores.shape, dtype=torch.bool, device=scores.device))
+def by_sort(scores, prefix_keys, budget, min_chunks):
+    """The chunk choice by the sort kernel (:mod:`specattn.gpu.kernels.budget_top`) at any row length (``top_chunks``
+    dispatches to it up to ``SORT_KERNEL_MAX_CHUNKS`` only)."""
+    return budget_top.launch(scores.contiguous(), prefix_keys.contiguous(), budget, min_chunks,
+                             torch.empty(scores.shape, dtype=torch.bool, device=scores.device))
 
 
 def us_total(fn) -> tuple[float, str]:
@@ -61,13 +61,11 @@ def main() -> None:
         query = torch.randn(batch, hq, T, d, device="cuda", dtype=torch.bfloat16)
         scaling = d ** -0.5
         scores = pages.scores(query, prefix, scaling)
-        mask = top_chunks(scores, prefix, budget, QUEST_MIN_PAGES)
-        assert torch.equal(mask, top_chunks_torch(scores, prefix, budget, QUEST_MIN_PAGES)), "budget_top != torch"
-        assert torch.equal(mask, by_rank(scores, prefix, budget, QUEST_MIN_PAGES)), "budget_rank != torch"
+        mask = top_chunks_torch(scores, prefix, budget, QUEST_MIN_PAGES)
+        assert torch.equal(mask, by_sort(scores, prefix, budget, QUEST_MIN_PAGES)), "budget_top != torch"
         parts = {
             "page scores": lambda: pages.scores(query, prefix, scaling),
-            "chunk choice (budget_top)": lambda: top_chunks(scores, prefix, budget, QUEST_MIN_PAGES),
-            "chunk choice (budget_rank)": lambda: by_rank(scores, prefix, budget, QUEST_MIN_PAGES),
+            "chunk choice (budget_top)": lambda: by_sort(scores, prefix, budget, QUEST_MIN_PAGES),
             "chunk choice (torch)": lambda: top_chunks_torch(scores, prefix, budget, QUEST_MIN_PAGES),
             "lists": lambda: chunk_lists(mask, n_cols),
             "bounds update (fold)": lambda: pages.fold(keys, last, last + T, CHUNK, T),
@@ -75,7 +73,8 @@ def main() -> None:
         for name, fn in parts.items():
             total, detail = us_total(fn)
             print(f"{context:>7} {batch:>3} {name:28} {total:>8.1f}  {detail}", flush=True)
-        for name, choose in (("budget_top", top_chunks), ("budget_rank", by_rank), ("torch", top_chunks_torch)):
+        for name, choose in (("budget_top", by_sort), ("torch", top_chunks_torch),
+                               ("top_chunks", top_chunks)):
             def step(choose=choose):
                 for _ in range(LAYERS):
                     chosen = choose(pages.scores(query, prefix, scaling), prefix, budget, QUEST_MIN_PAGES)

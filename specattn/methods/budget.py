@@ -86,6 +86,13 @@ class Budget:
         return torch.full_like(ends, float(self.token_budget))
 
 
+SORT_KERNEL_MAX_CHUNKS = 1536
+"""Rows of at most this many chunks (<= ``kernels.budget_top.MAX_CHUNKS``) take ``kernels/budget_top.py`` (one program
+sorting a row), longer ones the torch version: in a graph of 28 selections at Qwen2.5-Coder-1.5B's shapes, batch 16, budget_top took 2.18 / 3.97 / 7.26 ms
+at 8K / 16K / 32K (~530 / 1,040 / 2,070 chunks of 16 keys), torch 3.64 / 4.55 / 6.11 (H200,
+``scripts/gpu/profile_quest.py``, fifteenth session)."""
+
+
 def top_chunks(scores: torch.Tensor, prefix_keys: torch.Tensor, budget: torch.Tensor, min_chunks: int = 0) -> torch.Tensor:
     """The best-scored prefix chunks of each step and head that fill its key budget.
 
@@ -99,8 +106,9 @@ def top_chunks(scores: torch.Tensor, prefix_keys: torch.Tensor, budget: torch.Te
         ``(S, H, n_chunks)`` bool.
 
     Where the GPU kernels run (CUDA, or the Triton interpreter), float32 scores of at most
-    ``kernels.budget_top.MAX_CHUNKS`` chunks take one launch (:mod:`specattn.gpu.kernels.budget_top`, no host
-    synchronisation) that gives the same masks; elsewhere :func:`top_chunks_torch`.
+    :data:`SORT_KERNEL_MAX_CHUNKS` chunks take one launch (:mod:`specattn.gpu.kernels.budget_top`, no host
+    synchronisation) that gives the same masks; longer rows and elsewhere :func:`top_chunks_torch` (also
+    graph-capturable: no host synchronisation either).
     """
     from ..gpu.kernels import available
 
@@ -111,7 +119,7 @@ def top_chunks(scores: torch.Tensor, prefix_keys: torch.Tensor, budget: torch.Te
     if available(scores.device) and scores.dtype == torch.float32:
         from ..gpu.kernels import budget_top
 
-        if nc <= budget_top.MAX_CHUNKS:
+        if nc <= SORT_KERNEL_MAX_CHUNKS:
             dev = scores.device
             return budget_top.launch(scores.contiguous(), prefix_keys.to(dev).contiguous(),
                                      budget.to(dev, torch.float64).contiguous(), min_chunks,

@@ -25,7 +25,7 @@ LOW = tl.constexpr(2147483647)  # 2^31 - 1: the index field's mask
 def rank_key(sc_row_ptr, keys_row_ptr, c, NC):
     """The 63-bit rank key of a row's chunks ``c`` (the score's order-preserving 32 bits above the complemented chunk
     index: ties to the lower index; chunks without prefix keys score -inf; -1 outside the row) and their prefix
-    keys (int32). Shared with :mod:`.budget_rank`."""
+    keys (int32)."""
     inside = c < NC
     keys = tl.load(keys_row_ptr + c, mask=inside, other=0).to(tl.int32)
     score = tl.load(sc_row_ptr + c, mask=inside, other=0.0) + 0.0  # -0.0 -> +0.0 (they tie)
