@@ -411,17 +411,16 @@ def test_kernel_launches_are_settings_checked_before_weights_load():
         sweep = bench_config(cfg, tuple(range(28)))
         assert sweep.sparse_split == SplitConfig(128, stages=2, ctas_per_sm=4, min_chunks=16) and sweep.split is None
         assert sweep.draft_dense_layers == 0 and not sweep.matched and sweep.row0_from_scores
-        assert sweep.draft_split is None and plain.draft_split is None  # the draft's dense layers: split's launch
-        cfg = compose("config", overrides=["experiment=decode_real", "experiment.draft_split.block_n=128",
-                                           "experiment.draft_split.stages=3"])
+        assert sweep.draft_split == plain.draft_split == SplitConfig(block_n=128, stages=3)  # the measured default
+        assert all(s.draft_split == plain.draft_split and s.split is None for _, s in modes(plain, 0.3))
+        cfg = compose("config", overrides=["experiment=decode_real", "experiment.draft_split.block_n=null",
+                                           "experiment.draft_split.stages=null"])
         check(cfg)
-        drafted = bench_config(cfg, tuple(range(28)))
-        assert drafted.draft_split == SplitConfig(block_n=128, stages=3) and drafted.split is None
-        assert all(s.draft_split == drafted.draft_split and s.split is None for _, s in modes(drafted, 0.3))
+        assert bench_config(cfg, tuple(range(28))).draft_split is None  # all null: the draft's dense layers take split's
         for bad, match in [("experiment.split.block_n=48", r"experiment.split=\{'block_n': 48\}.*power of two"),
                            ("experiment.rows.blocks=0", r"experiment.rows=\{'blocks': 0\}"),
                            ("experiment.sparse_split.warps=0", r"experiment.sparse_split=\{.*'warps': 0.*\}"),
-                           ("experiment.draft_split.block_n=96", r"experiment.draft_split=\{'block_n': 96\}"),
+                           ("experiment.draft_split.block_n=96", r"experiment.draft_split=\{'block_n': 96, .*'stages': 3.*\}"),
                            ("experiment.draft_dense_layers=-1", "experiment.draft_dense_layers=-1"),
                            ("experiment.matched=maybe", "experiment.matched='maybe' must be true or false")]:
             with pytest.raises(SpecAttnError, match=match):
