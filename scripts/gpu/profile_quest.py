@@ -4,7 +4,7 @@ batch 16 on the real pair, StreamingLLM 14.7 at the same kept fraction, fourteen
 random bf16 queries and keys, every page's bounds filled, a third of the prefix's keys as the budget:
 
 * per part of one layer's selection, CUPTI GPU time per call (``profile_kernel.kernel_us``): the page scores
-  (:meth:`QuestPages.scores`), the chunk choice by a sort in one program a row (``kernels/budget_top.py``) and in
+  (:meth:`QuestPages.scores`: the bounds by ``kernels/quest_bound.py``, and by float32 GEMMs as before), the chunk choice by a sort in one program a row (``kernels/budget_top.py``) and in
   torch (``top_chunks_torch``; the masks checked equal), the lists (``chunk_lists``), the bounds' update (``fold``);
 * a step's selections (one per layer, 28) as one CUDA graph, replayed: wall time per step with each chunk choice.
 
@@ -40,6 +40,13 @@ def by_sort(scores, prefix_keys, budget, min_chunks):
                              torch.empty(scores.shape, dtype=torch.bool, device=scores.device))
 
 
+def torch_scores(pages, query, prefix, scaling):
+    """``QuestPages.scores`` with the bounds from float32 GEMMs (the path before ``kernels/quest_bound.py``)."""
+    b, hq, t, d = query.shape
+    q = query.reshape(b, pages.lo.shape[1], -1, d)
+    return torch.softmax(pages.bounds_torch(q, prefix, scaling), dim=-1).amax(dim=2)
+
+
 def us_total(fn) -> tuple[float, str]:
     us = kernel_us(fn)
     return sum(us.values()), kernels_line(us)
@@ -48,7 +55,7 @@ def us_total(fn) -> tuple[float, str]:
 def main() -> None:
     torch.manual_seed(0)
     hq, hkv, d = MODELS[MODEL]
-    print(f"{'context':>7} {'B':>3} {'part':28} {'us':>8}  kernels (us per call)")
+    print(f"{'context':>7} {'B':>3} {'part':36} {'us':>8}  kernels (us per call)")
     for context, batch in POINTS:
         cap = capacity_for(context, 256, T - 1)
         n_cols = -(-cap // CHUNK)
@@ -61,10 +68,12 @@ def main() -> None:
         query = torch.randn(batch, hq, T, d, device="cuda", dtype=torch.bfloat16)
         scaling = d ** -0.5
         scores = pages.scores(query, prefix, scaling)
+        assert torch.allclose(scores, torch_scores(pages, query, prefix, scaling), rtol=1e-4, atol=1e-7), "quest_bound"
         mask = top_chunks_torch(scores, prefix, budget, QUEST_MIN_PAGES)
         assert torch.equal(mask, by_sort(scores, prefix, budget, QUEST_MIN_PAGES)), "budget_top != torch"
         parts = {
             "page scores": lambda: pages.scores(query, prefix, scaling),
+            "page scores (torch GEMMs)": lambda: torch_scores(pages, query, prefix, scaling),
             "chunk choice (budget_top)": lambda: by_sort(scores, prefix, budget, QUEST_MIN_PAGES),
             "chunk choice (torch)": lambda: top_chunks_torch(scores, prefix, budget, QUEST_MIN_PAGES),
             "lists": lambda: chunk_lists(mask, n_cols),
@@ -72,15 +81,18 @@ def main() -> None:
         }
         for name, fn in parts.items():
             total, detail = us_total(fn)
-            print(f"{context:>7} {batch:>3} {name:28} {total:>8.1f}  {detail}", flush=True)
-        for name, choose in (("budget_top", by_sort), ("torch", top_chunks_torch),
-                               ("top_chunks", top_chunks)):
-            def step(choose=choose):
+            print(f"{context:>7} {batch:>3} {name:36} {total:>8.1f}  {detail}", flush=True)
+        kernel_scores = pages.scores
+        gemm_scores = lambda *a: torch_scores(pages, *a)  # noqa: E731
+        for name, score, choose in (("budget_top", kernel_scores, by_sort), ("torch", kernel_scores, top_chunks_torch),
+                                    ("top_chunks", kernel_scores, top_chunks),
+                                    ("top_chunks, GEMM bounds", gemm_scores, top_chunks)):
+            def step(score=score, choose=choose):
                 for _ in range(LAYERS):
-                    chosen = choose(pages.scores(query, prefix, scaling), prefix, budget, QUEST_MIN_PAGES)
+                    chosen = choose(score(query, prefix, scaling), prefix, budget, QUEST_MIN_PAGES)
                     chunk_lists(chosen, n_cols)
             ms = graph_ms([step], reps=20)
-            print(f"{context:>7} {batch:>3} {'step, ' + str(LAYERS) + ' layers, ' + name:28} {ms * 1e3:>8.1f}  "
+            print(f"{context:>7} {batch:>3} {'step, ' + str(LAYERS) + ' layers, ' + name:36} {ms * 1e3:>8.1f}  "
                   f"(one CUDA graph replayed, wall time)", flush=True)
         del keys, pages
         torch.cuda.empty_cache()

@@ -29,14 +29,29 @@ class QuestPages:
         self.hi.scatter_reduce_(2, page, gathered.masked_fill(~inside, float("-inf")), "amax")
 
     def scores(self, query: torch.Tensor, prefix_keys: torch.Tensor, scaling: float) -> torch.Tensor:
-        """Quest's chunk estimates of one layer's step: ``query (B, Hq, T, D)`` (Hq a multiple of Hkv),
-        ``prefix_keys (B, NC)`` (0: a chunk outside the prefix, never scored) -> ``(B, Hkv, NC)`` float32, each
+        """Quest's chunk estimates of one layer's step: ``query (B, Hq, T, D)`` (Hq a multiple of Hkv; the keys'
+        type), ``prefix_keys (B, NC)`` (0: a chunk outside the prefix, never scored) -> ``(B, Hkv, NC)`` float32, each
         query row's softmax over its pages' upper bounds ``sum_d max(q_d lo_d, q_d hi_d) * scaling``, the max over
-        the rows of a KV head's query heads (:class:`specattn.methods.quest.QuestBounds`)."""
+        the rows of a KV head's query heads (:class:`specattn.methods.quest.QuestBounds`). The bounds come from one
+        Triton launch where the kernels run and the queries are 16-bit (:mod:`specattn.gpu.kernels.quest_bound`),
+        else from float32 GEMMs."""
+        from ..gpu.kernels import available
+
         b, hq, t, d = query.shape
         hkv = self.lo.shape[1]
-        q = query.float().reshape(b, hkv, (hq // hkv) * t, d)  # a KV head's query rows, (head, row) in order
+        q = query.reshape(b, hkv, (hq // hkv) * t, d)  # a KV head's query rows, (head, row) in order
+        if available(query.device):
+            from ..gpu.kernels import quest_bound
+
+            if quest_bound.applies(query, d):
+                bound = torch.empty(q.shape[:3] + (self.lo.shape[2],), dtype=torch.float32, device=query.device)
+                bound = quest_bound.launch(q.contiguous(), self.lo, self.hi, prefix_keys.contiguous(), scaling, bound)
+                return torch.softmax(bound, dim=-1).amax(dim=2)
+        return torch.softmax(self.bounds_torch(q, prefix_keys, scaling), dim=-1).amax(dim=2)
+
+    def bounds_torch(self, q: torch.Tensor, prefix_keys: torch.Tensor, scaling: float) -> torch.Tensor:
+        """The page bounds in float32 GEMMs: ``q (B, Hkv, R, D)`` -> ``(B, Hkv, R, NC)``, -inf outside the prefix."""
+        q = q.float()
         bound = (torch.matmul(q.clamp(min=0), self.hi.transpose(-1, -2))
-                 + torch.matmul(q.clamp(max=0), self.lo.transpose(-1, -2))) * scaling  # (B, Hkv, G*T, NC)
-        bound = bound.masked_fill((prefix_keys == 0)[:, None, None, :], float("-inf"))
-        return torch.softmax(bound, dim=-1).amax(dim=2)
+                 + torch.matmul(q.clamp(max=0), self.lo.transpose(-1, -2))) * scaling
+        return bound.masked_fill((prefix_keys == 0)[:, None, None, :], float("-inf"))
