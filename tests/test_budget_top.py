@@ -41,8 +41,8 @@ def test_device_choice_equals_the_torch_version(s, h, nc, levels, min_chunks):
 
 
 @needs_gpu
-@pytest.mark.parametrize("s,h,nc,levels", [(16, 2, 1040, None), (16, 2, 2132, None), (32, 1, 2132, 16), (4, 8, 8192, None),
-                                           (3, 2, 8191, 4)])
+@pytest.mark.parametrize("s,h,nc,levels", [(16, 2, 1040, None), (16, 2, 2132, None), (32, 1, 2132, 16),
+                                           (4, 8, 8192, None), (3, 2, 8191, 4)])
 def test_device_choice_equals_the_torch_version_at_decoder_sizes_gpu(s, h, nc, levels):
     """On the GPU at the graph decoder's row lengths (16K to 128K keys at 16-key chunks, up to MAX_CHUNKS): the sort
     kernel, and the dispatch (the kernel up to SORT_KERNEL_MAX_CHUNKS, torch beyond)."""

@@ -416,11 +416,12 @@ def test_kernel_launches_are_settings_checked_before_weights_load():
         cfg = compose("config", overrides=["experiment=decode_real", "experiment.draft_split.block_n=null",
                                            "experiment.draft_split.stages=null"])
         check(cfg)
-        assert bench_config(cfg, tuple(range(28))).draft_split is None  # all null: the draft's dense layers take split's
+        assert bench_config(cfg, tuple(range(28))).draft_split is None  # all null: the draft takes split's launch
         for bad, match in [("experiment.split.block_n=48", r"experiment.split=\{'block_n': 48\}.*power of two"),
                            ("experiment.rows.blocks=0", r"experiment.rows=\{'blocks': 0\}"),
                            ("experiment.sparse_split.warps=0", r"experiment.sparse_split=\{.*'warps': 0.*\}"),
-                           ("experiment.draft_split.block_n=96", r"experiment.draft_split=\{'block_n': 96, .*'stages': 3.*\}"),
+                           ("experiment.draft_split.block_n=96",
+                            r"experiment.draft_split=\{'block_n': 96, .*'stages': 3.*\}"),
                            ("experiment.draft_dense_layers=-1", "experiment.draft_dense_layers=-1"),
                            ("experiment.matched=maybe", "experiment.matched='maybe' must be true or false")]:
             with pytest.raises(SpecAttnError, match=match):

@@ -4,9 +4,11 @@ batch 16 on the real pair, StreamingLLM 14.7 at the same kept fraction, fourteen
 random bf16 queries and keys, every page's bounds filled, a third of the prefix's keys as the budget:
 
 * per part of one layer's selection, CUPTI GPU time per call (``profile_kernel.kernel_us``): the page scores
-  (:meth:`QuestPages.scores`: the bounds by ``kernels/quest_bound.py``, and by float32 GEMMs as before), the chunk choice by a sort in one program a row (``kernels/budget_top.py``) and in
-  torch (``top_chunks_torch``; the masks checked equal), the lists (``chunk_lists``), the bounds' update (``fold``);
-* a step's selections (one per layer, 28) as one CUDA graph, replayed: wall time per step with each chunk choice.
+  (:meth:`QuestPages.scores`: the bounds by ``kernels/quest_bound.py``, and by float32 GEMMs as before), the chunk
+  choice by a sort in one program a row (``kernels/budget_top.py``) and in torch (``top_chunks_torch``; the masks
+  checked equal), the lists (``chunk_lists``), the bounds' update (``fold``);
+* a step's selections (one per layer, 28) as one CUDA graph, replayed: wall time per step with each chunk choice
+  (and the dispatch ``top_chunks`` with either page bounds).
 
 Run on the GPU machine: ``python3 scripts/gpu/profile_quest.py`` (about a minute)."""
 

@@ -88,9 +88,9 @@ class Budget:
 
 SORT_KERNEL_MAX_CHUNKS = 1536
 """Rows of at most this many chunks (<= ``kernels.budget_top.MAX_CHUNKS``) take ``kernels/budget_top.py`` (one program
-sorting a row), longer ones the torch version: in a graph of 28 selections at Qwen2.5-Coder-1.5B's shapes, batch 16, budget_top took 2.18 / 3.97 / 7.26 ms
-at 8K / 16K / 32K (~530 / 1,040 / 2,070 chunks of 16 keys), torch 3.64 / 4.55 / 6.11 (H200,
-``scripts/gpu/profile_quest.py``, fifteenth session)."""
+sorting a row), longer ones the torch version: in a graph of 28 selections at Qwen2.5-Coder-1.5B's shapes, batch 16,
+budget_top took 2.18 / 3.97 / 7.26 ms at 8K / 16K / 32K (~530 / 1,040 / 2,070 chunks of 16 keys), torch 3.64 / 4.55 /
+6.11 (H200, ``scripts/gpu/profile_quest.py``, fifteenth session)."""
 
 
 def top_chunks(scores: torch.Tensor, prefix_keys: torch.Tensor, budget: torch.Tensor, min_chunks: int = 0) -> torch.Tensor:

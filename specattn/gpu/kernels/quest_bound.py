@@ -7,7 +7,9 @@ One program per (sequence, KV head) and block of pages: the KV head's query rows
 against the pages' float32 bounds cast to the queries' 16-bit type, two tensor-core dots accumulating in float32. The
 cast is exact (the bounds are minima and maxima of keys of that type) and so is every product (8- or 11-bit
 significands): only the float32 summation order differs from the torch version. Pages without prefix keys get -inf.
-Use it through ``QuestPages.scores``, which checks when it applies and runs the torch version elsewhere.
+Use it through ``QuestPages.scores``, which checks when it applies and runs the torch version elsewhere. H200, 32K
+batch 16 (``scripts/gpu/profile_quest.py``): a layer's page scores 126.2 -> 68.8 us, a step's 28 selections 6.34 ->
+4.66 ms; the kernel itself 51 us for 35 MB of bounds (its registers limit occupancy).
 """
 
 from __future__ import annotations
@@ -40,7 +42,8 @@ def _quest_bound_kernel(q_ptr, lo_ptr, hi_ptr, keys_ptr, out_ptr, R, NC, HKV, sc
     neg = tl.minimum(q, 0.0).to(ty)
     bound = tl.dot(pos, tl.trans(hi)) + tl.dot(neg, tl.trans(lo))  # (RP, BLOCK) float32
     bound = tl.where(has[None, :], bound * scaling, float("-inf"))
-    tl.store(out_ptr + bh * R * NC + rows[:, None] * NC + pages[None, :], bound, mask=row_in[:, None] & page_in[None, :])
+    tl.store(out_ptr + bh * R * NC + rows[:, None] * NC + pages[None, :], bound,
+             mask=row_in[:, None] & page_in[None, :])
 
 
 def applies(query: torch.Tensor, head_dim: int) -> bool:
