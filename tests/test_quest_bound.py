@@ -69,6 +69,7 @@ def test_page_bounds_equal_the_definition_at_decoder_sizes_gpu(dtype, b, hkv, g,
     check(*case(b, hkv, g, 5, 128, nc, 16, dtype, seed=nc, device="cuda"))
 
 
+@needs_interpreter
 def test_float32_queries_take_the_torch_bounds():
     from specattn.gpu.kernels import quest_bound
 
