@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs from /tmp/repo (a copy) while the weights are staged: first the new Quest page-bound kernel's GPU test and
+# Runs from /tmp/repo (a copy) while the weights are staged: first Quest's page kernels' GPU tests (bounds, fold) and
 # where Quest's selection spends its time with it (scripts/gpu/profile_quest.py: the bounds by kernels/quest_bound.py
 # against the float32 GEMMs, the chunk choice's dispatch), then the decoder's GPU tests (Quest's scores now take the
 # kernel; the draft's dense layers their own launch by default), the sparse kernel's and the step's, and the rest of
@@ -11,7 +11,7 @@ gpu_tests() { local f; for f in "$@"; do
   timeout 200 python3 -m pytest -q -rfE -n 8 -m gpu -p no:cacheprovider tests/$f.py > "$GPU_OUT/bg/pytest_$f.log" 2>&1
   echo "$f rc $? $(tail -n 1 "$GPU_OUT/bg/pytest_$f.log")"; done; }
 step quest_bound     # the page-bound kernel against the float64 definition at the decoder's sizes, then its profile
-gpu_tests test_quest_bound test_budget_top
+gpu_tests test_quest_bound test_quest_fold test_budget_top
 timeout 200 python3 scripts/gpu/profile_quest.py > "$GPU_OUT/bg/profile_quest.log" 2>&1
 echo "profile_quest rc $?"; tail -n 2 "$GPU_OUT/bg/profile_quest.log"
 step decoder_tests

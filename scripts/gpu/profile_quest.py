@@ -6,7 +6,7 @@ random bf16 queries and keys, every page's bounds filled, a third of the prefix'
 * per part of one layer's selection, CUPTI GPU time per call (``profile_kernel.kernel_us``): the page scores
   (:meth:`QuestPages.scores`: the bounds by ``kernels/quest_bound.py``, and by float32 GEMMs as before), the chunk
   choice by a sort in one program a row (``kernels/budget_top.py``) and in torch (``top_chunks_torch``; the masks
-  checked equal), the lists (``chunk_lists``), the bounds' update (``fold``);
+  checked equal), the lists (``chunk_lists``), the bounds' update (``fold``: ``kernels/quest_fold.py``, and the torch fold);
 * a step's selections (one per layer, 28) as one CUDA graph, replayed: wall time per step with each chunk choice
   (and the dispatch ``top_chunks`` with either page bounds).
 
@@ -80,6 +80,7 @@ def main() -> None:
             "chunk choice (torch)": lambda: top_chunks_torch(scores, prefix, budget, QUEST_MIN_PAGES),
             "lists": lambda: chunk_lists(mask, n_cols),
             "bounds update (fold)": lambda: pages.fold(keys, last, last + T, CHUNK, T),
+            "bounds update (torch fold)": lambda: pages.fold_torch(keys, last, last + T, CHUNK, T),
         }
         for name, fn in parts.items():
             total, detail = us_total(fn)

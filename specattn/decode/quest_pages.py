@@ -18,7 +18,21 @@ class QuestPages:
 
     def fold(self, keys: torch.Tensor, start: torch.Tensor, stop: torch.Tensor, chunk_size: int, width: int) -> None:
         """Fold the keys ``[start[b], stop[b])`` (at most ``width`` of them) of the cache layer ``keys (B, Hkv,
-        cap, D)`` into their pages' bounds (no host synchronisation)."""
+        cap, D)`` into their pages' bounds (no host synchronisation): one Triton launch for a step's few keys where
+        the kernels run (:mod:`specattn.gpu.kernels.quest_fold`), else a gather and two ``scatter_reduce``."""
+        from ..gpu.kernels import available
+
+        if available(keys.device):
+            from ..gpu.kernels import quest_fold
+
+            if quest_fold.applies(keys, width):
+                quest_fold.launch(keys, self.lo, self.hi, start.contiguous(), stop.contiguous(), chunk_size, width)
+                return
+        self.fold_torch(keys, start, stop, chunk_size, width)
+
+    def fold_torch(self, keys: torch.Tensor, start: torch.Tensor, stop: torch.Tensor, chunk_size: int,
+                   width: int) -> None:
+        """:meth:`fold` by a gather and two ``scatter_reduce`` (any device, any width)."""
         b, hkv, _, d = self.lo.shape
         pos = start.long()[:, None] + torch.arange(width, device=keys.device)[None, :]  # (B, W)
         valid = (pos < stop.long()[:, None]) & (pos < keys.shape[2])

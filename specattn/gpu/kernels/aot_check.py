@@ -137,7 +137,7 @@ def main():
                   "specattn.gpu.kernels.sparse_attn", "specattn.gpu.kernels.draft_rows", "specattn.gpu.kernels.score_rows",
                   "specattn.gpu.kernels.fused_llama", "specattn.gpu.kernels.rmsnorm",
                   "specattn.gpu.kernels.stream_read", "specattn.gpu.kernels.budget_top",
-                  "specattn.gpu.kernels.quest_bound"]:
+                  "specattn.gpu.kernels.quest_bound", "specattn.gpu.kernels.quest_fold"]:
         ok &= importlib.import_module(extra)._aot_check(compile_one)
     ok &= radix_check()
     ok &= radix_check(("-DSPECATTN_RADIX_PROFILE",))
