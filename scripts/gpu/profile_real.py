@@ -7,7 +7,8 @@ staging: ``python3 scripts/gpu/profile_real.py [CONTEXT] [BATCH] [OVERRIDES...]`
 overrides such as ``layer_map=FILE.yaml`` or ``experiment.sparse_split.ctas_per_sm=4`` /
 ``experiment.draft_dense_layers=0`` (decode_real's kernel and draft settings) after them; prints tables). first_window
 runs twice: row 0 from forward 0's saved scores (the default) and from the keys again (``row0_from_scores=False``);
-Quest matched to 40% of the reads runs last (its selection: torch ops and a Triton kernel per sparse layer).
+Quest matched to 40% of the reads runs last (its selection per sparse layer: the page bounds' kernel, the chunk choice
+by ``methods.budget.top_chunks``'s dispatch, the lists, and the step's fold of its keys into the bounds).
 ``python scripts/gpu/profile_real.py 256 2 --tiny`` runs the same code on the CPU with the tiny random pair
 (eager phases, no graphs: a smoke check of the script, not a measurement)."""
 
