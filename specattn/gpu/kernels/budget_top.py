@@ -21,26 +21,19 @@ MAX_CHUNKS = 8192  # one program sorts every chunk of its row in registers (128K
 LOW = tl.constexpr(2147483647)  # 2^31 - 1: the index field's mask
 
 
-@triton.jit
-def rank_key(sc_row_ptr, keys_row_ptr, c, NC):
-    """The 63-bit rank key of a row's chunks ``c`` (the score's order-preserving 32 bits above the complemented chunk
-    index: ties to the lower index; chunks without prefix keys score -inf; -1 outside the row) and their prefix
-    keys (int32)."""
-    inside = c < NC
-    keys = tl.load(keys_row_ptr + c, mask=inside, other=0).to(tl.int32)
-    score = tl.load(sc_row_ptr + c, mask=inside, other=0.0) + 0.0  # -0.0 -> +0.0 (they tie)
-    score = tl.where(keys == 0, float("-inf"), score)
-    bits = score.to(tl.int32, bitcast=True).to(tl.int64)
-    mono = tl.where(bits >= 0, bits + 2147483648, LOW - (bits & LOW))  # float order as 0 .. 2^32 - 1
-    return tl.where(inside, (mono << 31) | (LOW - c.to(tl.int64)), -1), keys
-
-
 @triton.jit(do_not_specialize=["NC", "H", "min_chunks"])
 def _budget_top_kernel(sc_ptr, keys_ptr, budget_ptr, mask_ptr, NC, H, min_chunks, ss_row, sk_row, sm_row,
                        NCP: tl.constexpr):
     row = tl.program_id(0).to(tl.int64)
     s = row // H
-    order, _ = rank_key(sc_ptr + row * ss_row, keys_ptr + s * sk_row, tl.arange(0, NCP), NC)
+    c = tl.arange(0, NCP)
+    inside = c < NC
+    keys = tl.load(keys_ptr + s * sk_row + c, mask=inside, other=0).to(tl.int64)
+    score = tl.load(sc_ptr + row * ss_row + c, mask=inside, other=0.0) + 0.0  # -0.0 -> +0.0 (they tie)
+    score = tl.where(keys == 0, float("-inf"), score)
+    bits = score.to(tl.int32, bitcast=True).to(tl.int64)
+    mono = tl.where(bits >= 0, bits + 2147483648, LOW - (bits & LOW))  # float order as 0 .. 2^32 - 1
+    order = tl.where(inside, (mono << 31) | (LOW - c.to(tl.int64)), -1)  # ties: the lower index first
     ranked = tl.sort(order, descending=True)
     valid = ranked >= 0
     cs = LOW - (ranked & LOW)  # the chunk of each rank

@@ -18,8 +18,9 @@ import torch
 import triton
 import triton.language as tl
 
+from ..attention.sparse import KERNEL_DTYPES, KERNEL_HEAD_DIMS
+
 BLOCK_P = 32  # pages a program (sm_90: 221 registers at 4 warps, no spills; 64 spilled)
-DTYPES = (torch.bfloat16, torch.float16)
 
 
 @triton.jit
@@ -47,8 +48,8 @@ def _quest_bound_kernel(q_ptr, lo_ptr, hi_ptr, keys_ptr, out_ptr, R, NC, HKV, sc
 
 
 def applies(query: torch.Tensor, head_dim: int) -> bool:
-    """Whether the kernel serves these queries: a 16-bit type and a power-of-two head dim of 16-256."""
-    return query.dtype in DTYPES and 16 <= head_dim <= 256 and head_dim & (head_dim - 1) == 0
+    """Whether the kernel serves these queries: the attention kernels' types and head dims (16-bit, 16-256)."""
+    return query.dtype in KERNEL_DTYPES and head_dim in KERNEL_HEAD_DIMS
 
 
 def launch(q: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, prefix_keys: torch.Tensor, scaling: float,

@@ -15,6 +15,8 @@ import torch
 import triton
 import triton.language as tl
 
+from ..attention.sparse import KERNEL_HEAD_DIMS
+
 MAX_WIDTH = 64  # positions a fold may cover here (a step's gamma + 1; the prefill's whole prompt goes to torch)
 
 
@@ -39,9 +41,8 @@ def _quest_fold_kernel(keys_ptr, lo_ptr, hi_ptr, start_ptr, stop_ptr, HKV, CAP, 
 
 def applies(keys: torch.Tensor, width: int) -> bool:
     """Whether the kernel serves this fold: a contiguous cache layer (the decoder's; no copy of it a step), at most
-    ``MAX_WIDTH`` positions, a power-of-two head dim of 16-256."""
-    d = keys.shape[-1]
-    return keys.is_contiguous() and 0 < width <= MAX_WIDTH and 16 <= d <= 256 and d & (d - 1) == 0
+    ``MAX_WIDTH`` positions, one of the attention kernels' head dims (16-256, powers of two)."""
+    return keys.is_contiguous() and 0 < width <= MAX_WIDTH and keys.shape[-1] in KERNEL_HEAD_DIMS
 
 
 def launch(keys: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, start: torch.Tensor, stop: torch.Tensor,
