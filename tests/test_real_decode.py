@@ -6,6 +6,8 @@ token, and the lossless check says so (the GPU run is in docs/benchmarks.md)."""
 from __future__ import annotations
 
 import math
+import shutil
+import statistics
 
 import pandas as pd
 import pytest
@@ -109,7 +111,7 @@ def test_repeated_timings_decode_the_same_tokens_and_report_their_spread(pair):
     ids = prompts(2, 120, 9)
     once, thrice = (pd.DataFrame(run_point(pair, config(pair, draft_reads=("reuse",), repeats=r), 120, 2, [ids], 1e11,
                                            lambda msg: None)).set_index("mode") for r in (1, 3))
-    timing = ["tokens_per_s", "timing_spread", "roof_frac", "step_ms", "steady_tokens_per_s"]
+    timing = ["tokens_per_s", "timing_spread", "roof_frac", "step_ms", "steady_tokens_per_s", "passes"]
     pd.testing.assert_frame_equal(once.drop(columns=timing), thrice.drop(columns=timing))
     assert (once["timing_spread"] == 0).all() and (thrice["timing_spread"] >= 0).all()
     assert thrice["timing_spread"].max() > 0  # three host-clock timings on the CPU are never all equal
@@ -120,6 +122,37 @@ def test_repeated_timings_decode_the_same_tokens_and_report_their_spread(pair):
         assert row["steady_tokens_per_s"] == pytest.approx(2 * row["tau"] / row["step_ms"] * 1e3, rel=1e-12)
         assert row["steady_tokens_per_s"] >= row["tokens_per_s"] * (1 - 1e-12)
     assert thrice.loc["ar", "steady_tokens_per_s"] == pytest.approx(thrice.loc["ar", "tokens_per_s"], rel=1e-12)
+
+
+def test_every_timed_pass_is_kept_in_run_order_and_the_medians_come_from_them(pair, tmp_path):
+    """timings.csv's rows: repeats per (mode, group), in the order they ran; each group's median over its passes
+    and the median of those over the groups give the mode's tokens/s; they survive the point's parquet part (a
+    resumed run writes the same table); without nvidia-smi the GPU's state is NaN, not made up."""
+    from specattn.bench.real_decode import pass_timings
+    from specattn.runs.outputs import SampleParts
+
+    ids = prompts(4, 120, 5)
+    rows = run_point(pair, config(pair, repeats=3), 120, 2, [ids[:2], ids[2:]], 1e11, lambda msg: None)
+    table = pass_timings(rows)
+    modes_ = [r["mode"] for r in rows]
+    assert len(table) == len(modes_) * 2 * 3
+    assert table["at"].is_monotonic_increasing and (table["ms"] > 0).all()
+    assert (table.groupby(["mode", "group"])["pass"].apply(sorted) == pd.Series([[0, 1, 2]] * 2 * len(modes_),
+            index=table.groupby(["mode", "group"]).size().index)).all()
+    for r in rows:
+        mine = table[table["mode"] == r["mode"]]
+        per_group = mine.groupby("group")["ms"].median()
+        assert r["tokens_per_s"] == pytest.approx(statistics.median(2 * 16 / per_group * 1e3), rel=1e-12)
+        assert r["timing_spread"] == pytest.approx(max((g.max() - g.min()) / g.median()
+                                                       for _, g in mine.groupby("group")["ms"]), rel=1e-12)
+    # the first pass of a group runs right after the group's prefill, every mode's passes one after the other
+    first = table.groupby(["group", "mode"], sort=False)["at"].min().reset_index()
+    assert list(first.sort_values("at")["group"]) == [0] * 4 + [1] * 4 + [0] * 2 + [1] * 2  # pass 1: matched rows
+    if shutil.which("nvidia-smi") is None:
+        assert table[["sm_mhz", "mem_mhz", "temp_c", "power_w"]].isna().all().all()
+    parts = SampleParts(tmp_path)
+    parts.save(0, pd.DataFrame(rows))
+    pd.testing.assert_frame_equal(pass_timings(parts.load(0).to_dict("records")), table)
 
 
 def test_policy_points_are_ratios_to_dense_speculative_decoding_at_each_point(tmp_path, monkeypatch):
@@ -456,7 +489,7 @@ def test_a_point_killed_after_a_group_resumes_there_with_the_rows_of_an_uninterr
     resumed = pd.DataFrame(run_point(pair, cfg, 120, 2, groups, 1e11, logs.append, store))
     assert sum("resumed from its part" in msg for msg in logs) == 3
     assert store.path(1, 1).is_file()  # the one group decoded again
-    timings = ["tokens_per_s", "step_ms", "steady_tokens_per_s", "timing_spread", "roof_frac"]
+    timings = ["tokens_per_s", "step_ms", "steady_tokens_per_s", "timing_spread", "roof_frac", "passes"]
     assert list(resumed["mode"]) == list(whole["mode"]) and len(whole) == 7
     pd.testing.assert_frame_equal(resumed.drop(columns=timings), whole.drop(columns=timings))
     store.clear()
@@ -473,3 +506,20 @@ def test_a_damaged_group_part_is_a_one_line_error_naming_it_and_the_fix(tmp_path
     store.path(0, 2).write_text('{"dense": {"tau": 3.')
     with pytest.raises(SpecAttnError, match=r"pass0-group0002.json is unreadable .*delete it .* rerun=true"):
         store.load(0, 2)
+
+
+def test_gpu_state_parses_nvidia_smi_and_gives_nan_where_a_field_or_the_tool_is_missing(tmp_path, monkeypatch):
+    from specattn.bench.timing import gpu_state
+
+    smi = tmp_path / "nvidia-smi"
+    smi.write_text("#!/bin/sh\necho \"$@\" > \"$(dirname \"$0\")/args\"\necho '1980, 3201, 41, [N/A]'\n")
+    smi.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:/usr/bin:/bin")
+    state = gpu_state(3)
+    assert {k: state[k] for k in ("sm_mhz", "mem_mhz", "temp_c")} == {"sm_mhz": 1980.0, "mem_mhz": 3201.0, "temp_c": 41.0}
+    assert math.isnan(state["power_w"])
+    assert "--id=3" in (tmp_path / "args").read_text()
+    smi.write_text("#!/bin/sh\nexit 9\n")  # a failing driver: NaN, not an exception in the middle of a run
+    assert all(math.isnan(v) for v in gpu_state().values())
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    assert all(math.isnan(v) for v in gpu_state().values())

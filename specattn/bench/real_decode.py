@@ -43,6 +43,7 @@ import time
 import traceback
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 import torch
 
@@ -54,6 +55,7 @@ from ..gpu.kernels.rows_config import RowsConfig
 from ..gpu.kernels.split_config import SplitConfig
 from ..hooks.forward import cache_kwargs
 from .decode_bench import Clock
+from .timing import GPU_STATE_FIELDS, gpu_state
 
 
 @dataclass
@@ -203,15 +205,17 @@ class PointRunner:
             if dec.device.type == "cuda":
                 dec.capture()
         dec.resume(prompts)
-        out = timed_generate(dec, self.cfg.new_tokens)
+        passes = [self.timed_pass(dec, 0)]
+        out = passes[0].pop("out")
         verifier_kept, draft_kept = dec.kept_fractions()
         tokens = self.cfg.new_tokens
         to_end = [drafts_to_output_end(steps, tokens, settings.gamma) for steps in out["accepted"]]
         generated = self.tokens_of(dec, prompts.shape[1])
-        times = [out["ms"]]
-        for _ in range(self.cfg.repeats - 1):  # the same decoding again: only its time counts
+        for index in range(1, self.cfg.repeats):  # the same decoding again: only its time counts
             dec.resume(prompts)
-            times.append(timed_generate(dec, tokens)["ms"])
+            passes.append(self.timed_pass(dec, index))
+            del passes[-1]["out"]
+        times = [p["ms"] for p in passes]
         ms = statistics.median(times)
         group_steps = max(len(steps) for steps in out["accepted"])  # the steps timed: until the slowest sequence
         return {"ms": ms, "ms_spread": (max(times) - min(times)) / ms, "tokens_per_s": self.batch * tokens / ms * 1e3,
@@ -223,7 +227,15 @@ class PointRunner:
                 "tokens_out": generated,
                 "cont_nll": cached_continuation_nll(self.pair, self.caches[0], prompts, generated, settings.gamma + 1,
                                                     settings.chunk_size),
-                "verifier_kept": verifier_kept, "draft_kept": draft_kept}
+                "verifier_kept": verifier_kept, "draft_kept": draft_kept, "passes": passes}
+
+    def timed_pass(self, dec: GraphDecoder, index: int) -> dict:
+        """One timed decoding of the group (:func:`timed_generate`'s ``out``) with what :func:`pass_timings` keeps of
+        it: its index, host clock at its start (Unix seconds), ms, and the GPU's clocks, temperature and power right
+        after it (:func:`~specattn.bench.timing.gpu_state`)."""
+        at = time.time()
+        out = timed_generate(dec, self.cfg.new_tokens)
+        return {"pass": index, "at": at, "ms": out["ms"], **gpu_state(), "out": out}
 
     def tokens_of(self, dec: GraphDecoder, length: int) -> list[list[int]]:
         return dec.tokens[:, length: length + self.cfg.new_tokens].tolist()
@@ -283,6 +295,7 @@ def run_point(pair, cfg: RealBenchConfig, context: int, batch: int, groups: list
                     "prompt_ids": [r["group"] * batch + i for r in ok for i in range(batch)],  # window index
                     "prompt_nll": [x for r in ok for x in r["cont_nll"]],
                     "prompt_steps": [x for r in ok for x in r["seq_steps"]],
+                    "passes": [{"group": r["group"], **p} for r in ok for p in r.get("passes", ())],
                     "kv_budget_frac": settings.kv_budget_frac})
         row.update(roofline_row(cfg, settings, runner.v_shape, runner.d_shape, batch, context, tau,
                                 row["verifier_kept"], row["draft_kept"], runner.needed, bandwidth))
@@ -346,6 +359,25 @@ def per_prompt(rows: list[dict], new_tokens: int) -> pd.DataFrame:
                     row["first_divergence"] = next((k for k, (a, b) in enumerate(zip(x, y)) if a != b), len(x))
                 out.append(row)
     return pd.DataFrame(out)
+
+
+def pass_timings(rows: list[dict]) -> pd.DataFrame:
+    """One row per point, mode, prompt group and timed pass (``repeats`` a group): the pass's index, its start
+    (``at``, Unix seconds: the order the passes ran in), ``ms`` and the GPU's state right after it (``sm_mhz``,
+    ``mem_mhz``, ``temp_c``, ``power_w``; NaN without ``nvidia-smi``), in the order they ran. A mode's tokens/s is
+    the median over its groups of the median over each group's passes; this table shows what those medians hide
+    (a pass, a group or a stretch of the run that was slower, and whether the GPU's clocks moved with it)."""
+    out = []
+    for r in rows:
+        passes = r.get("passes")  # a list of dicts; read back from a parquet part, an array of them; a failed mode: NaN
+        for timing in passes if isinstance(passes, (list, tuple, np.ndarray)) else ():
+            out.append({"context": r["context"], "batch": r["batch"], "mode": r["mode"], **dict(timing)})
+    frame = pd.DataFrame(out)
+    if frame.empty:
+        return frame
+    floats = ["at", "ms", *GPU_STATE_FIELDS]  # all-NaN fields come back from parquet as None
+    frame[floats] = frame[floats].astype(float)
+    return frame.sort_values("at", kind="stable").reset_index(drop=True)
 
 
 def agreement(rows: list[dict]) -> pd.DataFrame:

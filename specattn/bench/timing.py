@@ -105,3 +105,34 @@ def hardware() -> dict:
     p = torch.cuda.get_device_properties(0)
     return {"gpu": p.name, "sms": p.multi_processor_count, "mem_gib": round(p.total_memory / 2**30, 1),
             "torch": torch.__version__, "cuda": torch.version.cuda, "triton": triton.__version__}
+
+
+GPU_STATE_FIELDS = {"sm_mhz": "clocks.sm", "mem_mhz": "clocks.mem", "temp_c": "temperature.gpu",
+                    "power_w": "power.draw"}
+
+
+def gpu_state(index: int = 0) -> dict[str, float]:
+    """The GPU's SM and memory clocks (MHz), temperature (C) and power draw (W) now, from ``nvidia-smi`` (about
+    30 ms of host time); NaN for each where there is no ``nvidia-smi`` or it fails (the CPU, a driver without
+    the field). Read after a timed pass, it tells a slow pass from a throttled GPU."""
+    import shutil
+    import subprocess
+
+    nan = {key: float("nan") for key in GPU_STATE_FIELDS}
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return nan
+    try:
+        out = subprocess.run([smi, f"--id={index}", f"--query-gpu={','.join(GPU_STATE_FIELDS.values())}",
+                              "--format=csv,noheader,nounits"], capture_output=True, text=True, timeout=10, check=True)
+        values = [v.strip() for v in out.stdout.strip().splitlines()[0].split(",")]
+    except (OSError, subprocess.SubprocessError, IndexError):
+        return nan
+    return {key: _number(v) for key, v in zip(GPU_STATE_FIELDS, values)} if len(values) == len(GPU_STATE_FIELDS) else nan
+
+
+def _number(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:  # "[N/A]", "[Not Supported]"
+        return float("nan")

@@ -4,7 +4,9 @@ roofline at those values, agreement with dense speculative decoding, and the los
 
 Writes ``modes.csv`` (one row per context, batch and mode; rewritten after every point), ``agreement.csv``,
 ``prompts.csv`` (one row per point, mode and prompt: steps, tau, continuation NLL, agreement; the paired input
-of ``python -m specattn.results decoding``'s intervals), ``lossless.csv`` and ``summary.md`` in the run folder. Settings: ``conf/experiment/decode_real.yaml``;
+of ``python -m specattn.results decoding``'s intervals), ``timings.csv`` (one row per point, mode, prompt group and
+timed pass, in the order they ran: ms and the GPU's clocks, temperature and power after it), ``lossless.csv`` and
+``summary.md`` in the run folder. Settings: ``conf/experiment/decode_real.yaml``;
 ``gamma``, ``chunk_size``, ``dense_layers``, ``head_agg``, ``layer_map`` and ``seed`` from the root config.
 """
 
@@ -18,7 +20,7 @@ import torch
 from hydra.utils import instantiate
 
 from ..bench.decode_tables import markdown_table
-from ..bench.real_decode import RealBenchConfig, agreement, lossless, per_prompt, run_point
+from ..bench.real_decode import RealBenchConfig, agreement, lossless, pass_timings, per_prompt, run_point
 from ..bench.timing import (
     hardware,
     measure_bandwidth,
@@ -97,7 +99,7 @@ def kernel_launch(e, key: str, kind):
         raise SpecAttnError(f"experiment.{key}={given}: {err}") from None
 
 
-LIST_COLUMNS = ["tokens", "prompt_ids", "prompt_nll", "prompt_steps"]  # per-prompt lists: prompts.csv, not modes.csv
+LIST_COLUMNS = ["tokens", "prompt_ids", "prompt_nll", "prompt_steps", "passes"]  # lists: prompts.csv and timings.csv
 NEAR_TIE = 0.5  # a bfloat16 divergence is "explained" when the verifier's top-2 logits there differ by less
 
 
@@ -221,6 +223,7 @@ def run(ctx: RunContext) -> ExperimentResult:
     agree = agreement(rows)
     agree.to_csv(ctx.run_dir / "agreement.csv", index=False)
     per_prompt(rows, int(e.new_tokens)).to_csv(ctx.run_dir / "prompts.csv", index=False)
+    pass_timings(rows).to_csv(ctx.run_dir / "timings.csv", index=False)
     results = pd.DataFrame(rows).drop(columns=LIST_COLUMNS, errors="ignore")
     (ctx.run_dir / "summary.md").write_text(render(results, agree, loss, hw, copy_bw, read_bw) + "\n")
     title = f"{cfg.model.name}, real weights"
