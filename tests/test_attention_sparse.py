@@ -7,6 +7,7 @@ CPU: the torch path and the list builder (always). Interpreter: the Triton kerne
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -192,7 +193,8 @@ def test_kernel_interpreter_merges_many_partials_per_list():
     many = SplitConfig(block_n=4, ctas_per_sm=32, min_chunks=1)  # 128 programs of one 4-key chunk each
     for b, lengths in [(1, [600]), (3, [600, 431, 77])]:
         case = make_case(b, 4, 1, 5, 16, 600, 4, lengths, 0.8, 1, torch.float16, "cpu", 7 + b)
-        check_kernel_case(case, 4, 1e-2, config=many)
+        for tile in (1, 2, 16, 32):  # one partial a round (8 rows: SB = 1) .. 32 partials a round (one row)
+            check_kernel_case(case, 4, 1e-2, config=dataclasses.replace(many, merge_tile=tile))
 
 
 @needs_interpreter
@@ -345,11 +347,12 @@ def test_kernel_matches_reference_gpu(b, hq, hkv, t, d, kcap, c, lengths, h_sel,
 
 
 @needs_gpu
-@pytest.mark.parametrize("block_n,warps,stages,ctas,min_chunks", [(128, 8, 2, 4, 4), (32, 4, 1, 1, 64)])
-def test_kernel_configs_gpu(block_n, warps, stages, ctas, min_chunks):
+@pytest.mark.parametrize("block_n,warps,stages,ctas,min_chunks,tile", [(128, 8, 2, 4, 4, 32), (32, 4, 1, 1, 64, 2),
+                                                                     (16, 4, 2, 4, 1, 32)])
+def test_kernel_configs_gpu(block_n, warps, stages, ctas, min_chunks, tile):
     from specattn.gpu.kernels.split_config import SplitConfig
 
-    cfg = SplitConfig(block_n, warps, stages, ctas, min_chunks)
+    cfg = SplitConfig(block_n, warps, stages, ctas, min_chunks, tile)
     case = make_case(2, 32, 8, 5, 128, 20000, 16, [20000, 7777], 0.2, 8, torch.bfloat16, "cuda", 9)
     check_kernel_case(case, 16, 1e-2, config=cfg)
     check_kernel_case(case, 16, 1e-2, dense=True, config=cfg)

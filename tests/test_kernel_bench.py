@@ -55,8 +55,9 @@ def test_synthetic_draft_rows_select_the_wanted_chunks(density):
 def test_tune_stages_are_distinct_and_include_their_start():
     base = SplitConfig()
     tiles = A.tile_configs(base)
-    assert tiles[0] == base and len(tiles) == len(set(tiles)) == 11
+    assert tiles[0] == base and len(tiles) == len(set(tiles)) == 13
     assert {(c.ctas_per_sm, c.min_chunks) for c in tiles} == {(base.ctas_per_sm, base.min_chunks)}
+    assert sorted(c.merge_tile for c in tiles if c.merge_tile != base.merge_tile) == [8, 32]
     tile = SplitConfig(block_n=32, warps=2)
     splits = A.split_configs(tile)
     assert splits[0] == tile and len(splits) == len(set(splits)) == 24
@@ -70,6 +71,8 @@ def test_the_best_config_is_the_best_geometric_mean_over_cases():
         for (model, ms) in zip(("a", "b"), times):
             rows.append({"model": model, "batch": 1, "L": 8, "mode": "dense", **config.__dict__, "ms": ms})
     assert A._best(pd.DataFrame(rows)) == SplitConfig(warps=2)  # 0.5 is not worth 2.0
+    rows += [{**r, "merge_tile": 32, "ms": r["ms"] * 0.9} for r in rows if r["warps"] == 2]
+    assert A._best(pd.DataFrame(rows)) == SplitConfig(warps=2, merge_tile=32)  # every field of the config counts
 
 
 def test_breakeven_and_render():

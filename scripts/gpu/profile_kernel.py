@@ -4,7 +4,8 @@ GPU time of each kernel (CUPTI, eager calls: launch gaps excluded) of ours (spli
 (llama-3.1-8b and llama-2-7b layer shapes, batch 1/4/16, kept 0 (one chunk: the fixed cost), 10% and 25%; random
 bf16 inputs, random chunks). Ours runs the default and the tuned split configuration (docs/benchmarks.md), the
 tuned one with min_chunks 4 (its fixed cost), decode_real's sparse launch (128-key blocks over 2 stages) and six
-launches around it (fewer programs, other chunk minima, 8 warps, 3 stages, 64-key blocks at 16 chunks). Then the
+launches around it (fewer programs, other chunk minima, 8 warps, 3 stages, 64-key blocks at 16 chunks), and the default
+and the sparse launch with the merge's tile at 32 (fewer dependent rounds where a list has many partials). Then the
 real pair's shapes at 32K batch 16 (the decoder runs the sparse launch in layers that read chunk lists, the default
 elsewhere): the verifier's step (Qwen2.5-Coder-1.5B, 12 heads over 2, D 128, T = 5) at the kept fractions SpecAttn
 measured there (15.5%, 35%) and dense, the draft's forward (0.5B, 14 over 2, D 64, T = 1) dense and over a window's 3%.
@@ -37,7 +38,9 @@ CONFIGS = {"default": SplitConfig(), "tuned": SplitConfig(block_n=64, warps=2, s
            "s128_m32": SplitConfig(block_n=128, stages=2, min_chunks=32),
            "s128_w8": SplitConfig(block_n=128, warps=8, stages=2, min_chunks=16),
            "s128_st3": SplitConfig(block_n=128, stages=3, min_chunks=16),
-           "s64_m16": SplitConfig(min_chunks=16)}
+           "s64_m16": SplitConfig(min_chunks=16),
+           "default_t32": SplitConfig(merge_tile=32),  # the merge combining 32 (partial, row) pairs a round, not 16
+           "s128_t32": SplitConfig(block_n=128, stages=2, min_chunks=16, merge_tile=32)}
 CALLS = 20
 
 

@@ -23,7 +23,7 @@ import json
 import math
 import statistics
 import traceback
-from dataclasses import replace
+from dataclasses import fields, replace
 
 import pandas as pd
 import torch
@@ -308,10 +308,11 @@ def breakeven(attn: pd.DataFrame) -> pd.DataFrame:
 
 # --------------------------------------------------------------------------------------- tuning
 def tile_configs(base: SplitConfig) -> list[SplitConfig]:
-    """The tune's first stage: keys per iteration x warps, then pipeline stages, at the base split (each one
-    compiled kernel more)."""
+    """The tune's first stage: keys per iteration x warps, then pipeline stages and the merge's tile, at the base
+    split (each one compiled kernel more)."""
     tiles = [replace(base, block_n=bn, warps=w) for bn, w in itertools.product((32, 64, 128), (2, 4, 8))]
-    return _distinct([base] + tiles + [replace(base, stages=st) for st in (2, 4)])
+    return _distinct([base] + tiles + [replace(base, stages=st) for st in (2, 4)]
+                     + [replace(base, merge_tile=mt) for mt in (8, 32)])
 
 
 def split_configs(tile: SplitConfig) -> list[SplitConfig]:
@@ -339,7 +340,7 @@ def bench_tune(cfg, base: SplitConfig, log=print) -> tuple[pd.DataFrame, SplitCo
     return table, best
 
 
-KEYS = ["block_n", "warps", "stages", "ctas_per_sm", "min_chunks"]
+KEYS = [f.name for f in fields(SplitConfig)]
 
 
 def _best(table: pd.DataFrame) -> SplitConfig:

@@ -240,7 +240,7 @@ def _merge_kernel(
 
 
 MERGE_MAX_ROWS = 8  # rows per merge program at most: 96 registers per thread at 4 rows, 135-164 at 8, spills at 32 (sm_90,
-MERGE_TILE = 16     # python -m specattn.gpu.kernels.aot_check); partial slots x rows merged at a time (SB = 16 / RB).
+#                     python -m specattn.gpu.kernels.aot_check, merge tile 16).
 #                     8, not 4: the merge at many lists 21.3 -> 12.5 us (Llama-2 shapes, batch 16) and 13.5 -> 10.1 us
 #                     (Llama-3.1, batch 16), equal elsewhere (scripts/gpu/profile_merge.py, H200, thirteenth session)
 
@@ -255,9 +255,10 @@ def merge_rows(lists: int, rows: int, programs: int) -> int:
     return rb
 
 
-def merge_slots(rb: int) -> int:
-    """Partial slots a merge program of ``rb`` rows merges at a time (SB): ``MERGE_TILE`` (slot, row) pairs."""
-    return max(1, MERGE_TILE // rb)
+def merge_slots(rb: int, tile: int = SplitConfig.merge_tile) -> int:
+    """Partial slots a merge program of ``rb`` rows merges at a time (SB): ``tile`` (slot, row) pairs
+    (``SplitConfig.merge_tile``)."""
+    return max(1, tile // rb)
 
 
 def pow2(x: int, least: int = 1) -> int:
@@ -346,7 +347,7 @@ def launch(q, k, v, lengths, chunk_ids, n_chunks, chunk_size: int, sm_scale: flo
         v.stride(0), v.stride(1), v.stride(2), snb, snh, out.stride(0), out.stride(1), out.stride(2),
         *(lse_out.stride() if lse_out is not None else (0, 0)), *(q_out.stride()[:2] if q_out is not None else (0, 0)),
         ssb, ssh,
-        RB=rb, TP=pow2(t, 2), SB=merge_slots(rb), WRITE_LSE=lse_out is not None, WRITE_Q=q_out is not None,
+        RB=rb, TP=pow2(t, 2), SB=merge_slots(rb, config.merge_tile), WRITE_LSE=lse_out is not None, WRITE_Q=q_out is not None,
         num_warps=4, **common,
     )
     return out
@@ -382,9 +383,11 @@ def _aot_check(compile_one) -> bool:
            "cap": "i32", "P": "i32", "min_units": "i32", "BH": "i32", "HKV": "i32", "G": "i32"}
     sig.update({name: "i32" for name in ["sqb", "sqh", "sqt", "skb", "skh", "skn", "svb", "svh", "svn", "snb",
                                          "snh", "sob", "sot", "soh", "slb", "slh", "sqob", "sqoh", "ssb", "ssh"]})
-    for tap, rb, scores in ((False, 1, False), (True, 2, False), (False, MERGE_MAX_ROWS, False),
-                            (True, MERGE_MAX_ROWS, False), (True, MERGE_MAX_ROWS, True)):
-        ok &= compile_one(f"sparse_attn merge bf16 RB={rb}{' lse+q' if tap else ''}{' scores' if scores else ''}",
-                          _merge_kernel, sig, {"D": 128, "M": 32, "RB": rb, "TP": 8, "SB": merge_slots(rb), "CPB": 4,
-                                               "DENSE": False, "WRITE_LSE": tap, "WRITE_Q": tap, "SCORES": scores}, 4)
+    for tap, rb, scores, tile in ((False, 1, False, 16), (True, 2, False, 16), (False, MERGE_MAX_ROWS, False, 16),
+                                  (True, MERGE_MAX_ROWS, False, 16), (True, MERGE_MAX_ROWS, True, 16),
+                                  (True, 1, False, 32), (True, MERGE_MAX_ROWS, True, 32)):
+        ok &= compile_one(f"sparse_attn merge bf16 RB={rb} tile {tile}{' lse+q' if tap else ''}"
+                          f"{' scores' if scores else ''}", _merge_kernel, sig,
+                          {"D": 128, "M": 32, "RB": rb, "TP": 8, "SB": merge_slots(rb, tile), "CPB": 4, "DENSE": False,
+                           "WRITE_LSE": tap, "WRITE_Q": tap, "SCORES": scores}, 4)
     return ok

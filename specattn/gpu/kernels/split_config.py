@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+MAX_MERGE_TILE = 32  # sm_90: the merge at 8 rows a program and tile 32 uses 193 registers, at 64 it spills (aot_check)
+
 
 @dataclass(frozen=True)
 class SplitConfig:
@@ -11,7 +13,10 @@ class SplitConfig:
 
     block_n: keys per inner iteration (a whole number of chunks, power of two); warps, stages: Triton's
     ``num_warps`` / ``num_stages``; ctas_per_sm: programs per SM of the fixed grid (``P = ctas_per_sm *
-    SMs``); min_chunks: fewest chunks a program takes when there is little work.
+    SMs``); min_chunks: fewest chunks a program takes when there is little work; merge_tile: (partial slot, query
+    row) pairs the merge kernel combines per iteration (power of two; a merge program of RB rows takes
+    ``max(1, merge_tile // RB)`` partial slots at a time, so a list covered by many split programs takes fewer
+    dependent rounds of loads at a larger tile; at most ``MAX_MERGE_TILE``).
     """
 
     block_n: int = 64
@@ -19,8 +24,11 @@ class SplitConfig:
     stages: int = 3
     ctas_per_sm: int = 2
     min_chunks: int = 8
+    merge_tile: int = 16
 
     def __post_init__(self) -> None:
-        if self.block_n < 1 or self.block_n & (self.block_n - 1) or min(self.warps, self.stages, self.ctas_per_sm,
-                                                                         self.min_chunks) < 1:
-            raise ValueError(f"{self}: block_n must be a power of two, the others >= 1")
+        if any(x < 1 or x & (x - 1) for x in (self.block_n, self.merge_tile)) or min(
+                self.warps, self.stages, self.ctas_per_sm, self.min_chunks) < 1:
+            raise ValueError(f"{self}: block_n and merge_tile must be powers of two, the others >= 1")
+        if self.merge_tile > MAX_MERGE_TILE:
+            raise ValueError(f"{self}: merge_tile at most {MAX_MERGE_TILE} (larger tiles spill registers)")
