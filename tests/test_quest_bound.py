@@ -13,9 +13,10 @@ from specattn.decode.quest_pages import QuestPages
 from .availability import needs_gpu, needs_interpreter
 
 
-def case(b, hkv, g, t, d, nc, chunk, dtype, seed, device="cpu"):
-    """Random keys folded into pages (each sequence's prefix a different length, one page left partial), queries,
-    the prefix's keys per page and the float64 bounds by definition."""
+def case(b, hkv, g, t, d, nc, chunk, dtype, seed, device="cpu", bounds=None):
+    """Random keys folded into pages kept in ``bounds`` (default the keys' type, as the decoder keeps them; each
+    sequence's prefix a different length, one page left partial), queries, the prefix's keys per page and the float64
+    bounds by definition."""
     gen = torch.Generator().manual_seed(seed)
     cap = nc * chunk
     keys = torch.randn(b, hkv, cap, d, generator=gen).to(dtype)
@@ -24,8 +25,14 @@ def case(b, hkv, g, t, d, nc, chunk, dtype, seed, device="cpu"):
     query = torch.randn(b, hkv * g, t, d, generator=gen).to(dtype)
     query[0, 0, 0] = keys[0, 0, chunk : 2 * chunk].float().mean(dim=0).to(dtype) * 8  # aligned with page 1
     keys, query, stop = keys.to(device), query.to(device), stop.to(device)
-    pages = QuestPages(b, hkv, nc, d, device)
+    pages = QuestPages(b, hkv, nc, d, device, bounds or dtype)
     pages.fold(keys, torch.zeros_like(stop), stop, chunk, cap)
+    inside = torch.arange(cap, device=device) < stop[:, None]  # (B, cap): the folded keys, exact in the bounds
+    page_of = torch.arange(cap, device=device) // chunk
+    for i in range(nc):  # each page's bounds are its keys' min and max, exactly
+        at = inside[:, None, :, None] & (page_of == i)[None, None, :, None]
+        assert torch.equal(pages.lo[:, :, i].float(), keys.float().masked_fill(~at, float("inf")).amin(2))
+        assert torch.equal(pages.hi[:, :, i].float(), keys.float().masked_fill(~at, float("-inf")).amax(2))
     prefix = (stop[:, None] - chunk * torch.arange(nc, device=device)).clamp(0, chunk)
     q64 = query.double().reshape(b, hkv, g * t, 1, d)
     lo, hi = pages.lo.double()[:, :, None], pages.hi.double()[:, :, None]  # (B, Hkv, 1, NC, D)
@@ -55,10 +62,12 @@ def check(pages, query, prefix, want):
 
 
 @needs_interpreter
+@pytest.mark.parametrize("bounds", [torch.float16, torch.float32])
 @pytest.mark.parametrize("b,hkv,g,t,d,nc", [(2, 2, 3, 5, 16, 37), (1, 1, 1, 1, 32, 5), (2, 1, 4, 5, 16, 70)])
-def test_page_bounds_equal_the_definition(b, hkv, g, t, d, nc):
-    """float16 only: Triton 3.6's interpreter computes bfloat16 tl.dot wrongly (bfloat16 runs on the GPU)."""
-    check(*case(b, hkv, g, t, d, nc, 4, torch.float16, seed=nc + t))
+def test_page_bounds_equal_the_definition(b, hkv, g, t, d, nc, bounds):
+    """float16 only: Triton 3.6's interpreter computes bfloat16 tl.dot wrongly (bfloat16 runs on the GPU); bounds
+    in the keys' type (the decoder's) and in float32."""
+    check(*case(b, hkv, g, t, d, nc, 4, torch.float16, seed=nc + t, bounds=bounds))
 
 
 @needs_gpu

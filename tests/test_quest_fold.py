@@ -15,17 +15,17 @@ from .availability import needs_gpu, needs_interpreter
 
 def torch_fold(pages: QuestPages, keys, start, stop, chunk, width):
     """The torch fold on a copy of the bounds."""
-    ref = QuestPages(*pages.lo.shape, pages.lo.device)
+    ref = QuestPages(*pages.lo.shape, pages.lo.device, pages.lo.dtype)
     ref.lo.copy_(pages.lo), ref.hi.copy_(pages.hi)
     ref.fold_torch(keys, start, stop, chunk, width)
     return ref
 
 
-def check_steps(b, hkv, cap, d, chunk, dtype, device, seed):
+def check_steps(b, hkv, cap, d, chunk, dtype, device, seed, bounds=None):
     g = torch.Generator().manual_seed(seed)
     keys = torch.randn(b, hkv, cap, d, generator=g).to(dtype).to(device)
     nc = -(-cap // chunk)
-    pages = QuestPages(b, hkv, nc, d, device)
+    pages = QuestPages(b, hkv, nc, d, device, bounds or dtype)  # the decoder's: the keys' type
     last = torch.randint(0, cap // 2, (b,), generator=g).to(device)
     pages.fold(keys, torch.zeros_like(last), last, chunk, cap)  # the prefill's fold (torch: wide)
     width = 5
@@ -41,10 +41,11 @@ def check_steps(b, hkv, cap, d, chunk, dtype, device, seed):
 
 
 @needs_interpreter
-@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+@pytest.mark.parametrize("dtype,bounds", [(torch.bfloat16, None), (torch.bfloat16, torch.float32),
+                                          (torch.float32, None)])
 @pytest.mark.parametrize("chunk", [4, 16])
-def test_step_folds_equal_the_torch_fold(dtype, chunk):
-    check_steps(3, 2, 70, 16, chunk, dtype, "cpu", seed=chunk)
+def test_step_folds_equal_the_torch_fold(dtype, bounds, chunk):
+    check_steps(3, 2, 70, 16, chunk, dtype, "cpu", seed=chunk, bounds=bounds)
 
 
 @needs_gpu

@@ -4,9 +4,11 @@ batch 16 on the real pair, StreamingLLM 14.7 at the same kept fraction, fourteen
 random bf16 queries and keys, every page's bounds filled, a third of the prefix's keys as the budget:
 
 * per part of one layer's selection, CUPTI GPU time per call (``profile_kernel.kernel_us``): the page scores
-  (:meth:`QuestPages.scores`: the bounds by ``kernels/quest_bound.py``, and by float32 GEMMs as before), the chunk
+  (:meth:`QuestPages.scores`: the bounds by ``kernels/quest_bound.py`` from bounds in the keys' type, the decoder's,
+  and from float32 bounds, and by float32 GEMMs as before), the chunk
   choice by a sort in one program a row (``kernels/budget_top.py``) and in torch (``top_chunks_torch``; the masks
-  checked equal), the lists (``chunk_lists``), the bounds' update (``fold``: ``kernels/quest_fold.py``, and the torch fold);
+  checked equal), the lists (``chunk_lists``), the bounds' update (``fold``: ``kernels/quest_fold.py`` into either
+  bounds, and the torch fold);
 * a step's selections (one per layer, 28) as one CUDA graph, replayed: wall time per step with each chunk choice
   (and the dispatch ``top_chunks`` with either page bounds).
 
@@ -63,8 +65,11 @@ def main() -> None:
         n_cols = -(-cap // CHUNK)
         keys = torch.randn(batch, hkv, cap, d, device="cuda", dtype=torch.bfloat16)
         last = torch.full((batch,), context, device="cuda")
-        pages = QuestPages(batch, hkv, n_cols, d, "cuda")
+        pages = QuestPages(batch, hkv, n_cols, d, "cuda", keys.dtype)  # the decoder's: bounds in the keys' type
         pages.fold(keys, torch.zeros_like(last), last, CHUNK, cap)
+        pages32 = QuestPages(batch, hkv, n_cols, d, "cuda")  # float32 bounds (the fifteenth session's)
+        pages32.fold(keys, torch.zeros_like(last), last, CHUNK, cap)
+        assert torch.equal(pages.lo.float(), pages32.lo) and torch.equal(pages.hi.float(), pages32.hi), "bounds"
         prefix = prefix_chunk_keys(last, n_cols, CHUNK)
         budget = KEPT * (last + T).double() - T
         query = torch.randn(batch, hq, T, d, device="cuda", dtype=torch.bfloat16)
@@ -75,18 +80,20 @@ def main() -> None:
         assert torch.equal(mask, by_sort(scores, prefix, budget, QUEST_MIN_PAGES)), "budget_top != torch"
         parts = {
             "page scores": lambda: pages.scores(query, prefix, scaling),
-            "page scores (torch GEMMs)": lambda: torch_scores(pages, query, prefix, scaling),
+            "page scores (float32 bounds)": lambda: pages32.scores(query, prefix, scaling),
+            "page scores (torch GEMMs)": lambda: torch_scores(pages32, query, prefix, scaling),
             "chunk choice (budget_top)": lambda: by_sort(scores, prefix, budget, QUEST_MIN_PAGES),
             "chunk choice (torch)": lambda: top_chunks_torch(scores, prefix, budget, QUEST_MIN_PAGES),
             "lists": lambda: chunk_lists(mask, n_cols),
             "bounds update (fold)": lambda: pages.fold(keys, last, last + T, CHUNK, T),
-            "bounds update (torch fold)": lambda: pages.fold_torch(keys, last, last + T, CHUNK, T),
+            "bounds update (fold, float32 bounds)": lambda: pages32.fold(keys, last, last + T, CHUNK, T),
+            "bounds update (torch fold)": lambda: pages32.fold_torch(keys, last, last + T, CHUNK, T),
         }
         for name, fn in parts.items():
             total, detail = us_total(fn)
             print(f"{context:>7} {batch:>3} {name:36} {total:>8.1f}  {detail}", flush=True)
         kernel_scores = pages.scores
-        gemm_scores = lambda *a: torch_scores(pages, *a)  # noqa: E731
+        gemm_scores = lambda *a: torch_scores(pages32, *a)  # noqa: E731
         for name, score, choose in (("budget_top", kernel_scores, by_sort), ("torch", kernel_scores, top_chunks_torch),
                                     ("top_chunks", kernel_scores, top_chunks),
                                     ("top_chunks, GEMM bounds", gemm_scores, top_chunks)):
@@ -97,7 +104,7 @@ def main() -> None:
             ms = graph_ms([step], reps=20)
             print(f"{context:>7} {batch:>3} {'step, ' + str(LAYERS) + ' layers, ' + name:36} {ms * 1e3:>8.1f}  "
                   f"(one CUDA graph replayed, wall time)", flush=True)
-        del keys, pages
+        del keys, pages, pages32
         torch.cuda.empty_cache()
 
 

@@ -385,8 +385,8 @@ class GraphDecoder:
     def _build_quest(self) -> None:
         cfg = self.verifier.config
         head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
-        self.quest_pages = {j: QuestPages(self.batch, cfg.num_key_value_heads, self.n_cols, head_dim, self.device)
-                            for j in self.sparse}
+        self.quest_pages = {j: QuestPages(self.batch, cfg.num_key_value_heads, self.n_cols, head_dim, self.device,
+                                          self.v_cache.keys[j].dtype) for j in self.sparse}
         self.selectors = {j: self._quest_selector(j) for j in self.sparse}
 
     # ----------------------------------------------------------------------------------- state

@@ -8,12 +8,13 @@ import torch
 
 
 class QuestPages:
-    """Quest's per-page key bounds of one verifier layer, on the device: ``lo, hi (B, Hkv, pages, D)`` float32
-    (exact for fp16/bf16 keys; the page scores read them as they are, no cast a step), kept as keys are committed (a
-    partial page's bounds cover its committed keys only)."""
+    """Quest's per-page key bounds of one verifier layer, on the device: ``lo, hi (B, Hkv, pages, D)`` in the keys'
+    type ``dtype`` (exact: a page's min or max is one of its keys; bfloat16 keys: half the bytes float32 bounds would
+    take to keep and to read every step), kept as keys are committed (a partial page's bounds cover its committed keys
+    only)."""
 
-    def __init__(self, batch: int, kv_heads: int, pages: int, head_dim: int, device):
-        self.lo = torch.full((batch, kv_heads, pages, head_dim), float("inf"), dtype=torch.float32, device=device)
+    def __init__(self, batch: int, kv_heads: int, pages: int, head_dim: int, device, dtype=torch.float32):
+        self.lo = torch.full((batch, kv_heads, pages, head_dim), float("inf"), dtype=dtype, device=device)
         self.hi = torch.full_like(self.lo, float("-inf"))
 
     def fold(self, keys: torch.Tensor, start: torch.Tensor, stop: torch.Tensor, chunk_size: int, width: int) -> None:
@@ -32,15 +33,19 @@ class QuestPages:
 
     def fold_torch(self, keys: torch.Tensor, start: torch.Tensor, stop: torch.Tensor, chunk_size: int,
                    width: int) -> None:
-        """:meth:`fold` by a gather and two ``scatter_reduce`` (any device, any width)."""
+        """:meth:`fold` by a gather and two ``scatter_reduce`` (any device, any width; 16-bit bounds reduced in a
+        float32 copy, exact, then written back: the prefill's fold, once)."""
         b, hkv, _, d = self.lo.shape
         pos = start.long()[:, None] + torch.arange(width, device=keys.device)[None, :]  # (B, W)
         valid = (pos < stop.long()[:, None]) & (pos < keys.shape[2])
         gathered = keys.gather(2, pos.clamp(max=keys.shape[2] - 1)[:, None, :, None].expand(b, hkv, width, d)).float()
         inside = valid[:, None, :, None]
         page = (pos // chunk_size).clamp(max=self.lo.shape[2] - 1)[:, None, :, None].expand(b, hkv, width, d)
-        self.lo.scatter_reduce_(2, page, gathered.masked_fill(~inside, float("inf")), "amin")
-        self.hi.scatter_reduce_(2, page, gathered.masked_fill(~inside, float("-inf")), "amax")
+        lo, hi = self.lo.float(), self.hi.float()  # the bounds themselves when they are float32
+        lo.scatter_reduce_(2, page, gathered.masked_fill(~inside, float("inf")), "amin")
+        hi.scatter_reduce_(2, page, gathered.masked_fill(~inside, float("-inf")), "amax")
+        if lo is not self.lo:
+            self.lo.copy_(lo), self.hi.copy_(hi)
 
     def scores(self, query: torch.Tensor, prefix_keys: torch.Tensor, scaling: float) -> torch.Tensor:
         """Quest's chunk estimates of one layer's step: ``query (B, Hq, T, D)`` (Hq a multiple of Hkv; the keys'
@@ -66,6 +71,6 @@ class QuestPages:
     def bounds_torch(self, q: torch.Tensor, prefix_keys: torch.Tensor, scaling: float) -> torch.Tensor:
         """The page bounds in float32 GEMMs: ``q (B, Hkv, R, D)`` -> ``(B, Hkv, R, NC)``, -inf outside the prefix."""
         q = q.float()
-        bound = (torch.matmul(q.clamp(min=0), self.hi.transpose(-1, -2))
-                 + torch.matmul(q.clamp(max=0), self.lo.transpose(-1, -2))) * scaling
+        bound = (torch.matmul(q.clamp(min=0), self.hi.float().transpose(-1, -2))
+                 + torch.matmul(q.clamp(max=0), self.lo.float().transpose(-1, -2))) * scaling
         return bound.masked_fill((prefix_keys == 0)[:, None, None, :], float("-inf"))

@@ -4,12 +4,13 @@ Quest selection (:meth:`specattn.decode.quest_pages.QuestPages.scores`; in torch
 add and a mask a layer: 52 x 38 us of GEMM alone in a 32K batch-16 step, docs/benchmarks.md, fifteenth session).
 
 One program per (sequence, KV head) and block of pages: the KV head's query rows (its query heads x the step's rows)
-against the pages' float32 bounds cast to the queries' 16-bit type, two tensor-core dots accumulating in float32. The
-cast is exact (the bounds are minima and maxima of keys of that type) and so is every product (8- or 11-bit
-significands): only the float32 summation order differs from the torch version. Pages without prefix keys get -inf.
+against the pages' bounds (the keys' 16-bit type, as the decoder keeps them, or float32 cast to it), two tensor-core
+dots accumulating in float32. The bounds are exact in that type (minima and maxima of its keys) and so is every product
+(8- or 11-bit significands): only the float32 summation order differs from the torch version. Pages without prefix keys get -inf.
 Use it through ``QuestPages.scores``, which checks when it applies and runs the torch version elsewhere. H200, 32K
 batch 16 (``scripts/gpu/profile_quest.py``): a layer's page scores 126.2 -> 68.8 us, a step's 28 selections 6.34 ->
-4.66 ms; the kernel itself 51 us for 35 MB of bounds (its registers limit occupancy).
+4.66 ms; the kernel itself 51 us for 35 MB of float32 bounds (its registers limit occupancy; bfloat16 bounds since:
+half the bytes, untimed).
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ def applies(query: torch.Tensor, head_dim: int) -> bool:
 def launch(q: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, prefix_keys: torch.Tensor, scaling: float,
            out: torch.Tensor) -> torch.Tensor:
     """One launch on validated contiguous tensors: ``q (B, Hkv, R, D)`` bfloat16/float16 (R: a KV head's query rows),
-    ``lo, hi (B, Hkv, NC, D)`` float32 bounds of keys of ``q``'s type, ``prefix_keys (B, NC)`` integer (0: not in the
+    ``lo, hi (B, Hkv, NC, D)`` bounds of keys of ``q``'s type (in that type or float32), ``prefix_keys (B, NC)`` integer (0: not in the
     prefix) -> ``out (B, Hkv, R, NC)`` float32."""
     b, hkv, r, d = q.shape
     nc = lo.shape[2]
@@ -70,9 +71,9 @@ def _aot_check(compile_one) -> bool:
     """Compile for sm_90 (:mod:`.aot_check`): Qwen2.5-Coder-1.5B's verifier (6 query heads a KV head x 5 rows, head dim
     128) and Llama-3.1-8B's (4 x 5, 128), bfloat16 and float16."""
     ok = True
-    for ty in ("bf16", "fp16"):
-        sig = {"q_ptr": f"*{ty}", "lo_ptr": "*fp32", "hi_ptr": "*fp32", "keys_ptr": "*i64", "out_ptr": "*fp32",
-               "R": "i32", "NC": "i32", "HKV": "i32", "scaling": "fp32"}
-        ok &= compile_one(f"quest_bound {ty} D=128 RP=32", _quest_bound_kernel, sig,
+    for ty, bounds in (("bf16", "bf16"), ("fp16", "fp16"), ("bf16", "fp32")):
+        sig = {"q_ptr": f"*{ty}", "lo_ptr": f"*{bounds}", "hi_ptr": f"*{bounds}", "keys_ptr": "*i64",
+               "out_ptr": "*fp32", "R": "i32", "NC": "i32", "HKV": "i32", "scaling": "fp32"}
+        ok &= compile_one(f"quest_bound {ty} D=128 RP=32 {bounds} bounds", _quest_bound_kernel, sig,
                           {"D": 128, "RP": 32, "BLOCK": BLOCK_P}, 4)
     return ok
