@@ -141,6 +141,25 @@ def test_auto_layer_map_is_cached(tiny_pair, tiny_model_dir, tmp_path, monkeypat
                                                       "align.num_tokens=300", "align.context_len=300",
                                                       "align.metric=cosine"), tiny_pair)
     assert other_path != path
+    # a bound on the draft layers: its map from the cached similarity (no second calibration), the same folder
+    import specattn.align.calibrate as calibrate
+
+    monkeypatch.setattr(calibrate, "similarity_matrices", lambda *a, **k: pytest.fail("calibrated again"))
+    bounded, bounded_path = auto_layer_map(compose_config("model=tiny_random", f"model.verifier.path={tiny_model_dir}",
+                                                          "align.num_tokens=300", "align.context_len=300",
+                                                          "align.max_draft_layers=1", "dense_layers=2"), tiny_pair)
+    similarity = np.load(path.parent / "similarity.npy")
+    assert bounded_path.parent == path.parent and bounded_path.name == "layer_map_max1_dense2.yaml"
+    assert bounded == monotonic_alignment(similarity, 1, 2) and len(set(bounded[2:])) == 1
+    assert yaml.safe_load(bounded_path.read_text())["max_draft_layers"] == 1
+
+
+def test_a_bad_draft_layer_bound_is_refused_before_weights_load():
+    from specattn.runs.validate import validate
+
+    for bad in ("0", "-2", "1.5", "many"):
+        with pytest.raises(SpecAttnError, match=f"align.max_draft_layers='?{bad}'? must be a positive integer"):
+            validate(compose_config("experiment=align", f"align.max_draft_layers={bad}"))
 
 
 def test_too_little_calibration_text_says_so(tiny_pair, tiny_model_dir):
@@ -173,13 +192,21 @@ def test_align_study_end_to_end(tiny_model_dir, tmp_path):
 
     result = run_cli("experiment=align_study", "model=tiny_random", f"model.verifier.path={tiny_model_dir}",
                      "align.num_tokens=400", "align.context_len=200", "dataset.num_samples=1",
-                     "dataset.context_len=150", "experiment.p_values=[0.8,0.95]", "logger=none", "progress=false",
-                     env={"SPECATTN_OUTPUTS": str(tmp_path)})
+                     "dataset.context_len=150", "experiment.p_values=[0.8,0.95]", "experiment.max_draft_layers=[1]",
+                     "logger=none", "progress=false", env={"SPECATTN_OUTPUTS": str(tmp_path)})
     assert result.returncode == 0, result.stderr
     run_dir = next((tmp_path / "align_study").iterdir())
     summary = pd.read_parquet(run_dir / "summary.parquet")
-    expected = {(m, p) for m in ["kl", "js", "topp_recall", "cosine", "proportional", "identity"] for p in (0.8, 0.95)}
+    metrics = ["kl", "js", "topp_recall", "cosine"]
+    bounded = {f"{m} max1": monotonic_alignment(np.load(run_dir / f"similarity_{m}.npy"), 1, 2) for m in metrics
+               if monotonic_alignment(np.load(run_dir / f"similarity_{m}.npy"), 1, 2)
+               != monotonic_alignment(np.load(run_dir / f"similarity_{m}.npy"))}
+    assert bounded  # the tiny pair's maps use more than one draft layer past the two dense layers
+    expected = {(m, p) for m in [*metrics, *bounded, "proportional", "identity"] for p in (0.8, 0.95)}
     assert set(zip(summary.layer_map, summary.p)) == expected
+    results = pd.read_parquet(run_dir / "results.parquet")
+    for name, mapping in bounded.items():  # each bounded map evaluated as computed: one draft layer past the dense two
+        assert set(results[results.layer_map == name].mapping) == {str(mapping)} and len(set(mapping[2:])) == 1
     assert (summary.dense_ppl == summary.dense_ppl.iloc[0]).all()
     stability = pd.read_parquet(run_dir / "stability.parquet")
     assert sorted(stability.calibration_tokens.unique()) == [200, 400]
@@ -209,3 +236,69 @@ def test_a_metric_added_to_the_registry_is_computed_by_the_streamed_similarity(t
     totals = accumulate(tiny_pair, ids, AlignSettings(metrics=("dot", "cosine"), min_position=10))
     assert totals.mean("dot").shape == (tiny_pair.n_draft_layers, tiny_pair.n_verifier_layers)
     assert (totals.mean("dot") > 0).all()
+
+
+def brute_force_bounded(similarity: np.ndarray, budget: int, dense_layers: int) -> tuple[float, list[int]]:
+    """Best total over the non-decreasing maps with at most ``budget`` distinct draft layers in columns
+    ``dense_layers..``, and the lexicographically smallest map attaining it."""
+    n_draft, n_verifier = similarity.shape
+    best, best_map = -math.inf, None
+    for combo in itertools.combinations_with_replacement(range(n_draft), n_verifier):
+        if len(set(combo[dense_layers:])) > budget:
+            continue
+        total = sum(similarity[i, j] for j, i in enumerate(combo))
+        if total > best:
+            best, best_map = total, list(combo)
+    return best, best_map
+
+
+@pytest.mark.parametrize("shape", [(1, 4), (3, 1), (3, 5), (4, 6), (5, 4), (6, 7)])
+def test_bounded_dp_matches_brute_force_at_every_budget_and_dense_prefix(shape):
+    n_draft, n_verifier = shape
+    rng = np.random.default_rng(7 * n_draft + n_verifier)
+    for _ in range(6):
+        ties = rng.integers(0, 3, size=shape).astype(float)
+        floats = rng.normal(size=shape)
+        for dense in range(n_verifier + 1):
+            for budget in range(1, n_draft + 2):
+                got = monotonic_alignment(ties, budget, dense)
+                assert got == brute_force_bounded(ties, budget, dense)[1], (budget, dense)
+                got = monotonic_alignment(floats, budget, dense)
+                assert len(set(got[dense:])) <= budget and all(a <= b for a, b in zip(got, got[1:]))
+                assert sum(floats[i, j] for j, i in enumerate(got)) == pytest.approx(
+                    brute_force_bounded(floats, budget, dense)[0], abs=1e-12)
+        assert monotonic_alignment(floats, n_draft) == monotonic_alignment(floats)  # a bound that binds nothing
+
+
+def test_bounded_dp_on_a_band_shares_layers_and_refuses_bad_bounds():
+    band = -np.abs(np.arange(8)[:, None] - np.arange(8)[None, :]).astype(float)  # the diagonal: 8 layers unbounded
+    assert monotonic_alignment(band) == list(range(8))
+    two = monotonic_alignment(band, 2)
+    assert len(set(two)) == 2 and two == [1] * 4 + [5] * 4  # each half at a middle layer: |offsets| 1+0+1+2 a half
+    assert monotonic_alignment(band, 1, dense_layers=6) == [0, 1, 2, 3, 4, 5, 6, 6]  # only layers 6, 7 counted
+    for bad in (0, -1, 2.5, True, "3"):
+        with pytest.raises(SpecAttnError, match=r"align.max_draft_layers=.*must be a whole number >= 1"):
+            monotonic_alignment(band, bad)
+    with pytest.raises(SpecAttnError, match="dense_layers=9"):
+        monotonic_alignment(band, 2, dense_layers=9)
+
+
+def test_the_bound_cli_writes_a_bounded_map_from_a_saved_similarity(tmp_path):
+    import subprocess
+    import sys
+
+    band = -np.abs(np.arange(6)[:, None] - np.arange(8)[None, :] * 0.7).astype(float)
+    np.save(tmp_path / "similarity.npy", band)
+    out = tmp_path / "map.yaml"
+    run = subprocess.run([sys.executable, "-m", "specattn.align", str(tmp_path / "similarity.npy"),
+                          "--max-draft-layers", "2", "--dense-layers", "2", "--out", str(out)],
+                         capture_output=True, text=True, check=False)
+    assert run.returncode == 0, run.stderr
+    written = yaml.safe_load(out.read_text())
+    assert written["verifier_to_draft"] == monotonic_alignment(band, 2, 2) and written["max_draft_layers"] == 2
+    assert len(set(written["verifier_to_draft"][2:])) == 2 < len(set(monotonic_alignment(band)[2:]))
+    assert "at most 2: " in run.stdout and "2 distinct draft layers past the first 2" in run.stdout
+    layer_map.resolve(str(out), 6, 8, None)  # a valid layer_map file for this pair
+    bad = subprocess.run([sys.executable, "-m", "specattn.align", str(tmp_path / "similarity.npy"),
+                          "--max-draft-layers", "0"], capture_output=True, text=True, check=False)
+    assert bad.returncode == 2 and "--max-draft-layers=0 must be >= 1" in bad.stderr and "Traceback" not in bad.stderr

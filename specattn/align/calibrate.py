@@ -77,20 +77,38 @@ def write_layer_map(path: Path, mapping: list[int], info: dict) -> Path:
 
 
 def auto_cache_key(cfg: DictConfig) -> str:
-    """Identity of an automatic mapping: model pair, metric, calibration data and align settings."""
+    """Identity of an automatic mapping's similarity: model pair, metric, calibration data and align settings (not
+    ``align.max_draft_layers``: every bound's map comes from the same similarity)."""
     parts = {k: OmegaConf.to_container(cfg[k], resolve=True) for k in ("model", "align")}
+    parts["align"].pop("max_draft_layers", None)
     parts["calibration"] = OmegaConf.to_container(cfg.dataset.calibration, resolve=True)
     parts.update(head_agg=cfg.head_agg, dtype=cfg.dtype)
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def bounded_alignment(cfg: DictConfig, similarity: np.ndarray) -> tuple[list[int], dict]:
+    """The monotone map of ``similarity`` under ``align.max_draft_layers`` (counted over the verifier layers from
+    ``dense_layers`` on), and the settings to record beside it."""
+    bound = cfg.align.get("max_draft_layers")
+    if bound is None:
+        return monotonic_alignment(similarity), {}
+    info = {"max_draft_layers": int(bound), "dense_layers": int(cfg.dense_layers)}
+    return monotonic_alignment(similarity, int(bound), int(cfg.dense_layers)), info
+
+
 def auto_layer_map(cfg: DictConfig, pair: ModelPair, progress: bool = False) -> tuple[list[int], Path]:
-    """The ``layer_map=auto`` mapping: read from the cache, or calibrated once and cached."""
+    """The ``layer_map=auto`` mapping: read from the cache, or calibrated once and cached (the similarity once per
+    calibration; each ``align.max_draft_layers`` bound's map from it)."""
     folder = cache_root() / "layer_maps" / f"{cfg.model.name}-{cfg.align.metric}-{auto_cache_key(cfg)}"
-    path = folder / "layer_map.yaml"
+    bound = cfg.align.get("max_draft_layers")
+    path = folder / ("layer_map.yaml" if bound is None else f"layer_map_max{int(bound)}_dense{int(cfg.dense_layers)}.yaml")
     if not path.is_file():
-        print(f"layer_map=auto: calibrating with align.metric={cfg.align.metric} (cached at {folder})", flush=True)
-        similarity = similarity_matrices(cfg, pair, progress=progress)[cfg.align.metric]
-        save_npy(folder / "similarity.npy", similarity)
-        write_layer_map(path, monotonic_alignment(similarity), {"metric": cfg.align.metric, "model": cfg.model.name})
+        if (folder / "similarity.npy").is_file():
+            similarity = np.load(folder / "similarity.npy")
+        else:
+            print(f"layer_map=auto: calibrating with align.metric={cfg.align.metric} (cached at {folder})", flush=True)
+            similarity = similarity_matrices(cfg, pair, progress=progress)[cfg.align.metric]
+            save_npy(folder / "similarity.npy", similarity)
+        mapping, info = bounded_alignment(cfg, similarity)
+        write_layer_map(path, mapping, {"metric": cfg.align.metric, "model": cfg.model.name, **info})
     return yaml.safe_load(path.read_text())["verifier_to_draft"], path

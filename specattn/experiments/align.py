@@ -1,7 +1,8 @@
 """``experiment=align``: draft-to-verifier layer mapping from attention similarity on calibration text.
 
 Writes to the run folder ``similarity.npy`` (``(n_draft, n_verifier)``, mean row similarity),
-``layer_map.yaml`` (one draft layer per verifier layer; usable as ``layer_map=<path>``) and
+``layer_map.yaml`` (one draft layer per verifier layer, at most ``align.max_draft_layers`` distinct ones over the
+verifier layers from ``dense_layers`` on when that is set; usable as ``layer_map=<path>``) and
 ``heatmap.png`` (the matrix with the chosen monotone path); the results table is the long-form
 matrix with the chosen cells marked.
 """
@@ -10,8 +11,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from ..align.calibrate import save_npy, similarity_matrices, write_layer_map
-from ..align.dp import monotonic_alignment
+from ..align.calibrate import bounded_alignment, save_npy, similarity_matrices, write_layer_map
 from ..align.plots import plot_alignment
 from ..models.pair import ModelPair
 from ..runs.context import ExperimentResult, RunContext
@@ -30,12 +30,12 @@ def run(ctx: RunContext) -> ExperimentResult:
     pair = load_pair_for(cfg)
     metric = cfg.align.metric
     similarity = similarity_matrices(cfg, pair, progress=cfg.progress)[metric]
-    mapping = monotonic_alignment(similarity)
+    mapping, bound = bounded_alignment(cfg, similarity)
     labels = draft_labels(pair)
     save_npy(run_dir / "similarity.npy", similarity)
     map_path = write_layer_map(run_dir / "layer_map.yaml", mapping, {
         "metric": metric, "model": cfg.model.name, "calibration_tokens": int(cfg.align.num_tokens),
-        "head_agg": cfg.head_agg})
+        "head_agg": cfg.head_agg, **bound})
     heatmap = plot_alignment(similarity, mapping, run_dir / "heatmap.png",
                              f"{cfg.model.name}: {metric} similarity, draft vs verifier layers", labels)
     cells = pd.DataFrame([

@@ -1,7 +1,9 @@
 """``experiment=align_study``: which layer-mapping metric serves SpecAttn best (the paper's open question).
 
 One calibration pass computes the similarity matrix of every metric of ``experiment.metrics`` (plus how the mapping settles
-as calibration tokens grow); each metric's monotone mapping, ``proportional`` and (for
+as calibration tokens grow); each metric's monotone mapping (and, for each bound of ``experiment.max_draft_layers``, its
+mapping with at most that many distinct draft layers over the sparse verifier layers: ``"<metric> max<K>"``; the decoder
+recomputes every distinct draft layer's rows each step), ``proportional`` and (for
 self-speculative pairs) ``identity`` are then evaluated with SpecAttn at each ``p`` of
 ``experiment.p_values`` on the evaluation samples, against dense attention. Outputs: the table
 (one row per mapping, p and sample; column ``layer_map`` names the mapping), ``tradeoff.png``
@@ -20,7 +22,7 @@ from ..align.dp import monotonic_alignment
 from ..align.plots import plot_alignment, plot_tradeoff
 from ..align.similarity_metrics import METRICS
 from ..core import layer_maps
-from ..core.checks import fractions
+from ..core.checks import fractions, positive_int
 from ..core.errors import SpecAttnError
 from ..eval.perplexity import evaluate_sample, prepare
 from ..eval.ppl_metrics import sample_rows, summarise
@@ -37,9 +39,16 @@ from .evaluation import (
 )
 
 
-def mappings_to_compare(pair, similarities) -> dict[str, list[int]]:
-    """Each metric's monotone mapping, plus the proportional and identity baselines."""
+def mappings_to_compare(pair, similarities, bounds=(), dense_layers: int = 0) -> dict[str, list[int]]:
+    """Each metric's monotone mapping, under each bound of ``bounds`` on its distinct draft layers (``"<metric>
+    max<K>"``, counted from verifier layer ``dense_layers``; only bounds that change the map), plus the proportional
+    and identity baselines."""
     maps = {metric: monotonic_alignment(matrix) for metric, matrix in similarities.items()}
+    for metric, matrix in similarities.items():
+        for bound in bounds:
+            bounded = monotonic_alignment(matrix, int(bound), dense_layers)
+            if bounded != maps[metric]:
+                maps[f"{metric} max{int(bound)}"] = bounded
     maps["proportional"] = layer_maps.proportional(pair.n_draft_layers, pair.n_verifier_layers)
     if pair.draft_layers is not None:
         maps["identity"] = layer_maps.identity(pair.draft_layers, pair.n_verifier_layers)
@@ -89,13 +98,15 @@ def check(cfg) -> None:
     check_impl(cfg)
     fractions(cfg.experiment.p_values, "experiment.p_values", "[0.9,0.95]")
     study_metrics(cfg)
+    for bound in cfg.experiment.get("max_draft_layers") or ():
+        positive_int(bound, "experiment.max_draft_layers", "[4,7]")
 
 
 def run(ctx: RunContext) -> ExperimentResult:
     cfg, run_dir = ctx.cfg, ctx.run_dir
     pair = load_pair_for(cfg, cfg.dataset.context_len)
     similarities = calibrate(cfg, pair, run_dir)
-    maps = mappings_to_compare(pair, similarities)
+    maps = mappings_to_compare(pair, similarities, cfg.experiment.get("max_draft_layers") or (), int(cfg.dense_layers))
     artifacts = {}
     labels = draft_labels(pair)
     for metric, matrix in similarities.items():

@@ -132,6 +132,8 @@ def _check_align(cfg: DictConfig) -> None:
     _check_positions(cfg, "align.context_len", positive_int(align.context_len, "align.context_len", "2048"))
     nonnegative_int(align.min_position, "align.min_position", "64")
     positive_int(align.query_block, "align.query_block", "128")
+    if align.get("max_draft_layers") is not None:
+        positive_int(align.max_draft_layers, "align.max_draft_layers", "7")
 
 
 def _check_experiment(cfg: DictConfig) -> None:
