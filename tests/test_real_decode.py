@@ -528,3 +528,48 @@ def test_gpu_state_parses_nvidia_smi_and_gives_nan_where_a_field_or_the_tool_is_
     assert all(math.isnan(v) for v in gpu_state().values())
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
     assert all(math.isnan(v) for v in gpu_state().values())
+
+
+def test_other_layer_maps_run_beside_the_same_dense_baselines_and_the_roofline_counts_their_rows(pair):
+    """experiment.layer_maps: SpecAttn p=match_p and each policy again under each named map, in the same run (one
+    dense baseline for all); a copy of the run's own map decodes exactly the run's tokens with the same reads (the
+    map is what changes a mode, nothing else), a one-layer map has its rows' bytes in the roofline cut to one layer."""
+    own = mapping(pair)
+    one = tuple([own[0]] * 2 + [own[-1]] * (len(own) - 2))  # every sparse verifier layer on the last draft layer
+    cfg = config(pair, draft_reads=("first_window",), matched=False, layer_maps=(("same", own), ("one", one)))
+    ids = prompts(2, 120, 6)
+    frame = pd.DataFrame(run_point(pair, cfg, 120, 2, [ids], 1e11, lambda msg: None)).set_index("mode")
+    assert list(frame.index) == ["ar", "dense", "specattn p=0.6", "specattn p=0.9", "specattn p=0.6 draft=first_window",
+                                 "specattn p=0.6 map=same", "specattn p=0.6 draft=first_window map=same",
+                                 "specattn p=0.6 map=one", "specattn p=0.6 draft=first_window map=one"]
+    assert "error" not in frame or frame["error"].isna().all()
+    assert list(frame["layer_map"]) == ["run"] * 5 + ["same"] * 2 + ["one"] * 2
+    needed = len(set(own[2:]))
+    assert needed > 1 and frame.loc["specattn p=0.6", "rows_layers"] == needed
+    assert frame.loc["specattn p=0.6 map=one", "rows_layers"] == 1
+    for base in ("specattn p=0.6", "specattn p=0.6 draft=first_window"):
+        twin = frame.loc[f"{base} map=same"]
+        assert twin["tokens"] == frame.loc[base, "tokens"] and twin["verifier_kept"] == frame.loc[base, "verifier_kept"]
+        assert twin["bytes_draft_rows_k"] == frame.loc[base, "bytes_draft_rows_k"]
+    rows_k = frame.loc["specattn p=0.6", "bytes_draft_rows_k"]
+    assert frame.loc["specattn p=0.6 map=one", "bytes_draft_rows_k"] == pytest.approx(rows_k / needed, rel=1e-6)
+
+
+def test_other_layer_maps_are_checked_before_weights_load(tmp_path):
+    from hydra import compose, initialize_config_dir
+
+    from specattn.experiments.decode_real import check
+
+    short = tmp_path / "short.yaml"
+    short.write_text("verifier_to_draft: [0, 1, 2]\n")
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        check(compose("config", overrides=["experiment=decode_real", "model=qwen_coder",
+                                           "+experiment.layer_maps.prop=proportional"]))
+        for bad, match in [(f"+experiment.layer_maps.short={short}", r"experiment.layer_maps.short: .*3 entries"),
+                           ("+experiment.layer_maps.cal=auto", r"experiment.layer_maps.cal=auto: name a layer_map file")]:
+            with pytest.raises(SpecAttnError, match=match):
+                check(compose("config", overrides=["experiment=decode_real", "model=qwen_coder", bad]))
+        cfg = compose("config", overrides=["experiment=decode_real", "model=qwen_coder"])
+        cfg.experiment.layer_maps = {"a b": "proportional"}  # a name the mode labels could not carry
+        with pytest.raises(SpecAttnError, match=r"has the name 'a b'"):
+            check(cfg)

@@ -9,7 +9,10 @@ greedy tokens from the same prefilled caches:
 * ``streaming`` and ``quest`` with ``kv_budget_frac`` = the verifier kept fraction SpecAttn ``p = match_p``
   measured at this point (matched on the point, not per prompt: labelled);
 * SpecAttn ``p = match_p`` with each draft read policy of ``draft_reads``, and ``window`` with a dense
-  verifier (MagicDec's StreamingLLM draft).
+  verifier (MagicDec's StreamingLLM draft);
+* under each other layer map of ``layer_maps`` (``name``): SpecAttn ``p = match_p`` and each of its draft read
+  policies again (``... map=<name>``), beside the same dense baselines (column ``layer_map``: the name, ``run`` for the
+  run's own map; ``rows_layers``: the distinct draft layers whose rows the step recomputes, as the roofline counts).
 
 Per mode the two phases are captured once as CUDA graphs and replayed for every group; a group's
 decoding is timed with CUDA events from its first step to the step at which every sequence has its
@@ -89,6 +92,7 @@ class RealBenchConfig:
     matched: bool = True  # StreamingLLM and Quest matched to SpecAttn p=match_p (False: a run of the other modes only)
     row0_from_scores: bool = True  # first_* policies: row 0 from forward 0's saved scores (False: from the keys)
     draft_split: SplitConfig | None = None  # the attention kernel's launch in the draft's dense layers (None: split)
+    layer_maps: tuple[tuple[str, tuple[int, ...]], ...] = ()  # (name, map): SpecAttn p=match_p and each policy again
 
 
 def base_settings(cfg: RealBenchConfig) -> GraphSettings:
@@ -117,7 +121,18 @@ def modes(cfg: RealBenchConfig, matched_frac: float | None) -> list[tuple[str, G
         if reads == "window":
             out.append(("dense draft=window", dataclasses.replace(base, p=cfg.match_p, verify="dense",
                                                                  draft_reads="window", **policy)))
+    for name, mapping in cfg.layer_maps:  # the same SpecAttn modes under another map, beside the same dense baseline
+        other = dataclasses.replace(base, p=cfg.match_p, layer_map=tuple(mapping))
+        out.append((f"specattn p={cfg.match_p} map={name}", other))
+        out += [(f"specattn p={cfg.match_p} draft={reads} map={name}", dataclasses.replace(other, draft_reads=reads,
+                                                                                        **policy))
+                for reads in cfg.draft_reads]
     return out
+
+
+def rows_layers(settings: GraphSettings, verifier_layers: int) -> int:
+    """The distinct draft layers whose rows a SpecAttn step recomputes: those the sparse verifier layers map to."""
+    return len({settings.layer_map[j] for j in range(settings.dense_layers, verifier_layers)})
 
 
 def timed_generate(dec: GraphDecoder, new_tokens: int) -> dict:
@@ -184,7 +199,6 @@ class PointRunner:
         self.decoders: dict[str, GraphDecoder] = {}
         self.v_shape = roofline.ModelShape.from_config(pair.verifier.config, pair.verifier.dtype.itemsize)
         self.d_shape = roofline.ModelShape.from_config(pair.draft.config, pair.draft.dtype.itemsize)
-        self.needed = len({cfg.layer_map[j] for j in range(cfg.dense_layers, self.v_shape.layers)})
 
     def prefill(self, prompts: torch.Tensor) -> float:
         """Fill both shared caches with ``prompts`` (seconds)."""
@@ -274,6 +288,8 @@ def run_point(pair, cfg: RealBenchConfig, context: int, batch: int, groups: list
         settings = settings_of[label]
         row = {"context": context, "batch": batch, "mode": label, "verify": settings.mode,
                "draft_reads": settings.draft_reads, "p": settings.p, "gamma": settings.gamma,
+               "layer_map": label.partition(" map=")[2] or "run",  # experiment.layer_maps' name, or the run's map
+               "rows_layers": rows_layers(settings, runner.v_shape.layers),
                "groups": len(ok), "prompts": len(ok) * batch, "new_tokens": cfg.new_tokens}
         if not ok:
             row["error"] = runs[-1]["error"]
@@ -298,7 +314,7 @@ def run_point(pair, cfg: RealBenchConfig, context: int, batch: int, groups: list
                     "passes": [{"group": r["group"], **p} for r in ok for p in r.get("passes", ())],
                     "kv_budget_frac": settings.kv_budget_frac})
         row.update(roofline_row(cfg, settings, runner.v_shape, runner.d_shape, batch, context, tau,
-                                row["verifier_kept"], row["draft_kept"], runner.needed, bandwidth))
+                                row["verifier_kept"], row["draft_kept"], row["rows_layers"], bandwidth))
         row["roof_frac"] = row["tokens_per_s"] / row["roof_tokens_per_s"]
         row["tokens"] = [t for r in ok for t in r["tokens_out"]]
         rows.append(row)

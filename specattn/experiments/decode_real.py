@@ -13,6 +13,7 @@ timed pass, in the order they ran: ms and the GPU's clocks, temperature and powe
 from __future__ import annotations
 
 import math
+import re
 import time
 
 import pandas as pd
@@ -27,11 +28,13 @@ from ..bench.timing import (
     measure_read_bandwidth,
     require_gpu,
 )
+from ..core import layer_maps
 from ..core.checks import flag, fractions, nonnegative_int, positive_int
 from ..core.errors import SpecAttnError
 from ..data.windows import token_windows
 from ..gpu.kernels.rows_config import RowsConfig
 from ..gpu.kernels.split_config import SplitConfig
+from ..models.layers import layer_counts
 from ..results.plots import plot_decoding_by_context, plot_policy_tradeoff
 from ..decode.draft_reads import DRAFT_READS
 from ..runs.context import ExperimentResult, RunContext
@@ -69,9 +72,28 @@ def check(cfg) -> None:
     kernel_launch(e, "rows", RowsConfig)
     flag(e.get("matched", True), "experiment.matched")
     flag(e.get("row0_from_scores", True), "experiment.row0_from_scores")
+    n_draft, n_verifier = layer_counts(cfg.model)
+    for name, spec in (e.get("layer_maps") or {}).items():
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+", str(name)):
+            raise SpecAttnError(f"experiment.layer_maps has the name {name!r}: use letters, digits, '_', '.', '-' "
+                                "(it labels the modes: 'specattn p=0.9 map=<name>')")
+        if str(spec) == "auto":
+            raise SpecAttnError(f"experiment.layer_maps.{name}=auto: name a layer_map file (python -m specattn.align "
+                                "writes one from a saved similarity) or proportional")
+        try:
+            layer_maps.check(str(spec), n_draft, n_verifier, cfg.model.draft.get("layers"))
+        except SpecAttnError as error:
+            raise SpecAttnError(f"experiment.layer_maps.{name}: {error}") from None
 
 
-def bench_config(cfg, layer_map) -> RealBenchConfig:
+def other_layer_maps(cfg, pair) -> tuple[tuple[str, tuple[int, ...]], ...]:
+    """``experiment.layer_maps`` resolved for the loaded pair: ``((name, map), ...)``."""
+    return tuple((str(name), tuple(layer_maps.resolve(str(spec), pair.n_draft_layers, pair.n_verifier_layers,
+                                                      pair.draft_layers)))
+                 for name, spec in (cfg.experiment.get("layer_maps") or {}).items())
+
+
+def bench_config(cfg, layer_map, others: tuple = ()) -> RealBenchConfig:
     e = cfg.experiment
     ints = lambda xs: tuple(int(x) for x in xs)  # noqa: E731
     return RealBenchConfig(ints(e.contexts), ints(e.batches), int(e.prompts), int(e.new_tokens),
@@ -84,7 +106,7 @@ def bench_config(cfg, layer_map) -> RealBenchConfig:
                            None if e.get("draft_dense_layers") is None else int(e.draft_dense_layers),
                            flag(e.get("matched", True), "experiment.matched"),
                            flag(e.get("row0_from_scores", True), "experiment.row0_from_scores"),
-                           kernel_launch(e, "draft_split", SplitConfig))
+                           kernel_launch(e, "draft_split", SplitConfig), others)
 
 
 def kernel_launch(e, key: str, kind):
@@ -155,7 +177,7 @@ def render(rows: pd.DataFrame, agree: pd.DataFrame, loss: pd.DataFrame, hw: dict
              "(the roofline divides by the read bandwidth). Real weights, real acceptance and selection.", "",
              "### Targets", *[f"- {line}" for line in targets(rows, loss)], ""]
     columns = ["mode", "tokens_per_s", "timing_spread", "step_ms", "steady_tokens_per_s", "tau", "acceptance", "cont_ppl",
-               "verifier_kept", "draft_kept", "roof_tokens_per_s", "roof_frac", "prompts"]
+               "verifier_kept", "draft_kept", "rows_layers", "roof_tokens_per_s", "roof_frac", "prompts"]
     for (context, batch), group in rows.groupby(["context", "batch"], sort=False):
         ok = group[group.get("error", pd.Series(index=group.index, dtype=object)).isna()] if "error" in group else group
         dense = ok[ok["mode"] == "dense"]
@@ -192,7 +214,7 @@ def run(ctx: RunContext) -> ExperimentResult:
         from ..hooks.fused_llama import fuse_llama
 
         fuse_llama(pair.draft), fuse_llama(pair.verifier)
-    bench = bench_config(cfg, layer_mapping(cfg, pair))
+    bench = bench_config(cfg, layer_mapping(cfg, pair), other_layer_maps(cfg, pair))
     log(f"{cfg.model.name} loaded in {time.perf_counter() - tick:.1f} s ({pair.verifier.dtype})")
     copy_bw, read_bw, hw = measure_bandwidth(), measure_read_bandwidth(), hardware()
     log(f"copy {copy_bw / 1e12:.3f} TB/s, read {read_bw / 1e12:.3f} TB/s; {hw}")
