@@ -27,12 +27,11 @@ def case(b, hkv, g, t, d, nc, chunk, dtype, seed, device="cpu", bounds=None):
     keys, query, stop = keys.to(device), query.to(device), stop.to(device)
     pages = QuestPages(b, hkv, nc, d, device, bounds or dtype)
     pages.fold(keys, torch.zeros_like(stop), stop, chunk, cap)
-    inside = torch.arange(cap, device=device) < stop[:, None]  # (B, cap): the folded keys, exact in the bounds
-    page_of = torch.arange(cap, device=device) // chunk
-    for i in range(nc):  # each page's bounds are its keys' min and max, exactly
-        at = inside[:, None, :, None] & (page_of == i)[None, None, :, None]
-        assert torch.equal(pages.lo[:, :, i].float(), keys.float().masked_fill(~at, float("inf")).amin(2))
-        assert torch.equal(pages.hi[:, :, i].float(), keys.float().masked_fill(~at, float("-inf")).amax(2))
+    outside = (torch.arange(cap, device=device) >= stop[:, None])[:, None, :, None]  # (B, 1, cap, 1): not folded
+    paged = lambda x: x.reshape(b, hkv, nc, chunk, d)  # noqa: E731  (cap = nc * chunk)
+    # each page's bounds are exactly its folded keys' min and max (pages without keys: +-inf)
+    assert torch.equal(pages.lo.float(), paged(keys.float().masked_fill(outside, float("inf"))).amin(3))
+    assert torch.equal(pages.hi.float(), paged(keys.float().masked_fill(outside, float("-inf"))).amax(3))
     prefix = (stop[:, None] - chunk * torch.arange(nc, device=device)).clamp(0, chunk)
     q64 = query.double().reshape(b, hkv, g * t, 1, d)
     lo, hi = pages.lo.double()[:, :, None], pages.hi.double()[:, :, None]  # (B, Hkv, 1, NC, D)
