@@ -176,6 +176,10 @@ def test_keys_a_constructor_takes_may_be_added(capsys, tmp_path):
                         f"paths.outputs={tmp_path}"], CONF)
     assert "+dataset.source.max_docs=5: the config has no key dataset.source.max_docs: did you mean " \
            "dataset.source.max_documents=5?" in refusal(capsys, "dataset=pg19", "+dataset.source.max_docs=5")
+    check_command_line(["experiment=decode_real", "model=qwen_coder", "+experiment.layer_maps.other=proportional",
+                        "logger=none", f"paths.outputs={tmp_path}"], CONF)  # decode_real's maps: any name
+    assert "+experiment.layer_map.other=proportional: the config has no key experiment.layer_map.other" in refusal(
+        capsys, "experiment=decode_real", "model=qwen_coder", "+experiment.layer_map.other=proportional")
 
 
 def test_read_only_and_full_output_folders_are_refused(capsys, tiny_model_dir, small_disk):

@@ -26,7 +26,8 @@ from omegaconf import DictConfig, OmegaConf
 from ..core.errors import SpecAttnError
 
 #: nodes whose keys are passed on as keyword arguments (a random model's transformers config)
-OPEN_NODES = ("model.verifier.config", "model.draft.config")
+OPEN_NODES = ("model.verifier.config", "model.draft.config", "experiment.layer_maps")  # any key: a name decode_real
+#                                                                                       checks itself
 #: keys that code reads from nodes without a ``_target_`` (``specattn.models.pair.load_pair``): a yaml
 #: may leave them out (a self-speculative draft has no ``path``; a separate one is added with ``+``)
 READ_BY_CODE = {"model.verifier": ("path", "init", "config", "parts"),
