@@ -391,7 +391,7 @@ def pass_timings(rows: list[dict]) -> pd.DataFrame:
     frame = pd.DataFrame(out)
     if frame.empty:
         return frame
-    floats = ["at", "ms", *GPU_STATE_FIELDS]  # all-NaN fields come back from parquet as None
+    floats = [c for c in ("at", "ms", *GPU_STATE_FIELDS) if c in frame]  # all-NaN fields come back from parquet as None
     frame[floats] = frame[floats].astype(float)
     return frame.sort_values("at", kind="stable").reset_index(drop=True)
 
