@@ -547,6 +547,7 @@ def test_other_layer_maps_run_beside_the_same_dense_baselines_and_the_roofline_c
     needed = len(set(own[2:]))
     assert needed > 1 and frame.loc["specattn p=0.6", "rows_layers"] == needed
     assert frame.loc["specattn p=0.6 map=one", "rows_layers"] == 1
+    assert frame.loc["dense", "rows_layers"] == frame.loc["ar", "rows_layers"] == 0  # no selection, no rows
     for base in ("specattn p=0.6", "specattn p=0.6 draft=first_window"):
         twin = frame.loc[f"{base} map=same"]
         assert twin["tokens"] == frame.loc[base, "tokens"] and twin["verifier_kept"] == frame.loc[base, "verifier_kept"]

@@ -131,7 +131,10 @@ def modes(cfg: RealBenchConfig, matched_frac: float | None) -> list[tuple[str, G
 
 
 def rows_layers(settings: GraphSettings, verifier_layers: int) -> int:
-    """The distinct draft layers whose rows a SpecAttn step recomputes: those the sparse verifier layers map to."""
+    """The distinct draft layers whose rows a step recomputes: under SpecAttn those the sparse verifier layers map to,
+    else none."""
+    if settings.mode != "specattn":
+        return 0
     return len({settings.layer_map[j] for j in range(settings.dense_layers, verifier_layers)})
 
 
