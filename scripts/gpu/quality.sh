@@ -125,6 +125,10 @@ for part in "$@"; do echo "== $part $(date +%T)"; case $part in
   align)     # layer alignment at the default 16384 calibration tokens on 32 samples of 2K code (intervals; the
              # stability table at 16384 and 32768 tokens ran with 8 samples in the second session)
     spec $L $M experiment=align_study dataset=python_source dataset.num_samples=32 align.num_tokens=16384 ;;
+  align_bounded) # the js map bounded to 4, 7 and 10 draft layers beside it, 32 samples of 2K code (the CPU's 4 texts:
+             # docs/results.md, "Layer maps with fewer draft layers")
+    spec $L $M experiment=align_study dataset=python_source dataset.num_samples=32 align.num_tokens=16384 \
+      "experiment.metrics=[js]" "experiment.max_draft_layers=[4,7,10]" "experiment.p_values=[0.9,0.95]" ;;
   long_low_p) # 32K code at the low and high p of the paper's table beside dense (p = 0.9 and 0.95 have 32 windows from
              # long_target / long_rest): windows 30-35; the third session ran 0-9 (rows not archived), the eighth 4-13,
              # the ninth 14-29 (docs/data/h200-real-2026-12-03f): these 6 make 32 archived windows
