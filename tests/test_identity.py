@@ -91,16 +91,3 @@ def test_a_sweep_over_a_key_a_method_ignores_computes_it_once(tiny_model_dir, tm
     folders = sorted(path.parent.name for path in tmp_path.glob("ppl/*/results.parquet"))
     assert len(folders) == 3 and sum(name.startswith("quest-") for name in folders) == 1, folders
     assert "job #1 is the same run as job #0 (same signature)" in result.stdout  # launched once
-
-
-def test_a_layer_map_file_counts_by_its_entries_so_an_edited_map_forks_the_run(tmp_path):
-    path = tmp_path / "map.yaml"
-    path.write_text("verifier_to_draft: [0, 0, 1, 1, 2, 3]\n")
-    plain = signature(compose_config(f"layer_map={path}"))
-    real = compose_config("experiment=decode_real", f"+experiment.layer_maps.other={path}")
-    with_other = signature(real)
-    assert plain == signature(compose_config(f"layer_map={path}"))  # read twice: the same identity
-    path.write_text("verifier_to_draft: [0, 0, 1, 2, 2, 3]\n")  # edited in place
-    assert signature(compose_config(f"layer_map={path}")) != plain
-    assert signature(compose_config("experiment=decode_real", f"+experiment.layer_maps.other={path}")) != with_other
-    assert signature(compose_config("layer_map=proportional")) != plain  # names count as themselves

@@ -570,6 +570,11 @@ def test_other_layer_maps_are_checked_before_weights_load(tmp_path):
                            ("+experiment.layer_maps.cal=auto", r"experiment.layer_maps.cal=auto: name a layer_map file")]:
             with pytest.raises(SpecAttnError, match=match):
                 check(compose("config", overrides=["experiment=decode_real", "model=qwen_coder", bad]))
+        from specattn.runs.validate import validate
+
+        with pytest.raises(SpecAttnError, match=r"experiment.layer_maps.gone: layer_map=.*gone.yaml: no such file"):
+            validate(compose("config", overrides=["experiment=decode_real", "model=qwen_coder", "device=cpu",
+                                                  f"+experiment.layer_maps.gone={tmp_path / 'gone.yaml'}"]))
         cfg = compose("config", overrides=["experiment=decode_real", "model=qwen_coder"])
         cfg.experiment.layer_maps = {"a b": "proportional"}  # a name the mode labels could not carry
         with pytest.raises(SpecAttnError, match=r"has the name 'a b'"):

@@ -355,6 +355,13 @@ def test_fingerprints_follow_the_files(tmp_path):
         "dataset.calibration", "model.verifier.path"}
     # qwen_coder's weights are pinned by size and SHA-256 in the config (part of the signature): no stamp
     assert data_fingerprint(compose_config("model=qwen_coder", "experiment=align")).keys() == {"dataset.calibration"}
+    # decode_real's other maps: each file stamped (an edited one recomputes the run), a built-in name not
+    real = compose_config("model=qwen_coder", "experiment=decode_real", "+experiment.layer_maps.prop=proportional",
+                          f"+experiment.layer_maps.other={tmp_path / 'map.yaml'}")
+    stamp = data_fingerprint(real)["experiment.layer_maps.other"]
+    assert "experiment.layer_maps.prop" not in data_fingerprint(real)
+    (tmp_path / "map.yaml").write_text("[0, 0]")  # same size, new entries
+    assert data_fingerprint(real)["experiment.layer_maps.other"] != stamp
 
 
 def test_parallel_jobs_of_one_run_compute_it_once(tiny_model_dir, tmp_path):

@@ -4,9 +4,9 @@ results are this run's (:mod:`specattn.runs.run_folder`).
 The signature hashes config values; a path in the config says nothing of what the file holds. The
 fingerprint stamps what the run reads behind its result keys (:func:`specattn.runs.signature.result_keys`):
 the text sources (``dataset.source``, ``dataset.calibration``, ``experiment.haystacks.*``: each
-source's ``fingerprint()``), a ``layer_map`` file and local weights (``model.verifier.path``,
-``model.draft.path``). It does not enter the signature, so folder names stay stable when a file
-changes; the run recomputes instead.
+source's ``fingerprint()``), layer map files (``layer_map``, decode_real's ``experiment.layer_maps.*``) and
+local weights (``model.verifier.path``, ``model.draft.path``). It does not enter the signature, so folder
+names stay stable when a file changes; the run recomputes instead.
 Computing it needs no model and reads only small files (:mod:`specattn.core.stamps`).
 """
 
@@ -38,8 +38,13 @@ def data_fingerprint(cfg: DictConfig) -> dict[str, str]:
         node = OmegaConf.select(cfg, key)
         if read(key) and node is not None:
             stamps[key] = built(node, key).fingerprint()
-    if read("layer_map") and str(cfg.layer_map) not in BUILTIN_MAPS:
-        stamps["layer_map"] = file_stamp(Path(str(cfg.layer_map)).expanduser())
+    maps = {"layer_map": cfg.get("layer_map")}
+    maps.update({f"experiment.layer_maps.{name}": spec  # decode_real's other maps
+                 for name, spec in (OmegaConf.select(cfg, "experiment.layer_maps") or {}).items()})
+    for key, spec in maps.items():  # a missing file: refused by layer_maps.check under its own key, not here
+        path = Path(str(spec)).expanduser()
+        if read(key) and str(spec) not in BUILTIN_MAPS and path.is_file():
+            stamps[key] = file_stamp(path)
     for key in ("model.verifier.path", "model.draft.path"):
         stamp = weights_stamp(OmegaConf.select(cfg, key)) if read(key) else None
         if stamp is not None:

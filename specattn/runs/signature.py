@@ -6,7 +6,7 @@ an ``identity()`` (a method: :meth:`specattn.methods.base.Method.identity`) coun
 its settings as the method reads them, so a method that reads no ``p`` does not fork runs over it and
 a budget matched to a finished run counts by the fraction it read, not the run's path. With
 ``layer_map=auto`` the mapping is calibrated from ``align.*`` and ``dataset.calibration``, so those
-count too; a layer map file counts by its entries as well as its path. Keys not listed (logging, paths, progress bars, memory knobs such as
+count too. Keys not listed (logging, paths, progress bars, memory knobs such as
 ``experiment.query_block``, display labels) never fork a run. An experiment without
 ``depends_on`` is identified by its whole config but Hydra's node, the logger, the paths,
 ``rerun``, ``progress`` and ``launch`` (the safe default for a new experiment).
@@ -54,28 +54,8 @@ def _resolved(cfg: DictConfig, key: str):
 
 
 def result_view(cfg: DictConfig) -> dict:
-    """``{dotted key: resolved value}`` of :func:`result_keys` (what the signature hashes); a layer map file (``layer_map``,
-    ``experiment.layer_maps``) counts by its path and its entries, so a run never reuses results of an edited map."""
-    view = {key: _resolved(cfg, key) for key in result_keys(cfg)}
-    if "layer_map" in view:
-        view["layer_map"] = _map_identity(view["layer_map"])
-    others = view.get("experiment", {}).get("layer_maps") if isinstance(view.get("experiment"), dict) else None
-    if isinstance(others, dict):
-        view["experiment"] = {**view["experiment"], "layer_maps": {k: _map_identity(v) for k, v in others.items()}}
-    return view
-
-
-def _map_identity(spec):
-    """A layer map spec as the signature counts it: a file by its path and entries, a name (``proportional``,
-    ``identity``, ``auto``) or an unreadable file (refused by validation) as given."""
-    from ..core import layer_maps
-
-    if not isinstance(spec, str) or spec in ("proportional", "identity", "auto"):
-        return spec
-    try:
-        return {"file": spec, "verifier_to_draft": layer_maps.load(spec)}
-    except SpecAttnError:
-        return spec
+    """``{dotted key: resolved value}`` of :func:`result_keys` (what the signature hashes)."""
+    return {key: _resolved(cfg, key) for key in result_keys(cfg)}
 
 
 def signature(cfg: DictConfig, length: int = 10) -> str:
