@@ -222,16 +222,15 @@ class PointRunner:
             if dec.device.type == "cuda":
                 dec.capture()
         dec.resume(prompts)
-        passes = [self.timed_pass(dec, 0)]
-        out = passes[0].pop("out")
+        first, out = self.timed_pass(dec, 0)
+        passes = [first]
         verifier_kept, draft_kept = dec.kept_fractions()
         tokens = self.cfg.new_tokens
         to_end = [drafts_to_output_end(steps, tokens, settings.gamma) for steps in out["accepted"]]
         generated = self.tokens_of(dec, prompts.shape[1])
         for index in range(1, self.cfg.repeats):  # the same decoding again: only its time counts
             dec.resume(prompts)
-            passes.append(self.timed_pass(dec, index))
-            del passes[-1]["out"]
+            passes.append(self.timed_pass(dec, index)[0])
         times = [p["ms"] for p in passes]
         ms = statistics.median(times)
         group_steps = max(len(steps) for steps in out["accepted"])  # the steps timed: until the slowest sequence
@@ -246,13 +245,13 @@ class PointRunner:
                                                     settings.chunk_size),
                 "verifier_kept": verifier_kept, "draft_kept": draft_kept, "passes": passes}
 
-    def timed_pass(self, dec: GraphDecoder, index: int) -> dict:
-        """One timed decoding of the group (:func:`timed_generate`'s ``out``) with what :func:`pass_timings` keeps of
-        it: its index, host clock at its start (Unix seconds), ms, and the GPU's clocks, temperature and power right
-        after it (:func:`~specattn.bench.timing.gpu_state`)."""
+    def timed_pass(self, dec: GraphDecoder, index: int) -> tuple[dict, dict]:
+        """One timed decoding of the group: what :func:`pass_timings` keeps of it (its index, host clock at its start
+        in Unix seconds, ms, and the GPU's clocks, temperature and power right after it:
+        :func:`~specattn.bench.timing.gpu_state`) and :func:`timed_generate`'s result."""
         at = time.time()
         out = timed_generate(dec, self.cfg.new_tokens)
-        return {"pass": index, "at": at, "ms": out["ms"], **gpu_state(), "out": out}
+        return {"pass": index, "at": at, "ms": out["ms"], **gpu_state()}, out
 
     def tokens_of(self, dec: GraphDecoder, length: int) -> list[list[int]]:
         return dec.tokens[:, length: length + self.cfg.new_tokens].tolist()
