@@ -521,7 +521,7 @@ def test_gpu_state_parses_nvidia_smi_and_gives_nan_where_a_field_or_the_tool_is_
     smi.chmod(0o755)
     monkeypatch.setenv("PATH", f"{tmp_path}:/usr/bin:/bin")
     state = gpu_state(3)
-    assert {k: state[k] for k in ("sm_mhz", "mem_mhz", "temp_c")} == {"sm_mhz": 1980.0, "mem_mhz": 3201.0, "temp_c": 41.0}
+    assert [state[k] for k in ("sm_mhz", "mem_mhz", "temp_c")] == [1980.0, 3201.0, 41.0]
     assert math.isnan(state["power_w"])
     assert "--id=3" in (tmp_path / "args").read_text()
     smi.write_text("#!/bin/sh\nexit 9\n")  # a failing driver: NaN, not an exception in the middle of a run
@@ -567,7 +567,8 @@ def test_other_layer_maps_are_checked_before_weights_load(tmp_path):
         check(compose("config", overrides=["experiment=decode_real", "model=qwen_coder",
                                            "+experiment.layer_maps.prop=proportional"]))
         for bad, match in [(f"+experiment.layer_maps.short={short}", r"experiment.layer_maps.short: .*3 entries"),
-                           ("+experiment.layer_maps.cal=auto", r"experiment.layer_maps.cal=auto: name a layer_map file")]:
+                           ("+experiment.layer_maps.cal=auto",
+                            r"experiment.layer_maps.cal=auto: name a layer_map file")]:
             with pytest.raises(SpecAttnError, match=match):
                 check(compose("config", overrides=["experiment=decode_real", "model=qwen_coder", bad]))
         from specattn.runs.validate import validate

@@ -46,8 +46,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"unbounded: {describe(similarity, monotonic_alignment(similarity), args.dense_layers)}")
     print(f"at most {args.max_draft_layers}: {describe(similarity, bounded, args.dense_layers)}")
     if args.out is not None:
-        write_layer_map(args.out, bounded, {"similarity": str(args.similarity), "max_draft_layers": args.max_draft_layers,
-                                            "dense_layers": args.dense_layers})
+        info = {"similarity": str(args.similarity), "max_draft_layers": args.max_draft_layers,
+                "dense_layers": args.dense_layers}
+        write_layer_map(args.out, bounded, info)
         print(f"layer_map: {args.out}  (use with layer_map={args.out})")
     return 0
 

@@ -101,7 +101,8 @@ def auto_layer_map(cfg: DictConfig, pair: ModelPair, progress: bool = False) -> 
     calibration; each ``align.max_draft_layers`` bound's map from it)."""
     folder = cache_root() / "layer_maps" / f"{cfg.model.name}-{cfg.align.metric}-{auto_cache_key(cfg)}"
     bound = cfg.align.get("max_draft_layers")
-    path = folder / ("layer_map.yaml" if bound is None else f"layer_map_max{int(bound)}_dense{int(cfg.dense_layers)}.yaml")
+    name = "layer_map" if bound is None else f"layer_map_max{int(bound)}_dense{int(cfg.dense_layers)}"
+    path = folder / f"{name}.yaml"
     if not path.is_file():
         if (folder / "similarity.npy").is_file():
             similarity = np.load(folder / "similarity.npy")

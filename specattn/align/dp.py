@@ -59,7 +59,7 @@ def _bounded(scores: np.ndarray, budget: int, dense_layers: int) -> list[int]:
     a new one is counted at column ``dense_layers`` and wherever the map moves to a deeper layer after it."""
     n_draft, n_verifier = scores.shape
 
-    def cost(j: int, stay: bool) -> int:  # budget spent by column j >= 1 (staying on the previous column's layer or not)
+    def cost(j: int, stay: bool) -> int:  # budget spent by column j >= 1 (staying on the previous column's layer?)
         return int(j == dense_layers or (j > dense_layers and not stay))
 
     # best[j, i, r]: the best total of columns j.. with f[j] = i and at most r new layers counted after column j

@@ -128,7 +128,9 @@ def gpu_state(index: int = 0) -> dict[str, float]:
         values = [v.strip() for v in out.stdout.strip().splitlines()[0].split(",")]
     except (OSError, subprocess.SubprocessError, IndexError):
         return nan
-    return {key: _number(v) for key, v in zip(GPU_STATE_FIELDS, values)} if len(values) == len(GPU_STATE_FIELDS) else nan
+    if len(values) != len(GPU_STATE_FIELDS):
+        return nan
+    return {key: _number(v) for key, v in zip(GPU_STATE_FIELDS, values)}
 
 
 def _number(text: str) -> float:

@@ -6,7 +6,8 @@ add and a mask a layer: 52 x 38 us of GEMM alone in a 32K batch-16 step, docs/be
 One program per (sequence, KV head) and block of pages: the KV head's query rows (its query heads x the step's rows)
 against the pages' bounds (the keys' 16-bit type, as the decoder keeps them, or float32 cast to it), two tensor-core
 dots accumulating in float32. The bounds are exact in that type (minima and maxima of its keys) and so is every product
-(8- or 11-bit significands): only the float32 summation order differs from the torch version. Pages without prefix keys get -inf.
+(8- or 11-bit significands): only the float32 summation order differs from the torch version. Pages without prefix
+keys get -inf.
 Use it through ``QuestPages.scores``, which checks when it applies and runs the torch version elsewhere. H200, 32K
 batch 16 (``scripts/gpu/profile_quest.py``): a layer's page scores 126.2 -> 68.8 us, a step's 28 selections 6.34 ->
 4.66 ms; the kernel itself 51 us for 35 MB of float32 bounds (its registers limit occupancy; bfloat16 bounds since:
@@ -56,8 +57,8 @@ def applies(query: torch.Tensor, head_dim: int) -> bool:
 def launch(q: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, prefix_keys: torch.Tensor, scaling: float,
            out: torch.Tensor) -> torch.Tensor:
     """One launch on validated contiguous tensors: ``q (B, Hkv, R, D)`` bfloat16/float16 (R: a KV head's query rows),
-    ``lo, hi (B, Hkv, NC, D)`` bounds of keys of ``q``'s type (in that type or float32), ``prefix_keys (B, NC)`` integer (0: not in the
-    prefix) -> ``out (B, Hkv, R, NC)`` float32."""
+    ``lo, hi (B, Hkv, NC, D)`` bounds of keys of ``q``'s type (in that type or float32), ``prefix_keys (B, NC)``
+    integer (0: not in the prefix) -> ``out (B, Hkv, R, NC)`` float32."""
     b, hkv, r, d = q.shape
     nc = lo.shape[2]
     if b * hkv and r and nc:

@@ -5,8 +5,8 @@ fills and two ``scatter_reduce`` a layer: 38.9 us at 32K batch 16 on the H200, `
 One program per (sequence, KV head) owns its rows of the bounds, so no atomics: it walks the ``W`` positions
 ``start .. start + W - 1`` in order (those before ``stop`` and inside the cache), each key read once and folded into
 its page (``pos // chunk``, the last page for positions past the pages) by a load, a min / max and a store. Exact:
-min and max of the keys' values in float32, stored in the bounds' type (the keys', or float32). Use it through ``QuestPages.fold``, which runs the torch version for
-wide folds (the prefill's) and elsewhere.
+min and max of the keys' values in float32, stored in the bounds' type (the keys', or float32). Use it through
+``QuestPages.fold``, which runs the torch version for wide folds (the prefill's) and elsewhere.
 """
 
 from __future__ import annotations
@@ -50,8 +50,8 @@ def applies(keys: torch.Tensor, width: int) -> bool:
 def launch(keys: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, start: torch.Tensor, stop: torch.Tensor,
            chunk_size: int, width: int) -> None:
     """One launch on validated contiguous tensors: ``keys (B, Hkv, cap, D)`` (any float type), ``lo, hi (B, Hkv,
-    NC, D)`` the keys' type or float32 (updated in place), ``start, stop (B,)`` integer: fold keys ``[start[b], min(stop[b],
-    start[b] + width))``."""
+    NC, D)`` the keys' type or float32 (updated in place), ``start, stop (B,)`` integer: fold keys ``[start[b],
+    min(stop[b], start[b] + width))``."""
     b, hkv, cap, d = keys.shape
     if b * hkv:
         _quest_fold_kernel[(b * hkv,)](keys, lo, hi, start, stop, hkv, cap, lo.shape[2], chunk_size, W=width, D=d,

@@ -347,8 +347,8 @@ def launch(q, k, v, lengths, chunk_ids, n_chunks, chunk_size: int, sm_scale: flo
         v.stride(0), v.stride(1), v.stride(2), snb, snh, out.stride(0), out.stride(1), out.stride(2),
         *(lse_out.stride() if lse_out is not None else (0, 0)), *(q_out.stride()[:2] if q_out is not None else (0, 0)),
         ssb, ssh,
-        RB=rb, TP=pow2(t, 2), SB=merge_slots(rb, config.merge_tile), WRITE_LSE=lse_out is not None, WRITE_Q=q_out is not None,
-        num_warps=4, **common,
+        RB=rb, TP=pow2(t, 2), SB=merge_slots(rb, config.merge_tile), WRITE_LSE=lse_out is not None,
+        WRITE_Q=q_out is not None, num_warps=4, **common,
     )
     return out
 
