@@ -2,9 +2,8 @@
 # Runs from /tmp/repo (a copy) while the weights are staged: first Quest's page kernels' GPU tests (bounds, fold; bounds
 # in the keys' bfloat16 since the sixteenth stop) and where Quest's selection spends its time with them
 # (scripts/gpu/profile_quest.py: bfloat16 and float32 bounds, the float32 GEMMs, the chunk choice's dispatch), then the
-# decoder's GPU tests (Quest's scores now take the
-# kernel; the draft's dense layers their own launch by default), the sparse kernel's and the step's, and the rest of
-# the GPU suite. Each part writes under $GPU_OUT/bg; `done` marks the end.
+# decoder's GPU tests (Quest's scores now take the kernel; the draft's dense layers their own launch by default), the
+# sparse kernel's and the step's, and the rest of the GPU suite. Each part writes under $GPU_OUT/bg; `done` marks the end.
 source scripts/gpu/env.sh
 export PYTHONPATH="/tmp/site:/tmp/repo"
 step() { echo "== $1 $(date +%T)"; }

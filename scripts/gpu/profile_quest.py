@@ -44,13 +44,6 @@ def by_sort(scores, prefix_keys, budget, min_chunks):
                              torch.empty(scores.shape, dtype=torch.bool, device=scores.device))
 
 
-def torch_scores(pages, query, prefix, scaling):
-    """``QuestPages.scores`` with the bounds from float32 GEMMs (the path before ``kernels/quest_bound.py``)."""
-    b, hq, t, d = query.shape
-    q = query.reshape(b, pages.lo.shape[1], -1, d)
-    return torch.softmax(pages.bounds_torch(q, prefix, scaling), dim=-1).amax(dim=2)
-
-
 def us_total(fn) -> tuple[float, str]:
     us = kernel_us(fn)
     return sum(us.values()), kernels_line(us)
@@ -75,13 +68,13 @@ def main() -> None:
         query = torch.randn(batch, hq, T, d, device="cuda", dtype=torch.bfloat16)
         scaling = d ** -0.5
         scores = pages.scores(query, prefix, scaling)
-        assert torch.allclose(scores, torch_scores(pages, query, prefix, scaling), rtol=1e-4, atol=1e-7), "quest_bound"
+        assert torch.allclose(scores, pages.scores_torch(query, prefix, scaling), rtol=1e-4, atol=1e-7), "quest_bound"
         mask = top_chunks_torch(scores, prefix, budget, QUEST_MIN_PAGES)
         assert torch.equal(mask, by_sort(scores, prefix, budget, QUEST_MIN_PAGES)), "budget_top != torch"
         parts = {
             "page scores": lambda: pages.scores(query, prefix, scaling),
             "page scores (float32 bounds)": lambda: pages32.scores(query, prefix, scaling),
-            "page scores (torch GEMMs)": lambda: torch_scores(pages32, query, prefix, scaling),
+            "page scores (torch GEMMs)": lambda: pages32.scores_torch(query, prefix, scaling),
             "chunk choice (budget_top)": lambda: by_sort(scores, prefix, budget, QUEST_MIN_PAGES),
             "chunk choice (torch)": lambda: top_chunks_torch(scores, prefix, budget, QUEST_MIN_PAGES),
             "lists": lambda: chunk_lists(mask, n_cols),
@@ -93,7 +86,7 @@ def main() -> None:
             total, detail = us_total(fn)
             print(f"{context:>7} {batch:>3} {name:36} {total:>8.1f}  {detail}", flush=True)
         kernel_scores = pages.scores
-        gemm_scores = lambda *a: torch_scores(pages32, *a)  # noqa: E731
+        gemm_scores = pages32.scores_torch
         for name, score, choose in (("budget_top", kernel_scores, by_sort), ("torch", kernel_scores, top_chunks_torch),
                                     ("top_chunks", kernel_scores, top_chunks),
                                     ("top_chunks, GEMM bounds", gemm_scores, top_chunks)):

@@ -66,6 +66,12 @@ class QuestPages:
                 bound = torch.empty(q.shape[:3] + (self.lo.shape[2],), dtype=torch.float32, device=query.device)
                 bound = quest_bound.launch(q.contiguous(), self.lo, self.hi, prefix_keys.contiguous(), scaling, bound)
                 return torch.softmax(bound, dim=-1).amax(dim=2)
+        return self.scores_torch(query, prefix_keys, scaling)
+
+    def scores_torch(self, query: torch.Tensor, prefix_keys: torch.Tensor, scaling: float) -> torch.Tensor:
+        """:meth:`scores` with the bounds from float32 GEMMs (:meth:`bounds_torch`; any device and type)."""
+        b, hq, t, d = query.shape
+        q = query.reshape(b, self.lo.shape[1], (hq // self.lo.shape[1]) * t, d)
         return torch.softmax(self.bounds_torch(q, prefix_keys, scaling), dim=-1).amax(dim=2)
 
     def bounds_torch(self, q: torch.Tensor, prefix_keys: torch.Tensor, scaling: float) -> torch.Tensor:
