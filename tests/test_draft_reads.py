@@ -380,6 +380,20 @@ def test_step_bytes_of_each_draft_policy_by_hand():
     assert roofline.window_keys(100, 4, 200, 16) == 100 and roofline.window_keys(100, 0, 20, 16) == 20
     with pytest.raises(ValueError, match="draft_kept"):
         roofline.step_bytes(v, d, **common, draft_reads="reuse")
+    # reuse with the verifier selecting from 2 draft layers, 1 of them a policy layer (its rows computed once)
+    both = dict(common, draft_reads="reuse", draft_kept=0.25, draft_refresh=4, kept=0.25, needed_layers=2)
+    apart, shared = roofline.step_bytes(v, d, **both), roofline.step_bytes(v, d, **both, shared_layers=1)
+    row_k = ((100 + 3) + 3 * (32 + 3)) / 4 * k  # one layer's amortised row keys, as reuse's draft_select_k
+    assert apart["draft_rows_k"] == round(2 * row_k) and shared["draft_rows_k"] == round(row_k)
+    assert apart["selection"] == 2 * shared["selection"] == 2 * (3 * 103 * 3 * 4 + 3 * 7 * 2 * 4)
+    assert apart["draft_select"] == shared["draft_select"] and apart["draft_kv"] == shared["draft_kv"]
+    assert shared["total"] == sum(x for key, x in shared.items() if key != "total")
+    # first_dense: the draft's row at P is the verifier's row 0 as well; the counts do not depend on sharing
+    first_both = dict(both, draft_reads="first_dense")
+    assert roofline.step_bytes(v, d, **first_both, shared_layers=1) == roofline.step_bytes(v, d, **first_both)
+    for bad in (3, -1):
+        with pytest.raises(ValueError, match=f"shared_layers={bad}"):
+            roofline.step_bytes(v, d, **both, shared_layers=bad)
 
 
 def test_bad_draft_settings_are_refused_in_one_line(tiny_pair):

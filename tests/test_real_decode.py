@@ -556,6 +556,31 @@ def test_other_layer_maps_run_beside_the_same_dense_baselines_and_the_roofline_c
     assert frame.loc["specattn p=0.6 map=one", "bytes_draft_rows_k"] == pytest.approx(rows_k / needed, rel=1e-6)
 
 
+def test_a_draft_layer_both_selections_use_is_one_row_slot_and_the_roofline_counts_it_once(pair):
+    """Under reuse the draft's own selection recomputes every policy layer's rows; a layer the verifier's map also
+    selects from is one row slot (its rows computed and selected once), and the roofline counts it once: the
+    verifier's selection adds bytes only for its map layers that are no policy layer (here draft layer 0, read
+    densely). first_window selects nothing of its own: its slots are the map's."""
+    own = mapping(pair)
+    layer_map = own[:2] + (0,) + own[3:]  # one sparse verifier layer on draft layer 0
+    cfg = config(pair, draft_reads=("reuse", "first_window"), matched=False, layer_map=layer_map, draft_dense_layers=1)
+    frame = pd.DataFrame(run_point(pair, cfg, 120, 2, [prompts(2, 120, 6)], 1e11, lambda msg: None)).set_index("mode")
+    assert "error" not in frame or frame["error"].isna().all()
+    selecting, policy = set(layer_map[2:]), set(range(1, pair.n_draft_layers))
+    assert 0 in selecting and len(selecting) > 1 and selecting - {0} <= policy
+    plain, reuse = frame.loc["specattn p=0.6"], frame.loc["specattn p=0.6 draft=reuse"]
+    assert plain["rows_layers"] == frame.loc["specattn p=0.6 draft=first_window", "rows_layers"] == len(selecting)
+    assert reuse["rows_layers"] == len(selecting | policy)
+    # plain SpecAttn's selection bytes are per map layer; reuse's verifier selection keeps layer 0's only, and the
+    # draft's own selection counts every policy layer (the shared ones among them) once
+    assert reuse["bytes_selection"] == pytest.approx(plain["bytes_selection"] / len(selecting), rel=1e-9)
+    assert reuse["bytes_draft_select"] > 0 and reuse["bytes_draft_rows_k"] > 0
+    settings = GraphSettings(gamma=4, chunk_size=8, layer_map=layer_map, p=0.6, draft_reads="reuse",
+                             draft_dense_layers=1)
+    assert settings.row_layers(pair.n_verifier_layers, pair.n_draft_layers) == (sorted(selecting | policy),
+                                                                                 sorted(selecting))
+
+
 def test_other_layer_maps_are_checked_before_weights_load(tmp_path):
     from hydra import compose, initialize_config_dir
 

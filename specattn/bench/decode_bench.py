@@ -235,16 +235,17 @@ def bench_point(draft, verifier, pair: str, batch: int, context: int, cfg, bandw
             buffer.normal_(generator=gen)
     v_shape, d_shape = (roofline.ModelShape.from_config(m.config, m.dtype.itemsize) for m in (verifier, draft))
     layer_map = proportional_map(d_shape.layers, v_shape.layers)
-    needed = len({layer_map[j] for j in range(cfg.dense_layers, v_shape.layers)})
     rows = []
     for mode, kept, settings in modes(cfg, layer_map):
+        _, selecting = settings.row_layers(v_shape.layers, d_shape.layers)  # the map's layers, under SpecAttn
+        needed = len(selecting)
         base = {"pair": pair, "draft": PAIRS[pair][0], "verifier": PAIRS[pair][1], "batch": batch, "context": context,
                 "mode": mode, "kept": kept, "draft_reads": settings.draft_reads, "gamma": settings.gamma,
-                "tau": settings.tau or 1.0, "p": settings.p,
-                "needed_layers": needed if mode == "specattn" else 0, "bandwidth_TBps": bandwidth / 1e12}
+                "tau": settings.tau or 1.0, "p": settings.p, "needed_layers": needed, "bandwidth_TBps": bandwidth / 1e12}
         policy = {} if settings.draft_reads == "dense" else dict(
             draft_reads=settings.draft_reads, draft_kept=kept, draft_refresh=settings.draft_refresh,
-            draft_window=settings.draft_window, draft_sinks=settings.draft_sinks)
+            draft_window=settings.draft_window, draft_sinks=settings.draft_sinks,
+            shared_layers=len(set(settings.policy_layers(d_shape.layers)).intersection(selecting)))
         parts = roofline.step_bytes(v_shape, d_shape if settings.gamma else None, batch, context, settings.gamma,
                                     None if mode != "specattn" else kept, cfg.dense_layers, needed, cfg.chunk_size,
                                     cap if mode == "specattn" else None, **policy)

@@ -12,7 +12,8 @@ greedy tokens from the same prefilled caches:
   verifier (MagicDec's StreamingLLM draft);
 * under each other layer map of ``layer_maps`` (``name``): SpecAttn ``p = match_p`` and each of its draft read
   policies again (``... map=<name>``), beside the same dense baselines (column ``layer_map``: the name, ``run`` for the
-  run's own map; ``rows_layers``: the distinct draft layers whose rows the step recomputes, as the roofline counts).
+  run's own map; ``rows_layers``: the distinct draft layers whose rows the step recomputes, one slot each, the
+  policy layers' included under ``first_dense`` and ``reuse``).
 
 Per mode the two phases are captured once as CUDA graphs and replayed for every group; a group's
 decoding is timed with CUDA events from its first step to the step at which every sequence has its
@@ -130,12 +131,10 @@ def modes(cfg: RealBenchConfig, matched_frac: float | None) -> list[tuple[str, G
     return out
 
 
-def rows_layers(settings: GraphSettings, verifier_layers: int) -> int:
-    """The distinct draft layers whose rows a step recomputes: under SpecAttn those the sparse verifier layers map to,
-    else none."""
-    if settings.mode != "specattn":
-        return 0
-    return len({settings.layer_map[j] for j in range(settings.dense_layers, verifier_layers)})
+def rows_layers(settings: GraphSettings, verifier_layers: int, draft_layers: int) -> int:
+    """The distinct draft layers whose rows a step recomputes (:meth:`GraphSettings.row_layers`: the map's under
+    SpecAttn, and every policy layer's under ``first_dense`` and ``reuse``)."""
+    return len(settings.row_layers(verifier_layers, draft_layers)[0])
 
 
 def timed_generate(dec: GraphDecoder, new_tokens: int) -> dict:
@@ -173,19 +172,22 @@ def timed_generate(dec: GraphDecoder, new_tokens: int) -> dict:
 
 
 def roofline_row(cfg, settings: GraphSettings, v_shape, d_shape, batch: int, context: int, tau: float,
-                 verifier_kept: float, draft_kept: float, needed: int, bandwidth: float) -> dict:
-    """The roofline at the measured tau and kept fractions (bytes per step, tokens/s)."""
+                 verifier_kept: float, draft_kept: float, bandwidth: float) -> dict:
+    """The roofline at the measured tau and kept fractions (bytes per step, tokens/s), counting the row layers
+    as the decoder computes them (:meth:`GraphSettings.row_layers`)."""
     prefix = context + cfg.new_tokens // 2
     speculative = settings.gamma > 0
     kept = verifier_kept if settings.mode not in ("ar", "dense") else None
+    _, selecting = settings.row_layers(v_shape.layers, d_shape.layers)
     kwargs = {}
     if settings.draft_reads != "dense" and speculative:
+        policy = set(settings.policy_layers(d_shape.layers))
         kwargs = dict(draft_reads=settings.draft_reads, draft_kept=draft_kept, draft_refresh=settings.draft_refresh,
                       draft_window=settings.draft_window, draft_sinks=settings.draft_sinks,
-                      draft_dense_layers=settings.draft_dense_layers, row0_from_scores=settings.row0_from_scores)
+                      draft_dense_layers=settings.draft_dense_layers, row0_from_scores=settings.row0_from_scores,
+                      shared_layers=len(policy.intersection(selecting)))
     parts = roofline.step_bytes(v_shape, d_shape if speculative else None, batch, prefix, settings.gamma, kept,
-                                settings.dense_layers, needed if settings.mode == "specattn" else 0,
-                                settings.chunk_size, **kwargs)
+                                settings.dense_layers, len(selecting), settings.chunk_size, **kwargs)
     tokens = batch * (tau if speculative else 1.0)
     return {**{f"bytes_{k}": v for k, v in parts.items()},
             "roof_tokens_per_s": roofline.roofline_tokens_per_s(parts["total"], tokens, bandwidth)}
@@ -291,7 +293,7 @@ def run_point(pair, cfg: RealBenchConfig, context: int, batch: int, groups: list
         row = {"context": context, "batch": batch, "mode": label, "verify": settings.mode,
                "draft_reads": settings.draft_reads, "p": settings.p, "gamma": settings.gamma,
                "layer_map": label.partition(" map=")[2] or "run",  # experiment.layer_maps' name, or the run's map
-               "rows_layers": rows_layers(settings, runner.v_shape.layers),
+               "rows_layers": rows_layers(settings, runner.v_shape.layers, runner.d_shape.layers),
                "groups": len(ok), "prompts": len(ok) * batch, "new_tokens": cfg.new_tokens}
         if not ok:
             row["error"] = runs[-1]["error"]
@@ -316,7 +318,7 @@ def run_point(pair, cfg: RealBenchConfig, context: int, batch: int, groups: list
                     "passes": [{"group": r["group"], **p} for r in ok for p in r.get("passes", ())],
                     "kv_budget_frac": settings.kv_budget_frac})
         row.update(roofline_row(cfg, settings, runner.v_shape, runner.d_shape, batch, context, tau,
-                                row["verifier_kept"], row["draft_kept"], row["rows_layers"], bandwidth))
+                                row["verifier_kept"], row["draft_kept"], bandwidth))
         row["roof_frac"] = row["tokens_per_s"] / row["roof_tokens_per_s"]
         row["tokens"] = [t for r in ok for t in r["tokens_out"]]
         rows.append(row)

@@ -130,6 +130,20 @@ class GraphSettings:
         """The first draft layers that read densely under a draft read policy."""
         return self.dense_layers if self.draft_dense_layers is None else self.draft_dense_layers
 
+    def policy_layers(self, n_draft: int) -> list[int]:
+        """The draft layers that read under the draft read policy (none under ``dense`` or autoregressive)."""
+        return list(range(self.draft_dense, n_draft)) if self.draft_reads != "dense" and self.gamma else []
+
+    def row_layers(self, n_verifier: int, n_draft: int) -> tuple[list[int], list[int]]:
+        """``(rows, selecting)``: the distinct draft layers whose rows a step recomputes, ascending (one row slot
+        each), and those of them whose rows SpecAttn's sparse verifier layers select from (the map's, none outside
+        SpecAttn). ``first_dense`` and ``reuse`` also recompute every policy layer's rows (the draft's own
+        selection); a layer in both is one slot, its rows computed and selected once."""
+        selecting = (sorted({self.layer_map[j] for j in range(self.dense_layers, n_verifier)})
+                     if self.mode == "specattn" else [])
+        own = self.policy_layers(n_draft) if self.draft_reads in ("first_dense", "reuse") else []
+        return sorted(set(selecting) | set(own)), selecting
+
     @property
     def mode(self) -> str:
         if self.gamma == 0:
@@ -295,11 +309,8 @@ class GraphDecoder:
         n_verifier = self.verifier.config.num_hidden_layers
         n_draft = self.draft.config.num_hidden_layers if self.draft is not None else 0
         self.sparse = list(range(s.dense_layers, n_verifier)) if mode not in ("ar", "dense") else []
-        self.policy_layers = list(range(s.draft_dense, n_draft)) if s.draft_reads != "dense" and s.gamma else []
-        needed = {s.layer_map[j] for j in self.sparse} if mode == "specattn" else set()
-        if s.draft_reads in ("first_dense", "reuse"):
-            needed |= set(self.policy_layers)
-        needed = sorted(needed)
+        self.policy_layers = s.policy_layers(n_draft)
+        needed = s.row_layers(n_verifier, n_draft)[0]
         self.slots = {layer: i for i, layer in enumerate(needed)}
         self.taps: list[dict[int, RowTap]] = [{} for _ in range(s.gamma)]
         lists_plan: dict[int, ChunkLists] = {}

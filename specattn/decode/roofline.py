@@ -31,8 +31,11 @@ over the device's bandwidth. For one verification step of B sequences whose pref
   one per chunk and row) are written and read once;
 * **draft selection** (``first_dense``, ``reuse``): the same for the draft's own selection, over every
   policy layer (not only the needed ones): ``first_dense`` one row per layer (at ``P``, ``P + 1`` keys
-  wide), ``reuse`` the step's ``gamma`` rows per layer (amortised as above); counted apart from the
-  verifier's selection (a fused implementation could share the needed layers' rows).
+  wide), ``reuse`` the step's ``gamma`` rows per layer (amortised as above). Under ``reuse`` a needed layer that
+  is also a policy layer (``shared_layers``) has its rows computed and selected once, for both selections (the
+  graph decoder's one row slot per layer), so the verifier's selection above counts only the other needed layers;
+  under ``first_dense`` the draft's row at ``P`` is the first of the verifier's rows, counted in both (the
+  nucleus runs on it twice: apart from its one extra write, that is what the decoder does).
 
 Autoregressive decoding (gamma = 0) reads the verifier's weights and KV once per token. Activations,
 logits and the selection's lists are small and not counted. Tokens per step: ``B * tau`` (speculative,
@@ -116,7 +119,8 @@ def step_bytes(verifier: ModelShape, draft: ModelShape | None, batch: int, prefi
                kept: float | None = None, dense_layers: int = 2, needed_layers: int = 0, chunk_size: int = 16,
                row_width: int | None = None, draft_reads: str = "dense", draft_kept: float | None = None,
                draft_refresh: int = 8, draft_window: int = 1024, draft_sinks: int = 16,
-               draft_dense_layers: int | None = None, row0_from_scores: bool = False) -> dict[str, int]:
+               draft_dense_layers: int | None = None, row0_from_scores: bool = False,
+               shared_layers: int = 0) -> dict[str, int]:
     """Bytes of one step by component (module docstring) and their ``total``.
 
     ``gamma = 0``: autoregressive; ``kept = None``: dense verification; else SpecAttn reading the fraction
@@ -127,8 +131,9 @@ def step_bytes(verifier: ModelShape, draft: ModelShape | None, batch: int, prefi
     ``draft_window``, ``draft_sinks`` (``window``); ``draft_dense_layers`` the first draft layers read densely under a
     policy (None: ``dense_layers``); ``row0_from_scores`` (``first_*``): the row at ``P`` from the scores forward 0's
     attention saves (``row0_scores``: float32 per query head and key, written and read once, in every layer that
-    needs the row) instead of its keys, the other rows' keys then only what their forwards read. Amortised values
-    (``reuse``) are rounded to bytes.
+    needs the row) instead of its keys, the other rows' keys then only what their forwards read; ``shared_layers``:
+    how many of the ``needed_layers`` are also policy layers (``reuse``: their rows are the draft selection's, so the
+    verifier's selection adds nothing for them). Amortised values (``reuse``) are rounded to bytes.
     """
     if draft_reads not in DRAFT_READS:
         raise ValueError(f"draft_reads={draft_reads!r}: use one of {', '.join(DRAFT_READS)}")
@@ -171,9 +176,13 @@ def step_bytes(verifier: ModelShape, draft: ModelShape | None, batch: int, prefi
                 out["draft_select_k"] = round(n_policy * batch * keys * draft.k_bytes_per_token_layer)
             out["draft_select"] = rows * width * 3 * ROW_BYTES + rows * -(-width // chunk_size) * 2 * KEY_BYTES
     if kept is not None and gamma:
+        if not 0 <= shared_layers <= min(needed_layers, n_policy if draft_reads != "dense" else 0):
+            raise ValueError(f"shared_layers={shared_layers}: at most the needed layers ({needed_layers}) "
+                             "and the policy layers")
+        own = needed_layers - (shared_layers if draft_reads == "reuse" else 0)
         width = row_width if row_width is not None else prefix + gamma
-        rows = needed_layers * batch * gamma
-        out["draft_rows_k"] = round(needed_layers * batch * row_keys * draft.k_bytes_per_token_layer)
+        rows = own * batch * gamma
+        out["draft_rows_k"] = round(own * batch * row_keys * draft.k_bytes_per_token_layer)
         if draft_reads == "first_window" and scores_row0:
             out["row0_scores"] = needed_layers * row0_layer_scores
         out["selection"] = rows * width * 3 * ROW_BYTES + rows * -(-width // chunk_size) * 2 * KEY_BYTES
