@@ -17,7 +17,7 @@ from specattn.decode.engine import SpeculativeDecoder, prepare_for_decoding
 from specattn.decode.graph_engine import GraphDecoder, GraphSettings, chunks_holding, prefix_chunk_keys
 from specattn.decode.quest_pages import QuestPages
 from specattn.hooks.fused_llama import fuse_llama
-from specattn.methods import Budget, Dense, Quest, StreamingLLM
+from specattn.methods import Budget, Dense, Quest, SpecAttn, StreamingLLM
 
 from .availability import needs_gpu
 from .test_graph_engine import CHUNK, GAMMA, NEW, load, mapping, prompts
@@ -127,15 +127,41 @@ def test_forced_draft_reads_are_redrawn_in_place(pair, reads):
     assert kept < (0.5 if reads == "first_dense" else 0.75), kept
 
 
+@pytest.mark.parametrize("reads,draft_dense", [("first_dense", 0), ("first_dense", 2), ("reuse", 0), ("window", 2),
+                                               ("first_window", 0)])
+def test_sparse_draft_read_policies_decode_like_the_cpu_engine(pair, reads, draft_dense):
+    """Each policy at a nucleus that skips reads: the graph decoder's tokens and steps equal the CPU engine's (the
+    policies' reference definitions, float32); with draft_dense_layers=0 draft layer 0 is a policy layer no verifier
+    layer maps to (first_dense: its rows after row 0 are not recomputed, reuse: they are, for its own selection)."""
+    batch = prompts(2, 150, 9)
+    policy = dict(draft_reads=reads, draft_dense_layers=draft_dense, draft_refresh=3, draft_window=48, draft_sinks=8)
+    prepare_for_decoding(pair)
+    cpu = SpeculativeDecoder(pair, Settings(GAMMA, CHUNK, 2, "mean", mapping(pair), max_new_tokens=NEW, draft_p=0.6,
+                                            **policy))
+    want = cpu.generate(cpu.prefill(batch), [SpecAttn(0.6) for _ in range(2)]).traces
+    (tokens, steps, _), dec = graph_run(pair, batch, GraphSettings(GAMMA, CHUNK, 2, "mean", mapping(pair), 0.6,
+                                                                   **policy))
+    assert (tokens, steps) == ([t.tokens for t in want], [t.steps for t in want])
+    verifier_kept, draft_kept = dec.kept_fractions()
+    assert verifier_kept < 0.9 and draft_kept < 0.9, (verifier_kept, draft_kept)
+
+
 def test_first_dense_draft_rows_are_zero_outside_what_their_forward_read(pair):
+    """The verifier's slots' rows 1 .. are zero outside their forwards' reads; a policy layer no verifier layer maps
+    to (draft layer 0, with draft_dense_layers=0) has its row at P (the draft's selection) and no other row."""
     batch = prompts(1, 150, 9)
-    settings = GraphSettings(GAMMA, CHUNK, 2, "mean", mapping(pair), 0.5, draft_reads="first_dense")
+    settings = GraphSettings(GAMMA, CHUNK, 2, "mean", mapping(pair), 0.5, draft_reads="first_dense",
+                             draft_dense_layers=0)
     dec = GraphDecoder(pair.draft, pair.verifier, settings, 1, 220)
     dec.prefill(batch)
     dec.step()
     p = dec.prev_last.item()  # the step's P
+    own_only = [layer for layer in dec.policy_layers if layer not in mapping(pair)[2:]]
+    assert own_only == [0] and dec.select_slots == len(dec.slots) - 1 and dec.slots[0] == dec.select_slots
+    row = dec.rows[dec.slots[0], 0]
+    assert row[0, : p + 1].sum() == pytest.approx(1.0, abs=1e-4) and not row[1:].any()
     for layer, slot in dec.slots.items():
-        if layer not in dec.policy_layers:
+        if layer not in dec.policy_layers or layer in own_only:
             continue
         read = dec.base_mask[slot, 0, 0]  # R_i from row P
         for f in range(1, GAMMA):

@@ -45,7 +45,9 @@ nuclei, from the rows as the draft computed them: a row's probabilities are zero
 did not read. Under ``first_dense`` / ``first_window`` row 0 (the step's only row over the whole prefix) is
 computed in the draft phase right after forward 0 (``first_dense``'s selection needs it there), the other rows in
 the verify phase; the rows' launch skips the key blocks no row keeps, so windowed and reused rows cost about their
-read sets, not the cache.
+read sets, not the cache. A draft layer both selections use (the verifier's map and ``first_dense`` / ``reuse``'s own)
+is one row slot (:meth:`GraphSettings.row_layers`), its rows computed once; the verify phase recomputes rows only
+for the slots a selection still needs (under ``first_dense`` the map's: the draft's own came from row 0).
 
 Two labelled controls replace what random weights make meaningless: ``forced_kept`` (the accepted counts
 follow a fixed cycle instead of the verifier's argmax: its mean + 1 is tau) and ``forced_density`` (the
@@ -310,8 +312,12 @@ class GraphDecoder:
         n_draft = self.draft.config.num_hidden_layers if self.draft is not None else 0
         self.sparse = list(range(s.dense_layers, n_verifier)) if mode not in ("ar", "dense") else []
         self.policy_layers = s.policy_layers(n_draft)
-        needed = s.row_layers(n_verifier, n_draft)[0]
+        rows, selecting = s.row_layers(n_verifier, n_draft)
+        needed = selecting + [layer for layer in rows if layer not in selecting]  # the verifier's slots first
         self.slots = {layer: i for i, layer in enumerate(needed)}
+        # the slots whose rows the verify phase recomputes: under first_dense the draft's own selection came from row
+        # 0 (the draft phase), so only the verifier's; under reuse every slot's (the next step's draft reads them)
+        self.select_slots = len(selecting) if s.draft_reads == "first_dense" else len(needed)
         self.taps: list[dict[int, RowTap]] = [{} for _ in range(s.gamma)]
         lists_plan: dict[int, ChunkLists] = {}
         if needed:
@@ -367,7 +373,7 @@ class GraphDecoder:
         """Per draft forward, the policy layers' chunk lists (module docstring, "Draft reads")."""
         s = self.settings
         self.d_lists: list[dict[int, ChunkLists]] = [{} for _ in range(s.gamma)]
-        self.row_reads = None
+        self.select_reads = None
         if not self.policy_layers:
             return
         per_layer = s.draft_reads not in WINDOWED
@@ -381,9 +387,10 @@ class GraphDecoder:
                               device=self.device)
         # each draft row zeroed at the prefix keys its forward did not read, by the rows' own launch (one launch for
         # every policy slot and forward; a separate pass cost 0.26 ms a step at 32K batch 16 on the H200, the mask
-        # inside the launch 0.07 ms)
-        self.row_reads = RowReads(self.base_mask[:, :, 0], self.last, policy, s.chunk_size,
-                                  int(s.draft_reads in DENSE_FIRST), self.row0) if self.slots else None
+        # inside the launch 0.07 ms); the verify phase's rows are the first select_slots slots' (_select)
+        n = self.select_slots
+        self.select_reads = RowReads(self.base_mask[:n, :, 0], self.last, policy[:n], s.chunk_size,
+                                     int(s.draft_reads in DENSE_FIRST), self.row0) if self.slots else None
         self.read_lists = [self._lists(*shape) for _ in range(s.gamma)]
         for f in range(s.gamma):
             if s.draft_reads in DENSE_FIRST and f == 0:
@@ -585,13 +592,15 @@ class GraphDecoder:
                            sparse_workspace=self.d_sparse_workspace)
 
     def _select(self) -> None:
-        """Every needed draft layer's rows (one launch; from row 1 on where the draft phase computed row 0), then
-        every slot's chunk lists (one call)."""
-        s, r = self.settings, self.row0
+        """The rows of the first ``select_slots`` slots (one launch; from row 1 on where the draft phase computed row
+        0), then their chunk lists (one call)."""
+        s, r, n = self.settings, self.row0, self.select_slots
         self.first.copy_(self.last + 1 + r)  # draft row r (position P + r) attends keys [0, P + 1 + r)
-        draft_rows(self.row_q[:, :, :, r:], self.row_lse[:, :, :, r:], self.d_cache.keys, self.layer_slots, self.first,
-                   self.rows[:, :, r:], self.draft_scale, s.head_agg, config=s.rows, reads=self.row_reads)
-        select_chunks(self.rows.unsqueeze(2), s.p, s.chunk_size, self.lists, self.sel_mask)
+        draft_rows(self.row_q[:n, :, :, r:], self.row_lse[:n, :, :, r:], self.d_cache.keys, self.layer_slots[:n],
+                   self.first, self.rows[:n, :, r:], self.draft_scale, s.head_agg, config=s.rows,
+                   reads=self.select_reads)
+        select_chunks(self.rows[:n].unsqueeze(2), s.p, s.chunk_size, ChunkLists(self.lists.ids[:n], self.lists.n[:n]),
+                      self.sel_mask[:n])
 
     def _budget_keys(self) -> tuple[torch.Tensor, torch.Tensor]:
         """``(prefix keys per chunk (B, NC), prefix keys a step may read (B,))`` of the budgeted baselines."""
