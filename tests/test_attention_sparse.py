@@ -180,8 +180,11 @@ def test_kernel_interpreter(b, hq, hkv, t, d, kcap, c, lengths, h_sel, density):
     check_kernel_case(case, c, 1e-2, config=tiny)
     check_kernel_case(case, c, 1e-2, config=SplitConfig())
     check_kernel_case(case, c, 1e-2, config=SplitConfig(block_n=16, ctas_per_sm=16, min_chunks=1))  # idle programs
+    fused = dataclasses.replace(tiny, fused_merge=True)  # one launch: density 0 leaves every list to program j % P
+    check_kernel_case(case, c, 1e-2, config=fused)
     if density == 1.0:
         check_kernel_case(case, c, 1e-2, dense=True, config=tiny)
+        check_kernel_case(case, c, 1e-2, dense=True, config=fused)
 
 
 @needs_interpreter
@@ -195,6 +198,35 @@ def test_kernel_interpreter_merges_many_partials_per_list():
         case = make_case(b, 4, 1, 5, 16, 600, 4, lengths, 0.8, 1, torch.float16, "cpu", 7 + b)
         for tile in (1, 2, 16, 32):  # one partial a round (8 rows: SB = 1) .. 32 partials a round (one row)
             check_kernel_case(case, 4, 1e-2, config=dataclasses.replace(many, merge_tile=tile))
+        for tile in (1,):  # fused: the last of a list's many programs merges its 20 rows, 4 at a time, a partial a round
+            check_kernel_case(case, 4, 1e-2, config=dataclasses.replace(many, merge_tile=tile, fused_merge=True))
+
+
+@needs_interpreter
+def test_fused_merge_leaves_its_tickets_at_zero_and_a_reused_workspace_gives_the_same_output():
+    """The fused launch's per-list tickets are zero after every launch (the merging program resets its list's, so a
+    captured graph can replay it), a workspace reused across launches of other shapes gives what a fresh one gives and
+    what the two-launch kernel gives (to float32 rounding: the same partials, merged in the same order), and a
+    fused_merge that is no boolean is refused."""
+    from specattn.gpu.kernels import sparse_attn as K
+    from specattn.gpu.kernels.split_config import SplitConfig
+
+    fused = SplitConfig(block_n=8, min_chunks=1, fused_merge=True)
+    workspace = K.make_workspace(3, 2, 2, 3, 16, fused, "cpu")
+    assert workspace.tickets.tolist() == [0] * 6
+    for seed, lengths, density in ((41, [60, 31, 9], 0.7), (42, [44, 60, 3], 0.0), (43, [60, 60, 60], 1.0)):
+        q, k, v, lengths, lists = make_case(3, 4, 2, 3, 16, 60, 4, lengths, density, 2, torch.float16, "cpu", seed,
+                                            junk_ids=True)
+        call = dict(config=fused, impl="triton")
+        reused = sparse_verify(q, k, v, lengths, lists.ids, lists.n, 4, workspace=workspace, **call)
+        assert workspace.tickets.tolist() == [0] * 6, seed
+        assert torch.equal(reused, sparse_verify(q, k, v, lengths, lists.ids, lists.n, 4, **call))
+        two = sparse_verify(q, k, v, lengths, lists.ids, lists.n, 4, config=dataclasses.replace(fused, fused_merge=False),
+                            impl="triton")
+        assert torch.allclose(reused.float(), two.float(), atol=2e-3, rtol=2e-3), seed
+    with pytest.raises(ValueError, match="fused_merge is true or false"):
+        SplitConfig(fused_merge=2)
+    assert SplitConfig(fused_merge=1).fused_merge is True  # configs give 0/1
 
 
 @needs_interpreter
@@ -347,15 +379,52 @@ def test_kernel_matches_reference_gpu(b, hq, hkv, t, d, kcap, c, lengths, h_sel,
 
 
 @needs_gpu
-@pytest.mark.parametrize("block_n,warps,stages,ctas,min_chunks,tile", [(128, 8, 2, 4, 4, 32), (32, 4, 1, 1, 64, 2),
-                                                                     (16, 4, 2, 4, 1, 32)])
-def test_kernel_configs_gpu(block_n, warps, stages, ctas, min_chunks, tile):
+@pytest.mark.parametrize("block_n,warps,stages,ctas,min_chunks,tile,fused", [
+    (128, 8, 2, 4, 4, 32, False), (32, 4, 1, 1, 64, 2, False), (16, 4, 2, 4, 1, 32, False), (64, 4, 3, 2, 8, 16, True),
+    (128, 4, 2, 2, 16, 32, True), (16, 4, 2, 8, 1, 16, True)])
+def test_kernel_configs_gpu(block_n, warps, stages, ctas, min_chunks, tile, fused):
     from specattn.gpu.kernels.split_config import SplitConfig
 
-    cfg = SplitConfig(block_n, warps, stages, ctas, min_chunks, tile)
+    cfg = SplitConfig(block_n, warps, stages, ctas, min_chunks, tile, fused)
     case = make_case(2, 32, 8, 5, 128, 20000, 16, [20000, 7777], 0.2, 8, torch.bfloat16, "cuda", 9)
     check_kernel_case(case, 16, 1e-2, config=cfg)
     check_kernel_case(case, 16, 1e-2, dense=True, config=cfg)
+
+
+@needs_gpu
+@pytest.mark.parametrize("t,hq,hkv", [(5, 32, 8), (1, 14, 2)])  # the verifier's step, the draft's one row
+def test_fused_merge_replayed_in_a_cuda_graph_stays_exact_gpu(t, hq, hkv):
+    """Many programs race for each list's last ticket (lists split over ~30 programs): 50 replays of a captured fused
+    launch, the selection redrawn in place before each, every output equal to the two-launch kernel's to bfloat16
+    rounding and the tickets zero after each."""
+    from specattn.gpu.kernels import sparse_attn as K
+    from specattn.gpu.kernels.split_config import SplitConfig
+
+    fused = SplitConfig(block_n=16, ctas_per_sm=8, min_chunks=1, fused_merge=True)
+    q, k, v, lengths, lists = make_case(4, hq, hkv, t, 128, 8192, 16, [8192, 5000, 77, 8192], 0.3, 1, torch.bfloat16,
+                                        "cuda", 5)
+    ws = K.make_workspace(4, hkv, hq // hkv, t, 128, fused, "cuda")
+    out = torch.empty(4, t, hq, 128, dtype=torch.bfloat16, device="cuda")
+    launch = lambda: sparse_verify(q, k, v, lengths, lists.ids, lists.n, 16, out=out, workspace=ws,  # noqa: E731
+                                   config=fused, impl="triton")
+    launch()
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        launch()
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    nc = lists.ids.shape[2]
+    for i in range(50):
+        mask = torch.rand(4, 1, nc, generator=gen, device="cuda") < (0.05 + 0.9 * (i % 5) / 4)
+        fresh = chunk_lists(mask, capacity=nc)
+        lists.ids.copy_(fresh.ids)
+        lists.n.copy_(fresh.n)
+        graph.replay()
+        torch.cuda.synchronize()
+        assert ws.tickets.eq(0).all(), i
+        two = sparse_verify(q, k, v, lengths, lists.ids, lists.n, 16, config=dataclasses.replace(fused, fused_merge=False),
+                            impl="triton")
+        assert torch.allclose(out.float(), two.float(), atol=2e-2, rtol=2e-2), i
 
 
 @needs_gpu

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pandas as pd
 import pytest
@@ -55,9 +56,10 @@ def test_synthetic_draft_rows_select_the_wanted_chunks(density):
 def test_tune_stages_are_distinct_and_include_their_start():
     base = SplitConfig()
     tiles = A.tile_configs(base)
-    assert tiles[0] == base and len(tiles) == len(set(tiles)) == 13
+    assert tiles[0] == base and len(tiles) == len(set(tiles)) == 14
     assert {(c.ctas_per_sm, c.min_chunks) for c in tiles} == {(base.ctas_per_sm, base.min_chunks)}
     assert sorted(c.merge_tile for c in tiles if c.merge_tile != base.merge_tile) == [8, 32]
+    assert [c for c in tiles if c.fused_merge] == [replace(base, fused_merge=True)]  # the one-launch merge, once
     tile = SplitConfig(block_n=32, warps=2)
     splits = A.split_configs(tile)
     assert splits[0] == tile and len(splits) == len(set(splits)) == 24
@@ -73,6 +75,9 @@ def test_the_best_config_is_the_best_geometric_mean_over_cases():
     assert A._best(pd.DataFrame(rows)) == SplitConfig(warps=2)  # 0.5 is not worth 2.0
     rows += [{**r, "merge_tile": 32, "ms": r["ms"] * 0.9} for r in rows if r["warps"] == 2]
     assert A._best(pd.DataFrame(rows)) == SplitConfig(warps=2, merge_tile=32)  # every field of the config counts
+    rows += [{**r, "fused_merge": True, "ms": r["ms"] * 0.9} for r in rows if r["merge_tile"] == 32]
+    best = A._best(pd.DataFrame(rows))
+    assert best == SplitConfig(warps=2, merge_tile=32, fused_merge=True) and best.fused_merge is True
 
 
 def test_breakeven_and_render():

@@ -2,10 +2,11 @@
 GPU time of each kernel (CUPTI, eager calls: launch gaps excluded) of ours (split + merge) and of FlashInfer's
 ``BatchDecodeWithPagedKVCacheWrapper`` reading the same chunks as pages, for the kernel benchmark's 32K cases
 (llama-3.1-8b and llama-2-7b layer shapes, batch 1/4/16, kept 0 (one chunk: the fixed cost), 10% and 25%; random
-bf16 inputs, random chunks). Ours runs the default and the tuned split configuration (docs/benchmarks.md), the
-tuned one with min_chunks 4 (its fixed cost), decode_real's sparse launch (128-key blocks over 2 stages) and six
-launches around it (fewer programs, other chunk minima, 8 warps, 3 stages, 64-key blocks at 16 chunks), and the default
-and the sparse launch with the merge's tile at 32 (fewer dependent rounds where a list has many partials). Then the
+bf16 inputs, random chunks). Ours runs the default split configuration, the tuned one with min_chunks 4 (its fixed
+cost), decode_real's sparse launch (128-key blocks over 2 stages) and at 8 chunks a program (the fifteenth session's
+best of six launches around it), the default and the sparse launch with the merge's tile at 32 (fewer dependent rounds
+where a list has many partials), and three of them fused (``fused_merge``: one launch, the merge done by each list's
+last split program; where ours lost to FlashInfer at batch 1 the difference was the merge kernel). Then the
 real pair's shapes at 32K batch 16 (the decoder runs the sparse launch in layers that read chunk lists, the default
 elsewhere): the verifier's step (Qwen2.5-Coder-1.5B, 12 heads over 2, D 128, T = 5) at the kept fractions SpecAttn
 measured there (15.5%, 35%) and dense, the draft's forward (0.5B, 14 over 2, D 64, T = 1) dense and over a window's 3%.
@@ -29,18 +30,16 @@ from specattn.gpu.attention.sparse import chunk_lists, dense_verify, n_chunks_ca
 from specattn.gpu.kernels.sparse_attn import make_workspace  # noqa: E402
 from specattn.gpu.kernels.split_config import SplitConfig  # noqa: E402
 
-CONFIGS = {"default": SplitConfig(), "tuned": SplitConfig(block_n=64, warps=2, stages=3, ctas_per_sm=2, min_chunks=16),
+CONFIGS = {"default": SplitConfig(),
            "tuned_m4": SplitConfig(block_n=64, warps=2, stages=3, ctas_per_sm=2, min_chunks=4),
            "sparse128": SplitConfig(block_n=128, stages=2, min_chunks=16),  # decode_real's sparse launch
-           # around it (issue 23's "ours >= FlashInfer at every shape": is there one launch, or one per shape?)
-           "s128_c1": SplitConfig(block_n=128, stages=2, ctas_per_sm=1, min_chunks=16),
-           "s128_m8": SplitConfig(block_n=128, stages=2, min_chunks=8),
-           "s128_m32": SplitConfig(block_n=128, stages=2, min_chunks=32),
-           "s128_w8": SplitConfig(block_n=128, warps=8, stages=2, min_chunks=16),
-           "s128_st3": SplitConfig(block_n=128, stages=3, min_chunks=16),
-           "s64_m16": SplitConfig(min_chunks=16),
+           "s128_m8": SplitConfig(block_n=128, stages=2, min_chunks=8),  # the fifteenth session's best around it
            "default_t32": SplitConfig(merge_tile=32),  # the merge combining 32 (partial, row) pairs a round, not 16
-           "s128_t32": SplitConfig(block_n=128, stages=2, min_chunks=16, merge_tile=32)}
+           "s128_t32": SplitConfig(block_n=128, stages=2, min_chunks=16, merge_tile=32),
+           # one launch: a list's last split program merges it (no merge kernel; its time is inside _split_kernel)
+           "default_fused": SplitConfig(fused_merge=True),
+           "s128_fused": SplitConfig(block_n=128, stages=2, min_chunks=16, fused_merge=True),
+           "s128_m8_fused": SplitConfig(block_n=128, stages=2, min_chunks=8, fused_merge=True)}
 CALLS = 20
 
 

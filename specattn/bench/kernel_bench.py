@@ -133,8 +133,9 @@ def render(res: dict) -> str:
         parts.append(_fmt(res["profile"], ["rows", "L", "stage", "eager_ms", "graph_ms"]))
     if "tune" in res:
         parts.append("\n## Split kernel configurations (graph-replayed ms)\n")
-        wide = res["tune"].pivot_table(index=["block_n", "warps", "stages", "ctas_per_sm", "min_chunks"],
-                                       columns=["model", "batch", "L", "mode"], values="ms")
+        from .attention import KEYS
+
+        wide = res["tune"].pivot_table(index=KEYS, columns=["model", "batch", "L", "mode"], values="ms")
         wide.columns = [f"{m} B{b} L{n} {mode}" for m, b, n, mode in wide.columns]
         parts.append(wide.reset_index().to_string(index=False, float_format=lambda x: f"{x:.4f}"))
     if "attention" in res:

@@ -1,4 +1,4 @@
-"""Split-KV sparse verification attention over device-side chunk lists (Triton, two launches).
+"""Split-KV sparse verification attention over device-side chunk lists (Triton, two launches, or one fused).
 
 Layout (HF's): ``q (B, Hq, T, D)``; ``k, v (B, Hkv, K_cap, D)`` (views with any strides, unit stride
 along D); ``lengths (B,)`` int32, keys ``[0, lengths[b])`` valid, the step's own T keys the last T of
@@ -32,6 +32,14 @@ cost no imbalance).
    ``log2 sum_k 2^(q.k * sm_scale * log2 e)`` over the keys the row attends, per (b, query head): the
    normaliser a caller needs to recompute that row's attention probabilities (the decoder's draft rows),
    and optionally that row's query as loaded, so the caller launches no copy of it.
+
+``SplitConfig.fused_merge``: one launch. After storing its partial of list j, a split program takes a ticket
+(an atomic add on the list's counter, acquire-release at GPU scope, after a barrier so every thread's stores are
+ordered before it); the program that draws the last ticket (the list's programs ``start_j // W .. (end_j - 1) // W``
+all arrived) resets the counter for the next launch and merges the whole list as step 2 does, ``FUSED_MERGE_ROWS``
+rows at a time, reading the partials past L1. A list of no chunks is merged by program ``j % P``. This saves the
+merge launch and its dependent loads (the merge was 3.6-6.1 us of 9-20 us at batch 1, where FlashInfer's merge is
+1.7-3.0), at the cost of one program merging a list that step 2 spreads over several.
 
 Softmax in float32 (base 2, ``sm_scale * log2 e`` folded into the scores); P @ V on the tensor cores
 with P rounded to the input dtype (as FlashAttention does).
@@ -111,15 +119,17 @@ def _chunk_block(q, kb, vb, skn, svn, ids, e0, end, prefix, C, m_i, l_i, acc, qk
 
 @triton.jit(do_not_specialize=["T", "cap", "P", "min_units", "BH"])
 def _split_kernel(
-    q_ptr, k_ptr, v_ptr, len_ptr, ids_ptr, n_ptr, po_ptr, pl_ptr, ends_ptr, sc_ptr,
-    qk_scale, T, C, cap, P, min_units, BH, HKV, G,
-    sqb, sqh, sqt, skb, skh, skn, svb, svh, svn, sib, sih, snb, snh, ssb, ssh,
+    q_ptr, k_ptr, v_ptr, len_ptr, ids_ptr, n_ptr, po_ptr, pl_ptr, ends_ptr, sc_ptr, tk_ptr, out_ptr, lse_ptr,
+    q_out_ptr, qk_scale, T, C, cap, P, min_units, BH, HKV, G,
+    sqb, sqh, sqt, skb, skh, skn, svb, svh, svn, sib, sih, snb, snh, ssb, ssh, sob, sot, soh, slb, slh, sqob, sqoh,
     D: tl.constexpr, M: tl.constexpr, CP: tl.constexpr, CPB: tl.constexpr, BHP: tl.constexpr,
     DENSE: tl.constexpr, LOOP_FOR: tl.constexpr, STAGES: tl.constexpr, SCORES: tl.constexpr,
+    FUSED: tl.constexpr, RB: tl.constexpr, TP: tl.constexpr, SB: tl.constexpr, WRITE_LSE: tl.constexpr,
+    WRITE_Q: tl.constexpr,
 ):
     p = tl.program_id(0)
     prefixes, ns, ends = _lists(len_ptr, n_ptr, T, C, cap, BH, HKV, snb, snh, BHP, CPB, DENSE)
-    if p == 0:  # for the merge: each of its programs then loads two ends instead of redoing the prefix sum
+    if not FUSED and p == 0:  # for the merge: each of its programs then loads two ends, not the whole prefix sum
         tl.store(ends_ptr + tl.arange(0, BHP), ends, mask=tl.arange(0, BHP) < BH)
     total = tl.max(ends, 0)
     width = tl.maximum(min_units, (total + P - 1) // P)
@@ -166,28 +176,39 @@ def _split_kernel(
         slot = (p + j).to(tl.int64)
         tl.store(po_ptr + (slot * M + mi)[:, None] * D + d[None, :], o, mask=row_ok[:, None])
         tl.store(pl_ptr + slot * M + mi, lse, mask=row_ok)
+        if FUSED:
+            if n_j > 0:  # the list's last program to finish merges it, and resets its ticket for the next launch
+                tl.debug_barrier()  # every thread's partial stored before the release
+                ticket = tl.atomic_add(tk_ptr + j, 1, sem="acq_rel", scope="gpu")
+                if ticket == (end_j - 1) // width - start_j // width:
+                    tl.atomic_xchg(tk_ptr + j, 0, sem="relaxed", scope="gpu")
+                    _merge_list(j, prefix, start_j, end_j, width, q_ptr, k_ptr, v_ptr, po_ptr, pl_ptr, out_ptr,
+                                lse_ptr, q_out_ptr, sc_ptr, qk_scale, T, HKV, G, sqb, sqh, sqt, skb, skh, skn, svb, svh,
+                                svn, sob, sot, soh, slb, slh, sqob, sqoh, ssb, ssh, D, M, RB, TP, SB, WRITE_LSE,
+                                WRITE_Q, SCORES)
         u = seg_end
         j += 1
+    if FUSED:  # a list of no chunks has no split program: program j % P attends its own keys
+        e = p
+        while e < BH:
+            if _pick(ns, e) == 0:
+                _merge_list(e, _pick(prefixes, e), 0, 0, width, q_ptr, k_ptr, v_ptr, po_ptr, pl_ptr, out_ptr, lse_ptr,
+                            q_out_ptr, sc_ptr, qk_scale, T, HKV, G, sqb, sqh, sqt, skb, skh, skn, svb, svh, svn, sob,
+                            sot, soh, slb, slh, sqob, sqoh, ssb, ssh, D, M, RB, TP, SB, WRITE_LSE, WRITE_Q, SCORES)
+            e += P
 
 
-@triton.jit(do_not_specialize=["T", "cap", "P", "min_units", "BH"])
-def _merge_kernel(
-    q_ptr, k_ptr, v_ptr, len_ptr, n_ptr, po_ptr, pl_ptr, ends_ptr, out_ptr, lse_ptr, q_out_ptr, sc_ptr,
-    qk_scale, T, C, cap, P, min_units, BH, HKV, G,
-    sqb, sqh, sqt, skb, skh, skn, svb, svh, svn, snb, snh, sob, sot, soh, slb, slh, sqob, sqoh, ssb, ssh,
-    D: tl.constexpr, M: tl.constexpr, RB: tl.constexpr, TP: tl.constexpr, SB: tl.constexpr, CPB: tl.constexpr,
-    DENSE: tl.constexpr, WRITE_LSE: tl.constexpr, WRITE_Q: tl.constexpr, SCORES: tl.constexpr,
-):
-    j = tl.program_id(0)  # the list (b, KV head h)
+@triton.jit
+def _merge_rows(j, row, prefix, start_j, end_j, width, q_ptr, k_ptr, v_ptr, po_ptr, pl_ptr, out_ptr, lse_ptr,
+                q_out_ptr, sc_ptr, qk_scale, T, HKV, G, sqb, sqh, sqt, skb, skh, skn, svb, svh, svn, sob, sot, soh, slb,
+                slh, sqob, sqoh, ssb, ssh, D: tl.constexpr, M: tl.constexpr, TP: tl.constexpr, SB: tl.constexpr,
+                WRITE_LSE: tl.constexpr, WRITE_Q: tl.constexpr, SCORES: tl.constexpr):
+    """Rows ``row`` (a block of list ``j``'s (G * T)-row tile, row = g * T + t, query head h * G + g) attend the step's
+    own keys ``prefix .. prefix + t`` exactly in float32 and merge that with the partials of the split programs over
+    the list's units ``[start_j, end_j)`` (slots ``p + j``, ``p`` in ``[start_j // width, (end_j - 1) // width]``, SB
+    at a time; loaded past L1: a fused launch reads what other programs of it wrote); then the output and the taps."""
     b = (j // HKV).to(tl.int64)
     h = (j % HKV).to(tl.int64)
-    total = tl.load(ends_ptr + BH - 1)  # the split kernel's unit ends (its program 0 wrote them)
-    width = tl.maximum(min_units, (total + P - 1) // P)
-    end_j = tl.load(ends_ptr + j)
-    prefix, n_j = _list_size(len_ptr, n_ptr, j, j < BH, T, C, cap, HKV, snb, snh, DENSE)
-    start_j = end_j - (n_j + CPB - 1) // CPB
-    # rows [r0, r0 + RB) of the list's (G * T)-row tile; row = g * T + t, query head h * G + g
-    row = tl.program_id(1) * RB + tl.arange(0, RB)
     g = row // T
     t = row - g * T
     row_ok = row < G * T
@@ -221,10 +242,11 @@ def _merge_kernel(
         s_ok = (s0 + sb) < s1
         at = si[:, None] * M + row[None, :]  # (SB, RB)
         ok2 = s_ok[:, None] & row_ok[None, :]
-        lse = tl.load(pl_ptr + at, mask=ok2, other=float("-inf"))
+        lse = tl.load(pl_ptr + at, mask=ok2, other=float("-inf"), cache_modifier=".cg")
         m_new = tl.maximum(m, tl.max(lse, 0))
         w = tl.exp2(lse - m_new[None, :])
-        po = tl.load(po_ptr + at[:, :, None] * D + d[None, None, :], mask=ok2[:, :, None], other=0.0)
+        po = tl.load(po_ptr + at[:, :, None] * D + d[None, None, :], mask=ok2[:, :, None], other=0.0,
+                     cache_modifier=".cg")
         alpha = tl.exp2(m - m_new)
         l = l * alpha + tl.sum(w, 0)
         acc = acc * alpha[:, None] + tl.sum(w[:, :, None] * po, 0)
@@ -239,10 +261,47 @@ def _merge_kernel(
                  mask=(row_ok & (t == T - 1))[:, None])
 
 
+@triton.jit
+def _merge_list(j, prefix, start_j, end_j, width, q_ptr, k_ptr, v_ptr, po_ptr, pl_ptr, out_ptr, lse_ptr, q_out_ptr,
+                sc_ptr, qk_scale, T, HKV, G, sqb, sqh, sqt, skb, skh, skn, svb, svh, svn, sob, sot, soh, slb, slh,
+                sqob, sqoh, ssb, ssh, D: tl.constexpr, M: tl.constexpr, RB: tl.constexpr, TP: tl.constexpr,
+                SB: tl.constexpr, WRITE_LSE: tl.constexpr, WRITE_Q: tl.constexpr, SCORES: tl.constexpr):
+    """Every row of list ``j``, RB rows at a time (:func:`_merge_rows`): the fused launch's merge."""
+    r0 = 0
+    while r0 < G * T:
+        _merge_rows(j, r0 + tl.arange(0, RB), prefix, start_j, end_j, width, q_ptr, k_ptr, v_ptr, po_ptr, pl_ptr,
+                    out_ptr, lse_ptr, q_out_ptr, sc_ptr, qk_scale, T, HKV, G, sqb, sqh, sqt, skb, skh, skn, svb, svh,
+                    svn, sob, sot, soh, slb, slh, sqob, sqoh, ssb, ssh, D, M, TP, SB, WRITE_LSE, WRITE_Q, SCORES)
+        r0 += RB
+
+
+@triton.jit(do_not_specialize=["T", "cap", "P", "min_units", "BH"])
+def _merge_kernel(
+    q_ptr, k_ptr, v_ptr, len_ptr, n_ptr, po_ptr, pl_ptr, ends_ptr, out_ptr, lse_ptr, q_out_ptr, sc_ptr,
+    qk_scale, T, C, cap, P, min_units, BH, HKV, G,
+    sqb, sqh, sqt, skb, skh, skn, svb, svh, svn, snb, snh, sob, sot, soh, slb, slh, sqob, sqoh, ssb, ssh,
+    D: tl.constexpr, M: tl.constexpr, RB: tl.constexpr, TP: tl.constexpr, SB: tl.constexpr, CPB: tl.constexpr,
+    DENSE: tl.constexpr, WRITE_LSE: tl.constexpr, WRITE_Q: tl.constexpr, SCORES: tl.constexpr,
+):
+    j = tl.program_id(0)  # the list (b, KV head h)
+    total = tl.load(ends_ptr + BH - 1)  # the split kernel's unit ends (its program 0 wrote them)
+    width = tl.maximum(min_units, (total + P - 1) // P)
+    end_j = tl.load(ends_ptr + j)
+    prefix, n_j = _list_size(len_ptr, n_ptr, j, j < BH, T, C, cap, HKV, snb, snh, DENSE)
+    start_j = end_j - (n_j + CPB - 1) // CPB
+    _merge_rows(j, tl.program_id(1) * RB + tl.arange(0, RB), prefix, start_j, end_j, width, q_ptr, k_ptr, v_ptr,
+                po_ptr, pl_ptr, out_ptr, lse_ptr, q_out_ptr, sc_ptr, qk_scale, T, HKV, G, sqb, sqh, sqt, skb, skh, skn,
+                svb, svh, svn, sob, sot, soh, slb, slh, sqob, sqoh, ssb, ssh, D, M, TP, SB, WRITE_LSE, WRITE_Q, SCORES)
+
+
 MERGE_MAX_ROWS = 8  # rows per merge program at most: 96 registers per thread at 4 rows, 135-164 at 8, spills at 32 (sm_90,
 #                     python -m specattn.gpu.kernels.aot_check, merge tile 16).
 #                     8, not 4: the merge at many lists 21.3 -> 12.5 us (Llama-2 shapes, batch 16) and 13.5 -> 10.1 us
 #                     (Llama-3.1, batch 16), equal elsewhere (scripts/gpu/profile_merge.py, H200, thirteenth session)
+
+
+FUSED_MERGE_ROWS = 4  # rows a fused launch's merging program takes at a time (sm_90, inside the split kernel: 8 rows
+#                      spill at D = 128, aot_check)
 
 
 def merge_rows(lists: int, rows: int, programs: int) -> int:
@@ -268,14 +327,15 @@ def pow2(x: int, least: int = 1) -> int:
 
 @dataclass
 class Workspace:
-    """Partials of one launch shape: outputs ``(P + B*Hkv, M, D)`` and lse ``(P + B*Hkv, M)`` float32, and the
+    """Partials of one launch shape: outputs ``(P + B*Hkv, M, D)`` and lse ``(P + B*Hkv, M)`` float32, the
     split kernel's unit ends per (sequence, KV head) list ``(B*Hkv,)`` int32, for a grid of ``programs`` (P)
-    split programs."""
+    split programs, and the fused launch's tickets (one counter per list, zero between launches)."""
 
     o: torch.Tensor
     lse: torch.Tensor
     ends: torch.Tensor
     programs: int
+    tickets: torch.Tensor | None = None  # (B*Hkv,) int32 zeros: the fused launch's arrivals per list (reset by it)
 
 
 def rows_tile(group: int, n_queries: int) -> int:
@@ -298,7 +358,8 @@ def make_workspace(batch: int, num_kv_heads: int, group: int, n_queries: int, he
     slots = programs + batch * num_kv_heads
     return Workspace(torch.empty((slots, m, head_dim), dtype=torch.float32, device=device),
                      torch.empty((slots, m), dtype=torch.float32, device=device),
-                     torch.empty(batch * num_kv_heads, dtype=torch.int32, device=device), programs)
+                     torch.empty(batch * num_kv_heads, dtype=torch.int32, device=device), programs,
+                     torch.zeros(batch * num_kv_heads, dtype=torch.int32, device=device))
 
 
 def launch(q, k, v, lengths, chunk_ids, n_chunks, chunk_size: int, sm_scale: float, out: torch.Tensor,
@@ -329,26 +390,33 @@ def launch(q, k, v, lengths, chunk_ids, n_chunks, chunk_size: int, sm_scale: flo
     if workspace.ends.numel() < bh:
         raise ValueError(f"workspace made for {workspace.ends.numel()} (sequence, KV head) lists, launched with {bh}: "
                          "make_workspace with this batch")
+    if config.fused_merge and (workspace.tickets is None or workspace.tickets.numel() < bh):
+        raise ValueError("fused_merge needs a workspace with a ticket per (sequence, KV head) list: make_workspace")
     common = dict(CPB=cpb, DENSE=dense, D=d, M=m, SCORES=scores_out is not None)
     sc, (ssb, ssh) = (scores_out, scores_out.stride()[:2]) if scores_out is not None else (workspace.lse, (0, 0))
+    lse_ptr, q_out_ptr = lse_out if lse_out is not None else workspace.lse, q_out if q_out is not None else q
+    outputs = (out.stride(0), out.stride(1), out.stride(2), *(lse_out.stride() if lse_out is not None else (0, 0)),
+               *(q_out.stride()[:2] if q_out is not None else (0, 0)))
+    taps = dict(TP=pow2(t, 2), WRITE_LSE=lse_out is not None, WRITE_Q=q_out is not None)
+    fused_rb = min(pow2(g * t), FUSED_MERGE_ROWS)  # the fused merge's row block (one program merges the whole list)
     _split_kernel[(programs,)](
         q, k, v, lengths, ids, nn, workspace.o, workspace.lse, workspace.ends, sc,
+        workspace.tickets if workspace.tickets is not None else workspace.ends, out, lse_ptr, q_out_ptr,
         qk_scale, t, chunk_size, capacity, programs, min_units, bh, hkv, g,
         q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
-        v.stride(0), v.stride(1), v.stride(2), sib, sih, snb, snh, ssb, ssh,
-        BHP=pow2(bh, 2), CP=cp, LOOP_FOR=not interpreting(), STAGES=config.stages, num_warps=config.warps, **common,
+        v.stride(0), v.stride(1), v.stride(2), sib, sih, snb, snh, ssb, ssh, *outputs,
+        BHP=pow2(bh, 2), CP=cp, LOOP_FOR=not interpreting(), STAGES=config.stages, FUSED=config.fused_merge,
+        RB=fused_rb, SB=merge_slots(fused_rb, config.merge_tile), num_warps=config.warps, **taps, **common,
     )
+    if config.fused_merge:
+        return out
     rb = merge_rows(bh, g * t, programs)
     _merge_kernel[(bh, -(-(g * t) // rb))](
-        q, k, v, lengths, nn, workspace.o, workspace.lse, workspace.ends, out,
-        lse_out if lse_out is not None else workspace.lse, q_out if q_out is not None else q, sc,
+        q, k, v, lengths, nn, workspace.o, workspace.lse, workspace.ends, out, lse_ptr, q_out_ptr, sc,
         qk_scale, t, chunk_size, capacity, programs, min_units, bh, hkv, g,
         q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
-        v.stride(0), v.stride(1), v.stride(2), snb, snh, out.stride(0), out.stride(1), out.stride(2),
-        *(lse_out.stride() if lse_out is not None else (0, 0)), *(q_out.stride()[:2] if q_out is not None else (0, 0)),
-        ssb, ssh,
-        RB=rb, TP=pow2(t, 2), SB=merge_slots(rb, config.merge_tile), WRITE_LSE=lse_out is not None,
-        WRITE_Q=q_out is not None, num_warps=4, **common,
+        v.stride(0), v.stride(1), v.stride(2), snb, snh, *outputs, ssb, ssh,
+        RB=rb, SB=merge_slots(rb, config.merge_tile), num_warps=4, **taps, **common,
     )
     return out
 
@@ -361,21 +429,29 @@ ALIGNED = ("q_ptr", "k_ptr", "v_ptr", "len_ptr", "ids_ptr", "n_ptr", "po_ptr", "
 def _aot_check(compile_one) -> bool:
     ok = True
     cfg = SplitConfig()
-    for dt, g, dim, dense, scores in [("bf16", 4, 128, False, False), ("bf16", 1, 128, False, False),
-                                      ("fp16", 4, 64, False, False), ("bf16", 4, 128, True, False),
-                                      ("bf16", 7, 64, True, False), ("bf16", 7, 64, True, True)]:
+    # (dtype, G, D, dense, scores, fused, T): the fused launch at the verifier's 5 rows (lse + query taps) and at the
+    # draft's one row (the row taps, scores)
+    for dt, g, dim, dense, scores, fused, t in [
+            ("bf16", 4, 128, False, False, False, 5), ("bf16", 1, 128, False, False, False, 5),
+            ("fp16", 4, 64, False, False, False, 5), ("bf16", 4, 128, True, False, False, 5),
+            ("bf16", 7, 64, True, False, False, 5), ("bf16", 7, 64, True, True, False, 5),
+            ("bf16", 4, 128, False, False, True, 5), ("bf16", 1, 128, False, False, True, 5),
+            ("bf16", 7, 64, False, False, True, 1), ("bf16", 7, 64, True, True, True, 1)]:
         sig = {"q_ptr": f"*{dt}", "k_ptr": f"*{dt}", "v_ptr": f"*{dt}", "len_ptr": "*i32", "ids_ptr": "*i32",
                "n_ptr": "*i32", "po_ptr": "*fp32", "pl_ptr": "*fp32", "ends_ptr": "*i32", "sc_ptr": "*fp32",
-               "qk_scale": "fp32",
+               "tk_ptr": "*i32", "out_ptr": f"*{dt}", "lse_ptr": "*fp32", "q_out_ptr": f"*{dt}", "qk_scale": "fp32",
                "T": "i32", "C": "i32",
                "cap": "i32", "P": "i32", "min_units": "i32", "BH": "i32", "HKV": "i32", "G": "i32"}
         sig.update({name: "i32" for name in ["sqb", "sqh", "sqt", "skb", "skh", "skn", "svb", "svh", "svn",
-                                             "sib", "sih", "snb", "snh", "ssb", "ssh"]})
-        ok &= compile_one(f"sparse_attn split {dt} G={g} D={dim}{' dense' if dense else ''}{' scores' if scores else ''}",
-                          _split_kernel, sig,
-                          {"D": dim, "M": rows_tile(g, 5), "CP": 16, "CPB": cfg.block_n // 16, "BHP": 32,
-                           "DENSE": dense, "LOOP_FOR": True, "STAGES": cfg.stages, "SCORES": scores}, cfg.warps,
-                          div16=ALIGNED)
+                                             "sib", "sih", "snb", "snh", "ssb", "ssh", "sob", "sot", "soh", "slb",
+                                             "slh", "sqob", "sqoh"]})
+        rb = min(pow2(g * t), FUSED_MERGE_ROWS)
+        ok &= compile_one(f"sparse_attn split {dt} G={g} D={dim}{' dense' if dense else ''}{' scores' if scores else ''}"
+                          f"{f' fused T={t}' if fused else ''}", _split_kernel, sig,
+                          {"D": dim, "M": rows_tile(g, t), "CP": 16, "CPB": cfg.block_n // 16, "BHP": 32,
+                           "DENSE": dense, "LOOP_FOR": True, "STAGES": cfg.stages, "SCORES": scores, "FUSED": fused,
+                           "RB": rb, "TP": pow2(t, 2), "SB": merge_slots(rb, cfg.merge_tile), "WRITE_LSE": fused,
+                           "WRITE_Q": fused}, cfg.warps, div16=ALIGNED)
     sig = {"q_ptr": "*bf16", "k_ptr": "*bf16", "v_ptr": "*bf16", "len_ptr": "*i32", "n_ptr": "*i32",
            "po_ptr": "*fp32", "pl_ptr": "*fp32", "ends_ptr": "*i32", "out_ptr": "*bf16", "lse_ptr": "*fp32",
            "q_out_ptr": "*bf16", "sc_ptr": "*fp32", "qk_scale": "fp32",

@@ -16,7 +16,10 @@ class SplitConfig:
     SMs``); min_chunks: fewest chunks a program takes when there is little work; merge_tile: (partial slot, query
     row) pairs the merge kernel combines per iteration (power of two; a merge program of RB rows takes
     ``max(1, merge_tile // RB)`` partial slots at a time, so a list covered by many split programs takes fewer
-    dependent rounds of loads at a larger tile; at most ``MAX_MERGE_TILE``).
+    dependent rounds of loads at a larger tile; at most ``MAX_MERGE_TILE``); fused_merge: no merge launch, the last
+    split program to finish a list merges it (its partials read back from L2; a list of no chunks merged by program
+    ``list % P``), saving the merge kernel's launch and its own dependent loads at the cost of one program merging a
+    whole list.
     """
 
     block_n: int = 64
@@ -25,8 +28,12 @@ class SplitConfig:
     ctas_per_sm: int = 2
     min_chunks: int = 8
     merge_tile: int = 16
+    fused_merge: bool = False
 
     def __post_init__(self) -> None:
+        if self.fused_merge not in (0, 1):
+            raise ValueError(f"{self}: fused_merge is true or false")
+        object.__setattr__(self, "fused_merge", bool(self.fused_merge))  # 0/1 from configs' integer fields
         if any(x < 1 or x & (x - 1) for x in (self.block_n, self.merge_tile)) or min(
                 self.warps, self.stages, self.ctas_per_sm, self.min_chunks) < 1:
             raise ValueError(f"{self}: block_n and merge_tile must be powers of two, the others >= 1")
