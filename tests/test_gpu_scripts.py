@@ -55,14 +55,16 @@ def test_every_gpu_run_of_the_session_scripts_passes_the_pre_run_checks(tmp_path
     monkeypatch.setenv("SPARSE", "experiment.sparse_split.ctas_per_sm=4 experiment.sparse_split.min_chunks=4")
     runs = planned_runs(tmp_path, ["scripts/gpu/quality.sh", *parts], ["scripts/gpu/decode.sh", "300"],
                         ["scripts/gpu/draft_sweep.sh", "300"], ["scripts/gpu/breadth.sh", "300"],
-                        ["scripts/gpu/maps.sh", "300"],
+                        ["scripts/gpu/maps.sh", "300"], ["scripts/gpu/fused.sh", "300"],
                         ["scripts/gpu/decode.sh", "300", "experiment.contexts=[32768]", "experiment.batches=[16]"],
                         ["scripts/gpu/decode_launches.sh", "300", "experiment.split.warps=2",
                          "experiment.split.min_chunks=4", "experiment.rows.block_n=128", "experiment.rows.blocks=2"])
-    assert len(runs) >= len(parts) + 16  # every part plans at least one run, decode_launches three, draft_sweep four,
-    #                                     breadth five, maps one
+    assert len(runs) >= len(parts) + 17  # every part plans at least one run, decode_launches three, draft_sweep four,
+    #                                     breadth five, maps one, fused one
     maps = [r for r in runs if any(o.startswith("+experiment.layer_maps.max7=") for o in r)]
     assert len(maps) == 1 and sum(o.startswith("+experiment.layer_maps.") for o in maps[0]) == 3
+    fused = [r for r in runs if "experiment.sparse_split.fused_merge=true" in r]
+    assert len(fused) == 1 and sum(o.endswith("fused_merge=true") for o in fused[0]) == 3
     for overrides in runs:
         if any(".gpu_inputs" in o for o in overrides) and not (ROOT / ".gpu_inputs").is_dir():
             continue  # `agree` reads the CPU reference's files, carried to the GPU for that part only
