@@ -212,6 +212,25 @@ def test_cuda_graph_replay_equals_eager_for_every_mode_in_bfloat16(tiny_model_di
 
 
 @needs_gpu
+def test_the_one_launch_merge_decodes_in_graphs_as_eagerly_gpu(tiny_model_dir):
+    """Every attention launch fused (a list's last split program merges it): captured graphs replay it (its tickets
+    back at zero after each launch) with the eager tokens, and the tokens of the two-launch kernel (the same partials;
+    bfloat16, a near-tie could part them: none on these prompts)."""
+    from specattn.gpu.kernels.split_config import SplitConfig
+
+    cuda_pair = load(tiny_model_dir, "cuda", torch.bfloat16)
+    batch = prompts(3, 150, 19)
+    fused = SplitConfig(fused_merge=True)
+    base = GraphSettings(GAMMA, CHUNK, 2, "mean", mapping(cuda_pair), 0.8, draft_reads="first_window", draft_window=64,
+                         draft_sinks=8)
+    settings = dataclasses.replace(base, split=fused, sparse_split=fused, draft_split=fused)
+    eager, _ = graph_run(cuda_pair, batch, settings, new=30)
+    graph, dec = graph_run(cuda_pair, batch, settings, new=30, graphs=True)
+    assert graph == eager and dec.kept_fractions()[0] < 0.95
+    assert graph_run(cuda_pair, batch, base, new=30, graphs=True)[0] == graph
+
+
+@needs_gpu
 @pytest.mark.parametrize("reads", ["first_window", "first_dense"])
 @pytest.mark.parametrize("agg", ["mean", "max"])
 def test_row0_from_saved_scores_equals_the_row_from_the_keys_gpu(tiny_model_dir, reads, agg):
