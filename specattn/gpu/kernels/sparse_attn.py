@@ -36,10 +36,11 @@ cost no imbalance).
 ``SplitConfig.fused_merge``: one launch. After storing its partial of list j, a split program takes a ticket
 (an atomic add on the list's counter, acquire-release at GPU scope, after a barrier so every thread's stores are
 ordered before it); the program that draws the last ticket (the list's programs ``start_j // W .. (end_j - 1) // W``
-all arrived) resets the counter for the next launch and merges the whole list as step 2 does, ``FUSED_MERGE_ROWS``
-rows at a time, reading the partials past L1. A list of no chunks is merged by program ``j % P``. This saves the
-merge launch and its dependent loads (the merge was 3.6-6.1 us of 9-20 us at batch 1, where FlashInfer's merge is
-1.7-3.0), at the cost of one program merging a list that step 2 spreads over several.
+all arrived) resets the counter for the next launch and merges the whole list as step 2 does, every row at once (the
+own keys one at a time, then one partial slot per iteration, pipelined), reading the partials past L1. A list of no
+chunks is merged by program ``j % P``. This saves the merge launch and its dependent loads (the merge was 3.6-6.1 us
+of 9-20 us at batch 1, where FlashInfer's merge is 1.7-3.0), at the cost of one program merging a list that step 2
+spreads over several.
 
 Softmax in float32 (base 2, ``sm_scale * log2 e`` folded into the scores); P @ V on the tensor cores
 with P rounded to the input dtype (as FlashAttention does).
@@ -122,10 +123,9 @@ def _split_kernel(
     q_ptr, k_ptr, v_ptr, len_ptr, ids_ptr, n_ptr, po_ptr, pl_ptr, ends_ptr, sc_ptr, tk_ptr, out_ptr, lse_ptr,
     q_out_ptr, qk_scale, T, C, cap, P, min_units, BH, HKV, G,
     sqb, sqh, sqt, skb, skh, skn, svb, svh, svn, sib, sih, snb, snh, ssb, ssh, sob, sot, soh, slb, slh, sqob, sqoh,
-    D: tl.constexpr, M: tl.constexpr, CP: tl.constexpr, CPB: tl.constexpr, BHP: tl.constexpr,
+    D: tl.constexpr, M: tl.constexpr, LS: tl.constexpr, CP: tl.constexpr, CPB: tl.constexpr, BHP: tl.constexpr,
     DENSE: tl.constexpr, LOOP_FOR: tl.constexpr, STAGES: tl.constexpr, SCORES: tl.constexpr,
-    FUSED: tl.constexpr, RB: tl.constexpr, TP: tl.constexpr, SB: tl.constexpr, WRITE_LSE: tl.constexpr,
-    WRITE_Q: tl.constexpr,
+    FUSED: tl.constexpr, RB: tl.constexpr, TP: tl.constexpr, WRITE_LSE: tl.constexpr, WRITE_Q: tl.constexpr,
 ):
     p = tl.program_id(0)
     prefixes, ns, ends = _lists(len_ptr, n_ptr, T, C, cap, BH, HKV, snb, snh, BHP, CPB, DENSE)
@@ -175,7 +175,7 @@ def _split_kernel(
         o = acc / tl.maximum(l_i, 1e-30)[:, None]
         slot = (p + j).to(tl.int64)
         tl.store(po_ptr + (slot * M + mi)[:, None] * D + d[None, :], o, mask=row_ok[:, None])
-        tl.store(pl_ptr + slot * M + mi, lse, mask=row_ok)
+        tl.store(pl_ptr + slot * LS + mi, lse, mask=row_ok)
         if FUSED:
             if n_j > 0:  # the list's last program to finish merges it, and resets its ticket for the next launch
                 tl.debug_barrier()  # every thread's partial stored before the release
@@ -184,8 +184,8 @@ def _split_kernel(
                     tl.atomic_xchg(tk_ptr + j, 0, sem="relaxed", scope="gpu")
                     _merge_list(j, prefix, start_j, end_j, width, q_ptr, k_ptr, v_ptr, po_ptr, pl_ptr, out_ptr,
                                 lse_ptr, q_out_ptr, sc_ptr, qk_scale, T, HKV, G, sqb, sqh, sqt, skb, skh, skn, svb, svh,
-                                svn, sob, sot, soh, slb, slh, sqob, sqoh, ssb, ssh, D, M, RB, TP, SB, WRITE_LSE,
-                                WRITE_Q, SCORES)
+                                svn, sob, sot, soh, slb, slh, sqob, sqoh, ssb, ssh, D, M, LS, RB, TP, WRITE_LSE, WRITE_Q,
+                                SCORES, LOOP_FOR, STAGES)
         u = seg_end
         j += 1
     if FUSED:  # a list of no chunks has no split program: program j % P attends its own keys
@@ -194,14 +194,15 @@ def _split_kernel(
             if _pick(ns, e) == 0:
                 _merge_list(e, _pick(prefixes, e), 0, 0, width, q_ptr, k_ptr, v_ptr, po_ptr, pl_ptr, out_ptr, lse_ptr,
                             q_out_ptr, sc_ptr, qk_scale, T, HKV, G, sqb, sqh, sqt, skb, skh, skn, svb, svh, svn, sob,
-                            sot, soh, slb, slh, sqob, sqoh, ssb, ssh, D, M, RB, TP, SB, WRITE_LSE, WRITE_Q, SCORES)
+                            sot, soh, slb, slh, sqob, sqoh, ssb, ssh, D, M, LS, RB, TP, WRITE_LSE, WRITE_Q, SCORES,
+                            LOOP_FOR, STAGES)
             e += P
 
 
 @triton.jit
 def _merge_rows(j, row, prefix, start_j, end_j, width, q_ptr, k_ptr, v_ptr, po_ptr, pl_ptr, out_ptr, lse_ptr,
                 q_out_ptr, sc_ptr, qk_scale, T, HKV, G, sqb, sqh, sqt, skb, skh, skn, svb, svh, svn, sob, sot, soh, slb,
-                slh, sqob, sqoh, ssb, ssh, D: tl.constexpr, M: tl.constexpr, TP: tl.constexpr, SB: tl.constexpr,
+                slh, sqob, sqoh, ssb, ssh, D: tl.constexpr, M: tl.constexpr, LS: tl.constexpr, TP: tl.constexpr, SB: tl.constexpr,
                 WRITE_LSE: tl.constexpr, WRITE_Q: tl.constexpr, SCORES: tl.constexpr):
     """Rows ``row`` (a block of list ``j``'s (G * T)-row tile, row = g * T + t, query head h * G + g) attend the step's
     own keys ``prefix .. prefix + t`` exactly in float32 and merge that with the partials of the split programs over
@@ -242,7 +243,7 @@ def _merge_rows(j, row, prefix, start_j, end_j, width, q_ptr, k_ptr, v_ptr, po_p
         s_ok = (s0 + sb) < s1
         at = si[:, None] * M + row[None, :]  # (SB, RB)
         ok2 = s_ok[:, None] & row_ok[None, :]
-        lse = tl.load(pl_ptr + at, mask=ok2, other=float("-inf"), cache_modifier=".cg")
+        lse = tl.load(pl_ptr + at + si[:, None] * (LS - M), mask=ok2, other=float("-inf"), cache_modifier=".cg")
         m_new = tl.maximum(m, tl.max(lse, 0))
         w = tl.exp2(lse - m_new[None, :])
         po = tl.load(po_ptr + at[:, :, None] * D + d[None, None, :], mask=ok2[:, :, None], other=0.0,
@@ -262,17 +263,88 @@ def _merge_rows(j, row, prefix, start_j, end_j, width, q_ptr, k_ptr, v_ptr, po_p
 
 
 @triton.jit
+def _merge_slot(s, m, l, acc, po_ptr, pl_ptr, row, row_ok, D: tl.constexpr, M: tl.constexpr, LS: tl.constexpr):
+    """Online-softmax update of a list's rows with the partial in slot ``s`` (an (M, D) tile and its lse), loaded past
+    L1 where the load allows it (the fused launch reads what other programs of it wrote; a pipelined 4-byte copy
+    caches in L1, which is safe as no two slots share a 128-byte line: ``LS`` >= 32 floats a slot)."""
+    at = s.to(tl.int64) * M + row
+    lse = tl.load(pl_ptr + s.to(tl.int64) * LS + row, mask=row_ok, other=float("-inf"), cache_modifier=".cg")
+    po = tl.load(po_ptr + at[:, None] * D + tl.arange(0, D)[None, :], mask=row_ok[:, None], other=0.0,
+                 cache_modifier=".cg")
+    m_new = tl.maximum(m, lse)
+    alpha = tl.exp2(m - m_new)
+    w = tl.exp2(lse - m_new)
+    return m_new, l * alpha + w, acc * alpha[:, None] + w[:, None] * po
+
+
+@triton.jit
 def _merge_list(j, prefix, start_j, end_j, width, q_ptr, k_ptr, v_ptr, po_ptr, pl_ptr, out_ptr, lse_ptr, q_out_ptr,
                 sc_ptr, qk_scale, T, HKV, G, sqb, sqh, sqt, skb, skh, skn, svb, svh, svn, sob, sot, soh, slb, slh,
-                sqob, sqoh, ssb, ssh, D: tl.constexpr, M: tl.constexpr, RB: tl.constexpr, TP: tl.constexpr,
-                SB: tl.constexpr, WRITE_LSE: tl.constexpr, WRITE_Q: tl.constexpr, SCORES: tl.constexpr):
-    """Every row of list ``j``, RB rows at a time (:func:`_merge_rows`): the fused launch's merge."""
-    r0 = 0
-    while r0 < G * T:
-        _merge_rows(j, r0 + tl.arange(0, RB), prefix, start_j, end_j, width, q_ptr, k_ptr, v_ptr, po_ptr, pl_ptr,
-                    out_ptr, lse_ptr, q_out_ptr, sc_ptr, qk_scale, T, HKV, G, sqb, sqh, sqt, skb, skh, skn, svb, svh,
-                    svn, sob, sot, soh, slb, slh, sqob, sqoh, ssb, ssh, D, M, TP, SB, WRITE_LSE, WRITE_Q, SCORES)
-        r0 += RB
+                sqob, sqoh, ssb, ssh, D: tl.constexpr, M: tl.constexpr, LS: tl.constexpr, RB: tl.constexpr, TP: tl.constexpr,
+                WRITE_LSE: tl.constexpr, WRITE_Q: tl.constexpr, SCORES: tl.constexpr, LOOP_FOR: tl.constexpr,
+                STAGES: tl.constexpr):
+    """The fused launch's merge of list ``j``, RB rows of its (M, D) tile at a time (:func:`_merge_block`)."""
+    for r0 in tl.static_range(0, M, RB):
+        if r0 < G * T:
+            _merge_block(j, r0, prefix, start_j, end_j, width, q_ptr, k_ptr, v_ptr, po_ptr, pl_ptr, out_ptr, lse_ptr,
+                         q_out_ptr, sc_ptr, qk_scale, T, HKV, G, sqb, sqh, sqt, skb, skh, skn, svb, svh, svn, sob, sot,
+                         soh, slb, slh, sqob, sqoh, ssb, ssh, D, M, LS, RB, TP, WRITE_LSE, WRITE_Q, SCORES, LOOP_FOR,
+                         STAGES)
+
+
+@triton.jit
+def _merge_block(j, r0, prefix, start_j, end_j, width, q_ptr, k_ptr, v_ptr, po_ptr, pl_ptr, out_ptr, lse_ptr,
+                 q_out_ptr, sc_ptr, qk_scale, T, HKV, G, sqb, sqh, sqt, skb, skh, skn, svb, svh, svn, sob, sot, soh,
+                 slb, slh, sqob, sqoh, ssb, ssh, D: tl.constexpr, M: tl.constexpr, LS: tl.constexpr, RB: tl.constexpr, TP: tl.constexpr,
+                 WRITE_LSE: tl.constexpr, WRITE_Q: tl.constexpr, SCORES: tl.constexpr, LOOP_FOR: tl.constexpr,
+                 STAGES: tl.constexpr):
+    """Rows ``r0 .. r0 + RB`` of list ``j`` at once: the step's own keys one at a time (exact float32, online
+    softmax), then the list's partials one slot per iteration (pipelined when compiled: one program merges the list,
+    so its loads must not wait on each other), then the output and the taps."""
+    b = (j // HKV).to(tl.int64)
+    h = (j % HKV).to(tl.int64)
+    row = r0 + tl.arange(0, RB)
+    g = row // T
+    t = row - g * T
+    row_ok = row < G * T
+    hq = h * G + g
+    d = tl.arange(0, D)
+    qr = tl.load(q_ptr + b * sqb + hq[:, None] * sqh + t[:, None] * sqt + d[None, :], mask=row_ok[:, None], other=0.0)
+    if WRITE_Q:  # stored now, so the query is dead by the partials' loop (registers)
+        tl.store(q_out_ptr + b * sqob + hq[:, None] * sqoh + d[None, :], qr, mask=(row_ok & (t == T - 1))[:, None])
+    qv = qr.to(tl.float32)
+    m = tl.full((RB,), NEG_INIT, tl.float32)
+    l = tl.zeros((RB,), tl.float32)
+    acc = tl.zeros((RB, D), tl.float32)
+    for i in tl.static_range(TP):  # own key prefix + i, seen by rows t >= i
+        key = prefix + i
+        ok = (i < T) & (key >= 0)
+        kr = tl.load(k_ptr + b * skb + h * skh + key * skn + d, mask=ok & (d < D), other=0.0).to(tl.float32)
+        sc = tl.sum(qv * kr[None, :], 1) * qk_scale
+        sc = tl.where(ok & (t >= i), sc, float("-inf"))
+        if SCORES:  # the last row's score of this key (the split programs stored the prefix's)
+            tl.store(sc_ptr + b * ssb + hq * ssh + key, sc, mask=row_ok & (t == T - 1) & ok)
+        vr = tl.load(v_ptr + b * svb + h * svh + key * svn + d, mask=ok & (d < D), other=0.0).to(tl.float32)
+        m_new = tl.maximum(m, sc)
+        alpha = tl.exp2(m - m_new)
+        pw = tl.exp2(sc - m_new)
+        l = l * alpha + pw
+        acc = acc * alpha[:, None] + pw[:, None] * vr[None, :]
+        m = m_new
+    s_first = start_j // width + j
+    s_end = tl.where(end_j > start_j, (end_j - 1) // width + j + 1, s_first)
+    if LOOP_FOR:
+        for s in tl.range(s_first, s_end, num_stages=STAGES):
+            m, l, acc = _merge_slot(s, m, l, acc, po_ptr, pl_ptr, row, row_ok, D, M, LS)
+    else:  # the CPU interpreter cannot range over run-time scalars
+        s = s_first
+        while s < s_end:
+            m, l, acc = _merge_slot(s, m, l, acc, po_ptr, pl_ptr, row, row_ok, D, M, LS)
+            s += 1
+    tl.store(out_ptr + b * sob + t[:, None] * sot + hq[:, None] * soh + d[None, :],
+             (acc / l[:, None]).to(out_ptr.dtype.element_ty), mask=row_ok[:, None])
+    if WRITE_LSE:
+        tl.store(lse_ptr + b * slb + hq * slh, m + tl.log2(l), mask=row_ok & (t == T - 1))
 
 
 @triton.jit(do_not_specialize=["T", "cap", "P", "min_units", "BH"])
@@ -280,8 +352,8 @@ def _merge_kernel(
     q_ptr, k_ptr, v_ptr, len_ptr, n_ptr, po_ptr, pl_ptr, ends_ptr, out_ptr, lse_ptr, q_out_ptr, sc_ptr,
     qk_scale, T, C, cap, P, min_units, BH, HKV, G,
     sqb, sqh, sqt, skb, skh, skn, svb, svh, svn, snb, snh, sob, sot, soh, slb, slh, sqob, sqoh, ssb, ssh,
-    D: tl.constexpr, M: tl.constexpr, RB: tl.constexpr, TP: tl.constexpr, SB: tl.constexpr, CPB: tl.constexpr,
-    DENSE: tl.constexpr, WRITE_LSE: tl.constexpr, WRITE_Q: tl.constexpr, SCORES: tl.constexpr,
+    D: tl.constexpr, M: tl.constexpr, LS: tl.constexpr, RB: tl.constexpr, TP: tl.constexpr, SB: tl.constexpr,
+    CPB: tl.constexpr, DENSE: tl.constexpr, WRITE_LSE: tl.constexpr, WRITE_Q: tl.constexpr, SCORES: tl.constexpr,
 ):
     j = tl.program_id(0)  # the list (b, KV head h)
     total = tl.load(ends_ptr + BH - 1)  # the split kernel's unit ends (its program 0 wrote them)
@@ -291,17 +363,22 @@ def _merge_kernel(
     start_j = end_j - (n_j + CPB - 1) // CPB
     _merge_rows(j, tl.program_id(1) * RB + tl.arange(0, RB), prefix, start_j, end_j, width, q_ptr, k_ptr, v_ptr,
                 po_ptr, pl_ptr, out_ptr, lse_ptr, q_out_ptr, sc_ptr, qk_scale, T, HKV, G, sqb, sqh, sqt, skb, skh, skn,
-                svb, svh, svn, sob, sot, soh, slb, slh, sqob, sqoh, ssb, ssh, D, M, TP, SB, WRITE_LSE, WRITE_Q, SCORES)
+                svb, svh, svn, sob, sot, soh, slb, slh, sqob, sqoh, ssb, ssh, D, M, LS, TP, SB, WRITE_LSE, WRITE_Q, SCORES)
 
 
+FUSED_MERGE_ROWS = 16  # rows the fused launch's merging program takes at once (sm_90, inside the split kernel: no
+#                       spill at the draft's tile, 8 bytes at D = 128 and 32 rows in two blocks; the whole 32 at once
+#                       spills 624 bytes, aot_check)
 MERGE_MAX_ROWS = 8  # rows per merge program at most: 96 registers per thread at 4 rows, 135-164 at 8, spills at 32 (sm_90,
 #                     python -m specattn.gpu.kernels.aot_check, merge tile 16).
 #                     8, not 4: the merge at many lists 21.3 -> 12.5 us (Llama-2 shapes, batch 16) and 13.5 -> 10.1 us
 #                     (Llama-3.1, batch 16), equal elsewhere (scripts/gpu/profile_merge.py, H200, thirteenth session)
 
 
-FUSED_MERGE_ROWS = 4  # rows a fused launch's merging program takes at a time (sm_90, inside the split kernel: 8 rows
-#                      spill at D = 128, aot_check)
+def lse_slot(rows: int) -> int:
+    """Floats a partial slot's log-sum-exps take in the workspace: its ``rows``, at least a 128-byte line (no two slots
+    share a line, so a pipelined 4-byte copy that caches in L1 never holds another slot's stale floats)."""
+    return max(rows, 32)
 
 
 def merge_rows(lists: int, rows: int, programs: int) -> int:
@@ -327,7 +404,7 @@ def pow2(x: int, least: int = 1) -> int:
 
 @dataclass
 class Workspace:
-    """Partials of one launch shape: outputs ``(P + B*Hkv, M, D)`` and lse ``(P + B*Hkv, M)`` float32, the
+    """Partials of one launch shape: outputs ``(P + B*Hkv, M, D)`` and lse ``(P + B*Hkv, lse_slot(M))`` float32, the
     split kernel's unit ends per (sequence, KV head) list ``(B*Hkv,)`` int32, for a grid of ``programs`` (P)
     split programs, and the fused launch's tickets (one counter per list, zero between launches)."""
 
@@ -357,7 +434,7 @@ def make_workspace(batch: int, num_kv_heads: int, group: int, n_queries: int, he
     programs = num_programs(config, device)
     slots = programs + batch * num_kv_heads
     return Workspace(torch.empty((slots, m, head_dim), dtype=torch.float32, device=device),
-                     torch.empty((slots, m), dtype=torch.float32, device=device),
+                     torch.empty((slots, lse_slot(m)), dtype=torch.float32, device=device),
                      torch.empty(batch * num_kv_heads, dtype=torch.int32, device=device), programs,
                      torch.zeros(batch * num_kv_heads, dtype=torch.int32, device=device))
 
@@ -392,13 +469,12 @@ def launch(q, k, v, lengths, chunk_ids, n_chunks, chunk_size: int, sm_scale: flo
                          "make_workspace with this batch")
     if config.fused_merge and (workspace.tickets is None or workspace.tickets.numel() < bh):
         raise ValueError("fused_merge needs a workspace with a ticket per (sequence, KV head) list: make_workspace")
-    common = dict(CPB=cpb, DENSE=dense, D=d, M=m, SCORES=scores_out is not None)
+    common = dict(CPB=cpb, DENSE=dense, D=d, M=m, LS=lse_slot(m), SCORES=scores_out is not None)
     sc, (ssb, ssh) = (scores_out, scores_out.stride()[:2]) if scores_out is not None else (workspace.lse, (0, 0))
     lse_ptr, q_out_ptr = lse_out if lse_out is not None else workspace.lse, q_out if q_out is not None else q
     outputs = (out.stride(0), out.stride(1), out.stride(2), *(lse_out.stride() if lse_out is not None else (0, 0)),
                *(q_out.stride()[:2] if q_out is not None else (0, 0)))
     taps = dict(TP=pow2(t, 2), WRITE_LSE=lse_out is not None, WRITE_Q=q_out is not None)
-    fused_rb = min(pow2(g * t), FUSED_MERGE_ROWS)  # the fused merge's row block (one program merges the whole list)
     _split_kernel[(programs,)](
         q, k, v, lengths, ids, nn, workspace.o, workspace.lse, workspace.ends, sc,
         workspace.tickets if workspace.tickets is not None else workspace.ends, out, lse_ptr, q_out_ptr,
@@ -406,7 +482,7 @@ def launch(q, k, v, lengths, chunk_ids, n_chunks, chunk_size: int, sm_scale: flo
         q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
         v.stride(0), v.stride(1), v.stride(2), sib, sih, snb, snh, ssb, ssh, *outputs,
         BHP=pow2(bh, 2), CP=cp, LOOP_FOR=not interpreting(), STAGES=config.stages, FUSED=config.fused_merge,
-        RB=fused_rb, SB=merge_slots(fused_rb, config.merge_tile), num_warps=config.warps, **taps, **common,
+        RB=min(m, FUSED_MERGE_ROWS), num_warps=config.warps, **taps, **common,
     )
     if config.fused_merge:
         return out
@@ -429,14 +505,15 @@ ALIGNED = ("q_ptr", "k_ptr", "v_ptr", "len_ptr", "ids_ptr", "n_ptr", "po_ptr", "
 def _aot_check(compile_one) -> bool:
     ok = True
     cfg = SplitConfig()
-    # (dtype, G, D, dense, scores, fused, T): the fused launch at the verifier's 5 rows (lse + query taps) and at the
-    # draft's one row (the row taps, scores)
+    # (dtype, G, D, dense, scores, fused, T): the fused launch at the verifiers' 5 rows (lse + query taps; the real pair's
+    # G = 6 included) and at the draft's one and two rows (the row taps, scores)
     for dt, g, dim, dense, scores, fused, t in [
             ("bf16", 4, 128, False, False, False, 5), ("bf16", 1, 128, False, False, False, 5),
             ("fp16", 4, 64, False, False, False, 5), ("bf16", 4, 128, True, False, False, 5),
             ("bf16", 7, 64, True, False, False, 5), ("bf16", 7, 64, True, True, False, 5),
             ("bf16", 4, 128, False, False, True, 5), ("bf16", 1, 128, False, False, True, 5),
-            ("bf16", 7, 64, False, False, True, 1), ("bf16", 7, 64, True, True, True, 1)]:
+            ("bf16", 7, 64, False, False, True, 1), ("bf16", 7, 64, True, True, True, 1),
+            ("bf16", 6, 128, False, False, True, 5), ("bf16", 7, 64, True, True, True, 2)]:
         sig = {"q_ptr": f"*{dt}", "k_ptr": f"*{dt}", "v_ptr": f"*{dt}", "len_ptr": "*i32", "ids_ptr": "*i32",
                "n_ptr": "*i32", "po_ptr": "*fp32", "pl_ptr": "*fp32", "ends_ptr": "*i32", "sc_ptr": "*fp32",
                "tk_ptr": "*i32", "out_ptr": f"*{dt}", "lse_ptr": "*fp32", "q_out_ptr": f"*{dt}", "qk_scale": "fp32",
@@ -445,12 +522,12 @@ def _aot_check(compile_one) -> bool:
         sig.update({name: "i32" for name in ["sqb", "sqh", "sqt", "skb", "skh", "skn", "svb", "svh", "svn",
                                              "sib", "sih", "snb", "snh", "ssb", "ssh", "sob", "sot", "soh", "slb",
                                              "slh", "sqob", "sqoh"]})
-        rb = min(pow2(g * t), FUSED_MERGE_ROWS)
         ok &= compile_one(f"sparse_attn split {dt} G={g} D={dim}{' dense' if dense else ''}{' scores' if scores else ''}"
                           f"{f' fused T={t}' if fused else ''}", _split_kernel, sig,
-                          {"D": dim, "M": rows_tile(g, t), "CP": 16, "CPB": cfg.block_n // 16, "BHP": 32,
+                          {"D": dim, "M": rows_tile(g, t), "LS": lse_slot(rows_tile(g, t)), "CP": 16,
+                           "CPB": cfg.block_n // 16, "BHP": 32,
                            "DENSE": dense, "LOOP_FOR": True, "STAGES": cfg.stages, "SCORES": scores, "FUSED": fused,
-                           "RB": rb, "TP": pow2(t, 2), "SB": merge_slots(rb, cfg.merge_tile), "WRITE_LSE": fused,
+                           "RB": min(rows_tile(g, t), FUSED_MERGE_ROWS), "TP": pow2(t, 2), "WRITE_LSE": fused,
                            "WRITE_Q": fused}, cfg.warps, div16=ALIGNED)
     sig = {"q_ptr": "*bf16", "k_ptr": "*bf16", "v_ptr": "*bf16", "len_ptr": "*i32", "n_ptr": "*i32",
            "po_ptr": "*fp32", "pl_ptr": "*fp32", "ends_ptr": "*i32", "out_ptr": "*bf16", "lse_ptr": "*fp32",
@@ -464,6 +541,6 @@ def _aot_check(compile_one) -> bool:
                                   (True, 1, False, 32), (True, MERGE_MAX_ROWS, True, 32)):
         ok &= compile_one(f"sparse_attn merge bf16 RB={rb} tile {tile}{' lse+q' if tap else ''}"
                           f"{' scores' if scores else ''}", _merge_kernel, sig,
-                          {"D": 128, "M": 32, "RB": rb, "TP": 8, "SB": merge_slots(rb, tile), "CPB": 4, "DENSE": False,
-                           "WRITE_LSE": tap, "WRITE_Q": tap, "SCORES": scores}, 4)
+                          {"D": 128, "M": 32, "LS": 32, "RB": rb, "TP": 8, "SB": merge_slots(rb, tile), "CPB": 4,
+                           "DENSE": False, "WRITE_LSE": tap, "WRITE_Q": tap, "SCORES": scores}, 4)
     return ok
