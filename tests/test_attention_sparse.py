@@ -198,8 +198,8 @@ def test_kernel_interpreter_merges_many_partials_per_list():
         case = make_case(b, 4, 1, 5, 16, 600, 4, lengths, 0.8, 1, torch.float16, "cpu", 7 + b)
         for tile in (1, 2, 16, 32):  # one partial a round (8 rows: SB = 1) .. 32 partials a round (one row)
             check_kernel_case(case, 4, 1e-2, config=dataclasses.replace(many, merge_tile=tile))
-        for tile in (1,):  # fused: the last of a list's many programs merges its 20 rows, 4 at a time, a partial a round
-            check_kernel_case(case, 4, 1e-2, config=dataclasses.replace(many, merge_tile=tile, fused_merge=True))
+        # fused: the last of a list's many programs merges all its 20 rows, a partial slot an iteration
+        check_kernel_case(case, 4, 1e-2, config=dataclasses.replace(many, fused_merge=True))
 
 
 @needs_interpreter
@@ -221,8 +221,8 @@ def test_fused_merge_leaves_its_tickets_at_zero_and_a_reused_workspace_gives_the
         reused = sparse_verify(q, k, v, lengths, lists.ids, lists.n, 4, workspace=workspace, **call)
         assert workspace.tickets.tolist() == [0] * 6, seed
         assert torch.equal(reused, sparse_verify(q, k, v, lengths, lists.ids, lists.n, 4, **call))
-        two = sparse_verify(q, k, v, lengths, lists.ids, lists.n, 4, config=dataclasses.replace(fused, fused_merge=False),
-                            impl="triton")
+        two = sparse_verify(q, k, v, lengths, lists.ids, lists.n, 4, impl="triton",
+                            config=dataclasses.replace(fused, fused_merge=False))
         assert torch.allclose(reused.float(), two.float(), atol=2e-3, rtol=2e-3), seed
     with pytest.raises(ValueError, match="fused_merge is true or false"):
         SplitConfig(fused_merge=2)
@@ -422,8 +422,8 @@ def test_fused_merge_replayed_in_a_cuda_graph_stays_exact_gpu(t, hq, hkv):
         graph.replay()
         torch.cuda.synchronize()
         assert ws.tickets.eq(0).all(), i
-        two = sparse_verify(q, k, v, lengths, lists.ids, lists.n, 16, config=dataclasses.replace(fused, fused_merge=False),
-                            impl="triton")
+        two = sparse_verify(q, k, v, lengths, lists.ids, lists.n, 16, impl="triton",
+                            config=dataclasses.replace(fused, fused_merge=False))
         assert torch.allclose(out.float(), two.float(), atol=2e-2, rtol=2e-2), i
 
 

@@ -12,8 +12,8 @@ gpu_tests() { local f; for f in "$@"; do
   timeout 200 python3 -m pytest -q -rfE -n 8 -m gpu -p no:cacheprovider tests/$f.py > "$GPU_OUT/bg/pytest_$f.log" 2>&1
   echo "$f rc $? $(tail -n 1 "$GPU_OUT/bg/pytest_$f.log")"; done; }
 step fused_merge     # the one-launch merge (seventeenth stop): exact beside the reference, racing programs in replays
-timeout 200 python3 -m pytest -q -rfE -n 8 -m gpu -p no:cacheprovider tests/test_attention_sparse.py -k "fused or configs" \
-  > "$GPU_OUT/bg/pytest_fused.log" 2>&1
+timeout 200 python3 -m pytest -q -rfE -n 8 -m gpu -p no:cacheprovider tests/test_attention_sparse.py \
+  -k "fused or configs" > "$GPU_OUT/bg/pytest_fused.log" 2>&1
 echo "fused rc $? $(tail -n 1 "$GPU_OUT/bg/pytest_fused.log")"
 step quest_bound     # the page-bound kernel against the float64 definition at the decoder's sizes, then its profile
 gpu_tests test_quest_bound test_quest_fold test_budget_top

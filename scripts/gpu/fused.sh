@@ -2,8 +2,8 @@
 # The one-launch merge end to end (docs/gpu.md, "The seventeenth stop"), with the GPU alone: the maps run's point and
 # modes on the run's js map (dense, SpecAttn p=0.9 plain and with the first_window draft, 2,048 keys, every draft layer
 # under the policy) with every attention launch fused (experiment.{split,sparse_split,draft_split}.fused_merge), beside
-# maps.sh's run of the same modes with the two-launch kernel. $POINT: "context batch" (default 32K batch 16); $EXTRA: more
-# overrides; $1: the run's limit (s); started again, it resumes from its parts.
+# maps.sh's run of the same modes with the two-launch kernel. $POINT: "context batch" (default 32K batch 16); $EXTRA:
+# more overrides; $1: the run's limit (s); started again, it resumes from its parts.
 source scripts/gpu/env.sh
 stop_background 60
 read -r context batch <<< "${POINT:-32768 16}"

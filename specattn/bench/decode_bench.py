@@ -241,7 +241,8 @@ def bench_point(draft, verifier, pair: str, batch: int, context: int, cfg, bandw
         needed = len(selecting)
         base = {"pair": pair, "draft": PAIRS[pair][0], "verifier": PAIRS[pair][1], "batch": batch, "context": context,
                 "mode": mode, "kept": kept, "draft_reads": settings.draft_reads, "gamma": settings.gamma,
-                "tau": settings.tau or 1.0, "p": settings.p, "needed_layers": needed, "bandwidth_TBps": bandwidth / 1e12}
+                "tau": settings.tau or 1.0, "p": settings.p, "needed_layers": needed,
+                "bandwidth_TBps": bandwidth / 1e12}
         policy = {} if settings.draft_reads == "dense" else dict(
             draft_reads=settings.draft_reads, draft_kept=kept, draft_refresh=settings.draft_refresh,
             draft_window=settings.draft_window, draft_sinks=settings.draft_sinks,

@@ -36,8 +36,9 @@ cost no imbalance).
 ``SplitConfig.fused_merge``: one launch. After storing its partial of list j, a split program takes a ticket
 (an atomic add on the list's counter, acquire-release at GPU scope, after a barrier so every thread's stores are
 ordered before it); the program that draws the last ticket (the list's programs ``start_j // W .. (end_j - 1) // W``
-all arrived) resets the counter for the next launch and merges the whole list as step 2 does, every row at once (the
-own keys one at a time, then one partial slot per iteration, pipelined), reading the partials past L1. A list of no
+all arrived) resets the counter for the next launch and merges the whole list, ``FUSED_MERGE_ROWS`` rows at once (the
+own keys one at a time, then one partial slot per iteration, pipelined), reading the partials past L1 where the copy
+allows it (each slot's log-sum-exps on a 128-byte line of their own: :func:`lse_slot`). A list of no
 chunks is merged by program ``j % P``. This saves the merge launch and its dependent loads (the merge was 3.6-6.1 us
 of 9-20 us at batch 1, where FlashInfer's merge is 1.7-3.0), at the cost of one program merging a list that step 2
 spreads over several.
@@ -184,8 +185,8 @@ def _split_kernel(
                     tl.atomic_xchg(tk_ptr + j, 0, sem="relaxed", scope="gpu")
                     _merge_list(j, prefix, start_j, end_j, width, q_ptr, k_ptr, v_ptr, po_ptr, pl_ptr, out_ptr,
                                 lse_ptr, q_out_ptr, sc_ptr, qk_scale, T, HKV, G, sqb, sqh, sqt, skb, skh, skn, svb, svh,
-                                svn, sob, sot, soh, slb, slh, sqob, sqoh, ssb, ssh, D, M, LS, RB, TP, WRITE_LSE, WRITE_Q,
-                                SCORES, LOOP_FOR, STAGES)
+                                svn, sob, sot, soh, slb, slh, sqob, sqoh, ssb, ssh, D, M, LS, RB, TP, WRITE_LSE,
+                                WRITE_Q, SCORES, LOOP_FOR, STAGES)
         u = seg_end
         j += 1
     if FUSED:  # a list of no chunks has no split program: program j % P attends its own keys
@@ -202,12 +203,12 @@ def _split_kernel(
 @triton.jit
 def _merge_rows(j, row, prefix, start_j, end_j, width, q_ptr, k_ptr, v_ptr, po_ptr, pl_ptr, out_ptr, lse_ptr,
                 q_out_ptr, sc_ptr, qk_scale, T, HKV, G, sqb, sqh, sqt, skb, skh, skn, svb, svh, svn, sob, sot, soh, slb,
-                slh, sqob, sqoh, ssb, ssh, D: tl.constexpr, M: tl.constexpr, LS: tl.constexpr, TP: tl.constexpr, SB: tl.constexpr,
-                WRITE_LSE: tl.constexpr, WRITE_Q: tl.constexpr, SCORES: tl.constexpr):
+                slh, sqob, sqoh, ssb, ssh, D: tl.constexpr, M: tl.constexpr, LS: tl.constexpr, TP: tl.constexpr,
+                SB: tl.constexpr, WRITE_LSE: tl.constexpr, WRITE_Q: tl.constexpr, SCORES: tl.constexpr):
     """Rows ``row`` (a block of list ``j``'s (G * T)-row tile, row = g * T + t, query head h * G + g) attend the step's
     own keys ``prefix .. prefix + t`` exactly in float32 and merge that with the partials of the split programs over
     the list's units ``[start_j, end_j)`` (slots ``p + j``, ``p`` in ``[start_j // width, (end_j - 1) // width]``, SB
-    at a time; loaded past L1: a fused launch reads what other programs of it wrote); then the output and the taps."""
+    at a time, loaded past L1: each is read once); then the output and the taps. The merge kernel's body."""
     b = (j // HKV).to(tl.int64)
     h = (j % HKV).to(tl.int64)
     g = row // T
@@ -280,9 +281,9 @@ def _merge_slot(s, m, l, acc, po_ptr, pl_ptr, row, row_ok, D: tl.constexpr, M: t
 @triton.jit
 def _merge_list(j, prefix, start_j, end_j, width, q_ptr, k_ptr, v_ptr, po_ptr, pl_ptr, out_ptr, lse_ptr, q_out_ptr,
                 sc_ptr, qk_scale, T, HKV, G, sqb, sqh, sqt, skb, skh, skn, svb, svh, svn, sob, sot, soh, slb, slh,
-                sqob, sqoh, ssb, ssh, D: tl.constexpr, M: tl.constexpr, LS: tl.constexpr, RB: tl.constexpr, TP: tl.constexpr,
-                WRITE_LSE: tl.constexpr, WRITE_Q: tl.constexpr, SCORES: tl.constexpr, LOOP_FOR: tl.constexpr,
-                STAGES: tl.constexpr):
+                sqob, sqoh, ssb, ssh, D: tl.constexpr, M: tl.constexpr, LS: tl.constexpr, RB: tl.constexpr,
+                TP: tl.constexpr, WRITE_LSE: tl.constexpr, WRITE_Q: tl.constexpr, SCORES: tl.constexpr,
+                LOOP_FOR: tl.constexpr, STAGES: tl.constexpr):
     """The fused launch's merge of list ``j``, RB rows of its (M, D) tile at a time (:func:`_merge_block`)."""
     for r0 in tl.static_range(0, M, RB):
         if r0 < G * T:
@@ -295,7 +296,8 @@ def _merge_list(j, prefix, start_j, end_j, width, q_ptr, k_ptr, v_ptr, po_ptr, p
 @triton.jit
 def _merge_block(j, r0, prefix, start_j, end_j, width, q_ptr, k_ptr, v_ptr, po_ptr, pl_ptr, out_ptr, lse_ptr,
                  q_out_ptr, sc_ptr, qk_scale, T, HKV, G, sqb, sqh, sqt, skb, skh, skn, svb, svh, svn, sob, sot, soh,
-                 slb, slh, sqob, sqoh, ssb, ssh, D: tl.constexpr, M: tl.constexpr, LS: tl.constexpr, RB: tl.constexpr, TP: tl.constexpr,
+                 slb, slh, sqob, sqoh, ssb, ssh, D: tl.constexpr, M: tl.constexpr, LS: tl.constexpr, RB: tl.constexpr,
+                 TP: tl.constexpr,
                  WRITE_LSE: tl.constexpr, WRITE_Q: tl.constexpr, SCORES: tl.constexpr, LOOP_FOR: tl.constexpr,
                  STAGES: tl.constexpr):
     """Rows ``r0 .. r0 + RB`` of list ``j`` at once: the step's own keys one at a time (exact float32, online
@@ -363,7 +365,8 @@ def _merge_kernel(
     start_j = end_j - (n_j + CPB - 1) // CPB
     _merge_rows(j, tl.program_id(1) * RB + tl.arange(0, RB), prefix, start_j, end_j, width, q_ptr, k_ptr, v_ptr,
                 po_ptr, pl_ptr, out_ptr, lse_ptr, q_out_ptr, sc_ptr, qk_scale, T, HKV, G, sqb, sqh, sqt, skb, skh, skn,
-                svb, svh, svn, sob, sot, soh, slb, slh, sqob, sqoh, ssb, ssh, D, M, LS, TP, SB, WRITE_LSE, WRITE_Q, SCORES)
+                svb, svh, svn, sob, sot, soh, slb, slh, sqob, sqoh, ssb, ssh, D, M, LS, TP, SB, WRITE_LSE, WRITE_Q,
+                SCORES)
 
 
 FUSED_MERGE_ROWS = 16  # rows the fused launch's merging program takes at once (sm_90, inside the split kernel: no
@@ -505,8 +508,8 @@ ALIGNED = ("q_ptr", "k_ptr", "v_ptr", "len_ptr", "ids_ptr", "n_ptr", "po_ptr", "
 def _aot_check(compile_one) -> bool:
     ok = True
     cfg = SplitConfig()
-    # (dtype, G, D, dense, scores, fused, T): the fused launch at the verifiers' 5 rows (lse + query taps; the real pair's
-    # G = 6 included) and at the draft's one and two rows (the row taps, scores)
+    # (dtype, G, D, dense, scores, fused, T): the fused launch at the verifiers' 5 rows (lse + query taps; the real
+    # pair's G = 6 included) and at the draft's one and two rows (the row taps, scores)
     for dt, g, dim, dense, scores, fused, t in [
             ("bf16", 4, 128, False, False, False, 5), ("bf16", 1, 128, False, False, False, 5),
             ("fp16", 4, 64, False, False, False, 5), ("bf16", 4, 128, True, False, False, 5),
@@ -522,8 +525,8 @@ def _aot_check(compile_one) -> bool:
         sig.update({name: "i32" for name in ["sqb", "sqh", "sqt", "skb", "skh", "skn", "svb", "svh", "svn",
                                              "sib", "sih", "snb", "snh", "ssb", "ssh", "sob", "sot", "soh", "slb",
                                              "slh", "sqob", "sqoh"]})
-        ok &= compile_one(f"sparse_attn split {dt} G={g} D={dim}{' dense' if dense else ''}{' scores' if scores else ''}"
-                          f"{f' fused T={t}' if fused else ''}", _split_kernel, sig,
+        name = f"sparse_attn split {dt} G={g} D={dim}{' dense' if dense else ''}{' scores' if scores else ''}"
+        ok &= compile_one(name + (f" fused T={t}" if fused else ""), _split_kernel, sig,
                           {"D": dim, "M": rows_tile(g, t), "LS": lse_slot(rows_tile(g, t)), "CP": 16,
                            "CPB": cfg.block_n // 16, "BHP": 32,
                            "DENSE": dense, "LOOP_FOR": True, "STAGES": cfg.stages, "SCORES": scores, "FUSED": fused,
