@@ -195,16 +195,17 @@ def test_kernel_is_used_only_where_it_runs():
 
 
 # ------------------------------------------------------------------------------- a row from its saved scores
-def check_scores_path(b, hq, hkv, t, d, kcap, lengths, dtype, device, tol, seed=5):
+def check_scores_path(b, hq, hkv, t, d, kcap, lengths, dtype, device, tol, seed=5, config=None):
     """The decoder's first_* row 0: ``dense_verify``'s ``scores_out`` (the last row's scaled scores, float64
     reference at every key it attends, untouched past them, the attention output unchanged) and ``lse_out`` give
-    through :func:`rows_from_scores` the rows :func:`draft_rows` computes from the keys (R = 1), mean and max."""
+    through :func:`rows_from_scores` the rows :func:`draft_rows` computes from the keys (R = 1), mean and max
+    (``config``: the attention kernel's launch, e.g. the one-launch merge, which writes the own keys' scores)."""
     q, k, v, lengths_t, _ = lse_case(b, hq, hkv, t, d, kcap, lengths, dtype, device, seed)
     scale = 1 / math.sqrt(d)
     scores = torch.full((b, hq, kcap + 3), float("nan"), device=device)  # poisoned, wider than the cache
     lse = torch.zeros(b, hq, device=device)
-    out = dense_verify(q, k, v, lengths_t, 16, scale, lse_out=lse, scores_out=scores)
-    assert torch.equal(out, dense_verify(q, k, v, lengths_t, 16, scale))
+    out = dense_verify(q, k, v, lengths_t, 16, scale, lse_out=lse, scores_out=scores, config=config)
+    assert torch.equal(out, dense_verify(q, k, v, lengths_t, 16, scale, config=config))
     keys = k.double().cpu().repeat_interleave(hq // hkv, dim=1)
     want = torch.einsum("bhd,bhkd->bhk", q[:, :, -1].double().cpu(), keys) * scale / math.log(2)
     seen = (torch.arange(kcap + 3) < torch.tensor(lengths)[:, None])[:, None].expand(b, hq, kcap + 3)
@@ -231,14 +232,20 @@ def test_a_row_from_saved_scores_equals_the_recomputed_row(t, lengths):
 @needs_interpreter
 @pytest.mark.parametrize("t,lengths", [(1, [40, 1]), (2, [40, 19])])
 def test_a_row_from_saved_scores_kernels_interpreter(t, lengths):
+    from specattn.gpu.kernels.split_config import SplitConfig
+
     check_scores_path(2, 4, 2, t, 16, 40, lengths, torch.float16, "cpu", 2e-2)
+    check_scores_path(2, 4, 2, t, 16, 40, lengths, torch.float16, "cpu", 2e-2, config=SplitConfig(fused_merge=True))
 
 
 @needs_gpu
 @pytest.mark.parametrize("t,lengths", [(1, [4000, 1, 77]), (2, [4000, 2, 2500])])
 def test_a_row_from_saved_scores_kernels_gpu(t, lengths):
+    from specattn.gpu.kernels.split_config import SplitConfig
+
     check_scores_path(3, 14, 2, t, 64, 4100, lengths, torch.bfloat16, "cuda", 2e-2)
     check_scores_path(3, 32, 8, t, 64, 4100, lengths, torch.bfloat16, "cuda", 2e-2, seed=6)
+    check_scores_path(3, 14, 2, t, 64, 4100, lengths, torch.bfloat16, "cuda", 2e-2, config=SplitConfig(fused_merge=True))
 
 
 def test_rows_from_scores_refuses_bad_input():
