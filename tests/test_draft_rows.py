@@ -245,7 +245,8 @@ def test_a_row_from_saved_scores_kernels_gpu(t, lengths):
 
     check_scores_path(3, 14, 2, t, 64, 4100, lengths, torch.bfloat16, "cuda", 2e-2)
     check_scores_path(3, 32, 8, t, 64, 4100, lengths, torch.bfloat16, "cuda", 2e-2, seed=6)
-    check_scores_path(3, 14, 2, t, 64, 4100, lengths, torch.bfloat16, "cuda", 2e-2, config=SplitConfig(fused_merge=True))
+    fused = SplitConfig(fused_merge=True)
+    check_scores_path(3, 14, 2, t, 64, 4100, lengths, torch.bfloat16, "cuda", 2e-2, config=fused)
 
 
 def test_rows_from_scores_refuses_bad_input():
