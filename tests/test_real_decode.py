@@ -579,6 +579,7 @@ def test_a_draft_layer_both_selections_use_is_one_row_slot_and_the_roofline_coun
                              draft_dense_layers=1)
     assert settings.row_layers(pair.n_verifier_layers, pair.n_draft_layers) == (sorted(selecting | policy),
                                                                                  sorted(selecting))
+    assert settings.roofline_layers(pair.n_verifier_layers, pair.n_draft_layers) == (len(selecting), len(selecting) - 1)
 
 
 def test_other_layer_maps_are_checked_before_weights_load(tmp_path):

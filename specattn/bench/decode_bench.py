@@ -237,16 +237,14 @@ def bench_point(draft, verifier, pair: str, batch: int, context: int, cfg, bandw
     layer_map = proportional_map(d_shape.layers, v_shape.layers)
     rows = []
     for mode, kept, settings in modes(cfg, layer_map):
-        _, selecting = settings.row_layers(v_shape.layers, d_shape.layers)  # the map's layers, under SpecAttn
-        needed = len(selecting)
+        needed, shared = settings.roofline_layers(v_shape.layers, d_shape.layers)
         base = {"pair": pair, "draft": PAIRS[pair][0], "verifier": PAIRS[pair][1], "batch": batch, "context": context,
                 "mode": mode, "kept": kept, "draft_reads": settings.draft_reads, "gamma": settings.gamma,
                 "tau": settings.tau or 1.0, "p": settings.p, "needed_layers": needed,
                 "bandwidth_TBps": bandwidth / 1e12}
         policy = {} if settings.draft_reads == "dense" else dict(
             draft_reads=settings.draft_reads, draft_kept=kept, draft_refresh=settings.draft_refresh,
-            draft_window=settings.draft_window, draft_sinks=settings.draft_sinks,
-            shared_layers=len(set(settings.policy_layers(d_shape.layers)).intersection(selecting)))
+            draft_window=settings.draft_window, draft_sinks=settings.draft_sinks, shared_layers=shared)
         parts = roofline.step_bytes(v_shape, d_shape if settings.gamma else None, batch, context, settings.gamma,
                                     None if mode != "specattn" else kept, cfg.dense_layers, needed, cfg.chunk_size,
                                     cap if mode == "specattn" else None, **policy)

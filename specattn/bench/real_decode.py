@@ -178,16 +178,15 @@ def roofline_row(cfg, settings: GraphSettings, v_shape, d_shape, batch: int, con
     prefix = context + cfg.new_tokens // 2
     speculative = settings.gamma > 0
     kept = verifier_kept if settings.mode not in ("ar", "dense") else None
-    _, selecting = settings.row_layers(v_shape.layers, d_shape.layers)
+    needed, shared = settings.roofline_layers(v_shape.layers, d_shape.layers)
     kwargs = {}
     if settings.draft_reads != "dense" and speculative:
-        policy = set(settings.policy_layers(d_shape.layers))
         kwargs = dict(draft_reads=settings.draft_reads, draft_kept=draft_kept, draft_refresh=settings.draft_refresh,
                       draft_window=settings.draft_window, draft_sinks=settings.draft_sinks,
                       draft_dense_layers=settings.draft_dense_layers, row0_from_scores=settings.row0_from_scores,
-                      shared_layers=len(policy.intersection(selecting)))
+                      shared_layers=shared)
     parts = roofline.step_bytes(v_shape, d_shape if speculative else None, batch, prefix, settings.gamma, kept,
-                                settings.dense_layers, len(selecting), settings.chunk_size, **kwargs)
+                                settings.dense_layers, needed, settings.chunk_size, **kwargs)
     tokens = batch * (tau if speculative else 1.0)
     return {**{f"bytes_{k}": v for k, v in parts.items()},
             "roof_tokens_per_s": roofline.roofline_tokens_per_s(parts["total"], tokens, bandwidth)}

@@ -146,6 +146,12 @@ class GraphSettings:
         own = self.policy_layers(n_draft) if self.draft_reads in ("first_dense", "reuse") else []
         return sorted(set(selecting) | set(own)), selecting
 
+    def roofline_layers(self, n_verifier: int, n_draft: int) -> tuple[int, int]:
+        """``(needed_layers, shared_layers)`` as :func:`specattn.decode.roofline.step_bytes` counts them: the draft
+        layers SpecAttn's selection reads rows of, and how many of them are policy layers too."""
+        selecting = self.row_layers(n_verifier, n_draft)[1]
+        return len(selecting), len(set(self.policy_layers(n_draft)).intersection(selecting))
+
     @property
     def mode(self) -> str:
         if self.gamma == 0:
