@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs from /tmp/repo (a copy) while the weights are staged: first the one-launch merge's GPU tests, then Quest's page
+# Runs from /tmp/repo (a copy) while the weights are staged: first the one-launch merge's GPU tests and the kernel profile
+# (scripts/gpu/profile_kernel.py: the GPU nearly alone while the pieces arrive), then Quest's page
 # kernels' GPU tests (bounds, fold; bounds in the keys' bfloat16 since the sixteenth stop) and where Quest's selection
 # spends its time with them (scripts/gpu/profile_quest.py: bfloat16 and float32 bounds, the float32 GEMMs, the chunk
 # choice's dispatch), then the
@@ -13,8 +14,12 @@ gpu_tests() { local f; for f in "$@"; do
   echo "$f rc $? $(tail -n 1 "$GPU_OUT/bg/pytest_$f.log")"; done; }
 step fused_merge     # the one-launch merge (seventeenth stop): exact beside the reference, racing programs in replays
 timeout 200 python3 -m pytest -q -rfE -n 8 -m gpu -p no:cacheprovider tests/test_attention_sparse.py \
-  -k "fused or configs" > "$GPU_OUT/bg/pytest_fused.log" 2>&1
+  tests/test_draft_rows.py tests/test_graph_methods.py -k "fused or configs or saved_scores or one_launch or first_dense" \
+  > "$GPU_OUT/bg/pytest_fused.log" 2>&1
 echo "fused rc $? $(tail -n 1 "$GPU_OUT/bg/pytest_fused.log")"
+step profile_kernel  # the fused launches beside the two-launch ones and FlashInfer's page table, while the weights arrive
+timeout 330 python3 scripts/gpu/profile_kernel.py > "$GPU_OUT/bg/profile_kernel.log" 2>&1
+echo "profile_kernel rc $?"
 step quest_bound     # the page-bound kernel against the float64 definition at the decoder's sizes, then its profile
 gpu_tests test_quest_bound test_quest_fold test_budget_top
 timeout 200 python3 scripts/gpu/profile_quest.py > "$GPU_OUT/bg/profile_quest.log" 2>&1
