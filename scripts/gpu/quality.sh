@@ -125,7 +125,7 @@ for part in "$@"; do echo "== $part $(date +%T)"; case $part in
   align)     # layer alignment at the default 16384 calibration tokens on 32 samples of 2K code (intervals; the
              # stability table at 16384 and 32768 tokens ran with 8 samples in the second session)
     spec $L $M experiment=align_study dataset=python_source dataset.num_samples=32 align.num_tokens=16384 ;;
-  align_bounded) # the js map bounded to 4, 7 and 10 draft layers beside it, 32 samples of 2K code (the CPU's 12 texts:
+  align_bounded) # the js map bounded to 4, 7 and 10 draft layers beside it, 32 samples of 2K code (the CPU's 16 texts:
              # docs/results.md, "Layer maps with fewer draft layers")
     spec $L $M experiment=align_study dataset=python_source dataset.num_samples=32 align.num_tokens=16384 \
       "experiment.metrics=[js]" "experiment.max_draft_layers=[4,7,10]" "experiment.p_values=[0.9,0.95]" ;;
