@@ -271,6 +271,7 @@ def test_the_command_line_round_trip(sources, tmp_path, monkeypatch, capsys):
     assert out[2] == (f'{n} device calls, back to back, call i (0..{n - 1}) with carry '
                       f'["{split_dir}/manifest.json", "{split_dir}/piece-<i:03d>"] running:')
     assert out[3] == f"  python3 -m specattn.models.staging receive --from {split_dir} --to {stage}"
+    assert out[-1].startswith("warning: no gguf wheel among --extra")  # a wheel staged, gguf's not: said at the end
     for call in calls(split_dir, tmp_path):
         assert st.main(["receive", "--from", str(call), "--to", str(stage)]) == 0
     assert st.main(["status", "--from", str(stage)]) == 0

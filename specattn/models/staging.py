@@ -547,6 +547,10 @@ def _split_cli(args) -> int:
     print(f"  python3 -m specattn.models.staging receive --from {out} --to {args.stage}")
     print(f"and the last call (piece-{n - 1:03d}) then: && SPECATTN_CACHE=/tmp/specattn-cache "
           f"python3 -m specattn.models.staging assemble --from {args.stage}")
+    wheels = [s.name for s in sources if s.role == "wheel"]
+    if wheels and not any(w.startswith("gguf-") for w in wheels):  # a bare machine: its conversion needs gguf
+        print("warning: no gguf wheel among --extra: assemble's conversion there needs the gguf package (add "
+              "gguf==0.19.0 to the wheels: docs/gpu.md, 'Staging'); the 2026-12-05 session lost a call to this")
     return 0
 
 
