@@ -83,14 +83,13 @@ def test_breadth_takes_its_points_and_overrides_from_the_environment(tmp_path, c
             assert error is None, (job, error)
 
 
-def test_the_chain_plans_its_five_runs_in_order_and_each_passes_the_checks(tmp_path, cuda_present):
+def test_the_chain_plans_its_four_runs_in_order_and_each_passes_the_checks(tmp_path, cuda_present):
     runs = planned_runs(tmp_path, ["scripts/gpu/chain.sh", "300"])
     points = [[o for o in r if o.startswith(("experiment.contexts", "experiment.batches"))] for r in runs]
-    assert points == [["experiment.contexts=[32768]", f"experiment.batches=[{b}]"] for b in (16, 16, 32, 1, 16)]
-    assert sum(o.startswith("+experiment.layer_maps.") for o in runs[0]) == 3  # (a) the bounded maps
-    assert sum(o.endswith("fused_merge=true") for o in runs[1]) == 3  # (b) every launch fused
-    assert runs[3][-1] == "experiment.draft_reads=[first_window,reuse]" and "experiment.prompts=8" in runs[3]
-    assert "experiment.matched=false" not in runs[4]  # (e) run A: Quest and StreamingLLM matched
+    assert points == [[f"experiment.contexts=[{c}]", f"experiment.batches=[{b}]"]
+                      for c, b in ((32768, 16), (16384, 16), (8192, 16), (32768, 4))]
+    assert "experiment.matched=false" not in runs[0]  # (a) run A: Quest and StreamingLLM matched
+    assert all(sum(o.startswith("+experiment.layer_maps.") for o in r) == 3 for r in runs[1:])  # (b) the bounded maps
     for overrides in runs:
         for job, error in check_jobs(["logger=none", "progress=false", *overrides], ROOT / "conf"):
             assert error is None, (job, error)

@@ -1,10 +1,9 @@
 #!/usr/bin/env bash
-# The session's timed chain (docs/gpu.md, "The eighteenth session"), started detached by the call that assembles the
-# weights: it waits (up to 240 s) for the background job's kernel profile to end, then, with the GPU alone: (a) the
-# bounded layer maps at 32K batch 16 (maps.sh), (b) the same point with every launch fused (fused.sh), (c) issue 24's
-# policies under SpecAttn p=0.9 at 32K batch 32 and at 32K batch 1 (8 prompts: 8 groups of one), (d) profile_real.py at
-# 32K batch 16, (e) run A again (Quest and StreamingLLM matched to SpecAttn p=0.9), then the decoder's GPU tests.
-# Each step's runs resume from their parts when started again. $1: each run's limit (s).
+# The session's timed chain (docs/gpu.md, "The eighteenth session": the next session's list), started detached by the
+# call that assembles the weights: it waits (up to 240 s) for the background job's kernel profile to end, then, with the
+# GPU alone: (a) run A (Quest and StreamingLLM matched to SpecAttn p=0.9 at 32K batch 16, the js map), (b) the bounded
+# maps (maps.sh) at 16K and 8K batch 16 and at 32K batch 4 (does the 7-layer map's gain at 32K batch 16 hold?), then
+# the decoder's GPU tests. Each step's runs resume from their parts when started again. $1: each run's limit (s).
 source scripts/gpu/env.sh
 set -f
 mkdir -p "$GPU_OUT/q"
@@ -12,17 +11,12 @@ MAP=layer_map=docs/data/h200-real-2026-12-03e/layer_map_js_qwen_coder_16k.yaml
 [ -z "$PRECHECK" ] && for _ in $(seq 1 48); do grep -q "^profile_kernel rc" "$GPU_OUT/bg/background.log" 2>/dev/null && break; sleep 5; done
 step() { echo "== $1 $(date +%T)"; }
 stop_background 5
-step maps;   bash scripts/gpu/maps.sh "${1:-300}"
-step fused;  bash scripts/gpu/fused.sh "${1:-300}"
-step b32;    EXTRA="experiment.match_p=0.9" POINTS="32768 32" REFRESH16=0 bash scripts/gpu/breadth.sh "${1:-300}"
-step b1;     EXTRA="experiment.match_p=0.9 experiment.prompts=8" POINTS="32768 1" REFRESH16=0 \
-               bash scripts/gpu/breadth.sh "${1:-300}"
-step profile_real
-[ -z "$PRECHECK" ] && timeout 200 python3 scripts/gpu/profile_real.py 32768 16 "$MAP" experiment.draft_dense_layers=0 \
-  > "$GPU_OUT/q/profile_real.log" 2>&1
 step run_a;  bash scripts/gpu/decode.sh "${1:-300}" "experiment.contexts=[32768]" "experiment.batches=[16]" "$MAP" \
                experiment.draft_dense_layers=0 experiment.match_p=0.9 "experiment.p_values=[0.9]"
-step gpu_tests  # the decoder's GPU tests the background job had not reached (its first part ran the fused ones)
+for point in "16384 16" "8192 16" "32768 4"; do
+  step "maps $point"; POINT="$point" bash scripts/gpu/maps.sh "${1:-300}"
+done
+step gpu_tests  # the decoder's GPU tests the background job does not reach before the chain stops it
 [ -z "$PRECHECK" ] && timeout 300 python3 -m pytest -q -rfE -n 8 -m gpu -p no:cacheprovider tests/test_graph_methods.py \
   tests/test_draft_rows.py tests/test_real_decode.py tests/test_graph_engine.py > "$GPU_OUT/q/pytest_chain.log" 2>&1
 step done
