@@ -550,7 +550,7 @@ def _split_cli(args) -> int:
     wheels = [s.name for s in sources if s.role == "wheel"]
     if wheels and not any(w.startswith("gguf-") for w in wheels):  # a bare machine: its conversion needs gguf
         print("warning: no gguf wheel among --extra: assemble's conversion there needs the gguf package (add "
-              "gguf==0.19.0 to the wheels: docs/gpu.md, 'Staging'); the 2026-12-05 session lost a call to this")
+              "gguf==0.19.0 to the wheels: docs/gpu.md, 'Staging the real pair')")
     return 0
 
 
