@@ -9,7 +9,7 @@ source scripts/gpu/env.sh
 mkdir -p "$GPU_OUT/q"
 while [ ! -f "$GPU_OUT/q/${1:?the marker file to wait for}" ]; do sleep 2; done
 for f in $TESTS; do
-  echo "== $f $(date +%T)"
+  step "$f"
   if [ -n "$PRECHECK" ]; then echo "pytest tests/$f.py" >> "$PRECHECK"; continue; fi
   if tail -n 1 "$GPU_OUT/bg/pytest_$f.log" 2>/dev/null | grep -q "passed" \
      && ! tail -n 1 "$GPU_OUT/bg/pytest_$f.log" | grep -q "failed\|error"; then
@@ -18,5 +18,5 @@ for f in $TESTS; do
   echo "$f rc $? $(tail -n 1 "$GPU_OUT/q/pytest_$f.log")"
 done
 [ -n "$PARTS" ] && [ -z "$PRECHECK" ] && bash scripts/gpu/parallel.sh $PARTS
-echo "== after done $(date +%T)"
+step "after done"
 touch "$GPU_OUT/q/after.done"

@@ -1,23 +1,15 @@
 #!/usr/bin/env bash
-# Runs from /tmp/repo (a copy) while the weights are staged: first the one-launch merge's GPU tests and the kernel profile
-# (scripts/gpu/profile_kernel.py: the GPU nearly alone while the pieces arrive), then Quest's page
-# kernels' GPU tests (bounds, fold; bounds in the keys' bfloat16 since the sixteenth stop) and where Quest's selection
-# spends its time with them (scripts/gpu/profile_quest.py: bfloat16 and float32 bounds, the float32 GEMMs, the chunk
-# choice's dispatch), then the
-# decoder's GPU tests (Quest's scores now take the kernel; the draft's dense layers their own launch by default), the
-# sparse kernel's and the step's, and the rest of the GPU suite. Each part writes under $GPU_OUT/bg; `done` marks the end.
+# Runs from /tmp/repo (a copy) while the weights are staged: first the kernel profile (scripts/gpu/profile_kernel.py:
+# the GPU nearly alone while the pieces arrive), then Quest's page kernels' GPU tests (bounds, fold; bounds in the keys'
+# bfloat16 since the sixteenth stop) and where Quest's selection spends its time with them (scripts/gpu/profile_quest.py:
+# bfloat16 and float32 bounds, the float32 GEMMs, the chunk choice's dispatch), then the decoder's GPU tests, the sparse
+# kernel's and the step's, and the rest of the GPU suite. Each part writes under $GPU_OUT/bg; `done` marks the end.
 source scripts/gpu/env.sh
 export PYTHONPATH="/tmp/site:/tmp/repo"
-step() { echo "== $1 $(date +%T)"; }
 gpu_tests() { local f; for f in "$@"; do
   timeout 200 python3 -m pytest -q -rfE -n 8 -m gpu -p no:cacheprovider tests/$f.py > "$GPU_OUT/bg/pytest_$f.log" 2>&1
   echo "$f rc $? $(tail -n 1 "$GPU_OUT/bg/pytest_$f.log")"; done; }
-step fused_merge     # the one-launch merge (seventeenth stop): exact beside the reference, racing programs in replays
-timeout 200 python3 -m pytest -q -rfE -n 8 -m gpu -p no:cacheprovider tests/test_attention_sparse.py \
-  tests/test_draft_rows.py tests/test_graph_methods.py -k "fused or configs or saved_scores or one_launch or first_dense" \
-  > "$GPU_OUT/bg/pytest_fused.log" 2>&1
-echo "fused rc $? $(tail -n 1 "$GPU_OUT/bg/pytest_fused.log")"
-step profile_kernel  # the fused launches beside the two-launch ones and FlashInfer's page table, while the weights arrive
+step profile_kernel  # the split kernel's launch settings beside FlashInfer's page table, while the weights arrive
 timeout 330 python3 scripts/gpu/profile_kernel.py > "$GPU_OUT/bg/profile_kernel.log" 2>&1
 echo "profile_kernel rc $?"
 step quest_bound     # the page-bound kernel against the float64 definition at the decoder's sizes, then its profile

@@ -9,15 +9,13 @@ set -f
 mkdir -p "$GPU_OUT/q"
 MAP=layer_map=docs/data/h200-real-2026-12-03e/layer_map_js_qwen_coder_16k.yaml
 [ -z "$PRECHECK" ] && for _ in $(seq 1 48); do grep -q "^profile_kernel rc" "$GPU_OUT/bg/background.log" 2>/dev/null && break; sleep 5; done
-step() { echo "== $1 $(date +%T)"; }
 stop_background 5
 step run_a;  bash scripts/gpu/decode.sh "${1:-300}" "experiment.contexts=[32768]" "experiment.batches=[16]" "$MAP" \
                experiment.draft_dense_layers=0 experiment.match_p=0.9 "experiment.p_values=[0.9]"
 for point in "16384 16" "8192 16" "32768 4"; do
   step "maps $point"; POINT="$point" bash scripts/gpu/maps.sh "${1:-300}"
 done
-step gpu_tests  # the decoder's GPU tests the background job does not reach before the chain stops it
-[ -z "$PRECHECK" ] && timeout 300 python3 -m pytest -q -rfE -n 8 -m gpu -p no:cacheprovider tests/test_graph_methods.py \
-  tests/test_draft_rows.py tests/test_real_decode.py tests/test_graph_engine.py > "$GPU_OUT/q/pytest_chain.log" 2>&1
+step gpu_tests  # the decoder's GPU test files the background job did not pass before the chain stopped it
+TESTS="test_graph_methods test_draft_rows test_real_decode test_graph_engine" bash scripts/gpu/after.sh maps.done
 step done
 touch "$GPU_OUT/q/chain.done"

@@ -5,6 +5,8 @@ export PYTHONPATH="/tmp/site:$PWD${PYTHONPATH:+:$PYTHONPATH}"
 export FLASHINFER_WORKSPACE_BASE=$SPECATTN_CACHE/flashinfer TRITON_CACHE_DIR=$SPECATTN_CACHE/triton
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 WANDB_MODE=disabled TOKENIZERS_PARALLELISM=false MAX_JOBS=16
 mkdir -p "$GPU_OUT" "$FLASHINFER_WORKSPACE_BASE" "$TRITON_CACHE_DIR"
+# a step's header in a job's log: its name and the time
+step() { echo "== $1 $(date +%T)"; }
 # run.py with the session's fixed settings; $1: a wall-clock limit in seconds (a killed run resumes later)
 # (PRECHECK=FILE: append the overrides to FILE instead, one shell-quoted line per run, for tests/test_gpu_scripts.py)
 spec() { local limit=$1; shift; if [ -n "$PRECHECK" ]; then printf '%q ' "$@" >> "$PRECHECK"; echo >> "$PRECHECK"; return; fi

@@ -7,7 +7,7 @@
 source scripts/gpu/env.sh
 stop_background 60
 read -r context batch <<< "${POINT:-32768 16}"
-echo "== fused_${context}_b${batch} $(date +%T)"
+step "fused_${context}_b${batch}"
 bash scripts/gpu/decode.sh "${1:-300}" "experiment.contexts=[$context]" "experiment.batches=[$batch]" \
   layer_map=docs/data/h200-real-2026-12-03e/layer_map_js_qwen_coder_16k.yaml experiment.matched=false \
   experiment.draft_dense_layers=0 experiment.draft_window=2048 "experiment.draft_reads=[first_window]" \

@@ -9,7 +9,7 @@ source scripts/gpu/env.sh
 stop_background 60
 read -r context batch <<< "${POINT:-32768 16}"
 CPU=docs/data/cpu-qwen-coder-2026-12-04
-echo "== maps_${context}_b${batch} $(date +%T)"
+step "maps_${context}_b${batch}"
 bash scripts/gpu/decode.sh "${1:-300}" "experiment.contexts=[$context]" "experiment.batches=[$batch]" \
   layer_map=docs/data/h200-real-2026-12-03e/layer_map_js_qwen_coder_16k.yaml \
   "+experiment.layer_maps.cpu=$CPU/layer_map_js_2k.yaml" "+experiment.layer_maps.max7=$CPU/layer_map_js_2k_max7.yaml" \

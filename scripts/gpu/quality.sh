@@ -13,7 +13,7 @@ SWEEP="experiment.rows=[dense,{method:specattn,p:\${experiment.p_values}}]"
 FI=(experiment=kernel_bench "experiment.models=[llama-3.1-8b,llama-2-7b]" "experiment.batches=[1,4,16]"
     "experiment.attn_lengths=[32768]" "experiment.densities=[0.25,0.1]")
 MATCHED="{method:streaming,match:'specattn p=0.9'},{method:quest,match:'specattn p=0.9'},{method:streaming,match:'specattn p=0.95'},{method:quest,match:'specattn p=0.95'}"
-for part in "$@"; do echo "== $part $(date +%T)"; case $part in
+for part in "$@"; do step "$part"; case $part in
   agree)     # float32 and bfloat16 on the 4 files of the CPU reference (docs/results.md's 2K code table)
     for dt in float32 bfloat16; do spec $L $T dataset=python_source +dataset.source.root=$PWD/.gpu_inputs/py311 \
       dataset.num_samples=4 dtype=$dt "experiment.rows=[dense,{method:specattn,p:[0.95,0.99]},{method:quest,match:'specattn p=0.95'}]"; done ;;
@@ -142,4 +142,4 @@ for part in "$@"; do echo "== $part $(date +%T)"; case $part in
     spec $((L / 2)) $M experiment=retrieval $G "experiment.lengths=[32000]" experiment.batch=8 \
       "experiment.rows=[dense,{method:specattn,p:[0.9,0.95]}]" ;;
 esac; done
-echo "== end $(date +%T)"
+step end
