@@ -226,6 +226,8 @@ def test_fused_merge_leaves_its_tickets_at_zero_and_a_reused_workspace_gives_the
         assert torch.allclose(reused.float(), two.float(), atol=2e-3, rtol=2e-3), seed
     with pytest.raises(ValueError, match="fused_merge is true or false"):
         SplitConfig(fused_merge=2)
+    with pytest.raises(ValueError, match=r"merge_registers is one of \(0, 128\)"):
+        SplitConfig(merge_registers=96)
     assert SplitConfig(fused_merge=1).fused_merge is True  # configs give 0/1
 
 
@@ -389,6 +391,27 @@ def test_kernel_configs_gpu(block_n, warps, stages, ctas, min_chunks, tile, fuse
     case = make_case(2, 32, 8, 5, 128, 20000, 16, [20000, 7777], 0.2, 8, torch.bfloat16, "cuda", 9)
     check_kernel_case(case, 16, 1e-2, config=cfg)
     check_kernel_case(case, 16, 1e-2, dense=True, config=cfg)
+
+
+@needs_gpu
+@pytest.mark.parametrize("hq,hkv,b,density", [(32, 32, 16, 0.1), (32, 8, 4, 0.25), (12, 2, 16, 0.155)])
+def test_merge_register_cap_changes_no_bit_gpu(hq, hkv, b, density):
+    """The merge capped at 128 registers a thread (``merge_registers``: a launch option, no arithmetic changed) gives
+    the uncapped merge's output bit for bit, sparse and dense, at Llama-2, Llama-3.1 and the real verifier's shapes
+    (every list of a batch of 16 MHA heads: 512 merge programs), with the last row's lse tap."""
+    from specattn.gpu.kernels.split_config import SplitConfig
+
+    q, k, v, lengths, lists = make_case(b, hq, hkv, 5, 128, 4096, 16, [4096] * (b - 1) + [1234], density, hkv,
+                                        torch.bfloat16, "cuda", 17)
+    for config in (SplitConfig(), SplitConfig(block_n=128, stages=2, min_chunks=16)):
+        capped = dataclasses.replace(config, merge_registers=128)
+        outs = []
+        for cfg in (config, capped):
+            lse = torch.empty(b, hq, device="cuda", dtype=torch.float32)
+            outs.append((sparse_verify(q, k, v, lengths, lists.ids, lists.n, 16, config=cfg, lse_out=lse), lse,
+                         dense_verify(q, k, v, lengths, 16, config=cfg)))
+        for plain, cap in zip(*outs):
+            assert torch.equal(plain, cap)
 
 
 @needs_gpu

@@ -83,7 +83,7 @@ def test_breadth_takes_its_points_and_overrides_from_the_environment(tmp_path, c
             assert error is None, (job, error)
 
 
-def test_the_chain_plans_its_four_runs_in_order_and_each_passes_the_checks(tmp_path, cuda_present):
+def test_the_chain_plans_its_five_runs_in_order_and_each_passes_the_checks(tmp_path, cuda_present):
     planned = planned_runs(tmp_path, ["scripts/gpu/chain.sh", "300"])
     runs = [r for r in planned if r[0] != "pytest"]
     # then the decoder's GPU test files, through the waiter (after.sh: one pytest a file, after the maps' marker)
@@ -91,9 +91,11 @@ def test_the_chain_plans_its_four_runs_in_order_and_each_passes_the_checks(tmp_p
                                    ("test_graph_methods", "test_draft_rows", "test_real_decode", "test_graph_engine")]
     points = [[o for o in r if o.startswith(("experiment.contexts", "experiment.batches"))] for r in runs]
     assert points == [[f"experiment.contexts=[{c}]", f"experiment.batches=[{b}]"]
-                      for c, b in ((32768, 16), (16384, 16), (8192, 16), (32768, 4))]
+                      for c, b in ((32768, 16), (32768, 16), (16384, 16), (8192, 16), (32768, 4))]
     assert "experiment.matched=false" not in runs[0]  # (a) run A: Quest and StreamingLLM matched
-    assert all(sum(o.startswith("+experiment.layer_maps.") for o in r) == 3 for r in runs[1:])  # (b) the bounded maps
+    caps = [o for o in runs[1] if o.endswith("merge_registers=128")]  # (b) run A's point, every merge launch capped
+    assert "experiment.matched=false" in runs[1] and len(caps) == 3 and not any("merge_registers" in o for o in runs[0])
+    assert all(sum(o.startswith("+experiment.layer_maps.") for o in r) == 3 for r in runs[2:])  # (c) the bounded maps
     for overrides in runs:
         for job, error in check_jobs(["logger=none", "progress=false", *overrides], ROOT / "conf"):
             assert error is None, (job, error)

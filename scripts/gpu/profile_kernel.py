@@ -5,8 +5,9 @@ GPU time of each kernel (CUPTI, eager calls: launch gaps excluded) of ours (spli
 bf16 inputs, random chunks). Ours runs the default split configuration, the tuned one with min_chunks 4 (its fixed
 cost), decode_real's sparse launch (128-key blocks over 2 stages) and at 8 chunks a program (the fifteenth session's
 best of six launches around it), the default and the sparse launch with the merge's tile at 32 (fewer dependent rounds
-where a list has many partials), and three of them fused (``fused_merge``: one launch, the merge done by each list's
-last split program; where ours lost to FlashInfer at batch 1 the difference was the merge kernel). Then the
+where a list has many partials), and the default and the sparse launch with the merge capped at 128 registers a
+thread (``merge_registers``: 4 merge programs an SM instead of 3; the merge is most of what ours loses to FlashInfer
+in the eighteenth session's profile; the one-launch merge, measured slower there, is no longer profiled). Then the
 real pair's shapes at 32K batch 16 (the decoder runs the sparse launch in layers that read chunk lists, the default
 elsewhere): the verifier's step (Qwen2.5-Coder-1.5B, 12 heads over 2, D 128, T = 5) at the kept fractions SpecAttn
 measured there (15.5%, 35%) and dense, the draft's forward (0.5B, 14 over 2, D 64, T = 1) dense and over a window's 3%.
@@ -36,10 +37,9 @@ CONFIGS = {"default": SplitConfig(),
            "s128_m8": SplitConfig(block_n=128, stages=2, min_chunks=8),  # the fifteenth session's best around it
            "default_t32": SplitConfig(merge_tile=32),  # the merge combining 32 (partial, row) pairs a round, not 16
            "s128_t32": SplitConfig(block_n=128, stages=2, min_chunks=16, merge_tile=32),
-           # one launch: a list's last split program merges it (no merge kernel; its time is inside _split_kernel)
-           "default_fused": SplitConfig(fused_merge=True),
-           "s128_fused": SplitConfig(block_n=128, stages=2, min_chunks=16, fused_merge=True),
-           "s128_m8_fused": SplitConfig(block_n=128, stages=2, min_chunks=8, fused_merge=True)}
+           # the merge capped at 128 registers a thread: 4 programs an SM, not 3 (a grid of 512 in one wave)
+           "default_r128": SplitConfig(merge_registers=128),
+           "s128_r128": SplitConfig(block_n=128, stages=2, min_chunks=16, merge_registers=128)}
 CALLS = 20
 
 

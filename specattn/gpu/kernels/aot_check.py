@@ -24,9 +24,10 @@ TARGET = GPUTarget("cuda", 90, 32)
 PTXAS = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "ptxas")
 
 
-def compile_one(name, fn, signature, constexprs, num_warps=4, div16=()):
+def compile_one(name, fn, signature, constexprs, num_warps=4, div16=(), options=None, spill_free=False):
     """Compile ``fn`` for sm_90; ``div16`` names the arguments to specialise as multiples of 16 (as the
-    launcher does at run time for such pointers and integers: wider loads, cp.async pipelining)."""
+    launcher does at run time for such pointers and integers: wider loads, cp.async pipelining); ``options``: more
+    compile options (e.g. ``maxnreg``); ``spill_free``: a spill store fails the check."""
     sig = dict(signature)
     for k in constexprs:
         sig[k] = "constexpr"
@@ -34,7 +35,7 @@ def compile_one(name, fn, signature, constexprs, num_warps=4, div16=()):
     attrs = {(names.index(a),): [["tt.divisibility", 16]] for a in div16}
     src = ASTSource(fn=fn, signature=sig, constexprs=constexprs, attrs=attrs)
     try:
-        k = triton.compile(src, target=TARGET, options={"num_warps": num_warps})
+        k = triton.compile(src, target=TARGET, options={"num_warps": num_warps, **(options or {})})
     except Exception as e:  # noqa: BLE001
         print(f"FAIL {name}: {type(e).__name__}: {str(e)[:2000]}")
         return False
@@ -45,6 +46,10 @@ def compile_one(name, fn, signature, constexprs, num_warps=4, div16=()):
         out = subprocess.run([PTXAS, "-arch=sm_90a", "-v", p, "-o", os.path.join(d, "k.o")],
                              capture_output=True, text=True)
     info = " ".join(re.findall(r"Used \d+ registers|\d+ bytes spill stores|\d+ bytes stack frame|\d+ bytes smem", out.stderr))
+    spills = [int(x) for x in re.findall(r"(\d+) bytes spill stores", out.stderr)]
+    if spill_free and any(spills):
+        print(f"FAIL {name}: {info} (must not spill)")
+        return False
     print(f"ok   {name}: warps={num_warps} shared={k.metadata.shared} {info}")
     return True
 

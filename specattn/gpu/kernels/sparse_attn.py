@@ -496,6 +496,7 @@ def launch(q, k, v, lengths, chunk_ids, n_chunks, chunk_size: int, sm_scale: flo
         q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
         v.stride(0), v.stride(1), v.stride(2), snb, snh, *outputs, ssb, ssh,
         RB=rb, SB=merge_slots(rb, config.merge_tile), num_warps=4, **taps, **common,
+        **({"maxnreg": config.merge_registers} if config.merge_registers else {}),
     )
     return out
 
@@ -539,11 +540,15 @@ def _aot_check(compile_one) -> bool:
            "cap": "i32", "P": "i32", "min_units": "i32", "BH": "i32", "HKV": "i32", "G": "i32"}
     sig.update({name: "i32" for name in ["sqb", "sqh", "sqt", "skb", "skh", "skn", "svb", "svh", "svn", "snb",
                                          "snh", "sob", "sot", "soh", "slb", "slh", "sqob", "sqoh", "ssb", "ssh"]})
-    for tap, rb, scores, tile in ((False, 1, False, 16), (True, 2, False, 16), (False, MERGE_MAX_ROWS, False, 16),
-                                  (True, MERGE_MAX_ROWS, False, 16), (True, MERGE_MAX_ROWS, True, 16),
-                                  (True, 1, False, 32), (True, MERGE_MAX_ROWS, True, 32)):
+    # (taps, RB, scores, tile, register cap): the verifier's merge (no taps) also under the cap of 128 (MERGE_REGISTERS)
+    for tap, rb, scores, tile, cap in ((False, 1, False, 16, 0), (True, 2, False, 16, 0),
+                                       (False, MERGE_MAX_ROWS, False, 16, 0), (True, MERGE_MAX_ROWS, False, 16, 0),
+                                       (True, MERGE_MAX_ROWS, True, 16, 0), (True, 1, False, 32, 0),
+                                       (True, MERGE_MAX_ROWS, True, 32, 0), (False, MERGE_MAX_ROWS, False, 16, 128),
+                                       (False, 4, False, 16, 128), (False, 1, False, 32, 128)):
         ok &= compile_one(f"sparse_attn merge bf16 RB={rb} tile {tile}{' lse+q' if tap else ''}"
-                          f"{' scores' if scores else ''}", _merge_kernel, sig,
+                          f"{' scores' if scores else ''}{f' maxnreg {cap}' if cap else ''}", _merge_kernel, sig,
                           {"D": 128, "M": 32, "LS": 32, "RB": rb, "TP": 8, "SB": merge_slots(rb, tile), "CPB": 4,
-                           "DENSE": False, "WRITE_LSE": tap, "WRITE_Q": tap, "SCORES": scores}, 4)
+                           "DENSE": False, "WRITE_LSE": tap, "WRITE_Q": tap, "SCORES": scores}, 4,
+                          options={"maxnreg": cap} if cap else None, spill_free=bool(cap))
     return ok

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 MAX_MERGE_TILE = 32  # sm_90: the merge at 8 rows a program and tile 32 uses 193 registers, at 64 it spills (aot_check)
+MERGE_REGISTERS = (0, 128)  # the merge's register caps compiled and checked for spills (aot_check); 0: no cap
 
 
 @dataclass(frozen=True)
@@ -19,7 +20,10 @@ class SplitConfig:
     dependent rounds of loads at a larger tile; at most ``MAX_MERGE_TILE``); fused_merge: no merge launch, the last
     split program to finish a list merges it (its partials read back from L2; a list of no chunks merged by program
     ``list % P``), saving the merge kernel's launch and its own dependent loads at the cost of one program merging a
-    whole list.
+    whole list; merge_registers: the merge kernel's register cap per thread (Triton's ``maxnreg``; 0: the compiler's
+    choice). At 8 rows a program and tile 16 the merge takes 135-164 registers on sm_90, so 3 programs of 4 warps fit
+    an SM and a grid of 512 (Llama-2 shapes, batch 16) runs in two waves; 128 registers (no spill in the verifier's
+    merge, aot_check) fit 4, one wave.
     """
 
     block_n: int = 64
@@ -29,6 +33,7 @@ class SplitConfig:
     min_chunks: int = 8
     merge_tile: int = 16
     fused_merge: bool = False
+    merge_registers: int = 0
 
     def __post_init__(self) -> None:
         if self.fused_merge not in (0, 1):
@@ -39,3 +44,6 @@ class SplitConfig:
             raise ValueError(f"{self}: block_n and merge_tile must be powers of two, the others >= 1")
         if self.merge_tile > MAX_MERGE_TILE:
             raise ValueError(f"{self}: merge_tile at most {MAX_MERGE_TILE} (larger tiles spill registers)")
+        if self.merge_registers not in MERGE_REGISTERS:
+            raise ValueError(f"{self}: merge_registers is one of {MERGE_REGISTERS} (the caps checked for spills; "
+                             "0: no cap)")
