@@ -23,7 +23,7 @@ class SplitConfig:
     whole list; merge_registers: the merge kernel's register cap per thread (Triton's ``maxnreg``; 0: the compiler's
     choice). At 8 rows a program and tile 16 the merge takes 135-164 registers on sm_90, so 3 programs of 4 warps fit
     an SM and a grid of 512 (Llama-2 shapes, batch 16) runs in two waves; 128 registers (no spill in the verifier's
-    merge, aot_check) fit 4, one wave.
+    merge, aot_check) fit 4, one wave (untimed: docs/benchmarks.md, nineteenth stop).
     """
 
     block_n: int = 64
