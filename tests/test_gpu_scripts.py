@@ -87,8 +87,9 @@ def test_the_chain_plans_its_five_runs_in_order_and_each_passes_the_checks(tmp_p
     planned = planned_runs(tmp_path, ["scripts/gpu/chain.sh", "300"])
     runs = [r for r in planned if r[0] != "pytest"]
     # then the decoder's GPU test files, through the waiter (after.sh: one pytest a file, after the maps' marker)
-    assert planned[len(runs):] == [["pytest", f"tests/{f}.py"] for f in
-                                   ("test_graph_methods", "test_draft_rows", "test_real_decode", "test_graph_engine")]
+    assert planned[len(runs):] == [["pytest", f"tests/{f}.py"] for f in ("test_attention_sparse", "test_graph_methods",
+                                                                        "test_draft_rows", "test_real_decode",
+                                                                        "test_graph_engine")]
     points = [[o for o in r if o.startswith(("experiment.contexts", "experiment.batches"))] for r in runs]
     assert points == [[f"experiment.contexts=[{c}]", f"experiment.batches=[{b}]"]
                       for c, b in ((32768, 16), (32768, 16), (16384, 16), (8192, 16), (32768, 4))]

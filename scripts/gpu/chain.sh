@@ -4,7 +4,8 @@
 # GPU alone: (a) run A (Quest and StreamingLLM matched to SpecAttn p=0.9 at 32K batch 16, the js map), (b) the same
 # point unmatched with every merge launch capped at 128 registers (merge_registers: 4 merge programs an SM; its step
 # times against run A's, same machine), (c) the bounded maps (maps.sh) at 16K and 8K batch 16 and at 32K batch 4 (does
-# the 7-layer map's gain at 32K batch 16 hold?), then the decoder's GPU tests. Each step's runs resume from their parts
+# the 7-layer map's gain at 32K batch 16 hold?), then the sparse kernel's and the decoder's GPU test files. Each step's
+# runs resume from their parts
 # when started again. $1: each run's limit (s).
 source scripts/gpu/env.sh
 set -f
@@ -22,6 +23,7 @@ for point in "16384 16" "8192 16" "32768 4"; do
   step "maps $point"; POINT="$point" bash scripts/gpu/maps.sh "${1:-300}"
 done
 step gpu_tests  # the decoder's GPU test files the background job did not pass before the chain stopped it
-TESTS="test_graph_methods test_draft_rows test_real_decode test_graph_engine" bash scripts/gpu/after.sh maps.done
+TESTS="test_attention_sparse test_graph_methods test_draft_rows test_real_decode test_graph_engine" \
+  bash scripts/gpu/after.sh maps.done
 step done
 touch "$GPU_OUT/q/chain.done"
