@@ -1,12 +1,11 @@
 #!/usr/bin/env bash
-# The session's timed chain (docs/gpu.md, "The eighteenth session": the next session's list), started detached by the
+# The session's timed chain (docs/gpu.md, "The nineteenth stop": the next session's list), started detached by the
 # call that assembles the weights: it waits (up to 240 s) for the background job's kernel profile to end, then, with the
 # GPU alone: (a) run A (Quest and StreamingLLM matched to SpecAttn p=0.9 at 32K batch 16, the js map), (b) the same
 # point unmatched with every merge launch capped at 128 registers (merge_registers: 4 merge programs an SM; its step
 # times against run A's, same machine), (c) the bounded maps (maps.sh) at 16K and 8K batch 16 and at 32K batch 4 (does
 # the 7-layer map's gain at 32K batch 16 hold?), then the sparse kernel's and the decoder's GPU test files. Each step's
-# runs resume from their parts
-# when started again. $1: each run's limit (s).
+# runs resume from their parts when started again. $1: each run's limit (s).
 source scripts/gpu/env.sh
 set -f
 mkdir -p "$GPU_OUT/q"
