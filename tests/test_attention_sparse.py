@@ -235,8 +235,8 @@ def test_fused_merge_leaves_its_tickets_at_zero_and_a_reused_workspace_gives_the
 def test_split_kernel_writes_the_unit_ends_the_merge_reads_and_a_reused_workspace_is_rewritten():
     """The merge reads each list's unit range from the split kernel's ``ends`` (program 0 writes them, every
     launch): they equal the prefix sum of ceil(n_j / CPB) over the (clamped) list lengths; a workspace made for a
-    larger batch and holding another launch's ends gives the same output as a fresh one; one made for fewer
-    lists is refused."""
+    larger batch and holding another launch's ends gives the same output as a fresh one (and so does the merge launched
+    with its register cap, ``merge_registers=128``); one made for fewer lists is refused."""
     from specattn.gpu.kernels import sparse_attn as K
     from specattn.gpu.kernels.split_config import SplitConfig
 
@@ -249,6 +249,8 @@ def test_split_kernel_writes_the_unit_ends_the_merge_reads_and_a_reused_workspac
         reused = sparse_verify(q, k, v, lengths, lists.ids, lists.n, 4, config=config, impl="triton",
                                workspace=workspace)
         assert torch.equal(fresh, reused)
+        capped = dataclasses.replace(config, merge_registers=128)  # a launch option: the same arithmetic
+        assert torch.equal(fresh, sparse_verify(q, k, v, lengths, lists.ids, lists.n, 4, config=capped, impl="triton"))
         n = lists.n.clamp(min=0, max=lists.ids.shape[2]).reshape(-1).long()
         units = torch.cumsum((n + 1) // 2, 0)
         assert workspace.ends[: len(units)].tolist() == units.tolist()
