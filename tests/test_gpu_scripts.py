@@ -83,21 +83,18 @@ def test_breadth_takes_its_points_and_overrides_from_the_environment(tmp_path, c
             assert error is None, (job, error)
 
 
-def test_the_chain_plans_its_five_runs_in_order_and_each_passes_the_checks(tmp_path, cuda_present):
+def test_the_chain_plans_run_a_the_tests_then_the_bounded_alignment_and_each_passes_the_checks(tmp_path, cuda_present):
     planned = planned_runs(tmp_path, ["scripts/gpu/chain.sh", "300"])
-    runs = [r for r in planned if r[0] != "pytest"]
-    # then the decoder's GPU test files, through the waiter (after.sh: one pytest a file, after the maps' marker)
-    assert planned[len(runs):] == [["pytest", f"tests/{f}.py"] for f in ("test_attention_sparse", "test_graph_methods",
-                                                                        "test_draft_rows", "test_real_decode",
-                                                                        "test_graph_engine")]
-    points = [[o for o in r if o.startswith(("experiment.contexts", "experiment.batches"))] for r in runs]
-    assert points == [[f"experiment.contexts=[{c}]", f"experiment.batches=[{b}]"]
-                      for c, b in ((32768, 16), (32768, 16), (16384, 16), (8192, 16), (32768, 4))]
-    assert "experiment.matched=false" not in runs[0]  # (a) run A: Quest and StreamingLLM matched
-    caps = [o for o in runs[1] if o.endswith("merge_registers=128")]  # (b) run A's point, every merge launch capped
-    assert "experiment.matched=false" in runs[1] and len(caps) == 3 and not any("merge_registers" in o for o in runs[0])
-    assert all(sum(o.startswith("+experiment.layer_maps.") for o in r) == 3 for r in runs[2:])  # (c) the bounded maps
-    for overrides in runs:
+    tests = [r for r in planned if r[0] == "pytest"]
+    assert planned[1:1 + len(tests)] == tests == [["pytest", f"tests/{f}.py"] for f in (
+        "test_attention_sparse", "test_graph_methods", "test_draft_rows", "test_real_decode", "test_graph_engine")]
+    run_a, align = planned[0], planned[-1]
+    assert len(planned) == len(tests) + 2
+    assert "experiment=decode_real" in run_a and "experiment.matched=false" not in run_a  # Quest, StreamingLLM matched
+    assert [o for o in run_a if o.startswith(("experiment.contexts", "experiment.batches"))] == [
+        "experiment.contexts=[32768]", "experiment.batches=[16]"]
+    assert "experiment=align_study" in align and "experiment.max_draft_layers=[4,7,10]" in align
+    for overrides in (run_a, align):
         for job, error in check_jobs(["logger=none", "progress=false", *overrides], ROOT / "conf"):
             assert error is None, (job, error)
 

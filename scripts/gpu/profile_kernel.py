@@ -7,7 +7,8 @@ cost), decode_real's sparse launch (128-key blocks over 2 stages) and at 8 chunk
 best of six launches around it), the default and the sparse launch with the merge's tile at 32 (fewer dependent rounds
 where a list has many partials), and the default and the sparse launch with the merge capped at 128 registers a
 thread (``merge_registers``: 4 merge programs an SM instead of 3; the merge is most of what ours loses to FlashInfer
-in the eighteenth session's profile; the one-launch merge, measured slower there, is no longer profiled). Then the
+in the eighteenth session's profile; the twentieth's, on an H100, found the cap no faster at batch 16 and up to 1.3 us
+faster at batch 1; the one-launch merge, measured slower there, is no longer profiled). Then the
 real pair's shapes at 32K batch 16 (the decoder runs the sparse launch in layers that read chunk lists, the default
 elsewhere): the verifier's step (Qwen2.5-Coder-1.5B, 12 heads over 2, D 128, T = 5) at the kept fractions SpecAttn
 measured there (15.5%, 35%) and dense, the draft's forward (0.5B, 14 over 2, D 64, T = 1) dense and over a window's 3%.

@@ -21,9 +21,11 @@ class SplitConfig:
     split program to finish a list merges it (its partials read back from L2; a list of no chunks merged by program
     ``list % P``), saving the merge kernel's launch and its own dependent loads at the cost of one program merging a
     whole list; merge_registers: the merge kernel's register cap per thread (Triton's ``maxnreg``; 0: the compiler's
-    choice). At 8 rows a program and tile 16 the merge takes 135-164 registers on sm_90, so 3 programs of 4 warps fit
-    an SM and a grid of 512 (Llama-2 shapes, batch 16) runs in two waves; 128 registers (no spill in the verifier's
-    merge, aot_check) fit 4, one wave (untimed: docs/benchmarks.md, nineteenth stop).
+    choice). At 8 rows a program and tile 16 the merge takes 135-164 registers on sm_90 (3 programs of 4 warps an
+    SM), at 128 none spills in the verifier's merge (aot_check) and 4 fit. Measured on an H100 (docs/benchmarks.md,
+    twentieth session): no faster at batch 16, where it was meant to save a wave; 0.5-1.3 us faster at Llama-3.1-8B
+    batch 1 and the real pair's dense verification; within 0.3 us elsewhere, never slower by more than 0.1. Not the
+    default (untimed end to end).
     """
 
     block_n: int = 64
