@@ -24,7 +24,7 @@ class SplitConfig:
     choice). At 8 rows a program and tile 16 the merge takes 135-164 registers on sm_90 (3 programs of 4 warps an
     SM), at 128 none spills in the verifier's merge (aot_check) and 4 fit. Measured on an H100 (docs/benchmarks.md,
     twentieth session): no faster at batch 16, where it was meant to save a wave; 0.5-1.3 us faster at Llama-3.1-8B
-    batch 1 and the real pair's dense verification; within 0.3 us elsewhere, never slower by more than 0.1. Not the
+    batch 1 and the real pair's dense shapes; within 0.4 us elsewhere, never slower by more than 0.1. Not the
     default (untimed end to end).
     """
 
