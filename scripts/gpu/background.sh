@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Runs from /tmp/repo (a copy) while the weights are staged: first the merge register cap's GPU test (the capped merge
-# equals the uncapped one bit for bit: the chain times it end to end) and the kernel profile (scripts/gpu/profile_kernel.py:
-# the GPU nearly alone while the pieces arrive), then Quest's page kernels' GPU tests (bounds, fold; bounds in the keys'
+# Runs from /tmp/repo (a copy) while the weights are staged: first the merge's own-key A/B (scripts/gpu/profile_merge.py
+# own_keys: is the step's own-key attention the merge's cost at batch 16?) and the kernel profile
+# (scripts/gpu/profile_kernel.py: the GPU nearly alone while the pieces arrive), then Quest's page kernels' GPU tests (bounds, fold; bounds in the keys'
 # bfloat16 since the sixteenth stop) and where Quest's selection spends its time with them (scripts/gpu/profile_quest.py:
 # bfloat16 and float32 bounds, the float32 GEMMs, the chunk choice's dispatch), then the decoder's GPU tests, the sparse
 # kernel's and the step's, and the rest of the GPU suite. Each part writes under $GPU_OUT/bg; `done` marks the end.
@@ -10,10 +10,9 @@ export PYTHONPATH="/tmp/site:/tmp/repo"
 gpu_tests() { local f; for f in "$@"; do
   timeout 200 python3 -m pytest -q -rfE -n 8 -m gpu -p no:cacheprovider tests/$f.py > "$GPU_OUT/bg/pytest_$f.log" 2>&1
   echo "$f rc $? $(tail -n 1 "$GPU_OUT/bg/pytest_$f.log")"; done; }
-step merge_cap       # the merge capped at 128 registers a thread gives the uncapped output bit for bit
-timeout 120 python3 -m pytest -q -rfE -m gpu -p no:cacheprovider tests/test_attention_sparse.py -k merge_register_cap \
-  > "$GPU_OUT/bg/pytest_merge_cap.log" 2>&1
-echo "merge_cap rc $? $(tail -n 1 "$GPU_OUT/bg/pytest_merge_cap.log")"
+step own_keys        # the merge with 5 own keys a row-set against 1, all else equal (Llama-2-7B's lists, batch 16 and 4)
+timeout 150 python3 scripts/gpu/profile_merge.py own_keys > "$GPU_OUT/bg/profile_merge.log" 2>&1
+echo "profile_merge rc $?"
 step profile_kernel  # the split kernel's launch settings beside FlashInfer's page table, while the weights arrive
 timeout 330 python3 scripts/gpu/profile_kernel.py > "$GPU_OUT/bg/profile_kernel.log" 2>&1
 echo "profile_kernel rc $?"

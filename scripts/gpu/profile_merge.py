@@ -2,8 +2,12 @@
 was the gap at many lists (thirteenth session, Llama-2 shapes, batch 16: 21 us at 4 rows a program against
 FlashInfer's 4 us; 8 rows, the default since, 12.5 us). Times the split + merge at decode_real's sparse launch with
 ``MERGE_MAX_ROWS`` 1, 2, 4 and 8 at the shapes where the merge costs most, CUPTI GPU time per call
-(``profile_kernel.kernel_us``), random bf16 inputs and chunks, 32K keys, T = 5. Run on the GPU machine:
-``python3 scripts/gpu/profile_merge.py`` (about a minute)."""
+(``profile_kernel.kernel_us``), random bf16 inputs and chunks, 32K keys, T = 5. Then the step's own keys in the merge
+(``own_keys``): at Llama-2-7B's lists (32 KV heads, D 128), 5 rows a list as 1 query head x 5 step tokens (the merge
+attends 5 own keys, causally, in an 8-key tile) against 5 query heads x 1 token (1 own key, a 2-key tile): the same
+lists, partials, merge programs (8 rows each) and KV bytes, so the merge's difference is its own-key work (the twentieth
+session's profile left it the suspect for the merge's 11-12 us at batch 16 against FlashInfer's 4). Run on the GPU
+machine: ``python3 scripts/gpu/profile_merge.py [rows|own_keys]`` (both by default; about two minutes)."""
 
 from __future__ import annotations
 
@@ -26,10 +30,10 @@ SHAPES = [("llama-2-7b", 16, 0.1), ("llama-2-7b", 16, 0.25), ("llama-2-7b", 4, 0
           ("llama-3.1-8b", 1, 0.1), ("qwen2.5-coder-1.5b", 16, 0.155)]
 
 
-def main() -> None:
-    gen = torch.Generator(device="cuda").manual_seed(0)
-    cgen = torch.Generator().manual_seed(0)
+def rows_table(gen, cgen) -> None:
+    """The split + merge at ``MERGE_MAX_ROWS`` 1, 2, 4 and 8 (restored to 8 after)."""
     print(f"{'model':18} {'B':>2} {'kept':>5} {'max_rows':>8} {'total_us':>8}  kernels (us per call)")
+    default = sparse_attn.MERGE_MAX_ROWS
     for model, batch, density in SHAPES:
         hq, hkv, d = MODELS[model]
         s = Inputs(hq, hkv, d, batch, 32768, 5, gen)
@@ -43,6 +47,41 @@ def main() -> None:
                   flush=True)
         del s, lists, ws
         torch.cuda.empty_cache()
+    sparse_attn.MERGE_MAX_ROWS = default
+
+
+OWN_KEYS = [(16, 0.0), (16, 0.25), (4, 0.0), (4, 0.25)]  # (batch, kept; 0: one chunk a list) at Llama-2-7B's lists
+
+
+def own_keys_table(gen, cgen) -> None:
+    """Split + merge with 5 rows a list as (1 head x T 5) and as (5 heads x T 1): the own keys' share of the merge."""
+    hkv, d = 32, 128
+    print(f"\n{'lists':>5} {'kept':>5} {'heads x T':>9} {'own keys':>8} {'total_us':>8}  kernels (us per call)")
+    for batch, density in OWN_KEYS:
+        for hq, t in ((hkv, 5), (5 * hkv, 1)):
+            s = Inputs(hq, hkv, d, batch, 32768, t, gen)
+            lists = chunk_lists(random_masks(batch, 1, n_chunks_capacity(32768, t, 16), max(density, 1e-9),
+                                             cgen).cuda())
+            ws = make_workspace(batch, hkv, hq // hkv, t, d, CONFIG, "cuda")
+            us = kernel_us(lambda: sparse_verify(s.q, s.k, s.v, s.lengths, lists.ids, lists.n, 16, out=s.out,
+                                                 workspace=ws, config=CONFIG))
+            print(f"{batch * hkv:>5} {density:>5.2f} {f'{hq // hkv} x {t}':>9} {t:>8} {sum(us.values()):>8.1f}  "
+                  f"{kernels_line(us)}", flush=True)
+            del s, lists, ws
+            torch.cuda.empty_cache()
+
+
+def main() -> None:
+    parts = sys.argv[1:] or ["rows", "own_keys"]
+    unknown = set(parts) - {"rows", "own_keys"}
+    if unknown:
+        raise SystemExit(f"profile_merge.py: unknown part(s) {sorted(unknown)}: use rows and/or own_keys")
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    cgen = torch.Generator().manual_seed(0)
+    if "rows" in parts:
+        rows_table(gen, cgen)
+    if "own_keys" in parts:
+        own_keys_table(gen, cgen)
 
 
 if __name__ == "__main__":
