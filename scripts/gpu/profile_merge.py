@@ -30,22 +30,29 @@ SHAPES = [("llama-2-7b", 16, 0.1), ("llama-2-7b", 16, 0.25), ("llama-2-7b", 4, 0
           ("llama-3.1-8b", 1, 0.1), ("qwen2.5-coder-1.5b", 16, 0.155)]
 
 
+def sparse_launch(hq: int, hkv: int, d: int, batch: int, t: int, density: float, gen, cgen):
+    """Split + merge at decode_real's sparse launch over fresh random inputs (32K keys, ``density`` of the chunks, at
+    least one a list): a call for ``kernel_us`` that holds its tensors until dropped."""
+    s = Inputs(hq, hkv, d, batch, 32768, t, gen)
+    lists = chunk_lists(random_masks(batch, 1, n_chunks_capacity(32768, t, 16), density, cgen).cuda())
+    ws = make_workspace(batch, hkv, hq // hkv, t, d, CONFIG, "cuda")
+    return lambda: sparse_verify(s.q, s.k, s.v, s.lengths, lists.ids, lists.n, 16, out=s.out, workspace=ws,
+                                 config=CONFIG)
+
+
 def rows_table(gen, cgen) -> None:
-    """The split + merge at ``MERGE_MAX_ROWS`` 1, 2, 4 and 8 (restored to 8 after)."""
+    """The split + merge at ``MERGE_MAX_ROWS`` 1, 2, 4 and 8 (restored after)."""
     print(f"{'model':18} {'B':>2} {'kept':>5} {'max_rows':>8} {'total_us':>8}  kernels (us per call)")
     default = sparse_attn.MERGE_MAX_ROWS
     for model, batch, density in SHAPES:
         hq, hkv, d = MODELS[model]
-        s = Inputs(hq, hkv, d, batch, 32768, 5, gen)
-        lists = chunk_lists(random_masks(batch, 1, n_chunks_capacity(32768, 5, 16), density, cgen).cuda())
-        ws = make_workspace(batch, hkv, hq // hkv, 5, d, CONFIG, "cuda")
+        call = sparse_launch(hq, hkv, d, batch, 5, density, gen, cgen)
         for rows in (1, 2, 4, 8):
             sparse_attn.MERGE_MAX_ROWS = rows
-            us = kernel_us(lambda: sparse_verify(s.q, s.k, s.v, s.lengths, lists.ids, lists.n, 16, out=s.out,
-                                                 workspace=ws, config=CONFIG))
+            us = kernel_us(call)
             print(f"{model:18} {batch:>2} {density:>5.3f} {rows:>8} {sum(us.values()):>8.1f}  {kernels_line(us)}",
                   flush=True)
-        del s, lists, ws
+        del call
         torch.cuda.empty_cache()
     sparse_attn.MERGE_MAX_ROWS = default
 
@@ -59,15 +66,9 @@ def own_keys_table(gen, cgen) -> None:
     print(f"\n{'lists':>5} {'kept':>5} {'heads x T':>9} {'own keys':>8} {'total_us':>8}  kernels (us per call)")
     for batch, density in OWN_KEYS:
         for hq, t in ((hkv, 5), (5 * hkv, 1)):
-            s = Inputs(hq, hkv, d, batch, 32768, t, gen)
-            lists = chunk_lists(random_masks(batch, 1, n_chunks_capacity(32768, t, 16), max(density, 1e-9),
-                                             cgen).cuda())
-            ws = make_workspace(batch, hkv, hq // hkv, t, d, CONFIG, "cuda")
-            us = kernel_us(lambda: sparse_verify(s.q, s.k, s.v, s.lengths, lists.ids, lists.n, 16, out=s.out,
-                                                 workspace=ws, config=CONFIG))
+            us = kernel_us(sparse_launch(hq, hkv, d, batch, t, density, gen, cgen))
             print(f"{batch * hkv:>5} {density:>5.2f} {f'{hq // hkv} x {t}':>9} {t:>8} {sum(us.values()):>8.1f}  "
                   f"{kernels_line(us)}", flush=True)
-            del s, lists, ws
             torch.cuda.empty_cache()
 
 
