@@ -4,9 +4,9 @@
 # GPU alone: (a) run A (Quest and StreamingLLM matched to SpecAttn p=0.9 at 32K batch 16, the js map; the twentieth
 # session ran it on an H100: this is its H200 twin, comparable with the earlier H200 tables); then, side by side (neither
 # is timed), the evaluator's bounded-map alignment (quality.sh align_bounded: the CPU/GPU disagreement on the 7-layer
-# map's quality, log in q/align_bounded.log) and the sparse kernel's and the decoder's GPU test files. FIRST=max7 (on an
-# H100, where run A ran in the twentieth session) replaces run A by the 7-layer map beside js and dense at the same point.
-# Each step's runs resume from their parts when started again. $1: the first run's limit (s); the alignment's is
+# map's quality, log in q/align_bounded.log) and the sparse kernel's and the decoder's GPU test files. FIRST=none (on an
+# H100, where run A and the 7-layer map beside js ran in the twentieth and twenty-first sessions) skips run A.
+# Each step's runs resume from their parts when started again. $1: run A's limit (s); the alignment's is
 # quality.sh's ($LIMIT, 780 s).
 source scripts/gpu/env.sh
 set -f
@@ -14,11 +14,7 @@ mkdir -p "$GPU_OUT/q"
 MAP=layer_map=docs/data/h200-real-2026-12-03e/layer_map_js_qwen_coder_16k.yaml
 [ -z "$PRECHECK" ] && for _ in $(seq 1 48); do grep -q "^profile_kernel rc" "$GPU_OUT/bg/background.log" 2>/dev/null && break; sleep 5; done
 stop_background 5
-if [ "${FIRST:-run_a}" = max7 ]; then  # an H100 (run A ran there): the 7-layer map beside js and dense, one run
-step max7;   bash scripts/gpu/decode.sh "${1:-300}" "experiment.contexts=[32768]" "experiment.batches=[16]" "$MAP" \
-               "+experiment.layer_maps.max7=docs/data/cpu-qwen-coder-2026-12-04/layer_map_js_2k_max7.yaml" \
-               experiment.matched=false experiment.draft_dense_layers=0 experiment.match_p=0.9 "experiment.p_values=[0.9]"
-else
+if [ "${FIRST:-run_a}" = run_a ]; then  # FIRST=none on an H100: run A and the 7-layer map's twin ran there already
 step run_a;  bash scripts/gpu/decode.sh "${1:-300}" "experiment.contexts=[32768]" "experiment.batches=[16]" "$MAP" \
                experiment.draft_dense_layers=0 experiment.match_p=0.9 "experiment.p_values=[0.9]"
 fi
