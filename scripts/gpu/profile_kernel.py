@@ -75,7 +75,7 @@ def profile_case(label: str, model: str, t: int, batch: int, density: float, gen
     hq, hkv, d = MODELS[model]
     nc = n_chunks_capacity(n_keys, t, c)
     s = Inputs(hq, hkv, d, batch, n_keys, t, gen)
-    lists = chunk_lists(random_masks(batch, 1, nc, min(max(density, 1e-9), 1.0), cgen).cuda())
+    lists = chunk_lists(random_masks(batch, 1, nc, density, cgen).cuda())
     rows = {}
     try:
         fi = FlashInferPageTable(s.q, paged_cache(s.k, c), paged_cache(s.v, c), n_keys, -(-n_keys // c), c, lists,
