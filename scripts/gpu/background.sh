@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs from /tmp/repo (a copy) while the weights are staged: first the merge's own-key A/B (scripts/gpu/profile_merge.py
-# own_keys: is the step's own-key attention the merge's cost at batch 16?) and the kernel profile
+# own_keys: about 4 of the merge's 11-12 us at batch 16 on the H100, twenty-first session; 20 s) and the kernel profile
 # (scripts/gpu/profile_kernel.py: the GPU nearly alone while the pieces arrive), then Quest's page kernels' GPU tests
 # (bounds, fold; bounds in the keys' bfloat16 since the sixteenth stop) and where Quest's selection spends its time with
 # them (scripts/gpu/profile_quest.py: bfloat16 and float32 bounds, the float32 GEMMs, the chunk choice's dispatch), then
