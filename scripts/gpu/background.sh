@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Runs from /tmp/repo (a copy) while the weights are staged: first the merge's own-key A/B (scripts/gpu/profile_merge.py
-# own_keys: about 4 of the merge's 11-12 us at batch 16 on the H100, twenty-first session; 20 s) and the kernel profile
+# Runs from /tmp/repo (a copy) while the weights are staged: first the merge's hardware counters where the image has
+# Nsight Compute (the own keys are about 4 of its 11-12 us at Llama-2-7B batch 16, twenty-first session: where the rest
+# goes is the open question) and the kernel profile
 # (scripts/gpu/profile_kernel.py: the GPU nearly alone while the pieces arrive), then Quest's page kernels' GPU tests
 # (bounds, fold; bounds in the keys' bfloat16 since the sixteenth stop) and where Quest's selection spends its time with
 # them (scripts/gpu/profile_quest.py: bfloat16 and float32 bounds, the float32 GEMMs, the chunk choice's dispatch), then
@@ -11,9 +12,17 @@ export PYTHONPATH="/tmp/site:/tmp/repo"
 gpu_tests() { local f; for f in "$@"; do
   timeout 200 python3 -m pytest -q -rfE -n 8 -m gpu -p no:cacheprovider tests/$f.py > "$GPU_OUT/bg/pytest_$f.log" 2>&1
   echo "$f rc $? $(tail -n 1 "$GPU_OUT/bg/pytest_$f.log")"; done; }
-step own_keys        # the merge with 5 own keys a row-set against 1, all else equal (Llama-2-7B's lists, batch 16 and 4)
-timeout 150 python3 scripts/gpu/profile_merge.py own_keys > "$GPU_OUT/bg/profile_merge.log" 2>&1
-echo "profile_merge rc $?"
+step merge_counters  # the merge's stalls at Llama-2-7B batch 16, one chunk a list, 5 own keys (its third launch)
+NCU=$(command -v ncu || ls /usr/local/cuda*/bin/ncu /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -n 1)
+if [ -n "$NCU" ]; then
+  timeout 120 "$NCU" --kernel-name regex:_merge_kernel --launch-skip 2 --launch-count 1 --section LaunchStats \
+    --section Occupancy --section WarpStateStats --section MemoryWorkloadAnalysis python3 -c "
+import sys, torch; sys.path.insert(0, 'scripts/gpu'); from profile_merge import sparse_launch
+gen, cgen = torch.Generator(device='cuda').manual_seed(0), torch.Generator().manual_seed(0)
+call = sparse_launch(32, 32, 128, 16, 5, 0.0, gen, cgen)
+[call() for _ in range(4)]; torch.cuda.synchronize()" > "$GPU_OUT/bg/ncu_merge.log" 2>&1
+  echo "ncu rc $?"
+else echo "ncu absent"; fi
 step profile_kernel  # the split kernel's launch settings beside FlashInfer's page table, while the weights arrive
 timeout 330 python3 scripts/gpu/profile_kernel.py > "$GPU_OUT/bg/profile_kernel.log" 2>&1
 echo "profile_kernel rc $?"
