@@ -83,12 +83,15 @@ def test_breadth_takes_its_points_and_overrides_from_the_environment(tmp_path, c
             assert error is None, (job, error)
 
 
+CHAIN_TESTS = [["pytest", f"tests/{f}.py"] for f in (  # the chain's GPU test files, in order, after run A's marker
+    "test_attention_sparse", "test_graph_methods", "test_draft_rows", "test_real_decode", "test_graph_engine")]
+
+
 def test_the_chain_plans_run_a_then_the_bounded_alignment_beside_the_tests_and_each_passes_the_checks(tmp_path,
                                                                                                     cuda_present):
     planned = planned_runs(tmp_path, ["scripts/gpu/chain.sh", "300"])
     run_a, align, *tests = planned  # the alignment starts first (in the background there), then the test files
-    assert tests == [["pytest", f"tests/{f}.py"] for f in (
-        "test_attention_sparse", "test_graph_methods", "test_draft_rows", "test_real_decode", "test_graph_engine")]
+    assert tests == CHAIN_TESTS
     assert "experiment=decode_real" in run_a and "experiment.matched=false" not in run_a  # Quest, StreamingLLM matched
     assert [o for o in run_a if o.startswith(("experiment.contexts", "experiment.batches"))] == [
         "experiment.contexts=[32768]", "experiment.batches=[16]"]
@@ -101,8 +104,7 @@ def test_the_chain_plans_run_a_then_the_bounded_alignment_beside_the_tests_and_e
 def test_the_chain_on_an_h100_skips_run_a_and_plans_the_alignment_and_the_tests(tmp_path, cuda_present):
     align, *tests = planned_runs(tmp_path, ["-c", "FIRST=none bash scripts/gpu/chain.sh 300"])
     assert "experiment=align_study" in align and "experiment.max_draft_layers=[4,7,10]" in align
-    assert tests == [["pytest", f"tests/{f}.py"] for f in (
-        "test_attention_sparse", "test_graph_methods", "test_draft_rows", "test_real_decode", "test_graph_engine")]
+    assert tests == CHAIN_TESTS
 
 
 def test_the_waiter_starts_its_tests_only_after_the_marker_in_order(tmp_path):

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Runs from /tmp/repo (a copy) while the weights are staged: first the merge's hardware counters where the image has
 # Nsight Compute (the own keys are about 4 of its 11-12 us at Llama-2-7B batch 16, twenty-first session: where the rest
-# goes is the open question) and the kernel profile
-# (scripts/gpu/profile_kernel.py: the GPU nearly alone while the pieces arrive), then Quest's page kernels' GPU tests
+# goes is the open question) and the kernel profile (scripts/gpu/profile_kernel.py: the GPU nearly alone while the
+# pieces arrive), then Quest's page kernels' GPU tests
 # (bounds, fold; bounds in the keys' bfloat16 since the sixteenth stop) and where Quest's selection spends its time with
 # them (scripts/gpu/profile_quest.py: bfloat16 and float32 bounds, the float32 GEMMs, the chunk choice's dispatch), then
 # the decoder's GPU tests, the sparse kernel's and the step's, and the rest of the GPU suite. Each part writes under

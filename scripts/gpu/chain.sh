@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The session's timed chain (docs/gpu.md, "The twentieth session": the next session's list), started detached by the
+# The session's timed chain (docs/gpu.md, "The twenty-first session": the next session's list), started detached by the
 # call that assembles the weights: it waits (up to 240 s) for the background job's kernel profile to end, then, with the
 # GPU alone: (a) run A (Quest and StreamingLLM matched to SpecAttn p=0.9 at 32K batch 16, the js map; the twentieth
 # session ran it on an H100: this is its H200 twin, comparable with the earlier H200 tables); then, side by side (neither

@@ -6,7 +6,8 @@ FlashInfer's 4 us; 8 rows, the default since, 12.5 us). Times the split + merge 
 (``own_keys``): at Llama-2-7B's lists (32 KV heads, D 128), 5 rows a list as 1 query head x 5 step tokens (the merge
 attends 5 own keys, causally, in an 8-key tile) against 5 query heads x 1 token (1 own key, a 2-key tile): the same
 lists, partials, merge programs (8 rows each) and KV bytes, so the merge's difference is its own-key work (the twentieth
-session's profile left it the suspect for the merge's 11-12 us at batch 16 against FlashInfer's 4). Run on the GPU
+session's profile left it the suspect for the merge's 11-12 us at batch 16 against FlashInfer's 4; the twenty-first
+measured it, on an H100: about 4 us of them). Run on the GPU
 machine: ``python3 scripts/gpu/profile_merge.py [rows|own_keys]`` (both by default; about two minutes)."""
 
 from __future__ import annotations
