@@ -55,10 +55,14 @@ import torch
 import triton
 import triton.language as tl
 
-from .split_config import MERGE_REGISTERS, SplitConfig
+from .split_config import MERGE_REGISTERS, SPLIT_REGISTERS, SplitConfig
 
 LOG2E = 1.4426950408889634
 NEG_INIT = tl.constexpr(-1.0e30)  # running max before any key: finite, so fully masked blocks give exp2(-inf) = 0, not NaN
+OWN_KEYS_LOOP_ROWS = tl.constexpr(8)  # merge programs of this many rows take the own keys one at a time (_own_keys),
+#   fewer rows all at once (_own_keys_tile): the loop took Llama-2-7B batch 16's merge 11.37 -> 7.53 us (one chunk a
+#   list) and 12.58 -> 10.89 (25%), Llama-3.1-8B's 9.06 -> 6.64 and 10.20 -> 9.62; 0.4-3.9 us slower at 1-2 rows
+#   (H100, same process: docs/data/h100-real-2026-12-05b/ab_merge_own_keys_loop_vs_tile_random.txt)
 
 
 @triton.jit
@@ -201,10 +205,66 @@ def _split_kernel(
 
 
 @triton.jit
+def _own_keys(qv, t, row_ok, b, h, hq, prefix, k_ptr, v_ptr, sc_ptr, qk_scale, T, skb, skh, skn, svb, svh, svn, ssb,
+              ssh, D: tl.constexpr, RB: tl.constexpr, TP: tl.constexpr, SCORES: tl.constexpr):
+    """Rows ``qv (RB, D)`` float32 (query rows t) attend the step's own keys ``prefix .. prefix + t`` exactly in
+    float32, one key at a time (online softmax, 2-D tiles only). Returns the running max, sum and unnormalised output
+    ``(RB,), (RB,), (RB, D)``, base 2; with SCORES, stores the last row's score of each own key. The fused launch's way
+    at every size, the merge kernel's at ``OWN_KEYS_LOOP_ROWS`` rows a program (:func:`_own_keys_tile` below it)."""
+    d = tl.arange(0, D)
+    m = tl.full((RB,), NEG_INIT, tl.float32)
+    l = tl.zeros((RB,), tl.float32)
+    acc = tl.zeros((RB, D), tl.float32)
+    for i in tl.static_range(TP):  # own key prefix + i, seen by rows t >= i
+        if i < T:
+            key = prefix + i
+            ok = key >= 0
+            kr = tl.load(k_ptr + b * skb + h * skh + key * skn + d, mask=ok & (d < D), other=0.0).to(tl.float32)
+            sc = tl.sum(qv * kr[None, :], 1) * qk_scale
+            sc = tl.where(ok & (t >= i), sc, float("-inf"))
+            if SCORES:  # the last row's score of this key (the split programs stored the prefix's)
+                tl.store(sc_ptr + b * ssb + hq * ssh + key, sc, mask=row_ok & (t == T - 1) & ok)
+            vr = tl.load(v_ptr + b * svb + h * svh + key * svn + d, mask=ok & (d < D), other=0.0).to(tl.float32)
+            m_new = tl.maximum(m, sc)
+            alpha = tl.exp2(m - m_new)
+            pw = tl.exp2(sc - m_new)
+            l = l * alpha + pw
+            acc = acc * alpha[:, None] + pw[:, None] * vr[None, :]
+            m = m_new
+    return m, l, acc
+
+
+@triton.jit
+def _own_keys_tile(qv, t, row_ok, b, h, hq, prefix, k_ptr, v_ptr, sc_ptr, qk_scale, T, skb, skh, skn, svb, svh, svn,
+                   ssb, ssh, D: tl.constexpr, TP: tl.constexpr, SCORES: tl.constexpr):
+    """:func:`_own_keys` with all own keys at once: one (TP, D) tile of keys and one of values, scores (RB, TP). Its
+    (RB, TP, D) products cost layout conversions through shared memory (Nsight Compute at 8 rows: a third of the merge's
+    SASS are shuffles and adds, stalls on shared memory); at 1-2 rows a program they are cheaper than the loop's
+    dependent steps (docs/benchmarks.md, twenty-first and twenty-second sessions)."""
+    d = tl.arange(0, D)
+    jj = tl.arange(0, TP)
+    key = prefix + jj
+    kv_ok = (jj < T) & (key >= 0)
+    kt = tl.load(k_ptr + b * skb + h * skh + key[:, None] * skn + d[None, :], mask=kv_ok[:, None],
+                 other=0.0).to(tl.float32)
+    sc = tl.sum(qv[:, None, :] * kt[None, :, :], 2) * qk_scale
+    sc = tl.where(kv_ok[None, :] & (jj[None, :] <= t[:, None]), sc, float("-inf"))
+    if SCORES:  # the last row's scores of the step's own keys (the split kernel stored the prefix's)
+        tl.store(sc_ptr + b * ssb + hq[:, None] * ssh + key[None, :], sc,
+                 mask=(row_ok & (t == T - 1))[:, None] & kv_ok[None, :])
+    m = tl.max(sc, 1)
+    pr = tl.exp2(sc - m[:, None])
+    vt = tl.load(v_ptr + b * svb + h * svh + key[:, None] * svn + d[None, :], mask=kv_ok[:, None],
+                 other=0.0).to(tl.float32)
+    return m, tl.sum(pr, 1), tl.sum(pr[:, :, None] * vt[None, :, :], 1)
+
+
+@triton.jit
 def _merge_rows(j, row, prefix, start_j, end_j, width, q_ptr, k_ptr, v_ptr, po_ptr, pl_ptr, out_ptr, lse_ptr,
                 q_out_ptr, sc_ptr, qk_scale, T, HKV, G, sqb, sqh, sqt, skb, skh, skn, svb, svh, svn, sob, sot, soh, slb,
-                slh, sqob, sqoh, ssb, ssh, D: tl.constexpr, M: tl.constexpr, LS: tl.constexpr, TP: tl.constexpr,
-                SB: tl.constexpr, WRITE_LSE: tl.constexpr, WRITE_Q: tl.constexpr, SCORES: tl.constexpr):
+                slh, sqob, sqoh, ssb, ssh, D: tl.constexpr, M: tl.constexpr, LS: tl.constexpr, RB: tl.constexpr,
+                TP: tl.constexpr, SB: tl.constexpr, WRITE_LSE: tl.constexpr, WRITE_Q: tl.constexpr,
+                SCORES: tl.constexpr):
     """Rows ``row`` (a block of list ``j``'s (G * T)-row tile, row = g * T + t, query head h * G + g) attend the step's
     own keys ``prefix .. prefix + t`` exactly in float32 and merge that with the partials of the split programs over
     the list's units ``[start_j, end_j)`` (slots ``p + j``, ``p`` in ``[start_j // width, (end_j - 1) // width]``, SB
@@ -218,23 +278,12 @@ def _merge_rows(j, row, prefix, start_j, end_j, width, q_ptr, k_ptr, v_ptr, po_p
     d = tl.arange(0, D)
     qv = tl.load(q_ptr + b * sqb + hq[:, None] * sqh + t[:, None] * sqt + d[None, :], mask=row_ok[:, None],
                  other=0.0).to(tl.float32)
-    # the step's own keys P .. P + t, exactly in float32: one (TP, D) tile of keys and one of values, scores (RB, TP)
-    jj = tl.arange(0, TP)
-    key = prefix + jj
-    kv_ok = (jj < T) & (key >= 0)
-    kt = tl.load(k_ptr + b * skb + h * skh + key[:, None] * skn + d[None, :], mask=kv_ok[:, None],
-                 other=0.0).to(tl.float32)
-    sc = tl.sum(qv[:, None, :] * kt[None, :, :], 2) * qk_scale
-    sc = tl.where(kv_ok[None, :] & (jj[None, :] <= t[:, None]), sc, float("-inf"))
-    if SCORES:  # the last row's scores of the step's own keys (the split kernel stored the prefix's)
-        tl.store(sc_ptr + b * ssb + hq[:, None] * ssh + key[None, :], sc,
-                 mask=(row_ok & (t == T - 1))[:, None] & kv_ok[None, :])
-    m = tl.max(sc, 1)
-    pr = tl.exp2(sc - m[:, None])
-    l = tl.sum(pr, 1)
-    vt = tl.load(v_ptr + b * svb + h * svh + key[:, None] * svn + d[None, :], mask=kv_ok[:, None],
-                 other=0.0).to(tl.float32)
-    acc = tl.sum(pr[:, :, None] * vt[None, :, :], 1)  # (RB, D), unnormalised, scale 2^m
+    if RB >= OWN_KEYS_LOOP_ROWS:
+        m, l, acc = _own_keys(qv, t, row_ok, b, h, hq, prefix, k_ptr, v_ptr, sc_ptr, qk_scale, T, skb, skh, skn, svb,
+                              svh, svn, ssb, ssh, D, RB, TP, SCORES)
+    else:
+        m, l, acc = _own_keys_tile(qv, t, row_ok, b, h, hq, prefix, k_ptr, v_ptr, sc_ptr, qk_scale, T, skb, skh, skn,
+                                   svb, svh, svn, ssb, ssh, D, TP, SCORES)
     # merge the partials (normalised outputs, base-2 lse) of these rows from the programs over list j, SB at a time
     sb = tl.arange(0, SB)
     s0 = start_j // width + j
@@ -315,24 +364,8 @@ def _merge_block(j, r0, prefix, start_j, end_j, width, q_ptr, k_ptr, v_ptr, po_p
     if WRITE_Q:  # stored now, so the query is dead by the partials' loop (registers)
         tl.store(q_out_ptr + b * sqob + hq[:, None] * sqoh + d[None, :], qr, mask=(row_ok & (t == T - 1))[:, None])
     qv = qr.to(tl.float32)
-    m = tl.full((RB,), NEG_INIT, tl.float32)
-    l = tl.zeros((RB,), tl.float32)
-    acc = tl.zeros((RB, D), tl.float32)
-    for i in tl.static_range(TP):  # own key prefix + i, seen by rows t >= i
-        key = prefix + i
-        ok = (i < T) & (key >= 0)
-        kr = tl.load(k_ptr + b * skb + h * skh + key * skn + d, mask=ok & (d < D), other=0.0).to(tl.float32)
-        sc = tl.sum(qv * kr[None, :], 1) * qk_scale
-        sc = tl.where(ok & (t >= i), sc, float("-inf"))
-        if SCORES:  # the last row's score of this key (the split programs stored the prefix's)
-            tl.store(sc_ptr + b * ssb + hq * ssh + key, sc, mask=row_ok & (t == T - 1) & ok)
-        vr = tl.load(v_ptr + b * svb + h * svh + key * svn + d, mask=ok & (d < D), other=0.0).to(tl.float32)
-        m_new = tl.maximum(m, sc)
-        alpha = tl.exp2(m - m_new)
-        pw = tl.exp2(sc - m_new)
-        l = l * alpha + pw
-        acc = acc * alpha[:, None] + pw[:, None] * vr[None, :]
-        m = m_new
+    m, l, acc = _own_keys(qv, t, row_ok, b, h, hq, prefix, k_ptr, v_ptr, sc_ptr, qk_scale, T, skb, skh, skn, svb, svh,
+                          svn, ssb, ssh, D, RB, TP, SCORES)
     s_first = start_j // width + j
     s_end = tl.where(end_j > start_j, (end_j - 1) // width + j + 1, s_first)
     if LOOP_FOR:
@@ -365,7 +398,7 @@ def _merge_kernel(
     start_j = end_j - (n_j + CPB - 1) // CPB
     _merge_rows(j, tl.program_id(1) * RB + tl.arange(0, RB), prefix, start_j, end_j, width, q_ptr, k_ptr, v_ptr,
                 po_ptr, pl_ptr, out_ptr, lse_ptr, q_out_ptr, sc_ptr, qk_scale, T, HKV, G, sqb, sqh, sqt, skb, skh, skn,
-                svb, svh, svn, sob, sot, soh, slb, slh, sqob, sqoh, ssb, ssh, D, M, LS, TP, SB, WRITE_LSE, WRITE_Q,
+                svb, svh, svn, sob, sot, soh, slb, slh, sqob, sqoh, ssb, ssh, D, M, LS, RB, TP, SB, WRITE_LSE, WRITE_Q,
                 SCORES)
 
 
@@ -486,6 +519,7 @@ def launch(q, k, v, lengths, chunk_ids, n_chunks, chunk_size: int, sm_scale: flo
         v.stride(0), v.stride(1), v.stride(2), sib, sih, snb, snh, ssb, ssh, *outputs,
         BHP=pow2(bh, 2), CP=cp, LOOP_FOR=not interpreting(), STAGES=config.stages, FUSED=config.fused_merge,
         RB=min(m, FUSED_MERGE_ROWS), num_warps=config.warps, **taps, **common,
+        **({"maxnreg": config.split_registers} if config.split_registers else {}),
     )
     if config.fused_merge:
         return out
@@ -509,15 +543,17 @@ ALIGNED = ("q_ptr", "k_ptr", "v_ptr", "len_ptr", "ids_ptr", "n_ptr", "po_ptr", "
 def _aot_check(compile_one) -> bool:
     ok = True
     cfg = SplitConfig()
-    # (dtype, G, D, dense, scores, fused, T): the fused launch at the verifiers' 5 rows (lse + query taps; the real
-    # pair's G = 6 included) and at the draft's one and two rows (the row taps, scores)
-    for dt, g, dim, dense, scores, fused, t in [
+    # (dtype, G, D, dense, scores, fused, T, register cap): the fused launch at the verifiers' 5 rows (lse + query taps;
+    # the real pair's G = 6 included) and at the draft's one and two rows (the row taps, scores); the verifiers' split
+    # under every cap SplitConfig accepts (spills reported, not refused: split_registers is a measured trade)
+    for dt, g, dim, dense, scores, fused, t, cap in [(*case, 0) for case in [
             ("bf16", 4, 128, False, False, False, 5), ("bf16", 1, 128, False, False, False, 5),
             ("fp16", 4, 64, False, False, False, 5), ("bf16", 4, 128, True, False, False, 5),
             ("bf16", 7, 64, True, False, False, 5), ("bf16", 7, 64, True, True, False, 5),
             ("bf16", 4, 128, False, False, True, 5), ("bf16", 1, 128, False, False, True, 5),
             ("bf16", 7, 64, False, False, True, 1), ("bf16", 7, 64, True, True, True, 1),
-            ("bf16", 6, 128, False, False, True, 5), ("bf16", 7, 64, True, True, True, 2)]:
+            ("bf16", 6, 128, False, False, True, 5), ("bf16", 7, 64, True, True, True, 2)]] + [
+            ("bf16", g, 128, False, False, False, 5, cap) for cap in SPLIT_REGISTERS if cap for g in (4, 1)]:
         sig = {"q_ptr": f"*{dt}", "k_ptr": f"*{dt}", "v_ptr": f"*{dt}", "len_ptr": "*i32", "ids_ptr": "*i32",
                "n_ptr": "*i32", "po_ptr": "*fp32", "pl_ptr": "*fp32", "ends_ptr": "*i32", "sc_ptr": "*fp32",
                "tk_ptr": "*i32", "out_ptr": f"*{dt}", "lse_ptr": "*fp32", "q_out_ptr": f"*{dt}", "qk_scale": "fp32",
@@ -527,12 +563,13 @@ def _aot_check(compile_one) -> bool:
                                              "sib", "sih", "snb", "snh", "ssb", "ssh", "sob", "sot", "soh", "slb",
                                              "slh", "sqob", "sqoh"]})
         name = f"sparse_attn split {dt} G={g} D={dim}{' dense' if dense else ''}{' scores' if scores else ''}"
-        ok &= compile_one(name + (f" fused T={t}" if fused else ""), _split_kernel, sig,
+        name += (f" fused T={t}" if fused else "") + (f" maxnreg {cap}" if cap else "")
+        ok &= compile_one(name, _split_kernel, sig,
                           {"D": dim, "M": rows_tile(g, t), "LS": lse_slot(rows_tile(g, t)), "CP": 16,
                            "CPB": cfg.block_n // 16, "BHP": 32,
                            "DENSE": dense, "LOOP_FOR": True, "STAGES": cfg.stages, "SCORES": scores, "FUSED": fused,
                            "RB": min(rows_tile(g, t), FUSED_MERGE_ROWS), "TP": pow2(t, 2), "WRITE_LSE": fused,
-                           "WRITE_Q": fused}, cfg.warps, div16=ALIGNED)
+                           "WRITE_Q": fused}, cfg.warps, div16=ALIGNED, options={"maxnreg": cap} if cap else None)
     sig = {"q_ptr": "*bf16", "k_ptr": "*bf16", "v_ptr": "*bf16", "len_ptr": "*i32", "n_ptr": "*i32",
            "po_ptr": "*fp32", "pl_ptr": "*fp32", "ends_ptr": "*i32", "out_ptr": "*bf16", "lse_ptr": "*fp32",
            "q_out_ptr": "*bf16", "sc_ptr": "*fp32", "qk_scale": "fp32",
@@ -540,7 +577,8 @@ def _aot_check(compile_one) -> bool:
            "cap": "i32", "P": "i32", "min_units": "i32", "BH": "i32", "HKV": "i32", "G": "i32"}
     sig.update({name: "i32" for name in ["sqb", "sqh", "sqt", "skb", "skh", "skn", "svb", "svh", "svn", "snb",
                                          "snh", "sob", "sot", "soh", "slb", "slh", "sqob", "sqoh", "ssb", "ssh"]})
-    # (taps, RB, scores, tile, register cap): the verifier's merge (no taps) also under every cap SplitConfig accepts
+    # (taps, RB, scores, tile, register cap): the verifier's merge (no taps) also under every cap SplitConfig accepts,
+    # spill-free where its own keys come as one tile (below OWN_KEYS_LOOP_ROWS rows; the loop spills 40 bytes at 128)
     capped = [(False, rb, False, tile, cap) for cap in MERGE_REGISTERS if cap
               for rb, tile in ((MERGE_MAX_ROWS, 16), (4, 16), (1, 32))]
     for tap, rb, scores, tile, cap in [(False, 1, False, 16, 0), (True, 2, False, 16, 0),
@@ -551,5 +589,5 @@ def _aot_check(compile_one) -> bool:
                           f"{' scores' if scores else ''}{f' maxnreg {cap}' if cap else ''}", _merge_kernel, sig,
                           {"D": 128, "M": 32, "LS": 32, "RB": rb, "TP": 8, "SB": merge_slots(rb, tile), "CPB": 4,
                            "DENSE": False, "WRITE_LSE": tap, "WRITE_Q": tap, "SCORES": scores}, 4,
-                          options={"maxnreg": cap} if cap else None, spill_free=bool(cap))
+                          options={"maxnreg": cap} if cap else None, spill_free=bool(cap) and rb < OWN_KEYS_LOOP_ROWS)
     return ok

@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 MAX_MERGE_TILE = 32  # sm_90: the merge at 8 rows a program and tile 32 uses 193 registers, at 64 it spills (aot_check)
-MERGE_REGISTERS = (0, 128)  # the merge's register caps compiled and checked for spills (aot_check); 0: no cap
+MERGE_REGISTERS = (0, 128)  # the merge's register caps compiled, spills checked (aot_check); 0: no cap
+SPLIT_REGISTERS = (0, 128, 168)  # the split kernel's register caps (aot_check reports their spills); 0: no cap
 
 
 @dataclass(frozen=True)
@@ -22,10 +23,13 @@ class SplitConfig:
     ``list % P``), saving the merge kernel's launch and its own dependent loads at the cost of one program merging a
     whole list; merge_registers: the merge kernel's register cap per thread (Triton's ``maxnreg``; 0: the compiler's
     choice). At 8 rows a program and tile 16 the merge takes 135-164 registers on sm_90 (3 programs of 4 warps an
-    SM), at 128 none spills in the verifier's merge (aot_check) and 4 fit. Measured on an H100 (docs/benchmarks.md,
-    twentieth session): no faster at batch 16, where it was meant to save a wave; 0.5-1.3 us faster at Llama-3.1-8B
-    batch 1 and the real pair's dense shapes; within 0.4 us elsewhere, never slower by more than 0.1. Not the
-    default (untimed end to end).
+    SM); at 128 4 fit, spilling 40 bytes at 8 rows (own keys one at a time), none at fewer (aot_check). Measured on
+    an H100 (docs/benchmarks.md, twentieth session, own keys as a tile then): no faster at batch 16, where it was meant
+    to save a wave; 0.5-1.3 us faster at Llama-3.1-8B batch 1 and the real pair's dense shapes; within 0.4 us
+    elsewhere, never slower by more than 0.1. Not the default (untimed end to end). split_registers: the split
+    kernel's register cap (``maxnreg``; 0: none). At 64-key blocks it takes 190-217 registers on sm_90 (two programs
+    of 4 warps an SM: Nsight Compute finds it waiting on global loads at 12.5% occupancy, H100); 168 lets three fit
+    (``ctas_per_sm=3``), 128 four, for 36-104 bytes of spill (aot_check).
     """
 
     block_n: int = 64
@@ -36,6 +40,7 @@ class SplitConfig:
     merge_tile: int = 16
     fused_merge: bool = False
     merge_registers: int = 0
+    split_registers: int = 0
 
     def __post_init__(self) -> None:
         if self.fused_merge not in (0, 1):
@@ -48,4 +53,7 @@ class SplitConfig:
             raise ValueError(f"{self}: merge_tile at most {MAX_MERGE_TILE} (larger tiles spill registers)")
         if self.merge_registers not in MERGE_REGISTERS:
             raise ValueError(f"{self}: merge_registers is one of {MERGE_REGISTERS} (the caps checked for spills; "
+                             "0: no cap)")
+        if self.split_registers not in SPLIT_REGISTERS:
+            raise ValueError(f"{self}: split_registers is one of {SPLIT_REGISTERS} (the caps compiled by aot_check; "
                              "0: no cap)")
