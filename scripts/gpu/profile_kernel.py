@@ -4,15 +4,15 @@ GPU time of each kernel (CUPTI, eager calls: launch gaps excluded) of ours (spli
 (llama-3.1-8b and llama-2-7b layer shapes, batch 1/4/16, kept 0 (one chunk: the fixed cost), 10% and 25%; random
 bf16 inputs, random chunks). Ours runs the default split configuration, the tuned one with min_chunks 4 (its fixed
 cost), decode_real's sparse launch (128-key blocks over 2 stages) and at 8 chunks a program (the fifteenth session's
-best of six launches around it), and four launches for the split kernel's occupancy (Nsight Compute, H100, twenty-
-second session: two programs of 4 warps an SM, 12.5% occupancy, waiting on global loads): 3 programs an SM asked for
-(only 2 fit at its 190-217 registers: the control), 3 that fit under ``split_registers=168``, and 4 under 128 over 3
-and 2 stages (8 warps a program fit once an SM at 181 registers: not tried); the merge's tile and register cap, no
-gain in the twentieth and twenty-first sessions, are no longer profiled. Then the
+best of six launches around it). Retired after their sessions (docs/benchmarks.md): the merge's tile at 32 and its
+register cap (no gain, twentieth and twenty-first), and 3-4 split programs an SM under a register cap of 168 / 128
+(Nsight Compute found the split waiting on global loads at 2 an SM; more beat the better of the default and sparse
+launches by over 1% at 2 of 23 shapes, lost at 14: twenty-second, commit 4f6d9cf,
+``docs/data/h100-real-2026-12-05c/profile_kernel_occupancy_random.txt``). Then the
 real pair's shapes at 32K batch 16 (the decoder runs the sparse launch in layers that read chunk lists, the default
 elsewhere): the verifier's step (Qwen2.5-Coder-1.5B, 12 heads over 2, D 128, T = 5) at the kept fractions SpecAttn
 measured there (15.5%, 35%) and dense, the draft's forward (0.5B, 14 over 2, D 64, T = 1) dense and over a window's 3%.
-Prints one table; run on the GPU machine: ``python3 scripts/gpu/profile_kernel.py`` (about four minutes)."""
+Prints one table; run on the GPU machine: ``python3 scripts/gpu/profile_kernel.py`` (about three minutes)."""
 
 from __future__ import annotations
 
@@ -35,11 +35,7 @@ from specattn.gpu.kernels.split_config import SplitConfig  # noqa: E402
 CONFIGS = {"default": SplitConfig(),
            "tuned_m4": SplitConfig(block_n=64, warps=2, stages=3, ctas_per_sm=2, min_chunks=4),
            "sparse128": SplitConfig(block_n=128, stages=2, min_chunks=16),  # decode_real's sparse launch
-           "s128_m8": SplitConfig(block_n=128, stages=2, min_chunks=8),  # the fifteenth session's best around it
-           "c3": SplitConfig(ctas_per_sm=3),  # asks 3 programs an SM; 2 fit (registers): a third of them wait
-           "c3_r168": SplitConfig(ctas_per_sm=3, split_registers=168),  # 3 fit: 12 warps an SM
-           "c4_r128": SplitConfig(ctas_per_sm=4, split_registers=128),  # 4 fit: 16 warps an SM
-           "s2_c4_r128": SplitConfig(stages=2, ctas_per_sm=4, split_registers=128)}
+           "s128_m8": SplitConfig(block_n=128, stages=2, min_chunks=8)}  # the fifteenth session's best around it
 CALLS = 20
 
 

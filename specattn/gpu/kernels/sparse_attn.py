@@ -55,7 +55,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .split_config import MERGE_REGISTERS, SPLIT_REGISTERS, SplitConfig
+from .split_config import MERGE_REGISTERS, SplitConfig
 
 LOG2E = 1.4426950408889634
 NEG_INIT = tl.constexpr(-1.0e30)  # running max before any key: finite, so fully masked blocks give exp2(-inf) = 0, not NaN
@@ -519,7 +519,6 @@ def launch(q, k, v, lengths, chunk_ids, n_chunks, chunk_size: int, sm_scale: flo
         v.stride(0), v.stride(1), v.stride(2), sib, sih, snb, snh, ssb, ssh, *outputs,
         BHP=pow2(bh, 2), CP=cp, LOOP_FOR=not interpreting(), STAGES=config.stages, FUSED=config.fused_merge,
         RB=min(m, FUSED_MERGE_ROWS), num_warps=config.warps, **taps, **common,
-        **({"maxnreg": config.split_registers} if config.split_registers else {}),
     )
     if config.fused_merge:
         return out
@@ -543,17 +542,15 @@ ALIGNED = ("q_ptr", "k_ptr", "v_ptr", "len_ptr", "ids_ptr", "n_ptr", "po_ptr", "
 def _aot_check(compile_one) -> bool:
     ok = True
     cfg = SplitConfig()
-    # (dtype, G, D, dense, scores, fused, T, register cap): the fused launch at the verifiers' 5 rows (lse + query taps;
-    # the real pair's G = 6 included) and at the draft's one and two rows (the row taps, scores); the verifiers' split
-    # under every cap SplitConfig accepts (spills reported, not refused: split_registers is a measured trade)
-    for dt, g, dim, dense, scores, fused, t, cap in [(*case, 0) for case in [
+    # (dtype, G, D, dense, scores, fused, T): the fused launch at the verifiers' 5 rows (lse + query taps; the real
+    # pair's G = 6 included) and at the draft's one and two rows (the row taps, scores)
+    for dt, g, dim, dense, scores, fused, t in [
             ("bf16", 4, 128, False, False, False, 5), ("bf16", 1, 128, False, False, False, 5),
             ("fp16", 4, 64, False, False, False, 5), ("bf16", 4, 128, True, False, False, 5),
             ("bf16", 7, 64, True, False, False, 5), ("bf16", 7, 64, True, True, False, 5),
             ("bf16", 4, 128, False, False, True, 5), ("bf16", 1, 128, False, False, True, 5),
             ("bf16", 7, 64, False, False, True, 1), ("bf16", 7, 64, True, True, True, 1),
-            ("bf16", 6, 128, False, False, True, 5), ("bf16", 7, 64, True, True, True, 2)]] + [
-            ("bf16", g, 128, False, False, False, 5, cap) for cap in SPLIT_REGISTERS if cap for g in (4, 1)]:
+            ("bf16", 6, 128, False, False, True, 5), ("bf16", 7, 64, True, True, True, 2)]:
         sig = {"q_ptr": f"*{dt}", "k_ptr": f"*{dt}", "v_ptr": f"*{dt}", "len_ptr": "*i32", "ids_ptr": "*i32",
                "n_ptr": "*i32", "po_ptr": "*fp32", "pl_ptr": "*fp32", "ends_ptr": "*i32", "sc_ptr": "*fp32",
                "tk_ptr": "*i32", "out_ptr": f"*{dt}", "lse_ptr": "*fp32", "q_out_ptr": f"*{dt}", "qk_scale": "fp32",
@@ -563,13 +560,12 @@ def _aot_check(compile_one) -> bool:
                                              "sib", "sih", "snb", "snh", "ssb", "ssh", "sob", "sot", "soh", "slb",
                                              "slh", "sqob", "sqoh"]})
         name = f"sparse_attn split {dt} G={g} D={dim}{' dense' if dense else ''}{' scores' if scores else ''}"
-        name += (f" fused T={t}" if fused else "") + (f" maxnreg {cap}" if cap else "")
-        ok &= compile_one(name, _split_kernel, sig,
+        ok &= compile_one(name + (f" fused T={t}" if fused else ""), _split_kernel, sig,
                           {"D": dim, "M": rows_tile(g, t), "LS": lse_slot(rows_tile(g, t)), "CP": 16,
                            "CPB": cfg.block_n // 16, "BHP": 32,
                            "DENSE": dense, "LOOP_FOR": True, "STAGES": cfg.stages, "SCORES": scores, "FUSED": fused,
                            "RB": min(rows_tile(g, t), FUSED_MERGE_ROWS), "TP": pow2(t, 2), "WRITE_LSE": fused,
-                           "WRITE_Q": fused}, cfg.warps, div16=ALIGNED, options={"maxnreg": cap} if cap else None)
+                           "WRITE_Q": fused}, cfg.warps, div16=ALIGNED)
     sig = {"q_ptr": "*bf16", "k_ptr": "*bf16", "v_ptr": "*bf16", "len_ptr": "*i32", "n_ptr": "*i32",
            "po_ptr": "*fp32", "pl_ptr": "*fp32", "ends_ptr": "*i32", "out_ptr": "*bf16", "lse_ptr": "*fp32",
            "q_out_ptr": "*bf16", "sc_ptr": "*fp32", "qk_scale": "fp32",

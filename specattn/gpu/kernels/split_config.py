@@ -6,7 +6,6 @@ from dataclasses import dataclass
 
 MAX_MERGE_TILE = 32  # sm_90: the merge at 8 rows a program and tile 32 uses 193 registers, at 64 it spills (aot_check)
 MERGE_REGISTERS = (0, 128)  # the merge's register caps compiled, spills checked (aot_check); 0: no cap
-SPLIT_REGISTERS = (0, 128, 168)  # the split kernel's register caps (aot_check reports their spills); 0: no cap
 
 
 @dataclass(frozen=True)
@@ -26,10 +25,7 @@ class SplitConfig:
     SM); at 128 4 fit, spilling 40 bytes at 8 rows (own keys one at a time), none at fewer (aot_check). Measured on
     an H100 (docs/benchmarks.md, twentieth session, own keys as a tile then): no faster at batch 16, where it was meant
     to save a wave; 0.5-1.3 us faster at Llama-3.1-8B batch 1 and the real pair's dense shapes; within 0.4 us
-    elsewhere, never slower by more than 0.1. Not the default (untimed end to end). split_registers: the split
-    kernel's register cap (``maxnreg``; 0: none). At 64-key blocks it takes 190-217 registers on sm_90 (two programs
-    of 4 warps an SM: Nsight Compute finds it waiting on global loads at 12.5% occupancy, H100); 168 lets three fit
-    (``ctas_per_sm=3``), 128 four, for 36-104 bytes of spill (aot_check).
+    elsewhere, never slower by more than 0.1. Not the default (untimed end to end).
     """
 
     block_n: int = 64
@@ -40,7 +36,6 @@ class SplitConfig:
     merge_tile: int = 16
     fused_merge: bool = False
     merge_registers: int = 0
-    split_registers: int = 0
 
     def __post_init__(self) -> None:
         if self.fused_merge not in (0, 1):
@@ -53,7 +48,4 @@ class SplitConfig:
             raise ValueError(f"{self}: merge_tile at most {MAX_MERGE_TILE} (larger tiles spill registers)")
         if self.merge_registers not in MERGE_REGISTERS:
             raise ValueError(f"{self}: merge_registers is one of {MERGE_REGISTERS} (the caps checked for spills; "
-                             "0: no cap)")
-        if self.split_registers not in SPLIT_REGISTERS:
-            raise ValueError(f"{self}: split_registers is one of {SPLIT_REGISTERS} (the caps compiled by aot_check; "
                              "0: no cap)")
