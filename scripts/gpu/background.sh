@@ -1,8 +1,7 @@
 #!/usr/bin/env bash
 # Runs from /tmp/repo (a copy) while the weights are staged: first the merge's hardware counters where the image has
-# Nsight Compute (the own keys are about 4 of its 11-12 us at Llama-2-7B batch 16, twenty-first session: where the rest
-# goes is the open question) and the kernel profile (scripts/gpu/profile_kernel.py: the GPU nearly alone while the
-# pieces arrive), then Quest's page kernels' GPU tests
+# Nsight Compute (at 2 rows a program it takes twice FlashInfer's merge, twenty-second session) and the kernel profile
+# (scripts/gpu/profile_kernel.py: the GPU nearly alone while the pieces arrive), then Quest's page kernels' GPU tests
 # (bounds, fold; bounds in the keys' bfloat16 since the sixteenth stop) and where Quest's selection spends its time with
 # them (scripts/gpu/profile_quest.py: bfloat16 and float32 bounds, the float32 GEMMs, the chunk choice's dispatch), then
 # the decoder's GPU tests, the sparse kernel's and the step's, and the rest of the GPU suite. Each part writes under
@@ -12,15 +11,13 @@ export PYTHONPATH="/tmp/site:/tmp/repo"
 gpu_tests() { local f; for f in "$@"; do
   timeout 200 python3 -m pytest -q -rfE -n 8 -m gpu -p no:cacheprovider tests/$f.py > "$GPU_OUT/bg/pytest_$f.log" 2>&1
   echo "$f rc $? $(tail -n 1 "$GPU_OUT/bg/pytest_$f.log")"; done; }
-step merge_counters  # the merge's stalls at Llama-2-7B batch 16, one chunk a list, 5 own keys (its third launch)
+step merge_counters  # the merge at 2 rows a program (own keys as a tile), Llama-3.1-8B batch 4, 25% kept: 12.0 us
+#                     under ncu against FlashInfer's 6.5 (twenty-second session); its stalls by instruction
 NCU=$(command -v ncu || ls /usr/local/cuda*/bin/ncu /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -n 1)
 if [ -n "$NCU" ]; then
-  timeout 120 "$NCU" --kernel-name regex:_merge_kernel --launch-skip 2 --launch-count 1 --section LaunchStats \
-    --section Occupancy --section WarpStateStats --section MemoryWorkloadAnalysis python3 -c "
-import sys, torch; sys.path.insert(0, 'scripts/gpu'); from profile_merge import sparse_launch
-gen, cgen = torch.Generator(device='cuda').manual_seed(0), torch.Generator().manual_seed(0)
-call = sparse_launch(32, 32, 128, 16, 5, 0.0, gen, cgen)
-[call() for _ in range(4)]; torch.cuda.synchronize()" > "$GPU_OUT/bg/ncu_merge.log" 2>&1
+  timeout 120 "$NCU" --kernel-name regex:_merge_kernel --launch-skip 1 --launch-count 1 --section SourceCounters \
+    --section WarpStateStats --metrics regex:smsp__average_warps_issue_stalled_.*_per_issue_active.ratio \
+    --print-details all python3 scripts/gpu/ncu_workload.py llama-3.1-8b 4 0.25 > "$GPU_OUT/bg/ncu_merge.log" 2>&1
   echo "ncu rc $?"
 else echo "ncu absent"; fi
 step profile_kernel  # the split kernel's launch settings beside FlashInfer's page table, while the weights arrive
