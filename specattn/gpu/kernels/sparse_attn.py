@@ -264,11 +264,12 @@ def _merge_rows(j, row, prefix, start_j, end_j, width, q_ptr, k_ptr, v_ptr, po_p
                 q_out_ptr, sc_ptr, qk_scale, T, HKV, G, sqb, sqh, sqt, skb, skh, skn, svb, svh, svn, sob, sot, soh, slb,
                 slh, sqob, sqoh, ssb, ssh, D: tl.constexpr, M: tl.constexpr, LS: tl.constexpr, RB: tl.constexpr,
                 TP: tl.constexpr, SB: tl.constexpr, WRITE_LSE: tl.constexpr, WRITE_Q: tl.constexpr,
-                SCORES: tl.constexpr):
+                SCORES: tl.constexpr, LOOP_FOR: tl.constexpr, STAGES: tl.constexpr):
     """Rows ``row`` (a block of list ``j``'s (G * T)-row tile, row = g * T + t, query head h * G + g) attend the step's
     own keys ``prefix .. prefix + t`` exactly in float32 and merge that with the partials of the split programs over
     the list's units ``[start_j, end_j)`` (slots ``p + j``, ``p`` in ``[start_j // width, (end_j - 1) // width]``, SB
-    at a time, loaded past L1: each is read once); then the output and the taps. The merge kernel's body."""
+    at a time, loaded past L1: each is read once; compiled, the next SB slots' loads are issued while these combine
+    when ``STAGES`` > 1); then the output and the taps. The merge kernel's body."""
     b = (j // HKV).to(tl.int64)
     h = (j % HKV).to(tl.int64)
     g = row // T
@@ -285,24 +286,16 @@ def _merge_rows(j, row, prefix, start_j, end_j, width, q_ptr, k_ptr, v_ptr, po_p
         m, l, acc = _own_keys_tile(qv, t, row_ok, b, h, hq, prefix, k_ptr, v_ptr, sc_ptr, qk_scale, T, skb, skh, skn,
                                    svb, svh, svn, ssb, ssh, D, TP, SCORES)
     # merge the partials (normalised outputs, base-2 lse) of these rows from the programs over list j, SB at a time
-    sb = tl.arange(0, SB)
-    s0 = start_j // width + j
-    s1 = tl.where(end_j > start_j, (end_j - 1) // width + j + 1, s0)
-    while s0 < s1:
-        si = (s0 + sb).to(tl.int64)
-        s_ok = (s0 + sb) < s1
-        at = si[:, None] * M + row[None, :]  # (SB, RB)
-        ok2 = s_ok[:, None] & row_ok[None, :]
-        lse = tl.load(pl_ptr + at + si[:, None] * (LS - M), mask=ok2, other=float("-inf"), cache_modifier=".cg")
-        m_new = tl.maximum(m, tl.max(lse, 0))
-        w = tl.exp2(lse - m_new[None, :])
-        po = tl.load(po_ptr + at[:, :, None] * D + d[None, None, :], mask=ok2[:, :, None], other=0.0,
-                     cache_modifier=".cg")
-        alpha = tl.exp2(m - m_new)
-        l = l * alpha + tl.sum(w, 0)
-        acc = acc * alpha[:, None] + tl.sum(w[:, :, None] * po, 0)
-        m = m_new
-        s0 += SB
+    s_first = start_j // width + j
+    s_end = tl.where(end_j > start_j, (end_j - 1) // width + j + 1, s_first)
+    if LOOP_FOR:
+        for s0 in tl.range(s_first, s_end, SB, num_stages=STAGES):
+            m, l, acc = _merge_round(s0, s_end, m, l, acc, po_ptr, pl_ptr, row, row_ok, D, M, LS, SB)
+    else:  # the CPU interpreter cannot range over run-time scalars
+        s0 = s_first
+        while s0 < s_end:
+            m, l, acc = _merge_round(s0, s_end, m, l, acc, po_ptr, pl_ptr, row, row_ok, D, M, LS, SB)
+            s0 += SB
     tl.store(out_ptr + b * sob + t[:, None] * sot + hq[:, None] * soh + d[None, :],
              (acc / l[:, None]).to(out_ptr.dtype.element_ty), mask=row_ok[:, None])
     if WRITE_LSE:
@@ -310,6 +303,23 @@ def _merge_rows(j, row, prefix, start_j, end_j, width, q_ptr, k_ptr, v_ptr, po_p
     if WRITE_Q:  # the last row's query as loaded (the decoder's draft rows need it; exact: q's dtype -> fp32 -> back)
         tl.store(q_out_ptr + b * sqob + hq[:, None] * sqoh + d[None, :], qv.to(q_out_ptr.dtype.element_ty),
                  mask=(row_ok & (t == T - 1))[:, None])
+
+
+@triton.jit
+def _merge_round(s0, s_end, m, l, acc, po_ptr, pl_ptr, row, row_ok, D: tl.constexpr, M: tl.constexpr,
+                 LS: tl.constexpr, SB: tl.constexpr):
+    """Online-softmax update of rows ``row`` with the partials in slots ``s0 .. min(s0 + SB, s_end)`` at once: their
+    (SB, RB, D) outputs and (SB, RB) lse, loaded past L1 (each is read once)."""
+    si = (s0 + tl.arange(0, SB)).to(tl.int64)
+    at = si[:, None] * M + row[None, :]  # (SB, RB)
+    ok2 = (si < s_end)[:, None] & row_ok[None, :]
+    lse = tl.load(pl_ptr + at + si[:, None] * (LS - M), mask=ok2, other=float("-inf"), cache_modifier=".cg")
+    po = tl.load(po_ptr + at[:, :, None] * D + tl.arange(0, D)[None, None, :], mask=ok2[:, :, None], other=0.0,
+                 cache_modifier=".cg")
+    m_new = tl.maximum(m, tl.max(lse, 0))
+    w = tl.exp2(lse - m_new[None, :])
+    alpha = tl.exp2(m - m_new)
+    return m_new, l * alpha + tl.sum(w, 0), acc * alpha[:, None] + tl.sum(w[:, :, None] * po, 0)
 
 
 @triton.jit
@@ -389,6 +399,7 @@ def _merge_kernel(
     sqb, sqh, sqt, skb, skh, skn, svb, svh, svn, snb, snh, sob, sot, soh, slb, slh, sqob, sqoh, ssb, ssh,
     D: tl.constexpr, M: tl.constexpr, LS: tl.constexpr, RB: tl.constexpr, TP: tl.constexpr, SB: tl.constexpr,
     CPB: tl.constexpr, DENSE: tl.constexpr, WRITE_LSE: tl.constexpr, WRITE_Q: tl.constexpr, SCORES: tl.constexpr,
+    LOOP_FOR: tl.constexpr, STAGES: tl.constexpr,
 ):
     j = tl.program_id(0)  # the list (b, KV head h)
     total = tl.load(ends_ptr + BH - 1)  # the split kernel's unit ends (its program 0 wrote them)
@@ -399,7 +410,7 @@ def _merge_kernel(
     _merge_rows(j, tl.program_id(1) * RB + tl.arange(0, RB), prefix, start_j, end_j, width, q_ptr, k_ptr, v_ptr,
                 po_ptr, pl_ptr, out_ptr, lse_ptr, q_out_ptr, sc_ptr, qk_scale, T, HKV, G, sqb, sqh, sqt, skb, skh, skn,
                 svb, svh, svn, sob, sot, soh, slb, slh, sqob, sqoh, ssb, ssh, D, M, LS, RB, TP, SB, WRITE_LSE, WRITE_Q,
-                SCORES)
+                SCORES, LOOP_FOR, STAGES)
 
 
 FUSED_MERGE_ROWS = 16  # rows the fused launch's merging program takes at once (sm_90, inside the split kernel: no
@@ -409,6 +420,15 @@ MERGE_MAX_ROWS = 8  # rows per merge program at most: 96 registers per thread at
 #                     python -m specattn.gpu.kernels.aot_check, merge tile 16).
 #                     8, not 4: the merge at many lists 21.3 -> 12.5 us (Llama-2 shapes, batch 16) and 13.5 -> 10.1 us
 #                     (Llama-3.1, batch 16), equal elsewhere (scripts/gpu/profile_merge.py, H200, thirteenth session)
+
+
+MERGE_STAGES = 2  # rounds of partial slots a merge program has in flight (1: each round's loads wait for the last's)
+
+
+def merge_warps(rb: int) -> int:
+    """Warps of a merge program of ``rb`` rows: one a row up to 2 rows (its reductions over D stay inside a warp, no
+    shared memory or barrier), 4 from 4 rows."""
+    return rb if rb <= 2 else 4
 
 
 def lse_slot(rows: int) -> int:
@@ -528,7 +548,8 @@ def launch(q, k, v, lengths, chunk_ids, n_chunks, chunk_size: int, sm_scale: flo
         qk_scale, t, chunk_size, capacity, programs, min_units, bh, hkv, g,
         q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
         v.stride(0), v.stride(1), v.stride(2), snb, snh, *outputs, ssb, ssh,
-        RB=rb, SB=merge_slots(rb, config.merge_tile), num_warps=4, **taps, **common,
+        RB=rb, SB=merge_slots(rb, config.merge_tile), LOOP_FOR=not interpreting(), STAGES=MERGE_STAGES,
+        num_warps=merge_warps(rb), **taps, **common,
         **({"maxnreg": config.merge_registers} if config.merge_registers else {}),
     )
     return out
@@ -584,6 +605,7 @@ def _aot_check(compile_one) -> bool:
         ok &= compile_one(f"sparse_attn merge bf16 RB={rb} tile {tile}{' lse+q' if tap else ''}"
                           f"{' scores' if scores else ''}{f' maxnreg {cap}' if cap else ''}", _merge_kernel, sig,
                           {"D": 128, "M": 32, "LS": 32, "RB": rb, "TP": 8, "SB": merge_slots(rb, tile), "CPB": 4,
-                           "DENSE": False, "WRITE_LSE": tap, "WRITE_Q": tap, "SCORES": scores}, 4,
+                           "DENSE": False, "WRITE_LSE": tap, "WRITE_Q": tap, "SCORES": scores, "LOOP_FOR": True,
+                           "STAGES": MERGE_STAGES}, merge_warps(rb),
                           options={"maxnreg": cap} if cap else None, spill_free=bool(cap) and rb < OWN_KEYS_LOOP_ROWS)
     return ok
