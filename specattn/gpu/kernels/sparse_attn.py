@@ -422,7 +422,7 @@ MERGE_MAX_ROWS = 8  # rows per merge program at most: 96 registers per thread at
 #                     (Llama-3.1, batch 16), equal elsewhere (scripts/gpu/profile_merge.py, H200, thirteenth session)
 
 
-MERGE_STAGES = 2  # rounds of partial slots a merge program has in flight (1: each round's loads wait for the last's)
+MERGE_STAGES = 1  # rounds of partial slots a merge program has in flight: 2 was slower at 10 of 11 shapes (H100, profile_merge.py launch)
 
 
 def merge_warps(rb: int) -> int:
