@@ -226,8 +226,6 @@ def test_fused_merge_leaves_its_tickets_at_zero_and_a_reused_workspace_gives_the
         assert torch.allclose(reused.float(), two.float(), atol=2e-3, rtol=2e-3), seed
     with pytest.raises(ValueError, match="fused_merge is true or false"):
         SplitConfig(fused_merge=2)
-    with pytest.raises(ValueError, match=r"merge_registers is one of \(0, 128\)"):
-        SplitConfig(merge_registers=96)
     assert SplitConfig(fused_merge=1).fused_merge is True  # configs give 0/1
 
 
@@ -235,8 +233,8 @@ def test_fused_merge_leaves_its_tickets_at_zero_and_a_reused_workspace_gives_the
 def test_split_kernel_writes_the_unit_ends_the_merge_reads_and_a_reused_workspace_is_rewritten():
     """The merge reads each list's unit range from the split kernel's ``ends`` (program 0 writes them, every
     launch): they equal the prefix sum of ceil(n_j / CPB) over the (clamped) list lengths; a workspace made for a
-    larger batch and holding another launch's ends gives the same output as a fresh one (and so does the merge launched
-    with its register cap, ``merge_registers=128``); one made for fewer lists is refused."""
+    larger batch and holding another launch's ends gives the same output as a fresh one; one made for fewer lists is
+    refused."""
     from specattn.gpu.kernels import sparse_attn as K
     from specattn.gpu.kernels.split_config import SplitConfig
 
@@ -249,8 +247,6 @@ def test_split_kernel_writes_the_unit_ends_the_merge_reads_and_a_reused_workspac
         reused = sparse_verify(q, k, v, lengths, lists.ids, lists.n, 4, config=config, impl="triton",
                                workspace=workspace)
         assert torch.equal(fresh, reused)
-        capped = dataclasses.replace(config, merge_registers=128)  # a launch option: the same arithmetic
-        assert torch.equal(fresh, sparse_verify(q, k, v, lengths, lists.ids, lists.n, 4, config=capped, impl="triton"))
         n = lists.n.clamp(min=0, max=lists.ids.shape[2]).reshape(-1).long()
         units = torch.cumsum((n + 1) // 2, 0)
         assert workspace.ends[: len(units)].tolist() == units.tolist()
@@ -393,28 +389,6 @@ def test_kernel_configs_gpu(block_n, warps, stages, ctas, min_chunks, tile, fuse
     case = make_case(2, 32, 8, 5, 128, 20000, 16, [20000, 7777], 0.2, 8, torch.bfloat16, "cuda", 9)
     check_kernel_case(case, 16, 1e-2, config=cfg)
     check_kernel_case(case, 16, 1e-2, dense=True, config=cfg)
-
-
-@needs_gpu
-@pytest.mark.parametrize("hq,hkv,b,density", [(32, 32, 16, 0.1), (32, 8, 4, 0.25), (12, 2, 16, 0.155)])
-def test_merge_register_cap_changes_no_bit_gpu(hq, hkv, b, density):
-    """The merge capped at 128 registers a thread (``merge_registers``: a launch option, no arithmetic changed; it
-    spills 40 bytes at 8 rows a program) gives the uncapped merge's output bit for bit, sparse and dense, at Llama-2,
-    Llama-3.1 and the real verifier's shapes (every list of a batch of 16 MHA heads: 512 merge programs), with the last
-    row's lse tap."""
-    from specattn.gpu.kernels.split_config import SplitConfig
-
-    q, k, v, lengths, lists = make_case(b, hq, hkv, 5, 128, 4096, 16, [4096] * (b - 1) + [1234], density, hkv,
-                                        torch.bfloat16, "cuda", 17)
-    for config in (SplitConfig(), SplitConfig(block_n=128, stages=2, min_chunks=16)):
-        capped = dataclasses.replace(config, merge_registers=128)
-        outs = []
-        for cfg in (config, capped):
-            lse = torch.empty(b, hq, device="cuda", dtype=torch.float32)
-            outs.append((sparse_verify(q, k, v, lengths, lists.ids, lists.n, 16, config=cfg, lse_out=lse), lse,
-                         dense_verify(q, k, v, lengths, 16, config=cfg)))
-        for plain, cap in zip(*outs):
-            assert torch.equal(plain, cap)
 
 
 @needs_gpu

@@ -451,16 +451,14 @@ def test_kernel_launches_are_settings_checked_before_weights_load():
         check(cfg)
         assert bench_config(cfg, tuple(range(28))).draft_split is None  # all null: the draft takes split's launch
         cfg = compose("config", overrides=["experiment=decode_real", "experiment.split.merge_tile=32",
-                                           "experiment.sparse_split.merge_registers=128"])
+                                           "experiment.sparse_split.ctas_per_sm=3"])
         check(cfg)
         tuned = bench_config(cfg, tuple(range(28)))
         assert tuned.split == SplitConfig(merge_tile=32)
-        assert tuned.sparse_split == SplitConfig(128, stages=2, min_chunks=16, merge_registers=128)
+        assert tuned.sparse_split == SplitConfig(128, stages=2, ctas_per_sm=3, min_chunks=16)
         for bad, match in [("experiment.split.block_n=48", r"experiment.split=\{'block_n': 48\}.*powers of two"),
                            ("experiment.split.merge_tile=64", r"experiment.split=\{'merge_tile': 64\}.*at most 32"),
                            ("experiment.sparse_split.merge_tile=24", r"merge_tile.*powers of two"),
-                           ("experiment.sparse_split.merge_registers=100",
-                            r"experiment.sparse_split=\{.*'merge_registers': 100.*\}.*merge_registers is one of \(0, 128\)"),
                            ("experiment.rows.blocks=0", r"experiment.rows=\{'blocks': 0\}"),
                            ("experiment.sparse_split.warps=0", r"experiment.sparse_split=\{.*'warps': 0.*\}"),
                            ("experiment.draft_split.block_n=96",

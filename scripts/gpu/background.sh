@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs from /tmp/repo (a copy) while the weights are staged: first the merge's hardware counters where the image has
-# Nsight Compute (at 2 rows a program it takes twice FlashInfer's merge, twenty-second session) and the kernel profile
+# Nsight Compute (at 2 rows a program it takes 1.5x FlashInfer's merge, twenty-second session) and the kernel profile
 # (scripts/gpu/profile_kernel.py: the GPU nearly alone while the pieces arrive), then Quest's page kernels' GPU tests
 # (bounds, fold; bounds in the keys' bfloat16 since the sixteenth stop) and where Quest's selection spends its time with
 # them (scripts/gpu/profile_quest.py: bfloat16 and float32 bounds, the float32 GEMMs, the chunk choice's dispatch), then
@@ -11,8 +11,8 @@ export PYTHONPATH="/tmp/site:/tmp/repo"
 gpu_tests() { local f; for f in "$@"; do
   timeout 200 python3 -m pytest -q -rfE -n 8 -m gpu -p no:cacheprovider tests/$f.py > "$GPU_OUT/bg/pytest_$f.log" 2>&1
   echo "$f rc $? $(tail -n 1 "$GPU_OUT/bg/pytest_$f.log")"; done; }
-step merge_counters  # the merge at 2 rows a program (own keys as a tile), Llama-3.1-8B batch 4, 25% kept: 12.0 us
-#                     under ncu against FlashInfer's 6.5 (twenty-second session); its stalls by instruction
+step merge_counters  # the merge at 2 rows a program (a warp a row), Llama-3.1-8B batch 4, 25% kept: 5.7 us against
+#                     FlashInfer's 3.7 (CUPTI, twenty-second session); its stalls by instruction
 NCU=$(command -v ncu || ls /usr/local/cuda*/bin/ncu /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -n 1)
 if [ -n "$NCU" ]; then
   timeout 120 "$NCU" --kernel-name regex:_merge_kernel --launch-skip 1 --launch-count 1 --section SourceCounters \

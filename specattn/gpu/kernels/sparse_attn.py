@@ -55,7 +55,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .split_config import MERGE_REGISTERS, SplitConfig
+from .split_config import SplitConfig
 
 LOG2E = 1.4426950408889634
 NEG_INIT = tl.constexpr(-1.0e30)  # running max before any key: finite, so fully masked blocks give exp2(-inf) = 0, not NaN
@@ -550,7 +550,6 @@ def launch(q, k, v, lengths, chunk_ids, n_chunks, chunk_size: int, sm_scale: flo
         v.stride(0), v.stride(1), v.stride(2), snb, snh, *outputs, ssb, ssh,
         RB=rb, SB=merge_slots(rb, config.merge_tile), LOOP_FOR=not interpreting(), STAGES=MERGE_STAGES,
         num_warps=merge_warps(rb), **taps, **common,
-        **({"maxnreg": config.merge_registers} if config.merge_registers else {}),
     )
     return out
 
@@ -594,18 +593,13 @@ def _aot_check(compile_one) -> bool:
            "cap": "i32", "P": "i32", "min_units": "i32", "BH": "i32", "HKV": "i32", "G": "i32"}
     sig.update({name: "i32" for name in ["sqb", "sqh", "sqt", "skb", "skh", "skn", "svb", "svh", "svn", "snb",
                                          "snh", "sob", "sot", "soh", "slb", "slh", "sqob", "sqoh", "ssb", "ssh"]})
-    # (taps, RB, scores, tile, register cap): the verifier's merge (no taps) also under every cap SplitConfig accepts,
-    # spill-free where its own keys come as one tile (below OWN_KEYS_LOOP_ROWS rows; the loop spills 40 bytes at 128)
-    capped = [(False, rb, False, tile, cap) for cap in MERGE_REGISTERS if cap
-              for rb, tile in ((MERGE_MAX_ROWS, 16), (4, 16), (1, 32))]
-    for tap, rb, scores, tile, cap in [(False, 1, False, 16, 0), (True, 2, False, 16, 0),
-                                       (False, MERGE_MAX_ROWS, False, 16, 0), (True, MERGE_MAX_ROWS, False, 16, 0),
-                                       (True, MERGE_MAX_ROWS, True, 16, 0), (True, 1, False, 32, 0),
-                                       (True, MERGE_MAX_ROWS, True, 32, 0), *capped]:
+    # (taps, RB, scores, tile)
+    for tap, rb, scores, tile in [(False, 1, False, 16), (True, 2, False, 16), (False, MERGE_MAX_ROWS, False, 16),
+                                  (True, MERGE_MAX_ROWS, False, 16), (True, MERGE_MAX_ROWS, True, 16),
+                                  (True, 1, False, 32), (True, MERGE_MAX_ROWS, True, 32)]:
         ok &= compile_one(f"sparse_attn merge bf16 RB={rb} tile {tile}{' lse+q' if tap else ''}"
-                          f"{' scores' if scores else ''}{f' maxnreg {cap}' if cap else ''}", _merge_kernel, sig,
+                          f"{' scores' if scores else ''}", _merge_kernel, sig,
                           {"D": 128, "M": 32, "LS": 32, "RB": rb, "TP": 8, "SB": merge_slots(rb, tile), "CPB": 4,
                            "DENSE": False, "WRITE_LSE": tap, "WRITE_Q": tap, "SCORES": scores, "LOOP_FOR": True,
-                           "STAGES": MERGE_STAGES}, merge_warps(rb),
-                          options={"maxnreg": cap} if cap else None, spill_free=bool(cap) and rb < OWN_KEYS_LOOP_ROWS)
+                           "STAGES": MERGE_STAGES}, merge_warps(rb))
     return ok
