@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs from /tmp/repo (a copy) while the weights are staged: first the merge's hardware counters where the image has
-# Nsight Compute (at 2 rows a program it takes 1.5x FlashInfer's merge, twenty-second session) and the kernel profile
-# (scripts/gpu/profile_kernel.py: the GPU nearly alone while the pieces arrive), then Quest's page kernels' GPU tests
+# Nsight Compute (at 2 rows a program it takes 1.5x FlashInfer's merge, twenty-second session), the merge's rows and
+# warps at 8-row programs (scripts/gpu/profile_merge.py rows launch) and the kernel profile (scripts/gpu/profile_kernel.py:
+# the GPU nearly alone while the pieces arrive), then Quest's page kernels' GPU tests
 # (bounds, fold; bounds in the keys' bfloat16 since the sixteenth stop) and where Quest's selection spends its time with
 # them (scripts/gpu/profile_quest.py: bfloat16 and float32 bounds, the float32 GEMMs, the chunk choice's dispatch), then
 # the decoder's GPU tests, the sparse kernel's and the step's, and the rest of the GPU suite. Each part writes under
@@ -20,6 +21,10 @@ if [ -n "$NCU" ]; then
     --print-details all python3 scripts/gpu/ncu_workload.py llama-3.1-8b 4 0.25 > "$GPU_OUT/bg/ncu_merge.log" 2>&1
   echo "ncu rc $?"
 else echo "ncu absent"; fi
+step merge_launch    # 8-row merge programs (10 us against FlashInfer's 4, Llama-2-7B batch 16): fewer rows a program
+#                     (a warp a row since the twenty-second session) or 8 warps at 8 rows, beside the landed launch
+timeout 240 python3 scripts/gpu/profile_merge.py rows launch > "$GPU_OUT/bg/profile_merge.log" 2>&1
+echo "profile_merge rc $?"
 step profile_kernel  # the split kernel's launch settings beside FlashInfer's page table, while the weights arrive
 timeout 330 python3 scripts/gpu/profile_kernel.py > "$GPU_OUT/bg/profile_kernel.log" 2>&1
 echo "profile_kernel rc $?"

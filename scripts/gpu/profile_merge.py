@@ -7,9 +7,11 @@ FlashInfer's 4 us; 8 rows, the default since, 12.5 us). Times the split + merge 
 attends 5 own keys, causally, in an 8-key tile) against 5 query heads x 1 token (1 own key, a 2-key tile): the same
 lists, partials, merge programs (8 rows each) and KV bytes, so the merge's difference is its own-key work (the twentieth
 session's profile left it the suspect for the merge's 11-12 us at batch 16 against FlashInfer's 4; the twenty-first
-measured it, on an H100: about 4 us of them). Then the merge's launch (``launch``, not by default): warps a program
-and rounds of partial slots in flight, A/B'd in one process (Nsight Compute, twenty-second session: where ours trails
-FlashInfer's page table the merge is the gap; it takes twice FlashInfer's merge at 1-2 rows a program). Run on the GPU
+measured it, on an H100: about 4 us of them). Then the merge's launch (``launch``, not by default), A/B'd in one
+process: the twenty-second session's (warps and rounds in flight: a warp a row at 1-2 rows landed, ``docs/data/
+h100-real-2026-12-05c/profile_merge_launch_random.txt``, commit ba4bcf4) now asks the same of 8-row programs, where the
+merge still takes 10 us against FlashInfer's 4 (Llama-2-7B batch 16): 8 warps (fewer rows a program, now a warp a
+row: ``rows``). Run on the GPU
 machine: ``python3 scripts/gpu/profile_merge.py [rows|own_keys|launch]`` (the first two by default; about two minutes
 each)."""
 
@@ -83,25 +85,25 @@ LAUNCH_SHAPES = [("llama-3.1-8b", 1, 0.1, 5), ("llama-3.1-8b", 1, 0.25, 5), ("ll
 
 
 def launch_table(gen, cgen) -> None:
-    """The merge's launch A/B'd in one process on the same inputs: 4 warps a program or ``merge_warps`` (one a row up
-    to 2 rows), each with its rounds of partial slots one at a time (``MERGE_STAGES`` 1) or two in flight (2); the four
-    in turn, twice, each timing's mean of ``kernel_us``'s calls; every variant's output against the first's."""
-    rule, stages = sparse_attn.merge_warps, sparse_attn.MERGE_STAGES
-    variants = {"w4 s1": (lambda rb: 4, 1), "w4 s2": (lambda rb: 4, 2), "rows s1": (rule, 1), "rows s2": (rule, 2)}
-    print(f"\n{'model':18} {'B':>2} {'kept':>5} " + " ".join(f"{v:>13}" for v in variants)
-          + "  (merge us: round 1 / round 2; max |out - w4 s1|)")
+    """The merge's launch A/B'd in one process on the same inputs, the variants in turn, twice (each timing the mean
+    of ``kernel_us``'s calls), every output against the first's: as landed (a warp a row up to 2 rows, 4 warps at 4-8)
+    and with 8 warps at 8 rows (fewer rows a program: ``rows``)."""
+    rule = sparse_attn.merge_warps
+    variants = {"landed": rule, "8 warps at 8": lambda rb: 8 if rb == 8 else rule(rb)}
+    print(f"\n{'model':18} {'B':>2} {'kept':>5} " + " ".join(f"{v:>15}" for v in variants)
+          + "  (merge us: round 1 / round 2; max |out - landed|)")
     for model, batch, density, t in LAUNCH_SHAPES:
         hq, hkv, d = MODELS[model]
         call = sparse_launch(hq, hkv, d, batch, t, density, gen, cgen)
         merge, outs = {v: [] for v in variants}, {}
         for _ in range(2):
-            for name, (warps, st) in variants.items():
-                sparse_attn.merge_warps, sparse_attn.MERGE_STAGES = warps, st
+            for name, warps in variants.items():
+                sparse_attn.merge_warps = warps
                 merge[name].append(kernel_us(call)["_merge_kernel"])
                 outs[name] = call().float().clone()
-        sparse_attn.merge_warps, sparse_attn.MERGE_STAGES = rule, stages
-        diff = max((outs[v] - outs["w4 s1"]).abs().max().item() for v in variants)
-        print(f"{model:18} {batch:>2} {density:>5.3f} " + " ".join(f"{a:>6.1f}/{b:<6.1f}" for a, b in merge.values())
+        sparse_attn.merge_warps = rule
+        diff = max((outs[v] - outs["landed"]).abs().max().item() for v in variants)
+        print(f"{model:18} {batch:>2} {density:>5.3f} " + " ".join(f"{a:>7.1f}/{b:<7.1f}" for a, b in merge.values())
               + f"  {diff:.1e}", flush=True)
         del call
         torch.cuda.empty_cache()
