@@ -264,12 +264,11 @@ def _merge_rows(j, row, prefix, start_j, end_j, width, q_ptr, k_ptr, v_ptr, po_p
                 q_out_ptr, sc_ptr, qk_scale, T, HKV, G, sqb, sqh, sqt, skb, skh, skn, svb, svh, svn, sob, sot, soh, slb,
                 slh, sqob, sqoh, ssb, ssh, D: tl.constexpr, M: tl.constexpr, LS: tl.constexpr, RB: tl.constexpr,
                 TP: tl.constexpr, SB: tl.constexpr, WRITE_LSE: tl.constexpr, WRITE_Q: tl.constexpr,
-                SCORES: tl.constexpr, LOOP_FOR: tl.constexpr, STAGES: tl.constexpr):
+                SCORES: tl.constexpr, LOOP_FOR: tl.constexpr):
     """Rows ``row`` (a block of list ``j``'s (G * T)-row tile, row = g * T + t, query head h * G + g) attend the step's
     own keys ``prefix .. prefix + t`` exactly in float32 and merge that with the partials of the split programs over
     the list's units ``[start_j, end_j)`` (slots ``p + j``, ``p`` in ``[start_j // width, (end_j - 1) // width]``, SB
-    at a time, loaded past L1: each is read once; compiled, the next SB slots' loads are issued while these combine
-    when ``STAGES`` > 1); then the output and the taps. The merge kernel's body."""
+    at a time, loaded past L1: each is read once); then the output and the taps. The merge kernel's body."""
     b = (j // HKV).to(tl.int64)
     h = (j % HKV).to(tl.int64)
     g = row // T
@@ -288,8 +287,8 @@ def _merge_rows(j, row, prefix, start_j, end_j, width, q_ptr, k_ptr, v_ptr, po_p
     # merge the partials (normalised outputs, base-2 lse) of these rows from the programs over list j, SB at a time
     s_first = start_j // width + j
     s_end = tl.where(end_j > start_j, (end_j - 1) // width + j + 1, s_first)
-    if LOOP_FOR:
-        for s0 in tl.range(s_first, s_end, SB, num_stages=STAGES):
+    if LOOP_FOR:  # one round in flight: two were slower at 9 of 11 shapes (H100, twenty-second session)
+        for s0 in tl.range(s_first, s_end, SB, num_stages=1):
             m, l, acc = _merge_round(s0, s_end, m, l, acc, po_ptr, pl_ptr, row, row_ok, D, M, LS, SB)
     else:  # the CPU interpreter cannot range over run-time scalars
         s0 = s_first
@@ -399,7 +398,7 @@ def _merge_kernel(
     sqb, sqh, sqt, skb, skh, skn, svb, svh, svn, snb, snh, sob, sot, soh, slb, slh, sqob, sqoh, ssb, ssh,
     D: tl.constexpr, M: tl.constexpr, LS: tl.constexpr, RB: tl.constexpr, TP: tl.constexpr, SB: tl.constexpr,
     CPB: tl.constexpr, DENSE: tl.constexpr, WRITE_LSE: tl.constexpr, WRITE_Q: tl.constexpr, SCORES: tl.constexpr,
-    LOOP_FOR: tl.constexpr, STAGES: tl.constexpr,
+    LOOP_FOR: tl.constexpr,
 ):
     j = tl.program_id(0)  # the list (b, KV head h)
     total = tl.load(ends_ptr + BH - 1)  # the split kernel's unit ends (its program 0 wrote them)
@@ -410,7 +409,7 @@ def _merge_kernel(
     _merge_rows(j, tl.program_id(1) * RB + tl.arange(0, RB), prefix, start_j, end_j, width, q_ptr, k_ptr, v_ptr,
                 po_ptr, pl_ptr, out_ptr, lse_ptr, q_out_ptr, sc_ptr, qk_scale, T, HKV, G, sqb, sqh, sqt, skb, skh, skn,
                 svb, svh, svn, sob, sot, soh, slb, slh, sqob, sqoh, ssb, ssh, D, M, LS, RB, TP, SB, WRITE_LSE, WRITE_Q,
-                SCORES, LOOP_FOR, STAGES)
+                SCORES, LOOP_FOR)
 
 
 FUSED_MERGE_ROWS = 16  # rows the fused launch's merging program takes at once (sm_90, inside the split kernel: no
@@ -422,12 +421,9 @@ MERGE_MAX_ROWS = 8  # rows per merge program at most: 96 registers per thread at
 #                     (Llama-3.1, batch 16), equal elsewhere (scripts/gpu/profile_merge.py, H200, thirteenth session)
 
 
-MERGE_STAGES = 1  # rounds of partial slots a merge program has in flight: 2 was slower at 10 of 11 shapes (H100, profile_merge.py launch)
-
-
 def merge_warps(rb: int) -> int:
     """Warps of a merge program of ``rb`` rows: one a row up to 2 rows (its reductions over D stay inside a warp, no
-    shared memory or barrier), 4 from 4 rows."""
+    shared memory or barrier; faster at 9 of 11 shapes than 4 warps, H100, twenty-second session), 4 from 4 rows."""
     return rb if rb <= 2 else 4
 
 
@@ -548,8 +544,8 @@ def launch(q, k, v, lengths, chunk_ids, n_chunks, chunk_size: int, sm_scale: flo
         qk_scale, t, chunk_size, capacity, programs, min_units, bh, hkv, g,
         q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
         v.stride(0), v.stride(1), v.stride(2), snb, snh, *outputs, ssb, ssh,
-        RB=rb, SB=merge_slots(rb, config.merge_tile), LOOP_FOR=not interpreting(), STAGES=MERGE_STAGES,
-        num_warps=merge_warps(rb), **taps, **common,
+        RB=rb, SB=merge_slots(rb, config.merge_tile), LOOP_FOR=not interpreting(), num_warps=merge_warps(rb), **taps,
+        **common,
     )
     return out
 
@@ -600,6 +596,6 @@ def _aot_check(compile_one) -> bool:
         ok &= compile_one(f"sparse_attn merge bf16 RB={rb} tile {tile}{' lse+q' if tap else ''}"
                           f"{' scores' if scores else ''}", _merge_kernel, sig,
                           {"D": 128, "M": 32, "LS": 32, "RB": rb, "TP": 8, "SB": merge_slots(rb, tile), "CPB": 4,
-                           "DENSE": False, "WRITE_LSE": tap, "WRITE_Q": tap, "SCORES": scores, "LOOP_FOR": True,
-                           "STAGES": MERGE_STAGES}, merge_warps(rb))
+                           "DENSE": False, "WRITE_LSE": tap, "WRITE_Q": tap, "SCORES": scores, "LOOP_FOR": True},
+                          merge_warps(rb))
     return ok
