@@ -12,20 +12,19 @@
 source scripts/gpu/env.sh
 set -f
 mkdir -p "$GPU_OUT/q"
-MAP=layer_map=docs/data/h200-real-2026-12-03e/layer_map_js_qwen_coder_16k.yaml
+# every run's point and settings: 32K batch 16, the js map, SpecAttn p=0.9, the draft's layers all under its policy
+POINT=("experiment.contexts=[32768]" "experiment.batches=[16]"
+       layer_map=docs/data/h200-real-2026-12-03e/layer_map_js_qwen_coder_16k.yaml experiment.draft_dense_layers=0
+       experiment.match_p=0.9 "experiment.p_values=[0.9]")
 [ -z "$PRECHECK" ] && for _ in $(seq 1 48); do grep -q "^profile_kernel rc" "$GPU_OUT/bg/background.log" 2>/dev/null && break; sleep 5; done
 stop_background 5
 if [ "${FIRST:-run_a}" = run_a ]; then  # FIRST=none on an H100: run A ran there in the twentieth session
-step run_a;  bash scripts/gpu/decode.sh "${1:-300}" "experiment.contexts=[32768]" "experiment.batches=[16]" "$MAP" \
-               experiment.draft_dense_layers=0 experiment.match_p=0.9 "experiment.p_values=[0.9]"
+step run_a;  bash scripts/gpu/decode.sh "${1:-300}" "${POINT[@]}"
 fi
-step max10;  bash scripts/gpu/decode.sh "${1:-300}" "experiment.contexts=[32768]" "experiment.batches=[16]" "$MAP" \
-               "+experiment.layer_maps.max10=docs/data/h100-real-2026-12-05c/layer_map_js_16k_max10.yaml" \
-               experiment.matched=false experiment.draft_dense_layers=0 experiment.match_p=0.9 "experiment.p_values=[0.9]"
-step min_chunks8
-bash scripts/gpu/decode.sh "${1:-300}" "experiment.contexts=[32768]" "experiment.batches=[16]" "$MAP" \
-  experiment.sparse_split.min_chunks=8 experiment.matched=false experiment.draft_dense_layers=0 experiment.match_p=0.9 \
-  "experiment.p_values=[0.9]"
+step max10;  bash scripts/gpu/decode.sh "${1:-300}" "${POINT[@]}" experiment.matched=false \
+               "+experiment.layer_maps.max10=docs/data/h100-real-2026-12-05c/layer_map_js_16k_max10.yaml"
+step min_chunks8;  bash scripts/gpu/decode.sh "${1:-300}" "${POINT[@]}" experiment.matched=false \
+                     experiment.sparse_split.min_chunks=8
 touch "$GPU_OUT/q/min_chunks8.done"
 step gpu_tests  # the merge's GPU test files (its launch changed in the twenty-second session; passed there)
 TESTS="test_attention_sparse test_graph_methods" bash scripts/gpu/after.sh min_chunks8.done

@@ -14,16 +14,14 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from profile_kernel import CONFIGS, page_table  # noqa: E402  (it puts the repository on the path)
 
 from specattn.bench.attention import MODELS, Inputs, random_masks  # noqa: E402
-from specattn.bench.flashinfer_dense import FlashInferPageTable, paged_cache  # noqa: E402
 from specattn.gpu.attention.sparse import chunk_lists, n_chunks_capacity, sparse_verify  # noqa: E402
 from specattn.gpu.kernels.sparse_attn import make_workspace  # noqa: E402
-from specattn.gpu.kernels.split_config import SplitConfig  # noqa: E402
 
-SPARSE_LAUNCH = SplitConfig(block_n=128, stages=2, min_chunks=16)  # decode_real's sparse launch
+SPARSE_LAUNCH = CONFIGS["sparse128"]  # decode_real's sparse launch
 CHUNK, KEYS, STEP = 16, 32768, 5
 
 
@@ -39,8 +37,7 @@ def main() -> None:
     s = Inputs(hq, hkv, d, args.batch, KEYS, STEP, gen)
     nc = n_chunks_capacity(KEYS, STEP, CHUNK)
     lists = chunk_lists(random_masks(args.batch, 1, nc, args.kept, cgen).cuda())
-    fi = FlashInferPageTable(s.q, paged_cache(s.k, CHUNK), paged_cache(s.v, CHUNK), KEYS, -(-KEYS // CHUNK), CHUNK,
-                             lists, torch.zeros(256 << 20, dtype=torch.uint8, device="cuda"))
+    fi = page_table(s, lists, CHUNK, KEYS, torch.zeros(256 << 20, dtype=torch.uint8, device="cuda"))
     same = fi.same_selection(nc)
     ws = make_workspace(args.batch, hkv, hq // hkv, STEP, d, SPARSE_LAUNCH, "cuda")
     for _ in range(args.calls):

@@ -59,6 +59,12 @@ def kernels_line(us: dict[str, float]) -> str:
     return ", ".join(f"{k} {v:.1f}" for k, v in sorted(us.items(), key=lambda kv: -kv[1]))
 
 
+def page_table(s: Inputs, lists, c: int, n_keys: int, fi_ws: torch.Tensor) -> FlashInferPageTable:
+    """FlashInfer's page-table call over ``s``'s cache cut into pages of ``c`` keys (a page a chunk), planned to read
+    ``lists``' chunks (``fi_ws``: its workspace)."""
+    return FlashInferPageTable(s.q, paged_cache(s.k, c), paged_cache(s.v, c), n_keys, -(-n_keys // c), c, lists, fi_ws)
+
+
 REAL = [("qwen2.5-coder-1.5b", 5, 16, d) for d in (0.155, 0.35, 1.0)] + [
     ("qwen2.5-coder-0.5b", 1, 16, d) for d in (0.03, 1.0)]  # (model, T, batch, kept; 1.0: dense_verify)
 
@@ -73,8 +79,7 @@ def profile_case(label: str, model: str, t: int, batch: int, density: float, gen
     lists = chunk_lists(random_masks(batch, 1, nc, density, cgen).cuda())
     rows = {}
     try:
-        fi = FlashInferPageTable(s.q, paged_cache(s.k, c), paged_cache(s.v, c), n_keys, -(-n_keys // c), c, lists,
-                                 fi_ws)
+        fi = page_table(s, lists, c, n_keys, fi_ws)
         same = fi.same_selection(nc)
         rows["flashinfer"] = kernel_us(fi)
     except Exception as err:  # noqa: BLE001  (FlashInfer at a shape it does not take: say so, go on)

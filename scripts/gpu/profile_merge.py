@@ -23,15 +23,14 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from profile_kernel import kernel_us, kernels_line  # noqa: E402
+from profile_kernel import CONFIGS, kernel_us, kernels_line  # noqa: E402
 
 from specattn.bench.attention import MODELS, Inputs, random_masks  # noqa: E402
 from specattn.gpu.attention.sparse import chunk_lists, n_chunks_capacity, sparse_verify  # noqa: E402
 from specattn.gpu.kernels import sparse_attn  # noqa: E402
 from specattn.gpu.kernels.sparse_attn import make_workspace  # noqa: E402
-from specattn.gpu.kernels.split_config import SplitConfig  # noqa: E402
 
-CONFIG = SplitConfig(block_n=128, stages=2, min_chunks=16)
+CONFIG = CONFIGS["sparse128"]  # decode_real's sparse launch
 SHAPES = [("llama-2-7b", 16, 0.1), ("llama-2-7b", 16, 0.25), ("llama-2-7b", 4, 0.1), ("llama-3.1-8b", 16, 0.1),
           ("llama-3.1-8b", 1, 0.1), ("qwen2.5-coder-1.5b", 16, 0.155)]
 
