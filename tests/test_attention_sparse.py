@@ -317,16 +317,22 @@ def test_graph_attention_runs_list_layers_at_the_sparse_launch():
 
 
 @needs_interpreter
-def test_merge_rows_keep_the_grid_and_a_register_bound():
-    from specattn.gpu.kernels.sparse_attn import MERGE_MAX_ROWS, merge_rows
+@pytest.mark.parametrize("rows", [2, 8])
+def test_merge_programs_of_several_rows_give_the_one_row_output(rows, monkeypatch):
+    """The merge takes ``MERGE_ROWS`` (1) rows a program; ``profile_merge.py rows`` times 2-8 (min(rows, 4) warps,
+    max(1, tile // rows) slots a round, the last block of a list part padding): the same output, in a ragged batch
+    with lists split over several programs."""
+    from specattn.gpu.kernels import sparse_attn as K
+    from specattn.gpu.kernels.split_config import SplitConfig
 
-    assert MERGE_MAX_ROWS == 8
-    assert merge_rows(128, 20, 264) == 8    # Llama-3.1 shapes, batch 16: 384 programs of 8 rows (the last of 4)
-    assert merge_rows(32, 20, 264) == 2     # batch 4: 4 rows would give 160 < 264 programs
-    assert merge_rows(8, 20, 264) == 1      # batch 1: even one row each gives only 160
-    assert merge_rows(512, 5, 264) == 8     # Llama-2 shapes, batch 16: one block of the 5 rows a list
-    assert merge_rows(128, 5, 264) == 2     # batch 4: 8 rows would give 128 programs, 4 rows 256
-    assert merge_rows(3, 1, 8) == 1
+    assert K.MERGE_ROWS == 1
+    case = make_case(3, 4, 2, 3, 16, 60, 4, [60, 31, 9], 0.7, 2, torch.float16, "cpu", 11, junk_ids=True)
+    config = SplitConfig(block_n=8, min_chunks=1)
+    one = sparse_verify(*case[:4], case[4].ids, case[4].n, 4, config=config, impl="triton")
+    monkeypatch.setattr(K, "MERGE_ROWS", rows)
+    several = sparse_verify(*case[:4], case[4].ids, case[4].n, 4, config=config, impl="triton")
+    assert torch.allclose(several.float(), one.float(), atol=2e-3, rtol=2e-3)
+    check_kernel_case(case, 4, 1e-2, config=config)
 
 
 @needs_interpreter

@@ -1,19 +1,14 @@
-"""The merge kernel's rows per program (issue 23): where the split kernel matches FlashInfer's main kernel, the merge
-was the gap at many lists (thirteenth session, Llama-2 shapes, batch 16: 21 us at 4 rows a program against
-FlashInfer's 4 us; 8 rows, the default since, 12.5 us). Times the split + merge at decode_real's sparse launch with
-``MERGE_MAX_ROWS`` 1, 2, 4 and 8 at the shapes where the merge costs most, CUPTI GPU time per call
-(``profile_kernel.kernel_us``), random bf16 inputs and chunks, 32K keys, T = 5. Then the step's own keys in the merge
-(``own_keys``): at Llama-2-7B's lists (32 KV heads, D 128), 5 rows a list as 1 query head x 5 step tokens (the merge
-attends 5 own keys, causally, in an 8-key tile) against 5 query heads x 1 token (1 own key, a 2-key tile): the same
-lists, partials, merge programs (8 rows each) and KV bytes, so the merge's difference is its own-key work (the twentieth
-session's profile left it the suspect for the merge's 11-12 us at batch 16 against FlashInfer's 4; the twenty-first
-measured it, on an H100: about 4 us of them). Then the merge's launch (``launch``, not by default), A/B'd in one
-process: the twenty-second session's (warps and rounds in flight: a warp a row at 1-2 rows landed, ``docs/data/
-h100-real-2026-12-05c/profile_merge_launch_random.txt``, commit ba4bcf4) now asks the same of 8-row programs, where the
-merge still takes 10 us against FlashInfer's 4 (Llama-2-7B batch 16): 8 warps (fewer rows a program, now a warp a
-row: ``rows``). Run on the GPU
-machine: ``python3 scripts/gpu/profile_merge.py [rows|own_keys|launch]`` (the first two by default; about two minutes
-each)."""
+"""The merge kernel's rows per program (issue 23). Times the split + merge at decode_real's sparse launch with
+``MERGE_ROWS`` 1, 2, 4 and 8 (``min(rows, 4)`` warps) at the shapes where the merge costs most, CUPTI GPU time per call
+(``profile_kernel.kernel_us``), random bf16 inputs and chunks, 32K keys, T = 5 (``rows``): the thirteenth session
+found 8 rows a program best at 4 warps each (21.3 -> 12.5 us at Llama-2 shapes, batch 16); with a warp a row at 1-2
+rows (twenty-second session) the twenty-third found one row best at every shape (10.3 -> 6.3 us there), the default
+since. Then the step's own keys in the merge (``own_keys``): at Llama-2-7B's lists (32 KV heads, D 128), 5 rows a list
+as 1 query head x 5 step tokens (the merge attends 5 own keys, causally) against 5 query heads x 1 token (1 own key):
+the same lists, partials, merge programs and KV bytes, so the merge's difference is its own-key work. (The launch A/B
+of the twenty-second session, warps and rounds in flight, and of the twenty-third, 8 warps at 8-row programs, are in
+docs/data/h100-real-2026-12-05c/ and docs/data/h100-real-2026-12-05d/.) Run on the GPU machine:
+``python3 scripts/gpu/profile_merge.py [rows|own_keys]`` (both by default; about two minutes each)."""
 
 from __future__ import annotations
 
@@ -46,20 +41,20 @@ def sparse_launch(hq: int, hkv: int, d: int, batch: int, t: int, density: float,
 
 
 def rows_table(gen, cgen) -> None:
-    """The split + merge at ``MERGE_MAX_ROWS`` 1, 2, 4 and 8 (restored after)."""
+    """The split + merge at ``MERGE_ROWS`` 1, 2, 4 and 8 (restored after)."""
     print(f"{'model':18} {'B':>2} {'kept':>5} {'max_rows':>8} {'total_us':>8}  kernels (us per call)")
-    default = sparse_attn.MERGE_MAX_ROWS
+    default = sparse_attn.MERGE_ROWS
     for model, batch, density in SHAPES:
         hq, hkv, d = MODELS[model]
         call = sparse_launch(hq, hkv, d, batch, 5, density, gen, cgen)
         for rows in (1, 2, 4, 8):
-            sparse_attn.MERGE_MAX_ROWS = rows
+            sparse_attn.MERGE_ROWS = rows
             us = kernel_us(call)
             print(f"{model:18} {batch:>2} {density:>5.3f} {rows:>8} {sum(us.values()):>8.1f}  {kernels_line(us)}",
                   flush=True)
         del call
         torch.cuda.empty_cache()
-    sparse_attn.MERGE_MAX_ROWS = default
+    sparse_attn.MERGE_ROWS = default
 
 
 OWN_KEYS = [(16, 0.0), (16, 0.25), (4, 0.0), (4, 0.25)]  # (batch, kept; 0: one chunk a list) at Llama-2-7B's lists
@@ -77,50 +72,17 @@ def own_keys_table(gen, cgen) -> None:
             torch.cuda.empty_cache()
 
 
-LAUNCH_SHAPES = [("llama-3.1-8b", 1, 0.1, 5), ("llama-3.1-8b", 1, 0.25, 5), ("llama-3.1-8b", 4, 0.25, 5),
-                 ("llama-3.1-8b", 16, 0.25, 5), ("llama-2-7b", 1, 0.25, 5), ("llama-2-7b", 4, 0.1, 5),
-                 ("llama-2-7b", 4, 0.25, 5), ("llama-2-7b", 16, 0.1, 5), ("qwen2.5-coder-1.5b", 16, 0.155, 5),
-                 ("qwen2.5-coder-1.5b", 16, 0.35, 5), ("qwen2.5-coder-0.5b", 16, 0.03, 1)]  # (model, batch, kept, T)
-
-
-def launch_table(gen, cgen) -> None:
-    """The merge's launch A/B'd in one process on the same inputs, the variants in turn, twice (each timing the mean
-    of ``kernel_us``'s calls), every output against the first's: as landed (a warp a row up to 2 rows, 4 warps at 4-8)
-    and with 8 warps at 8 rows (fewer rows a program: ``rows``)."""
-    rule = sparse_attn.merge_warps
-    variants = {"landed": rule, "8 warps at 8": lambda rb: 8 if rb == 8 else rule(rb)}
-    print(f"\n{'model':18} {'B':>2} {'kept':>5} " + " ".join(f"{v:>15}" for v in variants)
-          + "  (merge us: round 1 / round 2; max |out - landed|)")
-    for model, batch, density, t in LAUNCH_SHAPES:
-        hq, hkv, d = MODELS[model]
-        call = sparse_launch(hq, hkv, d, batch, t, density, gen, cgen)
-        merge, outs = {v: [] for v in variants}, {}
-        for _ in range(2):
-            for name, warps in variants.items():
-                sparse_attn.merge_warps = warps
-                merge[name].append(kernel_us(call)["_merge_kernel"])
-                outs[name] = call().float().clone()
-        sparse_attn.merge_warps = rule
-        diff = max((outs[v] - outs["landed"]).abs().max().item() for v in variants)
-        print(f"{model:18} {batch:>2} {density:>5.3f} " + " ".join(f"{a:>7.1f}/{b:<7.1f}" for a, b in merge.values())
-              + f"  {diff:.1e}", flush=True)
-        del call
-        torch.cuda.empty_cache()
-
-
 def main() -> None:
     parts = sys.argv[1:] or ["rows", "own_keys"]
-    unknown = set(parts) - {"rows", "own_keys", "launch"}
+    unknown = set(parts) - {"rows", "own_keys"}
     if unknown:
-        raise SystemExit(f"profile_merge.py: unknown part(s) {sorted(unknown)}: use rows, own_keys and/or launch")
+        raise SystemExit(f"profile_merge.py: unknown part(s) {sorted(unknown)}: use rows and/or own_keys")
     gen = torch.Generator(device="cuda").manual_seed(0)
     cgen = torch.Generator().manual_seed(0)
     if "rows" in parts:
         rows_table(gen, cgen)
     if "own_keys" in parts:
         own_keys_table(gen, cgen)
-    if "launch" in parts:
-        launch_table(gen, cgen)
 
 
 if __name__ == "__main__":

@@ -23,8 +23,8 @@ cost no imbalance).
    (float32) to workspace slot ``p + j`` (unique: a program's lists are consecutive); program 0 also
    writes every list's unit end (``Workspace.ends``) for the merge. ``DENSE`` lists every prefix chunk
    implicitly (the dense baseline: the same kernel, no list read).
-2. ``_merge_kernel``, grid ``(B * Hkv, ceil(G*T / RB))``: a block of RB rows of list j's tile (RB from
-   :func:`merge_rows`: at most 4, and the grid keeps about P programs) attends the step's own keys causally (float32)
+2. ``_merge_kernel``, grid ``(B * Hkv, ceil(G*T / RB))``: a block of RB rows of list j's tile (``MERGE_ROWS``: one
+   row, one warp) attends the step's own keys causally (float32)
    and merges that with the partials of the programs that covered its list (slots ``p + j`` for ``p``
    in ``[start_j // W, (end_j - 1) // W]``, from its list's and the last list's unit ends, SB slots at a
    time) through their log-sum-exps.
@@ -59,10 +59,6 @@ from .split_config import SplitConfig
 
 LOG2E = 1.4426950408889634
 NEG_INIT = tl.constexpr(-1.0e30)  # running max before any key: finite, so fully masked blocks give exp2(-inf) = 0, not NaN
-OWN_KEYS_LOOP_ROWS = tl.constexpr(8)  # merge programs of this many rows take the own keys one at a time (_own_keys),
-#   fewer rows all at once (_own_keys_tile): the loop took Llama-2-7B batch 16's merge 11.37 -> 7.53 us (one chunk a
-#   list) and 12.58 -> 10.89 (25%), Llama-3.1-8B's 9.06 -> 6.64 and 10.20 -> 9.62; 0.4-3.9 us slower at 1-2 rows
-#   (H100, same process: docs/data/h100-real-2026-12-05b/ab_merge_own_keys_loop_vs_tile_random.txt)
 
 
 @triton.jit
@@ -210,7 +206,8 @@ def _own_keys(qv, t, row_ok, b, h, hq, prefix, k_ptr, v_ptr, sc_ptr, qk_scale, T
     """Rows ``qv (RB, D)`` float32 (query rows t) attend the step's own keys ``prefix .. prefix + t`` exactly in
     float32, one key at a time (online softmax, 2-D tiles only). Returns the running max, sum and unnormalised output
     ``(RB,), (RB,), (RB, D)``, base 2; with SCORES, stores the last row's score of each own key. The fused launch's way
-    at every size, the merge kernel's at ``OWN_KEYS_LOOP_ROWS`` rows a program (:func:`_own_keys_tile` below it)."""
+    (its merging program takes up to ``FUSED_MERGE_ROWS`` rows at once: all keys in one tile cost layout conversions
+    through shared memory there, docs/benchmarks.md, twenty-first session)."""
     d = tl.arange(0, D)
     m = tl.full((RB,), NEG_INIT, tl.float32)
     l = tl.zeros((RB,), tl.float32)
@@ -237,10 +234,8 @@ def _own_keys(qv, t, row_ok, b, h, hq, prefix, k_ptr, v_ptr, sc_ptr, qk_scale, T
 @triton.jit
 def _own_keys_tile(qv, t, row_ok, b, h, hq, prefix, k_ptr, v_ptr, sc_ptr, qk_scale, T, skb, skh, skn, svb, svh, svn,
                    ssb, ssh, D: tl.constexpr, TP: tl.constexpr, SCORES: tl.constexpr):
-    """:func:`_own_keys` with all own keys at once: one (TP, D) tile of keys and one of values, scores (RB, TP). Its
-    (RB, TP, D) products cost layout conversions through shared memory (Nsight Compute at 8 rows: a third of the merge's
-    SASS are shuffles and adds, stalls on shared memory); at 1-2 rows a program they are cheaper than the loop's
-    dependent steps (docs/benchmarks.md, twenty-first and twenty-second sessions)."""
+    """:func:`_own_keys` with all own keys at once: one (TP, D) tile of keys and one of values, scores (RB, TP); the
+    merge kernel's way (one row a program: no dependent steps, and its products stay inside the row's warp)."""
     d = tl.arange(0, D)
     jj = tl.arange(0, TP)
     key = prefix + jj
@@ -278,12 +273,8 @@ def _merge_rows(j, row, prefix, start_j, end_j, width, q_ptr, k_ptr, v_ptr, po_p
     d = tl.arange(0, D)
     qv = tl.load(q_ptr + b * sqb + hq[:, None] * sqh + t[:, None] * sqt + d[None, :], mask=row_ok[:, None],
                  other=0.0).to(tl.float32)
-    if RB >= OWN_KEYS_LOOP_ROWS:
-        m, l, acc = _own_keys(qv, t, row_ok, b, h, hq, prefix, k_ptr, v_ptr, sc_ptr, qk_scale, T, skb, skh, skn, svb,
-                              svh, svn, ssb, ssh, D, RB, TP, SCORES)
-    else:
-        m, l, acc = _own_keys_tile(qv, t, row_ok, b, h, hq, prefix, k_ptr, v_ptr, sc_ptr, qk_scale, T, skb, skh, skn,
-                                   svb, svh, svn, ssb, ssh, D, TP, SCORES)
+    m, l, acc = _own_keys_tile(qv, t, row_ok, b, h, hq, prefix, k_ptr, v_ptr, sc_ptr, qk_scale, T, skb, skh, skn, svb,
+                               svh, svn, ssb, ssh, D, TP, SCORES)
     # merge the partials (normalised outputs, base-2 lse) of these rows from the programs over list j, SB at a time
     s_first = start_j // width + j
     s_end = tl.where(end_j > start_j, (end_j - 1) // width + j + 1, s_first)
@@ -415,38 +406,16 @@ def _merge_kernel(
 FUSED_MERGE_ROWS = 16  # rows the fused launch's merging program takes at once (sm_90, inside the split kernel: no
 #                       spill at the draft's tile, 8 bytes at D = 128 and 32 rows in two blocks; the whole 32 at once
 #                       spills 624 bytes, aot_check)
-MERGE_MAX_ROWS = 8  # rows per merge program at most: 96 registers per thread at 4 rows, 135-164 at 8, spills at 32 (sm_90,
-#                     python -m specattn.gpu.kernels.aot_check, merge tile 16).
-#                     8, not 4: the merge at many lists 21.3 -> 12.5 us (Llama-2 shapes, batch 16) and 13.5 -> 10.1 us
-#                     (Llama-3.1, batch 16), equal elsewhere (scripts/gpu/profile_merge.py, H200, thirteenth session)
-
-
-def merge_warps(rb: int) -> int:
-    """Warps of a merge program of ``rb`` rows: one a row up to 2 rows (its reductions over D stay inside a warp, no
-    shared memory or barrier; faster at 9 of 11 shapes than 4 warps, H100, twenty-second session), 4 from 4 rows."""
-    return rb if rb <= 2 else 4
+MERGE_ROWS = 1  # query rows a merge program takes (a power of two; min(rows, 4) warps). One row in one warp (its
+#                 reductions over D stay inside the warp, no shared memory or barrier), not up to 8: the merge no slower
+#                 at any of 6 shapes and 0.9-4.3 us faster at 4 (Llama-2-7B batch 16: 10.3 -> 6.3 us; Llama-3.1-8B batch
+#                 16: 9.5 -> 5.8; H100, scripts/gpu/profile_merge.py rows, twenty-third session: docs/benchmarks.md).
 
 
 def lse_slot(rows: int) -> int:
     """Floats a partial slot's log-sum-exps take in the workspace: its ``rows``, at least a 128-byte line (no two slots
     share a line, so a pipelined 4-byte copy that caches in L1 never holds another slot's stale floats)."""
     return max(rows, 32)
-
-
-def merge_rows(lists: int, rows: int, programs: int) -> int:
-    """Query rows per merge program (a power of two, at most ``MERGE_MAX_ROWS``): the most that still gives
-    ``programs`` merge programs over ``lists`` (b, KV head) lists of ``rows`` rows each (one row each when even
-    that gives fewer)."""
-    rb = min(pow2(rows), MERGE_MAX_ROWS)
-    while rb > 1 and lists * -(-rows // rb) < programs:
-        rb //= 2
-    return rb
-
-
-def merge_slots(rb: int, tile: int = SplitConfig.merge_tile) -> int:
-    """Partial slots a merge program of ``rb`` rows merges at a time (SB): ``tile`` (slot, row) pairs
-    (``SplitConfig.merge_tile``)."""
-    return max(1, tile // rb)
 
 
 def pow2(x: int, least: int = 1) -> int:
@@ -538,13 +507,13 @@ def launch(q, k, v, lengths, chunk_ids, n_chunks, chunk_size: int, sm_scale: flo
     )
     if config.fused_merge:
         return out
-    rb = merge_rows(bh, g * t, programs)
-    _merge_kernel[(bh, -(-(g * t) // rb))](
+    _merge_kernel[(bh, -(-(g * t) // MERGE_ROWS))](
         q, k, v, lengths, nn, workspace.o, workspace.lse, workspace.ends, out, lse_ptr, q_out_ptr, sc,
         qk_scale, t, chunk_size, capacity, programs, min_units, bh, hkv, g,
         q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
         v.stride(0), v.stride(1), v.stride(2), snb, snh, *outputs, ssb, ssh,
-        RB=rb, SB=merge_slots(rb, config.merge_tile), LOOP_FOR=not interpreting(), num_warps=merge_warps(rb), **taps,
+        RB=MERGE_ROWS, SB=max(1, config.merge_tile // MERGE_ROWS), LOOP_FOR=not interpreting(),
+        num_warps=min(MERGE_ROWS, 4), **taps,
         **common,
     )
     return out
@@ -590,12 +559,11 @@ def _aot_check(compile_one) -> bool:
     sig.update({name: "i32" for name in ["sqb", "sqh", "sqt", "skb", "skh", "skn", "svb", "svh", "svn", "snb",
                                          "snh", "sob", "sot", "soh", "slb", "slh", "sqob", "sqoh", "ssb", "ssh"]})
     # (taps, RB, scores, tile)
-    for tap, rb, scores, tile in [(False, 1, False, 16), (True, 2, False, 16), (False, MERGE_MAX_ROWS, False, 16),
-                                  (True, MERGE_MAX_ROWS, False, 16), (True, MERGE_MAX_ROWS, True, 16),
-                                  (True, 1, False, 32), (True, MERGE_MAX_ROWS, True, 32)]:
+    for tap, rb, scores, tile in [(False, 1, False, 16), (True, 1, False, 16), (True, 1, True, 16),
+                                  (True, 1, False, 32), (True, 1, True, 32), (True, 2, False, 16)]:
         ok &= compile_one(f"sparse_attn merge bf16 RB={rb} tile {tile}{' lse+q' if tap else ''}"
                           f"{' scores' if scores else ''}", _merge_kernel, sig,
-                          {"D": 128, "M": 32, "LS": 32, "RB": rb, "TP": 8, "SB": merge_slots(rb, tile), "CPB": 4,
+                          {"D": 128, "M": 32, "LS": 32, "RB": rb, "TP": 8, "SB": max(1, tile // rb), "CPB": 4,
                            "DENSE": False, "WRITE_LSE": tap, "WRITE_Q": tap, "SCORES": scores, "LOOP_FOR": True},
-                          merge_warps(rb))
+                          min(rb, 4))
     return ok
