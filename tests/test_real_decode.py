@@ -430,7 +430,7 @@ def test_kernel_launches_are_settings_checked_before_weights_load():
         check(cfg)
         plain = bench_config(cfg, tuple(range(28)))
         assert plain.split is None and plain.rows is None  # the kernels' defaults
-        assert plain.sparse_split == SplitConfig(block_n=128, stages=2, min_chunks=16)  # the list layers' (measured)
+        assert plain.sparse_split == SplitConfig(block_n=128, stages=2)  # the list layers' (measured)
         cfg = compose("config", overrides=["experiment=decode_real", "experiment.split.warps=2",
                                            "experiment.split.min_chunks=4", "experiment.rows.block_n=128",
                                            "experiment.rows.blocks=2"])
@@ -442,7 +442,7 @@ def test_kernel_launches_are_settings_checked_before_weights_load():
                                            "experiment.draft_dense_layers=0", "experiment.matched=false"])
         check(cfg)
         sweep = bench_config(cfg, tuple(range(28)))
-        assert sweep.sparse_split == SplitConfig(128, stages=2, ctas_per_sm=4, min_chunks=16) and sweep.split is None
+        assert sweep.sparse_split == SplitConfig(128, stages=2, ctas_per_sm=4) and sweep.split is None
         assert sweep.draft_dense_layers == 0 and not sweep.matched and sweep.row0_from_scores
         assert sweep.draft_split == plain.draft_split == SplitConfig(block_n=128, stages=3)  # the measured default
         assert all(s.draft_split == plain.draft_split and s.split is None for _, s in modes(plain, 0.3))
@@ -455,7 +455,7 @@ def test_kernel_launches_are_settings_checked_before_weights_load():
         check(cfg)
         tuned = bench_config(cfg, tuple(range(28)))
         assert tuned.split == SplitConfig(merge_tile=32)
-        assert tuned.sparse_split == SplitConfig(128, stages=2, ctas_per_sm=3, min_chunks=16)
+        assert tuned.sparse_split == SplitConfig(128, stages=2, ctas_per_sm=3)
         for bad, match in [("experiment.split.block_n=48", r"experiment.split=\{'block_n': 48\}.*powers of two"),
                            ("experiment.split.merge_tile=64", r"experiment.split=\{'merge_tile': 64\}.*at most 32"),
                            ("experiment.sparse_split.merge_tile=24", r"merge_tile.*powers of two"),

@@ -34,8 +34,8 @@ from specattn.gpu.kernels.split_config import SplitConfig  # noqa: E402
 
 CONFIGS = {"default": SplitConfig(),
            "tuned_m4": SplitConfig(block_n=64, warps=2, stages=3, ctas_per_sm=2, min_chunks=4),
-           "sparse128": SplitConfig(block_n=128, stages=2, min_chunks=16),  # decode_real's sparse launch
-           "s128_m8": SplitConfig(block_n=128, stages=2, min_chunks=8)}  # the fifteenth session's best around it
+           "sparse128": SplitConfig(block_n=128, stages=2),  # decode_real's sparse launch (8 chunks a program at least)
+           "s128_m16": SplitConfig(block_n=128, stages=2, min_chunks=16)}  # decode_real's before the twenty-third session
 CALLS = 20
 
 
