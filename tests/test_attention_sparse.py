@@ -336,6 +336,43 @@ def test_merge_programs_of_several_rows_give_the_one_row_output(rows, monkeypatc
 
 
 @needs_interpreter
+def test_the_kernel_a_b_launches_the_version_it_swaps_in(tmp_path, monkeypatch):
+    """``scripts/gpu/ab_kernel.py`` times another version of the kernel module beside the tree's in one process: the
+    version it loads from a file (here the tree's with two rows a merge program) is the one ``sparse_verify`` launches
+    after ``use``, the tree's again after ``use`` of it, and both give the same output."""
+    import sys
+    from pathlib import Path
+
+    from specattn.gpu.kernels import sparse_attn as tree
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "scripts" / "gpu"))
+    import ab_kernel
+
+    source = Path(tree.__file__).read_text()
+    assert source.count("MERGE_ROWS = 1 ") == 1
+    path = tmp_path / "other_sparse_attn.py"
+    path.write_text(source.replace("MERGE_ROWS = 1 ", "MERGE_ROWS = 2 "))
+    other = ab_kernel.load_base(str(path))
+    assert other is not tree and other.MERGE_ROWS == 2
+    launched = []
+    for module in (other, tree):
+        monkeypatch.setattr(module, "launch", lambda *a, _m=module, _f=module.launch, **k: (launched.append(_m),
+                                                                                           _f(*a, **k))[1])
+    q, k, v, lengths, lists = make_case(2, 4, 2, 5, 16, 60, 16, [60, 31], 0.7, 1, torch.float16, "cpu", 3)
+    try:
+        outs = []
+        for module in (other, tree):
+            ab_kernel.use(module)
+            outs.append(sparse_verify(q, k, v, lengths, lists.ids, lists.n, 16, impl="triton",
+                                      config=ab_kernel.CONFIG))
+    finally:
+        ab_kernel.use(tree)
+        sys.modules.pop("specattn.gpu.kernels._ab_base", None)
+    assert launched == [other, tree]
+    assert torch.allclose(outs[0].float(), outs[1].float(), atol=2e-3, rtol=2e-3)
+
+
+@needs_interpreter
 def test_list_kernels_interpreter():
     from specattn.gpu.kernels.chunk_list import lists_from_thresholds
 
