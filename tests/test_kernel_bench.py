@@ -58,7 +58,7 @@ def test_tune_stages_are_distinct_and_include_their_start():
     tiles = A.tile_configs(base)
     assert tiles[0] == base and len(tiles) == len(set(tiles)) == 14
     assert {(c.ctas_per_sm, c.min_chunks) for c in tiles} == {(base.ctas_per_sm, base.min_chunks)}
-    assert sorted(c.merge_tile for c in tiles if c.merge_tile != base.merge_tile) == [8, 32]
+    assert sorted(c.merge_tile for c in tiles if c.merge_tile != base.merge_tile) == [8, 16]
     assert [c for c in tiles if c.fused_merge] == [replace(base, fused_merge=True)]  # the one-launch merge, once
     tile = SplitConfig(block_n=32, warps=2)
     splits = A.split_configs(tile)
@@ -73,11 +73,11 @@ def test_the_best_config_is_the_best_geometric_mean_over_cases():
         for (model, ms) in zip(("a", "b"), times):
             rows.append({"model": model, "batch": 1, "L": 8, "mode": "dense", **config.__dict__, "ms": ms})
     assert A._best(pd.DataFrame(rows)) == SplitConfig(warps=2)  # 0.5 is not worth 2.0
-    rows += [{**r, "merge_tile": 32, "ms": r["ms"] * 0.9} for r in rows if r["warps"] == 2]
-    assert A._best(pd.DataFrame(rows)) == SplitConfig(warps=2, merge_tile=32)  # every field of the config counts
-    rows += [{**r, "fused_merge": True, "ms": r["ms"] * 0.9} for r in rows if r["merge_tile"] == 32]
+    rows += [{**r, "merge_tile": 16, "ms": r["ms"] * 0.9} for r in rows if r["warps"] == 2]
+    assert A._best(pd.DataFrame(rows)) == SplitConfig(warps=2, merge_tile=16)  # every field of the config counts
+    rows += [{**r, "fused_merge": True, "ms": r["ms"] * 0.9} for r in rows if r["merge_tile"] == 16]
     best = A._best(pd.DataFrame(rows))
-    assert best == SplitConfig(warps=2, merge_tile=32, fused_merge=True) and best.fused_merge is True
+    assert best == SplitConfig(warps=2, merge_tile=16, fused_merge=True) and best.fused_merge is True
 
 
 def test_breakeven_and_render():

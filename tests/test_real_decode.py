@@ -450,11 +450,11 @@ def test_kernel_launches_are_settings_checked_before_weights_load():
                                            "experiment.draft_split.stages=null"])
         check(cfg)
         assert bench_config(cfg, tuple(range(28))).draft_split is None  # all null: the draft takes split's launch
-        cfg = compose("config", overrides=["experiment=decode_real", "experiment.split.merge_tile=32",
+        cfg = compose("config", overrides=["experiment=decode_real", "experiment.split.merge_tile=16",
                                            "experiment.sparse_split.ctas_per_sm=3"])
         check(cfg)
         tuned = bench_config(cfg, tuple(range(28)))
-        assert tuned.split == SplitConfig(merge_tile=32)
+        assert tuned.split == SplitConfig(merge_tile=16)
         assert tuned.sparse_split == SplitConfig(128, stages=2, ctas_per_sm=3)
         for bad, match in [("experiment.split.block_n=48", r"experiment.split=\{'block_n': 48\}.*powers of two"),
                            ("experiment.split.merge_tile=64", r"experiment.split=\{'merge_tile': 64\}.*at most 32"),

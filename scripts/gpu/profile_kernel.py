@@ -2,9 +2,12 @@
 GPU time of each kernel (CUPTI, eager calls: launch gaps excluded) of ours (split + merge) and of FlashInfer's
 ``BatchDecodeWithPagedKVCacheWrapper`` reading the same chunks as pages, for the kernel benchmark's 32K cases
 (llama-3.1-8b and llama-2-7b layer shapes, batch 1/4/16, kept 0 (one chunk: the fixed cost), 10% and 25%; random
-bf16 inputs, random chunks). Ours runs the default split configuration, the tuned one with min_chunks 4 (its fixed
-cost), decode_real's sparse launch (128-key blocks over 2 stages) and at 8 chunks a program (the fifteenth session's
-best of six launches around it). Retired after their sessions (docs/benchmarks.md): the merge's tile at 32 and its
+bf16 inputs, random chunks). Ours runs the default split configuration, decode_real's sparse launch (128-key blocks
+over 2 stages, 8 chunks a program at least), the same at 16 chunks (decode_real's until the twenty-third session) and
+with the merge's rounds of 16 partials at most (``merge_tile=16``: the default before the twenty-third session, which
+took a round's partials from the lists' expected count, up to 32).
+Retired after their sessions (docs/benchmarks.md): the tuned launch with min_chunks 4 (no slower than FlashInfer at 8
+of 17, twenty-third), the merge's tile at 32 at 8-row programs and its
 register cap (no gain, twentieth and twenty-first), and 3-4 split programs an SM under a register cap of 168 / 128
 (Nsight Compute found the split waiting on global loads at 2 an SM; more beat the better of the default and sparse
 launches by over 1% at 2 of 23 shapes, lost at 14: twenty-second, commit 4f6d9cf,
@@ -33,9 +36,9 @@ from specattn.gpu.kernels.sparse_attn import make_workspace  # noqa: E402
 from specattn.gpu.kernels.split_config import SplitConfig  # noqa: E402
 
 CONFIGS = {"default": SplitConfig(),
-           "tuned_m4": SplitConfig(block_n=64, warps=2, stages=3, ctas_per_sm=2, min_chunks=4),
            "sparse128": SplitConfig(block_n=128, stages=2),  # decode_real's sparse launch (8 chunks a program at least)
-           "s128_m16": SplitConfig(block_n=128, stages=2, min_chunks=16)}  # decode_real's before the twenty-third session
+           "s128_m16": SplitConfig(block_n=128, stages=2, min_chunks=16),  # decode_real's before the twenty-third session
+           "s128_t16": SplitConfig(block_n=128, stages=2, merge_tile=16)}  # the merge's rounds before the twenty-third session
 CALLS = 20
 
 

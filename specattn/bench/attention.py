@@ -312,7 +312,7 @@ def tile_configs(base: SplitConfig) -> list[SplitConfig]:
     at the base split (each one compiled kernel more)."""
     tiles = [replace(base, block_n=bn, warps=w) for bn, w in itertools.product((32, 64, 128), (2, 4, 8))]
     return _distinct([base] + tiles + [replace(base, stages=st) for st in (2, 4)]
-                     + [replace(base, merge_tile=mt) for mt in (8, 32)]
+                     + [replace(base, merge_tile=mt) for mt in (8, 16)]
                      + [replace(base, fused_merge=not base.fused_merge)])
 
 

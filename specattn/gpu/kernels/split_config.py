@@ -13,13 +13,13 @@ class SplitConfig:
 
     block_n: keys per inner iteration (a whole number of chunks, power of two); warps, stages: Triton's
     ``num_warps`` / ``num_stages``; ctas_per_sm: programs per SM of the fixed grid (``P = ctas_per_sm *
-    SMs``); min_chunks: fewest chunks a program takes when there is little work; merge_tile: (partial slot, query
-    row) pairs the merge kernel combines per iteration (power of two; a merge program of RB rows takes
-    ``max(1, merge_tile // RB)`` partial slots at a time, so a list covered by many split programs takes fewer
-    dependent rounds of loads at a larger tile; at most ``MAX_MERGE_TILE``); fused_merge: no merge launch, the last
-    split program to finish a list merges it (its partials read back from L2; a list of no chunks merged by program
-    ``list % P``), saving the merge kernel's launch and its own dependent loads at the cost of one program merging a
-    whole list.
+    SMs``); min_chunks: fewest chunks a program takes when there is little work; merge_tile: partial slots the merge
+    kernel combines a round at most (power of two, at most ``MAX_MERGE_TILE``): a round takes the partials a list has
+    when the work is even, ``P / lists + 1`` to a power of two, up to this (``sparse_attn.merge_slots``: one round
+    where a list is covered by many split programs, no masked slots where by one or two); fused_merge: no merge
+    launch, the last split program to finish a list merges it (its partials read back from L2; a list of no chunks
+    merged by program ``list % P``), saving the merge kernel's launch and its own dependent loads at the cost of one
+    program merging a whole list.
     """
 
     block_n: int = 64
@@ -27,7 +27,7 @@ class SplitConfig:
     stages: int = 3
     ctas_per_sm: int = 2
     min_chunks: int = 8
-    merge_tile: int = 16
+    merge_tile: int = 32
     fused_merge: bool = False
 
     def __post_init__(self) -> None:
