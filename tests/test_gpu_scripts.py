@@ -84,30 +84,28 @@ def test_breadth_takes_its_points_and_overrides_from_the_environment(tmp_path, c
 
 
 CHAIN_TESTS = [["pytest", f"tests/{f}.py"] for f in (  # the chain's GPU test files, in order, after the last run
-    "test_attention_sparse", "test_graph_methods")]
+    "test_attention_sparse", "test_graph_methods", "test_draft_rows")]
 
 
-def test_the_chain_plans_run_a_the_10_layer_map_and_8_chunks_then_the_tests_and_each_passes_the_checks(tmp_path,
-                                                                                                       cuda_present):
-    run_a, max10, m8, *tests = planned_runs(tmp_path, ["scripts/gpu/chain.sh", "300"])
+def test_the_chain_plans_run_a_and_the_js_point_at_batch_16_and_4_then_the_tests_and_each_passes_the_checks(
+        tmp_path, cuda_present):
+    run_a, b16, b4, *tests = planned_runs(tmp_path, ["scripts/gpu/chain.sh", "300"])
     assert tests == CHAIN_TESTS
     assert "experiment=decode_real" in run_a and "experiment.matched=false" not in run_a  # Quest, StreamingLLM matched
-    assert "experiment.sparse_split.min_chunks=8" in m8 and not any(o.startswith("+experiment.layer_maps") for o in m8)
-    for run in (run_a, max10, m8):
+    for run, batch in ((run_a, 16), (b16, 16), (b4, 4)):
         assert [o for o in run if o.startswith(("experiment.contexts", "experiment.batches"))] == [
-            "experiment.contexts=[32768]", "experiment.batches=[16]"]
-    maps = [o for o in max10 if o.startswith("+experiment.layer_maps.")]
-    assert maps == ["+experiment.layer_maps.max10=docs/data/h100-real-2026-12-05c/layer_map_js_16k_max10.yaml"]
-    assert (ROOT / maps[0].split("=", 1)[1]).is_file() and "experiment.matched=false" in max10
-    for overrides in (run_a, max10, m8):
+            "experiment.contexts=[32768]", f"experiment.batches=[{batch}]"]
+        assert "layer_map=docs/data/h200-real-2026-12-03e/layer_map_js_qwen_coder_16k.yaml" in run
+        assert not any(o.startswith(("+experiment.layer_maps", "experiment.sparse_split")) for o in run)
+    assert "experiment.matched=false" in b16 and "experiment.matched=false" in b4
+    for overrides in (run_a, b16, b4):
         for job, error in check_jobs(["logger=none", "progress=false", *overrides], ROOT / "conf"):
             assert error is None, (job, error)
 
 
-def test_the_chain_on_an_h100_skips_run_a_and_plans_the_10_layer_map_8_chunks_and_the_tests(tmp_path, cuda_present):
-    max10, m8, *tests = planned_runs(tmp_path, ["-c", "FIRST=none bash scripts/gpu/chain.sh 300"])
-    assert any(o.startswith("+experiment.layer_maps.max10=") for o in max10) and tests == CHAIN_TESTS
-    assert "experiment.sparse_split.min_chunks=8" in m8
+def test_the_chain_on_an_h100_skips_run_a_and_plans_both_batches_and_the_tests(tmp_path, cuda_present):
+    b16, b4, *tests = planned_runs(tmp_path, ["-c", "FIRST=none bash scripts/gpu/chain.sh 300"])
+    assert "experiment.batches=[16]" in b16 and "experiment.batches=[4]" in b4 and tests == CHAIN_TESTS
 
 
 def test_the_waiter_starts_its_tests_only_after_the_marker_in_order(tmp_path):

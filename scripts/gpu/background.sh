@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Runs from /tmp/repo (a copy) while the weights are staged: first the merge's hardware counters where the image has
-# Nsight Compute (at 2 rows a program it takes 1.5x FlashInfer's merge, twenty-second session), the merge's rows and
-# warps at 8-row programs (scripts/gpu/profile_merge.py rows launch) and the kernel profile (scripts/gpu/profile_kernel.py:
-# the GPU nearly alone while the pieces arrive), then Quest's page kernels' GPU tests
+# Runs from /tmp/repo (a copy) while the weights are staged: first Nsight Compute on the split kernels where the image
+# has it (ours against FlashInfer's main kernel at Llama-2-7B batch 16, 10% kept, where ours still trails by about 1.4%
+# after the twenty-third session's merge work), then the kernel profile (scripts/gpu/profile_kernel.py: the GPU nearly
+# alone while the pieces arrive), then Quest's page kernels' GPU tests
 # (bounds, fold; bounds in the keys' bfloat16 since the sixteenth stop) and where Quest's selection spends its time with
 # them (scripts/gpu/profile_quest.py: bfloat16 and float32 bounds, the float32 GEMMs, the chunk choice's dispatch), then
 # the decoder's GPU tests, the sparse kernel's and the step's, and the rest of the GPU suite. Each part writes under
@@ -12,19 +12,16 @@ export PYTHONPATH="/tmp/site:/tmp/repo"
 gpu_tests() { local f; for f in "$@"; do
   timeout 200 python3 -m pytest -q -rfE -n 8 -m gpu -p no:cacheprovider tests/$f.py > "$GPU_OUT/bg/pytest_$f.log" 2>&1
   echo "$f rc $? $(tail -n 1 "$GPU_OUT/bg/pytest_$f.log")"; done; }
-step merge_counters  # the merge at 2 rows a program (a warp a row), Llama-3.1-8B batch 4, 25% kept: 5.7 us against
-#                     FlashInfer's 3.7 (CUPTI, twenty-second session); its stalls by instruction
+step split_counters  # the split kernels at Llama-2-7B batch 16, 10% kept: ours 297.8 us against FlashInfer's main
+#                     kernel's 293.7 (CUPTI, twenty-third session); speed of light, memory, scheduler and stalls
 NCU=$(command -v ncu || ls /usr/local/cuda*/bin/ncu /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -n 1)
 if [ -n "$NCU" ]; then
-  timeout 120 "$NCU" --kernel-name regex:_merge_kernel --launch-skip 1 --launch-count 1 --section SourceCounters \
-    --section WarpStateStats --metrics regex:smsp__average_warps_issue_stalled_.*_per_issue_active.ratio \
-    --print-details all python3 scripts/gpu/ncu_workload.py llama-3.1-8b 4 0.25 > "$GPU_OUT/bg/ncu_merge.log" 2>&1
+  timeout 150 "$NCU" --kernel-name regex:"_split_kernel|BatchPrefillWithPagedKVCache" --launch-skip 2 --launch-count 2 \
+    --section SpeedOfLight --section MemoryWorkloadAnalysis --section SchedulerStats --section WarpStateStats \
+    --section LaunchStats --section Occupancy python3 scripts/gpu/ncu_workload.py llama-2-7b 16 0.1 \
+    > "$GPU_OUT/bg/ncu_split.log" 2>&1
   echo "ncu rc $?"
 else echo "ncu absent"; fi
-step merge_launch    # 8-row merge programs (10 us against FlashInfer's 4, Llama-2-7B batch 16): fewer rows a program
-#                     (a warp a row since the twenty-second session) or 8 warps at 8 rows, beside the landed launch
-timeout 240 python3 scripts/gpu/profile_merge.py rows launch > "$GPU_OUT/bg/profile_merge.log" 2>&1
-echo "profile_merge rc $?"
 step profile_kernel  # the split kernel's launch settings beside FlashInfer's page table, while the weights arrive
 timeout 330 python3 scripts/gpu/profile_kernel.py > "$GPU_OUT/bg/profile_kernel.log" 2>&1
 echo "profile_kernel rc $?"
