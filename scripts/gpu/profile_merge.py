@@ -42,7 +42,7 @@ def sparse_launch(hq: int, hkv: int, d: int, batch: int, t: int, density: float,
 
 def rows_table(gen, cgen) -> None:
     """The split + merge at ``MERGE_ROWS`` 1, 2, 4 and 8 (restored after)."""
-    print(f"{'model':18} {'B':>2} {'kept':>5} {'max_rows':>8} {'total_us':>8}  kernels (us per call)")
+    print(f"{'model':18} {'B':>2} {'kept':>5} {'rows':>8} {'total_us':>8}  kernels (us per call)")
     default = sparse_attn.MERGE_ROWS
     for model, batch, density in SHAPES:
         hq, hkv, d = MODELS[model]
