@@ -5,7 +5,10 @@ GPU time of each kernel (CUPTI, eager calls: launch gaps excluded) of ours (spli
 bf16 inputs, random chunks). Ours runs the default split configuration, decode_real's sparse launch (128-key blocks
 over 2 stages, 8 chunks a program at least), the same at 16 chunks (decode_real's until the twenty-third session) and
 with the merge's rounds of 16 partials at most (``merge_tile=16``: the default before the twenty-third session, which
-took a round's partials from the lists' expected count, up to 32).
+took a round's partials from the lists' expected count, up to 32), and in one launch (``fused_merge``: the last split
+program of a list merges it; slower at 15 of 23 shapes in the eighteenth session, untimed since the merge was reworked;
+at Llama-3.1-8B batch 4, 25% kept the two launches' fixed cost, about 8 us of 57, is what keeps the kernel at 78% of the
+read floor).
 Retired after their sessions (docs/benchmarks.md): the tuned launch with min_chunks 4 (no slower than FlashInfer at 8
 of 17, twenty-third), the merge's tile at 32 at 8-row programs and its
 register cap (no gain, twentieth and twenty-first), and 3-4 split programs an SM under a register cap of 168 / 128
@@ -38,7 +41,8 @@ from specattn.gpu.kernels.split_config import SplitConfig  # noqa: E402
 CONFIGS = {"default": SplitConfig(),
            "sparse128": SplitConfig(block_n=128, stages=2),  # decode_real's sparse launch (8 chunks a program at least)
            "s128_m16": SplitConfig(block_n=128, stages=2, min_chunks=16),  # decode_real's before the twenty-third session
-           "s128_t16": SplitConfig(block_n=128, stages=2, merge_tile=16)}  # the merge's rounds before the twenty-third session
+           "s128_t16": SplitConfig(block_n=128, stages=2, merge_tile=16),  # the merge's rounds before the twenty-third
+           "s128_fused": SplitConfig(block_n=128, stages=2, fused_merge=True)}  # one launch: no merge kernel
 CALLS = 20
 
 
