@@ -16,11 +16,11 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from profile_kernel import CONFIGS, REAL, kernel_us, page_table  # noqa: E402
+from profile_kernel import CONFIGS, REAL, kernel_us, page_table, random_case  # noqa: E402
 
 import specattn.gpu.kernels as kernels  # noqa: E402
-from specattn.bench.attention import MODELS, Inputs, random_masks  # noqa: E402
-from specattn.gpu.attention.sparse import chunk_lists, dense_verify, n_chunks_capacity, sparse_verify  # noqa: E402
+from specattn.bench.attention import MODELS  # noqa: E402
+from specattn.gpu.attention.sparse import dense_verify, sparse_verify  # noqa: E402
 
 CONFIG = CONFIGS["sparse128"]
 SHAPES = [(m, 5, b, d) for m in ("llama-3.1-8b", "llama-2-7b") for b in (1, 4, 16) for d in (0.0, 0.1, 0.25)] + REAL
@@ -52,11 +52,9 @@ def main() -> None:
     counted = 0
     for model, t, batch, density in SHAPES:
         hq, hkv, d = MODELS[model]
-        nc = n_chunks_capacity(32768, t, 16)
         s = fi = same = None  # the last shape's tensors freed before this one's are made
         torch.cuda.empty_cache()
-        s = Inputs(hq, hkv, d, batch, 32768, t, gen)
-        lists = chunk_lists(random_masks(batch, 1, nc, density, cgen).cuda())
+        s, lists, nc = random_case(hq, hkv, d, batch, t, density, gen, cgen)
         fi = page_table(s, lists, 16, 32768, fi_ws)
         same = fi.same_selection(nc)
         times, outs, last = {v: [] for v in ("flashinfer", *versions)}, {}, {}

@@ -15,10 +15,10 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from profile_kernel import CONFIGS, page_table  # noqa: E402  (it puts the repository on the path)
+from profile_kernel import CONFIGS, page_table, random_case  # noqa: E402  (it puts the repository on the path)
 
-from specattn.bench.attention import MODELS, Inputs, random_masks  # noqa: E402
-from specattn.gpu.attention.sparse import chunk_lists, n_chunks_capacity, sparse_verify  # noqa: E402
+from specattn.bench.attention import MODELS  # noqa: E402
+from specattn.gpu.attention.sparse import sparse_verify  # noqa: E402
 from specattn.gpu.kernels.sparse_attn import make_workspace  # noqa: E402
 
 SPARSE_LAUNCH = CONFIGS["sparse128"]  # decode_real's sparse launch
@@ -34,9 +34,7 @@ def main() -> None:
     args = ap.parse_args()
     hq, hkv, d = MODELS[args.model]
     gen, cgen = torch.Generator(device="cuda").manual_seed(0), torch.Generator().manual_seed(0)
-    s = Inputs(hq, hkv, d, args.batch, KEYS, STEP, gen)
-    nc = n_chunks_capacity(KEYS, STEP, CHUNK)
-    lists = chunk_lists(random_masks(args.batch, 1, nc, args.kept, cgen).cuda())
+    s, lists, nc = random_case(hq, hkv, d, args.batch, STEP, args.kept, gen, cgen, CHUNK, KEYS)
     fi = page_table(s, lists, CHUNK, KEYS, torch.zeros(256 << 20, dtype=torch.uint8, device="cuda"))
     same = fi.same_selection(nc)
     ws = make_workspace(args.batch, hkv, hq // hkv, STEP, d, SPARSE_LAUNCH, "cuda")

@@ -66,6 +66,15 @@ def kernels_line(us: dict[str, float]) -> str:
     return ", ".join(f"{k} {v:.1f}" for k, v in sorted(us.items(), key=lambda kv: -kv[1]))
 
 
+def random_case(hq: int, hkv: int, d: int, batch: int, t: int, density: float, gen, cgen, c: int = 16,
+                n_keys: int = 32768):
+    """Random inputs of one layer shape (``Inputs``: bf16, ``n_keys`` keys, ``t`` step rows; drawn from ``gen``) and
+    random chunk lists over its prefix (``density`` of the chunks, at least one a list; drawn from ``cgen``): the
+    inputs, the lists and the prefix's chunk count."""
+    nc = n_chunks_capacity(n_keys, t, c)
+    return Inputs(hq, hkv, d, batch, n_keys, t, gen), chunk_lists(random_masks(batch, 1, nc, density, cgen).cuda()), nc
+
+
 def page_table(s: Inputs, lists, c: int, n_keys: int, fi_ws: torch.Tensor) -> FlashInferPageTable:
     """FlashInfer's page-table call over ``s``'s cache cut into pages of ``c`` keys (a page a chunk), planned to read
     ``lists``' chunks (``fi_ws``: its workspace)."""
@@ -81,9 +90,7 @@ def profile_case(label: str, model: str, t: int, batch: int, density: float, gen
     """One shape: FlashInfer's page table and ours at every configuration on the same random chunks (kept 0: one
     chunk per list; kept 1.0: every chunk, ours through ``dense_verify``), one printed line each after ``label``."""
     hq, hkv, d = MODELS[model]
-    nc = n_chunks_capacity(n_keys, t, c)
-    s = Inputs(hq, hkv, d, batch, n_keys, t, gen)
-    lists = chunk_lists(random_masks(batch, 1, nc, density, cgen).cuda())
+    s, lists, nc = random_case(hq, hkv, d, batch, t, density, gen, cgen, c, n_keys)
     rows = {}
     try:
         fi = page_table(s, lists, c, n_keys, fi_ws)

@@ -18,10 +18,10 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from profile_kernel import CONFIGS, kernel_us, kernels_line  # noqa: E402
+from profile_kernel import CONFIGS, kernel_us, kernels_line, random_case  # noqa: E402
 
-from specattn.bench.attention import MODELS, Inputs, random_masks  # noqa: E402
-from specattn.gpu.attention.sparse import chunk_lists, n_chunks_capacity, sparse_verify  # noqa: E402
+from specattn.bench.attention import MODELS  # noqa: E402
+from specattn.gpu.attention.sparse import sparse_verify  # noqa: E402
 from specattn.gpu.kernels import sparse_attn  # noqa: E402
 from specattn.gpu.kernels.sparse_attn import make_workspace  # noqa: E402
 
@@ -33,8 +33,7 @@ SHAPES = [("llama-2-7b", 16, 0.1), ("llama-2-7b", 16, 0.25), ("llama-2-7b", 4, 0
 def sparse_launch(hq: int, hkv: int, d: int, batch: int, t: int, density: float, gen, cgen):
     """Split + merge at decode_real's sparse launch over fresh random inputs (32K keys, ``density`` of the chunks, at
     least one a list): a call for ``kernel_us`` that holds its tensors until dropped."""
-    s = Inputs(hq, hkv, d, batch, 32768, t, gen)
-    lists = chunk_lists(random_masks(batch, 1, n_chunks_capacity(32768, t, 16), density, cgen).cuda())
+    s, lists, _ = random_case(hq, hkv, d, batch, t, density, gen, cgen)
     ws = make_workspace(batch, hkv, hq // hkv, t, d, CONFIG, "cuda")
     return lambda: sparse_verify(s.q, s.k, s.v, s.lengths, lists.ids, lists.n, 16, out=s.out, workspace=ws,
                                  config=CONFIG)
