@@ -471,6 +471,54 @@ def test_fused_merge_replayed_in_a_cuda_graph_stays_exact_gpu(t, hq, hkv):
 
 
 @needs_gpu
+@pytest.mark.parametrize("t,hq,hkv,dense", [(5, 32, 8, False), (5, 12, 2, False), (1, 14, 2, True)])
+def test_merge_as_the_splits_dependent_launch_equals_the_serial_launch_gpu(t, hq, hkv, dense):
+    """The merge launched as the split kernel's programmatic dependent (``pdl``: its programs attend the own keys while
+    the split runs, then wait for its partials) gives the serial launch's outputs and taps bit for bit: eager, and in
+    30 replays of a captured launch with the selection redrawn in place (lists over many programs, one of 77 keys)."""
+    from specattn.gpu.kernels import sparse_attn as K
+    from specattn.gpu.kernels.split_config import SplitConfig
+
+    if not K.pdl_supported("cuda"):
+        pytest.skip("programmatic dependent launch needs sm_90 or later")
+    cfg = SplitConfig(block_n=16, ctas_per_sm=4, min_chunks=1, pdl=True)
+    serial = dataclasses.replace(cfg, pdl=False)
+    q, k, v, lengths, lists = make_case(4, hq, hkv, t, 128, 8192, 16, [8192, 5000, 77, 8192], 0.3, 1, torch.bfloat16,
+                                        "cuda", 7)
+    ws = K.make_workspace(4, hkv, hq // hkv, t, 128, cfg, "cuda")
+    out = torch.empty(4, t, hq, 128, dtype=torch.bfloat16, device="cuda")
+    lse, q_last = torch.empty(4, hq, device="cuda"), torch.empty(4, hq, 128, dtype=torch.bfloat16, device="cuda")
+
+    def run(config, o, l, ql):
+        if dense:
+            return dense_verify(q, k, v, lengths, 16, out=o, workspace=ws, config=config, impl="triton", lse_out=l,
+                                q_out=ql)
+        return sparse_verify(q, k, v, lengths, lists.ids, lists.n, 16, out=o, workspace=ws, config=config,
+                             impl="triton", lse_out=l, q_out=ql)
+
+    def check(i):
+        o2, l2, q2 = torch.empty_like(out), torch.empty_like(lse), torch.empty_like(q_last)
+        run(serial, o2, l2, q2)
+        assert torch.equal(out, o2) and torch.equal(lse, l2) and torch.equal(q_last, q2), i
+
+    run(cfg, out, lse, q_last)
+    check(-1)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        run(cfg, out, lse, q_last)
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    nc = lists.ids.shape[2]
+    for i in range(30):
+        mask = torch.rand(4, 1, nc, generator=gen, device="cuda") < (0.05 + 0.9 * (i % 5) / 4)
+        fresh = chunk_lists(mask, capacity=nc)
+        lists.ids.copy_(fresh.ids)
+        lists.n.copy_(fresh.n)
+        q.copy_(torch.randn(q.shape, generator=gen, device="cuda").bfloat16())  # fresh own-key scores each replay
+        graph.replay()
+        check(i)
+
+
+@needs_gpu
 @pytest.mark.parametrize("t,hq,hkv,d,n,c", [(5, 32, 8, 128, 4099, 16), (3, 32, 32, 128, 777, 16),
                                             (5, 32, 8, 128, 17, 16), (1, 8, 2, 64, 1000, 32)])
 @pytest.mark.parametrize("density", [0.0, 0.3, 1.0])

@@ -56,10 +56,11 @@ def test_synthetic_draft_rows_select_the_wanted_chunks(density):
 def test_tune_stages_are_distinct_and_include_their_start():
     base = SplitConfig()
     tiles = A.tile_configs(base)
-    assert tiles[0] == base and len(tiles) == len(set(tiles)) == 14
+    assert tiles[0] == base and len(tiles) == len(set(tiles)) == 15
     assert {(c.ctas_per_sm, c.min_chunks) for c in tiles} == {(base.ctas_per_sm, base.min_chunks)}
     assert sorted(c.merge_tile for c in tiles if c.merge_tile != base.merge_tile) == [8, 16]
     assert [c for c in tiles if c.fused_merge] == [replace(base, fused_merge=True)]  # the one-launch merge, once
+    assert [c for c in tiles if not c.pdl] == [replace(base, pdl=False)]  # the merge launched after the split, once
     tile = SplitConfig(block_n=32, warps=2)
     splits = A.split_configs(tile)
     assert splits[0] == tile and len(splits) == len(set(splits)) == 24

@@ -61,6 +61,19 @@ def kernel_us(fn) -> dict[str, float]:
     return dict(total)
 
 
+def graph_us(fn, reps: int = 15) -> float:
+    """Microseconds a call of ``fn`` in a CUDA graph of ``CALLS`` calls back to back (median of ``reps`` replays, after
+    the capture's warm-up): the span of its kernels, launch gaps and any overlap of a kernel with the next included,
+    which ``kernel_us``'s sum of kernel times cannot show (a programmatically dependent launch's wait counts there)."""
+    from specattn.bench.timing import capture, median_ms
+
+    graph = capture(lambda: [fn() for _ in range(CALLS)])
+    try:
+        return median_ms([graph.replay], reps) * 1e3 / CALLS
+    finally:
+        del graph
+
+
 def kernels_line(us: dict[str, float]) -> str:
     """``kernel_us``'s kernels, longest first: "name us, name us, ..." (the tables' last column)."""
     return ", ".join(f"{k} {v:.1f}" for k, v in sorted(us.items(), key=lambda kv: -kv[1]))

@@ -308,12 +308,12 @@ def breakeven(attn: pd.DataFrame) -> pd.DataFrame:
 
 # --------------------------------------------------------------------------------------- tuning
 def tile_configs(base: SplitConfig) -> list[SplitConfig]:
-    """The tune's first stage: keys per iteration x warps, then pipeline stages, the merge's tile and the fused merge,
-    at the base split (each one compiled kernel more)."""
+    """The tune's first stage: keys per iteration x warps, then pipeline stages, the merge's tile, the fused merge and
+    the merge's programmatic dependent launch, at the base split (each one compiled kernel more)."""
     tiles = [replace(base, block_n=bn, warps=w) for bn, w in itertools.product((32, 64, 128), (2, 4, 8))]
     return _distinct([base] + tiles + [replace(base, stages=st) for st in (2, 4)]
                      + [replace(base, merge_tile=mt) for mt in (8, 16)]
-                     + [replace(base, fused_merge=not base.fused_merge)])
+                     + [replace(base, fused_merge=not base.fused_merge), replace(base, pdl=not base.pdl)])
 
 
 def split_configs(tile: SplitConfig) -> list[SplitConfig]:

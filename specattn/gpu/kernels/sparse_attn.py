@@ -54,6 +54,7 @@ from dataclasses import dataclass
 import torch
 import triton
 import triton.language as tl
+from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
 
 from .split_config import SplitConfig
 
@@ -127,8 +128,11 @@ def _split_kernel(
     D: tl.constexpr, M: tl.constexpr, LS: tl.constexpr, CP: tl.constexpr, CPB: tl.constexpr, BHP: tl.constexpr,
     DENSE: tl.constexpr, LOOP_FOR: tl.constexpr, STAGES: tl.constexpr, SCORES: tl.constexpr,
     FUSED: tl.constexpr, RB: tl.constexpr, TP: tl.constexpr, WRITE_LSE: tl.constexpr, WRITE_Q: tl.constexpr,
+    PDL: tl.constexpr,
 ):
     p = tl.program_id(0)
+    if PDL:  # the merge kernel may launch now: its programs take SM room as split programs leave and wait for them
+        gdc_launch_dependents()
     prefixes, ns, ends = _lists(len_ptr, n_ptr, T, C, cap, BH, HKV, snb, snh, BHP, CPB, DENSE)
     if not FUSED and p == 0:  # for the merge: each of its programs then loads two ends, not the whole prefix sum
         tl.store(ends_ptr + tl.arange(0, BHP), ends, mask=tl.arange(0, BHP) < BH)
@@ -255,13 +259,14 @@ def _own_keys_tile(qv, t, row_ok, b, h, hq, prefix, k_ptr, v_ptr, sc_ptr, qk_sca
 
 
 @triton.jit
-def _merge_rows(j, row, prefix, start_j, end_j, width, q_ptr, k_ptr, v_ptr, po_ptr, pl_ptr, out_ptr, lse_ptr,
-                q_out_ptr, sc_ptr, qk_scale, T, HKV, G, sqb, sqh, sqt, skb, skh, skn, svb, svh, svn, sob, sot, soh, slb,
-                slh, sqob, sqoh, ssb, ssh, D: tl.constexpr, M: tl.constexpr, LS: tl.constexpr, RB: tl.constexpr,
-                TP: tl.constexpr, SB: tl.constexpr, WRITE_LSE: tl.constexpr, WRITE_Q: tl.constexpr,
-                SCORES: tl.constexpr, LOOP_FOR: tl.constexpr):
+def _merge_rows(j, row, prefix, n_j, q_ptr, k_ptr, v_ptr, po_ptr, pl_ptr, ends_ptr, out_ptr, lse_ptr, q_out_ptr,
+                sc_ptr, qk_scale, T, P, min_units, BH, HKV, G, sqb, sqh, sqt, skb, skh, skn, svb, svh, svn, sob, sot,
+                soh, slb, slh, sqob, sqoh, ssb, ssh, D: tl.constexpr, M: tl.constexpr, LS: tl.constexpr,
+                RB: tl.constexpr, TP: tl.constexpr, SB: tl.constexpr, CPB: tl.constexpr, WRITE_LSE: tl.constexpr,
+                WRITE_Q: tl.constexpr, SCORES: tl.constexpr, LOOP_FOR: tl.constexpr, PDL: tl.constexpr):
     """Rows ``row`` (a block of list ``j``'s (G * T)-row tile, row = g * T + t, query head h * G + g) attend the step's
-    own keys ``prefix .. prefix + t`` exactly in float32 and merge that with the partials of the split programs over
+    own keys ``prefix .. prefix + t`` exactly in float32 (inputs only: with PDL, while the split kernel still runs),
+    then, once the split's unit ends and partials are there, merge that with the partials of the split programs over
     the list's units ``[start_j, end_j)`` (slots ``p + j``, ``p`` in ``[start_j // width, (end_j - 1) // width]``, SB
     at a time, loaded past L1: each is read once); then the output and the taps. The merge kernel's body."""
     b = (j // HKV).to(tl.int64)
@@ -275,6 +280,12 @@ def _merge_rows(j, row, prefix, start_j, end_j, width, q_ptr, k_ptr, v_ptr, po_p
                  other=0.0).to(tl.float32)
     m, l, acc = _own_keys_tile(qv, t, row_ok, b, h, hq, prefix, k_ptr, v_ptr, sc_ptr, qk_scale, T, skb, skh, skn, svb,
                                svh, svn, ssb, ssh, D, TP, SCORES)
+    if PDL:  # the split kernel's writes (its unit ends, the partials) are visible past this point
+        gdc_wait()
+    total = tl.load(ends_ptr + BH - 1)  # the split kernel's unit ends (its program 0 wrote them)
+    width = tl.maximum(min_units, (total + P - 1) // P)
+    end_j = tl.load(ends_ptr + j)
+    start_j = end_j - (n_j + CPB - 1) // CPB
     # merge the partials (normalised outputs, base-2 lse) of these rows from the programs over list j, SB at a time
     s_first = start_j // width + j
     s_end = tl.where(end_j > start_j, (end_j - 1) // width + j + 1, s_first)
@@ -389,18 +400,14 @@ def _merge_kernel(
     sqb, sqh, sqt, skb, skh, skn, svb, svh, svn, snb, snh, sob, sot, soh, slb, slh, sqob, sqoh, ssb, ssh,
     D: tl.constexpr, M: tl.constexpr, LS: tl.constexpr, RB: tl.constexpr, TP: tl.constexpr, SB: tl.constexpr,
     CPB: tl.constexpr, DENSE: tl.constexpr, WRITE_LSE: tl.constexpr, WRITE_Q: tl.constexpr, SCORES: tl.constexpr,
-    LOOP_FOR: tl.constexpr,
+    LOOP_FOR: tl.constexpr, PDL: tl.constexpr,
 ):
     j = tl.program_id(0)  # the list (b, KV head h)
-    total = tl.load(ends_ptr + BH - 1)  # the split kernel's unit ends (its program 0 wrote them)
-    width = tl.maximum(min_units, (total + P - 1) // P)
-    end_j = tl.load(ends_ptr + j)
     prefix, n_j = _list_size(len_ptr, n_ptr, j, j < BH, T, C, cap, HKV, snb, snh, DENSE)
-    start_j = end_j - (n_j + CPB - 1) // CPB
-    _merge_rows(j, tl.program_id(1) * RB + tl.arange(0, RB), prefix, start_j, end_j, width, q_ptr, k_ptr, v_ptr,
-                po_ptr, pl_ptr, out_ptr, lse_ptr, q_out_ptr, sc_ptr, qk_scale, T, HKV, G, sqb, sqh, sqt, skb, skh, skn,
-                svb, svh, svn, sob, sot, soh, slb, slh, sqob, sqoh, ssb, ssh, D, M, LS, RB, TP, SB, WRITE_LSE, WRITE_Q,
-                SCORES, LOOP_FOR)
+    _merge_rows(j, tl.program_id(1) * RB + tl.arange(0, RB), prefix, n_j, q_ptr, k_ptr, v_ptr, po_ptr, pl_ptr,
+                ends_ptr, out_ptr, lse_ptr, q_out_ptr, sc_ptr, qk_scale, T, P, min_units, BH, HKV, G, sqb, sqh, sqt,
+                skb, skh, skn, svb, svh, svn, sob, sot, soh, slb, slh, sqob, sqoh, ssb, ssh, D, M, LS, RB, TP, SB, CPB,
+                WRITE_LSE, WRITE_Q, SCORES, LOOP_FOR, PDL)
 
 
 FUSED_MERGE_ROWS = 16  # rows the fused launch's merging program takes at once (sm_90, inside the split kernel: no
@@ -424,6 +431,15 @@ def merge_slots(programs: int, lists: int, tile: int) -> int:
     merge 4.7 -> 3.6 us at 25% kept) but 2-4 where it has 1-3 (at batch 16 a 32-slot round took 6.0 -> 8.1 us; H100,
     twenty-third session)."""
     return min(tile, pow2(-(-programs // lists) + 1))
+
+
+def pdl_supported(device) -> bool:
+    """Whether the merge can launch as a programmatic dependent of the split kernel (Hopper or later: the
+    ``griddepcontrol`` instructions; never under the CPU interpreter)."""
+    from . import interpreting
+
+    device = torch.device(device)
+    return not interpreting() and device.type == "cuda" and torch.cuda.get_device_capability(device)[0] >= 9
 
 
 def pow2(x: int, least: int = 1) -> int:
@@ -504,6 +520,7 @@ def launch(q, k, v, lengths, chunk_ids, n_chunks, chunk_size: int, sm_scale: flo
     outputs = (out.stride(0), out.stride(1), out.stride(2), *(lse_out.stride() if lse_out is not None else (0, 0)),
                *(q_out.stride()[:2] if q_out is not None else (0, 0)))
     taps = dict(TP=pow2(t, 2), WRITE_LSE=lse_out is not None, WRITE_Q=q_out is not None)
+    pdl = config.pdl and not config.fused_merge and pdl_supported(q.device)
     _split_kernel[(programs,)](
         q, k, v, lengths, ids, nn, workspace.o, workspace.lse, workspace.ends, sc,
         workspace.tickets if workspace.tickets is not None else workspace.ends, out, lse_ptr, q_out_ptr,
@@ -511,7 +528,7 @@ def launch(q, k, v, lengths, chunk_ids, n_chunks, chunk_size: int, sm_scale: flo
         q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
         v.stride(0), v.stride(1), v.stride(2), sib, sih, snb, snh, ssb, ssh, *outputs,
         BHP=pow2(bh, 2), CP=cp, LOOP_FOR=not interpreting(), STAGES=config.stages, FUSED=config.fused_merge,
-        RB=min(m, FUSED_MERGE_ROWS), num_warps=config.warps, **taps, **common,
+        RB=min(m, FUSED_MERGE_ROWS), PDL=pdl, num_warps=config.warps, **taps, **common,
     )
     if config.fused_merge:
         return out
@@ -521,7 +538,7 @@ def launch(q, k, v, lengths, chunk_ids, n_chunks, chunk_size: int, sm_scale: flo
         q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
         v.stride(0), v.stride(1), v.stride(2), snb, snh, *outputs, ssb, ssh,
         RB=MERGE_ROWS, SB=max(1, merge_slots(programs, bh, config.merge_tile) // MERGE_ROWS),
-        LOOP_FOR=not interpreting(), num_warps=min(MERGE_ROWS, 4), **taps,
+        LOOP_FOR=not interpreting(), PDL=pdl, launch_pdl=pdl, num_warps=min(MERGE_ROWS, 4), **taps,
         **common,
     )
     return out
@@ -558,7 +575,7 @@ def _aot_check(compile_one) -> bool:
                            "CPB": cfg.block_n // 16, "BHP": 32,
                            "DENSE": dense, "LOOP_FOR": True, "STAGES": cfg.stages, "SCORES": scores, "FUSED": fused,
                            "RB": min(rows_tile(g, t), FUSED_MERGE_ROWS), "TP": pow2(t, 2), "WRITE_LSE": fused,
-                           "WRITE_Q": fused}, cfg.warps, div16=ALIGNED)
+                           "WRITE_Q": fused, "PDL": not fused}, cfg.warps, div16=ALIGNED)
     sig = {"q_ptr": "*bf16", "k_ptr": "*bf16", "v_ptr": "*bf16", "len_ptr": "*i32", "n_ptr": "*i32",
            "po_ptr": "*fp32", "pl_ptr": "*fp32", "ends_ptr": "*i32", "out_ptr": "*bf16", "lse_ptr": "*fp32",
            "q_out_ptr": "*bf16", "sc_ptr": "*fp32", "qk_scale": "fp32",
@@ -566,12 +583,13 @@ def _aot_check(compile_one) -> bool:
            "cap": "i32", "P": "i32", "min_units": "i32", "BH": "i32", "HKV": "i32", "G": "i32"}
     sig.update({name: "i32" for name in ["sqb", "sqh", "sqt", "skb", "skh", "skn", "svb", "svh", "svn", "snb",
                                          "snh", "sob", "sot", "soh", "slb", "slh", "sqob", "sqoh", "ssb", "ssh"]})
-    # (taps, RB, scores, tile)
-    for tap, rb, scores, tile in [(False, 1, False, 16), (True, 1, False, 16), (True, 1, True, 16),
-                                  (True, 1, False, 32), (True, 1, True, 32), (True, 2, False, 16)]:
+    # (taps, RB, scores, tile, pdl)
+    for tap, rb, scores, tile, pdl in [(False, 1, False, 16, True), (True, 1, False, 16, True),
+                                       (True, 1, True, 16, True), (True, 1, False, 32, True), (True, 1, True, 32, True),
+                                       (True, 2, False, 16, True), (True, 1, True, 32, False)]:
         ok &= compile_one(f"sparse_attn merge bf16 RB={rb} tile {tile}{' lse+q' if tap else ''}"
-                          f"{' scores' if scores else ''}", _merge_kernel, sig,
+                          f"{' scores' if scores else ''}{' pdl' if pdl else ''}", _merge_kernel, sig,
                           {"D": 128, "M": 32, "LS": 32, "RB": rb, "TP": 8, "SB": max(1, tile // rb), "CPB": 4,
-                           "DENSE": False, "WRITE_LSE": tap, "WRITE_Q": tap, "SCORES": scores, "LOOP_FOR": True},
-                          min(rb, 4))
+                           "DENSE": False, "WRITE_LSE": tap, "WRITE_Q": tap, "SCORES": scores, "LOOP_FOR": True,
+                           "PDL": pdl}, min(rb, 4))
     return ok

@@ -19,7 +19,10 @@ class SplitConfig:
     where a list is covered by many split programs, no masked slots where by one or two); fused_merge: no merge
     launch, the last split program to finish a list merges it (its partials read back from L2; a list of no chunks
     merged by program ``list % P``), saving the merge kernel's launch and its own dependent loads at the cost of one
-    program merging a whole list.
+    program merging a whole list; pdl: the merge kernel launched as a programmatic dependent of the split kernel
+    (Hopper or later; ignored elsewhere and with fused_merge): its programs take SM room as split programs leave,
+    attend the step's own keys, then wait for the split's partials (the launch gap and the split's tail overlap the
+    merge's start).
     """
 
     block_n: int = 64
@@ -29,11 +32,13 @@ class SplitConfig:
     min_chunks: int = 8
     merge_tile: int = 32
     fused_merge: bool = False
+    pdl: bool = True
 
     def __post_init__(self) -> None:
-        if self.fused_merge not in (0, 1):
-            raise ValueError(f"{self}: fused_merge is true or false")
-        object.__setattr__(self, "fused_merge", bool(self.fused_merge))  # 0/1 from configs' integer fields
+        for flag in ("fused_merge", "pdl"):
+            if getattr(self, flag) not in (0, 1):
+                raise ValueError(f"{self}: {flag} is true or false")
+            object.__setattr__(self, flag, bool(getattr(self, flag)))  # 0/1 from configs' integer fields
         if any(x < 1 or x & (x - 1) for x in (self.block_n, self.merge_tile)) or min(
                 self.warps, self.stages, self.ctas_per_sm, self.min_chunks) < 1:
             raise ValueError(f"{self}: block_n and merge_tile must be powers of two, the others >= 1")
