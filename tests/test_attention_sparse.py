@@ -339,7 +339,8 @@ def test_merge_programs_of_several_rows_give_the_one_row_output(rows, monkeypatc
 def test_the_kernel_a_b_launches_the_version_it_swaps_in(tmp_path, monkeypatch):
     """``scripts/gpu/ab_kernel.py`` times another version of the kernel module beside the tree's in one process: the
     version it loads from a file (here the tree's with two rows a merge program) is the one ``sparse_verify`` launches
-    after ``use``, the tree's again after ``use`` of it, and both give the same output."""
+    after ``use``, the tree's again after ``use`` of it, and both give the same output; an arm's argument names its
+    module and its launch settings."""
     import sys
     from pathlib import Path
 
@@ -370,6 +371,13 @@ def test_the_kernel_a_b_launches_the_version_it_swaps_in(tmp_path, monkeypatch):
         sys.modules.pop("specattn.gpu.kernels._ab_base", None)
     assert launched == [other, tree]
     assert torch.allclose(outs[0].float(), outs[1].float(), atol=2e-3, rtol=2e-3)
+    module, config = ab_kernel.arm("@warps=1,ctas_per_sm=8,pdl=0", 1)  # the tree's module, its launch changed
+    assert module is tree and config == dataclasses.replace(ab_kernel.CONFIG, warps=1, ctas_per_sm=8, pdl=False)
+    try:
+        module, config = ab_kernel.arm(f"{path}@block_n=64", 2)
+        assert module.MERGE_ROWS == 2 and config.block_n == 64 and config.stages == ab_kernel.CONFIG.stages
+    finally:
+        sys.modules.pop("specattn.gpu.kernels._ab_base2", None)
 
 
 @needs_interpreter

@@ -1,19 +1,21 @@
-"""The sparse kernel module A/B'd against another version of it in one process (issue 23): ``python3
-scripts/gpu/ab_kernel.py BASE.py`` loads ``BASE.py`` (e.g. ``git show REV:specattn/gpu/kernels/sparse_attn.py``) beside
-the tree's ``specattn/gpu/kernels/sparse_attn.py`` and times both at decode_real's sparse launch
-(``profile_kernel.CONFIGS["sparse128"]``), with FlashInfer's page table over the same chunks, at
-``profile_kernel.py``'s 23 shapes (32K; kept 1.0: ``dense_verify``), in two rounds that alternate the versions, each
-timed two ways (random bf16 inputs and chunks): the sum of its kernels' CUPTI GPU times per call
+"""The sparse kernel module A/B'd against other versions or launch settings of it in one process (issue 23):
+``python3 scripts/gpu/ab_kernel.py ARM [ARM ...]``, each ARM ``PATH`` (a version of the module, e.g. ``git show
+REV:specattn/gpu/kernels/sparse_attn.py``, loaded beside the tree's), ``PATH@field=value,...`` (that version with
+those ``SplitConfig`` fields changed) or ``@field=value,...`` (the tree's so). The tree's module at decode_real's sparse
+launch (``profile_kernel.CONFIGS["sparse128"]``) is always an arm, and FlashInfer's page table over the same chunks
+runs beside, at ``profile_kernel.py``'s 23 shapes (32K; kept 1.0: ``dense_verify``), in two rounds that alternate the
+arms, each timed two ways (random bf16 inputs and chunks): the sum of its kernels' CUPTI GPU times per call
 (``profile_kernel.kernel_us``: launch gaps excluded) and a call's time in a replayed CUDA graph of 20 calls
-(``profile_kernel.graph_us``: gaps and overlap included, the measure for a programmatically dependent launch, whose
-wait the sum counts). Per shape: FlashInfer's and each version's (round 1 / round 2) by each measure, the tree's
-kernels, and the largest difference of the two outputs. Then "no slower than FlashInfer at N of 17" for each version
-and measure (the shapes with chunks kept, each at its better round)."""
+(``profile_kernel.graph_us``: gaps and overlap included, the issue's measure and the one for a programmatically
+dependent launch, whose wait the sum counts). Per shape: FlashInfer's and each arm's (round 1 / round 2) by each
+measure, the tree's kernels, and the largest difference of an arm's output from the tree's. Then "no slower than
+FlashInfer at N of 17" for each arm and measure (the shapes with chunks kept, each at its better round)."""
 
 from __future__ import annotations
 
 import importlib.util
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -22,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from profile_kernel import CONFIGS, REAL, graph_us, kernel_us, page_table, random_case  # noqa: E402
 
 import specattn.gpu.kernels as kernels  # noqa: E402
+import specattn.gpu.kernels.sparse_attn as kernels_tree  # noqa: E402
 from specattn.bench.attention import MODELS  # noqa: E402
 from specattn.gpu.attention.sparse import dense_verify, sparse_verify  # noqa: E402
 
@@ -29,13 +32,21 @@ CONFIG = CONFIGS["sparse128"]
 SHAPES = [(m, 5, b, d) for m in ("llama-3.1-8b", "llama-2-7b") for b in (1, 4, 16) for d in (0.0, 0.1, 0.25)] + REAL
 
 
-def load_base(path: str):
-    """``path`` as a module of the kernels package (its relative imports resolve there)."""
-    spec = importlib.util.spec_from_file_location("specattn.gpu.kernels._ab_base", path)
+def load_base(path: str, name: str = "_ab_base"):
+    """``path`` as module ``name`` of the kernels package (its relative imports resolve there)."""
+    spec = importlib.util.spec_from_file_location(f"specattn.gpu.kernels.{name}", path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # its dataclasses look their module up
     spec.loader.exec_module(module)
     return module
+
+
+def arm(text: str, index: int):
+    """An arm from its argument (module docstring): its module and launch settings."""
+    path, _, changes = text.partition("@")
+    module = load_base(path, f"_ab_base{index}") if path else kernels_tree
+    fields = dict(change.split("=") for change in changes.split(",") if change)
+    return module, replace(CONFIG, **{k: int(v) for k, v in fields.items()})
 
 
 def use(module) -> None:
@@ -45,15 +56,17 @@ def use(module) -> None:
 
 
 def main() -> None:
-    versions = {"base": load_base(sys.argv[1]), "tree": kernels.sparse_attn}
+    arms = {"tree": (kernels_tree, CONFIG)}
+    arms.update({f"a{i}": arm(text, i) for i, text in enumerate(sys.argv[1:], 1)})
+    for i, text in enumerate(sys.argv[1:], 1):
+        print(f"a{i}: {text} ({arms[f'a{i}'][1]})")
     gen = torch.Generator(device="cuda").manual_seed(0)
     cgen = torch.Generator().manual_seed(0)
     fi_ws = torch.zeros(256 << 20, dtype=torch.uint8, device="cuda")
-    who = ("flashinfer", *versions)
-    print(f"{'model':18} {'T':>1} {'B':>2} {'kept':>5} kernel sum r1/r2: "
-          + " ".join(f"{w:>15}" for w in who) + " | graph r1/r2: " + " ".join(f"{w:>15}" for w in who)
-          + "  tree: merge+split  max|tree-base|")
-    wins = {(v, m): 0 for v in versions for m in ("sum", "graph")}
+    who = ("flashinfer", *arms)
+    print(f"{'model':18} {'T':>1} {'B':>2} {'kept':>5} kernel sum r1/r2: " + " ".join(f"{w:>15}" for w in who)
+          + " | graph r1/r2: " + " ".join(f"{w:>15}" for w in who) + "  tree: merge+split  max|arm-tree|")
+    wins = {(a, m): 0 for a in arms for m in ("sum", "graph")}
     counted = 0
     for model, t, batch, density in SHAPES:
         hq, hkv, d = MODELS[model]
@@ -66,23 +79,23 @@ def main() -> None:
         for _ in range(2):
             times["flashinfer"].append(sum(kernel_us(fi).values()))
             spans["flashinfer"].append(graph_us(fi))
-            for name, module in versions.items():
+            for name, (module, config) in arms.items():
                 use(module)
-                ws = module.make_workspace(batch, hkv, hq // hkv, t, d, CONFIG, "cuda")
+                ws = module.make_workspace(batch, hkv, hq // hkv, t, d, config, "cuda")
                 if density >= 1.0:
                     def call():
-                        return dense_verify(s.q, s.k, s.v, s.lengths, 16, out=s.out, workspace=ws, config=CONFIG)
+                        return dense_verify(s.q, s.k, s.v, s.lengths, 16, out=s.out, workspace=ws, config=config)
                 else:
                     def call():
                         return sparse_verify(s.q, s.k, s.v, s.lengths, same.ids, same.n, 16, out=s.out,
-                                             workspace=ws, config=CONFIG)
+                                             workspace=ws, config=config)
                 us = kernel_us(call)
                 times[name].append(sum(us.values()))
                 spans[name].append(graph_us(call))
                 last[name] = us
                 outs[name] = call().float().clone()
-        use(versions["tree"])
-        diff = (outs["tree"] - outs["base"]).abs().max().item()
+        use(kernels_tree)
+        diff = max([(outs[a] - outs["tree"]).abs().max().item() for a in arms if a != "tree"], default=0.0)
         parts = "+".join(f"{v:.1f}" for _, v in sorted(last["tree"].items()))
         cells = " ".join(f"{a:>7.1f}/{b:<7.1f}" for table in (times, spans) for a, b in table.values())
         print(f"{model:18} {t:>1} {batch:>2} {density:>5.3f} {cells}  {parts:>17}  {diff:.1e}", flush=True)
@@ -91,7 +104,7 @@ def main() -> None:
             for (name, measure) in wins:
                 table = times if measure == "sum" else spans
                 wins[name, measure] += min(table[name]) <= min(table["flashinfer"])
-    print("no slower than FlashInfer: " + ", ".join(f"{v} at {n} of {counted} ({m})" for (v, m), n in wins.items()))
+    print("no slower than FlashInfer: " + ", ".join(f"{a} at {n} of {counted} ({m})" for (a, m), n in wins.items()))
 
 
 if __name__ == "__main__":
