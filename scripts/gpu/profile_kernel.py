@@ -1,24 +1,24 @@
-"""Where the sparse verification kernel's time goes beside FlashInfer's page table (issue 23): per launch, the
-GPU time of each kernel (CUPTI, eager calls: launch gaps excluded) of ours (split + merge) and of FlashInfer's
-``BatchDecodeWithPagedKVCacheWrapper`` reading the same chunks as pages, for the kernel benchmark's 32K cases
-(llama-3.1-8b and llama-2-7b layer shapes, batch 1/4/16, kept 0 (one chunk: the fixed cost), 10% and 25%; random
-bf16 inputs, random chunks). Ours runs the default split configuration, decode_real's sparse launch (128-key blocks
-over 2 stages, 8 chunks a program at least), the same at 16 chunks (decode_real's until the twenty-third session) and
-with the merge's rounds of 16 partials at most (``merge_tile=16``: the default before the twenty-third session, which
-took a round's partials from the lists' expected count, up to 32), and in one launch (``fused_merge``: the last split
-program of a list merges it; slower at 15 of 23 shapes in the eighteenth session, untimed since the merge was reworked;
-at Llama-3.1-8B batch 4, 25% kept the two launches' fixed cost, about 8 us of 57, is what keeps the kernel at 78% of the
-read floor).
-Retired after their sessions (docs/benchmarks.md): the tuned launch with min_chunks 4 (no slower than FlashInfer at 8
-of 17, twenty-third), the merge's tile at 32 at 8-row programs and its
-register cap (no gain, twentieth and twenty-first), and 3-4 split programs an SM under a register cap of 168 / 128
-(Nsight Compute found the split waiting on global loads at 2 an SM; more beat the better of the default and sparse
+"""Where the sparse verification kernel's time goes beside FlashInfer's page table (issue 23): per launch, a call's time
+in a replayed CUDA graph of 20 (``graph_us``: launch gaps and overlap included, the issue's measure) and the GPU time of
+each kernel (CUPTI, eager calls) of ours (split + merge) and of FlashInfer's ``BatchDecodeWithPagedKVCacheWrapper``
+reading the same chunks as pages, for the kernel benchmark's 32K cases (llama-3.1-8b and llama-2-7b layer shapes, batch
+1/4/16, kept 0 (one chunk: the fixed cost), 10% and 25%; random bf16 inputs, random chunks). Ours runs the default split
+configuration, decode_real's sparse launch (128-key blocks over 2 stages, 8 chunks a program at least, the merge
+launched as the split's programmatic dependent) and the same with the merge launched after the split ends
+(``pdl=False``). With the dependent launch the merge's CUPTI time includes its wait for the split, so only the graph
+column is a call's time there. Retired after their sessions (docs/benchmarks.md): the one-launch merge (``fused_merge``:
+slower at all 23 shapes, up to 3.1x, twenty-fourth, ``docs/data/h100-2026-12-05e/ab_kernel_arms_random.txt``),
+decode_real's launch at 16 chunks a program and the merge's rounds of 16 (the twenty-third session's A/B), the tuned
+launch with min_chunks 4 (no slower than FlashInfer at 8 of 17, twenty-third), the merge's tile at 32 at 8-row programs
+and its register cap (no gain, twentieth and twenty-first), and 3-4 split programs an SM under a register cap of 168 /
+128 (Nsight Compute found the split waiting on global loads at 2 an SM; more beat the better of the default and sparse
 launches by over 1% at 2 of 23 shapes, lost at 14: twenty-second, commit 4f6d9cf,
-``docs/data/h100-real-2026-12-05c/profile_kernel_occupancy_random.txt``). Then the
-real pair's shapes at 32K batch 16 (the decoder runs the sparse launch in layers that read chunk lists, the default
-elsewhere): the verifier's step (Qwen2.5-Coder-1.5B, 12 heads over 2, D 128, T = 5) at the kept fractions SpecAttn
-measured there (15.5%, 35%) and dense, the draft's forward (0.5B, 14 over 2, D 64, T = 1) dense and over a window's 3%.
-Prints one table; run on the GPU machine: ``python3 scripts/gpu/profile_kernel.py`` (about three minutes)."""
+``docs/data/h100-real-2026-12-05c/profile_kernel_occupancy_random.txt``; 4 programs of 2 warps, or 8 of one: no slower
+than FlashInfer at 3 and 2 of 17 against the landed launch's 14, twenty-fourth). Then the real pair's shapes at 32K
+batch 16 (the decoder runs the sparse launch in layers that read chunk lists, the default elsewhere): the verifier's
+step (Qwen2.5-Coder-1.5B, 12 heads over 2, D 128, T = 5) at the kept fractions SpecAttn measured there (15.5%, 35%) and
+dense, the draft's forward (0.5B, 14 over 2, D 64, T = 1) dense and over a window's 3%. Prints one table; run on the GPU
+machine: ``python3 scripts/gpu/profile_kernel.py`` (about three minutes)."""
 
 from __future__ import annotations
 
@@ -40,9 +40,7 @@ from specattn.gpu.kernels.split_config import SplitConfig  # noqa: E402
 
 CONFIGS = {"default": SplitConfig(),
            "sparse128": SplitConfig(block_n=128, stages=2),  # decode_real's sparse launch (8 chunks a program at least)
-           "s128_m16": SplitConfig(block_n=128, stages=2, min_chunks=16),  # decode_real's before the twenty-third session
-           "s128_t16": SplitConfig(block_n=128, stages=2, merge_tile=16),  # the merge's rounds before the twenty-third
-           "s128_fused": SplitConfig(block_n=128, stages=2, fused_merge=True)}  # one launch: no merge kernel
+           "s128_serial": SplitConfig(block_n=128, stages=2, pdl=False)}  # the merge launched after the split ends
 CALLS = 20
 
 
@@ -101,36 +99,39 @@ REAL = [("qwen2.5-coder-1.5b", 5, 16, d) for d in (0.155, 0.35, 1.0)] + [
 def profile_case(label: str, model: str, t: int, batch: int, density: float, gen, cgen, fi_ws, c: int = 16,
                  n_keys: int = 32768) -> None:
     """One shape: FlashInfer's page table and ours at every configuration on the same random chunks (kept 0: one
-    chunk per list; kept 1.0: every chunk, ours through ``dense_verify``), one printed line each after ``label``."""
+    chunk per list; kept 1.0: every chunk, ours through ``dense_verify``), one printed line each after ``label``: a
+    call's time in a replayed graph (``graph_us``), the sum of its kernels' times and each kernel's (``kernel_us``)."""
     hq, hkv, d = MODELS[model]
     s, lists, nc = random_case(hq, hkv, d, batch, t, density, gen, cgen, c, n_keys)
-    rows = {}
+    calls = {}
     try:
         fi = page_table(s, lists, c, n_keys, fi_ws)
-        same = fi.same_selection(nc)
-        rows["flashinfer"] = kernel_us(fi)
+        calls["flashinfer"], same = fi, fi.same_selection(nc)
     except Exception as err:  # noqa: BLE001  (FlashInfer at a shape it does not take: say so, go on)
         print(f"{label} flashinfer failed: {type(err).__name__}: {str(err)[:100]}")
         same = lists
     for name, config in CONFIGS.items():
-        ws = make_workspace(batch, hkv, hq // hkv, t, d, config, "cuda")
-        if density >= 1.0:
-            rows[name] = kernel_us(lambda: dense_verify(s.q, s.k, s.v, s.lengths, c, out=s.out, workspace=ws,
-                                                        config=config))
-        else:
-            rows[name] = kernel_us(lambda: sparse_verify(s.q, s.k, s.v, s.lengths, same.ids, same.n, c, out=s.out,
-                                                         workspace=ws, config=config))
-    for who, kernels in rows.items():
-        print(f"{label} {who:9} {sum(kernels.values()):>8.1f}  {kernels_line(kernels)}", flush=True)
-    del s, lists, same
+        calls[name] = ours(s, same, c, density, make_workspace(batch, hkv, hq // hkv, t, d, config, "cuda"), config)
+    for who, call in calls.items():
+        kernels = kernel_us(call)
+        print(f"{label} {who:11} {graph_us(call):>8.1f} {sum(kernels.values()):>8.1f}  {kernels_line(kernels)}",
+              flush=True)
     torch.cuda.empty_cache()
+
+
+def ours(s: Inputs, lists, c: int, density: float, ws, config: SplitConfig):
+    """Our kernel's call on ``s`` over ``lists`` (``dense_verify`` at kept 1.0) with workspace ``ws``."""
+    if density >= 1.0:
+        return lambda: dense_verify(s.q, s.k, s.v, s.lengths, c, out=s.out, workspace=ws, config=config)
+    return lambda: sparse_verify(s.q, s.k, s.v, s.lengths, lists.ids, lists.n, c, out=s.out, workspace=ws,
+                                 config=config)
 
 
 def main() -> None:
     gen = torch.Generator(device="cuda").manual_seed(0)
     cgen = torch.Generator().manual_seed(0)
     fi_ws = torch.zeros(256 << 20, dtype=torch.uint8, device="cuda")
-    print(f"{'model':13} {'B':>2} {'kept':>5} {'who':9} {'total_us':>8}  kernels (us per call)")
+    print(f"{'model':13} {'B':>2} {'kept':>5} {'who':11} {'graph_us':>8} {'sum_us':>8}  kernels (us per call)")
     for model, batch, density in [(m, b, d) for m in ("llama-3.1-8b", "llama-2-7b") for b in (1, 4, 16)
                                   for d in (0.0, 0.1, 0.25)]:
         profile_case(f"{model:13} {batch:>2} {density:>5.2f}", model, 5, batch, density, gen, cgen, fi_ws)
