@@ -207,7 +207,7 @@ def test_fused_merge_leaves_its_tickets_at_zero_and_a_reused_workspace_gives_the
     """The fused launch's per-list tickets are zero after every launch (the merging program resets its list's, so a
     captured graph can replay it), a workspace reused across launches of other shapes gives what a fresh one gives and
     what the two-launch kernel gives (to float32 rounding: the same partials, merged in the same order), and a
-    fused_merge that is no boolean is refused."""
+    fused_merge or pdl that is no boolean is refused."""
     from specattn.gpu.kernels import sparse_attn as K
     from specattn.gpu.kernels.split_config import SplitConfig
 
@@ -226,6 +226,9 @@ def test_fused_merge_leaves_its_tickets_at_zero_and_a_reused_workspace_gives_the
         assert torch.allclose(reused.float(), two.float(), atol=2e-3, rtol=2e-3), seed
     with pytest.raises(ValueError, match="fused_merge is true or false"):
         SplitConfig(fused_merge=2)
+    with pytest.raises(ValueError, match="pdl is true or false"):
+        SplitConfig(pdl=2)
+    assert SplitConfig(pdl=0).pdl is False
     assert SplitConfig(fused_merge=1).fused_merge is True  # configs give 0/1
 
 

@@ -19,7 +19,8 @@ cost no imbalance).
 
 1. ``_split_kernel``, grid ``(P,)``: for each list segment of its range, program p attends the
    G = Hq/Hkv query heads x T rows of that KV head (one ``(G*T, D)`` tile, so each selected chunk is
-   read once for all its query heads) and writes the normalised output and base-2 log-sum-exp
+   read once for all its query heads; each block's chunk ids loaded a block ahead, so the key loads never wait on
+   them) and writes the normalised output and base-2 log-sum-exp
    (float32) to workspace slot ``p + j`` (unique: a program's lists are consecutive); program 0 also
    writes every list's unit end (``Workspace.ends``) for the merge. ``DENSE`` lists every prefix chunk
    implicitly (the dense baseline: the same kernel, no list read).
@@ -31,7 +32,10 @@ cost no imbalance).
    Optionally it also writes the last row's (t = T - 1) base-2 log-sum-exp of the scaled scores,
    ``log2 sum_k 2^(q.k * sm_scale * log2 e)`` over the keys the row attends, per (b, query head): the
    normaliser a caller needs to recompute that row's attention probabilities (the decoder's draft rows),
-   and optionally that row's query as loaded, so the caller launches no copy of it.
+   and optionally that row's query as loaded, so the caller launches no copy of it. With ``SplitConfig.pdl`` (sm_90+)
+   it is launched as the split kernel's programmatic dependent: the split signals at its start, merge programs take
+   SM room as split programs leave, attend the own keys (inputs only) and wait (``griddepcontrol.wait``) before they
+   read the unit ends and partials.
 
 ``SplitConfig.fused_merge``: one launch. After storing its partial of list j, a split program takes a ticket
 (an atomic add on the list's counter, acquire-release at GPU scope, after a barrier so every thread's stores are
@@ -49,6 +53,7 @@ with P rounded to the input dtype (as FlashAttention does).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -175,7 +180,7 @@ def _split_kernel(
         acc = tl.zeros((M, D), tl.float32)
         # each block's chunk ids are loaded a block ahead: with the ids loaded in the block that uses them, the
         # software pipeline double-buffered the keys at any depth (stages=3 took stages=2's shared memory) and the
-        # key loads waited on the ids (Llama-2-7B batch 16, 25% kept: 726 -> 717 us; H100, twenty-fourth session)
+        # key loads waited on the ids (Llama-2-7B batch 16, 25% kept: 710 -> 695 us; H100, twenty-fourth session)
         cid = _block_ids(ids, e_start, e_end, CP, CPB, DENSE)
         if LOOP_FOR:  # compiled: a pipelined loop
             for e0 in tl.range(e_start, e_end, CPB, num_stages=STAGES):
@@ -454,7 +459,13 @@ def pdl_supported(device) -> bool:
     from . import interpreting
 
     device = torch.device(device)
-    return not interpreting() and device.type == "cuda" and torch.cuda.get_device_capability(device)[0] >= 9
+    return not interpreting() and device.type == "cuda" and _capability(device.index)[0] >= 9
+
+
+@functools.lru_cache(maxsize=None)
+def _capability(index: int | None) -> tuple[int, int]:
+    """The compute capability of CUDA device ``index`` (None: the current one), asked once per device."""
+    return torch.cuda.get_device_capability(index)
 
 
 def pow2(x: int, least: int = 1) -> int:
