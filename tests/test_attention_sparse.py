@@ -445,6 +445,16 @@ def test_kernel_configs_gpu(block_n, warps, stages, ctas, min_chunks, tile, fuse
     check_kernel_case(case, 16, 1e-2, dense=True, config=cfg)
 
 
+def redraw_in_place(lists, gen, i: int) -> None:
+    """A fresh random selection written into ``lists`` (one list a sequence) in place, for a captured launch to replay:
+    draw ``i`` keeps 5%, 27.5%, 50%, 72.5% or 95% of the chunks (``i % 5``)."""
+    nc = lists.ids.shape[2]
+    mask = torch.rand(lists.ids.shape[0], 1, nc, generator=gen, device=lists.ids.device) < 0.05 + 0.9 * (i % 5) / 4
+    fresh = chunk_lists(mask, capacity=nc)
+    lists.ids.copy_(fresh.ids)
+    lists.n.copy_(fresh.n)
+
+
 @needs_gpu
 @pytest.mark.parametrize("t,hq,hkv", [(5, 32, 8), (1, 14, 2)])  # the verifier's step, the draft's one row
 def test_fused_merge_replayed_in_a_cuda_graph_stays_exact_gpu(t, hq, hkv):
@@ -467,12 +477,8 @@ def test_fused_merge_replayed_in_a_cuda_graph_stays_exact_gpu(t, hq, hkv):
     with torch.cuda.graph(graph):
         launch()
     gen = torch.Generator(device="cuda").manual_seed(0)
-    nc = lists.ids.shape[2]
     for i in range(50):
-        mask = torch.rand(4, 1, nc, generator=gen, device="cuda") < (0.05 + 0.9 * (i % 5) / 4)
-        fresh = chunk_lists(mask, capacity=nc)
-        lists.ids.copy_(fresh.ids)
-        lists.n.copy_(fresh.n)
+        redraw_in_place(lists, gen, i)
         graph.replay()
         torch.cuda.synchronize()
         assert ws.tickets.eq(0).all(), i
@@ -518,12 +524,8 @@ def test_merge_as_the_splits_dependent_launch_equals_the_serial_launch_gpu(t, hq
     with torch.cuda.graph(graph):
         run(cfg, out, lse, q_last)
     gen = torch.Generator(device="cuda").manual_seed(0)
-    nc = lists.ids.shape[2]
     for i in range(30):
-        mask = torch.rand(4, 1, nc, generator=gen, device="cuda") < (0.05 + 0.9 * (i % 5) / 4)
-        fresh = chunk_lists(mask, capacity=nc)
-        lists.ids.copy_(fresh.ids)
-        lists.n.copy_(fresh.n)
+        redraw_in_place(lists, gen, i)
         q.copy_(torch.randn(q.shape, generator=gen, device="cuda").bfloat16())  # fresh own-key scores each replay
         graph.replay()
         check(i)
