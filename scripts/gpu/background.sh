@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs from /tmp/repo (a copy) while the weights are staged: first Nsight Compute on both kernels of ours and of
 # FlashInfer where the image has it, at Llama-3.1-8B batch 4, 25% kept (the read-floor shape: ours 57-61 us against a
-# 43.6-us floor that a streaming read of the same bytes meets at 98%; twenty-fourth session), then the kernel profile
-# (scripts/gpu/profile_kernel.py: the GPU nearly alone while the pieces arrive), then Quest's page kernels' GPU tests
+# 43.6-us floor that a streaming read of the same bytes meets at 98%; twenty-fourth session), then an A/B of the
+# launches that lead points to and the kernel profile (scripts/gpu/ab_kernel.py, profile_kernel.py: the GPU nearly
+# alone while the pieces arrive), then Quest's page kernels' GPU tests
 # (bounds, fold; bounds in the keys' bfloat16 since the sixteenth stop) and where Quest's selection spends its time with
 # them (scripts/gpu/profile_quest.py: bfloat16 and float32 bounds, the float32 GEMMs, the chunk choice's dispatch), then
 # the decoder's GPU tests, the sparse kernel's and the step's, and the rest of the GPU suite. Each part writes under
@@ -24,6 +25,12 @@ if [ -n "$NCU" ]; then
     > "$GPU_OUT/bg/ncu_read_floor.log" 2>&1
   echo "ncu rc $?"
 else echo "ncu absent"; fi
+step kernel_ab  # the read-floor lead (docs/benchmarks.md, twenty-fourth session, 3): at 2 stages keys and values get
+#               one shared buffer each; two buffers of 64 or 32-key blocks (now really two, the ids a block ahead),
+#               and the serial merge, each against decode_real's launch and FlashInfer in graph replay
+timeout 240 python3 scripts/gpu/ab_kernel.py @block_n=64,stages=3 @block_n=32,stages=4 @pdl=0 \
+  > "$GPU_OUT/bg/ab_kernel.log" 2>&1
+echo "kernel_ab rc $?"; tail -n 1 "$GPU_OUT/bg/ab_kernel.log"
 step profile_kernel  # the split kernel's launch settings beside FlashInfer's page table, while the weights arrive
 timeout 330 python3 scripts/gpu/profile_kernel.py > "$GPU_OUT/bg/profile_kernel.log" 2>&1
 echo "profile_kernel rc $?"
