@@ -179,8 +179,8 @@ def _split_kernel(
         l_i = tl.zeros((M,), tl.float32)
         acc = tl.zeros((M, D), tl.float32)
         # each block's chunk ids are loaded a block ahead: with the ids loaded in the block that uses them, the
-        # software pipeline double-buffered the keys at any depth (stages=3 took stages=2's shared memory) and the
-        # key loads waited on the ids (Llama-2-7B batch 16, 25% kept: 710 -> 695 us; H100, twenty-fourth session)
+        # software pipeline spent stages past 2 on the ids (one key and one value buffer at any depth) and the key
+        # loads waited on the ids (Llama-2-7B batch 16, 25% kept: 710 -> 695 us; H100, twenty-fourth session)
         cid = _block_ids(ids, e_start, e_end, CP, CPB, DENSE)
         if LOOP_FOR:  # compiled: a pipelined loop
             for e0 in tl.range(e_start, e_end, CPB, num_stages=STAGES):
