@@ -26,8 +26,8 @@ if [ -n "$NCU" ]; then
   echo "ncu rc $?"
 else echo "ncu absent"; fi
 step kernel_ab  # the read-floor lead (docs/benchmarks.md, twenty-fourth session, 3): at 2 stages keys and values get
-#               one shared buffer each; two buffers of 64 or 32-key blocks (now really two, the ids a block ahead),
-#               and the serial merge, each against decode_real's launch and FlashInfer in graph replay
+#               one shared buffer each; two of 64-key blocks (3 stages) and three of 32 (4 stages), possible since
+#               the ids load a block ahead, and the serial merge, each against decode_real's launch and FlashInfer
 timeout 240 python3 scripts/gpu/ab_kernel.py @block_n=64,stages=3 @block_n=32,stages=4 @pdl=0 \
   > "$GPU_OUT/bg/ab_kernel.log" 2>&1
 echo "kernel_ab rc $?"; tail -n 1 "$GPU_OUT/bg/ab_kernel.log"
