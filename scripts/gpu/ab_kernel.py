@@ -21,12 +21,11 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from profile_kernel import CONFIGS, REAL, graph_us, kernel_us, page_table, random_case  # noqa: E402
+from profile_kernel import CONFIGS, REAL, graph_us, kernel_us, ours, page_table, random_case  # noqa: E402
 
 import specattn.gpu.kernels as kernels  # noqa: E402
 import specattn.gpu.kernels.sparse_attn as kernels_tree  # noqa: E402
 from specattn.bench.attention import MODELS  # noqa: E402
-from specattn.gpu.attention.sparse import dense_verify, sparse_verify  # noqa: E402
 
 CONFIG = CONFIGS["sparse128"]
 SHAPES = [(m, 5, b, d) for m in ("llama-3.1-8b", "llama-2-7b") for b in (1, 4, 16) for d in (0.0, 0.1, 0.25)] + REAL
@@ -81,14 +80,8 @@ def main() -> None:
             spans["flashinfer"].append(graph_us(fi))
             for name, (module, config) in arms.items():
                 use(module)
-                ws = module.make_workspace(batch, hkv, hq // hkv, t, d, config, "cuda")
-                if density >= 1.0:
-                    def call():
-                        return dense_verify(s.q, s.k, s.v, s.lengths, 16, out=s.out, workspace=ws, config=config)
-                else:
-                    def call():
-                        return sparse_verify(s.q, s.k, s.v, s.lengths, same.ids, same.n, 16, out=s.out,
-                                             workspace=ws, config=config)
+                call = ours(s, same, 16, density, module.make_workspace(batch, hkv, hq // hkv, t, d, config, "cuda"),
+                            config)
                 us = kernel_us(call)
                 times[name].append(sum(us.values()))
                 spans[name].append(graph_us(call))

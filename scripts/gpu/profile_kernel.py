@@ -63,13 +63,9 @@ def graph_us(fn, reps: int = 15) -> float:
     """Microseconds a call of ``fn`` in a CUDA graph of ``CALLS`` calls back to back (median of ``reps`` replays, after
     the capture's warm-up): the span of its kernels, launch gaps and any overlap of a kernel with the next included,
     which ``kernel_us``'s sum of kernel times cannot show (a programmatically dependent launch's wait counts there)."""
-    from specattn.bench.timing import capture, median_ms
+    from specattn.bench.timing import graph_ms
 
-    graph = capture(lambda: [fn() for _ in range(CALLS)])
-    try:
-        return median_ms([graph.replay], reps) * 1e3 / CALLS
-    finally:
-        del graph
+    return graph_ms([lambda: [fn() for _ in range(CALLS)]], reps) * 1e3 / CALLS
 
 
 def kernels_line(us: dict[str, float]) -> str:
