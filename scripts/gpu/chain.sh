@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The session's timed chain (docs/gpu.md, "The twenty-fourth session": the next session's list), started detached by
-# the call that assembles the weights: it waits (up to 240 s) for the background job's kernel profile to end, then,
+# the call that assembles the weights: it waits (up to 240 s) for the background job's kernel A/B to end, then,
 # with the GPU alone: (a) run A (Quest and StreamingLLM matched to SpecAttn p=0.9 at 32K batch 16, the js map; the
 # twentieth session ran it on an H100: this is its H200 twin, comparable with the earlier H200 tables; FIRST=none skips
 # it on an H100); (b) the js point at 32K batch 16, the first end-to-end timing of the twenty-third and twenty-fourth
@@ -15,7 +15,7 @@ mkdir -p "$GPU_OUT/q"
 # every run's settings: 32K, the js map, SpecAttn p=0.9, the draft's layers all under its policy
 POINT=("experiment.contexts=[32768]" layer_map=docs/data/h200-real-2026-12-03e/layer_map_js_qwen_coder_16k.yaml
        experiment.draft_dense_layers=0 experiment.match_p=0.9 "experiment.p_values=[0.9]")
-[ -z "$PRECHECK" ] && for _ in $(seq 1 48); do grep -q "^profile_kernel rc" "$GPU_OUT/bg/background.log" 2>/dev/null && break; sleep 5; done
+[ -z "$PRECHECK" ] && for _ in $(seq 1 48); do grep -q "^kernel_ab rc" "$GPU_OUT/bg/background.log" 2>/dev/null && break; sleep 5; done
 stop_background 5
 if [ "${FIRST:-run_a}" = run_a ]; then  # FIRST=none on an H100: run A ran there in the twentieth session
 step run_a;  bash scripts/gpu/decode.sh "${1:-300}" "${POINT[@]}" "experiment.batches=[16]"

@@ -1,0 +1,130 @@
+"""When each program of the split kernel starts, learns its lists and ends (issue 23: where the split's 8-10 us above a
+streaming read of the same bytes go: the launch's spread, each program's start-up, or the tail).
+
+The tree's ``sparse_attn.py`` with four clock reads in ``_split_kernel`` (``%globaltimer_lo``, ns, and ``%smid``) is
+loaded beside it (:func:`timed_source`: patched at fixed anchors, so the timed kernel is the tree's); each program
+stores, in the workspace's ticket buffer (unused without the fused merge), its start, the time its lists are known (the
+first dependent loads done), the end of its last block's arithmetic, its SM and its unit count. At one kernel-benchmark
+shape (32K keys, T = 5, random bf16 inputs and chunks, decode_real's sparse launch) it prints, over ``--calls`` eager
+calls (medians): the programs' start spread, each program's start-up (start -> lists known), duration and end
+relative to the first start, the span, and a least-squares fit of a program's duration against its units (the
+intercept: a program's fixed cost; the slope: a unit's time at that load). Run on the GPU machine:
+``python3 scripts/gpu/split_timeline.py llama-3.1-8b 4 0.1 0.25 0.5``."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from ab_kernel import load_base, use  # noqa: E402  (profile_kernel, imported there, puts the repository on the path)
+from profile_kernel import CONFIGS, kernel_us, ours, random_case  # noqa: E402
+
+import specattn.gpu.kernels.sparse_attn as kernels_tree  # noqa: E402
+from specattn.bench.attention import MODELS  # noqa: E402
+
+SLOTS = 8  # int32 words a program's record takes: start, lists known, end, SM, units
+CLOCK = '''@triton.jit
+def _clock(after):
+    """(globaltimer low word in ns, SM id), read once ``after`` (any int32 scalar) is known."""
+    t = tl.inline_asm_elementwise("mov.u32 $0, %globaltimer_lo; // $1", "=r,r", [after], dtype=tl.int32,
+                                  is_pure=False, pack=1)
+    s = tl.inline_asm_elementwise("mov.u32 $0, %smid; // $1", "=r,r", [after], dtype=tl.int32, is_pure=False, pack=1)
+    return t, s
+
+
+'''
+SPLIT = '@triton.jit(do_not_specialize=["T", "cap", "P", "min_units", "BH"])\ndef _split_kernel('
+START = "    p = tl.program_id(0)\n    if PDL:"
+LISTS = "    j = tl.sum((ends <= u).to(tl.int32), 0)  # the first list whose units reach past u\n"
+END = "    if FUSED:  # a list of no chunks has no split program"
+PATCHES = [  # (anchor, its replacement)
+    (SPLIT, CLOCK + SPLIT),
+    (START, "    p = tl.program_id(0)\n    t_start, _ = _clock(p)\n    if PDL:"),
+    (LISTS, LISTS + "    t_lists, _ = _clock(j)\n"),
+    (END, f"    t_end, sm = _clock(u.to(tl.int32))\n    rec = tk_ptr + p * {SLOTS}\n    tl.store(rec, t_start)\n"
+          "    tl.store(rec + 1, t_lists)\n    tl.store(rec + 2, t_end)\n    tl.store(rec + 3, sm)\n"
+          "    tl.store(rec + 4, tl.maximum(u1 - p * width, 0))\n" + END),
+]
+
+
+def timed_source(source: str) -> str:
+    """``sparse_attn.py``'s text with the clock reads and the record's stores in ``_split_kernel`` (each anchor must
+    occur once: a kernel change that moves one fails here, not silently)."""
+    for anchor, replacement in PATCHES:
+        if source.count(anchor) != 1:
+            raise ValueError(f"split_timeline: anchor not found once in sparse_attn.py: {anchor.splitlines()[0]!r}")
+        source = source.replace(anchor, replacement)
+    return source
+
+
+def timed_module():
+    """The tree's kernel module with the clock reads (:func:`timed_source`), loaded beside it."""
+    path = Path(tempfile.mkdtemp()) / "sparse_attn_timed.py"
+    path.write_text(timed_source(Path(kernels_tree.__file__).read_text()))
+    return load_base(str(path), "_timed")
+
+
+def summary(rec, units_only: bool = True) -> dict[str, float]:
+    """One call's records ``(P, SLOTS)`` int32 (host) -> microseconds: start spread, start-up, duration and end
+    quantiles over the programs with units, the span, and the duration fit (intercept, slope per unit)."""
+    rec = rec[rec[:, 4] > 0] if units_only else rec
+    start, lists, end = (rec[:, i].astype("int64") for i in range(3))
+    t0 = start.min()
+    wrap = lambda x: ((x - t0) % (1 << 32)) / 1e3  # noqa: E731  (the low word may wrap inside a call)
+    s, known, e = wrap(start), wrap(lists), wrap(end)
+    dur, units = e - s, rec[:, 4].astype("float64")
+    q = lambda x: (float(x.min()), float(statistics.median(x)), float(x.max()))  # noqa: E731
+    slope, icpt = _fit(units, dur)
+    return {"programs": len(rec), "units": q(units), "start": q(s), "startup": q(known - s), "duration": q(dur),
+            "end": q(e), "span": float(e.max()), "fit": (icpt, slope), "sms": len(set(rec[:, 3].tolist()))}
+
+
+def _fit(x, y) -> tuple[float, float]:
+    """Least-squares (slope, intercept) of y on x (slope 0 where x does not vary)."""
+    mx, my = x.mean(), y.mean()
+    vx = ((x - mx) ** 2).sum()
+    slope = float(((x - mx) * (y - my)).sum() / vx) if vx > 0 else 0.0
+    return slope, float(my - slope * mx)
+
+
+def main() -> None:
+    import numpy as np
+    import torch
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("model", choices=sorted(MODELS))
+    ap.add_argument("batch", type=int)
+    ap.add_argument("kept", type=float, nargs="+")
+    ap.add_argument("--calls", type=int, default=10)
+    args = ap.parse_args()
+    hq, hkv, d = MODELS[args.model]
+    module, config = timed_module(), CONFIGS["sparse128"]
+    gen, cgen = torch.Generator(device="cuda").manual_seed(0), torch.Generator().manual_seed(0)
+    print(f"{args.model} batch {args.batch}, 32K, T=5, {config}; us, (min, median, max) over programs, medians of "
+          f"{args.calls} calls")
+    for kept in args.kept:
+        s, lists, _ = random_case(hq, hkv, d, args.batch, 5, kept, gen, cgen)
+        ws = module.make_workspace(args.batch, hkv, hq // hkv, 5, d, config, "cuda")
+        ws = dataclasses.replace(ws, tickets=torch.zeros(ws.programs * SLOTS, dtype=torch.int32, device="cuda"))
+        use(module)
+        call = ours(s, lists, 16, kept, ws, config)
+        split_us = {k: v for k, v in kernel_us(call).items() if "split" in k}
+        rows = []
+        for _ in range(args.calls):
+            call()
+            torch.cuda.synchronize()
+            rows.append(summary(ws.tickets.view(-1, SLOTS).cpu().numpy()))
+        use(kernels_tree)
+        med = {k: tuple(np.median([r[k] for r in rows], axis=0).round(2).tolist()) if isinstance(rows[0][k], tuple)
+               else round(float(np.median([r[k] for r in rows])), 2) for k in rows[0]}
+        print(f"kept {kept}: split kernel (CUPTI) {', '.join(f'{v:.1f}' for v in split_us.values())}; " +
+              "; ".join(f"{k} {v}" for k, v in med.items()), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,58 @@
+"""``scripts/gpu/split_timeline.py``: the tree's split kernel with clock reads (patched at anchors that must each occur
+once) and the summary of the programs' records (times relative to the first start, the low word's wrap, the fit of a
+program's duration over its units). The timed kernel itself runs on the GPU only (inline PTX)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts" / "gpu"))
+import split_timeline  # noqa: E402
+
+import specattn.gpu.kernels.sparse_attn as tree  # noqa: E402
+
+
+def test_the_timed_source_is_the_trees_with_its_clock_reads_and_a_moved_anchor_fails():
+    source = Path(tree.__file__).read_text()
+    timed = split_timeline.timed_source(source)
+    split = timed[timed.index("def _split_kernel("):timed.index("def _own_keys(")]
+    assert [line.strip().split(" = ")[0] for line in split.splitlines() if "_clock(" in line] == [
+        "t_start, _", "t_lists, _", "t_end, sm"]
+    assert "def _clock(after):" in timed and split.count("tl.store(rec") == 5
+    untimed = timed.replace(split_timeline.CLOCK, "")  # only the helper and the split kernel's added lines
+    for line in split.splitlines():
+        if "_clock(" in line or "tl.store(rec" in line or "rec = tk_ptr" in line:
+            untimed = untimed.replace(line + "\n", "", 1)
+    assert untimed == source
+    with pytest.raises(ValueError, match="anchor not found once"):
+        split_timeline.timed_source(source.replace(split_timeline.LISTS, split_timeline.LISTS.replace("u)", "u )")))
+    module = split_timeline.timed_module()
+    assert hasattr(module, "_clock") and module.MERGE_ROWS == tree.MERGE_ROWS
+
+
+def test_the_summary_recovers_a_programs_fixed_cost_and_unit_time_across_the_low_words_wrap():
+    rng = np.random.default_rng(0)
+    programs = 40
+    units = rng.integers(1, 9, programs)
+    units[-3:] = 0  # programs past the work: left out
+    t0 = (1 << 32) - 2_000  # ns: the low word wraps 2 us after the first start
+    start = t0 + rng.integers(0, 1_500, programs)
+    lists = start + 700
+    end = start + 3_000 + 5_000 * units  # a 3-us fixed cost, 5 us a unit
+    sm = np.arange(programs) % 16
+    rec = np.zeros((programs, split_timeline.SLOTS), dtype=np.int64)
+    rec[:, 0], rec[:, 1], rec[:, 2], rec[:, 3], rec[:, 4] = start, lists, end, sm, units
+    rec = ((rec + (1 << 31)) % (1 << 32) - (1 << 31)).astype(np.int32)  # as the kernel stores them: int32 words
+    out = split_timeline.summary(rec)
+    live = units > 0
+    assert out["programs"] == live.sum() and out["sms"] == len(set(sm[live].tolist()))
+    assert out["fit"] == pytest.approx((3.0, 5.0), abs=1e-6)
+    assert out["startup"] == pytest.approx((0.7, 0.7, 0.7))
+    first = start[live].min()
+    assert out["start"][0] == 0 and out["start"][2] == pytest.approx((start[live].max() - first) / 1e3)
+    assert out["span"] == pytest.approx((end[live].max() - first) / 1e3)
+    assert out["duration"][0] == pytest.approx(3.0 + 5.0 * units[live].min())
