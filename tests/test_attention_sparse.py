@@ -182,9 +182,12 @@ def test_kernel_interpreter(b, hq, hkv, t, d, kcap, c, lengths, h_sel, density):
     check_kernel_case(case, c, 1e-2, config=SplitConfig(block_n=16, ctas_per_sm=16, min_chunks=1))  # idle programs
     fused = dataclasses.replace(tiny, fused_merge=True)  # one launch: density 0 leaves every list to program j % P
     check_kernel_case(case, c, 1e-2, config=fused)
+    steal = dataclasses.replace(tiny, steal=50)  # half the units in dynamic ranges (the interpreter's program 0 takes
+    check_kernel_case(case, c, 1e-2, config=steal)  # them all: its ranges then span lists it did not start in)
     if density == 1.0:
         check_kernel_case(case, c, 1e-2, dense=True, config=tiny)
         check_kernel_case(case, c, 1e-2, dense=True, config=fused)
+        check_kernel_case(case, c, 1e-2, dense=True, config=steal)
 
 
 @needs_interpreter
@@ -200,6 +203,8 @@ def test_kernel_interpreter_merges_many_partials_per_list():
             check_kernel_case(case, 4, 1e-2, config=dataclasses.replace(many, merge_tile=tile))
         # fused: the last of a list's many programs merges all its 20 rows, a partial slot an iteration
         check_kernel_case(case, 4, 1e-2, config=dataclasses.replace(many, fused_merge=True))
+        for share in (10, 90):  # dynamic ranges: a list's partials in static and dynamic slots, several rounds
+            check_kernel_case(case, 4, 1e-2, config=dataclasses.replace(many, steal=share, merge_tile=2))
 
 
 @needs_interpreter
@@ -230,6 +235,38 @@ def test_fused_merge_leaves_its_tickets_at_zero_and_a_reused_workspace_gives_the
         SplitConfig(pdl=2)
     assert SplitConfig(pdl=0).pdl is False
     assert SplitConfig(fused_merge=1).fused_merge is True  # configs give 0/1
+
+
+@needs_interpreter
+def test_dynamic_ranges_leave_the_cursor_at_zero_and_equal_the_static_split():
+    """With ``steal`` the split programs take dynamic ranges through a count in the workspace that the merge resets:
+    it is zero after every launch (a captured graph replays it), a workspace reused across shapes gives what a fresh
+    one gives and the static split's output to float32 rounding (other partial boundaries); a workspace made without
+    room for the dynamic ranges, a share past 90% and steal with the one-launch merge are refused."""
+    from specattn.gpu.kernels import sparse_attn as K
+    from specattn.gpu.kernels.split_config import SplitConfig
+
+    config = SplitConfig(block_n=8, min_chunks=1, steal=40)
+    workspace = K.make_workspace(3, 2, 2, 3, 16, config, "cpu")
+    assert workspace.cursor.tolist() == [0] and workspace.o.shape[0] == 3 * workspace.programs + 6  # 2 a program
+    for seed, lengths, density in ((51, [60, 31, 9], 0.7), (52, [44, 60, 3], 0.0), (53, [60, 60, 60], 1.0)):
+        q, k, v, lengths, lists = make_case(3, 4, 2, 3, 16, 60, 4, lengths, density, 2, torch.float16, "cpu", seed,
+                                            junk_ids=True)
+        reused = sparse_verify(q, k, v, lengths, lists.ids, lists.n, 4, workspace=workspace, config=config,
+                               impl="triton")
+        assert workspace.cursor.tolist() == [0], seed
+        assert torch.equal(reused, sparse_verify(q, k, v, lengths, lists.ids, lists.n, 4, config=config,
+                                                 impl="triton"))
+        static = sparse_verify(q, k, v, lengths, lists.ids, lists.n, 4, impl="triton",
+                               config=dataclasses.replace(config, steal=0))
+        assert torch.allclose(reused.float(), static.float(), atol=2e-3, rtol=2e-3), seed
+    with pytest.raises(ValueError, match="steal=40 needs a workspace made for it"):
+        sparse_verify(q, k, v, lengths, lists.ids, lists.n, 4, config=config, impl="triton",
+                      workspace=K.make_workspace(3, 2, 2, 3, 16, dataclasses.replace(config, steal=0), "cpu"))
+    with pytest.raises(ValueError, match="steal is a percent of the work in 0..90"):
+        SplitConfig(steal=95)
+    with pytest.raises(ValueError, match="steal needs the merge launch"):
+        SplitConfig(steal=25, fused_merge=True)
 
 
 @needs_interpreter
@@ -485,6 +522,46 @@ def test_fused_merge_replayed_in_a_cuda_graph_stays_exact_gpu(t, hq, hkv):
         two = sparse_verify(q, k, v, lengths, lists.ids, lists.n, 16, impl="triton",
                             config=dataclasses.replace(fused, fused_merge=False))
         assert torch.allclose(out.float(), two.float(), atol=2e-2, rtol=2e-2), i
+
+
+@needs_gpu
+@pytest.mark.parametrize("t,hq,hkv,dense,pdl", [(5, 32, 8, False, True), (5, 12, 2, False, False),
+                                                (1, 14, 2, True, True)])
+def test_dynamic_ranges_replayed_in_a_cuda_graph_stay_exact_gpu(t, hq, hkv, dense, pdl):
+    """Hundreds of split programs race for the dynamic ranges (``steal``: half the units taken at run time): the
+    launch matches the reference, and in 30 replays of a captured launch with the selection and queries redrawn in
+    place every output equals the static split's to bfloat16 rounding (other partial boundaries) and the count of
+    ranges taken is back at zero after each (the merge resets it, launched as the split's dependent or after it)."""
+    from specattn.gpu.kernels import sparse_attn as K
+    from specattn.gpu.kernels.split_config import SplitConfig
+
+    cfg = SplitConfig(block_n=16, ctas_per_sm=4, min_chunks=1, steal=50, pdl=pdl)
+    case = make_case(4, hq, hkv, t, 128, 8192, 16, [8192, 5000, 77, 8192], 0.3, 1, torch.bfloat16, "cuda", 11)
+    check_kernel_case(case, 16, 1e-2, config=cfg, dense=dense)
+    q, k, v, lengths, lists = case
+    ws = K.make_workspace(4, hkv, hq // hkv, t, 128, cfg, "cuda")
+    out = torch.empty(4, t, hq, 128, dtype=torch.bfloat16, device="cuda")
+
+    def run(config, o, workspace=None):
+        if dense:
+            return dense_verify(q, k, v, lengths, 16, out=o, workspace=workspace, config=config, impl="triton")
+        return sparse_verify(q, k, v, lengths, lists.ids, lists.n, 16, out=o, workspace=workspace, config=config,
+                             impl="triton")
+
+    run(cfg, out, ws)
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        run(cfg, out, ws)
+    gen = torch.Generator(device="cuda").manual_seed(1)
+    for i in range(30):
+        redraw_in_place(lists, gen, i)
+        q.copy_(torch.randn(q.shape, generator=gen, device="cuda").bfloat16())
+        graph.replay()
+        torch.cuda.synchronize()
+        assert ws.cursor.tolist() == [0], i
+        static = run(dataclasses.replace(cfg, steal=0), torch.empty_like(out))
+        assert torch.allclose(out.float(), static.float(), atol=2e-2, rtol=2e-2), i
 
 
 @needs_gpu

@@ -56,11 +56,15 @@ def test_synthetic_draft_rows_select_the_wanted_chunks(density):
 def test_tune_stages_are_distinct_and_include_their_start():
     base = SplitConfig()
     tiles = A.tile_configs(base)
-    assert tiles[0] == base and len(tiles) == len(set(tiles)) == 15
+    assert tiles[0] == base and len(tiles) == len(set(tiles)) == 16
     assert {(c.ctas_per_sm, c.min_chunks) for c in tiles} == {(base.ctas_per_sm, base.min_chunks)}
     assert sorted(c.merge_tile for c in tiles if c.merge_tile != base.merge_tile) == [8, 16]
     assert [c for c in tiles if c.fused_merge] == [replace(base, fused_merge=True)]  # the one-launch merge, once
     assert [c for c in tiles if not c.pdl] == [replace(base, pdl=False)]  # the merge launched after the split, once
+    assert [c for c in tiles if c.steal] == [replace(base, steal=25)]  # a quarter of the work in dynamic ranges, once
+    stealing = SplitConfig(steal=25)
+    assert replace(stealing, steal=0) in A.tile_configs(stealing)  # from a stealing base: the static split, once
+    assert replace(stealing, fused_merge=True, steal=0) in A.tile_configs(stealing)  # no fused launch with steal
     tile = SplitConfig(block_n=32, warps=2)
     splits = A.split_configs(tile)
     assert splits[0] == tile and len(splits) == len(set(splits)) == 24

@@ -22,14 +22,15 @@ def test_the_timed_source_is_the_trees_with_its_clock_reads_and_a_moved_anchor_f
     split = timed[timed.index("def _split_kernel("):timed.index("def _own_keys(")]
     assert [line.strip().split(" = ")[0] for line in split.splitlines() if "_clock(" in line] == [
         "t_start, _", "t_lists, _", "t_end, sm"]
-    assert "def _clock(after):" in timed and split.count("tl.store(rec") == 5
+    assert "def _clock(after):" in timed and split.count("tl.store(rec") == 6
     untimed = timed.replace(split_timeline.CLOCK, "")  # only the helper and the split kernel's added lines
     for line in split.splitlines():
-        if "_clock(" in line or "tl.store(rec" in line or "rec = tk_ptr" in line:
+        if "_clock(" in line or "tl.store(rec" in line or "rec = tk_ptr" in line or line.strip() in (
+                "done = 0", "taken = 0", "done += tl.maximum(u1 - u, 0)", "taken += 1"):
             untimed = untimed.replace(line + "\n", "", 1)
     assert untimed == source
     with pytest.raises(ValueError, match="anchor not found once"):
-        split_timeline.timed_source(source.replace(split_timeline.LISTS, split_timeline.LISTS.replace("u)", "u )")))
+        split_timeline.timed_source(source.replace(split_timeline.UNITS, split_timeline.UNITS.replace("(r,", "(r ,")))
     module = split_timeline.timed_module()
     assert hasattr(module, "_clock") and module.MERGE_ROWS == tree.MERGE_ROWS
 
@@ -43,9 +44,9 @@ def test_the_summary_recovers_a_programs_fixed_cost_and_unit_time_across_the_low
     start = t0 + rng.integers(0, 1_500, programs)
     lists = start + 700
     end = start + 3_000 + 5_000 * units  # a 3-us fixed cost, 5 us a unit
-    sm = np.arange(programs) % 16
+    sm = np.arange(programs) % 20  # SMs 0-16 hold two programs with work, 17-19 one (their second has none)
     rec = np.zeros((programs, split_timeline.SLOTS), dtype=np.int64)
-    rec[:, 0], rec[:, 1], rec[:, 2], rec[:, 3], rec[:, 4] = start, lists, end, sm, units
+    rec[:, 0], rec[:, 1], rec[:, 2], rec[:, 3], rec[:, 4], rec[:, 5] = start, lists, end, sm, units, 1 + units % 2
     rec = ((rec + (1 << 31)) % (1 << 32) - (1 << 31)).astype(np.int32)  # as the kernel stores them: int32 words
     out = split_timeline.summary(rec)
     live = units > 0
@@ -56,3 +57,7 @@ def test_the_summary_recovers_a_programs_fixed_cost_and_unit_time_across_the_low
     assert out["start"][0] == 0 and out["start"][2] == pytest.approx((start[live].max() - first) / 1e3)
     assert out["span"] == pytest.approx((end[live].max() - first) / 1e3)
     assert out["duration"][0] == pytest.approx(3.0 + 5.0 * units[live].min())
+    assert out["ranges"] == (1.0, float(np.median(1 + units[live] % 2)), 2.0)
+    alone = live & (sm >= 17)
+    assert out["alone|shared"] == pytest.approx((float(np.median(3 + 5 * units[alone])),
+                                                 float(np.median(3 + 5 * units[live & ~alone]))))

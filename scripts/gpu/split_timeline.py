@@ -27,7 +27,7 @@ from profile_kernel import CONFIGS, kernel_us, ours, random_case  # noqa: E402
 import specattn.gpu.kernels.sparse_attn as kernels_tree  # noqa: E402
 from specattn.bench.attention import MODELS  # noqa: E402
 
-SLOTS = 8  # int32 words a program's record takes: start, lists known, end, SM, units
+SLOTS = 8  # int32 words a program's record takes: start, lists known, end, SM, units, ranges taken
 CLOCK = '''@triton.jit
 def _clock(after):
     """(globaltimer low word in ns, SM id), read once ``after`` (any int32 scalar) is known."""
@@ -40,15 +40,17 @@ def _clock(after):
 '''
 SPLIT = '@triton.jit(do_not_specialize=["T", "cap", "P", "min_units", "BH"])\ndef _split_kernel('
 START = "    p = tl.program_id(0)\n    if PDL:"
-LISTS = "    j = tl.sum((ends <= u).to(tl.int32), 0)  # the first list whose units reach past u\n"
+RANGES = "    w0, d0, w1, n_ranges = _ranges(total, P, min_units, STEAL)\n"
+UNITS = "        u, u1 = _range_units(r, P, w0, d0, w1, total)\n"
 END = "    if FUSED:  # a list of no chunks has no split program"
 PATCHES = [  # (anchor, its replacement)
     (SPLIT, CLOCK + SPLIT),
     (START, "    p = tl.program_id(0)\n    t_start, _ = _clock(p)\n    if PDL:"),
-    (LISTS, LISTS + "    t_lists, _ = _clock(j)\n"),
-    (END, f"    t_end, sm = _clock(u.to(tl.int32))\n    rec = tk_ptr + p * {SLOTS}\n    tl.store(rec, t_start)\n"
+    (RANGES, RANGES + "    t_lists, _ = _clock(n_ranges)\n    done = 0\n    taken = 0\n"),
+    (UNITS, UNITS + "        done += tl.maximum(u1 - u, 0)\n        taken += 1\n"),
+    (END, f"    t_end, sm = _clock(done)\n    rec = tk_ptr + p * {SLOTS}\n    tl.store(rec, t_start)\n"
           "    tl.store(rec + 1, t_lists)\n    tl.store(rec + 2, t_end)\n    tl.store(rec + 3, sm)\n"
-          "    tl.store(rec + 4, tl.maximum(u1 - p * width, 0))\n" + END),
+          "    tl.store(rec + 4, done)\n    tl.store(rec + 5, taken)\n" + END),
 ]
 
 
@@ -69,10 +71,14 @@ def timed_module():
     return load_base(str(path), "_timed")
 
 
-def summary(rec, units_only: bool = True) -> dict[str, float]:
-    """One call's records ``(P, SLOTS)`` int32 (host) -> microseconds: start spread, start-up, duration and end
-    quantiles over the programs with units, the span, and the duration fit (intercept, slope per unit)."""
-    rec = rec[rec[:, 4] > 0] if units_only else rec
+def summary(rec) -> dict:
+    """One call's records ``(P, SLOTS)`` int32 (host) -> microseconds over the programs that did work: start spread,
+    start-up, duration and end quantiles (min, median, max), the span, the duration fit (intercept, slope per unit),
+    units and ranges a program took, SMs used, and the median duration of the programs alone on their SM and of
+    those sharing it."""
+    import numpy as np
+
+    rec = rec[rec[:, 4] > 0]
     start, lists, end = (rec[:, i].astype("int64") for i in range(3))
     t0 = start.min()
     wrap = lambda x: ((x - t0) % (1 << 32)) / 1e3  # noqa: E731  (the low word may wrap inside a call)
@@ -80,8 +86,12 @@ def summary(rec, units_only: bool = True) -> dict[str, float]:
     dur, units = e - s, rec[:, 4].astype("float64")
     q = lambda x: (float(x.min()), float(statistics.median(x)), float(x.max()))  # noqa: E731
     slope, icpt = _fit(units, dur)
-    return {"programs": len(rec), "units": q(units), "start": q(s), "startup": q(known - s), "duration": q(dur),
-            "end": q(e), "span": float(e.max()), "fit": (icpt, slope), "sms": len(set(rec[:, 3].tolist()))}
+    sms, per_sm = np.unique(rec[:, 3], return_counts=True)
+    alone = np.isin(rec[:, 3], sms[per_sm == 1])
+    med = lambda x: float(statistics.median(x)) if len(x) else float("nan")  # noqa: E731
+    return {"programs": len(rec), "units": q(units), "ranges": q(rec[:, 5].astype("float64")), "start": q(s),
+            "startup": q(known - s), "duration": q(dur), "end": q(e), "span": float(e.max()), "fit": (icpt, slope),
+            "sms": len(sms), "alone|shared": (med(dur[alone]), med(dur[~alone]))}
 
 
 def _fit(x, y) -> tuple[float, float]:
@@ -101,14 +111,17 @@ def main() -> None:
     ap.add_argument("batch", type=int)
     ap.add_argument("kept", type=float, nargs="+")
     ap.add_argument("--calls", type=int, default=10)
+    ap.add_argument("--steal", type=int, nargs="+", default=[0], help="SplitConfig.steal values to time (percent)")
     args = ap.parse_args()
     hq, hkv, d = MODELS[args.model]
-    module, config = timed_module(), CONFIGS["sparse128"]
+    module = timed_module()
     gen, cgen = torch.Generator(device="cuda").manual_seed(0), torch.Generator().manual_seed(0)
-    print(f"{args.model} batch {args.batch}, 32K, T=5, {config}; us, (min, median, max) over programs, medians of "
-          f"{args.calls} calls")
-    for kept in args.kept:
-        s, lists, _ = random_case(hq, hkv, d, args.batch, 5, kept, gen, cgen)
+    print(f"{args.model} batch {args.batch}, 32K, T=5, {CONFIGS['sparse128']}; us, (min, median, max) over programs, "
+          f"medians of {args.calls} calls")
+    for kept, steal in [(k, st) for k in args.kept for st in args.steal]:
+        config = dataclasses.replace(CONFIGS["sparse128"], steal=steal)
+        if steal == args.steal[0]:  # one case a kept fraction, every launch on it
+            s, lists, _ = random_case(hq, hkv, d, args.batch, 5, kept, gen, cgen)
         ws = module.make_workspace(args.batch, hkv, hq // hkv, 5, d, config, "cuda")
         ws = dataclasses.replace(ws, tickets=torch.zeros(ws.programs * SLOTS, dtype=torch.int32, device="cuda"))
         use(module)
@@ -122,7 +135,7 @@ def main() -> None:
         use(kernels_tree)
         med = {k: tuple(np.median([r[k] for r in rows], axis=0).round(2).tolist()) if isinstance(rows[0][k], tuple)
                else round(float(np.median([r[k] for r in rows])), 2) for k in rows[0]}
-        print(f"kept {kept}: split kernel (CUPTI) {', '.join(f'{v:.1f}' for v in split_us.values())}; " +
+        print(f"kept {kept} steal {steal}: split kernel (CUPTI) {', '.join(f'{v:.1f}' for v in split_us.values())}; " +
               "; ".join(f"{k} {v}" for k, v in med.items()), flush=True)
 
 

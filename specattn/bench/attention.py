@@ -308,12 +308,14 @@ def breakeven(attn: pd.DataFrame) -> pd.DataFrame:
 
 # --------------------------------------------------------------------------------------- tuning
 def tile_configs(base: SplitConfig) -> list[SplitConfig]:
-    """The tune's first stage: keys per iteration x warps, then pipeline stages, the merge's tile, the fused merge and
-    the merge's programmatic dependent launch, at the base split (each one compiled kernel more)."""
+    """The tune's first stage: keys per iteration x warps, then pipeline stages, the merge's tile, the fused merge, the
+    merge's programmatic dependent launch and a quarter of the work in dynamic ranges (or none), at the base split
+    (each one compiled kernel more)."""
     tiles = [replace(base, block_n=bn, warps=w) for bn, w in itertools.product((32, 64, 128), (2, 4, 8))]
     return _distinct([base] + tiles + [replace(base, stages=st) for st in (2, 4)]
                      + [replace(base, merge_tile=mt) for mt in (8, 16)]
-                     + [replace(base, fused_merge=not base.fused_merge), replace(base, pdl=not base.pdl)])
+                     + [replace(base, fused_merge=not base.fused_merge, steal=0), replace(base, pdl=not base.pdl)]
+                     + [replace(base, steal=share, fused_merge=False) for share in (0, 25)])
 
 
 def split_configs(tile: SplitConfig) -> list[SplitConfig]:

@@ -15,7 +15,11 @@ Work is balanced over the whole batch: the (b, KV head) lists are cut into units
 ``u_j = ceil(n_j / CPB)`` for list ``j = b * Hkv + h`` (``n_j`` read on the device), laid end to end
 (``U = sum u_j``), and program p of the fixed grid of ``P`` programs takes units ``[p*W, (p+1)*W)``,
 ``W = max(min_units, ceil(U / P))``, whichever lists they belong to (ragged batches and uneven lists
-cost no imbalance).
+cost no imbalance). With ``SplitConfig.steal`` (a percent) that share of the units is left to run time: program p
+first takes static range p of the rest, then dynamic ranges of the tail of the unit order (up to ``STEAL_RANGES`` a
+program on average), each the next not taken (an atomic count the merge resets), so programs that run faster take
+more (equal shares took 40-53 us at Llama-3.1-8B batch 4, 25% kept: scripts/gpu/split_timeline.py). A range's
+partials go to slots ``r + j`` as a program's do without it.
 
 1. ``_split_kernel``, grid ``(P,)``: for each list segment of its range, program p attends the
    G = Hq/Hkv query heads x T rows of that KV head (one ``(G*T, D)`` tile, so each selected chunk is
@@ -64,6 +68,7 @@ from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
 from .split_config import SplitConfig
 
 LOG2E = 1.4426950408889634
+STEAL_RANGES = tl.constexpr(2)  # dynamic ranges a split program takes on average at most (SplitConfig.steal)
 NEG_INIT = tl.constexpr(-1.0e30)  # running max before any key: finite, so fully masked blocks give exp2(-inf) = 0, not NaN
 
 
@@ -93,6 +98,35 @@ def _lists(len_ptr, n_ptr, T, C, cap, BH, HKV, snb, snh, BHP: tl.constexpr, CPB:
 def _pick(vec, j):
     """Element ``j`` of a 1-D tensor, as a scalar."""
     return tl.sum(tl.where(tl.arange(0, vec.shape[0]) == j, vec, 0), 0)
+
+
+@triton.jit
+def _ranges(total, P, min_units, STEAL: tl.constexpr):
+    """The unit order cut into ranges: static ranges ``0 .. P-1`` of ``w0`` units over ``[0, d0)`` (program p takes
+    range p), then, with STEAL (percent of the units left to run time), dynamic ranges ``P, P+1, ...`` of ``w1`` units
+    over ``[d0, total)`` (at most ``STEAL_RANGES * P``), each taken by the next program to finish its last. Returns
+    ``(w0, d0, w1, ranges)``."""
+    if STEAL > 0:
+        w0 = tl.maximum(min_units, (total * (100 - STEAL)) // (100 * P))
+        d0 = tl.minimum(total, P * w0)
+        w1 = tl.maximum((total - d0 + STEAL_RANGES * P - 1) // (STEAL_RANGES * P), 1)
+        return w0, d0, w1, P + (total - d0 + w1 - 1) // w1
+    else:
+        w0 = tl.maximum(min_units, (total + P - 1) // P)
+        return w0, total, w0, P
+
+
+@triton.jit
+def _range_of(u, P, w0, d0, w1):
+    """The range (:func:`_ranges`) that holds unit ``u``."""
+    return tl.where(u < d0, u // w0, P + (u - d0) // w1)
+
+
+@triton.jit
+def _range_units(r, P, w0, d0, w1, total):
+    """Units ``[lo, hi)`` of range ``r`` (:func:`_ranges`; empty past the work)."""
+    lo = tl.where(r < P, r * w0, d0 + (r - P) * w1)
+    return lo, tl.where(r < P, tl.minimum(d0, lo + w0), tl.minimum(total, lo + w1))
 
 
 @triton.jit
@@ -134,13 +168,13 @@ def _chunk_block(q, kb, vb, skn, svn, cid, e0, end, prefix, C, m_i, l_i, acc, qk
 
 @triton.jit(do_not_specialize=["T", "cap", "P", "min_units", "BH"])
 def _split_kernel(
-    q_ptr, k_ptr, v_ptr, len_ptr, ids_ptr, n_ptr, po_ptr, pl_ptr, ends_ptr, sc_ptr, tk_ptr, out_ptr, lse_ptr,
-    q_out_ptr, qk_scale, T, C, cap, P, min_units, BH, HKV, G,
+    q_ptr, k_ptr, v_ptr, len_ptr, ids_ptr, n_ptr, po_ptr, pl_ptr, ends_ptr, sc_ptr, tk_ptr, cur_ptr, out_ptr,
+    lse_ptr, q_out_ptr, qk_scale, T, C, cap, P, min_units, BH, HKV, G,
     sqb, sqh, sqt, skb, skh, skn, svb, svh, svn, sib, sih, snb, snh, ssb, ssh, sob, sot, soh, slb, slh, sqob, sqoh,
     D: tl.constexpr, M: tl.constexpr, LS: tl.constexpr, CP: tl.constexpr, CPB: tl.constexpr, BHP: tl.constexpr,
     DENSE: tl.constexpr, LOOP_FOR: tl.constexpr, STAGES: tl.constexpr, SCORES: tl.constexpr,
     FUSED: tl.constexpr, RB: tl.constexpr, TP: tl.constexpr, WRITE_LSE: tl.constexpr, WRITE_Q: tl.constexpr,
-    PDL: tl.constexpr,
+    PDL: tl.constexpr, STEAL: tl.constexpr,
 ):
     p = tl.program_id(0)
     if PDL:  # the merge kernel may launch now: its programs take SM room as split programs leave and wait for them
@@ -149,75 +183,80 @@ def _split_kernel(
     if not FUSED and p == 0:  # for the merge: each of its programs then loads two ends, not the whole prefix sum
         tl.store(ends_ptr + tl.arange(0, BHP), ends, mask=tl.arange(0, BHP) < BH)
     total = tl.max(ends, 0)
-    width = tl.maximum(min_units, (total + P - 1) // P)
-    u = p * width
-    u1 = tl.minimum(total, u + width)
-    j = tl.sum((ends <= u).to(tl.int32), 0)  # the first list whose units reach past u
+    w0, d0, w1, n_ranges = _ranges(total, P, min_units, STEAL)
     mi = tl.arange(0, M)
     g = mi // T
     t = mi - g * T
     row_ok = mi < G * T
     d = tl.arange(0, D)
-    while u < u1:
-        end_j = _pick(ends, j)
-        n_j = _pick(ns, j)
-        start_j = end_j - (n_j + CPB - 1) // CPB
-        prefix = _pick(prefixes, j)
-        seg_end = tl.minimum(u1, end_j)
-        e_start = (u - start_j) * CPB
-        e_end = tl.minimum(n_j, (seg_end - start_j) * CPB)
-        b = (j // HKV).to(tl.int64)
-        h = (j % HKV).to(tl.int64)
-        q = tl.load(q_ptr + b * sqb + (h * G + g)[:, None] * sqh + t[:, None] * sqt + d[None, :],
-                    mask=row_ok[:, None], other=0.0)
-        kb = k_ptr + b * skb + h * skh
-        vb = v_ptr + b * svb + h * svh
-        ids = ids_ptr + b * sib + h * sih
-        sc_row = sc_ptr + b * ssb + (h * G + g) * ssh  # the last row's scores (SCORES)
-        sc_ok = row_ok & (t == T - 1)
-        m_i = tl.full((M,), NEG_INIT, tl.float32)
-        l_i = tl.zeros((M,), tl.float32)
-        acc = tl.zeros((M, D), tl.float32)
-        # each block's chunk ids are loaded a block ahead: with the ids loaded in the block that uses them, the
-        # software pipeline spent stages past 2 on the ids (one key and one value buffer at any depth) and the key
-        # loads waited on the ids (Llama-2-7B batch 16, 25% kept: 710 -> 695 us; H100, twenty-fourth session)
-        cid = _block_ids(ids, e_start, e_end, CP, CPB, DENSE)
-        if LOOP_FOR:  # compiled: a pipelined loop
-            for e0 in tl.range(e_start, e_end, CPB, num_stages=STAGES):
-                cid_next = _block_ids(ids, e0 + CPB, e_end, CP, CPB, DENSE)
-                m_i, l_i, acc = _chunk_block(q, kb, vb, skn, svn, cid, e0, e_end, prefix, C, m_i, l_i, acc,
-                                             qk_scale, sc_row, sc_ok, D, CP, CPB, SCORES)
-                cid = cid_next
-        else:  # the CPU interpreter cannot range over run-time scalars
-            e0 = e_start
-            while e0 < e_end:
-                cid_next = _block_ids(ids, e0 + CPB, e_end, CP, CPB, DENSE)
-                m_i, l_i, acc = _chunk_block(q, kb, vb, skn, svn, cid, e0, e_end, prefix, C, m_i, l_i, acc,
-                                             qk_scale, sc_row, sc_ok, D, CP, CPB, SCORES)
-                cid = cid_next
-                e0 += CPB
-        lse = tl.where(l_i > 0, m_i + tl.log2(tl.maximum(l_i, 1e-30)), float("-inf"))
-        o = acc / tl.maximum(l_i, 1e-30)[:, None]
-        slot = (p + j).to(tl.int64)
-        tl.store(po_ptr + (slot * M + mi)[:, None] * D + d[None, :], o, mask=row_ok[:, None])
-        tl.store(pl_ptr + slot * LS + mi, lse, mask=row_ok)
-        if FUSED:
-            if n_j > 0:  # the list's last program to finish merges it, and resets its ticket for the next launch
-                tl.debug_barrier()  # every thread's partial stored before the release
-                ticket = tl.atomic_add(tk_ptr + j, 1, sem="acq_rel", scope="gpu")
-                if ticket == (end_j - 1) // width - start_j // width:
-                    tl.atomic_xchg(tk_ptr + j, 0, sem="relaxed", scope="gpu")
-                    _merge_list(j, prefix, start_j, end_j, width, q_ptr, k_ptr, v_ptr, po_ptr, pl_ptr, out_ptr,
-                                lse_ptr, q_out_ptr, sc_ptr, qk_scale, T, HKV, G, sqb, sqh, sqt, skb, skh, skn, svb, svh,
-                                svn, sob, sot, soh, slb, slh, sqob, sqoh, ssb, ssh, D, M, LS, RB, TP, WRITE_LSE,
-                                WRITE_Q, SCORES, LOOP_FOR, STAGES)
-        u = seg_end
-        j += 1
+    r = p
+    while r < n_ranges:  # program p's static range, then (STEAL) a dynamic one at a time while any is left
+        u, u1 = _range_units(r, P, w0, d0, w1, total)
+        j = tl.sum((ends <= u).to(tl.int32), 0)  # the first list whose units reach past u
+        while u < u1:
+            end_j = _pick(ends, j)
+            n_j = _pick(ns, j)
+            start_j = end_j - (n_j + CPB - 1) // CPB
+            prefix = _pick(prefixes, j)
+            seg_end = tl.minimum(u1, end_j)
+            e_start = (u - start_j) * CPB
+            e_end = tl.minimum(n_j, (seg_end - start_j) * CPB)
+            b = (j // HKV).to(tl.int64)
+            h = (j % HKV).to(tl.int64)
+            q = tl.load(q_ptr + b * sqb + (h * G + g)[:, None] * sqh + t[:, None] * sqt + d[None, :],
+                        mask=row_ok[:, None], other=0.0)
+            kb = k_ptr + b * skb + h * skh
+            vb = v_ptr + b * svb + h * svh
+            ids = ids_ptr + b * sib + h * sih
+            sc_row = sc_ptr + b * ssb + (h * G + g) * ssh  # the last row's scores (SCORES)
+            sc_ok = row_ok & (t == T - 1)
+            m_i = tl.full((M,), NEG_INIT, tl.float32)
+            l_i = tl.zeros((M,), tl.float32)
+            acc = tl.zeros((M, D), tl.float32)
+            # each block's chunk ids are loaded a block ahead: with the ids loaded in the block that uses them, the
+            # software pipeline spent stages past 2 on the ids (one key and one value buffer at any depth) and the key
+            # loads waited on the ids (Llama-2-7B batch 16, 25% kept: 710 -> 695 us; H100, twenty-fourth session)
+            cid = _block_ids(ids, e_start, e_end, CP, CPB, DENSE)
+            if LOOP_FOR:  # compiled: a pipelined loop
+                for e0 in tl.range(e_start, e_end, CPB, num_stages=STAGES):
+                    cid_next = _block_ids(ids, e0 + CPB, e_end, CP, CPB, DENSE)
+                    m_i, l_i, acc = _chunk_block(q, kb, vb, skn, svn, cid, e0, e_end, prefix, C, m_i, l_i, acc,
+                                                 qk_scale, sc_row, sc_ok, D, CP, CPB, SCORES)
+                    cid = cid_next
+            else:  # the CPU interpreter cannot range over run-time scalars
+                e0 = e_start
+                while e0 < e_end:
+                    cid_next = _block_ids(ids, e0 + CPB, e_end, CP, CPB, DENSE)
+                    m_i, l_i, acc = _chunk_block(q, kb, vb, skn, svn, cid, e0, e_end, prefix, C, m_i, l_i, acc,
+                                                 qk_scale, sc_row, sc_ok, D, CP, CPB, SCORES)
+                    cid = cid_next
+                    e0 += CPB
+            lse = tl.where(l_i > 0, m_i + tl.log2(tl.maximum(l_i, 1e-30)), float("-inf"))
+            o = acc / tl.maximum(l_i, 1e-30)[:, None]
+            slot = (r + j).to(tl.int64)  # unique: a range's lists are consecutive
+            tl.store(po_ptr + (slot * M + mi)[:, None] * D + d[None, :], o, mask=row_ok[:, None])
+            tl.store(pl_ptr + slot * LS + mi, lse, mask=row_ok)
+            if FUSED:
+                if n_j > 0:  # the list's last program to finish merges it, and resets its ticket for the next launch
+                    tl.debug_barrier()  # every thread's partial stored before the release
+                    ticket = tl.atomic_add(tk_ptr + j, 1, sem="acq_rel", scope="gpu")
+                    if ticket == (end_j - 1) // w0 - start_j // w0:
+                        tl.atomic_xchg(tk_ptr + j, 0, sem="relaxed", scope="gpu")
+                        _merge_list(j, prefix, start_j, end_j, w0, q_ptr, k_ptr, v_ptr, po_ptr, pl_ptr, out_ptr,
+                                    lse_ptr, q_out_ptr, sc_ptr, qk_scale, T, HKV, G, sqb, sqh, sqt, skb, skh, skn, svb,
+                                    svh, svn, sob, sot, soh, slb, slh, sqob, sqoh, ssb, ssh, D, M, LS, RB, TP,
+                                    WRITE_LSE, WRITE_Q, SCORES, LOOP_FOR, STAGES)
+            u = seg_end
+            j += 1
+        if STEAL > 0:  # the next dynamic range not taken yet (the merge resets the count)
+            r = P + tl.atomic_add(cur_ptr, 1, sem="relaxed", scope="gpu")
+        else:
+            r = n_ranges
     if FUSED:  # a list of no chunks has no split program: program j % P attends its own keys
         e = p
         while e < BH:
             if _pick(ns, e) == 0:
-                _merge_list(e, _pick(prefixes, e), 0, 0, width, q_ptr, k_ptr, v_ptr, po_ptr, pl_ptr, out_ptr, lse_ptr,
+                _merge_list(e, _pick(prefixes, e), 0, 0, w0, q_ptr, k_ptr, v_ptr, po_ptr, pl_ptr, out_ptr, lse_ptr,
                             q_out_ptr, sc_ptr, qk_scale, T, HKV, G, sqb, sqh, sqt, skb, skh, skn, svb, svh, svn, sob,
                             sot, soh, slb, slh, sqob, sqoh, ssb, ssh, D, M, LS, RB, TP, WRITE_LSE, WRITE_Q, SCORES,
                             LOOP_FOR, STAGES)
@@ -279,16 +318,18 @@ def _own_keys_tile(qv, t, row_ok, b, h, hq, prefix, k_ptr, v_ptr, sc_ptr, qk_sca
 
 
 @triton.jit
-def _merge_rows(j, row, prefix, n_j, q_ptr, k_ptr, v_ptr, po_ptr, pl_ptr, ends_ptr, out_ptr, lse_ptr, q_out_ptr,
-                sc_ptr, qk_scale, T, P, min_units, BH, HKV, G, sqb, sqh, sqt, skb, skh, skn, svb, svh, svn, sob, sot,
-                soh, slb, slh, sqob, sqoh, ssb, ssh, D: tl.constexpr, M: tl.constexpr, LS: tl.constexpr,
+def _merge_rows(j, row, prefix, n_j, q_ptr, k_ptr, v_ptr, po_ptr, pl_ptr, ends_ptr, cur_ptr, reset, out_ptr, lse_ptr,
+                q_out_ptr, sc_ptr, qk_scale, T, P, min_units, BH, HKV, G, sqb, sqh, sqt, skb, skh, skn, svb, svh, svn,
+                sob, sot, soh, slb, slh, sqob, sqoh, ssb, ssh, D: tl.constexpr, M: tl.constexpr, LS: tl.constexpr,
                 RB: tl.constexpr, TP: tl.constexpr, SB: tl.constexpr, CPB: tl.constexpr, WRITE_LSE: tl.constexpr,
-                WRITE_Q: tl.constexpr, SCORES: tl.constexpr, LOOP_FOR: tl.constexpr, PDL: tl.constexpr):
+                WRITE_Q: tl.constexpr, SCORES: tl.constexpr, LOOP_FOR: tl.constexpr, PDL: tl.constexpr,
+                STEAL: tl.constexpr):
     """Rows ``row`` (a block of list ``j``'s (G * T)-row tile, row = g * T + t, query head h * G + g) attend the step's
     own keys ``prefix .. prefix + t`` exactly in float32 (inputs only: with PDL, while the split kernel still runs),
     then, once the split's unit ends and partials are there, merge that with the partials of the split programs over
-    the list's units ``[start_j, end_j)`` (slots ``p + j``, ``p`` in ``[start_j // width, (end_j - 1) // width]``, SB
-    at a time, loaded past L1: each is read once); then the output and the taps. The merge kernel's body."""
+    the list's units ``[start_j, end_j)`` (slots ``r + j`` for the ranges ``r`` that hold them, :func:`_ranges`, SB at
+    a time, loaded past L1: each is read once); then the output and the taps. With ``reset`` (one program of the
+    launch) it zeroes the split's count of dynamic ranges taken, for the next launch. The merge kernel's body."""
     b = (j // HKV).to(tl.int64)
     h = (j % HKV).to(tl.int64)
     g = row // T
@@ -302,13 +343,15 @@ def _merge_rows(j, row, prefix, n_j, q_ptr, k_ptr, v_ptr, po_ptr, pl_ptr, ends_p
                                svh, svn, ssb, ssh, D, TP, SCORES)
     if PDL:  # the split kernel's writes (its unit ends, the partials) are visible past this point
         gdc_wait()
+    if STEAL > 0:  # every split program has ended (PDL: the wait above; else the launch order)
+        tl.store(cur_ptr, 0, mask=reset)
     total = tl.load(ends_ptr + BH - 1)  # the split kernel's unit ends (its program 0 wrote them)
-    width = tl.maximum(min_units, (total + P - 1) // P)
+    w0, d0, w1, _ = _ranges(total, P, min_units, STEAL)
     end_j = tl.load(ends_ptr + j)
     start_j = end_j - (n_j + CPB - 1) // CPB
-    # merge the partials (normalised outputs, base-2 lse) of these rows from the programs over list j, SB at a time
-    s_first = start_j // width + j
-    s_end = tl.where(end_j > start_j, (end_j - 1) // width + j + 1, s_first)
+    # merge the partials (normalised outputs, base-2 lse) of these rows from the ranges over list j, SB at a time
+    s_first = _range_of(start_j, P, w0, d0, w1) + j
+    s_end = tl.where(end_j > start_j, _range_of(end_j - 1, P, w0, d0, w1) + j + 1, s_first)
     if LOOP_FOR:  # one round in flight: two were slower at 9 of 11 shapes (H100, twenty-second session)
         for s0 in tl.range(s_first, s_end, SB, num_stages=1):
             m, l, acc = _merge_round(s0, s_end, m, l, acc, po_ptr, pl_ptr, row, row_ok, D, M, LS, SB)
@@ -415,19 +458,20 @@ def _merge_block(j, r0, prefix, start_j, end_j, width, q_ptr, k_ptr, v_ptr, po_p
 
 @triton.jit(do_not_specialize=["T", "cap", "P", "min_units", "BH"])
 def _merge_kernel(
-    q_ptr, k_ptr, v_ptr, len_ptr, n_ptr, po_ptr, pl_ptr, ends_ptr, out_ptr, lse_ptr, q_out_ptr, sc_ptr,
+    q_ptr, k_ptr, v_ptr, len_ptr, n_ptr, po_ptr, pl_ptr, ends_ptr, cur_ptr, out_ptr, lse_ptr, q_out_ptr, sc_ptr,
     qk_scale, T, C, cap, P, min_units, BH, HKV, G,
     sqb, sqh, sqt, skb, skh, skn, svb, svh, svn, snb, snh, sob, sot, soh, slb, slh, sqob, sqoh, ssb, ssh,
     D: tl.constexpr, M: tl.constexpr, LS: tl.constexpr, RB: tl.constexpr, TP: tl.constexpr, SB: tl.constexpr,
     CPB: tl.constexpr, DENSE: tl.constexpr, WRITE_LSE: tl.constexpr, WRITE_Q: tl.constexpr, SCORES: tl.constexpr,
-    LOOP_FOR: tl.constexpr, PDL: tl.constexpr,
+    LOOP_FOR: tl.constexpr, PDL: tl.constexpr, STEAL: tl.constexpr,
 ):
     j = tl.program_id(0)  # the list (b, KV head h)
     prefix, n_j = _list_size(len_ptr, n_ptr, j, j < BH, T, C, cap, HKV, snb, snh, DENSE)
+    reset = (j == 0) & (tl.program_id(1) == 0)
     _merge_rows(j, tl.program_id(1) * RB + tl.arange(0, RB), prefix, n_j, q_ptr, k_ptr, v_ptr, po_ptr, pl_ptr,
-                ends_ptr, out_ptr, lse_ptr, q_out_ptr, sc_ptr, qk_scale, T, P, min_units, BH, HKV, G, sqb, sqh, sqt,
-                skb, skh, skn, svb, svh, svn, sob, sot, soh, slb, slh, sqob, sqoh, ssb, ssh, D, M, LS, RB, TP, SB, CPB,
-                WRITE_LSE, WRITE_Q, SCORES, LOOP_FOR, PDL)
+                ends_ptr, cur_ptr, reset, out_ptr, lse_ptr, q_out_ptr, sc_ptr, qk_scale, T, P, min_units, BH, HKV, G,
+                sqb, sqh, sqt, skb, skh, skn, svb, svh, svn, sob, sot, soh, slb, slh, sqob, sqoh, ssb, ssh, D, M, LS,
+                RB, TP, SB, CPB, WRITE_LSE, WRITE_Q, SCORES, LOOP_FOR, PDL, STEAL)
 
 
 FUSED_MERGE_ROWS = 16  # rows the fused launch's merging program takes at once (sm_90, inside the split kernel: no
@@ -484,6 +528,7 @@ class Workspace:
     ends: torch.Tensor
     programs: int
     tickets: torch.Tensor | None = None  # (B*Hkv,) int32 zeros: the fused launch's arrivals per list (reset by it)
+    cursor: torch.Tensor | None = None  # (1,) int32 zero: dynamic ranges taken (SplitConfig.steal; the merge resets it)
 
 
 def rows_tile(group: int, n_queries: int) -> int:
@@ -499,15 +544,22 @@ def num_programs(config: SplitConfig, device) -> int:
     return max(1, config.ctas_per_sm * sms)
 
 
+def num_ranges(config: SplitConfig, programs: int) -> int:
+    """Most ranges the split kernel cuts its units into (:func:`_ranges`): one a program, and up to ``STEAL_RANGES``
+    dynamic ones a program with ``config.steal``."""
+    return programs * (1 + (STEAL_RANGES.value if config.steal else 0))
+
+
 def make_workspace(batch: int, num_kv_heads: int, group: int, n_queries: int, head_dim: int, config: SplitConfig,
                    device) -> Workspace:
     m = rows_tile(group, n_queries)
     programs = num_programs(config, device)
-    slots = programs + batch * num_kv_heads
+    slots = num_ranges(config, programs) + batch * num_kv_heads
     return Workspace(torch.empty((slots, m, head_dim), dtype=torch.float32, device=device),
                      torch.empty((slots, lse_slot(m)), dtype=torch.float32, device=device),
                      torch.empty(batch * num_kv_heads, dtype=torch.int32, device=device), programs,
-                     torch.zeros(batch * num_kv_heads, dtype=torch.int32, device=device))
+                     torch.zeros(batch * num_kv_heads, dtype=torch.int32, device=device),
+                     torch.zeros(1, dtype=torch.int32, device=device))
 
 
 def launch(q, k, v, lengths, chunk_ids, n_chunks, chunk_size: int, sm_scale: float, out: torch.Tensor,
@@ -540,6 +592,8 @@ def launch(q, k, v, lengths, chunk_ids, n_chunks, chunk_size: int, sm_scale: flo
                          "make_workspace with this batch")
     if config.fused_merge and (workspace.tickets is None or workspace.tickets.numel() < bh):
         raise ValueError("fused_merge needs a workspace with a ticket per (sequence, KV head) list: make_workspace")
+    if config.steal and (workspace.cursor is None or workspace.o.shape[0] < num_ranges(config, programs) + bh):
+        raise ValueError(f"steal={config.steal} needs a workspace made for it: make_workspace with this config")
     common = dict(CPB=cpb, DENSE=dense, D=d, M=m, LS=lse_slot(m), SCORES=scores_out is not None)
     sc, (ssb, ssh) = (scores_out, scores_out.stride()[:2]) if scores_out is not None else (workspace.lse, (0, 0))
     lse_ptr, q_out_ptr = lse_out if lse_out is not None else workspace.lse, q_out if q_out is not None else q
@@ -547,24 +601,26 @@ def launch(q, k, v, lengths, chunk_ids, n_chunks, chunk_size: int, sm_scale: flo
                *(q_out.stride()[:2] if q_out is not None else (0, 0)))
     taps = dict(TP=pow2(t, 2), WRITE_LSE=lse_out is not None, WRITE_Q=q_out is not None)
     pdl = config.pdl and not config.fused_merge and pdl_supported(q.device)
+    counters = workspace.tickets if workspace.tickets is not None else workspace.ends
+    cursor = workspace.cursor if workspace.cursor is not None else workspace.ends  # unread without steal
     _split_kernel[(programs,)](
-        q, k, v, lengths, ids, nn, workspace.o, workspace.lse, workspace.ends, sc,
-        workspace.tickets if workspace.tickets is not None else workspace.ends, out, lse_ptr, q_out_ptr,
+        q, k, v, lengths, ids, nn, workspace.o, workspace.lse, workspace.ends, sc, counters, cursor, out, lse_ptr,
+        q_out_ptr,
         qk_scale, t, chunk_size, capacity, programs, min_units, bh, hkv, g,
         q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
         v.stride(0), v.stride(1), v.stride(2), sib, sih, snb, snh, ssb, ssh, *outputs,
         BHP=pow2(bh, 2), CP=cp, LOOP_FOR=not interpreting(), STAGES=config.stages, FUSED=config.fused_merge,
-        RB=min(m, FUSED_MERGE_ROWS), PDL=pdl, num_warps=config.warps, **taps, **common,
+        RB=min(m, FUSED_MERGE_ROWS), PDL=pdl, STEAL=config.steal, num_warps=config.warps, **taps, **common,
     )
     if config.fused_merge:
         return out
     _merge_kernel[(bh, -(-(g * t) // MERGE_ROWS))](
-        q, k, v, lengths, nn, workspace.o, workspace.lse, workspace.ends, out, lse_ptr, q_out_ptr, sc,
+        q, k, v, lengths, nn, workspace.o, workspace.lse, workspace.ends, cursor, out, lse_ptr, q_out_ptr, sc,
         qk_scale, t, chunk_size, capacity, programs, min_units, bh, hkv, g,
         q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
         v.stride(0), v.stride(1), v.stride(2), snb, snh, *outputs, ssb, ssh,
-        RB=MERGE_ROWS, SB=max(1, merge_slots(programs, bh, config.merge_tile) // MERGE_ROWS),
-        LOOP_FOR=not interpreting(), PDL=pdl, launch_pdl=pdl, num_warps=min(MERGE_ROWS, 4), **taps,
+        RB=MERGE_ROWS, SB=max(1, merge_slots(num_ranges(config, programs), bh, config.merge_tile) // MERGE_ROWS),
+        LOOP_FOR=not interpreting(), PDL=pdl, STEAL=config.steal, launch_pdl=pdl, num_warps=min(MERGE_ROWS, 4), **taps,
         **common,
     )
     return out
@@ -578,44 +634,50 @@ ALIGNED = ("q_ptr", "k_ptr", "v_ptr", "len_ptr", "ids_ptr", "n_ptr", "po_ptr", "
 def _aot_check(compile_one) -> bool:
     ok = True
     cfg = SplitConfig()
-    # (dtype, G, D, dense, scores, fused, T): the fused launch at the verifiers' 5 rows (lse + query taps; the real
-    # pair's G = 6 included) and at the draft's one and two rows (the row taps, scores)
-    for dt, g, dim, dense, scores, fused, t in [
-            ("bf16", 4, 128, False, False, False, 5), ("bf16", 1, 128, False, False, False, 5),
-            ("fp16", 4, 64, False, False, False, 5), ("bf16", 4, 128, True, False, False, 5),
-            ("bf16", 7, 64, True, False, False, 5), ("bf16", 7, 64, True, True, False, 5),
-            ("bf16", 4, 128, False, False, True, 5), ("bf16", 1, 128, False, False, True, 5),
-            ("bf16", 7, 64, False, False, True, 1), ("bf16", 7, 64, True, True, True, 1),
-            ("bf16", 6, 128, False, False, True, 5), ("bf16", 7, 64, True, True, True, 2)]:
+    # (dtype, G, D, dense, scores, fused, T, steal): the fused launch at the verifiers' 5 rows (lse + query taps; the
+    # real pair's G = 6 included) and at the draft's one and two rows (the row taps, scores); dynamic ranges
+    for dt, g, dim, dense, scores, fused, t, steal in [
+            ("bf16", 4, 128, False, False, False, 5, 0), ("bf16", 1, 128, False, False, False, 5, 0),
+            ("fp16", 4, 64, False, False, False, 5, 0), ("bf16", 4, 128, True, False, False, 5, 0),
+            ("bf16", 7, 64, True, False, False, 5, 0), ("bf16", 7, 64, True, True, False, 5, 0),
+            ("bf16", 4, 128, False, False, True, 5, 0), ("bf16", 1, 128, False, False, True, 5, 0),
+            ("bf16", 7, 64, False, False, True, 1, 0), ("bf16", 7, 64, True, True, True, 1, 0),
+            ("bf16", 6, 128, False, False, True, 5, 0), ("bf16", 7, 64, True, True, True, 2, 0),
+            ("bf16", 4, 128, False, False, False, 5, 25), ("bf16", 7, 64, True, True, False, 1, 25)]:
         sig = {"q_ptr": f"*{dt}", "k_ptr": f"*{dt}", "v_ptr": f"*{dt}", "len_ptr": "*i32", "ids_ptr": "*i32",
                "n_ptr": "*i32", "po_ptr": "*fp32", "pl_ptr": "*fp32", "ends_ptr": "*i32", "sc_ptr": "*fp32",
-               "tk_ptr": "*i32", "out_ptr": f"*{dt}", "lse_ptr": "*fp32", "q_out_ptr": f"*{dt}", "qk_scale": "fp32",
+               "tk_ptr": "*i32", "cur_ptr": "*i32", "out_ptr": f"*{dt}", "lse_ptr": "*fp32", "q_out_ptr": f"*{dt}",
+               "qk_scale": "fp32",
                "T": "i32", "C": "i32",
                "cap": "i32", "P": "i32", "min_units": "i32", "BH": "i32", "HKV": "i32", "G": "i32"}
         sig.update({name: "i32" for name in ["sqb", "sqh", "sqt", "skb", "skh", "skn", "svb", "svh", "svn",
                                              "sib", "sih", "snb", "snh", "ssb", "ssh", "sob", "sot", "soh", "slb",
                                              "slh", "sqob", "sqoh"]})
         name = f"sparse_attn split {dt} G={g} D={dim}{' dense' if dense else ''}{' scores' if scores else ''}"
-        ok &= compile_one(name + (f" fused T={t}" if fused else ""), _split_kernel, sig,
+        ok &= compile_one(name + (f" fused T={t}" if fused else "") + (f" steal {steal}%" if steal else ""),
+                          _split_kernel, sig,
                           {"D": dim, "M": rows_tile(g, t), "LS": lse_slot(rows_tile(g, t)), "CP": 16,
                            "CPB": cfg.block_n // 16, "BHP": 32,
                            "DENSE": dense, "LOOP_FOR": True, "STAGES": cfg.stages, "SCORES": scores, "FUSED": fused,
                            "RB": min(rows_tile(g, t), FUSED_MERGE_ROWS), "TP": pow2(t, 2), "WRITE_LSE": fused,
-                           "WRITE_Q": fused, "PDL": not fused}, cfg.warps, div16=ALIGNED)
+                           "WRITE_Q": fused, "PDL": not fused, "STEAL": steal}, cfg.warps, div16=ALIGNED)
     sig = {"q_ptr": "*bf16", "k_ptr": "*bf16", "v_ptr": "*bf16", "len_ptr": "*i32", "n_ptr": "*i32",
-           "po_ptr": "*fp32", "pl_ptr": "*fp32", "ends_ptr": "*i32", "out_ptr": "*bf16", "lse_ptr": "*fp32",
+           "po_ptr": "*fp32", "pl_ptr": "*fp32", "ends_ptr": "*i32", "cur_ptr": "*i32", "out_ptr": "*bf16",
+           "lse_ptr": "*fp32",
            "q_out_ptr": "*bf16", "sc_ptr": "*fp32", "qk_scale": "fp32",
            "T": "i32", "C": "i32",
            "cap": "i32", "P": "i32", "min_units": "i32", "BH": "i32", "HKV": "i32", "G": "i32"}
     sig.update({name: "i32" for name in ["sqb", "sqh", "sqt", "skb", "skh", "skn", "svb", "svh", "svn", "snb",
                                          "snh", "sob", "sot", "soh", "slb", "slh", "sqob", "sqoh", "ssb", "ssh"]})
-    # (taps, RB, scores, tile, pdl)
-    for tap, rb, scores, tile, pdl in [(False, 1, False, 16, True), (True, 1, False, 16, True),
-                                       (True, 1, True, 16, True), (True, 1, False, 32, True), (True, 1, True, 32, True),
-                                       (True, 2, False, 16, True), (True, 1, True, 32, False)]:
+    # (taps, RB, scores, tile, pdl, steal)
+    for tap, rb, scores, tile, pdl, steal in [
+            (False, 1, False, 16, True, 0), (True, 1, False, 16, True, 0), (True, 1, True, 16, True, 0),
+            (True, 1, False, 32, True, 0), (True, 1, True, 32, True, 0), (True, 2, False, 16, True, 0),
+            (True, 1, True, 32, False, 0), (True, 1, False, 32, True, 25)]:
         ok &= compile_one(f"sparse_attn merge bf16 RB={rb} tile {tile}{' lse+q' if tap else ''}"
-                          f"{' scores' if scores else ''}{' pdl' if pdl else ''}", _merge_kernel, sig,
+                          f"{' scores' if scores else ''}{' pdl' if pdl else ''}{f' steal {steal}%' if steal else ''}",
+                          _merge_kernel, sig,
                           {"D": 128, "M": 32, "LS": 32, "RB": rb, "TP": 8, "SB": max(1, tile // rb), "CPB": 4,
                            "DENSE": False, "WRITE_LSE": tap, "WRITE_Q": tap, "SCORES": scores, "LOOP_FOR": True,
-                           "PDL": pdl}, min(rb, 4))
+                           "PDL": pdl, "STEAL": steal}, min(rb, 4))
     return ok

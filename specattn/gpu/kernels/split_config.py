@@ -22,7 +22,10 @@ class SplitConfig:
     program merging a whole list; pdl: the merge kernel launched as a programmatic dependent of the split kernel
     (Hopper or later; ignored elsewhere and with fused_merge): its programs take SM room as split programs leave,
     attend the step's own keys, then wait for the split's partials (the launch gap and the split's tail overlap the
-    merge's start).
+    merge's start); steal: the percent of the units (blocks of a list's chunks) left to run time, in up to two ranges a
+    program, each taken by the next split program to finish its last (program p first takes its static range of the
+    rest): the programs of one launch take 40-53 us for equal shares (Llama-3.1-8B batch 4, 25% kept,
+    scripts/gpu/split_timeline.py), the slowest setting the kernel's end; 0: every share fixed.
     """
 
     block_n: int = 64
@@ -33,6 +36,7 @@ class SplitConfig:
     merge_tile: int = 32
     fused_merge: bool = False
     pdl: bool = True
+    steal: int = 0
 
     def __post_init__(self) -> None:
         for flag in ("fused_merge", "pdl"):
@@ -42,5 +46,9 @@ class SplitConfig:
         if any(x < 1 or x & (x - 1) for x in (self.block_n, self.merge_tile)) or min(
                 self.warps, self.stages, self.ctas_per_sm, self.min_chunks) < 1:
             raise ValueError(f"{self}: block_n and merge_tile must be powers of two, the others >= 1")
+        if not 0 <= self.steal <= 90:
+            raise ValueError(f"{self}: steal is a percent of the work in 0..90 (0: every program's share fixed)")
+        if self.steal and self.fused_merge:
+            raise ValueError(f"{self}: steal needs the merge launch (fused_merge=false)")
         if self.merge_tile > MAX_MERGE_TILE:
             raise ValueError(f"{self}: merge_tile at most {MAX_MERGE_TILE} (larger tiles spill registers)")
