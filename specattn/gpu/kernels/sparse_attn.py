@@ -248,10 +248,11 @@ def _split_kernel(
                                     WRITE_LSE, WRITE_Q, SCORES, LOOP_FOR, STAGES)
             u = seg_end
             j += 1
-        if STEAL > 0:  # the next dynamic range not taken yet (the merge resets the count)
-            r = P + tl.atomic_add(cur_ptr, 1, sem="relaxed", scope="gpu")
-        else:
-            r = n_ranges
+        nxt = n_ranges
+        if STEAL > 0:
+            if n_ranges > P:  # the next dynamic range not taken yet (the merge resets the count); none: no atomic
+                nxt = P + tl.atomic_add(cur_ptr, 1, sem="relaxed", scope="gpu")
+        r = nxt
     if FUSED:  # a list of no chunks has no split program: program j % P attends its own keys
         e = p
         while e < BH:
