@@ -4,19 +4,29 @@ program's duration over its units). The timed kernel itself runs on the GPU only
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts" / "gpu"))
-import split_timeline  # noqa: E402
+from .availability import needs_interpreter
 
-import specattn.gpu.kernels.sparse_attn as tree  # noqa: E402
+GPU_SCRIPTS = str(Path(__file__).resolve().parents[1] / "scripts" / "gpu")
 
 
-def test_the_timed_source_is_the_trees_with_its_clock_reads_and_a_moved_anchor_fails():
+def timeline(monkeypatch):
+    """scripts/gpu/split_timeline.py as a module (it imports the kernels: triton)."""
+    monkeypatch.syspath_prepend(GPU_SCRIPTS)
+    import split_timeline
+
+    return split_timeline
+
+
+@needs_interpreter
+def test_the_timed_source_is_the_trees_with_its_clock_reads_and_a_moved_anchor_fails(monkeypatch):
+    import specattn.gpu.kernels.sparse_attn as tree
+
+    split_timeline = timeline(monkeypatch)
     source = Path(tree.__file__).read_text()
     timed = split_timeline.timed_source(source)
     split = timed[timed.index("def _split_kernel("):timed.index("def _own_keys(")]
@@ -35,7 +45,9 @@ def test_the_timed_source_is_the_trees_with_its_clock_reads_and_a_moved_anchor_f
     assert hasattr(module, "_clock") and module.MERGE_ROWS == tree.MERGE_ROWS
 
 
-def test_the_summary_recovers_a_programs_fixed_cost_and_unit_time_across_the_low_words_wrap():
+@needs_interpreter
+def test_the_summary_recovers_a_programs_fixed_cost_and_unit_time_across_the_low_words_wrap(monkeypatch):
+    split_timeline = timeline(monkeypatch)
     rng = np.random.default_rng(0)
     programs = 40
     units = rng.integers(1, 9, programs)
