@@ -1,15 +1,18 @@
 """When each program of the split kernel starts, learns its lists and ends (issue 23: where the split's 8-10 us above a
 streaming read of the same bytes go: the launch's spread, each program's start-up, or the tail).
 
-The tree's ``sparse_attn.py`` with four clock reads in ``_split_kernel`` (``%globaltimer_lo``, ns, and ``%smid``) is
-loaded beside it (:func:`timed_source`: patched at fixed anchors, so the timed kernel is the tree's); each program
-stores, in the workspace's ticket buffer (unused without the fused merge), its start, the time its lists are known (the
-first dependent loads done), the end of its last block's arithmetic, its SM and its unit count. At one kernel-benchmark
-shape (32K keys, T = 5, random bf16 inputs and chunks, decode_real's sparse launch) it prints, over ``--calls`` eager
-calls (medians): the programs' start spread, each program's start-up (start -> lists known), duration and end
-relative to the first start, the span, and a least-squares fit of a program's duration against its units (the
-intercept: a program's fixed cost; the slope: a unit's time at that load). Run on the GPU machine:
-``python3 scripts/gpu/split_timeline.py llama-3.1-8b 4 0.1 0.25 0.5``."""
+The tree's ``sparse_attn.py`` with three clock reads in ``_split_kernel`` (``%globaltimer_lo``, ns, and ``%smid``) and
+a count of the units and ranges each program took is loaded beside it (:func:`timed_source`: patched at fixed anchors,
+so the timed kernel is the tree's; the reads add registers: 206 -> 212 at decode_real's launch, and the dynamic-range
+kernel spills 56 bytes with them, aot_check); each program stores, in the workspace's ticket buffer (unused without the
+fused merge), its start, the time its lists are known (the first dependent loads done), the end of its last block's
+arithmetic, its SM, its units and its ranges. At one kernel-benchmark shape (32K keys, T = 5, random bf16 inputs and
+chunks, decode_real's sparse launch, with each ``--steal`` setting) it prints, over ``--calls`` eager calls (medians):
+the programs' start spread, each program's start-up (start -> lists known), duration and end relative to the first
+start, the span, a least-squares fit of a program's duration against its units (the intercept: a program's fixed
+cost; the slope: a unit's time at that load; flat where every program has the same units), and the median duration of
+programs alone on their SM and of those sharing it. Run on the GPU machine:
+``python3 scripts/gpu/split_timeline.py llama-3.1-8b 4 0.1 0.25 0.5 --steal 0 25``."""
 
 from __future__ import annotations
 
