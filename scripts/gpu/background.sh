@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs from /tmp/repo (a copy) while the weights are staged: first the split kernel's program timeline at the read-floor
-# shape and beside it (scripts/gpu/split_timeline.py: each program's start, start-up and end, where the split's 8-10 us
-# above a streaming read of the same bytes go), then Nsight Compute on both kernels of ours and of FlashInfer there
+# shape and beside it, static and with dynamic ranges (scripts/gpu/split_timeline.py: each program's start, start-up
+# and end; equal shares took 40-53 us there, twenty-fifth session), then Nsight Compute on both kernels of ours and
+# of FlashInfer there
 # (Llama-3.1-8B batch 4, 25% kept: ours 57-61 us against a 43.6-us floor that a streaming read of the same bytes meets
 # at 98%; twenty-fourth session), then an A/B of launches the timeline may point to (scripts/gpu/ab_kernel.py: the GPU
 # nearly alone while the pieces arrive; its "kernel_ab rc" line is what the chain waits for), then Quest's page
@@ -14,11 +15,13 @@ export PYTHONPATH="/tmp/site:/tmp/repo"
 gpu_tests() { local f; for f in "$@"; do
   timeout 200 python3 -m pytest -q -rfE -n 8 -m gpu -p no:cacheprovider tests/$f.py > "$GPU_OUT/bg/pytest_$f.log" 2>&1
   echo "$f rc $? $(tail -n 1 "$GPU_OUT/bg/pytest_$f.log")"; done; }
-step split_timeline  # each split program's start, start-up (its lists known) and end at the read-floor shape at 10,
-#                     25 and 50% kept (a program's fixed cost from the fit over its units), at Llama-2-7B batch 4, 25%
-#                     (94-96% of the floor) and at Llama-3.1-8B batch 1, 25% (the one shape the dependent launch loses)
-for shape in "llama-3.1-8b 4 0.1 0.25 0.5" "llama-2-7b 4 0.25" "llama-3.1-8b 1 0.25"; do
-  timeout 60 python3 scripts/gpu/split_timeline.py $shape >> "$GPU_OUT/bg/split_timeline.log" 2>&1
+step split_timeline  # each split program's start, start-up (its lists known) and end, without and with a share of
+#                     the work in dynamic ranges (SplitConfig.steal): at the read-floor shape equal shares took 40-53
+#                     us, the slowest setting the kernel's end (twenty-fifth session); at Llama-2-7B batch 4, 25%
+#                     (147-186 us) and Llama-3.1-8B batch 1, 25% (the one shape the dependent launch loses)
+for shape in "llama-3.1-8b 4 0.25 --steal 0 25 50" "llama-2-7b 4 0.25 --steal 0 25" \
+             "llama-3.1-8b 1 0.25 --steal 0 25"; do
+  timeout 90 python3 scripts/gpu/split_timeline.py $shape >> "$GPU_OUT/bg/split_timeline.log" 2>&1
   echo "split_timeline $shape rc $?"; done
 step read_floor_counters  # each kernel's duration, DRAM throughput, waves and stalls at the read-floor shape (at
 #                          Llama-2-7B batch 16, 10% the two split kernels match: 286.8 / 286.7 us, both 90.2% of DRAM
@@ -32,11 +35,10 @@ if [ -n "$NCU" ]; then
     > "$GPU_OUT/bg/ncu_read_floor.log" 2>&1
   echo "ncu rc $?"
 else echo "ncu absent"; fi
-step kernel_ab  # launches not measured on this kernel: 4 programs an SM's worth (2 fit: the hardware hands the second
-#               half to SMs as their first programs end, a tail balanced by the scheduler, twice the partials), 3
-#               stages of 128-key blocks at one program an SM (two key and two value buffers, 144 KB: the next block's
-#               loads under this block's arithmetic), and 64-key blocks over 3 stages (two buffers, two programs an SM)
-timeout 280 python3 scripts/gpu/ab_kernel.py @ctas_per_sm=4 @stages=3,ctas_per_sm=1 @block_n=64,stages=3 \
+step kernel_ab  # the dynamic ranges at a quarter and a half of the work (built in the twenty-fifth session, untimed)
+#               and 64-key blocks over 3 stages (16 of 17 in the twenty-fifth session's one run, 15 in the
+#               twenty-fourth)
+timeout 280 python3 scripts/gpu/ab_kernel.py @steal=25 @steal=50 @block_n=64,stages=3 \
   > "$GPU_OUT/bg/ab_kernel.log" 2>&1
 echo "kernel_ab rc $?"; tail -n 1 "$GPU_OUT/bg/ab_kernel.log"
 step quest_bound     # the page-bound kernel against the float64 definition at the decoder's sizes, then its profile
