@@ -520,9 +520,10 @@ def pow2(x: int, least: int = 1) -> int:
 
 @dataclass
 class Workspace:
-    """Partials of one launch shape: outputs ``(P + B*Hkv, M, D)`` and lse ``(P + B*Hkv, lse_slot(M))`` float32, the
-    split kernel's unit ends per (sequence, KV head) list ``(B*Hkv,)`` int32, for a grid of ``programs`` (P)
-    split programs, and the fused launch's tickets (one counter per list, zero between launches)."""
+    """Partials of one launch shape: outputs ``(R + B*Hkv, M, D)`` and lse ``(R + B*Hkv, lse_slot(M))`` float32 (R:
+    :func:`num_ranges`, P without ``steal``), the split kernel's unit ends per (sequence, KV head) list ``(B*Hkv,)``
+    int32, for a grid of ``programs`` (P) split programs, the fused launch's tickets (one counter per list) and the
+    count of dynamic ranges taken (both zero between launches)."""
 
     o: torch.Tensor
     lse: torch.Tensor
