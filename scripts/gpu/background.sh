@@ -2,10 +2,10 @@
 # Runs from /tmp/repo (a copy) while the weights are staged: first the split kernel's program timeline at the read-floor
 # shape and beside it, static and with dynamic ranges (scripts/gpu/split_timeline.py: each program's start, start-up
 # and end; equal shares took 40-53 us there, twenty-fifth session), then Nsight Compute on both kernels of ours and
-# of FlashInfer there
-# (Llama-3.1-8B batch 4, 25% kept: ours 57-61 us against a 43.6-us floor that a streaming read of the same bytes meets
-# at 98%; twenty-fourth session), then an A/B of launches the timeline may point to (scripts/gpu/ab_kernel.py: the GPU
-# nearly alone while the pieces arrive; its "kernel_ab rc" line is what the chain waits for), then Quest's page
+# of FlashInfer there (Llama-3.1-8B batch 4, 25% kept: ours 57-61 us against a 43.6-us floor that a streaming
+# read of the same bytes meets at 98%; twenty-fourth session), then an A/B of launches the timeline may point to
+# (scripts/gpu/ab_kernel.py: the GPU nearly alone while the pieces arrive; its "kernel_ab rc" line is what the chain
+# waits for), then Quest's page
 # kernels' GPU tests (bounds, fold; bounds in the keys' bfloat16 since the sixteenth stop) and where Quest's selection
 # spends its time with them (scripts/gpu/profile_quest.py: bfloat16 and float32 bounds, the float32 GEMMs, the chunk
 # choice's dispatch), then the decoder's GPU tests, the sparse kernel's and the step's, and the rest of the GPU suite.

@@ -121,25 +121,27 @@ def main() -> None:
     gen, cgen = torch.Generator(device="cuda").manual_seed(0), torch.Generator().manual_seed(0)
     print(f"{args.model} batch {args.batch}, 32K, T=5, {CONFIGS['sparse128']}; us, (min, median, max) over programs, "
           f"medians of {args.calls} calls")
-    for kept, steal in [(k, st) for k in args.kept for st in args.steal]:
-        config = dataclasses.replace(CONFIGS["sparse128"], steal=steal)
-        if steal == args.steal[0]:  # one case a kept fraction, every launch on it
-            s, lists, _ = random_case(hq, hkv, d, args.batch, 5, kept, gen, cgen)
-        ws = module.make_workspace(args.batch, hkv, hq // hkv, 5, d, config, "cuda")
-        ws = dataclasses.replace(ws, tickets=torch.zeros(ws.programs * SLOTS, dtype=torch.int32, device="cuda"))
-        use(module)
-        call = ours(s, lists, 16, kept, ws, config)
-        split_us = {k: v for k, v in kernel_us(call).items() if "split" in k}
-        rows = []
-        for _ in range(args.calls):
-            call()
-            torch.cuda.synchronize()
-            rows.append(summary(ws.tickets.view(-1, SLOTS).cpu().numpy()))
-        use(kernels_tree)
-        med = {k: tuple(np.median([r[k] for r in rows], axis=0).round(2).tolist()) if isinstance(rows[0][k], tuple)
-               else round(float(np.median([r[k] for r in rows])), 2) for k in rows[0]}
-        print(f"kept {kept} steal {steal}: split kernel (CUPTI) {', '.join(f'{v:.1f}' for v in split_us.values())}; " +
-              "; ".join(f"{k} {v}" for k, v in med.items()), flush=True)
+    for kept in args.kept:
+        s, lists, _ = random_case(hq, hkv, d, args.batch, 5, kept, gen, cgen)  # every steal setting on one case
+        for steal in args.steal:
+            config = dataclasses.replace(CONFIGS["sparse128"], steal=steal)
+            ws = module.make_workspace(args.batch, hkv, hq // hkv, 5, d, config, "cuda")
+            ws = dataclasses.replace(ws, tickets=torch.zeros(ws.programs * SLOTS, dtype=torch.int32, device="cuda"))
+            use(module)
+            call = ours(s, lists, 16, kept, ws, config)
+            split_us = {k: v for k, v in kernel_us(call).items() if "split" in k}
+            rows = []
+            for _ in range(args.calls):
+                call()
+                torch.cuda.synchronize()
+                rows.append(summary(ws.tickets.view(-1, SLOTS).cpu().numpy()))
+            use(kernels_tree)
+            med = {k: tuple(np.median([r[k] for r in rows], axis=0).round(2).tolist())
+                   if isinstance(rows[0][k], tuple) else round(float(np.median([r[k] for r in rows])), 2)
+                   for k in rows[0]}
+            split = ", ".join(f"{v:.1f}" for v in split_us.values())
+            print(f"kept {kept} steal {steal}: split kernel (CUPTI) {split}; "
+                  + "; ".join(f"{k} {v}" for k, v in med.items()), flush=True)
 
 
 if __name__ == "__main__":
