@@ -1,20 +1,22 @@
 #!/usr/bin/env bash
-# Runs from /tmp/repo (a copy) while the weights are staged: first the split kernel's program timeline at the read-floor
-# shape and beside it, static and with dynamic ranges (scripts/gpu/split_timeline.py: each program's start, start-up
-# and end; equal shares took 40-53 us there, twenty-fifth session), then Nsight Compute on both kernels of ours and
-# of FlashInfer there (Llama-3.1-8B batch 4, 25% kept: ours 57-61 us against a 43.6-us floor that a streaming
-# read of the same bytes meets at 98%; twenty-fourth session), then an A/B of launches the timeline may point to
-# (scripts/gpu/ab_kernel.py: the GPU nearly alone while the pieces arrive; its "kernel_ab rc" line is what the chain
-# waits for), then Quest's page
-# kernels' GPU tests (bounds, fold; bounds in the keys' bfloat16 since the sixteenth stop) and where Quest's selection
-# spends its time with them (scripts/gpu/profile_quest.py: bfloat16 and float32 bounds, the float32 GEMMs, the chunk
-# choice's dispatch), then the decoder's GPU tests, the sparse kernel's and the step's, and the rest of the GPU suite.
+# Runs from /tmp/repo (a copy) while the weights are staged: first the dynamic ranges' GPU test, then the split
+# kernel's program timeline at the read-floor shape and beside it, static and with dynamic ranges
+# (scripts/gpu/split_timeline.py: each program's start, start-up and end; equal shares took 40-53 us there,
+# twenty-fifth session), then an A/B of launches the timeline may point to (scripts/gpu/ab_kernel.py: the GPU nearly
+# alone while the pieces arrive; its "kernel_ab rc" line is what the chain waits for), then Quest's page kernels' GPU
+# tests (bounds, fold; bounds in the keys' bfloat16 since the sixteenth stop) and where Quest's selection spends its
+# time with them (scripts/gpu/profile_quest.py: bfloat16 and float32 bounds, the float32 GEMMs, the chunk choice's
+# dispatch), then the decoder's GPU tests, the sparse kernel's and the step's, and the rest of the GPU suite.
 # Each part writes under $GPU_OUT/bg; `done` marks the end.
 source scripts/gpu/env.sh
 export PYTHONPATH="/tmp/site:/tmp/repo"
 gpu_tests() { local f; for f in "$@"; do
   timeout 200 python3 -m pytest -q -rfE -n 8 -m gpu -p no:cacheprovider tests/$f.py > "$GPU_OUT/bg/pytest_$f.log" 2>&1
   echo "$f rc $? $(tail -n 1 "$GPU_OUT/bg/pytest_$f.log")"; done; }
+step steal_test  # the dynamic ranges' graph-replay test (twenty-fifth session: written, unrun), before their timings
+timeout 120 python3 -m pytest -q -rfE -m gpu -p no:cacheprovider -k "dynamic_ranges" tests/test_attention_sparse.py \
+  > "$GPU_OUT/bg/pytest_steal.log" 2>&1
+echo "steal_test rc $? $(tail -n 1 "$GPU_OUT/bg/pytest_steal.log")"
 step split_timeline  # each split program's start, start-up (its lists known) and end, without and with a share of
 #                     the work in dynamic ranges (SplitConfig.steal): at the read-floor shape equal shares took 40-53
 #                     us, the slowest setting the kernel's end (twenty-fifth session); at Llama-2-7B batch 4, 25%
@@ -23,18 +25,6 @@ for shape in "llama-3.1-8b 4 0.25 --steal 0 25 50" "llama-2-7b 4 0.25 --steal 0 
              "llama-3.1-8b 1 0.25 --steal 0 25"; do
   timeout 90 python3 scripts/gpu/split_timeline.py $shape >> "$GPU_OUT/bg/split_timeline.log" 2>&1
   echo "split_timeline $shape rc $?"; done
-step read_floor_counters  # each kernel's duration, DRAM throughput, waves and stalls at the read-floor shape (at
-#                          Llama-2-7B batch 16, 10% the two split kernels match: 286.8 / 286.7 us, both 90.2% of DRAM
-#                          peak, twenty-fourth session)
-NCU=$(command -v ncu || ls /usr/local/cuda*/bin/ncu /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -n 1)
-if [ -n "$NCU" ]; then
-  timeout 150 "$NCU" --clock-control none --launch-skip 4 --launch-count 4 \
-    --kernel-name regex:"_split_kernel|_merge_kernel|BatchPrefillWithPagedKVCache|MergeStates" \
-    --section SpeedOfLight --section MemoryWorkloadAnalysis --section SchedulerStats --section WarpStateStats \
-    --section LaunchStats --section Occupancy python3 scripts/gpu/ncu_workload.py llama-3.1-8b 4 0.25 \
-    > "$GPU_OUT/bg/ncu_read_floor.log" 2>&1
-  echo "ncu rc $?"
-else echo "ncu absent"; fi
 step kernel_ab  # the dynamic ranges at a quarter and a half of the work (built in the twenty-fifth session, untimed)
 #               and 64-key blocks over 3 stages (16 of 17 in the twenty-fifth session's one run, 15 in the
 #               twenty-fourth)

@@ -22,6 +22,10 @@ step run_a;  bash scripts/gpu/decode.sh "${1:-300}" "${POINT[@]}" "experiment.ba
 fi
 step js_b16;  bash scripts/gpu/decode.sh "${1:-300}" "${POINT[@]}" "experiment.batches=[16]" experiment.matched=false
 step js_b4;  bash scripts/gpu/decode.sh "${1:-300}" "${POINT[@]}" "experiment.batches=[4]" experiment.matched=false
+if [ -s "$GPU_OUT/q/steal" ]; then  # written by a poll call once the A/B shows a dynamic-range setting winning
+step js_b16_steal;  bash scripts/gpu/decode.sh "${1:-300}" "${POINT[@]}" "experiment.batches=[16]" \
+  experiment.matched=false "experiment.sparse_split.steal=$(cat "$GPU_OUT/q/steal")"
+fi
 touch "$GPU_OUT/q/js_b4.done"
 step gpu_tests  # the kernel's GPU test files (changed in the twenty-third and twenty-fourth sessions; passed there)
 TESTS="test_attention_sparse test_graph_methods test_draft_rows" bash scripts/gpu/after.sh js_b4.done
