@@ -203,8 +203,10 @@ def test_kernel_interpreter_merges_many_partials_per_list():
             check_kernel_case(case, 4, 1e-2, config=dataclasses.replace(many, merge_tile=tile))
         # fused: the last of a list's many programs merges all its 20 rows, a partial slot an iteration
         check_kernel_case(case, 4, 1e-2, config=dataclasses.replace(many, fused_merge=True))
-        for share in (10, 90):  # dynamic ranges: a list's partials in static and dynamic slots, several rounds
-            check_kernel_case(case, 4, 1e-2, config=dataclasses.replace(many, steal=share, merge_tile=2))
+        for share, spread in ((10, 2), (90, 2), (90, 8)):  # dynamic ranges: partials in static and dynamic slots,
+            #                                                   several rounds; at 8 a program, ranges of one unit
+            check_kernel_case(case, 4, 1e-2, config=dataclasses.replace(many, steal=share, steal_ranges=spread,
+                                                                        merge_tile=2))
 
 
 @needs_interpreter
@@ -242,14 +244,37 @@ def test_dynamic_ranges_leave_the_cursor_at_zero_and_equal_the_static_split():
     """With ``steal`` the split programs take dynamic ranges through a count in the workspace that the merge resets:
     it is zero after every launch (a captured graph replays it), a workspace reused across shapes gives what a fresh
     one gives and the static split's output to float32 rounding (other partial boundaries); a workspace made without
-    room for the dynamic ranges, a share past 90% and steal with the one-launch merge are refused."""
+    room for the dynamic ranges (or for fewer than its ``steal_ranges``), a share past 90%, a ``steal_ranges`` outside
+    1..64 and steal with the one-launch merge are refused."""
     from specattn.gpu.kernels import sparse_attn as K
     from specattn.gpu.kernels.split_config import SplitConfig
 
+    for spread, seeds in ((2, (51, 52, 53)), (1, (54,)), (8, (55, 56))):
+        _check_dynamic_ranges(K, SplitConfig(block_n=8, min_chunks=1, steal=40, steal_ranges=spread), seeds)
     config = SplitConfig(block_n=8, min_chunks=1, steal=40)
+    q, k, v, lengths, lists = make_case(3, 4, 2, 3, 16, 60, 4, [60, 31, 9], 0.7, 2, torch.float16, "cpu", 51)
+    with pytest.raises(ValueError, match="steal=40 needs a workspace made for it"):
+        sparse_verify(q, k, v, lengths, lists.ids, lists.n, 4, config=config, impl="triton",
+                      workspace=K.make_workspace(3, 2, 2, 3, 16, dataclasses.replace(config, steal=0), "cpu"))
+    with pytest.raises(ValueError, match="steal=40 needs a workspace made for it"):
+        sparse_verify(q, k, v, lengths, lists.ids, lists.n, 4, config=dataclasses.replace(config, steal_ranges=8),
+                      impl="triton", workspace=K.make_workspace(3, 2, 2, 3, 16, config, "cpu"))
+    with pytest.raises(ValueError, match="steal is a percent of the work in 0..90"):
+        SplitConfig(steal=95)
+    for spread in (0, 65):
+        with pytest.raises(ValueError, match="steal_ranges is the dynamic ranges a program takes on average, 1..64"):
+            SplitConfig(steal=25, steal_ranges=spread)
+    with pytest.raises(ValueError, match="steal needs the merge launch"):
+        SplitConfig(steal=25, fused_merge=True)
+
+
+def _check_dynamic_ranges(K, config, seeds):
+    """``config``'s workspace holds a slot for each of a program's ranges, its count is zero after every launch, and
+    a reused workspace gives a fresh one's output and the static split's to float32 rounding."""
     workspace = K.make_workspace(3, 2, 2, 3, 16, config, "cpu")
-    assert workspace.cursor.tolist() == [0] and workspace.o.shape[0] == 3 * workspace.programs + 6  # 2 a program
-    for seed, lengths, density in ((51, [60, 31, 9], 0.7), (52, [44, 60, 3], 0.0), (53, [60, 60, 60], 1.0)):
+    slots = (1 + config.steal_ranges) * workspace.programs + 6
+    assert workspace.cursor.tolist() == [0] and workspace.o.shape[0] == slots, config
+    for seed, lengths, density in zip(seeds, ([60, 31, 9], [44, 60, 3], [60, 60, 60]), (0.7, 0.0, 1.0)):
         q, k, v, lengths, lists = make_case(3, 4, 2, 3, 16, 60, 4, lengths, density, 2, torch.float16, "cpu", seed,
                                             junk_ids=True)
         reused = sparse_verify(q, k, v, lengths, lists.ids, lists.n, 4, workspace=workspace, config=config,
@@ -259,14 +284,7 @@ def test_dynamic_ranges_leave_the_cursor_at_zero_and_equal_the_static_split():
                                                  impl="triton"))
         static = sparse_verify(q, k, v, lengths, lists.ids, lists.n, 4, impl="triton",
                                config=dataclasses.replace(config, steal=0))
-        assert torch.allclose(reused.float(), static.float(), atol=2e-3, rtol=2e-3), seed
-    with pytest.raises(ValueError, match="steal=40 needs a workspace made for it"):
-        sparse_verify(q, k, v, lengths, lists.ids, lists.n, 4, config=config, impl="triton",
-                      workspace=K.make_workspace(3, 2, 2, 3, 16, dataclasses.replace(config, steal=0), "cpu"))
-    with pytest.raises(ValueError, match="steal is a percent of the work in 0..90"):
-        SplitConfig(steal=95)
-    with pytest.raises(ValueError, match="steal needs the merge launch"):
-        SplitConfig(steal=25, fused_merge=True)
+        assert torch.allclose(reused.float(), static.float(), atol=2e-3, rtol=2e-3), (config, seed)
 
 
 @needs_interpreter
@@ -525,9 +543,9 @@ def test_fused_merge_replayed_in_a_cuda_graph_stays_exact_gpu(t, hq, hkv):
 
 
 @needs_gpu
-@pytest.mark.parametrize("t,hq,hkv,dense,pdl", [(5, 32, 8, False, True), (5, 12, 2, False, False),
-                                                (1, 14, 2, True, True)])
-def test_dynamic_ranges_replayed_in_a_cuda_graph_stay_exact_gpu(t, hq, hkv, dense, pdl):
+@pytest.mark.parametrize("t,hq,hkv,dense,pdl,spread", [(5, 32, 8, False, True, 2), (5, 12, 2, False, False, 2),
+                                                       (1, 14, 2, True, True, 2), (5, 32, 8, False, True, 8)])
+def test_dynamic_ranges_replayed_in_a_cuda_graph_stay_exact_gpu(t, hq, hkv, dense, pdl, spread):
     """Hundreds of split programs race for the dynamic ranges (``steal``: half the units taken at run time): the
     launch matches the reference, and in 30 replays of a captured launch with the selection and queries redrawn in
     place every output equals the static split's to bfloat16 rounding (other partial boundaries) and the count of
@@ -535,7 +553,7 @@ def test_dynamic_ranges_replayed_in_a_cuda_graph_stay_exact_gpu(t, hq, hkv, dens
     from specattn.gpu.kernels import sparse_attn as K
     from specattn.gpu.kernels.split_config import SplitConfig
 
-    cfg = SplitConfig(block_n=16, ctas_per_sm=4, min_chunks=1, steal=50, pdl=pdl)
+    cfg = SplitConfig(block_n=16, ctas_per_sm=4, min_chunks=1, steal=50, pdl=pdl, steal_ranges=spread)
     case = make_case(4, hq, hkv, t, 128, 8192, 16, [8192, 5000, 77, 8192], 0.3, 1, torch.bfloat16, "cuda", 11)
     check_kernel_case(case, 16, 1e-2, config=cfg, dense=dense)
     q, k, v, lengths, lists = case

@@ -84,7 +84,7 @@ def test_breadth_takes_its_points_and_overrides_from_the_environment(tmp_path, c
 
 
 CHAIN_TESTS = [["pytest", f"tests/{f}.py"] for f in (  # the chain's GPU test files, in order, after the last run
-    "test_attention_sparse", "test_graph_methods", "test_draft_rows")]
+    "test_attention_sparse", "test_graph_methods", "test_draft_rows", "test_gather_read")]
 
 
 def test_the_chain_plans_run_a_and_the_js_point_at_batch_16_and_4_then_the_tests_and_each_passes_the_checks(
@@ -98,6 +98,10 @@ def test_the_chain_plans_run_a_and_the_js_point_at_batch_16_and_4_then_the_tests
         assert "layer_map=docs/data/h200-real-2026-12-03e/layer_map_js_qwen_coder_16k.yaml" in run
         assert not any(o.startswith(("+experiment.layer_maps", "experiment.sparse_split")) for o in run)
     assert "experiment.matched=false" in b16 and "experiment.matched=false" in b4
+    # the batch-16 point carries the lossless check (LOSSLESS=32), dense and SpecAttn only; batch 4 without the check
+    assert "experiment.lossless_prompts=32" in b16 and "experiment.lossless_prompts=0" in b4
+    assert "experiment.lossless_prompts=0" in run_a
+    assert "experiment.draft_reads=[]" in b16 and "experiment.draft_reads=[]" in b4
     for overrides in (run_a, b16, b4):
         for job, error in check_jobs(["logger=none", "progress=false", *overrides], ROOT / "conf"):
             assert error is None, (job, error)

@@ -43,7 +43,7 @@ def _clock(after):
 '''
 SPLIT = '@triton.jit(do_not_specialize=["T", "cap", "P", "min_units", "BH"])\ndef _split_kernel('
 START = "    p = tl.program_id(0)\n    if PDL:"
-RANGES = "    w0, d0, w1, n_ranges = _ranges(total, P, min_units, STEAL)\n"
+RANGES = "    w0, d0, w1, n_ranges = _ranges(total, P, min_units, STEAL, STEAL_RANGES)\n"
 UNITS = "        u, u1 = _range_units(r, P, w0, d0, w1, total)\n"
 END = "    if FUSED:  # a list of no chunks has no split program"
 PATCHES = [  # (anchor, its replacement)

@@ -141,7 +141,8 @@ def main():
     for extra in ["specattn.gpu.kernels.bsr", "specattn.gpu.kernels.tail", "specattn.gpu.kernels.chunk_list",
                   "specattn.gpu.kernels.sparse_attn", "specattn.gpu.kernels.draft_rows", "specattn.gpu.kernels.score_rows",
                   "specattn.gpu.kernels.fused_llama", "specattn.gpu.kernels.rmsnorm",
-                  "specattn.gpu.kernels.stream_read", "specattn.gpu.kernels.budget_top",
+                  "specattn.gpu.kernels.stream_read", "specattn.gpu.kernels.gather_read",
+                  "specattn.gpu.kernels.budget_top",
                   "specattn.gpu.kernels.quest_bound", "specattn.gpu.kernels.quest_fold"]:
         ok &= importlib.import_module(extra)._aot_check(compile_one)
     ok &= radix_check()

@@ -16,10 +16,10 @@ Work is balanced over the whole batch: the (b, KV head) lists are cut into units
 (``U = sum u_j``), and program p of the fixed grid of ``P`` programs takes units ``[p*W, (p+1)*W)``,
 ``W = max(min_units, ceil(U / P))``, whichever lists they belong to (ragged batches and uneven lists
 cost no imbalance). With ``SplitConfig.steal`` (a percent) that share of the units is left to run time: program p
-first takes static range p of the rest, then dynamic ranges of the tail of the unit order (up to ``STEAL_RANGES`` a
-program on average), each the next not taken (an atomic count the merge resets), so programs that run faster take
-more (equal shares took 40-53 us at Llama-3.1-8B batch 4, 25% kept: scripts/gpu/split_timeline.py). A range's
-partials go to slots ``r + j`` as a program's do without it.
+first takes static range p of the rest, then dynamic ranges of the tail of the unit order (up to
+``SplitConfig.steal_ranges`` a program on average), each the next not taken (an atomic count the merge resets), so
+programs that run faster take more (equal shares took 40-53 us at Llama-3.1-8B batch 4, 25% kept:
+scripts/gpu/split_timeline.py). A range's partials go to slots ``r + j`` as a program's do without it.
 
 1. ``_split_kernel``, grid ``(P,)``: for each list segment of its range, program p attends the
    G = Hq/Hkv query heads x T rows of that KV head (one ``(G*T, D)`` tile, so each selected chunk is
@@ -68,7 +68,6 @@ from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
 from .split_config import SplitConfig
 
 LOG2E = 1.4426950408889634
-STEAL_RANGES = tl.constexpr(2)  # dynamic ranges a split program takes on average at most (SplitConfig.steal)
 NEG_INIT = tl.constexpr(-1.0e30)  # running max before any key: finite, so fully masked blocks give exp2(-inf) = 0, not NaN
 
 
@@ -101,11 +100,11 @@ def _pick(vec, j):
 
 
 @triton.jit
-def _ranges(total, P, min_units, STEAL: tl.constexpr):
+def _ranges(total, P, min_units, STEAL: tl.constexpr, STEAL_RANGES: tl.constexpr):
     """The unit order cut into ranges: static ranges ``0 .. P-1`` of ``w0`` units over ``[0, d0)`` (program p takes
     range p), then, with STEAL (percent of the units left to run time), dynamic ranges ``P, P+1, ...`` of ``w1`` units
-    over ``[d0, total)`` (at most ``STEAL_RANGES * P``), each taken by the next program to finish its last. Returns
-    ``(w0, d0, w1, ranges)``."""
+    over ``[d0, total)`` (at most ``STEAL_RANGES * P``: the fewer, the coarser), each taken by the next program to
+    finish its last. Returns ``(w0, d0, w1, ranges)``."""
     if STEAL > 0:
         w0 = tl.maximum(min_units, (total * (100 - STEAL)) // (100 * P))
         d0 = tl.minimum(total, P * w0)
@@ -174,7 +173,7 @@ def _split_kernel(
     D: tl.constexpr, M: tl.constexpr, LS: tl.constexpr, CP: tl.constexpr, CPB: tl.constexpr, BHP: tl.constexpr,
     DENSE: tl.constexpr, LOOP_FOR: tl.constexpr, STAGES: tl.constexpr, SCORES: tl.constexpr,
     FUSED: tl.constexpr, RB: tl.constexpr, TP: tl.constexpr, WRITE_LSE: tl.constexpr, WRITE_Q: tl.constexpr,
-    PDL: tl.constexpr, STEAL: tl.constexpr,
+    PDL: tl.constexpr, STEAL: tl.constexpr, STEAL_RANGES: tl.constexpr,
 ):
     p = tl.program_id(0)
     if PDL:  # the merge kernel may launch now: its programs take SM room as split programs leave and wait for them
@@ -183,7 +182,7 @@ def _split_kernel(
     if not FUSED and p == 0:  # for the merge: each of its programs then loads two ends, not the whole prefix sum
         tl.store(ends_ptr + tl.arange(0, BHP), ends, mask=tl.arange(0, BHP) < BH)
     total = tl.max(ends, 0)
-    w0, d0, w1, n_ranges = _ranges(total, P, min_units, STEAL)
+    w0, d0, w1, n_ranges = _ranges(total, P, min_units, STEAL, STEAL_RANGES)
     mi = tl.arange(0, M)
     g = mi // T
     t = mi - g * T
@@ -324,7 +323,7 @@ def _merge_rows(j, row, prefix, n_j, q_ptr, k_ptr, v_ptr, po_ptr, pl_ptr, ends_p
                 sob, sot, soh, slb, slh, sqob, sqoh, ssb, ssh, D: tl.constexpr, M: tl.constexpr, LS: tl.constexpr,
                 RB: tl.constexpr, TP: tl.constexpr, SB: tl.constexpr, CPB: tl.constexpr, WRITE_LSE: tl.constexpr,
                 WRITE_Q: tl.constexpr, SCORES: tl.constexpr, LOOP_FOR: tl.constexpr, PDL: tl.constexpr,
-                STEAL: tl.constexpr):
+                STEAL: tl.constexpr, STEAL_RANGES: tl.constexpr):
     """Rows ``row`` (a block of list ``j``'s (G * T)-row tile, row = g * T + t, query head h * G + g) attend the step's
     own keys ``prefix .. prefix + t`` exactly in float32 (inputs only: with PDL, while the split kernel still runs),
     then, once the split's unit ends and partials are there, merge that with the partials of the split programs over
@@ -347,7 +346,7 @@ def _merge_rows(j, row, prefix, n_j, q_ptr, k_ptr, v_ptr, po_ptr, pl_ptr, ends_p
     if STEAL > 0:  # every split program has ended (PDL: the wait above; else the launch order)
         tl.store(cur_ptr, 0, mask=reset)
     total = tl.load(ends_ptr + BH - 1)  # the split kernel's unit ends (its program 0 wrote them)
-    w0, d0, w1, _ = _ranges(total, P, min_units, STEAL)
+    w0, d0, w1, _ = _ranges(total, P, min_units, STEAL, STEAL_RANGES)
     end_j = tl.load(ends_ptr + j)
     start_j = end_j - (n_j + CPB - 1) // CPB
     # merge the partials (normalised outputs, base-2 lse) of these rows from the ranges over list j, SB at a time
@@ -464,7 +463,7 @@ def _merge_kernel(
     sqb, sqh, sqt, skb, skh, skn, svb, svh, svn, snb, snh, sob, sot, soh, slb, slh, sqob, sqoh, ssb, ssh,
     D: tl.constexpr, M: tl.constexpr, LS: tl.constexpr, RB: tl.constexpr, TP: tl.constexpr, SB: tl.constexpr,
     CPB: tl.constexpr, DENSE: tl.constexpr, WRITE_LSE: tl.constexpr, WRITE_Q: tl.constexpr, SCORES: tl.constexpr,
-    LOOP_FOR: tl.constexpr, PDL: tl.constexpr, STEAL: tl.constexpr,
+    LOOP_FOR: tl.constexpr, PDL: tl.constexpr, STEAL: tl.constexpr, STEAL_RANGES: tl.constexpr,
 ):
     j = tl.program_id(0)  # the list (b, KV head h)
     prefix, n_j = _list_size(len_ptr, n_ptr, j, j < BH, T, C, cap, HKV, snb, snh, DENSE)
@@ -472,7 +471,7 @@ def _merge_kernel(
     _merge_rows(j, tl.program_id(1) * RB + tl.arange(0, RB), prefix, n_j, q_ptr, k_ptr, v_ptr, po_ptr, pl_ptr,
                 ends_ptr, cur_ptr, reset, out_ptr, lse_ptr, q_out_ptr, sc_ptr, qk_scale, T, P, min_units, BH, HKV, G,
                 sqb, sqh, sqt, skb, skh, skn, svb, svh, svn, sob, sot, soh, slb, slh, sqob, sqoh, ssb, ssh, D, M, LS,
-                RB, TP, SB, CPB, WRITE_LSE, WRITE_Q, SCORES, LOOP_FOR, PDL, STEAL)
+                RB, TP, SB, CPB, WRITE_LSE, WRITE_Q, SCORES, LOOP_FOR, PDL, STEAL, STEAL_RANGES)
 
 
 FUSED_MERGE_ROWS = 16  # rows the fused launch's merging program takes at once (sm_90, inside the split kernel: no
@@ -547,9 +546,9 @@ def num_programs(config: SplitConfig, device) -> int:
 
 
 def num_ranges(config: SplitConfig, programs: int) -> int:
-    """Most ranges the split kernel cuts its units into (:func:`_ranges`): one a program, and up to ``STEAL_RANGES``
-    dynamic ones a program with ``config.steal``."""
-    return programs * (1 + (STEAL_RANGES.value if config.steal else 0))
+    """Most ranges the split kernel cuts its units into (:func:`_ranges`): one a program, and up to
+    ``config.steal_ranges`` dynamic ones a program with ``config.steal``."""
+    return programs * (1 + (config.steal_ranges if config.steal else 0))
 
 
 def make_workspace(batch: int, num_kv_heads: int, group: int, n_queries: int, head_dim: int, config: SplitConfig,
@@ -612,7 +611,8 @@ def launch(q, k, v, lengths, chunk_ids, n_chunks, chunk_size: int, sm_scale: flo
         q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
         v.stride(0), v.stride(1), v.stride(2), sib, sih, snb, snh, ssb, ssh, *outputs,
         BHP=pow2(bh, 2), CP=cp, LOOP_FOR=not interpreting(), STAGES=config.stages, FUSED=config.fused_merge,
-        RB=min(m, FUSED_MERGE_ROWS), PDL=pdl, STEAL=config.steal, num_warps=config.warps, **taps, **common,
+        RB=min(m, FUSED_MERGE_ROWS), PDL=pdl, STEAL=config.steal, STEAL_RANGES=config.steal_ranges,
+        num_warps=config.warps, **taps, **common,
     )
     if config.fused_merge:
         return out
@@ -622,7 +622,8 @@ def launch(q, k, v, lengths, chunk_ids, n_chunks, chunk_size: int, sm_scale: flo
         q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
         v.stride(0), v.stride(1), v.stride(2), snb, snh, *outputs, ssb, ssh,
         RB=MERGE_ROWS, SB=max(1, merge_slots(num_ranges(config, programs), bh, config.merge_tile) // MERGE_ROWS),
-        LOOP_FOR=not interpreting(), PDL=pdl, STEAL=config.steal, launch_pdl=pdl, num_warps=min(MERGE_ROWS, 4), **taps,
+        LOOP_FOR=not interpreting(), PDL=pdl, STEAL=config.steal, STEAL_RANGES=config.steal_ranges, launch_pdl=pdl,
+        num_warps=min(MERGE_ROWS, 4), **taps,
         **common,
     )
     return out
@@ -662,7 +663,8 @@ def _aot_check(compile_one) -> bool:
                            "CPB": cfg.block_n // 16, "BHP": 32,
                            "DENSE": dense, "LOOP_FOR": True, "STAGES": cfg.stages, "SCORES": scores, "FUSED": fused,
                            "RB": min(rows_tile(g, t), FUSED_MERGE_ROWS), "TP": pow2(t, 2), "WRITE_LSE": fused,
-                           "WRITE_Q": fused, "PDL": not fused, "STEAL": steal}, cfg.warps, div16=ALIGNED)
+                           "WRITE_Q": fused, "PDL": not fused, "STEAL": steal,
+                           "STEAL_RANGES": cfg.steal_ranges}, cfg.warps, div16=ALIGNED)
     sig = {"q_ptr": "*bf16", "k_ptr": "*bf16", "v_ptr": "*bf16", "len_ptr": "*i32", "n_ptr": "*i32",
            "po_ptr": "*fp32", "pl_ptr": "*fp32", "ends_ptr": "*i32", "cur_ptr": "*i32", "out_ptr": "*bf16",
            "lse_ptr": "*fp32",
@@ -681,5 +683,5 @@ def _aot_check(compile_one) -> bool:
                           _merge_kernel, sig,
                           {"D": 128, "M": 32, "LS": 32, "RB": rb, "TP": 8, "SB": max(1, tile // rb), "CPB": 4,
                            "DENSE": False, "WRITE_LSE": tap, "WRITE_Q": tap, "SCORES": scores, "LOOP_FOR": True,
-                           "PDL": pdl, "STEAL": steal}, min(rb, 4))
+                           "PDL": pdl, "STEAL": steal, "STEAL_RANGES": cfg.steal_ranges}, min(rb, 4))
     return ok

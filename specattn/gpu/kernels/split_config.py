@@ -25,7 +25,9 @@ class SplitConfig:
     merge's start); steal: the percent of the units (blocks of a list's chunks) left to run time, in up to two ranges a
     program, each taken by the next split program to finish its last (program p first takes its static range of the
     rest): the programs of one launch take 40-53 us for equal shares (Llama-3.1-8B batch 4, 25% kept,
-    scripts/gpu/split_timeline.py), the slowest setting the kernel's end; 0: every share fixed.
+    scripts/gpu/split_timeline.py), the slowest setting the kernel's end; 0: every share fixed; steal_ranges: dynamic
+    ranges a program takes on average at most (a range is ``ceil(pool / (steal_ranges * P))`` units, the tail's
+    grain: at 2, 2 units of about 6 us each at that shape, where steal=25 lost 2 us; twenty-sixth session).
     """
 
     block_n: int = 64
@@ -37,6 +39,7 @@ class SplitConfig:
     fused_merge: bool = False
     pdl: bool = True
     steal: int = 0
+    steal_ranges: int = 2
 
     def __post_init__(self) -> None:
         for flag in ("fused_merge", "pdl"):
@@ -48,6 +51,8 @@ class SplitConfig:
             raise ValueError(f"{self}: block_n and merge_tile must be powers of two, the others >= 1")
         if not 0 <= self.steal <= 90:
             raise ValueError(f"{self}: steal is a percent of the work in 0..90 (0: every program's share fixed)")
+        if not 1 <= self.steal_ranges <= 64:
+            raise ValueError(f"{self}: steal_ranges is the dynamic ranges a program takes on average, 1..64")
         if self.steal and self.fused_merge:
             raise ValueError(f"{self}: steal needs the merge launch (fused_merge=false)")
         if self.merge_tile > MAX_MERGE_TILE:
