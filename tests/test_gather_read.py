@@ -15,6 +15,7 @@ def _case(b, h, h_sel, length, d, chunk, counts, device, dtype=torch.bfloat16, s
     the lists, and the float64 sum of the listed elements."""
     gen = torch.Generator().manual_seed(seed)
     nc = length // chunk
+    assert max(max(c) for c in counts) <= nc, "a list holds at most every chunk"
     k = torch.rand((b, h, length, d), generator=gen).to(dtype)
     v = torch.rand((b, h, length, d), generator=gen).to(dtype)
     ids = torch.zeros((b, h_sel, nc), dtype=torch.int32)
@@ -32,18 +33,18 @@ def _case(b, h, h_sel, length, d, chunk, counts, device, dtype=torch.bfloat16, s
     return k.to(device), v.to(device), ids.to(device), n.to(device), reference
 
 
-CASES = [  # (B, H, H_sel, L, counts): one list a sequence, one a head, empty, full, odd lengths
-    (2, 2, 1, 256, [[5], [64]]),
-    (1, 4, 4, 256, [[0, 1, 33, 64]]),
-    (3, 2, 2, 192, [[48, 17], [1, 0], [7, 48]]),
+CASES = [  # (B, H, H_sel, chunks a head, counts): one list a sequence, one a head, empty, full, odd lengths
+    (2, 2, 1, 64, [[5], [64]]),
+    (1, 4, 4, 64, [[0, 1, 33, 64]]),
+    (3, 2, 2, 48, [[48, 17], [1, 0], [7, 48]]),
 ]
 
 
 def _check(device, d, chunk, configs):
     from specattn.gpu.kernels.gather_read import gather_sums
 
-    for b, h, h_sel, length, counts in CASES:
-        k, v, ids, n, reference = _case(b, h, h_sel, length, d, chunk, counts, device)
+    for b, h, h_sel, nc, counts in CASES:
+        k, v, ids, n, reference = _case(b, h, h_sel, nc * chunk, d, chunk, counts, device)
         most = max(max(c) for c in counts)
         for chunks, iters, warps in configs:
             for bound in (None, most):

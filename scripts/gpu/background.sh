@@ -18,11 +18,12 @@ timeout 120 python3 -m pytest -q -rfE -m gpu -p no:cacheprovider tests/test_gath
 echo "test_gather_read rc $? $(tail -n 1 "$GPU_OUT/bg/pytest_test_gather_read.log")"
 timeout 150 python3 scripts/gpu/read_floor.py > "$GPU_OUT/bg/read_floor.log" 2>&1
 echo "read_floor rc $?"; tail -n 7 "$GPU_OUT/bg/read_floor.log"
-step kernel_ab  # 64-key blocks over 3 stages (16 of 17 in three runs, twenty-fifth and twenty-sixth sessions; the tree
-#               15), alone and with a quarter of the work in dynamic ranges: at 128-key blocks those lost at every
-#               shape (twenty-sixth session), a range of one block taking about 6 us at the read-floor shape; 64-key
-#               blocks halve it
-timeout 280 python3 scripts/gpu/ab_kernel.py @block_n=64,stages=3 @steal=25,block_n=64,stages=3 \
+step kernel_ab  # a quarter of the work in dynamic ranges of one unit (steal_ranges=16; at 2 ranges a program they were
+#               2-5 units of about 6 us and lost at every shape, twenty-sixth session), at 128-key blocks and at
+#               64-key blocks over 3 stages (whose unit is half as long), and those blocks alone (16 of 17 in three
+#               runs, twenty-fifth and twenty-sixth sessions; the tree 15)
+timeout 280 python3 scripts/gpu/ab_kernel.py @steal=25,steal_ranges=16 @steal=25,steal_ranges=16,block_n=64,stages=3 \
+  @block_n=64,stages=3 \
   > "$GPU_OUT/bg/ab_kernel.log" 2>&1
 echo "kernel_ab rc $?"; tail -n 1 "$GPU_OUT/bg/ab_kernel.log"
 step quest_bound     # the page-bound kernel against the float64 definition at the decoder's sizes, then its profile

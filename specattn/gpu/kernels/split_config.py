@@ -27,7 +27,7 @@ class SplitConfig:
     rest): the programs of one launch take 40-53 us for equal shares (Llama-3.1-8B batch 4, 25% kept,
     scripts/gpu/split_timeline.py), the slowest setting the kernel's end; 0: every share fixed; steal_ranges: dynamic
     ranges a program takes on average at most (a range is ``ceil(pool / (steal_ranges * P))`` units, the tail's
-    grain: at 2, 2 units of about 6 us each at that shape, where steal=25 lost 2 us; twenty-sixth session).
+    grain: at 2, 2 units of about 6 us each at that shape, where steal=25 lost 2.8 us; twenty-sixth session).
     """
 
     block_n: int = 64
