@@ -73,3 +73,9 @@ def test_the_summary_recovers_a_programs_fixed_cost_and_unit_time_across_the_low
     alone = live & (sm >= 17)
     assert out["alone|shared"] == pytest.approx((float(np.median(3 + 5 * units[alone])),
                                                  float(np.median(3 + 5 * units[live & ~alone]))))
+    table = split_timeline.programs(rec)  # the per-program rows behind the summary (and --dump's CSV)
+    assert table.shape == (live.sum(), len(split_timeline.COLUMNS))
+    assert table[:, 0].tolist() == np.flatnonzero(live).tolist()  # each row names its program
+    assert table[:, 1] == pytest.approx((start[live] - first) / 1e3)
+    assert table[:, 3] - table[:, 1] == pytest.approx(3.0 + 5.0 * units[live])
+    assert table[:, 4].tolist() == sm[live].tolist() and table[:, 5].tolist() == units[live].tolist()

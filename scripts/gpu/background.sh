@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs from /tmp/repo (a copy) while the weights are staged: first the gathering read's GPU test and the read floors
 # (scripts/gpu/read_floor.py: a contiguous streaming read and a gathering read of the selected chunks, the sparse
-# kernel's pattern, against the floor; new in the twenty-sixth session), then an A/B of launches (scripts/gpu/
+# kernel's pattern, against the floor; new in the twenty-sixth session), then the split's program timeline with its
+# per-program tables (scripts/gpu/split_timeline.py --dump), then an A/B of launches (scripts/gpu/
 # ab_kernel.py: the GPU nearly alone while the pieces arrive; its "kernel_ab rc" line is what the chain waits for), then
 # Quest's page kernels' GPU tests (bounds, fold; bounds in the keys' bfloat16 since the sixteenth stop) and where
 # Quest's selection spends its time with them (scripts/gpu/profile_quest.py: bfloat16 and float32 bounds, the float32
@@ -18,6 +19,12 @@ timeout 120 python3 -m pytest -q -rfE -m gpu -p no:cacheprovider tests/test_gath
 echo "test_gather_read rc $? $(tail -n 1 "$GPU_OUT/bg/pytest_test_gather_read.log")"
 timeout 150 python3 scripts/gpu/read_floor.py > "$GPU_OUT/bg/read_floor.log" 2>&1
 echo "read_floor rc $?"; tail -n 7 "$GPU_OUT/bg/read_floor.log"
+step split_timeline  # the programs' spread at the read-floor shape, static and with dynamic ranges of one unit, each
+#                     call's per-program table kept (bg/timeline/*.csv: which programs are slow, on which SMs)
+for steal in "0" "25 --steal-ranges 16"; do
+  timeout 90 python3 scripts/gpu/split_timeline.py llama-3.1-8b 4 0.25 --steal $steal --dump "$GPU_OUT/bg/timeline" \
+    >> "$GPU_OUT/bg/split_timeline.log" 2>&1
+  echo "split_timeline steal $steal rc $?"; done
 step kernel_ab  # a quarter of the work in dynamic ranges of one unit (steal_ranges=16; at 2 ranges a program they were
 #               2-5 units of about 6 us and lost at every shape, twenty-sixth session), at 128-key blocks and at
 #               64-key blocks over 3 stages (whose unit is half as long), and those blocks alone (16 of 17 in three

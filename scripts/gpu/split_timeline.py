@@ -1,18 +1,20 @@
 """When each program of the split kernel starts, learns its lists and ends (issue 23: where the split's 8-10 us above a
 streaming read of the same bytes go: the launch's spread, each program's start-up, or the tail).
 
-The tree's ``sparse_attn.py`` with three clock reads in ``_split_kernel`` (``%globaltimer_lo``, ns, and ``%smid``) and
-a count of the units and ranges each program took is loaded beside it (:func:`timed_source`: patched at fixed anchors,
-so the timed kernel is the tree's; the reads add registers: 206 -> 212 at decode_real's launch, and the dynamic-range
+The tree's ``sparse_attn.py`` with three clock reads in ``_split_kernel`` (``%globaltimer_lo``, ns, and ``%smid``) and a
+count of the units and ranges each program took is loaded beside it (:func:`timed_source`: patched at fixed anchors, so
+the timed kernel is the tree's; the reads add registers: 206 -> 212 at decode_real's launch, and the dynamic-range
 kernel spills 56 bytes with them, aot_check); each program stores, in the workspace's ticket buffer (unused without the
 fused merge), its start, the time its lists are known (the first dependent loads done), the end of its last block's
 arithmetic, its SM, its units and its ranges. At one kernel-benchmark shape (32K keys, T = 5, random bf16 inputs and
-chunks, decode_real's sparse launch, with each ``--steal`` setting) it prints, over ``--calls`` eager calls (medians):
-the programs' start spread, each program's start-up (start -> lists known), duration and end relative to the first
-start, the span, a least-squares fit of a program's duration against its units (the intercept: a program's fixed
-cost; the slope: a unit's time at that load; flat where every program has the same units), and the median duration of
-programs alone on their SM and of those sharing it. Run on the GPU machine:
-``python3 scripts/gpu/split_timeline.py llama-3.1-8b 4 0.1 0.25 0.5 --steal 0 25``."""
+chunks, decode_real's sparse launch, with each ``--steal`` setting at ``--steal-ranges``) it prints, over ``--calls``
+eager calls (medians): the programs' start spread, each program's start-up (start -> lists known), duration and end
+relative to the first start, the span, a least-squares fit of a program's duration against its units (the intercept: a
+program's fixed cost; the slope: a unit's time at that load; flat where every program has the same units), and the
+median duration of programs alone on their SM and of those sharing it; ``--dump DIR``: every call's per-program table as
+a CSV a setting (:func:`programs`: program, start, lists known, end in us from the call's first start, SM, units,
+ranges), for what a median hides (which programs are slow: their SMs, their place in the unit order). Run on the GPU
+machine: ``python3 scripts/gpu/split_timeline.py llama-3.1-8b 4 0.1 0.25 0.5 --steal 0 25 [--dump DIR]``."""
 
 from __future__ import annotations
 
@@ -74,6 +76,23 @@ def timed_module():
     return load_base(str(path), "_timed")
 
 
+COLUMNS = ("program", "start", "lists", "end", "sm", "units", "ranges")  # :func:`programs`' columns
+
+
+def programs(rec):
+    """One call's records ``(P, SLOTS)`` int32 (host) -> ``(n, 7)`` float64, a row per program that did work:
+    :data:`COLUMNS`, the times in microseconds from the first program's start (the timer's low word may wrap inside a
+    call)."""
+    import numpy as np
+
+    live = np.flatnonzero(rec[:, 4] > 0)
+    rec = rec[live]
+    start = rec[:, 0].astype("int64")
+    t0 = start.min()
+    times = [((rec[:, i].astype("int64") - t0) % (1 << 32)) / 1e3 for i in range(3)]
+    return np.column_stack([live, *times, rec[:, 3], rec[:, 4], rec[:, 5]]).astype("float64")
+
+
 def summary(rec) -> dict:
     """One call's records ``(P, SLOTS)`` int32 (host) -> microseconds over the programs that did work: start spread,
     start-up, duration and end quantiles (min, median, max), the span, the duration fit (intercept, slope per unit),
@@ -81,20 +100,16 @@ def summary(rec) -> dict:
     those sharing it."""
     import numpy as np
 
-    rec = rec[rec[:, 4] > 0]
-    start, lists, end = (rec[:, i].astype("int64") for i in range(3))
-    t0 = start.min()
-    wrap = lambda x: ((x - t0) % (1 << 32)) / 1e3  # noqa: E731  (the low word may wrap inside a call)
-    s, known, e = wrap(start), wrap(lists), wrap(end)
-    dur, units = e - s, rec[:, 4].astype("float64")
+    _, s, known, e, sm, units, ranges = programs(rec).T
+    dur = e - s
     q = lambda x: (float(x.min()), float(statistics.median(x)), float(x.max()))  # noqa: E731
     slope, icpt = _fit(units, dur)
-    sms, per_sm = np.unique(rec[:, 3], return_counts=True)
-    alone = np.isin(rec[:, 3], sms[per_sm == 1])
+    sms, per_sm = np.unique(sm, return_counts=True)
+    alone = np.isin(sm, sms[per_sm == 1])
     med = lambda x: float(statistics.median(x)) if len(x) else float("nan")  # noqa: E731
-    return {"programs": len(rec), "units": q(units), "ranges": q(rec[:, 5].astype("float64")), "start": q(s),
-            "startup": q(known - s), "duration": q(dur), "end": q(e), "span": float(e.max()), "fit": (icpt, slope),
-            "sms": len(sms), "alone|shared": (med(dur[alone]), med(dur[~alone]))}
+    return {"programs": len(sm), "units": q(units), "ranges": q(ranges), "start": q(s), "startup": q(known - s),
+            "duration": q(dur), "end": q(e), "span": float(e.max()), "fit": (icpt, slope), "sms": len(sms),
+            "alone|shared": (med(dur[alone]), med(dur[~alone]))}
 
 
 def _fit(x, y) -> tuple[float, float]:
@@ -115,6 +130,8 @@ def main() -> None:
     ap.add_argument("kept", type=float, nargs="+")
     ap.add_argument("--calls", type=int, default=10)
     ap.add_argument("--steal", type=int, nargs="+", default=[0], help="SplitConfig.steal values to time (percent)")
+    ap.add_argument("--steal-ranges", type=int, default=2, help="SplitConfig.steal_ranges with a steal setting")
+    ap.add_argument("--dump", type=Path, help="a folder for every call's per-program table (one CSV a setting)")
     args = ap.parse_args()
     hq, hkv, d = MODELS[args.model]
     module = timed_module()
@@ -124,18 +141,25 @@ def main() -> None:
     for kept in args.kept:
         s, lists, _ = random_case(hq, hkv, d, args.batch, 5, kept, gen, cgen)  # every steal setting on one case
         for steal in args.steal:
-            config = dataclasses.replace(CONFIGS["sparse128"], steal=steal)
+            config = dataclasses.replace(CONFIGS["sparse128"], steal=steal, steal_ranges=args.steal_ranges)
             ws = module.make_workspace(args.batch, hkv, hq // hkv, 5, d, config, "cuda")
             ws = dataclasses.replace(ws, tickets=torch.zeros(ws.programs * SLOTS, dtype=torch.int32, device="cuda"))
             use(module)
             call = ours(s, lists, 16, kept, ws, config)
             split_us = {k: v for k, v in kernel_us(call).items() if "split" in k}
-            rows = []
-            for _ in range(args.calls):
+            rows, tables = [], []
+            for i in range(args.calls):
                 call()
                 torch.cuda.synchronize()
-                rows.append(summary(ws.tickets.view(-1, SLOTS).cpu().numpy()))
+                rec = ws.tickets.view(-1, SLOTS).cpu().numpy()
+                rows.append(summary(rec))
+                tables.append(np.column_stack([np.full(len(t := programs(rec)), i), t]))
             use(kernels_tree)
+            if args.dump:
+                args.dump.mkdir(parents=True, exist_ok=True)
+                np.savetxt(args.dump / f"timeline_{args.model}_b{args.batch}_kept{kept}_steal{steal}.csv",
+                           np.concatenate(tables), delimiter=",", fmt="%.3f", header=",".join(("call",) + COLUMNS),
+                           comments="")
             med = {k: tuple(np.median([r[k] for r in rows], axis=0).round(2).tolist())
                    if isinstance(rows[0][k], tuple) else round(float(np.median([r[k] for r in rows])), 2)
                    for k in rows[0]}
