@@ -60,7 +60,8 @@ def test_the_summary_recovers_a_programs_fixed_cost_and_unit_time_across_the_low
     rec = np.zeros((programs, split_timeline.SLOTS), dtype=np.int64)
     rec[:, 0], rec[:, 1], rec[:, 2], rec[:, 3], rec[:, 4], rec[:, 5] = start, lists, end, sm, units, 1 + units % 2
     rec = ((rec + (1 << 31)) % (1 << 32) - (1 << 31)).astype(np.int32)  # as the kernel stores them: int32 words
-    out = split_timeline.summary(rec)
+    table = split_timeline.programs(rec)  # the per-program rows behind the summary (and --dump's CSV)
+    out = split_timeline.summary(table)
     live = units > 0
     assert out["programs"] == live.sum() and out["sms"] == len(set(sm[live].tolist()))
     assert out["fit"] == pytest.approx((3.0, 5.0), abs=1e-6)
@@ -73,7 +74,6 @@ def test_the_summary_recovers_a_programs_fixed_cost_and_unit_time_across_the_low
     alone = live & (sm >= 17)
     assert out["alone|shared"] == pytest.approx((float(np.median(3 + 5 * units[alone])),
                                                  float(np.median(3 + 5 * units[live & ~alone]))))
-    table = split_timeline.programs(rec)  # the per-program rows behind the summary (and --dump's CSV)
     assert table.shape == (live.sum(), len(split_timeline.COLUMNS))
     assert table[:, 0].tolist() == np.flatnonzero(live).tolist()  # each row names its program
     assert table[:, 1] == pytest.approx((start[live] - first) / 1e3)

@@ -93,14 +93,14 @@ def programs(rec):
     return np.column_stack([live, *times, rec[:, 3], rec[:, 4], rec[:, 5]]).astype("float64")
 
 
-def summary(rec) -> dict:
-    """One call's records ``(P, SLOTS)`` int32 (host) -> microseconds over the programs that did work: start spread,
+def summary(table) -> dict:
+    """One call's :func:`programs` table -> microseconds over the programs that did work: start spread,
     start-up, duration and end quantiles (min, median, max), the span, the duration fit (intercept, slope per unit),
     units and ranges a program took, SMs used, and the median duration of the programs alone on their SM and of
     those sharing it."""
     import numpy as np
 
-    _, s, known, e, sm, units, ranges = programs(rec).T
+    _, s, known, e, sm, units, ranges = table.T
     dur = e - s
     q = lambda x: (float(x.min()), float(statistics.median(x)), float(x.max()))  # noqa: E731
     slope, icpt = _fit(units, dur)
@@ -151,9 +151,9 @@ def main() -> None:
             for i in range(args.calls):
                 call()
                 torch.cuda.synchronize()
-                rec = ws.tickets.view(-1, SLOTS).cpu().numpy()
-                rows.append(summary(rec))
-                tables.append(np.column_stack([np.full(len(t := programs(rec)), i), t]))
+                table = programs(ws.tickets.view(-1, SLOTS).cpu().numpy())
+                rows.append(summary(table))
+                tables.append(np.column_stack([np.full(len(table), i), table]))
             use(kernels_tree)
             if args.dump:
                 args.dump.mkdir(parents=True, exist_ok=True)

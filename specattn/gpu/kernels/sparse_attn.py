@@ -595,7 +595,8 @@ def launch(q, k, v, lengths, chunk_ids, n_chunks, chunk_size: int, sm_scale: flo
         raise ValueError("fused_merge needs a workspace with a ticket per (sequence, KV head) list: make_workspace")
     if config.steal and (workspace.cursor is None or workspace.o.shape[0] < num_ranges(config, programs) + bh):
         raise ValueError(f"steal={config.steal} needs a workspace made for it: make_workspace with this config")
-    common = dict(CPB=cpb, DENSE=dense, D=d, M=m, LS=lse_slot(m), SCORES=scores_out is not None)
+    common = dict(CPB=cpb, DENSE=dense, D=d, M=m, LS=lse_slot(m), SCORES=scores_out is not None, STEAL=config.steal,
+                  STEAL_RANGES=config.steal_ranges)
     sc, (ssb, ssh) = (scores_out, scores_out.stride()[:2]) if scores_out is not None else (workspace.lse, (0, 0))
     lse_ptr, q_out_ptr = lse_out if lse_out is not None else workspace.lse, q_out if q_out is not None else q
     outputs = (out.stride(0), out.stride(1), out.stride(2), *(lse_out.stride() if lse_out is not None else (0, 0)),
@@ -611,8 +612,7 @@ def launch(q, k, v, lengths, chunk_ids, n_chunks, chunk_size: int, sm_scale: flo
         q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
         v.stride(0), v.stride(1), v.stride(2), sib, sih, snb, snh, ssb, ssh, *outputs,
         BHP=pow2(bh, 2), CP=cp, LOOP_FOR=not interpreting(), STAGES=config.stages, FUSED=config.fused_merge,
-        RB=min(m, FUSED_MERGE_ROWS), PDL=pdl, STEAL=config.steal, STEAL_RANGES=config.steal_ranges,
-        num_warps=config.warps, **taps, **common,
+        RB=min(m, FUSED_MERGE_ROWS), PDL=pdl, num_warps=config.warps, **taps, **common,
     )
     if config.fused_merge:
         return out
@@ -622,9 +622,7 @@ def launch(q, k, v, lengths, chunk_ids, n_chunks, chunk_size: int, sm_scale: flo
         q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
         v.stride(0), v.stride(1), v.stride(2), snb, snh, *outputs, ssb, ssh,
         RB=MERGE_ROWS, SB=max(1, merge_slots(num_ranges(config, programs), bh, config.merge_tile) // MERGE_ROWS),
-        LOOP_FOR=not interpreting(), PDL=pdl, STEAL=config.steal, STEAL_RANGES=config.steal_ranges, launch_pdl=pdl,
-        num_warps=min(MERGE_ROWS, 4), **taps,
-        **common,
+        LOOP_FOR=not interpreting(), PDL=pdl, launch_pdl=pdl, num_warps=min(MERGE_ROWS, 4), **taps, **common,
     )
     return out
 

@@ -22,12 +22,13 @@ class SplitConfig:
     program merging a whole list; pdl: the merge kernel launched as a programmatic dependent of the split kernel
     (Hopper or later; ignored elsewhere and with fused_merge): its programs take SM room as split programs leave,
     attend the step's own keys, then wait for the split's partials (the launch gap and the split's tail overlap the
-    merge's start); steal: the percent of the units (blocks of a list's chunks) left to run time, in up to two ranges a
-    program, each taken by the next split program to finish its last (program p first takes its static range of the
-    rest): the programs of one launch take 40-53 us for equal shares (Llama-3.1-8B batch 4, 25% kept,
-    scripts/gpu/split_timeline.py), the slowest setting the kernel's end; 0: every share fixed; steal_ranges: dynamic
-    ranges a program takes on average at most (a range is ``ceil(pool / (steal_ranges * P))`` units, the tail's
-    grain: at 2, 2 units of about 6 us each at that shape, where steal=25 lost 2.8 us; twenty-sixth session).
+    merge's start); steal: the percent of the units (blocks of a list's chunks) left to run time, in ranges (up to
+    ``steal_ranges`` a program on average), each taken by the next split program to finish its last (program p first
+    takes its static range of the rest): the programs of one launch take 40-53 us for equal shares (Llama-3.1-8B
+    batch 4, 25% kept, scripts/gpu/split_timeline.py), the slowest setting the kernel's end; 0: every share fixed;
+    steal_ranges: dynamic ranges a program takes on average at most (a range is ``ceil(pool / (steal_ranges * P))``
+    units, the tail's grain: at 2, 2 units of about 6 us each at that shape, where steal=25 lost 2.8 us; twenty-sixth
+    session).
     """
 
     block_n: int = 64
