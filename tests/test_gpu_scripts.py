@@ -87,29 +87,33 @@ CHAIN_TESTS = [["pytest", f"tests/{f}.py"] for f in (  # the chain's GPU test fi
     "test_attention_sparse", "test_graph_methods", "test_draft_rows", "test_gather_read")]
 
 
-def test_the_chain_plans_run_a_and_the_js_point_at_batch_16_and_4_then_the_tests_and_each_passes_the_checks(
+def test_the_chain_plans_run_a_then_batch_1_and_the_batch_4_table_then_the_tests_and_each_passes_the_checks(
         tmp_path, cuda_present):
-    run_a, b16, b4, *tests = planned_runs(tmp_path, ["scripts/gpu/chain.sh", "300"])
+    run_a, b1, b4, *tests = planned_runs(tmp_path, ["scripts/gpu/chain.sh", "300"])
     assert tests == CHAIN_TESTS
-    assert "experiment=decode_real" in run_a and "experiment.matched=false" not in run_a  # Quest, StreamingLLM matched
-    for run, batch in ((run_a, 16), (b16, 16), (b4, 4)):
-        assert [o for o in run if o.startswith(("experiment.contexts", "experiment.batches"))] == [
-            "experiment.contexts=[32768]", f"experiment.batches=[{batch}]"]
+
+    def last(run: list[str], key: str) -> str:  # the value Hydra applies: the last override of a key
+        return [o for o in run if o.startswith(key + "=")][-1].split("=", 1)[1]
+
+    assert "experiment.matched=false" not in run_a and "experiment.matched=false" not in b4  # Quest, StreamingLLM matched
+    assert "experiment.matched=false" in b1 and last(b1, "experiment.prompts") == "16"  # 16 groups of one
+    assert last(run_a, "experiment.prompts") == last(b4, "experiment.prompts") == "32"
+    for run, contexts, batch, p_values in ((run_a, "[32768]", "[16]", "[0.9]"), (b1, "[32768]", "[1]", "[0.9]"),
+                                           (b4, "[32768,16384,8192,2048]", "[4]", "[0.9,0.95]")):
+        assert (last(run, "experiment.contexts"), last(run, "experiment.batches")) == (contexts, batch)
+        assert last(run, "experiment.p_values") == p_values and last(run, "experiment.match_p") == "0.9"
         assert "layer_map=docs/data/h200-real-2026-12-03e/layer_map_js_qwen_coder_16k.yaml" in run
+        assert last(run, "experiment.lossless_prompts") == "0"  # the twenty-seventh session ran the check
         assert not any(o.startswith(("+experiment.layer_maps", "experiment.sparse_split")) for o in run)
-    assert "experiment.matched=false" in b16 and "experiment.matched=false" in b4
-    # the batch-16 point carries the lossless check (LOSSLESS=32), dense and SpecAttn only; batch 4 without the check
-    assert "experiment.lossless_prompts=32" in b16 and "experiment.lossless_prompts=0" in b4
-    assert "experiment.lossless_prompts=0" in run_a
-    assert "experiment.draft_reads=[]" in b16 and "experiment.draft_reads=[]" in b4
-    for overrides in (run_a, b16, b4):
+    assert last(b1, "experiment.draft_reads") == last(b4, "experiment.draft_reads") == "[]"
+    for overrides in (run_a, b1, b4):
         for job, error in check_jobs(["logger=none", "progress=false", *overrides], ROOT / "conf"):
             assert error is None, (job, error)
 
 
 def test_the_chain_on_an_h100_skips_run_a_and_plans_both_batches_and_the_tests(tmp_path, cuda_present):
-    b16, b4, *tests = planned_runs(tmp_path, ["-c", "FIRST=none bash scripts/gpu/chain.sh 300"])
-    assert "experiment.batches=[16]" in b16 and "experiment.batches=[4]" in b4 and tests == CHAIN_TESTS
+    b1, b4, *tests = planned_runs(tmp_path, ["-c", "FIRST=none bash scripts/gpu/chain.sh 300"])
+    assert "experiment.batches=[1]" in b1 and "experiment.batches=[4]" in b4 and tests == CHAIN_TESTS
 
 
 def test_the_waiter_starts_its_tests_only_after_the_marker_in_order(tmp_path):

@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Runs from /tmp/repo (a copy) while the weights are staged: first the gathering read's GPU test and the read floors
 # (scripts/gpu/read_floor.py: a contiguous streaming read and a gathering read of the selected chunks, the sparse
-# kernel's pattern, against the floor; new in the twenty-sixth session), then the split's program timeline with its
-# per-program tables (scripts/gpu/split_timeline.py --dump), then an A/B of launches (scripts/gpu/
-# ab_kernel.py: the GPU nearly alone while the pieces arrive; its "kernel_ab rc" line is what the chain waits for), then
-# Quest's page kernels' GPU tests (bounds, fold; bounds in the keys' bfloat16 since the sixteenth stop) and where
-# Quest's selection spends its time with them (scripts/gpu/profile_quest.py: bfloat16 and float32 bounds, the float32
-# GEMMs, the chunk choice's dispatch), then the decoder's GPU tests, the sparse kernel's and the step's, and the rest of
-# the GPU suite. Each part writes under $GPU_OUT/bg; `done` marks the end.
+# kernel's pattern, against the floor; on the H100 in the twenty-seventh session the gather reached 91.0% at
+# Llama-3.1-8B batch 4, 25%), then an A/B of launches (scripts/gpu/ab_kernel.py: the GPU nearly alone while the pieces
+# arrive; its "kernel_ab rc" line is what the chain waits for), then Quest's page kernels' GPU tests (bounds, fold;
+# bounds in the keys' bfloat16 since the sixteenth stop) and where Quest's selection spends its time with them
+# (scripts/gpu/profile_quest.py: bfloat16 and float32 bounds, the float32 GEMMs, the chunk choice's dispatch), then the
+# decoder's GPU tests, the sparse kernel's and the step's, and the rest of the GPU suite. Each part writes under
+# $GPU_OUT/bg; `done` marks the end.
 source scripts/gpu/env.sh
 export PYTHONPATH="/tmp/site:/tmp/repo"
 gpu_tests() { local f; for f in "$@"; do
@@ -19,18 +19,10 @@ timeout 120 python3 -m pytest -q -rfE -m gpu -p no:cacheprovider tests/test_gath
 echo "test_gather_read rc $? $(tail -n 1 "$GPU_OUT/bg/pytest_test_gather_read.log")"
 timeout 150 python3 scripts/gpu/read_floor.py > "$GPU_OUT/bg/read_floor.log" 2>&1
 echo "read_floor rc $?"; tail -n 7 "$GPU_OUT/bg/read_floor.log"
-step split_timeline  # the programs' spread at the read-floor shape, static and with dynamic ranges of one unit, each
-#                     call's per-program table kept (bg/timeline/*.csv: which programs are slow, on which SMs)
-for steal in "0" "25 --steal-ranges 16"; do
-  timeout 90 python3 scripts/gpu/split_timeline.py llama-3.1-8b 4 0.25 --steal $steal --dump "$GPU_OUT/bg/timeline" \
-    >> "$GPU_OUT/bg/split_timeline.log" 2>&1
-  echo "split_timeline steal $steal rc $?"; done
-step kernel_ab  # a quarter of the work in dynamic ranges of one unit (steal_ranges=16; at 2 ranges a program they were
-#               2-5 units of about 6 us and lost at every shape, twenty-sixth session), at 128-key blocks and at
-#               64-key blocks over 3 stages (whose unit is half as long), and those blocks alone (16 of 17 in three
-#               runs, twenty-fifth and twenty-sixth sessions; the tree 15)
-timeout 280 python3 scripts/gpu/ab_kernel.py @steal=25,steal_ranges=16 @steal=25,steal_ranges=16,block_n=64,stages=3 \
-  @block_n=64,stages=3 \
+step kernel_ab  # the one shape no landed launch wins (Llama-2-7B batch 16, 10% kept: 0.2-0.5% behind FlashInfer with
+#               128-key blocks, 1-2.5% with 64-key ones; the tune never ran there): eight warps a program, and one
+#               program an SM with 8 warps over 3 stages of 128-key blocks; 64-key blocks over 3 stages beside them
+timeout 280 python3 scripts/gpu/ab_kernel.py @warps=8 @ctas_per_sm=1,stages=3,warps=8 @block_n=64,stages=3 \
   > "$GPU_OUT/bg/ab_kernel.log" 2>&1
 echo "kernel_ab rc $?"; tail -n 1 "$GPU_OUT/bg/ab_kernel.log"
 step quest_bound     # the page-bound kernel against the float64 definition at the decoder's sizes, then its profile
