@@ -174,6 +174,17 @@ def test_policy_points_are_ratios_to_dense_speculative_decoding_at_each_point(tm
     steady = policy_points(rows.assign(steady_tokens_per_s=rows["tokens_per_s"] * [1, 1, 2, 1, 1]))
     assert steady.set_index(["context", "mode"]).loc[(32768, "specattn p=0.95 draft=window"), "steady_speedup"] == \
         pytest.approx(3.6)
+    assert points[["step_ms", "verifier_kept", "roof_speedup", "roof_share"]].isna().all().all()  # columns absent
+    # the roofline's ratio at each row's own tau and kept fraction, and the measured share of it
+    roofed = policy_points(rows.assign(roof_tokens_per_s=[3000.0, 4000.0, 6000.0, 2000.0, 2200.0],
+                                       steady_tokens_per_s=rows["tokens_per_s"] * [1, 1, 1.2, 1, 1],
+                                       step_ms=[1.0, 2.0, 3.0, 4.0, 5.0], verifier_kept=[None, None, 0.2, None, 0.3]))
+    window = roofed.set_index(["context", "mode"]).loc[(32768, "specattn p=0.95 draft=window")]
+    assert window["roof_speedup"] == pytest.approx(1.5) and window["roof_share"] == pytest.approx(1.2)
+    assert window["steady_roof_share"] == pytest.approx(1.8 * 1.2 / 1.5)
+    assert (window["step_ms"], window["verifier_kept"]) == (3.0, 0.2)
+    at16k = roofed.set_index(["context", "mode"]).loc[(16384, "specattn p=0.9")]
+    assert at16k["roof_speedup"] == pytest.approx(1.1) and at16k["roof_share"] == pytest.approx(1.05 / 1.1)
     assert plot_policy_tradeoff(rows, tmp_path / "t.png").stat().st_size > 10_000
     from specattn.results import plots
 

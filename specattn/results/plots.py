@@ -264,25 +264,37 @@ def plot_decode_throughput(results: pd.DataFrame, path: Path) -> Path:
     return _save(fig, path)
 
 
+#: :func:`policy_points`' columns
+POINT_COLUMNS = ["context", "batch", "mode", "speedup", "steady_speedup", "tau_retention", "cont_ppl_change", "step_ms",
+                 "verifier_kept", "roof_speedup", "roof_share", "steady_roof_share"]
+
+
 def policy_points(rows: pd.DataFrame) -> pd.DataFrame:
     """``experiment=decode_real`` rows -> per (context, batch) and speculative mode: ``speedup`` (tokens/s over
-    dense speculative decoding's), ``steady_speedup`` (the same over ``steady_tokens_per_s``, NaN where the rows
-    lack it) and ``tau_retention`` (tau over dense's), all measured in the same run."""
+    dense speculative decoding's), ``steady_speedup`` (the same over ``steady_tokens_per_s``), ``tau_retention`` (tau
+    over dense's), ``cont_ppl_change``, all measured in the same run; the mode's ``step_ms`` and ``verifier_kept``;
+    ``roof_speedup`` (the roofline's tokens/s over dense's, each at its row's measured tau and kept fraction) and the
+    measured share of it, ``roof_share`` (tokens/s) and ``steady_roof_share``. NaN where the rows lack a column."""
     ok = rows[rows["error"].isna()] if "error" in rows else rows
     out = []
+
+    def ratio(r, base, column):
+        return r[column] / base[column] if column in r else math.nan
+
     for (context, batch), group in ok.groupby(["context", "batch"], sort=False):
         dense = group[group["mode"] == "dense"]
         if dense.empty:
             continue
         base = dense.iloc[0]
         for _, r in group[group["mode"] != "ar"].iterrows():
-            change = (r["cont_ppl"] / base["cont_ppl"] - 1) if "cont_ppl" in r else math.nan
-            steady = (r["steady_tokens_per_s"] / base["steady_tokens_per_s"]) if "steady_tokens_per_s" in r else math.nan
-            out.append({"context": context, "batch": batch, "mode": r["mode"],
-                        "speedup": r["tokens_per_s"] / base["tokens_per_s"], "steady_speedup": steady,
-                        "tau_retention": r["tau"] / base["tau"], "cont_ppl_change": change})
-    return pd.DataFrame(out, columns=["context", "batch", "mode", "speedup", "steady_speedup", "tau_retention",
-                                      "cont_ppl_change"])
+            speedup, steady, roof = (ratio(r, base, c) for c in ("tokens_per_s", "steady_tokens_per_s",
+                                                                   "roof_tokens_per_s"))
+            out.append({"context": context, "batch": batch, "mode": r["mode"], "speedup": speedup,
+                        "steady_speedup": steady, "tau_retention": r["tau"] / base["tau"],
+                        "cont_ppl_change": ratio(r, base, "cont_ppl") - 1, "step_ms": r.get("step_ms", math.nan),
+                        "verifier_kept": r.get("verifier_kept", math.nan), "roof_speedup": roof,
+                        "roof_share": speedup / roof, "steady_roof_share": steady / roof})
+    return pd.DataFrame(out, columns=POINT_COLUMNS)
 
 
 def pool_decode_runs(frames: list[pd.DataFrame]) -> pd.DataFrame:
