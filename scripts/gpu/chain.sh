@@ -7,7 +7,8 @@
 # not run on the current kernel: 16 groups of one); (c) batch 4 at 32K, 16K, 8K and 2K with SpecAttn p=0.9 and 0.95 and
 # Quest and StreamingLLM matched, 32 prompts (the twenty-seventh session ran every length at batch 16 and batch 32 at
 # 32K this way; batch 4 had dense and SpecAttn only); then the kernel's GPU test files.
-# Each step's runs resume from their parts when started again. $1: each decode run's limit (s; batch 4's run twice it).
+# Each step's runs resume from their parts when started again. $1: run A's limit (s); batch 1's and batch 4's twice it
+# (by the twenty-seventh session's rates about 5 and 14 minutes: start batch 4's again from a poll when it stops).
 source scripts/gpu/env.sh
 set -f
 mkdir -p "$GPU_OUT/q"
@@ -20,7 +21,7 @@ stop_background 5
 if [ "${FIRST:-run_a}" = run_a ]; then  # FIRST=none on an H100: run A ran there in the twentieth session
 step run_a;  bash scripts/gpu/decode.sh "${1:-300}" "${AT32K[@]}" "${POINT[@]}" "experiment.batches=[16]"
 fi
-step b1;  bash scripts/gpu/decode.sh "${1:-300}" "${AT32K[@]}" "${POINT[@]}" "experiment.batches=[1]" \
+step b1;  bash scripts/gpu/decode.sh $(( 2 * ${1:-300} )) "${AT32K[@]}" "${POINT[@]}" "experiment.batches=[1]" \
   experiment.matched=false "experiment.draft_reads=[]" experiment.prompts=16
 step b4_table;  bash scripts/gpu/decode.sh $(( 2 * ${1:-300} )) "experiment.contexts=[32768,16384,8192,2048]" \
   "experiment.p_values=[0.9,0.95]" "${POINT[@]}" "experiment.batches=[4]" "experiment.draft_reads=[]"
