@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs from /tmp/repo (a copy) while the weights are staged: first the gathering read's GPU test and the read floors
+# Runs from /tmp/repo (a copy) while the weights are staged: first the fused layers' GPU tests (the folded norms'
+# kernels, new in the twenty-eighth session), then the gathering read's GPU test and the read floors
 # (scripts/gpu/read_floor.py: a contiguous streaming read and a gathering read of the selected chunks, the sparse
 # kernel's pattern, against the floor; on the H100 in the twenty-seventh session the gather reached 91.0% at
 # Llama-3.1-8B batch 4, 25%), then an A/B of launches (scripts/gpu/ab_kernel.py: the GPU nearly alone while the pieces
@@ -13,6 +14,8 @@ export PYTHONPATH="/tmp/site:/tmp/repo"
 gpu_tests() { local f; for f in "$@"; do
   timeout 200 python3 -m pytest -q -rfE -n 8 -m gpu -p no:cacheprovider tests/$f.py > "$GPU_OUT/bg/pytest_$f.log" 2>&1
   echo "$f rc $? $(tail -n 1 "$GPU_OUT/bg/pytest_$f.log")"; done; }
+step fused_tests  # the folded norms' kernels against float64 and the folded pair's graph replay (new, 28th session)
+gpu_tests test_fused_llama
 step read_floor  # the gathering read exact (float64 sum of the listed chunks), then its floor beside the streaming read's
 timeout 120 python3 -m pytest -q -rfE -m gpu -p no:cacheprovider tests/test_gather_read.py \
   > "$GPU_OUT/bg/pytest_test_gather_read.log" 2>&1

@@ -86,6 +86,7 @@ class DecodeBenchConfig:
     draft_refresh: int = 8
     draft_window: int = 1024
     draft_sinks: int = 16
+    fold_norms: bool = False  # with fused_layers: each layer's RMSNorms folded into its projections (2 launches fewer)
 
 
 def build_model(name: str, device, dtype):
@@ -274,6 +275,9 @@ def run_all(cfg: DecodeBenchConfig, log=print, out_csv: Path | None = None) -> d
     unknown = [p for p in cfg.pairs if p not in PAIRS]
     if unknown:
         raise SpecAttnError(f"experiment.pairs has {unknown}: choose from {', '.join(PAIRS)}")
+    if cfg.fold_norms and not cfg.fused_layers:
+        raise SpecAttnError("experiment.fold_norms=true needs experiment.fused_layers=true: set both, or "
+                            "fold_norms=false")
     device = torch.device(cfg.device)
     if device.type == "cuda":
         from .timing import hardware, measure_bandwidth, require_gpu
@@ -293,7 +297,7 @@ def run_all(cfg: DecodeBenchConfig, log=print, out_csv: Path | None = None) -> d
         if cfg.fused_layers:
             from ..hooks.fused_llama import fuse_llama
 
-            fuse_llama(draft), fuse_llama(verifier)
+            fuse_llama(draft, cfg.fold_norms), fuse_llama(verifier, cfg.fold_norms)
         log(f"{pair}: random {draft_name} + {verifier_name} built in {time.perf_counter() - tick:.1f} s")
         shapes = [roofline.ModelShape.from_config(m.config, m.dtype.itemsize) for m in (draft, verifier)]
         weights = sum(s.weight_bytes + s.vocab * s.hidden * s.dtype_bytes for s in shapes)

@@ -15,10 +15,16 @@ place and with the same weights:
 * every decoder layer with :class:`FusedDecoderLayer`: the two residual adds inside the output and down
   projections (cuBLAS's ``beta = 1``; :func:`project_onto`).
 
-A layer is then about 10 launches. The fused modules serve only the graph decoder (its
-:class:`~specattn.decode.kv_cache.SequenceKVCache` and ``specattn_graph`` plans). On the CPU or in float32 they
-compute with HF's own functions (``apply_rotary_pos_emb``, the cache's ``update``, ``silu``), so a fused model
-gives the unfused model's output there.
+A layer is then about 10 launches. ``fuse_llama(model, fold_norms=True)`` takes two more off: each layer's two
+RMSNorms are folded into the projection after them (its weight times the norm's, ``W diag(g)``, rounded once to
+the model's dtype; the projection then reads the norm's input), and the kernel after the projection (the rotary
++ cache write, the SiLU-mul) scales each row by its ``rsqrt(mean(x^2) + eps)`` and adds the q/k/v bias after:
+the same function, rounded at other places (opt-in: ``experiment.fold_norms``).
+
+The fused modules serve only the graph decoder (its :class:`~specattn.decode.kv_cache.SequenceKVCache` and
+``specattn_graph`` plans). On the CPU or in float32 they compute with HF's own functions
+(``apply_rotary_pos_emb``, the cache's ``update``, ``silu``; a folded norm's scale in float32), so a fused model
+gives the unfused model's output there (to float32 rounding where the norms are folded).
 """
 
 from __future__ import annotations
@@ -45,14 +51,17 @@ def _cache(kwargs: dict):
 class FusedAttention(nn.Module):
     """A Llama attention module with one q/k/v projection and a fused rotary + cache write."""
 
-    def __init__(self, attention: nn.Module):
+    def __init__(self, attention: nn.Module, norm: nn.Module | None = None):
+        """``norm``: the RMSNorm before the attention, folded into the q/k/v projection (the module's input is
+        then the norm's input)."""
         super().__init__()
         for name in ("config", "layer_idx", "head_dim", "num_key_value_groups", "scaling"):
             setattr(self, name, getattr(attention, name))
         self.heads = attention.config.num_attention_heads
         self.kv_heads = attention.config.num_key_value_heads
         projections = [attention.q_proj, attention.k_proj, attention.v_proj]
-        self.qkv = nn.Parameter(torch.cat([p.weight for p in projections]).detach(), requires_grad=False)
+        self.qkv = folded(torch.cat([p.weight for p in projections]), norm)
+        self.norm_eps = None if norm is None else float(norm.variance_epsilon)
         biases = [p.bias for p in projections]
         if any(b is not None for b in biases) and not all(b is not None for b in biases):
             raise ValueError("fuse_llama: some but not all of q/k/v have a bias")
@@ -66,16 +75,21 @@ class FusedAttention(nn.Module):
 
         cache = _cache(kwargs)
         b, t, _ = hidden_states.shape
-        qkv = nn.functional.linear(hidden_states, self.qkv, self.qkv_bias)  # (B, T, (Hq + 2 Hkv) * D)
+        fold = self.norm_eps is not None  # the bias is added after the folded norm's row scale
+        qkv = nn.functional.linear(hidden_states, self.qkv, None if fold else self.qkv_bias)  # (B, T, (Hq+2Hkv) D)
         cos, sin = position_embeddings
         if _use_kernels(qkv):
             from ..gpu.kernels.fused_llama import rope_into_cache
 
             keys, values = cache.keys[self.layer_idx], cache.values[self.layer_idx]
-            query = rope_into_cache(qkv, cos, sin, cache.lengths, self.heads, self.kv_heads, keys, values)
+            query = rope_into_cache(qkv, cos, sin, cache.lengths, self.heads, self.kv_heads, keys, values,
+                                    hidden_states if fold else None, self.norm_eps or 0.0,
+                                    self.qkv_bias if fold else None)
         else:
             from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
+            if fold:
+                qkv = rms_scaled(qkv, hidden_states, self.norm_eps, self.qkv_bias)
             q, k, v = qkv.view(b, t, -1, self.head_dim).transpose(1, 2).split(
                 [self.heads, self.kv_heads, self.kv_heads], dim=1)
             query, k = apply_rotary_pos_emb(q, k, cos, sin)
@@ -87,21 +101,43 @@ class FusedAttention(nn.Module):
 class FusedMLP(nn.Module):
     """A Llama MLP with one gate/up projection and one ``silu(gate) * up`` launch."""
 
-    def __init__(self, mlp: nn.Module):
+    def __init__(self, mlp: nn.Module, norm: nn.Module | None = None):
+        """``norm``: the RMSNorm before the MLP, folded into the gate/up projection (``x`` is then its input)."""
         super().__init__()
-        self.gate_up = nn.Parameter(torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight]).detach(),
-                                    requires_grad=False)
+        self.gate_up = folded(torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight]), norm)
+        self.norm_eps = None if norm is None else float(norm.variance_epsilon)
         self.down_proj = mlp.down_proj
 
     def forward(self, x, residual=None):
         """``residual``: return ``residual + mlp(x)``, as :class:`FusedAttention`."""
         gate_up = nn.functional.linear(x, self.gate_up)
+        fold = self.norm_eps is not None
         if _use_kernels(gate_up):
             from ..gpu.kernels.fused_llama import silu_mul
 
-            return project_onto(silu_mul(gate_up), self.down_proj.weight, residual)
+            return project_onto(silu_mul(gate_up, x if fold else None, self.norm_eps or 0.0), self.down_proj.weight,
+                                residual)
+        if fold:
+            gate_up = rms_scaled(gate_up, x, self.norm_eps)
         gate, up = gate_up.chunk(2, dim=-1)
         return project_onto(nn.functional.silu(gate) * up, self.down_proj.weight, residual)
+
+
+def folded(weight: torch.Tensor, norm: nn.Module | None) -> nn.Parameter:
+    """A projection's ``weight (N, H)``, times an RMSNorm's weight ``(H,)`` along H if ``norm`` is given (float32,
+    rounded once to the weight's dtype): ``W diag(g)``, so that ``W (g * y) = (W diag(g)) y``."""
+    weight = weight.detach()
+    if norm is not None:
+        weight = (weight.float() * norm.weight.detach().float()).to(weight.dtype)
+    return nn.Parameter(weight, requires_grad=False)
+
+
+def rms_scaled(y: torch.Tensor, x: torch.Tensor, eps: float, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """The folded norm's arithmetic without the kernels: ``y (..., N)`` (the projection of ``x (..., H)`` by a
+    folded weight) times each row's ``rsqrt(mean(x_f32^2) + eps)``, plus ``bias (N,)``, in float32, rounded once."""
+    scale = torch.rsqrt(x.float().pow(2).mean(-1, keepdim=True) + eps)
+    out = y.float() * scale
+    return (out if bias is None else out + bias.float()).to(y.dtype)
 
 
 def project_onto(x: torch.Tensor, weight: torch.Tensor, residual: torch.Tensor | None) -> torch.Tensor:
@@ -122,23 +158,28 @@ class FusedDecoderLayer(nn.Module):
     ``mlp``), two launches fewer. Its input is overwritten where the kernels run (the graph decoder keeps no
     layer's input)."""
 
-    def __init__(self, layer: nn.Module):
+    def __init__(self, layer: nn.Module, fold_norms: bool = False):
+        """``fold_norms``: the two RMSNorms folded into the projections after them (``input_layernorm`` and
+        ``post_attention_layernorm`` become identities: no launch of their own)."""
         super().__init__()
         for name, value in vars(layer).items():  # plain attributes the model's loop may read (attention_type)
             if not name.startswith("_") and name != "training":
                 setattr(self, name, value)
-        self.input_layernorm, self.post_attention_layernorm = layer.input_layernorm, layer.post_attention_layernorm
-        self.self_attn, self.mlp = FusedAttention(layer.self_attn), FusedMLP(layer.mlp)
+        norms = (layer.input_layernorm, layer.post_attention_layernorm)
+        self.self_attn = FusedAttention(layer.self_attn, norms[0] if fold_norms else None)
+        self.mlp = FusedMLP(layer.mlp, norms[1] if fold_norms else None)
+        self.input_layernorm, self.post_attention_layernorm = (nn.Identity(), nn.Identity()) if fold_norms else norms
 
     def forward(self, hidden_states, **kwargs):
         x, _ = self.self_attn(self.input_layernorm(hidden_states), residual=hidden_states, **kwargs)
         return self.mlp(self.post_attention_layernorm(x), residual=x)
 
 
-def fuse_llama(model: nn.Module) -> int:
+def fuse_llama(model: nn.Module, fold_norms: bool = False) -> int:
     """Replace the norms, attention and MLP modules of a Llama-family ``model`` (Llama, Mistral, Qwen2:
     q/k/v biases allowed, no output-projection bias, SiLU MLP, no sliding window) in place; returns the
-    number of decoder layers fused. Only for the graph decoder."""
+    number of decoder layers fused. ``fold_norms``: each layer's RMSNorms folded into its projections (the
+    model's final norm stays). Only for the graph decoder."""
     layers = model.model.layers
     for layer in layers:
         attention = layer.self_attn
@@ -150,5 +191,5 @@ def fuse_llama(model: nn.Module) -> int:
             raise ValueError("fuse_llama: sliding-window attention is not supported")
     fuse_rmsnorms(model)
     for i, layer in enumerate(layers):
-        layers[i] = FusedDecoderLayer(layer)
+        layers[i] = FusedDecoderLayer(layer, fold_norms)
     return len(layers)
