@@ -36,9 +36,7 @@ def test_config_comes_from_the_experiment_yaml():
 def test_run_all_refuses_unknown_pairs_and_no_gpu():
     with pytest.raises(SpecAttnError, match="experiment.pairs"):
         DB.run_all(bench_config(pairs=("gpt5",)))
-    assert bench_config("experiment.fold_norms=true").fold_norms
-    with pytest.raises(SpecAttnError, match="experiment.fold_norms=true needs experiment.fused_layers=true"):
-        DB.run_all(bench_config("experiment.fold_norms=true", "experiment.fused_layers=false"))
+    assert bench_config().fold_norms and not bench_config("experiment.fold_norms=false").fold_norms
     if not HAS_CUDA:
         with pytest.raises(SpecAttnError, match="CUDA GPU"):
             DB.run_all(bench_config())

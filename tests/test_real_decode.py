@@ -429,17 +429,17 @@ def test_lossless_prompts_zero_skips_the_check_and_negative_is_refused():
             check(compose("config", overrides=["experiment=decode_real", "experiment.lossless_prompts=-1"]))
 
 
-def test_fold_norms_is_checked_before_weights_load():
+def test_fold_norms_is_on_by_default_and_checked_before_weights_load():
     from hydra import compose, initialize_config_dir
 
     from specattn.core.errors import SpecAttnError
     from specattn.experiments.decode_real import check
 
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        check(compose("config", overrides=["experiment=decode_real", "experiment.fold_norms=true"]))
-        with pytest.raises(SpecAttnError, match="experiment.fold_norms=true needs experiment.fused_layers=true"):
-            check(compose("config", overrides=["experiment=decode_real", "experiment.fold_norms=true",
-                                               "experiment.fused_layers=false"]))
+        cfg = compose("config", overrides=["experiment=decode_real"])
+        check(cfg)
+        assert cfg.experiment.fold_norms is True and cfg.experiment.fused_layers is True
+        check(compose("config", overrides=["experiment=decode_real", "experiment.fused_layers=false"]))  # no fold then
         with pytest.raises(SpecAttnError, match="experiment.fold_norms"):
             check(compose("config", overrides=["experiment=decode_real", "experiment.fold_norms=yes"]))
 

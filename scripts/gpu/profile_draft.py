@@ -23,7 +23,7 @@ cfg = DecodeBenchConfig(pairs=("llama3.2-llama3.1",), batches=(BATCH,), contexts
                         reps=1, steps=4, profile_reps=5, max_mem_gib=128, fused_layers=True, device="cuda",
                         dtype="bfloat16", seed=0, draft_reads=("first_dense",))
 draft, verifier = (build_model(n, "cuda", torch.bfloat16) for n in ("llama-3.2-1b", "llama-3.1-8b"))
-fuse_llama(draft), fuse_llama(verifier)
+fuse_llama(draft, cfg.fold_norms), fuse_llama(verifier, cfg.fold_norms)
 cap = capacity_for(cfg, CONTEXT)
 caches = (SequenceKVCache.for_model(verifier, BATCH, cap), SequenceKVCache.for_model(draft, BATCH, cap))
 for cache in caches:

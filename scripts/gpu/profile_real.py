@@ -53,7 +53,8 @@ def main(context: int, batch: int, tiny: bool, extra: list[str]) -> None:
     if not tiny:
         from specattn.hooks.fused_llama import fuse_llama
 
-        fuse_llama(pair.draft), fuse_llama(pair.verifier)
+        fold = bool(cfg.experiment.fold_norms)  # decode_real's setting (its default: folded)
+        fuse_llama(pair.draft, fold), fuse_llama(pair.verifier, fold)
     bench = RealBenchConfig((context,), (batch,), batch, 256, (0.95,), 0.95, ("window", "first_window"), 8, 1024, 16,
                             int(cfg.gamma), int(cfg.chunk_size), int(cfg.dense_layers), "mean",
                             tuple(layer_mapping(cfg, pair)), not tiny, 120.0, 0)

@@ -86,7 +86,7 @@ class DecodeBenchConfig:
     draft_refresh: int = 8
     draft_window: int = 1024
     draft_sinks: int = 16
-    fold_norms: bool = False  # with fused_layers: each layer's RMSNorms folded into its projections (2 launches fewer)
+    fold_norms: bool = True  # with fused_layers: each layer's RMSNorms folded into its projections (2 launches fewer)
 
 
 def build_model(name: str, device, dtype):
@@ -275,9 +275,6 @@ def run_all(cfg: DecodeBenchConfig, log=print, out_csv: Path | None = None) -> d
     unknown = [p for p in cfg.pairs if p not in PAIRS]
     if unknown:
         raise SpecAttnError(f"experiment.pairs has {unknown}: choose from {', '.join(PAIRS)}")
-    if cfg.fold_norms and not cfg.fused_layers:
-        raise SpecAttnError("experiment.fold_norms=true needs experiment.fused_layers=true: set both, or "
-                            "fold_norms=false")
     device = torch.device(cfg.device)
     if device.type == "cuda":
         from .timing import hardware, measure_bandwidth, require_gpu

@@ -25,7 +25,7 @@ def config_from(cfg, device: str = "cuda", dtype: str = "bfloat16") -> DecodeBen
         max_mem_gib=float(e.max_mem_gib), fused_layers=bool(e.fused_layers), device=device, dtype=dtype, seed=int(cfg.seed),
         draft_reads=tuple(str(r) for r in e.get("draft_reads", ())), draft_refresh=int(e.get("draft_refresh", 8)),
         draft_window=int(e.get("draft_window", 1024)), draft_sinks=int(e.get("draft_sinks", 16)),
-        fold_norms=bool(e.get("fold_norms", False)))
+        fold_norms=bool(e.get("fold_norms", True)))
 
 
 def run(ctx: RunContext) -> ExperimentResult:

@@ -72,9 +72,7 @@ def check(cfg) -> None:
     kernel_launch(e, "rows", RowsConfig)
     flag(e.get("matched", True), "experiment.matched")
     flag(e.get("row0_from_scores", True), "experiment.row0_from_scores")
-    if flag(e.get("fold_norms", False), "experiment.fold_norms") and not e.fused_layers:
-        raise SpecAttnError("experiment.fold_norms=true needs experiment.fused_layers=true (the norms fold into the "
-                            "fused projections): set both, or fold_norms=false")
+    flag(e.get("fold_norms", True), "experiment.fold_norms")  # applies where the layers are fused
     n_draft, n_verifier = layer_counts(cfg.model)
     for name, spec in (e.get("layer_maps") or {}).items():
         if not re.fullmatch(r"[A-Za-z0-9_.-]+", str(name)):
@@ -216,7 +214,7 @@ def run(ctx: RunContext) -> ExperimentResult:
     if cfg.experiment.fused_layers:
         from ..hooks.fused_llama import fuse_llama
 
-        fold = bool(cfg.experiment.get("fold_norms", False))
+        fold = bool(cfg.experiment.get("fold_norms", True))
         fuse_llama(pair.draft, fold), fuse_llama(pair.verifier, fold)
     bench = bench_config(cfg, layer_mapping(cfg, pair), other_layer_maps(cfg, pair))
     log(f"{cfg.model.name} loaded in {time.perf_counter() - tick:.1f} s ({pair.verifier.dtype})")
