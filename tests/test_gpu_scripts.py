@@ -93,37 +93,28 @@ def last(run: list[str], key: str) -> str:
     return given[-1].split("=", 1)[1] if given else "(config)"
 
 
-def test_the_chain_plans_run_a_the_fold_ab_batch_1_and_the_batch_4_table_then_the_tests_each_passing_the_checks(
-        tmp_path, cuda_present):
-    run_a, landed, folded, b1, b4, *tests = planned_runs(tmp_path, ["scripts/gpu/chain.sh", "300"])
+def test_the_chain_plans_run_a_then_the_folded_table_then_the_tests_each_passing_the_checks(tmp_path, cuda_present):
+    run_a, table, *tests = planned_runs(tmp_path, ["scripts/gpu/chain.sh", "300"])
     assert tests == CHAIN_TESTS
-    assert "experiment.matched=false" not in run_a and "experiment.matched=false" not in b4  # Quest, StreamingLLM matched
-    assert "experiment.matched=false" in b1 and last(b1, "experiment.prompts") == "16"  # 16 groups of one
-    assert last(run_a, "experiment.prompts") == last(landed, "experiment.prompts") == "32"
-    assert last(b4, "experiment.prompts") == "16"  # 4 groups of 4 a point
-    # the A/B: one point, the same overrides but the fold (and the fold's lossless check)
-    assert [o for o in folded if o != "experiment.fold_norms=true" and not o.startswith("experiment.lossless_")] == [
-        o for o in landed if not o.startswith("experiment.lossless_")]
-    assert last(landed, "experiment.fold_norms") == "(config)" and last(folded, "experiment.fold_norms") == "true"
-    assert last(folded, "experiment.lossless_prompts") == "32" and last(landed, "experiment.lossless_prompts") == "0"
-    for run, contexts, batch, p_values in ((run_a, "[32768]", "[16]", "[0.9]"), (landed, "[32768]", "[16]", "[0.9]"),
-                                           (b1, "[32768]", "[1]", "[0.9]"),
-                                           (b4, "[32768,16384,8192,2048]", "[4]", "[0.9,0.95]")):
-        assert (last(run, "experiment.contexts"), last(run, "experiment.batches")) == (contexts, batch)
+    assert "experiment.matched=false" not in run_a and "experiment.matched=false" not in table  # Quest, StreamingLLM
+    assert last(run_a, "experiment.prompts") == last(table, "experiment.prompts") == "32"
+    assert last(table, "experiment.fold_norms") == "(config)"  # decode_real's default: folded
+    for run, contexts, batches, p_values in ((run_a, "[32768]", "[16]", "[0.9]"),
+                                             (table, "[32768,16384,8192,2048]", "[16,32]", "[0.9,0.95]")):
+        assert (last(run, "experiment.contexts"), last(run, "experiment.batches")) == (contexts, batches)
         assert last(run, "experiment.p_values") == p_values and last(run, "experiment.match_p") == "0.9"
         assert "layer_map=docs/data/h200-real-2026-12-03e/layer_map_js_qwen_coder_16k.yaml" in run
-        assert last(run, "experiment.lossless_prompts") == "0"  # the twenty-seventh session ran the check
+        assert last(run, "experiment.lossless_prompts") == "0"  # the twenty-eighth session ran the check (folded)
         assert not any(o.startswith(("+experiment.layer_maps", "experiment.sparse_split")) for o in run)
-    assert {last(r, "experiment.draft_reads") for r in (landed, b1, b4)} == {"[]"}
-    for overrides in (run_a, landed, folded, b1, b4):
+    assert last(table, "experiment.draft_reads") == "[]"
+    for overrides in (run_a, table):
         for job, error in check_jobs(["logger=none", "progress=false", *overrides], ROOT / "conf"):
             assert error is None, (job, error)
 
 
-def test_the_chain_on_an_h100_skips_run_a_and_plans_the_ab_both_batches_and_the_tests(tmp_path, cuda_present):
-    landed, folded, b1, b4, *tests = planned_runs(tmp_path, ["-c", "FIRST=none bash scripts/gpu/chain.sh 300"])
-    assert "experiment.fold_norms=true" in folded and "experiment.fold_norms=true" not in landed
-    assert "experiment.batches=[1]" in b1 and "experiment.batches=[4]" in b4 and tests == CHAIN_TESTS
+def test_the_chain_on_an_h100_skips_run_a_and_plans_the_table_and_the_tests(tmp_path, cuda_present):
+    table, *tests = planned_runs(tmp_path, ["-c", "FIRST=none bash scripts/gpu/chain.sh 300"])
+    assert "experiment.batches=[16,32]" in table and tests == CHAIN_TESTS
 
 
 def test_the_waiter_starts_its_tests_only_after_the_marker_in_order(tmp_path):
