@@ -93,28 +93,30 @@ def last(run: list[str], key: str) -> str:
     return given[-1].split("=", 1)[1] if given else "(config)"
 
 
-def test_the_chain_plans_run_a_then_the_folded_table_then_the_tests_each_passing_the_checks(tmp_path, cuda_present):
-    run_a, table, *tests = planned_runs(tmp_path, ["scripts/gpu/chain.sh", "300"])
+def test_the_chain_plans_run_a_then_the_folded_tables_then_the_tests_each_passing_the_checks(tmp_path, cuda_present):
+    run_a, table, b1, *tests = planned_runs(tmp_path, ["scripts/gpu/chain.sh", "300"])
     assert tests == CHAIN_TESTS
-    assert "experiment.matched=false" not in run_a and "experiment.matched=false" not in table  # Quest, StreamingLLM
+    assert not any("experiment.matched=false" in r for r in (run_a, table, b1))  # Quest, StreamingLLM matched
     assert last(run_a, "experiment.prompts") == last(table, "experiment.prompts") == "32"
-    assert last(table, "experiment.fold_norms") == "(config)"  # decode_real's default: folded
+    assert last(b1, "experiment.prompts") == "8"  # 8 groups of one a point
+    assert last(table, "experiment.fold_norms") == last(b1, "experiment.fold_norms") == "(config)"  # the default: folded
     for run, contexts, batches, p_values in ((run_a, "[32768]", "[16]", "[0.9]"),
-                                             (table, "[32768,16384,8192,2048]", "[16,32]", "[0.9,0.95]")):
+                                             (table, "[32768,16384,8192,2048]", "[16,32]", "[0.9,0.95]"),
+                                             (b1, "[32768,16384,8192,2048]", "[1]", "[0.9,0.95]")):
         assert (last(run, "experiment.contexts"), last(run, "experiment.batches")) == (contexts, batches)
         assert last(run, "experiment.p_values") == p_values and last(run, "experiment.match_p") == "0.9"
         assert "layer_map=docs/data/h200-real-2026-12-03e/layer_map_js_qwen_coder_16k.yaml" in run
         assert last(run, "experiment.lossless_prompts") == "0"  # the twenty-eighth session ran the check (folded)
         assert not any(o.startswith(("+experiment.layer_maps", "experiment.sparse_split")) for o in run)
-    assert last(table, "experiment.draft_reads") == "[]"
-    for overrides in (run_a, table):
+    assert last(table, "experiment.draft_reads") == last(b1, "experiment.draft_reads") == "[]"
+    for overrides in (run_a, table, b1):
         for job, error in check_jobs(["logger=none", "progress=false", *overrides], ROOT / "conf"):
             assert error is None, (job, error)
 
 
-def test_the_chain_on_an_h100_skips_run_a_and_plans_the_table_and_the_tests(tmp_path, cuda_present):
-    table, *tests = planned_runs(tmp_path, ["-c", "FIRST=none bash scripts/gpu/chain.sh 300"])
-    assert "experiment.batches=[16,32]" in table and tests == CHAIN_TESTS
+def test_the_chain_on_an_h100_skips_run_a_and_plans_the_tables_and_the_tests(tmp_path, cuda_present):
+    table, b1, *tests = planned_runs(tmp_path, ["-c", "FIRST=none bash scripts/gpu/chain.sh 300"])
+    assert "experiment.batches=[16,32]" in table and "experiment.batches=[1]" in b1 and tests == CHAIN_TESTS
 
 
 def test_the_waiter_starts_its_tests_only_after_the_marker_in_order(tmp_path):
