@@ -210,3 +210,26 @@ def test_poll_cuts_a_tarball_over_the_file_limit_into_pieces_that_join(tmp_path)
     with tarfile.open(tmp_path / "joined.tar.gz") as tar:
         member = tar.extractfile("outputs/retrieval/retrieval-cc/parts/00000.parquet")
         assert member is not None and len(member.read()) == 3 * 1024 * 1024
+
+
+def test_stopping_a_job_stops_what_it_runs_under_its_time_limit(tmp_path):
+    """env.sh's ``limit``: a job stopped as stop_background stops one (``kill -- -PGID``) takes its time-limited command
+    with it (plain ``timeout`` would leave it running in a group of its own), and the limit still ends a command that
+    runs too long."""
+    marker = tmp_path / "alive"
+    script = f'source scripts/gpu/env.sh; limit 60 bash -c "while true; do touch {marker}; sleep 0.2; done"'
+    env = dict(os.environ, GPU_OUT=str(tmp_path / "gpu-out"))
+    job = subprocess.Popen(["setsid", "bash", "-c", script], cwd=ROOT, env=env)
+    deadline = time.time() + 20
+    while not marker.exists() and time.time() < deadline:
+        time.sleep(0.1)
+    assert marker.exists()
+    os.killpg(job.pid, 15)
+    job.wait(timeout=10)
+    time.sleep(0.5)
+    marker.unlink()
+    time.sleep(1.0)
+    assert not marker.exists()  # the loop under the limit stopped with its job
+    started = time.time()
+    done = subprocess.run(["bash", "-c", "source scripts/gpu/env.sh; limit 1 sleep 30"], cwd=ROOT, env=env, timeout=20)
+    assert done.returncode == 124 and time.time() - started < 10

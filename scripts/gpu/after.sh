@@ -14,7 +14,7 @@ for f in $TESTS; do
   if tail -n 1 "$GPU_OUT/bg/pytest_$f.log" 2>/dev/null | grep -q "passed" \
      && ! tail -n 1 "$GPU_OUT/bg/pytest_$f.log" | grep -q "failed\|error"; then
     echo "$f: passed in the background job already ($(tail -n 1 "$GPU_OUT/bg/pytest_$f.log"))"; continue; fi
-  timeout 200 python3 -m pytest -q -rfE -n 8 -m gpu -p no:cacheprovider "tests/$f.py" > "$GPU_OUT/q/pytest_$f.log" 2>&1
+  limit 200 python3 -m pytest -q -rfE -n 8 -m gpu -p no:cacheprovider "tests/$f.py" > "$GPU_OUT/q/pytest_$f.log" 2>&1
   echo "$f rc $? $(tail -n 1 "$GPU_OUT/q/pytest_$f.log")"
 done
 [ -n "$PARTS" ] && [ -z "$PRECHECK" ] && bash scripts/gpu/parallel.sh $PARTS

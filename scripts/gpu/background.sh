@@ -12,28 +12,28 @@
 source scripts/gpu/env.sh
 export PYTHONPATH="/tmp/site:/tmp/repo"
 gpu_tests() { local f; for f in "$@"; do
-  timeout 200 python3 -m pytest -q -rfE -n 8 -m gpu -p no:cacheprovider tests/$f.py > "$GPU_OUT/bg/pytest_$f.log" 2>&1
+  limit 200 python3 -m pytest -q -rfE -n 8 -m gpu -p no:cacheprovider tests/$f.py > "$GPU_OUT/bg/pytest_$f.log" 2>&1
   echo "$f rc $? $(tail -n 1 "$GPU_OUT/bg/pytest_$f.log")"; done; }
 step fused_tests  # the folded norms' kernels against float64 and the folded pair's graph replay (new, 28th session)
 gpu_tests test_fused_llama
 step read_floor  # the gathering read exact (float64 sum of the listed chunks), then its floor beside the streaming read's
-timeout 120 python3 -m pytest -q -rfE -m gpu -p no:cacheprovider tests/test_gather_read.py \
+limit 120 python3 -m pytest -q -rfE -m gpu -p no:cacheprovider tests/test_gather_read.py \
   > "$GPU_OUT/bg/pytest_test_gather_read.log" 2>&1
 echo "test_gather_read rc $? $(tail -n 1 "$GPU_OUT/bg/pytest_test_gather_read.log")"
-timeout 150 python3 scripts/gpu/read_floor.py > "$GPU_OUT/bg/read_floor.log" 2>&1
+limit 150 python3 scripts/gpu/read_floor.py > "$GPU_OUT/bg/read_floor.log" 2>&1
 echo "read_floor rc $?"; tail -n 7 "$GPU_OUT/bg/read_floor.log"
 step kernel_ab  # the landed launch beside 64-key blocks over 3 stages (16 of 17 shapes in three runs, the tree 14-15):
 #               run to run, at the one shape no launch wins (Llama-2-7B batch 16, 10% kept; the twenty-eighth session's
 #               eight warps, and one program an SM, lost there as well: 295.3 and 301.3 us against FlashInfer's 291.0)
-timeout 280 python3 scripts/gpu/ab_kernel.py @block_n=64,stages=3 \
+limit 280 python3 scripts/gpu/ab_kernel.py @block_n=64,stages=3 \
   > "$GPU_OUT/bg/ab_kernel.log" 2>&1
 echo "kernel_ab rc $?"; tail -n 1 "$GPU_OUT/bg/ab_kernel.log"
 step quest_bound     # the page-bound kernel against the float64 definition at the decoder's sizes, then its profile
 gpu_tests test_quest_bound test_quest_fold test_budget_top
-timeout 200 python3 scripts/gpu/profile_quest.py > "$GPU_OUT/bg/profile_quest.log" 2>&1
+limit 200 python3 scripts/gpu/profile_quest.py > "$GPU_OUT/bg/profile_quest.log" 2>&1
 echo "profile_quest rc $?"; tail -n 2 "$GPU_OUT/bg/profile_quest.log"
 step decoder_tests
-timeout 300 python3 -m pytest -q -rfE -n 8 -m gpu -p no:cacheprovider tests/test_graph_traces.py tests/test_real_decode.py \
+limit 300 python3 -m pytest -q -rfE -n 8 -m gpu -p no:cacheprovider tests/test_graph_traces.py tests/test_real_decode.py \
   tests/test_graph_methods.py tests/test_graph_engine.py tests/test_evaluator_kernel.py tests/test_stream_read.py \
   > "$GPU_OUT/bg/pytest.log" 2>&1
 echo "pytest rc $?"; tail -n 5 "$GPU_OUT/bg/pytest.log"

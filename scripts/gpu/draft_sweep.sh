@@ -11,7 +11,7 @@ MAP=layer_map=docs/data/h200-real-2026-12-03e/layer_map_js_qwen_coder_16k.yaml
 POINT=("experiment.contexts=[32768]" "experiment.batches=[16]" "$MAP")
 step profile_real
 if [ -z "$PRECHECK" ]; then
-  timeout "${1:-300}" python3 scripts/gpu/profile_real.py 32768 16 "$MAP" $SPARSE > "$GPU_OUT/q/profile_real.log" 2>&1
+  limit "${1:-300}" python3 scripts/gpu/profile_real.py 32768 16 "$MAP" $SPARSE > "$GPU_OUT/q/profile_real.log" 2>&1
   echo "profile_real rc $?"
 fi
 step A_defaults_lossless

@@ -7,10 +7,14 @@ export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 WANDB_MODE=disabled TOKENIZERS_PA
 mkdir -p "$GPU_OUT" "$FLASHINFER_WORKSPACE_BASE" "$TRITON_CACHE_DIR"
 # a step's header in a job's log: its name and the time
 step() { echo "== $1 $(date +%T)"; }
+# `timeout` that keeps its command in the job's process group, so stopping a job (`kill -- -PGID`: stop_background, a
+# chain stopped from a poll) stops what it runs too (plain `timeout` moves its command to a group of its own: a stopped
+# job's pytest once ran on beside the next timed run, twenty-eighth session)
+limit() { timeout --foreground "$@"; }
 # run.py with the session's fixed settings; $1: a wall-clock limit in seconds (a killed run resumes later)
 # (PRECHECK=FILE: append the overrides to FILE instead, one shell-quoted line per run, for tests/test_gpu_scripts.py)
 spec() { local limit=$1; shift; if [ -n "$PRECHECK" ]; then printf '%q ' "$@" >> "$PRECHECK"; echo >> "$PRECHECK"; return; fi
-         timeout "$limit" python3 run.py logger=none progress=false \
+         limit "$limit" python3 run.py logger=none progress=false \
            paths.outputs="$GPU_OUT/outputs" "$@" 2>&1 | grep -v -i "warn" | tail -n 40; }
 # pack what came out under $GPU_OUT into $OUT (at most 8 files of 16 MiB come back)
 pack() { tar -czf "$OUT/$1.tar.gz" -C "$GPU_OUT" --exclude='*.safetensors' --exclude='wandb' \
