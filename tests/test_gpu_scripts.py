@@ -84,7 +84,7 @@ def test_breadth_takes_its_points_and_overrides_from_the_environment(tmp_path, c
 
 
 CHAIN_TESTS = [["pytest", f"tests/{f}.py"] for f in (  # the chain's GPU test files, in order, after the last run
-    "test_fused_llama", "test_graph_methods", "test_attention_sparse", "test_draft_rows")]
+    "test_real_decode", "test_graph_methods", "test_attention_sparse", "test_draft_rows")]
 
 
 def last(run: list[str], key: str) -> str:
@@ -93,30 +93,31 @@ def last(run: list[str], key: str) -> str:
     return given[-1].split("=", 1)[1] if given else "(config)"
 
 
-def test_the_chain_plans_run_a_then_the_folded_tables_then_the_tests_each_passing_the_checks(tmp_path, cuda_present):
-    run_a, table, b1, *tests = planned_runs(tmp_path, ["scripts/gpu/chain.sh", "300"])
+def test_the_chain_plans_run_a_then_32k_batch_16_and_32_then_batch_4_then_the_tests(tmp_path, cuda_present):
+    run_a, b32, b4, *tests = planned_runs(tmp_path, ["scripts/gpu/chain.sh", "300"])
     assert tests == CHAIN_TESTS
-    assert not any("experiment.matched=false" in r for r in (run_a, table, b1))  # Quest, StreamingLLM matched
-    assert last(run_a, "experiment.prompts") == last(table, "experiment.prompts") == "32"
-    assert last(b1, "experiment.prompts") == "8"  # 8 groups of one a point
-    assert last(table, "experiment.fold_norms") == last(b1, "experiment.fold_norms") == "(config)"  # the default: folded
+    assert not any("experiment.matched=false" in r for r in (run_a, b32, b4))  # Quest, StreamingLLM matched
+    assert last(run_a, "experiment.prompts") == last(b32, "experiment.prompts") == "32"
+    assert last(b4, "experiment.prompts") == "16"
+    assert last(b32, "experiment.fold_norms") == last(b4, "experiment.fold_norms") == "(config)"  # the default: folded
     for run, contexts, batches, p_values in ((run_a, "[32768]", "[16]", "[0.9]"),
-                                             (table, "[32768,16384,8192,2048]", "[16,32]", "[0.9,0.95]"),
-                                             (b1, "[32768,16384,8192,2048]", "[1]", "[0.9,0.95]")):
+                                             (b32, "[32768]", "[16,32]", "[0.9,0.95]"),  # batch 16 first: the leak's
+                                             (b4, "[32768,16384,8192,2048]", "[4]", "[0.9,0.95]")):  # order
         assert (last(run, "experiment.contexts"), last(run, "experiment.batches")) == (contexts, batches)
         assert last(run, "experiment.p_values") == p_values and last(run, "experiment.match_p") == "0.9"
+        assert sum(o.startswith(("experiment.contexts=", "experiment.p_values=")) for o in run) == 2  # once each
         assert "layer_map=docs/data/h200-real-2026-12-03e/layer_map_js_qwen_coder_16k.yaml" in run
         assert last(run, "experiment.lossless_prompts") == "0"  # the twenty-eighth session ran the check (folded)
         assert not any(o.startswith(("+experiment.layer_maps", "experiment.sparse_split")) for o in run)
-    assert last(table, "experiment.draft_reads") == last(b1, "experiment.draft_reads") == "[]"
-    for overrides in (run_a, table, b1):
+    assert last(b32, "experiment.draft_reads") == last(b4, "experiment.draft_reads") == "[]"
+    for overrides in (run_a, b32, b4):
         for job, error in check_jobs(["logger=none", "progress=false", *overrides], ROOT / "conf"):
             assert error is None, (job, error)
 
 
 def test_the_chain_on_an_h100_skips_run_a_and_plans_the_tables_and_the_tests(tmp_path, cuda_present):
-    table, b1, *tests = planned_runs(tmp_path, ["-c", "FIRST=none bash scripts/gpu/chain.sh 300"])
-    assert "experiment.batches=[16,32]" in table and "experiment.batches=[1]" in b1 and tests == CHAIN_TESTS
+    b32, b4, *tests = planned_runs(tmp_path, ["-c", "FIRST=none bash scripts/gpu/chain.sh 300"])
+    assert "experiment.batches=[16,32]" in b32 and "experiment.batches=[4]" in b4 and tests == CHAIN_TESTS
 
 
 def test_the_waiter_starts_its_tests_only_after_the_marker_in_order(tmp_path):

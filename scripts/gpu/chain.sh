@@ -1,13 +1,12 @@
 #!/usr/bin/env bash
-# The session's timed chain (docs/gpu.md, "The twenty-eighth session": the next session's list), started detached by
+# The session's timed chain (docs/gpu.md, "The twenty-ninth session": the next session's list), started detached by
 # the call that assembles the weights: it waits (up to 240 s) for the background job's kernel A/B to end, then, with
 # the GPU alone: (a) run A (Quest and StreamingLLM matched to SpecAttn p=0.9 at 32K batch 16, the js map; its H200
-# twin; FIRST=none skips it on an H100); (b) the real table again with the folded norms, decode_real's default since
-# the twenty-eighth session (every mode's step 0.5 ms shorter at 32K batch 16): batch 16 and 32 at 32K, 16K, 8K and
-# 2K with SpecAttn p=0.9 and 0.95 and Quest and StreamingLLM matched, 32 prompts (batch 32 below 32K is new; about
-# 14 minutes against a limit of 10: start it again from a poll, it resumes from its groups); (c) batch 1 at the four
-# lengths with every mode, 8 prompts (the table's last batch size: only 32K has run, dense and SpecAttn); then the GPU
-# test files. $1: run A's and batch 1's limit (s); the table's twice it.
+# twin; FIRST=none skips it on an H100); (b) 32K at batch 16 then 32 in one process, every mode, 32 prompts, norms
+# folded: the twenty-ninth session's table ran out of memory there (the batch-16 point's caches were still allocated:
+# fixed by free_device_memory), so this is both the fix's check on the GPU and the folded 32K batch-32 row; (c) batch
+# 4 at the four lengths with the fold, every mode, 16 prompts (the table's one batch size still unfolded); then the GPU
+# test files. $1: run A's and batch 4's limit (s); (b)'s twice it.
 source scripts/gpu/env.sh
 set -f
 mkdir -p "$GPU_OUT/q"
@@ -20,15 +19,15 @@ stop_background 5
 if [ "${FIRST:-run_a}" = run_a ]; then  # FIRST=none on an H100: run A ran there in the twentieth session
 step run_a;  bash scripts/gpu/decode.sh "${1:-300}" "${AT32K[@]}" "${POINT[@]}" "experiment.batches=[16]"
 fi
-step table;  bash scripts/gpu/decode.sh $(( 2 * ${1:-300} )) "experiment.contexts=[32768,16384,8192,2048]" \
-  "experiment.p_values=[0.9,0.95]" "${POINT[@]}" "experiment.batches=[16,32]" "experiment.draft_reads=[]"
-touch "$GPU_OUT/q/table.done"
-step b1_table;  bash scripts/gpu/decode.sh "${1:-300}" "experiment.contexts=[32768,16384,8192,2048]" \
-  "experiment.p_values=[0.9,0.95]" "${POINT[@]}" "experiment.batches=[1]" "experiment.draft_reads=[]" \
-  experiment.prompts=8
-touch "$GPU_OUT/q/b1_table.done"
-step gpu_tests  # the decoder's and the kernel's GPU test files (test_fused_llama and test_graph_methods passed in the
-#               twenty-eighth session, the kernel's in the twenty-seventh; skipped if the background job passed them)
-TESTS="test_fused_llama test_graph_methods test_attention_sparse test_draft_rows" bash scripts/gpu/after.sh b1_table.done
+step b32;  bash scripts/gpu/decode.sh $(( 2 * ${1:-300} )) "experiment.contexts=[32768]" "experiment.p_values=[0.9,0.95]" \
+  "${POINT[@]}" "experiment.batches=[16,32]" "experiment.draft_reads=[]"
+touch "$GPU_OUT/q/b32.done"
+step b4_table;  bash scripts/gpu/decode.sh "${1:-300}" "experiment.contexts=[32768,16384,8192,2048]" \
+  "experiment.p_values=[0.9,0.95]" "${POINT[@]}" "experiment.batches=[4]" "experiment.draft_reads=[]" \
+  experiment.prompts=16
+touch "$GPU_OUT/q/b4_table.done"
+step gpu_tests  # the decoder's and the kernel's GPU test files (test_graph_methods passed in the twenty-eighth session,
+#               the kernel's in the twenty-seventh; skipped if the background job passed them)
+TESTS="test_real_decode test_graph_methods test_attention_sparse test_draft_rows" bash scripts/gpu/after.sh b4_table.done
 step done
 touch "$GPU_OUT/q/chain.done"

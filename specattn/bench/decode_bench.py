@@ -20,7 +20,6 @@ say where the time goes. The copy bandwidth measured first turns every roofline 
 
 from __future__ import annotations
 
-import gc
 import statistics
 import time
 import traceback
@@ -33,7 +32,7 @@ import torch
 from ..core.errors import SpecAttnError
 from ..decode import roofline
 from ..decode.draft_reads import WINDOWED
-from ..decode.graph_engine import GraphDecoder, GraphSettings, forced_schedule
+from ..decode.graph_engine import GraphDecoder, GraphSettings, forced_schedule, free_device_memory
 from ..decode.kv_cache import SequenceKVCache
 
 #: LlamaConfig arguments of the paper-scale models (their real shapes)
@@ -306,14 +305,10 @@ def run_all(cfg: DecodeBenchConfig, log=print, out_csv: Path | None = None) -> d
                     log(f"  {pair} B={batch} L={context}: skipped, needs {need / 2**30:.0f} GiB")
                     continue
                 rows += bench_point(draft, verifier, pair, batch, context, cfg, bandwidth, clock, log)
-                gc.collect()
-                if device.type == "cuda":
-                    torch.cuda.empty_cache()
+                free_device_memory(device)
                 if out_csv is not None:
                     pd.DataFrame(rows).to_csv(out_csv, index=False)
         del draft, verifier
-        gc.collect()
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
+        free_device_memory(device)
     return {"hardware": hw, "bandwidth_TBps": bandwidth / 1e12, "results": pd.DataFrame(rows),
             "skipped": pd.DataFrame(skipped)}

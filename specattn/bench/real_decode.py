@@ -53,7 +53,7 @@ import torch
 
 from ..decode import roofline
 from ..decode.decode_metrics import drafts_to_output_end
-from ..decode.graph_engine import GraphDecoder, GraphSettings, capacity_for
+from ..decode.graph_engine import GraphDecoder, GraphSettings, capacity_for, free_device_memory
 from ..decode.kv_cache import SequenceKVCache
 from ..gpu.kernels.rows_config import RowsConfig
 from ..gpu.kernels.split_config import SplitConfig
@@ -324,8 +324,7 @@ def run_point(pair, cfg: RealBenchConfig, context: int, batch: int, groups: list
         log(f"  L={context} B={batch} {label}: {row['tokens_per_s']:.1f} tok/s, tau {tau:.2f}, kept "
             f"v {row['verifier_kept']:.3f} d {row['draft_kept']:.3f}, {row['roof_frac']:.0%} of roofline")
     del runner
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
+    free_device_memory()
     return rows
 
 
@@ -500,6 +499,7 @@ def lossless(pair, cfg: RealBenchConfig, prompts: torch.Tensor, log) -> pd.DataF
             dec.capture()
         outputs[label] = dec.generate(prompts, cfg.new_tokens, prefilled=True).tokens
         del dec
+        free_device_memory()
     rows = []
     for ref, other in (("ar", "dense"), ("dense", "specattn p=1.0")):
         for i in range(n):

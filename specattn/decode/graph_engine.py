@@ -59,6 +59,7 @@ eagerly on torch fallbacks (float32 also captures on CUDA: the fallbacks read no
 
 from __future__ import annotations
 
+import gc
 import math
 from dataclasses import dataclass
 
@@ -217,6 +218,17 @@ def capacity_for(length: int, new_tokens: int, gamma: int) -> int:
     flight and a margin; a multiple of 64."""
     need = length + (new_tokens + 3) * (gamma + 1) + 8
     return -(-need // 64) * 64
+
+
+def free_device_memory(device: torch.device | str | None = None) -> None:
+    """Free what dropped decoders held: a :class:`GraphDecoder` is in reference cycles (its plans' Quest and oracle
+    selectors are closures over it), so a decoder no longer referenced keeps its caches and graphs until Python's
+    cycle collector runs, which may be after the next point has allocated its own (an out-of-memory error at 32K
+    batch 32 on an H100 after batch 16, twenty-ninth session); then hand the allocator's cached blocks back."""
+    gc.collect()
+    if device is None or torch.device(device).type == "cuda":
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
 
 
 def chunks_holding(lo: torch.Tensor, hi: torch.Tensor, n_cols: int, chunk_size: int) -> torch.Tensor:

@@ -37,7 +37,7 @@ from ..core.settings import Settings
 from ..methods import Budget, Dense, Method, OracleTopP, Quest, SpecAttn, StreamingLLM
 from ..models.pair import ModelPair
 from .engine import BatchTiming, Decoded, Prefill, SequenceTrace
-from .graph_engine import GraphDecoder, GraphSettings, capacity_for
+from .graph_engine import GraphDecoder, GraphSettings, capacity_for, free_device_memory
 from .kv_cache import SequenceKVCache
 
 GRAPH_METHODS = ("dense", "specattn", "oracle_topp", "streaming", "quest")
@@ -101,8 +101,7 @@ class GraphPool:
         if length != self.length:
             self._caches.clear()
             self._decoders.clear()
-            if self.device.type == "cuda":
-                torch.cuda.empty_cache()
+            free_device_memory(self.device)
             self.length = length
         if batch not in self._caches:
             capacity = capacity_for(length, self.longest, gamma)
