@@ -6,6 +6,7 @@
     python -m specattn.results plots outputs/collected.parquet   # -> outputs/figures/*.png (specattn.results.plots)
     python -m specattn.results notebook                          # notebooks/analysis.ipynb -> outputs/analysis.ipynb
     python -m specattn.results decoding RUN... -o figures/        # decode_real runs pooled: speedup, tau, cont ppl
+    python -m specattn.results decoding RUN... -o figures/ --markdown table.md  # + the docs' table, runs named
 
 A run folder is one holding ``config.yaml`` and ``results.parquet`` (runs without results are
 unfinished and left out; Hydra's ``.hydra/`` and W&B's ``wandb/`` folders are not runs). The table has every row of every run's ``results.parquet`` (one per
@@ -117,6 +118,9 @@ def main(argv: list[str] | None = None) -> int:
                                "decoding; only the tradeoff figure")
     decoding.add_argument("--only", metavar="TEXT", help="with --tags: only the modes whose label holds TEXT (e.g. "
                                                          "'draft=': the draft read policies), and dense")
+    decoding.add_argument("--markdown", type=Path, metavar="FILE",
+                          help="also write the table as docs/benchmarks.md prints it (one row per point and mode, "
+                               "intervals, the run each point comes from and whether its norms were folded) to FILE")
     args = parser.parse_args(argv)
     try:
         if args.command == "collect":
@@ -157,6 +161,7 @@ def main(argv: list[str] | None = None) -> int:
             from ..bench.decode_tables import markdown_table
             from .plots import plot_decoding_by_context, plot_policy_tradeoff, policy_points, pool_decode_runs
             from .decoding_intervals import prompt_intervals
+            from .decoding_table import folded, table_lines
             from .step_costs import step_costs, with_step_times
 
             missing = [str(run) for run in args.runs if not (run / "modes.csv").is_file()]
@@ -164,7 +169,8 @@ def main(argv: list[str] | None = None) -> int:
                 raise SpecAttnError(f"no modes.csv in {', '.join(missing)}: name experiment=decode_real run folders")
             if args.tags is not None:
                 return _tagged_decoding(args)
-            rows = pool_decode_runs([pd.read_csv(run / "modes.csv") for run in args.runs])
+            rows = pool_decode_runs([pd.read_csv(run / "modes.csv").assign(run=run.name, folded=folded(run))
+                                     for run in args.runs])
             prompts = None
             if all((run / "prompts.csv").is_file() for run in args.runs):
                 prompts = pd.concat([pd.read_csv(run / "prompts.csv") for run in args.runs], ignore_index=True)
@@ -176,6 +182,9 @@ def main(argv: list[str] | None = None) -> int:
                 intervals = prompt_intervals(prompts, int(rows["new_tokens"].iloc[0]))
                 print("\npaired over prompts, 95% bootstrap intervals (specattn.results.decoding_intervals):")
                 print(markdown_table(intervals, floatfmt=".4f"))
+            if args.markdown is not None:
+                args.markdown.write_text("\n".join(table_lines(rows, intervals)) + "\n")
+                print(f"table: {args.markdown}")
             costs = step_costs(rows)
             if not costs.empty:
                 print("\nstep time = fixed + bytes / bandwidth, fitted over the contexts (specattn.results.step_costs):")

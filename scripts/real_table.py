@@ -1,0 +1,61 @@
+"""Issue 23's real table from the archived runs: the latest H100 run of every point (2K-32K, batch 1/4/16/32, every
+mode: autoregressive and dense speculative decoding, SpecAttn p=0.9 and 0.95, StreamingLLM and Quest matched to
+SpecAttn p=0.9), pooled by ``python -m specattn.results decoding --markdown``, the later run winning a point both hold.
+
+The runs live in docs/data as flattened files (``<prefix>_modes.csv``, ``_prompts.csv``, ``_config.yaml``, ...); each
+is laid out again as a run folder under a temporary directory. Usage (CPU, a few seconds):
+``python scripts/real_table.py docs/data/real_table.md`` (also prints the pooled tables and the step fits).
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT / "docs" / "data"
+
+#: (run name, flattened prefix under docs/data), oldest first: a point in two runs takes the later one's rows
+RUNS = [
+    ("h100-27th-16k-b16", "h100-real-2026-12-06b/decode_real_js_16k_b16_matched"),
+    ("h100-27th-8k-2k-b16", "h100-real-2026-12-06b/decode_real_js_8k_2k_b16_matched"),
+    ("h100-27th-32k-b32", "h100-real-2026-12-06b/decode_real_js_32k_b32_matched"),
+    ("h100-28th-b4", "h100-real-2026-12-06c/decode_real_js_b4_matched"),
+    ("h100-29th-32k-b16", "h100-real-2026-12-06d/decode_real_js_32k_b16_fold_matched"),
+    ("h100-29th-b32", "h100-real-2026-12-06d/decode_real_js_b32_fold_matched"),
+    ("h100-29th-b1", "h100-real-2026-12-06d/decode_real_js_b1_fold_matched"),
+]
+FILES = ("modes.csv", "prompts.csv", "agreement.csv", "timings.csv", "config.yaml")
+
+
+def lay_out(folder: Path) -> list[Path]:
+    """Each archived run as a run folder under ``folder``, in :data:`RUNS` order."""
+    runs = []
+    for name, prefix in RUNS:
+        run = folder / name
+        run.mkdir(parents=True)
+        for file in FILES:
+            stem, ext = file.split(".")
+            source = DATA / f"{prefix}_{stem}.{ext}"
+            if not source.is_file():
+                raise FileNotFoundError(f"{source} is missing: the archived run {name} needs it")
+            shutil.copy(source, run / file)
+        runs.append(run)
+    return runs
+
+
+def main(argv: list[str]) -> int:
+    from specattn.results.collect import main as results
+
+    if len(argv) != 1:
+        print("usage: python scripts/real_table.py TABLE.md", file=sys.stderr)
+        return 2
+    with tempfile.TemporaryDirectory() as tmp:
+        runs = lay_out(Path(tmp) / "runs")
+        return results(["decoding", *map(str, runs), "-o", str(Path(tmp) / "figures"), "--markdown", argv[0]])
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
