@@ -10,6 +10,7 @@ import math
 import shutil
 import statistics
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -280,6 +281,24 @@ def test_decode_runs_pool_into_one_table_and_the_by_context_figure(tmp_path, cap
     assert (tmp_path / "tagged" / "policy_tradeoff.png").stat().st_size > 10_000
     assert main(["decoding", *map(str, runs), "--tags", "one", "-o", str(tmp_path / "tagged")]) == 2
     assert "one tag per run" in capsys.readouterr().err
+
+
+def test_a_points_intervals_do_not_depend_on_what_else_is_pooled_with_it():
+    """A generator per point and mode: the docs' pooled real table gives each point the interval its own run gave."""
+    gen = np.random.default_rng(1)
+
+    def point(context: int) -> pd.DataFrame:
+        return pd.DataFrame([{"context": context, "batch": 4, "mode": mode, "prompt": k,
+                              "steps": int(gen.integers(50, 90)), "cont_nll": float(gen.normal(40, 8))}
+                             for mode in ("dense", "specattn p=0.9", "quest") for k in range(12)])
+
+    alone = point(8192)
+    pooled = pd.concat([point(2048), alone, point(32768)], ignore_index=True)
+    first = prompt_intervals(alone, 256).set_index("mode")
+    again = prompt_intervals(pooled, 256)
+    again = again[again["context"] == 8192].set_index("mode")
+    assert first.loc["quest", "tau_ci95_high"] > first.loc["quest", "tau_ci95_low"]  # a real spread, not a point
+    pd.testing.assert_frame_equal(again, first)
 
 
 def test_prompt_intervals_pair_each_prompt_with_dense_on_the_same_prompt():

@@ -4,10 +4,14 @@ For each (context, batch, mode), against dense speculative decoding on the same 
 (the mode's tau over dense's: total new tokens over total steps, so the ratio of the steps' sums) and
 ``cont_ppl_change`` (the dense verifier's perplexity of the mode's outputs over that of dense's outputs, minus 1:
 ``exp((sum nll - sum dense nll) / tokens) - 1``), each with a percentile-bootstrap interval that resamples
-prompts with replacement, the same prompts for both (a prompt is the unit: its text decides how hard it is).
+prompts with replacement, the same prompts for both (a prompt is the unit: its text decides how hard it is). Each
+(context, batch, mode) draws from a generator of its own (seeded by ``seed`` and the point and mode), so its interval
+is the same whichever other points and modes are pooled with it.
 """
 
 from __future__ import annotations
+
+import zlib
 
 import numpy as np
 import pandas as pd
@@ -23,7 +27,6 @@ def prompt_intervals(prompts: pd.DataFrame, new_tokens: int, seed: int = 0) -> p
     missing = {"context", "batch", "mode", "prompt", "steps", "cont_nll"} - set(prompts.columns)
     if missing:
         raise SpecAttnError(f"these rows lack {sorted(missing)}: intervals need decode_real's prompts.csv")
-    rng = np.random.default_rng(seed)
     out = []
     for (context, batch), group in prompts.groupby(["context", "batch"], sort=False):
         dense = group[group["mode"] == "dense"].set_index("prompt")
@@ -34,6 +37,7 @@ def prompt_intervals(prompts: pd.DataFrame, new_tokens: int, seed: int = 0) -> p
             shared = rows.index.intersection(dense.index)
             steps = np.stack([rows.loc[shared, "steps"], dense.loc[shared, "steps"]], axis=1).astype(np.float64)
             nll = np.stack([rows.loc[shared, "cont_nll"], dense.loc[shared, "cont_nll"]], axis=1).astype(np.float64)
+            rng = np.random.default_rng([seed, int(context), int(batch), zlib.crc32(str(mode).encode())])
             picks = rng.integers(0, len(shared), size=(RESAMPLES, len(shared)))
 
             def ratios(s, n, count):
