@@ -5,6 +5,7 @@ token, and the lossless check says so (the GPU run is in docs/benchmarks.md)."""
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import math
 import shutil
@@ -442,6 +443,29 @@ def test_lossless_check_on_float32_finds_no_difference(pair):
     assert len(frame) == 6 and frame["identical"].all()
 
 
+def test_a_points_memory_is_its_caches_and_prefill_and_max_mem_gib_skips_it(pair):
+    """point_bytes: both caches exactly as PointRunner allocates them, plus the prefill's largest MLP activations;
+    max_mem_gib skips a point (a reason naming the setting), and a point over the device's free memory is refused
+    with a one-line error before it allocates."""
+    from specattn.bench.real_decode import check_free_memory, point_bytes, skip_reason, weight_bytes
+
+    cfg = config(pair)
+    runner = PointRunner(pair, cfg, 120, 2, 1e11, lambda msg: None)
+    caches = sum(t.numel() * t.element_size() for c in runner.caches for t in (c.keys, c.values))
+    v = pair.verifier.config
+    prefill = 2 * 120 * (3 * v.intermediate_size + 4 * v.hidden_size) * pair.verifier.dtype.itemsize  # one group of 2
+    assert point_bytes(pair, cfg, 120, 2) == caches + prefill
+    assert weight_bytes(pair) == sum(p.numel() * p.element_size() for m in (pair.verifier, pair.draft)
+                                     for p in (*m.parameters(), *m.buffers()))
+    assert skip_reason(pair, cfg, 120, 2) is None  # max_mem_gib=1.0 holds the tiny pair
+    small = dataclasses.replace(cfg, max_mem_gib=(weight_bytes(pair) + caches) / 2**30)  # the prefill does not fit
+    reason = skip_reason(pair, small, 120, 2)
+    assert reason.startswith("L=120 B=2: skipped") and "experiment.max_mem_gib=" in reason
+    check_free_memory(pair, cfg, 120, 2, caches + prefill)
+    with pytest.raises(SpecAttnError, match=r"L=120 B=2 needs about .* GiB free: lower experiment.max_mem_gib"):
+        check_free_memory(pair, cfg, 120, 2, caches + prefill - 1)
+
+
 def test_targets_and_summary_from_rows():
     from specattn.experiments.decode_real import render, targets
 
@@ -467,6 +491,9 @@ def test_targets_and_summary_from_rows():
     assert lines[2].startswith("lossless: 1 of 2 comparisons differ, 0 not explained")
     text = render(rows, pd.DataFrame(), loss, {"gpu": "test"}, 4e12, 4.4e12)
     assert "### Targets" in text and "### 32768 tokens, batch 16" in text and "steady_vs_dense_sd" in text
+    assert "Skipped" not in text
+    skipped = render(rows, pd.DataFrame(), loss, {"gpu": "test"}, 4e12, 4.4e12, ["L=65536 B=32: skipped, ..."])
+    assert "### Skipped for memory\n- L=65536 B=32: skipped, ..." in skipped
     assert "(steady state" not in targets(rows.drop(columns="steady_tokens_per_s"), loss)[0]  # rows before 12-03
 
 

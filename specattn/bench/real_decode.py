@@ -51,8 +51,10 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ..core.errors import SpecAttnError
 from ..decode import roofline
 from ..decode.decode_metrics import drafts_to_output_end
+from ..decode.engine import prefill_groups
 from ..decode.graph_engine import GraphDecoder, GraphSettings, capacity_for, free_device_memory
 from ..decode.kv_cache import SequenceKVCache
 from ..gpu.kernels.rows_config import RowsConfig
@@ -190,6 +192,44 @@ def roofline_row(cfg, settings: GraphSettings, v_shape, d_shape, batch: int, con
     tokens = batch * (tau if speculative else 1.0)
     return {**{f"bytes_{k}": v for k, v in parts.items()},
             "roof_tokens_per_s": roofline.roofline_tokens_per_s(parts["total"], tokens, bandwidth)}
+
+
+def point_bytes(pair, cfg: RealBenchConfig, context: int, batch: int) -> int:
+    """Device memory a point allocates beside the weights, estimated: both shared caches at capacity (exact) and the
+    prefill's largest activations (the verifier's MLP on :func:`~specattn.decode.engine.prefill_groups`' largest
+    group: its gate/up and SiLU-mul outputs and four hidden-state rows a token). The modes' own buffers and graphs are
+    not counted (a few GB at 32K batch 32)."""
+    shapes = [roofline.ModelShape.from_config(m.config, m.dtype.itemsize) for m in (pair.verifier, pair.draft)]
+    caches = batch * capacity_for(context, cfg.new_tokens, cfg.gamma) * sum(s.kv_bytes_per_token for s in shapes)
+    v = shapes[0]
+    rows = max(b - a for a, b in prefill_groups(batch, context)) * context
+    return caches + rows * (3 * v.intermediate + 4 * v.hidden) * v.dtype_bytes
+
+
+def weight_bytes(pair) -> int:
+    """Bytes of both models' parameters and buffers as loaded."""
+    return sum(t.numel() * t.element_size() for m in (pair.verifier, pair.draft)
+               for t in (*m.parameters(), *m.buffers()))
+
+
+def skip_reason(pair, cfg: RealBenchConfig, context: int, batch: int) -> str | None:
+    """Why ``experiment.max_mem_gib`` skips a point (the weights and :func:`point_bytes` over it), or ``None``."""
+    need, weights, gib = point_bytes(pair, cfg, context, batch), weight_bytes(pair), 2 ** 30
+    if weights + need <= cfg.max_mem_gib * gib:
+        return None
+    return (f"L={context} B={batch}: skipped, the weights ({weights / gib:.1f} GiB) and the point's caches and prefill "
+            f"({need / gib:.1f} GiB) exceed experiment.max_mem_gib={cfg.max_mem_gib:g}")
+
+
+def check_free_memory(pair, cfg: RealBenchConfig, context: int, batch: int, free_bytes: int) -> None:
+    """Refuse a point whose :func:`point_bytes` exceed the device's free memory (measured once the previous point's is
+    freed), before it allocates anything: a one-line error in place of running out of memory mid-point."""
+    need, gib = point_bytes(pair, cfg, context, batch), 2 ** 30
+    if need > free_bytes:
+        raise SpecAttnError(f"L={context} B={batch} needs about {need / gib:.1f} GiB for its caches and prefill and the "
+                            f"device has {free_bytes / gib:.1f} GiB free: lower experiment.max_mem_gib to skip such "
+                            "points, or drop them from experiment.contexts / batches (the points done are kept; the "
+                            "run resumes after them)")
 
 
 class PointRunner:

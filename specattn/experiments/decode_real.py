@@ -21,7 +21,16 @@ import torch
 from hydra.utils import instantiate
 
 from ..bench.decode_tables import markdown_table
-from ..bench.real_decode import RealBenchConfig, agreement, lossless, pass_timings, per_prompt, run_point
+from ..bench.real_decode import (
+    RealBenchConfig,
+    agreement,
+    check_free_memory,
+    lossless,
+    pass_timings,
+    per_prompt,
+    run_point,
+    skip_reason,
+)
 from ..bench.timing import (
     hardware,
     measure_bandwidth,
@@ -32,6 +41,7 @@ from ..core import layer_maps
 from ..core.checks import flag, fractions, nonnegative_int, positive_int
 from ..core.errors import SpecAttnError
 from ..data.windows import token_windows
+from ..decode.graph_engine import free_device_memory
 from ..gpu.kernels.rows_config import RowsConfig
 from ..gpu.kernels.split_config import SplitConfig
 from ..models.layers import layer_counts
@@ -172,8 +182,9 @@ def targets(rows: pd.DataFrame, loss: pd.DataFrame, context: int = 32768, batch:
 
 
 def render(rows: pd.DataFrame, agree: pd.DataFrame, loss: pd.DataFrame, hw: dict, copy_bw: float,
-           read_bw: float) -> str:
-    """The markdown summary: one table per point, the agreement and the lossless check."""
+           read_bw: float, skipped: list[str] = ()) -> str:
+    """The markdown summary: one table per point, the points ``experiment.max_mem_gib`` skipped, the agreement and the
+    lossless check."""
     lines = [f"Hardware: {hw}; copy bandwidth {copy_bw / 1e12:.3f} TB/s, read bandwidth {read_bw / 1e12:.3f} TB/s "
              "(the roofline divides by the read bandwidth). Real weights, real acceptance and selection.", "",
              "### Targets", *[f"- {line}" for line in targets(rows, loss)], ""]
@@ -192,6 +203,8 @@ def render(rows: pd.DataFrame, agree: pd.DataFrame, loss: pd.DataFrame, hw: dict
         lines += [markdown_table(table), ""]
         for _, r in group[group["error"].notna()].iterrows() if "error" in group else []:
             lines.append(f"- {r['mode']}: FAILED {r['error']}")
+    if skipped:
+        lines += ["### Skipped for memory", *[f"- {reason}" for reason in skipped], ""]
     if not agree.empty:
         lines += ["### Agreement with dense speculative decoding", markdown_table(agree), ""]
     if not loss.empty:
@@ -231,9 +244,17 @@ def run(ctx: RunContext) -> ExperimentResult:
     rows = []
     parts = SampleParts(ctx.run_dir)  # one part per point (and per group until the point ends): a killed run resumes
     points = [(c, b) for c in bench.contexts for b in bench.batches]
+    skipped = []
     for index, (context, batch) in enumerate(points):
         done = parts.load(index)
         if done is None:
+            reason = skip_reason(pair, bench, context, batch)
+            if reason is not None:
+                log(reason)
+                skipped.append(reason)
+                continue
+            free_device_memory()
+            check_free_memory(pair, bench, context, batch, torch.cuda.mem_get_info()[0])
             windows = token_windows(documents, pair.tokenizer, context, max(bench.prompts, batch), cfg.dataset.name,
                                     int(cfg.dataset.get("first_sample", 0)))
             ids = torch.stack([s.input_ids for s in windows])
@@ -244,12 +265,15 @@ def run(ctx: RunContext) -> ExperimentResult:
             groups_done.clear()
         rows += done.to_dict("records")
         pd.DataFrame(rows).drop(columns=LIST_COLUMNS, errors="ignore").to_csv(ctx.run_dir / "modes.csv", index=False)
+    if not rows:
+        raise SpecAttnError(f"every point is skipped ({'; '.join(skipped)}): raise experiment.max_mem_gib or choose "
+                            "smaller experiment.contexts / batches")
     agree = agreement(rows)
     agree.to_csv(ctx.run_dir / "agreement.csv", index=False)
     per_prompt(rows, int(e.new_tokens)).to_csv(ctx.run_dir / "prompts.csv", index=False)
     pass_timings(rows).to_csv(ctx.run_dir / "timings.csv", index=False)
     results = pd.DataFrame(rows).drop(columns=LIST_COLUMNS, errors="ignore")
-    (ctx.run_dir / "summary.md").write_text(render(results, agree, loss, hw, copy_bw, read_bw) + "\n")
+    (ctx.run_dir / "summary.md").write_text(render(results, agree, loss, hw, copy_bw, read_bw, skipped) + "\n")
     title = f"{cfg.model.name}, real weights"
     artifacts = {"summary": ctx.run_dir / "summary.md",
                  "policy_tradeoff": plot_policy_tradeoff(results, ctx.run_dir / "policy_tradeoff.png", title)}
