@@ -182,7 +182,7 @@ def targets(rows: pd.DataFrame, loss: pd.DataFrame, context: int = 32768, batch:
 
 
 def render(rows: pd.DataFrame, agree: pd.DataFrame, loss: pd.DataFrame, hw: dict, copy_bw: float,
-           read_bw: float, skipped: list[str] = ()) -> str:
+           read_bw: float, skipped: tuple[str, ...] | list[str] = ()) -> str:
     """The markdown summary: one table per point, the points ``experiment.max_mem_gib`` skipped, the agreement and the
     lossless check."""
     lines = [f"Hardware: {hw}; copy bandwidth {copy_bw / 1e12:.3f} TB/s, read bandwidth {read_bw / 1e12:.3f} TB/s "
