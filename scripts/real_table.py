@@ -27,7 +27,7 @@ RUNS = [
     ("h100-29th-b32", "h100-real-2026-12-06d/decode_real_js_b32_fold_matched"),
     ("h100-29th-b1", "h100-real-2026-12-06d/decode_real_js_b1_fold_matched"),
 ]
-FILES = ("modes.csv", "prompts.csv", "agreement.csv", "timings.csv", "config.yaml")
+FILES = ("modes.csv", "prompts.csv", "config.yaml")  # what the pooling reads: rows, per-prompt values, fold setting
 
 
 def lay_out(folder: Path) -> list[Path]:

@@ -28,7 +28,7 @@ def mode_name(mode: str) -> str:
     """``specattn p=0.9`` -> ``SpecAttn p=0.9``, ``quest match=specattn p=0.9`` -> ``Quest, matched to p=0.9``."""
     if mode in NAMES:
         return NAMES[mode]
-    for raw, name in (("streaming", "StreamingLLM"), ("quest", "Quest"), ("oracle", "oracle")):
+    for raw, name in (("streaming", "StreamingLLM"), ("quest", "Quest")):  # decode_real's matched baselines
         if mode.startswith(raw + " match=specattn "):
             return f"{name}, matched to {mode.rsplit(' ', 1)[1]}"
     return mode.replace("specattn", "SpecAttn", 1)
