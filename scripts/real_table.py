@@ -26,6 +26,9 @@ RUNS = [
     ("h100-29th-32k-b16", "h100-real-2026-12-06d/decode_real_js_32k_b16_fold_matched"),
     ("h100-29th-b32", "h100-real-2026-12-06d/decode_real_js_b32_fold_matched"),
     ("h100-29th-b1", "h100-real-2026-12-06d/decode_real_js_b1_fold_matched"),
+    ("h100-30th-32k-b16-b32", "h100-real-2026-12-06e/decode_real_js_32k_b16_b32_fold_matched"),
+    ("h100-30th-b4", "h100-real-2026-12-06e/decode_real_js_b4_fold_matched"),
+    ("h100-30th-b16", "h100-real-2026-12-06e/decode_real_js_b16_fold_matched"),
 ]
 FILES = ("modes.csv", "prompts.csv", "config.yaml")  # what the pooling reads: rows, per-prompt values, fold setting
 

@@ -30,9 +30,11 @@ def test_every_point_once_with_its_latest_run(tmp_path, capsys):
             point = line.split(" | ")[0].removeprefix("| ")
         run_of.setdefault(point, set()).add(tuple(line.rstrip(" |").split(" | ")[-2:]))
     assert all(len(runs) == 1 for runs in run_of.values())  # one run a point, all its modes
-    assert run_of["32K, 16"] == {("h100-29th-32k-b16", "yes")}  # the 29th session's folded run over the 27th's
-    assert run_of["32K, 32"] == {("h100-27th-32k-b32", "no")} and run_of["16K, 32"] == {("h100-29th-b32", "yes")}
-    assert set().union(*(r for p, r in run_of.items() if p.endswith(", 4"))) == {("h100-28th-b4", "no")}
+    # the thirtieth session's run over the twenty-ninth's and the twenty-seventh's (all three hold 32K, batch 16)
+    assert run_of["32K, 16"] == run_of["32K, 32"] == {("h100-30th-32k-b16-b32", "yes")}
+    assert run_of["16K, 32"] == {("h100-29th-b32", "yes")}  # a point only an older run holds keeps it
+    assert set().union(*(r for p, r in run_of.items() if p.endswith(", 4"))) == {("h100-30th-b4", "yes")}
+    assert all(folded == "yes" for runs in run_of.values() for _, folded in runs)  # no unfolded row left
     assert "table: " in capsys.readouterr().out
 
 
