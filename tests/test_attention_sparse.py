@@ -439,6 +439,38 @@ def test_the_kernel_a_b_launches_the_version_it_swaps_in(tmp_path, monkeypatch):
 
 
 @needs_interpreter
+def test_the_cold_graph_rotates_over_sets_that_pass_the_l2(monkeypatch):
+    """``profile_kernel.rotating_graph_us`` (the A/B's "cold" measure) captures its calls taking the input sets in turn,
+    so a set is read again only after the others; ``cold_sets`` gives enough sets that the others read 256 MiB in
+    between (five L2s), within 16 and the memory cap (one set where one set alone is over the cap)."""
+    from pathlib import Path
+
+    import specattn.bench.timing as timing
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "scripts" / "gpu"))
+    import profile_kernel as pk
+
+    order = []
+
+    def fake_graph_ms(fns, reps):  # runs the captured body once instead of capturing it
+        assert len(fns) == 1 and reps == 15
+        fns[0]()
+        return 2.0
+
+    monkeypatch.setattr(timing, "graph_ms", fake_graph_ms)
+    assert pk.rotating_graph_us([lambda i=i: order.append(i) for i in range(3)]) == 2.0 * 1e3 / pk.CALLS
+    assert order == [i % 3 for i in range(pk.CALLS)]
+    order.clear()
+    pk.graph_us(lambda: order.append("same"))
+    assert order == ["same"] * pk.CALLS
+    mb = 1 << 20
+    assert pk.cold_sets(34 * mb, 268 * mb) == 1 + -(-256 // 34)  # Llama-3.1-8B batch 1, 25% kept: 9 sets
+    assert pk.cold_sets(134 * mb, 1 << 30) == 3  # batch 4, 25%: two others read 268 MB
+    assert pk.cold_sets(600 * mb, 4 << 30) == 2 and pk.cold_sets(600 * mb, 17 << 30) == 1  # the memory cap
+    assert pk.cold_sets(8 << 10, 268 * mb) == 16 and pk.cold_sets(0, 1) == 16  # next to nothing read: the cap
+
+
+@needs_interpreter
 def test_list_kernels_interpreter():
     from specattn.gpu.kernels.chunk_list import lists_from_thresholds
 

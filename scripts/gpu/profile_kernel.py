@@ -62,10 +62,33 @@ def kernel_us(fn) -> dict[str, float]:
 def graph_us(fn, reps: int = 15) -> float:
     """Microseconds a call of ``fn`` in a CUDA graph of ``CALLS`` calls back to back (median of ``reps`` replays, after
     the capture's warm-up): the span of its kernels, launch gaps and any overlap of a kernel with the next included,
-    which ``kernel_us``'s sum of kernel times cannot show (a programmatically dependent launch's wait counts there)."""
+    which ``kernel_us``'s sum of kernel times cannot show (a programmatically dependent launch's wait counts there).
+    Every call reads the same input set: where the bytes it reads fit in L2 the next call finds them there."""
+    return rotating_graph_us([fn], reps)
+
+
+def rotating_graph_us(fns, reps: int = 15) -> float:
+    """:func:`graph_us` with the graph's ``CALLS`` calls taking ``fns`` (one call per input set, :func:`cold_sets` of
+    them) in turn: a set is read again only after the others have passed through L2, so every call reads from device
+    memory, as one layer's attention does in a decoding step (between two of its calls the step reads every other
+    layer's weights and caches)."""
     from specattn.bench.timing import graph_ms
 
-    return graph_ms([lambda: [fn() for _ in range(CALLS)]], reps) * 1e3 / CALLS
+    return graph_ms([lambda: [fns[i % len(fns)]() for i in range(CALLS)]], reps) * 1e3 / CALLS
+
+
+#: bytes the other input sets read between two calls on one set (five times the H100's and H200's 50 MB L2), and the
+#: most device memory the sets' caches may take together (FlashInfer's paged copies included)
+ROTATE_BYTES, SETS_MEMORY = 256 << 20, 16 << 30
+
+
+def cold_sets(read_bytes: int, set_bytes: int, most: int = 16) -> int:
+    """Input sets :func:`rotating_graph_us` rotates over for a call that reads ``read_bytes`` of a set of
+    ``set_bytes``: enough that the other sets read :data:`ROTATE_BYTES` between two calls on one, within
+    :data:`SETS_MEMORY` and ``most``; at least one. A call reading next to nothing (kept 0) is capped by ``most`` and
+    the memory, so it may stay in L2: such shapes measure fixed costs either way."""
+    wanted = 1 + -(-ROTATE_BYTES // max(read_bytes, 1))
+    return max(1, min(most, wanted, SETS_MEMORY // max(set_bytes, 1)))
 
 
 def kernels_line(us: dict[str, float]) -> str:
