@@ -93,31 +93,34 @@ def last(run: list[str], key: str) -> str:
     return given[-1].split("=", 1)[1] if given else "(config)"
 
 
-def test_the_chain_plans_run_a_then_32k_batch_16_and_32_then_batch_4_then_the_tests(tmp_path, cuda_present):
-    run_a, b32, b4, *tests = planned_runs(tmp_path, ["scripts/gpu/chain.sh", "300"])
+POLICY_POINTS = [("[32768]", "[16]"), ("[32768]", "[32]"), ("[16384]", "[16]"), ("[8192]", "[16]")]
+
+
+def test_the_chain_plans_run_a_then_the_draft_policies_then_the_tests(tmp_path, cuda_present):
+    run_a, *rest = planned_runs(tmp_path, ["scripts/gpu/chain.sh", "300"])
+    policies, tests = rest[:len(POLICY_POINTS)], rest[len(POLICY_POINTS):]
     assert tests == CHAIN_TESTS
-    assert not any("experiment.matched=false" in r for r in (run_a, b32, b4))  # Quest, StreamingLLM matched
-    assert last(run_a, "experiment.prompts") == last(b32, "experiment.prompts") == "32"
-    assert last(b4, "experiment.prompts") == "16"
-    assert last(b32, "experiment.fold_norms") == last(b4, "experiment.fold_norms") == "(config)"  # the default: folded
-    for run, contexts, batches, p_values in ((run_a, "[32768]", "[16]", "[0.9]"),
-                                             (b32, "[32768]", "[16,32]", "[0.9,0.95]"),  # batch 16 first: the leak's
-                                             (b4, "[32768,16384,8192,2048]", "[4]", "[0.9,0.95]")):  # order
-        assert (last(run, "experiment.contexts"), last(run, "experiment.batches")) == (contexts, batches)
-        assert last(run, "experiment.p_values") == p_values and last(run, "experiment.match_p") == "0.9"
-        assert sum(o.startswith(("experiment.contexts=", "experiment.p_values=")) for o in run) == 2  # once each
+    assert (last(run_a, "experiment.contexts"), last(run_a, "experiment.batches")) == ("[32768]", "[16]")
+    assert last(run_a, "experiment.p_values") == "[0.9]" and "experiment.matched=false" not in run_a  # matched
+    assert [(last(r, "experiment.contexts"), last(r, "experiment.batches")) for r in policies] == POLICY_POINTS
+    for run in policies:  # both policies under SpecAttn p=0.9 at their best settings, 32 prompts, folded
+        assert last(run, "experiment.draft_reads") == "[first_window,reuse]"
+        assert last(run, "experiment.match_p") == "0.9" and last(run, "experiment.matched") == "false"
+        assert last(run, "experiment.draft_window") == "2048" and last(run, "experiment.draft_dense_layers") == "0"
+        assert last(run, "experiment.p_values") == "(config)"  # SpecAttn p=0.9 and 0.95 beside them
+        assert last(run, "experiment.draft_refresh") == "(config)"  # REFRESH16=0: no refresh-16 run
+    for run in (run_a, *policies):
+        assert last(run, "experiment.prompts") == "32" and last(run, "experiment.fold_norms") == "(config)"
         assert "layer_map=docs/data/h200-real-2026-12-03e/layer_map_js_qwen_coder_16k.yaml" in run
         assert last(run, "experiment.lossless_prompts") == "0"  # the twenty-eighth session ran the check (folded)
-        assert not any(o.startswith(("+experiment.layer_maps", "experiment.sparse_split")) for o in run)
-    assert last(b32, "experiment.draft_reads") == last(b4, "experiment.draft_reads") == "[]"
-    for overrides in (run_a, b32, b4):
-        for job, error in check_jobs(["logger=none", "progress=false", *overrides], ROOT / "conf"):
+        for job, error in check_jobs(["logger=none", "progress=false", *run], ROOT / "conf"):
             assert error is None, (job, error)
 
 
-def test_the_chain_on_an_h100_skips_run_a_and_plans_the_tables_and_the_tests(tmp_path, cuda_present):
-    b32, b4, *tests = planned_runs(tmp_path, ["-c", "FIRST=none bash scripts/gpu/chain.sh 300"])
-    assert "experiment.batches=[16,32]" in b32 and "experiment.batches=[4]" in b4 and tests == CHAIN_TESTS
+def test_the_chain_on_an_h100_skips_run_a_and_plans_the_policies_and_the_tests(tmp_path, cuda_present):
+    runs = planned_runs(tmp_path, ["-c", "FIRST=none bash scripts/gpu/chain.sh 300"])
+    assert [(last(r, "experiment.contexts"), last(r, "experiment.batches")) for r in runs[:4]] == POLICY_POINTS
+    assert runs[4:] == CHAIN_TESTS
 
 
 def test_the_waiter_starts_its_tests_only_after_the_marker_in_order(tmp_path):

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Runs from /tmp/repo (a copy) while the weights are staged: first the gathering read's GPU test and the read floors
 # (scripts/gpu/read_floor.py: a contiguous streaming read and a gathering read of the selected chunks, the sparse
-# kernel's pattern, against the floor; on the H100 in the twenty-ninth session the gather reached 91.2% at Llama-3.1-8B
-# batch 4, 25%), then an A/B of launches (scripts/gpu/ab_kernel.py: the GPU nearly alone while the pieces arrive; its
+# kernel's pattern, against the floor; on the H100 the gather reached 91.2% (twenty-ninth) and 90.7% (thirtieth) at
+# Llama-3.1-8B batch 4, 25%), then an A/B of launches (scripts/gpu/ab_kernel.py: the GPU nearly alone while the pieces arrive; its
 # "kernel_ab rc" line is what the chain waits for), then Quest's page kernels' GPU tests (bounds, fold; bounds in the
 # keys' bfloat16 since the sixteenth stop) and where Quest's selection spends its time with them
 # (scripts/gpu/profile_quest.py: bfloat16 and float32 bounds, the float32 GEMMs, the chunk choice's dispatch), then the
@@ -19,12 +19,11 @@ limit 120 python3 -m pytest -q -rfE -m gpu -p no:cacheprovider tests/test_gather
 echo "test_gather_read rc $? $(tail -n 1 "$GPU_OUT/bg/pytest_test_gather_read.log")"
 limit 150 python3 scripts/gpu/read_floor.py > "$GPU_OUT/bg/read_floor.log" 2>&1
 echo "read_floor rc $?"; tail -n 7 "$GPU_OUT/bg/read_floor.log"
-step kernel_ab  # two, three and four waves of split programs (2 resident an SM at the default launch): the hardware
-#               scheduler fills an SM as a program ends, so a slow program's tail is shared (one wave, equal shares:
-#               40-53 us at the read-floor shape, twenty-fifth session); at the one shape no launch wins (Llama-2-7B
-#               batch 16, 10% kept: 0.4-1.1% behind in the twenty-ninth session) and at the read-floor shape (72-74%)
-limit 280 python3 scripts/gpu/ab_kernel.py @ctas_per_sm=4 @ctas_per_sm=6 @ctas_per_sm=8 \
-  > "$GPU_OUT/bg/ab_kernel.log" 2>&1
+step kernel_ab  # the other landed launch, 64-key blocks over 3 stages, by the cold measure too (the graph's calls
+#               rotating over input sets past the L2, thirtieth session: the tree no slower than FlashInfer at 16 of 17
+#               cold in two runs, behind only at Llama-2-7B batch 16, 10% kept, by 0.3%, where 64-key blocks lost by
+#               0.4-1.4% by the hot graph in the twenty-sixth to twenty-ninth sessions)
+limit 280 python3 scripts/gpu/ab_kernel.py @block_n=64,stages=3 > "$GPU_OUT/bg/ab_kernel.log" 2>&1
 echo "kernel_ab rc $?"; tail -n 1 "$GPU_OUT/bg/ab_kernel.log"
 step quest_bound     # the page-bound kernel against the float64 definition at the decoder's sizes, then its profile
 gpu_tests test_quest_bound test_quest_fold test_budget_top
