@@ -78,3 +78,29 @@ def test_gather_sums_refuse_what_they_cannot_read_interpreter():
         gather_sums(k, k.transpose(2, 3), ids[:, :1], n[:, :1], 4)
     with pytest.raises(ValueError, match="out must be"):
         gather_sums(k, k, ids[:, :1], n[:, :1], 4, out=torch.empty(3))
+
+
+@needs_interpreter
+def test_the_read_floor_takes_each_reads_fastest_setting_hot_and_cold_apart(monkeypatch):
+    """``read_floor.fastest`` times every setting's calls hot (the first input set alone) and cold (rotating over all
+    the sets) and keeps the fastest of each measure, which may come from different settings."""
+    from pathlib import Path
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "scripts" / "gpu"))
+    import read_floor
+
+    timed = {}  # call -> (hot us, cold us) it stands for
+    monkeypatch.setattr(read_floor, "graph_us", lambda call: timed[call][0])
+    monkeypatch.setattr(read_floor, "rotating_graph_us", lambda calls: max(timed[c][1] for c in calls))
+    made = []
+
+    def calls_of(setting):
+        calls = [lambda: None for _ in range(3)]
+        hot, cold = setting
+        for i, call in enumerate(calls):
+            timed[call] = (hot if i == 0 else 99.0, cold)
+        made.append(setting)
+        return calls
+
+    assert read_floor.fastest([(5.0, 9.0), (4.0, 12.0), (6.0, 8.0)], calls_of) == (4.0, 8.0)
+    assert made == [(5.0, 9.0), (4.0, 12.0), (6.0, 8.0)]
