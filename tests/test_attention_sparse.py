@@ -288,11 +288,11 @@ def _check_dynamic_ranges(K, config, seeds):
 
 
 @needs_interpreter
-def test_the_merge_reads_only_the_slots_the_split_wrote_and_a_reused_workspace_is_rewritten():
-    """The merge sums each list's unit range from the chunk counts itself (as the split does, not from anything the
-    split stores): with every partial slot of a reused workspace (made for a larger batch) poisoned with NaN before
-    each launch, the output equals a fresh workspace's, so each list's slots are exactly those its split programs
-    wrote, for lists of other lengths and junk ids past n; one made for fewer lists is
+def test_split_kernel_writes_the_unit_ends_the_merge_reads_and_a_reused_workspace_is_rewritten():
+    """The merge reads each list's unit range from the split kernel's ``ends`` (program 0 writes them, every
+    launch): they equal the prefix sum of ceil(n_j / CPB) over the (clamped) list lengths; a workspace made for a
+    larger batch, holding another launch's ends and with every partial slot poisoned with NaN before each launch,
+    gives the same output as a fresh one (the merge reads only slots the split wrote); one made for fewer lists is
     refused."""
     from specattn.gpu.kernels import sparse_attn as K
     from specattn.gpu.kernels.split_config import SplitConfig
@@ -308,6 +308,9 @@ def test_the_merge_reads_only_the_slots_the_split_wrote_and_a_reused_workspace_i
         reused = sparse_verify(q, k, v, lengths, lists.ids, lists.n, 4, config=config, impl="triton",
                                workspace=workspace)
         assert torch.equal(fresh, reused)
+        n = lists.n.clamp(min=0, max=lists.ids.shape[2]).reshape(-1).long()
+        units = torch.cumsum((n + 1) // 2, 0)
+        assert workspace.ends[: len(units)].tolist() == units.tolist()
     q, k, v, lengths, lists = big
     with pytest.raises(ValueError, match="made for 4 .* launched with 6"):
         sparse_verify(q, k, v, lengths, lists.ids, lists.n, 4, config=config, impl="triton",

@@ -25,20 +25,21 @@ scripts/gpu/split_timeline.py). A range's partials go to slots ``r + j`` as a pr
    G = Hq/Hkv query heads x T rows of that KV head (one ``(G*T, D)`` tile, so each selected chunk is
    read once for all its query heads; each block's chunk ids loaded a block ahead, so the key loads never wait on
    them) and writes the normalised output and base-2 log-sum-exp
-   (float32) to workspace slot ``p + j`` (unique: a program's lists are consecutive). ``DENSE`` lists every
-   prefix chunk implicitly (the dense baseline: the same kernel, no list read).
+   (float32) to workspace slot ``p + j`` (unique: a program's lists are consecutive); program 0 also
+   writes every list's unit end (``Workspace.ends``) for the merge. ``DENSE`` lists every prefix chunk
+   implicitly (the dense baseline: the same kernel, no list read).
 2. ``_merge_kernel``, grid ``(B * Hkv, ceil(G*T / RB))``: a block of RB rows of list j's tile (``MERGE_ROWS``: one
    row, one warp) attends the step's own keys causally (float32)
    and merges that with the partials of the programs that covered its list (slots ``p + j`` for ``p``
-   in ``[start_j // W, (end_j - 1) // W]``, from its list's and the last list's unit ends, which it sums from the
-   chunk counts itself before it waits for the split, SB slots at a time) through their log-sum-exps.
+   in ``[start_j // W, (end_j - 1) // W]``, from its list's and the last list's unit ends, SB slots at a
+   time) through their log-sum-exps.
    Optionally it also writes the last row's (t = T - 1) base-2 log-sum-exp of the scaled scores,
    ``log2 sum_k 2^(q.k * sm_scale * log2 e)`` over the keys the row attends, per (b, query head): the
    normaliser a caller needs to recompute that row's attention probabilities (the decoder's draft rows),
    and optionally that row's query as loaded, so the caller launches no copy of it. With ``SplitConfig.pdl`` (sm_90+)
    it is launched as the split kernel's programmatic dependent: the split signals at its start, merge programs take
-   SM room as split programs leave, attend the own keys and sum the unit ends (inputs only) and wait
-   (``griddepcontrol.wait``) before they read the partials.
+   SM room as split programs leave, attend the own keys (inputs only) and wait (``griddepcontrol.wait``) before they
+   read the unit ends and partials.
 
 ``SplitConfig.fused_merge``: one launch. After storing its partial of list j, a split program takes a ticket
 (an atomic add on the list's counter, acquire-release at GPU scope, after a barrier so every thread's stores are
@@ -166,7 +167,7 @@ def _chunk_block(q, kb, vb, skn, svn, cid, e0, end, prefix, C, m_i, l_i, acc, qk
 
 @triton.jit(do_not_specialize=["T", "cap", "P", "min_units", "BH"])
 def _split_kernel(
-    q_ptr, k_ptr, v_ptr, len_ptr, ids_ptr, n_ptr, po_ptr, pl_ptr, sc_ptr, tk_ptr, cur_ptr, out_ptr,
+    q_ptr, k_ptr, v_ptr, len_ptr, ids_ptr, n_ptr, po_ptr, pl_ptr, ends_ptr, sc_ptr, tk_ptr, cur_ptr, out_ptr,
     lse_ptr, q_out_ptr, qk_scale, T, C, cap, P, min_units, BH, HKV, G,
     sqb, sqh, sqt, skb, skh, skn, svb, svh, svn, sib, sih, snb, snh, ssb, ssh, sob, sot, soh, slb, slh, sqob, sqoh,
     D: tl.constexpr, M: tl.constexpr, LS: tl.constexpr, CP: tl.constexpr, CPB: tl.constexpr, BHP: tl.constexpr,
@@ -178,6 +179,8 @@ def _split_kernel(
     if PDL:  # the merge kernel may launch now: its programs take SM room as split programs leave and wait for them
         gdc_launch_dependents()
     prefixes, ns, ends = _lists(len_ptr, n_ptr, T, C, cap, BH, HKV, snb, snh, BHP, CPB, DENSE)
+    if not FUSED and p == 0:  # for the merge: each of its programs then loads two ends, not the whole prefix sum
+        tl.store(ends_ptr + tl.arange(0, BHP), ends, mask=tl.arange(0, BHP) < BH)
     total = tl.max(ends, 0)
     w0, d0, w1, n_ranges = _ranges(total, P, min_units, STEAL, STEAL_RANGES)
     mi = tl.arange(0, M)
@@ -315,18 +318,17 @@ def _own_keys_tile(qv, t, row_ok, b, h, hq, prefix, k_ptr, v_ptr, sc_ptr, qk_sca
 
 
 @triton.jit
-def _merge_rows(j, row, prefix, n_j, total, end_j, q_ptr, k_ptr, v_ptr, po_ptr, pl_ptr, cur_ptr, reset, out_ptr,
-                lse_ptr, q_out_ptr, sc_ptr, qk_scale, T, P, min_units, HKV, G, sqb, sqh, sqt, skb, skh, skn, svb, svh,
-                svn, sob, sot, soh, slb, slh, sqob, sqoh, ssb, ssh, D: tl.constexpr, M: tl.constexpr, LS: tl.constexpr,
+def _merge_rows(j, row, prefix, n_j, q_ptr, k_ptr, v_ptr, po_ptr, pl_ptr, ends_ptr, cur_ptr, reset, out_ptr, lse_ptr,
+                q_out_ptr, sc_ptr, qk_scale, T, P, min_units, BH, HKV, G, sqb, sqh, sqt, skb, skh, skn, svb, svh, svn,
+                sob, sot, soh, slb, slh, sqob, sqoh, ssb, ssh, D: tl.constexpr, M: tl.constexpr, LS: tl.constexpr,
                 RB: tl.constexpr, TP: tl.constexpr, SB: tl.constexpr, CPB: tl.constexpr, WRITE_LSE: tl.constexpr,
                 WRITE_Q: tl.constexpr, SCORES: tl.constexpr, LOOP_FOR: tl.constexpr, PDL: tl.constexpr,
                 STEAL: tl.constexpr, STEAL_RANGES: tl.constexpr):
     """Rows ``row`` (a block of list ``j``'s (G * T)-row tile, row = g * T + t, query head h * G + g) attend the step's
     own keys ``prefix .. prefix + t`` exactly in float32 (inputs only: with PDL, while the split kernel still runs),
-    then, once the split's partials are there, merge that with the partials of the split programs over the list's
-    units ``[start_j, end_j)`` (``end_j`` and the last list's end ``total`` summed from the inputs by the caller; slots
-    ``r + j`` for the ranges ``r`` that hold them, :func:`_ranges`, SB at a time, loaded past L1: each is read once);
-    then the output and the taps. With ``reset`` (one program of the
+    then, once the split's unit ends and partials are there, merge that with the partials of the split programs over
+    the list's units ``[start_j, end_j)`` (slots ``r + j`` for the ranges ``r`` that hold them, :func:`_ranges`, SB at
+    a time, loaded past L1: each is read once); then the output and the taps. With ``reset`` (one program of the
     launch) it zeroes the split's count of dynamic ranges taken, for the next launch. The merge kernel's body."""
     b = (j // HKV).to(tl.int64)
     h = (j % HKV).to(tl.int64)
@@ -339,11 +341,13 @@ def _merge_rows(j, row, prefix, n_j, total, end_j, q_ptr, k_ptr, v_ptr, po_ptr, 
                  other=0.0).to(tl.float32)
     m, l, acc = _own_keys_tile(qv, t, row_ok, b, h, hq, prefix, k_ptr, v_ptr, sc_ptr, qk_scale, T, skb, skh, skn, svb,
                                svh, svn, ssb, ssh, D, TP, SCORES)
-    if PDL:  # the split kernel's partials are visible past this point
+    if PDL:  # the split kernel's writes (its unit ends, the partials) are visible past this point
         gdc_wait()
     if STEAL > 0:  # every split program has ended (PDL: the wait above; else the launch order)
         tl.store(cur_ptr, 0, mask=reset)
+    total = tl.load(ends_ptr + BH - 1)  # the split kernel's unit ends (its program 0 wrote them)
     w0, d0, w1, _ = _ranges(total, P, min_units, STEAL, STEAL_RANGES)
+    end_j = tl.load(ends_ptr + j)
     start_j = end_j - (n_j + CPB - 1) // CPB
     # merge the partials (normalised outputs, base-2 lse) of these rows from the ranges over list j, SB at a time
     s_first = _range_of(start_j, P, w0, d0, w1) + j
@@ -454,27 +458,20 @@ def _merge_block(j, r0, prefix, start_j, end_j, width, q_ptr, k_ptr, v_ptr, po_p
 
 @triton.jit(do_not_specialize=["T", "cap", "P", "min_units", "BH"])
 def _merge_kernel(
-    q_ptr, k_ptr, v_ptr, len_ptr, n_ptr, po_ptr, pl_ptr, cur_ptr, out_ptr, lse_ptr, q_out_ptr, sc_ptr,
+    q_ptr, k_ptr, v_ptr, len_ptr, n_ptr, po_ptr, pl_ptr, ends_ptr, cur_ptr, out_ptr, lse_ptr, q_out_ptr, sc_ptr,
     qk_scale, T, C, cap, P, min_units, BH, HKV, G,
     sqb, sqh, sqt, skb, skh, skn, svb, svh, svn, snb, snh, sob, sot, soh, slb, slh, sqob, sqoh, ssb, ssh,
     D: tl.constexpr, M: tl.constexpr, LS: tl.constexpr, RB: tl.constexpr, TP: tl.constexpr, SB: tl.constexpr,
-    CPB: tl.constexpr, BHP: tl.constexpr, DENSE: tl.constexpr, WRITE_LSE: tl.constexpr, WRITE_Q: tl.constexpr,
-    SCORES: tl.constexpr, LOOP_FOR: tl.constexpr, PDL: tl.constexpr, STEAL: tl.constexpr, STEAL_RANGES: tl.constexpr,
+    CPB: tl.constexpr, DENSE: tl.constexpr, WRITE_LSE: tl.constexpr, WRITE_Q: tl.constexpr, SCORES: tl.constexpr,
+    LOOP_FOR: tl.constexpr, PDL: tl.constexpr, STEAL: tl.constexpr, STEAL_RANGES: tl.constexpr,
 ):
     j = tl.program_id(0)  # the list (b, KV head h)
     prefix, n_j = _list_size(len_ptr, n_ptr, j, j < BH, T, C, cap, HKV, snb, snh, DENSE)
-    # the unit ends of list j and of the last list, summed from the inputs as the split kernel does (with PDL: while it
-    # still runs), so after the wait only the partials are loaded (they were one load of the ends the split's program
-    # 0 stored, then the partials: two dependent rounds after the split's end)
-    i = tl.arange(0, BHP)
-    units = (_list_size(len_ptr, n_ptr, i, i < BH, T, C, cap, HKV, snb, snh, DENSE)[1] + CPB - 1) // CPB
     reset = (j == 0) & (tl.program_id(1) == 0)
-    _merge_rows(j, tl.program_id(1) * RB + tl.arange(0, RB), prefix, n_j, tl.sum(units, 0),
-                tl.sum(tl.where(i <= j, units, 0), 0), q_ptr, k_ptr, v_ptr, po_ptr, pl_ptr, cur_ptr, reset, out_ptr,
-                lse_ptr, q_out_ptr,
-                sc_ptr, qk_scale, T, P, min_units, HKV, G, sqb, sqh, sqt, skb, skh, skn, svb, svh, svn, sob, sot, soh,
-                slb, slh, sqob, sqoh, ssb, ssh, D, M, LS, RB, TP, SB, CPB, WRITE_LSE, WRITE_Q, SCORES, LOOP_FOR, PDL,
-                STEAL, STEAL_RANGES)
+    _merge_rows(j, tl.program_id(1) * RB + tl.arange(0, RB), prefix, n_j, q_ptr, k_ptr, v_ptr, po_ptr, pl_ptr,
+                ends_ptr, cur_ptr, reset, out_ptr, lse_ptr, q_out_ptr, sc_ptr, qk_scale, T, P, min_units, BH, HKV, G,
+                sqb, sqh, sqt, skb, skh, skn, svb, svh, svn, sob, sot, soh, slb, slh, sqob, sqoh, ssb, ssh, D, M, LS,
+                RB, TP, SB, CPB, WRITE_LSE, WRITE_Q, SCORES, LOOP_FOR, PDL, STEAL, STEAL_RANGES)
 
 
 FUSED_MERGE_ROWS = 16  # rows the fused launch's merging program takes at once (sm_90, inside the split kernel: no
@@ -523,15 +520,16 @@ def pow2(x: int, least: int = 1) -> int:
 @dataclass
 class Workspace:
     """Partials of one launch shape: outputs ``(R + B*Hkv, M, D)`` and lse ``(R + B*Hkv, lse_slot(M))`` float32 (R:
-    :func:`num_ranges`, P without ``steal``), for a grid of ``programs`` (P) split programs, the fused launch's
-    tickets (one counter per (sequence, KV head) list, ``(B*Hkv,)`` int32) and the count of dynamic ranges taken
-    (``(1,)`` int32; both zero between launches)."""
+    :func:`num_ranges`, P without ``steal``), the split kernel's unit ends per (sequence, KV head) list ``(B*Hkv,)``
+    int32, for a grid of ``programs`` (P) split programs, the fused launch's tickets (one counter per list) and the
+    count of dynamic ranges taken (both zero between launches)."""
 
     o: torch.Tensor
     lse: torch.Tensor
+    ends: torch.Tensor
     programs: int
-    tickets: torch.Tensor  # (B*Hkv,) int32 zeros: the fused launch's arrivals per list (reset by it)
-    cursor: torch.Tensor  # (1,) int32 zero: dynamic ranges taken (SplitConfig.steal; the merge resets it)
+    tickets: torch.Tensor | None = None  # (B*Hkv,) int32 zeros: the fused launch's arrivals per list (reset by it)
+    cursor: torch.Tensor | None = None  # (1,) int32 zero: dynamic ranges taken (SplitConfig.steal; the merge resets it)
 
 
 def rows_tile(group: int, n_queries: int) -> int:
@@ -559,7 +557,8 @@ def make_workspace(batch: int, num_kv_heads: int, group: int, n_queries: int, he
     programs = num_programs(config, device)
     slots = num_ranges(config, programs) + batch * num_kv_heads
     return Workspace(torch.empty((slots, m, head_dim), dtype=torch.float32, device=device),
-                     torch.empty((slots, lse_slot(m)), dtype=torch.float32, device=device), programs,
+                     torch.empty((slots, lse_slot(m)), dtype=torch.float32, device=device),
+                     torch.empty(batch * num_kv_heads, dtype=torch.int32, device=device), programs,
                      torch.zeros(batch * num_kv_heads, dtype=torch.int32, device=device),
                      torch.zeros(1, dtype=torch.int32, device=device))
 
@@ -589,10 +588,12 @@ def launch(q, k, v, lengths, chunk_ids, n_chunks, chunk_size: int, sm_scale: flo
     nn = n_chunks if not dense else lengths
     snb, snh = (n_chunks.stride(0), n_chunks.stride(1) if n_chunks.shape[1] > 1 else 0) if not dense else (0, 0)
     qk_scale = float(sm_scale) * LOG2E
-    if workspace.tickets.numel() < bh:
-        raise ValueError(f"workspace made for {workspace.tickets.numel()} (sequence, KV head) lists, launched with "
-                         f"{bh}: make_workspace with this batch")
-    if config.steal and workspace.o.shape[0] < num_ranges(config, programs) + bh:
+    if workspace.ends.numel() < bh:
+        raise ValueError(f"workspace made for {workspace.ends.numel()} (sequence, KV head) lists, launched with {bh}: "
+                         "make_workspace with this batch")
+    if config.fused_merge and (workspace.tickets is None or workspace.tickets.numel() < bh):
+        raise ValueError("fused_merge needs a workspace with a ticket per (sequence, KV head) list: make_workspace")
+    if config.steal and (workspace.cursor is None or workspace.o.shape[0] < num_ranges(config, programs) + bh):
         raise ValueError(f"steal={config.steal} needs a workspace made for it: make_workspace with this config")
     common = dict(CPB=cpb, DENSE=dense, D=d, M=m, LS=lse_slot(m), SCORES=scores_out is not None, STEAL=config.steal,
                   STEAL_RANGES=config.steal_ranges)
@@ -602,8 +603,10 @@ def launch(q, k, v, lengths, chunk_ids, n_chunks, chunk_size: int, sm_scale: flo
                *(q_out.stride()[:2] if q_out is not None else (0, 0)))
     taps = dict(TP=pow2(t, 2), WRITE_LSE=lse_out is not None, WRITE_Q=q_out is not None)
     pdl = config.pdl and not config.fused_merge and pdl_supported(q.device)
+    counters = workspace.tickets if workspace.tickets is not None else workspace.ends
+    cursor = workspace.cursor if workspace.cursor is not None else workspace.ends  # unread without steal
     _split_kernel[(programs,)](
-        q, k, v, lengths, ids, nn, workspace.o, workspace.lse, sc, workspace.tickets, workspace.cursor, out, lse_ptr,
+        q, k, v, lengths, ids, nn, workspace.o, workspace.lse, workspace.ends, sc, counters, cursor, out, lse_ptr,
         q_out_ptr,
         qk_scale, t, chunk_size, capacity, programs, min_units, bh, hkv, g,
         q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
@@ -614,19 +617,18 @@ def launch(q, k, v, lengths, chunk_ids, n_chunks, chunk_size: int, sm_scale: flo
     if config.fused_merge:
         return out
     _merge_kernel[(bh, -(-(g * t) // MERGE_ROWS))](
-        q, k, v, lengths, nn, workspace.o, workspace.lse, workspace.cursor, out, lse_ptr, q_out_ptr, sc,
+        q, k, v, lengths, nn, workspace.o, workspace.lse, workspace.ends, cursor, out, lse_ptr, q_out_ptr, sc,
         qk_scale, t, chunk_size, capacity, programs, min_units, bh, hkv, g,
         q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
         v.stride(0), v.stride(1), v.stride(2), snb, snh, *outputs, ssb, ssh,
         RB=MERGE_ROWS, SB=max(1, merge_slots(num_ranges(config, programs), bh, config.merge_tile) // MERGE_ROWS),
-        BHP=pow2(bh, 2),
         LOOP_FOR=not interpreting(), PDL=pdl, launch_pdl=pdl, num_warps=min(MERGE_ROWS, 4), **taps, **common,
     )
     return out
 
 
 # arguments that are multiples of 16 for contiguous HF caches (the launcher specialises on that)
-ALIGNED = ("q_ptr", "k_ptr", "v_ptr", "len_ptr", "ids_ptr", "n_ptr", "po_ptr", "pl_ptr", "C", "sqb",
+ALIGNED = ("q_ptr", "k_ptr", "v_ptr", "len_ptr", "ids_ptr", "n_ptr", "po_ptr", "pl_ptr", "ends_ptr", "C", "sqb",
            "sqh", "skb", "skh", "skn", "svb", "svh", "svn", "sib")
 
 
@@ -644,7 +646,7 @@ def _aot_check(compile_one) -> bool:
             ("bf16", 6, 128, False, False, True, 5, 0), ("bf16", 7, 64, True, True, True, 2, 0),
             ("bf16", 4, 128, False, False, False, 5, 25), ("bf16", 7, 64, True, True, False, 1, 25)]:
         sig = {"q_ptr": f"*{dt}", "k_ptr": f"*{dt}", "v_ptr": f"*{dt}", "len_ptr": "*i32", "ids_ptr": "*i32",
-               "n_ptr": "*i32", "po_ptr": "*fp32", "pl_ptr": "*fp32", "sc_ptr": "*fp32",
+               "n_ptr": "*i32", "po_ptr": "*fp32", "pl_ptr": "*fp32", "ends_ptr": "*i32", "sc_ptr": "*fp32",
                "tk_ptr": "*i32", "cur_ptr": "*i32", "out_ptr": f"*{dt}", "lse_ptr": "*fp32", "q_out_ptr": f"*{dt}",
                "qk_scale": "fp32",
                "T": "i32", "C": "i32",
@@ -662,7 +664,7 @@ def _aot_check(compile_one) -> bool:
                            "WRITE_Q": fused, "PDL": not fused, "STEAL": steal,
                            "STEAL_RANGES": cfg.steal_ranges}, cfg.warps, div16=ALIGNED)
     sig = {"q_ptr": "*bf16", "k_ptr": "*bf16", "v_ptr": "*bf16", "len_ptr": "*i32", "n_ptr": "*i32",
-           "po_ptr": "*fp32", "pl_ptr": "*fp32", "cur_ptr": "*i32", "out_ptr": "*bf16",
+           "po_ptr": "*fp32", "pl_ptr": "*fp32", "ends_ptr": "*i32", "cur_ptr": "*i32", "out_ptr": "*bf16",
            "lse_ptr": "*fp32",
            "q_out_ptr": "*bf16", "sc_ptr": "*fp32", "qk_scale": "fp32",
            "T": "i32", "C": "i32",
@@ -678,7 +680,6 @@ def _aot_check(compile_one) -> bool:
                           f"{' scores' if scores else ''}{' pdl' if pdl else ''}{f' steal {steal}%' if steal else ''}",
                           _merge_kernel, sig,
                           {"D": 128, "M": 32, "LS": 32, "RB": rb, "TP": 8, "SB": max(1, tile // rb), "CPB": 4,
-                           "BHP": 512,
                            "DENSE": False, "WRITE_LSE": tap, "WRITE_Q": tap, "SCORES": scores, "LOOP_FOR": True,
                            "PDL": pdl, "STEAL": steal, "STEAL_RANGES": cfg.steal_ranges}, min(rb, 4))
     return ok
