@@ -3,8 +3,8 @@
 # (scripts/gpu/read_floor.py: a contiguous streaming read and a gathering read of the selected chunks, the sparse
 # kernel's pattern, against the floor; on the H100 the gather reached 91.2% (twenty-ninth) and 90.7% (thirtieth) at
 # Llama-3.1-8B batch 4, 25%), then an A/B of launches (scripts/gpu/ab_kernel.py: the GPU nearly alone while the pieces
-# arrive; its "kernel_ab rc" line is what the chain waits for), then Quest's page kernels' GPU tests (bounds, fold; bounds in the
-# keys' bfloat16 since the sixteenth stop) and where Quest's selection spends its time with them
+# arrive; its "kernel_ab rc" line is what the chain waits for), then Quest's page kernels' GPU tests (bounds, fold;
+# bounds in the keys' bfloat16 since the sixteenth stop) and where Quest's selection spends its time with them
 # (scripts/gpu/profile_quest.py: bfloat16 and float32 bounds, the float32 GEMMs, the chunk choice's dispatch), then the
 # decoder's GPU tests, the sparse kernel's and the step's, and the rest of the GPU suite. Each part writes under
 # $GPU_OUT/bg; `done` marks the end.
