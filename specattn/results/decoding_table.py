@@ -1,12 +1,14 @@
 """The real table as docs/benchmarks.md prints it, from pooled ``experiment=decode_real`` runs.
 
 One markdown row per (context, batch) and mode: the mode's step (ms) and tau, the verifier's kept fraction, tokens/s
-and steady-state tokens/s over dense speculative decoding's at the same point (dense's own row gives its tokens/s), the
-roofline's ratio at the measured tau and kept fraction and the share of it reached (tokens/s / steady), tau retention
-and the continuation-perplexity change with their 95% intervals paired over prompts
-(:func:`specattn.results.decoding_intervals.prompt_intervals`), and where each point comes from: the run folder and
-whether its layers had the norms folded (``experiment.fold_norms``; a run from before the option: no). Autoregressive
-decoding gets a row of its own (its step, and its tokens/s over dense speculative decoding's).
+and steady-state tokens/s over dense speculative decoding's at the same point (dense's own row gives its tokens/s),
+the roofline's ratio at the measured tau and kept fraction and the share of it reached (tokens/s / steady), tau
+retention and the continuation-perplexity change with their 95% intervals paired over prompts
+(:func:`specattn.results.decoding_intervals.prompt_intervals`), the prompts the point ran and the groups of ``batch``
+prompts they made (a group runs until its slowest sequence has its tokens, so one group's tokens/s is one draw of that
+sequence), and where each point comes from: the run folder and whether its layers had the norms folded
+(``experiment.fold_norms``; a run from before the option: no). Autoregressive decoding gets a row of its own (its
+step, and its tokens/s over dense speculative decoding's).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import yaml
 from .plots import policy_points
 
 HEADER = ("| context, batch | mode | step ms | tau | verifier kept | tokens/s | steady | roofline | share "
-          "| tau retention | continuation ppl | run | norms folded |")
+          "| tau retention | continuation ppl | prompts (groups) | run | norms folded |")
 NAMES = {"ar": "AR", "dense": "dense SD"}
 
 
@@ -46,6 +48,13 @@ def _num(value, fmt: str, suffix: str = "") -> str:
     return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else format(value, fmt) + suffix
 
 
+def _count(row: pd.Series) -> str:
+    """``prompts (groups)`` of a ``modes.csv`` row, or ``-`` where the run did not record them."""
+    prompts, groups = row.get("prompts"), row.get("groups")
+    missing = any(v is None or (isinstance(v, float) and math.isnan(v)) for v in (prompts, groups))
+    return "-" if missing else f"{int(prompts)} ({int(groups)})"
+
+
 def _interval(value: float, low: float, high: float, signed: bool) -> str:
     fmt = "+.1f" if signed else ".1f"
     return "-" if math.isnan(value) else f"{_num(100 * value, fmt, '%')} [{_num(100 * low, fmt, '%')}, " \
@@ -67,7 +76,7 @@ def table_lines(rows: pd.DataFrame, intervals: pd.DataFrame | None) -> list[str]
         base = dense.iloc[0]
         point = f"{context // 1024}K, {batch}"
         for _, r in group.iterrows():
-            where = f"{r['run']} | {'yes' if r['folded'] else 'no'}"
+            where = f"{_count(r)} | {r['run']} | {'yes' if r['folded'] else 'no'}"
             head = f"| {point} | {mode_name(r['mode'])} | {_num(r.get('step_ms'), '.3g')} | {r['tau']:.2f}"
             point = ""
             if r["mode"] in ("ar", "dense"):
