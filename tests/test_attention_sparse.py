@@ -445,7 +445,8 @@ def test_the_kernel_a_b_launches_the_version_it_swaps_in(tmp_path, monkeypatch):
 def test_the_cold_graph_rotates_over_sets_that_pass_the_l2(monkeypatch):
     """``profile_kernel.rotating_graph_us`` (the A/B's "cold" measure) captures its calls taking the input sets in turn,
     so a set is read again only after the others; ``cold_sets`` gives enough sets that the others read 256 MiB in
-    between (five L2s), within 16 and the memory cap (one set where one set alone is over the cap)."""
+    between (five L2s), within 16 and the memory cap (one set where one set alone is over the cap); ``list_bytes``
+    counts a selection's keys and values once per KV head that reads each list."""
     from pathlib import Path
 
     import specattn.bench.timing as timing
@@ -471,6 +472,10 @@ def test_the_cold_graph_rotates_over_sets_that_pass_the_l2(monkeypatch):
     assert pk.cold_sets(134 * mb, 1 << 30) == 3  # batch 4, 25%: two others read 268 MB
     assert pk.cold_sets(600 * mb, 4 << 30) == 2 and pk.cold_sets(600 * mb, 17 << 30) == 1  # the memory cap
     assert pk.cold_sets(8 << 10, 268 * mb) == 16 and pk.cold_sets(0, 1) == 16  # next to nothing read: the cap
+    one = type("Lists", (), {"n": torch.tensor([[3], [5]]), "ids": torch.zeros(2, 1, 8)})  # a list a sequence
+    assert pk.list_bytes(one, 8, 128, 16) == 8 * 8 * 16 * 128 * 2 * 2  # 8 chunks, each read by all 8 KV heads
+    per_head = type("Lists", (), {"n": torch.tensor([[3, 1], [5, 0]]), "ids": torch.zeros(2, 2, 8)})
+    assert pk.list_bytes(per_head, 8, 128, 16) == 9 * 4 * 16 * 128 * 2 * 2  # a list per 4 KV heads
 
 
 @needs_interpreter

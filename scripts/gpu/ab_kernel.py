@@ -31,6 +31,7 @@ from profile_kernel import (  # noqa: E402
     cold_sets,
     graph_us,
     kernel_us,
+    list_bytes,
     ours,
     page_table,
     random_case,
@@ -90,9 +91,9 @@ def main() -> None:
         s, lists, nc = random_case(hq, hkv, d, batch, t, density, gen, cgen)
         fi = page_table(s, lists, 16, 32768, fi_ws)
         same = fi.same_selection(nc)
-        row_bytes = batch * hkv * d * 2 * 2  # a key and a value of every list, bf16
-        read = row_bytes * (32768 if density >= 1.0 else 16 * int(same.n.sum()) // max(batch, 1))
-        extra = cold_sets(read, 2 * row_bytes * 32768) - 1  # a set: ours and FlashInfer's paged copy
+        cache = 4 * s.k.numel()  # keys and values, bf16
+        read = cache if density >= 1.0 else list_bytes(same, hkv, d, 16)
+        extra = cold_sets(read, 2 * cache) - 1  # a set: ours and FlashInfer's paged copy
         sets = [s] + [Inputs(hq, hkv, d, batch, 32768, t, gen) for _ in range(extra)]
         fis = [fi] + [page_table(x, lists, 16, 32768, fi_ws) for x in sets[1:]]  # identical plans: one workspace
         times, spans, colds, outs, last = {v: [] for v in who}, {v: [] for v in who}, {v: [] for v in who}, {}, {}

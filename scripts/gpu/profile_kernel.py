@@ -91,6 +91,12 @@ def cold_sets(read_bytes: int, set_bytes: int, most: int = 16) -> int:
     return max(1, min(most, wanted, SETS_MEMORY // max(set_bytes, 1)))
 
 
+def list_bytes(lists, hkv: int, d: int, c: int) -> int:
+    """Bytes of keys and values (16-bit) in the chunks of ``lists`` (``ids (B, H_sel, cap)``, ``n (B, H_sel)``: each
+    list read by ``hkv / H_sel`` KV heads of head dim ``d``), ``c`` keys a chunk."""
+    return int(lists.n.sum()) * (hkv // lists.ids.shape[1]) * c * d * 2 * 2
+
+
 def kernels_line(us: dict[str, float]) -> str:
     """``kernel_us``'s kernels, longest first: "name us, name us, ..." (the tables' last column)."""
     return ", ".join(f"{k} {v:.1f}" for k, v in sorted(us.items(), key=lambda kv: -kv[1]))

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from profile_kernel import Inputs, cold_sets, graph_us, random_case, rotating_graph_us  # noqa: E402
+from profile_kernel import Inputs, cold_sets, graph_us, list_bytes, random_case, rotating_graph_us  # noqa: E402
 
 from specattn.bench.attention import MODELS  # noqa: E402
 from specattn.bench.timing import measure_read_bandwidth  # noqa: E402
@@ -68,7 +68,7 @@ def gather_us(model: str, batch: int, kept: float, c: int = 16) -> tuple[float, 
     gen = torch.Generator(device="cuda").manual_seed(0)
     s, lists, _ = random_case(hq, hkv, d, batch, 5, kept, gen, torch.Generator().manual_seed(0), c)
     most = int(lists.n.max())
-    nbytes = int(lists.n.sum()) * (hkv // lists.ids.shape[1]) * c * d * 2 * 2
+    nbytes = list_bytes(lists, hkv, d, c)
     sets = [s] + [Inputs(hq, hkv, d, batch, 32768, 5, gen)
                   for _ in range(cold_sets(nbytes, s.k.numel() * 4) - 1)]
 

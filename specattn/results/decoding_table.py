@@ -43,16 +43,20 @@ def folded(run: Path) -> bool:
     return bool(experiment.get("fold_norms", False)) and bool(experiment.get("fused_layers", True))
 
 
+def _missing(value) -> bool:
+    """Whether a cell's value is absent (None, or NaN where a column lacks it)."""
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
 def _num(value, fmt: str, suffix: str = "") -> str:
-    """``value`` formatted, or ``-`` where it is missing (NaN or None)."""
-    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else format(value, fmt) + suffix
+    """``value`` formatted, or ``-`` where it is missing."""
+    return "-" if _missing(value) else format(value, fmt) + suffix
 
 
 def _count(row: pd.Series) -> str:
     """``prompts (groups)`` of a ``modes.csv`` row, or ``-`` where the run did not record them."""
     prompts, groups = row.get("prompts"), row.get("groups")
-    missing = any(v is None or (isinstance(v, float) and math.isnan(v)) for v in (prompts, groups))
-    return "-" if missing else f"{int(prompts)} ({int(groups)})"
+    return "-" if _missing(prompts) or _missing(groups) else f"{int(prompts)} ({int(groups)})"
 
 
 def _interval(value: float, low: float, high: float, signed: bool) -> str:
