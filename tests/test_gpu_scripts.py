@@ -237,3 +237,9 @@ def test_stopping_a_job_stops_what_it_runs_under_its_time_limit(tmp_path):
     started = time.time()
     done = subprocess.run(["bash", "-c", "source scripts/gpu/env.sh; limit 1 sleep 30"], cwd=ROOT, env=env, timeout=20)
     assert done.returncode == 124 and time.time() - started < 10
+
+
+def test_the_chain_runs_fewer_policy_points_when_told(tmp_path, cuda_present):
+    runs = planned_runs(tmp_path, ["-c", 'FIRST=none POLICY_POINTS="32768 16;32768 32" bash scripts/gpu/chain.sh 300'])
+    assert [(last(r, "experiment.contexts"), last(r, "experiment.batches")) for r in runs[:2]] == POLICY_POINTS[:2]
+    assert runs[2:] == CHAIN_TESTS

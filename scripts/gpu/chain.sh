@@ -6,7 +6,8 @@
 # (scripts/gpu/breadth.sh: first_window with its 2,048-key window and reuse, every draft layer under the policy, under
 # SpecAttn p=0.9, beside AR, dense speculative decoding and SpecAttn p=0.9 / 0.95 of the same run, 32 prompts) at 32K
 # batch 16 and 32, 16K and 8K batch 16: their last numbers are H200 runs of the fifteenth and eighteenth sessions, on the
-# kernel and launch of then, never on an H100; then the GPU test files. $1: each run's limit (s).
+# kernel and launch of then, never on an H100; then the GPU test files. $1: each run's limit (s); $POLICY_POINTS:
+# (b)'s points when fewer fit the session's device time (breadth.sh's POINTS format).
 source scripts/gpu/env.sh
 set -f
 mkdir -p "$GPU_OUT/q"
@@ -17,7 +18,7 @@ step run_a;  bash scripts/gpu/decode.sh "${1:-300}" "experiment.contexts=[32768]
   layer_map=docs/data/h200-real-2026-12-03e/layer_map_js_qwen_coder_16k.yaml experiment.draft_dense_layers=0 \
   experiment.match_p=0.9 "experiment.batches=[16]"
 fi
-step policies;  POINTS="32768 16;32768 32;16384 16;8192 16" EXTRA="experiment.match_p=0.9" REFRESH16=0 \
+step policies;  POINTS="${POLICY_POINTS:-32768 16;32768 32;16384 16;8192 16}" EXTRA="experiment.match_p=0.9" REFRESH16=0 \
   bash scripts/gpu/breadth.sh "${1:-300}"
 touch "$GPU_OUT/q/policies.done"
 step gpu_tests  # the decoder's and the kernel's GPU test files (skipped if the background job passed them)
