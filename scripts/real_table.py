@@ -1,10 +1,14 @@
 """Issue 23's real table from the archived runs: the latest H100 run of every point (2K-32K, batch 1/4/16/32, every
 mode: autoregressive and dense speculative decoding, SpecAttn p=0.9 and 0.95, StreamingLLM and Quest matched to
 SpecAttn p=0.9), pooled by ``python -m specattn.results decoding --markdown``, the later run winning a point both hold.
+With ``--policies``, the draft read policies' table instead (:data:`POLICY_RUNS`: first_window with its 2,048-key window
+and reuse, every draft layer under the policy, under SpecAttn p=0.9, beside the same run's AR, dense speculative
+decoding and SpecAttn p=0.9 / 0.95; batch 16 at 2K-32K and 32K batch 32, the thirty-first session's H100 runs).
 
 The runs live in docs/data as flattened files (``<prefix>_modes.csv``, ``_prompts.csv``, ``_config.yaml``, ...); each
 is laid out again as a run folder under a temporary directory. Usage (CPU, a few seconds):
-``python scripts/real_table.py docs/data/real_table.md`` (also prints the pooled tables and the step fits).
+``python scripts/real_table.py docs/data/real_table.md``, ``python scripts/real_table.py --policies
+docs/data/policy_table.md`` (each also prints the pooled tables and the step fits).
 """
 
 from __future__ import annotations
@@ -30,13 +34,16 @@ RUNS = [
     ("h100-30th-b4", "h100-real-2026-12-06e/decode_real_js_b4_fold_matched"),
     ("h100-30th-b16", "h100-real-2026-12-06e/decode_real_js_b16_fold_matched"),
 ]
+#: the draft read policies under SpecAttn p=0.9 (scripts/gpu/breadth.sh, one run a point; H100, thirty-first session)
+POLICY_RUNS = [(f"h100-31st-{point}", f"h100-real-2026-12-06f/decode_real_js_{point}_fold_policies")
+               for point in ("32k_b16", "16k_b16", "8k_b16", "2k_b16", "32k_b32")]
 FILES = ("modes.csv", "prompts.csv", "config.yaml")  # what the pooling reads: rows, per-prompt values, fold setting
 
 
-def lay_out(folder: Path) -> list[Path]:
-    """Each archived run as a run folder under ``folder``, in :data:`RUNS` order."""
+def lay_out(folder: Path, runs_of: list[tuple[str, str]] | None = None) -> list[Path]:
+    """Each archived run of ``runs_of`` (default :data:`RUNS`) as a run folder under ``folder``, in that order."""
     runs = []
-    for name, prefix in RUNS:
+    for name, prefix in RUNS if runs_of is None else runs_of:
         run = folder / name
         run.mkdir(parents=True)
         for file in FILES:
@@ -52,12 +59,13 @@ def lay_out(folder: Path) -> list[Path]:
 def main(argv: list[str]) -> int:
     from specattn.results.collect import main as results
 
-    if len(argv) != 1:
-        print("usage: python scripts/real_table.py TABLE.md", file=sys.stderr)
+    policies = argv[:1] == ["--policies"]
+    if len(argv) != 1 + policies:
+        print("usage: python scripts/real_table.py [--policies] TABLE.md", file=sys.stderr)
         return 2
     with tempfile.TemporaryDirectory() as tmp:
-        runs = lay_out(Path(tmp) / "runs")
-        return results(["decoding", *map(str, runs), "-o", str(Path(tmp) / "figures"), "--markdown", argv[0]])
+        runs = lay_out(Path(tmp) / "runs", POLICY_RUNS if policies else RUNS)
+        return results(["decoding", *map(str, runs), "-o", str(Path(tmp) / "figures"), "--markdown", argv[-1]])
 
 
 if __name__ == "__main__":

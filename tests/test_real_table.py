@@ -47,3 +47,17 @@ def test_a_missing_archive_file_is_named(tmp_path, monkeypatch):
         assert "no_such_run_modes.csv is missing" in str(error) and "gone" in str(error)
     else:
         raise AssertionError("a missing file passed")
+
+
+def test_the_policy_table_holds_each_policy_point_with_its_own_run(tmp_path):
+    script = load_script()
+    assert script.main(["--policies", str(tmp_path / "p.md")]) == 0
+    lines = (tmp_path / "p.md").read_text().splitlines()[2:]
+    points = [line.split(" | ")[0].removeprefix("| ") for line in lines if not line.startswith("|  |")]
+    assert points == ["32K, 16", "16K, 16", "8K, 16", "2K, 16", "32K, 32"]
+    modes = [line.split(" | ")[1] for line in lines]
+    assert modes == ["AR", "dense SD", "SpecAttn p=0.9", "SpecAttn p=0.95", "SpecAttn p=0.9 draft=first_window",
+                     "SpecAttn p=0.9 draft=reuse"] * 5
+    assert {line.rstrip(" |").split(" | ")[-2] for line in lines} == {f"h100-31st-{p}" for p in
+                                                                   ("32k_b16", "16k_b16", "8k_b16", "2k_b16", "32k_b32")}
+    assert script.main(["--policies"]) == 2  # no table path: the usage line
