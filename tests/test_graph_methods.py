@@ -106,6 +106,29 @@ def test_sparse_draft_reads_skip_reads_and_still_decode(pair, reads):
         assert draft_kept < 0.6
 
 
+def test_the_draft_kept_fraction_counts_the_sparse_forwards_prefix_reads_only(pair):
+    """draft_kept is the roofline's (and the CPU engine's): the prefix share the sparse forwards read, so neither
+    first_window's dense forward 0 nor the step's own chunks count (they made first_window's 32K batch-16 draft_kept
+    29.7% where its window is 6.4% of the prefix), nor a reuse refresh step (the roofline adds those itself)."""
+    window = GraphSettings(GAMMA, CHUNK, 2, "mean", mapping(pair), 0.6, draft_reads="first_window", draft_window=48,
+                           draft_sinks=8)
+    dec = GraphDecoder(pair.draft, pair.verifier, window, 2, 300)
+    dec.reset_to(200, seed=1)
+    dec.step()
+    dec.record(dec.kept.tolist())
+    # P = 200: 25 chunks of 8; the sinks [0, 8) are chunk 0, the window [152, 200) chunks 19-24
+    assert dec.kept_fractions()[1] == pytest.approx(7 / 25)
+    reuse = dataclasses.replace(window, p=0.2, draft_reads="reuse", draft_refresh=2)
+    dec = GraphDecoder(pair.draft, pair.verifier, reuse, 2, 300)
+    dec.reset_to(200, seed=1)
+    dec.step()  # every sequence's step 0 is a refresh: read densely, not a sparse forward
+    dec.record(dec.kept.tolist())
+    assert math.isnan(dec.kept_fractions()[1])
+    dec.step()  # step 1 reads the previous selection: counted
+    dec.record(dec.kept.tolist())
+    assert 0 < dec.kept_fractions()[1] < 1
+
+
 @pytest.mark.parametrize("reads", ["first_dense", "reuse"])
 def test_forced_draft_reads_are_redrawn_in_place(pair, reads):
     """The forced draft read set (decode_bench's control) is rewritten where the captured graph reads it: a

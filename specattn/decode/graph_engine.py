@@ -284,8 +284,10 @@ class GraphDecoder:
         self.step_index = torch.zeros((), dtype=torch.long, device=dev)
         self.seq_step = torch.zeros(batch, dtype=torch.long, device=dev)  # steps per sequence (reuse's refresh)
         self.prev_last = torch.zeros(batch, dtype=torch.long, device=dev)  # the previous step's P (reuse)
-        # chunk reads of the sparse layers (verifier) and the policy layers (draft) vs dense, over the steps
-        self.reads = torch.zeros(4, dtype=torch.float64, device=dev)  # verifier read, dense, draft read, dense
+        # chunk reads of the sparse layers (verifier) vs dense, and the prefix chunks the draft's sparse forwards read in
+        # the policy layers vs the prefix (kept_fractions), over the steps
+        self.reads = torch.zeros(4, dtype=torch.float64, device=dev)  # verifier read, dense, draft read, prefix
+        self.draft_sparse = torch.ones(batch, dtype=torch.bool, device=dev)  # this step reads sparsely (reuse)
         # the budgeted baselines' fraction of the dense reads, per sequence (settings.kv_budget_frac; set_budgets)
         self.budget_frac = torch.full((batch,), s.kv_budget_frac or 1.0, dtype=torch.float64, device=dev)
         # per sequence, cumulative, in (key, KV head) loads as specattn.core.kv_reads.KVReads counts them: reads,
@@ -530,6 +532,7 @@ class GraphDecoder:
             refresh = self.seq_step % s.draft_refresh == 0
             if s.draft_refresh_below:  # the last step accepted fewer drafted tokens than that
                 refresh = refresh | (self.kept < s.draft_refresh_below)
+            self.draft_sparse.copy_(~refresh)
             refresh = refresh[None, :, None]  # (1, B, 1)
             new = chunks_holding(self.prev_last, self.last, self.n_cols, c)[None]  # (1, B, NC)
             previous = self.forced_base[:, :, 0] if s.forced_draft_density is not None else self.sel_mask[:, :, 0]
@@ -543,15 +546,18 @@ class GraphDecoder:
         lists = self.read_lists[f]
         flat = ChunkLists(lists.ids.view(1, -1, self.n_cols), lists.n.view(1, -1))
         chunk_lists(mask.view(1, -1, self.n_cols), self.n_cols, out=flat)
-        read = lists.n[self.policy_slots, :, 0].double() if lists.n.shape[0] > 1 else lists.n[:, :, 0].double()
-        self._count_draft_reads(f, read.sum() * (len(self.policy_layers) / read.shape[0]))
+        self._count_draft_reads()
 
-    def _count_draft_reads(self, f: int, read: torch.Tensor | None) -> None:
-        """Chunk reads of forward ``f`` in the policy layers (``read``; None: everything) and their dense count."""
-        keys = self.last + f  # the chunks holding keys [0, P + f): what forward f reads densely (lists count so)
-        dense = len(self.policy_layers) * (-(-keys // self.settings.chunk_size)).double().sum()
-        self.reads[2] += dense if read is None else read
-        self.reads[3] += dense
+    def _count_draft_reads(self) -> None:
+        """One sparse forward's prefix chunks read in the policy layers (``R_i``, without the step's own chunks) and
+        the prefix's chunks, over the sequences that read sparsely this step (under ``reuse`` a refresh step reads
+        densely and is not counted, nor is forward 0 of the ``first_*`` policies): the roofline's ``draft_kept``, the
+        CPU engine's ``DraftKVReads.kept`` in chunks."""
+        base = self.base_mask[self.policy_slots, :, 0]  # (slots, B, NC): prefix chunks only
+        sparse = self.draft_sparse.double()
+        layers = len(self.policy_layers)
+        self.reads[2] += (base.sum(-1).double() * sparse).sum() * (layers / base.shape[0])
+        self.reads[3] += layers * ((-(-self.last // self.settings.chunk_size)).double() * sparse).sum()
 
     def _first_row(self) -> None:
         """After forward 0 of a ``first_*`` policy: every slot's row at ``P``, the step's only row over the whole
@@ -585,10 +591,8 @@ class GraphDecoder:
         positions = torch.stack([self.last - 1, self.last], dim=1)
         tokens = self.tokens.gather(1, positions)
         for i in range(s.gamma):
-            if self.d_lists[i]:
+            if self.d_lists[i]:  # (first_dense, first_window: forward 0 reads everything, no list)
                 self._draft_lists(i)
-            elif self.policy_layers:
-                self._count_draft_reads(i, None)  # first_dense, first_window: forward 0 reads everything
             n_new = tokens.shape[1]
             self.d_len.copy_(cache.lengths + n_new)
             hidden = self._forward(self.draft, tokens, positions, cache, self._draft_plan(i))
@@ -755,8 +759,9 @@ class GraphDecoder:
         self.kept.copy_(kept)
 
     def kept_fractions(self) -> tuple[float, float]:
-        """``(verifier, draft)`` chunk reads over dense chunk reads in the sparse / policy layers since the
-        prefill (NaN where nothing was counted); one host read."""
+        """``(verifier, draft)`` since the prefill: the verifier's chunk reads over dense chunk reads in the sparse
+        layers, and the share of the prefix chunks the draft's sparse forwards read in the policy layers
+        (:meth:`_count_draft_reads`); NaN where nothing was counted. One host read."""
         r = self.reads.tolist()
         return (r[0] / r[1] if r[1] else math.nan), (r[2] / r[3] if r[3] else math.nan)
 
