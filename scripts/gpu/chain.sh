@@ -5,8 +5,8 @@
 # FIRST=none skips it on an H100); (b) the draft read policies on the current kernel with the norms folded
 # (scripts/gpu/breadth.sh: first_window with its 2,048-key window and reuse, every draft layer under the policy, under
 # SpecAttn p=0.9, beside AR, dense speculative decoding and SpecAttn p=0.9 / 0.95 of the same run, 32 prompts) at 32K
-# batch 16 and 32, 16K and 8K batch 16: their last numbers are H200 runs of the fifteenth and eighteenth sessions, on the
-# kernel and launch of then, never on an H100; then the GPU test files. $1: each run's limit (s); $POLICY_POINTS:
+# batch 16 and 32, 16K and 8K batch 16 (on an H100 first in the thirty-first session, docs/benchmarks.md; before, H200
+# runs of the fifteenth and eighteenth sessions); then the GPU test files. $1: each run's limit (s); $POLICY_POINTS:
 # (b)'s points when fewer fit the session's device time (breadth.sh's POINTS format).
 source scripts/gpu/env.sh
 set -f
