@@ -18,8 +18,8 @@ step run_a;  bash scripts/gpu/decode.sh "${1:-300}" "experiment.contexts=[32768]
   layer_map=docs/data/h200-real-2026-12-03e/layer_map_js_qwen_coder_16k.yaml experiment.draft_dense_layers=0 \
   experiment.match_p=0.9 "experiment.batches=[16]"
 fi
-step policies;  POINTS="${POLICY_POINTS:-32768 16;32768 32;16384 16;8192 16}" EXTRA="experiment.match_p=0.9" REFRESH16=0 \
-  bash scripts/gpu/breadth.sh "${1:-300}"
+step policies;  POINTS="${POLICY_POINTS:-32768 16;32768 32;16384 16;8192 16}" EXTRA="experiment.match_p=0.9" \
+  REFRESH16=0 bash scripts/gpu/breadth.sh "${1:-300}"
 touch "$GPU_OUT/q/policies.done"
 step gpu_tests  # the decoder's and the kernel's GPU test files (skipped if the background job passed them)
 TESTS="test_real_decode test_graph_methods test_attention_sparse test_draft_rows" bash scripts/gpu/after.sh policies.done

@@ -546,16 +546,15 @@ class GraphDecoder:
         lists = self.read_lists[f]
         flat = ChunkLists(lists.ids.view(1, -1, self.n_cols), lists.n.view(1, -1))
         chunk_lists(mask.view(1, -1, self.n_cols), self.n_cols, out=flat)
-        self._count_draft_reads()
 
-    def _count_draft_reads(self) -> None:
-        """One sparse forward's prefix chunks read in the policy layers (``R_i``, without the step's own chunks) and
-        the prefix's chunks, over the sequences that read sparsely this step (under ``reuse`` a refresh step reads
-        densely and is not counted, nor is forward 0 of the ``first_*`` policies): the roofline's ``draft_kept``, the
-        CPU engine's ``DraftKVReads.kept`` in chunks."""
+    def _count_draft_reads(self, forwards: int) -> None:
+        """The step's ``forwards`` sparse forwards' prefix chunks read in the policy layers (each reads ``R_i``; the
+        step's own chunks not counted) and the prefix's chunks, over the sequences that read sparsely this step (under
+        ``reuse`` a refresh step reads densely and is not counted, nor is forward 0 of the ``first_*`` policies): the
+        roofline's ``draft_kept``, the CPU engine's ``DraftKVReads.kept`` in chunks."""
         base = self.base_mask[self.policy_slots, :, 0]  # (slots, B, NC): prefix chunks only
         sparse = self.draft_sparse.double()
-        layers = len(self.policy_layers)
+        layers = forwards * len(self.policy_layers)
         self.reads[2] += (base.sum(-1).double() * sparse).sum() * (layers / base.shape[0])
         self.reads[3] += layers * ((-(-self.last // self.settings.chunk_size)).double() * sparse).sum()
 
@@ -604,6 +603,9 @@ class GraphDecoder:
             elif i == 0 and self.row0:
                 self._first_row()
             tokens, positions = token[:, None], positions[:, -1:] + 1
+        sparse_forwards = sum(map(bool, self.d_lists))
+        if sparse_forwards:  # every sparse forward of the step read the same R_i (first_dense's: set after forward 0)
+            self._count_draft_reads(sparse_forwards)
 
     def _draft_plan(self, f: int) -> ForwardPlan:
         """Draft forward ``f``'s attention plan: its policy layers' lists and row taps, the dense layers' launch
