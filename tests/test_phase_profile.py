@@ -2,10 +2,11 @@
 
 import math
 
+import pandas as pd
 import pytest
 
-from specattn.bench.phase_profile import (CLASSES, GAPS, OTHER, REPLAY, Kernel, exclusive_us, floor_bytes,
-                                          kernel_class, phase_breakdown, top_kernels)
+from specattn.bench.phase_profile import (CLASSES, GAPS, OTHER, REPLAY, Kernel, exclusive_us, fixed_time_table,
+                                          floor_bytes, kernel_class, phase_breakdown, top_kernels)
 from specattn.decode import roofline
 from specattn.decode.draft_reads import DRAFT_READS
 
@@ -85,3 +86,20 @@ def test_top_kernels_rank_names_by_their_own_time():
     assert list(top["name"]) == ["_split_kernel", "_merge_kernel"]
     assert top.loc[0, "calls"] == 2 and top.loc[0, "ms"] == pytest.approx(0.020)
     assert top.loc[1, "mean_us"] == pytest.approx(2.0)
+
+
+def test_the_fixed_time_table_sums_each_modes_phases(tmp_path):
+    kernels = [Kernel("gemm_a", 0, 10), Kernel("_split_kernel", 12, 20)]
+    draft = phase_breakdown(kernels, 0.025, {"gemm": 5e6}, 1e12).assign(mode="dense", phase="draft")
+    verify = phase_breakdown(kernels, 0.030, {"attention": 2e6}, 1e12).assign(mode="dense", phase="verify")
+    ar = phase_breakdown(kernels, 0.021, {}, 1e12).assign(mode="ar", phase="verify")
+    path = tmp_path / "rows.csv"
+    pd.concat([ar, draft, verify]).to_csv(path, index=False)
+    table = fixed_time_table(pd.read_csv(path))
+    assert list(table.index) == ["ar", "dense"]
+    assert table.loc["dense", "ms"] == pytest.approx(0.055) and table.loc["dense", "floor_ms"] == pytest.approx(0.007)
+    assert table.loc["dense", "kernels"] == 4
+    assert table.loc["dense", "gemm"] == pytest.approx(0.010 - 0.005 + 0.010)
+    assert table.loc["dense", "attention"] == pytest.approx(0.008 + 0.006)
+    assert table.loc["dense", "total"] == pytest.approx(0.055 - 0.007)
+    assert list(table.columns)[-1] == "total" and table.loc["ar", "total"] == pytest.approx(0.021)

@@ -118,3 +118,21 @@ def top_kernels(kernels: list[Kernel], n: int = 12, width: int = 70) -> pd.DataF
                                                                mean_us=("us", "mean"))
     out["ms"] /= 1e3
     return out.sort_values("ms", ascending=False).head(n).reset_index(drop=True)
+
+
+def fixed_time_table(rows: pd.DataFrame) -> pd.DataFrame:
+    """Per mode (rows of :func:`phase_breakdown` tables with ``mode`` and ``phase`` columns, e.g. a CSV of
+    ``scripts/gpu/profile_real.py --csv``): the step's phases summed, ``ms``, ``floor_ms``, ``kernels``, then each part's
+    ms above its floor over both phases, the ``total`` above the floor last."""
+    totals = rows[rows["part"] == "total"].groupby("mode", sort=False)[["ms", "floor_ms", "kernels"]].sum()
+    above = rows.pivot_table(index="mode", columns="part", values="above_floor_ms", aggfunc="sum", sort=False)
+    order = [c for c in (*CLASSES, GAPS, REPLAY, "total") if c in above.columns]
+    return pd.concat([totals, above[order]], axis=1)
+
+
+if __name__ == "__main__":
+    import sys
+
+    for path in sys.argv[1:]:
+        print(f"{path}: ms above the byte floor by part, both phases")
+        print(fixed_time_table(pd.read_csv(path)).to_string(float_format=lambda x: f"{x:.3f}"))

@@ -1,0 +1,95 @@
+"""The real pair's projections at decoding's row counts: cuBLAS (``F.linear``, what the fused layers call) against
+:mod:`specattn.gpu.kernels.skinny_gemm` at each of its configs, cold (each call of a captured graph reads another copy
+of the weight, the copies together past the L2, as a decoding step reads each layer's weights once), as GPU us a call
+(median of 20 replays) and as a share of the read floor (weight bytes / measured read bandwidth); beside them the
+per-launch time of a graph of tiny launches (an elementwise add; the draft's q/k/v projection with its weight hot in
+L2). Random weights.
+
+``python3 scripts/gpu/profile_gemm.py`` on the GPU machine; prints a table (the error against a float32 product in the
+last column)."""
+
+from __future__ import annotations
+
+import statistics
+import sys
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+import triton
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from specattn.bench.timing import measure_read_bandwidth  # noqa: E402
+from specattn.gpu.kernels.skinny_gemm import CONFIGS, skinny_linear  # noqa: E402
+
+#: (projection, rows, N, K): Qwen2.5-Coder-0.5B's at batch 16 (one token; forward 0: two) and 1.5B's (five tokens)
+SHAPES = (("draft qkv", 16, 1152, 896), ("draft o", 16, 896, 896), ("draft gate_up", 16, 9728, 896),
+          ("draft down", 16, 896, 4864), ("draft gate_up fwd0", 32, 9728, 896),
+          ("verifier qkv", 80, 2048, 1536), ("verifier o", 80, 1536, 1536), ("verifier gate_up", 80, 17920, 1536),
+          ("verifier down", 80, 1536, 8960), ("draft qkv b1", 1, 1152, 896), ("draft down b1", 1, 896, 4864))
+PAST_L2 = 160 << 20  # bytes of weight copies a graph rotates over
+
+
+def graph_us(calls) -> float:
+    """Median GPU us a call of the captured ``calls`` (a list of thunks), over 20 replays."""
+    for c in calls:
+        c()
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for c in calls:
+            c()
+    times = []
+    for _ in range(21):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        graph.replay()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end) * 1e3 / len(calls))
+    return statistics.median(times[1:])
+
+
+def main() -> None:
+    bandwidth = measure_read_bandwidth()
+    print(f"read bandwidth {bandwidth / 1e12:.3f} TB/s; {torch.cuda.get_device_name()}")
+    rows = []
+    for label, m, n, k in SHAPES:
+        nbytes = n * k * 2
+        copies = max(2, -(-PAST_L2 // nbytes))
+        ws = [torch.randn(n, k, device="cuda", dtype=torch.bfloat16) / k ** 0.5 for _ in range(copies)]
+        x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
+        out = torch.empty(m, n, device="cuda", dtype=torch.bfloat16)
+        ref = x.float() @ ws[0].float().T
+        floor = nbytes / bandwidth * 1e6
+        row = {"projection": label, "M": m, "N": n, "K": k, "MB": nbytes / 1e6, "floor_us": floor,
+               "cublas_us": graph_us([lambda w=w: F.linear(x, w) for w in ws])}
+        best = None
+        for config in CONFIGS:
+            try:
+                us = graph_us([lambda w=w: skinny_linear(x, w, out=out, config=config) for w in ws])
+            except triton.runtime.errors.OutOfResources:  # shared memory: BLOCK_K x stages too large for these rows
+                continue
+            if best is None or us < best[1]:
+                best = (config, us)
+        err = (skinny_linear(x, ws[0], config=best[0]).float() - ref).abs().max().item()
+        row.update(skinny_us=best[1], config="x".join(map(str, best[0])), max_err=err)
+        rows.append(row)
+        del ws
+        torch.cuda.empty_cache()
+    tiny = torch.zeros(16, 896, device="cuda", dtype=torch.bfloat16)
+    w_hot = torch.randn(1152, 896, device="cuda", dtype=torch.bfloat16)
+    x_hot = torch.randn(16, 896, device="cuda", dtype=torch.bfloat16)
+    print(f"a graph of 200 launches, us a launch: elementwise add on 16 x 896 {graph_us([lambda: tiny.add_(1)] * 200):.2f}; "
+          f"F.linear 16 x 896 -> 1152 with its weight hot in L2 {graph_us([lambda: F.linear(x_hot, w_hot)] * 200):.2f}")
+    print(f"{'projection':20} {'M':>3} {'N':>6} {'K':>5} {'MB':>6} {'floor':>7} {'cuBLAS us (floor)':>18} "
+          f"{'skinny us (floor)':>18} {'config':>14} {'max err':>8}")
+    for r in rows:
+        print(f"{r['projection']:20} {r['M']:>3} {r['N']:>6} {r['K']:>5} {r['MB']:>6.2f} {r['floor_us']:>7.2f} "
+              f"{r['cublas_us']:>9.2f} ({r['floor_us'] / r['cublas_us']:>5.1%}) {r['skinny_us']:>9.2f} "
+              f"({r['floor_us'] / r['skinny_us']:>5.1%}) {r['config']:>14} {r['max_err']:>8.4f}")
+
+
+if __name__ == "__main__":
+    main()
