@@ -72,3 +72,17 @@ def skinny_linear(x: torch.Tensor, weight: torch.Tensor, residual: torch.Tensor 
         BLOCK_M=max(16, triton.next_power_of_2(m)), BLOCK_N=block_n, BLOCK_K=block_k, STAGES=stages,
         RESIDUAL=residual is not None, LOOP_FOR=not interpreting(), num_warps=warps)
     return out
+
+
+def _aot_check(compile_one) -> bool:
+    """Compile the kernel for sm_90 (:mod:`.aot_check`) at the draft's batch-16 rows with a residual, each config (a
+    benchmark arm, timed as compiled: 16 x 128 over 4 stages keeps an 8-byte stack frame, so spills are allowed)."""
+    ok = True
+    for block_n, block_k, stages, warps in CONFIGS:
+        ok &= compile_one(f"skinny_gemm bf16 M=16 {block_n}x{block_k}x{stages}", _skinny_kernel,
+                          {"x_ptr": "*bf16", "w_ptr": "*bf16", "out_ptr": "*bf16", "res_ptr": "*bf16", "M": "i32",
+                           "N": "i32", "K": "i32", "sxm": "i32", "swn": "i32", "som": "i32", "srm": "i32"},
+                          {"BLOCK_M": 16, "BLOCK_N": block_n, "BLOCK_K": block_k, "STAGES": stages, "RESIDUAL": True,
+                           "LOOP_FOR": True}, warps,
+                          div16=("x_ptr", "w_ptr", "out_ptr", "res_ptr", "sxm", "swn", "som", "srm"))
+    return ok
