@@ -130,9 +130,18 @@ def fixed_time_table(rows: pd.DataFrame) -> pd.DataFrame:
     return pd.concat([totals, above[order]], axis=1)
 
 
-if __name__ == "__main__":
-    import sys
+def main(argv: list[str] | None = None) -> None:
+    import argparse
 
-    for path in sys.argv[1:]:
-        print(f"{path}: ms above the byte floor by part, both phases")
+    parser = argparse.ArgumentParser(prog="python -m specattn.bench.phase_profile",
+                                     description="A step's ms above its byte floor by part, per mode, from the CSVs "
+                                                 "of scripts/gpu/profile_real.py --csv.")
+    parser.add_argument("csv", nargs="+", help="breakdown rows (part, kernels, ms, floor_ms, above_floor_ms, mode, "
+                                               "phase)")
+    for path in parser.parse_args(argv).csv:
+        print(f"{path}: ms a step (both phases) and ms above the byte floor by part")
         print(fixed_time_table(pd.read_csv(path)).to_string(float_format=lambda x: f"{x:.3f}"))
+
+
+if __name__ == "__main__":
+    main()
