@@ -10,7 +10,6 @@ last column)."""
 
 from __future__ import annotations
 
-import statistics
 import sys
 from pathlib import Path
 
@@ -20,7 +19,7 @@ import triton
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from specattn.bench.timing import measure_read_bandwidth  # noqa: E402
+from specattn.bench.timing import graph_ms, measure_read_bandwidth  # noqa: E402
 from specattn.gpu.kernels.skinny_gemm import CONFIGS, skinny_linear  # noqa: E402
 
 #: (projection, rows, N, K): Qwen2.5-Coder-0.5B's at batch 16 (one token; forward 0: two) and 1.5B's (five tokens)
@@ -32,23 +31,8 @@ PAST_L2 = 160 << 20  # bytes of weight copies a graph rotates over
 
 
 def graph_us(calls) -> float:
-    """Median GPU us a call of the captured ``calls`` (a list of thunks), over 20 replays."""
-    for c in calls:
-        c()
-    torch.cuda.synchronize()
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        for c in calls:
-            c()
-    times = []
-    for _ in range(21):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        graph.replay()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end) * 1e3 / len(calls))
-    return statistics.median(times[1:])
+    """Median GPU us a call of ``calls`` (thunks) captured back to back in one CUDA graph, over 20 replays."""
+    return graph_ms([lambda: [c() for c in calls]], 20) * 1e3 / len(calls)
 
 
 def main() -> None:

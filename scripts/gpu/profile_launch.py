@@ -11,13 +11,18 @@ elementwise kernel launched as the GEMM's programmatic dependent. Random inputs.
 
 from __future__ import annotations
 
-import statistics
+import sys
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 import triton
 import triton.language as tl
 from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from specattn.bench.timing import graph_ms  # noqa: E402
 
 LAUNCHES = 200
 
@@ -37,23 +42,8 @@ def add_one(x: torch.Tensor, y: torch.Tensor, pdl: bool) -> None:
 
 
 def graph_us(calls) -> float:
-    """Median GPU us a call of the captured ``calls`` over 20 replays (after one warm-up replay)."""
-    for c in calls[:4]:
-        c()
-    torch.cuda.synchronize()
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        for c in calls:
-            c()
-    times = []
-    for _ in range(21):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        graph.replay()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end) * 1e3 / len(calls))
-    return statistics.median(times[1:])
+    """Median GPU us a call of ``calls`` (thunks) captured back to back in one CUDA graph, over 20 replays."""
+    return graph_ms([lambda: [c() for c in calls]], 20) * 1e3 / len(calls)
 
 
 def main() -> None:
