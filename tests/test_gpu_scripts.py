@@ -255,7 +255,8 @@ def test_the_chain_profiles_the_points_it_is_given_and_skips_what_is_set_to_none
                                          "bash scripts/gpu/chain.sh 300"])
     assert runs == [PROFILE, ["profile_real.py", "8192", "1"], *CHAIN_TESTS]
     (tmp_path / "runs.txt").unlink()
-    runs = planned_runs(tmp_path, ["-c", "FIRST=none PROFILE_POINTS=none POLICY_POINTS=none bash scripts/gpu/chain.sh 1"])
+    runs = planned_runs(tmp_path, ["-c", "FIRST=none PROFILE_POINTS=none POLICY_POINTS=none "
+                                         "bash scripts/gpu/chain.sh 1"])
     assert runs == CHAIN_TESTS
 
 
@@ -267,6 +268,7 @@ def test_the_profile_scripts_settings_pass_the_pre_run_checks(cuda_present):
     overrides = profile_real.overrides_with(base + profile_real.DEFAULTS, ["experiment.draft_window=1024", "seed=3"])
     assert last(overrides, "experiment.draft_window") == "1024" and "seed=3" in overrides
     assert sum(o.startswith("experiment.draft_window=") for o in overrides) == 1  # replaced, not repeated
-    assert last(overrides, "experiment.draft_reads") == "[first_window]" and last(overrides, "experiment.match_p") == "0.9"
+    assert last(overrides, "experiment.draft_reads") == "[first_window]"
+    assert last(overrides, "experiment.match_p") == "0.9"
     for job, error in check_jobs(["logger=none", "progress=false", *overrides], ROOT / "conf"):
         assert error is None, (job, error)

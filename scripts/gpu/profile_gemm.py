@@ -65,7 +65,8 @@ def main() -> None:
     tiny = torch.zeros(16, 896, device="cuda", dtype=torch.bfloat16)
     w_hot = torch.randn(1152, 896, device="cuda", dtype=torch.bfloat16)
     x_hot = torch.randn(16, 896, device="cuda", dtype=torch.bfloat16)
-    print(f"a graph of 200 launches, us a launch: elementwise add on 16 x 896 {graph_us([lambda: tiny.add_(1)] * 200):.2f}; "
+    add_us = graph_us([lambda: tiny.add_(1)] * 200)
+    print(f"a graph of 200 launches, us a launch: elementwise add on 16 x 896 {add_us:.2f}; "
           f"F.linear 16 x 896 -> 1152 with its weight hot in L2 {graph_us([lambda: F.linear(x_hot, w_hot)] * 200):.2f}")
     print(f"{'projection':20} {'M':>3} {'N':>6} {'K':>5} {'MB':>6} {'floor':>7} {'cuBLAS us (floor)':>18} "
           f"{'skinny us (floor)':>18} {'config':>14} {'max err':>8}")

@@ -112,14 +112,16 @@ def main(context: int, batch: int, tiny: bool, extra: list[str], csv: str | None
             kernels = replay_kernels(run, cuda)
             table = phase_breakdown(kernels, walls[phase], floor_bytes(parts, phase), bandwidth)
             rows.append(table.assign(mode=label, phase=phase))
-            print(f"\n=== {label}, {context} tokens, batch {batch}: {phase} phase, {walls[phase]:.3f} ms (median of 5), "
+            print(f"\n=== {label}, {context} tokens, batch {batch}: {phase} phase, {walls[phase]:.3f} ms "
+                  f"(median of 5), "
                   f"{len(kernels)} {'kernels' if cuda else 'operators'} in one replay")
             print(table.to_string(index=False, float_format=lambda x: f"{x:.3f}"))
             print(top_kernels(kernels).to_string(index=False, float_format=lambda x: f"{x:.3f}"))
         phase_sum = sum(walls.values())
         print(f"\n=== {label}: step {full['step_ms']:.3f} ms in the timed decoding (tau {tau:.2f} tokens a "
               f"sequence, kept {verifier_kept:.3f} / draft {draft_kept:.3f}); phases replayed alone {phase_sum:.3f} ms "
-              f"(step less phases {full['step_ms'] - phase_sum:.3f} ms); byte floor {parts['total'] / bandwidth * 1e3:.3f} ms")
+              f"(step less phases {full['step_ms'] - phase_sum:.3f} ms); "
+              f"byte floor {parts['total'] / bandwidth * 1e3:.3f} ms")
     if csv:
         pd.concat(rows, ignore_index=True).to_csv(csv, index=False)
         print(f"breakdown rows: {csv}")
