@@ -3,7 +3,8 @@
 of the weight, the copies together past the L2, as a decoding step reads each layer's weights once), as GPU us a call
 (median of 20 replays) and as a share of the read floor (weight bytes / measured read bandwidth); beside them the
 per-launch time of a graph of tiny launches (an elementwise add; the draft's q/k/v projection with its weight hot in
-L2). Random weights.
+L2), and the draft's q/k/v projection with its rotary + cache write in one launch
+(:mod:`specattn.gpu.kernels.qkv_rope`) against the fused layer's two. Random weights.
 
 ``python3 scripts/gpu/profile_gemm.py`` on the GPU machine; prints a table (the error against a float32 product in the
 last column)."""
@@ -20,6 +21,9 @@ import triton
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from specattn.bench.timing import graph_ms, measure_read_bandwidth  # noqa: E402
+from specattn.gpu.kernels.fused_llama import rope_into_cache  # noqa: E402
+from specattn.gpu.kernels.qkv_rope import CONFIGS as QKV_CONFIGS  # noqa: E402
+from specattn.gpu.kernels.qkv_rope import qkv_rope_into_cache  # noqa: E402
 from specattn.gpu.kernels.skinny_gemm import CONFIGS, skinny_linear  # noqa: E402
 
 #: (projection, rows, N, K): Qwen2.5-Coder-0.5B's at batch 16 (one token; forward 0: two) and 1.5B's (five tokens)
@@ -74,6 +78,41 @@ def main() -> None:
         print(f"{r['projection']:20} {r['M']:>3} {r['N']:>6} {r['K']:>5} {r['MB']:>6.2f} {r['floor_us']:>7.2f} "
               f"{r['cublas_us']:>9.2f} ({r['floor_us'] / r['cublas_us']:>5.1%}) {r['skinny_us']:>9.2f} "
               f"({r['floor_us'] / r['skinny_us']:>5.1%}) {r['config']:>14} {r['max_err']:>8.4f}")
+    qkv_with_rotary()
+
+
+def qkv_with_rotary() -> None:
+    """The draft's q/k/v projection and its rotary + cache write (Qwen2.5-Coder-0.5B: 14 + 2 + 2 heads of 64, hidden
+    896, the norm folded, q/k/v biases; batch 16, one and two tokens a sequence), cold: cuBLAS then
+    ``rope_into_cache`` (the fused layer's two launches) against ``qkv_rope_into_cache`` (one), best of its configs."""
+    hq, hkv, d, k = 14, 2, 64, 896
+    n = (hq + 2 * hkv) * d
+    ws = [torch.randn(n, k, device="cuda", dtype=torch.bfloat16) / k ** 0.5 for _ in range(-(-PAST_L2 // (n * k * 2)))]
+    bias = torch.randn(n, device="cuda", dtype=torch.bfloat16)
+    keys = torch.zeros(16, hkv, 64, d, device="cuda", dtype=torch.bfloat16)
+    values = torch.zeros_like(keys)
+    lengths = torch.full((16,), 8, device="cuda", dtype=torch.int32)
+    print(f"\n{'draft q/k/v + rotary/cache, batch 16':40} {'two launches us':>16} {'one launch us':>14} "
+          f"{'config':>10} {'max |q diff|':>12}")
+    for t in (1, 2):
+        x = torch.randn(16, t, k, device="cuda", dtype=torch.bfloat16)
+        angle = torch.rand(16, t, d // 2, device="cuda") * 6.3
+        cos = torch.cat([angle.cos()] * 2, -1).to(torch.bfloat16)
+        sin = torch.cat([angle.sin()] * 2, -1).to(torch.bfloat16)
+
+        def two(w):
+            return rope_into_cache(F.linear(x, w), cos, sin, lengths, hq, hkv, keys, values, x, 1e-6, bias)
+
+        two_us = graph_us([lambda w=w: two(w) for w in ws])
+        best = None
+        for config in QKV_CONFIGS:
+            us = graph_us([lambda w=w: qkv_rope_into_cache(x, w, cos, sin, lengths, hq, hkv, keys, values, 1e-6, bias,
+                                                           config=config) for w in ws])
+            if best is None or us < best[1]:
+                best = (config, us)
+        diff = (qkv_rope_into_cache(x, ws[0], cos, sin, lengths, hq, hkv, keys, values, 1e-6, bias, config=best[0])
+                .float() - two(ws[0]).float()).abs().max().item()
+        print(f"{f'T = {t}':40} {two_us:>16.2f} {best[1]:>14.2f} {'x'.join(map(str, best[0])):>10} {diff:>12.4f}")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,105 @@
+"""The q/k/v projection with the rotary embedding and the cache write in its epilogue
+(specattn/gpu/kernels/qkv_rope.py): q and the written cache slots against a float64 reference of the projection, the
+folded norm's row scale, the bias and the rotation; every other cache slot untouched; one and two tokens a sequence,
+ragged cache lengths, head sizes 64 and 128; the two-launch path (``F.linear`` then ``rope_into_cache``) agrees;
+shapes it cannot take refused."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from .availability import needs_gpu, needs_interpreter
+
+SENTINEL = 7.0
+
+
+def _case(b, t, hq, hkv, d, k, fold, bias, dtype, device, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn((b, t, k), generator=gen) * 2
+    w = torch.randn(((hq + 2 * hkv) * d, k), generator=gen) / k ** 0.5
+    bs = torch.randn(((hq + 2 * hkv) * d,), generator=gen) if bias else None
+    angle = torch.rand((b, t, d // 2), generator=gen) * 6.3
+    cos, sin = torch.cat([angle.cos()] * 2, -1), torch.cat([angle.sin()] * 2, -1)
+    lengths = torch.randint(0, 20, (b,), generator=gen, dtype=torch.int32)
+    cap = 24
+    qkv = x.double().reshape(b * t, k) @ w.double().T
+    if fold:
+        qkv = qkv * torch.rsqrt(x.double().reshape(b * t, k).pow(2).mean(-1, keepdim=True) + 1e-6)
+    if bias:
+        qkv = qkv + bs.double()
+    heads = qkv.view(b, t, hq + 2 * hkv, d).transpose(1, 2)  # (B, H, T, D)
+    half = d // 2
+
+    def rotate(z):
+        c, s = cos.double()[:, None], sin.double()[:, None]
+        z1, z2 = z[..., :half], z[..., half:]
+        return torch.cat([z1 * c[..., :half] - z2 * s[..., :half], z2 * c[..., half:] + z1 * s[..., half:]], -1)
+
+    q_ref, k_ref, v_ref = rotate(heads[:, :hq]), rotate(heads[:, hq:hq + hkv]), heads[:, hq + hkv:]
+    keys = torch.full((b, hkv, cap, d), SENTINEL)
+    values = torch.full((b, hkv, cap, d), SENTINEL)
+    cast = lambda z: z.to(dtype).to(device)  # noqa: E731
+    return (cast(x), cast(w), None if bs is None else cast(bs), cast(cos), cast(sin), lengths.to(device), cast(keys),
+            cast(values), (q_ref, k_ref, v_ref), lengths)
+
+
+CASES = [  # (B, T, Hq, Hkv, D, K, fold, bias): the draft's one and two tokens, a 128-wide head, no norm or bias
+    (4, 1, 6, 2, 64, 96, True, True),
+    (3, 2, 4, 1, 64, 80, True, False),
+    (2, 1, 2, 2, 128, 64, False, True),
+    (1, 2, 2, 1, 64, 48, False, False),
+]
+
+
+def _check(device, dtype, tol, configs):
+    from specattn.gpu.kernels.fused_llama import rope_into_cache
+    from specattn.gpu.kernels.qkv_rope import qkv_rope_into_cache
+
+    for b, t, hq, hkv, d, k, fold, bias in CASES:
+        for config in configs:
+            x, w, bs, cos, sin, lengths, keys, values, (q_ref, k_ref, v_ref), host_len = _case(
+                b, t, hq, hkv, d, k, fold, bias, dtype, device)
+            q = qkv_rope_into_cache(x, w, cos, sin, lengths, hq, hkv, keys, values, 1e-6 if fold else None, bs,
+                                    config=config)
+            assert q.shape == (b, hq, t, d)
+            assert (q.double().cpu() - q_ref).abs().max().item() <= tol, (b, t, d, config)
+            written = torch.zeros(keys.shape[:3], dtype=torch.bool)
+            for i in range(b):
+                s = int(host_len[i])
+                written[i, :, s:s + t] = True
+                assert (keys[i, :, s:s + t].double().cpu() - k_ref[i]).abs().max().item() <= tol
+                assert (values[i, :, s:s + t].double().cpu() - v_ref[i]).abs().max().item() <= tol
+            assert (keys.cpu()[~written] == SENTINEL).all() and (values.cpu()[~written] == SENTINEL).all()
+            # the two launches it replaces give the same, rounded at the projection
+            keys2, values2 = torch.full_like(keys, SENTINEL), torch.full_like(values, SENTINEL)
+            qkv = torch.nn.functional.linear(x, w)
+            q2 = rope_into_cache(qkv, cos, sin, lengths, hq, hkv, keys2, values2, x if fold else None, 1e-6, bs)
+            assert (q2.double() - q.double()).abs().max().item() <= 2 * tol
+            assert (keys2.double() - keys.double()).abs().max().item() <= 2 * tol
+
+
+@needs_interpreter
+def test_qkv_rope_matches_the_projection_rotation_and_cache_write_interpreter():
+    _check("cpu", torch.float32, 1e-4, [(16, 32, 2, 4), (32, 16, 2, 4)])
+
+
+@needs_interpreter
+def test_qkv_rope_refuses_what_it_cannot_take_interpreter():
+    from specattn.gpu.kernels.qkv_rope import qkv_rope_into_cache
+
+    x, w, bs, cos, sin, lengths, keys, values, _, _ = _case(33, 1, 2, 1, 64, 32, False, False, torch.float32, "cpu")
+    with pytest.raises(ValueError, match="at most 32"):
+        qkv_rope_into_cache(x, w, cos, sin, lengths, 2, 1, keys, values)
+    with pytest.raises(ValueError, match="weight"):
+        qkv_rope_into_cache(x[:4], w[:-1], cos[:4], sin[:4], lengths[:4], 2, 1, keys[:4], values[:4])
+    with pytest.raises(ValueError, match="HB"):
+        qkv_rope_into_cache(x[:4], w, cos[:4], sin[:4], lengths[:4], 2, 1, keys[:4], values[:4], config=(64, 32, 2, 4))
+
+
+@needs_gpu
+def test_qkv_rope_matches_the_projection_rotation_and_cache_write_gpu():
+    from specattn.gpu.kernels.qkv_rope import CONFIGS
+
+    # bfloat16 inputs and outputs: a value of magnitude up to ~8 rounds by 2^-8 of it
+    _check("cuda", torch.bfloat16, 0.1, CONFIGS)
