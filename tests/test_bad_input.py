@@ -180,6 +180,11 @@ def test_keys_a_constructor_takes_may_be_added(capsys, tmp_path):
                         "logger=none", f"paths.outputs={tmp_path}"], CONF)  # decode_real's maps: any name
     assert "+experiment.layer_map.other=proportional: the config has no key experiment.layer_map.other" in refusal(
         capsys, "experiment=decode_real", "model=qwen_coder", "+experiment.layer_map.other=proportional")
+    for rows in ("33", "abc", "true"):  # the draft's one-launch q/k/v: an integer number of rows, 0..32
+        assert "experiment.draft_qkv_rope_rows=" in refusal(capsys, "experiment=decode_real", "model=qwen_coder",
+                                                             f"experiment.draft_qkv_rope_rows={rows}")
+    check_command_line(["experiment=decode_real", "model=qwen_coder", "experiment.draft_qkv_rope_rows=32",
+                        "logger=none", f"paths.outputs={tmp_path}"], CONF)
 
 
 def test_read_only_and_full_output_folders_are_refused(capsys, tiny_model_dir, small_disk):

@@ -103,3 +103,70 @@ def test_qkv_rope_matches_the_projection_rotation_and_cache_write_gpu():
 
     # bfloat16 inputs and outputs: a value of magnitude up to ~8 rounds by 2^-8 of it
     _check("cuda", torch.bfloat16, 0.1, CONFIGS)
+
+
+def _attention_pair(device, dtype, rows):
+    """Two fused attention modules of one random Llama attention layer (head size 64, GQA, q/k/v biases, its norm
+    folded): one running the projection, rotary and cache write in one launch for forwards of at most ``rows`` rows,
+    one in two; their inputs, rotary tables and a cache of lengths 3 and 9."""
+    from transformers import LlamaConfig
+    from transformers.models.llama.modeling_llama import LlamaAttention, LlamaRMSNorm, LlamaRotaryEmbedding
+
+    from specattn.decode.kv_cache import SequenceKVCache
+    from specattn.hooks.fused_llama import FusedAttention
+
+    torch.manual_seed(3)
+    config = LlamaConfig(hidden_size=96, num_attention_heads=3, num_key_value_heads=1, head_dim=64,
+                         attention_bias=True, intermediate_size=64, num_hidden_layers=1)
+    attention = LlamaAttention(config, layer_idx=0).to(dtype)
+    norm = LlamaRMSNorm(96).to(dtype)
+    norm.weight.data = (0.5 + torch.rand(96)).to(dtype)
+    one, two = (FusedAttention(attention, norm, r).to(device) for r in (rows, 0))
+    x = (torch.randn(2, 2, 96) * 3).to(dtype).to(device)
+    positions = torch.tensor([[3, 4], [9, 10]], device=device)
+    cos, sin = LlamaRotaryEmbedding(config).to(device)(x, positions)
+    caches = []
+    for _ in range(2):
+        cache = SequenceKVCache(1, 2, 1, 64, 16, dtype, device)
+        cache.set_lengths(torch.tensor([3, 9], device=device))
+        caches.append(cache)
+    return one, two, x, (cos, sin), caches
+
+
+def _check_project(device, dtype, tol, monkeypatch):
+    from specattn.gpu.kernels import qkv_rope
+
+    calls = []
+    launch = qkv_rope.qkv_rope_into_cache
+    monkeypatch.setattr(qkv_rope, "qkv_rope_into_cache", lambda *a, **k: calls.append(1) or launch(*a, **k))
+    one, two, x, rotary, (c1, c2) = _attention_pair(device, dtype, 4)
+    q1, k1, v1 = one.project(x, rotary, c1)
+    assert calls == [1]  # the one launch ran (2 x 2 rows, at most 4)
+    q2, k2, v2 = two.project(x, rotary, c2)
+    assert calls == [1]
+    scale = q2.abs().max().item()
+    assert (q1.double() - q2.double()).abs().max().item() <= tol * scale
+    assert (k1.double() - k2.double()).abs().max().item() <= tol * scale
+    assert (v1.double() - v2.double()).abs().max().item() <= tol * max(1.0, v2.abs().max().item())
+    untouched = torch.ones(16, dtype=torch.bool, device=device)
+    untouched[3:5] = False
+    assert k1[0, :, 3:5].ne(0).any() and k1[0, :, untouched].eq(0).all()  # sequence 0 at its length 3, nothing else
+    few, _, x3, rotary3, (c3, c4) = _attention_pair(device, dtype, 3)  # 4 rows > 3: the two launches, exactly
+    assert torch.equal(few.project(x3, rotary3, c3)[0], two.project(x3, rotary3, c4)[0]) and calls == [1]
+    return one, x, rotary, c1
+
+
+@needs_interpreter
+def test_the_fused_attention_projects_in_one_launch_like_in_two_interpreter(monkeypatch):
+    _check_project("cpu", torch.float16, 2e-2, monkeypatch)
+
+
+@needs_gpu
+def test_the_fused_attention_projects_in_one_launch_like_in_two_and_replays_in_a_graph_gpu(monkeypatch):
+    one, x, rotary, cache = _check_project("cuda", torch.bfloat16, 3e-2, monkeypatch)
+    eager = one.project(x, rotary, cache)[0].clone()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = one.project(x, rotary, cache)[0]
+    graph.replay()
+    assert torch.equal(out, eager)

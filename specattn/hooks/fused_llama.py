@@ -52,10 +52,15 @@ def _cache(kwargs: dict):
 class FusedAttention(nn.Module):
     """A Llama attention module with one q/k/v projection and a fused rotary + cache write."""
 
-    def __init__(self, attention: nn.Module, norm: nn.Module | None = None):
+    def __init__(self, attention: nn.Module, norm: nn.Module | None = None, qkv_rope_rows: int = 0):
         """``norm``: the RMSNorm before the attention, folded into the q/k/v projection (the module's input is
-        then the norm's input)."""
+        then the norm's input). ``qkv_rope_rows``: forwards of at most this many rows (``B * T``, up to 32) run the
+        projection, the rotary and the cache write in one launch (:mod:`specattn.gpu.kernels.qkv_rope`) where the
+        kernels run; 0: two launches."""
         super().__init__()
+        if not 0 <= qkv_rope_rows <= 32:
+            raise ValueError(f"qkv_rope_rows={qkv_rope_rows}: 0 (off) to 32 rows")
+        self.qkv_rope_rows = qkv_rope_rows
         for name in ("config", "layer_idx", "head_dim", "num_key_value_groups", "scaling"):
             setattr(self, name, getattr(attention, name))
         self.heads = attention.config.num_attention_heads
@@ -76,9 +81,24 @@ class FusedAttention(nn.Module):
 
         cache = _cache(kwargs)
         b, t, _ = hidden_states.shape
+        query, keys, values = self.project(hidden_states, position_embeddings, cache)
+        out, _ = graph_attention(self, query, keys, values, attention_mask, self.scaling, **kwargs)
+        return project_onto(out.reshape(b, t, -1), self.o_proj.weight, residual), None
+
+    def project(self, hidden_states, position_embeddings, cache):
+        """The rotated query ``(B, Hq, T, D)`` of ``hidden_states (B, T, H)`` and the cache's keys and values of this
+        layer with this forward's written at its lengths."""
+        b, t, _ = hidden_states.shape
         fold = self.norm_eps is not None  # the bias is added after the folded norm's row scale
-        qkv = nn.functional.linear(hidden_states, self.qkv, None if fold else self.qkv_bias)  # (B, T, (Hq+2Hkv) D)
         cos, sin = position_embeddings
+        if 0 < b * t <= self.qkv_rope_rows and _use_kernels(hidden_states) and (self.head_dim // 2) % 16 == 0:
+            from ..gpu.kernels.qkv_rope import qkv_rope_into_cache
+
+            keys, values = cache.keys[self.layer_idx], cache.values[self.layer_idx]
+            query = qkv_rope_into_cache(hidden_states, self.qkv, cos, sin, cache.lengths, self.heads, self.kv_heads,
+                                        keys, values, self.norm_eps, self.qkv_bias)
+            return query, keys, values
+        qkv = nn.functional.linear(hidden_states, self.qkv, None if fold else self.qkv_bias)  # (B, T, (Hq+2Hkv) D)
         if _use_kernels(qkv):
             from ..gpu.kernels.fused_llama import rope_into_cache
 
@@ -95,8 +115,7 @@ class FusedAttention(nn.Module):
                 [self.heads, self.kv_heads, self.kv_heads], dim=1)
             query, k = apply_rotary_pos_emb(q, k, cos, sin)
             keys, values = cache.update(k, v, self.layer_idx)
-        out, _ = graph_attention(self, query, keys, values, attention_mask, self.scaling, **kwargs)
-        return project_onto(out.reshape(b, t, -1), self.o_proj.weight, residual), None
+        return query, keys, values
 
 
 class FusedMLP(nn.Module):
@@ -159,15 +178,16 @@ class FusedDecoderLayer(nn.Module):
     ``mlp``), two launches fewer. Its input is overwritten where the kernels run (the graph decoder keeps no
     layer's input)."""
 
-    def __init__(self, layer: nn.Module, fold_norms: bool = False):
+    def __init__(self, layer: nn.Module, fold_norms: bool = False, qkv_rope_rows: int = 0):
         """``fold_norms``: the two RMSNorms folded into the projections after them (``input_layernorm`` and
-        ``post_attention_layernorm`` become identities: no launch of their own)."""
+        ``post_attention_layernorm`` become identities: no launch of their own); ``qkv_rope_rows``:
+        :class:`FusedAttention`'s."""
         super().__init__()
         for name, value in vars(layer).items():  # plain attributes the model's loop may read (attention_type)
             if not name.startswith("_") and name != "training":
                 setattr(self, name, value)
         norms = (layer.input_layernorm, layer.post_attention_layernorm)
-        self.self_attn = FusedAttention(layer.self_attn, norms[0] if fold_norms else None)
+        self.self_attn = FusedAttention(layer.self_attn, norms[0] if fold_norms else None, qkv_rope_rows)
         self.mlp = FusedMLP(layer.mlp, norms[1] if fold_norms else None)
         self.input_layernorm, self.post_attention_layernorm = (nn.Identity(), nn.Identity()) if fold_norms else norms
 
@@ -176,11 +196,12 @@ class FusedDecoderLayer(nn.Module):
         return self.mlp(self.post_attention_layernorm(x), residual=x)
 
 
-def fuse_llama(model: nn.Module, fold_norms: bool = False) -> int:
+def fuse_llama(model: nn.Module, fold_norms: bool = False, qkv_rope_rows: int = 0) -> int:
     """Replace the norms, attention and MLP modules of a Llama-family ``model`` (Llama, Mistral, Qwen2:
     q/k/v biases allowed, no output-projection bias, SiLU MLP, no sliding window) in place; returns the
     number of decoder layers fused. ``fold_norms``: each layer's RMSNorms folded into its projections (the
-    model's final norm stays). Only for the graph decoder."""
+    model's final norm stays); ``qkv_rope_rows``: forwards of at most this many rows run the q/k/v projection, the
+    rotary and the cache write in one launch (:class:`FusedAttention`; 0: off). Only for the graph decoder."""
     layers = model.model.layers
     for layer in layers:
         attention = layer.self_attn
@@ -192,5 +213,5 @@ def fuse_llama(model: nn.Module, fold_norms: bool = False) -> int:
             raise ValueError("fuse_llama: sliding-window attention is not supported")
     fuse_rmsnorms(model)
     for i, layer in enumerate(layers):
-        layers[i] = FusedDecoderLayer(layer, fold_norms)
+        layers[i] = FusedDecoderLayer(layer, fold_norms, qkv_rope_rows)
     return len(layers)
