@@ -181,9 +181,9 @@ def test_keys_a_constructor_takes_may_be_added(capsys, tmp_path):
     assert "+experiment.layer_map.other=proportional: the config has no key experiment.layer_map.other" in refusal(
         capsys, "experiment=decode_real", "model=qwen_coder", "+experiment.layer_map.other=proportional")
     for rows in ("33", "abc", "true"):  # the draft's one-launch q/k/v: an integer number of rows, 0..32
-        assert "experiment.draft_qkv_rope_rows=" in refusal(capsys, "experiment=decode_real", "model=qwen_coder",
-                                                             f"experiment.draft_qkv_rope_rows={rows}")
-    check_command_line(["experiment=decode_real", "model=qwen_coder", "experiment.draft_qkv_rope_rows=32",
+        assert "experiment.draft_epilogue_rows=" in refusal(capsys, "experiment=decode_real", "model=qwen_coder",
+                                                             f"experiment.draft_epilogue_rows={rows}")
+    check_command_line(["experiment=decode_real", "model=qwen_coder", "experiment.draft_epilogue_rows=32",
                         "logger=none", f"paths.outputs={tmp_path}"], CONF)
 
 

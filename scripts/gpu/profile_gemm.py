@@ -3,8 +3,8 @@
 of the weight, the copies together past the L2, as a decoding step reads each layer's weights once), as GPU us a call
 (median of 20 replays) and as a share of the read floor (weight bytes / measured read bandwidth); beside them the
 per-launch time of a graph of tiny launches (an elementwise add; the draft's q/k/v projection with its weight hot in
-L2), and the draft's q/k/v projection with its rotary + cache write in one launch
-(:mod:`specattn.gpu.kernels.qkv_rope`) against the fused layer's two. Random weights.
+L2), and the draft's q/k/v projection with its rotary + cache write and its gate/up projection with the SiLU-mul,
+each in one launch (:mod:`specattn.gpu.kernels.projection_epilogues`), against the fused layer's two. Random weights.
 
 ``python3 scripts/gpu/profile_gemm.py`` on the GPU machine; prints a table (the error against a float32 product in the
 last column)."""
@@ -21,9 +21,9 @@ import triton
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from specattn.bench.timing import graph_ms, measure_read_bandwidth  # noqa: E402
-from specattn.gpu.kernels.fused_llama import rope_into_cache  # noqa: E402
-from specattn.gpu.kernels.qkv_rope import CONFIGS as QKV_CONFIGS  # noqa: E402
-from specattn.gpu.kernels.qkv_rope import qkv_rope_into_cache  # noqa: E402
+from specattn.gpu.kernels.fused_llama import rope_into_cache, silu_mul  # noqa: E402
+from specattn.gpu.kernels.projection_epilogues import CONFIGS as EPILOGUE_CONFIGS  # noqa: E402
+from specattn.gpu.kernels.projection_epilogues import gate_up_silu, qkv_rope_into_cache  # noqa: E402
 from specattn.gpu.kernels.skinny_gemm import CONFIGS, skinny_linear  # noqa: E402
 
 #: (projection, rows, N, K): Qwen2.5-Coder-0.5B's at batch 16 (one token; forward 0: two) and 1.5B's (five tokens)
@@ -78,13 +78,19 @@ def main() -> None:
         print(f"{r['projection']:20} {r['M']:>3} {r['N']:>6} {r['K']:>5} {r['MB']:>6.2f} {r['floor_us']:>7.2f} "
               f"{r['cublas_us']:>9.2f} ({r['floor_us'] / r['cublas_us']:>5.1%}) {r['skinny_us']:>9.2f} "
               f"({r['floor_us'] / r['skinny_us']:>5.1%}) {r['config']:>14} {r['max_err']:>8.4f}")
-    qkv_with_rotary()
+    epilogues()
 
 
-def qkv_with_rotary() -> None:
-    """The draft's q/k/v projection and its rotary + cache write (Qwen2.5-Coder-0.5B: 14 + 2 + 2 heads of 64, hidden
-    896, the norm folded, q/k/v biases; batch 16, one and two tokens a sequence), cold: cuBLAS then
-    ``rope_into_cache`` (the fused layer's two launches) against ``qkv_rope_into_cache`` (one), best of its configs."""
+def best_of(calls_for) -> tuple[tuple, float]:
+    """The config of :data:`EPILOGUE_CONFIGS` whose calls (``calls_for(config)``) take the fewest us, and those us."""
+    return min(((c, graph_us(calls_for(c))) for c in EPILOGUE_CONFIGS), key=lambda pair: pair[1])
+
+
+def epilogues() -> None:
+    """The draft's projections with their next kernel (Qwen2.5-Coder-0.5B: 14 + 2 + 2 heads of 64, hidden 896,
+    intermediate 4,864, the norms folded, q/k/v biases; batch 16, one and two tokens a sequence), cold: cuBLAS then the
+    fused layer's kernel (two launches) against :mod:`specattn.gpu.kernels.projection_epilogues` (one), best of its
+    configs; the largest difference of their outputs."""
     hq, hkv, d, k = 14, 2, 64, 896
     n = (hq + 2 * hkv) * d
     ws = [torch.randn(n, k, device="cuda", dtype=torch.bfloat16) / k ** 0.5 for _ in range(-(-PAST_L2 // (n * k * 2)))]
@@ -104,14 +110,22 @@ def qkv_with_rotary() -> None:
             return rope_into_cache(F.linear(x, w), cos, sin, lengths, hq, hkv, keys, values, x, 1e-6, bias)
 
         two_us = graph_us([lambda w=w: two(w) for w in ws])
-        best = None
-        for config in QKV_CONFIGS:
-            us = graph_us([lambda w=w: qkv_rope_into_cache(x, w, cos, sin, lengths, hq, hkv, keys, values, 1e-6, bias,
-                                                           config=config) for w in ws])
-            if best is None or us < best[1]:
-                best = (config, us)
+        best = best_of(lambda config: [lambda w=w: qkv_rope_into_cache(x, w, cos, sin, lengths, hq, hkv, keys, values,
+                                                                       1e-6, bias, config=config) for w in ws])
         diff = (qkv_rope_into_cache(x, ws[0], cos, sin, lengths, hq, hkv, keys, values, 1e-6, bias, config=best[0])
                 .float() - two(ws[0]).float()).abs().max().item()
+        print(f"{f'T = {t}':40} {two_us:>16.2f} {best[1]:>14.2f} {'x'.join(map(str, best[0])):>10} {diff:>12.4f}")
+    inter = 4864
+    wg = [torch.randn(2 * inter, k, device="cuda", dtype=torch.bfloat16) / k ** 0.5
+          for _ in range(-(-PAST_L2 // (2 * inter * k * 2)))]
+    print(f"{'draft gate/up + SiLU-mul, batch 16':40} {'two launches us':>16} {'one launch us':>14} {'config':>10} "
+          f"{'max |diff|':>12}")
+    for t in (1, 2):
+        x = torch.randn(16, t, k, device="cuda", dtype=torch.bfloat16)
+        two_us = graph_us([lambda w=w: silu_mul(F.linear(x, w), x, 1e-6) for w in wg])
+        best = best_of(lambda config: [lambda w=w: gate_up_silu(x, w, 1e-6, config=config) for w in wg])
+        diff = (gate_up_silu(x, wg[0], 1e-6, config=best[0]).float()
+                - silu_mul(F.linear(x, wg[0]), x, 1e-6).float()).abs().max().item()
         print(f"{f'T = {t}':40} {two_us:>16.2f} {best[1]:>14.2f} {'x'.join(map(str, best[0])):>10} {diff:>12.4f}")
 
 

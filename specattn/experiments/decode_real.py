@@ -83,7 +83,7 @@ def check(cfg) -> None:
     flag(e.get("matched", True), "experiment.matched")
     flag(e.get("row0_from_scores", True), "experiment.row0_from_scores")
     flag(e.get("fold_norms", True), "experiment.fold_norms")  # applies where the layers are fused
-    draft_qkv_rope_rows(e)
+    draft_epilogue_rows(e)
     n_draft, n_verifier = layer_counts(cfg.model)
     for name, spec in (e.get("layer_maps") or {}).items():
         if not re.fullmatch(r"[A-Za-z0-9_.-]+", str(name)):
@@ -98,14 +98,17 @@ def check(cfg) -> None:
             raise SpecAttnError(f"experiment.layer_maps.{name}: {error}") from None
 
 
-def draft_qkv_rope_rows(e) -> int:
-    """``experiment.draft_qkv_rope_rows``: the most rows (batch x tokens) a draft forward runs its q/k/v projection,
-    rotary and cache write in one launch (:mod:`specattn.gpu.kernels.qkv_rope`; 0, the default: two launches);
-    anything else than an integer in 0..32 is refused before weights load."""
-    rows = e.get("draft_qkv_rope_rows", 0)
-    if isinstance(rows, bool) or not isinstance(rows, int) or not 0 <= rows <= 32:
-        raise SpecAttnError(f"experiment.draft_qkv_rope_rows={rows!r}: the most rows (batch x tokens) a draft forward "
-                            "runs its q/k/v projection, rotary and cache write in one launch, 0 (off) to 32")
+def draft_epilogue_rows(e) -> int:
+    """``experiment.draft_epilogue_rows``: the most rows (batch x tokens) a draft forward runs its q/k/v projection
+    with the rotary and cache write, and its gate/up projection with the SiLU-mul, in one launch each
+    (:mod:`specattn.gpu.kernels.projection_epilogues`; 0, the default: two launches each); anything but an integer
+    in 0..32 is refused before weights load."""
+    from ..hooks.fused_llama import MAX_EPILOGUE_ROWS
+
+    rows = e.get("draft_epilogue_rows", 0)
+    if isinstance(rows, bool) or not isinstance(rows, int) or not 0 <= rows <= MAX_EPILOGUE_ROWS:
+        raise SpecAttnError(f"experiment.draft_epilogue_rows={rows!r}: the most rows (batch x tokens) a draft forward "
+                            f"runs its projections' epilogues in one launch each, 0 (off) to {MAX_EPILOGUE_ROWS}")
     return rows
 
 
@@ -240,7 +243,7 @@ def run(ctx: RunContext) -> ExperimentResult:
         from ..hooks.fused_llama import fuse_llama
 
         fold = bool(cfg.experiment.get("fold_norms", True))
-        fuse_llama(pair.draft, fold, draft_qkv_rope_rows(cfg.experiment)), fuse_llama(pair.verifier, fold)
+        fuse_llama(pair.draft, fold, draft_epilogue_rows(cfg.experiment)), fuse_llama(pair.verifier, fold)
     bench = bench_config(cfg, layer_mapping(cfg, pair), other_layer_maps(cfg, pair))
     log(f"{cfg.model.name} loaded in {time.perf_counter() - tick:.1f} s ({pair.verifier.dtype})")
     copy_bw, read_bw, hw = measure_bandwidth(), measure_read_bandwidth(), hardware()

@@ -35,6 +35,8 @@ from torch import nn
 
 from ..gpu.rmsnorm import KERNEL_DTYPES, fuse_rmsnorms
 
+MAX_EPILOGUE_ROWS = 32  # the most rows a one-launch projection takes (specattn.gpu.kernels.projection_epilogues)
+
 
 def _use_kernels(x: torch.Tensor) -> bool:
     from ..gpu.kernels import available
@@ -52,15 +54,13 @@ def _cache(kwargs: dict):
 class FusedAttention(nn.Module):
     """A Llama attention module with one q/k/v projection and a fused rotary + cache write."""
 
-    def __init__(self, attention: nn.Module, norm: nn.Module | None = None, qkv_rope_rows: int = 0):
+    def __init__(self, attention: nn.Module, norm: nn.Module | None = None, epilogue_rows: int = 0):
         """``norm``: the RMSNorm before the attention, folded into the q/k/v projection (the module's input is
-        then the norm's input). ``qkv_rope_rows``: forwards of at most this many rows (``B * T``, up to 32) run the
-        projection, the rotary and the cache write in one launch (:mod:`specattn.gpu.kernels.qkv_rope`) where the
-        kernels run; 0: two launches."""
+        then the norm's input). ``epilogue_rows``: forwards of at most this many rows (``B * T``, up to 32) run the
+        projection, the rotary and the cache write in one launch
+        (:func:`specattn.gpu.kernels.projection_epilogues.qkv_rope_into_cache`) where the kernels run; 0: two."""
         super().__init__()
-        if not 0 <= qkv_rope_rows <= 32:
-            raise ValueError(f"qkv_rope_rows={qkv_rope_rows}: 0 (off) to 32 rows")
-        self.qkv_rope_rows = qkv_rope_rows
+        self.epilogue_rows = epilogue_rows_checked(epilogue_rows)
         for name in ("config", "layer_idx", "head_dim", "num_key_value_groups", "scaling"):
             setattr(self, name, getattr(attention, name))
         self.heads = attention.config.num_attention_heads
@@ -91,8 +91,8 @@ class FusedAttention(nn.Module):
         b, t, _ = hidden_states.shape
         fold = self.norm_eps is not None  # the bias is added after the folded norm's row scale
         cos, sin = position_embeddings
-        if 0 < b * t <= self.qkv_rope_rows and _use_kernels(hidden_states) and (self.head_dim // 2) % 16 == 0:
-            from ..gpu.kernels.qkv_rope import qkv_rope_into_cache
+        if 0 < b * t <= self.epilogue_rows and _use_kernels(hidden_states) and (self.head_dim // 2) % 16 == 0:
+            from ..gpu.kernels.projection_epilogues import qkv_rope_into_cache
 
             keys, values = cache.keys[self.layer_idx], cache.values[self.layer_idx]
             query = qkv_rope_into_cache(hidden_states, self.qkv, cos, sin, cache.lengths, self.heads, self.kv_heads,
@@ -121,17 +121,24 @@ class FusedAttention(nn.Module):
 class FusedMLP(nn.Module):
     """A Llama MLP with one gate/up projection and one ``silu(gate) * up`` launch."""
 
-    def __init__(self, mlp: nn.Module, norm: nn.Module | None = None):
-        """``norm``: the RMSNorm before the MLP, folded into the gate/up projection (``x`` is then its input)."""
+    def __init__(self, mlp: nn.Module, norm: nn.Module | None = None, epilogue_rows: int = 0):
+        """``norm``: the RMSNorm before the MLP, folded into the gate/up projection (``x`` is then its input).
+        ``epilogue_rows``: forwards of at most this many rows run the gate/up projection and the SiLU-mul in one
+        launch (:func:`specattn.gpu.kernels.projection_epilogues.gate_up_silu`) where the kernels run; 0: two."""
         super().__init__()
+        self.epilogue_rows = epilogue_rows_checked(epilogue_rows)
         self.gate_up = folded(torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight]), norm)
         self.norm_eps = None if norm is None else float(norm.variance_epsilon)
         self.down_proj = mlp.down_proj
 
     def forward(self, x, residual=None):
         """``residual``: return ``residual + mlp(x)``, as :class:`FusedAttention`."""
-        gate_up = nn.functional.linear(x, self.gate_up)
         fold = self.norm_eps is not None
+        if 0 < x.numel() // x.shape[-1] <= self.epilogue_rows and _use_kernels(x):
+            from ..gpu.kernels.projection_epilogues import gate_up_silu
+
+            return project_onto(gate_up_silu(x, self.gate_up, self.norm_eps), self.down_proj.weight, residual)
+        gate_up = nn.functional.linear(x, self.gate_up)
         if _use_kernels(gate_up):
             from ..gpu.kernels.fused_llama import silu_mul
 
@@ -141,6 +148,14 @@ class FusedMLP(nn.Module):
             gate_up = rms_scaled(gate_up, x, self.norm_eps)
         gate, up = gate_up.chunk(2, dim=-1)
         return project_onto(nn.functional.silu(gate) * up, self.down_proj.weight, residual)
+
+
+def epilogue_rows_checked(rows: int) -> int:
+    """``rows`` if it is a row count the one-launch projections take (0: off, up to
+    :data:`MAX_EPILOGUE_ROWS`, their kernels' ``MAX_ROWS``: checked here without importing Triton)."""
+    if isinstance(rows, bool) or not isinstance(rows, int) or not 0 <= rows <= MAX_EPILOGUE_ROWS:
+        raise ValueError(f"epilogue_rows={rows!r}: 0 (off) to {MAX_EPILOGUE_ROWS} rows")
+    return rows
 
 
 def folded(weight: torch.Tensor, norm: nn.Module | None) -> nn.Parameter:
@@ -178,17 +193,17 @@ class FusedDecoderLayer(nn.Module):
     ``mlp``), two launches fewer. Its input is overwritten where the kernels run (the graph decoder keeps no
     layer's input)."""
 
-    def __init__(self, layer: nn.Module, fold_norms: bool = False, qkv_rope_rows: int = 0):
+    def __init__(self, layer: nn.Module, fold_norms: bool = False, epilogue_rows: int = 0):
         """``fold_norms``: the two RMSNorms folded into the projections after them (``input_layernorm`` and
-        ``post_attention_layernorm`` become identities: no launch of their own); ``qkv_rope_rows``:
-        :class:`FusedAttention`'s."""
+        ``post_attention_layernorm`` become identities: no launch of their own); ``epilogue_rows``: the attention's
+        and the MLP's (:class:`FusedAttention`, :class:`FusedMLP`)."""
         super().__init__()
         for name, value in vars(layer).items():  # plain attributes the model's loop may read (attention_type)
             if not name.startswith("_") and name != "training":
                 setattr(self, name, value)
         norms = (layer.input_layernorm, layer.post_attention_layernorm)
-        self.self_attn = FusedAttention(layer.self_attn, norms[0] if fold_norms else None, qkv_rope_rows)
-        self.mlp = FusedMLP(layer.mlp, norms[1] if fold_norms else None)
+        self.self_attn = FusedAttention(layer.self_attn, norms[0] if fold_norms else None, epilogue_rows)
+        self.mlp = FusedMLP(layer.mlp, norms[1] if fold_norms else None, epilogue_rows)
         self.input_layernorm, self.post_attention_layernorm = (nn.Identity(), nn.Identity()) if fold_norms else norms
 
     def forward(self, hidden_states, **kwargs):
@@ -196,12 +211,13 @@ class FusedDecoderLayer(nn.Module):
         return self.mlp(self.post_attention_layernorm(x), residual=x)
 
 
-def fuse_llama(model: nn.Module, fold_norms: bool = False, qkv_rope_rows: int = 0) -> int:
+def fuse_llama(model: nn.Module, fold_norms: bool = False, epilogue_rows: int = 0) -> int:
     """Replace the norms, attention and MLP modules of a Llama-family ``model`` (Llama, Mistral, Qwen2:
     q/k/v biases allowed, no output-projection bias, SiLU MLP, no sliding window) in place; returns the
     number of decoder layers fused. ``fold_norms``: each layer's RMSNorms folded into its projections (the
-    model's final norm stays); ``qkv_rope_rows``: forwards of at most this many rows run the q/k/v projection, the
-    rotary and the cache write in one launch (:class:`FusedAttention`; 0: off). Only for the graph decoder."""
+    model's final norm stays); ``epilogue_rows``: forwards of at most this many rows run the q/k/v projection with
+    the rotary and cache write, and the gate/up projection with the SiLU-mul, in one launch each
+    (:mod:`specattn.gpu.kernels.projection_epilogues`; 0: off). Only for the graph decoder."""
     layers = model.model.layers
     for layer in layers:
         attention = layer.self_attn
@@ -213,5 +229,5 @@ def fuse_llama(model: nn.Module, fold_norms: bool = False, qkv_rope_rows: int = 
             raise ValueError("fuse_llama: sliding-window attention is not supported")
     fuse_rmsnorms(model)
     for i, layer in enumerate(layers):
-        layers[i] = FusedDecoderLayer(layer, fold_norms, qkv_rope_rows)
+        layers[i] = FusedDecoderLayer(layer, fold_norms, epilogue_rows)
     return len(layers)

@@ -142,7 +142,7 @@ def main():
                   "specattn.gpu.kernels.sparse_attn", "specattn.gpu.kernels.draft_rows", "specattn.gpu.kernels.score_rows",
                   "specattn.gpu.kernels.fused_llama", "specattn.gpu.kernels.rmsnorm",
                   "specattn.gpu.kernels.stream_read", "specattn.gpu.kernels.gather_read",
-                  "specattn.gpu.kernels.budget_top", "specattn.gpu.kernels.skinny_gemm", "specattn.gpu.kernels.qkv_rope",
+                  "specattn.gpu.kernels.budget_top", "specattn.gpu.kernels.skinny_gemm", "specattn.gpu.kernels.projection_epilogues",
                   "specattn.gpu.kernels.quest_bound", "specattn.gpu.kernels.quest_fold"]:
         ok &= importlib.import_module(extra)._aot_check(compile_one)
     ok &= radix_check()

@@ -1,8 +1,10 @@
-"""The q/k/v projection with the rotary embedding and the cache write in its epilogue
-(specattn/gpu/kernels/qkv_rope.py): q and the written cache slots against a float64 reference of the projection, the
-folded norm's row scale, the bias and the rotation; every other cache slot untouched; one and two tokens a sequence,
-ragged cache lengths, head sizes 64 and 128; the two-launch path (``F.linear`` then ``rope_into_cache``) agrees;
-shapes it cannot take refused."""
+"""Projections with the layer's next kernel in their epilogue (specattn/gpu/kernels/projection_epilogues.py). The q/k/v
+projection with the rotary and the cache write: q and the written cache slots against a float64 reference of the
+projection, the folded norm's row scale, the bias and the rotation, every other cache slot untouched (one and two
+tokens a sequence, ragged cache lengths, head sizes 64 and 128). The gate/up projection with the SiLU-mul against a
+float64 reference (widths no multiple of the block, 1-32 rows, with and without the folded norm). Both agree with the
+two launches they replace, in the kernels and in the fused layer's modules (which take the one launch only up to their
+row limit); shapes they cannot take refused."""
 
 from __future__ import annotations
 
@@ -54,7 +56,7 @@ CASES = [  # (B, T, Hq, Hkv, D, K, fold, bias): the draft's one and two tokens, 
 
 def _check(device, dtype, tol, configs):
     from specattn.gpu.kernels.fused_llama import rope_into_cache
-    from specattn.gpu.kernels.qkv_rope import qkv_rope_into_cache
+    from specattn.gpu.kernels.projection_epilogues import qkv_rope_into_cache
 
     for b, t, hq, hkv, d, k, fold, bias in CASES:
         for config in configs:
@@ -86,7 +88,7 @@ def test_qkv_rope_matches_the_projection_rotation_and_cache_write_interpreter():
 
 @needs_interpreter
 def test_qkv_rope_refuses_what_it_cannot_take_interpreter():
-    from specattn.gpu.kernels.qkv_rope import qkv_rope_into_cache
+    from specattn.gpu.kernels.projection_epilogues import qkv_rope_into_cache
 
     x, w, bs, cos, sin, lengths, keys, values, _, _ = _case(33, 1, 2, 1, 64, 32, False, False, torch.float32, "cpu")
     with pytest.raises(ValueError, match="at most 32"):
@@ -99,7 +101,7 @@ def test_qkv_rope_refuses_what_it_cannot_take_interpreter():
 
 @needs_gpu
 def test_qkv_rope_matches_the_projection_rotation_and_cache_write_gpu():
-    from specattn.gpu.kernels.qkv_rope import CONFIGS
+    from specattn.gpu.kernels.projection_epilogues import CONFIGS
 
     # bfloat16 inputs and outputs: a value of magnitude up to ~8 rounds by 2^-8 of it
     _check("cuda", torch.bfloat16, 0.1, CONFIGS)
@@ -134,11 +136,11 @@ def _attention_pair(device, dtype, rows):
 
 
 def _check_project(device, dtype, tol, monkeypatch):
-    from specattn.gpu.kernels import qkv_rope
+    from specattn.gpu.kernels import projection_epilogues
 
     calls = []
-    launch = qkv_rope.qkv_rope_into_cache
-    monkeypatch.setattr(qkv_rope, "qkv_rope_into_cache", lambda *a, **k: calls.append(1) or launch(*a, **k))
+    launch = projection_epilogues.qkv_rope_into_cache
+    monkeypatch.setattr(projection_epilogues, "qkv_rope_into_cache", lambda *a, **k: calls.append(1) or launch(*a, **k))
     one, two, x, rotary, (c1, c2) = _attention_pair(device, dtype, 4)
     q1, k1, v1 = one.project(x, rotary, c1)
     assert calls == [1]  # the one launch ran (2 x 2 rows, at most 4)
@@ -170,3 +172,91 @@ def test_the_fused_attention_projects_in_one_launch_like_in_two_and_replays_in_a
         out = one.project(x, rotary, cache)[0]
     graph.replay()
     assert torch.equal(out, eager)
+
+
+def _check_gate_up(device, dtype, tol, configs):
+    from specattn.gpu.kernels.fused_llama import silu_mul
+    from specattn.gpu.kernels.projection_epilogues import gate_up_silu
+
+    gen = torch.Generator().manual_seed(4)
+    for rows, inter, k, fold in [(16, 100, 96, True), (1, 40, 64, False), (32, 33, 200, True), (5, 16, 48, False)]:
+        x = (torch.randn(rows, k, generator=gen) * torch.logspace(-1, 1, rows)[:, None]).to(dtype)
+        w = (torch.randn(2 * inter, k, generator=gen) / k ** 0.5).to(dtype)
+        ref = x.double() @ w.double().T
+        if fold:
+            ref = ref * torch.rsqrt(x.double().pow(2).mean(-1, keepdim=True) + 1e-6)
+        ref = torch.nn.functional.silu(ref[:, :inter]) * ref[:, inter:]
+        x, w = x.to(device), w.to(device)
+        for config in configs:
+            out = gate_up_silu(x, w, 1e-6 if fold else None, config=config)
+            assert out.shape == (rows, inter) and out.dtype == dtype
+            scale = max(1.0, ref.abs().max().item())
+            assert (out.double().cpu() - ref).abs().max().item() <= tol * scale, (rows, inter, k, config)
+            two = silu_mul(torch.nn.functional.linear(x, w), x if fold else None, 1e-6)
+            assert (two.double() - out.double()).abs().max().item() <= 2 * tol * scale
+        assert gate_up_silu(x.view(1, rows, k), w, 1e-6).shape == (1, rows, inter)  # leading dims kept
+
+
+@needs_interpreter
+def test_gate_up_silu_matches_the_projection_and_silu_mul_interpreter():
+    _check_gate_up("cpu", torch.float32, 1e-4, [(16, 32, 2, 4), (32, 64, 2, 4)])
+
+
+@needs_interpreter
+def test_gate_up_silu_refuses_what_it_cannot_take_interpreter():
+    from specattn.gpu.kernels.projection_epilogues import gate_up_silu
+
+    with pytest.raises(ValueError, match="at most 32"):
+        gate_up_silu(torch.zeros(33, 8), torch.zeros(6, 8))
+    with pytest.raises(ValueError, match="2 I"):
+        gate_up_silu(torch.zeros(4, 8), torch.zeros(6, 9))
+
+
+@needs_gpu
+def test_gate_up_silu_matches_the_projection_and_silu_mul_gpu():
+    from specattn.gpu.kernels.projection_epilogues import CONFIGS
+
+    _check_gate_up("cuda", torch.bfloat16, 3e-2, CONFIGS)
+
+
+def _mlp_pair(device, dtype, rows):
+    from transformers import LlamaConfig
+    from transformers.models.llama.modeling_llama import LlamaMLP, LlamaRMSNorm
+
+    from specattn.hooks.fused_llama import FusedMLP
+
+    torch.manual_seed(5)
+    config = LlamaConfig(hidden_size=96, intermediate_size=80, num_attention_heads=3, num_hidden_layers=1)
+    mlp, norm = LlamaMLP(config).to(dtype), LlamaRMSNorm(96).to(dtype)
+    norm.weight.data = (0.5 + torch.rand(96)).to(dtype)
+    return (*(FusedMLP(mlp, norm, r).to(device) for r in (rows, 0)),
+            (torch.randn(2, 2, 96) * 3).to(dtype).to(device))
+
+
+@needs_interpreter
+def test_the_fused_mlp_runs_gate_up_and_silu_in_one_launch_up_to_its_rows_interpreter(monkeypatch):
+    from specattn.gpu.kernels import projection_epilogues
+
+    calls = []
+    launch = projection_epilogues.gate_up_silu
+    monkeypatch.setattr(projection_epilogues, "gate_up_silu", lambda *a, **k: calls.append(1) or launch(*a, **k))
+    one, two, x = _mlp_pair("cpu", torch.float16, 4)
+    got, want = one(x), two(x)
+    assert calls == [1]
+    assert (got.double() - want.double()).abs().max().item() <= 2e-2 * want.abs().max().item()
+    few, _, _ = _mlp_pair("cpu", torch.float16, 3)  # 4 rows > 3: the two launches, exactly
+    assert torch.equal(few(x), two(x)) and calls == [1]
+    residual = torch.randn_like(x)
+    assert torch.allclose(one(x, residual.clone()), two(x, residual.clone()), atol=2e-2 * want.abs().max().item())
+
+
+def test_the_fused_layers_row_limit_is_the_kernels():
+    pytest.importorskip("triton")
+    from specattn.gpu.kernels.projection_epilogues import MAX_ROWS
+    from specattn.hooks.fused_llama import MAX_EPILOGUE_ROWS, epilogue_rows_checked
+
+    assert MAX_EPILOGUE_ROWS == MAX_ROWS
+    assert epilogue_rows_checked(0) == 0 and epilogue_rows_checked(MAX_ROWS) == MAX_ROWS
+    for bad in (-1, MAX_ROWS + 1, True, 2.0):
+        with pytest.raises(ValueError, match="epilogue_rows"):
+            epilogue_rows_checked(bad)

@@ -1,0 +1,226 @@
+"""Projections with the layer's next small kernel in their epilogue, for decoding's few rows (a draft forward's
+``B * T <= 32``): one launch where the fused layer (:mod:`specattn.hooks.fused_llama`) runs two.
+
+* :func:`qkv_rope_into_cache`: the q/k/v projection, then what
+  :func:`specattn.gpu.kernels.fused_llama.rope_into_cache` does (the folded RMSNorm's row scale, the bias, the rotary
+  of q and k, q to its buffer and k and v into the cache at slot ``lengths[b] + t``);
+* :func:`gate_up_silu`: the gate/up projection, then what :func:`specattn.gpu.kernels.fused_llama.silu_mul` does
+  (the folded norm's row scale, ``silu(gate)`` rounded to the dtype, times ``up``).
+
+docs/benchmarks.md, thirty-second session: a speculative step spends 4-6 ms above its byte floor over ~1,300
+launches, and a small projection's time is its launch latency (a 2 MB projection 3.4 us with its weight in L2), so a
+launch less a draft layer is what can shorten it.
+
+Both stream, for every row, two ``HB``-column slices of the weight that the epilogue pairs (a head's first-half
+columns and their rotary partners; a gate column block and its up block) as two float32 dot products over ``K``
+(:func:`_paired_dots`, each weight slice read once, the input rows beside it and their sum of squares for the folded
+norm). The projection is not rounded before the epilogue (one rounding fewer than the two launches: the same
+function, rounded at other places).
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+#: (HB, BLOCK_K, stages, warps) the profile tries (scripts/gpu/profile_gemm.py)
+CONFIGS = ((16, 128, 4, 4), (16, 256, 3, 4), (32, 128, 4, 4))
+MAX_ROWS = 32
+
+
+@triton.jit
+def _paired_dots(x_ptr, w_ptr, n1, n2, M, K, sxm, swn, BLOCK_M: tl.constexpr, HB: tl.constexpr,
+                 BLOCK_K: tl.constexpr, STAGES: tl.constexpr, NORM: tl.constexpr, LOOP_FOR: tl.constexpr):
+    """``x (M, K) @ W[n1].T`` and ``@ W[n2].T`` (``(BLOCK_M, HB)`` float32 each) and, with NORM, each row's
+    ``rsqrt(mean(x^2))`` factor's sum of squares ``(BLOCK_M,)`` (zeros otherwise)."""
+    m = tl.arange(0, BLOCK_M)
+    m_ok = m < M
+    kk = tl.arange(0, BLOCK_K)
+    acc1 = tl.zeros((BLOCK_M, HB), tl.float32)
+    acc2 = tl.zeros((BLOCK_M, HB), tl.float32)
+    ssq = tl.zeros((BLOCK_M,), tl.float32)
+    if LOOP_FOR:
+        for k0 in tl.range(0, K, BLOCK_K, num_stages=STAGES):
+            k = k0 + kk
+            k_ok = k < K
+            x = tl.load(x_ptr + m[:, None] * sxm + k[None, :], mask=m_ok[:, None] & k_ok[None, :], other=0.0)
+            w1 = tl.load(w_ptr + n1[:, None] * swn + k[None, :], mask=k_ok[None, :], other=0.0,
+                         eviction_policy="evict_first")
+            w2 = tl.load(w_ptr + n2[:, None] * swn + k[None, :], mask=k_ok[None, :], other=0.0,
+                         eviction_policy="evict_first")
+            acc1 += tl.dot(x, tl.trans(w1))
+            acc2 += tl.dot(x, tl.trans(w2))
+            if NORM:
+                xf = x.to(tl.float32)
+                ssq += tl.sum(xf * xf, 1)
+    else:  # the CPU interpreter
+        k0 = 0
+        while k0 < K:
+            k = k0 + kk
+            k_ok = k < K
+            x = tl.load(x_ptr + m[:, None] * sxm + k[None, :], mask=m_ok[:, None] & k_ok[None, :], other=0.0)
+            w1 = tl.load(w_ptr + n1[:, None] * swn + k[None, :], mask=k_ok[None, :], other=0.0)
+            w2 = tl.load(w_ptr + n2[:, None] * swn + k[None, :], mask=k_ok[None, :], other=0.0)
+            acc1 += tl.dot(x, tl.trans(w1))
+            acc2 += tl.dot(x, tl.trans(w2))
+            if NORM:
+                xf = x.to(tl.float32)
+                ssq += tl.sum(xf * xf, 1)
+            k0 += BLOCK_K
+    return acc1, acc2, ssq
+
+
+@triton.jit
+def _qkv_rope_kernel(x_ptr, w_ptr, bias_ptr, cos_ptr, sin_ptr, len_ptr, q_ptr, k_ptr, v_ptr, M, T, K, HQ, HKV, eps,
+                     sxm, swn, scb, sct, sqb, sqh, sqt, skb, skh, skn, svb, svh, svn,
+                     D: tl.constexpr, HB: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr,
+                     STAGES: tl.constexpr, NORM: tl.constexpr, BIAS: tl.constexpr, LOOP_FOR: tl.constexpr):
+    """Program ``(h, j)``: head ``h``'s columns ``j * HB ..`` of its first half and their partners ``+ D / 2``."""
+    h = tl.program_id(0)
+    j = tl.program_id(1)
+    HALF: tl.constexpr = D // 2
+    c = j * HB + tl.arange(0, HB)
+    n1 = h * D + c
+    acc1, acc2, ssq = _paired_dots(x_ptr, w_ptr, n1, n1 + HALF, M, K, sxm, swn, BLOCK_M, HB, BLOCK_K, STAGES, NORM,
+                                   LOOP_FOR)
+    if NORM:  # the folded RMSNorm's row scale, then the bias
+        scale = 1.0 / tl.sqrt(ssq / K + eps)
+        acc1 = acc1 * scale[:, None]
+        acc2 = acc2 * scale[:, None]
+    if BIAS:
+        acc1 = acc1 + tl.load(bias_ptr + n1).to(tl.float32)[None, :]
+        acc2 = acc2 + tl.load(bias_ptr + n1 + HALF).to(tl.float32)[None, :]
+    m = tl.arange(0, BLOCK_M)
+    m_ok = m < M
+    b = (m // T).to(tl.int64)
+    t = m % T
+    slot = (tl.load(len_ptr + b, mask=m_ok, other=0) + t).to(tl.int64)
+    ok = m_ok[:, None]
+    if h < HQ + HKV:  # q and k heads rotate
+        rot = b[:, None] * scb + t[:, None] * sct
+        cos1 = tl.load(cos_ptr + rot + c[None, :], mask=ok, other=0.0).to(tl.float32)
+        sin1 = tl.load(sin_ptr + rot + c[None, :], mask=ok, other=0.0).to(tl.float32)
+        cos2 = tl.load(cos_ptr + rot + HALF + c[None, :], mask=ok, other=0.0).to(tl.float32)
+        sin2 = tl.load(sin_ptr + rot + HALF + c[None, :], mask=ok, other=0.0).to(tl.float32)
+        o1 = acc1 * cos1 - acc2 * sin1
+        o2 = acc2 * cos2 + acc1 * sin2
+        if h < HQ:
+            dst = q_ptr + b[:, None] * sqb + h * sqh + t[:, None] * sqt
+        else:
+            dst = k_ptr + b[:, None] * skb + (h - HQ) * skh + slot[:, None] * skn
+    else:
+        o1 = acc1
+        o2 = acc2
+        dst = v_ptr + b[:, None] * svb + (h - HQ - HKV) * svh + slot[:, None] * svn
+    tl.store(dst + c[None, :], o1.to(q_ptr.dtype.element_ty), mask=ok)
+    tl.store(dst + HALF + c[None, :], o2.to(q_ptr.dtype.element_ty), mask=ok)
+
+
+@triton.jit
+def _gate_up_silu_kernel(x_ptr, w_ptr, out_ptr, M, K, I, eps, sxm, swn, som, HB: tl.constexpr, BLOCK_M: tl.constexpr,
+                         BLOCK_K: tl.constexpr, STAGES: tl.constexpr, NORM: tl.constexpr, LOOP_FOR: tl.constexpr):
+    """Program ``j``: gate columns ``j * HB ..`` and their up columns ``I + j * HB ..`` -> output columns
+    ``j * HB ..``."""
+    c = tl.program_id(0) * HB + tl.arange(0, HB)
+    c_ok = c < I
+    n1 = tl.where(c_ok, c, 0)  # a column past I loads row 0 and is not stored
+    g, u, ssq = _paired_dots(x_ptr, w_ptr, n1, n1 + I, M, K, sxm, swn, BLOCK_M, HB, BLOCK_K, STAGES, NORM, LOOP_FOR)
+    if NORM:
+        scale = 1.0 / tl.sqrt(ssq / K + eps)
+        g = g * scale[:, None]
+        u = u * scale[:, None]
+    act = (g / (1.0 + tl.exp(-g))).to(out_ptr.dtype.element_ty).to(tl.float32)  # silu in the dtype, as silu_mul
+    m = tl.arange(0, BLOCK_M)
+    tl.store(out_ptr + m[:, None] * som + c[None, :], (act * u).to(out_ptr.dtype.element_ty),
+             mask=(m < M)[:, None] & c_ok[None, :])
+
+
+def _rows(x: torch.Tensor, k: int) -> torch.Tensor:
+    rows = x.reshape(-1, k)
+    return rows if rows.stride(1) == 1 else rows.contiguous()
+
+
+def qkv_rope_into_cache(x: torch.Tensor, weight: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                        lengths: torch.Tensor, heads: int, kv_heads: int, keys: torch.Tensor, values: torch.Tensor,
+                        norm_eps: float | None = None, bias: torch.Tensor | None = None,
+                        config: tuple[int, int, int, int] = CONFIGS[0]) -> torch.Tensor:
+    """``x (B, T, K)`` (the layer's input rows; with ``norm_eps`` the input of a folded RMSNorm) projected by ``weight
+    ((Hq + 2 Hkv) * D, K)`` (+ ``bias``), rotated by ``cos, sin (B, T, D)`` (or broadcastable), k and v written into
+    ``keys, values (B, Hkv, cap, D)`` at slots ``lengths[b] + t`` -> q ``(B, Hq, T, D)``: what ``F.linear`` then
+    :func:`~specattn.gpu.kernels.fused_llama.rope_into_cache` compute, in one launch. ``B * T <= 32``; ``config``:
+    ``(HB, BLOCK_K, stages, warps)``, HB dividing ``D / 2``."""
+    from . import interpreting
+
+    b, t, k = x.shape
+    d = keys.shape[-1]
+    hb = config[0]
+    if weight.shape != ((heads + 2 * kv_heads) * d, k) or weight.stride(1) != 1:
+        raise ValueError(f"qkv_rope_into_cache: weight {tuple(weight.shape)} must be ({(heads + 2 * kv_heads) * d}, "
+                         f"{k}) with unit stride along K")
+    if b * t > MAX_ROWS or (d // 2) % hb:
+        raise ValueError(f"qkv_rope_into_cache: B * T = {b * t} rows (at most {MAX_ROWS}) and head_dim {d} (D / 2 a "
+                         f"multiple of HB = {hb}) do not fit: use F.linear and rope_into_cache")
+    rows = _rows(x, k)
+    q = torch.empty((b, heads, t, d), dtype=x.dtype, device=x.device)
+    cos, sin = cos.expand(b, t, d), sin.expand(b, t, d)
+    _, block_k, stages, warps = config
+    _qkv_rope_kernel[(heads + 2 * kv_heads, d // 2 // hb)](
+        rows, weight, weight if bias is None else bias, cos, sin, lengths, q, keys, values, b * t, t, k, heads,
+        kv_heads, float(norm_eps or 0.0), rows.stride(0), weight.stride(0), cos.stride(0), cos.stride(1),
+        q.stride(0), q.stride(1), q.stride(2), keys.stride(0), keys.stride(1), keys.stride(2), values.stride(0),
+        values.stride(1), values.stride(2), D=d, HB=hb, BLOCK_M=max(16, triton.next_power_of_2(b * t)),
+        BLOCK_K=block_k, STAGES=stages, NORM=norm_eps is not None, BIAS=bias is not None,
+        LOOP_FOR=not interpreting(), num_warps=warps)
+    return q
+
+
+def gate_up_silu(x: torch.Tensor, weight: torch.Tensor, norm_eps: float | None = None,
+                 config: tuple[int, int, int, int] = CONFIGS[0]) -> torch.Tensor:
+    """``x (..., K)`` (with ``norm_eps`` the input of a folded RMSNorm) projected by ``weight (2 I, K)`` (gate rows,
+    then up rows) -> ``silu(gate) * up`` ``(..., I)``: what ``F.linear`` then
+    :func:`~specattn.gpu.kernels.fused_llama.silu_mul` compute, in one launch. At most 32 rows; ``config``:
+    ``(HB, BLOCK_K, stages, warps)``."""
+    from . import interpreting
+
+    k = x.shape[-1]
+    rows = _rows(x, k)
+    inter = weight.shape[0] // 2
+    if weight.shape != (2 * inter, k) or weight.stride(1) != 1:
+        raise ValueError(f"gate_up_silu: weight {tuple(weight.shape)} must be (2 I, {k}) with unit stride along K")
+    if rows.shape[0] > MAX_ROWS:
+        raise ValueError(f"gate_up_silu: {rows.shape[0]} rows (at most {MAX_ROWS}): use F.linear and silu_mul")
+    out = torch.empty((rows.shape[0], inter), dtype=x.dtype, device=x.device)
+    hb, block_k, stages, warps = config
+    if rows.shape[0]:
+        _gate_up_silu_kernel[(triton.cdiv(inter, hb),)](
+            rows, weight, out, rows.shape[0], k, inter, float(norm_eps or 0.0), rows.stride(0), weight.stride(0),
+            out.stride(0), HB=hb, BLOCK_M=max(16, triton.next_power_of_2(rows.shape[0])), BLOCK_K=block_k,
+            STAGES=stages, NORM=norm_eps is not None, LOOP_FOR=not interpreting(), num_warps=warps)
+    return out.view(*x.shape[:-1], inter)
+
+
+def _aot_check(compile_one) -> bool:
+    """Compile both kernels for sm_90 (:mod:`.aot_check`) at the draft's shapes (Qwen2.5-Coder-0.5B: D = 64, hidden
+    896, the norm folded, q/k/v biases; intermediate 4864: pointers, depth, widths and strides multiples of 16, as
+    Triton specialises them at launch) at 16 and 32 rows, each config."""
+    ok = True
+    for hb, block_k, stages, warps in CONFIGS:
+        for rows in (16, 32):
+            ok &= compile_one(f"qkv_rope bf16 D=64 M={rows} {hb}x{block_k}x{stages}", _qkv_rope_kernel, {
+                "x_ptr": "*bf16", "w_ptr": "*bf16", "bias_ptr": "*bf16", "cos_ptr": "*bf16", "sin_ptr": "*bf16",
+                "len_ptr": "*i32", "q_ptr": "*bf16", "k_ptr": "*bf16", "v_ptr": "*bf16", "M": "i32", "T": "i32",
+                "K": "i32", "HQ": "i32", "HKV": "i32", "eps": "fp32", "sxm": "i32", "swn": "i32", "scb": "i32",
+                "sct": "i32", "sqb": "i32", "sqh": "i32", "sqt": "i32", "skb": "i32", "skh": "i32", "skn": "i32",
+                "svb": "i32", "svh": "i32", "svn": "i32"},
+                {"D": 64, "HB": hb, "BLOCK_M": rows, "BLOCK_K": block_k, "STAGES": stages, "NORM": True, "BIAS": True,
+                 "LOOP_FOR": True}, warps,
+                div16=("x_ptr", "w_ptr", "bias_ptr", "cos_ptr", "sin_ptr", "len_ptr", "q_ptr", "k_ptr", "v_ptr", "K",
+                       "sxm", "swn", "scb", "sct", "sqb", "sqh", "sqt", "skb", "skh", "skn", "svb", "svh", "svn"),
+                spill_free=True)
+            ok &= compile_one(f"gate_up_silu bf16 M={rows} {hb}x{block_k}x{stages}", _gate_up_silu_kernel, {
+                "x_ptr": "*bf16", "w_ptr": "*bf16", "out_ptr": "*bf16", "M": "i32", "K": "i32", "I": "i32",
+                "eps": "fp32", "sxm": "i32", "swn": "i32", "som": "i32"},
+                {"HB": hb, "BLOCK_M": rows, "BLOCK_K": block_k, "STAGES": stages, "NORM": True, "LOOP_FOR": True},
+                warps, div16=("x_ptr", "w_ptr", "out_ptr", "K", "I", "sxm", "swn", "som"), spill_free=True)
+    return ok
