@@ -3,7 +3,9 @@
 # the call that assembles the weights: it waits (up to 240 s) for the background job's kernel A/B to end, then, with the
 # GPU alone: (a) where the step's time goes (scripts/gpu/profile_real.py at each point of $PROFILE_POINTS, default
 # 32K batch 16: AR, dense speculative decoding, SpecAttn p=0.9 and its first_window draft, each phase's kernels by
-# class against their byte floors; "none" skips it); (b) run A (Quest and StreamingLLM matched to SpecAttn p=0.9 at
+# class against their byte floors; "none" skips it), each point again with the overrides of $PROFILE_AB (default
+# experiment.draft_epilogue_rows=32: the draft's projection epilogues in one launch each, built in the thirty-second
+# session and not yet timed; "none": no second profile); (b) run A (Quest and StreamingLLM matched to SpecAttn p=0.9 at
 # 32K batch 16, the js map; its H200 twin; FIRST=none skips it on an H100); (c) the draft read policies with the norms
 # folded (scripts/gpu/breadth.sh: first_window with its 2,048-key window and reuse, every draft layer under the
 # policy, under SpecAttn p=0.9, beside AR, dense speculative decoding and SpecAttn p=0.9 / 0.95 of the same run, 32
@@ -19,10 +21,15 @@ for point in "${points[@]}"; do
   [ "$point" = none ] && break
   read -r context batch <<< "$point"
   step "profile_${context}_b${batch}"
-  if [ -n "$PRECHECK" ]; then echo "profile_real.py $context $batch" >> "$PRECHECK"; continue; fi
-  limit "${1:-300}" python3 scripts/gpu/profile_real.py "$context" "$batch" \
-    --csv="$GPU_OUT/q/profile_real_${context}_b${batch}.csv" > "$GPU_OUT/q/profile_real_${context}_b${batch}.log" 2>&1
-  echo "profile_real rc $?"
+  ab="${PROFILE_AB-experiment.draft_epilogue_rows=32}"
+  for second in 0 1; do  # the point as it stands, then with $PROFILE_AB's overrides (space-separated)
+    extra=""; [ "$second" = 1 ] && { [ "$ab" = none ] && break; extra="$ab"; }
+    name="profile_real_${context}_b${batch}${extra:+_ab}"
+    if [ -n "$PRECHECK" ]; then echo "profile_real.py $context $batch $extra" >> "$PRECHECK"; continue; fi
+    limit "${1:-300}" python3 scripts/gpu/profile_real.py "$context" "$batch" $extra --csv="$GPU_OUT/q/$name.csv" \
+      > "$GPU_OUT/q/$name.log" 2>&1
+    echo "$name rc $?"
+  done
 done
 touch "$GPU_OUT/q/profile.done"
 if [ "${FIRST:-run_a}" = run_a ]; then  # FIRST=none on an H100: run A ran there in the twentieth session
@@ -36,6 +43,7 @@ step policies;  POINTS="${POLICY_POINTS:-32768 16;32768 32;16384 16;8192 16}" EX
 fi
 touch "$GPU_OUT/q/policies.done"
 step gpu_tests  # the decoder's and the kernel's GPU test files (skipped if the background job passed them)
-TESTS="test_real_decode test_graph_methods test_graph_engine test_attention_sparse test_draft_rows" bash scripts/gpu/after.sh policies.done
+TESTS="test_real_decode test_graph_methods test_graph_engine test_fused_llama test_attention_sparse test_draft_rows" \
+  bash scripts/gpu/after.sh policies.done
 step done
 touch "$GPU_OUT/q/chain.done"
