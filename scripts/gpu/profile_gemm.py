@@ -20,7 +20,8 @@ import triton
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from specattn.bench.timing import graph_ms, measure_read_bandwidth  # noqa: E402
+from specattn.bench.attention import n_sets  # noqa: E402
+from specattn.bench.timing import graph_call_us, measure_read_bandwidth  # noqa: E402
 from specattn.gpu.kernels.fused_llama import rope_into_cache, silu_mul  # noqa: E402
 from specattn.gpu.kernels.projection_epilogues import CONFIGS as EPILOGUE_CONFIGS  # noqa: E402
 from specattn.gpu.kernels.projection_epilogues import gate_up_silu, qkv_rope_into_cache  # noqa: E402
@@ -34,9 +35,22 @@ SHAPES = (("draft qkv", 16, 1152, 896), ("draft o", 16, 896, 896), ("draft gate_
 PAST_L2 = 160 << 20  # bytes of weight copies a graph rotates over
 
 
-def graph_us(calls) -> float:
-    """Median GPU us a call of ``calls`` (thunks) captured back to back in one CUDA graph, over 20 replays."""
-    return graph_ms([lambda: [c() for c in calls]], 20) * 1e3 / len(calls)
+def weight_copies(n: int, k: int) -> list[torch.Tensor]:
+    """Random ``(n, k)`` bfloat16 weights (scaled as a layer's), enough copies to span :data:`PAST_L2`."""
+    return [torch.randn(n, k, device="cuda", dtype=torch.bfloat16) / k ** 0.5
+            for _ in range(n_sets(n * k * 2, PAST_L2, most=128))]
+
+
+def best_of(configs, calls_for) -> tuple[tuple, float]:
+    """The config whose calls (``calls_for(config)``) take the fewest us, and those us; a config the kernel cannot
+    launch at these rows (shared memory: BLOCK_K x stages too large) is skipped."""
+    timed = []
+    for config in configs:
+        try:
+            timed.append((config, graph_call_us(calls_for(config))))
+        except triton.runtime.errors.OutOfResources:
+            continue
+    return min(timed, key=lambda pair: pair[1])
 
 
 def main() -> None:
@@ -45,22 +59,15 @@ def main() -> None:
     rows = []
     for label, m, n, k in SHAPES:
         nbytes = n * k * 2
-        copies = max(2, -(-PAST_L2 // nbytes))
-        ws = [torch.randn(n, k, device="cuda", dtype=torch.bfloat16) / k ** 0.5 for _ in range(copies)]
+        ws = weight_copies(n, k)
         x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
         out = torch.empty(m, n, device="cuda", dtype=torch.bfloat16)
         ref = x.float() @ ws[0].float().T
         floor = nbytes / bandwidth * 1e6
         row = {"projection": label, "M": m, "N": n, "K": k, "MB": nbytes / 1e6, "floor_us": floor,
-               "cublas_us": graph_us([lambda w=w: F.linear(x, w) for w in ws])}
-        best = None
-        for config in CONFIGS:
-            try:
-                us = graph_us([lambda w=w: skinny_linear(x, w, out=out, config=config) for w in ws])
-            except triton.runtime.errors.OutOfResources:  # shared memory: BLOCK_K x stages too large for these rows
-                continue
-            if best is None or us < best[1]:
-                best = (config, us)
+               "cublas_us": graph_call_us([lambda w=w: F.linear(x, w) for w in ws])}
+        best = best_of(CONFIGS, lambda config, ws=ws: [lambda w=w: skinny_linear(x, w, out=out, config=config)
+                                                       for w in ws])
         err = (skinny_linear(x, ws[0], config=best[0]).float() - ref).abs().max().item()
         row.update(skinny_us=best[1], config="x".join(map(str, best[0])), max_err=err)
         rows.append(row)
@@ -69,9 +76,10 @@ def main() -> None:
     tiny = torch.zeros(16, 896, device="cuda", dtype=torch.bfloat16)
     w_hot = torch.randn(1152, 896, device="cuda", dtype=torch.bfloat16)
     x_hot = torch.randn(16, 896, device="cuda", dtype=torch.bfloat16)
-    add_us = graph_us([lambda: tiny.add_(1)] * 200)
+    add_us = graph_call_us([lambda: tiny.add_(1)] * 200)
+    hot_us = graph_call_us([lambda: F.linear(x_hot, w_hot)] * 200)
     print(f"a graph of 200 launches, us a launch: elementwise add on 16 x 896 {add_us:.2f}; "
-          f"F.linear 16 x 896 -> 1152 with its weight hot in L2 {graph_us([lambda: F.linear(x_hot, w_hot)] * 200):.2f}")
+          f"F.linear 16 x 896 -> 1152 with its weight hot in L2 {hot_us:.2f}")
     print(f"{'projection':20} {'M':>3} {'N':>6} {'K':>5} {'MB':>6} {'floor':>7} {'cuBLAS us (floor)':>18} "
           f"{'skinny us (floor)':>18} {'config':>14} {'max err':>8}")
     for r in rows:
@@ -81,11 +89,6 @@ def main() -> None:
     epilogues()
 
 
-def best_of(calls_for) -> tuple[tuple, float]:
-    """The config of :data:`EPILOGUE_CONFIGS` whose calls (``calls_for(config)``) take the fewest us, and those us."""
-    return min(((c, graph_us(calls_for(c))) for c in EPILOGUE_CONFIGS), key=lambda pair: pair[1])
-
-
 def epilogues() -> None:
     """The draft's projections with their next kernel (Qwen2.5-Coder-0.5B: 14 + 2 + 2 heads of 64, hidden 896,
     intermediate 4,864, the norms folded, q/k/v biases; batch 16, one and two tokens a sequence), cold: cuBLAS then the
@@ -93,7 +96,7 @@ def epilogues() -> None:
     configs; the largest difference of their outputs."""
     hq, hkv, d, k = 14, 2, 64, 896
     n = (hq + 2 * hkv) * d
-    ws = [torch.randn(n, k, device="cuda", dtype=torch.bfloat16) / k ** 0.5 for _ in range(-(-PAST_L2 // (n * k * 2)))]
+    ws = weight_copies(n, k)
     bias = torch.randn(n, device="cuda", dtype=torch.bfloat16)
     keys = torch.zeros(16, hkv, 64, d, device="cuda", dtype=torch.bfloat16)
     values = torch.zeros_like(keys)
@@ -109,21 +112,22 @@ def epilogues() -> None:
         def two(w):
             return rope_into_cache(F.linear(x, w), cos, sin, lengths, hq, hkv, keys, values, x, 1e-6, bias)
 
-        two_us = graph_us([lambda w=w: two(w) for w in ws])
-        best = best_of(lambda config: [lambda w=w: qkv_rope_into_cache(x, w, cos, sin, lengths, hq, hkv, keys, values,
-                                                                       1e-6, bias, config=config) for w in ws])
+        two_us = graph_call_us([lambda w=w: two(w) for w in ws])
+        best = best_of(EPILOGUE_CONFIGS, lambda config: [
+            lambda w=w: qkv_rope_into_cache(x, w, cos, sin, lengths, hq, hkv, keys, values, 1e-6, bias, config=config)
+            for w in ws])
         diff = (qkv_rope_into_cache(x, ws[0], cos, sin, lengths, hq, hkv, keys, values, 1e-6, bias, config=best[0])
                 .float() - two(ws[0]).float()).abs().max().item()
         print(f"{f'T = {t}':40} {two_us:>16.2f} {best[1]:>14.2f} {'x'.join(map(str, best[0])):>10} {diff:>12.4f}")
     inter = 4864
-    wg = [torch.randn(2 * inter, k, device="cuda", dtype=torch.bfloat16) / k ** 0.5
-          for _ in range(-(-PAST_L2 // (2 * inter * k * 2)))]
+    wg = weight_copies(2 * inter, k)
     print(f"{'draft gate/up + SiLU-mul, batch 16':40} {'two launches us':>16} {'one launch us':>14} {'config':>10} "
           f"{'max |diff|':>12}")
     for t in (1, 2):
         x = torch.randn(16, t, k, device="cuda", dtype=torch.bfloat16)
-        two_us = graph_us([lambda w=w: silu_mul(F.linear(x, w), x, 1e-6) for w in wg])
-        best = best_of(lambda config: [lambda w=w: gate_up_silu(x, w, 1e-6, config=config) for w in wg])
+        two_us = graph_call_us([lambda w=w: silu_mul(F.linear(x, w), x, 1e-6) for w in wg])
+        best = best_of(EPILOGUE_CONFIGS, lambda config: [lambda w=w: gate_up_silu(x, w, 1e-6, config=config)
+                                                         for w in wg])
         diff = (gate_up_silu(x, wg[0], 1e-6, config=best[0]).float()
                 - silu_mul(F.linear(x, wg[0]), x, 1e-6).float()).abs().max().item()
         print(f"{f'T = {t}':40} {two_us:>16.2f} {best[1]:>14.2f} {'x'.join(map(str, best[0])):>10} {diff:>12.4f}")

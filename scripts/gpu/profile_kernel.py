@@ -72,9 +72,9 @@ def rotating_graph_us(fns, reps: int = 15) -> float:
     them) in turn: a set is read again only after the others have passed through L2, so every call reads from device
     memory, as one layer's attention does in a decoding step (between two of its calls the step reads every other
     layer's weights and caches)."""
-    from specattn.bench.timing import graph_ms
+    from specattn.bench.timing import graph_call_us
 
-    return graph_ms([lambda: [fns[i % len(fns)]() for i in range(CALLS)]], reps) * 1e3 / CALLS
+    return graph_call_us([fns[i % len(fns)] for i in range(CALLS)], reps)
 
 
 #: bytes the other input sets read between two calls on one set (five times the H100's and H200's 50 MB L2), and the

@@ -22,7 +22,7 @@ from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from specattn.bench.timing import graph_ms  # noqa: E402
+from specattn.bench.timing import graph_call_us  # noqa: E402
 
 LAUNCHES = 200
 
@@ -41,11 +41,6 @@ def add_one(x: torch.Tensor, y: torch.Tensor, pdl: bool) -> None:
     _add_one[(triton.cdiv(n, 1024),)](x, y, n, BLOCK=1024, PDL=pdl, launch_pdl=pdl, num_warps=4)
 
 
-def graph_us(calls) -> float:
-    """Median GPU us a call of ``calls`` (thunks) captured back to back in one CUDA graph, over 20 replays."""
-    return graph_ms([lambda: [c() for c in calls]], 20) * 1e3 / len(calls)
-
-
 def main() -> None:
     a = torch.randn(16, 896, device="cuda", dtype=torch.bfloat16)
     b = torch.empty_like(a)
@@ -55,13 +50,13 @@ def main() -> None:
     rows = []
     for pdl in (False, True):
         chain = [lambda i=i: add_one(a, b, pdl) if i % 2 == 0 else add_one(b, a, pdl) for i in range(LAUNCHES)]
-        rows.append((f"elementwise chain{' (PDL)' if pdl else ''}", graph_us(chain)))
+        rows.append((f"elementwise chain{' (PDL)' if pdl else ''}", graph_call_us(chain)))
     for pdl in (False, True):
         pair = []
         for _ in range(LAUNCHES // 2):
             pair += [lambda: torch.mm(a, w.T, out=h), lambda: add_one(h, g, pdl)]
-        rows.append((f"GEMM, elementwise alternating{' (elementwise PDL)' if pdl else ''}", graph_us(pair)))
-    rows.append(("GEMM chain alone", graph_us([lambda: F.linear(a, w)] * LAUNCHES)))
+        rows.append((f"GEMM, elementwise alternating{' (elementwise PDL)' if pdl else ''}", graph_call_us(pair)))
+    rows.append(("GEMM chain alone", graph_call_us([lambda: F.linear(a, w)] * LAUNCHES)))
     print(f"{torch.cuda.get_device_name()}; a graph of {LAUNCHES} launches, median of 20 replays")
     for label, us in rows:
         print(f"{label:45} {us:6.2f} us a launch")

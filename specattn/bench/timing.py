@@ -68,6 +68,12 @@ def graph_ms(fns: list[Callable[[], object]], reps: int) -> float:
         del graphs
 
 
+def graph_call_us(calls: list[Callable[[], object]], reps: int = 20) -> float:
+    """Median GPU microseconds a call of ``calls`` captured back to back in one CUDA graph (``reps`` replays): launch
+    gaps and any overlap of a kernel with the next included."""
+    return graph_ms([lambda: [call() for call in calls]], reps) * 1e3 / len(calls)
+
+
 def reps_for(ms_guess: float, budget_ms: float, least: int = 10, most: int = 100) -> int:
     """Passes that fit ``budget_ms`` at ``ms_guess`` per pass, within [least, most]."""
     return int(min(most, max(least, budget_ms / max(ms_guess, 1e-3))))
