@@ -94,9 +94,10 @@ def phase_breakdown(kernels: list[Kernel], wall_ms: float, floors: dict[str, flo
     if not kernels:
         raise ValueError("no kernels in the replay: was it profiled on the GPU?")
     excl = exclusive_us(kernels)
+    labels = [kernel_class(k.name) for k in kernels]
     rows = []
     for label in CLASSES:
-        mine = [e for k, e in zip(kernels, excl) if kernel_class(k.name) == label]
+        mine = [e for c, e in zip(labels, excl) if c == label]
         floor = floors.get(label, 0.0) / bandwidth * 1e3
         rows.append({"part": label, "kernels": len(mine), "ms": sum(mine) / 1e3, "floor_ms": floor})
     span = max(k.end_us for k in kernels) - min(k.start_us for k in kernels)

@@ -105,11 +105,8 @@ def draft_epilogue_rows(e) -> int:
     in 0..32 is refused before weights load."""
     from ..hooks.fused_llama import MAX_EPILOGUE_ROWS
 
-    rows = e.get("draft_epilogue_rows", 0)
-    if isinstance(rows, bool) or not isinstance(rows, int) or not 0 <= rows <= MAX_EPILOGUE_ROWS:
-        raise SpecAttnError(f"experiment.draft_epilogue_rows={rows!r}: the most rows (batch x tokens) a draft forward "
-                            f"runs its projections' epilogues in one launch each, 0 (off) to {MAX_EPILOGUE_ROWS}")
-    return rows
+    return nonnegative_int(e.get("draft_epilogue_rows", 0), "experiment.draft_epilogue_rows", "32", MAX_EPILOGUE_ROWS,
+                           "the most rows a one-launch projection takes")
 
 
 def other_layer_maps(cfg, pair) -> tuple[tuple[str, tuple[int, ...]], ...]:

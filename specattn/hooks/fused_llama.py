@@ -91,7 +91,7 @@ class FusedAttention(nn.Module):
         b, t, _ = hidden_states.shape
         fold = self.norm_eps is not None  # the bias is added after the folded norm's row scale
         cos, sin = position_embeddings
-        if 0 < b * t <= self.epilogue_rows and _use_kernels(hidden_states) and (self.head_dim // 2) % 16 == 0:
+        if b * t <= self.epilogue_rows and _use_kernels(hidden_states) and _qkv_rope_fits(b * t, self.head_dim):
             from ..gpu.kernels.projection_epilogues import qkv_rope_into_cache
 
             keys, values = cache.keys[self.layer_idx], cache.values[self.layer_idx]
@@ -148,6 +148,12 @@ class FusedMLP(nn.Module):
             gate_up = rms_scaled(gate_up, x, self.norm_eps)
         gate, up = gate_up.chunk(2, dim=-1)
         return project_onto(nn.functional.silu(gate) * up, self.down_proj.weight, residual)
+
+
+def _qkv_rope_fits(rows: int, head_dim: int) -> bool:
+    from ..gpu.kernels.projection_epilogues import qkv_rope_fits
+
+    return qkv_rope_fits(rows, head_dim)
 
 
 def epilogue_rows_checked(rows: int) -> int:

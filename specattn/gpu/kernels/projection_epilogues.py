@@ -141,6 +141,11 @@ def _rows(x: torch.Tensor, k: int) -> torch.Tensor:
     return rows if rows.stride(1) == 1 else rows.contiguous()
 
 
+def qkv_rope_fits(rows: int, head_dim: int, config: tuple[int, int, int, int] = CONFIGS[0]) -> bool:
+    """Whether :func:`qkv_rope_into_cache` takes ``rows`` rows (``B * T``) of heads of ``head_dim`` at ``config``."""
+    return 0 < rows <= MAX_ROWS and (head_dim // 2) % config[0] == 0
+
+
 def qkv_rope_into_cache(x: torch.Tensor, weight: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
                         lengths: torch.Tensor, heads: int, kv_heads: int, keys: torch.Tensor, values: torch.Tensor,
                         norm_eps: float | None = None, bias: torch.Tensor | None = None,
@@ -158,7 +163,7 @@ def qkv_rope_into_cache(x: torch.Tensor, weight: torch.Tensor, cos: torch.Tensor
     if weight.shape != ((heads + 2 * kv_heads) * d, k) or weight.stride(1) != 1:
         raise ValueError(f"qkv_rope_into_cache: weight {tuple(weight.shape)} must be ({(heads + 2 * kv_heads) * d}, "
                          f"{k}) with unit stride along K")
-    if b * t > MAX_ROWS or (d // 2) % hb:
+    if not qkv_rope_fits(b * t, d, config):
         raise ValueError(f"qkv_rope_into_cache: B * T = {b * t} rows (at most {MAX_ROWS}) and head_dim {d} (D / 2 a "
                          f"multiple of HB = {hb}) do not fit: use F.linear and rope_into_cache")
     rows = _rows(x, k)
