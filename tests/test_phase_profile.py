@@ -103,3 +103,15 @@ def test_the_fixed_time_table_sums_each_modes_phases(tmp_path):
     assert table.loc["dense", "attention"] == pytest.approx(0.008 + 0.006)
     assert table.loc["dense", "total"] == pytest.approx(0.055 - 0.007)
     assert list(table.columns)[-1] == "total" and table.loc["ar", "total"] == pytest.approx(0.021)
+
+
+def test_the_fixed_time_table_carries_each_modes_step_and_bandwidth(tmp_path):
+    # CSVs since the thirty-third session carry the timed step and the read bandwidth their floors used; older ones
+    # (the test above) do not and still read
+    kernels = [Kernel("gemm_a", 0, 10)]
+    rows = pd.concat([phase_breakdown(kernels, 0.02, {}, 1e12).assign(mode=m, phase="verify", step_ms=s, read_tbs=3.1)
+                      for m, s in (("ar", 6.8), ("dense", 20.2))])
+    table = fixed_time_table(rows)
+    assert list(table.columns[:2]) == ["step_ms", "read_tbs"]
+    assert table.loc["dense", "step_ms"] == 20.2 and table.loc["ar", "step_ms"] == 6.8
+    assert table.loc["ar", "read_tbs"] == 3.1 and table.loc["dense", "ms"] == pytest.approx(0.02)

@@ -111,7 +111,8 @@ def main(context: int, batch: int, tiny: bool, extra: list[str], csv: str | None
             walls[phase] = phase_ms(run, 5, Clock(pair.verifier.device))
             kernels = replay_kernels(run, cuda)
             table = phase_breakdown(kernels, walls[phase], floor_bytes(parts, phase), bandwidth)
-            rows.append(table.assign(mode=label, phase=phase))
+            rows.append(table.assign(mode=label, phase=phase, step_ms=full["step_ms"], tau=tau, kept=verifier_kept,
+                                     read_tbs=bandwidth / 1e12))
             print(f"\n=== {label}, {context} tokens, batch {batch}: {phase} phase, {walls[phase]:.3f} ms "
                   f"(median of 5), "
                   f"{len(kernels)} {'kernels' if cuda else 'operators'} in one replay")

@@ -124,8 +124,13 @@ def top_kernels(kernels: list[Kernel], n: int = 12, width: int = 70) -> pd.DataF
 def fixed_time_table(rows: pd.DataFrame) -> pd.DataFrame:
     """Per mode (rows of :func:`phase_breakdown` tables with ``mode`` and ``phase`` columns, e.g. a CSV of
     ``scripts/gpu/profile_real.py --csv``): the step's phases summed, ``ms``, ``floor_ms``, ``kernels``, then each
-    part's ms above its floor over both phases, the ``total`` above the floor last."""
+    part's ms above its floor over both phases, the ``total`` above the floor last; where the rows carry them (the CSVs
+    since the thirty-third session), the step's ms in the timed decoding (``step_ms``) and the read bandwidth the floors
+    used (``read_tbs``, TB/s) first."""
     totals = rows[rows["part"] == "total"].groupby("mode", sort=False)[["ms", "floor_ms", "kernels"]].sum()
+    carried = [c for c in ("step_ms", "read_tbs") if c in rows.columns]
+    if carried:
+        totals = pd.concat([rows.groupby("mode", sort=False)[carried].first(), totals], axis=1)
     above = rows.pivot_table(index="mode", columns="part", values="above_floor_ms", aggfunc="sum", sort=False)
     order = [c for c in (*CLASSES, GAPS, REPLAY, "total") if c in above.columns]
     return pd.concat([totals, above[order]], axis=1)
