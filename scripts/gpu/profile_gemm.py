@@ -4,7 +4,9 @@ of the weight, the copies together past the L2, as a decoding step reads each la
 (median of 20 replays) and as a share of the read floor (weight bytes / measured read bandwidth); beside them the
 per-launch time of a graph of tiny launches (an elementwise add; the draft's q/k/v projection with its weight hot in
 L2), and the draft's q/k/v projection with its rotary + cache write and its gate/up projection with the SiLU-mul,
-each in one launch (:mod:`specattn.gpu.kernels.projection_epilogues`), against the fused layer's two. Random weights.
+each in one launch (:mod:`specattn.gpu.kernels.projection_epilogues`), against the fused layer's two; last the output
+and down projections onto the residual as the fused layer calls them (cuBLAS ``addmm_`` in place: a split-K GEMM and
+its reduction for the down projection) against the skinny GEMM with its ``K`` split in one launch. Random weights.
 
 ``python3 scripts/gpu/profile_gemm.py`` on the GPU machine; prints a table (the error against a float32 product in the
 last column)."""
@@ -25,7 +27,7 @@ from specattn.bench.timing import graph_call_us, measure_read_bandwidth  # noqa:
 from specattn.gpu.kernels.fused_llama import rope_into_cache, silu_mul  # noqa: E402
 from specattn.gpu.kernels.projection_epilogues import CONFIGS as EPILOGUE_CONFIGS  # noqa: E402
 from specattn.gpu.kernels.projection_epilogues import gate_up_silu, qkv_rope_into_cache  # noqa: E402
-from specattn.gpu.kernels.skinny_gemm import CONFIGS, skinny_linear  # noqa: E402
+from specattn.gpu.kernels.skinny_gemm import CONFIGS, skinny_linear, splitk_workspace  # noqa: E402
 
 #: (projection, rows, N, K): Qwen2.5-Coder-0.5B's at batch 16 (one token; forward 0: two) and 1.5B's (five tokens)
 SHAPES = (("draft qkv", 16, 1152, 896), ("draft o", 16, 896, 896), ("draft gate_up", 16, 9728, 896),
@@ -87,6 +89,7 @@ def main() -> None:
               f"{r['cublas_us']:>9.2f} ({r['floor_us'] / r['cublas_us']:>5.1%}) {r['skinny_us']:>9.2f} "
               f"({r['floor_us'] / r['skinny_us']:>5.1%}) {r['config']:>14} {r['max_err']:>8.4f}")
     epilogues()
+    onto_residual(bandwidth)
 
 
 def epilogues() -> None:
@@ -131,6 +134,36 @@ def epilogues() -> None:
         diff = (gate_up_silu(x, wg[0], 1e-6, config=best[0]).float()
                 - silu_mul(F.linear(x, wg[0]), x, 1e-6).float()).abs().max().item()
         print(f"{f'T = {t}':40} {two_us:>16.2f} {best[1]:>14.2f} {'x'.join(map(str, best[0])):>10} {diff:>12.4f}")
+
+
+def onto_residual(bandwidth: float) -> None:
+    """The projections the fused layer adds onto the residual (``project_onto``: cuBLAS ``addmm_`` in place), cold,
+    against :func:`skinny_linear` in place with ``K`` in 1-8 ranges (one launch), best of configs and splits; the
+    largest difference of their outputs."""
+    print(f"\n{'onto the residual, in place':26} {'M':>3} {'floor us':>8} {'cuBLAS addmm_ us':>16} {'skinny us':>9} "
+          f"{'config':>10} {'split':>5} {'max |diff|':>10}")
+    for label, m, n, k in (s for s in SHAPES if s[0].split()[1] in ("o", "down")):
+        ws = weight_copies(n, k)
+        x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
+        res = torch.randn(m, n, device="cuda", dtype=torch.bfloat16)
+        cublas = graph_call_us([lambda w=w: res.addmm_(x, w.t()) for w in ws])
+        scratch = {(c, s): splitk_workspace(m, n, s, c[0], "cuda") for c in CONFIGS for s in (2, 4, 8)}
+
+        def calls(choice, ws=ws, x=x, res=res):
+            config, split = choice
+            work = scratch.get(choice)
+            return [lambda w=w: skinny_linear(x, w, residual=res, out=res, config=config, split_k=split,
+                                              workspace=work) for w in ws]
+
+        best = best_of([(c, s) for c in CONFIGS for s in (1, 2, 4, 8)], calls)
+        base = torch.randn(m, n, device="cuda", dtype=torch.bfloat16)
+        ours = skinny_linear(x, ws[0], residual=base, config=best[0][0], split_k=best[0][1],
+                             workspace=scratch.get(best[0]))
+        diff = (ours.float() - base.clone().addmm_(x, ws[0].t()).float()).abs().max().item()
+        print(f"{label:26} {m:>3} {n * k * 2 / bandwidth * 1e6:>8.2f} {cublas:>16.2f} {best[1]:>9.2f} "
+              f"{'x'.join(map(str, best[0][0])):>10} {best[0][1]:>5} {diff:>10.4f}")
+        del ws
+        torch.cuda.empty_cache()
 
 
 if __name__ == "__main__":
