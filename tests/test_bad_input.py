@@ -185,6 +185,11 @@ def test_keys_a_constructor_takes_may_be_added(capsys, tmp_path):
                                                              f"experiment.draft_epilogue_rows={rows}")
     check_command_line(["experiment=decode_real", "model=qwen_coder", "experiment.draft_epilogue_rows=32",
                         "logger=none", f"paths.outputs={tmp_path}"], CONF)
+    for split in ("33", "-1", "two"):  # the draft's one-launch down projection: 0..32 K ranges
+        assert "experiment.draft_down_split=" in refusal(capsys, "experiment=decode_real", "model=qwen_coder",
+                                                         f"experiment.draft_down_split={split}")
+    check_command_line(["experiment=decode_real", "model=qwen_coder", "experiment.draft_down_split=4",
+                        "logger=none", f"paths.outputs={tmp_path}"], CONF)
 
 
 def test_read_only_and_full_output_folders_are_refused(capsys, tiny_model_dir, small_disk):

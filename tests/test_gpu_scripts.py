@@ -88,7 +88,9 @@ CHAIN_TESTS = [["pytest", f"tests/{f}.py"] for f in (  # the chain's GPU test fi
     "test_real_decode", "test_graph_methods", "test_graph_engine", "test_fused_llama", "test_attention_sparse",
     "test_draft_rows")]
 PROFILE = [["profile_real.py", "32768", "16"],  # the chain's first timed part: where the step's time goes, then
-           ["profile_real.py", "32768", "16", "experiment.draft_epilogue_rows=32"]]  # with the one-launch epilogues
+           ["profile_real.py", "32768", "16", "experiment.draft_epilogue_rows=32"],  # with the one-launch epilogues,
+           ["profile_real.py", "32768", "16", "experiment.draft_epilogue_rows=32",  # and the one-launch down projection
+            "experiment.draft_down_split=4"]]
 
 
 def last(run: list[str], key: str) -> str:
@@ -125,9 +127,9 @@ def test_the_chain_plans_the_profile_run_a_then_the_draft_policies_then_the_test
 
 def test_the_chain_on_an_h100_skips_run_a_and_plans_the_policies_and_the_tests(tmp_path, cuda_present):
     runs = planned_runs(tmp_path, ["-c", "FIRST=none bash scripts/gpu/chain.sh 300"])
-    assert runs[:2] == PROFILE
-    assert [(last(r, "experiment.contexts"), last(r, "experiment.batches")) for r in runs[2:6]] == POLICY_POINTS
-    assert runs[6:] == CHAIN_TESTS
+    assert runs[:3] == PROFILE
+    assert [(last(r, "experiment.contexts"), last(r, "experiment.batches")) for r in runs[3:7]] == POLICY_POINTS
+    assert runs[7:] == CHAIN_TESTS
 
 
 def test_the_waiter_starts_its_tests_only_after_the_marker_in_order(tmp_path):
@@ -248,9 +250,9 @@ def test_stopping_a_job_stops_what_it_runs_under_its_time_limit(tmp_path):
 
 def test_the_chain_runs_fewer_policy_points_when_told(tmp_path, cuda_present):
     runs = planned_runs(tmp_path, ["-c", 'FIRST=none POLICY_POINTS="32768 16;32768 32" bash scripts/gpu/chain.sh 300'])
-    assert runs[:2] == PROFILE
-    assert [(last(r, "experiment.contexts"), last(r, "experiment.batches")) for r in runs[2:4]] == POLICY_POINTS[:2]
-    assert runs[4:] == CHAIN_TESTS
+    assert runs[:3] == PROFILE
+    assert [(last(r, "experiment.contexts"), last(r, "experiment.batches")) for r in runs[3:5]] == POLICY_POINTS[:2]
+    assert runs[5:] == CHAIN_TESTS
 
 
 def test_the_chain_profiles_the_points_it_is_given_and_skips_what_is_set_to_none(tmp_path, cuda_present):
@@ -263,6 +265,12 @@ def test_the_chain_profiles_the_points_it_is_given_and_skips_what_is_set_to_none
                                          "bash scripts/gpu/chain.sh 300"])
     point = ["profile_real.py", "8192", "1"]
     assert runs == [point, [*point, "experiment.draft_epilogue_rows=16"], *CHAIN_TESTS]
+    (tmp_path / "runs.txt").unlink()
+    runs = planned_runs(tmp_path, ["-c", 'FIRST=none PROFILE_POINTS="8192 1" POLICY_POINTS=none '
+                                         'PROFILE_AB="experiment.draft_down_split=2|experiment.draft_down_split=8 '
+                                         'experiment.draft_epilogue_rows=8" bash scripts/gpu/chain.sh 300'])
+    assert runs == [point, [*point, "experiment.draft_down_split=2"],
+                    [*point, "experiment.draft_down_split=8", "experiment.draft_epilogue_rows=8"], *CHAIN_TESTS]
     (tmp_path / "runs.txt").unlink()
     runs = planned_runs(tmp_path, ["-c", "FIRST=none PROFILE_POINTS=none POLICY_POINTS=none "
                                          "bash scripts/gpu/chain.sh 1"])

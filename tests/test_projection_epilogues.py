@@ -250,6 +250,33 @@ def test_the_fused_mlp_runs_gate_up_and_silu_in_one_launch_up_to_its_rows_interp
     assert torch.allclose(one(x, residual.clone()), two(x, residual.clone()), atol=2e-2 * want.abs().max().item())
 
 
+@needs_interpreter
+def test_the_fused_mlp_runs_its_down_projection_and_residual_add_in_one_launch_interpreter(monkeypatch):
+    # down_split = 3 over the intermediate 80 (ranges of one 128-wide step: two empty): the skinny kernel, once, onto
+    # the residual in place, as cuBLAS's would; no residual or more rows than it takes: project_onto, exactly
+    from specattn.gpu.kernels import skinny_gemm
+    from specattn.hooks import fused_llama
+
+    calls = []
+    launch = skinny_gemm.skinny_linear
+    monkeypatch.setattr(skinny_gemm, "skinny_linear", lambda *a, **k: calls.append(k["split_k"]) or launch(*a, **k))
+    one, two, x = _mlp_pair("cpu", torch.float16, 0)
+    split = fused_llama.FusedMLP.__new__(fused_llama.FusedMLP)
+    split.__dict__.update(one.__dict__)  # the same weights
+    split.down_split = 3
+    residual = torch.randn_like(x)
+    got = split(x, residual.clone())
+    want = two(x, residual.clone())
+    assert calls == [3] and split._down_workspace.tickets.numel() == 6 and not split._down_workspace.tickets.any()
+    assert (got.double() - want.double()).abs().max().item() <= 2e-2 * want.abs().max().item()
+    assert torch.equal(split(x), two(x)) and calls == [3]
+    monkeypatch.setattr(fused_llama, "MAX_DOWN_ROWS", 3)  # 4 rows
+    assert torch.equal(split(x, residual.clone()), two(x, residual.clone())) and calls == [3]
+    for bad in (-1, fused_llama.MAX_DOWN_SPLIT + 1, True, 2.0):
+        with pytest.raises(ValueError, match="down_split"):
+            fused_llama.down_split_checked(bad)
+
+
 def test_the_fused_layers_row_limit_is_the_kernels():
     pytest.importorskip("triton")
     from specattn.gpu.kernels.projection_epilogues import MAX_ROWS

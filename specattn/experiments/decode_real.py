@@ -84,6 +84,7 @@ def check(cfg) -> None:
     flag(e.get("row0_from_scores", True), "experiment.row0_from_scores")
     flag(e.get("fold_norms", True), "experiment.fold_norms")  # applies where the layers are fused
     draft_epilogue_rows(e)
+    draft_down_split(e)
     n_draft, n_verifier = layer_counts(cfg.model)
     for name, spec in (e.get("layer_maps") or {}).items():
         if not re.fullmatch(r"[A-Za-z0-9_.-]+", str(name)):
@@ -107,6 +108,16 @@ def draft_epilogue_rows(e) -> int:
 
     return nonnegative_int(e.get("draft_epilogue_rows", 0), "experiment.draft_epilogue_rows", "32", MAX_EPILOGUE_ROWS,
                            "the most rows a one-launch projection takes")
+
+
+def draft_down_split(e) -> int:
+    """``experiment.draft_down_split``: a draft forward's down projection and its residual add in one launch, ``K`` in
+    this many ranges (:meth:`specattn.hooks.fused_llama.FusedMLP.down`; 0, the default: cuBLAS's split-K GEMM and
+    reduction); anything but an integer in 0..32 is refused before weights load."""
+    from ..hooks.fused_llama import MAX_DOWN_SPLIT
+
+    return nonnegative_int(e.get("draft_down_split", 0), "experiment.draft_down_split", "4", MAX_DOWN_SPLIT,
+                           "the most K ranges of the one-launch down projection")
 
 
 def other_layer_maps(cfg, pair) -> tuple[tuple[str, tuple[int, ...]], ...]:
@@ -240,7 +251,8 @@ def run(ctx: RunContext) -> ExperimentResult:
         from ..hooks.fused_llama import fuse_llama
 
         fold = bool(cfg.experiment.get("fold_norms", True))
-        fuse_llama(pair.draft, fold, draft_epilogue_rows(cfg.experiment)), fuse_llama(pair.verifier, fold)
+        fuse_llama(pair.draft, fold, draft_epilogue_rows(cfg.experiment), draft_down_split(cfg.experiment))
+        fuse_llama(pair.verifier, fold)
     bench = bench_config(cfg, layer_mapping(cfg, pair), other_layer_maps(cfg, pair))
     log(f"{cfg.model.name} loaded in {time.perf_counter() - tick:.1f} s ({pair.verifier.dtype})")
     copy_bw, read_bw, hw = measure_bandwidth(), measure_read_bandwidth(), hardware()

@@ -13,7 +13,9 @@ place and with the same weights:
 * every MLP with :class:`FusedMLP`: one gate/up projection, one ``silu(gate) * up`` launch, the down
   projection;
 * every decoder layer with :class:`FusedDecoderLayer`: the two residual adds inside the output and down
-  projections (cuBLAS's ``beta = 1``; :func:`project_onto`).
+  projections (cuBLAS's ``beta = 1``; :func:`project_onto`; with ``down_split`` the down projection is
+  :func:`specattn.gpu.kernels.skinny_gemm.skinny_linear`, its ``K`` in that many ranges in one launch where cuBLAS
+  runs a split-K GEMM and a reduction).
 
 A layer is then about 10 launches. ``fuse_llama(model, fold_norms=True)`` takes two more off: each layer's two
 RMSNorms are folded into the projection after them (its weight times the norm's, ``W diag(g)``, rounded once to
@@ -36,6 +38,9 @@ from torch import nn
 from ..gpu.rmsnorm import KERNEL_DTYPES, fuse_rmsnorms
 
 MAX_EPILOGUE_ROWS = 32  # the most rows a one-launch projection takes (specattn.gpu.kernels.projection_epilogues)
+MAX_DOWN_SPLIT = 32  # the most K ranges of the one-launch down projection (specattn.gpu.kernels.skinny_gemm)
+MAX_DOWN_ROWS = 128  # the most rows it takes (more: cuBLAS)
+DOWN_CONFIG = (16, 128, 4, 4)  # its (BLOCK_N, BLOCK_K, stages, warps)
 
 
 def _use_kernels(x: torch.Tensor) -> bool:
@@ -121,15 +126,20 @@ class FusedAttention(nn.Module):
 class FusedMLP(nn.Module):
     """A Llama MLP with one gate/up projection and one ``silu(gate) * up`` launch."""
 
-    def __init__(self, mlp: nn.Module, norm: nn.Module | None = None, epilogue_rows: int = 0):
+    def __init__(self, mlp: nn.Module, norm: nn.Module | None = None, epilogue_rows: int = 0, down_split: int = 0):
         """``norm``: the RMSNorm before the MLP, folded into the gate/up projection (``x`` is then its input).
         ``epilogue_rows``: forwards of at most this many rows run the gate/up projection and the SiLU-mul in one
-        launch (:func:`specattn.gpu.kernels.projection_epilogues.gate_up_silu`) where the kernels run; 0: two."""
+        launch (:func:`specattn.gpu.kernels.projection_epilogues.gate_up_silu`) where the kernels run; 0: two.
+        ``down_split``: forwards of at most :data:`MAX_DOWN_ROWS` rows onto a residual run the down projection and
+        the add in one launch, its ``K`` in this many ranges (:func:`specattn.gpu.kernels.skinny_gemm.skinny_linear`,
+        :data:`DOWN_CONFIG`) where the kernels run; 0: cuBLAS (:func:`project_onto`)."""
         super().__init__()
         self.epilogue_rows = epilogue_rows_checked(epilogue_rows)
+        self.down_split = down_split_checked(down_split)
         self.gate_up = folded(torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight]), norm)
         self.norm_eps = None if norm is None else float(norm.variance_epsilon)
         self.down_proj = mlp.down_proj
+        self._down_workspace = None  # made at the first one-launch down projection (the decoder's eager warm-up)
 
     def forward(self, x, residual=None):
         """``residual``: return ``residual + mlp(x)``, as :class:`FusedAttention`."""
@@ -137,17 +147,33 @@ class FusedMLP(nn.Module):
         if 0 < x.numel() // x.shape[-1] <= self.epilogue_rows and _use_kernels(x):
             from ..gpu.kernels.projection_epilogues import gate_up_silu
 
-            return project_onto(gate_up_silu(x, self.gate_up, self.norm_eps), self.down_proj.weight, residual)
+            return self.down(gate_up_silu(x, self.gate_up, self.norm_eps), residual)
         gate_up = nn.functional.linear(x, self.gate_up)
         if _use_kernels(gate_up):
             from ..gpu.kernels.fused_llama import silu_mul
 
-            return project_onto(silu_mul(gate_up, x if fold else None, self.norm_eps or 0.0), self.down_proj.weight,
-                                residual)
+            return self.down(silu_mul(gate_up, x if fold else None, self.norm_eps or 0.0), residual)
         if fold:
             gate_up = rms_scaled(gate_up, x, self.norm_eps)
         gate, up = gate_up.chunk(2, dim=-1)
-        return project_onto(nn.functional.silu(gate) * up, self.down_proj.weight, residual)
+        return self.down(nn.functional.silu(gate) * up, residual)
+
+    def down(self, h: torch.Tensor, residual: torch.Tensor | None) -> torch.Tensor:
+        """``h (B, T, I)`` down-projected, onto ``residual (B, T, H)`` if given (in place where the kernels run)."""
+        rows = h.numel() // h.shape[-1]
+        if not (self.down_split and residual is not None and 0 < rows <= MAX_DOWN_ROWS and _use_kernels(h)
+                and residual.is_contiguous() and residual.dtype == h.dtype):
+            return project_onto(h, self.down_proj.weight, residual)
+        from ..gpu.kernels.skinny_gemm import skinny_linear, splitk_workspace
+
+        weight = self.down_proj.weight
+        if self.down_split > 1 and self._down_workspace is None:
+            self._down_workspace = splitk_workspace(MAX_DOWN_ROWS, weight.shape[0], self.down_split, DOWN_CONFIG[0],
+                                                    h.device)
+        flat = residual.view(-1, residual.shape[-1])
+        skinny_linear(h.reshape(-1, h.shape[-1]), weight, residual=flat, out=flat, config=DOWN_CONFIG,
+                      split_k=self.down_split, workspace=self._down_workspace)
+        return residual
 
 
 def _qkv_rope_fits(rows: int, head_dim: int) -> bool:
@@ -162,6 +188,14 @@ def epilogue_rows_checked(rows: int) -> int:
     if isinstance(rows, bool) or not isinstance(rows, int) or not 0 <= rows <= MAX_EPILOGUE_ROWS:
         raise ValueError(f"epilogue_rows={rows!r}: 0 (off) to {MAX_EPILOGUE_ROWS} rows")
     return rows
+
+
+def down_split_checked(split: int) -> int:
+    """``split`` if it is a number of ``K`` ranges the one-launch down projection takes (0: off, cuBLAS; 1 to
+    :data:`MAX_DOWN_SPLIT`)."""
+    if isinstance(split, bool) or not isinstance(split, int) or not 0 <= split <= MAX_DOWN_SPLIT:
+        raise ValueError(f"down_split={split!r}: 0 (off: cuBLAS) to {MAX_DOWN_SPLIT} K ranges")
+    return split
 
 
 def folded(weight: torch.Tensor, norm: nn.Module | None) -> nn.Parameter:
@@ -199,17 +233,17 @@ class FusedDecoderLayer(nn.Module):
     ``mlp``), two launches fewer. Its input is overwritten where the kernels run (the graph decoder keeps no
     layer's input)."""
 
-    def __init__(self, layer: nn.Module, fold_norms: bool = False, epilogue_rows: int = 0):
+    def __init__(self, layer: nn.Module, fold_norms: bool = False, epilogue_rows: int = 0, down_split: int = 0):
         """``fold_norms``: the two RMSNorms folded into the projections after them (``input_layernorm`` and
         ``post_attention_layernorm`` become identities: no launch of their own); ``epilogue_rows``: the attention's
-        and the MLP's (:class:`FusedAttention`, :class:`FusedMLP`)."""
+        and the MLP's (:class:`FusedAttention`, :class:`FusedMLP`); ``down_split``: the MLP's."""
         super().__init__()
         for name, value in vars(layer).items():  # plain attributes the model's loop may read (attention_type)
             if not name.startswith("_") and name != "training":
                 setattr(self, name, value)
         norms = (layer.input_layernorm, layer.post_attention_layernorm)
         self.self_attn = FusedAttention(layer.self_attn, norms[0] if fold_norms else None, epilogue_rows)
-        self.mlp = FusedMLP(layer.mlp, norms[1] if fold_norms else None, epilogue_rows)
+        self.mlp = FusedMLP(layer.mlp, norms[1] if fold_norms else None, epilogue_rows, down_split)
         self.input_layernorm, self.post_attention_layernorm = (nn.Identity(), nn.Identity()) if fold_norms else norms
 
     def forward(self, hidden_states, **kwargs):
@@ -217,13 +251,14 @@ class FusedDecoderLayer(nn.Module):
         return self.mlp(self.post_attention_layernorm(x), residual=x)
 
 
-def fuse_llama(model: nn.Module, fold_norms: bool = False, epilogue_rows: int = 0) -> int:
+def fuse_llama(model: nn.Module, fold_norms: bool = False, epilogue_rows: int = 0, down_split: int = 0) -> int:
     """Replace the norms, attention and MLP modules of a Llama-family ``model`` (Llama, Mistral, Qwen2:
     q/k/v biases allowed, no output-projection bias, SiLU MLP, no sliding window) in place; returns the
     number of decoder layers fused. ``fold_norms``: each layer's RMSNorms folded into its projections (the
     model's final norm stays); ``epilogue_rows``: forwards of at most this many rows run the q/k/v projection with
     the rotary and cache write, and the gate/up projection with the SiLU-mul, in one launch each
-    (:mod:`specattn.gpu.kernels.projection_epilogues`; 0: off). Only for the graph decoder."""
+    (:mod:`specattn.gpu.kernels.projection_epilogues`; 0: off); ``down_split``: the down projection and its residual
+    add in one launch, ``K`` in this many ranges (:meth:`FusedMLP.down`; 0: cuBLAS). Only for the graph decoder."""
     layers = model.model.layers
     for layer in layers:
         attention = layer.self_attn
@@ -235,5 +270,5 @@ def fuse_llama(model: nn.Module, fold_norms: bool = False, epilogue_rows: int = 
             raise ValueError("fuse_llama: sliding-window attention is not supported")
     fuse_rmsnorms(model)
     for i, layer in enumerate(layers):
-        layers[i] = FusedDecoderLayer(layer, fold_norms, epilogue_rows)
+        layers[i] = FusedDecoderLayer(layer, fold_norms, epilogue_rows, down_split)
     return len(layers)

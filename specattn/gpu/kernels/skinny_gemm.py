@@ -79,8 +79,9 @@ def _skinny_kernel(x_ptr, w_ptr, out_ptr, res_ptr, ws_ptr, tk_ptr, M, N, K, KS, 
 
 @dataclass(frozen=True)
 class SplitKWorkspace:
-    """A split-K launch's scratch: ``partials (S, M, N)`` float32 and ``tickets (cdiv(N, BLOCK_N),)`` int32 zeros
-    (each launch leaves them zero: one workspace serves every launch of its shape, and a captured graph's replays)."""
+    """A split-K launch's scratch: ``partials`` float32, at least ``S * M * N`` (a launch of fewer rows uses its first
+    ``S * M * N``), and ``tickets (cdiv(N, BLOCK_N),)`` int32 zeros (each launch leaves them zero: one workspace serves
+    every launch of its width on one stream, and a captured graph's replays)."""
 
     partials: torch.Tensor
     tickets: torch.Tensor
@@ -98,7 +99,7 @@ def skinny_linear(x: torch.Tensor, weight: torch.Tensor, residual: torch.Tensor 
     """``x (M, K) @ weight (N, K).T`` (+ ``residual (M, N)``, which ``out`` may be) into ``out (M, N)`` (allocated if
     None), ``M <= 128``; rows of ``x``, ``weight``, ``residual`` and ``out`` with unit stride along the last dimension.
     ``config``: ``(BLOCK_N, BLOCK_K, stages, warps)``; ``split_k``: ``K`` in that many ranges, one launch, with
-    ``workspace`` (:func:`splitk_workspace` of these ``M``, ``N``, ``split_k`` and ``BLOCK_N``; made here if None, which
+    ``workspace`` (:func:`splitk_workspace` of at least these ``M``, these ``N``, ``split_k`` and ``BLOCK_N``; made here if None, which
     a captured graph must not rely on: its tickets would be zeroed inside the graph)."""
     from . import interpreting
 
@@ -116,7 +117,7 @@ def skinny_linear(x: torch.Tensor, weight: torch.Tensor, residual: torch.Tensor 
         raise ValueError(f"skinny_linear: split_k={split_k!r} must be 1..32 (1: no split)")
     if split_k > 1:
         workspace = workspace or splitk_workspace(m, n, split_k, block_n, x.device)
-        if workspace.partials.shape != (split_k, m, n) or workspace.tickets.numel() != triton.cdiv(n, block_n):
+        if workspace.partials.numel() < split_k * m * n or workspace.tickets.numel() != triton.cdiv(n, block_n):
             raise ValueError(f"skinny_linear: workspace {tuple(workspace.partials.shape)} with "
                              f"{workspace.tickets.numel()} tickets does not fit split_k={split_k}, ({m}, {n}) over "
                              f"{block_n}-column programs: splitk_workspace({m}, {n}, {split_k}, {block_n}, device)")
