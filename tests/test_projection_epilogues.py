@@ -219,7 +219,7 @@ def test_gate_up_silu_matches_the_projection_and_silu_mul_gpu():
     _check_gate_up("cuda", torch.bfloat16, 3e-2, CONFIGS)
 
 
-def _mlp_pair(device, dtype, rows):
+def _mlp_pair(device, dtype, rows, down_split=0):
     from transformers import LlamaConfig
     from transformers.models.llama.modeling_llama import LlamaMLP, LlamaRMSNorm
 
@@ -229,7 +229,7 @@ def _mlp_pair(device, dtype, rows):
     config = LlamaConfig(hidden_size=96, intermediate_size=80, num_attention_heads=3, num_hidden_layers=1)
     mlp, norm = LlamaMLP(config).to(dtype), LlamaRMSNorm(96).to(dtype)
     norm.weight.data = (0.5 + torch.rand(96)).to(dtype)
-    return (*(FusedMLP(mlp, norm, r).to(device) for r in (rows, 0)),
+    return (*(FusedMLP(mlp, norm, r, split).to(device) for r, split in ((rows, down_split), (0, 0))),
             (torch.randn(2, 2, 96) * 3).to(dtype).to(device))
 
 
@@ -260,10 +260,7 @@ def test_the_fused_mlp_runs_its_down_projection_and_residual_add_in_one_launch_i
     calls = []
     launch = skinny_gemm.skinny_linear
     monkeypatch.setattr(skinny_gemm, "skinny_linear", lambda *a, **k: calls.append(k["split_k"]) or launch(*a, **k))
-    one, two, x = _mlp_pair("cpu", torch.float16, 0)
-    split = fused_llama.FusedMLP.__new__(fused_llama.FusedMLP)
-    split.__dict__.update(one.__dict__)  # the same weights
-    split.down_split = 3
+    split, two, x = _mlp_pair("cpu", torch.float16, 0, down_split=3)
     residual = torch.randn_like(x)
     got = split(x, residual.clone())
     want = two(x, residual.clone())
