@@ -190,6 +190,7 @@ def test_keys_a_constructor_takes_may_be_added(capsys, tmp_path):
                                                          f"experiment.draft_down_split={split}")
     check_command_line(["experiment=decode_real", "model=qwen_coder", "experiment.draft_down_split=4",
                         "logger=none", f"paths.outputs={tmp_path}"], CONF)
+    assert "experiment.draft_down_split=" in refusal(capsys, "experiment=decode_bench", "experiment.draft_down_split=33")
 
 
 def test_read_only_and_full_output_folders_are_refused(capsys, tiny_model_dir, small_disk):

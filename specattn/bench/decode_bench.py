@@ -86,6 +86,8 @@ class DecodeBenchConfig:
     draft_window: int = 1024
     draft_sinks: int = 16
     fold_norms: bool = True  # with fused_layers: each layer's RMSNorms folded into its projections (2 launches fewer)
+    draft_epilogue_rows: int = 0  # with fused_layers: the draft's one-launch q/k/v + rotary and gate/up + SiLU-mul
+    draft_down_split: int = 0  # with fused_layers: the draft's down projection + residual add in one launch (K ranges)
 
 
 def build_model(name: str, device, dtype):
@@ -293,7 +295,8 @@ def run_all(cfg: DecodeBenchConfig, log=print, out_csv: Path | None = None) -> d
         if cfg.fused_layers:
             from ..hooks.fused_llama import fuse_llama
 
-            fuse_llama(draft, cfg.fold_norms), fuse_llama(verifier, cfg.fold_norms)
+            fuse_llama(draft, cfg.fold_norms, cfg.draft_epilogue_rows, cfg.draft_down_split)
+            fuse_llama(verifier, cfg.fold_norms)
         log(f"{pair}: random {draft_name} + {verifier_name} built in {time.perf_counter() - tick:.1f} s")
         shapes = [roofline.ModelShape.from_config(m.config, m.dtype.itemsize) for m in (draft, verifier)]
         weights = sum(s.weight_bytes + s.vocab * s.hidden * s.dtype_bytes for s in shapes)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from ..bench.decode_bench import DecodeBenchConfig, run_all
 from ..bench.decode_tables import render, tables
+from .decode_real import draft_down_split, draft_epilogue_rows
 from ..results.plots import plot_decode_throughput
 from ..runs.context import ExperimentResult, RunContext
 
@@ -25,7 +26,14 @@ def config_from(cfg, device: str = "cuda", dtype: str = "bfloat16") -> DecodeBen
         max_mem_gib=float(e.max_mem_gib), fused_layers=bool(e.fused_layers), device=device, dtype=dtype, seed=int(cfg.seed),
         draft_reads=tuple(str(r) for r in e.get("draft_reads", ())), draft_refresh=int(e.get("draft_refresh", 8)),
         draft_window=int(e.get("draft_window", 1024)), draft_sinks=int(e.get("draft_sinks", 16)),
-        fold_norms=bool(e.get("fold_norms", True)))
+        fold_norms=bool(e.get("fold_norms", True)), draft_epilogue_rows=draft_epilogue_rows(e),
+        draft_down_split=draft_down_split(e))
+
+
+def check(cfg) -> None:
+    """Before anything loads: the draft's one-launch layer settings (as decode_real's)."""
+    draft_epilogue_rows(cfg.experiment)
+    draft_down_split(cfg.experiment)
 
 
 def run(ctx: RunContext) -> ExperimentResult:
