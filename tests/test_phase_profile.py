@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from specattn.bench.phase_profile import (CLASSES, GAPS, OTHER, REPLAY, Kernel, exclusive_us, fixed_time_table,
-                                          floor_bytes, kernel_class, phase_breakdown, top_kernels)
+                                          floor_bytes, kernel_class, main, phase_breakdown, top_kernels, versus_table)
 from specattn.decode import roofline
 from specattn.decode.draft_reads import DRAFT_READS
 
@@ -115,3 +115,21 @@ def test_the_fixed_time_table_carries_each_modes_step_and_bandwidth(tmp_path):
     assert list(table.columns[:2]) == ["step_ms", "read_tbs"]
     assert table.loc["dense", "step_ms"] == 20.2 and table.loc["ar", "step_ms"] == 6.8
     assert table.loc["ar", "read_tbs"] == 3.1 and table.loc["dense", "ms"] == pytest.approx(0.02)
+
+
+def test_versus_gives_each_shared_modes_differences(tmp_path, capsys):
+    # an A/B of the same point: the one-launch arm has two kernels fewer and 4 us less GEMM time; a mode only one
+    # profile has is left out
+    def rows(gemm_us, n_gemm, modes, step):
+        kernels = [Kernel("gemm_a", 10 * i, 10 * i + gemm_us / n_gemm) for i in range(n_gemm)]
+        return pd.concat([phase_breakdown(kernels, 0.05, {"gemm": 1e6}, 1e12).assign(
+            mode=m, phase="draft", step_ms=step, read_tbs=3.0 + 0.1 * n_gemm) for m in modes])
+
+    base, other = rows(12.0, 4, ["dense", "ar"], 20.0), rows(8.0, 2, ["dense"], 19.5)
+    diff = versus_table(base, other)
+    assert list(diff.index) == ["dense"] and "read_tbs" not in diff.columns
+    assert diff.loc["dense", "kernels"] == -2 and diff.loc["dense", "step_ms"] == pytest.approx(-0.5)
+    assert diff.loc["dense", "gemm"] == pytest.approx(-0.004) and diff.loc["dense", "ms"] == pytest.approx(0)
+    base.to_csv(tmp_path / "a.csv", index=False), other.to_csv(tmp_path / "b.csv", index=False)
+    main([str(tmp_path / "b.csv"), "--versus", str(tmp_path / "a.csv")])
+    assert "b.csv minus" in capsys.readouterr().out

@@ -136,6 +136,15 @@ def fixed_time_table(rows: pd.DataFrame) -> pd.DataFrame:
     return pd.concat([totals, above[order]], axis=1)
 
 
+def versus_table(base: pd.DataFrame, other: pd.DataFrame) -> pd.DataFrame:
+    """Per mode both profiles have (their :func:`fixed_time_table` rows), ``other`` minus ``base``: each column's
+    difference (ms a step, kernels, each part's ms above its floor); ``read_tbs`` (a run's own draw) left out."""
+    a, b = fixed_time_table(base), fixed_time_table(other)
+    modes = [m for m in a.index if m in b.index]
+    columns = [c for c in a.columns if c in b.columns and c != "read_tbs"]
+    return b.loc[modes, columns] - a.loc[modes, columns]
+
+
 def main(argv: list[str] | None = None) -> None:
     import argparse
 
@@ -144,9 +153,16 @@ def main(argv: list[str] | None = None) -> None:
                                                  "of scripts/gpu/profile_real.py --csv.")
     parser.add_argument("csv", nargs="+", help="breakdown rows (part, kernels, ms, floor_ms, above_floor_ms, mode, "
                                                "phase)")
-    for path in parser.parse_args(argv).csv:
+    parser.add_argument("--versus", metavar="CSV", help="a profile of the same point under other settings: print "
+                                                        "each CSV's differences from it (theirs minus its)")
+    args = parser.parse_args(argv)
+    for path in args.csv:
         print(f"{path}: ms a step (both phases) and ms above the byte floor by part")
         print(fixed_time_table(pd.read_csv(path)).to_string(float_format=lambda x: f"{x:.3f}"))
+        if args.versus:
+            print(f"{path} minus {args.versus}:")
+            print(versus_table(pd.read_csv(args.versus), pd.read_csv(path)).to_string(
+                float_format=lambda x: f"{x:+.3f}"))
 
 
 if __name__ == "__main__":
