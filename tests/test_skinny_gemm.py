@@ -62,8 +62,13 @@ def test_skinny_linear_refuses_what_it_cannot_compute_interpreter():
         skinny_linear(torch.zeros(4, 8), torch.zeros(3, 8), split_k=0)
     from specattn.gpu.kernels.skinny_gemm import splitk_workspace
 
-    with pytest.raises(ValueError, match=r"splitk_workspace\(4, 3, 2, 16"):
-        skinny_linear(torch.zeros(4, 8), torch.zeros(3, 8), split_k=2, workspace=splitk_workspace(4, 3, 3, 16, "cpu"))
+    with pytest.raises(ValueError, match=r"splitk_workspace\(4, 3, 2, 16"):  # partials for 2 rows, not 4
+        skinny_linear(torch.zeros(4, 8), torch.zeros(3, 8), split_k=2, workspace=splitk_workspace(2, 3, 2, 16, "cpu"))
+    with pytest.raises(ValueError, match="2 tickets"):  # made for 32-column programs: 2 column blocks of 40, not 3
+        skinny_linear(torch.zeros(4, 8), torch.zeros(40, 8), split_k=2, workspace=splitk_workspace(4, 40, 2, 32, "cpu"))
+    # more rows than the launch has is fine (the decoder's one workspace for every row count)
+    out = skinny_linear(torch.ones(2, 8), torch.ones(3, 8), split_k=2, workspace=splitk_workspace(4, 3, 2, 16, "cpu"))
+    assert torch.equal(out, torch.full((2, 3), 8.0))
 
 
 @needs_gpu
