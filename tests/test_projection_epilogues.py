@@ -257,6 +257,8 @@ def test_the_fused_mlp_runs_its_down_projection_and_residual_add_in_one_launch_i
     from specattn.gpu.kernels import skinny_gemm
     from specattn.hooks import fused_llama
 
+    # the hook's limits, kept without importing Triton, are the kernel's
+    assert (fused_llama.MAX_DOWN_SPLIT, fused_llama.MAX_DOWN_ROWS) == (skinny_gemm.MAX_SPLIT, skinny_gemm.MAX_ROWS)
     calls = []
     launch = skinny_gemm.skinny_linear
     monkeypatch.setattr(skinny_gemm, "skinny_linear", lambda *a, **k: calls.append(k["split_k"]) or launch(*a, **k))

@@ -35,7 +35,7 @@ from specattn.bench.decode_bench import Clock, phase_ms  # noqa: E402
 from specattn.bench.phase_profile import Kernel, floor_bytes, phase_breakdown, top_kernels  # noqa: E402
 from specattn.bench.real_decode import PointRunner, modes, roofline_row  # noqa: E402
 from specattn.data.windows import token_windows  # noqa: E402
-from specattn.experiments.decode_real import bench_config, draft_down_split, draft_epilogue_rows  # noqa: E402
+from specattn.experiments.decode_real import bench_config, fuse_pair  # noqa: E402
 from specattn.experiments.evaluation import layer_mapping, load_pair_for  # noqa: E402
 from specattn.runs.validate import register_resolvers  # noqa: E402
 
@@ -72,11 +72,7 @@ def main(context: int, batch: int, tiny: bool, extra: list[str], csv: str | None
     documents = instantiate(cfg.dataset.source).documents()
     pair = load_pair_for(cfg)
     if not tiny:
-        from specattn.hooks.fused_llama import fuse_llama
-
-        fold = bool(cfg.experiment.fold_norms)  # decode_real's setting (its default: folded)
-        fuse_llama(pair.draft, fold, draft_epilogue_rows(cfg.experiment), draft_down_split(cfg.experiment))
-        fuse_llama(pair.verifier, fold)
+        fuse_pair(pair, cfg.experiment)  # as decode_real fuses them (its default: norms folded)
     bench = bench_config(cfg, layer_mapping(cfg, pair))
     cuda = pair.verifier.device.type == "cuda"
     if cuda:

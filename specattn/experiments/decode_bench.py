@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from ..bench.decode_bench import DecodeBenchConfig, run_all
 from ..bench.decode_tables import render, tables
-from .decode_real import draft_down_split, draft_epilogue_rows
 from ..results.plots import plot_decode_throughput
 from ..runs.context import ExperimentResult, RunContext
+from .decode_real import draft_down_split, draft_epilogue_rows
 
 
 def config_from(cfg, device: str = "cuda", dtype: str = "bfloat16") -> DecodeBenchConfig:

@@ -120,6 +120,17 @@ def draft_down_split(e) -> int:
                            "the most K ranges of the one-launch down projection")
 
 
+def fuse_pair(pair, e) -> None:
+    """Both models' layers fused for the graph decoder (:func:`specattn.hooks.fused_llama.fuse_llama`), in place, with
+    ``e``'s (``cfg.experiment``) settings: ``fold_norms`` for both, the draft's one-launch ``draft_epilogue_rows`` and
+    ``draft_down_split``."""
+    from ..hooks.fused_llama import fuse_llama
+
+    fold = bool(e.get("fold_norms", True))
+    fuse_llama(pair.draft, fold, draft_epilogue_rows(e), draft_down_split(e))
+    fuse_llama(pair.verifier, fold)
+
+
 def other_layer_maps(cfg, pair) -> tuple[tuple[str, tuple[int, ...]], ...]:
     """``experiment.layer_maps`` resolved for the loaded pair: ``((name, map), ...)``."""
     return tuple((str(name), tuple(layer_maps.resolve(str(spec), pair.n_draft_layers, pair.n_verifier_layers,
@@ -248,11 +259,7 @@ def run(ctx: RunContext) -> ExperimentResult:
     tick = time.perf_counter()
     pair = load_pair_for(cfg)
     if cfg.experiment.fused_layers:
-        from ..hooks.fused_llama import fuse_llama
-
-        fold = bool(cfg.experiment.get("fold_norms", True))
-        fuse_llama(pair.draft, fold, draft_epilogue_rows(cfg.experiment), draft_down_split(cfg.experiment))
-        fuse_llama(pair.verifier, fold)
+        fuse_pair(pair, cfg.experiment)
     bench = bench_config(cfg, layer_mapping(cfg, pair), other_layer_maps(cfg, pair))
     log(f"{cfg.model.name} loaded in {time.perf_counter() - tick:.1f} s ({pair.verifier.dtype})")
     copy_bw, read_bw, hw = measure_bandwidth(), measure_read_bandwidth(), hardware()

@@ -38,8 +38,8 @@ from torch import nn
 from ..gpu.rmsnorm import KERNEL_DTYPES, fuse_rmsnorms
 
 MAX_EPILOGUE_ROWS = 32  # the most rows a one-launch projection takes (specattn.gpu.kernels.projection_epilogues)
-MAX_DOWN_SPLIT = 32  # the most K ranges of the one-launch down projection (specattn.gpu.kernels.skinny_gemm)
-MAX_DOWN_ROWS = 128  # the most rows it takes (more: cuBLAS)
+MAX_DOWN_SPLIT = 32  # the most K ranges of the one-launch down projection (skinny_gemm.MAX_SPLIT)
+MAX_DOWN_ROWS = 128  # the most rows it takes (skinny_gemm.MAX_ROWS; more: cuBLAS)
 DOWN_CONFIG = (16, 128, 4, 4)  # its (BLOCK_N, BLOCK_K, stages, warps)
 
 

@@ -26,6 +26,8 @@ import triton.language as tl
 
 #: (BLOCK_N, BLOCK_K, stages, warps) the profile tries (scripts/gpu/profile_gemm.py)
 CONFIGS = ((16, 128, 4, 4), (16, 256, 3, 4), (32, 128, 4, 4), (32, 256, 3, 4), (64, 128, 4, 4), (16, 512, 2, 4))
+MAX_ROWS = 128  # the most rows (M) a launch takes
+MAX_SPLIT = 32  # the most K ranges of one launch
 
 
 @triton.jit
@@ -68,13 +70,17 @@ def _skinny_kernel(x_ptr, w_ptr, out_ptr, res_ptr, ws_ptr, tk_ptr, M, N, K, KS, 
             acc = tl.zeros((BLOCK_M, BLOCK_N), tl.float32)
             for s in tl.static_range(SPLIT):
                 acc += tl.load(ws_ptr + s * M * N + at, mask=ok, other=0.0, cache_modifier=".cg")
-            if RESIDUAL:
-                acc += tl.load(res_ptr + m[:, None] * srm + n[None, :], mask=ok, other=0.0).to(tl.float32)
-            tl.store(out_ptr + m[:, None] * som + n[None, :], acc.to(out_ptr.dtype.element_ty), mask=ok)
+            _store_rows(acc, out_ptr, res_ptr, m, n, ok, som, srm, RESIDUAL)
     else:
-        if RESIDUAL:
-            acc += tl.load(res_ptr + m[:, None] * srm + n[None, :], mask=ok, other=0.0).to(tl.float32)
-        tl.store(out_ptr + m[:, None] * som + n[None, :], acc.to(out_ptr.dtype.element_ty), mask=ok)
+        _store_rows(acc, out_ptr, res_ptr, m, n, ok, som, srm, RESIDUAL)
+
+
+@triton.jit
+def _store_rows(acc, out_ptr, res_ptr, m, n, ok, som, srm, RESIDUAL: tl.constexpr):
+    """``acc (BLOCK_M, BLOCK_N)`` float32 (+ the residual's rows ``m``, columns ``n``) rounded once into ``out``."""
+    if RESIDUAL:
+        acc += tl.load(res_ptr + m[:, None] * srm + n[None, :], mask=ok, other=0.0).to(tl.float32)
+    tl.store(out_ptr + m[:, None] * som + n[None, :], acc.to(out_ptr.dtype.element_ty), mask=ok)
 
 
 @dataclass(frozen=True)
@@ -99,22 +105,22 @@ def skinny_linear(x: torch.Tensor, weight: torch.Tensor, residual: torch.Tensor 
     """``x (M, K) @ weight (N, K).T`` (+ ``residual (M, N)``, which ``out`` may be) into ``out (M, N)`` (allocated if
     None), ``M <= 128``; rows of ``x``, ``weight``, ``residual`` and ``out`` with unit stride along the last dimension.
     ``config``: ``(BLOCK_N, BLOCK_K, stages, warps)``; ``split_k``: ``K`` in that many ranges, one launch, with
-    ``workspace`` (:func:`splitk_workspace` of at least these ``M``, these ``N``, ``split_k`` and ``BLOCK_N``; made here if None, which
-    a captured graph must not rely on: its tickets would be zeroed inside the graph)."""
+    ``workspace`` (:func:`splitk_workspace` of at least these ``M``, these ``N``, ``split_k`` and ``BLOCK_N``; made
+    here if None, which a captured graph must not rely on: its tickets would be zeroed inside the graph)."""
     from . import interpreting
 
     m, k = x.shape
     n = weight.shape[0]
-    if weight.shape[1] != k or m > 128 or x.stride(1) != 1 or weight.stride(1) != 1:
-        raise ValueError(f"skinny_linear: x {tuple(x.shape)} and weight {tuple(weight.shape)} must be (M <= 128, K) "
-                         "and (N, K) with unit stride along K")
+    if weight.shape[1] != k or m > MAX_ROWS or x.stride(1) != 1 or weight.stride(1) != 1:
+        raise ValueError(f"skinny_linear: x {tuple(x.shape)} and weight {tuple(weight.shape)} must be "
+                         f"(M <= {MAX_ROWS}, K) and (N, K) with unit stride along K")
     if out is None:
         out = torch.empty((m, n), dtype=x.dtype, device=x.device)
     if residual is not None and (residual.shape != (m, n) or residual.stride(1) != 1):
         raise ValueError(f"skinny_linear: residual {tuple(residual.shape)} must be ({m}, {n}), unit stride along N")
     block_n, block_k, stages, warps = config
-    if not isinstance(split_k, int) or not 1 <= split_k <= 32:
-        raise ValueError(f"skinny_linear: split_k={split_k!r} must be 1..32 (1: no split)")
+    if not isinstance(split_k, int) or not 1 <= split_k <= MAX_SPLIT:
+        raise ValueError(f"skinny_linear: split_k={split_k!r} must be 1..{MAX_SPLIT} (1: no split)")
     if split_k > 1:
         workspace = workspace or splitk_workspace(m, n, split_k, block_n, x.device)
         if workspace.partials.numel() < split_k * m * n or workspace.tickets.numel() != triton.cdiv(n, block_n):
