@@ -16,6 +16,7 @@ from specattn.decode.draft_reads import DRAFT_READS
     ("nvjet_tst_64x8_64x16_4x1_v_bz_TNT", "gemm"),
     ("sm90_xmma_gemm_bf16bf16_bf16f32_f32_tn_n_tilesize64x64x64_warpgroupsize1x1x1", "gemm"),
     ("void cublasLt::splitKreduce_kernel<32, 16, int, float, __nv_bfloat16>", "gemm"),
+    ("_skinny_kernel", "gemm"), ("_qkv_rope_kernel", "gemm"), ("_gate_up_silu_kernel", "gemm"),
     ("_rows_kernel", "selection"), ("_score_rows_kernel", "selection"), ("nucleus_radix_kernel<float>", "selection"),
     ("_mask_list_kernel", "selection"), ("_threshold_list_kernel", "selection"),
     ("_rope_cache_kernel", "layer glue"), ("_silu_mul_kernel", "layer glue"),

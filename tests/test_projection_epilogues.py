@@ -56,15 +56,23 @@ CASES = [  # (B, T, Hq, Hkv, D, K, fold, bias): the draft's one and two tokens, 
 
 def _check(device, dtype, tol, configs):
     from specattn.gpu.kernels.fused_llama import rope_into_cache
-    from specattn.gpu.kernels.projection_epilogues import qkv_rope_into_cache
+    from specattn.gpu.kernels.projection_epilogues import qkv_rope_into_cache, qkv_rope_workspace
 
     for b, t, hq, hkv, d, k, fold, bias in CASES:
-        for config in configs:
+        for config, split in configs:
             x, w, bs, cos, sin, lengths, keys, values, (q_ref, k_ref, v_ref), host_len = _case(
                 b, t, hq, hkv, d, k, fold, bias, dtype, device)
-            q = qkv_rope_into_cache(x, w, cos, sin, lengths, hq, hkv, keys, values, 1e-6 if fold else None, bs,
-                                    config=config)
+            work = qkv_rope_workspace(b * t, hq, hkv, d, split, config, device) if split > 1 else None
+
+            def launch():
+                return qkv_rope_into_cache(x, w, cos, sin, lengths, hq, hkv, keys, values, 1e-6 if fold else None, bs,
+                                           config=config, split_k=split, workspace=work)
+
+            q = launch()
             assert q.shape == (b, hq, t, d)
+            if work is not None:  # the tickets left at zero: a second launch on the workspace sums the same parts
+                assert (work.tickets == 0).all()
+                assert torch.equal(launch(), q)
             assert (q.double().cpu() - q_ref).abs().max().item() <= tol, (b, t, d, config)
             written = torch.zeros(keys.shape[:3], dtype=torch.bool)
             for i in range(b):
@@ -83,12 +91,13 @@ def _check(device, dtype, tol, configs):
 
 @needs_interpreter
 def test_qkv_rope_matches_the_projection_rotation_and_cache_write_interpreter():
-    _check("cpu", torch.float32, 1e-4, [(16, 32, 2, 4), (32, 16, 2, 4)])
+    _check("cpu", torch.float32, 1e-4, [((16, 32, 2, 4), 1), ((32, 16, 2, 4), 1), ((16, 32, 2, 4), 3),
+                                         ((16, 16, 2, 4), 4)])
 
 
 @needs_interpreter
 def test_qkv_rope_refuses_what_it_cannot_take_interpreter():
-    from specattn.gpu.kernels.projection_epilogues import qkv_rope_into_cache
+    from specattn.gpu.kernels.projection_epilogues import qkv_rope_into_cache, qkv_rope_workspace
 
     x, w, bs, cos, sin, lengths, keys, values, _, _ = _case(33, 1, 2, 1, 64, 32, False, False, torch.float32, "cpu")
     with pytest.raises(ValueError, match="at most 32"):
@@ -97,6 +106,12 @@ def test_qkv_rope_refuses_what_it_cannot_take_interpreter():
         qkv_rope_into_cache(x[:4], w[:-1], cos[:4], sin[:4], lengths[:4], 2, 1, keys[:4], values[:4])
     with pytest.raises(ValueError, match="HB"):
         qkv_rope_into_cache(x[:4], w, cos[:4], sin[:4], lengths[:4], 2, 1, keys[:4], values[:4], config=(64, 32, 2, 4))
+    with pytest.raises(ValueError, match="split_k=33"):
+        qkv_rope_into_cache(x[:4], w, cos[:4], sin[:4], lengths[:4], 2, 1, keys[:4], values[:4], split_k=33)
+    other = qkv_rope_workspace(4, 2, 2, 64, 2)  # tickets for 2 + 2 x 2 heads: this launch has 2 + 2 x 1
+    with pytest.raises(ValueError, match="tickets does not fit"):
+        qkv_rope_into_cache(x[:4], w, cos[:4], sin[:4], lengths[:4], 2, 1, keys[:4], values[:4], split_k=2,
+                            workspace=other)
 
 
 @needs_gpu
@@ -104,7 +119,7 @@ def test_qkv_rope_matches_the_projection_rotation_and_cache_write_gpu():
     from specattn.gpu.kernels.projection_epilogues import CONFIGS
 
     # bfloat16 inputs and outputs: a value of magnitude up to ~8 rounds by 2^-8 of it
-    _check("cuda", torch.bfloat16, 0.1, CONFIGS)
+    _check("cuda", torch.bfloat16, 0.1, [(config, split) for config in CONFIGS for split in (1, 4)])
 
 
 def _attention_pair(device, dtype, rows):
@@ -176,7 +191,7 @@ def test_the_fused_attention_projects_in_one_launch_like_in_two_and_replays_in_a
 
 def _check_gate_up(device, dtype, tol, configs):
     from specattn.gpu.kernels.fused_llama import silu_mul
-    from specattn.gpu.kernels.projection_epilogues import gate_up_silu
+    from specattn.gpu.kernels.projection_epilogues import gate_up_silu, gate_up_workspace
 
     gen = torch.Generator().manual_seed(4)
     for rows, inter, k, fold in [(16, 100, 96, True), (1, 40, 64, False), (32, 33, 200, True), (5, 16, 48, False)]:
@@ -187,9 +202,14 @@ def _check_gate_up(device, dtype, tol, configs):
             ref = ref * torch.rsqrt(x.double().pow(2).mean(-1, keepdim=True) + 1e-6)
         ref = torch.nn.functional.silu(ref[:, :inter]) * ref[:, inter:]
         x, w = x.to(device), w.to(device)
-        for config in configs:
-            out = gate_up_silu(x, w, 1e-6 if fold else None, config=config)
+        for config, split in configs:
+            work = gate_up_workspace(rows, inter, split, config, device) if split > 1 else None
+            out = gate_up_silu(x, w, 1e-6 if fold else None, config=config, split_k=split, workspace=work)
             assert out.shape == (rows, inter) and out.dtype == dtype
+            if work is not None:
+                assert (work.tickets == 0).all()
+                assert torch.equal(gate_up_silu(x, w, 1e-6 if fold else None, config=config, split_k=split,
+                                                workspace=work), out)
             scale = max(1.0, ref.abs().max().item())
             assert (out.double().cpu() - ref).abs().max().item() <= tol * scale, (rows, inter, k, config)
             two = silu_mul(torch.nn.functional.linear(x, w), x if fold else None, 1e-6)
@@ -199,24 +219,29 @@ def _check_gate_up(device, dtype, tol, configs):
 
 @needs_interpreter
 def test_gate_up_silu_matches_the_projection_and_silu_mul_interpreter():
-    _check_gate_up("cpu", torch.float32, 1e-4, [(16, 32, 2, 4), (32, 64, 2, 4)])
+    _check_gate_up("cpu", torch.float32, 1e-4, [((16, 32, 2, 4), 1), ((32, 64, 2, 4), 1), ((16, 32, 2, 4), 4)])
 
 
 @needs_interpreter
 def test_gate_up_silu_refuses_what_it_cannot_take_interpreter():
-    from specattn.gpu.kernels.projection_epilogues import gate_up_silu
+    from specattn.gpu.kernels.projection_epilogues import gate_up_silu, gate_up_workspace
 
     with pytest.raises(ValueError, match="at most 32"):
         gate_up_silu(torch.zeros(33, 8), torch.zeros(6, 8))
     with pytest.raises(ValueError, match="2 I"):
         gate_up_silu(torch.zeros(4, 8), torch.zeros(6, 9))
+    with pytest.raises(ValueError, match="split_k=0"):
+        gate_up_silu(torch.zeros(4, 8), torch.zeros(6, 8), split_k=0)
+    small = gate_up_workspace(4, 3, 2, (16, 32, 2, 4))  # sized for 2 ranges: 4 do not fit
+    with pytest.raises(ValueError, match="does not fit split_k=4"):
+        gate_up_silu(torch.zeros(4, 8), torch.zeros(6, 8), config=(16, 32, 2, 4), split_k=4, workspace=small)
 
 
 @needs_gpu
 def test_gate_up_silu_matches_the_projection_and_silu_mul_gpu():
     from specattn.gpu.kernels.projection_epilogues import CONFIGS
 
-    _check_gate_up("cuda", torch.bfloat16, 3e-2, CONFIGS)
+    _check_gate_up("cuda", torch.bfloat16, 3e-2, [(config, split) for config in CONFIGS for split in (1, 2, 4)])
 
 
 def _mlp_pair(device, dtype, rows, down_split=0):

@@ -8,7 +8,8 @@ each in one launch (:mod:`specattn.gpu.kernels.projection_epilogues`), against t
 and down projections onto the residual as the fused layer calls them (cuBLAS ``addmm_`` in place: a split-K GEMM and
 its reduction for the down projection) against the skinny GEMM with its ``K`` split in one launch. Random weights.
 
-``python3 scripts/gpu/profile_gemm.py`` on the GPU machine; prints a table (the error against a float32 product in the
+``python3 scripts/gpu/profile_gemm.py [projections] [epilogues] [residual]`` on the GPU machine (all three
+without arguments); prints tables (the error against a float32 product in the
 last column)."""
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ from specattn.bench.attention import n_sets  # noqa: E402
 from specattn.bench.timing import graph_call_us, measure_read_bandwidth  # noqa: E402
 from specattn.gpu.kernels.fused_llama import rope_into_cache, silu_mul  # noqa: E402
 from specattn.gpu.kernels.projection_epilogues import CONFIGS as EPILOGUE_CONFIGS  # noqa: E402
-from specattn.gpu.kernels.projection_epilogues import gate_up_silu, qkv_rope_into_cache  # noqa: E402
+from specattn.gpu.kernels.projection_epilogues import (gate_up_silu, gate_up_workspace,  # noqa: E402
+                                                       qkv_rope_into_cache, qkv_rope_workspace)
 from specattn.gpu.kernels.skinny_gemm import CONFIGS, skinny_linear, splitk_workspace  # noqa: E402
 
 #: (projection, rows, N, K): Qwen2.5-Coder-0.5B's at batch 16 (one token; forward 0: two) and 1.5B's (five tokens)
@@ -55,9 +57,23 @@ def best_of(configs, calls_for) -> tuple[tuple, float]:
     return min(timed, key=lambda pair: pair[1])
 
 
-def main() -> None:
+def main(parts: list[str]) -> None:
+    """The tables of ``parts`` (``projections``, ``epilogues``, ``residual``; all if empty), in that order."""
+    unknown = set(parts) - {"projections", "epilogues", "residual"}
+    if unknown:
+        raise SystemExit(f"profile_gemm: parts {sorted(unknown)}: choose from projections, epilogues, residual")
     bandwidth = measure_read_bandwidth()
     print(f"read bandwidth {bandwidth / 1e12:.3f} TB/s; {torch.cuda.get_device_name()}")
+    if not parts or "projections" in parts:
+        projections(bandwidth)
+    if not parts or "epilogues" in parts:
+        epilogues()
+    if not parts or "residual" in parts:
+        onto_residual(bandwidth)
+
+
+def projections(bandwidth: float) -> None:
+    """Each projection of :data:`SHAPES`: cuBLAS against the skinny GEMM's best config, and the launch costs."""
     rows = []
     for label, m, n, k in SHAPES:
         nbytes = n * k * 2
@@ -88,15 +104,17 @@ def main() -> None:
         print(f"{r['projection']:20} {r['M']:>3} {r['N']:>6} {r['K']:>5} {r['MB']:>6.2f} {r['floor_us']:>7.2f} "
               f"{r['cublas_us']:>9.2f} ({r['floor_us'] / r['cublas_us']:>5.1%}) {r['skinny_us']:>9.2f} "
               f"({r['floor_us'] / r['skinny_us']:>5.1%}) {r['config']:>14} {r['max_err']:>8.4f}")
-    epilogues()
-    onto_residual(bandwidth)
+
+
+EPILOGUE_SPLITS = (1, 2, 4, 8)  # the K ranges the one-launch epilogues try
 
 
 def epilogues() -> None:
     """The draft's projections with their next kernel (Qwen2.5-Coder-0.5B: 14 + 2 + 2 heads of 64, hidden 896,
     intermediate 4,864, the norms folded, q/k/v biases; batch 16, one and two tokens a sequence), cold: cuBLAS then the
     fused layer's kernel (two launches) against :mod:`specattn.gpu.kernels.projection_epilogues` (one), best of its
-    configs; the largest difference of their outputs."""
+    configs and ``K`` splits; at that choice the one launch without the folded norm (what the norm's row sums cost);
+    the largest difference of their outputs."""
     hq, hkv, d, k = 14, 2, 64, 896
     n = (hq + 2 * hkv) * d
     ws = weight_copies(n, k)
@@ -104,36 +122,45 @@ def epilogues() -> None:
     keys = torch.zeros(16, hkv, 64, d, device="cuda", dtype=torch.bfloat16)
     values = torch.zeros_like(keys)
     lengths = torch.full((16,), 8, device="cuda", dtype=torch.int32)
-    print(f"\n{'draft q/k/v + rotary/cache, batch 16':40} {'two launches us':>16} {'one launch us':>14} "
-          f"{'config':>10} {'max |q diff|':>12}")
+    choices = [(c, s) for c in EPILOGUE_CONFIGS for s in EPILOGUE_SPLITS]
+    header = f"{'two launches us':>16} {'one launch us':>14} {'config':>10} {'split':>5} {'no norm us':>10}"
+    print(f"\n{'draft q/k/v + rotary/cache, batch 16':40} {header} {'max |q diff|':>12}")
     for t in (1, 2):
         x = torch.randn(16, t, k, device="cuda", dtype=torch.bfloat16)
         angle = torch.rand(16, t, d // 2, device="cuda") * 6.3
         cos = torch.cat([angle.cos()] * 2, -1).to(torch.bfloat16)
         sin = torch.cat([angle.sin()] * 2, -1).to(torch.bfloat16)
+        work = {(c, s): qkv_rope_workspace(16 * t, hq, hkv, d, s, c, "cuda") for c, s in choices if s > 1}
 
         def two(w):
             return rope_into_cache(F.linear(x, w), cos, sin, lengths, hq, hkv, keys, values, x, 1e-6, bias)
 
+        def one(w, choice, eps=1e-6):
+            return qkv_rope_into_cache(x, w, cos, sin, lengths, hq, hkv, keys, values, eps, bias, config=choice[0],
+                                       split_k=choice[1], workspace=work.get(choice))
+
         two_us = graph_call_us([lambda w=w: two(w) for w in ws])
-        best = best_of(EPILOGUE_CONFIGS, lambda config: [
-            lambda w=w: qkv_rope_into_cache(x, w, cos, sin, lengths, hq, hkv, keys, values, 1e-6, bias, config=config)
-            for w in ws])
-        diff = (qkv_rope_into_cache(x, ws[0], cos, sin, lengths, hq, hkv, keys, values, 1e-6, bias, config=best[0])
-                .float() - two(ws[0]).float()).abs().max().item()
-        print(f"{f'T = {t}':40} {two_us:>16.2f} {best[1]:>14.2f} {'x'.join(map(str, best[0])):>10} {diff:>12.4f}")
+        best = best_of(choices, lambda choice: [lambda w=w: one(w, choice) for w in ws])
+        no_norm = graph_call_us([lambda w=w: one(w, best[0], None) for w in ws])
+        diff = (one(ws[0], best[0]).float() - two(ws[0]).float()).abs().max().item()
+        print(f"{f'T = {t}':40} {two_us:>16.2f} {best[1]:>14.2f} {'x'.join(map(str, best[0][0])):>10} "
+              f"{best[0][1]:>5} {no_norm:>10.2f} {diff:>12.4f}")
     inter = 4864
     wg = weight_copies(2 * inter, k)
-    print(f"{'draft gate/up + SiLU-mul, batch 16':40} {'two launches us':>16} {'one launch us':>14} {'config':>10} "
-          f"{'max |diff|':>12}")
+    print(f"{'draft gate/up + SiLU-mul, batch 16':40} {header} {'max |diff|':>12}")
     for t in (1, 2):
         x = torch.randn(16, t, k, device="cuda", dtype=torch.bfloat16)
+        work = {(c, s): gate_up_workspace(16 * t, inter, s, c, "cuda") for c, s in choices if s > 1}
+
+        def one(w, choice, eps=1e-6):
+            return gate_up_silu(x, w, eps, config=choice[0], split_k=choice[1], workspace=work.get(choice))
+
         two_us = graph_call_us([lambda w=w: silu_mul(F.linear(x, w), x, 1e-6) for w in wg])
-        best = best_of(EPILOGUE_CONFIGS, lambda config: [lambda w=w: gate_up_silu(x, w, 1e-6, config=config)
-                                                         for w in wg])
-        diff = (gate_up_silu(x, wg[0], 1e-6, config=best[0]).float()
-                - silu_mul(F.linear(x, wg[0]), x, 1e-6).float()).abs().max().item()
-        print(f"{f'T = {t}':40} {two_us:>16.2f} {best[1]:>14.2f} {'x'.join(map(str, best[0])):>10} {diff:>12.4f}")
+        best = best_of(choices, lambda choice: [lambda w=w: one(w, choice) for w in wg])
+        no_norm = graph_call_us([lambda w=w: one(w, best[0], None) for w in wg])
+        diff = (one(wg[0], best[0]).float() - silu_mul(F.linear(x, wg[0]), x, 1e-6).float()).abs().max().item()
+        print(f"{f'T = {t}':40} {two_us:>16.2f} {best[1]:>14.2f} {'x'.join(map(str, best[0][0])):>10} "
+              f"{best[0][1]:>5} {no_norm:>10.2f} {diff:>12.4f}")
 
 
 def onto_residual(bandwidth: float) -> None:
@@ -167,4 +194,4 @@ def onto_residual(bandwidth: float) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

@@ -23,7 +23,7 @@ import pandas as pd
 #: (class, pattern of kernel names), first match wins; a kernel matching none is a PyTorch op ("pytorch ops")
 KERNEL_CLASSES = (
     ("attention", r"_split_kernel|_merge_kernel"),
-    ("gemm", r"gemm|gemv|nvjet|xmma|cutlass|splitKreduce"),
+    ("gemm", r"gemm|gemv|nvjet|xmma|cutlass|splitKreduce|_skinny_kernel|_qkv_rope_kernel|_gate_up_silu_kernel"),
     ("selection", r"_rows_kernel|nucleus|_onchip_kernel|_seg_stats_kernel|_decide_kernel|_compact_kernel|"
                   r"_finish_kernel|_chunk_max_kernel|_chunk_union_kernel|_list_kernel|_budget_top_kernel|"
                   r"_quest_bound_kernel|_quest_fold_kernel|_bsr_kernel"),

@@ -63,16 +63,25 @@ def _skinny_kernel(x_ptr, w_ptr, out_ptr, res_ptr, ws_ptr, tk_ptr, M, N, K, KS, 
     if SPLIT > 1:  # store the partial; the column block's last program sums them all, in order
         at = m[:, None] * N + n[None, :]
         tl.store(ws_ptr + tl.program_id(1) * M * N + at, acc, mask=ok)
-        tl.debug_barrier()  # every thread's partial stored before the release
-        ticket = tl.atomic_add(tk_ptr + pid, 1, sem="acq_rel", scope="gpu")
-        if ticket == SPLIT - 1:
-            tl.atomic_xchg(tk_ptr + pid, 0, sem="relaxed", scope="gpu")
+        if last_ticket(tk_ptr + pid, SPLIT):
             acc = tl.zeros((BLOCK_M, BLOCK_N), tl.float32)
             for s in tl.static_range(SPLIT):
                 acc += tl.load(ws_ptr + s * M * N + at, mask=ok, other=0.0, cache_modifier=".cg")
             _store_rows(acc, out_ptr, res_ptr, m, n, ok, som, srm, RESIDUAL)
     else:
         _store_rows(acc, out_ptr, res_ptr, m, n, ok, som, srm, RESIDUAL)
+
+
+@triton.jit
+def last_ticket(ticket_ptr, SPLIT: tl.constexpr):
+    """Whether this program, having stored its partial, draws the last of ``SPLIT`` tickets on ``ticket_ptr`` (a
+    barrier first, so every thread's stores precede the acquire-release add at GPU scope); the last one resets the
+    counter to zero for the next launch or graph replay."""
+    tl.debug_barrier()
+    last = tl.atomic_add(ticket_ptr, 1, sem="acq_rel", scope="gpu") == SPLIT - 1
+    if last:
+        tl.atomic_xchg(ticket_ptr, 0, sem="relaxed", scope="gpu")
+    return last
 
 
 @triton.jit
