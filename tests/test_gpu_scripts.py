@@ -88,9 +88,9 @@ CHAIN_TESTS = [["pytest", f"tests/{f}.py"] for f in (  # the chain's GPU test fi
     "test_real_decode", "test_graph_methods", "test_graph_engine", "test_fused_llama", "test_attention_sparse",
     "test_draft_rows")]
 PROFILE = [["profile_real.py", "32768", "16"],  # the chain's first timed part: where the step's time goes, then
-           ["profile_real.py", "32768", "16", "experiment.draft_epilogue_rows=32"],  # with the one-launch epilogues,
-           ["profile_real.py", "32768", "16", "experiment.draft_epilogue_rows=32",  # and the one-launch down projection
-            "experiment.draft_down_split=4"]]
+           ["profile_real.py", "32768", "16", "experiment.draft_down_split=8"],  # with the one-launch down projection,
+           ["profile_real.py", "32768", "16", "experiment.draft_down_split=8",  # and the one-launch q/k/v projection
+            "experiment.draft_epilogue_rows=16"]]
 
 
 def last(run: list[str], key: str) -> str:

@@ -13,8 +13,8 @@ export PYTHONPATH="/tmp/site:/tmp/repo"
 gpu_tests() { local f; for f in "$@"; do
   limit 200 python3 -m pytest -q -rfE -n 8 -m gpu -p no:cacheprovider tests/$f.py > "$GPU_OUT/bg/pytest_$f.log" 2>&1
   echo "$f rc $? $(tail -n 1 "$GPU_OUT/bg/pytest_$f.log")"; done; }
-step epilogues  # the draft's projection epilogues (thirty-second session, built and not timed) and the split-K skinny
-#                GEMM (thirty-third): their GPU tests, then one launch against two, cold (profile_gemm.py's last tables)
+step epilogues  # the draft's projection epilogues (thirty-second session; K split, thirty-fourth) and the split-K
+#                skinny GEMM (thirty-third): their GPU tests, then one launch against two, cold (profile_gemm.py)
 gpu_tests test_projection_epilogues test_skinny_gemm
 limit 200 python3 scripts/gpu/profile_gemm.py > "$GPU_OUT/bg/profile_gemm.log" 2>&1
 echo "profile_gemm rc $?"; tail -n 7 "$GPU_OUT/bg/profile_gemm.log"

@@ -4,7 +4,7 @@
 # tests/test_skinny_gemm.py, the fused pair's graph replay in tests/test_fused_llama.py) and the projections, one
 # launch against two, cold (scripts/gpu/profile_gemm.py); part "bench": experiment=decode_bench with random weights
 # of the Llama-3.2-1B -> Llama-3.1-8B shapes (forced acceptance tau = 3, a forced 10% kept: labelled) at 8K batch
-# 16, once per draft setting of $ARMS (comma-separated "rows split" pairs, default "0 0,32 0,32 4":
+# 16, once per draft setting of $ARMS (comma-separated "rows split" pairs, default "0 0,0 8,16 8":
 # experiment.draft_epilogue_rows and experiment.draft_down_split). Writes under $OUT.
 # Usage, from the repository root: `bash scripts/gpu/bare_ab.sh kernels bench` (each part fits one call alone).
 source scripts/setup_gpu.sh .whl /tmp/site > /dev/null 2>&1
@@ -16,10 +16,10 @@ for part in "$@"; do
       timeout 240 python3 -m pytest -q -rfE -n 8 -m gpu -p no:cacheprovider tests/test_projection_epilogues.py \
         tests/test_skinny_gemm.py tests/test_fused_llama.py > "$out/pytest.log" 2>&1
       echo "pytest rc $? $(tail -n 1 "$out/pytest.log")"
-      timeout 200 python3 scripts/gpu/profile_gemm.py > "$out/profile_gemm.log" 2>&1
+      timeout 200 python3 scripts/gpu/profile_gemm.py epilogues residual > "$out/profile_gemm.log" 2>&1
       echo "profile_gemm rc $?";;
     bench)
-      IFS=',' read -r -a arms <<< "${ARMS:-0 0,32 0,32 4}"
+      IFS=',' read -r -a arms <<< "${ARMS:-0 0,0 8,16 8}"
       for arm in "${arms[@]}"; do
         read -r rows split <<< "$arm"
         timeout 150 python3 run.py experiment=decode_bench logger=none "paths.outputs=$out/outputs" \

@@ -4,9 +4,10 @@
 # GPU alone: (a) where the step's time goes (scripts/gpu/profile_real.py at each point of $PROFILE_POINTS, default
 # 32K batch 16: AR, dense speculative decoding, SpecAttn p=0.9 and its first_window draft, each phase's kernels by
 # class against their byte floors; "none" skips it), each point again with each set of overrides in $PROFILE_AB
-# ('|' between sets, spaces within one; default: experiment.draft_epilogue_rows=32, the draft's projection epilogues
-# in one launch each, built in the thirty-second session, then with experiment.draft_down_split=4 too, its down
-# projection and residual add in one launch, thirty-third; "none": no second profile); (b) run A (Quest and StreamingLLM matched to SpecAttn p=0.9 at
+# ('|' between sets, spaces within one; default: experiment.draft_down_split=8, the draft's down projection and
+# residual add in one launch, then with experiment.draft_epilogue_rows=16 too, its q/k/v projection with the rotary
+# and cache write in one launch at batch 16's one-token forwards, both faster alone on the H100 in the thirty-fourth
+# session; "none": no second profile); (b) run A (Quest and StreamingLLM matched to SpecAttn p=0.9 at
 # 32K batch 16, the js map; its H200 twin; FIRST=none skips it on an H100); (c) the draft read policies with the norms
 # folded (scripts/gpu/breadth.sh: first_window with its 2,048-key window and reuse, every draft layer under the
 # policy, under SpecAttn p=0.9, beside AR, dense speculative decoding and SpecAttn p=0.9 / 0.95 of the same run, 32
@@ -22,7 +23,7 @@ for point in "${points[@]}"; do
   [ "$point" = none ] && break
   read -r context batch <<< "$point"
   step "profile_${context}_b${batch}"
-  IFS='|' read -r -a sets <<< "${PROFILE_AB-experiment.draft_epilogue_rows=32|experiment.draft_epilogue_rows=32 experiment.draft_down_split=4}"
+  IFS='|' read -r -a sets <<< "${PROFILE_AB-experiment.draft_down_split=8|experiment.draft_down_split=8 experiment.draft_epilogue_rows=16}"
   [ "${sets[0]}" = none ] && sets=()
   for i in $(seq 0 ${#sets[@]}); do  # the point as it stands, then with each set of $PROFILE_AB's overrides
     extra=""; suffix=""; [ "$i" -gt 0 ] && { extra="${sets[$((i - 1))]}"; suffix="_ab"; [ "$i" -gt 1 ] && suffix="_ab$i"; }

@@ -86,7 +86,7 @@ class DecodeBenchConfig:
     draft_window: int = 1024
     draft_sinks: int = 16
     fold_norms: bool = True  # with fused_layers: each layer's RMSNorms folded into its projections (2 launches fewer)
-    draft_epilogue_rows: int = 0  # with fused_layers: the draft's one-launch q/k/v + rotary and gate/up + SiLU-mul
+    draft_epilogue_rows: int = 0  # with fused_layers: the draft's one-launch q/k/v + rotary + cache write
     draft_down_split: int = 0  # with fused_layers: the draft's down projection + residual add in one launch (K ranges)
 
 

@@ -101,9 +101,8 @@ def check(cfg) -> None:
 
 def draft_epilogue_rows(e) -> int:
     """``experiment.draft_epilogue_rows``: the most rows (batch x tokens) a draft forward runs its q/k/v projection
-    with the rotary and cache write, and its gate/up projection with the SiLU-mul, in one launch each
-    (:mod:`specattn.gpu.kernels.projection_epilogues`; 0, the default: two launches each); anything but an integer
-    in 0..32 is refused before weights load."""
+    with the rotary and cache write in one launch (:mod:`specattn.gpu.kernels.projection_epilogues`; 0, the
+    default: two launches); anything but an integer in 0..32 is refused before weights load."""
     from ..hooks.fused_llama import MAX_EPILOGUE_ROWS
 
     return nonnegative_int(e.get("draft_epilogue_rows", 0), "experiment.draft_epilogue_rows", "32", MAX_EPILOGUE_ROWS,

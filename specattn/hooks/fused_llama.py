@@ -38,6 +38,9 @@ from torch import nn
 from ..gpu.rmsnorm import KERNEL_DTYPES, fuse_rmsnorms
 
 MAX_EPILOGUE_ROWS = 32  # the most rows a one-launch projection takes (specattn.gpu.kernels.projection_epilogues)
+#: the one-launch q/k/v projection's ((HB, BLOCK_K, stages, warps), K ranges): the H100's best at the draft's 16 rows
+#: (scripts/gpu/profile_gemm.py epilogues, thirty-fourth session: 5.59 us against the two launches' 6.42)
+QKV_EPILOGUE = ((32, 128, 4, 4), 8)
 MAX_DOWN_SPLIT = 32  # the most K ranges of the one-launch down projection (skinny_gemm.MAX_SPLIT)
 MAX_DOWN_ROWS = 128  # the most rows it takes (skinny_gemm.MAX_ROWS; more: cuBLAS)
 DOWN_CONFIG = (16, 128, 4, 4)  # its (BLOCK_N, BLOCK_K, stages, warps)
@@ -63,9 +66,11 @@ class FusedAttention(nn.Module):
         """``norm``: the RMSNorm before the attention, folded into the q/k/v projection (the module's input is
         then the norm's input). ``epilogue_rows``: forwards of at most this many rows (``B * T``, up to 32) run the
         projection, the rotary and the cache write in one launch
-        (:func:`specattn.gpu.kernels.projection_epilogues.qkv_rope_into_cache`) where the kernels run; 0: two."""
+        (:func:`specattn.gpu.kernels.projection_epilogues.qkv_rope_into_cache` at :data:`QKV_EPILOGUE`) where the
+        kernels run and the head size takes it; 0: two."""
         super().__init__()
         self.epilogue_rows = epilogue_rows_checked(epilogue_rows)
+        self._qkv_workspace = None  # made at the first one-launch projection (the decoder's eager warm-up)
         for name in ("config", "layer_idx", "head_dim", "num_key_value_groups", "scaling"):
             setattr(self, name, getattr(attention, name))
         self.heads = attention.config.num_attention_heads
@@ -97,11 +102,16 @@ class FusedAttention(nn.Module):
         fold = self.norm_eps is not None  # the bias is added after the folded norm's row scale
         cos, sin = position_embeddings
         if b * t <= self.epilogue_rows and _use_kernels(hidden_states) and _qkv_rope_fits(b * t, self.head_dim):
-            from ..gpu.kernels.projection_epilogues import qkv_rope_into_cache
+            from ..gpu.kernels.projection_epilogues import qkv_rope_into_cache, qkv_rope_workspace
 
+            config, split = QKV_EPILOGUE
+            if split > 1 and self._qkv_workspace is None:
+                self._qkv_workspace = qkv_rope_workspace(MAX_EPILOGUE_ROWS, self.heads, self.kv_heads,
+                                                         self.head_dim, split, config, hidden_states.device)
             keys, values = cache.keys[self.layer_idx], cache.values[self.layer_idx]
             query = qkv_rope_into_cache(hidden_states, self.qkv, cos, sin, cache.lengths, self.heads, self.kv_heads,
-                                        keys, values, self.norm_eps, self.qkv_bias)
+                                        keys, values, self.norm_eps, self.qkv_bias, config=config, split_k=split,
+                                        workspace=self._qkv_workspace)
             return query, keys, values
         qkv = nn.functional.linear(hidden_states, self.qkv, None if fold else self.qkv_bias)  # (B, T, (Hq+2Hkv) D)
         if _use_kernels(qkv):
@@ -124,17 +134,16 @@ class FusedAttention(nn.Module):
 
 
 class FusedMLP(nn.Module):
-    """A Llama MLP with one gate/up projection and one ``silu(gate) * up`` launch."""
+    """A Llama MLP with one gate/up projection and one ``silu(gate) * up`` launch (the two in one launch,
+    :func:`specattn.gpu.kernels.projection_epilogues.gate_up_silu`, is slower on the H100 at the draft's rows: 14.6
+    us against 11.1, thirty-fourth session, so it is not taken here)."""
 
-    def __init__(self, mlp: nn.Module, norm: nn.Module | None = None, epilogue_rows: int = 0, down_split: int = 0):
+    def __init__(self, mlp: nn.Module, norm: nn.Module | None = None, down_split: int = 0):
         """``norm``: the RMSNorm before the MLP, folded into the gate/up projection (``x`` is then its input).
-        ``epilogue_rows``: forwards of at most this many rows run the gate/up projection and the SiLU-mul in one
-        launch (:func:`specattn.gpu.kernels.projection_epilogues.gate_up_silu`) where the kernels run; 0: two.
         ``down_split``: forwards of at most :data:`MAX_DOWN_ROWS` rows onto a residual run the down projection and
         the add in one launch, its ``K`` in this many ranges (:func:`specattn.gpu.kernels.skinny_gemm.skinny_linear`,
         :data:`DOWN_CONFIG`) where the kernels run; 0: cuBLAS (:func:`project_onto`)."""
         super().__init__()
-        self.epilogue_rows = epilogue_rows_checked(epilogue_rows)
         self.down_split = down_split_checked(down_split)
         self.gate_up = folded(torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight]), norm)
         self.norm_eps = None if norm is None else float(norm.variance_epsilon)
@@ -144,10 +153,6 @@ class FusedMLP(nn.Module):
     def forward(self, x, residual=None):
         """``residual``: return ``residual + mlp(x)``, as :class:`FusedAttention`."""
         fold = self.norm_eps is not None
-        if 0 < x.numel() // x.shape[-1] <= self.epilogue_rows and _use_kernels(x):
-            from ..gpu.kernels.projection_epilogues import gate_up_silu
-
-            return self.down(gate_up_silu(x, self.gate_up, self.norm_eps), residual)
         gate_up = nn.functional.linear(x, self.gate_up)
         if _use_kernels(gate_up):
             from ..gpu.kernels.fused_llama import silu_mul
@@ -179,7 +184,7 @@ class FusedMLP(nn.Module):
 def _qkv_rope_fits(rows: int, head_dim: int) -> bool:
     from ..gpu.kernels.projection_epilogues import qkv_rope_fits
 
-    return qkv_rope_fits(rows, head_dim)
+    return qkv_rope_fits(rows, head_dim, QKV_EPILOGUE[0])
 
 
 def epilogue_rows_checked(rows: int) -> int:
@@ -236,14 +241,14 @@ class FusedDecoderLayer(nn.Module):
     def __init__(self, layer: nn.Module, fold_norms: bool = False, epilogue_rows: int = 0, down_split: int = 0):
         """``fold_norms``: the two RMSNorms folded into the projections after them (``input_layernorm`` and
         ``post_attention_layernorm`` become identities: no launch of their own); ``epilogue_rows``: the attention's
-        and the MLP's (:class:`FusedAttention`, :class:`FusedMLP`); ``down_split``: the MLP's."""
+        (:class:`FusedAttention`); ``down_split``: the MLP's (:class:`FusedMLP`)."""
         super().__init__()
         for name, value in vars(layer).items():  # plain attributes the model's loop may read (attention_type)
             if not name.startswith("_") and name != "training":
                 setattr(self, name, value)
         norms = (layer.input_layernorm, layer.post_attention_layernorm)
         self.self_attn = FusedAttention(layer.self_attn, norms[0] if fold_norms else None, epilogue_rows)
-        self.mlp = FusedMLP(layer.mlp, norms[1] if fold_norms else None, epilogue_rows, down_split)
+        self.mlp = FusedMLP(layer.mlp, norms[1] if fold_norms else None, down_split)
         self.input_layernorm, self.post_attention_layernorm = (nn.Identity(), nn.Identity()) if fold_norms else norms
 
     def forward(self, hidden_states, **kwargs):
@@ -256,8 +261,8 @@ def fuse_llama(model: nn.Module, fold_norms: bool = False, epilogue_rows: int = 
     q/k/v biases allowed, no output-projection bias, SiLU MLP, no sliding window) in place; returns the
     number of decoder layers fused. ``fold_norms``: each layer's RMSNorms folded into its projections (the
     model's final norm stays); ``epilogue_rows``: forwards of at most this many rows run the q/k/v projection with
-    the rotary and cache write, and the gate/up projection with the SiLU-mul, in one launch each
-    (:mod:`specattn.gpu.kernels.projection_epilogues`; 0: off); ``down_split``: the down projection and its residual
+    the rotary and cache write in one launch (:mod:`specattn.gpu.kernels.projection_epilogues`, :data:`QKV_EPILOGUE`;
+    0: off); ``down_split``: the down projection and its residual
     add in one launch, ``K`` in this many ranges (:meth:`FusedMLP.down`; 0: cuBLAS). Only for the graph decoder."""
     layers = model.model.layers
     for layer in layers:
