@@ -23,7 +23,8 @@ for point in "${points[@]}"; do
   [ "$point" = none ] && break
   read -r context batch <<< "$point"
   step "profile_${context}_b${batch}"
-  IFS='|' read -r -a sets <<< "${PROFILE_AB-experiment.draft_down_split=8|experiment.draft_down_split=8 experiment.draft_epilogue_rows=16}"
+  ab_default="experiment.draft_down_split=8|experiment.draft_down_split=8 experiment.draft_epilogue_rows=16"
+  IFS='|' read -r -a sets <<< "${PROFILE_AB-$ab_default}"
   [ "${sets[0]}" = none ] && sets=()
   for i in $(seq 0 ${#sets[@]}); do  # the point as it stands, then with each set of $PROFILE_AB's overrides
     extra=""; suffix=""; [ "$i" -gt 0 ] && { extra="${sets[$((i - 1))]}"; suffix="_ab"; [ "$i" -gt 1 ] && suffix="_ab$i"; }

@@ -101,8 +101,8 @@ def _summed_over_split(acc1, acc2, ssq, ws_ptr, tk_ptr, tile, tiles, s, BLOCK_M:
 
 
 @triton.jit
-def _qkv_rope_kernel(x_ptr, w_ptr, bias_ptr, cos_ptr, sin_ptr, len_ptr, q_ptr, k_ptr, v_ptr, ws_ptr, tk_ptr, M, T, K, KS,
-                     HQ, HKV, eps, sxm, swn, scb, sct, sqb, sqh, sqt, skb, skh, skn, svb, svh, svn,
+def _qkv_rope_kernel(x_ptr, w_ptr, bias_ptr, cos_ptr, sin_ptr, len_ptr, q_ptr, k_ptr, v_ptr, ws_ptr, tk_ptr, M, T, K,
+                     KS, HQ, HKV, eps, sxm, swn, scb, sct, sqb, sqh, sqt, skb, skh, skn, svb, svh, svn,
                      D: tl.constexpr, HB: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr,
                      STAGES: tl.constexpr, NORM: tl.constexpr, BIAS: tl.constexpr, SPLIT: tl.constexpr,
                      LOOP_FOR: tl.constexpr):
