@@ -16,6 +16,13 @@ columns and their rotary partners; a gate column block and its up block) as two 
 (:func:`_paired_dots`, each weight slice read once, the input rows beside it and their sum of squares for the folded
 norm). The projection is not rounded before the epilogue (one rounding fewer than the two launches: the same
 function, rounded at other places).
+
+With ``split_k = S > 1`` the grid gains an axis of ``S`` equal ``K`` ranges: each program stores its float32 partials
+(both dot products and the rows' sums of squares) in the workspace, takes a ticket on its tile
+(:func:`~specattn.gpu.kernels.skinny_gemm.last_ticket`), and the tile's last program sums the ``S`` parts in order and
+runs the epilogue (the q/k/v projection is 18-36 programs for the draft's 2 MB weight without it). H100, thirty-fourth
+session (docs/benchmarks.md): the q/k/v one launch in 8 ranges 5.59 us against the two launches' 6.42 at 16 rows; the
+gate/up one launch 14.56 against 11.10 (its folded norm's row sums 3.2 us of it), so the fused MLP keeps two.
 """
 
 from __future__ import annotations
