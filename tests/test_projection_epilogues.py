@@ -288,7 +288,8 @@ def test_the_fused_mlp_runs_its_down_projection_and_residual_add_in_one_launch_i
 
 def test_the_fused_layers_row_limit_is_the_kernels():
     pytest.importorskip("triton")
-    from specattn.gpu.kernels.projection_epilogues import CONFIGS, MAX_ROWS, MAX_SPLIT
+    from specattn.gpu.kernels.projection_epilogues import CONFIGS, MAX_ROWS
+    from specattn.gpu.kernels.skinny_gemm import MAX_SPLIT
     from specattn.hooks.fused_llama import MAX_EPILOGUE_ROWS, QKV_EPILOGUE, epilogue_rows_checked
 
     assert MAX_EPILOGUE_ROWS == MAX_ROWS

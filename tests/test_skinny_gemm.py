@@ -58,8 +58,9 @@ def test_skinny_linear_refuses_what_it_cannot_compute_interpreter():
         skinny_linear(torch.zeros(4, 8), torch.zeros(8, 4).T)
     with pytest.raises(ValueError, match="residual"):
         skinny_linear(torch.zeros(4, 8), torch.zeros(3, 8), residual=torch.zeros(4, 4))
-    with pytest.raises(ValueError, match="split_k=0"):
-        skinny_linear(torch.zeros(4, 8), torch.zeros(3, 8), split_k=0)
+    for bad in (0, 33, True):  # the K ranges' check the epilogue kernels share (skinny_gemm.range_width)
+        with pytest.raises(ValueError, match=f"split_k={bad!r} must be 1..32"):
+            skinny_linear(torch.zeros(4, 8), torch.zeros(3, 8), split_k=bad)
     from specattn.gpu.kernels.skinny_gemm import splitk_workspace
 
     with pytest.raises(ValueError, match=r"splitk_workspace\(4, 3, 2, 16"):  # partials for 2 rows, not 4

@@ -31,7 +31,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .skinny_gemm import MAX_SPLIT, SplitKWorkspace, last_ticket
+from .skinny_gemm import SplitKWorkspace, block_rows, last_ticket, range_width
 
 #: (HB, BLOCK_K, stages, warps) the profile tries (scripts/gpu/profile_gemm.py)
 CONFIGS = ((16, 128, 4, 4), (16, 256, 3, 4), (32, 128, 4, 4))
@@ -196,14 +196,10 @@ def _rows(x: torch.Tensor, k: int) -> torch.Tensor:
     return rows if rows.stride(1) == 1 else rows.contiguous()
 
 
-def _block_m(rows: int) -> int:
-    return max(16, triton.next_power_of_2(rows))
-
-
 def _workspace(rows: int, tiles: int, split_k: int, hb: int, device) -> SplitKWorkspace:
     """Partials of ``split_k`` parts of ``tiles`` tiles of ``rows`` rows (two ``HB``-column float32 blocks and a
     row's sum of squares each) and a ticket a tile."""
-    return SplitKWorkspace(torch.empty(split_k * tiles * _block_m(rows) * (2 * hb + 1), dtype=torch.float32,
+    return SplitKWorkspace(torch.empty(split_k * tiles * block_rows(rows) * (2 * hb + 1), dtype=torch.float32,
                                        device=device), torch.zeros(tiles, dtype=torch.int32, device=device))
 
 
@@ -225,13 +221,11 @@ def gate_up_workspace(rows: int, inter: int, split_k: int, config: tuple[int, in
 def _split_args(name: str, rows: int, k: int, tiles: int, config, split_k: int, workspace, device):
     """The launch's ``(partials, tickets, KS)`` (its workspace checked, or made where None) for ``split_k`` ranges."""
     hb, block_k = config[:2]
-    if isinstance(split_k, bool) or not isinstance(split_k, int) or not 1 <= split_k <= MAX_SPLIT:
-        raise ValueError(f"{name}: split_k={split_k!r} must be 1..{MAX_SPLIT} (1: no split)")
-    ks = triton.cdiv(triton.cdiv(k, split_k), block_k) * block_k
+    ks = range_width(name, k, split_k, block_k)
     if split_k == 1:
         return None, None, ks
     workspace = workspace or _workspace(rows, tiles, split_k, hb, device)
-    need = split_k * tiles * _block_m(rows) * (2 * hb + 1)
+    need = split_k * tiles * block_rows(rows) * (2 * hb + 1)
     if workspace.partials.numel() < need or workspace.tickets.numel() != tiles:
         raise ValueError(f"{name}: workspace of {workspace.partials.numel()} partials and {workspace.tickets.numel()} "
                          f"tickets does not fit split_k={split_k}, {rows} rows, {tiles} tiles of HB={hb} (needs "
@@ -278,8 +272,8 @@ def qkv_rope_into_cache(x: torch.Tensor, weight: torch.Tensor, cos: torch.Tensor
         q if partials is None else partials, lengths if tickets is None else tickets, b * t, t, k, ks, heads,
         kv_heads, float(norm_eps or 0.0), rows.stride(0), weight.stride(0), cos.stride(0), cos.stride(1),
         q.stride(0), q.stride(1), q.stride(2), keys.stride(0), keys.stride(1), keys.stride(2), values.stride(0),
-        values.stride(1), values.stride(2), D=d, HB=hb, BLOCK_M=_block_m(b * t), BLOCK_K=block_k, STAGES=stages,
-        NORM=norm_eps is not None, BIAS=bias is not None, SPLIT=split_k, LOOP_FOR=not interpreting(),
+        values.stride(1), values.stride(2), D=d, HB=hb, BLOCK_M=block_rows(b * t), BLOCK_K=block_k,
+        STAGES=stages, NORM=norm_eps is not None, BIAS=bias is not None, SPLIT=split_k, LOOP_FOR=not interpreting(),
         num_warps=warps)
     return q
 
@@ -310,7 +304,7 @@ def gate_up_silu(x: torch.Tensor, weight: torch.Tensor, norm_eps: float | None =
         _gate_up_silu_kernel[(tiles, split_k)](
             rows, weight, out, out if partials is None else partials, out if tickets is None else tickets,
             rows.shape[0], k, ks, inter, float(norm_eps or 0.0), rows.stride(0), weight.stride(0), out.stride(0),
-            HB=hb, BLOCK_M=_block_m(rows.shape[0]), BLOCK_K=block_k, STAGES=stages, NORM=norm_eps is not None,
+            HB=hb, BLOCK_M=block_rows(rows.shape[0]), BLOCK_K=block_k, STAGES=stages, NORM=norm_eps is not None,
             SPLIT=split_k, LOOP_FOR=not interpreting(), num_warps=warps)
     return out.view(*x.shape[:-1], inter)
 

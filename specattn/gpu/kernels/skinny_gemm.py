@@ -102,6 +102,19 @@ class SplitKWorkspace:
     tickets: torch.Tensor
 
 
+def block_rows(m: int) -> int:
+    """The row tile (``BLOCK_M``) of a launch of ``m`` rows: the next power of two, at least 16 (``tl.dot``'s least)."""
+    return max(16, triton.next_power_of_2(m))
+
+
+def range_width(name: str, k: int, split_k: int, block_k: int) -> int:
+    """The width ``KS`` of each of ``split_k`` equal ``K`` ranges in whole ``block_k`` steps (the last ones may be
+    short or empty), ``split_k`` checked: 1 to :data:`MAX_SPLIT` (``name``: the function refusing)."""
+    if isinstance(split_k, bool) or not isinstance(split_k, int) or not 1 <= split_k <= MAX_SPLIT:
+        raise ValueError(f"{name}: split_k={split_k!r} must be 1..{MAX_SPLIT} (1: no split)")
+    return triton.cdiv(triton.cdiv(k, split_k), block_k) * block_k
+
+
 def splitk_workspace(m: int, n: int, split_k: int, block_n: int, device) -> SplitKWorkspace:
     """A :class:`SplitKWorkspace` for ``(m, n)`` outputs in ``split_k`` parts over ``block_n``-column programs."""
     return SplitKWorkspace(torch.empty((split_k, m, n), dtype=torch.float32, device=device),
@@ -128,20 +141,18 @@ def skinny_linear(x: torch.Tensor, weight: torch.Tensor, residual: torch.Tensor 
     if residual is not None and (residual.shape != (m, n) or residual.stride(1) != 1):
         raise ValueError(f"skinny_linear: residual {tuple(residual.shape)} must be ({m}, {n}), unit stride along N")
     block_n, block_k, stages, warps = config
-    if not isinstance(split_k, int) or not 1 <= split_k <= MAX_SPLIT:
-        raise ValueError(f"skinny_linear: split_k={split_k!r} must be 1..{MAX_SPLIT} (1: no split)")
+    ks = range_width("skinny_linear", k, split_k, block_k)
     if split_k > 1:
         workspace = workspace or splitk_workspace(m, n, split_k, block_n, x.device)
         if workspace.partials.numel() < split_k * m * n or workspace.tickets.numel() != triton.cdiv(n, block_n):
             raise ValueError(f"skinny_linear: workspace {tuple(workspace.partials.shape)} with "
                              f"{workspace.tickets.numel()} tickets does not fit split_k={split_k}, ({m}, {n}) over "
                              f"{block_n}-column programs: splitk_workspace({m}, {n}, {split_k}, {block_n}, device)")
-    ks = triton.cdiv(triton.cdiv(k, split_k), block_k) * block_k
     res = residual if residual is not None else out
     ws = (workspace.partials, workspace.tickets) if split_k > 1 else (out, out)
     _skinny_kernel[(triton.cdiv(n, block_n), split_k)](
         x, weight, out, res, *ws, m, n, k, ks, x.stride(0), weight.stride(0), out.stride(0), res.stride(0),
-        BLOCK_M=max(16, triton.next_power_of_2(m)), BLOCK_N=block_n, BLOCK_K=block_k, STAGES=stages,
+        BLOCK_M=block_rows(m), BLOCK_N=block_n, BLOCK_K=block_k, STAGES=stages,
         RESIDUAL=residual is not None, SPLIT=split_k, LOOP_FOR=not interpreting(), num_warps=warps)
     return out
 
