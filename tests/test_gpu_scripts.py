@@ -290,3 +290,19 @@ def test_the_profile_scripts_settings_pass_the_pre_run_checks(cuda_present):
     assert last(overrides, "experiment.match_p") == "0.9"
     for job, error in check_jobs(["logger=none", "progress=false", *overrides], ROOT / "conf"):
         assert error is None, (job, error)
+
+
+def test_the_decode_ab_plans_the_point_as_it_stands_each_arm_then_the_lossless_check_with_the_last(
+        tmp_path, cuda_present):
+    runs = planned_runs(tmp_path, ["-c", 'ARMS="experiment.draft_down_split=2|experiment.draft_down_split=8 '
+                                         'experiment.draft_epilogue_rows=8" bash scripts/gpu/decode_ab.sh 300'])
+    assert len(runs) == 4
+    assert all("experiment.contexts=[32768]" in r and "experiment.draft_reads=[first_window]" in r for r in runs[:3])
+    assert not any("draft_down_split" in o or "draft_epilogue_rows" in o for o in runs[0])
+    assert runs[1][-1] == "experiment.draft_down_split=2"
+    assert runs[2][-2:] == runs[3][-2:] == ["experiment.draft_down_split=8", "experiment.draft_epilogue_rows=8"]
+    assert "experiment.lossless_prompts=32" in runs[3] and "experiment.contexts=[2048]" in runs[3]
+    assert all("experiment.lossless_prompts=0" in r for r in runs[:3])
+    for overrides in runs:
+        for job, error in check_jobs(["logger=none", "progress=false", *overrides], ROOT / "conf"):
+            assert error is None, (job, error)

@@ -13,11 +13,17 @@ export PYTHONPATH="/tmp/site:/tmp/repo"
 gpu_tests() { local f; for f in "$@"; do
   limit 200 python3 -m pytest -q -rfE -n 8 -m gpu -p no:cacheprovider tests/$f.py > "$GPU_OUT/bg/pytest_$f.log" 2>&1
   echo "$f rc $? $(tail -n 1 "$GPU_OUT/bg/pytest_$f.log")"; done; }
-step epilogues  # the draft's projection epilogues (thirty-second session; K split, thirty-fourth) and the split-K
-#                skinny GEMM (thirty-third): their GPU tests, then one launch against two, cold (profile_gemm.py)
-gpu_tests test_projection_epilogues test_skinny_gemm
-limit 200 python3 scripts/gpu/profile_gemm.py > "$GPU_OUT/bg/profile_gemm.log" 2>&1
-echo "profile_gemm rc $?"; tail -n 7 "$GPU_OUT/bg/profile_gemm.log"
+step epilogues  # the draft's projection epilogues (thirty-second session; K split, thirty-fourth), the split-K
+#                skinny GEMM (thirty-third) and the fused pair that takes them (the q/k/v one launch at its K split):
+#                their GPU tests (one launch against two: `python3 scripts/gpu/profile_gemm.py`, thirty-fourth session)
+gpu_tests test_projection_epilogues test_skinny_gemm test_fused_llama
+step timeline  # each split program's start, end and SM at the read-floor shape and at the shape where ours and
+#              FlashInfer's page table tie (split_timeline.py; per-program CSVs: is a slow program's SM slow in
+#              every call?)
+for shape in "llama-3.1-8b 4 0.25" "llama-2-7b 16 0.1"; do
+  limit 120 python3 scripts/gpu/split_timeline.py $shape --calls 20 --dump "$GPU_OUT/bg/timeline" \
+    >> "$GPU_OUT/bg/split_timeline.log" 2>&1
+  echo "split_timeline $shape rc $?"; done
 step read_floor  # the gathering read exact (float64 sum of the listed chunks), then its floor beside the streaming read's
 limit 120 python3 -m pytest -q -rfE -m gpu -p no:cacheprovider tests/test_gather_read.py \
   > "$GPU_OUT/bg/pytest_test_gather_read.log" 2>&1
