@@ -79,3 +79,26 @@ def test_the_summary_recovers_a_programs_fixed_cost_and_unit_time_across_the_low
     assert table[:, 1] == pytest.approx((start[live] - first) / 1e3)
     assert table[:, 3] - table[:, 1] == pytest.approx(3.0 + 5.0 * units[live])
     assert table[:, 4].tolist() == sm[live].tolist() and table[:, 5].tolist() == units[live].tolist()
+
+
+@needs_interpreter
+def test_sm_halves_tell_fixed_sm_speeds_from_ones_that_change_between_calls(monkeypatch):
+    split_timeline = timeline(monkeypatch)
+    rng = np.random.default_rng(1)
+    sms, calls = 30, 6
+    speed = rng.uniform(40, 53, sms)  # us a program takes on each SM
+
+    def tables(durations):  # calls' (programs, 7) tables: two programs an SM, starting at 0
+        out = []
+        for d in durations:
+            sm = np.repeat(np.arange(sms), 2).astype(float)
+            dur = np.repeat(d, 2)
+            out.append(np.column_stack([np.arange(2 * sms), np.zeros(2 * sms), np.full(2 * sms, 0.7), dur, sm,
+                                        np.full(2 * sms, 8.0), np.ones(2 * sms)]))
+        return out
+
+    fixed = split_timeline.sm_halves(tables([speed + rng.normal(0, 0.3, sms) for _ in range(calls)]))
+    drawn = split_timeline.sm_halves(tables([rng.permutation(speed) for _ in range(calls)]))
+    assert fixed["sm r"] > 0.95 and abs(drawn["sm r"]) < 0.6
+    assert fixed["sm medians"][0] == pytest.approx(speed.min(), abs=1.0)
+    assert fixed["sm medians"][2] == pytest.approx(speed.max(), abs=1.0)

@@ -112,6 +112,26 @@ def summary(table) -> dict:
             "alone|shared": (med(dur[alone]), med(dur[~alone]))}
 
 
+def sm_halves(tables) -> dict:
+    """Is a slow program's SM slow in every call? Over calls' :func:`programs` tables (>= 2): each SM's median program
+    duration in the even and in the odd calls, and their correlation across SMs (``r``: near 1 where the SMs' speeds
+    are fixed, a static split weighted by SM could even the ends out; near 0 where which program is slow changes from
+    call to call, only a split decided at run time can), with the per-SM medians' (min, median, max) over all calls."""
+    import numpy as np
+
+    def per_sm(part):
+        rows = np.concatenate(part)
+        sms = np.unique(rows[:, 4])
+        return sms, np.array([np.median(rows[rows[:, 4] == m, 3] - rows[rows[:, 4] == m, 1]) for m in sms])
+
+    sm_even, even = per_sm(tables[0::2])
+    sm_odd, odd = per_sm(tables[1::2])
+    both, ie, io = np.intersect1d(sm_even, sm_odd, return_indices=True)
+    r = float(np.corrcoef(even[ie], odd[io])[0, 1]) if len(both) > 2 and even[ie].std() and odd[io].std() else 0.0
+    _, every = per_sm(tables)
+    return {"sm r": round(r, 3), "sm medians": (float(every.min()), float(np.median(every)), float(every.max()))}
+
+
 def _fit(x, y) -> tuple[float, float]:
     """Least-squares (slope, intercept) of y on x (slope 0 where x does not vary)."""
     mx, my = x.mean(), y.mean()
@@ -163,6 +183,9 @@ def main() -> None:
             med = {k: tuple(np.median([r[k] for r in rows], axis=0).round(2).tolist())
                    if isinstance(rows[0][k], tuple) else round(float(np.median([r[k] for r in rows])), 2)
                    for k in rows[0]}
+            if args.calls > 1:
+                med.update({k: (tuple(round(x, 2) for x in v) if isinstance(v, tuple) else v)
+                            for k, v in sm_halves(tables).items()})
             split = ", ".join(f"{v:.1f}" for v in split_us.values())
             print(f"kept {kept} steal {steal}: split kernel (CUPTI) {split}; "
                   + "; ".join(f"{k} {v}" for k, v in med.items()), flush=True)
