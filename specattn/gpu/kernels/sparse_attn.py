@@ -140,11 +140,10 @@ def _block_ids(ids, e0, end, CP: tl.constexpr, CPB: tl.constexpr, DENSE: tl.cons
 
 @triton.jit
 def _chunk_block(q, kb, vb, skn, svn, cid, e0, end, prefix, C, m_i, l_i, acc, qk_scale, sc_row, sc_ok,
-                 D: tl.constexpr, CP: tl.constexpr, CPB: tl.constexpr, SCORES: tl.constexpr, EVICT: tl.constexpr):
+                 D: tl.constexpr, CP: tl.constexpr, CPB: tl.constexpr, SCORES: tl.constexpr):
     """Online-softmax update with the keys of list entries ``[e0, min(e0 + CPB, end))``, whose chunk ids per key lane
     ``cid`` (:func:`_block_ids`) the caller loaded a block ahead; ``SCORES``: the scaled scores of the rows with
-    ``sc_ok`` stored at ``sc_row`` (a pointer per tile row) + key; ``EVICT``: the keys and values loaded
-    ``evict_first`` (read once: the L2 keeps other lines first)."""
+    ``sc_ok`` stored at ``sc_row`` (a pointer per tile row) + key."""
     lanes = tl.arange(0, CPB * CP)
     e = e0 + lanes // CP
     w = lanes % CP
@@ -152,10 +151,7 @@ def _chunk_block(q, kb, vb, skn, svn, cid, e0, end, prefix, C, m_i, l_i, acc, qk
     key = cid * C + w
     ok = e_ok & (w < C) & (key >= 0) & (key < prefix)
     d = tl.arange(0, D)
-    if EVICT:
-        k = tl.load(kb + key[:, None] * skn + d[None, :], mask=ok[:, None], other=0.0, eviction_policy="evict_first")
-    else:
-        k = tl.load(kb + key[:, None] * skn + d[None, :], mask=ok[:, None], other=0.0)
+    k = tl.load(kb + key[:, None] * skn + d[None, :], mask=ok[:, None], other=0.0)
     s = tl.dot(q, tl.trans(k)) * qk_scale
     if SCORES:
         tl.store(sc_row[:, None] + key[None, :], s, mask=sc_ok[:, None] & ok[None, :])
@@ -164,10 +160,7 @@ def _chunk_block(q, kb, vb, skn, svn, cid, e0, end, prefix, C, m_i, l_i, acc, qk
     alpha = tl.exp2(m_i - m_new)
     p = tl.exp2(s - m_new[:, None])
     l_i = l_i * alpha + tl.sum(p, 1)
-    if EVICT:
-        v = tl.load(vb + key[:, None] * svn + d[None, :], mask=ok[:, None], other=0.0, eviction_policy="evict_first")
-    else:
-        v = tl.load(vb + key[:, None] * svn + d[None, :], mask=ok[:, None], other=0.0)
+    v = tl.load(vb + key[:, None] * svn + d[None, :], mask=ok[:, None], other=0.0)
     acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
     return m_new, l_i, acc
 
@@ -180,7 +173,7 @@ def _split_kernel(
     D: tl.constexpr, M: tl.constexpr, LS: tl.constexpr, CP: tl.constexpr, CPB: tl.constexpr, BHP: tl.constexpr,
     DENSE: tl.constexpr, LOOP_FOR: tl.constexpr, STAGES: tl.constexpr, SCORES: tl.constexpr,
     FUSED: tl.constexpr, RB: tl.constexpr, TP: tl.constexpr, WRITE_LSE: tl.constexpr, WRITE_Q: tl.constexpr,
-    PDL: tl.constexpr, STEAL: tl.constexpr, STEAL_RANGES: tl.constexpr, EVICT: tl.constexpr,
+    PDL: tl.constexpr, STEAL: tl.constexpr, STEAL_RANGES: tl.constexpr,
 ):
     p = tl.program_id(0)
     if PDL:  # the merge kernel may launch now: its programs take SM room as split programs leave and wait for them
@@ -227,14 +220,14 @@ def _split_kernel(
                 for e0 in tl.range(e_start, e_end, CPB, num_stages=STAGES):
                     cid_next = _block_ids(ids, e0 + CPB, e_end, CP, CPB, DENSE)
                     m_i, l_i, acc = _chunk_block(q, kb, vb, skn, svn, cid, e0, e_end, prefix, C, m_i, l_i, acc,
-                                                 qk_scale, sc_row, sc_ok, D, CP, CPB, SCORES, EVICT)
+                                                 qk_scale, sc_row, sc_ok, D, CP, CPB, SCORES)
                     cid = cid_next
             else:  # the CPU interpreter cannot range over run-time scalars
                 e0 = e_start
                 while e0 < e_end:
                     cid_next = _block_ids(ids, e0 + CPB, e_end, CP, CPB, DENSE)
                     m_i, l_i, acc = _chunk_block(q, kb, vb, skn, svn, cid, e0, e_end, prefix, C, m_i, l_i, acc,
-                                                 qk_scale, sc_row, sc_ok, D, CP, CPB, SCORES, EVICT)
+                                                 qk_scale, sc_row, sc_ok, D, CP, CPB, SCORES)
                     cid = cid_next
                     e0 += CPB
             lse = tl.where(l_i > 0, m_i + tl.log2(tl.maximum(l_i, 1e-30)), float("-inf"))
@@ -619,7 +612,6 @@ def launch(q, k, v, lengths, chunk_ids, n_chunks, chunk_size: int, sm_scale: flo
         q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
         v.stride(0), v.stride(1), v.stride(2), sib, sih, snb, snh, ssb, ssh, *outputs,
         BHP=pow2(bh, 2), CP=cp, LOOP_FOR=not interpreting(), STAGES=config.stages, FUSED=config.fused_merge,
-        EVICT=config.evict_first,
         RB=min(m, FUSED_MERGE_ROWS), PDL=pdl, num_warps=config.warps, **taps, **common,
     )
     if config.fused_merge:
@@ -643,18 +635,16 @@ ALIGNED = ("q_ptr", "k_ptr", "v_ptr", "len_ptr", "ids_ptr", "n_ptr", "po_ptr", "
 def _aot_check(compile_one) -> bool:
     ok = True
     cfg = SplitConfig()
-    # (dtype, G, D, dense, scores, fused, T, steal, evict): the fused launch at the verifiers' 5 rows (lse + query
-    # taps; the real pair's G = 6 included) and at the draft's one and two rows (the row taps, scores); dynamic
-    # ranges; the keys and values loaded evict_first
-    for dt, g, dim, dense, scores, fused, t, steal, evict in [
-            ("bf16", 4, 128, False, False, False, 5, 0, False), ("bf16", 1, 128, False, False, False, 5, 0, False),
-            ("fp16", 4, 64, False, False, False, 5, 0, False), ("bf16", 4, 128, True, False, False, 5, 0, False),
-            ("bf16", 7, 64, True, False, False, 5, 0, False), ("bf16", 7, 64, True, True, False, 5, 0, False),
-            ("bf16", 4, 128, False, False, True, 5, 0, False), ("bf16", 1, 128, False, False, True, 5, 0, False),
-            ("bf16", 7, 64, False, False, True, 1, 0, False), ("bf16", 7, 64, True, True, True, 1, 0, False),
-            ("bf16", 6, 128, False, False, True, 5, 0, False), ("bf16", 7, 64, True, True, True, 2, 0, False),
-            ("bf16", 4, 128, False, False, False, 5, 25, False), ("bf16", 7, 64, True, True, False, 1, 25, False),
-            ("bf16", 4, 128, False, False, False, 5, 0, True), ("bf16", 1, 128, False, False, False, 5, 0, True)]:
+    # (dtype, G, D, dense, scores, fused, T, steal): the fused launch at the verifiers' 5 rows (lse + query taps; the
+    # real pair's G = 6 included) and at the draft's one and two rows (the row taps, scores); dynamic ranges
+    for dt, g, dim, dense, scores, fused, t, steal in [
+            ("bf16", 4, 128, False, False, False, 5, 0), ("bf16", 1, 128, False, False, False, 5, 0),
+            ("fp16", 4, 64, False, False, False, 5, 0), ("bf16", 4, 128, True, False, False, 5, 0),
+            ("bf16", 7, 64, True, False, False, 5, 0), ("bf16", 7, 64, True, True, False, 5, 0),
+            ("bf16", 4, 128, False, False, True, 5, 0), ("bf16", 1, 128, False, False, True, 5, 0),
+            ("bf16", 7, 64, False, False, True, 1, 0), ("bf16", 7, 64, True, True, True, 1, 0),
+            ("bf16", 6, 128, False, False, True, 5, 0), ("bf16", 7, 64, True, True, True, 2, 0),
+            ("bf16", 4, 128, False, False, False, 5, 25), ("bf16", 7, 64, True, True, False, 1, 25)]:
         sig = {"q_ptr": f"*{dt}", "k_ptr": f"*{dt}", "v_ptr": f"*{dt}", "len_ptr": "*i32", "ids_ptr": "*i32",
                "n_ptr": "*i32", "po_ptr": "*fp32", "pl_ptr": "*fp32", "ends_ptr": "*i32", "sc_ptr": "*fp32",
                "tk_ptr": "*i32", "cur_ptr": "*i32", "out_ptr": f"*{dt}", "lse_ptr": "*fp32", "q_out_ptr": f"*{dt}",
@@ -665,15 +655,14 @@ def _aot_check(compile_one) -> bool:
                                              "sib", "sih", "snb", "snh", "ssb", "ssh", "sob", "sot", "soh", "slb",
                                              "slh", "sqob", "sqoh"]})
         name = f"sparse_attn split {dt} G={g} D={dim}{' dense' if dense else ''}{' scores' if scores else ''}"
-        ok &= compile_one(name + (f" fused T={t}" if fused else "") + (f" steal {steal}%" if steal else "")
-                          + (" evict_first" if evict else ""),
+        ok &= compile_one(name + (f" fused T={t}" if fused else "") + (f" steal {steal}%" if steal else ""),
                           _split_kernel, sig,
                           {"D": dim, "M": rows_tile(g, t), "LS": lse_slot(rows_tile(g, t)), "CP": 16,
                            "CPB": cfg.block_n // 16, "BHP": 32,
                            "DENSE": dense, "LOOP_FOR": True, "STAGES": cfg.stages, "SCORES": scores, "FUSED": fused,
                            "RB": min(rows_tile(g, t), FUSED_MERGE_ROWS), "TP": pow2(t, 2), "WRITE_LSE": fused,
                            "WRITE_Q": fused, "PDL": not fused, "STEAL": steal,
-                           "STEAL_RANGES": cfg.steal_ranges, "EVICT": evict}, cfg.warps, div16=ALIGNED)
+                           "STEAL_RANGES": cfg.steal_ranges}, cfg.warps, div16=ALIGNED)
     sig = {"q_ptr": "*bf16", "k_ptr": "*bf16", "v_ptr": "*bf16", "len_ptr": "*i32", "n_ptr": "*i32",
            "po_ptr": "*fp32", "pl_ptr": "*fp32", "ends_ptr": "*i32", "cur_ptr": "*i32", "out_ptr": "*bf16",
            "lse_ptr": "*fp32",

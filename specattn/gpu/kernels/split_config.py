@@ -28,9 +28,7 @@ class SplitConfig:
     batch 4, 25% kept, scripts/gpu/split_timeline.py), the slowest setting the kernel's end; 0: every share fixed;
     steal_ranges: dynamic ranges a program takes on average at most (a range is ``ceil(pool / (steal_ranges * P))``
     units, the tail's grain: at 2, 2 units of about 6 us each at that shape, where steal=25 lost 2.8 us; twenty-sixth
-    session); evict_first: the keys and values loaded ``evict_first`` (each is read once: the L2 keeps the ids, the
-    queries and the partials first), as the gathering read that reaches 91-93% of the read floor loads them
-    (``gather_read.py``).
+    session).
     """
 
     block_n: int = 64
@@ -43,10 +41,9 @@ class SplitConfig:
     pdl: bool = True
     steal: int = 0
     steal_ranges: int = 2
-    evict_first: bool = False
 
     def __post_init__(self) -> None:
-        for flag in ("fused_merge", "pdl", "evict_first"):
+        for flag in ("fused_merge", "pdl"):
             if getattr(self, flag) not in (0, 1):
                 raise ValueError(f"{self}: {flag} is true or false")
             object.__setattr__(self, flag, bool(getattr(self, flag)))  # 0/1 from configs' integer fields
