@@ -5,11 +5,10 @@
 # launch against two, cold (scripts/gpu/profile_gemm.py); part "bench": experiment=decode_bench with random weights
 # of the Llama-3.2-1B -> Llama-3.1-8B shapes (forced acceptance tau = 3, a forced 10% kept: labelled) at 8K batch
 # 16, once per draft setting of $ARMS (comma-separated "rows split" pairs, default "0 0,0 8,16 8":
-# experiment.draft_epilogue_rows and experiment.draft_down_split); part "split" (thirty-fifth session): the split
-# kernel's evict_first GPU test and the fused pair's GPU tests, each split program's start, end and SM at the
-# read-floor shape and at the shape where ours and FlashInfer's page table tie (scripts/gpu/split_timeline.py, 20
-# calls, per-program CSVs), then the kernel A/B with the keys and values loaded evict_first on both landed launches
-# (scripts/gpu/ab_kernel.py). Writes under $OUT.
+# experiment.draft_epilogue_rows and experiment.draft_down_split); part "split" (thirty-fifth session): the fused
+# pair's GPU tests, each split program's start, end and SM at the read-floor shape and at the shape where ours and
+# FlashInfer's page table tie (scripts/gpu/split_timeline.py, 20 calls, per-program CSVs), then the kernel A/B of
+# the launches in $SPLIT_ARMS (scripts/gpu/ab_kernel.py's arms; default: the other landed launch). Writes under $OUT.
 # Usage, from the repository root: `bash scripts/gpu/bare_ab.sh kernels bench` (each part fits one call alone).
 source scripts/setup_gpu.sh .whl /tmp/site > /dev/null 2>&1
 export PYTHONPATH="/tmp/site:$PWD"
@@ -33,9 +32,6 @@ for part in "$@"; do
         echo "decode_bench rows $rows split $split rc $?"
       done;;
     split)
-      timeout 60 python3 -m pytest -q -rfE -m gpu -p no:cacheprovider tests/test_attention_sparse.py -k evict_first \
-        > "$out/pytest_evict.log" 2>&1
-      echo "pytest evict_first rc $? $(tail -n 1 "$out/pytest_evict.log")"
       timeout 120 python3 -m pytest -q -rfE -n 8 -m gpu -p no:cacheprovider tests/test_fused_llama.py \
         > "$out/pytest_fused.log" 2>&1
       echo "pytest fused_llama rc $? $(tail -n 1 "$out/pytest_fused.log")"
@@ -43,8 +39,7 @@ for part in "$@"; do
         timeout 120 python3 scripts/gpu/split_timeline.py $shape --calls 20 --dump "$out/timeline" \
           >> "$out/split_timeline.log" 2>&1
         echo "split_timeline $shape rc $?"; done
-      timeout 280 python3 scripts/gpu/ab_kernel.py @block_n=64,stages=3 @evict_first=1 \
-        @block_n=64,stages=3,evict_first=1 > "$out/ab_kernel.log" 2>&1
+      timeout 280 python3 scripts/gpu/ab_kernel.py ${SPLIT_ARMS:-@block_n=64,stages=3} > "$out/ab_kernel.log" 2>&1
       echo "ab_kernel rc $? $(tail -n 1 "$out/ab_kernel.log")";;
     *) echo "bare_ab: part '$part' is kernels, bench or split"; exit 2;;
   esac
