@@ -42,6 +42,28 @@ def test_run_all_refuses_unknown_pairs_and_no_gpu():
             DB.run_all(bench_config())
 
 
+def test_the_qwen_pair_has_the_real_pairs_shapes_with_its_biases_and_tied_heads():
+    """The random ``qwen-coder`` pair (launch A/Bs without the staged weights) is built as the real pair is: Qwen2
+    layers (q/k/v biases), tied embeddings, the layer counts of conf/model/qwen_coder.yaml and the attention shapes of
+    the kernel benchmark's real-pair rows; 0.49 and 1.54 billion parameters (built on the meta device: no memory)."""
+    import torch
+    import yaml
+
+    from specattn.bench.attention import MODELS
+
+    model_cfg = yaml.safe_load(open("conf/model/qwen_coder.yaml"))
+    draft, verifier = (DB.build_model(n, "meta", torch.bfloat16) for n in DB.PAIRS["qwen-coder"])
+    for model, name, layers in ((draft, DB.PAIRS["qwen-coder"][0], model_cfg["draft_num_layers"]),
+                                (verifier, DB.PAIRS["qwen-coder"][1], model_cfg["num_layers"])):
+        shape = roofline.ModelShape.from_config(model.config, 2)
+        assert type(model).__name__ == "Qwen2ForCausalLM" and shape.layers == layers and shape.tied
+        assert (shape.heads, shape.kv_heads, shape.head_dim) == MODELS[name]
+        attention = model.model.layers[0].self_attn
+        assert all(getattr(attention, f"{x}_proj").bias is not None for x in "qkv") and attention.o_proj.bias is None
+    assert round(sum(p.numel() for p in draft.parameters()) / 1e9, 2) == 0.49
+    assert round(sum(p.numel() for p in verifier.parameters()) / 1e9, 2) == 1.54
+
+
 @pytest.mark.parametrize("tied", [False, True])
 def test_weight_bytes_are_the_parameters_a_forward_reads(tied):
     config = LlamaConfig(hidden_size=64, intermediate_size=96, num_hidden_layers=3, num_attention_heads=4,

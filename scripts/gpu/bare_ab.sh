@@ -3,8 +3,9 @@
 # the draft's one-launch layer kernels. Part "kernels": their GPU tests (tests/test_projection_epilogues.py,
 # tests/test_skinny_gemm.py, the fused pair's graph replay in tests/test_fused_llama.py) and the projections, one
 # launch against two, cold (scripts/gpu/profile_gemm.py); part "bench": experiment=decode_bench with random weights
-# of the Llama-3.2-1B -> Llama-3.1-8B shapes (forced acceptance tau = 3, a forced 10% kept: labelled) at 8K batch
-# 16, once per draft setting of $ARMS (comma-separated "rows split" pairs, default "0 0,0 8,16 8":
+# of the $PAIR shapes (default llama3.2-llama3.1; qwen-coder: the real pair's) (forced acceptance tau = 3, a forced
+# 10% kept: labelled) at $CONTEXT (default 8K) batch 16, once per draft setting of $ARMS (comma-separated "rows
+# split" pairs, default "0 0,0 8,16 8":
 # experiment.draft_epilogue_rows and experiment.draft_down_split); part "split" (thirty-fifth session): the fused
 # pair's GPU tests, each split program's start, end and SM at the read-floor shape and at the shape where ours and
 # FlashInfer's page table tie (scripts/gpu/split_timeline.py, 20 calls, per-program CSVs), then the kernel A/B of
@@ -26,8 +27,9 @@ for part in "$@"; do
       for arm in "${arms[@]}"; do
         read -r rows split <<< "$arm"
         timeout 150 python3 run.py experiment=decode_bench logger=none "paths.outputs=$out/outputs" \
-          "experiment.pairs=[llama3.2-llama3.1]" "experiment.contexts=[8192]" "experiment.batches=[16]" \
-          "experiment.kept=[0.1]" "experiment.draft_epilogue_rows=$rows" "experiment.draft_down_split=$split" \
+          "experiment.pairs=[${PAIR:-llama3.2-llama3.1}]" "experiment.contexts=[${CONTEXT:-8192}]" \
+          "experiment.batches=[16]" "experiment.kept=[0.1]" "experiment.draft_epilogue_rows=$rows" \
+          "experiment.draft_down_split=$split" \
           > "$out/decode_bench_${rows}_${split}.log" 2>&1
         echo "decode_bench rows $rows split $split rc $?"
       done;;

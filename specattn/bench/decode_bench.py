@@ -45,6 +45,12 @@ SHAPES = {
                          num_key_value_heads=8, head_dim=64, vocab_size=128256, tie_word_embeddings=True),
     "llama-3.1-8b": dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
                          num_key_value_heads=8, vocab_size=128256, tie_word_embeddings=False),
+    # the real pair's shapes (Qwen2.5-Coder-0.5B -> 1.5B, conf/model/qwen_coder.yaml): q/k/v biases, tied embeddings;
+    # for launch A/Bs on a machine without the staged weights
+    "qwen2.5-coder-0.5b": dict(hidden_size=896, intermediate_size=4864, num_hidden_layers=24, num_attention_heads=14,
+                               num_key_value_heads=2, vocab_size=151936, tie_word_embeddings=True, rms_norm_eps=1e-6),
+    "qwen2.5-coder-1.5b": dict(hidden_size=1536, intermediate_size=8960, num_hidden_layers=28, num_attention_heads=12,
+                               num_key_value_heads=2, vocab_size=151936, tie_word_embeddings=True, rms_norm_eps=1e-6),
     # a small pair for the CPU tests of this module
     "tiny-draft": dict(hidden_size=64, intermediate_size=128, num_hidden_layers=3, num_attention_heads=4,
                        num_key_value_heads=2, vocab_size=300, tie_word_embeddings=True),
@@ -54,8 +60,11 @@ SHAPES = {
 PAIRS = {  # name -> (draft, verifier)
     "tinyllama-llama2": ("tinyllama-1.1b", "llama-2-7b"),
     "llama3.2-llama3.1": ("llama-3.2-1b", "llama-3.1-8b"),
+    "qwen-coder": ("qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b"),
     "tiny": ("tiny-draft", "tiny-verifier"),
 }
+#: the transformers family of a shape that is not Llama's (its config and causal-LM classes: ``Qwen2Config``, ...)
+FAMILY = {"qwen2.5-coder-0.5b": "Qwen2", "qwen2.5-coder-1.5b": "Qwen2"}
 
 
 @dataclass
@@ -91,12 +100,14 @@ class DecodeBenchConfig:
 
 
 def build_model(name: str, device, dtype):
-    """A randomly initialised ``LlamaForCausalLM`` of ``SHAPES[name]`` on ``device``, eval mode."""
-    from transformers import LlamaConfig, LlamaForCausalLM
+    """A randomly initialised causal LM of ``SHAPES[name]`` on ``device``, eval mode: ``LlamaForCausalLM``, or the
+    ``FAMILY``'s class (``Qwen2ForCausalLM``, with its q/k/v biases)."""
+    import transformers
 
-    config = LlamaConfig(**SHAPES[name], max_position_embeddings=262144)
+    family = FAMILY.get(name, "Llama")
+    config = getattr(transformers, f"{family}Config")(**SHAPES[name], max_position_embeddings=262144)
     with torch.device(device):
-        model = LlamaForCausalLM(config).to(dtype)
+        model = getattr(transformers, f"{family}ForCausalLM")(config).to(dtype)
     return model.eval()
 
 
