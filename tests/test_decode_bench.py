@@ -18,7 +18,7 @@ from specattn.experiments.decode_bench import config_from
 from specattn.results.plots import plot_decode_throughput
 
 from .availability import HAS_CUDA, needs_gpu
-from .conftest import compose_config
+from .conftest import CONF, compose_config
 
 
 def bench_config(*overrides, **changes):
@@ -51,7 +51,7 @@ def test_the_qwen_pair_has_the_real_pairs_shapes_with_its_biases_and_tied_heads(
 
     from specattn.bench.attention import MODELS
 
-    model_cfg = yaml.safe_load(open("conf/model/qwen_coder.yaml"))
+    model_cfg = yaml.safe_load((CONF / "model" / "qwen_coder.yaml").read_text())
     draft, verifier = (DB.build_model(n, "meta", torch.bfloat16) for n in DB.PAIRS["qwen-coder"])
     for model, name, layers in ((draft, DB.PAIRS["qwen-coder"][0], model_cfg["draft_num_layers"]),
                                 (verifier, DB.PAIRS["qwen-coder"][1], model_cfg["num_layers"])):

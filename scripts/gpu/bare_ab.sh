@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
-# A bare GPU machine (no staged weights; thirty-third session, when the device time left could not stage the pair):
-# the draft's one-launch layer kernels. Part "kernels": their GPU tests (tests/test_projection_epilogues.py,
-# tests/test_skinny_gemm.py, the fused pair's graph replay in tests/test_fused_llama.py) and the projections, one
-# launch against two, cold (scripts/gpu/profile_gemm.py); part "bench": experiment=decode_bench with random weights
-# of the $PAIR shapes (default llama3.2-llama3.1; qwen-coder: the real pair's) (forced acceptance tau = 3, a forced
-# 10% kept: labelled) at $CONTEXT (default 8K) batch 16, once per draft setting of $ARMS (comma-separated "rows
-# split" pairs, default "0 0,0 8,16 8":
-# experiment.draft_epilogue_rows and experiment.draft_down_split); part "split" (thirty-fifth session): the fused
-# pair's GPU tests, each split program's start, end and SM at the read-floor shape and at the shape where ours and
-# FlashInfer's page table tie (scripts/gpu/split_timeline.py, 20 calls, per-program CSVs), then the kernel A/B of
-# the launches in $SPLIT_ARMS (scripts/gpu/ab_kernel.py's arms; default: the other landed launch). Writes under $OUT.
+# A bare GPU machine (no staged weights; thirty-third session, when the device time left could not stage the pair): the
+# draft's one-launch layer kernels. Part "kernels": their GPU tests (tests/test_projection_epilogues.py,
+# tests/test_skinny_gemm.py, the fused pair's graph replay in tests/test_fused_llama.py) and the projections, one launch
+# against two, cold (scripts/gpu/profile_gemm.py); part "bench": experiment=decode_bench with random weights of the
+# $PAIR shapes (default llama3.2-llama3.1; qwen-coder: the real pair's), forced acceptance tau = 3 and a forced 10% kept
+# (labelled), at $CONTEXT (default 8K) batch 16, once per draft setting of $ARMS (comma-separated "rows split" pairs,
+# default "0 0,0 8,16 8": experiment.draft_epilogue_rows and experiment.draft_down_split); part "split" (thirty-fifth
+# session): the fused pair's GPU tests, each split program's start, end and SM at the read-floor shape and at the shape
+# where ours and FlashInfer's page table tie (scripts/gpu/split_timeline.py, 20 calls, per-program CSVs), then the
+# kernel A/B of the launches in $SPLIT_ARMS (scripts/gpu/ab_kernel.py's arms; default: the other landed launch). Writes
+# under $OUT.
 # Usage, from the repository root: `bash scripts/gpu/bare_ab.sh kernels bench` (each part fits one call alone).
 source scripts/setup_gpu.sh .whl /tmp/site > /dev/null 2>&1
 export PYTHONPATH="/tmp/site:$PWD"

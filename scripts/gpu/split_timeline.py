@@ -173,19 +173,19 @@ def main() -> None:
                 torch.cuda.synchronize()
                 table = programs(ws.tickets.view(-1, SLOTS).cpu().numpy())
                 rows.append(summary(table))
-                tables.append(np.column_stack([np.full(len(table), i), table]))
+                tables.append(table)
             use(kernels_tree)
             if args.dump:
                 args.dump.mkdir(parents=True, exist_ok=True)
                 np.savetxt(args.dump / f"timeline_{args.model}_b{args.batch}_kept{kept}_steal{steal}.csv",
-                           np.concatenate(tables), delimiter=",", fmt="%.3f", header=",".join(("call",) + COLUMNS),
-                           comments="")
+                           np.concatenate([np.column_stack([np.full(len(t), i), t]) for i, t in enumerate(tables)]),
+                           delimiter=",", fmt="%.3f", header=",".join(("call",) + COLUMNS), comments="")
             med = {k: tuple(np.median([r[k] for r in rows], axis=0).round(2).tolist())
                    if isinstance(rows[0][k], tuple) else round(float(np.median([r[k] for r in rows])), 2)
                    for k in rows[0]}
             if args.calls > 1:
                 med.update({k: (tuple(round(x, 2) for x in v) if isinstance(v, tuple) else v)
-                            for k, v in sm_halves([t[:, 1:] for t in tables]).items()})  # less the call
+                            for k, v in sm_halves(tables).items()})
             split = ", ".join(f"{v:.1f}" for v in split_us.values())
             print(f"kept {kept} steal {steal}: split kernel (CUPTI) {split}; "
                   + "; ".join(f"{k} {v}" for k, v in med.items()), flush=True)
