@@ -121,8 +121,9 @@ def sm_halves(tables) -> dict:
 
     def per_sm(part):
         rows = np.concatenate(part)
-        sms = np.unique(rows[:, 4])
-        return sms, np.array([np.median(rows[rows[:, 4] == m, 3] - rows[rows[:, 4] == m, 1]) for m in sms])
+        sm, dur = rows[:, 4], rows[:, 3] - rows[:, 1]
+        sms = np.unique(sm)
+        return sms, np.array([np.median(dur[sm == m]) for m in sms])
 
     sm_even, even = per_sm(tables[0::2])
     sm_odd, odd = per_sm(tables[1::2])

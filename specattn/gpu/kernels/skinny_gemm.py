@@ -73,12 +73,13 @@ def _skinny_kernel(x_ptr, w_ptr, out_ptr, res_ptr, ws_ptr, tk_ptr, M, N, K, KS, 
 
 
 @triton.jit
-def last_ticket(ticket_ptr, SPLIT: tl.constexpr):
-    """Whether this program, having stored its partial, draws the last of ``SPLIT`` tickets on ``ticket_ptr`` (a
-    barrier first, so every thread's stores precede the acquire-release add at GPU scope); the last one resets the
-    counter to zero for the next launch or graph replay."""
+def last_ticket(ticket_ptr, count):
+    """Whether this program, having stored its partial, draws the last of ``count`` tickets on ``ticket_ptr`` (a
+    compile-time or run-time count; a barrier first, so every thread's stores precede the acquire-release add at GPU
+    scope); the last one resets the counter to zero for the next launch or graph replay. The split-K GEMM's, the
+    projection epilogues' and the sparse kernel's one-launch merge's protocol."""
     tl.debug_barrier()
-    last = tl.atomic_add(ticket_ptr, 1, sem="acq_rel", scope="gpu") == SPLIT - 1
+    last = tl.atomic_add(ticket_ptr, 1, sem="acq_rel", scope="gpu") == count - 1
     if last:
         tl.atomic_xchg(ticket_ptr, 0, sem="relaxed", scope="gpu")
     return last

@@ -65,6 +65,7 @@ import triton
 import triton.language as tl
 from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
 
+from .skinny_gemm import last_ticket
 from .split_config import SplitConfig
 
 LOG2E = 1.4426950408889634
@@ -236,11 +237,8 @@ def _split_kernel(
             tl.store(po_ptr + (slot * M + mi)[:, None] * D + d[None, :], o, mask=row_ok[:, None])
             tl.store(pl_ptr + slot * LS + mi, lse, mask=row_ok)
             if FUSED:
-                if n_j > 0:  # the list's last program to finish merges it, and resets its ticket for the next launch
-                    tl.debug_barrier()  # every thread's partial stored before the release
-                    ticket = tl.atomic_add(tk_ptr + j, 1, sem="acq_rel", scope="gpu")
-                    if ticket == (end_j - 1) // w0 - start_j // w0:
-                        tl.atomic_xchg(tk_ptr + j, 0, sem="relaxed", scope="gpu")
+                if n_j > 0:  # the list's last program to finish merges it (a ticket per range over the list)
+                    if last_ticket(tk_ptr + j, (end_j - 1) // w0 - start_j // w0 + 1):
                         _merge_list(j, prefix, start_j, end_j, w0, q_ptr, k_ptr, v_ptr, po_ptr, pl_ptr, out_ptr,
                                     lse_ptr, q_out_ptr, sc_ptr, qk_scale, T, HKV, G, sqb, sqh, sqt, skb, skh, skn, svb,
                                     svh, svn, sob, sot, soh, slb, slh, sqob, sqoh, ssb, ssh, D, M, LS, RB, TP,
