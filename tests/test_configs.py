@@ -87,3 +87,18 @@ def test_cli_prints_one_line_and_exits_2(tmp_path, args, fragment):
     assert len(lines) == 1 and lines[0].startswith("error: ") and fragment in lines[0], result.stderr
     assert time.perf_counter() - start < 60  # refused before any model or data loads
     assert not any(Path(tmp_path).rglob("results.parquet"))
+
+
+def test_decode_real_takes_the_draft_launch_settings_tuned_for_its_model():
+    """experiment.draft_epilogue_rows / draft_down_split default to experiment.draft_launch's entry for model.name
+    (0 for a model without one); a command-line value wins; the resolved value is what the signature hashes, so the
+    default and the same value typed out name one run."""
+    tuned = compose_config("experiment=decode_real", "model=qwen_coder")
+    assert (tuned.experiment.draft_epilogue_rows, tuned.experiment.draft_down_split) == (16, 8)
+    untuned = compose_config("experiment=decode_real", "model=llama3")
+    assert (untuned.experiment.draft_epilogue_rows, untuned.experiment.draft_down_split) == (0, 0)
+    off = compose_config("experiment=decode_real", "model=qwen_coder", "experiment.draft_down_split=0")
+    assert (off.experiment.draft_epilogue_rows, off.experiment.draft_down_split) == (16, 0)
+    assert signature(off) != signature(tuned)
+    assert signature(compose_config("experiment=decode_real", "model=qwen_coder", "experiment.draft_down_split=8",
+                                    "experiment.draft_epilogue_rows=16")) == signature(tuned)

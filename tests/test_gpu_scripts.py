@@ -87,10 +87,8 @@ def test_breadth_takes_its_points_and_overrides_from_the_environment(tmp_path, c
 CHAIN_TESTS = [["pytest", f"tests/{f}.py"] for f in (  # the chain's GPU test files, in order, after the last run
     "test_real_decode", "test_graph_methods", "test_graph_engine", "test_fused_llama", "test_attention_sparse",
     "test_draft_rows")]
-PROFILE = [["profile_real.py", "32768", "16"],  # the chain's first timed part: where the step's time goes, then
-           ["profile_real.py", "32768", "16", "experiment.draft_down_split=8"],  # with the one-launch down projection,
-           ["profile_real.py", "32768", "16", "experiment.draft_down_split=8",  # and the one-launch q/k/v projection
-            "experiment.draft_epilogue_rows=16"]]
+PROFILE = [["profile_real.py", "32768", "16"]]  # the chain's first timed part: where the step's time goes (PROFILE_AB
+# unset: no second profile)
 
 
 def last(run: list[str], key: str) -> str:
@@ -127,9 +125,10 @@ def test_the_chain_plans_the_profile_run_a_then_the_draft_policies_then_the_test
 
 def test_the_chain_on_an_h100_skips_run_a_and_plans_the_policies_and_the_tests(tmp_path, cuda_present):
     runs = planned_runs(tmp_path, ["-c", "FIRST=none bash scripts/gpu/chain.sh 300"])
-    assert runs[:3] == PROFILE
-    assert [(last(r, "experiment.contexts"), last(r, "experiment.batches")) for r in runs[3:7]] == POLICY_POINTS
-    assert runs[7:] == CHAIN_TESTS
+    n = len(PROFILE)
+    assert runs[:n] == PROFILE
+    assert [(last(r, "experiment.contexts"), last(r, "experiment.batches")) for r in runs[n:n + 4]] == POLICY_POINTS
+    assert runs[n + 4:] == CHAIN_TESTS
 
 
 def test_the_waiter_starts_its_tests_only_after_the_marker_in_order(tmp_path):
@@ -250,9 +249,10 @@ def test_stopping_a_job_stops_what_it_runs_under_its_time_limit(tmp_path):
 
 def test_the_chain_runs_fewer_policy_points_when_told(tmp_path, cuda_present):
     runs = planned_runs(tmp_path, ["-c", 'FIRST=none POLICY_POINTS="32768 16;32768 32" bash scripts/gpu/chain.sh 300'])
-    assert runs[:3] == PROFILE
-    assert [(last(r, "experiment.contexts"), last(r, "experiment.batches")) for r in runs[3:5]] == POLICY_POINTS[:2]
-    assert runs[5:] == CHAIN_TESTS
+    n = len(PROFILE)
+    assert runs[:n] == PROFILE
+    assert [(last(r, "experiment.contexts"), last(r, "experiment.batches")) for r in runs[n:n + 2]] == POLICY_POINTS[:2]
+    assert runs[n + 2:] == CHAIN_TESTS
 
 
 def test_the_chain_profiles_the_points_it_is_given_and_skips_what_is_set_to_none(tmp_path, cuda_present):
@@ -283,7 +283,7 @@ def test_the_profile_scripts_settings_pass_the_pre_run_checks(cuda_present):
     spec.loader.exec_module(profile_real)
     base = ("model=qwen_coder", "dataset=python_packages", "device=cuda", "dtype=bfloat16", "experiment=decode_real")
     overrides = profile_real.overrides_with(base + profile_real.DEFAULTS, ["experiment.draft_window=1024", "seed=3",
-                                                                           *PROFILE[1][3:]])
+                                                                           "experiment.draft_down_split=0"])
     assert last(overrides, "experiment.draft_window") == "1024" and "seed=3" in overrides
     assert sum(o.startswith("experiment.draft_window=") for o in overrides) == 1  # replaced, not repeated
     assert last(overrides, "experiment.draft_reads") == "[first_window]"

@@ -1,18 +1,16 @@
 #!/usr/bin/env bash
-# The session's timed chain (docs/gpu.md, "The thirty-second session": the next session's list), started detached by
-# the call that assembles the weights: it waits (up to 240 s) for the background job's kernel A/B to end, then, with the
-# GPU alone: (a) where the step's time goes (scripts/gpu/profile_real.py at each point of $PROFILE_POINTS, default
-# 32K batch 16: AR, dense speculative decoding, SpecAttn p=0.9 and its first_window draft, each phase's kernels by
-# class against their byte floors; "none" skips it), each point again with each set of overrides in $PROFILE_AB
-# ('|' between sets, spaces within one; default: experiment.draft_down_split=8, the draft's down projection and
-# residual add in one launch, then with experiment.draft_epilogue_rows=16 too, its q/k/v projection with the rotary
-# and cache write in one launch at batch 16's one-token forwards, both faster alone on the H100 in the thirty-fourth
-# session; "none": no second profile); (b) run A (Quest and StreamingLLM matched to SpecAttn p=0.9 at
-# 32K batch 16, the js map; its H200 twin; FIRST=none skips it on an H100); (c) the draft read policies with the norms
-# folded (scripts/gpu/breadth.sh: first_window with its 2,048-key window and reuse, every draft layer under the
-# policy, under SpecAttn p=0.9, beside AR, dense speculative decoding and SpecAttn p=0.9 / 0.95 of the same run, 32
-# prompts) at the points of $POLICY_POINTS (breadth.sh's POINTS format; default 32K batch 16 and 32, 16K and 8K batch
-# 16; "none" skips them); then the GPU test files. $1: each run's limit (s).
+# The session's timed chain (docs/gpu.md, "The thirty-second session": the next session's list), started detached by the
+# call that assembles the weights: it waits (up to 240 s) for the background job's kernel A/B to end, then, with the GPU
+# alone: (a) where the step's time goes (scripts/gpu/profile_real.py at each point of $PROFILE_POINTS, default 32K batch
+# 16: AR, dense speculative decoding, SpecAttn p=0.9 and its first_window draft, each phase's kernels by class against
+# their byte floors; "none" skips it), each point again with each set of overrides in $PROFILE_AB ('|' between sets,
+# spaces within one, e.g. "experiment.draft_down_split=0 experiment.draft_epilogue_rows=0": the draft's projections as
+# before the thirty-sixth session; default "none": no second profile); (b) run A (Quest and StreamingLLM matched to
+# SpecAttn p=0.9 at 32K batch 16, the js map; its H200 twin; FIRST=none skips it on an H100); (c) the draft read
+# policies with the norms folded (scripts/gpu/breadth.sh: first_window with its 2,048-key window and reuse, every draft
+# layer under the policy, under SpecAttn p=0.9, beside AR, dense speculative decoding and SpecAttn p=0.9 / 0.95 of the
+# same run, 32 prompts) at the points of $POLICY_POINTS (breadth.sh's POINTS format; default 32K batch 16 and 32, 16K
+# and 8K batch 16; "none" skips them); then the GPU test files. $1: each run's limit (s).
 source scripts/gpu/env.sh
 set -f
 mkdir -p "$GPU_OUT/q"
@@ -23,8 +21,7 @@ for point in "${points[@]}"; do
   [ "$point" = none ] && break
   read -r context batch <<< "$point"
   step "profile_${context}_b${batch}"
-  ab_default="experiment.draft_down_split=8|experiment.draft_down_split=8 experiment.draft_epilogue_rows=16"
-  IFS='|' read -r -a sets <<< "${PROFILE_AB-$ab_default}"
+  IFS='|' read -r -a sets <<< "${PROFILE_AB:-none}"
   [ "${sets[0]}" = none ] && sets=()
   for i in $(seq 0 ${#sets[@]}); do  # the point as it stands, then with each set of $PROFILE_AB's overrides
     extra=""; suffix=""; [ "$i" -gt 0 ] && { extra="${sets[$((i - 1))]}"; suffix="_ab"; [ "$i" -gt 1 ] && suffix="_ab$i"; }
