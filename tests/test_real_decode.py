@@ -717,3 +717,30 @@ def test_other_layer_maps_are_checked_before_weights_load(tmp_path):
         cfg.experiment.layer_maps = {"a b": "proportional"}  # a name the mode labels could not carry
         with pytest.raises(SpecAttnError, match=r"has the name 'a b'"):
             check(cfg)
+
+
+def test_versus_intervals_pair_each_mode_with_the_same_mode_of_the_reference_run():
+    """Run B takes 20 steps where run A took 10 on prompt 0 and the same 20 on prompt 1 (40 tokens each), with 40
+    nats more on prompt 0: B's tau over A's is 30/40, its ppl change exp(40/80) - 1; a mode only one run holds gets
+    no row, and the step table carries both runs' steps and their relative change."""
+    from specattn.results.decoding_intervals import versus_intervals
+    from specattn.results.decoding_versus import versus_table
+
+    def prompts(steps0, nll0, modes=("sparse",)):
+        return pd.DataFrame([{"context": 8, "batch": 2, "mode": mode, "prompt": p, "steps": s, "cont_nll": n}
+                             for mode in modes for p, s, n in ((0, steps0, nll0), (1, 20, 30.0))])
+
+    a, b = prompts(10, 10.0, ("sparse", "only_a")), prompts(20, 50.0)
+    table = versus_intervals(b, a, 40).set_index("mode")
+    assert list(table.index) == ["sparse"]
+    assert table.loc["sparse", "tau_retention"] == pytest.approx(30 / 40)
+    assert table.loc["sparse", "cont_ppl_change"] == pytest.approx(math.exp(40 / 80) - 1)
+    assert table.loc["sparse", "tau_ci95_low"] == pytest.approx(0.5) and table.loc["sparse", "tau_ci95_high"] == 1.0
+    same = versus_intervals(a, a, 40).set_index("mode")
+    bounds = ["tau_ci95_low", "tau_ci95_high", "ppl_ci95_low", "ppl_ci95_high"]
+    assert same[bounds].values.tolist() == [[1, 1, 0, 0]] * 2  # a run against itself: zero-width intervals
+    rows = pd.DataFrame([{"context": 8, "batch": 2, "mode": "sparse", "step_ms": 9.0, "steady_tokens_per_s": 1.0,
+                          "new_tokens": 40}])
+    ab = versus_table(rows, b, rows.assign(step_ms=10.0), a).iloc[0]
+    assert (ab["step_ms_ref"], ab["step_ms"]) == (10.0, 9.0) and ab["step_change"] == pytest.approx(-0.1)
+    assert ab["tau_ratio"] == pytest.approx(30 / 40)

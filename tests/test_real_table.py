@@ -61,3 +61,27 @@ def test_the_policy_table_holds_each_policy_point_with_its_own_run(tmp_path):
     assert {line.rstrip(" |").split(" | ")[-2] for line in lines} == {f"h100-31st-{p}" for p in
                                                                    ("32k_b16", "16k_b16", "8k_b16", "2k_b16", "32k_b32")}
     assert script.main(["--policies"]) == 2  # no table path: the usage line
+
+
+def test_a_launch_ab_of_two_archived_runs_pairs_each_mode_with_itself(tmp_path, capsys):
+    """`python -m specattn.results decoding A B --tags two one --versus two` on the thirty-sixth session's archived
+    runs (32K batch 16, the draft's projections in two launches, then in one): each mode's step against the same
+    mode's, and tau paired over the 32 prompts; it reads the flattened files by their prefix. A wrong --versus, or
+    --versus without --tags, is one line naming it."""
+    from specattn.results.collect import main as results
+
+    data = ROOT / "docs" / "data" / "h100-real-2026-12-07"
+    two, one = (str(data / f"decode_real_js_32k_b16_first_window_{arm}_run1") for arm in ("default", "one_launch"))
+    assert results(["decoding", two, one, "-o", str(tmp_path), "--tags", "two", "one", "--versus", "two"]) == 0
+    out = capsys.readouterr().out
+    table = out.split("[one] against [two]")[1].splitlines()
+    row = {line.split()[2]: line.split() for line in table if line.strip().startswith("32768")}
+    # context batch mode step_ms_ref step_ms step_change ...: dense SD 20.375 -> 20.226 ms in that session
+    assert float(row["dense"][3]) == 20.3752 and float(row["dense"][4]) == 20.2255
+    assert -0.008 < float(row["dense"][5]) < -0.007 and float(row["ar"][9]) == 1.0  # AR: the same tokens
+    low, high = float(row["dense"][10]), float(row["dense"][11])
+    assert low < 1.0 < high  # dense SD's tau moved by chance only: its interval holds 1
+    assert results(["decoding", two, one, "-o", str(tmp_path), "--tags", "two", "one", "--versus", "three"]) == 2
+    assert "--versus three is not one of --tags two one" in capsys.readouterr().err
+    assert results(["decoding", two, one, "-o", str(tmp_path), "--versus", "two"]) == 2
+    assert "--versus two needs --tags" in capsys.readouterr().err

@@ -7,6 +7,7 @@
     python -m specattn.results notebook                          # notebooks/analysis.ipynb -> outputs/analysis.ipynb
     python -m specattn.results decoding RUN... -o figures/        # decode_real runs pooled: speedup, tau, cont ppl
     python -m specattn.results decoding RUN... -o figures/ --markdown table.md  # + the docs' table, runs named
+    python -m specattn.results decoding A B -o figures/ --tags a b --versus a  # B's modes against A's: a launch A/B
 
 A run folder is one holding ``config.yaml`` and ``results.parquet`` (runs without results are
 unfinished and left out; Hydra's ``.hydra/`` and W&B's ``wandb/`` folders are not runs). The table has every row of every run's ``results.parquet`` (one per
@@ -28,6 +29,7 @@ import yaml
 
 from ..core.errors import SpecAttnError
 from ..runs.outputs import RESULTS, write_table
+from .decoding_versus import run_file
 
 CONFIG = "config.yaml"
 
@@ -108,7 +110,9 @@ def main(argv: list[str] | None = None) -> int:
                              "heads=mean'), or each setting minus the same one under COLUMN=VALUE (e.g. "
                              "layer_map=proportional in an align_study run)")
     decoding = commands.add_parser("decoding", help="pool experiment=decode_real runs: per-point table and figures")
-    decoding.add_argument("runs", type=Path, nargs="+", help="decode_real run folders (a point in two: the later one)")
+    decoding.add_argument("runs", type=Path, nargs="+",
+                          help="decode_real run folders, or archived runs' file prefixes (docs/data: <prefix>_modes.csv"
+                               ", ...); a point in two: the later one")
     decoding.add_argument("-o", "--out", type=Path, required=True, metavar="FOLDER",
                           help="where policy_tradeoff.png and decoding_by_context.png go")
     decoding.add_argument("--title", default="", help="the figures' title")
@@ -118,6 +122,10 @@ def main(argv: list[str] | None = None) -> int:
                                "decoding; only the tradeoff figure")
     decoding.add_argument("--only", metavar="TEXT", help="with --tags: only the modes whose label holds TEXT (e.g. "
                                                          "'draft=': the draft read policies), and dense")
+    decoding.add_argument("--versus", metavar="TAG",
+                          help="with --tags: each mode of the other runs against the same mode of run TAG (a launch "
+                               "setting's A/B): step and its change, and, paired over prompts, tau and continuation "
+                               "ppl with 95%% intervals (specattn.results.decoding_versus)")
     decoding.add_argument("--markdown", type=Path, metavar="FILE",
                           help="also write the table as docs/benchmarks.md prints it (one row per point and mode, "
                                "intervals, the run each point comes from and whether its norms were folded) to FILE")
@@ -164,16 +172,20 @@ def main(argv: list[str] | None = None) -> int:
             from .decoding_table import folded, table_lines
             from .step_costs import step_costs, with_step_times
 
-            missing = [str(run) for run in args.runs if not (run / "modes.csv").is_file()]
+            missing = [str(run) for run in args.runs if not run_file(run, "modes.csv").is_file()]
             if missing:
-                raise SpecAttnError(f"no modes.csv in {', '.join(missing)}: name experiment=decode_real run folders")
+                raise SpecAttnError(f"no modes.csv in {', '.join(missing)}: name experiment=decode_real run folders "
+                                    "(or archived runs' prefixes: <prefix>_modes.csv)")
+            if args.versus is not None and args.tags is None:
+                raise SpecAttnError(f"--versus {args.versus} needs --tags: one tag per run, {args.versus} among them")
             if args.tags is not None:
                 return _tagged_decoding(args)
-            rows = pool_decode_runs([pd.read_csv(run / "modes.csv").assign(run=run.name, folded=folded(run))
+            rows = pool_decode_runs([pd.read_csv(run_file(run, "modes.csv")).assign(run=run.name, folded=folded(run))
                                      for run in args.runs])
             prompts = None
-            if all((run / "prompts.csv").is_file() for run in args.runs):
-                prompts = pd.concat([pd.read_csv(run / "prompts.csv") for run in args.runs], ignore_index=True)
+            if all(run_file(run, "prompts.csv").is_file() for run in args.runs):
+                prompts = pd.concat([pd.read_csv(run_file(run, "prompts.csv")) for run in args.runs],
+                                    ignore_index=True)
                 prompts = prompts.drop_duplicates(["context", "batch", "mode", "prompt"], keep="last")
                 rows = with_step_times(rows, prompts)
             print(markdown_table(policy_points(rows), floatfmt=".3f"))
@@ -221,16 +233,20 @@ def _tagged_decoding(args) -> int:
 
     if len(args.tags) != len(args.runs):
         raise SpecAttnError(f"--tags names {len(args.tags)} runs, {len(args.runs)} were given: one tag per run")
-    runs, intervals = [], []
+    if args.versus is not None and args.versus not in args.tags:
+        raise SpecAttnError(f"--versus {args.versus} is not one of --tags {' '.join(args.tags)}: name the reference "
+                            "run's tag")
+    runs, intervals, read = [], [], {}
     for run, tag in zip(args.runs, args.tags):
-        rows = pd.read_csv(run / "modes.csv")
-        if (run / "prompts.csv").is_file():
-            prompts = pd.read_csv(run / "prompts.csv")
+        rows, prompts = pd.read_csv(run_file(run, "modes.csv")), None
+        if run_file(run, "prompts.csv").is_file():
+            prompts = pd.read_csv(run_file(run, "prompts.csv"))
             rows = with_step_times(rows, prompts)
             spread = prompt_intervals(prompts, int(rows["new_tokens"].iloc[0]))
             spread = spread[~spread["mode"].isin(["ar", "dense"])].assign(mode=lambda f: f["mode"] + f" [{tag}]")
             intervals.append(spread)
         runs.append((rows, tag))
+        read[tag] = (rows, prompts)
     points = tagged_policy_points(runs)
     spread = pd.concat(intervals, ignore_index=True) if intervals else None
     if args.only:
@@ -240,5 +256,13 @@ def _tagged_decoding(args) -> int:
     if spread is not None:
         print("\npaired over prompts, 95% bootstrap intervals (specattn.results.decoding_intervals):")
         print(markdown_table(spread, floatfmt=".4f"))
+    if args.versus is not None:
+        from .decoding_versus import versus_table
+
+        for tag, (rows, prompts) in read.items():
+            if tag != args.versus:
+                print(f"\n[{tag}] against [{args.versus}], mode by mode (tau_ratio and ppl paired over prompts, 95% "
+                      "bootstrap intervals; specattn.results.decoding_versus):")
+                print(markdown_table(versus_table(rows, prompts, *read[args.versus]), floatfmt=".4f"))
     print(f"figure: {plot_points_tradeoff(points, args.out / 'policy_tradeoff.png', args.title)}")
     return 0

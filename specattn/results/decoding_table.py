@@ -19,6 +19,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from .decoding_versus import run_file
 from .plots import policy_points
 
 HEADER = ("| context, batch | mode | step ms | tau | verifier kept | tokens/s | steady | roofline | share "
@@ -37,8 +38,10 @@ def mode_name(mode: str) -> str:
 
 
 def folded(run: Path) -> bool:
-    """Whether the run's layers had the norms folded (its ``config.yaml``; fused layers and ``fold_norms``)."""
-    config = yaml.safe_load((run / "config.yaml").read_text()) if (run / "config.yaml").is_file() else {}
+    """Whether the run's layers had the norms folded (its ``config.yaml``, :func:`run_file`; fused layers and
+    ``fold_norms``)."""
+    path = run_file(run, "config.yaml")
+    config = yaml.safe_load(path.read_text()) if path.is_file() else {}
     experiment = (config or {}).get("experiment", {}) or {}
     return bool(experiment.get("fold_norms", False)) and bool(experiment.get("fused_layers", True))
 
