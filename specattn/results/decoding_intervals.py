@@ -6,7 +6,8 @@ For each (context, batch, mode), against dense speculative decoding on the same 
 ``exp((sum nll - sum dense nll) / tokens) - 1``), each with a percentile-bootstrap interval that resamples
 prompts with replacement, the same prompts for both (a prompt is the unit: its text decides how hard it is). Each
 (context, batch, mode) draws from a generator of its own (seeded by ``seed`` and the point and mode), so its interval
-is the same whichever other points and modes are pooled with it.
+is the same whichever other points and modes are pooled with it. :func:`versus_intervals` pairs each mode with the
+same mode of another run instead (a launch setting's A/B: :mod:`specattn.results.decoding_versus`).
 """
 
 from __future__ import annotations
