@@ -42,13 +42,14 @@ FILES = ("modes.csv", "prompts.csv", "config.yaml")  # what the pooling reads: r
 
 def lay_out(folder: Path, runs_of: list[tuple[str, str]] | None = None) -> list[Path]:
     """Each archived run of ``runs_of`` (default :data:`RUNS`) as a run folder under ``folder``, in that order."""
+    from specattn.results.run_files import run_file
+
     runs = []
     for name, prefix in RUNS if runs_of is None else runs_of:
         run = folder / name
         run.mkdir(parents=True)
         for file in FILES:
-            stem, ext = file.split(".")
-            source = DATA / f"{prefix}_{stem}.{ext}"
+            source = run_file(DATA / prefix, file)
             if not source.is_file():
                 raise FileNotFoundError(f"{source} is missing: the archived run {name} needs it")
             shutil.copy(source, run / file)

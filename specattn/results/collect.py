@@ -29,7 +29,7 @@ import yaml
 
 from ..core.errors import SpecAttnError
 from ..runs.outputs import RESULTS, write_table
-from .decoding_versus import run_file
+from .run_files import run_file
 
 CONFIG = "config.yaml"
 
@@ -236,7 +236,7 @@ def _tagged_decoding(args) -> int:
     if args.versus is not None and args.versus not in args.tags:
         raise SpecAttnError(f"--versus {args.versus} is not one of --tags {' '.join(args.tags)}: name the reference "
                             "run's tag")
-    runs, intervals, read = [], [], {}
+    loaded, intervals = [], []  # (rows, prompts, tag) a run
     for run, tag in zip(args.runs, args.tags):
         rows, prompts = pd.read_csv(run_file(run, "modes.csv")), None
         if run_file(run, "prompts.csv").is_file():
@@ -245,9 +245,8 @@ def _tagged_decoding(args) -> int:
             spread = prompt_intervals(prompts, int(rows["new_tokens"].iloc[0]))
             spread = spread[~spread["mode"].isin(["ar", "dense"])].assign(mode=lambda f: f["mode"] + f" [{tag}]")
             intervals.append(spread)
-        runs.append((rows, tag))
-        read[tag] = (rows, prompts)
-    points = tagged_policy_points(runs)
+        loaded.append((rows, prompts, tag))
+    points = tagged_policy_points([(rows, tag) for rows, _, tag in loaded])
     spread = pd.concat(intervals, ignore_index=True) if intervals else None
     if args.only:
         points = points[(points["mode"] == "dense") | points["mode"].str.contains(args.only, regex=False)]
@@ -259,10 +258,11 @@ def _tagged_decoding(args) -> int:
     if args.versus is not None:
         from .decoding_versus import versus_table
 
-        for tag, (rows, prompts) in read.items():
+        reference = next((rows, prompts) for rows, prompts, tag in loaded if tag == args.versus)
+        for rows, prompts, tag in loaded:
             if tag != args.versus:
                 print(f"\n[{tag}] against [{args.versus}], mode by mode (tau_ratio and ppl paired over prompts, 95% "
                       "bootstrap intervals; specattn.results.decoding_versus):")
-                print(markdown_table(versus_table(rows, prompts, *read[args.versus]), floatfmt=".4f"))
+                print(markdown_table(versus_table(rows, prompts, *reference), floatfmt=".4f"))
     print(f"figure: {plot_points_tradeoff(points, args.out / 'policy_tradeoff.png', args.title)}")
     return 0

@@ -79,12 +79,12 @@ def versus_intervals(compared: pd.DataFrame, reference: pd.DataFrame, new_tokens
     _check(compared)
     _check(reference)
     keys = ["context", "batch", "mode"]
+    references = dict(tuple(reference.groupby(keys, sort=False)))
     out = []
     for key, rows in compared.groupby(keys, sort=False):
-        ref = reference[(reference[keys] == pd.Series(key, index=keys)).all(axis=1)]
-        if ref.empty:
+        if key not in references:
             continue
-        steps, nll = _pair(rows.set_index("prompt"), ref.set_index("prompt"))
+        steps, nll = _pair(rows.set_index("prompt"), references[key].set_index("prompt"))
         if len(steps):
             out.append({**dict(zip(keys, key)), **_paired(steps, nll, new_tokens, _rng(seed, *key, 1))})
     return pd.DataFrame(out)

@@ -19,7 +19,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from .decoding_versus import run_file
+from .run_files import run_file
 from .plots import policy_points
 
 HEADER = ("| context, batch | mode | step ms | tau | verifier kept | tokens/s | steady | roofline | share "

@@ -6,26 +6,15 @@ relative change, and, paired over the prompts both ran (:func:`specattn.results.
 the mode's tau in the run over its tau in the reference and its continuation-perplexity change, with 95% bootstrap
 intervals: a setting that sums in another order moves the greedy tokens, so tau moves by chance; an interval that
 excludes 1 says it moved by more.
-
-A run is a run folder or, for the runs archived under docs/data, the prefix its flattened files share
-(``<prefix>_modes.csv``, ``_prompts.csv``, ``_config.yaml``): :func:`run_file`.
 """
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import pandas as pd
 
 from .decoding_intervals import versus_intervals
 
 KEYS = ["context", "batch", "mode"]
-
-
-def run_file(run: Path, name: str) -> Path:
-    """File ``name`` (e.g. ``modes.csv``) of a run folder, or of an archived run's flattened files
-    (``<run>_<name>``)."""
-    return run / name if run.is_dir() else run.with_name(f"{run.name}_{name}")
 
 
 def versus_table(rows: pd.DataFrame, prompts: pd.DataFrame | None, reference_rows: pd.DataFrame,
