@@ -318,32 +318,6 @@ def test_split_kernel_writes_the_unit_ends_the_merge_reads_and_a_reused_workspac
 
 
 @needs_interpreter
-@pytest.mark.parametrize("unit", [1, 3])
-def test_units_smaller_than_a_block_cut_ranges_inside_blocks(unit):
-    """``unit_chunks``: the work split's unit is ``unit`` chunks, not a block's (4 here), so programs' ranges start
-    and end inside a block (3 does not divide 4: every alignment). The unit ends the split writes are the prefix sum
-    of ceil(n_j / unit), and the output equals the float64 reference with the static split, the one-launch merge,
-    dynamic ranges and the dense launch, in a ragged batch with per-KV-head lists and an empty list."""
-    from specattn.gpu.kernels import sparse_attn as K
-    from specattn.gpu.kernels.split_config import SplitConfig
-
-    config = SplitConfig(block_n=16, min_chunks=1, unit_chunks=unit)  # CPB = 4 chunks of 4 keys
-    for seed, lengths, density in ((61, [60, 31, 9], 0.7), (62, [60, 44, 20], 1.0), (63, [60, 5, 60], 0.4)):
-        case = make_case(3, 4, 2, 3, 16, 60, 4, lengths, density, 2, torch.float16, "cpu", seed, junk_ids=True)
-        q, k, v, lens, lists = case
-        workspace = K.make_workspace(3, 2, 2, 3, 16, config, "cpu")
-        sparse_verify(q, k, v, lens, lists.ids, lists.n, 4, config=config, impl="triton", workspace=workspace)
-        n = lists.n.clamp(min=0, max=lists.ids.shape[2]).reshape(-1).long()
-        assert workspace.ends.tolist() == torch.cumsum((n + unit - 1) // unit, 0).tolist(), seed
-        for variant in (config, dataclasses.replace(config, fused_merge=True), dataclasses.replace(config, steal=50)):
-            check_kernel_case(case, 4, 1e-2, config=variant)
-        if density == 1.0:
-            check_kernel_case(case, 4, 1e-2, dense=True, config=config)
-    with pytest.raises(ValueError, match="unit_chunks is a count of chunks"):
-        SplitConfig(unit_chunks=-1)
-
-
-@needs_interpreter
 @pytest.mark.parametrize("sparse", [False, True])
 def test_graph_attention_fills_a_row_tap_from_the_kernel(sparse):
     """The decoder's attention function on the kernel path: a layer with a row tap gets the last row's query
@@ -554,14 +528,13 @@ def test_kernel_matches_reference_gpu(b, hq, hkv, t, d, kcap, c, lengths, h_sel,
 
 
 @needs_gpu
-@pytest.mark.parametrize("block_n,warps,stages,ctas,min_chunks,tile,fused,unit", [
-    (128, 8, 2, 4, 4, 32, False, 0), (32, 4, 1, 1, 64, 2, False, 0), (16, 4, 2, 4, 1, 32, False, 0),
-    (64, 4, 3, 2, 8, 16, True, 0), (128, 4, 2, 2, 16, 32, True, 0), (16, 4, 2, 8, 1, 16, True, 0),
-    (128, 4, 2, 2, 8, 32, False, 1), (128, 4, 2, 2, 8, 32, True, 3), (64, 4, 3, 2, 8, 32, False, 2)])
-def test_kernel_configs_gpu(block_n, warps, stages, ctas, min_chunks, tile, fused, unit):
+@pytest.mark.parametrize("block_n,warps,stages,ctas,min_chunks,tile,fused", [
+    (128, 8, 2, 4, 4, 32, False), (32, 4, 1, 1, 64, 2, False), (16, 4, 2, 4, 1, 32, False), (64, 4, 3, 2, 8, 16, True),
+    (128, 4, 2, 2, 16, 32, True), (16, 4, 2, 8, 1, 16, True)])
+def test_kernel_configs_gpu(block_n, warps, stages, ctas, min_chunks, tile, fused):
     from specattn.gpu.kernels.split_config import SplitConfig
 
-    cfg = SplitConfig(block_n, warps, stages, ctas, min_chunks, tile, fused, unit_chunks=unit)
+    cfg = SplitConfig(block_n, warps, stages, ctas, min_chunks, tile, fused)
     case = make_case(2, 32, 8, 5, 128, 20000, 16, [20000, 7777], 0.2, 8, torch.bfloat16, "cuda", 9)
     check_kernel_case(case, 16, 1e-2, config=cfg)
     check_kernel_case(case, 16, 1e-2, dense=True, config=cfg)

@@ -30,11 +30,12 @@ limit 120 python3 -m pytest -q -rfE -m gpu -p no:cacheprovider tests/test_gather
 echo "test_gather_read rc $? $(tail -n 1 "$GPU_OUT/bg/pytest_test_gather_read.log")"
 limit 150 python3 scripts/gpu/read_floor.py > "$GPU_OUT/bg/read_floor.log" 2>&1
 echo "read_floor rc $?"; tail -n 7 "$GPU_OUT/bg/read_floor.log"
-step kernel_ab  # units of one and two chunks (`unit_chunks`, thirty-seventh session) against decode_real's launch
-#               (128-key blocks, units of a block: the busiest program takes up to 32 chunks against an even 24.8 at
-#               Llama-3.1-8B batch 4, 10% kept, 408 against 397.6 at Llama-2-7B batch 16, 10%, the shape behind)
-ARMS="@unit_chunks=1 @unit_chunks=2"  # and, where the bootstrap call carried it, another version of the kernel
-[ -f ab_base.py ] && ARMS="ab_base.py $ARMS"  # module (ab_base.py; docs/gpu.md)
+step kernel_ab  # the other landed launch, 64-key blocks over 3 stages, by the cold measure too (the graph's calls
+#               rotating over input sets past the L2, thirtieth session: the tree no slower than FlashInfer at 16 of 17
+#               cold in two runs, behind only at Llama-2-7B batch 16, 10% kept, by 0.3%, where 64-key blocks lost by
+#               0.4-1.4% by the hot graph in the twenty-sixth to twenty-ninth sessions)
+ARMS="@block_n=64,stages=3"  # and, where the bootstrap call carried it, another version of the kernel module (the
+[ -f ab_base.py ] && ARMS="ab_base.py $ARMS"  # thirtieth session's: the merge sums its own unit ends; docs/gpu.md)
 limit 280 python3 scripts/gpu/ab_kernel.py $ARMS > "$GPU_OUT/bg/ab_kernel.log" 2>&1
 echo "kernel_ab rc $?"; tail -n 1 "$GPU_OUT/bg/ab_kernel.log"
 step quest_bound     # the page-bound kernel against the float64 definition at the decoder's sizes, then its profile

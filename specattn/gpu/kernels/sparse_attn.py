@@ -11,9 +11,8 @@ the step's keys ``P_b .. P_b + t``); ids outside ``[0, ceil(P_b / C))`` select n
 Nothing about the selection reaches the host: the grid is fixed by the shapes, and each program
 finds its share of the work on the device, so the launch can be captured in a CUDA graph.
 
-Work is balanced over the whole batch: the (b, KV head) lists are cut into units of ``UNIT`` chunks (a block's
-``CPB``, or fewer: ``SplitConfig.unit_chunks``), ``u_j = ceil(n_j / UNIT)`` for list ``j = b * Hkv + h`` (``n_j``
-read on the device), laid end to end
+Work is balanced over the whole batch: the (b, KV head) lists are cut into units of ``CPB`` chunks,
+``u_j = ceil(n_j / CPB)`` for list ``j = b * Hkv + h`` (``n_j`` read on the device), laid end to end
 (``U = sum u_j``), and program p of the fixed grid of ``P`` programs takes units ``[p*W, (p+1)*W)``,
 ``W = max(min_units, ceil(U / P))``, whichever lists they belong to (ragged batches and uneven lists
 cost no imbalance). With ``SplitConfig.steal`` (a percent) that share of the units is left to run time: program p
@@ -86,13 +85,13 @@ def _list_size(len_ptr, n_ptr, j, ok, T, C, cap, HKV, snb, snh, DENSE: tl.conste
 
 
 @triton.jit
-def _lists(len_ptr, n_ptr, T, C, cap, BH, HKV, snb, snh, BHP: tl.constexpr, UNIT: tl.constexpr,
+def _lists(len_ptr, n_ptr, T, C, cap, BH, HKV, snb, snh, BHP: tl.constexpr, CPB: tl.constexpr,
            DENSE: tl.constexpr):
     """Per list j < BH (padded to BHP): prefix length, chunks n_j, and the end of its units in the
-    global unit order (inclusive prefix sum of ceil(n_j / UNIT))."""
+    global unit order (inclusive prefix sum of ceil(n_j / CPB))."""
     j = tl.arange(0, BHP)
     prefix, n = _list_size(len_ptr, n_ptr, j, j < BH, T, C, cap, HKV, snb, snh, DENSE)
-    return prefix, n, tl.cumsum((n + UNIT - 1) // UNIT, 0)
+    return prefix, n, tl.cumsum((n + CPB - 1) // CPB, 0)
 
 
 @triton.jit
@@ -175,12 +174,12 @@ def _split_kernel(
     D: tl.constexpr, M: tl.constexpr, LS: tl.constexpr, CP: tl.constexpr, CPB: tl.constexpr, BHP: tl.constexpr,
     DENSE: tl.constexpr, LOOP_FOR: tl.constexpr, STAGES: tl.constexpr, SCORES: tl.constexpr,
     FUSED: tl.constexpr, RB: tl.constexpr, TP: tl.constexpr, WRITE_LSE: tl.constexpr, WRITE_Q: tl.constexpr,
-    PDL: tl.constexpr, STEAL: tl.constexpr, STEAL_RANGES: tl.constexpr, UNIT: tl.constexpr,
+    PDL: tl.constexpr, STEAL: tl.constexpr, STEAL_RANGES: tl.constexpr,
 ):
     p = tl.program_id(0)
     if PDL:  # the merge kernel may launch now: its programs take SM room as split programs leave and wait for them
         gdc_launch_dependents()
-    prefixes, ns, ends = _lists(len_ptr, n_ptr, T, C, cap, BH, HKV, snb, snh, BHP, UNIT, DENSE)
+    prefixes, ns, ends = _lists(len_ptr, n_ptr, T, C, cap, BH, HKV, snb, snh, BHP, CPB, DENSE)
     if not FUSED and p == 0:  # for the merge: each of its programs then loads two ends, not the whole prefix sum
         tl.store(ends_ptr + tl.arange(0, BHP), ends, mask=tl.arange(0, BHP) < BH)
     total = tl.max(ends, 0)
@@ -197,11 +196,11 @@ def _split_kernel(
         while u < u1:
             end_j = _pick(ends, j)
             n_j = _pick(ns, j)
-            start_j = end_j - (n_j + UNIT - 1) // UNIT
+            start_j = end_j - (n_j + CPB - 1) // CPB
             prefix = _pick(prefixes, j)
             seg_end = tl.minimum(u1, end_j)
-            e_start = (u - start_j) * UNIT
-            e_end = tl.minimum(n_j, (seg_end - start_j) * UNIT)
+            e_start = (u - start_j) * CPB
+            e_end = tl.minimum(n_j, (seg_end - start_j) * CPB)
             b = (j // HKV).to(tl.int64)
             h = (j % HKV).to(tl.int64)
             q = tl.load(q_ptr + b * sqb + (h * G + g)[:, None] * sqh + t[:, None] * sqt + d[None, :],
@@ -320,7 +319,7 @@ def _own_keys_tile(qv, t, row_ok, b, h, hq, prefix, k_ptr, v_ptr, sc_ptr, qk_sca
 def _merge_rows(j, row, prefix, n_j, q_ptr, k_ptr, v_ptr, po_ptr, pl_ptr, ends_ptr, cur_ptr, reset, out_ptr, lse_ptr,
                 q_out_ptr, sc_ptr, qk_scale, T, P, min_units, BH, HKV, G, sqb, sqh, sqt, skb, skh, skn, svb, svh, svn,
                 sob, sot, soh, slb, slh, sqob, sqoh, ssb, ssh, D: tl.constexpr, M: tl.constexpr, LS: tl.constexpr,
-                RB: tl.constexpr, TP: tl.constexpr, SB: tl.constexpr, UNIT: tl.constexpr, WRITE_LSE: tl.constexpr,
+                RB: tl.constexpr, TP: tl.constexpr, SB: tl.constexpr, CPB: tl.constexpr, WRITE_LSE: tl.constexpr,
                 WRITE_Q: tl.constexpr, SCORES: tl.constexpr, LOOP_FOR: tl.constexpr, PDL: tl.constexpr,
                 STEAL: tl.constexpr, STEAL_RANGES: tl.constexpr):
     """Rows ``row`` (a block of list ``j``'s (G * T)-row tile, row = g * T + t, query head h * G + g) attend the step's
@@ -347,7 +346,7 @@ def _merge_rows(j, row, prefix, n_j, q_ptr, k_ptr, v_ptr, po_ptr, pl_ptr, ends_p
     total = tl.load(ends_ptr + BH - 1)  # the split kernel's unit ends (its program 0 wrote them)
     w0, d0, w1, _ = _ranges(total, P, min_units, STEAL, STEAL_RANGES)
     end_j = tl.load(ends_ptr + j)
-    start_j = end_j - (n_j + UNIT - 1) // UNIT
+    start_j = end_j - (n_j + CPB - 1) // CPB
     # merge the partials (normalised outputs, base-2 lse) of these rows from the ranges over list j, SB at a time
     s_first = _range_of(start_j, P, w0, d0, w1) + j
     s_end = tl.where(end_j > start_j, _range_of(end_j - 1, P, w0, d0, w1) + j + 1, s_first)
@@ -461,8 +460,8 @@ def _merge_kernel(
     qk_scale, T, C, cap, P, min_units, BH, HKV, G,
     sqb, sqh, sqt, skb, skh, skn, svb, svh, svn, snb, snh, sob, sot, soh, slb, slh, sqob, sqoh, ssb, ssh,
     D: tl.constexpr, M: tl.constexpr, LS: tl.constexpr, RB: tl.constexpr, TP: tl.constexpr, SB: tl.constexpr,
-    DENSE: tl.constexpr, WRITE_LSE: tl.constexpr, WRITE_Q: tl.constexpr, SCORES: tl.constexpr,
-    LOOP_FOR: tl.constexpr, PDL: tl.constexpr, STEAL: tl.constexpr, STEAL_RANGES: tl.constexpr, UNIT: tl.constexpr,
+    CPB: tl.constexpr, DENSE: tl.constexpr, WRITE_LSE: tl.constexpr, WRITE_Q: tl.constexpr, SCORES: tl.constexpr,
+    LOOP_FOR: tl.constexpr, PDL: tl.constexpr, STEAL: tl.constexpr, STEAL_RANGES: tl.constexpr,
 ):
     j = tl.program_id(0)  # the list (b, KV head h)
     prefix, n_j = _list_size(len_ptr, n_ptr, j, j < BH, T, C, cap, HKV, snb, snh, DENSE)
@@ -470,7 +469,7 @@ def _merge_kernel(
     _merge_rows(j, tl.program_id(1) * RB + tl.arange(0, RB), prefix, n_j, q_ptr, k_ptr, v_ptr, po_ptr, pl_ptr,
                 ends_ptr, cur_ptr, reset, out_ptr, lse_ptr, q_out_ptr, sc_ptr, qk_scale, T, P, min_units, BH, HKV, G,
                 sqb, sqh, sqt, skb, skh, skn, svb, svh, svn, sob, sot, soh, slb, slh, sqob, sqoh, ssb, ssh, D, M, LS,
-                RB, TP, SB, UNIT, WRITE_LSE, WRITE_Q, SCORES, LOOP_FOR, PDL, STEAL, STEAL_RANGES)
+                RB, TP, SB, CPB, WRITE_LSE, WRITE_Q, SCORES, LOOP_FOR, PDL, STEAL, STEAL_RANGES)
 
 
 FUSED_MERGE_ROWS = 16  # rows the fused launch's merging program takes at once (sm_90, inside the split kernel: no
@@ -579,9 +578,8 @@ def launch(q, k, v, lengths, chunk_ids, n_chunks, chunk_size: int, sm_scale: flo
     m = rows_tile(g, t)
     cp = pow2(chunk_size)
     cpb = max(1, config.block_n // cp)
-    unit = config.unit_chunks or cpb
     programs = workspace.programs
-    min_units = max(1, -(-config.min_chunks // unit))
+    min_units = max(1, -(-config.min_chunks // cpb))
     bh = b * hkv
     ids = chunk_ids if not dense else lengths  # unused when dense
     sib, sih = (chunk_ids.stride(0), chunk_ids.stride(1) if chunk_ids.shape[1] > 1 else 0) if not dense else (0, 0)
@@ -595,8 +593,8 @@ def launch(q, k, v, lengths, chunk_ids, n_chunks, chunk_size: int, sm_scale: flo
         raise ValueError("fused_merge needs a workspace with a ticket per (sequence, KV head) list: make_workspace")
     if config.steal and (workspace.cursor is None or workspace.o.shape[0] < num_ranges(config, programs) + bh):
         raise ValueError(f"steal={config.steal} needs a workspace made for it: make_workspace with this config")
-    common = dict(UNIT=unit, DENSE=dense, D=d, M=m, LS=lse_slot(m), SCORES=scores_out is not None,
-                  STEAL=config.steal, STEAL_RANGES=config.steal_ranges)
+    common = dict(CPB=cpb, DENSE=dense, D=d, M=m, LS=lse_slot(m), SCORES=scores_out is not None, STEAL=config.steal,
+                  STEAL_RANGES=config.steal_ranges)
     sc, (ssb, ssh) = (scores_out, scores_out.stride()[:2]) if scores_out is not None else (workspace.lse, (0, 0))
     lse_ptr, q_out_ptr = lse_out if lse_out is not None else workspace.lse, q_out if q_out is not None else q
     outputs = (out.stride(0), out.stride(1), out.stride(2), *(lse_out.stride() if lse_out is not None else (0, 0)),
@@ -611,7 +609,7 @@ def launch(q, k, v, lengths, chunk_ids, n_chunks, chunk_size: int, sm_scale: flo
         qk_scale, t, chunk_size, capacity, programs, min_units, bh, hkv, g,
         q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
         v.stride(0), v.stride(1), v.stride(2), sib, sih, snb, snh, ssb, ssh, *outputs,
-        BHP=pow2(bh, 2), CP=cp, CPB=cpb, LOOP_FOR=not interpreting(), STAGES=config.stages, FUSED=config.fused_merge,
+        BHP=pow2(bh, 2), CP=cp, LOOP_FOR=not interpreting(), STAGES=config.stages, FUSED=config.fused_merge,
         RB=min(m, FUSED_MERGE_ROWS), PDL=pdl, num_warps=config.warps, **taps, **common,
     )
     if config.fused_merge:
@@ -644,8 +642,7 @@ def _aot_check(compile_one) -> bool:
             ("bf16", 4, 128, False, False, True, 5, 0), ("bf16", 1, 128, False, False, True, 5, 0),
             ("bf16", 7, 64, False, False, True, 1, 0), ("bf16", 7, 64, True, True, True, 1, 0),
             ("bf16", 6, 128, False, False, True, 5, 0), ("bf16", 7, 64, True, True, True, 2, 0),
-            ("bf16", 4, 128, False, False, False, 5, 25), ("bf16", 7, 64, True, True, False, 1, 25),
-            ("bf16", 4, 128, False, False, False, 5, -1)]:  # steal -1: one-chunk units (unit_chunks=1), static
+            ("bf16", 4, 128, False, False, False, 5, 25), ("bf16", 7, 64, True, True, False, 1, 25)]:
         sig = {"q_ptr": f"*{dt}", "k_ptr": f"*{dt}", "v_ptr": f"*{dt}", "len_ptr": "*i32", "ids_ptr": "*i32",
                "n_ptr": "*i32", "po_ptr": "*fp32", "pl_ptr": "*fp32", "ends_ptr": "*i32", "sc_ptr": "*fp32",
                "tk_ptr": "*i32", "cur_ptr": "*i32", "out_ptr": f"*{dt}", "lse_ptr": "*fp32", "q_out_ptr": f"*{dt}",
@@ -656,12 +653,10 @@ def _aot_check(compile_one) -> bool:
                                              "sib", "sih", "snb", "snh", "ssb", "ssh", "sob", "sot", "soh", "slb",
                                              "slh", "sqob", "sqoh"]})
         name = f"sparse_attn split {dt} G={g} D={dim}{' dense' if dense else ''}{' scores' if scores else ''}"
-        unit, steal = (1, 0) if steal < 0 else (cfg.block_n // 16, steal)
-        ok &= compile_one(name + (f" fused T={t}" if fused else "") + (f" steal {steal}%" if steal else "")
-                          + (" one-chunk units" if unit == 1 else ""),
+        ok &= compile_one(name + (f" fused T={t}" if fused else "") + (f" steal {steal}%" if steal else ""),
                           _split_kernel, sig,
                           {"D": dim, "M": rows_tile(g, t), "LS": lse_slot(rows_tile(g, t)), "CP": 16,
-                           "CPB": cfg.block_n // 16, "UNIT": unit, "BHP": 32,
+                           "CPB": cfg.block_n // 16, "BHP": 32,
                            "DENSE": dense, "LOOP_FOR": True, "STAGES": cfg.stages, "SCORES": scores, "FUSED": fused,
                            "RB": min(rows_tile(g, t), FUSED_MERGE_ROWS), "TP": pow2(t, 2), "WRITE_LSE": fused,
                            "WRITE_Q": fused, "PDL": not fused, "STEAL": steal,
@@ -682,7 +677,7 @@ def _aot_check(compile_one) -> bool:
         ok &= compile_one(f"sparse_attn merge bf16 RB={rb} tile {tile}{' lse+q' if tap else ''}"
                           f"{' scores' if scores else ''}{' pdl' if pdl else ''}{f' steal {steal}%' if steal else ''}",
                           _merge_kernel, sig,
-                          {"D": 128, "M": 32, "LS": 32, "RB": rb, "TP": 8, "SB": max(1, tile // rb), "UNIT": 4,
+                          {"D": 128, "M": 32, "LS": 32, "RB": rb, "TP": 8, "SB": max(1, tile // rb), "CPB": 4,
                            "DENSE": False, "WRITE_LSE": tap, "WRITE_Q": tap, "SCORES": scores, "LOOP_FOR": True,
                            "PDL": pdl, "STEAL": steal, "STEAL_RANGES": cfg.steal_ranges}, min(rb, 4))
     return ok

@@ -28,9 +28,7 @@ class SplitConfig:
     batch 4, 25% kept, scripts/gpu/split_timeline.py), the slowest setting the kernel's end; 0: every share fixed;
     steal_ranges: dynamic ranges a program takes on average at most (a range is ``ceil(pool / (steal_ranges * P))``
     units, the tail's grain: at 2, 2 units of about 6 us each at that shape, where steal=25 lost 2.8 us; twenty-sixth
-    session); unit_chunks: chunks a unit of the work split takes (0: a block's, ``block_n`` keys): fewer lets the
-    programs' shares come closer to equal (a program ends at most a unit past its share), at the cost of ranges that
-    start and end inside a block (a partly masked block at either end of a program's list segments).
+    session).
     """
 
     block_n: int = 64
@@ -43,7 +41,6 @@ class SplitConfig:
     pdl: bool = True
     steal: int = 0
     steal_ranges: int = 2
-    unit_chunks: int = 0
 
     def __post_init__(self) -> None:
         for flag in ("fused_merge", "pdl"):
@@ -59,7 +56,5 @@ class SplitConfig:
             raise ValueError(f"{self}: steal_ranges is the dynamic ranges a program takes on average, 1..64")
         if self.steal and self.fused_merge:
             raise ValueError(f"{self}: steal needs the merge launch (fused_merge=false)")
-        if self.unit_chunks < 0:
-            raise ValueError(f"{self}: unit_chunks is a count of chunks (0: a block's)")
         if self.merge_tile > MAX_MERGE_TILE:
             raise ValueError(f"{self}: merge_tile at most {MAX_MERGE_TILE} (larger tiles spill registers)")
