@@ -306,3 +306,16 @@ def test_the_decode_ab_plans_the_point_as_it_stands_each_arm_then_the_lossless_c
     for overrides in runs:
         for job, error in check_jobs(["logger=none", "progress=false", *overrides], ROOT / "conf"):
             assert error is None, (job, error)
+
+
+def test_the_decode_ab_moves_to_another_batch_and_skips_the_lossless_check_when_told(tmp_path, cuda_present):
+    """BATCH / PROMPTS move the point (the one launches A/B'd at batch 4 and 1); LOSSLESS=0 plans no lossless run."""
+    runs = planned_runs(tmp_path, ["-c", 'BATCH=1 PROMPTS=8 LOSSLESS=0 ARMS="experiment.draft_down_split=0 '
+                                         'experiment.draft_epilogue_rows=0" bash scripts/gpu/decode_ab.sh 300'])
+    assert len(runs) == 2
+    assert all("experiment.batches=[1]" in r and "experiment.prompts=8" in r for r in runs)
+    assert all("experiment.lossless_prompts=0" in r for r in runs)
+    assert runs[1][-2:] == ["experiment.draft_down_split=0", "experiment.draft_epilogue_rows=0"]
+    for overrides in runs:
+        for job, error in check_jobs(["logger=none", "progress=false", *overrides], ROOT / "conf"):
+            assert error is None, (job, error)
