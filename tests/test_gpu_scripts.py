@@ -36,6 +36,13 @@ def planned_runs(tmp_path: Path, *commands: list[str]) -> list[list[str]]:
     return [shlex.split(line) for line in out.read_text().splitlines() if line.strip()]
 
 
+def assert_compose(runs: list[list[str]]) -> None:
+    """Each planned run's overrides pass run.py's pre-run checks (composed, validated, planned; no weights)."""
+    for overrides in runs:
+        for job, error in check_jobs(["logger=none", "progress=false", *overrides], ROOT / "conf"):
+            assert error is None, (job, error)
+
+
 @pytest.fixture
 def cuda_present(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
@@ -69,8 +76,7 @@ def test_every_gpu_run_of_the_session_scripts_passes_the_pre_run_checks(tmp_path
     for overrides in runs:
         if any(".gpu_inputs" in o for o in overrides) and not (ROOT / ".gpu_inputs").is_dir():
             continue  # `agree` reads the CPU reference's files, carried to the GPU for that part only
-        for job, error in check_jobs(["logger=none", "progress=false", *overrides], ROOT / "conf"):
-            assert error is None, (job, error)
+        assert_compose([overrides])
 
 
 def test_breadth_takes_its_points_and_overrides_from_the_environment(tmp_path, cuda_present):
@@ -80,8 +86,7 @@ def test_breadth_takes_its_points_and_overrides_from_the_environment(tmp_path, c
         ["experiment.contexts=[32768]", "experiment.batches=[4]"], ["experiment.contexts=[16384]", "experiment.batches=[32]"]]
     for overrides in runs:
         assert "experiment.match_p=0.9" in overrides and "experiment.draft_reads=[first_window,reuse]" in overrides
-        for job, error in check_jobs(["logger=none", "progress=false", *overrides], ROOT / "conf"):
-            assert error is None, (job, error)
+    assert_compose(runs)
 
 
 CHAIN_TESTS = [["pytest", f"tests/{f}.py"] for f in (  # the chain's GPU test files, in order, after the last run
@@ -119,8 +124,7 @@ def test_the_chain_plans_the_profile_run_a_then_the_draft_policies_then_the_test
         assert last(run, "experiment.prompts") == "32" and last(run, "experiment.fold_norms") == "(config)"
         assert "layer_map=docs/data/h200-real-2026-12-03e/layer_map_js_qwen_coder_16k.yaml" in run
         assert last(run, "experiment.lossless_prompts") == "0"  # the twenty-eighth session ran the check (folded)
-        for job, error in check_jobs(["logger=none", "progress=false", *run], ROOT / "conf"):
-            assert error is None, (job, error)
+    assert_compose([run_a, *policies])
 
 
 def test_the_chain_on_an_h100_skips_run_a_and_plans_the_policies_and_the_tests(tmp_path, cuda_present):
@@ -288,8 +292,7 @@ def test_the_profile_scripts_settings_pass_the_pre_run_checks(cuda_present):
     assert sum(o.startswith("experiment.draft_window=") for o in overrides) == 1  # replaced, not repeated
     assert last(overrides, "experiment.draft_reads") == "[first_window]"
     assert last(overrides, "experiment.match_p") == "0.9"
-    for job, error in check_jobs(["logger=none", "progress=false", *overrides], ROOT / "conf"):
-        assert error is None, (job, error)
+    assert_compose([overrides])
 
 
 def test_the_decode_ab_plans_the_point_as_it_stands_each_arm_then_the_lossless_check_with_the_last(
@@ -303,9 +306,7 @@ def test_the_decode_ab_plans_the_point_as_it_stands_each_arm_then_the_lossless_c
     assert runs[2][-2:] == runs[3][-2:] == ["experiment.draft_down_split=8", "experiment.draft_epilogue_rows=8"]
     assert "experiment.lossless_prompts=32" in runs[3] and "experiment.contexts=[2048]" in runs[3]
     assert all("experiment.lossless_prompts=0" in r for r in runs[:3])
-    for overrides in runs:
-        for job, error in check_jobs(["logger=none", "progress=false", *overrides], ROOT / "conf"):
-            assert error is None, (job, error)
+    assert_compose(runs)
 
 
 def test_the_decode_ab_moves_to_another_batch_and_skips_the_lossless_check_when_told(tmp_path, cuda_present):
@@ -313,9 +314,7 @@ def test_the_decode_ab_moves_to_another_batch_and_skips_the_lossless_check_when_
     runs = planned_runs(tmp_path, ["-c", 'BATCH=1 PROMPTS=8 LOSSLESS=0 ARMS="experiment.draft_down_split=0 '
                                          'experiment.draft_epilogue_rows=0" bash scripts/gpu/decode_ab.sh 300'])
     assert len(runs) == 2
-    assert all("experiment.batches=[1]" in r and "experiment.prompts=8" in r for r in runs)
-    assert all("experiment.lossless_prompts=0" in r for r in runs)
+    assert all(last(r, "experiment.batches") == "[1]" and last(r, "experiment.prompts") == "8" for r in runs)
+    assert all(last(r, "experiment.lossless_prompts") == "0" for r in runs)
     assert runs[1][-2:] == ["experiment.draft_down_split=0", "experiment.draft_epilogue_rows=0"]
-    for overrides in runs:
-        for job, error in check_jobs(["logger=none", "progress=false", *overrides], ROOT / "conf"):
-            assert error is None, (job, error)
+    assert_compose(runs)

@@ -27,9 +27,10 @@ for extra in "${sets[@]}"; do
   step "decode $extra"
   WAIT_BG=0 bash scripts/gpu/decode.sh "${1:-330}" "${POINT[@]}" $extra
 done
-if [ "${LOSSLESS:-32}" != 0 ]; then
+LOSSLESS=${LOSSLESS:-32}
+if [ "$LOSSLESS" != 0 ]; then
   step "lossless ${sets[-1]}"
-  LOSSLESS=${LOSSLESS:-32} WAIT_BG=0 bash scripts/gpu/decode.sh "${1:-330}" "experiment.contexts=[2048]" \
+  LOSSLESS=$LOSSLESS WAIT_BG=0 bash scripts/gpu/decode.sh "${1:-330}" "experiment.contexts=[2048]" \
     "experiment.batches=[16]" experiment.prompts=16 experiment.matched=false experiment.match_p=0.9 \
     "experiment.p_values=[0.9]" "experiment.draft_reads=[]" ${sets[-1]}
 fi
