@@ -259,20 +259,21 @@ def test_decode_runs_pool_into_one_table_and_the_by_context_figure(tmp_path, cap
     assert main(["decoding", str(tmp_path), "-o", str(tmp_path / "fig")]) != 0
     assert "no modes.csv in" in capsys.readouterr().err
     # --markdown: the docs' table, points by batch then longest context first, each with the run it comes from
-    (runs[0] / "config.yaml").write_text("experiment:\n  fused_layers: true\n  fold_norms: true\n")
+    (runs[0] / "config.yaml").write_text("experiment:\n  fused_layers: true\n  fold_norms: true\n"
+                                         "  draft_epilogue_rows: 16\n  draft_down_split: 0\n")
     first.assign(new_tokens=16, prompts=32, groups=2).to_csv(runs[0] / "modes.csv", index=False)  # the count column
     assert main(["decoding", *map(str, runs), "-o", str(tmp_path / "fig"), "--markdown", str(tmp_path / "t.md")]) == 0
     lines = (tmp_path / "t.md").read_text().splitlines()
-    assert lines[0].startswith("| context, batch | mode |") and lines[1] == "|" + "---|" * 14
+    assert lines[0].startswith("| context, batch | mode |") and lines[1] == "|" + "---|" * 15
     assert [line.split(" | ")[0] for line in lines[2:] if not line.startswith("|  |")] == [
         "| 8K, 4", "| 32K, 16", "| 8K, 16", "| 2K, 16"]
     at8k = lines[lines.index(next(line for line in lines if line.startswith("| 8K, 16"))) + 2]
     assert at8k.startswith("|  | SpecAttn p=0.9 | ") and "| 3.80 | - | 0.900x |" in at8k  # the later run's row
-    assert at8k.endswith("| - | run1 | no |")  # no prompts or groups recorded in that run
+    assert at8k.endswith("| - | run1 | no | no |")  # no prompts or groups recorded in that run, nor its settings
     assert "83.3% [" in at8k  # tau retention with its interval (steps 4 + 5 + 6 against 5 + 6 + 7)
     top = lines[2:5]  # 8K batch 4: AR's tokens/s over dense speculative decoding's, dense's own, then SpecAttn
     assert "| AR |" in top[0] and "0.900x (900 tok/s)" in top[0] and "| dense SD |" in top[1] and "1 (1,000 tok/s)" in top[1]
-    assert any(line.startswith("| 32K, 16 | AR") and line.endswith("| 32 (2) | run0 | yes |") for line in lines)
+    assert any(line.startswith("| 32K, 16 | AR") and line.endswith("| 32 (2) | run0 | yes | yes |") for line in lines)
     assert f"table: {tmp_path / 't.md'}" in capsys.readouterr().out
     # --tags: the same 8K batch-16 point in both runs, side by side, each against its own dense (not pooled)
     assert main(["decoding", *map(str, runs), "--tags", "one", "two", "--only", "p=0.9", "-o",

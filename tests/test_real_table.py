@@ -1,6 +1,6 @@
 """scripts/real_table.py pools the archived H100 runs into issue 23's real table: every point of 2K-32K x batch
-1/4/16/32 once, six modes each, the later run winning a point two runs hold, each row naming its run and whether
-its norms were folded."""
+1/4/16/32 once, six modes each, the later run winning a point two runs hold, each row naming its run, whether
+its norms were folded and whether the draft's projections ran as one launches."""
 
 from __future__ import annotations
 
@@ -23,18 +23,23 @@ def test_every_point_once_with_its_latest_run(tmp_path, capsys):
     lines = (tmp_path / "t.md").read_text().splitlines()[2:]
     points = [line.split(" | ")[0].removeprefix("| ") for line in lines if not line.startswith("|  |")]
     assert points == [f"{c}K, {b}" for b in (1, 4, 16, 32) for c in (32, 16, 8, 2)]
-    assert len(lines) == 16 * 6  # AR, dense SD, SpecAttn p=0.9 and 0.95, StreamingLLM and Quest matched
+    modes = [line.split(" | ")[1] for line in lines]
+    # AR, dense SD, SpecAttn p=0.9 and 0.95, StreamingLLM and Quest matched at every point; the thirty-eighth
+    # session's two points also SpecAttn p=0.9 with the draft's first_window policy
+    assert len(lines) == 16 * 6 + 2 and modes.count("SpecAttn p=0.9 draft=first_window") == 2
     run_of = {}
     for line in lines:
         if not line.startswith("|  |"):
             point = line.split(" | ")[0].removeprefix("| ")
-        run_of.setdefault(point, set()).add(tuple(line.rstrip(" |").split(" | ")[-2:]))
+        run_of.setdefault(point, set()).add(tuple(line.rstrip(" |").split(" | ")[-3:]))
     assert all(len(runs) == 1 for runs in run_of.values())  # one run a point, all its modes
-    # the thirtieth session's run over the twenty-ninth's and the twenty-seventh's (all three hold 32K, batch 16)
-    assert run_of["32K, 16"] == run_of["32K, 32"] == {("h100-30th-32k-b16-b32", "yes")}
-    assert run_of["16K, 32"] == {("h100-29th-b32", "yes")}  # a point only an older run holds keeps it
-    assert set().union(*(r for p, r in run_of.items() if p.endswith(", 4"))) == {("h100-30th-b4", "yes")}
-    assert all(folded == "yes" for runs in run_of.values() for _, folded in runs)  # no unfolded row left
+    # the thirty-eighth session's runs (the draft's one launches) over the thirtieth's, the twenty-ninth's and the
+    # twenty-seventh's (all hold 32K, batch 16)
+    assert run_of["32K, 16"] == {("h100-38th-32k-b16", "yes", "yes")}
+    assert run_of["32K, 32"] == {("h100-38th-32k-b32", "yes", "yes")}
+    assert run_of["16K, 32"] == {("h100-29th-b32", "yes", "no")}  # a point only an older run holds keeps it
+    assert set().union(*(r for p, r in run_of.items() if p.endswith(", 4"))) == {("h100-30th-b4", "yes", "no")}
+    assert all(folded == "yes" for runs in run_of.values() for _, folded, _ in runs)  # no unfolded row left
     assert "table: " in capsys.readouterr().out
 
 
@@ -58,7 +63,7 @@ def test_the_policy_table_holds_each_policy_point_with_its_own_run(tmp_path):
     modes = [line.split(" | ")[1] for line in lines]
     assert modes == ["AR", "dense SD", "SpecAttn p=0.9", "SpecAttn p=0.95", "SpecAttn p=0.9 draft=first_window",
                      "SpecAttn p=0.9 draft=reuse"] * 5
-    assert {line.rstrip(" |").split(" | ")[-2] for line in lines} == {f"h100-31st-{p}" for p in
+    assert {line.rstrip(" |").split(" | ")[-3] for line in lines} == {f"h100-31st-{p}" for p in
                                                                    ("32k_b16", "16k_b16", "8k_b16", "2k_b16", "32k_b32")}
     assert script.main(["--policies"]) == 2  # no table path: the usage line
 

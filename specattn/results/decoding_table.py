@@ -6,9 +6,10 @@ the roofline's ratio at the measured tau and kept fraction and the share of it r
 retention and the continuation-perplexity change with their 95% intervals paired over prompts
 (:func:`specattn.results.decoding_intervals.prompt_intervals`), the prompts the point ran and the groups of ``batch``
 prompts they made (a group runs until its slowest sequence has its tokens, so one group's tokens/s is one draw of that
-sequence), and where each point comes from: the run folder and whether its layers had the norms folded
-(``experiment.fold_norms``; a run from before the option: no). Autoregressive decoding gets a row of its own (its
-step, and its tokens/s over dense speculative decoding's).
+sequence), and where each point comes from: the run folder, whether its layers had the norms folded
+(``experiment.fold_norms``; a run from before the option: no) and whether the draft's projections ran as one launches
+(``experiment.draft_epilogue_rows`` or ``draft_down_split`` set; a run from before them: no). Autoregressive decoding
+gets a row of its own (its step, and its tokens/s over dense speculative decoding's).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from .run_files import run_file
 from .plots import policy_points
 
 HEADER = ("| context, batch | mode | step ms | tau | verifier kept | tokens/s | steady | roofline | share "
-          "| tau retention | continuation ppl | prompts (groups) | run | norms folded |")
+          "| tau retention | continuation ppl | prompts (groups) | run | norms folded | draft one launches |")
 NAMES = {"ar": "AR", "dense": "dense SD"}
 
 
@@ -37,13 +38,26 @@ def mode_name(mode: str) -> str:
     return mode.replace("specattn", "SpecAttn", 1)
 
 
-def folded(run: Path) -> bool:
-    """Whether the run's layers had the norms folded (its ``config.yaml``, :func:`run_file`; fused layers and
-    ``fold_norms``)."""
+def _experiment(run: Path) -> dict:
+    """The ``experiment`` section of the run's ``config.yaml`` (:func:`run_file`; empty where it has none)."""
     path = run_file(run, "config.yaml")
     config = yaml.safe_load(path.read_text()) if path.is_file() else {}
-    experiment = (config or {}).get("experiment", {}) or {}
+    return (config or {}).get("experiment", {}) or {}
+
+
+def folded(run: Path) -> bool:
+    """Whether the run's layers had the norms folded (fused layers and ``fold_norms``)."""
+    experiment = _experiment(run)
     return bool(experiment.get("fold_norms", False)) and bool(experiment.get("fused_layers", True))
+
+
+def draft_one_launches(run: Path) -> bool:
+    """Whether the run's draft forwards ran a projection as one launch (fused layers and ``draft_epilogue_rows`` or
+    ``draft_down_split`` above 0: the q/k/v projection with its rotary and cache write, or the down projection with its
+    residual add)."""
+    experiment = _experiment(run)
+    return bool(experiment.get("fused_layers", True)) and any(
+        (experiment.get(key) or 0) > 0 for key in ("draft_epilogue_rows", "draft_down_split"))
 
 
 def _missing(value) -> bool:
@@ -69,7 +83,8 @@ def _interval(value: float, low: float, high: float, signed: bool) -> str:
 
 
 def table_lines(rows: pd.DataFrame, intervals: pd.DataFrame | None) -> list[str]:
-    """Markdown lines (header first) of pooled ``modes.csv`` rows that carry ``run`` and ``folded`` columns, the
+    """Markdown lines (header first) of pooled ``modes.csv`` rows that carry ``run``, ``folded`` and ``draft_one``
+    columns, the
     points by batch, then longest context first."""
     points = policy_points(rows).set_index(["context", "batch", "mode"])
     spread = intervals.set_index(["context", "batch", "mode"]) if intervals is not None and len(intervals) else None
@@ -83,7 +98,7 @@ def table_lines(rows: pd.DataFrame, intervals: pd.DataFrame | None) -> list[str]
         base = dense.iloc[0]
         point = f"{context // 1024}K, {batch}"
         for _, r in group.iterrows():
-            where = f"{_count(r)} | {r['run']} | {'yes' if r['folded'] else 'no'}"
+            where = f"{_count(r)} | {r['run']} | {'yes' if r['folded'] else 'no'} | {'yes' if r['draft_one'] else 'no'}"
             head = f"| {point} | {mode_name(r['mode'])} | {_num(r.get('step_ms'), '.3g')} | {r['tau']:.2f}"
             point = ""
             if r["mode"] in ("ar", "dense"):
