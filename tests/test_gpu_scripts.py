@@ -318,3 +318,24 @@ def test_the_decode_ab_moves_to_another_batch_and_skips_the_lossless_check_when_
     assert all(last(r, "experiment.lossless_prompts") == "0" for r in runs)
     assert runs[1][-2:] == ["experiment.draft_down_split=0", "experiment.draft_epilogue_rows=0"]
     assert_compose(runs)
+
+
+def test_the_real_points_plan_every_point_that_ran_with_two_launches_each_with_its_prompts(tmp_path, cuda_present):
+    """The default POINTS: the real table's 14 points other than 32K batch 16 and 32, batch 16 first, every mode with
+    the first_window draft, 8 prompts at batch 1, 16 at batch 4, 32 otherwise; POINTS, PROMPTS and EXTRA replace
+    them."""
+    runs = planned_runs(tmp_path, ["scripts/gpu/real_points.sh", "300"])
+    points = [tuple(last(r, f"experiment.{key}") for key in ("contexts", "batches", "prompts")) for r in runs]
+    assert points[:3] == [("[16384]", "[16]", "32"), ("[8192]", "[16]", "32"), ("[2048]", "[16]", "32")]
+    assert len(set(points)) == len(points) == 14
+    assert ("[32768]", "[16]", "32") not in points and ("[32768]", "[32]", "32") not in points
+    assert {p for c, b, p in points if b == "[1]"} == {"8"} and {p for c, b, p in points if b == "[4]"} == {"16"}
+    for r in runs:
+        assert last(r, "experiment.matched") == "(config)" and last(r, "experiment.draft_reads") == "[first_window]"
+        assert last(r, "experiment.lossless_prompts") == "0" and last(r, "experiment.match_p") == "0.9"
+    assert_compose(runs)
+    (tmp_path / "told").mkdir()
+    told = planned_runs(tmp_path / "told", ["-c", 'POINTS="32768 4" PROMPTS=4 EXTRA="experiment.repeats=1" '
+                                                  "bash scripts/gpu/real_points.sh 300"])
+    assert len(told) == 1 and last(told[0], "experiment.prompts") == "4" and last(told[0], "experiment.repeats") == "1"
+    assert_compose(told)
