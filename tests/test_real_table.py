@@ -1,6 +1,7 @@
 """scripts/real_table.py pools the archived H100 runs into issue 23's real table: every point of 2K-32K x batch
-1/4/16/32 once, six modes each, the later run winning a point two runs hold, each row naming its run, whether
-its norms were folded and whether the draft's projections ran as one launches."""
+1/4/16/32 once, six modes each (seven where the run also had the first_window draft), the later run winning a point
+two runs hold, each row naming its run, whether its norms were folded and whether the draft's projections ran as one
+launches."""
 
 from __future__ import annotations
 

@@ -84,8 +84,7 @@ def _interval(value: float, low: float, high: float, signed: bool) -> str:
 
 def table_lines(rows: pd.DataFrame, intervals: pd.DataFrame | None) -> list[str]:
     """Markdown lines (header first) of pooled ``modes.csv`` rows that carry ``run``, ``folded`` and ``draft_one``
-    columns, the
-    points by batch, then longest context first."""
+    columns, the points by batch, then longest context first."""
     points = policy_points(rows).set_index(["context", "batch", "mode"])
     spread = intervals.set_index(["context", "batch", "mode"]) if intervals is not None and len(intervals) else None
     lines = [HEADER, "|" + "---|" * (HEADER.count("|") - 1)]
