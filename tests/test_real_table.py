@@ -91,3 +91,35 @@ def test_a_launch_ab_of_two_archived_runs_pairs_each_mode_with_itself(tmp_path, 
     assert "--versus three is not one of --tags two one" in capsys.readouterr().err
     assert results(["decoding", two, one, "-o", str(tmp_path), "--versus", "two"]) == 2
     assert "--versus two needs --tags" in capsys.readouterr().err
+
+
+def test_a_run_archived_by_the_cli_reads_as_its_folder_and_is_never_overwritten(tmp_path, capsys):
+    """`python -m specattn.results archive RUN PREFIX` copies a decode_real run's tables (not its parquet copies, parts
+    or figures) to PREFIX_<name>; `decoding PREFIX` then prints what `decoding RUN` prints; a second archive to the same
+    prefix, or a folder that is no decode_real run, is one line naming it, and nothing is written."""
+    from specattn.results.collect import main as results
+    from specattn.results.run_files import ARCHIVED
+
+    script = load_script()
+    archived = "h100-real-2026-12-07c/decode_real_js_32k_b32_one_launch_matched"
+    run = script.lay_out(tmp_path / "runs", [("b32", archived)])[0]
+    (run / "summary.md").write_text("the run's own summary\n")
+    (run / "results.parquet").write_bytes(b"PAR1")
+    (run / "parts").mkdir()
+    prefix = tmp_path / "docs" / "data" / "b32"
+    assert results(["archive", str(run), str(prefix)]) == 0
+    written = sorted(p.name for p in prefix.parent.iterdir())
+    assert written == sorted(f"b32_{name}" for name in ARCHIVED if (run / name).is_file())
+    assert {"b32_modes.csv", "b32_prompts.csv", "b32_config.yaml", "b32_summary.md"} <= set(written)
+    assert (prefix.parent / "b32_prompts.csv").read_bytes() == (run / "prompts.csv").read_bytes()
+    capsys.readouterr()
+    tables = []
+    for source in (run, prefix):
+        assert results(["decoding", str(source), "-o", str(tmp_path / "fig")]) == 0
+        tables.append(capsys.readouterr().out.split("figure:")[0])
+    assert tables[0] == tables[1] and "specattn p=0.9" in tables[0]
+    (prefix.parent / "b32_modes.csv").write_text("kept\n")
+    assert results(["archive", str(run), str(prefix)]) == 2
+    assert "exist already" in capsys.readouterr().err and (prefix.parent / "b32_modes.csv").read_text() == "kept\n"
+    assert results(["archive", str(run / "parts"), str(tmp_path / "other")]) == 2
+    assert "has no modes.csv" in capsys.readouterr().err and not (tmp_path / "other_config.yaml").exists()

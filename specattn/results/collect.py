@@ -8,6 +8,7 @@
     python -m specattn.results decoding RUN... -o figures/        # decode_real runs pooled: speedup, tau, cont ppl
     python -m specattn.results decoding RUN... -o figures/ --markdown table.md  # + the docs' table, runs named
     python -m specattn.results decoding A B -o figures/ --tags a b --versus a  # B's modes against A's: a launch A/B
+    python -m specattn.results archive RUN docs/data/FOLDER/PREFIX  # a decode_real run as PREFIX_modes.csv, ...
 
 A run folder is one holding ``config.yaml`` and ``results.parquet`` (runs without results are
 unfinished and left out; Hydra's ``.hydra/`` and W&B's ``wandb/`` folders are not runs). The table has every row of every run's ``results.parquet`` (one per
@@ -130,9 +131,20 @@ def main(argv: list[str] | None = None) -> int:
                           help="also write the table as docs/benchmarks.md prints it (one row per point and mode, "
                                "intervals, the run each point comes from, whether its norms were folded and whether the "
                                "draft's projections ran as one launches) to FILE")
+    keep = commands.add_parser("archive", help="copy a decode_real run's tables to files of one prefix (docs/data)")
+    keep.add_argument("run", type=Path, help="a finished experiment=decode_real run folder")
+    keep.add_argument("prefix", type=Path, help="where its files go: PREFIX_modes.csv, PREFIX_prompts.csv, ... (an "
+                                                "existing one is never overwritten)")
     args = parser.parse_args(argv)
     try:
-        if args.command == "collect":
+        if args.command == "archive":
+            from .run_files import archive_run
+
+            written = archive_run(args.run, args.prefix)
+            print("\n".join(map(str, written)))
+            print(f"archived {len(written)} files: `python -m specattn.results decoding {args.prefix} -o FOLDER` reads "
+                  "them")
+        elif args.command == "collect":
             if args.out is None and (args.outputs[0] / CONFIG).is_file():
                 raise SpecAttnError(f"{args.outputs[0]} is a run folder, which a collected table must not be "
                                     "written into: name the table with -o (e.g. -o collected.parquet)")

@@ -1,12 +1,37 @@
 """Where a run's files are: in its run folder, or, for a run archived under docs/data, beside each other as flattened
-files sharing one prefix (``<prefix>_modes.csv``, ``<prefix>_prompts.csv``, ``<prefix>_config.yaml``)."""
+files sharing one prefix (``<prefix>_modes.csv``, ``<prefix>_prompts.csv``, ``<prefix>_config.yaml``); and archiving a
+run that way (:func:`archive_run`)."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
+
+from ..core.errors import SpecAttnError
+
+#: an archived ``experiment=decode_real`` run's files, those the run has: what ``python -m specattn.results decoding``
+#: reads and the run's own tables (not its parquet copies, figures, parts or logs)
+ARCHIVED = ("agreement.csv", "config.yaml", "lossless.csv", "modes.csv", "prompts.csv", "summary.csv", "summary.md",
+            "timings.csv")
 
 
 def run_file(run: Path, name: str) -> Path:
     """File ``name`` (e.g. ``modes.csv``) of run folder ``run``, or of the archived run whose files share prefix
     ``run`` (``<run>_<name>``)."""
     return run / name if run.is_dir() else run.with_name(f"{run.name}_{name}")
+
+
+def archive_run(run: Path, prefix: Path) -> list[Path]:
+    """Copy run folder ``run``'s files of :data:`ARCHIVED` to ``<prefix>_<name>`` (the layout :func:`run_file` reads;
+    the prefix's folder is made). Refuses, before writing anything, a folder without ``modes.csv`` (not a decode_real
+    run) and a prefix that already has any of those files (nothing archived is overwritten). Returns the paths
+    written."""
+    if not (run / "modes.csv").is_file():
+        raise SpecAttnError(f"{run} has no modes.csv: name a finished experiment=decode_real run folder")
+    names = [name for name in ARCHIVED if (run / name).is_file()]
+    taken = [str(run_file(prefix, name)) for name in names if run_file(prefix, name).exists()]
+    if taken:
+        raise SpecAttnError(f"{len(taken)} files of prefix {prefix} exist already (first: {taken[0]}): choose "
+                            "another prefix (an archived run is never overwritten)")
+    prefix.parent.mkdir(parents=True, exist_ok=True)
+    return [Path(shutil.copy2(run / name, run_file(prefix, name))) for name in names]
