@@ -8,8 +8,7 @@
 # resumes from its parts (each finished prompt group) when started again.
 source scripts/gpu/env.sh
 stop_background 60
-MAP=layer_map=docs/data/h200-real-2026-12-03e/layer_map_js_qwen_coder_16k.yaml
-BEST=("$MAP" experiment.matched=false experiment.draft_dense_layers=0 experiment.draft_window=2048 $EXTRA)
+BEST=("$JS_MAP" experiment.matched=false experiment.draft_dense_layers=0 experiment.draft_window=2048 $EXTRA)
 IFS=';' read -r -a points <<< "${POINTS:-32768 16;32768 32;16384 16;8192 16}"
 for point in "${points[@]}"; do
   read -r context batch <<< "$point"

@@ -35,7 +35,7 @@ done
 touch "$GPU_OUT/q/profile.done"
 if [ "${FIRST:-run_a}" = run_a ]; then  # FIRST=none on an H100: run A ran there in the twentieth session
 step run_a;  bash scripts/gpu/decode.sh "${1:-300}" "experiment.contexts=[32768]" "experiment.p_values=[0.9]" \
-  layer_map=docs/data/h200-real-2026-12-03e/layer_map_js_qwen_coder_16k.yaml experiment.draft_dense_layers=0 \
+  "$JS_MAP" experiment.draft_dense_layers=0 \
   experiment.match_p=0.9 "experiment.batches=[16]"
 fi
 if [ "${POLICY_POINTS}" != none ]; then

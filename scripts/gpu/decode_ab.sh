@@ -18,7 +18,7 @@ if [ -z "$PRECHECK" ]; then
   [ -f "$GPU_OUT/q/chain.pid" ] && kill -- -"$(cat "$GPU_OUT/q/chain.pid")" 2>/dev/null && echo "chain stopped"
 fi
 POINT=("experiment.contexts=[32768]" "experiment.batches=[${BATCH:-16}]" "experiment.prompts=${PROMPTS:-32}"
-       layer_map=docs/data/h200-real-2026-12-03e/layer_map_js_qwen_coder_16k.yaml experiment.matched=false
+       "$JS_MAP" experiment.matched=false
        experiment.draft_dense_layers=0 experiment.draft_window=2048 experiment.match_p=0.9 "experiment.p_values=[0.9]"
        "experiment.draft_reads=[first_window]")
 step "decode_default"

@@ -6,10 +6,10 @@
 # after another, each with the GPU alone; first the phase profile of the same point at the default launches
 # ($GPU_OUT/q/profile_real.log). $1: wall-clock limit (s) per run.
 source scripts/gpu/env.sh
-MAP=layer_map=docs/data/h200-real-2026-12-03e/layer_map_js_qwen_coder_16k.yaml
-P=("experiment.contexts=[32768]" "experiment.batches=[16]" "experiment.draft_reads=[first_window]" "$MAP")
+P=("experiment.contexts=[32768]" "experiment.batches=[16]" "experiment.draft_reads=[first_window]" "$JS_MAP")
 mkdir -p "$GPU_OUT/q"; stop_background 60
-[ -n "$PRECHECK" ] || limit 150 python3 scripts/gpu/profile_real.py 32768 16 "$MAP" > "$GPU_OUT/q/profile_real.log" 2>&1
+[ -n "$PRECHECK" ] || limit 150 python3 scripts/gpu/profile_real.py 32768 16 "$JS_MAP" \
+  > "$GPU_OUT/q/profile_real.log" 2>&1
 WAIT_BG=0 bash scripts/gpu/decode.sh "$1" "${P[@]}"
 WAIT_BG=0 bash scripts/gpu/decode.sh "$1" "${P[@]}" "${@:2}"
 WAIT_BG=0 bash scripts/gpu/decode.sh "$1" "${P[@]}" head_agg=max chunk_size=8 "${@:2}"

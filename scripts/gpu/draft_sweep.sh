@@ -7,11 +7,10 @@
 # scripts/gpu/profile_short.py, e.g. "experiment.sparse_split.ctas_per_sm=4 experiment.sparse_split.min_chunks=4".
 source scripts/gpu/env.sh
 stop_background 60
-MAP=layer_map=docs/data/h200-real-2026-12-03e/layer_map_js_qwen_coder_16k.yaml
-POINT=("experiment.contexts=[32768]" "experiment.batches=[16]" "$MAP")
+POINT=("experiment.contexts=[32768]" "experiment.batches=[16]" "$JS_MAP")
 step profile_real
 if [ -z "$PRECHECK" ]; then
-  limit "${1:-300}" python3 scripts/gpu/profile_real.py 32768 16 "$MAP" $SPARSE > "$GPU_OUT/q/profile_real.log" 2>&1
+  limit "${1:-300}" python3 scripts/gpu/profile_real.py 32768 16 "$JS_MAP" $SPARSE > "$GPU_OUT/q/profile_real.log" 2>&1
   echo "profile_real rc $?"
 fi
 step A_defaults_lossless

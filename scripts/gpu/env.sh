@@ -5,6 +5,8 @@ export PYTHONPATH="/tmp/site:$PWD${PYTHONPATH:+:$PYTHONPATH}"
 export FLASHINFER_WORKSPACE_BASE=$SPECATTN_CACHE/flashinfer TRITON_CACHE_DIR=$SPECATTN_CACHE/triton
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 WANDB_MODE=disabled TOKENIZERS_PARALLELISM=false MAX_JOBS=16
 mkdir -p "$GPU_OUT" "$FLASHINFER_WORKSPACE_BASE" "$TRITON_CACHE_DIR"
+# the real pair's js-calibrated layer map (16K calibration; docs/results.md), the map of every real-weight run here
+JS_MAP=layer_map=docs/data/h200-real-2026-12-03e/layer_map_js_qwen_coder_16k.yaml
 # a step's header in a job's log: its name and the time
 step() { echo "== $1 $(date +%T)"; }
 # `timeout` that keeps its command in the job's process group, so stopping a job (`kill -- -PGID`: stop_background, a

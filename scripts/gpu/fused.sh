@@ -9,7 +9,7 @@ stop_background 60
 read -r context batch <<< "${POINT:-32768 16}"
 step "fused_${context}_b${batch}"
 bash scripts/gpu/decode.sh "${1:-300}" "experiment.contexts=[$context]" "experiment.batches=[$batch]" \
-  layer_map=docs/data/h200-real-2026-12-03e/layer_map_js_qwen_coder_16k.yaml experiment.matched=false \
+  "$JS_MAP" experiment.matched=false \
   experiment.draft_dense_layers=0 experiment.draft_window=2048 "experiment.draft_reads=[first_window]" \
   experiment.match_p=0.9 "experiment.p_values=[0.9]" experiment.split.fused_merge=true \
   experiment.sparse_split.fused_merge=true experiment.draft_split.fused_merge=true $EXTRA

@@ -11,7 +11,7 @@ read -r context batch <<< "${POINT:-32768 16}"
 CPU=docs/data/cpu-qwen-coder-2026-12-04
 step "maps_${context}_b${batch}"
 bash scripts/gpu/decode.sh "${1:-300}" "experiment.contexts=[$context]" "experiment.batches=[$batch]" \
-  layer_map=docs/data/h200-real-2026-12-03e/layer_map_js_qwen_coder_16k.yaml \
+  "$JS_MAP" \
   "+experiment.layer_maps.cpu=$CPU/layer_map_js_2k.yaml" "+experiment.layer_maps.max7=$CPU/layer_map_js_2k_max7.yaml" \
   "+experiment.layer_maps.max4=$CPU/layer_map_js_2k_max4.yaml" experiment.matched=false experiment.draft_dense_layers=0 \
   experiment.draft_window=2048 "experiment.draft_reads=[first_window]" experiment.match_p=0.9 \

@@ -10,7 +10,6 @@
 source scripts/gpu/env.sh
 set -f
 [ -z "$PRECHECK" ] && stop_background 5
-MAP=layer_map=docs/data/h200-real-2026-12-03e/layer_map_js_qwen_coder_16k.yaml
 DEFAULT="16384 16;8192 16;2048 16;32768 4;16384 4;8192 4;2048 4;32768 1;16384 1;8192 1;2048 1;16384 32;8192 32;2048 32"
 IFS=';' read -r -a points <<< "${POINTS:-$DEFAULT}"
 Q=$GPU_OUT/q
@@ -21,7 +20,7 @@ for point in "${points[@]}"; do
   GPU_OUT=$Q/real_${context}_b${batch} WAIT_BG=0 bash scripts/gpu/decode.sh "${1:-330}" \
     "experiment.contexts=[$context]" "experiment.batches=[$batch]" "experiment.prompts=${PROMPTS:-$n}" \
     experiment.draft_dense_layers=0 experiment.match_p=0.9 experiment.draft_window=2048 \
-    "experiment.draft_reads=[first_window]" "$MAP" $EXTRA
+    "experiment.draft_reads=[first_window]" "$JS_MAP" $EXTRA
   [ -z "$PRECHECK" ] && touch "$Q/real_${context}_b${batch}.done"
 done
 step done

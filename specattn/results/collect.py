@@ -182,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
             from ..bench.decode_tables import markdown_table
             from .plots import plot_decoding_by_context, plot_policy_tradeoff, policy_points, pool_decode_runs
             from .decoding_intervals import prompt_intervals
-            from .decoding_table import draft_one_launches, folded, table_lines
+            from .decoding_table import run_settings, table_lines
             from .step_costs import step_costs, with_step_times
 
             missing = [str(run) for run in args.runs if not run_file(run, "modes.csv").is_file()]
@@ -193,8 +193,8 @@ def main(argv: list[str] | None = None) -> int:
                 raise SpecAttnError(f"--versus {args.versus} needs --tags: one tag per run, {args.versus} among them")
             if args.tags is not None:
                 return _tagged_decoding(args)
-            rows = pool_decode_runs([pd.read_csv(run_file(run, "modes.csv")).assign(
-                run=run.name, folded=folded(run), draft_one=draft_one_launches(run)) for run in args.runs])
+            rows = pool_decode_runs([pd.read_csv(run_file(run, "modes.csv")).assign(run=run.name, **run_settings(run))
+                                     for run in args.runs])
             prompts = None
             if all(run_file(run, "prompts.csv").is_file() for run in args.runs):
                 prompts = pd.concat([pd.read_csv(run_file(run, "prompts.csv")) for run in args.runs],

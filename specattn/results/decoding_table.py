@@ -38,26 +38,19 @@ def mode_name(mode: str) -> str:
     return mode.replace("specattn", "SpecAttn", 1)
 
 
-def _experiment(run: Path) -> dict:
-    """The ``experiment`` section of the run's ``config.yaml`` (:func:`run_file`; empty where it has none)."""
+def run_settings(run: Path) -> dict[str, bool]:
+    """The table's columns of where a row comes from, read from the run's ``config.yaml`` (:func:`run_file`; a run
+    without one: all false): ``folded``, whether its layers had the norms folded (fused layers and ``fold_norms``), and
+    ``draft_one``, whether its draft forwards ran a projection as one launch (fused layers and ``draft_epilogue_rows``
+    or ``draft_down_split`` above 0: the q/k/v projection with its rotary and cache write, or the down projection with
+    its residual add)."""
     path = run_file(run, "config.yaml")
     config = yaml.safe_load(path.read_text()) if path.is_file() else {}
-    return (config or {}).get("experiment", {}) or {}
-
-
-def folded(run: Path) -> bool:
-    """Whether the run's layers had the norms folded (fused layers and ``fold_norms``)."""
-    experiment = _experiment(run)
-    return bool(experiment.get("fold_norms", False)) and bool(experiment.get("fused_layers", True))
-
-
-def draft_one_launches(run: Path) -> bool:
-    """Whether the run's draft forwards ran a projection as one launch (fused layers and ``draft_epilogue_rows`` or
-    ``draft_down_split`` above 0: the q/k/v projection with its rotary and cache write, or the down projection with its
-    residual add)."""
-    experiment = _experiment(run)
-    return bool(experiment.get("fused_layers", True)) and any(
-        (experiment.get(key) or 0) > 0 for key in ("draft_epilogue_rows", "draft_down_split"))
+    experiment = (config or {}).get("experiment", {}) or {}
+    fused = bool(experiment.get("fused_layers", True))
+    return {"folded": fused and bool(experiment.get("fold_norms", False)),
+            "draft_one": fused and any((experiment.get(key) or 0) > 0
+                                       for key in ("draft_epilogue_rows", "draft_down_split"))}
 
 
 def _missing(value) -> bool:

@@ -28,10 +28,10 @@ def archive_run(run: Path, prefix: Path) -> list[Path]:
     written."""
     if not (run / "modes.csv").is_file():
         raise SpecAttnError(f"{run} has no modes.csv: name a finished experiment=decode_real run folder")
-    names = [name for name in ARCHIVED if (run / name).is_file()]
-    taken = [str(run_file(prefix, name)) for name in names if run_file(prefix, name).exists()]
+    targets = {name: run_file(prefix, name) for name in ARCHIVED if (run / name).is_file()}
+    taken = [str(target) for target in targets.values() if target.exists()]
     if taken:
         raise SpecAttnError(f"{len(taken)} files of prefix {prefix} exist already (first: {taken[0]}): choose "
                             "another prefix (an archived run is never overwritten)")
     prefix.parent.mkdir(parents=True, exist_ok=True)
-    return [Path(shutil.copy2(run / name, run_file(prefix, name))) for name in names]
+    return [Path(shutil.copy2(run / name, target)) for name, target in targets.items()]
