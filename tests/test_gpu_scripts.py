@@ -33,7 +33,7 @@ def planned_runs(tmp_path: Path, *commands: list[str]) -> list[list[str]]:
     env = dict(os.environ, PRECHECK=str(out), GPU_OUT=str(tmp_path / "gpu-out"))
     for command in commands:
         subprocess.run(["bash", *command], cwd=ROOT, env=env, check=True, capture_output=True, timeout=60)
-    return [shlex.split(line) for line in out.read_text().splitlines() if line.strip()]
+    return [shlex.split(line) for line in out.read_text().splitlines() if line.strip()] if out.exists() else []
 
 
 def assert_compose(runs: list[list[str]]) -> None:
@@ -320,20 +320,26 @@ def test_the_decode_ab_moves_to_another_batch_and_skips_the_lossless_check_when_
     assert_compose(runs)
 
 
-def test_the_real_points_plan_every_point_that_ran_with_two_launches_each_with_its_prompts(tmp_path, cuda_present):
-    """The default POINTS: the real table's 14 points other than 32K batch 16 and 32, batch 16 first, every mode with
-    the first_window draft, 8 prompts at batch 1, 16 at batch 4, 32 otherwise; POINTS, PROMPTS and EXTRA replace
-    them."""
+def test_the_real_points_plan_the_table_points_without_the_one_launches_each_with_its_prompts(tmp_path, cuda_present):
+    """The default POINTS: the real table's points whose rows say "no" under "draft one launches", the largest batch
+    first, then the longest context, every mode with the first_window draft, 8 prompts at batch 1, 16 at batch 4, 32
+    otherwise; a table with none plans nothing; POINTS, PROMPTS and EXTRA replace them."""
     runs = planned_runs(tmp_path, ["scripts/gpu/real_points.sh", "300"])
     points = [tuple(last(r, f"experiment.{key}") for key in ("contexts", "batches", "prompts")) for r in runs]
-    assert points[:3] == [("[16384]", "[16]", "32"), ("[8192]", "[16]", "32"), ("[2048]", "[16]", "32")]
-    assert len(set(points)) == len(points) == 14
-    assert ("[32768]", "[16]", "32") not in points and ("[32768]", "[32]", "32") not in points
-    assert {p for c, b, p in points if b == "[1]"} == {"8"} and {p for c, b, p in points if b == "[4]"} == {"16"}
+    table = (ROOT / "docs/data/real_table.md").read_text().splitlines()
+    two_launches = {line.split(" | ")[0].removeprefix("| ") for line in table
+                    if line.startswith("| ") and line[2].isdigit() and line.endswith("| no |")}
+    assert {f"{int(c.strip('[]')) // 1024}K, {b.strip('[]')}" for c, b, _ in points} == two_launches
+    assert points == [("[16384]", "[32]", "32"), ("[8192]", "[32]", "32"), ("[2048]", "[32]", "32"),
+                      ("[32768]", "[1]", "8"), ("[16384]", "[1]", "8"), ("[8192]", "[1]", "8")]
     for r in runs:
         assert last(r, "experiment.matched") == "(config)" and last(r, "experiment.draft_reads") == "[first_window]"
         assert last(r, "experiment.lossless_prompts") == "0" and last(r, "experiment.match_p") == "0.9"
     assert_compose(runs)
+    done = tmp_path / "done.md"  # every point with the one launches: nothing to run
+    done.write_text("\n".join(line.replace("| no |", "| yes |") for line in table))
+    (tmp_path / "done").mkdir()
+    assert planned_runs(tmp_path / "done", ["-c", f"TABLE={done} bash scripts/gpu/real_points.sh 300"]) == []
     (tmp_path / "told").mkdir()
     told = planned_runs(tmp_path / "told", ["-c", 'POINTS="32768 4" PROMPTS=4 EXTRA="experiment.repeats=1" '
                                                   "bash scripts/gpu/real_points.sh 300"])

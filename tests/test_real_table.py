@@ -25,21 +25,25 @@ def test_every_point_once_with_its_latest_run(tmp_path, capsys):
     points = [line.split(" | ")[0].removeprefix("| ") for line in lines if not line.startswith("|  |")]
     assert points == [f"{c}K, {b}" for b in (1, 4, 16, 32) for c in (32, 16, 8, 2)]
     modes = [line.split(" | ")[1] for line in lines]
-    # AR, dense SD, SpecAttn p=0.9 and 0.95, StreamingLLM and Quest matched at every point; the thirty-eighth
-    # session's two points also SpecAttn p=0.9 with the draft's first_window policy
-    assert len(lines) == 16 * 6 + 2 and modes.count("SpecAttn p=0.9 draft=first_window") == 2
+    # AR, dense SD, SpecAttn p=0.9 and 0.95, StreamingLLM and Quest matched at every point; the points of the
+    # thirty-eighth and thirty-ninth sessions (ten) also SpecAttn p=0.9 with the draft's first_window policy
+    assert len(lines) == 16 * 6 + 10 and modes.count("SpecAttn p=0.9 draft=first_window") == 10
     run_of = {}
     for line in lines:
         if not line.startswith("|  |"):
             point = line.split(" | ")[0].removeprefix("| ")
         run_of.setdefault(point, set()).add(tuple(line.rstrip(" |").split(" | ")[-3:]))
     assert all(len(runs) == 1 for runs in run_of.values())  # one run a point, all its modes
-    # the thirty-eighth session's runs (the draft's one launches) over the thirtieth's, the twenty-ninth's and the
-    # twenty-seventh's (all hold 32K, batch 16)
+    # the thirty-eighth and thirty-ninth sessions' runs (the draft's one launches) over the thirtieth's, the
+    # twenty-ninth's and the twenty-seventh's (all hold 32K, batch 16)
     assert run_of["32K, 16"] == {("h100-38th-32k-b16", "yes", "yes")}
     assert run_of["32K, 32"] == {("h100-38th-32k-b32", "yes", "yes")}
+    assert run_of["16K, 16"] == {("h100-39th-16k-b16", "yes", "yes")}
+    assert run_of["2K, 1"] == {("h100-39th-2k-b1", "yes", "yes")}
     assert run_of["16K, 32"] == {("h100-29th-b32", "yes", "no")}  # a point only an older run holds keeps it
-    assert set().union(*(r for p, r in run_of.items() if p.endswith(", 4"))) == {("h100-30th-b4", "yes", "no")}
+    assert run_of["32K, 1"] == {("h100-29th-b1", "yes", "no")}
+    assert {p: r for p, r in run_of.items() if p.endswith(", 4")} == {
+        f"{c}K, 4": {(f"h100-39th-{c}k-b4", "yes", "yes")} for c in (32, 16, 8, 2)}
     assert all(folded == "yes" for runs in run_of.values() for _, folded, _ in runs)  # no unfolded row left
     assert "table: " in capsys.readouterr().out
 

@@ -5,12 +5,17 @@
 # map, every draft layer under the policy, 256 tokens, through decode.sh, each in a folder of its own ($GPU_OUT/q/
 # real_<context>_b<batch>: a fresh paths.outputs, so nothing is reused from another point's run, and a point started
 # again resumes from its finished prompt groups). Prompts a point: $PROMPTS, else 8 at batch 1, 16 at batch 4, 32
-# otherwise (the earlier runs' counts). Default POINTS: the points that ran with the draft's two launches (everything
-# but 32K batch 16 and 32), batch 16 first. $EXTRA: overrides for every run. $1: the limit of each run (s).
+# otherwise (the earlier runs' counts). Default POINTS: the points whose rows in the real table ($TABLE, default
+# docs/data/real_table.md) say the draft's projections did not run as one launches (the column "draft one launches"),
+# the largest batch first, then the longest context. $EXTRA: overrides for every run. $1: the limit of each run (s).
 source scripts/gpu/env.sh
 set -f
 [ -z "$PRECHECK" ] && stop_background 5
-DEFAULT="16384 16;8192 16;2048 16;32768 4;16384 4;8192 4;2048 4;32768 1;16384 1;8192 1;2048 1;16384 32;8192 32;2048 32"
+# a point's first row: "| 16K, 32 | AR | ... | no |"; its last column is "draft one launches"
+DEFAULT=$(awk -F' [|] ' '/^[|] [0-9]+K, [0-9]+ [|]/ && $NF ~ /^no [|]/ {
+            split(substr($1, 3), cb, "K, "); print cb[2], cb[1] * 1024 }' "${TABLE:-docs/data/real_table.md}" |
+          sort -k1,1nr -k2,2nr | awk '{printf "%s%s %s", (NR > 1 ? ";" : ""), $2, $1}')
+[ -z "${POINTS:-$DEFAULT}" ] && { echo "every point of ${TABLE:-docs/data/real_table.md} ran with the one launches"; exit 0; }
 IFS=';' read -r -a points <<< "${POINTS:-$DEFAULT}"
 Q=$GPU_OUT/q
 for point in "${points[@]}"; do
