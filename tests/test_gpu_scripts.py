@@ -329,9 +329,14 @@ def test_the_real_points_plan_the_table_points_without_the_one_launches_each_wit
     table = (ROOT / "docs/data/real_table.md").read_text().splitlines()
     two_launches = {line.split(" | ")[0].removeprefix("| ") for line in table
                     if line.startswith("| ") and line[2].isdigit() and line.endswith("| no |")}
-    assert {f"{int(c.strip('[]')) // 1024}K, {b.strip('[]')}" for c, b, _ in points} == two_launches
-    assert points == [("[16384]", "[32]", "32"), ("[8192]", "[32]", "32"), ("[2048]", "[32]", "32"),
-                      ("[32768]", "[1]", "8"), ("[16384]", "[1]", "8"), ("[8192]", "[1]", "8")]
+    numbers = [(int(b.strip("[]")), int(c.strip("[]")), int(n)) for c, b, n in points]
+    assert {f"{c // 1024}K, {b}" for b, c, _ in numbers} == two_launches and len(numbers) == len(two_launches)
+    assert numbers == sorted(numbers, reverse=True)  # the largest batch first, then the longest context
+    assert all(n == {1: 8, 4: 16}.get(b, 32) for b, _, n in numbers)
+    (tmp_path / "each").mkdir()  # the prompts by batch at points given by name
+    each = planned_runs(tmp_path / "each", ["-c", 'POINTS="32768 4;2048 1;8192 16" '
+                                                  "bash scripts/gpu/real_points.sh 300"])
+    assert [last(r, "experiment.prompts") for r in each] == ["16", "8", "32"]
     for r in runs:
         assert last(r, "experiment.matched") == "(config)" and last(r, "experiment.draft_reads") == "[first_window]"
         assert last(r, "experiment.lossless_prompts") == "0" and last(r, "experiment.match_p") == "0.9"
