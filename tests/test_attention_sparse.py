@@ -193,10 +193,12 @@ def test_kernel_interpreter(b, hq, hkv, t, d, kcap, c, lengths, h_sel, density):
 @needs_interpreter
 def test_kernel_interpreter_merges_many_partials_per_list():
     """Lists split over more programs than a merge program takes partials at once (several merge rounds; one
-    query row per merge program), alone and in a ragged batch. (INTERP_CASES' B = 3 case merges 4 rows per program.)"""
+    query row per merge program), alone (64 programs on one list: several rounds at every tile) and in a ragged batch
+    (about 21 a list: several rounds up to 16 a round, one at 32). (INTERP_CASES' B = 3 case merges 4 rows per
+    program.) A merge that stops after its first round fails every tile alone and every dynamic-range setting."""
     from specattn.gpu.kernels.split_config import SplitConfig
 
-    many = SplitConfig(block_n=4, ctas_per_sm=32, min_chunks=1)  # 128 programs of one 4-key chunk each
+    many = SplitConfig(block_n=4, ctas_per_sm=16, min_chunks=1)  # 64 programs (4 "SMs" in the interpreter) of a chunk
     for b, lengths in [(1, [600]), (3, [600, 431, 77])]:
         case = make_case(b, 4, 1, 5, 16, 600, 4, lengths, 0.8, 1, torch.float16, "cpu", 7 + b)
         for tile in (1, 2, 16, 32):  # one partial a round (8 rows: SB = 1) .. 32 partials a round (one row)
@@ -204,9 +206,9 @@ def test_kernel_interpreter_merges_many_partials_per_list():
         # fused: the last of a list's many programs merges all its 20 rows, a partial slot an iteration
         check_kernel_case(case, 4, 1e-2, config=dataclasses.replace(many, fused_merge=True))
         for share, spread in ((10, 2), (90, 2), (90, 8)):  # dynamic ranges: partials in static and dynamic slots,
-            #                                                   several rounds; at 8 a program, ranges of one unit
+            #                                                   several rounds of 8; at 8 a program, ranges of one unit
             check_kernel_case(case, 4, 1e-2, config=dataclasses.replace(many, steal=share, steal_ranges=spread,
-                                                                        merge_tile=2))
+                                                                        merge_tile=8))
 
 
 @needs_interpreter
