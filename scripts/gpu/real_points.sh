@@ -11,11 +11,12 @@
 source scripts/gpu/env.sh
 set -f
 [ -z "$PRECHECK" ] && stop_background 5
+TABLE=${TABLE:-docs/data/real_table.md}
 # a point's first row: "| 16K, 32 | AR | ... | no |"; its last column is "draft one launches"
 DEFAULT=$(awk -F' [|] ' '/^[|] [0-9]+K, [0-9]+ [|]/ && $NF ~ /^no [|]/ {
-            split(substr($1, 3), cb, "K, "); print cb[2], cb[1] * 1024 }' "${TABLE:-docs/data/real_table.md}" |
+            split(substr($1, 3), cb, "K, "); print cb[2], cb[1] * 1024 }' "$TABLE" |
           sort -k1,1nr -k2,2nr | awk '{printf "%s%s %s", (NR > 1 ? ";" : ""), $2, $1}')
-[ -z "${POINTS:-$DEFAULT}" ] && { echo "every point of ${TABLE:-docs/data/real_table.md} ran with the one launches"; exit 0; }
+[ -z "${POINTS:-$DEFAULT}" ] && { echo "every point of $TABLE ran with the one launches"; exit 0; }
 IFS=';' read -r -a points <<< "${POINTS:-$DEFAULT}"
 Q=$GPU_OUT/q
 for point in "${points[@]}"; do
