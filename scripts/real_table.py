@@ -1,7 +1,7 @@
 """Issue 23's real table from the archived runs: the latest H100 run of every point (2K-32K, batch 1/4/16/32, every
 mode: autoregressive and dense speculative decoding, SpecAttn p=0.9 and 0.95, StreamingLLM and Quest matched to
-SpecAttn p=0.9; with the draft's one launches, qwen_coder's default since the thirty-sixth session, and SpecAttn p=0.9
-with the first_window draft: 32K batch 16 and 32, every batch-4 point, batch 16 below 32K and 2K batch 1), pooled by
+SpecAttn p=0.9, and SpecAttn p=0.9 with the first_window draft; every point with the draft's one launches,
+qwen_coder's default since the thirty-sixth session, since the fortieth session), pooled by
 ``python -m specattn.results decoding --markdown``, the later run winning a point both hold.
 With ``--policies``, the draft read policies' table instead (:data:`POLICY_RUNS`: first_window with its 2,048-key window
 and reuse, every draft layer under the policy, under SpecAttn p=0.9, beside the same run's AR, dense speculative
@@ -45,6 +45,12 @@ RUNS = [
     ("h100-39th-8k-b4", "h100-real-2026-12-07d/decode_real_js_8k_b4_one_launch_matched"),
     ("h100-39th-2k-b4", "h100-real-2026-12-07d/decode_real_js_2k_b4_one_launch_matched"),
     ("h100-39th-2k-b1", "h100-real-2026-12-07d/decode_real_js_2k_b1_one_launch_matched"),
+    ("h100-40th-16k-b32", "h100-real-2026-12-07e/decode_real_js_16k_b32_one_launch_matched"),
+    ("h100-40th-8k-b32", "h100-real-2026-12-07e/decode_real_js_8k_b32_one_launch_matched"),
+    ("h100-40th-2k-b32", "h100-real-2026-12-07e/decode_real_js_2k_b32_one_launch_matched"),
+    ("h100-40th-32k-b1", "h100-real-2026-12-07e/decode_real_js_32k_b1_one_launch_matched"),
+    ("h100-40th-16k-b1", "h100-real-2026-12-07e/decode_real_js_16k_b1_one_launch_matched"),
+    ("h100-40th-8k-b1", "h100-real-2026-12-07e/decode_real_js_8k_b1_one_launch_matched"),
 ]
 #: the draft read policies under SpecAttn p=0.9 (scripts/gpu/breadth.sh, one run a point; H100, thirty-first session)
 POLICY_RUNS = [(f"h100-31st-{point}", f"h100-real-2026-12-06f/decode_real_js_{point}_fold_policies")

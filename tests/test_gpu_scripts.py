@@ -324,27 +324,36 @@ def test_the_real_points_plan_the_table_points_without_the_one_launches_each_wit
     """The default POINTS: the real table's points whose rows say "no" under "draft one launches", the largest batch
     first, then the longest context, every mode with the first_window draft, 8 prompts at batch 1, 16 at batch 4, 32
     otherwise; a table with none plans nothing; POINTS, PROMPTS and EXTRA replace them."""
-    runs = planned_runs(tmp_path, ["scripts/gpu/real_points.sh", "300"])
-    points = [tuple(last(r, f"experiment.{key}") for key in ("contexts", "batches", "prompts")) for r in runs]
     table = (ROOT / "docs/data/real_table.md").read_text().splitlines()
-    two_launches = {line.split(" | ")[0].removeprefix("| ") for line in table
-                    if line.startswith("| ") and line[2].isdigit() and line.endswith("| no |")}
-    numbers = [(int(b.strip("[]")), int(c.strip("[]")), int(n)) for c, b, n in points]
-    assert {f"{c // 1024}K, {b}" for b, c, _ in numbers} == two_launches and len(numbers) == len(two_launches)
-    assert numbers == sorted(numbers, reverse=True)  # the largest batch first, then the longest context
-    assert all(n == {1: 8, 4: 16}.get(b, 32) for b, _, n in numbers)
-    (tmp_path / "each").mkdir()  # the prompts by batch at points given by name
-    each = planned_runs(tmp_path / "each", ["-c", 'POINTS="32768 4;2048 1;8192 16" '
-                                                  "bash scripts/gpu/real_points.sh 300"])
-    assert [last(r, "experiment.prompts") for r in each] == ["16", "8", "32"]
+    two_launches = {"2K, 32", "32K, 1", "16K, 32", "8K, 4"}  # a table where these points ran with two launches
+    marked, point = [], None
+    for line in table:
+        if line.startswith("| ") and line[2].isdigit():
+            point = line.split(" | ")[0].removeprefix("| ")
+        marked.append(line.removesuffix("| yes |") + "| no |" if point in two_launches else line)
+    (tmp_path / "marked.md").write_text("\n".join(marked))
+    (tmp_path / "runs").mkdir()
+    runs = planned_runs(tmp_path / "runs", ["-c", f"TABLE={tmp_path}/marked.md bash scripts/gpu/real_points.sh 300"])
+    points = [tuple(last(r, f"experiment.{key}") for key in ("contexts", "batches", "prompts")) for r in runs]
+    # the largest batch first, then the longest context; 8 prompts at batch 1, 16 at batch 4, 32 otherwise
+    assert points == [("[16384]", "[32]", "32"), ("[2048]", "[32]", "32"), ("[8192]", "[4]", "16"),
+                      ("[32768]", "[1]", "8")]
     for r in runs:
         assert last(r, "experiment.matched") == "(config)" and last(r, "experiment.draft_reads") == "[first_window]"
         assert last(r, "experiment.lossless_prompts") == "0" and last(r, "experiment.match_p") == "0.9"
     assert_compose(runs)
+    (tmp_path / "each").mkdir()  # the prompts by batch at points given by name
+    each = planned_runs(tmp_path / "each", ["-c", 'POINTS="32768 4;2048 1;8192 16" '
+                                                  "bash scripts/gpu/real_points.sh 300"])
+    assert [last(r, "experiment.prompts") for r in each] == ["16", "8", "32"]
     done = tmp_path / "done.md"  # every point with the one launches: nothing to run
     done.write_text("\n".join(line.replace("| no |", "| yes |") for line in table))
     (tmp_path / "done").mkdir()
     assert planned_runs(tmp_path / "done", ["-c", f"TABLE={done} bash scripts/gpu/real_points.sh 300"]) == []
+    # the real table's own points without the one launches (none since the fortieth session)
+    (tmp_path / "real").mkdir()
+    real = planned_runs(tmp_path / "real", ["scripts/gpu/real_points.sh", "300"])
+    assert len(real) == sum(line.startswith("| ") and line[2].isdigit() and line.endswith("| no |") for line in table)
     (tmp_path / "told").mkdir()
     told = planned_runs(tmp_path / "told", ["-c", 'POINTS="32768 4" PROMPTS=4 EXTRA="experiment.repeats=1" '
                                                   "bash scripts/gpu/real_points.sh 300"])

@@ -1,5 +1,5 @@
 """scripts/real_table.py pools the archived H100 runs into issue 23's real table: every point of 2K-32K x batch
-1/4/16/32 once, six modes each (seven where the run also had the first_window draft), the later run winning a point
+1/4/16/32 once, seven modes each (six where an older run lacks the first_window draft), the later run winning a point
 two runs hold, each row naming its run, whether its norms were folded and whether the draft's projections ran as one
 launches."""
 
@@ -25,27 +25,43 @@ def test_every_point_once_with_its_latest_run(tmp_path, capsys):
     points = [line.split(" | ")[0].removeprefix("| ") for line in lines if not line.startswith("|  |")]
     assert points == [f"{c}K, {b}" for b in (1, 4, 16, 32) for c in (32, 16, 8, 2)]
     modes = [line.split(" | ")[1] for line in lines]
-    # AR, dense SD, SpecAttn p=0.9 and 0.95, StreamingLLM and Quest matched at every point; the points of the
-    # thirty-eighth and thirty-ninth sessions (ten) also SpecAttn p=0.9 with the draft's first_window policy
-    assert len(lines) == 16 * 6 + 10 and modes.count("SpecAttn p=0.9 draft=first_window") == 10
-    run_of = {}
-    for line in lines:
-        if not line.startswith("|  |"):
-            point = line.split(" | ")[0].removeprefix("| ")
-        run_of.setdefault(point, set()).add(tuple(line.rstrip(" |").split(" | ")[-3:]))
+    # AR, dense SD, SpecAttn p=0.9 and 0.95, StreamingLLM and Quest matched, and SpecAttn p=0.9 with the draft's
+    # first_window policy at every point (the thirty-eighth to fortieth sessions' runs)
+    assert len(lines) == 16 * 7 and modes.count("SpecAttn p=0.9 draft=first_window") == 16
+    run_of = runs_by_point(lines)
     assert all(len(runs) == 1 for runs in run_of.values())  # one run a point, all its modes
-    # the thirty-eighth and thirty-ninth sessions' runs (the draft's one launches) over the thirtieth's, the
-    # twenty-ninth's and the twenty-seventh's (all hold 32K, batch 16)
+    # the thirty-eighth to fortieth sessions' runs (the draft's one launches) over the older ones that hold the
+    # same points (the thirtieth's, the twenty-ninth's and the twenty-seventh's)
     assert run_of["32K, 16"] == {("h100-38th-32k-b16", "yes", "yes")}
     assert run_of["32K, 32"] == {("h100-38th-32k-b32", "yes", "yes")}
     assert run_of["16K, 16"] == {("h100-39th-16k-b16", "yes", "yes")}
     assert run_of["2K, 1"] == {("h100-39th-2k-b1", "yes", "yes")}
-    assert run_of["16K, 32"] == {("h100-29th-b32", "yes", "no")}  # a point only an older run holds keeps it
-    assert run_of["32K, 1"] == {("h100-29th-b1", "yes", "no")}
+    assert run_of["16K, 32"] == {("h100-40th-16k-b32", "yes", "yes")}
+    assert run_of["32K, 1"] == {("h100-40th-32k-b1", "yes", "yes")}
     assert {p: r for p, r in run_of.items() if p.endswith(", 4")} == {
         f"{c}K, 4": {(f"h100-39th-{c}k-b4", "yes", "yes")} for c in (32, 16, 8, 2)}
-    assert all(folded == "yes" for runs in run_of.values() for _, folded, _ in runs)  # no unfolded row left
+    assert {cells[1:] for runs in run_of.values() for cells in runs} == {("yes", "yes")}  # folded, one launches
     assert "table: " in capsys.readouterr().out
+
+
+def runs_by_point(lines: list[str]) -> dict[str, set[tuple[str, str, str]]]:
+    """The table's (run, norms folded, draft one launches) cells by point."""
+    run_of, point = {}, None
+    for line in lines:
+        if not line.startswith("|  |"):
+            point = line.split(" | ")[0].removeprefix("| ")
+        run_of.setdefault(point, set()).add(tuple(line.rstrip(" |").split(" | ")[-3:]))
+    return run_of
+
+
+def test_a_point_only_an_older_run_holds_keeps_it(tmp_path, monkeypatch, capsys):
+    script = load_script()
+    runs = dict(script.RUNS)
+    monkeypatch.setattr(script, "RUNS", [(name, runs[name]) for name in ("h100-29th-b32", "h100-40th-16k-b32")])
+    assert script.main([str(tmp_path / "t.md")]) == 0
+    run_of = runs_by_point((tmp_path / "t.md").read_text().splitlines()[2:])
+    assert run_of == {"16K, 32": {("h100-40th-16k-b32", "yes", "yes")},  # the later run wins the point both hold
+                      "8K, 32": {("h100-29th-b32", "yes", "no")}, "2K, 32": {("h100-29th-b32", "yes", "no")}}
 
 
 def test_a_missing_archive_file_is_named(tmp_path, monkeypatch):
