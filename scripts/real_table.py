@@ -10,7 +10,8 @@ decoding and SpecAttn p=0.9 / 0.95; batch 16 at 2K-32K and 32K batch 32, the thi
 The runs live in docs/data as flattened files (``<prefix>_modes.csv``, ``_prompts.csv``, ``_config.yaml``, ...); each
 is laid out again as a run folder under a temporary directory. Usage (CPU, a few seconds):
 ``python scripts/real_table.py docs/data/real_table.md``, ``python scripts/real_table.py --policies
-docs/data/policy_table.md`` (each also prints the pooled tables and the step fits).
+docs/data/policy_table.md`` (each also prints the pooled tables and the step fits; ``--figures DIR`` keeps the
+figures: ``decoding_by_context.png``, a row a batch, and ``policy_tradeoff.png``, a panel a point).
 """
 
 from __future__ import annotations
@@ -76,15 +77,20 @@ def lay_out(folder: Path, runs_of: list[tuple[str, str]] | None = None) -> list[
 
 
 def main(argv: list[str]) -> int:
+    import argparse
+
     from specattn.results.collect import main as results
 
-    policies = argv[:1] == ["--policies"]
-    if len(argv) != 1 + policies:
-        print("usage: python scripts/real_table.py [--policies] TABLE.md", file=sys.stderr)
-        return 2
+    parser = argparse.ArgumentParser(prog="python scripts/real_table.py", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--policies", action="store_true", help="the draft read policies' table instead")
+    parser.add_argument("--figures", type=Path, default=None,
+                        help="keep the figures (decoding_by_context.png, policy_tradeoff.png) in this folder")
+    parser.add_argument("table", type=Path, help="the markdown table to write")
+    args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
-        runs = lay_out(Path(tmp) / "runs", POLICY_RUNS if policies else RUNS)
-        return results(["decoding", *map(str, runs), "-o", str(Path(tmp) / "figures"), "--markdown", argv[-1]])
+        runs = lay_out(Path(tmp) / "runs", POLICY_RUNS if args.policies else RUNS)
+        figures = args.figures or Path(tmp) / "figures"
+        return results(["decoding", *map(str, runs), "-o", str(figures), "--markdown", str(args.table)])
 
 
 if __name__ == "__main__":

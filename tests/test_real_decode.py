@@ -222,10 +222,12 @@ def test_policy_points_are_ratios_to_dense_speculative_decoding_at_each_point(tm
 
 def test_decode_runs_pool_into_one_table_and_the_by_context_figure(tmp_path, capsys):
     """Two runs (32K in one, 2K and 8K in the other; 8K batch 16 in both: the later run's row wins), the
-    continuation perplexity change over dense SD's, the figure at the batch measured at the most contexts,
-    and the CLI's one-line refusal of a folder that is not a decode_real run."""
+    continuation perplexity change over dense SD's, the by-context figure with a row of panels a batch, and the
+    CLI's one-line refusal of a folder that is not a decode_real run."""
+    from matplotlib.image import imread
+
     from specattn.results.collect import main
-    from specattn.results.plots import policy_points, pool_decode_runs
+    from specattn.results.plots import plot_decoding_by_context, policy_points, pool_decode_runs
 
     def point(context, batch, speedup, tau, ppl):
         return [{"context": context, "batch": batch, "mode": "ar", "tokens_per_s": 900.0, "tau": 1.0, "cont_ppl": 1.2},
@@ -256,6 +258,9 @@ def test_decode_runs_pool_into_one_table_and_the_by_context_figure(tmp_path, cap
     assert "paired over prompts" in out and "0.8333" in out  # tau retention: (4 + 5 + 6) / (5 + 6 + 7) steps
     for name in ("policy_tradeoff.png", "decoding_by_context.png"):
         assert (tmp_path / "fig" / name).stat().st_size > 10_000
+    # a row of panels a batch (4 and 16 here; 4.4 inches a row at 120 dpi), or only the batch asked for
+    assert imread(tmp_path / "fig" / "decoding_by_context.png").shape[0] == round(2 * 4.4 * 120)
+    assert imread(plot_decoding_by_context(rows, tmp_path / "one.png", batch=16)).shape[0] == round(4.4 * 120)
     assert main(["decoding", str(tmp_path), "-o", str(tmp_path / "fig")]) != 0
     assert "no modes.csv in" in capsys.readouterr().err
     # --markdown: the docs' table, points by batch then longest context first, each with the run it comes from

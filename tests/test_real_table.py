@@ -8,6 +8,9 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+import pytest
+from matplotlib.image import imread
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -20,8 +23,11 @@ def load_script():
 
 def test_every_point_once_with_its_latest_run(tmp_path, capsys):
     script = load_script()
-    assert script.main([str(tmp_path / "t.md")]) == 0
+    assert script.main(["--figures", str(tmp_path / "figures"), str(tmp_path / "t.md")]) == 0
     lines = (tmp_path / "t.md").read_text().splitlines()[2:]
+    # the figures kept: by context, a row of panels a batch (4.4 inches a row at 120 dpi)
+    assert imread(tmp_path / "figures" / "decoding_by_context.png").shape[0] == round(4 * 4.4 * 120)
+    assert (tmp_path / "figures" / "policy_tradeoff.png").is_file()
     points = [line.split(" | ")[0].removeprefix("| ") for line in lines if not line.startswith("|  |")]
     assert points == [f"{c}K, {b}" for b in (1, 4, 16, 32) for c in (32, 16, 8, 2)]
     modes = [line.split(" | ")[1] for line in lines]
@@ -75,7 +81,7 @@ def test_a_missing_archive_file_is_named(tmp_path, monkeypatch):
         raise AssertionError("a missing file passed")
 
 
-def test_the_policy_table_holds_each_policy_point_with_its_own_run(tmp_path):
+def test_the_policy_table_holds_each_policy_point_with_its_own_run(tmp_path, capsys):
     script = load_script()
     assert script.main(["--policies", str(tmp_path / "p.md")]) == 0
     lines = (tmp_path / "p.md").read_text().splitlines()[2:]
@@ -86,7 +92,10 @@ def test_the_policy_table_holds_each_policy_point_with_its_own_run(tmp_path):
                      "SpecAttn p=0.9 draft=reuse"] * 5
     assert {line.rstrip(" |").split(" | ")[-3] for line in lines} == {f"h100-31st-{p}" for p in
                                                                    ("32k_b16", "16k_b16", "8k_b16", "2k_b16", "32k_b32")}
-    assert script.main(["--policies"]) == 2  # no table path: the usage line
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as refused:  # no table path: argparse's usage line and exit status 2
+        script.main(["--policies"])
+    assert refused.value.code == 2 and "required: table" in capsys.readouterr().err
 
 
 def test_a_launch_ab_of_two_archived_runs_pairs_each_mode_with_itself(tmp_path, capsys):

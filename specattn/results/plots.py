@@ -306,40 +306,50 @@ def pool_decode_runs(frames: list[pd.DataFrame]) -> pd.DataFrame:
 
 def plot_decoding_by_context(rows: pd.DataFrame, path: Path, title: str = "", batch: int | None = None,
                              intervals: pd.DataFrame | None = None) -> Path:
-    """Issue 22's decoding-quality figure from :func:`policy_points` at one batch (default: the batch measured
-    at the most contexts): per speculative mode against the context length, tau as a share of dense
-    speculative decoding's (left) and the dense verifier's continuation perplexity over dense speculative
-    decoding's output's (right, where measured); with ``intervals``
-    (:func:`specattn.results.decoding_intervals.prompt_intervals`) their 95% intervals as error bars."""
+    """The real table's figure from :func:`policy_points`: a row of panels per batch (every batch measured, or only
+    ``batch``), each speculative mode against the context length: its speedup over dense speculative decoding
+    (steady state: filled markers on a line; tokens/s: hollow markers; the roofline's prediction at the mode's
+    measured tau and kept fraction: dotted), tau as a share of dense speculative decoding's, and the dense verifier's
+    continuation perplexity over dense speculative decoding's output's (where measured); with ``intervals``
+    (:func:`specattn.results.decoding_intervals.prompt_intervals`) their 95% intervals as error bars. A mode keeps
+    its colour in every row."""
     points = policy_points(rows)
     if points.empty:
         raise SpecAttnError("no (context, batch) point has dense speculative decoding: nothing to draw against")
-    if batch is None:
-        batch = int(points.groupby("batch")["context"].nunique().idxmax())
-    points = points[(points["batch"] == batch) & (points["mode"] != "dense")].sort_values("context")
-    fig, axes = plt.subplots(1, 2, figsize=(12.0, 4.6))
-    for mode, group in points.groupby("mode", sort=False):
-        label = mode.replace("specattn", "SpecAttn").replace(" match=SpecAttn p=0.95", " (matched)")
-        bars = [None, None]
-        if intervals is not None and not intervals.empty:
-            ci = intervals[(intervals["batch"] == batch) & (intervals["mode"] == mode)].set_index("context")
-            ci = ci.reindex(group["context"])
-            bars = [100 * np.abs(ci[[lo, hi]].to_numpy().T - ci[[mid]].to_numpy().T)
-                    for lo, hi, mid in (("tau_ci95_low", "tau_ci95_high", "tau_retention"),
-                                        ("ppl_ci95_low", "ppl_ci95_high", "cont_ppl_change"))]
-        axes[0].errorbar(group["context"], 100 * group["tau_retention"], yerr=bars[0], marker="o", lw=1, capsize=2,
-                         label=label)
-        axes[1].errorbar(group["context"], 100 * group["cont_ppl_change"], yerr=bars[1], marker="o", lw=1, capsize=2,
-                         label=label)
-    axes[0].axhline(100.0, color="grey", lw=0.6)
-    axes[1].axhline(0.0, color="grey", lw=0.6)
-    axes[0].set(ylabel="tau, % of dense speculative decoding's")
-    axes[1].set(ylabel="continuation ppl (dense verifier), % over dense SD's output")
-    for ax in axes:
-        ax.set_xscale("log", base=2)
-        ax.set(xlabel="context (tokens)", title=f"batch {batch}")
-        ax.grid(alpha=0.3)
-    axes[1].legend(fontsize=6, loc="upper left")
+    points = points[points["mode"] != "dense"]
+    batches = sorted(points["batch"].unique()) if batch is None else [batch]
+    modes = list(dict.fromkeys(points["mode"]))  # the rows' order, in every panel
+    points = points.sort_values("context")
+    fig, axes = plt.subplots(len(batches), 3, figsize=(17.0, 4.4 * len(batches)), squeeze=False)
+    for row, at in zip(axes, batches):
+        at_batch = points[points["batch"] == at]
+        for i, mode in enumerate(modes):
+            group, color = at_batch[at_batch["mode"] == mode], f"C{i % 10}"
+            if group.empty:
+                continue
+            label = mode.replace("specattn", "SpecAttn").replace(" match=SpecAttn", " matched to")
+            row[0].plot(group["context"], group["steady_speedup"], marker="o", lw=1, color=color, label=label)
+            row[0].plot(group["context"], group["speedup"], marker="o", ls="none", mfc="none", color=color)
+            row[0].plot(group["context"], group["roof_speedup"], ls=":", lw=1, color=color)
+            bars = [None, None]
+            if intervals is not None and not intervals.empty:
+                ci = intervals[(intervals["batch"] == at) & (intervals["mode"] == mode)].set_index("context")
+                ci = ci.reindex(group["context"])
+                bars = [100 * np.abs(ci[[lo, hi]].to_numpy().T - ci[[mid]].to_numpy().T)
+                        for lo, hi, mid in (("tau_ci95_low", "tau_ci95_high", "tau_retention"),
+                                            ("ppl_ci95_low", "ppl_ci95_high", "cont_ppl_change"))]
+            for ax, values, err in ((row[1], group["tau_retention"], bars[0]),
+                                    (row[2], group["cont_ppl_change"], bars[1])):
+                ax.errorbar(group["context"], 100 * values, yerr=err, marker="o", lw=1, capsize=2, color=color)
+        for ax, level, ylabel, what in (
+                (row[0], 1.0, "speedup over dense SD", "steady (filled), tokens/s (hollow), roofline (dotted)"),
+                (row[1], 100.0, "tau, % of dense SD's", "tau retention"),
+                (row[2], 0.0, "continuation ppl, % over dense SD's output", "the dense verifier's perplexity")):
+            ax.axhline(level, color="grey", lw=0.6)
+            ax.set_xscale("log", base=2)
+            ax.set(xlabel="context (tokens)", ylabel=ylabel, title=f"batch {at}: {what}")
+            ax.grid(alpha=0.3)
+        row[0].legend(fontsize=6, loc="upper left")
     if title:
         fig.suptitle(title, fontsize=9)
     return _save(fig, path)
