@@ -263,6 +263,16 @@ def test_decode_runs_pool_into_one_table_and_the_by_context_figure(tmp_path, cap
     assert imread(plot_decoding_by_context(rows, tmp_path / "one.png", batch=16)).shape[0] == round(4.4 * 120)
     assert main(["decoding", str(tmp_path), "-o", str(tmp_path / "fig")]) != 0
     assert "no modes.csv in" in capsys.readouterr().err
+    # --prompts: per prompt the mode's tau ratio, a column a batch, and how the batches agree (8K: batch 4 and 16)
+    assert main(["decoding", *map(str, runs), "-o", str(tmp_path / "fig"), "--prompts", "specattn p=0.9"]) == 0
+    agreement = capsys.readouterr().out.split("how the batches agree")[1].splitlines()
+    assert agreement[2].split()[:4] == ["8192", "4", "16", "3"]  # context, the two batches, the prompts both ran
+    assert main(["decoding", *map(str, runs), "-o", str(tmp_path / "fig"), "--prompts", "quest"]) != 0
+    assert "--prompts 'quest' is not a mode of these runs" in capsys.readouterr().err
+    (tmp_path / "bare").mkdir()  # a run without prompts.csv cannot say which prompt lost what
+    shutil.copy(runs[0] / "modes.csv", tmp_path / "bare" / "modes.csv")
+    assert main(["decoding", str(tmp_path / "bare"), "-o", str(tmp_path / "fig"), "--prompts", "specattn p=0.9"]) != 0
+    assert "--prompts 'specattn p=0.9' needs every run's prompts.csv" in capsys.readouterr().err
     # --markdown: the docs' table, points by batch then longest context first, each with the run it comes from
     (runs[0] / "config.yaml").write_text("experiment:\n  fused_layers: true\n  fold_norms: true\n"
                                          "  draft_epilogue_rows: 16\n  draft_down_split: 0\n")

@@ -8,6 +8,7 @@
     python -m specattn.results decoding RUN... -o figures/        # decode_real runs pooled: speedup, tau, cont ppl
     python -m specattn.results decoding RUN... -o figures/ --markdown table.md  # + the docs' table, runs named
     python -m specattn.results decoding A B -o figures/ --tags a b --versus a  # B's modes against A's: a launch A/B
+    python -m specattn.results decoding RUN... -o figures/ --prompts MODE  # + MODE's tau loss by prompt and batch
     python -m specattn.results archive RUN docs/data/FOLDER/PREFIX  # a decode_real run as PREFIX_modes.csv, ...
 
 A run folder is one holding ``config.yaml`` and ``results.parquet`` (runs without results are
@@ -131,6 +132,10 @@ def main(argv: list[str] | None = None) -> int:
                           help="also write the table as docs/benchmarks.md prints it (one row per point and mode, "
                                "intervals, the run each point comes from, whether its norms were folded and whether the "
                                "draft's projections ran as one launches) to FILE")
+    decoding.add_argument("--prompts", metavar="MODE",
+                          help="also, per prompt, MODE's tau over dense speculative decoding's at every batch a "
+                               "context ran, and how the batches agree (a property of the prompt or of the batch? "
+                               "specattn.results.prompt_ratios), e.g. 'specattn p=0.9 draft=first_window'")
     keep = commands.add_parser("archive", help="copy a decode_real run's tables to files of one prefix (docs/data)")
     keep.add_argument("run", type=Path, help="a finished experiment=decode_real run folder")
     keep.add_argument("prefix", type=Path, help="where its files go: PREFIX_modes.csv, PREFIX_prompts.csv, ... (an "
@@ -183,6 +188,7 @@ def main(argv: list[str] | None = None) -> int:
             from .plots import plot_decoding_by_context, plot_policy_tradeoff, policy_points, pool_decode_runs
             from .decoding_intervals import prompt_intervals
             from .decoding_table import run_settings, table_lines
+            from .prompt_ratios import batch_agreement, prompt_tau_ratios
             from .step_costs import step_costs, with_step_times
 
             missing = [str(run) for run in args.runs if not run_file(run, "modes.csv").is_file()]
@@ -201,12 +207,23 @@ def main(argv: list[str] | None = None) -> int:
                                     ignore_index=True)
                 prompts = prompts.drop_duplicates(["context", "batch", "mode", "prompt"], keep="last")
                 rows = with_step_times(rows, prompts)
+            ratios = None
+            if args.prompts is not None:
+                if prompts is None:
+                    raise SpecAttnError(f"--prompts {args.prompts!r} needs every run's prompts.csv: runs from before "
+                                        "decode_real wrote it cannot say which prompt lost what")
+                ratios = prompt_tau_ratios(prompts, args.prompts)
             print(markdown_table(policy_points(rows), floatfmt=".3f"))
             intervals = None
             if prompts is not None:
                 intervals = prompt_intervals(prompts, int(rows["new_tokens"].iloc[0]))
                 print("\npaired over prompts, 95% bootstrap intervals (specattn.results.decoding_intervals):")
                 print(markdown_table(intervals, floatfmt=".4f"))
+            if ratios is not None:
+                print(f"\nper prompt: {args.prompts}'s tau over dense speculative decoding's, a column a batch:")
+                print(markdown_table(ratios.reset_index(), floatfmt=".3f"))
+                print("\nhow the batches agree over the prompts both ran (specattn.results.prompt_ratios):")
+                print(markdown_table(batch_agreement(ratios), floatfmt=".3f"))
             if args.markdown is not None:
                 args.markdown.write_text("\n".join(table_lines(rows, intervals)) + "\n")
                 print(f"table: {args.markdown}")
