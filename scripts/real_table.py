@@ -11,7 +11,8 @@ The runs live in docs/data as flattened files (``<prefix>_modes.csv``, ``_prompt
 is laid out again as a run folder under a temporary directory. Usage (CPU, a few seconds):
 ``python scripts/real_table.py docs/data/real_table.md``, ``python scripts/real_table.py --policies
 docs/data/policy_table.md`` (each also prints the pooled tables and the step fits; ``--figures DIR`` keeps the
-figures: ``decoding_by_context.png``, a row a batch, and ``policy_tradeoff.png``, a panel a point).
+figures: ``decoding_by_context.png``, a row a batch, and ``policy_tradeoff.png``, a panel a point; ``--prompts MODE``
+adds MODE's tau loss by prompt and batch).
 """
 
 from __future__ import annotations
@@ -85,12 +86,15 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--policies", action="store_true", help="the draft read policies' table instead")
     parser.add_argument("--figures", type=Path, default=None,
                         help="keep the figures (decoding_by_context.png, policy_tradeoff.png) in this folder")
+    parser.add_argument("--prompts", metavar="MODE", help="also MODE's tau loss by prompt and batch (results "
+                                                          "decoding --prompts), e.g. 'specattn p=0.9 draft=first_window'")
     parser.add_argument("table", type=Path, help="the markdown table to write")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         runs = lay_out(Path(tmp) / "runs", POLICY_RUNS if args.policies else RUNS)
         figures = args.figures or Path(tmp) / "figures"
-        return results(["decoding", *map(str, runs), "-o", str(figures), "--markdown", str(args.table)])
+        by_prompt = ["--prompts", args.prompts] if args.prompts else []
+        return results(["decoding", *map(str, runs), "-o", str(figures), "--markdown", str(args.table), *by_prompt])
 
 
 if __name__ == "__main__":
