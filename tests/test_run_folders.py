@@ -23,7 +23,6 @@ from specattn.data.windows import token_windows
 from specattn.runs.data_fingerprint import data_fingerprint
 from specattn.runs.code_version import code_files
 from specattn.runs.outputs import readable, write_config, write_table
-from specattn.runs.preflight import check_command_line
 from specattn.runs.run_folder import Identity, claimed, finished, recorded
 from specattn.runs.signature import signature
 
