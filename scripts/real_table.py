@@ -17,6 +17,7 @@ adds MODE's tau loss by prompt and batch).
 
 from __future__ import annotations
 
+import argparse
 import shutil
 import sys
 import tempfile
@@ -78,8 +79,6 @@ def lay_out(folder: Path, runs_of: list[tuple[str, str]] | None = None) -> list[
 
 
 def main(argv: list[str]) -> int:
-    import argparse
-
     from specattn.results.collect import main as results
 
     parser = argparse.ArgumentParser(prog="python scripts/real_table.py", description=__doc__.split("\n\n")[0])
