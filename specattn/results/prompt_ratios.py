@@ -36,7 +36,7 @@ def batch_agreement(ratios: pd.DataFrame, hardest: int = 3) -> pd.DataFrame:
     out = []
     for context, at in ratios.groupby(level="context"):
         at = at.droplevel("context")
-        for a, b in itertools.combinations([c for c in at.columns if at[c].notna().any()], 2):
+        for a, b in itertools.combinations(at.columns, 2):  # a batch without this context's prompts: no row
             both = at[[a, b]].dropna()
             if len(both) < 3:
                 continue
