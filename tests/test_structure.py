@@ -119,10 +119,12 @@ def test_every_triton_kernel_module_is_in_the_compile_check():
     error found there costs no device time): each kernel module defines ``_aot_check`` and the check lists it
     (nucleus.py's kernels are compiled by the check itself)."""
     kernels = PACKAGE / "gpu" / "kernels"
-    check = (kernels / "aot_check.py").read_text()
+    check = ast.parse((kernels / "aot_check.py").read_text())  # read, not imported: this run has no triton
+    [listed] = [ast.literal_eval(node.value) for node in check.body
+                if isinstance(node, ast.Assign) and [t.id for t in node.targets] == ["MODULES"]]
     for path in sorted(kernels.glob("*.py")):
         if "@triton.jit" not in path.read_text() or path.name == "nucleus.py":
             continue
         tree = ast.parse(path.read_text())
         assert any(isinstance(node, ast.FunctionDef) and node.name == "_aot_check" for node in tree.body), path.name
-        assert f'"specattn.gpu.kernels.{path.stem}"' in check, path.name
+        assert path.stem in listed, path.name

@@ -98,11 +98,8 @@ def radix_check(defines: tuple[str, ...] = ()) -> bool:
     return ok
 
 
-def main():
-    import argparse
-
-    argparse.ArgumentParser(prog="python -m specattn.gpu.kernels.aot_check",
-                            description=__doc__.split("\n\n")[0]).parse_args()
+def nucleus_check() -> bool:
+    """The nucleus selection's Triton kernels (``nucleus.py``), each input type and on-chip block size."""
     from specattn.gpu.kernels import nucleus as N
 
     ok = True
@@ -137,16 +134,52 @@ def main():
     ok &= compile_one("union", N._chunk_union_kernel,
         {"cmax_ptr": "*i32", "tkey_ptr": "*i32", "out_ptr": "*u8", "R": "i32", "n_groups": "i32",
          "n_chunks": "i32", "GROUP": "i32"}, {"BLOCK_C": 256}, 4)
+    return ok
+
+
+#: the kernel modules whose ``_aot_check(compile_one)`` lists their own cases (the largest first: parts run in
+#: parallel, each in a process of its own, and are printed in this order)
+MODULES = ["sparse_attn", "fused_llama", "projection_epilogues", "draft_rows", "skinny_gemm", "bsr", "tail",
+           "chunk_list", "score_rows", "rmsnorm", "stream_read", "gather_read", "budget_top", "quest_bound",
+           "quest_fold"]
+
+
+def run_part(part: str) -> tuple[bool, str]:
+    """One part of the check (``nucleus``, a name of MODULES, or ``radix``): whether it passed, and its lines."""
+    import contextlib
     import importlib
-    for extra in ["specattn.gpu.kernels.bsr", "specattn.gpu.kernels.tail", "specattn.gpu.kernels.chunk_list",
-                  "specattn.gpu.kernels.sparse_attn", "specattn.gpu.kernels.draft_rows", "specattn.gpu.kernels.score_rows",
-                  "specattn.gpu.kernels.fused_llama", "specattn.gpu.kernels.rmsnorm",
-                  "specattn.gpu.kernels.stream_read", "specattn.gpu.kernels.gather_read",
-                  "specattn.gpu.kernels.budget_top", "specattn.gpu.kernels.skinny_gemm", "specattn.gpu.kernels.projection_epilogues",
-                  "specattn.gpu.kernels.quest_bound", "specattn.gpu.kernels.quest_fold"]:
-        ok &= importlib.import_module(extra)._aot_check(compile_one)
-    ok &= radix_check()
-    ok &= radix_check(("-DSPECATTN_RADIX_PROFILE",))
+    import io
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        if part == "nucleus":
+            ok = nucleus_check()
+        elif part == "radix":
+            ok = radix_check() & radix_check(("-DSPECATTN_RADIX_PROFILE",))
+        else:
+            ok = importlib.import_module(f"specattn.gpu.kernels.{part}")._aot_check(compile_one)
+    return bool(ok), out.getvalue()
+
+
+def main():
+    import argparse
+    from concurrent.futures import ProcessPoolExecutor
+
+    parser = argparse.ArgumentParser(prog="python -m specattn.gpu.kernels.aot_check",
+                                     description=__doc__.split("\n\n")[0])
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
+                        help="parts compiled at once, a process each (default: the CPU count)")
+    jobs = parser.parse_args().jobs
+    if jobs < 1:
+        parser.error(f"--jobs {jobs}: give 1 or more")
+    parts = [*MODULES, "nucleus", "radix"]
+    with ProcessPoolExecutor(max_workers=jobs) as pool:
+        results = dict(zip(parts, pool.map(run_part, parts)))
+    ok = True
+    for part in ["nucleus", *MODULES, "radix"]:  # the order of the report
+        passed, lines = results[part]
+        print(lines, end="")
+        ok &= passed
     sys.exit(0 if ok else 1)
 
 
