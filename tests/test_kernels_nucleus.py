@@ -100,6 +100,7 @@ def test_kernel_interpreter(monkeypatch, long_path, kind):
         monkeypatch.setattr(K, "SEG", 64)
         monkeypatch.setattr(K, "SEG_COMPACT", 32)
         monkeypatch.setattr(K, "CAND_CAP", 64)
+        monkeypatch.setattr(K, "FINISH_TILE", 64)  # rows past CAND_CAP candidates stream in several tiles
     gen = torch.Generator().manual_seed(3)
     for length in [1, 5, 130, 300]:
         w = make_rows(kind, 2, length, gen)

@@ -63,6 +63,7 @@ CT_FINISH = 1024  # same, long-row candidates
 NBINS = 1024  # histogram bins of the long-row path
 BIN_SHIFT = 18  # bin = key >> 18: 5 mantissa bits, 32 bins per binade
 CAND_CAP = 16384  # most candidate keys per row the long-row path keeps in registers
+FINISH_TILE = 4096  # keys a step of the long-row path's streaming bisection (rows with more candidates than CAND_CAP)
 KMAX = tl.constexpr(2147483647)  # key above every finite non-negative float
 MAX_IT = 40  # iteration cap of every bisection (32 suffice for 32-bit keys); guarantees termination
 
@@ -463,7 +464,7 @@ def _long_path(w, pb, p_one, theta, tkey, cmax, n_chunks, chunk=1):
             w, stride, length, nseg_c, dec_i, above, cnt, cand, SEGB=SEG_COMPACT, CAP=CAND_CAP, num_warps=8)),
         ("finish", lambda: _finish_kernel[(rows,)](
             w, stride, length, nseg_c, dec_i, dec_f, above, cnt, cand, theta, tkey, scratch,
-            SB=sbc, CAP=CAND_CAP, TILE=4096, MAXIT=MAX_IT, CT=CT_FINISH, num_warps=16)),
+            SB=sbc, CAP=CAND_CAP, TILE=FINISH_TILE, MAXIT=MAX_IT, CT=CT_FINISH, num_warps=16)),
     ]
 
 
