@@ -25,6 +25,26 @@ register_resolvers()
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
 
+#: test files whose session fixtures are the same long runs (``killed_sweep``: a 12-run sweep; ``paper_run``): under
+#: ``--dist loadfile`` (``make test``) one pytest-xdist worker runs them all, so each run is made once, not in both
+SHARED_RUNS = {"test_sweeps.py", "test_results_and_notebook.py", "test_paper_table.py"}
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """``--dist loadfile`` with the files of :data:`SHARED_RUNS` as one scope (xdist's ``loadgroup`` marks no longer
+    reach its scheduler under pytest 9, whose node ids it cannot suffix); any other mode: xdist's own."""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class SharedRunsScheduling(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            scope = super()._split_scope(nodeid)
+            return "shared runs" if Path(scope).name in SHARED_RUNS else scope
+
+    return SharedRunsScheduling(config, log)
+
+
 def compose_config(*overrides: str):
     """The config ``run.py`` would get for these overrides (with the Hydra node)."""
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
