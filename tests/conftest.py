@@ -30,6 +30,7 @@ torch.set_num_threads(min(2, torch.get_num_threads()))
 SHARED_RUNS = {"test_sweeps.py", "test_results_and_notebook.py", "test_paper_table.py"}
 
 
+@pytest.hookimpl(optionalhook=True)  # a hook of pytest-xdist: without it installed, no error
 def pytest_xdist_make_scheduler(config, log):
     """``--dist loadfile`` with the files of :data:`SHARED_RUNS` as one scope (xdist's ``loadgroup`` marks no longer
     reach its scheduler under pytest 9, whose node ids it cannot suffix); any other mode: xdist's own."""
