@@ -11,7 +11,6 @@ that the named row read there (:func:`matched`). ``experiment.extra_rows`` are a
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import functools
 import itertools
@@ -53,7 +52,7 @@ def method_node(cfg: DictConfig, name: str, overrides: dict) -> DictConfig:
     stamp = tuple(sorted((str(path), path.stat().st_mtime_ns) for path in (folder / "method").rglob("*.yaml")))
     run = OmegaConf.masked_copy(cfg, [key for key in cfg if key != "hydra"])
     OmegaConf.set_struct(run, False)
-    run.method = copy.deepcopy(_composed_method(str(folder), name, stamp))
+    run.method = _composed_method(str(folder), name, stamp)  # assigned into the config as a copy: the cache stays
     for key, value in overrides.items():
         OmegaConf.update(run, f"method.{key}", value, force_add=True)
     return run
