@@ -5,7 +5,6 @@ import shutil
 import subprocess
 import sys
 
-import nbformat
 import pandas as pd
 import pytest
 import yaml
@@ -16,6 +15,9 @@ from specattn.runs.outputs import write_table
 
 from .conftest import ROOT, run_cli
 from .test_paper_table import SETTINGS
+
+nbformat = pytest.importorskip("nbformat", reason="the notebook's checks need nbformat (make install has it; the GPU "
+                               "image does not, where `pytest -m gpu tests` collects this file)")
 
 
 def kernel_bench_run(folder):
