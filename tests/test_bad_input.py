@@ -269,7 +269,8 @@ def tiny_gguf(path: Path) -> Path:
     ("input.txt", b"text " * 20000 + b"\x00binary", ["dataset=text_files", "dataset.source.paths=[{file}]"],
      "error: dataset.source.paths: {file} is not a text file (it holds NUL bytes)"),
     ("input.txt", (b"a few words " * 25)[:-3], ["dataset=text_files", "dataset.source.paths=[{file}]", "dataset.num_samples=3"],
-     "error: dataset text_files holds only 2 windows of context_len=100 tokens, fewer than num_samples=3"),
+     "error: dataset text_files holds only 2 windows of dataset.context_len=100 tokens, "
+     "fewer than dataset.num_samples=3"),
     ("model.gguf", None, ["model.verifier.path={file}"], "error: {file} is not a GGUF checkpoint transformers can read"),
 ], ids=["NUL past the sniffed start", "fewer tokens than bytes allow", "a GGUF that is no model"])
 def test_errors_found_past_the_cheap_checks_are_one_line(tiny_model_dir, tmp_path, name, content, args, fragment):
@@ -308,3 +309,30 @@ def test_a_bad_grid_and_a_bad_layer_map_leave_nothing_behind(tiny_model_dir, fil
         assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
         assert time.perf_counter() - start < 60
         assert not (tmp_path / "out").exists()
+
+
+def test_too_few_windows_are_refused_before_any_weights_load(tiny_model_dir, tmp_path):
+    """Runs cut their windows with the tokenizer alone, before the weights: with weights that cannot load (a dtype
+    the header checks cannot see) and too little text, the text's error comes (perplexity runs and decoding, each
+    naming its own length key); with enough text, the weights' (so the text's really came first)."""
+    from hydra import compose, initialize_config_dir
+
+    from specattn.experiments.decode import load as load_decoding
+    from specattn.experiments.evaluation import load_run
+
+    shutil.copytree(tiny_model_dir, tmp_path / "model")
+    weights = tmp_path / "model" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes().replace(b'"F32"', b'"X32"', 1))
+    text = tmp_path / "input.txt"
+    text.write_bytes((b"a few words " * 25)[:-3])  # 2 windows of 100 tokens
+    base = ["model=tiny_random", f"model.verifier.path={tmp_path / 'model'}", "dataset=text_files",
+            f"dataset.source.paths=[{text}]", "dataset.context_len=100", "decode.prompt_len=100"]
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        with pytest.raises(SpecAttnError, match="^dataset text_files holds only 2 windows of dataset.context_len=100 "
+                                                "tokens, fewer than dataset.num_samples=3"):
+            load_run(compose("config", overrides=[*base, "dataset.num_samples=3"]))
+        with pytest.raises(SpecAttnError, match="^dataset text_files holds only 2 windows of decode.prompt_len=100 "
+                                                "tokens, fewer than dataset.num_samples=3"):
+            load_decoding(compose("config", overrides=[*base, "experiment=decode", "dataset.num_samples=3"]))
+        with pytest.raises(SpecAttnError, match=f"^model.verifier.path={tmp_path}/model: could not load "):
+            load_run(compose("config", overrides=[*base, "dataset.num_samples=2"]))

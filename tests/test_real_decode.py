@@ -542,6 +542,41 @@ def test_fold_norms_is_on_by_default_and_checked_before_weights_load():
             check(compose("config", overrides=["experiment=decode_real", "experiment.fold_norms=yes"]))
 
 
+def test_prompt_windows_take_the_largest_point_and_prompts_csv_names_each_window():
+    """decode_real cuts each context's windows once, before the weights (as many as its largest point takes: a
+    point takes their first ones), refuses too few naming the key that asked for them, and prompts.csv names the
+    window (``document#round``) each prompt index took, after ``first_sample`` too."""
+    from hydra import compose, initialize_config_dir
+
+    from specattn.data.sources import Document
+    from specattn.experiments.decode_real import prompt_windows, with_sources
+    from specattn.models.byte_tokenizer import byte_tokenizer
+
+    docs = [Document("a", "a" * 200), Document("b", "b" * 130), Document("c", "c" * 70)]  # windows of 64: 3, 2, 1
+    tokenizer = byte_tokenizer()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        def cfg(*extra):
+            return compose("config", overrides=["experiment=decode_real", "experiment.contexts=[64,100]", *extra])
+
+        windows = prompt_windows(cfg("experiment.batches=[1,3]", "experiment.prompts=2"), docs, tokenizer)
+        assert {c: [w.sample_id for w in ws] for c, ws in windows.items()} == {64: ["a#0", "b#0", "c#0"],
+                                                                          100: ["a#0", "b#0", "a#1"]}
+        later = prompt_windows(cfg("experiment.contexts=[64]", "experiment.batches=[1]", "experiment.prompts=2",
+                                   "dataset.first_sample=3"), docs, tokenizer)
+        assert [w.sample_id for w in later[64]] == ["a#1", "b#1"]
+        for extra, asked in ((["experiment.batches=[7]", "experiment.prompts=2"], "experiment.batches=7"),
+                             (["experiment.batches=[1]", "experiment.prompts=7"], "experiment.prompts=7")):
+            with pytest.raises(SpecAttnError, match=f"holds only 6 windows of experiment.contexts=64 tokens, fewer "
+                                                    f"than {asked}.*: lower {asked.split('=')[0]} or experiment.contexts"):
+                prompt_windows(cfg("experiment.contexts=[64]", *extra), docs, tokenizer)
+    prompts = pd.DataFrame({"context": [64, 100, 64], "batch": [1, 1, 3], "mode": ["dense", "ar", "dense"],
+                            "prompt": [0, 2, 2], "steps": [9, 30, 8]})
+    named = with_sources(prompts, windows)
+    assert list(named.columns) == ["context", "batch", "mode", "prompt", "source", "steps"]
+    assert list(named["source"]) == ["a#0", "a#1", "c#0"] and named["steps"].tolist() == [9, 30, 8]  # by context
+    assert with_sources(pd.DataFrame(), windows).empty
+
+
 def test_kernel_launches_are_settings_checked_before_weights_load():
     from hydra import compose, initialize_config_dir
 

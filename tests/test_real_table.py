@@ -6,6 +6,7 @@ launches."""
 from __future__ import annotations
 
 import importlib.util
+import re
 from pathlib import Path
 
 import pytest
@@ -152,3 +153,22 @@ def test_a_run_archived_by_the_cli_reads_as_its_folder_and_is_never_overwritten(
     assert "exist already" in capsys.readouterr().err and (prefix.parent / "b32_modes.csv").read_text() == "kept\n"
     assert results(["archive", str(run / "parts"), str(tmp_path / "other")]) == 2
     assert "has no modes.csv" in capsys.readouterr().err and not (tmp_path / "other_config.yaml").exists()
+
+
+def test_runs_over_other_windows_pool_by_window_not_by_position(tmp_path, capsys):
+    """The table's 32K batch-4 run (windows 0-15) and the forty-second session's held-out run of the same point
+    (`dataset.first_sample=30`: windows 30-45) pool into 32 prompts, each paired with dense speculative decoding on
+    its own window (before, the second run's prompts 0-15 replaced the first's as duplicates); a prompt's group is
+    still its position in its own run."""
+    from specattn.results.collect import main as results
+    from specattn.results.run_files import read_prompts
+
+    table = ROOT / "docs" / "data" / "h100-real-2026-12-07d" / "decode_real_js_32k_b4_one_launch_matched"
+    held_out = ROOT / "docs" / "data" / "h100-real-2026-12-07f" / "decode_real_js_32k_b4_first30"
+    own, later = read_prompts(table), read_prompts(held_out)
+    assert sorted(set(own["prompt"])) == list(range(16)) and sorted(set(later["prompt"])) == list(range(30, 46))
+    assert set(later["first_sample"]) == {30}
+    assert results(["decoding", str(table), str(held_out), "-o", str(tmp_path)]) == 0
+    out = capsys.readouterr().out.split("paired over prompts")[1]
+    counts = re.findall(r"^\s*32768\s+4\s+specattn p=0.9\s+(\d+)\s", out, re.M)  # mode, then its prompts
+    assert counts == ["32"], out  # 16 + 16 windows

@@ -37,7 +37,8 @@ def _tokens(tokenizer, text: str, needed: int) -> tuple[list[int], bool]:
 
 
 def token_windows(documents: list[Document], tokenizer, context_len: int, num_samples: int,
-                  source_name: str = "dataset", first: int = 0) -> list[Sample]:
+                  source_name: str = "dataset", first: int = 0, *, count_key: str = "dataset.num_samples",
+                  length_key: str = "dataset.context_len") -> list[Sample]:
     """``num_samples`` non-overlapping windows, round-robin over documents, from window ``first`` on.
 
     Sample ``k`` is window ``k // D`` of document ``k % D`` among the ``D`` documents still long
@@ -45,7 +46,8 @@ def token_windows(documents: list[Document], tokenizer, context_len: int, num_sa
     (the PG-19 protocol of the paper and Quest), later rounds take each document's next window.
     ``first`` skips that many of them (``dataset.first_sample``): a later run then measures the windows an
     earlier run of ``first`` samples did not, and the two pool into one sample set
-    (``python -m specattn.results intervals --pool``).
+    (``python -m specattn.results intervals --pool``). Too few windows: one error naming the config keys that set
+    ``num_samples`` and ``context_len`` (``count_key``, ``length_key``).
     """
     wanted = first + num_samples
     samples: list[Sample] = []
@@ -66,11 +68,12 @@ def token_windows(documents: list[Document], tokenizer, context_len: int, num_sa
             samples.append(Sample(f"{doc.name}#{round_index}", window))
             took_any = True
         if not took_any:
-            asked = f"first_sample={first} + num_samples={num_samples}" if first else f"num_samples={num_samples}"
+            asked = f"dataset.first_sample={first} + {count_key}={num_samples}" if first else \
+                f"{count_key}={num_samples}"
             raise SpecAttnError(
-                f"dataset {source_name} holds only {len(samples)} windows of context_len={context_len} tokens, "
+                f"dataset {source_name} holds only {len(samples)} windows of {length_key}={context_len} tokens, "
                 f"fewer than {asked}{_too_short(documents, cache, context_len)}: "
-                f"lower dataset.{'first_sample or dataset.' if first else ''}num_samples or dataset.context_len"
+                f"lower {'dataset.first_sample or ' if first else ''}{count_key} or {length_key}"
             )
         round_index += 1
     return samples[first:]

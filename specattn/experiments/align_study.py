@@ -104,6 +104,7 @@ def check(cfg) -> None:
 
 def run(ctx: RunContext) -> ExperimentResult:
     cfg, run_dir = ctx.cfg, ctx.run_dir
+    samples = load_samples(cfg)  # cut and counted before any weights load
     pair = load_pair_for(cfg, cfg.dataset.context_len)
     similarities = calibrate(cfg, pair, run_dir)
     maps = mappings_to_compare(pair, similarities, cfg.experiment.get("max_draft_layers") or (), int(cfg.dense_layers))
@@ -129,7 +130,7 @@ def run(ctx: RunContext) -> ExperimentResult:
             frames.append(rows[rows.method != "dense"])
         return pd.concat(frames, ignore_index=True)
 
-    results = evaluate_samples(ctx, load_samples(cfg, pair), evaluate, "mappings")
+    results = evaluate_samples(ctx, samples, evaluate, "mappings")
     summary = summarise(results, by=("layer_map", "p")).drop(columns="method")
     artifacts["tradeoff"] = plot_tradeoff(summary, run_dir / "tradeoff.png")
     maps_table = pd.DataFrame([{"layer_map": k, "verifier_to_draft": str(v)} for k, v in maps.items()])

@@ -36,6 +36,7 @@ from ..decode.decode_metrics import (
 )
 from ..decode.draft_reads import check_draft_reads
 from ..decode.engine import SpeculativeDecoder, prepare_for_decoding
+from ..models.pair import load_tokenizer
 from ..runs.context import ExperimentResult, RunContext
 from ..runs.outputs import SampleParts, atomic_write
 from .evaluation import configured_methods, layer_mapping, load_pair_for, run_settings
@@ -79,12 +80,12 @@ def eos_ids(pair) -> tuple[int, ...]:
 
 def load(cfg):
     """The pair (switched to decoding), the decoder and the prompts of a run."""
-    documents = instantiate(cfg.dataset.source).documents()  # fails fast before weights load
+    documents = instantiate(cfg.dataset.source).documents()  # read, cut and counted before any weights load
+    prompts = token_windows(documents, load_tokenizer(cfg.model), int(cfg.decode.prompt_len), cfg.dataset.num_samples,
+                            cfg.dataset.name, int(cfg.dataset.get("first_sample", 0)), length_key="decode.prompt_len")
     pair = load_pair_for(cfg)
     decoder = SpeculativeDecoder(pair, run_settings(cfg, layer_mapping(cfg, pair)), eos_ids(pair))
     prepare_for_decoding(pair)
-    prompts = token_windows(documents, pair.tokenizer, int(cfg.decode.prompt_len), cfg.dataset.num_samples,
-                            cfg.dataset.name, int(cfg.dataset.get("first_sample", 0)))
     return pair, decoder, prompts
 
 

@@ -3,10 +3,10 @@
 roofline at those values, agreement with dense speculative decoding, and the lossless check.
 
 Writes ``modes.csv`` (one row per context, batch and mode; rewritten after every point), ``agreement.csv``,
-``prompts.csv`` (one row per point, mode and prompt: steps, tau, continuation NLL, agreement; the paired input
-of ``python -m specattn.results decoding``'s intervals), ``timings.csv`` (one row per point, mode, prompt group and
-timed pass, in the order they ran: ms and the GPU's clocks, temperature and power after it), ``lossless.csv`` and
-``summary.md`` in the run folder. Settings: ``conf/experiment/decode_real.yaml``;
+``prompts.csv`` (one row per point, mode and prompt: its window's ``source``, steps, tau, continuation NLL,
+agreement; the paired input of ``python -m specattn.results decoding``'s intervals), ``timings.csv`` (one row per
+point, mode, prompt group and timed pass, in the order they ran: ms and the GPU's clocks, temperature and power after
+it), ``lossless.csv`` and ``summary.md`` in the run folder. Settings: ``conf/experiment/decode_real.yaml``;
 ``gamma``, ``chunk_size``, ``dense_layers``, ``head_agg``, ``layer_map`` and ``seed`` from the root config.
 """
 
@@ -40,11 +40,12 @@ from ..bench.timing import (
 from ..core import layer_maps
 from ..core.checks import flag, fractions, nonnegative_int, positive_int
 from ..core.errors import SpecAttnError
-from ..data.windows import token_windows
+from ..data.windows import Sample, token_windows
 from ..decode.graph_engine import free_device_memory
 from ..gpu.kernels.rows_config import RowsConfig
 from ..gpu.kernels.split_config import SplitConfig
 from ..models.layers import layer_counts
+from ..models.pair import load_tokenizer
 from ..results.plots import plot_decoding_by_context, plot_policy_tradeoff
 from ..decode.draft_reads import DRAFT_READS
 from ..runs.context import ExperimentResult, RunContext
@@ -250,27 +251,55 @@ def render(rows: pd.DataFrame, agree: pd.DataFrame, loss: pd.DataFrame, hw: dict
     return "\n".join(lines)
 
 
+def prompt_windows(cfg, documents, tokenizer) -> dict[int, list[Sample]]:
+    """Each context's prompt windows: as many as its largest point takes (``max(experiment.prompts, batch)``; a
+    point takes the first of them), cut before any weights load, so too little text is refused naming the key."""
+    e = cfg.experiment
+    n, batch = int(e.prompts), max(int(b) for b in e.batches)
+    key = "experiment.prompts" if n >= batch else "experiment.batches"
+    return {int(c): token_windows(documents, tokenizer, int(c), max(n, batch), cfg.dataset.name,
+                                  int(cfg.dataset.get("first_sample", 0)), count_key=key,
+                                  length_key="experiment.contexts") for c in e.contexts}
+
+
+def with_sources(prompts: pd.DataFrame, windows: dict[int, list[Sample]]) -> pd.DataFrame:
+    """``prompts`` (:func:`per_prompt`'s rows) with a ``source`` column after ``prompt``: the name of the window
+    each prompt index took at its context (``file#round``: the document and which of its windows)."""
+    if prompts.empty:
+        return prompts
+    out = prompts.copy()
+    out.insert(out.columns.get_loc("prompt") + 1, "source",
+               [windows[int(c)][int(i)].sample_id for c, i in zip(out["context"], out["prompt"])])
+    return out
+
+
 def run(ctx: RunContext) -> ExperimentResult:
     cfg = ctx.cfg
     require_gpu("decode_real")
     log = lambda msg: print(msg, flush=True)  # noqa: E731
+    e = cfg.experiment
     documents = instantiate(cfg.dataset.source).documents()
+    tokenizer = load_tokenizer(cfg.model)  # the windows are cut (too few refused) before any weights load
+    windows = prompt_windows(cfg, documents, tokenizer)
+    lossless_windows = None
+    if e.lossless_prompts and not (ctx.run_dir / "lossless.csv").is_file():
+        lossless_windows = token_windows(documents, tokenizer, int(e.lossless_context), int(e.lossless_prompts),
+                                         cfg.dataset.name, count_key="experiment.lossless_prompts",
+                                         length_key="experiment.lossless_context")
     tick = time.perf_counter()
     pair = load_pair_for(cfg)
-    if cfg.experiment.fused_layers:
-        fuse_pair(pair, cfg.experiment)
+    if e.fused_layers:
+        fuse_pair(pair, e)
     bench = bench_config(cfg, layer_mapping(cfg, pair), other_layer_maps(cfg, pair))
     log(f"{cfg.model.name} loaded in {time.perf_counter() - tick:.1f} s ({pair.verifier.dtype})")
     copy_bw, read_bw, hw = measure_bandwidth(), measure_read_bandwidth(), hardware()
     log(f"copy {copy_bw / 1e12:.3f} TB/s, read {read_bw / 1e12:.3f} TB/s; {hw}")
-    e = cfg.experiment
     loss = pd.DataFrame()
-    if e.lossless_prompts and (ctx.run_dir / "lossless.csv").is_file():
-        loss = pd.read_csv(ctx.run_dir / "lossless.csv")
-    elif e.lossless_prompts:
-        prompts = token_windows(documents, pair.tokenizer, int(e.lossless_context), int(e.lossless_prompts), cfg.dataset.name)
-        loss = lossless(pair, bench, torch.stack([s.input_ids for s in prompts]), log)
+    if lossless_windows is not None:
+        loss = lossless(pair, bench, torch.stack([s.input_ids for s in lossless_windows]), log)
         loss.to_csv(ctx.run_dir / "lossless.csv", index=False)
+    elif e.lossless_prompts:
+        loss = pd.read_csv(ctx.run_dir / "lossless.csv")
     rows = []
     parts = SampleParts(ctx.run_dir)  # one part per point (and per group until the point ends): a killed run resumes
     points = [(c, b) for c in bench.contexts for b in bench.batches]
@@ -285,10 +314,8 @@ def run(ctx: RunContext) -> ExperimentResult:
                 continue
             free_device_memory()
             check_free_memory(pair, bench, context, batch, torch.cuda.mem_get_info()[0])
-            windows = token_windows(documents, pair.tokenizer, context, max(bench.prompts, batch), cfg.dataset.name,
-                                    int(cfg.dataset.get("first_sample", 0)))
-            ids = torch.stack([s.input_ids for s in windows])
-            groups = [ids[i:i + batch] for i in range(0, len(windows) - batch + 1, batch)]
+            ids = torch.stack([s.input_ids for s in windows[context][:max(bench.prompts, batch)]])
+            groups = [ids[i:i + batch] for i in range(0, len(ids) - batch + 1, batch)]
             groups_done = GroupParts(ctx.run_dir, f"point-{index:05d}")  # at the next group
             done = pd.DataFrame(run_point(pair, bench, context, batch, groups, read_bw, log, groups_done))
             parts.save(index, done)
@@ -300,7 +327,7 @@ def run(ctx: RunContext) -> ExperimentResult:
                             "smaller experiment.contexts / batches")
     agree = agreement(rows)
     agree.to_csv(ctx.run_dir / "agreement.csv", index=False)
-    per_prompt(rows, int(e.new_tokens)).to_csv(ctx.run_dir / "prompts.csv", index=False)
+    with_sources(per_prompt(rows, int(e.new_tokens)), windows).to_csv(ctx.run_dir / "prompts.csv", index=False)
     pass_timings(rows).to_csv(ctx.run_dir / "timings.csv", index=False)
     results = pd.DataFrame(rows).drop(columns=LIST_COLUMNS, errors="ignore")
     (ctx.run_dir / "summary.md").write_text(render(results, agree, loss, hw, copy_bw, read_bw, skipped) + "\n")

@@ -21,7 +21,7 @@ from ..eval.perplexity import IMPLEMENTATIONS, prepare
 from ..eval.ppl_metrics import SUMMARY_COLUMNS, summarise, summary_metrics
 from ..methods import Dense, Method, instantiate_method
 from ..models.devices import resolve_device, torch_dtype
-from ..models.pair import ModelPair, load_pair
+from ..models.pair import ModelPair, load_pair, load_tokenizer
 from ..runs.context import ExperimentResult, RunContext
 from ..runs.outputs import SampleParts
 
@@ -84,19 +84,20 @@ def load_pair_for(cfg, context_len: int | None = None) -> ModelPair:
     return pair
 
 
-def load_samples(cfg, pair: ModelPair, documents=None) -> list[Sample]:
-    """The run's evaluation samples (``documents``: the dataset's, if already read)."""
-    documents = documents if documents is not None else instantiate(cfg.dataset.source).documents()
-    return token_windows(documents, pair.tokenizer, cfg.dataset.context_len, cfg.dataset.num_samples,
+def load_samples(cfg) -> list[Sample]:
+    """The run's evaluation samples, cut with the pair's tokenizer loaded alone: read, cut and counted before any
+    weights load (a dataset offline or too short is refused first)."""
+    documents = instantiate(cfg.dataset.source).documents()
+    return token_windows(documents, load_tokenizer(cfg.model), cfg.dataset.context_len, cfg.dataset.num_samples,
                          cfg.dataset.name, int(cfg.dataset.get("first_sample", 0)))
 
 
 def load_run(cfg) -> tuple[ModelPair, Settings, list[Sample]]:
     """The pair (switched to the evaluators' attention), the settings and the samples of a perplexity run."""
-    documents = instantiate(cfg.dataset.source).documents()  # fails fast (e.g. hub dataset offline) before weights
+    samples = load_samples(cfg)
     pair = load_pair_for(cfg, cfg.dataset.context_len)
     prepare(pair)
-    return pair, run_settings(cfg, layer_mapping(cfg, pair)), load_samples(cfg, pair, documents)
+    return pair, run_settings(cfg, layer_mapping(cfg, pair)), samples
 
 
 def ppl_progress(last: pd.Series) -> dict[str, float]:

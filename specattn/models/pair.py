@@ -72,14 +72,28 @@ def _random_model(spec: DictConfig, dtype: torch.dtype, seed: int) -> PreTrained
     return AutoModelForCausalLM.from_config(config, dtype=dtype)
 
 
+def _is_random(spec: DictConfig) -> bool:
+    return spec.get("path") is None and spec.get("init") == "random"
+
+
 def _load_one(spec: DictConfig, role: str, dtype: torch.dtype, seed: int):
     """(model, tokenizer) for one side of the pair."""
-    if spec.get("path") is None and spec.get("init") == "random":
+    if _is_random(spec):
         return _random_model(spec, dtype, seed), byte_tokenizer()
     path = resolve_path(str(spec.path), f"{role}.path", spec.get("parts"))
     model = _from_pretrained(AutoModelForCausalLM, path, f"{role}.path", dtype=dtype)
     tokenizer = _from_pretrained(AutoTokenizer, path, f"{role}.path")
     return model, tokenizer
+
+
+def load_tokenizer(model_cfg: DictConfig):
+    """The pair's tokenizer (the verifier's, as :func:`load_pair` returns it) without any weights: a run cuts its
+    token windows with it, and refuses too few of them, before the models load."""
+    spec = model_cfg.verifier
+    if _is_random(spec):
+        return byte_tokenizer()
+    path = resolve_path(str(spec.path), "model.verifier.path", spec.get("parts"))
+    return _from_pretrained(AutoTokenizer, path, "model.verifier.path")
 
 
 def check_architecture(model: PreTrainedModel, role: str) -> None:

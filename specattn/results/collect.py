@@ -31,7 +31,7 @@ import yaml
 
 from ..core.errors import SpecAttnError
 from ..runs.outputs import RESULTS, write_table
-from .run_files import run_file
+from .run_files import read_prompts, run_file
 
 CONFIG = "config.yaml"
 
@@ -203,9 +203,8 @@ def main(argv: list[str] | None = None) -> int:
                                      for run in args.runs])
             prompts = None
             if all(run_file(run, "prompts.csv").is_file() for run in args.runs):
-                prompts = pd.concat([pd.read_csv(run_file(run, "prompts.csv")) for run in args.runs],
-                                    ignore_index=True)
-                prompts = prompts.drop_duplicates(["context", "batch", "mode", "prompt"], keep="last")
+                prompts = pd.concat([read_prompts(run) for run in args.runs], ignore_index=True)
+                prompts = prompts.drop_duplicates(["context", "batch", "mode", "prompt"], keep="last")  # one window
                 rows = with_step_times(rows, prompts)
             ratios = None
             if args.prompts is not None:
@@ -270,7 +269,7 @@ def _tagged_decoding(args) -> int:
     for run, tag in zip(args.runs, args.tags):
         rows, prompts = pd.read_csv(run_file(run, "modes.csv")), None
         if run_file(run, "prompts.csv").is_file():
-            prompts = pd.read_csv(run_file(run, "prompts.csv"))
+            prompts = read_prompts(run)
             rows = with_step_times(rows, prompts)
             spread = prompt_intervals(prompts, int(rows["new_tokens"].iloc[0]))
             spread = spread[~spread["mode"].isin(["ar", "dense"])].assign(mode=lambda f: f["mode"] + f" [{tag}]")

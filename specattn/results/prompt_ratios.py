@@ -1,7 +1,8 @@
 """Is a mode's acceptance loss a property of the prompt or of the batch? (``experiment=decode_real``'s
 ``prompts.csv``, pooled over runs.)
 
-Prompt ``k`` at a context is the same text at every batch (the ``k``-th window of the dataset), so a mode's per-prompt
+Prompt ``k`` at a context is the same text at every batch (the ``k``-th window of the dataset: runs' prompts are
+numbered by window, :func:`specattn.results.run_files.read_prompts`), so a mode's per-prompt
 tau over dense speculative decoding's can be set side by side across the batches a context ran at. If the loss
 follows the text, the batches' columns agree (a high correlation over the prompts they share, the same prompts
 hardest in each); if it follows the batch (bfloat16 differences, a batch's kernels), they do not.

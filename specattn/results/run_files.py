@@ -1,11 +1,14 @@
 """Where a run's files are: in its run folder, or, for a run archived under docs/data, beside each other as flattened
-files sharing one prefix (``<prefix>_modes.csv``, ``<prefix>_prompts.csv``, ``<prefix>_config.yaml``); and archiving a
-run that way (:func:`archive_run`)."""
+files sharing one prefix (``<prefix>_modes.csv``, ``<prefix>_prompts.csv``, ``<prefix>_config.yaml``); reading a run's
+prompts by the windows they are (:func:`read_prompts`); and archiving a run that way (:func:`archive_run`)."""
 
 from __future__ import annotations
 
 import shutil
 from pathlib import Path
+
+import pandas as pd
+import yaml
 
 from ..core.errors import SpecAttnError
 
@@ -19,6 +22,18 @@ def run_file(run: Path, name: str) -> Path:
     """File ``name`` (e.g. ``modes.csv``) of run folder ``run``, or of the archived run whose files share prefix
     ``run`` (``<run>_<name>``)."""
     return run / name if run.is_dir() else run.with_name(f"{run.name}_{name}")
+
+
+def read_prompts(run: Path) -> pd.DataFrame:
+    """Run ``run``'s ``prompts.csv`` with ``prompt`` as the dataset's window index: the run's ``dataset.first_sample``
+    (its ``config.yaml``; 0 without one) added to the run's own prompt index, and kept as column ``first_sample`` (a
+    prompt's group in its run is ``(prompt - first_sample) // batch``). Runs over other windows of the same text then
+    pool and pair by the window each prompt decoded, never by position alone."""
+    path = run_file(run, "config.yaml")
+    config = (yaml.safe_load(path.read_text()) if path.is_file() else None) or {}
+    first = int(((config.get("dataset") or {}).get("first_sample")) or 0)
+    prompts = pd.read_csv(run_file(run, "prompts.csv"))
+    return prompts.assign(prompt=prompts["prompt"] + first, first_sample=first)
 
 
 def archive_run(run: Path, prefix: Path) -> list[Path]:

@@ -51,14 +51,16 @@ def step_costs(rows: pd.DataFrame) -> pd.DataFrame:
 
 def with_step_times(rows: pd.DataFrame, prompts: pd.DataFrame) -> pd.DataFrame:
     """``modes.csv`` rows with ``step_ms`` and ``steady_tokens_per_s`` filled in where the run predates them, from
-    its ``prompts.csv`` (steps per prompt; prompt ``i`` was in group ``i // batch``): a group took as many steps
+    its ``prompts.csv`` (steps per prompt; prompt ``i`` was in group ``(i - first_sample) // batch``, ``first_sample``
+    0 where the rows lack it: :func:`specattn.results.run_files.read_prompts`): a group took as many steps
     as its slowest sequence, so ``step_ms = batch * new_tokens / tokens_per_s / mean over groups of those steps``
     (exact for one group; tokens/s being the median over groups, close for more)."""
     out = rows.copy()
     for column in ("step_ms", "steady_tokens_per_s"):
         if column not in out:
             out[column] = np.nan
-    groups = prompts.assign(group=prompts["prompt"] // prompts["batch"])
+    first = prompts["first_sample"] if "first_sample" in prompts else 0
+    groups = prompts.assign(group=(prompts["prompt"] - first) // prompts["batch"])
     slowest = groups.groupby(["context", "batch", "mode", "group"])["steps"].max()
     slowest = slowest.groupby(["context", "batch", "mode"]).mean()
     for i, r in out[out["step_ms"].isna()].iterrows():
