@@ -60,8 +60,8 @@ def with_step_times(rows: pd.DataFrame, prompts: pd.DataFrame) -> pd.DataFrame:
         if column not in out:
             out[column] = np.nan
     first = prompts["first_sample"] if "first_sample" in prompts else 0
-    groups = prompts.assign(group=(prompts["prompt"] - first) // prompts["batch"])
-    slowest = groups.groupby(["context", "batch", "mode", "group"])["steps"].max()
+    groups = prompts.assign(group=(prompts["prompt"] - first) // prompts["batch"], first_sample=first)
+    slowest = groups.groupby(["context", "batch", "mode", "first_sample", "group"])["steps"].max()  # a run's group
     slowest = slowest.groupby(["context", "batch", "mode"]).mean()
     for i, r in out[out["step_ms"].isna()].iterrows():
         key = (r["context"], r["batch"], r["mode"])
