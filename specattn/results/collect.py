@@ -185,7 +185,13 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"figure: {plot_run(run, samples, table, args.pareto)}")
         elif args.command == "decoding":
             from ..bench.decode_tables import markdown_table
-            from .plots import plot_decoding_by_context, plot_policy_tradeoff, policy_points, pool_decode_runs
+            from .plots import (
+                plot_decoding_by_context,
+                plot_policy_tradeoff,
+                policy_points,
+                pool_decode_runs,
+                repeated_points,
+            )
             from .decoding_intervals import prompt_intervals
             from .decoding_table import run_settings, table_lines
             from .prompt_ratios import batch_agreement, prompt_tau_ratios
@@ -199,8 +205,11 @@ def main(argv: list[str] | None = None) -> int:
                 raise SpecAttnError(f"--versus {args.versus} needs --tags: one tag per run, {args.versus} among them")
             if args.tags is not None:
                 return _tagged_decoding(args)
-            rows = pool_decode_runs([pd.read_csv(run_file(run, "modes.csv")).assign(run=run.name, **run_settings(run))
-                                     for run in args.runs])
+            frames = [pd.read_csv(run_file(run, "modes.csv")).assign(run=run.name, **run_settings(run))
+                      for run in args.runs]
+            rows = pool_decode_runs(frames)
+            for line in repeated_points(frames):
+                print(line)
             prompts = None
             if all(run_file(run, "prompts.csv").is_file() for run in args.runs):
                 prompts = pd.concat([read_prompts(run) for run in args.runs], ignore_index=True)

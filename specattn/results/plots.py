@@ -304,6 +304,16 @@ def pool_decode_runs(frames: list[pd.DataFrame]) -> pd.DataFrame:
     return rows.drop_duplicates(["context", "batch", "mode"], keep="last").reset_index(drop=True)
 
 
+def repeated_points(frames: list[pd.DataFrame]) -> list[str]:
+    """One line per (context, batch) that more than one of the runs' ``modes.csv`` rows (with column ``run``)
+    measured: :func:`pool_decode_runs` keeps the last run's timings there, while the intervals pool every run's
+    prompts (each by its window: :func:`specattn.results.run_files.read_prompts`)."""
+    runs = pd.concat([frame[["context", "batch", "run"]].drop_duplicates() for frame in frames], ignore_index=True)
+    return [f"{context} tokens, batch {batch}: measured by {', '.join(group['run'])}; the timings are "
+            f"{group['run'].iloc[-1]}'s, the intervals pool the prompts of all {len(group)}"
+            for (context, batch), group in runs.groupby(["context", "batch"], sort=False) if len(group) > 1]
+
+
 def plot_decoding_by_context(rows: pd.DataFrame, path: Path, title: str = "", batch: int | None = None,
                              intervals: pd.DataFrame | None = None) -> Path:
     """The real table's figure from :func:`policy_points`: a row of panels per batch (every batch measured, or only
