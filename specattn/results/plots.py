@@ -306,11 +306,12 @@ def pool_decode_runs(frames: list[pd.DataFrame]) -> pd.DataFrame:
 
 def repeated_points(frames: list[pd.DataFrame]) -> list[str]:
     """One line per (context, batch) that more than one of the runs' ``modes.csv`` rows (with column ``run``)
-    measured: :func:`pool_decode_runs` keeps the last run's timings there, while the intervals pool every run's
-    prompts (each by its window: :func:`specattn.results.run_files.read_prompts`)."""
+    measured: there :func:`pool_decode_runs` keeps each mode's row from the last run that has the mode, while the
+    intervals pool the runs' prompts, a window decoded by several runs once, from the last (each prompt by its window:
+    :func:`specattn.results.run_files.read_prompts`)."""
     runs = pd.concat([frame[["context", "batch", "run"]].drop_duplicates() for frame in frames], ignore_index=True)
-    return [f"{context} tokens, batch {batch}: measured by {', '.join(group['run'])}; the timings are "
-            f"{group['run'].iloc[-1]}'s, the intervals pool the prompts of all {len(group)}"
+    return [f"{context} tokens, batch {batch}: measured by {', '.join(group['run'])}; each mode's timings from the "
+            "last of them that ran it, the intervals over every window they decoded (a window once, from the last)"
             for (context, batch), group in runs.groupby(["context", "batch"], sort=False) if len(group) > 1]
 
 
