@@ -795,3 +795,45 @@ def test_versus_intervals_pair_each_mode_with_the_same_mode_of_the_reference_run
     ab = versus_table(rows, b, rows.assign(step_ms=10.0), a).iloc[0]
     assert (ab["step_ms_ref"], ab["step_ms"]) == (10.0, 9.0) and ab["step_change"] == pytest.approx(-0.1)
     assert ab["tau_ratio"] == pytest.approx(30 / 40)
+
+
+TINY_REAL_RUN = ["experiment=decode_real", "model=tiny_random", "dataset=python_packages", "experiment.contexts=[256]",
+                 "experiment.batches=[1,2]", "experiment.prompts=2", "experiment.new_tokens=16", "experiment.repeats=1",
+                 "experiment.lossless_prompts=2", "experiment.lossless_context=256", "experiment.p_values=[0.9]",
+                 "experiment.match_p=0.9", "experiment.draft_reads=[first_window]", "experiment.draft_window=64",
+                 "experiment.draft_sinks=8", "chunk_size=8", "dense_layers=2", "logger=none", "progress=false"]
+
+
+@needs_gpu
+def test_a_tiny_decode_real_run_end_to_end_gpu(tmp_path):
+    """``python run.py experiment=decode_real`` on the tiny random pair (random weights: the wiring, not the numbers):
+    both points and the lossless check run, every table is written, and prompts.csv names the window each prompt
+    decoded (the windows the dataset gives); asking for more windows than the text holds is refused before the pair
+    loads (no "loaded in" line), naming the keys."""
+    from hydra import compose, initialize_config_dir
+    from hydra.utils import instantiate
+
+    from specattn.data.windows import token_windows
+    from specattn.models.byte_tokenizer import byte_tokenizer
+
+    from .conftest import run_cli
+
+    env = {"SPECATTN_OUTPUTS": str(tmp_path / "out")}
+    result = run_cli(*TINY_REAL_RUN, env=env)
+    assert result.returncode == 0, result.stderr[-4000:]
+    run = next((tmp_path / "out").rglob("modes.csv")).parent
+    for name in ("agreement.csv", "prompts.csv", "timings.csv", "lossless.csv", "summary.md"):
+        assert (run / name).is_file(), name
+    modes = pd.read_csv(run / "modes.csv")
+    assert sorted(set(modes["batch"])) == [1, 2] and ("error" not in modes or modes["error"].isna().all())
+    prompts = pd.read_csv(run / "prompts.csv")
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("config", overrides=TINY_REAL_RUN)
+    names = [w.sample_id for w in token_windows(instantiate(cfg.dataset.source).documents(), byte_tokenizer(), 256, 2)]
+    assert list(prompts.columns[:5]) == ["context", "batch", "mode", "prompt", "source"]
+    assert prompts["source"].tolist() == [names[i] for i in prompts["prompt"]]
+    refused = run_cli(*TINY_REAL_RUN, "dataset.first_sample=100000000", env=env)
+    lines = refused.stderr.strip().splitlines()
+    assert refused.returncode == 2 and len(lines) == 1, refused.stderr[-2000:]
+    assert "fewer than dataset.first_sample=100000000 + experiment.prompts=2" in lines[0]
+    assert "windows of experiment.contexts=256 tokens" in lines[0] and "loaded in" not in refused.stdout
