@@ -387,6 +387,33 @@ def test_rows_kernel_zeroes_what_a_policy_forward_did_not_read_gpu(case, config)
         check_masked_kernel(case, torch.bfloat16, "cuda", agg, config)
 
 
+@needs_gpu
+def test_torch_rows_under_a_read_policy_replay_from_a_cuda_graph_gpu():
+    """The torch path (float32 on the GPU: the graph decoder's rows in float32) under a draft read policy is
+    CUDA-graph capturable and its replay equals the eager call. (Found by the tiny end-to-end decode_real run on an
+    H100: the read mask was built by boolean-mask indexing, a host synchronisation, and capture failed.)"""
+    case = CASES[1]
+    (q, keys, layers, first), w = make_case(*case, torch.float32, "cuda", 2)
+    reads = reads_case(case, "cuda", 1, False, 3)
+    scale = 1 / math.sqrt(q.shape[-1])
+    lse = reference(q, keys, layers, first, w, scale, "mean")[1].to("cuda")
+    eager = torch.full((q.shape[0], q.shape[1], q.shape[3], w), float("nan"), device="cuda")
+    draft_rows(q, lse, keys, layers, first, eager, scale, "mean", impl="torch", reads=reads)
+    replayed = torch.full_like(eager, float("nan"))
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):  # warm-up off the capture, as torch.cuda.graph asks
+        draft_rows(q, lse, keys, layers, first, replayed, scale, "mean", impl="torch", reads=reads)
+    torch.cuda.current_stream().wait_stream(side)
+    replayed.fill_(float("nan"))
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        draft_rows(q, lse, keys, layers, first, replayed, scale, "mean", impl="torch", reads=reads)
+    graph.replay()
+    torch.cuda.synchronize()
+    assert torch.equal(replayed, eager) and (eager == 0).any()
+
+
 def check_rows_from_row_one(case, dtype, device, agg, impl, config=None):
     """A launch of rows 1.. (``row0=1``, ``first`` advanced by one) equals the whole launch's rows 1.. (zero at the
     same keys, values to float32 rounding): how the ``first_*`` policies split a step's rows between the draft phase (row 0) and the verify phase."""

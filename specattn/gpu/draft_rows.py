@@ -67,9 +67,8 @@ class RowReads:
         chunk = key // c
         r = torch.arange(self.row0, self.row0 + rows, device=dev)
         lo = self.lo.long()[:, None, None]  # (B, 1, 1)
-        read = torch.zeros((*self.chunks.shape[:2], width), dtype=torch.bool, device=dev)
-        inside = chunk < self.chunks.shape[2]
-        read[..., inside] = self.chunks[..., chunk[inside]]
+        inside = chunk < self.chunks.shape[2]  # keys past the chunk lists: not read (no mask indexing: capturable)
+        read = self.chunks.index_select(2, chunk.clamp(max=self.chunks.shape[2] - 1)) & inside
         own = (chunk * c < lo + r[:, None]) & (chunk * c + c > lo)  # (B, R, W)
         tail = torch.where(r[:, None] == 0, lo - 1, lo + r[:, None])  # (B, R, 1)
         kept = read[:, :, None] | (own | (key >= tail))[None] | (r < self.dense_rows)[:, None]
