@@ -800,8 +800,9 @@ def test_versus_intervals_pair_each_mode_with_the_same_mode_of_the_reference_run
 TINY_REAL_RUN = ["experiment=decode_real", "model=tiny_random", "dataset=python_packages", "experiment.contexts=[256]",
                  "experiment.batches=[1,2]", "experiment.prompts=2", "experiment.new_tokens=16", "experiment.repeats=1",
                  "experiment.lossless_prompts=2", "experiment.lossless_context=256", "experiment.p_values=[0.9]",
-                 "experiment.match_p=0.9", "experiment.draft_reads=[first_window]", "experiment.draft_window=64",
-                 "experiment.draft_sinks=8", "chunk_size=8", "dense_layers=2", "logger=none", "progress=false"]
+                 "experiment.match_p=0.9", "experiment.draft_reads=[first_dense,reuse,window,first_window]",
+                 "experiment.draft_window=64", "experiment.draft_sinks=8", "chunk_size=8", "dense_layers=2",
+                 "logger=none", "progress=false"]  # every draft read policy, at the root config's dtype (float32)
 
 
 @needs_gpu
@@ -825,7 +826,8 @@ def test_a_tiny_decode_real_run_end_to_end_gpu(tmp_path):
     for name in ("agreement.csv", "prompts.csv", "timings.csv", "lossless.csv", "summary.md"):
         assert (run / name).is_file(), name
     modes = pd.read_csv(run / "modes.csv")
-    assert sorted(set(modes["batch"])) == [1, 2] and ("error" not in modes or modes["error"].isna().all())
+    assert sorted(set(modes["batch"])) == [1, 2] and len(modes) == 2 * 10  # AR, dense, SpecAttn, 2 matched, 4 policies, dense + window
+    assert "error" not in modes or modes["error"].isna().all(), modes.get("error").dropna().tolist()
     prompts = pd.read_csv(run / "prompts.csv")
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose("config", overrides=TINY_REAL_RUN)
