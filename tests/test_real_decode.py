@@ -826,7 +826,8 @@ def test_a_tiny_decode_real_run_end_to_end_gpu(tmp_path):
     for name in ("agreement.csv", "prompts.csv", "timings.csv", "lossless.csv", "summary.md"):
         assert (run / name).is_file(), name
     modes = pd.read_csv(run / "modes.csv")
-    assert sorted(set(modes["batch"])) == [1, 2] and len(modes) == 2 * 10  # AR, dense, SpecAttn, 2 matched, 4 policies, dense + window
+    # a point's modes: AR, dense, SpecAttn, the two matched, the four policies, dense with the window policy
+    assert sorted(set(modes["batch"])) == [1, 2] and len(modes) == 2 * 10
     assert "error" not in modes or modes["error"].isna().all(), modes.get("error").dropna().tolist()
     prompts = pd.read_csv(run / "prompts.csv")
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
