@@ -41,7 +41,8 @@ def test_windows_go_round_robin_over_documents():
     later = token_windows(docs, tokenizer, context_len=10, num_samples=2, first=3)
     assert [s.sample_id for s in later] == ["a#1", "c#1"]
     assert all(torch.equal(x.input_ids, y.input_ids) for x, y in zip(later, samples[3:5]))
-    with pytest.raises(SpecAttnError, match="fewer than first_sample=5 \\+ num_samples=2.*lower dataset.first_sample"):
+    with pytest.raises(SpecAttnError,
+                       match="fewer than dataset.first_sample=5 \\+ dataset.num_samples=2.*lower dataset.first_sample"):
         token_windows(docs, tokenizer, context_len=10, num_samples=2, first=5)
 
 

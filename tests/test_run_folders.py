@@ -234,12 +234,18 @@ def test_damaged_results_and_parts_are_one_line_and_rerun_recovers(tiny_model_di
 
 
 def test_a_full_disk_midway_leaves_no_partial_file_and_the_run_resumes(tiny_model_dir, tmp_path, small_disk):
-    args = tiny(tiny_model_dir, "logger=none", "dataset.context_len=300", "dataset.num_samples=4",
+    """The disk fills while the run is held (SIGSTOP) after its first sample, however slowly this test is scheduled
+    (unheld, a busy 2-core machine once let the run write all its samples before the disk was full)."""
+    args = tiny(tiny_model_dir, "logger=none", "dataset.context_len=300", "dataset.num_samples=8",
                 f"paths.outputs={small_disk / 'out'}")
     running = start(args, {})
     folder = wait_for("out/ppl/*/parts/sample-00000.parquet", small_disk, running).parents[1]
+    os.killpg(running.pid, signal.SIGSTOP)
+    written = len(list((folder / "parts").glob("sample-*.parquet")))
     filler = fill(small_disk)
+    os.killpg(running.pid, signal.SIGCONT)
     stopped = finish(running)
+    assert written < 8, "the run wrote all 8 samples before the test could hold it"
     assert stopped.returncode == 2, stopped.stderr
     line = one_line(stopped)
     assert line.startswith(f"error: cannot write {folder}/parts/sample-0000") and "No space left on device" in line
