@@ -455,6 +455,34 @@ def test_tau_and_acceptance_count_the_tokens_kept_when_the_last_step_overshoots(
     assert frame.loc["ar", "tau"] == frame.loc["ar", "tau_steps"] == 1.0 and math.isnan(frame.loc["ar", "acceptance"])
 
 
+def test_a_mode_whose_decoder_failed_to_set_up_is_not_reused_by_the_next_group(pair, monkeypatch):
+    """A decoder is kept for the next groups only once it is set up (on the GPU: captured). A failure there fails that
+    group's mode, and the next group builds and sets up its own again: it never times a half-built decoder (on the
+    GPU the next group replayed nothing and ran eagerly, timed as if replayed)."""
+    cfg = config(pair, p_values=(0.6,))
+    ids = prompts(4, 120, 3)
+    failing, built = {"left": 1}, []
+    real_init, real_resume = GraphDecoder.__init__, GraphDecoder.resume
+
+    def init_counted(self, *args, **kwargs):
+        real_init(self, *args, **kwargs)
+        built.append(self.settings.mode)
+
+    def resume_failing_once(self, prompts_):
+        if self.settings.mode == "specattn" and failing["left"]:
+            failing["left"] -= 1
+            raise RuntimeError("operation not permitted when stream is capturing")
+        return real_resume(self, prompts_)
+
+    monkeypatch.setattr(GraphDecoder, "__init__", init_counted)
+    monkeypatch.setattr(GraphDecoder, "resume", resume_failing_once)
+    rows = run_point(pair, cfg, 120, 2, [ids[:2], ids[2:]], 1e11, lambda msg: None)
+    frame = pd.DataFrame(rows).set_index("mode")
+    assert frame.loc["specattn p=0.6", "groups"] == 1 and frame.loc["dense", "groups"] == 2  # group 0's failed
+    assert frame.loc["specattn p=0.6", "prompt_ids"] == [2, 3]
+    assert built.count("specattn") == 2  # the failed mode built a fresh decoder for the second group
+
+
 def test_lossless_check_on_float32_finds_no_difference(pair):
     frame = lossless(pair, config(pair), prompts(3, 90, 8), lambda msg: None)
     assert len(frame) == 6 and frame["identical"].all()

@@ -257,11 +257,11 @@ class PointRunner:
     def run_mode(self, label: str, settings: GraphSettings, prompts: torch.Tensor) -> dict:
         dec = self.decoders.get(label)
         if dec is None:
-            dec = self.decoders[label] = GraphDecoder(self.pair.draft, self.pair.verifier, settings, self.batch,
-                                                      self.capacity, self.caches)
+            dec = GraphDecoder(self.pair.draft, self.pair.verifier, settings, self.batch, self.capacity, self.caches)
             dec.resume(prompts)
             if dec.device.type == "cuda":
                 dec.capture()
+            self.decoders[label] = dec  # once captured: a failed capture is never replayed eagerly by the next group
         dec.resume(prompts)
         first, out = self.timed_pass(dec, 0)
         passes = [first]
