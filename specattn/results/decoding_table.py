@@ -18,9 +18,8 @@ import math
 from pathlib import Path
 
 import pandas as pd
-import yaml
 
-from .run_files import run_file
+from .run_files import run_config
 from .plots import policy_points
 
 HEADER = ("| context, batch | mode | step ms | tau | verifier kept | tokens/s | steady | roofline | share "
@@ -39,14 +38,12 @@ def mode_name(mode: str) -> str:
 
 
 def run_settings(run: Path) -> dict[str, bool]:
-    """The table's columns of where a row comes from, read from the run's ``config.yaml`` (:func:`run_file`; a run
+    """The table's columns of where a row comes from, read from the run's ``config.yaml`` (:func:`run_config`; a run
     without one: all false): ``folded``, whether its layers had the norms folded (fused layers and ``fold_norms``), and
     ``draft_one``, whether its draft forwards ran a projection as one launch (fused layers and ``draft_epilogue_rows``
     or ``draft_down_split`` above 0: the q/k/v projection with its rotary and cache write, or the down projection with
     its residual add)."""
-    path = run_file(run, "config.yaml")
-    config = yaml.safe_load(path.read_text()) if path.is_file() else {}
-    experiment = (config or {}).get("experiment", {}) or {}
+    experiment = run_config(run).get("experiment", {}) or {}
     fused = bool(experiment.get("fused_layers", True))
     return {"folded": fused and bool(experiment.get("fold_norms", False)),
             "draft_one": fused and any((experiment.get(key) or 0) > 0

@@ -24,14 +24,18 @@ def run_file(run: Path, name: str) -> Path:
     return run / name if run.is_dir() else run.with_name(f"{run.name}_{name}")
 
 
+def run_config(run: Path) -> dict:
+    """Run ``run``'s resolved ``config.yaml`` (:func:`run_file`) as a dict; ``{}`` for a run without one."""
+    path = run_file(run, "config.yaml")
+    return (yaml.safe_load(path.read_text()) if path.is_file() else None) or {}
+
+
 def read_prompts(run: Path) -> pd.DataFrame:
     """Run ``run``'s ``prompts.csv`` with ``prompt`` as the dataset's window index: the run's ``dataset.first_sample``
-    (its ``config.yaml``; 0 without one) added to the run's own prompt index, and kept as column ``first_sample`` (a
+    (:func:`run_config`; 0 without one) added to the run's own prompt index, and kept as column ``first_sample`` (a
     prompt's group in its run is ``(prompt - first_sample) // batch``). Runs over other windows of the same text then
     pool and pair by the window each prompt decoded, never by position alone."""
-    path = run_file(run, "config.yaml")
-    config = (yaml.safe_load(path.read_text()) if path.is_file() else None) or {}
-    first = int(((config.get("dataset") or {}).get("first_sample")) or 0)
+    first = int(((run_config(run).get("dataset") or {}).get("first_sample")) or 0)
     prompts = pd.read_csv(run_file(run, "prompts.csv"))
     return prompts.assign(prompt=prompts["prompt"] + first, first_sample=first)
 
