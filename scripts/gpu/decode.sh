@@ -4,10 +4,11 @@
 # 16K, 8K and 2K at batch 16; every mode and draft read policy (first_window among them), with the dense
 # verifier's continuation perplexity. Resumes per prompt group when run again. $1: wall-clock limit (s) per run;
 # further arguments replace that sequence by one run with these overrides (e.g. one point, another setting).
-# LOSSLESS=N: the lossless check on N prompts in that run (default 0: skipped).
+# LOSSLESS=N: the lossless check on N prompts in that run (default 0: skipped). DATASET: the dataset config
+# (default python_packages; e.g. gutenberg, the books shipped in the package).
 source scripts/gpu/env.sh
 stop_background $(( 5 * ${WAIT_BG:-12} ))
-R="experiment=decode_real model=qwen_coder dataset=python_packages dtype=bfloat16 device=cuda experiment.prompts=32"
+R="experiment=decode_real model=qwen_coder dataset=${DATASET:-python_packages} dtype=bfloat16 device=cuda experiment.prompts=32"
 if [ $# -gt 1 ]; then spec "$1" $R experiment.lossless_prompts="${LOSSLESS:-0}" "${@:2}"; else
   spec ${1:-300} $R "experiment.contexts=[32768]" "experiment.batches=[16,32]" experiment.lossless_prompts=0
   spec ${1:-300} $R "experiment.contexts=[16384,8192,2048]" "experiment.batches=[16]" experiment.lossless_prompts=0
