@@ -359,3 +359,9 @@ def test_the_real_points_plan_the_table_points_without_the_one_launches_each_wit
                                                   "bash scripts/gpu/real_points.sh 300"])
     assert len(told) == 1 and last(told[0], "experiment.prompts") == "4" and last(told[0], "experiment.repeats") == "1"
     assert_compose(told)
+    (tmp_path / "books").mkdir()  # DATASET: another dataset config (the shipped books), every other override the same
+    books = planned_runs(tmp_path / "books", ["-c", 'DATASET=gutenberg POINTS="32768 16" '
+                                                    "bash scripts/gpu/real_points.sh 300"])
+    assert len(books) == 1 and last(books[0], "dataset") == "gutenberg"
+    assert last(each[2], "dataset") == "python_packages"
+    assert_compose(books)
