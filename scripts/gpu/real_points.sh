@@ -8,6 +8,7 @@
 # otherwise (the earlier runs' counts). Default POINTS: the points whose rows in the real table ($TABLE, default
 # docs/data/real_table.md) say the draft's projections did not run as one launches (the column "draft one launches"),
 # the largest batch first, then the longest context. $EXTRA: overrides for every run. $1: the limit of each run (s).
+# DATASET and LOSSLESS reach decode.sh (e.g. DATASET=gutenberg: the shipped books; LOSSLESS=32: the lossless check).
 source scripts/gpu/env.sh
 set -f
 [ -z "$PRECHECK" ] && stop_background 5
