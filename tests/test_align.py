@@ -2,6 +2,7 @@
 
 import itertools
 import math
+import re
 
 import numpy as np
 import pytest
@@ -167,8 +168,12 @@ def test_too_little_calibration_text_says_so(tiny_pair, tiny_model_dir):
 
     cfg = compose_config("model=tiny_random", f"model.verifier.path={tiny_model_dir}", "dataset=text_files",
                          "dataset.source.paths=[README.md]", "align.num_tokens=10000000", "align.context_len=1000")
-    with pytest.raises(SpecAttnError, match="fewer than align.num_tokens=10000000"):
+    with pytest.raises(SpecAttnError) as error:
         calibration_samples(cfg, tiny_pair)
+    # the keys that asked and the one fix, not dataset.num_samples / dataset.context_len (which calibration ignores)
+    assert re.fullmatch(r"dataset text_files calibration holds only \d+ windows of align.context_len=1000 tokens, "
+                        r"fewer than the 10000 that align.num_tokens=10000000 takes: lower align.num_tokens",
+                        str(error.value)), str(error.value)
 
 
 def test_a_draft_equal_to_the_verifier_aligns_on_the_diagonal(tiny_pair):

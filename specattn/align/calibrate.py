@@ -35,13 +35,9 @@ def calibration_samples(cfg: DictConfig, pair: ModelPair):
                             f"{pair.verifier.config.max_position_embeddings} positions")
     count = max(1, -(-num_tokens // context_len))
     source = instantiate(cfg.dataset.calibration)
-    try:
-        return token_windows(source.documents(), pair.tokenizer, context_len, count, f"{source.name} calibration")
-    except SpecAttnError as error:
-        raise SpecAttnError(
-            f"calibration data {source.name} has fewer than align.num_tokens={num_tokens} tokens in windows of "
-            f"align.context_len={context_len} ({error}); lower align.num_tokens"
-        ) from error
+    return token_windows(source.documents(), pair.tokenizer, context_len, count, f"{source.name} calibration",
+                         length_key="align.context_len", asked=f"the {count} that align.num_tokens={num_tokens} takes",
+                         fix="lower align.num_tokens")
 
 
 def similarity_matrices(cfg: DictConfig, pair: ModelPair, metrics: tuple[str, ...] | None = None,

@@ -38,7 +38,8 @@ def _tokens(tokenizer, text: str, needed: int) -> tuple[list[int], bool]:
 
 def token_windows(documents: list[Document], tokenizer, context_len: int, num_samples: int,
                   source_name: str = "dataset", first: int = 0, *, count_key: str = "dataset.num_samples",
-                  length_key: str = "dataset.context_len") -> list[Sample]:
+                  length_key: str = "dataset.context_len", asked: str | None = None,
+                  fix: str | None = None) -> list[Sample]:
     """``num_samples`` non-overlapping windows, round-robin over documents, from window ``first`` on.
 
     Sample ``k`` is window ``k // D`` of document ``k % D`` among the ``D`` documents still long
@@ -47,7 +48,8 @@ def token_windows(documents: list[Document], tokenizer, context_len: int, num_sa
     ``first`` skips that many of them (``dataset.first_sample``): a later run then measures the windows an
     earlier run of ``first`` samples did not, and the two pool into one sample set
     (``python -m specattn.results intervals --pool``). Too few windows: one error naming the config keys that set
-    ``num_samples`` and ``context_len`` (``count_key``, ``length_key``).
+    ``num_samples`` and ``context_len`` (``count_key``, ``length_key``); a caller whose count is not a key of its own
+    says what asked for it and the fix instead (``asked``, ``fix``: e.g. windows derived from a token budget).
     """
     wanted = first + num_samples
     samples: list[Sample] = []
@@ -68,12 +70,14 @@ def token_windows(documents: list[Document], tokenizer, context_len: int, num_sa
             samples.append(Sample(f"{doc.name}#{round_index}", window))
             took_any = True
         if not took_any:
-            asked = f"dataset.first_sample={first} + {count_key}={num_samples}" if first else \
-                f"{count_key}={num_samples}"
+            if asked is None:
+                asked = f"dataset.first_sample={first} + {count_key}={num_samples}" if first else \
+                    f"{count_key}={num_samples}"
+            if fix is None:
+                fix = f"lower {'dataset.first_sample or ' if first else ''}{count_key} or {length_key}"
             raise SpecAttnError(
                 f"dataset {source_name} holds only {len(samples)} windows of {length_key}={context_len} tokens, "
-                f"fewer than {asked}{_too_short(documents, cache, context_len)}: "
-                f"lower {'dataset.first_sample or ' if first else ''}{count_key} or {length_key}"
+                f"fewer than {asked}{_too_short(documents, cache, context_len)}: {fix}"
             )
         round_index += 1
     return samples[first:]
