@@ -362,6 +362,9 @@ def test_the_real_points_plan_the_table_points_without_the_one_launches_each_wit
     (tmp_path / "books").mkdir()  # DATASET: another dataset config (the shipped books), every other override the same
     books = planned_runs(tmp_path / "books", ["-c", 'DATASET=gutenberg POINTS="32768 16" '
                                                     "bash scripts/gpu/real_points.sh 300"])
-    assert len(books) == 1 and last(books[0], "dataset") == "gutenberg"
-    assert last(each[2], "dataset") == "python_packages"
+    (tmp_path / "code").mkdir()
+    code = planned_runs(tmp_path / "code", ["-c", 'POINTS="32768 16" bash scripts/gpu/real_points.sh 300'])
+    assert len(books) == len(code) == 1 and last(books[0], "dataset") == "gutenberg"
+    assert last(code[0], "dataset") == "python_packages"
+    assert [o for o in books[0] if not o.startswith("dataset=")] == [o for o in code[0] if not o.startswith("dataset=")]
     assert_compose(books)
