@@ -8,7 +8,8 @@
 # (default python_packages; e.g. gutenberg, the books shipped in the package).
 source scripts/gpu/env.sh
 stop_background $(( 5 * ${WAIT_BG:-12} ))
-R="experiment=decode_real model=qwen_coder dataset=${DATASET:-python_packages} dtype=bfloat16 device=cuda experiment.prompts=32"
+R="experiment=decode_real model=qwen_coder dataset=${DATASET:-python_packages} dtype=bfloat16 device=cuda"
+R="$R experiment.prompts=32"
 if [ $# -gt 1 ]; then spec "$1" $R experiment.lossless_prompts="${LOSSLESS:-0}" "${@:2}"; else
   spec ${1:-300} $R "experiment.contexts=[32768]" "experiment.batches=[16,32]" experiment.lossless_prompts=0
   spec ${1:-300} $R "experiment.contexts=[16384,8192,2048]" "experiment.batches=[16]" experiment.lossless_prompts=0
